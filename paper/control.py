@@ -1,0 +1,54 @@
+"""JSON control endpoint: the PaperExchange control API for drivers in another process
+(demo, benchmark). POST /control/<name> with the keyword arguments as a JSON object."""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable
+
+from aiohttp import web
+
+from .errors import DhanError
+
+if TYPE_CHECKING:
+    from .exchange import PaperExchange
+
+_EXCHANGE_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
+                   "price", "orders", "positions", "trades", "funds", "request_log", "modification_count")
+_FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
+                "duplicate_messages", "reorder_messages", "clear")
+
+
+def add_control_routes(app: web.Application, ex: "PaperExchange") -> None:
+    async def call(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        target: Callable[..., Any] | None = None
+        if name in _EXCHANGE_CALLS:
+            target = getattr(ex, name)
+        elif name.startswith("faults.") and name[7:] in _FAULT_CALLS:
+            target = getattr(ex.faults, name[7:])
+        elif name == "add_account":
+            from .exchange import AccountSpec
+            target = lambda **kw: ex.add_account(AccountSpec(**kw)) and None  # noqa: E731
+        if target is None:
+            return _answer(404, {"error": f"unknown control call {name[:40]!r}"})
+        try:
+            raw = await request.read()
+            kwargs = json.loads(raw) if raw.strip() else {}
+            if not isinstance(kwargs, dict):
+                raise ValueError("body must be a JSON object of keyword arguments")
+            return _answer(200, {"result": target(**kwargs)})
+        except DhanError as e:
+            return _answer(e.http_status, e.body())
+        except (TypeError, ValueError, KeyError) as e:
+            return _answer(400, {"error": str(e)[:200]})
+
+    async def state(request: web.Request) -> web.Response:
+        return _answer(200, {"rest_url": ex.rest_url, "ws_url": ex.ws_url, "session": ex.engine.sessions.state(),
+                             "accounts": sorted(ex.engine.accounts), "sockets": ex.socket_count()})
+
+    app.router.add_get("/control", state)
+    app.router.add_post("/control/{name}", call)
+
+
+def _answer(status: int, payload: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(payload, default=str).encode(), content_type="application/json")

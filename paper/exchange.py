@@ -1,0 +1,241 @@
+"""PaperExchange: runs the REST server and the order-update socket in one event loop on a
+background thread, a ticker thread for prices and matching, and the control API tests use."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from . import realtime
+from .book import Account
+from .control import add_control_routes
+from .engine import Engine
+from .errors import DhanError
+from .faults import Faults
+from .instruments import load_instruments
+from .matching import PriceBoard, round_tick
+from .ratelimit import RateLimiter
+from .requestlog import RequestLog
+from .rest import RestApi
+from .sessions import SessionClock
+from .socket import OrderSocketHub
+
+log = logging.getLogger("paper")
+
+
+@dataclass
+class AccountSpec:
+    client_id: str
+    access_token: str
+    funds: float = 1_000_000.0
+
+
+class PaperExchange:
+    def __init__(self, seed: int = 7, price_walk: bool = True, tick_seconds: float = 0.2, session: str = "open",
+                 clock: Callable[[], datetime] | None = None, rate_limits: dict[str, int | None] | None = None,
+                 fill_tranche_qty: int | None = None, host: str = "127.0.0.1", port: int = 0,
+                 instruments_csv: str | Path | None = None, ws_port: int = 0) -> None:
+        self.price_walk = price_walk
+        self.tick_seconds = tick_seconds
+        self.host, self._port, self._ws_port = host, port, ws_port
+        self.instruments = load_instruments(instruments_csv)
+        self.hub = OrderSocketHub(lambda c, t: self.engine.authenticate(c, t) is not None, None)  # type: ignore[arg-type]
+        self.faults = Faults(on_drop=self.hub.drop_all, seed=seed)
+        self.hub.faults = self.faults
+        self.engine = Engine(self.instruments, PriceBoard(self.instruments, seed), SessionClock(session, clock),
+                             self.hub.publish, fill_tranche_qty)
+        self.limiter = RateLimiter(rate_limits)
+        self.requests = RequestLog()
+        self.rest_url = self.ws_url = self.control_url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runners: list[web.AppRunner] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._stopped = False
+
+    # --- lifecycle ---
+    def start(self) -> "PaperExchange":
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run_loop() -> None:
+            loop = self._loop = realtime.RealTimeLoop()
+            asyncio.set_event_loop(loop)
+            self.hub.loop = loop
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as e:   # surface bind errors to start()
+                failure.append(e)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        t = threading.Thread(target=run_loop, name="paper-exchange-loop", daemon=True)
+        t.start()
+        ready.wait(10)
+        if failure:
+            raise RuntimeError(f"paper exchange failed to start: {failure[0]}") from failure[0]
+        ticker = threading.Thread(target=self._tick_loop, name="paper-exchange-ticker", daemon=True)
+        ticker.start()
+        self._threads = [t, ticker]
+        return self
+
+    async def _serve(self) -> None:
+        rest_app = web.Application(client_max_size=64 * 1024)
+        RestApi(self.engine, self.faults, self.limiter, self.requests).add_routes(rest_app)
+        add_control_routes(rest_app, self)
+        ws_app = web.Application()
+        ws_app.router.add_get("/", self.hub.handle)
+        ports = []
+        for app, port in ((rest_app, self._port), (ws_app, self._ws_port)):
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, port, shutdown_timeout=0.5)
+            await site.start()
+            self._runners.append(runner)
+            ports.append(runner.addresses[0][1])
+        self.rest_url = f"http://{self.host}:{ports[0]}/v2"
+        self.control_url = f"http://{self.host}:{ports[0]}/control"
+        self.ws_url = f"ws://{self.host}:{ports[1]}"
+
+    def _tick_loop(self) -> None:
+        """Period work off the event loop; sleeps on an Event (immune to freezegun) and
+        does nothing while there are no open orders and prices do not walk."""
+        while not self._stopping.is_set():
+            idle = not (self.price_walk or self.engine.busy() or self.engine.sessions.mode == "auto")
+            if idle:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            self._stopping.wait(self.tick_seconds)
+            try:
+                self.engine.tick(self.price_walk)
+            except Exception:
+                log.exception("tick failed")
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        self._wake.set()
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            async def shutdown() -> None:
+                await asyncio.wait_for(self.hub.close_all(), 0.5)
+                for r in self._runners:
+                    await r.cleanup()
+            fut = asyncio.run_coroutine_threadsafe(shutdown(), loop)
+            try:
+                fut.result(1.5)
+            except Exception:
+                log.warning("paper exchange shutdown was not clean")
+            loop.call_soon_threadsafe(loop.stop)
+        for t in self._threads:
+            t.join(0.5)
+
+    def __enter__(self) -> "PaperExchange":
+        return self.start() if not self._threads else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- accounts and book reads ---
+    def add_account(self, spec: AccountSpec) -> Account:
+        return self.engine.add_account(spec.client_id, spec.access_token, spec.funds)
+
+    def account(self, client_id: str) -> Account:
+        return self.engine.account(client_id)
+
+    def orders(self, client_id: str) -> list[dict[str, Any]]:
+        with self.engine.lock:
+            return [o.as_rest() for o in self.account(client_id).orders.values()]
+
+    def order(self, client_id: str, order_id: str) -> dict[str, Any]:
+        with self.engine.lock:
+            return self.account(client_id).orders[order_id].as_rest()
+
+    def positions(self, client_id: str) -> list[dict[str, Any]]:
+        with self.engine.lock:
+            acct = self.account(client_id)
+            return [p.as_rest(client_id, self.engine.ltp(sid)) for (sid, _), p in acct.positions.items()]
+
+    def trades(self, client_id: str) -> list[dict[str, Any]]:
+        with self.engine.lock:
+            return [t.as_rest() for t in self.account(client_id).trades]
+
+    def funds(self, client_id: str) -> dict[str, Any]:
+        with self.engine.lock:
+            return self.account(client_id).funds_rest()
+
+    def set_funds(self, client_id: str, amount: float) -> None:
+        with self.engine.lock:
+            self.account(client_id).sod_limit = float(amount)
+
+    def forever_orders(self, client_id: str) -> list[dict[str, Any]]:
+        with self.engine.lock:
+            return [dict(r) for r in self.account(client_id).forever.values()]
+
+    def modification_count(self, client_id: str, order_id: str) -> int:
+        with self.engine.lock:
+            return self.account(client_id).orders[order_id].modifications
+
+    def request_log(self, client_id: str | None = None) -> list[dict[str, Any]]:
+        return self.requests.entries(client_id)
+
+    def socket_count(self, client_id: str | None = None) -> int:
+        """Logged-in order-update sockets (of one account): lets tests wait for a login."""
+        return self.hub.connection_count(client_id)
+
+    # --- market control ---
+    def price(self, security_id: str) -> float:
+        with self.engine.lock:
+            return self.engine.ltp(str(security_id))
+
+    def set_price(self, security_id: str, price: float) -> None:
+        self.engine.set_price(str(security_id), price)
+        self._wake.set()
+
+    def set_session(self, session: str) -> None:
+        self.engine.set_session(session)
+        self._wake.set()
+
+    def set_circuit(self, security_id: str, lower: float, upper: float) -> None:
+        with self.engine.lock:
+            tick = self.instruments[str(security_id)].tick_size
+            q = self.engine.board.quotes[str(security_id)]
+            q.lower, q.upper = round_tick(lower, tick), round_tick(upper, tick)
+
+    def halt(self, security_id: str, halted: bool = True) -> None:
+        with self.engine.lock:
+            self.engine.board.quotes[str(security_id)].halted = halted
+        if not halted:
+            self.engine.set_price(str(security_id), self.price(str(security_id)))
+
+    def fill(self, client_id: str, order_id: str, qty: int | None = None, price: float | None = None) -> dict[str, Any]:
+        return self.engine.force_fill(client_id, order_id, qty, price).as_rest()
+
+    def reject_next(self, client_id: str, error_code: str = "DH-906", message: str = "order rejected by the broker",
+                    count: int = 1) -> None:
+        DhanError(error_code, message)   # validates nothing but documents the shape
+        with self.engine.lock:
+            self.account(client_id).reject_next.extend([(error_code, message)] * count)
+
+    def wait_for(self, predicate: Callable[["PaperExchange"], bool], timeout: float = 5.0) -> bool:
+        """Poll `predicate(self)` until it is true or `timeout` (real) seconds pass."""
+        deadline = realtime.monotonic() + timeout
+        while True:
+            if predicate(self):
+                return True
+            if realtime.monotonic() >= deadline:
+                return False
+            self._stopping.wait(0.01)

@@ -1,0 +1,127 @@
+"""Fault injection: the broker misbehaviours a copier must survive (lost answers, late
+answers, 5xx, dropped/refused sockets, duplicated or reordered updates)."""
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Callable, Iterable
+
+from . import realtime
+
+FAIL_MODES = ("DH-908", "DH-909", "close")
+
+
+@dataclass
+class _Rule:
+    fraction: float
+    client_id: str | None
+    paths: tuple[str, ...] | None
+    mode: str = ""
+    seconds: float = 0.0
+    count: int | None = None
+
+    def matches(self, client_id: str | None, keys: Iterable[str]) -> bool:
+        if self.client_id is not None and client_id != self.client_id:
+            return False
+        if self.paths is None:
+            return True
+        return any(fnmatchcase(k, p) for p in self.paths for k in keys)
+
+
+def _paths(paths: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    if paths is None:
+        return None
+    return (paths,) if isinstance(paths, str) else tuple(paths)
+
+
+class Faults:
+    """Knobs are set from any thread; the REST and socket layers consult them per call/message.
+
+    Paths are "METHOD /path" relative to /v2, e.g. "POST /orders", "PUT /orders/{orderId}",
+    or glob patterns such as "PUT /orders/*"."""
+
+    def __init__(self, on_drop: Callable[[], None] | None = None, seed: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._on_drop = on_drop
+        self.clear()
+
+    def clear(self) -> None:
+        """Back to a well-behaved broker."""
+        with self._lock:
+            self._refuse_until = 0.0
+            self._delays: list[_Rule] = []
+            self._fails: list[_Rule] = []
+            self._after: list[_Rule] = []
+            self.duplicate_fraction = 0.0
+            self.reorder_fraction = 0.0
+
+    # --- socket knobs ---
+    def drop_sockets(self) -> None:
+        """Close every order-update socket now (clients must reconnect and resync)."""
+        if self._on_drop:
+            self._on_drop()
+
+    def refuse_reconnects(self, seconds: float) -> None:
+        with self._lock:
+            self._refuse_until = realtime.monotonic() + seconds
+
+    def refusing(self) -> bool:
+        return realtime.monotonic() < self._refuse_until
+
+    def duplicate_messages(self, fraction: float) -> None:
+        self.duplicate_fraction = fraction
+
+    def reorder_messages(self, fraction: float) -> None:
+        self.reorder_fraction = fraction
+
+    def roll(self, fraction: float) -> bool:
+        if fraction <= 0:
+            return False
+        with self._lock:
+            return self._rng.random() < fraction
+
+    # --- REST knobs ---
+    def delay_answers(self, seconds: float, client_id: str | None = None,
+                      paths: str | Iterable[str] | None = ("POST /orders",), count: int | None = None) -> None:
+        """The call takes effect at once but its answer arrives `seconds` late."""
+        with self._lock:
+            self._delays.append(_Rule(1.0, client_id, _paths(paths), seconds=seconds, count=count))
+
+    def fail_fraction(self, fraction: float, mode: str = "DH-908", client_id: str | None = None,
+                      paths: str | Iterable[str] | None = None, seed: int | None = None) -> None:
+        """That fraction of matching calls fail before any effect ("close": no answer at all)."""
+        if mode not in FAIL_MODES:
+            raise ValueError(f"mode must be one of {FAIL_MODES}")
+        with self._lock:
+            if seed is not None:
+                self._rng = random.Random(seed)
+            self._fails.append(_Rule(fraction, client_id, _paths(paths), mode=mode))
+
+    def fail_after_effect(self, fraction: float, client_id: str | None = None,
+                          paths: str | Iterable[str] | None = ("POST /orders",)) -> None:
+        """The call takes effect, then the connection closes: the client never learns the answer."""
+        with self._lock:
+            self._after.append(_Rule(fraction, client_id, _paths(paths)))
+
+    def before_effect(self, client_id: str | None, keys: tuple[str, ...]) -> str | None:
+        with self._lock:
+            for r in self._fails:
+                if r.matches(client_id, keys) and self._rng.random() < r.fraction:
+                    return r.mode
+        return None
+
+    def lose_answer(self, client_id: str | None, keys: tuple[str, ...]) -> bool:
+        with self._lock:
+            return any(r.matches(client_id, keys) and self._rng.random() < r.fraction for r in self._after)
+
+    def answer_delay(self, client_id: str | None, keys: tuple[str, ...]) -> float:
+        with self._lock:
+            for r in self._delays:
+                if r.matches(client_id, keys) and (r.count is None or r.count > 0):
+                    if r.count is not None:
+                        r.count -= 1
+                    return r.seconds
+        return 0.0

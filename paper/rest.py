@@ -1,0 +1,229 @@
+"""The DhanHQ v2 REST surface under /v2: auth, fault injection, rate limits, then the engine.
+
+Every answer is JSON in Dhan's shapes; every refusal is the contract's error body. No
+exception escapes as a 500 page: unexpected ones become DH-908 and are logged."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Callable
+
+from aiohttp import web
+
+from .book import Account, margin_required
+from .engine import Engine
+from .errors import DhanError, input_error
+from .faults import Faults
+from .ratelimit import RateLimiter
+from .requestlog import RequestLog
+from .validation import check_client, parse_forever, parse_forever_modify, parse_json, parse_margin, parse_modify, parse_place
+
+log = logging.getLogger("paper.rest")
+PREFIX = "/v2"
+
+Result = tuple[int, Any]
+Handler = Callable[[Account, web.Request, bytes], Result]
+
+
+def _json(status: int, payload: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(payload).encode(), content_type="application/json")
+
+
+class RestApi:
+    def __init__(self, engine: Engine, faults: Faults, limiter: RateLimiter, requests: RequestLog) -> None:
+        self.engine = engine
+        self.faults = faults
+        self.limiter = limiter
+        self.requests = requests
+
+    def add_routes(self, app: web.Application) -> None:
+        r: list[tuple[str, str, Handler, bool]] = [
+            ("POST", "/orders", self.place, True),
+            ("POST", "/orders/slicing", self.place_sliced, True),
+            ("GET", "/orders", self.order_book, False),
+            ("GET", "/orders/external/{correlationId}", self.by_correlation, False),
+            ("GET", "/orders/{orderId}", self.one_order, False),
+            ("PUT", "/orders/{orderId}", self.modify, True),
+            ("DELETE", "/orders/{orderId}", self.cancel, True),
+            ("GET", "/trades", self.trades, False),
+            ("GET", "/trades/", self.trades, False),
+            ("GET", "/trades/{orderId}", self.trades, False),
+            ("GET", "/trades/{fromDate}/{toDate}/{page}", self.trades, False),
+            ("GET", "/positions", self.positions, False),
+            ("GET", "/holdings", self.holdings, False),
+            ("GET", "/fundlimit", self.funds, False),
+            ("POST", "/margincalculator", self.margin, False),
+            ("POST", "/killswitch", self.kill_switch, False),
+            ("GET", "/killswitch", self.kill_switch_status, False),
+            ("POST", "/forever/orders", self.forever_place, True),
+            ("PUT", "/forever/orders/{orderId}", self.forever_modify, True),
+            ("DELETE", "/forever/orders/{orderId}", self.forever_cancel, True),
+            ("GET", "/forever/orders", self.forever_list, False),
+            ("GET", "/forever/all", self.forever_list, False),
+            ("GET", "/RenewToken", self.renew_token, False),
+        ]
+        for method, path, fn, order_api in r:
+            app.router.add_route(method, PREFIX + path, self._wrap(f"{method} {path}", fn, order_api))
+        app.router.add_route("*", PREFIX + "/{tail:.*}", self._wrap("* unknown", self.unknown, False))
+
+    def _wrap(self, route: str, fn: Handler, order_api: bool) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._run(request, route, fn, order_api)
+        return handler
+
+    async def _run(self, request: web.Request, route: str, fn: Handler, order_api: bool) -> web.StreamResponse:
+        cid = request.headers.get("client-id")
+        rel = request.path[len(PREFIX):] or "/"
+        keys = (f"{request.method} {rel}", route)
+        acct: Account | None = None
+        code: str | None = None
+        try:
+            acct = self.engine.authenticate(cid, request.headers.get("access-token"))
+            if acct is None:
+                raise DhanError("DH-901", "Client ID or access token is invalid or expired")
+            mode = self.faults.before_effect(cid, keys)
+            if mode == "close":
+                self.requests.add(cid, request.method, rel, route, 0, "close")
+                return self._abort(request)
+            if mode:
+                raise DhanError(mode, "injected fault: the broker could not process the request")
+            if order_api and not self.limiter.allow(acct.client_id):
+                raise DhanError("DH-904", "Too many requests: order API rate limit exceeded, retry later")
+            raw = await request.read()
+            status, payload = fn(acct, request, raw)
+        except DhanError as e:
+            status, payload, code = e.http_status, e.body(), e.code
+        except Exception:   # a bug here must still answer in the contract's shape
+            log.exception("unexpected error in %s", route)
+            err = DhanError("DH-908", "internal server error")
+            status, payload, code = err.http_status, err.body(), err.code
+        if acct is not None and code is None and self.faults.lose_answer(cid, keys):
+            self.requests.add(cid, request.method, rel, route, 0, "close")
+            return self._abort(request)
+        delay = self.faults.answer_delay(cid, keys) if acct is not None else 0.0
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.requests.add(cid, request.method, rel, route, status, code)
+        return _json(status, payload)
+
+    @staticmethod
+    def _abort(request: web.Request) -> web.StreamResponse:
+        """Close the connection without an answer: the client sees a transport error."""
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)   # never reaches the client: the transport is gone
+
+    # --- orders ---
+    def place(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        body = parse_json(raw)
+        check_client(body, acct.client_id)
+        order, status = self.engine.place(acct.client_id, parse_place(body, self.engine.instruments))
+        return 200, {"orderId": order.order_id, "orderStatus": status}
+
+    def place_sliced(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        status, answer = self.place(acct, request, raw)
+        return status, [answer]
+
+    def order_book(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        with self.engine.lock:
+            return 200, [o.as_rest() for o in acct.orders.values()]
+
+    def one_order(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        oid = request.match_info["orderId"]
+        with self.engine.lock:
+            order = acct.orders.get(oid)
+            if order is None:
+                raise input_error("orderId", f"no order {oid[:30]!r} for this client")
+            return 200, order.as_rest()
+
+    def by_correlation(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        corr = request.match_info["correlationId"]
+        with self.engine.lock:
+            order = acct.by_correlation.get(corr)
+            if order is None:
+                raise input_error("correlationId", f"no order with correlationId {corr[:30]!r}")
+            return 200, order.as_rest()
+
+    def modify(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        body = parse_json(raw)
+        check_client(body, acct.client_id)
+        oid = request.match_info["orderId"]
+        if body.get("orderId") not in (None, "", oid):
+            raise input_error("orderId", "body orderId does not match the path")
+        order = self.engine.modify(acct.client_id, oid, lambda o: parse_modify(body, o.order_type, o.validity))
+        return 200, {"orderId": order.order_id, "orderStatus": order.status}
+
+    def cancel(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        order = self.engine.cancel(acct.client_id, request.match_info["orderId"])
+        return 200, {"orderId": order.order_id, "orderStatus": order.status}
+
+    # --- portfolio ---
+    def trades(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        oid = request.match_info.get("orderId")
+        with self.engine.lock:
+            return 200, [t.as_rest() for t in acct.trades if oid is None or t.order_id == oid]
+
+    def positions(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        with self.engine.lock:
+            return 200, [p.as_rest(acct.client_id, self.engine.ltp(sid)) for (sid, _), p in acct.positions.items()]
+
+    def holdings(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        return 200, []
+
+    def funds(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        with self.engine.lock:
+            return 200, acct.funds_rest()
+
+    def margin(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        body = parse_json(raw)
+        ins, txn, product, qty, price = parse_margin(body, self.engine.instruments)
+        with self.engine.lock:
+            price = price or self.engine.ltp(ins.security_id)
+            need = round(margin_required(ins, txn, product, qty, price), 2)
+            avail = acct.available()
+        return 200, {"totalMargin": need, "spanMargin": 0.0 if ins.is_equity else round(need * 0.7, 2),
+                     "exposureMargin": 0.0 if ins.is_equity else round(need * 0.3, 2), "availableBalance": avail,
+                     "variableMargin": need if ins.is_equity else 0.0,
+                     "insufficientBalance": round(max(0.0, need - avail), 2), "brokerage": 20.0,
+                     "leverage": f"{round(qty * price / need, 2) if need else 1.0}"}
+
+    def kill_switch(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        action = (request.query.get("killSwitchStatus") or "").upper()
+        if action not in ("ACTIVATE", "DEACTIVATE"):
+            raise input_error("killSwitchStatus", "must be ACTIVATE or DEACTIVATE")
+        with self.engine.lock:
+            acct.kill_switch = action == "ACTIVATE"
+        word = "activated" if acct.kill_switch else "deactivated"
+        return 200, {"dhanClientId": acct.client_id, "killSwitchStatus": f"Kill Switch has been successfully {word}"}
+
+    def kill_switch_status(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        return 200, {"dhanClientId": acct.client_id, "killSwitchStatus": "ACTIVATE" if acct.kill_switch else "DEACTIVATE"}
+
+    # --- forever orders ---
+    def forever_place(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        body = parse_json(raw)
+        check_client(body, acct.client_id)
+        rec = self.engine.place_forever(acct.client_id, parse_forever(body, self.engine.instruments))
+        return 200, {"orderId": rec["orderId"], "orderStatus": rec["orderStatus"]}
+
+    def forever_modify(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        body = parse_json(raw)
+        check_client(body, acct.client_id)
+        rec = self.engine.modify_forever(acct.client_id, request.match_info["orderId"], parse_forever_modify(body))
+        return 200, {"orderId": rec["orderId"], "orderStatus": rec["orderStatus"]}
+
+    def forever_cancel(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        rec = self.engine.cancel_forever(acct.client_id, request.match_info["orderId"])
+        return 200, {"orderId": rec["orderId"], "orderStatus": rec["orderStatus"]}
+
+    def forever_list(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        with self.engine.lock:
+            return 200, [dict(r) for r in acct.forever.values()]
+
+    def renew_token(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        return 200, {"dhanClientId": acct.client_id, "accessToken": acct.access_token,
+                     "expiryTime": "2099-12-31T23:59:59"}
+
+    def unknown(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        raise DhanError("DH-905", f"path: no such endpoint {request.method} {request.path[:80]}")

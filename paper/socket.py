@@ -1,0 +1,150 @@
+"""Order-update websocket: Dhan's login message, then every change of every order of the
+account as an `order_alert`, to every socket logged in as that account.
+
+Each connection has its own queue and writer task so messages leave in the order they were
+published; the fault knobs (drop, refuse, duplicate, reorder) act here."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any, Callable
+
+from aiohttp import WSMsgType, web
+
+from .faults import Faults
+
+log = logging.getLogger("paper.socket")
+LOGIN_TIMEOUT = 10.0
+REORDER_HOLD = 0.3   # a held message goes out at the latest this long after it was due
+
+
+class _Conn:
+    def __init__(self, ws: web.WebSocketResponse, client_id: str) -> None:
+        self.ws = ws
+        self.client_id = client_id
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+
+class OrderSocketHub:
+    """Runs on the event loop; `publish` may be called from any thread."""
+
+    def __init__(self, authenticate: Callable[[str, str], bool], faults: Faults) -> None:
+        self.authenticate = authenticate
+        self.faults = faults
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._conns: dict[str, set[_Conn]] = {}
+        self._outbox: deque[tuple[str, str]] = deque()
+        self._drain_scheduled = False
+        self._held: dict[str, str] = {}
+
+    # --- publishing (thread-safe entry point) ---
+    def publish(self, client_id: str, message: dict[str, Any]) -> None:
+        self._outbox.append((client_id, json.dumps(message)))
+        if not self._drain_scheduled and self.loop is not None:
+            self._drain_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:   # loop closed during shutdown
+                pass
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        while self._outbox:
+            client_id, text = self._outbox.popleft()
+            self._route(client_id, text)
+
+    def _route(self, client_id: str, text: str) -> None:
+        held = self._held.pop(client_id, None)
+        if held is None and self.faults.roll(self.faults.reorder_fraction):
+            self._held[client_id] = text
+            assert self.loop is not None
+            self.loop.call_later(REORDER_HOLD, self._release, client_id, text)
+            return
+        self._send(client_id, text)
+        if held is not None:
+            self._send(client_id, held)
+
+    def _release(self, client_id: str, text: str) -> None:
+        if self._held.get(client_id) is text:
+            del self._held[client_id]
+            self._send(client_id, text)
+
+    def _send(self, client_id: str, text: str) -> None:
+        copies = 2 if self.faults.roll(self.faults.duplicate_fraction) else 1
+        for conn in self._conns.get(client_id, ()):
+            for _ in range(copies):
+                conn.queue.put_nowait(text)
+
+    # --- connections ---
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None, autoping=True)
+        await ws.prepare(request)
+        client_id = await self._login(ws)
+        if client_id is None:
+            await ws.close()
+            return ws
+        conn = _Conn(ws, client_id)
+        self._conns.setdefault(client_id, set()).add(conn)
+        writer = asyncio.ensure_future(self._write(conn))
+        try:
+            async for msg in ws:   # nothing to read after login; keep the socket open until closed
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self._conns.get(client_id, set()).discard(conn)
+            conn.queue.put_nowait(None)
+            await writer
+        return ws
+
+    async def _login(self, ws: web.WebSocketResponse) -> str | None:
+        try:
+            msg = await asyncio.wait_for(ws.receive(), LOGIN_TIMEOUT)
+        except asyncio.TimeoutError:
+            return None
+        if msg.type != WSMsgType.TEXT:
+            return None
+        try:
+            req = json.loads(msg.data)["LoginReq"]
+            client_id, token = str(req["ClientId"]), str(req["Token"])
+        except (ValueError, KeyError, TypeError):
+            await self._refuse(ws, "DH-905", "LoginReq: malformed login message")
+            return None
+        if self.faults.refusing():
+            return None
+        if not self.authenticate(client_id, token):
+            await self._refuse(ws, "DH-901", "LoginReq: invalid client id or token")
+            return None
+        return client_id
+
+    @staticmethod
+    async def _refuse(ws: web.WebSocketResponse, code: str, message: str) -> None:
+        try:
+            await ws.send_str(json.dumps({"Type": "error", "errorCode": code, "errorMessage": message}))
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def _write(self, conn: _Conn) -> None:
+        while True:
+            text = await conn.queue.get()
+            if text is None or conn.ws.closed:
+                return
+            try:
+                await conn.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+    def connection_count(self, client_id: str | None = None) -> int:
+        if client_id is not None:
+            return len(self._conns.get(client_id, ()))
+        return sum(len(c) for c in self._conns.values())
+
+    async def close_all(self) -> None:
+        conns = [c for s in self._conns.values() for c in s]
+        await asyncio.gather(*(c.ws.close() for c in conns), return_exceptions=True)
+
+    def drop_all(self) -> None:
+        """Fault: close every socket abruptly (from any thread)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.close_all()))
