@@ -99,7 +99,7 @@ class PaperExchange:
         for app, port in ((rest_app, self._port), (ws_app, self._ws_port)):
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handle_signals=False)
             await runner.setup()
-            site = web.TCPSite(runner, self.host, port, shutdown_timeout=0.5)
+            site = web.TCPSite(runner, self.host, port)
             await site.start()
             self._runners.append(runner)
             ports.append(runner.addresses[0][1])
