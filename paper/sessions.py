@@ -2,6 +2,7 @@
 clock (IST, XBOM holidays via exchange_calendars): pre-open 09:00-09:15, open 09:15-15:30."""
 from __future__ import annotations
 
+import warnings
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Callable
 
@@ -22,6 +23,7 @@ class SessionClock:
         self.mode = mode
         self.clock = clock or utc_now
         self._calendar = None
+        self._trading_days: dict[date, bool] = {}
         self._opened_at: float | None = None   # business-clock epoch of the last manual open
 
     def now(self) -> datetime:
@@ -42,15 +44,22 @@ class SessionClock:
         self.mode = mode
 
     def _is_trading_day(self, d: date) -> bool:
-        if d.weekday() >= 5:
-            return False
-        if self._calendar is None:
-            import exchange_calendars as xcals
-            self._calendar = xcals.get_calendar("XBOM")
-        cal = self._calendar
-        if cal.first_session.date() <= d <= cal.last_session.date():
-            return bool(cal.is_session(d.isoformat()))
-        return True
+        """Weekday and not an XBOM holiday; cached per day because the calendar lookup is slow."""
+        known = self._trading_days.get(d)
+        if known is not None:
+            return known
+        ok = d.weekday() < 5
+        if ok:
+            with warnings.catch_warnings():   # pandas deprecation noise inside exchange_calendars
+                warnings.simplefilter("ignore")
+                if self._calendar is None:
+                    import exchange_calendars as xcals
+                    self._calendar = xcals.get_calendar("XBOM")
+                cal = self._calendar
+                if cal.first_session.date() <= d <= cal.last_session.date():
+                    ok = bool(cal.is_session(d.isoformat()))
+        self._trading_days[d] = ok
+        return ok
 
     def state(self) -> str:
         if self.mode != "auto":
