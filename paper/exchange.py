@@ -16,7 +16,6 @@ from . import realtime
 from .book import Account
 from .control import add_control_routes
 from .engine import Engine
-from .errors import DhanError
 from .faults import Faults
 from .instruments import load_instruments
 from .matching import PriceBoard, round_tick
@@ -45,9 +44,8 @@ class PaperExchange:
         self.tick_seconds = tick_seconds
         self.host, self._port, self._ws_port = host, port, ws_port
         self.instruments = load_instruments(instruments_csv)
-        self.hub = OrderSocketHub(lambda c, t: self.engine.authenticate(c, t) is not None, None)  # type: ignore[arg-type]
-        self.faults = Faults(on_drop=self.hub.drop_all, seed=seed)
-        self.hub.faults = self.faults
+        self.faults = Faults(on_drop=lambda: self.hub.drop_all(), seed=seed)
+        self.hub = OrderSocketHub(lambda c, t: self.engine.authenticate(c, t) is not None, self.faults)
         self.engine = Engine(self.instruments, PriceBoard(self.instruments, seed), SessionClock(session, clock),
                              self.hub.publish, fill_tranche_qty)
         self.limiter = RateLimiter(rate_limits)
@@ -226,7 +224,6 @@ class PaperExchange:
 
     def reject_next(self, client_id: str, error_code: str = "DH-906", message: str = "order rejected by the broker",
                     count: int = 1) -> None:
-        DhanError(error_code, message)   # validates nothing but documents the shape
         with self.engine.lock:
             self.account(client_id).reject_next.extend([(error_code, message)] * count)
 

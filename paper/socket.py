@@ -41,6 +41,8 @@ class OrderSocketHub:
 
     # --- publishing (thread-safe entry point) ---
     def publish(self, client_id: str, message: dict[str, Any]) -> None:
+        if not self._conns.get(client_id):
+            return   # nobody listening: Dhan does not replay missed updates either
         self._outbox.append((client_id, json.dumps(message)))
         if not self._drain_scheduled and self.loop is not None:
             self._drain_scheduled = True

@@ -1,9 +1,13 @@
 """Shared fixtures: a fresh exchange per test, a real dhanhq client and a logged-in order feed."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo root, for `import paper` under plain pytest
 from dhanhq import dhanhq
 from paper_support import LEADER, Feed, client, make_exchange
 
