@@ -1,7 +1,7 @@
 """Fills the way a copier sees them: resting limits, partial tranches, IOC, stops, rejections."""
 from __future__ import annotations
 
-from paper_support import LEADER, NIFTY_CE, RELIANCE, TCS, buy, make_exchange, order_id
+from paper_support import LEADER, NIFTY_CE, RELIANCE, TCS, buy, client, make_exchange, order_id
 
 from paper import PaperExchange
 
@@ -21,10 +21,9 @@ def test_resting_limit_fills_when_price_crosses(ex: PaperExchange, dhan) -> None
     assert ex.order(LEADER, oid)["averageTradedPrice"] == 1489.5
 
 
-def test_large_order_fills_in_partial_tranches(dhan) -> None:
+def test_large_order_fills_in_partial_tranches() -> None:
     ex = make_exchange(fill_tranche_qty=100)
     try:
-        from paper_support import client
         d = client(ex)
         oid = order_id(buy(d, 350))
         first = ex.order(LEADER, oid)
