@@ -1,0 +1,31 @@
+"""What every order actor needs, built once by the supervision tree and shared read-only."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from storage import Store
+from supervisors import Address
+from trading.instruments import InstrumentMaster
+
+
+@dataclass(frozen=True)
+class CopyPolicy:
+    """Behaviour knobs of replication (config key `copy`)."""
+
+    max_modifications: int = 25  # the broker's cap per order
+    lag_alert_seconds: float = 30.0  # 4.5: follower still open this long after the leader filled
+    idle_stop_seconds: float = 0.0  # an order actor with nothing left to do stops after this
+    sync_on_start: bool = True  # restarted actors look their copies up before acting
+
+
+@dataclass
+class CopierContext:
+    store: Store
+    instruments: InstrumentMaster
+    followers: list[str]
+    sizing: Address
+    limiters: dict[str, Address]
+    policy: CopyPolicy = field(default_factory=CopyPolicy)
+    alert: Callable[[str, str, str], None] = lambda level, key, message: None
+    copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off

@@ -1,0 +1,209 @@
+"""The feed actor: one per account socket (the leader's, and each follower's for its copies' fills).
+
+A websocket-client thread owns the connection: it logs in, reads frames and tells them to this
+actor; it reconnects with exponential backoff and jitter when the socket drops (7.1). This actor
+parses each frame, stores it in the inbox *before* routing it (so a crash after this point cannot
+lose it), and routes it. A malformed frame is counted and skipped, never fatal (8.9).
+
+The socket says nothing of what it missed while down, so after every (re)connect the actor
+fetches the account's order book and feeds every order through the same path (7.2); the inbox's
+dedupe and the order actors' state make orders already seen a no-op. On the copier's very first
+start the leader's existing orders are recorded as a baseline and not copied.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import websocket
+from tenacity import wait_exponential_jitter
+
+from actors.messages import LEADER, OrderUpdateReceived
+from app import metrics
+from broker.gateway import DhanGateway
+from broker.parsing import MalformedMessage, decode_socket_message, from_order_book, from_socket
+from storage import Store
+from supervisors import Address, Supervised
+from trading.orders import OrderUpdate, update_to_dict
+
+log = logging.getLogger(__name__)
+
+BASELINE_SETTING = "leader_baseline_done"
+
+
+@dataclass(frozen=True)
+class SocketFrame:
+    raw: str
+    received_ns: int
+
+
+@dataclass(frozen=True)
+class SocketOpened:
+    pass
+
+
+@dataclass(frozen=True)
+class SocketClosed:
+    reason: str
+
+
+def dedupe_key(account: str, update: OrderUpdate) -> str:
+    text = json.dumps([account, *update.state_key()], default=str)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+class FeedActor(Supervised):
+    def __init__(self, address: Address, supervisor: Address | None, *, account: str, url: str,
+                 gateway: DhanGateway, access_token: str, store: Store, router: Address,
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                 copy_existing_on_first_start: bool = False) -> None:
+        super().__init__(address, supervisor)
+        self.account = account
+        self.role = "leader" if account == LEADER else "follower"
+        self.url = url
+        self.gateway = gateway
+        self._token = access_token
+        self.store = store
+        self.router = router
+        self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
+        self.copy_existing_on_first_start = copy_existing_on_first_start
+        self._stop = threading.Event()
+        self._ws: websocket.WebSocketApp | None = None
+        self._thread: threading.Thread | None = None
+        self.connected = False
+
+    def __repr__(self) -> str:
+        return f"FeedActor({self.account})"
+
+    # -- the socket thread -------------------------------------------------------------------------
+    def started(self) -> None:
+        self._thread = threading.Thread(target=self._run_socket, name=f"feed-{self.account}", daemon=True)
+        self._thread.start()
+
+    def _run_socket(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            opened = threading.Event()
+            ws = websocket.WebSocketApp(
+                self.url,
+                on_open=lambda w: self._on_open(w, opened),
+                on_message=lambda w, raw: self.address.tell(SocketFrame(raw, time.monotonic_ns())),
+                on_close=lambda w, code, text: self.address.tell(SocketClosed(f"closed {code} {text or ''}".strip())),
+                on_error=lambda w, exc: log.info("%s socket error: %s", self.account, _safe(exc)),
+            )
+            self._ws = ws
+            try:
+                ws.run_forever(ping_interval=20, ping_timeout=10, skip_utf8_validation=True)
+            except Exception as exc:  # never let the thread die: log and reconnect
+                log.warning("%s socket failed: %s", self.account, _safe(exc))
+            if self._stop.is_set():
+                break
+            attempt = 1 if opened.is_set() else attempt + 1
+            delay = self.backoff(SimpleNamespace(attempt_number=attempt))
+            metrics.FEED_RECONNECTS.labels(self.account).inc()
+            log.warning("%s order-update socket down; reconnecting in %.1fs", self.account, delay)
+            self._stop.wait(delay)
+
+    def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event) -> None:
+        login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.gateway.client_id), "Token": self._token},
+                 "UserType": "SELF"}
+        ws.send(json.dumps(login))
+        opened.set()
+        self.address.tell(SocketOpened())
+
+    def on_stop(self) -> None:
+        self._shutdown()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._shutdown()
+        super().on_failure(*exc_info)
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        metrics.FEED_CONNECTED.labels(self.account).set(0)
+        if self._ws is not None:
+            try:
+                self._ws.close()
+            except Exception:  # noqa: BLE001 - closing a broken socket
+                pass
+
+    # -- messages ----------------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, SocketFrame):
+            self._on_frame(message)
+        elif isinstance(message, SocketOpened):
+            self.connected = True
+            metrics.FEED_CONNECTED.labels(self.account).set(1)
+            log.info("%s order-update socket connected", self.account)
+            self.backfill()
+        elif isinstance(message, SocketClosed):
+            self.connected = False
+            metrics.FEED_CONNECTED.labels(self.account).set(0)
+        elif message == "connected":
+            return self.connected
+        elif message == "backfill":
+            return self.backfill()
+        return None
+
+    def _on_frame(self, frame: SocketFrame) -> None:
+        try:
+            data = decode_socket_message(frame.raw)
+            if data is None:
+                return  # not an order alert (login answers, heartbeats)
+            update = from_socket(data, frame.received_ns)
+        except MalformedMessage as exc:
+            metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
+            log.warning("%s: skipped a malformed socket message (%s): %.200r", self.account, exc, frame.raw)
+            return
+        self.ingest(update)
+
+    def ingest(self, update: OrderUpdate) -> bool:
+        """Store, then route. False when it was an exact duplicate (7.3)."""
+        metrics.INBOUND_UPDATES.labels(self.role, update.source).inc()
+        event_id = self.store.record_inbound(self.account, update.order_id, dedupe_key(self.account, update),
+                                             update.source, update_to_dict(update), update.received_ns)
+        if event_id is None:
+            metrics.DUPLICATE_UPDATES.labels(self.role).inc()
+            return False
+        self.router.tell(OrderUpdateReceived(self.account, event_id, update))
+        return True
+
+    def backfill(self) -> int:
+        """Feed the whole order book through the inbox; returns how many updates were new."""
+        answer = self.gateway.order_book()
+        if not answer.ok:
+            log.warning("%s: order book unavailable after connect: %s", self.account, answer.error)
+            return 0
+        baseline = (self.account == LEADER and not self.copy_existing_on_first_start
+                    and self.store.get_setting(BASELINE_SETTING) is None)
+        source = "baseline" if baseline else "book"
+        new = 0
+        received_ns = time.monotonic_ns()
+        for entry in answer.data:
+            try:
+                update = from_order_book(entry, source=source, received_ns=received_ns)
+            except MalformedMessage as exc:
+                metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
+                log.warning("%s: skipped an unreadable order-book entry (%s)", self.account, exc)
+                continue
+            if self.ingest(update):
+                new += 1
+        if self.account == LEADER and self.store.get_setting(BASELINE_SETTING) is None:
+            self.store.set_setting(BASELINE_SETTING, str(time.time()))
+        if new:
+            metrics.BACKFILLED.labels(self.account).inc(new)
+            log.info("%s: %d order updates recovered from the order book", self.account, new)
+        return new
+
+
+def _safe(exc: object) -> str:
+    """Exception text without anything that looks like a token (the login frame carries one)."""
+    from app.logs import redact
+
+    return redact(str(exc))

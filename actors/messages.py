@@ -1,0 +1,133 @@
+"""Every message the copier's actors exchange, as small frozen dataclasses.
+
+Flow of one leader placement:
+  FeedActor --OrderUpdateReceived--> OrderRouter --OrderUpdateReceived--> OrderActor
+  OrderActor --SizeCopy (ask)--> SizingActor --> SizeDecision
+  OrderActor --BrokerCall--> RateLimiterActor[follower] --BrokerReply--> OrderActor
+Follower order updates travel the same way from the follower's FeedActor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.errors import BrokerError
+from trading.instruments import Instrument
+from trading.orders import OrderTerms, OrderUpdate
+
+LEADER = "leader"  # the account name of the leader in messages and storage
+
+
+# -- feed -> router -> order actor ----------------------------------------------------------------
+@dataclass(frozen=True)
+class OrderUpdateReceived:
+    """An order update, already stored in the inbox as `event_id` (not yet done)."""
+
+    account: str  # LEADER or a follower name
+    event_id: int
+    update: OrderUpdate
+
+
+@dataclass(frozen=True)
+class RouteStored:
+    """Router: (re)route every stored update not yet done (after a restart or on a sweep)."""
+
+
+@dataclass(frozen=True)
+class OrderActorIdle:
+    """Order actor -> router: my order is finished and I have nothing in flight; stop me."""
+
+    leader_order_id: str
+
+
+# -- order actor <-> sizing -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SizeCopy:
+    """Ask: size a follower copy of leader `terms` and reserve its capital under the lock."""
+
+    follower: str
+    correlation_id: str
+    terms: OrderTerms
+    instrument: Instrument
+    reference_price: float  # for the capital check when the order itself has no price (MARKET)
+
+
+@dataclass(frozen=True)
+class SizeDecision:
+    quantity: int
+    disclosed_qty: int
+    reserved: float
+    skip_reason: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ReleaseCapital:
+    """The copy is finished (cancelled, rejected, filled): drop its reservation."""
+
+    follower: str
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class CapitalSnapshot:
+    """A fresh `/fundlimit` reading for an account."""
+
+    account: str
+    available: float
+    start_of_day: float
+    fetched_at: float
+
+
+# -- order actor <-> rate limiter -------------------------------------------------------------------
+@dataclass(frozen=True)
+class BrokerCall:
+    """One broker operation for one follower copy. `op`: place, modify, cancel, lookup (by
+    correlation id), get (by broker order id)."""
+
+    op: str
+    follower: str
+    leader_order_id: str
+    correlation_id: str
+    reply_to: Any  # Address of the order actor
+    terms: OrderTerms | None = None
+    broker_order_id: str | None = None
+    received_ns: int = 0  # when the leader update that caused it arrived (latency)
+    attempt: int = 1
+    not_before: float = 0.0  # monotonic time before which it must not be sent (backoff)
+
+
+@dataclass(frozen=True)
+class BrokerReply:
+    call: BrokerCall
+    order: OrderUpdate | None = None  # the order as the broker answered (place, lookup, get)
+    broker_order_id: str | None = None
+    status: str | None = None  # orderStatus in the answer
+    error: BrokerError | None = None
+    not_found: bool = False  # lookup: the broker has no order with that correlation id
+    sent_ns: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.not_found
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Rate limiter to itself: a slot may be free now."""
+
+
+@dataclass(frozen=True)
+class CallCompleted:
+    """A worker thread -> its rate limiter: the broker answered (or failed) `call`."""
+
+    reply: BrokerReply
+
+
+# -- misc -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tick:
+    """A periodic timer message (idle checks, lag checks, polls)."""
+
+    what: str = ""
+    payload: Any = field(default=None)

@@ -1,0 +1,697 @@
+"""The order actor: one per leader order, the only place that order's events are applied.
+
+Being one actor per order serialises everything that happens to the order (place, modify, cancel,
+fills, broker answers) without locks, and lets other orders proceed in parallel.
+
+The model is *convergence*: for each follower the actor keeps a `target` (the leader's latest
+terms, sized for that follower, plus whether it should be cancelled) and a `confirmed` (what the
+broker last acknowledged). After every event it stores both, acknowledges the event, and sends at
+most one broker call per copy to move `confirmed` toward `target`. That single rule gives
+coalesced modifications (2.6), modify/cancel before placement (8.1, 8.2), and restart safety: a
+restarted actor reloads target and confirmed from storage, looks its copies up at the broker
+(by correlation id when the placement may not have landed), and carries on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.context import CopierContext
+from actors.messages import (LEADER, BrokerCall, BrokerReply, OrderActorIdle, OrderUpdateReceived,
+                             ReleaseCapital, SizeCopy, SizeDecision, Tick)
+from app import metrics
+from broker.errors import ErrorKind
+from storage import models as m
+from supervisors import Address, Supervised
+from trading.instruments import Instrument
+from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
+from trading.orders import (OrderStatus, OrderTerms, OrderUpdate, correlation_id, terms_from_dict,
+                            terms_to_dict, update_from_dict, update_to_dict)
+
+log = logging.getLogger(__name__)
+S = OrderStatus
+
+# Broker failures that are a property of the market or the account, not of the copier: recorded
+# as skips with the reason (5.3, 5.6, 6.x), never retried, never dead-lettered.
+SKIP_REASONS = frozenset({"insufficient_margin", "circuit_limit", "trading_halted", "market_closed",
+                          "exchange_holiday"})
+
+
+@dataclass
+class _Copy:
+    """A follower copy in memory: its stored row plus what is in flight right now."""
+
+    row: m.FollowerOrder
+    in_flight: str | None = None
+    needs_sync: bool = False
+    received_ns: int = 0  # when the leader update that created it arrived (latency), not stored
+    rejection_handled: bool = False
+
+    @property
+    def status(self) -> OrderStatus:
+        return OrderStatus(self.row.status)
+
+    @property
+    def target(self) -> OrderTerms:
+        return terms_from_dict(json.loads(self.row.target))
+
+    @property
+    def confirmed(self) -> OrderTerms | None:
+        return terms_from_dict(json.loads(self.row.confirmed)) if self.row.confirmed else None
+
+
+class OrderActor(Supervised):
+    def __init__(self, address: Address, supervisor: Address | None, leader_order_id: str,
+                 ctx: CopierContext) -> None:
+        super().__init__(address, supervisor)
+        self.leader_order_id = leader_order_id
+        self.ctx = ctx
+        self.leader: m.LeaderOrder | None = None
+        self.copies: dict[str, _Copy] = {}  # by follower name
+        self.applied: set[int] = set()  # inbox event ids applied by this incarnation
+        self._lag_timer: threading.Timer | None = None
+
+    @property
+    def key(self) -> str:
+        return f"L:{self.leader_order_id}"
+
+    # -- start: rebuild from storage -------------------------------------------------------------
+    def started(self) -> None:
+        metrics.ACTORS_RUNNING.inc()
+        store = self.ctx.store
+        self.leader = store.leader_order(self.leader_order_id)
+        for row in store.follower_orders(self.leader_order_id):
+            copy = _Copy(row)
+            if not copy.status.is_terminal:
+                copy.needs_sync = self.ctx.policy.sync_on_start
+            self.copies[row.follower] = copy
+        order_ids = [self.leader_order_id] + [c.row.broker_order_id for c in self.copies.values()
+                                              if c.row.broker_order_id]
+        for event in store.pending_inbound(order_ids):
+            self._apply_stored(event)
+        self._converge_all()
+        self._maybe_idle()
+
+    def _apply_stored(self, event: m.InboundEvent) -> None:
+        update = update_from_dict(json.loads(event.payload))
+        self._dispatch(OrderUpdateReceived(event.account, event.id, update))
+
+    def on_stop(self) -> None:
+        metrics.ACTORS_RUNNING.dec()
+        if self._lag_timer:
+            self._lag_timer.cancel()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        metrics.ACTORS_RUNNING.dec()
+        if self._lag_timer:
+            self._lag_timer.cancel()
+        super().on_failure(*exc_info)
+
+    # -- messages --------------------------------------------------------------------------------
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, OrderUpdateReceived):
+            self._dispatch(message)
+        elif isinstance(message, BrokerReply):
+            self._on_reply(message)
+        elif isinstance(message, Tick) and message.what == "lag":
+            self._check_lag()
+        elif message == "state":
+            return self._snapshot()
+        self._converge_all()
+        self._maybe_idle()
+        return None
+
+    def _dispatch(self, message: OrderUpdateReceived) -> None:
+        if message.event_id in self.applied:
+            return
+        self.applied.add(message.event_id)
+        if message.account == LEADER:
+            self._on_leader_update(message.event_id, message.update)
+        else:
+            self._on_follower_update(message.event_id, message.account, message.update)
+
+    # -- leader updates ----------------------------------------------------------------------------
+    def _on_leader_update(self, event_id: int, update: OrderUpdate) -> None:
+        if self.leader is None:
+            self._first_sighting(event_id, update)
+            return
+        leader = self.leader
+        if self._is_stale(leader.sequence, leader.updated_at, update):
+            metrics.STALE_UPDATES.labels("leader").inc()
+            self._ack(event_id, "stale")
+            return
+        old_terms = terms_from_dict(json.loads(leader.terms))
+        previous = OrderStatus(leader.status)
+        changed = old_terms.modifiable_view() != update.terms.modifiable_view()
+        event = event_for_status(previous, update.status, leader.filled_qty, update.filled_qty, changed)
+        if event is None:
+            metrics.DUPLICATE_UPDATES.labels("leader").inc()
+            self._ack(event_id, "no_change")
+            return
+        try:
+            new_status = next_state(previous, event)
+        except InvalidTransition as exc:
+            metrics.INVALID_TRANSITIONS.labels("leader", event.value).inc()
+            log.warning("leader order %s: %s; ignored", self.leader_order_id, exc)
+            self._ack(event_id, "invalid_transition")
+            return
+        metrics.LEADER_EVENTS.labels(event.value.lower()).inc()
+        fill = self._fill_delta(leader.filled_qty, leader.avg_price, update)
+        resized = self._retarget(update.terms) if changed else {}
+
+        def effect() -> None:
+            self._save_leader(update, new_status)
+            self.ctx.store.append_order_event(self.key, event.value, update_to_dict(update))
+            if fill:
+                m.Fill.create(account=LEADER, order_id=self.leader_order_id, leader_order_id=self.leader_order_id,
+                              quantity=fill[0], price=fill[1], cumulative_qty=update.filled_qty,
+                              exchange_time=update.updated_at)
+            for follower, target in resized.items():
+                self._set_target(self.copies[follower], target)
+            if new_status in (S.CANCELLED, S.REJECTED, S.EXPIRED):
+                for copy in self.copies.values():
+                    if not copy.status.is_terminal and not copy.row.cancel_requested:
+                        copy.row.cancel_requested = True
+                        self._save_copy(copy)
+                        self.ctx.store.append_order_event(self._copy_key(copy), "CANCEL_REQUESTED",
+                                                          {"because": new_status.value})
+            self.ctx.store.mark_done([event_id], event.value.lower())
+
+        self.ctx.store.write(effect)
+        if fill:
+            metrics.FILLS.labels("leader").inc()
+        if new_status == S.TRADED:
+            self._schedule_lag_check()
+
+    def _first_sighting(self, event_id: int, update: OrderUpdate) -> None:
+        """A leader order seen for the first time: decide, per follower, copy or skip."""
+        metrics.LEADER_EVENTS.labels("placed").inc()
+        instrument = self.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
+        order_skip = self._order_skip_reason(update, instrument)
+        decisions: dict[str, tuple[SizeDecision | None, str]] = {}
+        if order_skip is None:
+            assert instrument is not None
+            for follower in self.ctx.followers:
+                cid = correlation_id(self.leader_order_id, follower)
+                decisions[follower] = (self._size(follower, cid, update.terms, instrument, update), cid)
+        status = update.status
+
+        def effect() -> None:
+            self._save_leader(update, status, first=True)
+            self.ctx.store.append_order_event(self.key, "SEEN", update_to_dict(update))
+            if order_skip is not None:
+                reason, detail = order_skip
+                m.Skip.create(leader_order_id=self.leader_order_id, follower=None, reason=reason, detail=detail)
+            for follower, (decision, cid) in decisions.items():
+                self.copies[follower] = self._new_copy(follower, cid, update, decision)
+            self.ctx.store.mark_done([event_id], "skipped" if order_skip else "copied")
+
+        self.ctx.store.write(effect)
+        if order_skip is not None:
+            metrics.SKIPS.labels("all", order_skip[0]).inc()
+            log.info("leader order %s not copied: %s (%s)", self.leader_order_id, *order_skip)
+        for follower, (decision, _cid) in decisions.items():
+            if decision is not None and decision.skip_reason:
+                metrics.SKIPS.labels(follower, decision.skip_reason).inc()
+                log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower,
+                         decision.skip_reason, decision.detail)
+        if status == S.TRADED:
+            self._schedule_lag_check()
+
+    def _order_skip_reason(self, update: OrderUpdate, instrument: Instrument | None) -> tuple[str, str] | None:
+        if update.source == "baseline":
+            return "preexisting_order", "placed before the copier first started"
+        if update.status == S.REJECTED:
+            return "leader_rejected", update.reason or "rejected by the broker"
+        if update.status in (S.CANCELLED, S.EXPIRED):
+            return "leader_closed_before_copy", f"already {update.status.value} when first seen"
+        if instrument is None:  # 5.4, 8.6: before any broker call
+            return "unknown_instrument", (f"security {update.terms.security_id} on {update.terms.exchange_segment} "
+                                          "is not in the instrument master")
+        off = self.ctx.copying_enabled()
+        if off:
+            return off, "copying is switched off"
+        return None
+
+    def _size(self, follower: str, cid: str, terms: OrderTerms, instrument: Instrument,
+              update: OrderUpdate | None) -> SizeDecision:
+        reference = (update.avg_price or update.last_fill_price) if update else 0.0
+        try:
+            return self.ctx.sizing.ask(SizeCopy(follower, cid, terms, instrument, reference), timeout=5.0)
+        except (pykka.ActorDeadError, pykka.Timeout) as exc:
+            raise RuntimeError(f"sizing unavailable: {exc}") from exc  # crash: retried after restart
+
+    def _new_copy(self, follower: str, cid: str, update: OrderUpdate, decision: SizeDecision | None) -> _Copy:
+        """Inside the write transaction: the follower row, PENDING_PLACEMENT or SKIPPED."""
+        assert decision is not None
+        skipped = decision.skip_reason is not None
+        target = update.terms.with_changes(quantity=decision.quantity, disclosed_qty=decision.disclosed_qty)
+        row = m.FollowerOrder.create(
+            leader_order_id=self.leader_order_id, follower=follower, correlation_id=cid,
+            status=(S.SKIPPED if skipped else S.PENDING_PLACEMENT).value, security_id=target.security_id,
+            side=target.side.value, quantity=target.quantity, target=json.dumps(terms_to_dict(target)),
+            skip_reason=decision.skip_reason, last_error=decision.detail or None, reserved=decision.reserved)
+        if skipped:
+            m.Skip.create(leader_order_id=self.leader_order_id, follower=follower, reason=decision.skip_reason,
+                          detail=decision.detail)
+        copy = _Copy(row, received_ns=update.received_ns)
+        self.ctx.store.append_order_event(self._copy_key(copy), "SKIPPED" if skipped else "SUBMITTED",
+                                          {"status": row.status, "target": terms_to_dict(target),
+                                           "reason": decision.skip_reason})
+        return copy
+
+    def _retarget(self, terms: OrderTerms) -> dict[str, OrderTerms]:
+        """New targets after the leader changed its terms (2.1 to 2.5): every field copied, the
+        quantity re-sized from the new leader quantity with the same pure rule."""
+        out: dict[str, OrderTerms] = {}
+        instrument = self.ctx.instruments.get(terms.exchange_segment, terms.security_id)
+        old = terms_from_dict(json.loads(self.leader.terms)) if self.leader else None
+        for follower, copy in self.copies.items():
+            if copy.status.is_terminal or copy.row.cancel_requested:
+                continue
+            target = copy.target
+            quantity, disclosed = target.quantity, target.disclosed_qty
+            if instrument is not None and old is not None and (
+                    terms.quantity != old.quantity or terms.disclosed_qty != old.disclosed_qty):
+                decision = self._size(follower, copy.row.correlation_id, terms, instrument, None)
+                if decision.skip_reason:
+                    self._record_skip(follower, f"modify_{decision.skip_reason}", decision.detail)
+                else:
+                    quantity, disclosed = decision.quantity, decision.disclosed_qty
+            out[follower] = terms.with_changes(quantity=quantity, disclosed_qty=disclosed)
+        return out
+
+    # -- follower updates --------------------------------------------------------------------------
+    def _on_follower_update(self, event_id: int | None, follower: str, update: OrderUpdate) -> None:
+        copy = self.copies.get(follower)
+        if copy is None:
+            if event_id is not None:
+                self.ctx.store.write(lambda: self.ctx.store.mark_done([event_id], "unknown_copy"))
+            return
+        previous = copy.status
+        confirmed = copy.confirmed
+        changed = confirmed is not None and confirmed.modifiable_view() != update.terms.modifiable_view()
+        if previous == S.PENDING_PLACEMENT and update.status not in (S.REJECTED,):
+            event: OrderEvent | None = event_for_status(previous, update.status, copy.row.filled_qty,
+                                                         update.filled_qty, False)
+        else:
+            event = event_for_status(previous, update.status, copy.row.filled_qty, update.filled_qty, changed)
+        new_status = previous
+        if event is not None:
+            try:
+                new_status = next_state(previous, event)
+            except InvalidTransition as exc:
+                metrics.INVALID_TRANSITIONS.labels("follower", event.value).inc()
+                log.warning("follower %s copy of %s: %s; ignored", follower, self.leader_order_id, exc)
+                event = None
+        fill = self._fill_delta(copy.row.filled_qty, copy.row.avg_price, update)
+        anomaly = None
+        if fill and self.leader is not None and self.leader.filled_qty == 0:
+            anomaly = "follower_filled_first"  # 8.3: recorded, no action
+
+        def effect() -> None:
+            row = copy.row
+            if not row.broker_order_id:
+                row.broker_order_id = update.order_id
+            if event is not None:
+                row.status = new_status.value
+                self.ctx.store.append_order_event(self._copy_key(copy), event.value, update_to_dict(update))
+            if update.status == S.REJECTED and update.reason:
+                row.last_error = update.reason
+            if fill:
+                row.filled_qty, row.avg_price = update.filled_qty, update.avg_price or fill[1]
+                m.Fill.create(account=follower, order_id=update.order_id, leader_order_id=self.leader_order_id,
+                              quantity=fill[0], price=fill[1], cumulative_qty=update.filled_qty,
+                              exchange_time=update.updated_at)
+                if anomaly and not row.anomaly:
+                    row.anomaly = anomaly
+            if copy.in_flight is None and update.status.is_open:
+                row.confirmed = json.dumps(terms_to_dict(update.terms))
+            if new_status == S.TRADED:
+                row.slippage = self._slippage(row)
+            self._save_copy(copy)
+            if event_id is not None:
+                self.ctx.store.mark_done([event_id], event.value.lower() if event else "no_change")
+
+        self.ctx.store.write(effect)
+        if fill:
+            metrics.FILLS.labels("follower").inc()
+        if anomaly:
+            metrics.ANOMALIES.labels(anomaly).inc()
+            log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
+        if new_status != previous:
+            self._after_status_change(copy, previous, new_status)
+        elif new_status == S.REJECTED and not copy.rejection_handled and copy.row.last_error:
+            self._classify_rejection(copy)  # the reason arrived after the status
+
+    def _after_status_change(self, copy: _Copy, previous: OrderStatus, status: OrderStatus) -> None:
+        follower = copy.row.follower
+        if status.is_terminal:
+            self.ctx.sizing.tell(ReleaseCapital(follower, copy.row.correlation_id))
+        if status == S.CANCELLED:
+            metrics.FOLLOWER_ORDERS.labels(follower, "cancel", "cancelled").inc()
+        elif status == S.REJECTED:
+            if copy.row.last_error:
+                self._classify_rejection(copy)
+            elif copy.row.broker_order_id:
+                self._send(copy, "get")  # learn the broker's reason before classifying
+        elif status == S.TRADED and copy.row.slippage is not None:
+            metrics.SLIPPAGE.labels(follower).observe(copy.row.slippage)
+
+    def _classify_rejection(self, copy: _Copy) -> None:
+        """5.2 / 5.3: market and account reasons are skips; anything else is dead-lettered."""
+        copy.rejection_handled = True
+        follower, message = copy.row.follower, copy.row.last_error or "rejected"
+        reason = _reason_label(message)
+        metrics.FOLLOWER_FAILURES.labels(follower, "place", reason).inc()
+        if reason in SKIP_REASONS:
+            self._record_skip(follower, reason, message)
+        else:
+            self._dead_letter(copy, "place", "REJECTED", message)
+
+    def _slippage(self, row: m.FollowerOrder) -> float | None:
+        if self.leader is None or not self.leader.avg_price or not row.avg_price:
+            return None
+        sign = 1.0 if row.side == "BUY" else -1.0
+        return sign * (row.avg_price - self.leader.avg_price) / self.leader.avg_price
+
+    # -- broker answers ----------------------------------------------------------------------------
+    def _on_reply(self, reply: BrokerReply) -> None:
+        call = reply.call
+        copy = self.copies.get(call.follower)
+        if copy is None or copy.row.correlation_id != call.correlation_id:
+            return
+        copy.in_flight = None
+        follower = call.follower
+        if call.op in ("lookup", "get"):
+            self._on_sync_reply(copy, reply)
+            return
+        if reply.error is not None:
+            self._on_call_failed(copy, reply)
+            return
+        row = copy.row
+
+        def effect() -> None:
+            if call.op == "place":
+                row.broker_order_id = reply.broker_order_id or row.broker_order_id
+                row.confirmed = json.dumps(terms_to_dict(call.terms)) if call.terms else row.confirmed
+                row.placed_at = time.time()
+                if reply.sent_ns and call.received_ns:
+                    row.latency_ms = (reply.sent_ns - call.received_ns) / 1e6
+                self.ctx.store.append_order_event(self._copy_key(copy), "PLACED",
+                                                  {"broker_order_id": row.broker_order_id, "status": reply.status})
+            elif call.op == "modify":
+                row.modifications += 1
+                row.confirmed = json.dumps(terms_to_dict(call.terms)) if call.terms else row.confirmed
+                row.quantity = call.terms.quantity if call.terms else row.quantity
+                self.ctx.store.append_order_event(self._copy_key(copy), "MODIFY_ACKED",
+                                                  {"terms": terms_to_dict(call.terms) if call.terms else None})
+            elif call.op == "cancel":
+                self.ctx.store.append_order_event(self._copy_key(copy), "CANCEL_ACKED", {"status": reply.status})
+            self._save_copy(copy)
+
+        self.ctx.store.write(effect)
+        outcome = {"place": "placed", "modify": "modified", "cancel": "cancel_sent"}[call.op]
+        metrics.FOLLOWER_ORDERS.labels(follower, call.op, outcome).inc()
+        log.info("follower %s: %s of leader order %s -> broker order %s", follower, call.op,
+                 self.leader_order_id, row.broker_order_id)
+        if reply.order is not None:  # a placement found by correlation id: adopt its state
+            self._on_follower_update(None, follower, reply.order)
+        elif call.op == "place" and reply.status:
+            status = _status_or_none(reply.status)
+            if status is not None and status != S.PENDING_PLACEMENT:
+                self._apply_answer_status(copy, status)
+        elif call.op == "cancel" and reply.status:
+            status = _status_or_none(reply.status)
+            if status == S.CANCELLED:
+                self._apply_answer_status(copy, status)
+
+    def _apply_answer_status(self, copy: _Copy, status: OrderStatus) -> None:
+        """A status given in an answer (place, cancel) moves the copy like a socket update would."""
+        confirmed = copy.confirmed or copy.target
+        snapshot = OrderUpdate(order_id=copy.row.broker_order_id or "", status=status, terms=confirmed,
+                               filled_qty=copy.row.filled_qty, avg_price=copy.row.avg_price, source="answer")
+        self._on_follower_update(None, copy.row.follower, snapshot)
+
+    def _on_sync_reply(self, copy: _Copy, reply: BrokerReply) -> None:
+        if reply.error is not None:
+            log.warning("follower %s: could not look up copy of %s: %s", copy.row.follower,
+                        self.leader_order_id, reply.error)
+            copy.needs_sync = reply.error.kind != ErrorKind.AUTH
+            if copy.needs_sync:
+                self._retry_later()
+            return
+        copy.needs_sync = False
+        if reply.not_found:
+            if copy.status == S.PENDING_PLACEMENT:
+                return  # never reached the broker: converge places (or aborts) it
+            log.warning("follower %s: broker has no order for copy %s", copy.row.follower, copy.row.correlation_id)
+            return
+        if reply.order is not None:
+            if copy.status == S.PENDING_PLACEMENT:
+                order = reply.order
+                self.ctx.store.write(lambda: self._adopt(copy, order))
+            self._on_follower_update(None, copy.row.follower, reply.order)
+
+    def _adopt(self, copy: _Copy, order: OrderUpdate) -> None:
+        """Inside a transaction: a placement found at the broker by its correlation id (7.7)."""
+        copy.row.broker_order_id = order.order_id
+        copy.row.confirmed = json.dumps(terms_to_dict(order.terms))
+        copy.row.placed_at = copy.row.placed_at or time.time()
+        self.ctx.store.append_order_event(self._copy_key(copy), "FOUND_BY_CORRELATION_ID",
+                                          {"broker_order_id": order.order_id})
+        self._save_copy(copy)
+
+    def _on_call_failed(self, copy: _Copy, reply: BrokerReply) -> None:
+        call, error = reply.call, reply.error
+        assert error is not None
+        follower = copy.row.follower
+        reason = error.reason
+        metrics.FOLLOWER_FAILURES.labels(follower, call.op, reason).inc()
+        metrics.FOLLOWER_ORDERS.labels(follower, call.op, "failed").inc()
+        log.warning("follower %s: %s of leader order %s failed: %s", follower, call.op, self.leader_order_id, error)
+        if call.op == "place":
+            def effect() -> None:
+                copy.row.status = S.REJECTED.value
+                copy.row.last_error = str(error)
+                self.ctx.store.append_order_event(self._copy_key(copy), "REJECTED", {"error": str(error)})
+                self._save_copy(copy)
+
+            self.ctx.store.write(effect)
+            self.ctx.sizing.tell(ReleaseCapital(follower, copy.row.correlation_id))
+            copy.rejection_handled = True
+            if reason in SKIP_REASONS:
+                self._record_skip(follower, reason, str(error))
+            else:
+                self._dead_letter(copy, "place", error.code, str(error))
+            if error.kind == ErrorKind.AUTH:
+                self.ctx.alert("critical", f"auth:{follower}",
+                               f"follower {follower}: the broker refused its access token ({error.code}); "
+                               "renew the token in the config")
+            return
+        # modify / cancel failed: the order may have filled or been cancelled meanwhile; ask the broker
+        self.ctx.store.write(lambda: self._note_error(copy, error))
+        if call.op == "modify" and copy.row.modifications >= self.ctx.policy.max_modifications:
+            return
+        copy.needs_sync = error.kind != ErrorKind.AUTH
+        if call.op == "cancel" and not error.transient:
+            copy.needs_sync = True
+
+    def _note_error(self, copy: _Copy, error: Any) -> None:
+        copy.row.last_error = str(error)
+        self._save_copy(copy)
+
+    # -- convergence -------------------------------------------------------------------------------
+    def _converge_all(self) -> None:
+        for copy in self.copies.values():
+            self._converge(copy)
+
+    def _converge(self, copy: _Copy) -> None:
+        """At most one broker call in flight per copy; the next one is decided from stored state."""
+        if copy.in_flight is not None or copy.status.is_terminal:
+            return
+        row = copy.row
+        if copy.needs_sync:
+            self._send(copy, "lookup" if not row.broker_order_id else "get")
+            return
+        if copy.status == S.PENDING_PLACEMENT:
+            if row.cancel_requested:  # 8.2: cancelled before it was ever sent
+                self.ctx.store.write(lambda: self._abort(copy))
+                self._after_status_change(copy, S.PENDING_PLACEMENT, S.CANCELLED)
+                return
+            self._send(copy, "place", copy.target)
+            return
+        if not row.broker_order_id:
+            return
+        if row.cancel_requested:
+            self._send(copy, "cancel")
+            return
+        target, confirmed = copy.target, copy.confirmed
+        if confirmed is None or target.modifiable_view() == confirmed.modifiable_view():
+            return
+        if target.quantity <= row.filled_qty:  # re-sized at or below what already filled: cancel the rest
+            self.ctx.store.write(lambda: self._request_cancel(copy, "resized_below_filled"))
+            self._send(copy, "cancel")
+            return
+        if row.modifications >= self.ctx.policy.max_modifications:
+            if row.anomaly != "modification_cap":
+                self.ctx.store.write(lambda: self._flag(copy, "modification_cap"))
+                self._record_skip(row.follower, "modification_cap",
+                                  f"{row.modifications} modifications reached the broker's cap")
+                self.ctx.alert("warning", f"modcap:{row.follower}",
+                               f"follower {row.follower}: copy of {self.leader_order_id} hit the modification cap")
+            return
+        self._send(copy, "modify", target)
+
+    def _abort(self, copy: _Copy) -> None:
+        copy.row.status = S.CANCELLED.value
+        self.ctx.store.append_order_event(self._copy_key(copy), "CANCELLED", {"aborted_before_placement": True})
+        self._save_copy(copy)
+
+    def _request_cancel(self, copy: _Copy, why: str) -> None:
+        copy.row.cancel_requested = True
+        self.ctx.store.append_order_event(self._copy_key(copy), "CANCEL_REQUESTED", {"because": why})
+        self._save_copy(copy)
+
+    def _flag(self, copy: _Copy, anomaly: str) -> None:
+        copy.row.anomaly = anomaly
+        self._save_copy(copy)
+
+    def _send(self, copy: _Copy, op: str, terms: OrderTerms | None = None) -> None:
+        row = copy.row
+        copy.in_flight = op
+        received_ns = copy.received_ns if op == "place" else 0
+        self.ctx.limiters[row.follower].tell(BrokerCall(
+            op=op, follower=row.follower, leader_order_id=self.leader_order_id,
+            correlation_id=row.correlation_id, reply_to=self.address, terms=terms,
+            broker_order_id=row.broker_order_id, received_ns=received_ns))
+
+    def _retry_later(self, delay: float = 1.0) -> None:
+        timer = threading.Timer(delay, self.address.tell, args=(Tick("retry"),))
+        timer.daemon = True
+        timer.start()
+
+    # -- lag (4.5) ---------------------------------------------------------------------------------
+    def _schedule_lag_check(self) -> None:
+        if self._lag_timer is None and self.ctx.policy.lag_alert_seconds > 0:
+            self._lag_timer = threading.Timer(self.ctx.policy.lag_alert_seconds, self.address.tell,
+                                              args=(Tick("lag"),))
+            self._lag_timer.daemon = True
+            self._lag_timer.start()
+
+    def _check_lag(self) -> None:
+        for copy in self.copies.values():
+            if copy.status.is_open or copy.status == S.PENDING_PLACEMENT:
+                follower = copy.row.follower
+                metrics.LAG_ALERTS.labels(follower).inc()
+                self.ctx.store.write(lambda c=copy: self._flag(c, "lagging"))
+                self.ctx.alert("warning", f"lag:{follower}",
+                               f"follower {follower}: copy of leader order {self.leader_order_id} still "
+                               f"{copy.status.value} {self.ctx.policy.lag_alert_seconds:.0f}s after the leader filled")
+
+    # -- helpers -----------------------------------------------------------------------------------
+    @staticmethod
+    def _is_stale(last_sequence: int | None, last_updated: str, update: OrderUpdate) -> bool:
+        """Older than what was applied (7.4). With the exchange's sequence numbers that is exact;
+        without, by update time, where a tie goes to the socket (the book may lag it)."""
+        if update.sequence is not None and last_sequence is not None:
+            return update.sequence <= last_sequence
+        if update.updated_at and last_updated:
+            return update.updated_at < last_updated
+        return False
+
+    @staticmethod
+    def _fill_delta(filled_before: int, avg_before: float, update: OrderUpdate) -> tuple[int, float] | None:
+        quantity = update.filled_qty - filled_before
+        if quantity <= 0:
+            return None
+        if update.avg_price and update.filled_qty:
+            price = (update.avg_price * update.filled_qty - avg_before * filled_before) / quantity
+        else:
+            price = update.last_fill_price
+        return quantity, round(price, 4)
+
+    def _save_leader(self, update: OrderUpdate, status: OrderStatus, first: bool = False) -> None:
+        fields = dict(status=status.value, security_id=update.terms.security_id,
+                      exchange_segment=update.terms.exchange_segment, symbol=update.symbol, side=update.terms.side.value,
+                      quantity=update.terms.quantity, terms=json.dumps(terms_to_dict(update.terms)),
+                      filled_qty=max(update.filled_qty, self.leader.filled_qty if self.leader else 0),
+                      avg_price=update.avg_price or (self.leader.avg_price if self.leader else 0.0),
+                      created_at=update.created_at or (self.leader.created_at if self.leader else ""),
+                      updated_at=update.updated_at, sequence=update.sequence, last_event_at=time.time())
+        if status == S.TRADED:
+            fields["filled_at"] = time.time()
+        if first or self.leader is None:
+            self.leader = m.LeaderOrder.create(order_id=self.leader_order_id, **fields)
+        else:
+            for name, value in fields.items():
+                setattr(self.leader, name, value)
+            self.leader.save()
+
+    def _set_target(self, copy: _Copy, target: OrderTerms) -> None:
+        copy.row.target = json.dumps(terms_to_dict(target))
+        copy.row.quantity = target.quantity
+        self.ctx.store.append_order_event(self._copy_key(copy), "TARGET_CHANGED", terms_to_dict(target))
+        self._save_copy(copy)
+
+    @staticmethod
+    def _save_copy(copy: _Copy) -> None:
+        copy.row.updated_at = time.time()
+        copy.row.save()
+
+    @staticmethod
+    def _copy_key(copy: _Copy) -> str:
+        return f"F:{copy.row.correlation_id}"
+
+    def _ack(self, event_id: int, outcome: str) -> None:
+        self.ctx.store.write(lambda: self.ctx.store.mark_done([event_id], outcome))
+
+    def _record_skip(self, follower: str, reason: str, detail: str) -> None:
+        metrics.SKIPS.labels(follower, reason).inc()
+        log.info("leader order %s: follower %s: %s (%s)", self.leader_order_id, follower, reason, detail)
+        self.ctx.store.write(lambda: m.Skip.create(leader_order_id=self.leader_order_id, follower=follower,
+                                                   reason=reason, detail=detail))
+
+    def _dead_letter(self, copy: _Copy, operation: str, code: str, reason: str) -> None:
+        self.ctx.store.write(lambda: m.DeadLetter.create(
+            leader_order_id=self.leader_order_id, follower=copy.row.follower,
+            correlation_id=copy.row.correlation_id, operation=operation, error_code=code, reason=reason))
+        metrics.DEAD_LETTERS.inc()
+        self.ctx.alert("error", f"dlq:{copy.row.follower}",
+                       f"follower {copy.row.follower}: {operation} of leader order {self.leader_order_id} "
+                       f"failed and was dead-lettered: {reason}")
+
+    def _finished(self) -> bool:
+        if self.leader is None:
+            return False
+        leader_done = OrderStatus(self.leader.status).is_terminal
+        return leader_done and all(c.status.is_terminal and c.in_flight is None for c in self.copies.values())
+
+    def _maybe_idle(self) -> None:
+        if self._finished() and self.supervisor is not None:
+            self.supervisor.tell(OrderActorIdle(self.leader_order_id))
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"leader": self.leader.status if self.leader else None,
+                "copies": {f: (c.status.value, c.in_flight) for f, c in self.copies.items()}}
+
+
+def _status_or_none(text: str) -> OrderStatus | None:
+    from broker import codes
+
+    try:
+        return codes.status(text)
+    except ValueError:
+        return None
+
+
+def _reason_label(message: str) -> str:
+    from broker.errors import BrokerError, ErrorKind as K
+
+    return BrokerError("", K.ORDER, message).reason

@@ -1,0 +1,175 @@
+"""The order router: routes each stored order update to its order's actor, spawning it on the
+first event, and supervises those actors (OTP's simple-one-for-one).
+
+Leader updates are keyed by the leader order id. Follower updates are mapped back to their leader
+order through the correlation id (or the broker order id) stored with the copy; updates of
+orders the copier did not place (the follower's own manual orders) are acknowledged as foreign.
+
+Order actors stop when their order is finished, so threads stay bounded; a later event for the
+order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
+at once (its lost inbox is rebuilt from the inbox table); one that keeps crashing is given up on
+with an alert, and its events stay stored for the next sweep or an operator.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import pykka
+
+from actors.context import CopierContext
+from actors.messages import LEADER, OrderActorIdle, OrderUpdateReceived, RouteStored, Tick
+from actors.order import OrderActor
+from app import metrics
+from storage import models as m
+from supervisors import Address, Supervised
+from supervisors.supervisor import ChildFailed
+from trading.orders import update_from_dict
+
+import json
+
+log = logging.getLogger(__name__)
+
+
+class OrderRouter(Supervised):
+    def __init__(self, address: Address, supervisor: Address | None, ctx: CopierContext, *,
+                 sweep_seconds: float = 5.0, max_restarts: int = 3, period: float = 60.0) -> None:
+        super().__init__(address, supervisor)
+        self.ctx = ctx
+        self.children: dict[str, Address] = {}
+        self.sweep_seconds = sweep_seconds
+        self.max_restarts = max_restarts
+        self.period = period
+        self._restarts: dict[str, deque[float]] = {}
+        self._given_up: set[str] = set()
+        self._stop = threading.Event()
+
+    def started(self) -> None:
+        # Resume: every order with work left gets its actor back, and every stored update not yet
+        # done is routed again (a crash may have dropped it from an inbox).
+        for order_id in self.ctx.store.open_leader_order_ids():
+            self._child(order_id)
+        self._route_stored(min_age=0.0)
+        threading.Thread(target=self._sweeper, name="router-sweep", daemon=True).start()
+
+    def _sweeper(self) -> None:
+        while not self._stop.wait(self.sweep_seconds):
+            self.address.tell(Tick("sweep"))
+
+    def on_stop(self) -> None:
+        self._stop.set()
+        self._stop_children()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._stop.set()
+        self._stop_children()  # a dead supervisor's children die with it (no orphans, no doubles)
+        super().on_failure(*exc_info)
+
+    def _stop_children(self) -> None:
+        for address in list(self.children.values()):
+            ref = address.ref
+            if ref is not None:
+                try:
+                    ref.stop(timeout=5)
+                except (pykka.ActorDeadError, pykka.Timeout):
+                    pass
+        self.children.clear()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, OrderUpdateReceived):
+            self._route(message)
+        elif isinstance(message, OrderActorIdle):
+            self._retire(message.leader_order_id)
+        elif isinstance(message, ChildFailed):
+            self._restart(message)
+        elif isinstance(message, RouteStored):
+            self._route_stored(min_age=0.0)
+        elif isinstance(message, Tick) and message.what == "sweep":
+            self._route_stored(min_age=self.sweep_seconds)
+            self._report_mailboxes()
+        elif message == "children":
+            return sorted(self.children)
+        return None
+
+    # -- routing ---------------------------------------------------------------------------------
+    def _route(self, message: OrderUpdateReceived) -> None:
+        if message.account == LEADER:
+            leader_order_id = message.update.order_id
+        else:
+            leader_order_id = self._leader_of(message)
+            if leader_order_id is None:
+                self.ctx.store.write(lambda: self.ctx.store.mark_done([message.event_id], "foreign"))
+                return
+        if leader_order_id in self._given_up:
+            return
+        self._child(leader_order_id).tell(message)
+
+    def _leader_of(self, message: OrderUpdateReceived) -> str | None:
+        update = message.update
+        row = None
+        if update.correlation_id:
+            row = self.ctx.store.follower_order_by_correlation(update.correlation_id)
+        if row is None:
+            row = self.ctx.store.read(lambda: m.FollowerOrder.get_or_none(
+                (m.FollowerOrder.broker_order_id == update.order_id) & (m.FollowerOrder.follower == message.account)))
+        return row.leader_order_id if row is not None else None
+
+    def _child(self, leader_order_id: str) -> Address:
+        address = self.children.get(leader_order_id)
+        if address is None:
+            address = Address(f"order:{leader_order_id}")
+            self.children[leader_order_id] = address
+            self._start(leader_order_id, address)
+        return address
+
+    def _start(self, leader_order_id: str, address: Address) -> None:
+        ref = OrderActor.start(address, self.address, leader_order_id, self.ctx)
+        address.bind(ref)
+
+    def _retire(self, leader_order_id: str) -> None:
+        address = self.children.get(leader_order_id)
+        if address is None or address.ref is None:
+            return
+        if address.mailbox_depth() > 0:
+            return  # more arrived meanwhile; it will report idle again
+        del self.children[leader_order_id]
+        address.ref.stop(block=False)
+
+    def _restart(self, failure: ChildFailed) -> None:
+        leader_order_id = failure.child_id.removeprefix("order:")
+        address = self.children.get(leader_order_id)
+        if address is None or (address.ref is not None and address.ref.actor_urn != failure.actor_urn):
+            return
+        address.bind(None)
+        metrics.ACTOR_RESTARTS.labels("order").inc()
+        window = self._restarts.setdefault(leader_order_id, deque())
+        now = time.monotonic()
+        while window and now - window[0] > self.period:
+            window.popleft()
+        if len(window) >= self.max_restarts:
+            self._given_up.add(leader_order_id)
+            del self.children[leader_order_id]
+            self.ctx.alert("critical", "order_actor_given_up",
+                           f"order actor for leader order {leader_order_id} crashed {self.max_restarts} times "
+                           f"in {self.period:.0f}s (last: {failure.error}); its events stay stored, unprocessed")
+            return
+        window.append(now)
+        log.warning("order actor %s crashed (%s); restarting from storage", leader_order_id, failure.error)
+        self._start(leader_order_id, address)
+
+    def _route_stored(self, min_age: float) -> None:
+        cutoff = time.time() - min_age
+        events = self.ctx.store.read(lambda: list(
+            m.InboundEvent.select().where((m.InboundEvent.done == False) & (m.InboundEvent.received_at <= cutoff))  # noqa: E712
+            .order_by(m.InboundEvent.id).limit(5000)))
+        for event in events:
+            update = update_from_dict(json.loads(event.payload))
+            self._route(OrderUpdateReceived(event.account, event.id, update))
+
+    def _report_mailboxes(self) -> None:
+        metrics.MAILBOX_DEPTH.labels("router").set(self.actor_inbox.qsize())
+        deepest = max((a.mailbox_depth() for a in self.children.values()), default=0)
+        metrics.MAILBOX_DEPTH.labels("order_max").set(deepest)

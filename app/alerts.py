@@ -1,0 +1,47 @@
+"""Alerts: levels and a cooldown per key (no floods), sent to the log, storage and a metric.
+
+Channels beyond the log (webhook, Telegram) plug in as callables.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from app import metrics
+
+log = logging.getLogger("copytrader.alerts")
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+
+
+class Alerts:
+    def __init__(self, record: Callable[[str, str, str], None] | None = None, cooldown_seconds: float = 300.0,
+                 channels: list[Callable[[str, str, str], None]] | None = None) -> None:
+        self.record = record
+        self.cooldown = cooldown_seconds
+        self.channels = channels or []
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, key: str, message: str) -> bool:
+        """Raise an alert; False when the same key fired within the cooldown (suppressed)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.cooldown:
+                return False
+            self._last[key] = now
+        metrics.ALERTS.labels(level, key.split(":")[0]).inc()
+        log.log(_LEVELS.get(level, logging.WARNING), "ALERT [%s] %s", level, message)
+        if self.record:
+            try:
+                self.record(level, key, message)
+            except Exception:  # an alert must never take the caller down
+                log.exception("could not store an alert")
+        for channel in self.channels:
+            try:
+                channel(level, key, message)
+            except Exception:
+                log.exception("alert channel failed")
+        return True

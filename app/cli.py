@@ -1,0 +1,84 @@
+"""The command line: `run` (the default) starts the copier; the other commands inspect or steer it."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from app import metrics
+from app.config import Config, ConfigError, load
+from app.logs import register_secret, setup as setup_logging
+
+log = logging.getLogger("copytrader")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="Copy a leader Dhan account's orders to followers.")
+    parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the copier in the foreground (the default)")
+    run.add_argument("--no-view", action="store_true", help="plain log lines even in a terminal")
+    run.add_argument("--no-bot", action="store_true", help="paper mode: do not start the demo leader")
+    from app import commands
+
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command not in (None, "run"):
+        return args.handler(args)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    return run(config, view=not getattr(args, "no_view", False), bot=None if not getattr(args, "no_bot", False) else False)
+
+
+def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
+    from storage import Store
+    from supervisors.tree import start_copier
+
+    for token in config.tokens():
+        register_secret(token)
+    interactive = view and sys.stdout.isatty()
+    setup_logging(config.log_level, json_lines=None if not interactive else False)
+    paper = None
+    if config.mode == "paper":
+        from app.paper_mode import start_paper
+
+        paper = start_paper(config, bot=bot)
+        config = paper.config
+    store = Store(config.storage_path, on_retry=lambda exc: metrics.STORAGE_RETRIES.inc())
+    port = metrics.serve(config.metrics_port, config.metrics_host)
+    log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    copier = start_copier(config, store, on_escalate=lambda e: done.set())
+    log.info("copier running: leader %s -> %s", config.leader.client_id,
+             ", ".join(f.name for f in config.followers))
+    live = None
+    if interactive:
+        from app.live_view import LiveView
+
+        live = LiveView(store, config).start()
+    while not done.wait(0.5):
+        pass
+    log.info("stopping")
+    if live:
+        live.stop()
+    copier.stop()
+    if paper:
+        paper.stop()
+    store.close()
+    if copier.escalation:
+        print(f"stopped: {copier.escalation.child_id} kept crashing: {copier.escalation.error}", file=sys.stderr)
+        return 1
+    return 0

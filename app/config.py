@@ -1,0 +1,298 @@
+"""Configuration: `config.yaml`, `${ENV_VAR}` interpolation, validation that names the key (B.7).
+
+`load(path)` returns a frozen `Config` or raises `ConfigError("followers[1].sizing.ratio: must be
+a number > 0, got 'abc'")`. Unknown keys are errors too: a typo must not silently fall back to a
+default when real money is at stake.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
+from trading.sizing import STRATEGIES, SizingRule
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+DEFAULT_MASTER_URL = "https://images.dhan.co/api-data/api-scrip-master.csv"
+
+
+class ConfigError(ValueError):
+    """Names the key and the problem; the process refuses to start."""
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    client_id: str
+    access_token: str = field(repr=False)
+    api_base_url: str = DEFAULT_BASE_URL
+    order_update_url: str = DEFAULT_ORDER_UPDATE_URL
+
+
+@dataclass(frozen=True)
+class FollowerConfig(AccountConfig):
+    sizing: SizingRule = field(default_factory=SizingRule)
+    funds: float = 500_000.0  # paper mode only: the follower's starting funds
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    orders_per_second: int = 10  # the regulator's cap since March 2026; the published table says 25
+    orders_per_minute: int = 250
+    orders_per_hour: int = 1000
+    orders_per_day: int = 7000
+    data_per_second: int = 20
+
+    def order_windows(self) -> list[tuple[int, float]]:
+        return [(self.orders_per_second, 1.0), (self.orders_per_minute, 60.0),
+                (self.orders_per_hour, 3600.0), (self.orders_per_day, 86400.0)]
+
+    def data_windows(self) -> list[tuple[int, float]]:
+        return [(self.data_per_second, 1.0)]
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    seed: int = 7
+    leader_bot: bool = True
+    pace_seconds: float = 1.5
+    leader_funds: float = 2_000_000.0
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    leader: AccountConfig
+    followers: tuple[FollowerConfig, ...]
+    instruments_master: str
+    enforce_market_hours: bool = True
+    storage_path: str = "data/copytrader.db"
+    metrics_port: int = 9108
+    metrics_host: str = "127.0.0.1"
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    broker_timeout: float = 5.0
+    max_attempts: int = 6
+    max_modifications: int = 25
+    lag_alert_seconds: float = 30.0
+    copy_existing_on_first_start: bool = False
+    funds_refresh_seconds: float = 30.0
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    log_level: str = "INFO"
+    source: str = ""
+
+    def tokens(self) -> list[str]:
+        return [self.leader.access_token, *(f.access_token for f in self.followers)]
+
+
+# -- reading helpers -----------------------------------------------------------------------------
+def _interpolate(value: Any, key: str) -> Any:
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{key}: environment variable {name} is not set")
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class _Section:
+    """Typed reads from one mapping, each error naming the full key; `done()` rejects unknown keys."""
+
+    def __init__(self, data: Any, key: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{key or 'config'}: must be a mapping, got {type(data).__name__}")
+        self.data, self.key, self.used = data, key, set()
+
+    def _k(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.used.add(name)
+        return self.data.get(name, default)
+
+    def str(self, name: str, default: str | None = None, required: bool = False) -> str:
+        value = self.get(name, default)
+        if value is None or (required and str(value).strip() == ""):
+            if required:
+                raise ConfigError(f"{self._k(name)}: is required")
+            return default or ""
+        if not isinstance(value, (str, int)):
+            raise ConfigError(f"{self._k(name)}: must be a string, got {type(value).__name__}")
+        return str(value)
+
+    def number(self, name: str, default: float, minimum: float | None = None, integer: bool = False,
+               exclusive: bool = False) -> Any:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{self._k(name)}: must be a number, got {value!r}")
+        if integer and int(value) != value:
+            raise ConfigError(f"{self._k(name)}: must be a whole number, got {value!r}")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            raise ConfigError(f"{self._k(name)}: must be {'>' if exclusive else '>='} {minimum}, got {value!r}")
+        return int(value) if integer else float(value)
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._k(name)}: must be true or false, got {value!r}")
+        return value
+
+    def section(self, name: str) -> "_Section":
+        return _Section(self.get(name), self._k(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self._k(unknown[0])}: unknown key")
+
+
+def _url(section: _Section, name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = section.str(name, default) or default
+    if not value.startswith(schemes):
+        raise ConfigError(f"{section._k(name)}: must start with {' or '.join(schemes)}, got {value!r}")
+    return value
+
+
+def _account(section: _Section, name: str, paper: bool) -> dict[str, Any]:
+    return dict(
+        name=name,
+        client_id=section.str("client_id", required=not paper) or "",
+        access_token=section.str("access_token", required=not paper) or "",
+        api_base_url=_url(section, "api_base_url", DEFAULT_BASE_URL, ("http://", "https://")),
+        order_update_url=_url(section, "order_update_url", DEFAULT_ORDER_UPDATE_URL, ("ws://", "wss://")),
+    )
+
+
+def _sizing(section: _Section) -> SizingRule:
+    strategy = section.str("strategy", "fixed_ratio")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"{section._k('strategy')}: must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    rule = SizingRule(
+        strategy=strategy,
+        ratio=section.number("ratio", 1.0, 0, exclusive=True),
+        lots=section.number("lots", 1, 1, integer=True),
+        risk_per_trade=section.number("risk_per_trade", 0.0, 0),
+        stop_loss_pct=section.number("stop_loss_pct", 1.0, 0, exclusive=True),
+        max_quantity=(section.number("max_quantity", 0, 1, integer=True) if section.data.get("max_quantity") is not None
+                      else section.get("max_quantity")),
+        round_up_to_one_lot=section.bool("round_up_to_one_lot", False),
+    )
+    if strategy == "risk_based" and rule.risk_per_trade <= 0:
+        raise ConfigError(f"{section._k('risk_per_trade')}: must be > 0 for the risk_based strategy")
+    section.done()
+    return rule
+
+
+def parse(raw: Any, source: str = "config") -> Config:
+    root = _Section(_interpolate(raw, ""), "")
+    mode = root.str("mode", "live")
+    if mode not in ("live", "paper"):
+        raise ConfigError(f"mode: must be 'live' or 'paper', got {mode!r}")
+    paper = mode == "paper"
+
+    leader_s = root.section("leader")
+    leader = AccountConfig(**_account(leader_s, "leader", paper))
+    leader_s.done()
+
+    followers_raw = root.get("followers")
+    if not isinstance(followers_raw, list) or not followers_raw:
+        raise ConfigError("followers: must be a non-empty list of follower accounts")
+    followers: list[FollowerConfig] = []
+    for i, raw_f in enumerate(followers_raw):
+        fs = _Section(raw_f, f"followers[{i}]")
+        name = fs.str("name", required=True)
+        if not _NAME.match(name) or name == "leader":
+            raise ConfigError(f"followers[{i}].name: must be 1-32 letters, digits, '-' or '_' and not 'leader', got {name!r}")
+        if any(f.name == name for f in followers):
+            raise ConfigError(f"followers[{i}].name: {name!r} is used twice")
+        account = _account(fs, name, paper)
+        sizing = _sizing(fs.section("sizing"))
+        funds = fs.number("funds", 500_000.0, 0)
+        fs.done()
+        followers.append(FollowerConfig(**account, sizing=sizing, funds=funds))
+
+    inst = root.section("instruments")
+    default_master = str(Path(__file__).resolve().parent.parent / "paper" / "data" / "instruments.csv") if paper else DEFAULT_MASTER_URL
+    master = inst.str("master", default_master) or default_master
+    if not master.startswith(("http://", "https://")) and not Path(master).exists():
+        raise ConfigError(f"instruments.master: file {master!r} does not exist")
+    inst.done()
+
+    hours = root.section("market_hours")
+    enforce = hours.bool("enforce", True)
+    hours.done()
+    storage = root.section("storage")
+    storage_path = storage.str("path", "data/copytrader.db") or "data/copytrader.db"
+    storage.done()
+    met = root.section("metrics")
+    metrics_port = met.number("port", 9108, 0, integer=True)
+    if metrics_port > 65535:
+        raise ConfigError(f"metrics.port: must be <= 65535, got {metrics_port}")
+    metrics_host = met.str("host", "127.0.0.1")
+    met.done()
+
+    rl = root.section("rate_limits")
+    limits = RateLimits(**{name: rl.number(name, default, 1, integer=True)
+                           for name, default in vars(RateLimits()).items()})
+    rl.done()
+    broker = root.section("broker")
+    timeout = broker.number("timeout_seconds", 5.0, 0, exclusive=True)
+    attempts = broker.number("max_attempts", 6, 1, integer=True)
+    broker.done()
+    cp = root.section("copy")
+    max_mods = cp.number("max_modifications", 25, 1, integer=True)
+    lag = cp.number("lag_alert_seconds", 30.0, 0)
+    existing = cp.bool("copy_existing_on_first_start", False)
+    funds_refresh = cp.number("funds_refresh_seconds", 30.0, 1)
+    cp.done()
+    ps = root.section("paper")
+    paper_cfg = PaperConfig(seed=ps.number("seed", 7, integer=True), leader_bot=ps.bool("leader_bot", True),
+                            pace_seconds=ps.number("pace_seconds", 1.5, 0, exclusive=True),
+                            leader_funds=ps.number("leader_funds", 2_000_000.0, 0),
+                            port=ps.number("port", 0, 0, integer=True))
+    ps.done()
+    lg = root.section("logging")
+    level = lg.str("level", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"logging.level: must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    lg.done()
+    root.done()
+    return Config(mode=mode, leader=leader, followers=tuple(followers), instruments_master=master,
+                  enforce_market_hours=enforce, storage_path=storage_path, metrics_port=metrics_port,
+                  metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
+                  max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
+                  funds_refresh_seconds=funds_refresh, paper=paper_cfg, log_level=level, source=source)
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    try:
+        return parse(raw, str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,81 @@
+"""The metrics catalogue: every metric the copier exports, in one place (see grafana/README.md).
+
+Label sets are bounded: follower names, reasons, kinds, endpoints, DH codes; never an order id.
+"""
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+LEADER_EVENTS = Counter("copytrader_leader_events_total", "Leader order updates received, by kind",
+                        ["kind"])
+INBOUND_UPDATES = Counter("copytrader_inbound_updates_total",
+                          "Order updates received from the broker, by account role and source",
+                          ["role", "source"])
+DUPLICATE_UPDATES = Counter("copytrader_duplicate_updates_total", "Order updates dropped as exact duplicates",
+                            ["role"])
+STALE_UPDATES = Counter("copytrader_stale_updates_total", "Order updates ignored as older than the state applied",
+                        ["role"])
+MALFORMED_MESSAGES = Counter("copytrader_malformed_messages_total", "Socket messages that could not be used",
+                             ["role", "reason"])
+INVALID_TRANSITIONS = Counter("copytrader_invalid_transitions_total",
+                              "Order events the state machine refused", ["role", "event"])
+FOLLOWER_ORDERS = Counter("copytrader_follower_orders_total",
+                          "Follower order operations by outcome (placed, modified, cancelled, failed)",
+                          ["follower", "operation", "outcome"])
+FOLLOWER_FAILURES = Counter("copytrader_follower_failures_total", "Failed follower operations by reason",
+                            ["follower", "operation", "reason"])
+SKIPS = Counter("copytrader_skips_total", "Copies deliberately not made, by reason", ["follower", "reason"])
+REPLICATION_LATENCY = Histogram("copytrader_replication_latency_seconds",
+                                "Leader update received -> follower placement request sent",
+                                ["follower"], buckets=_LATENCY_BUCKETS)
+BROKER_LATENCY = Histogram("copytrader_broker_request_seconds", "Broker REST call duration",
+                           ["account", "endpoint"], buckets=_LATENCY_BUCKETS)
+BROKER_ERRORS = Counter("copytrader_broker_errors_total", "Broker REST errors by endpoint and DH code",
+                        ["account", "endpoint", "code"])
+SLIPPAGE = Histogram("copytrader_fill_slippage_ratio",
+                     "Follower average fill price vs the leader's, signed against the follower (fraction)",
+                     ["follower"], buckets=(-0.01, -0.005, -0.002, -0.001, 0, 0.001, 0.002, 0.005, 0.01, 0.02))
+FILLS = Counter("copytrader_fills_total", "Fills recorded, by account role", ["role"])
+FOLLOWER_LAG = Gauge("copytrader_follower_lag_orders",
+                     "Follower copies still open N seconds after the leader's order filled", ["follower"])
+LAG_ALERTS = Counter("copytrader_follower_lag_alerts_total", "Lag alerts raised", ["follower"])
+OPEN_ORDERS = Gauge("copytrader_open_orders", "Open orders known to the copier, by account", ["account"])
+ACTOR_RESTARTS = Counter("copytrader_actor_restarts_total", "Supervised actor restarts, by actor kind",
+                         ["kind"])
+ACTORS_RUNNING = Gauge("copytrader_order_actors", "Order actors alive")
+MAILBOX_DEPTH = Gauge("copytrader_mailbox_depth", "Messages waiting in an actor's inbox", ["actor"])
+RATE_LIMIT_QUEUE = Gauge("copytrader_rate_limiter_queue", "Broker calls waiting for a rate-limit slot",
+                         ["account"])
+RATE_LIMIT_TOKENS = Gauge("copytrader_rate_limiter_tokens", "Order calls still allowed in the tightest window",
+                          ["account"])
+RATE_LIMITED = Counter("copytrader_rate_limited_total", "DH-904 answers received", ["account"])
+RETRIES = Counter("copytrader_broker_retries_total", "Broker calls retried after a transient failure",
+                  ["account", "operation"])
+DEAD_LETTERS = Gauge("copytrader_dead_letters", "Unresolved entries in the dead-letter queue")
+DIVERGENCES = Counter("copytrader_reconciler_divergences_total", "Divergences found by the reconciler",
+                      ["kind"])
+RECONCILE_RUNS = Counter("copytrader_reconciler_runs_total", "Reconciler runs")
+FEED_CONNECTED = Gauge("copytrader_feed_connected", "1 while the order-update socket is logged in",
+                       ["account"])
+FEED_RECONNECTS = Counter("copytrader_feed_reconnects_total", "Order-update socket reconnects", ["account"])
+BACKFILLED = Counter("copytrader_backfilled_updates_total",
+                     "Order updates recovered from the order book after a (re)connect", ["account"])
+KILL_SWITCH = Gauge("copytrader_kill_switch_active", "1 while the kill switch is on")
+STORAGE_RETRIES = Counter("copytrader_storage_retries_total", "Storage writes retried after an error")
+STORAGE_HEALTHY = Gauge("copytrader_storage_healthy", "0 while storage writes are failing")
+ALERTS = Counter("copytrader_alerts_total", "Alerts raised, by level and key", ["level", "key"])
+ANOMALIES = Counter("copytrader_anomalies_total", "Anomalies recorded (e.g. follower filled first)", ["kind"])
+UP = Gauge("copytrader_up", "1 while the copier runs")
+
+_server_lock = threading.Lock()
+
+
+def serve(port: int, host: str = "127.0.0.1") -> int:
+    """Start the /metrics endpoint; returns the bound port (0 picks a free one)."""
+    with _server_lock:
+        server, _thread = start_http_server(port, addr=host)
+        return server.server_port

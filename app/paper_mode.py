@@ -1,0 +1,47 @@
+"""Paper mode: start the embedded paper exchange, open the configured accounts on it, point the
+config at its URLs and (for the demo) start the leader-activity generator."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+
+from app.config import Config
+from app.logs import register_secret
+from paper import AccountSpec, LeaderBot, PaperExchange
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PaperSetup:
+    exchange: PaperExchange
+    config: Config
+    bot: LeaderBot | None = None
+
+    def stop(self) -> None:
+        if self.bot is not None:
+            self.bot.stop()
+        self.exchange.stop()
+
+
+def start_paper(config: Config, *, bot: bool | None = None) -> PaperSetup:
+    exchange = PaperExchange(seed=config.paper.seed, session="open", port=config.paper.port).start()
+
+    def account(acc, number: int, funds: float):
+        client_id = acc.client_id or str(1_000_000_001 + number)
+        token = acc.access_token or f"paper-{secrets.token_hex(12)}"
+        register_secret(token)
+        exchange.add_account(AccountSpec(client_id=client_id, access_token=token, funds=funds))
+        return dataclasses.replace(acc, client_id=client_id, access_token=token, api_base_url=exchange.rest_url,
+                                   order_update_url=exchange.ws_url)
+
+    leader = account(config.leader, 0, config.paper.leader_funds)
+    followers = tuple(account(f, i + 1, f.funds) for i, f in enumerate(config.followers))
+    config = dataclasses.replace(config, leader=leader, followers=followers)
+    setup = PaperSetup(exchange, config)
+    if config.paper.leader_bot if bot is None else bot:
+        setup.bot = LeaderBot(exchange.rest_url, leader.client_id, leader.access_token, seed=config.paper.seed,
+                              pace_seconds=config.paper.pace_seconds).start()
+    log.info("paper exchange at %s (socket %s)", exchange.rest_url, exchange.ws_url)
+    return setup

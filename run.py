@@ -1,0 +1,18 @@
+#!/usr/bin/env python3
+"""dhan-copytrader: copy every order of a leader Dhan account to follower accounts.
+
+    python run.py                      # the shipped config: paper exchange + demo leader + live view
+    python run.py --config my.yaml     # your accounts (mode: live)
+    python run.py COMMAND --help       # operator commands: status, orders, replay, ...
+
+Reading order for a newcomer: app/config.py -> supervisors/tree.py -> actors/feed.py ->
+actors/router.py -> actors/order.py -> actors/rate_limiter.py -> broker/gateway.py.
+"""
+from __future__ import annotations
+
+import sys
+
+from app.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,162 @@
+"""Tables. No column ever holds an access token (B.8)."""
+from __future__ import annotations
+
+import time
+
+import peewee as pw
+
+database_proxy = pw.DatabaseProxy()
+
+
+def now() -> float:
+    return time.time()
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class InboundEvent(BaseModel):
+    """The durable inbox: every order update received (leader or follower), stored before routing.
+
+    `done` is set in the same transaction as the update's effect, so a crash between the two
+    replays the update, and replay is idempotent because updates are snapshots.
+    """
+
+    account = pw.CharField()  # "leader" or a follower name
+    order_id = pw.CharField(index=True)
+    dedupe_key = pw.CharField(unique=True)
+    source = pw.CharField()  # socket | book | poll
+    payload = pw.TextField()  # JSON of the OrderUpdate
+    received_at = pw.FloatField(default=now)
+    received_ns = pw.BigIntegerField(default=0)
+    done = pw.BooleanField(default=False, index=True)
+    outcome = pw.CharField(null=True)
+
+
+class LeaderOrder(BaseModel):
+    order_id = pw.CharField(primary_key=True)
+    status = pw.CharField()
+    security_id = pw.CharField()
+    exchange_segment = pw.CharField()
+    symbol = pw.CharField(default="")
+    side = pw.CharField()
+    quantity = pw.IntegerField()
+    terms = pw.TextField()  # JSON of OrderTerms
+    filled_qty = pw.IntegerField(default=0)
+    avg_price = pw.FloatField(default=0.0)
+    created_at = pw.CharField(default="")
+    updated_at = pw.CharField(default="")
+    sequence = pw.IntegerField(null=True)
+    first_seen_at = pw.FloatField(default=now)
+    last_event_at = pw.FloatField(default=now)
+    filled_at = pw.FloatField(null=True)
+    group_id = pw.CharField(null=True)  # multi-leg strategy this order belongs to
+
+
+class FollowerOrder(BaseModel):
+    """One copy of one leader order in one follower account.
+
+    `target` is what the copy should be (from the leader's latest terms, sized); `confirmed` is
+    what the broker last acknowledged. The order actor converges the second onto the first.
+    """
+
+    leader_order_id = pw.CharField(index=True)
+    follower = pw.CharField()
+    correlation_id = pw.CharField(unique=True)
+    broker_order_id = pw.CharField(null=True, index=True)
+    status = pw.CharField()
+    security_id = pw.CharField()
+    side = pw.CharField()
+    quantity = pw.IntegerField(default=0)
+    target = pw.TextField()
+    confirmed = pw.TextField(null=True)
+    cancel_requested = pw.BooleanField(default=False)
+    filled_qty = pw.IntegerField(default=0)
+    avg_price = pw.FloatField(default=0.0)
+    modifications = pw.IntegerField(default=0)
+    skip_reason = pw.CharField(null=True)
+    last_error = pw.TextField(null=True)
+    anomaly = pw.CharField(null=True)
+    latency_ms = pw.FloatField(null=True)  # leader update received -> placement request sent
+    slippage = pw.FloatField(null=True)  # (follower avg - leader avg) / leader avg, against the follower
+    reserved = pw.FloatField(default=0.0)
+    created_at = pw.FloatField(default=now)
+    updated_at = pw.FloatField(default=now)
+    placed_at = pw.FloatField(null=True)
+
+    class Meta:
+        indexes = ((("leader_order_id", "follower"), False),)
+
+
+class OrderEventRecord(BaseModel):
+    """The per-order event store (B.9): an order's state is the fold of these, in `seq` order."""
+
+    order_key = pw.CharField()  # "L:<leader order id>" or "F:<correlation id>"
+    seq = pw.IntegerField()
+    kind = pw.CharField()
+    payload = pw.TextField()
+    at = pw.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("order_key", "seq"), True),)
+
+
+class Fill(BaseModel):
+    account = pw.CharField()
+    order_id = pw.CharField(index=True)
+    leader_order_id = pw.CharField(index=True)
+    quantity = pw.IntegerField()
+    price = pw.FloatField()
+    cumulative_qty = pw.IntegerField()
+    at = pw.FloatField(default=now)
+    exchange_time = pw.CharField(default="")
+
+
+class Skip(BaseModel):
+    leader_order_id = pw.CharField(index=True)
+    follower = pw.CharField(null=True)
+    reason = pw.CharField(index=True)
+    detail = pw.TextField(default="")
+    at = pw.FloatField(default=now)
+
+
+class DeadLetter(BaseModel):
+    leader_order_id = pw.CharField(index=True)
+    follower = pw.CharField()
+    correlation_id = pw.CharField()
+    operation = pw.CharField()
+    error_code = pw.CharField()
+    reason = pw.TextField()
+    retry_count = pw.IntegerField(default=0)
+    next_retry_at = pw.FloatField(null=True)
+    resolved = pw.BooleanField(default=False)
+    at = pw.FloatField(default=now)
+
+
+class Divergence(BaseModel):
+    kind = pw.CharField(index=True)
+    leader_order_id = pw.CharField(null=True)
+    follower = pw.CharField(null=True)
+    detail = pw.TextField(default="")
+    repaired = pw.BooleanField(default=False)
+    run_id = pw.IntegerField(index=True)
+    at = pw.FloatField(default=now)
+
+
+class Alert(BaseModel):
+    level = pw.CharField()
+    key = pw.CharField(index=True)
+    message = pw.TextField()
+    at = pw.FloatField(default=now)
+
+
+class Setting(BaseModel):
+    key = pw.CharField(primary_key=True)
+    value = pw.TextField()
+
+
+ALL_MODELS = [InboundEvent, LeaderOrder, FollowerOrder, OrderEventRecord, Fill, Skip,
+              DeadLetter, Divergence, Alert, Setting]

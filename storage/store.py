@@ -1,0 +1,178 @@
+"""The store: one SQLite connection (WAL), every write a retried transaction.
+
+Why one connection behind a lock: SQLite admits one writer at a time anyway, and a single
+connection keeps the number of file handles fixed however many order actors come and go.
+Operator commands in another process read the same file safely thanks to WAL.
+
+Failure policy (7.8, 8.10): a locked database or a failed write is retried with exponential
+backoff for `retry_seconds`; the transaction rolls back each time, so the caller's effect is
+either stored whole or not at all. After that `StorageUnavailable` is raised: the caller does
+not acknowledge its event, and the supervisor and alerting take over.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import peewee as pw
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from storage import models as m
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StorageUnavailable(RuntimeError):
+    """Writes kept failing for longer than the retry budget."""
+
+
+class Store:
+    def __init__(self, path: str | Path, retry_seconds: float = 10.0,
+                 on_retry: Callable[[Exception], None] | None = None) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = pw.SqliteDatabase(
+            self.path, check_same_thread=False, thread_safe=False, timeout=0.5,
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 500,
+                     "foreign_keys": 1},
+        )
+        m.database_proxy.initialize(self.db)
+        self.retry_seconds = retry_seconds
+        self.on_retry = on_retry
+        self._lock = threading.RLock()
+        self._healthy = True
+        with self._lock:
+            self.db.connect(reuse_if_open=True)
+            self.db.create_tables(m.ALL_MODELS, safe=True)
+
+    # -- transactions -------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """False while writes are failing; actors stop taking new work until it is True again."""
+        return self._healthy
+
+    def write(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in one transaction, retrying the whole transaction on database errors."""
+
+        def attempt() -> T:
+            with self._lock:
+                with self.db.atomic():
+                    return fn()
+
+        def before_sleep(state: Any) -> None:
+            self._healthy = False
+            exc = state.outcome.exception()
+            log.warning("storage write failed (attempt %d), retrying: %s", state.attempt_number, exc)
+            if self.on_retry:
+                self.on_retry(exc)
+
+        try:
+            result = Retrying(
+                retry=retry_if_exception_type(pw.OperationalError),
+                wait=wait_exponential_jitter(multiplier=0.02, max=1.0, jitter=0.05),
+                stop=stop_after_delay(self.retry_seconds), before_sleep=before_sleep, reraise=False,
+            )(attempt)
+        except RetryError as exc:
+            self._healthy = False
+            raise StorageUnavailable(f"storage writes failing for {self.retry_seconds:.0f}s: "
+                                     f"{exc.last_attempt.exception()}") from None
+        self._healthy = True
+        return result
+
+    def read(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            return fn()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.db.is_closed():
+                self.db.close()
+
+    # -- the inbox ----------------------------------------------------------------------
+    def record_inbound(self, account: str, order_id: str, dedupe_key: str, source: str,
+                       payload: dict[str, Any], received_ns: int) -> int | None:
+        """Append an order update to the inbox; None when this exact update is already there (7.3)."""
+
+        def insert() -> int | None:
+            cursor = (m.InboundEvent.insert(account=account, order_id=order_id, dedupe_key=dedupe_key,
+                                            source=source, payload=json.dumps(payload),
+                                            received_ns=received_ns)
+                      .on_conflict_ignore().execute())
+            return cursor or None
+
+        return self.write(insert)
+
+    def pending_inbound(self, order_ids: Iterable[str] | None = None, limit: int = 5000) -> list[m.InboundEvent]:
+        def query() -> list[m.InboundEvent]:
+            q = m.InboundEvent.select().where(m.InboundEvent.done == False)  # noqa: E712
+            if order_ids is not None:
+                q = q.where(m.InboundEvent.order_id.in_(list(order_ids)))
+            return list(q.order_by(m.InboundEvent.id).limit(limit))
+
+        return self.read(query)
+
+    @staticmethod
+    def mark_done(event_ids: Iterable[int], outcome: str) -> None:
+        """Inside a write transaction: acknowledge inbox events together with their effect."""
+        ids = list(event_ids)
+        if ids:
+            m.InboundEvent.update(done=True, outcome=outcome).where(m.InboundEvent.id.in_(ids)).execute()
+
+    # -- the per-order event store ------------------------------------------------------
+    @staticmethod
+    def append_order_event(order_key: str, kind: str, payload: dict[str, Any]) -> int:
+        """Inside a write transaction: append with the next per-order sequence number."""
+        last = (m.OrderEventRecord.select(pw.fn.MAX(m.OrderEventRecord.seq))
+                .where(m.OrderEventRecord.order_key == order_key).scalar())
+        seq = (last or 0) + 1
+        m.OrderEventRecord.create(order_key=order_key, seq=seq, kind=kind, payload=json.dumps(payload))
+        return seq
+
+    def order_events(self, order_key: str) -> list[m.OrderEventRecord]:
+        return self.read(lambda: list(m.OrderEventRecord.select()
+                                      .where(m.OrderEventRecord.order_key == order_key)
+                                      .order_by(m.OrderEventRecord.seq)))
+
+    # -- settings -----------------------------------------------------------------------
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        row = self.read(lambda: m.Setting.get_or_none(m.Setting.key == key))
+        return row.value if row else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.write(lambda: m.Setting.insert(key=key, value=value).on_conflict_replace().execute())
+
+    # -- small queries used by several actors and the CLI --------------------------------
+    def follower_orders(self, leader_order_id: str) -> list[m.FollowerOrder]:
+        return self.read(lambda: list(m.FollowerOrder.select()
+                                      .where(m.FollowerOrder.leader_order_id == leader_order_id)
+                                      .order_by(m.FollowerOrder.id)))
+
+    def leader_order(self, order_id: str) -> m.LeaderOrder | None:
+        return self.read(lambda: m.LeaderOrder.get_or_none(m.LeaderOrder.order_id == order_id))
+
+    def follower_order_by_correlation(self, correlation_id: str) -> m.FollowerOrder | None:
+        return self.read(lambda: m.FollowerOrder.get_or_none(m.FollowerOrder.correlation_id == correlation_id))
+
+    def open_leader_order_ids(self) -> list[str]:
+        """Leader orders whose lifecycle is not finished for us: open at the broker, or with a copy
+        still being worked."""
+        open_states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+
+        def query() -> list[str]:
+            leaders = {r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)
+                       .where(m.LeaderOrder.status.in_(open_states))}
+            copies = {r.leader_order_id for r in m.FollowerOrder.select(m.FollowerOrder.leader_order_id)
+                      .where(m.FollowerOrder.status.in_(open_states))}
+            return sorted(leaders | copies)
+
+        return self.read(query)
+
+    def record_alert(self, level: str, key: str, message: str) -> None:
+        self.write(lambda: m.Alert.create(level=level, key=key, message=message))
+

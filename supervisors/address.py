@@ -1,0 +1,62 @@
+"""Stable actor addresses.
+
+Pykka drops an actor's inbox when it crashes, and a restarted actor has a new `ActorRef`.
+Senders hold an `Address` instead: while the actor is down, `tell` parks messages on the address,
+and the supervisor delivers them to the new incarnation, so nothing sent during a restart is lost.
+(Messages that were already in the crashed actor's inbox are gone; durable state in storage, not
+the inbox, is what makes that safe.)
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pykka
+
+
+class Address:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._ref: pykka.ActorRef | None = None
+        self._parked: list[Any] = []
+        self._lock = threading.Lock()
+
+    def bind(self, ref: pykka.ActorRef | None) -> None:
+        """Point the address at a (new) actor, delivering what was parked meanwhile, in order."""
+        with self._lock:
+            self._ref = ref
+            parked, self._parked = (self._parked, []) if ref is not None else ([], self._parked)
+        for message in parked:
+            self.tell(message)
+
+    @property
+    def ref(self) -> pykka.ActorRef | None:
+        return self._ref
+
+    def tell(self, message: Any) -> None:
+        with self._lock:
+            ref = self._ref
+            if ref is None:
+                self._parked.append(message)
+                return
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            with self._lock:
+                if self._ref is ref:
+                    self._parked.append(message)
+                    return
+            self.tell(message)  # rebound meanwhile: deliver to the new incarnation
+
+    def ask(self, message: Any, timeout: float = 5.0) -> Any:
+        ref = self._ref
+        if ref is None:
+            raise pykka.ActorDeadError(f"{self.name} is restarting")
+        return ref.ask(message, timeout=timeout)
+
+    def mailbox_depth(self) -> int:
+        ref = self._ref
+        return ref.actor_inbox.qsize() if ref is not None else 0
+
+    def __repr__(self) -> str:
+        return f"Address({self.name})"

@@ -1,0 +1,126 @@
+"""The copier's supervision tree, built from the config. Read top to bottom, it is the system:
+
+  copier (one-for-one, 5 restarts in 30 s, then a clean stop)
+    sizing                   SizingActor          capital lock and follower quantities
+    limiter:<follower> ...   RateLimiterActor     one per follower account: the only path to its broker
+    router                   OrderRouter          one OrderActor per leader order, supervised by it
+    feed:<follower> ...      FeedActor            each follower's socket: fills and states of its copies
+    feed:leader              FeedActor            the leader's socket: the events everything else follows
+
+Consumers start before producers, so nothing is routed to an actor that does not exist yet; stop
+runs in reverse, so the feeds go quiet first.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Callable
+
+from actors.context import CopierContext, CopyPolicy
+from actors.feed import FeedActor
+from actors.messages import LEADER
+from actors.rate_limiter import RateLimiterActor
+from actors.router import OrderRouter
+from actors.sizing import SizingActor
+from app import metrics
+from app.alerts import Alerts
+from app.config import Config
+from broker.gateway import DhanGateway
+from storage import Store
+from supervisors.address import Address
+from supervisors.supervisor import ChildSpec, Escalated, Supervisor
+from trading.instruments import InstrumentMaster
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Copier:
+    """A running copier: its supervisor, addresses and shared parts."""
+
+    config: Config
+    store: Store
+    supervisor: Supervisor | None = None
+    addresses: dict[str, Address] = field(default_factory=dict)
+    gateways: dict[str, DhanGateway] = field(default_factory=dict)
+    instruments: InstrumentMaster | None = None
+    alerts: Alerts | None = None
+    stopped: threading.Event = field(default_factory=threading.Event)
+    escalation: Escalated | None = None
+    _ref: object = None
+
+    def address(self, name: str) -> Address:
+        return self.addresses[name]
+
+    def stop(self, timeout: float = 8.0) -> None:
+        if self._ref is not None:
+            try:
+                self._ref.stop(timeout=timeout)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - already stopped
+                pass
+            self._ref = None
+        metrics.UP.set(0)
+        self.stopped.set()
+
+
+def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
+                 on_escalate: Callable[[Escalated], None] | None = None) -> Copier:
+    copier = Copier(config=config, store=store)
+    copier.alerts = alerts or Alerts(record=store.record_alert)
+    instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
+    count = instruments.load()
+    log.info("instrument master: %d instruments from %s", count, config.instruments_master)
+    copier.instruments = instruments
+
+    leader = config.leader
+    copier.gateways[LEADER] = DhanGateway(LEADER, leader.client_id, leader.access_token, leader.api_base_url,
+                                          config.broker_timeout)
+    for f in config.followers:
+        copier.gateways[f.name] = DhanGateway(f.name, f.client_id, f.access_token, f.api_base_url,
+                                              config.broker_timeout)
+
+    names = [f.name for f in config.followers]
+    sizing_address = Address("sizing")
+    limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
+    router_address = Address("router")
+    ctx = CopierContext(
+        store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiter_addresses,
+        policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds),
+        alert=copier.alerts,
+    )
+
+    def escalate(escalation: Escalated) -> None:
+        copier.escalation = escalation
+        copier.alerts("critical", "escalated", f"supervisor gave up on {escalation.child_id}: {escalation.error}")
+        if on_escalate:
+            on_escalate(escalation)
+        copier.stopped.set()
+
+    top = Address("copier")
+    specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
+        a, top, {f.name: f.sizing for f in config.followers},
+        {name: gw.fund_limit for name, gw in copier.gateways.items()},
+        refresh_seconds=config.funds_refresh_seconds), kind="sizing", address=sizing_address)]
+    for f in config.followers:
+        specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(
+            a, top, copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
+            data_limits=config.rate_limits.data_windows(), max_attempts=config.max_attempts),
+            kind="rate_limiter", address=limiter_addresses[f.name]))
+    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx), kind="router",
+                           address=router_address))
+    for account in [*config.followers, leader]:
+        specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
+            a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
+            access_token=acc.access_token, store=store, router=router_address,
+            copy_existing_on_first_start=config.copy_existing_on_first_start), kind="feed"))
+
+    supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
+                                      on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
+                                      on_escalate=escalate)
+    top.bind(supervisor_ref)
+    copier.addresses = supervisor_ref.proxy().start_children().get(timeout=30)
+    copier._ref = supervisor_ref
+    metrics.UP.set(1)
+    return copier

@@ -1,0 +1,220 @@
+"""End-to-end harness: a fresh paper exchange, the real copier over real sockets, real SQLite.
+
+The broker is faked at the network boundary only: the leader acts through the official `dhanhq`
+client as a person would, and assertions read the follower accounts' books on the exchange.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from dhanhq import DhanContext, dhanhq
+
+from actors.feed import BASELINE_SETTING
+from app.config import Config, parse
+from storage import Store
+from storage import models as m
+from supervisors.tree import Copier, start_copier
+from paper import AccountSpec, PaperExchange
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADER_ID = "1100000001"
+LEADER_TOKEN = "leader-secret-token-0001"
+
+# Instruments of the shipped master used across tests
+RELIANCE = "2885"
+TCS = "11536"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
+               message: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy; fail the test with `message` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def client(exchange: PaperExchange, client_id: str, token: str) -> dhanhq:
+    context = DhanContext(client_id, token)
+    http = context.get_dhan_http()
+    http.base_url = exchange.rest_url
+    http.timeout = 5
+    return dhanhq(context)
+
+
+@dataclass
+class Rig:
+    exchange: PaperExchange
+    config: Config
+    store: Store
+    copier: Copier
+    leader: dhanhq
+    follower_ids: dict[str, str] = field(default_factory=dict)
+
+    # -- acting as the leader ----------------------------------------------------------------
+    def place(self, security_id: str = RELIANCE, side: str = "BUY", quantity: int = 10, order_type: str = "LIMIT",
+              price: float = 0.0, product: str = "INTRADAY", segment: str = "NSE_EQ", **kw: Any) -> str:
+        if order_type in ("LIMIT", "STOP_LOSS") and not price:
+            price = round(self.exchange.price(security_id) * (0.97 if side == "BUY" else 1.03), 1)
+        answer = self.leader.place_order(security_id=security_id, exchange_segment=segment, transaction_type=side,
+                                         quantity=quantity, order_type=order_type, product_type=product,
+                                         price=price, **kw)
+        assert answer["status"] == "success", answer
+        return answer["data"]["orderId"]
+
+    def modify(self, order_id: str, **changes: Any) -> dict:
+        current = self.exchange.order(LEADER_ID, order_id)
+        args = dict(order_type=current["orderType"], leg_name="", quantity=current["quantity"],
+                    price=current["price"], trigger_price=current["triggerPrice"],
+                    disclosed_quantity=current["disclosedQuantity"], validity=current["validity"])
+        args.update(changes)
+        answer = self.leader.modify_order(order_id, **args)
+        assert answer["status"] == "success", answer
+        return answer
+
+    def cancel(self, order_id: str) -> None:
+        answer = self.leader.cancel_order(order_id)
+        assert answer["status"] == "success", answer
+
+    # -- looking at the followers ----------------------------------------------------------------
+    def copy_row(self, leader_order_id: str, follower: str = "f1") -> m.FollowerOrder | None:
+        return self.store.read(lambda: m.FollowerOrder.get_or_none(
+            (m.FollowerOrder.leader_order_id == leader_order_id) & (m.FollowerOrder.follower == follower)))
+
+    def follower_book(self, follower: str = "f1") -> list[dict]:
+        return self.exchange.orders(self.follower_ids[follower])
+
+    def follower_copy(self, leader_order_id: str, follower: str = "f1", timeout: float = 10.0) -> dict:
+        """Wait for the follower's copy to exist at the exchange; return its book entry."""
+        def find() -> dict | None:
+            row = self.copy_row(leader_order_id, follower)
+            if row is None:
+                return None
+            for entry in self.follower_book(follower):
+                if entry.get("correlationId") == row.correlation_id:
+                    return entry
+            return None
+
+        return wait_until(find, timeout, message=f"{follower}'s copy of {leader_order_id}")
+
+    def follower_order_now(self, leader_order_id: str, follower: str = "f1") -> dict | None:
+        row = self.copy_row(leader_order_id, follower)
+        if row is None:
+            return None
+        return next((e for e in self.follower_book(follower) if e.get("correlationId") == row.correlation_id), None)
+
+    def wait_copy(self, leader_order_id: str, predicate: Callable[[dict], bool], follower: str = "f1",
+                  timeout: float = 10.0, message: str = "copy state") -> dict:
+        def check() -> dict | None:
+            entry = self.follower_order_now(leader_order_id, follower)
+            return entry if entry is not None and predicate(entry) else None
+
+        return wait_until(check, timeout, message=f"{follower}'s copy of {leader_order_id}: {message}")
+
+    def wait_row(self, leader_order_id: str, predicate: Callable[[m.FollowerOrder], bool], follower: str = "f1",
+                 timeout: float = 10.0, message: str = "stored copy state") -> m.FollowerOrder:
+        def check() -> m.FollowerOrder | None:
+            row = self.copy_row(leader_order_id, follower)
+            return row if row is not None and predicate(row) else None
+
+        return wait_until(check, timeout, message=f"{follower}'s stored copy of {leader_order_id}: {message}")
+
+    def skips(self, leader_order_id: str, follower: str | None = None) -> list[m.Skip]:
+        def query() -> list[m.Skip]:
+            q = m.Skip.select().where(m.Skip.leader_order_id == leader_order_id)
+            if follower is not None:
+                q = q.where(m.Skip.follower == follower)
+            return list(q)
+
+        return self.store.read(query)
+
+    def wait_skip(self, leader_order_id: str, follower: str | None = None, timeout: float = 10.0) -> m.Skip:
+        return wait_until(lambda: (self.skips(leader_order_id, follower) or [None])[0], timeout,
+                          message=f"a recorded skip for {leader_order_id}")
+
+    def follower_placements(self, follower: str = "f1") -> int:
+        return sum(1 for r in self.exchange.request_log(self.follower_ids[follower])
+                   if r["method"] == "POST" and r["path"].endswith("/orders") and r.get("status") == 200)
+
+
+DEFAULT_FOLLOWERS = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}, "funds": 5_000_000}]
+
+
+def build_config(exchange: PaperExchange, tmp_path: Path, followers: list[dict], extra: dict | None = None) -> Config:
+    raw: dict[str, Any] = {
+        "mode": "live",
+        "leader": {"client_id": LEADER_ID, "access_token": LEADER_TOKEN,
+                   "api_base_url": exchange.rest_url, "order_update_url": exchange.ws_url},
+        "followers": [],
+        "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+        "market_hours": {"enforce": False},
+        "storage": {"path": str(tmp_path / "copytrader.db")},
+        "metrics": {"port": 0},
+        "copy": {"lag_alert_seconds": 0},
+    }
+    for i, f in enumerate(followers):
+        entry = {k: v for k, v in f.items() if k != "funds"}
+        entry.setdefault("client_id", f"12000000{i + 1:02d}")
+        entry.setdefault("access_token", f"follower-secret-token-{i + 1:04d}")
+        entry.update(api_base_url=exchange.rest_url, order_update_url=exchange.ws_url)
+        raw["followers"].append(entry)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return parse(raw)
+
+
+@pytest.fixture
+def make_rig(tmp_path: Path):
+    """Factory: make_rig(followers=[...], exchange={...}, config={...}) -> a running Rig."""
+    started: list[tuple[PaperExchange, Rig | None]] = []
+
+    def make(followers: list[dict] | None = None, exchange: dict | None = None, config: dict | None = None,
+             leader_funds: float = 50_000_000, start: bool = True) -> Rig:
+        ex = PaperExchange(**{"seed": 3, "price_walk": False, "tick_seconds": 0.05, "session": "open",
+                              **(exchange or {})}).start()
+        started.append((ex, None))
+        followers = followers or DEFAULT_FOLLOWERS
+        cfg = build_config(ex, tmp_path, followers, config)
+        ex.add_account(AccountSpec(LEADER_ID, LEADER_TOKEN, leader_funds))
+        for f_cfg, f in zip(cfg.followers, followers):
+            ex.add_account(AccountSpec(f_cfg.client_id, f_cfg.access_token, float(f.get("funds", 5_000_000))))
+        store = Store(cfg.storage_path)
+        rig = Rig(ex, cfg, store, None, client(ex, LEADER_ID, LEADER_TOKEN),  # type: ignore[arg-type]
+                  {f.name: f.client_id for f in cfg.followers})
+        if start:
+            start_rig(rig)
+        started[-1] = (ex, rig)
+        return rig
+
+    yield make
+    for ex, rig in reversed(started):
+        if rig is not None and rig.copier is not None:
+            rig.copier.stop()
+        if rig is not None:
+            rig.store.close()
+        ex.stop()
+
+
+def start_rig(rig: Rig) -> Rig:
+    rig.copier = start_copier(rig.config, rig.store)
+    # The copier is ready when every socket is logged in and the leader's baseline is recorded.
+    wait_until(lambda: rig.store.get_setting(BASELINE_SETTING) is not None, 10, message="leader baseline")
+    wait_until(lambda: rig.exchange.socket_count() >= 1 + len(rig.config.followers), 10,
+               message="sockets logged in")
+    return rig
+
+
+@pytest.fixture
+def rig(make_rig) -> Rig:
+    return make_rig()

@@ -1,0 +1,154 @@
+"""Order terms and order updates in the copier's own types (never Dhan's wire format)."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+
+class Side(str, enum.Enum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(str, enum.Enum):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+    STOP_LOSS = "STOP_LOSS"
+    STOP_LOSS_MARKET = "STOP_LOSS_MARKET"
+
+
+class Product(str, enum.Enum):
+    CNC = "CNC"
+    INTRADAY = "INTRADAY"
+    MARGIN = "MARGIN"
+    MTF = "MTF"
+    CO = "CO"
+    BO = "BO"
+
+
+class Validity(str, enum.Enum):
+    DAY = "DAY"
+    IOC = "IOC"
+
+
+class OrderStatus(str, enum.Enum):
+    """The broker's `orderStatus` values plus the copier's own pre-broker states."""
+
+    PENDING_PLACEMENT = "PENDING_PLACEMENT"  # ours: stored, placement not yet acknowledged
+    SKIPPED = "SKIPPED"  # ours: deliberately not copied, reason recorded
+    TRANSIT = "TRANSIT"
+    PENDING = "PENDING"
+    PART_TRADED = "PART_TRADED"
+    TRADED = "TRADED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def is_open(self) -> bool:
+        """Working at the broker: can still fill, be modified or be cancelled."""
+        return self in (OrderStatus.TRANSIT, OrderStatus.PENDING, OrderStatus.PART_TRADED)
+
+
+TERMINAL_STATUSES = frozenset(
+    {OrderStatus.TRADED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED, OrderStatus.SKIPPED}
+)
+
+EXCHANGE_SEGMENTS = ("NSE_EQ", "BSE_EQ", "NSE_FNO", "BSE_FNO", "MCX_COMM", "NSE_CURRENCY")
+AMO_TIMES = ("OPEN", "OPEN_30", "OPEN_60")
+
+
+@dataclass(frozen=True)
+class OrderTerms:
+    """What an order asks the exchange for: the fields a copy must reproduce.
+
+    `quantity` and `disclosed_qty` are in units (shares or contracts), as the broker takes them.
+    """
+
+    security_id: str
+    exchange_segment: str
+    side: Side
+    product: Product
+    order_type: OrderType
+    validity: Validity
+    quantity: int
+    price: float = 0.0
+    trigger_price: float = 0.0
+    disclosed_qty: int = 0
+    amo: bool = False
+    amo_time: str | None = None
+
+    def with_changes(self, **changes: object) -> "OrderTerms":
+        return dataclasses.replace(self, **changes)
+
+    def modifiable_view(self) -> tuple:
+        """The fields a broker modification can change; two terms with equal views need no modify."""
+        return (self.order_type, self.validity, self.quantity, round(self.price, 4),
+                round(self.trigger_price, 4), self.disclosed_qty)
+
+
+@dataclass(frozen=True)
+class OrderUpdate:
+    """One observed state of an order at the broker, from the socket, the order book or an answer.
+
+    It is a snapshot (cumulative filled quantity, latest terms), not a delta: applying the same
+    snapshot twice has no further effect, which is what makes replay and dedupe safe.
+    """
+
+    order_id: str
+    status: OrderStatus
+    terms: OrderTerms
+    filled_qty: int = 0
+    avg_price: float = 0.0
+    last_fill_price: float = 0.0
+    correlation_id: str | None = None
+    symbol: str = ""
+    reason: str = ""
+    created_at: str = ""  # broker's text, IST "YYYY-MM-DD HH:MM:SS"
+    updated_at: str = ""
+    sequence: int | None = None  # the paper exchange's per-order counter; Dhan sends none
+    lot_size: int | None = None
+    source: str = "socket"  # socket | book | answer | poll
+    received_ns: int = field(default=0, compare=False)
+
+    def state_key(self) -> tuple:
+        """Everything that makes two snapshots of one order different; used to drop exact duplicates."""
+        return (self.order_id, self.status.value, self.terms.modifiable_view(), self.filled_qty,
+                round(self.avg_price, 4), self.updated_at, self.sequence)
+
+
+def correlation_id(leader_order_id: str, follower: str, generation: int = 0) -> str:
+    """The follower order's correlation id: derived, never random, so a retry or a restart can
+    look the order up at the broker instead of placing it twice. 24 characters of [0-9A-Z],
+    within the broker's 25-character limit."""
+    import hashlib
+
+    digest = hashlib.sha1(f"{leader_order_id}|{follower}|{generation}".encode()).hexdigest().upper()
+    return "CT" + digest[:22]
+
+
+def terms_to_dict(terms: OrderTerms) -> dict:
+    data = dataclasses.asdict(terms)
+    data.update(side=terms.side.value, product=terms.product.value, order_type=terms.order_type.value,
+                validity=terms.validity.value)
+    return data
+
+
+def terms_from_dict(data: dict) -> OrderTerms:
+    return OrderTerms(**{**data, "side": Side(data["side"]), "product": Product(data["product"]),
+                         "order_type": OrderType(data["order_type"]), "validity": Validity(data["validity"])})
+
+
+def update_to_dict(update: OrderUpdate) -> dict:
+    data = dataclasses.asdict(update)
+    data.update(status=update.status.value, terms=terms_to_dict(update.terms))
+    return data
+
+
+def update_from_dict(data: dict) -> OrderUpdate:
+    return OrderUpdate(**{**data, "status": OrderStatus(data["status"]), "terms": terms_from_dict(data["terms"])})
