@@ -73,7 +73,7 @@ class FeedActor(Supervised):
         self.router = router
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.copy_existing_on_first_start = copy_existing_on_first_start
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._ws: websocket.WebSocketApp | None = None
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -88,7 +88,7 @@ class FeedActor(Supervised):
 
     def _run_socket(self) -> None:
         attempt = 0
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             opened = threading.Event()
             ws = websocket.WebSocketApp(
                 self.url,
@@ -102,13 +102,13 @@ class FeedActor(Supervised):
                 ws.run_forever(ping_interval=20, ping_timeout=10, skip_utf8_validation=True)
             except Exception as exc:  # never let the thread die: log and reconnect
                 log.warning("%s socket failed: %s", self.account, _safe(exc))
-            if self._stop.is_set():
+            if self._halt.is_set():
                 break
             attempt = 1 if opened.is_set() else attempt + 1
             delay = self.backoff(SimpleNamespace(attempt_number=attempt))
             metrics.FEED_RECONNECTS.labels(self.account).inc()
             log.warning("%s order-update socket down; reconnecting in %.1fs", self.account, delay)
-            self._stop.wait(delay)
+            self._halt.wait(delay)
 
     def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event) -> None:
         login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.gateway.client_id), "Token": self._token},
@@ -125,7 +125,7 @@ class FeedActor(Supervised):
         super().on_failure(*exc_info)
 
     def _shutdown(self) -> None:
-        self._stop.set()
+        self._halt.set()
         metrics.FEED_CONNECTED.labels(self.account).set(0)
         if self._ws is not None:
             try:

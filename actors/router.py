@@ -45,7 +45,7 @@ class OrderRouter(Supervised):
         self.period = period
         self._restarts: dict[str, deque[float]] = {}
         self._given_up: set[str] = set()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def started(self) -> None:
         # Resume: every order with work left gets its actor back, and every stored update not yet
@@ -56,15 +56,15 @@ class OrderRouter(Supervised):
         threading.Thread(target=self._sweeper, name="router-sweep", daemon=True).start()
 
     def _sweeper(self) -> None:
-        while not self._stop.wait(self.sweep_seconds):
+        while not self._halt.wait(self.sweep_seconds):
             self.address.tell(Tick("sweep"))
 
     def on_stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self._stop_children()
 
     def on_failure(self, *exc_info: Any) -> None:
-        self._stop.set()
+        self._halt.set()
         self._stop_children()  # a dead supervisor's children die with it (no orphans, no doubles)
         super().on_failure(*exc_info)
 

@@ -57,7 +57,7 @@ class SizingActor(Supervised):
         self.start_of_day: dict[str, float] = {}
         self.reservations: dict[str, dict[str, _Reservation]] = {name: {} for name in rules}
         self.last_price: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def started(self) -> None:
         for account, reader in self.fund_readers.items():
@@ -67,14 +67,14 @@ class SizingActor(Supervised):
         threading.Thread(target=self._poll, name="funds-poller", daemon=True).start()
 
     def on_stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def on_failure(self, *exc_info: Any) -> None:
-        self._stop.set()
+        self._halt.set()
         super().on_failure(*exc_info)
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+        while not self._halt.wait(self.refresh_seconds):
             for account, reader in self.fund_readers.items():
                 snapshot = read_capital(account, reader)
                 if snapshot:

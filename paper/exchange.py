@@ -227,6 +227,10 @@ class PaperExchange:
         with self.engine.lock:
             self.account(client_id).reject_next.extend([(error_code, message)] * count)
 
+    def send_raw(self, client_id: str, text: str) -> None:
+        """Send `text` as-is on the account's order-update sockets (malformed-message injection)."""
+        self.hub.publish_raw(client_id, text)
+
     def wait_for(self, predicate: Callable[["PaperExchange"], bool], timeout: float = 5.0) -> bool:
         """Poll `predicate(self)` until it is true or `timeout` (real) seconds pass."""
         deadline = realtime.monotonic() + timeout

@@ -51,6 +51,15 @@ class OrderSocketHub:
             except RuntimeError:   # loop closed during shutdown
                 pass
 
+    def publish_raw(self, client_id: str, text: str) -> None:
+        """Send an arbitrary frame (fault injection: malformed messages)."""
+        if not self._conns.get(client_id):
+            return
+        self._outbox.append((client_id, text))
+        if not self._drain_scheduled and self.loop is not None:
+            self._drain_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
+
     def _drain(self) -> None:
         self._drain_scheduled = False
         while self._outbox:
