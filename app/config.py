@@ -83,6 +83,7 @@ class Config:
     lag_alert_seconds: float = 30.0
     copy_existing_on_first_start: bool = False
     funds_refresh_seconds: float = 30.0
+    check_capital: bool = True
     paper: PaperConfig = field(default_factory=PaperConfig)
     log_level: str = "INFO"
     source: str = ""
@@ -260,6 +261,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     lag = cp.number("lag_alert_seconds", 30.0, 0)
     existing = cp.bool("copy_existing_on_first_start", False)
     funds_refresh = cp.number("funds_refresh_seconds", 30.0, 1)
+    check_capital = cp.bool("check_capital", True)
     cp.done()
     ps = root.section("paper")
     paper_cfg = PaperConfig(seed=ps.number("seed", 7, integer=True), leader_bot=ps.bool("leader_bot", True),
@@ -277,7 +279,7 @@ def parse(raw: Any, source: str = "config") -> Config:
                   enforce_market_hours=enforce, storage_path=storage_path, metrics_port=metrics_port,
                   metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
-                  funds_refresh_seconds=funds_refresh, paper=paper_cfg, log_level=level, source=source)
+                  funds_refresh_seconds=funds_refresh, check_capital=check_capital, paper=paper_cfg, log_level=level, source=source)
 
 
 def load(path: str | Path) -> Config:

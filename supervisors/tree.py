@@ -102,7 +102,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
         a, top, {f.name: f.sizing for f in config.followers},
         {name: gw.fund_limit for name, gw in copier.gateways.items()},
-        refresh_seconds=config.funds_refresh_seconds), kind="sizing", address=sizing_address)]
+        refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital), kind="sizing", address=sizing_address)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(
             a, top, copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
