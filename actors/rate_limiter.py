@@ -32,10 +32,13 @@ ORDER_OPS = frozenset({"place", "modify", "cancel"})
 
 class SlidingWindows:
     """Counts events in several sliding windows at once: [(limit, seconds), ...]. Not thread-safe:
-    only its actor touches it."""
+    only its actor touches it.
 
-    def __init__(self, limits: list[tuple[int, float]]) -> None:
-        self.limits = [(int(n), float(s)) for n, s in limits if n > 0]
+    Each window is kept `margin` seconds longer than the broker's: requests leave here a few
+    milliseconds apart from when they arrive there, and the broker counts arrivals."""
+
+    def __init__(self, limits: list[tuple[int, float]], margin: float = 0.05) -> None:
+        self.limits = [(int(n), float(s) + margin) for n, s in limits if n > 0]
         self._stamps: list[deque[float]] = [deque() for _ in self.limits]
 
     def _trim(self, now: float) -> None:
