@@ -367,13 +367,31 @@ class OrderActor(Supervised):
     def _classify_rejection(self, copy: _Copy) -> None:
         """5.2 / 5.3: market and account reasons are skips; anything else is dead-lettered."""
         copy.rejection_handled = True
-        follower, message = copy.row.follower, copy.row.last_error or "rejected"
+        message = copy.row.last_error or "rejected"
         reason = _reason_label(message)
+        self.ctx.store.write(lambda: self._store_rejection(copy, reason, "REJECTED", message))
+        self._announce_rejection(copy, reason, message)
+
+    def _store_rejection(self, copy: _Copy, reason: str, code: str, message: str) -> None:
+        """Inside a transaction: the skip or the dead letter that records why a copy failed."""
+        if reason in SKIP_REASONS:
+            m.Skip.create(leader_order_id=self.leader_order_id, follower=copy.row.follower, reason=reason,
+                          detail=message)
+        else:
+            m.DeadLetter.create(leader_order_id=self.leader_order_id, follower=copy.row.follower,
+                                correlation_id=copy.row.correlation_id, operation="place", error_code=code,
+                                reason=message)
+
+    def _announce_rejection(self, copy: _Copy, reason: str, message: str) -> None:
+        follower = copy.row.follower
         metrics.FOLLOWER_FAILURES.labels(follower, "place", reason).inc()
         if reason in SKIP_REASONS:
-            self._record_skip(follower, reason, message)
-        else:
-            self._dead_letter(copy, "place", "REJECTED", message)
+            metrics.SKIPS.labels(follower, reason).inc()
+            log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower, reason, message)
+            return
+        metrics.DEAD_LETTERS.inc()
+        self.ctx.alert("error", f"dlq:{follower}", f"follower {follower}: placement of leader order "
+                       f"{self.leader_order_id} failed and was dead-lettered: {message}")
 
     def _slippage(self, row: m.FollowerOrder) -> float | None:
         if self.leader is None or not self.leader.avg_price or not row.avg_price:
@@ -473,23 +491,23 @@ class OrderActor(Supervised):
         assert error is not None
         follower = copy.row.follower
         reason = error.reason
-        metrics.FOLLOWER_FAILURES.labels(follower, call.op, reason).inc()
         metrics.FOLLOWER_ORDERS.labels(follower, call.op, "failed").inc()
+        if call.op != "place":  # placements are counted with their classification
+            metrics.FOLLOWER_FAILURES.labels(follower, call.op, reason).inc()
         log.warning("follower %s: %s of leader order %s failed: %s", follower, call.op, self.leader_order_id, error)
         if call.op == "place":
+            copy.rejection_handled = True
+
             def effect() -> None:
                 copy.row.status = S.REJECTED.value
                 copy.row.last_error = str(error)
                 self.ctx.store.append_order_event(self._copy_key(copy), "REJECTED", {"error": str(error)})
                 self._save_copy(copy)
+                self._store_rejection(copy, reason, error.code, str(error))  # same transaction
 
             self.ctx.store.write(effect)
             self.ctx.sizing.tell(ReleaseCapital(follower, copy.row.correlation_id))
-            copy.rejection_handled = True
-            if reason in SKIP_REASONS:
-                self._record_skip(follower, reason, str(error))
-            else:
-                self._dead_letter(copy, "place", error.code, str(error))
+            self._announce_rejection(copy, reason, str(error))
             if error.kind == ErrorKind.AUTH:
                 self.ctx.alert("critical", f"auth:{follower}",
                                f"follower {follower}: the broker refused its access token ({error.code}); "
@@ -657,15 +675,6 @@ class OrderActor(Supervised):
         log.info("leader order %s: follower %s: %s (%s)", self.leader_order_id, follower, reason, detail)
         self.ctx.store.write(lambda: m.Skip.create(leader_order_id=self.leader_order_id, follower=follower,
                                                    reason=reason, detail=detail))
-
-    def _dead_letter(self, copy: _Copy, operation: str, code: str, reason: str) -> None:
-        self.ctx.store.write(lambda: m.DeadLetter.create(
-            leader_order_id=self.leader_order_id, follower=copy.row.follower,
-            correlation_id=copy.row.correlation_id, operation=operation, error_code=code, reason=reason))
-        metrics.DEAD_LETTERS.inc()
-        self.ctx.alert("error", f"dlq:{copy.row.follower}",
-                       f"follower {copy.row.follower}: {operation} of leader order {self.leader_order_id} "
-                       f"failed and was dead-lettered: {reason}")
 
     def _finished(self) -> bool:
         if self.leader is None:

@@ -70,6 +70,7 @@ def test_env_interpolation_reads_tokens_from_the_environment(monkeypatch):
 
 def test_B_8_tokens_never_appear_in_logs_database_metrics_or_errors(make_rig):
     stream = io.StringIO()
+    level = logging.getLogger().level
     handler = logs.setup("DEBUG", json_lines=True, stream=stream)
     rig = make_rig()
     try:
@@ -84,6 +85,7 @@ def test_B_8_tokens_never_appear_in_logs_database_metrics_or_errors(make_rig):
         rig.store.close()
     finally:
         logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
     texts = {
         "logs": stream.getvalue(),
         "metrics": generate_latest(REGISTRY).decode(),
