@@ -74,6 +74,7 @@ class Config:
     instruments_master: str
     enforce_market_hours: bool = True
     storage_path: str = "data/copytrader.db"
+    storage_retry_seconds: float = 10.0
     metrics_port: int = 9108
     metrics_host: str = "127.0.0.1"
     rate_limits: RateLimits = field(default_factory=RateLimits)
@@ -240,6 +241,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     hours.done()
     storage = root.section("storage")
     storage_path = storage.str("path", "data/copytrader.db") or "data/copytrader.db"
+    storage_retry = storage.number("retry_seconds", 10.0, 0, exclusive=True)
     storage.done()
     met = root.section("metrics")
     metrics_port = met.number("port", 9108, 0, integer=True)
@@ -276,7 +278,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     lg.done()
     root.done()
     return Config(mode=mode, leader=leader, followers=tuple(followers), instruments_master=master,
-                  enforce_market_hours=enforce, storage_path=storage_path, metrics_port=metrics_port,
+                  enforce_market_hours=enforce, storage_path=storage_path, storage_retry_seconds=storage_retry, metrics_port=metrics_port,
                   metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, paper=paper_cfg, log_level=level, source=source)

@@ -100,11 +100,12 @@ class Store:
         """Append an order update to the inbox; None when this exact update is already there (7.3)."""
 
         def insert() -> int | None:
-            cursor = (m.InboundEvent.insert(account=account, order_id=order_id, dedupe_key=dedupe_key,
-                                            source=source, payload=json.dumps(payload),
-                                            received_ns=received_ns)
-                      .on_conflict_ignore().execute())
-            return cursor or None
+            # An explicit check, not INSERT OR IGNORE: on a shared connection an ignored insert
+            # reports the previous insert's rowid, which would route the duplicate under another id.
+            if m.InboundEvent.select().where(m.InboundEvent.dedupe_key == dedupe_key).exists():
+                return None
+            return m.InboundEvent.insert(account=account, order_id=order_id, dedupe_key=dedupe_key, source=source,
+                                         payload=json.dumps(payload), received_ns=received_ns).execute()
 
         return self.write(insert)
 
