@@ -1,0 +1,135 @@
+"""Scenario 7.7: the real run.py process is SIGKILLed at random points of a burst and restarted;
+every leader order ends with exactly one copy per follower (exactly once via correlation ids)."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from dhanhq import DhanContext, dhanhq
+
+from tests.conftest import ROOT, wait_until
+
+ORDERS = 40
+KILLS = 4
+
+
+def _start_exchange() -> tuple[subprocess.Popen, dict[str, str], list[tuple[str, str]]]:
+    proc = subprocess.Popen([sys.executable, "-m", "paper", "--accounts", "3", "--no-price-walk", "--unlimited"],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    urls: dict[str, str] = {}
+    accounts: list[tuple[str, str]] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        parts = line.split()
+        if parts[0] in ("REST", "WS"):
+            urls[parts[0]] = parts[1]
+        elif parts[0] == "ACCOUNT":
+            accounts.append((parts[1], parts[2]))
+        elif parts[0] == "READY":
+            break
+    return proc, urls, accounts
+
+
+def _client(url: str, client_id: str, token: str) -> dhanhq:
+    context = DhanContext(client_id, token)
+    context.get_dhan_http().base_url = url
+    context.get_dhan_http().timeout = 5
+    return dhanhq(context)
+
+
+def _baseline_done(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return conn.execute("select count(*) from setting where key='leader_baseline_done'").fetchone()[0] == 1
+    except sqlite3.Error:
+        return False
+
+
+def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
+    rng = random.Random(77)
+    exchange, urls, accounts = _start_exchange()
+    copier: subprocess.Popen | None = None
+    try:
+        (leader_id, leader_token), *followers = accounts
+        config = {
+            "mode": "live",
+            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
+                       "order_update_url": urls["WS"]},
+            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
+                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}}
+                          for i, (cid, tok) in enumerate(followers)],
+            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+            "market_hours": {"enforce": False},
+            "storage": {"path": str(tmp_path / "copytrader.db")},
+            "metrics": {"port": 0},
+            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        db = tmp_path / "copytrader.db"
+
+        def start_copier() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        copier = start_copier()
+        wait_until(lambda: _baseline_done(db), 30, message="copier ready")
+        leader = _client(urls["REST"], leader_id, leader_token)
+        placed: list[str] = []
+        burst_done = threading.Event()
+
+        def burst() -> None:
+            for i in range(ORDERS):
+                answer = leader.place_order(security_id="2885", exchange_segment="NSE_EQ", transaction_type="BUY",
+                                            quantity=10 + 2 * (i % 5), order_type="LIMIT", product_type="INTRADAY",
+                                            price=1400.0 + (i % 40))
+                assert answer["status"] == "success", answer
+                placed.append(answer["data"]["orderId"])
+                if burst_done.wait(rng.uniform(0.01, 0.08)):
+                    return
+            burst_done.set()
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        for _ in range(KILLS):  # kill at random points while the burst runs, then restart at once
+            wait_until(lambda: len(placed) >= 1, 10, message="burst started")
+            threading.Event().wait(rng.uniform(0.1, 0.5))
+            os.kill(copier.pid, signal.SIGKILL)
+            copier.wait(10)
+            copier = start_copier()
+        thread.join(60)
+        assert len(placed) == ORDERS
+
+        def copies() -> Counter:
+            counts: Counter = Counter()
+            for i, (cid, tok) in enumerate(followers):
+                book = _client(urls["REST"], cid, tok).get_order_list()["data"]
+                for entry in book:
+                    counts[(f"f{i + 1}", entry.get("correlationId"))] += 1
+            return counts
+
+        wait_until(lambda: sum(copies().values()) >= ORDERS * len(followers), 60, interval=0.2,
+                   message="a copy of every leader order in every follower")
+        counts = copies()
+        assert sum(counts.values()) == ORDERS * len(followers), "some copies missed or doubled"
+        assert max(counts.values()) == 1, "a correlation id appears twice"
+        print(f"7.7: {ORDERS} leader orders, {KILLS} SIGKILLs, {sum(counts.values())} follower orders, "
+              f"0 doubled, 0 missed")
+    finally:
+        for proc in (copier, exchange):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
