@@ -389,7 +389,8 @@ class OrderActor(Supervised):
             metrics.SKIPS.labels(follower, reason).inc()
             log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower, reason, message)
             return
-        metrics.DEAD_LETTERS.inc()
+        metrics.DEAD_LETTERS.set(self.ctx.store.read(
+            lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
         self.ctx.alert("error", f"dlq:{follower}", f"follower {follower}: placement of leader order "
                        f"{self.leader_order_id} failed and was dead-lettered: {message}")
 
@@ -435,8 +436,8 @@ class OrderActor(Supervised):
             self._save_copy(copy)
 
         self.ctx.store.write(effect)
-        outcome = {"place": "placed", "modify": "modified", "cancel": "cancel_sent"}[call.op]
-        metrics.FOLLOWER_ORDERS.labels(follower, call.op, outcome).inc()
+        if call.op != "cancel":  # a cancel is counted once, when the copy is seen CANCELLED
+            metrics.FOLLOWER_ORDERS.labels(follower, call.op, "placed" if call.op == "place" else "modified").inc()
         log.info("follower %s: %s of leader order %s -> broker order %s", follower, call.op,
                  self.leader_order_id, row.broker_order_id)
         if reply.order is not None:  # a placement found by correlation id: adopt its state

@@ -56,7 +56,9 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         paper = start_paper(config, bot=bot)
         config = paper.config
     store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
-                  on_retry=lambda exc: metrics.STORAGE_RETRIES.inc())
+                  on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
+                  on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))
+    metrics.STORAGE_HEALTHY.set(1)
     port = metrics.serve(config.metrics_port, config.metrics_host)
     log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
     done = threading.Event()

@@ -33,7 +33,8 @@ class StorageUnavailable(RuntimeError):
 
 class Store:
     def __init__(self, path: str | Path, retry_seconds: float = 10.0,
-                 on_retry: Callable[[Exception], None] | None = None) -> None:
+                 on_retry: Callable[[Exception], None] | None = None,
+                 on_health: Callable[[bool], None] | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +46,7 @@ class Store:
         m.database_proxy.initialize(self.db)
         self.retry_seconds = retry_seconds
         self.on_retry = on_retry
+        self.on_health = on_health
         self._lock = threading.RLock()
         self._healthy = True
         with self._lock:
@@ -57,6 +59,12 @@ class Store:
         """False while writes are failing; actors stop taking new work until it is True again."""
         return self._healthy
 
+    def _set_health(self, healthy: bool) -> None:
+        if healthy != self._healthy:
+            self._healthy = healthy
+            if self.on_health:
+                self.on_health(healthy)
+
     def write(self, fn: Callable[[], T]) -> T:
         """Run `fn` in one transaction, retrying the whole transaction on database errors."""
 
@@ -66,7 +74,7 @@ class Store:
                     return fn()
 
         def before_sleep(state: Any) -> None:
-            self._healthy = False
+            self._set_health(False)
             exc = state.outcome.exception()
             log.warning("storage write failed (attempt %d), retrying: %s", state.attempt_number, exc)
             if self.on_retry:
@@ -79,10 +87,10 @@ class Store:
                 stop=stop_after_delay(self.retry_seconds), before_sleep=before_sleep, reraise=False,
             )(attempt)
         except RetryError as exc:
-            self._healthy = False
+            self._set_health(False)
             raise StorageUnavailable(f"storage writes failing for {self.retry_seconds:.0f}s: "
                                      f"{exc.last_attempt.exception()}") from None
-        self._healthy = True
+        self._set_health(True)
         return result
 
     def read(self, fn: Callable[[], T]) -> T:

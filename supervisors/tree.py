@@ -29,6 +29,7 @@ from app.alerts import Alerts
 from app.config import Config
 from broker.gateway import DhanGateway
 from storage import Store
+from storage import models as m
 from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
 from trading.instruments import InstrumentMaster
@@ -82,6 +83,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                               config.broker_timeout)
 
     names = [f.name for f in config.followers]
+    # Labelled series exist from the start, so Prometheus' increase() sees their first event.
+    metrics.DEAD_LETTERS.set(store.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
+    for name in [LEADER, *names]:
+        metrics.FEED_CONNECTED.labels(name).set(0)
+    for name in names:
+        metrics.LAG_ALERTS.labels(name)
+        metrics.RATE_LIMITED.labels(name)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     router_address = Address("router")
