@@ -30,15 +30,17 @@ TCS = "11536"
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
-               message: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy; fail the test with `message` after `timeout`."""
+               message: str | Callable[[], str] = "condition") -> Any:
+    """Poll until `predicate()` is truthy; fail the test with `message` (or its result, when it is
+    a callable: built only on failure) after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            raise AssertionError(f"timed out after {timeout}s waiting for "
+                                 f"{message() if callable(message) else message}")
         time.sleep(interval)
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+
+from tests.conftest import wait_until
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,14 +84,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
 def poll(predicate: Callable[[], Any], timeout: float, message: Callable[[], str] | str,
          interval: float = 0.2) -> Any:
     """Call `predicate` until it returns something truthy; fail with `message` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s: {message() if callable(message) else message}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, interval, message)
 
 
 def free_port() -> int:
