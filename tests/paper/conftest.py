@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repo root, for `import paper` under plain pytest
 from dhanhq import dhanhq
-from paper_support import LEADER, Feed, client, make_exchange
+from tests.paper.paper_support import LEADER, Feed, client, make_exchange
 
 from paper import PaperExchange
 

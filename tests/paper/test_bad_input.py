@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import requests
-from paper_support import LEADER, LEADER_TOKEN, RELIANCE
+from tests.paper.paper_support import LEADER, LEADER_TOKEN, RELIANCE
 
 from paper import PaperExchange
 

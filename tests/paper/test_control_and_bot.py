@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import requests
-from paper_support import LEADER, LEADER_TOKEN, RELIANCE, buy, order_id
+from tests.paper.paper_support import LEADER, LEADER_TOKEN, RELIANCE, buy, order_id
 
 from paper import LeaderBot, PaperExchange, load_instruments
 

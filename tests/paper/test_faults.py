@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from paper_support import FOLLOWER, LEADER, buy, client, make_exchange
+from tests.paper.paper_support import FOLLOWER, LEADER, buy, client, make_exchange
 
 from paper import PaperExchange
 

@@ -1,7 +1,7 @@
 """Forever (GTT) orders: stored and polled, silent on the socket until triggered."""
 from __future__ import annotations
 
-from paper_support import LEADER, RELIANCE, Feed, order_id
+from tests.paper.paper_support import LEADER, RELIANCE, Feed, order_id
 
 from paper import PaperExchange
 

@@ -1,7 +1,7 @@
 """Fills the way a copier sees them: resting limits, partial tranches, IOC, stops, rejections."""
 from __future__ import annotations
 
-from paper_support import LEADER, NIFTY_CE, RELIANCE, TCS, buy, client, make_exchange, order_id
+from tests.paper.paper_support import LEADER, NIFTY_CE, RELIANCE, TCS, buy, client, make_exchange, order_id
 
 from paper import PaperExchange
 

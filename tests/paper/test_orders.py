@@ -1,7 +1,7 @@
 """Place / modify / cancel / book through the real dhanhq client, as the copier uses them."""
 from __future__ import annotations
 
-from paper_support import FOLLOWER, FOLLOWER_TOKEN, LEADER, RELIANCE, buy, client, order_id
+from tests.paper.paper_support import FOLLOWER, FOLLOWER_TOKEN, LEADER, RELIANCE, buy, client, order_id
 
 from paper import PaperExchange
 

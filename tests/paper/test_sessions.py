@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from paper_support import LEADER, NIFTY_CE, RELIANCE, buy, client, make_exchange, order_id
+from tests.paper.paper_support import LEADER, NIFTY_CE, RELIANCE, buy, client, make_exchange, order_id
 
 from paper import PaperExchange
 

@@ -1,7 +1,7 @@
 """Order-update socket: Dhan's login, every change announced, drops, refusals, dup/reorder faults."""
 from __future__ import annotations
 
-from paper_support import FOLLOWER, LEADER, Feed, buy, order_id
+from tests.paper.paper_support import FOLLOWER, LEADER, Feed, buy, order_id
 
 from paper import PaperExchange
 
