@@ -63,8 +63,17 @@ def test_7_4_out_of_order_events_never_undo_a_cancel(rig):
     rig.modify(leader_id, price=1422.0)
     rig.modify(leader_id, price=1424.0)
     rig.cancel(leader_id)
-    rig.wait_copy(leader_id, lambda c: c["orderStatus"] == "CANCELLED", timeout=15, message="cancelled")
-    wait_until(lambda: rig.store.leader_order(leader_id).status == "CANCELLED", message="leader cancelled")
+    wait_until(lambda: (rig.store.leader_order(leader_id) or None) and
+               rig.store.leader_order(leader_id).status == "CANCELLED", message="leader cancelled")
+    # if the cancel was the first update to arrive, nothing was ever placed (a recorded skip);
+    # otherwise the copy must end cancelled, never left open by a late modification
+    row = rig.wait_row(leader_id, lambda r: r.status in ("CANCELLED", "SKIPPED") or
+                       (r.status == "PENDING_PLACEMENT" and False), timeout=15, message="copy closed") \
+        if rig.copy_row(leader_id) else None
+    if row is None:
+        assert rig.wait_skip(leader_id).reason == "leader_closed_before_copy"
+    else:
+        rig.wait_copy(leader_id, lambda c: c["orderStatus"] == "CANCELLED", timeout=15, message="cancelled")
     assert rig.follower_placements("f1") <= 1
 
 

@@ -33,7 +33,7 @@ def test_rejection_is_announced(ex: PaperExchange, dhan, feed: Feed) -> None:
 
 
 def test_only_own_account_updates_arrive(ex: PaperExchange, feed: Feed) -> None:
-    from paper_support import FOLLOWER_TOKEN, client
+    from tests.paper.paper_support import FOLLOWER_TOKEN, client
     other = client(ex, FOLLOWER, FOLLOWER_TOKEN)
     theirs = order_id(buy(other, 1))
     follower_feed = Feed(ex, FOLLOWER, FOLLOWER_TOKEN)
