@@ -26,7 +26,8 @@ from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerCall, BrokerReply, OrderActorIdle, OrderUpdateReceived,
                              ReleaseCapital, SizeCopy, SizeDecision, Tick)
 from app import metrics
-from broker.errors import ErrorKind
+from broker import codes
+from broker.errors import BrokerError, ErrorKind
 from storage import models as m
 from supervisors import Address, Supervised
 from trading.instruments import Instrument
@@ -91,16 +92,10 @@ class OrderActor(Supervised):
             if not copy.status.is_terminal:
                 copy.needs_sync = self.ctx.policy.sync_on_start
             self.copies[row.follower] = copy
-        order_ids = [self.leader_order_id] + [c.row.broker_order_id for c in self.copies.values()
-                                              if c.row.broker_order_id]
-        for event in store.pending_inbound(order_ids):
-            self._apply_stored(event)
+        # Updates not yet done are routed to this incarnation by the router (on restart, and by
+        # its sweep), so there is nothing more to read here.
         self._converge_all()
         self._maybe_idle()
-
-    def _apply_stored(self, event: m.InboundEvent) -> None:
-        update = update_from_dict(json.loads(event.payload))
-        self._dispatch(OrderUpdateReceived(event.account, event.id, update))
 
     def on_stop(self) -> None:
         metrics.ACTORS_RUNNING.dec()
@@ -163,7 +158,7 @@ class OrderActor(Supervised):
             return
         metrics.LEADER_EVENTS.labels(event.value.lower()).inc()
         fill = self._fill_delta(leader.filled_qty, leader.avg_price, update)
-        resized = self._retarget(update.terms) if changed else {}
+        resized = self._retarget(old_terms, update.terms) if changed else {}
 
         def effect() -> None:
             self._save_leader(update, new_status)
@@ -266,18 +261,17 @@ class OrderActor(Supervised):
                                            "reason": decision.skip_reason})
         return copy
 
-    def _retarget(self, terms: OrderTerms) -> dict[str, OrderTerms]:
+    def _retarget(self, old: OrderTerms, terms: OrderTerms) -> dict[str, OrderTerms]:
         """New targets after the leader changed its terms (2.1 to 2.5): every field copied, the
         quantity re-sized from the new leader quantity with the same pure rule."""
         out: dict[str, OrderTerms] = {}
         instrument = self.ctx.instruments.get(terms.exchange_segment, terms.security_id)
-        old = terms_from_dict(json.loads(self.leader.terms)) if self.leader else None
         for follower, copy in self.copies.items():
             if copy.status.is_terminal or copy.row.cancel_requested:
                 continue
             target = copy.target
             quantity, disclosed = target.quantity, target.disclosed_qty
-            if instrument is not None and old is not None and (
+            if instrument is not None and (
                     terms.quantity != old.quantity or terms.disclosed_qty != old.disclosed_qty):
                 decision = self._size(follower, copy.row.correlation_id, terms, instrument, None)
                 if decision.skip_reason:
@@ -297,11 +291,7 @@ class OrderActor(Supervised):
         previous = copy.status
         confirmed = copy.confirmed
         changed = confirmed is not None and confirmed.modifiable_view() != update.terms.modifiable_view()
-        if previous == S.PENDING_PLACEMENT and update.status not in (S.REJECTED,):
-            event: OrderEvent | None = event_for_status(previous, update.status, copy.row.filled_qty,
-                                                         update.filled_qty, False)
-        else:
-            event = event_for_status(previous, update.status, copy.row.filled_qty, update.filled_qty, changed)
+        event = event_for_status(previous, update.status, copy.row.filled_qty, update.filled_qty, changed)
         new_status = previous
         if event is not None:
             try:
@@ -693,8 +683,6 @@ class OrderActor(Supervised):
 
 
 def _status_or_none(text: str) -> OrderStatus | None:
-    from broker import codes
-
     try:
         return codes.status(text)
     except ValueError:
@@ -702,6 +690,4 @@ def _status_or_none(text: str) -> OrderStatus | None:
 
 
 def _reason_label(message: str) -> str:
-    from broker.errors import BrokerError, ErrorKind as K
-
-    return BrokerError("", K.ORDER, message).reason
+    return BrokerError("", ErrorKind.ORDER, message).reason

@@ -21,7 +21,7 @@ from tenacity import wait_exponential_jitter
 
 from actors.messages import BrokerCall, BrokerReply, CallCompleted, Drain
 from app import metrics
-from broker.errors import ErrorKind
+from broker.errors import BrokerError, ErrorKind
 from broker.gateway import DhanGateway
 from supervisors import Address, Supervised
 
@@ -169,7 +169,6 @@ class RateLimiterActor(Supervised):
             reply = self._perform(call)
         except Exception as exc:  # a bug must not lose the call: answer it as a failure
             log.exception("%s %s crashed in the worker", self.account, call.op)
-            from broker.errors import BrokerError
             reply = BrokerReply(call, error=BrokerError("INTERNAL", ErrorKind.OTHER, repr(exc)))
         try:
             self.address.tell(CallCompleted(reply))

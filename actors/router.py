@@ -12,6 +12,7 @@ with an alert, and its events stay stored for the next sweep or an operator.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -28,8 +29,6 @@ from storage import models as m
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed
 from trading.orders import update_from_dict
-
-import json
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +158,20 @@ class OrderRouter(Supervised):
         window.append(now)
         log.warning("order actor %s crashed (%s); restarting from storage", leader_order_id, failure.error)
         self._start(leader_order_id, address)
+        self._route_pending_of(leader_order_id)  # what the crashed inbox held, from the inbox table
 
     def _route_stored(self, min_age: float) -> None:
         cutoff = time.time() - min_age
-        events = self.ctx.store.read(lambda: list(
+        self._route_events(self.ctx.store.read(lambda: list(
             m.InboundEvent.select().where((m.InboundEvent.done == False) & (m.InboundEvent.received_at <= cutoff))  # noqa: E712
-            .order_by(m.InboundEvent.id).limit(5000)))
+            .order_by(m.InboundEvent.id).limit(5000))))
+
+    def _route_pending_of(self, leader_order_id: str) -> None:
+        """The stored updates not yet done of one leader order and of its copies."""
+        broker_ids = [r.broker_order_id for r in self.ctx.store.follower_orders(leader_order_id) if r.broker_order_id]
+        self._route_events(self.ctx.store.pending_inbound([leader_order_id, *broker_ids]))
+
+    def _route_events(self, events: list[m.InboundEvent]) -> None:
         for event in events:
             update = update_from_dict(json.loads(event.payload))
             self._route(OrderUpdateReceived(event.account, event.id, update))

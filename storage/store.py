@@ -66,32 +66,43 @@ class Store:
                 self.on_health(healthy)
 
     def write(self, fn: Callable[[], T]) -> T:
-        """Run `fn` in one transaction, retrying the whole transaction on database errors."""
+        """Run `fn` in one transaction, retrying the whole transaction on database errors.
+
+        The first attempt runs bare: building the retry machinery on every write cost measurable
+        time on the copier's hot path, and only a failure needs it."""
 
         def attempt() -> T:
             with self._lock:
                 with self.db.atomic():
                     return fn()
 
-        def before_sleep(state: Any) -> None:
-            self._set_health(False)
-            exc = state.outcome.exception()
-            log.warning("storage write failed (attempt %d), retrying: %s", state.attempt_number, exc)
-            if self.on_retry:
-                self.on_retry(exc)
-
         try:
-            result = Retrying(
+            result = attempt()
+        except pw.OperationalError as exc:
+            result = self._retry(attempt, exc)
+        self._set_health(True)
+        return result
+
+    def _retry(self, attempt: Callable[[], T], first: Exception) -> T:
+        def note(number: int, exc: BaseException | None) -> None:
+            self._set_health(False)
+            log.warning("storage write failed (attempt %d), retrying: %s", number, exc)
+            if self.on_retry:
+                self.on_retry(exc)  # type: ignore[arg-type]
+
+        note(1, first)
+        try:
+            return Retrying(
                 retry=retry_if_exception_type(pw.OperationalError),
                 wait=wait_exponential_jitter(multiplier=0.02, max=1.0, jitter=0.05),
-                stop=stop_after_delay(self.retry_seconds), before_sleep=before_sleep, reraise=False,
+                stop=stop_after_delay(self.retry_seconds),
+                before_sleep=lambda state: note(state.attempt_number + 1, state.outcome.exception()),
+                reraise=False,
             )(attempt)
         except RetryError as exc:
             self._set_health(False)
             raise StorageUnavailable(f"storage writes failing for {self.retry_seconds:.0f}s: "
                                      f"{exc.last_attempt.exception()}") from None
-        self._set_health(True)
-        return result
 
     def read(self, fn: Callable[[], T]) -> T:
         with self._lock:

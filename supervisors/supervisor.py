@@ -122,8 +122,6 @@ class Supervisor(Supervised):
             self._child_failed(message)
         elif isinstance(message, Escalated):
             self._escalate(message.child_id, message.error)
-        elif message == "addresses":
-            return dict(self.addresses)
         return None
 
     def _child_failed(self, failure: ChildFailed) -> None:

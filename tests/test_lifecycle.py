@@ -12,7 +12,9 @@ from tests.conftest import LEADER_ID, RELIANCE, TCS, wait_until
 def _resting(rig, **kw):
     """A leader LIMIT far enough from the market to rest; returns (leader id, follower copy)."""
     leader_id = rig.place(**kw)
-    return leader_id, rig.follower_copy(leader_id)
+    copy = rig.follower_copy(leader_id)
+    rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, message="placement answer stored")
+    return leader_id, copy
 
 
 # -- 2. modification ---------------------------------------------------------------------------
@@ -163,8 +165,9 @@ def test_4_5_lag_alert_when_follower_still_open_after_leader_fills(make_rig):
     rig.exchange.fill(LEADER_ID, leader_id)  # the leader fills; the copy stays open
     row = rig.wait_row(leader_id, lambda r: r.anomaly == "lagging", message="lag flagged")
     assert row.status == "PENDING"
-    alerts = rig.store.read(lambda: list(m.Alert.select().where(m.Alert.key == "lag:f1")))
-    assert alerts and leader_id in alerts[0].message
+    alerts = wait_until(lambda: rig.store.read(lambda: list(m.Alert.select().where(m.Alert.key == "lag:f1"))),
+                        message="lag alert stored")
+    assert leader_id in alerts[0].message
     assert metrics.LAG_ALERTS.labels("f1")._value.get() >= 1
 
 
@@ -176,7 +179,8 @@ def test_5_2_follower_rejection_recorded_and_dead_lettered(rig):
     assert "Invalid disclosed quantity" in row.last_error
     letters = rig.store.read(lambda: list(m.DeadLetter.select().where(m.DeadLetter.leader_order_id == leader_id)))
     assert len(letters) == 1 and letters[0].error_code == "DH-905"
-    assert rig.store.read(lambda: m.Alert.select().where(m.Alert.key == "dlq:f1").count()) == 1
+    wait_until(lambda: rig.store.read(lambda: m.Alert.select().where(m.Alert.key == "dlq:f1").count()) == 1,
+               message="one dead-letter alert")
     assert rig.follower_placements("f1") == 0  # not retried
 
 
