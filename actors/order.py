@@ -76,6 +76,7 @@ class OrderActor(Supervised):
         self.leader: m.LeaderOrder | None = None
         self.copies: dict[str, _Copy] = {}  # by follower name
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
+        self._seqs: dict[str, int] = {}  # last event-store sequence per order key, counted here
         self._lag_timer: threading.Timer | None = None
 
     @property
@@ -86,6 +87,8 @@ class OrderActor(Supervised):
     def started(self) -> None:
         metrics.ACTORS_RUNNING.inc()
         store = self.ctx.store
+        if not store.has_leader_order(self.leader_order_id):
+            return  # a new order: nothing stored yet (its copies are stored with it)
         self.leader = store.leader_order(self.leader_order_id)
         for row in store.follower_orders(self.leader_order_id):
             copy = _Copy(row)
@@ -162,9 +165,9 @@ class OrderActor(Supervised):
 
         def effect() -> None:
             self._save_leader(update, new_status)
-            self.ctx.store.append_order_event(self.key, event.value, update_to_dict(update))
+            self._append(self.key, event.value, update_to_dict(update))
             if fill:
-                m.Fill.create(account=LEADER, order_id=self.leader_order_id, leader_order_id=self.leader_order_id,
+                self.ctx.store.create(m.Fill, account=LEADER, order_id=self.leader_order_id, leader_order_id=self.leader_order_id,
                               quantity=fill[0], price=fill[1], cumulative_qty=update.filled_qty,
                               exchange_time=update.updated_at)
             for follower, target in resized.items():
@@ -174,7 +177,7 @@ class OrderActor(Supervised):
                     if not copy.status.is_terminal and not copy.row.cancel_requested:
                         copy.row.cancel_requested = True
                         self._save_copy(copy)
-                        self.ctx.store.append_order_event(self._copy_key(copy), "CANCEL_REQUESTED",
+                        self._append(self._copy_key(copy), "CANCEL_REQUESTED",
                                                           {"because": new_status.value})
             self.ctx.store.mark_done([event_id], event.value.lower())
 
@@ -198,11 +201,12 @@ class OrderActor(Supervised):
         status = update.status
 
         def effect() -> None:
+            self._seqs[self.key] = 0
             self._save_leader(update, status, first=True)
-            self.ctx.store.append_order_event(self.key, "SEEN", update_to_dict(update))
+            self._append(self.key, "SEEN", update_to_dict(update))
             if order_skip is not None:
                 reason, detail = order_skip
-                m.Skip.create(leader_order_id=self.leader_order_id, follower=None, reason=reason, detail=detail)
+                self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=None, reason=reason, detail=detail)
             for follower, (decision, cid) in decisions.items():
                 self.copies[follower] = self._new_copy(follower, cid, update, decision)
             self.ctx.store.mark_done([event_id], "skipped" if order_skip else "copied")
@@ -247,16 +251,17 @@ class OrderActor(Supervised):
         assert decision is not None
         skipped = decision.skip_reason is not None
         target = update.terms.with_changes(quantity=decision.quantity, disclosed_qty=decision.disclosed_qty)
-        row = m.FollowerOrder.create(
+        row = self.ctx.store.create(m.FollowerOrder, 
             leader_order_id=self.leader_order_id, follower=follower, correlation_id=cid,
             status=(S.SKIPPED if skipped else S.PENDING_PLACEMENT).value, security_id=target.security_id,
             side=target.side.value, quantity=target.quantity, target=json.dumps(terms_to_dict(target)),
             skip_reason=decision.skip_reason, last_error=decision.detail or None, reserved=decision.reserved)
         if skipped:
-            m.Skip.create(leader_order_id=self.leader_order_id, follower=follower, reason=decision.skip_reason,
+            self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=follower, reason=decision.skip_reason,
                           detail=decision.detail)
         copy = _Copy(row, received_ns=update.received_ns)
-        self.ctx.store.append_order_event(self._copy_key(copy), "SKIPPED" if skipped else "SUBMITTED",
+        self._seqs[self._copy_key(copy)] = 0
+        self._append(self._copy_key(copy), "SKIPPED" if skipped else "SUBMITTED",
                                           {"status": row.status, "target": terms_to_dict(target),
                                            "reason": decision.skip_reason})
         return copy
@@ -311,12 +316,12 @@ class OrderActor(Supervised):
                 row.broker_order_id = update.order_id
             if event is not None:
                 row.status = new_status.value
-                self.ctx.store.append_order_event(self._copy_key(copy), event.value, update_to_dict(update))
+                self._append(self._copy_key(copy), event.value, update_to_dict(update))
             if update.status == S.REJECTED and update.reason:
                 row.last_error = update.reason
             if fill:
                 row.filled_qty, row.avg_price = update.filled_qty, update.avg_price or fill[1]
-                m.Fill.create(account=follower, order_id=update.order_id, leader_order_id=self.leader_order_id,
+                self.ctx.store.create(m.Fill, account=follower, order_id=update.order_id, leader_order_id=self.leader_order_id,
                               quantity=fill[0], price=fill[1], cumulative_qty=update.filled_qty,
                               exchange_time=update.updated_at)
                 if anomaly and not row.anomaly:
@@ -365,10 +370,10 @@ class OrderActor(Supervised):
     def _store_rejection(self, copy: _Copy, reason: str, code: str, message: str) -> None:
         """Inside a transaction: the skip or the dead letter that records why a copy failed."""
         if reason in SKIP_REASONS:
-            m.Skip.create(leader_order_id=self.leader_order_id, follower=copy.row.follower, reason=reason,
+            self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=copy.row.follower, reason=reason,
                           detail=message)
         else:
-            m.DeadLetter.create(leader_order_id=self.leader_order_id, follower=copy.row.follower,
+            self.ctx.store.create(m.DeadLetter, leader_order_id=self.leader_order_id, follower=copy.row.follower,
                                 correlation_id=copy.row.correlation_id, operation="place", error_code=code,
                                 reason=message)
 
@@ -413,16 +418,16 @@ class OrderActor(Supervised):
                 row.placed_at = time.time()
                 if reply.sent_ns and call.received_ns:
                     row.latency_ms = (reply.sent_ns - call.received_ns) / 1e6
-                self.ctx.store.append_order_event(self._copy_key(copy), "PLACED",
+                self._append(self._copy_key(copy), "PLACED",
                                                   {"broker_order_id": row.broker_order_id, "status": reply.status})
             elif call.op == "modify":
                 row.modifications += 1
                 row.confirmed = json.dumps(terms_to_dict(call.terms)) if call.terms else row.confirmed
                 row.quantity = call.terms.quantity if call.terms else row.quantity
-                self.ctx.store.append_order_event(self._copy_key(copy), "MODIFY_ACKED",
+                self._append(self._copy_key(copy), "MODIFY_ACKED",
                                                   {"terms": terms_to_dict(call.terms) if call.terms else None})
             elif call.op == "cancel":
-                self.ctx.store.append_order_event(self._copy_key(copy), "CANCEL_ACKED", {"status": reply.status})
+                self._append(self._copy_key(copy), "CANCEL_ACKED", {"status": reply.status})
             self._save_copy(copy)
 
         self.ctx.store.write(effect)
@@ -473,7 +478,7 @@ class OrderActor(Supervised):
         copy.row.broker_order_id = order.order_id
         copy.row.confirmed = json.dumps(terms_to_dict(order.terms))
         copy.row.placed_at = copy.row.placed_at or time.time()
-        self.ctx.store.append_order_event(self._copy_key(copy), "FOUND_BY_CORRELATION_ID",
+        self._append(self._copy_key(copy), "FOUND_BY_CORRELATION_ID",
                                           {"broker_order_id": order.order_id})
         self._save_copy(copy)
 
@@ -492,7 +497,7 @@ class OrderActor(Supervised):
             def effect() -> None:
                 copy.row.status = S.REJECTED.value
                 copy.row.last_error = str(error)
-                self.ctx.store.append_order_event(self._copy_key(copy), "REJECTED", {"error": str(error)})
+                self._append(self._copy_key(copy), "REJECTED", {"error": str(error)})
                 self._save_copy(copy)
                 self._store_rejection(copy, reason, error.code, str(error))  # same transaction
 
@@ -560,12 +565,12 @@ class OrderActor(Supervised):
 
     def _abort(self, copy: _Copy) -> None:
         copy.row.status = S.CANCELLED.value
-        self.ctx.store.append_order_event(self._copy_key(copy), "CANCELLED", {"aborted_before_placement": True})
+        self._append(self._copy_key(copy), "CANCELLED", {"aborted_before_placement": True})
         self._save_copy(copy)
 
     def _request_cancel(self, copy: _Copy, why: str) -> None:
         copy.row.cancel_requested = True
-        self.ctx.store.append_order_event(self._copy_key(copy), "CANCEL_REQUESTED", {"because": why})
+        self._append(self._copy_key(copy), "CANCEL_REQUESTED", {"because": why})
         self._save_copy(copy)
 
     def _flag(self, copy: _Copy, anomaly: str) -> None:
@@ -637,7 +642,7 @@ class OrderActor(Supervised):
         if status == S.TRADED:
             fields["filled_at"] = time.time()
         if first or self.leader is None:
-            self.leader = m.LeaderOrder.create(order_id=self.leader_order_id, **fields)
+            self.leader = self.ctx.store.create(m.LeaderOrder, order_id=self.leader_order_id, **fields)
         else:
             for name, value in fields.items():
                 setattr(self.leader, name, value)
@@ -646,7 +651,7 @@ class OrderActor(Supervised):
     def _set_target(self, copy: _Copy, target: OrderTerms) -> None:
         copy.row.target = json.dumps(terms_to_dict(target))
         copy.row.quantity = target.quantity
-        self.ctx.store.append_order_event(self._copy_key(copy), "TARGET_CHANGED", terms_to_dict(target))
+        self._append(self._copy_key(copy), "TARGET_CHANGED", terms_to_dict(target))
         self._save_copy(copy)
 
     @staticmethod
@@ -658,13 +663,23 @@ class OrderActor(Supervised):
     def _copy_key(copy: _Copy) -> str:
         return f"F:{copy.row.correlation_id}"
 
+    def _append(self, order_key: str, kind: str, payload: dict[str, Any]) -> None:
+        """Inside a write transaction: append to the event store. This actor is the only writer
+        of its orders' keys, so it counts their sequence itself (a rolled-back attempt leaves a
+        gap, never a repeat)."""
+        last = self._seqs.get(order_key)
+        if last is None:
+            last = self.ctx.store.last_seq(order_key)
+        self.ctx.store.append_order_event(order_key, kind, payload, last + 1)
+        self._seqs[order_key] = last + 1
+
     def _ack(self, event_id: int, outcome: str) -> None:
         self.ctx.store.write(lambda: self.ctx.store.mark_done([event_id], outcome))
 
     def _record_skip(self, follower: str, reason: str, detail: str) -> None:
         metrics.SKIPS.labels(follower, reason).inc()
         log.info("leader order %s: follower %s: %s (%s)", self.leader_order_id, follower, reason, detail)
-        self.ctx.store.write(lambda: m.Skip.create(leader_order_id=self.leader_order_id, follower=follower,
+        self.ctx.store.write(lambda: self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=follower,
                                                    reason=reason, detail=detail))
 
     def _finished(self) -> bool:

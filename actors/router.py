@@ -108,13 +108,7 @@ class OrderRouter(Supervised):
 
     def _leader_of(self, message: OrderUpdateReceived) -> str | None:
         update = message.update
-        row = None
-        if update.correlation_id:
-            row = self.ctx.store.follower_order_by_correlation(update.correlation_id)
-        if row is None:
-            row = self.ctx.store.read(lambda: m.FollowerOrder.get_or_none(
-                (m.FollowerOrder.broker_order_id == update.order_id) & (m.FollowerOrder.follower == message.account)))
-        return row.leader_order_id if row is not None else None
+        return self.ctx.store.leader_order_of_copy(message.account, update.correlation_id, update.order_id)
 
     def _child(self, leader_order_id: str) -> Address:
         address = self.children.get(leader_order_id)

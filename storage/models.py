@@ -16,6 +16,7 @@ class BaseModel(pw.Model):
     class Meta:
         database = database_proxy
         legacy_table_names = False
+        only_save_dirty = True  # an UPDATE of the changed columns only: cheaper to build and to run
 
 
 class InboundEvent(BaseModel):

@@ -48,6 +48,7 @@ class Store:
         self.on_retry = on_retry
         self.on_health = on_health
         self._lock = threading.RLock()
+        self._statements: dict[tuple, str] = {}
         self._healthy = True
         with self._lock:
             self.db.connect(reuse_if_open=True)
@@ -104,6 +105,36 @@ class Store:
             raise StorageUnavailable(f"storage writes failing for {self.retry_seconds:.0f}s: "
                                      f"{exc.last_attempt.exception()}") from None
 
+    # -- cached statements for the hot path ------------------------------------------------
+    # peewee builds SQL text anew for every query (about half a millisecond here); a placement
+    # crosses a dozen statements, so the few that every order update runs are built once.
+    def insert(self, model: type[pw.Model], fields: dict[str, Any], or_ignore: bool = False) -> int | None:
+        """Insert one row (inside a write transaction); its rowid, or None when ignored."""
+        names = tuple(fields)
+        key = (model, names, or_ignore)
+        sql = self._statements.get(key)
+        if sql is None:
+            meta = model._meta
+            columns = ", ".join(f'"{meta.fields[n].column_name}"' for n in names)
+            sql = (f'INSERT {"OR IGNORE " if or_ignore else ""}INTO "{meta.table_name}" ({columns}) '
+                   f'VALUES ({", ".join("?" for _ in names)})')
+            self._statements[key] = sql
+        values = [model._meta.fields[n].db_value(fields[n]) for n in names]
+        cursor = self.db.execute_sql(sql, values)
+        return cursor.lastrowid if cursor.rowcount else None
+
+    def create(self, model: type[pw.Model], **fields: Any) -> pw.Model:
+        """`model.create(**fields)` through a cached statement: defaults applied, id set, and the
+        instance ready for later `save()` calls."""
+        instance = model(**fields)
+        data = {name: getattr(instance, name) for name in model._meta.fields
+                if not (name == "id" and getattr(instance, name) is None)}
+        rowid = self.insert(model, data)
+        if "id" in model._meta.fields and instance.id is None:
+            instance.id = rowid
+        instance._dirty.clear()
+        return instance
+
     def read(self, fn: Callable[[], T]) -> T:
         with self._lock:
             return fn()
@@ -119,12 +150,12 @@ class Store:
         """Append an order update to the inbox; None when this exact update is already there (7.3)."""
 
         def insert() -> int | None:
-            # An explicit check, not INSERT OR IGNORE: on a shared connection an ignored insert
-            # reports the previous insert's rowid, which would route the duplicate under another id.
-            if m.InboundEvent.select().where(m.InboundEvent.dedupe_key == dedupe_key).exists():
-                return None
-            return m.InboundEvent.insert(account=account, order_id=order_id, dedupe_key=dedupe_key, source=source,
-                                         payload=json.dumps(payload), received_ns=received_ns).execute()
+            # The cursor's rowcount, not its lastrowid, tells an ignored duplicate apart: on a
+            # shared connection an ignored insert reports the previous insert's rowid.
+            return self.insert(m.InboundEvent, dict(
+                account=account, order_id=order_id, dedupe_key=dedupe_key, source=source,
+                payload=json.dumps(payload), received_at=time.time(), received_ns=received_ns,
+                done=False), or_ignore=True)
 
         return self.write(insert)
 
@@ -137,21 +168,25 @@ class Store:
 
         return self.read(query)
 
-    @staticmethod
-    def mark_done(event_ids: Iterable[int], outcome: str) -> None:
+    def mark_done(self, event_ids: Iterable[int], outcome: str) -> None:
         """Inside a write transaction: acknowledge inbox events together with their effect."""
-        ids = list(event_ids)
-        if ids:
-            m.InboundEvent.update(done=True, outcome=outcome).where(m.InboundEvent.id.in_(ids)).execute()
+        for event_id in event_ids:
+            self.db.execute_sql('UPDATE "inbound_event" SET "done" = 1, "outcome" = ? WHERE "id" = ?',
+                                (outcome, event_id))
 
     # -- the per-order event store ------------------------------------------------------
-    @staticmethod
-    def append_order_event(order_key: str, kind: str, payload: dict[str, Any]) -> int:
-        """Inside a write transaction: append with the next per-order sequence number."""
-        last = (m.OrderEventRecord.select(pw.fn.MAX(m.OrderEventRecord.seq))
-                .where(m.OrderEventRecord.order_key == order_key).scalar())
-        seq = (last or 0) + 1
-        m.OrderEventRecord.create(order_key=order_key, seq=seq, kind=kind, payload=json.dumps(payload))
+    def last_seq(self, order_key: str) -> int:
+        """The highest sequence number stored for an order (0 for none)."""
+        row = self.db.execute_sql('SELECT MAX("seq") FROM "order_event_record" WHERE "order_key" = ?',
+                                  (order_key,)).fetchone()
+        return row[0] or 0
+
+    def append_order_event(self, order_key: str, kind: str, payload: dict[str, Any], seq: int | None = None) -> int:
+        """Inside a write transaction: append with the next per-order sequence number. An owner that
+        counts its own sequence (the order actor) passes it and saves the MAX query."""
+        seq = seq if seq is not None else self.last_seq(order_key) + 1
+        self.insert(m.OrderEventRecord, dict(order_key=order_key, seq=seq, kind=kind, payload=json.dumps(payload),
+                                             at=time.time()))
         return seq
 
     def order_events(self, order_key: str) -> list[m.OrderEventRecord]:
@@ -175,6 +210,25 @@ class Store:
 
     def leader_order(self, order_id: str) -> m.LeaderOrder | None:
         return self.read(lambda: m.LeaderOrder.get_or_none(m.LeaderOrder.order_id == order_id))
+
+    def has_leader_order(self, order_id: str) -> bool:
+        return self.read(lambda: self.db.execute_sql('SELECT 1 FROM "leader_order" WHERE "order_id" = ?',
+                                                     (order_id,)).fetchone() is not None)
+
+    def leader_order_of_copy(self, follower: str, correlation_id: str | None, broker_order_id: str) -> str | None:
+        """The leader order a follower's order copies: by correlation id, else by broker order id."""
+        def query() -> str | None:
+            row = None
+            if correlation_id:
+                row = self.db.execute_sql('SELECT "leader_order_id" FROM "follower_order" WHERE "correlation_id" = ?',
+                                          (correlation_id,)).fetchone()
+            if row is None:
+                row = self.db.execute_sql('SELECT "leader_order_id" FROM "follower_order" '
+                                          'WHERE "broker_order_id" = ? AND "follower" = ?',
+                                          (broker_order_id, follower)).fetchone()
+            return row[0] if row else None
+
+        return self.read(query)
 
     def follower_order_by_correlation(self, correlation_id: str) -> m.FollowerOrder | None:
         return self.read(lambda: m.FollowerOrder.get_or_none(m.FollowerOrder.correlation_id == correlation_id))
