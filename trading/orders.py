@@ -132,8 +132,14 @@ def correlation_id(leader_order_id: str, follower: str, generation: int = 0) -> 
     return "CT" + digest[:22]
 
 
+_TERMS_FIELDS = tuple(f.name for f in dataclasses.fields(OrderTerms))
+_UPDATE_FIELDS = tuple(f.name for f in dataclasses.fields(OrderUpdate))
+
+
 def terms_to_dict(terms: OrderTerms) -> dict:
-    data = dataclasses.asdict(terms)
+    """A JSON-ready dict; shallow on purpose (`dataclasses.asdict` deep-copies, and this runs for
+    every order update on the copier's hot path)."""
+    data = {name: getattr(terms, name) for name in _TERMS_FIELDS}
     data.update(side=terms.side.value, product=terms.product.value, order_type=terms.order_type.value,
                 validity=terms.validity.value)
     return data
@@ -145,7 +151,7 @@ def terms_from_dict(data: dict) -> OrderTerms:
 
 
 def update_to_dict(update: OrderUpdate) -> dict:
-    data = dataclasses.asdict(update)
+    data = {name: getattr(update, name) for name in _UPDATE_FIELDS}
     data.update(status=update.status.value, terms=terms_to_dict(update.terms))
     return data
 
