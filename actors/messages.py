@@ -2,7 +2,7 @@
 
 Flow of one leader placement:
   FeedActor --OrderUpdateReceived--> OrderRouter --OrderUpdateReceived--> OrderActor
-  OrderActor --SizeCopy (ask)--> SizingActor --> SizeDecision
+  OrderActor --SizeCopies (ask, one per leader order)--> SizingActor --> SizeDecision per follower
   OrderActor --BrokerCall--> RateLimiterActor[follower] --BrokerReply--> OrderActor
 Follower order updates travel the same way from the follower's FeedActor.
 """
@@ -50,6 +50,14 @@ class SizeCopy:
     terms: OrderTerms
     instrument: Instrument
     reference_price: float  # for the capital check when the order itself has no price (MARKET)
+
+
+@dataclass(frozen=True)
+class SizeCopies:
+    """Ask: size every follower's copy of one leader order in one round trip (the decisions come
+    back in the same order); reserved under the lock one after another, as separate asks would."""
+
+    requests: tuple[SizeCopy, ...]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerCall, BrokerReply, OrderActorIdle, OrderUpdateReceived,
-                             ReleaseCapital, SizeCopy, SizeDecision, Tick)
+                             ReleaseCapital, SizeCopies, SizeCopy, SizeDecision, Tick)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -195,9 +195,11 @@ class OrderActor(Supervised):
         decisions: dict[str, tuple[SizeDecision | None, str]] = {}
         if order_skip is None:
             assert instrument is not None
-            for follower in self.ctx.followers:
-                cid = correlation_id(self.leader_order_id, follower)
-                decisions[follower] = (self._size(follower, cid, update.terms, instrument, update), cid)
+            reference = update.avg_price or update.last_fill_price
+            requests = tuple(SizeCopy(f, correlation_id(self.leader_order_id, f), update.terms, instrument, reference)
+                             for f in self.ctx.followers)
+            for request, decision in zip(requests, self._ask_sizing(SizeCopies(requests))):
+                decisions[request.follower] = (decision, request.correlation_id)
         status = update.status
 
         def effect() -> None:
@@ -238,11 +240,9 @@ class OrderActor(Supervised):
             return off, "copying is switched off"
         return None
 
-    def _size(self, follower: str, cid: str, terms: OrderTerms, instrument: Instrument,
-              update: OrderUpdate | None) -> SizeDecision:
-        reference = (update.avg_price or update.last_fill_price) if update else 0.0
+    def _ask_sizing(self, message: SizeCopy | SizeCopies) -> Any:
         try:
-            return self.ctx.sizing.ask(SizeCopy(follower, cid, terms, instrument, reference), timeout=5.0)
+            return self.ctx.sizing.ask(message, timeout=5.0)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             raise RuntimeError(f"sizing unavailable: {exc}") from exc  # crash: retried after restart
 
@@ -278,7 +278,7 @@ class OrderActor(Supervised):
             quantity, disclosed = target.quantity, target.disclosed_qty
             if instrument is not None and (
                     terms.quantity != old.quantity or terms.disclosed_qty != old.disclosed_qty):
-                decision = self._size(follower, copy.row.correlation_id, terms, instrument, None)
+                decision = self._ask_sizing(SizeCopy(follower, copy.row.correlation_id, terms, instrument, 0.0))
                 if decision.skip_reason:
                     self._record_skip(follower, f"modify_{decision.skip_reason}", decision.detail)
                 else:

@@ -67,14 +67,16 @@ class SlidingWindows:
 class RateLimiterActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, gateway: DhanGateway, *,
                  order_limits: list[tuple[int, float]], data_limits: list[tuple[int, float]],
-                 workers: int = 4, max_attempts: int = 6, backoff_initial: float = 0.2,
+                 workers: int | None = None, max_attempts: int = 6, backoff_initial: float = 0.2,
                  backoff_max: float = 5.0) -> None:
         super().__init__(address, supervisor)
         self.gateway = gateway
         self.account = gateway.account
         self.windows = {"order": SlidingWindows(order_limits), "data": SlidingWindows(data_limits)}
         self.queue: deque[BrokerCall] = deque()
-        self.workers = workers
+        # Enough workers to keep the account's order rate even when every answer takes a second
+        # (a slow broker must not throttle its own follower below the leader's pace); capped.
+        self.workers = workers or min(16, max(4, min((n for n, span in order_limits if span <= 1.0), default=4)))
         self.max_attempts = max_attempts
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.paused_until = 0.0

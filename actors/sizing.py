@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from actors.messages import LEADER, CapitalSnapshot, ReleaseCapital, SizeCopy, SizeDecision
+from actors.messages import LEADER, CapitalSnapshot, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision
 from supervisors import Address, Supervised
 from trading.sizing import SizingRule, estimate_margin, size_order
 
@@ -81,6 +81,8 @@ class SizingActor(Supervised):
                     self.address.tell(snapshot)
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, SizeCopies):
+            return tuple(self._size(request) for request in message.requests)
         if isinstance(message, SizeCopy):
             return self._size(message)
         if isinstance(message, ReleaseCapital):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ class Store:
         self.db = pw.SqliteDatabase(
             self.path, check_same_thread=False, thread_safe=False, timeout=0.5,
             pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 500,
-                     "foreign_keys": 1},
+                     "foreign_keys": 1, "wal_autocheckpoint": 0},
         )
         m.database_proxy.initialize(self.db)
         self.retry_seconds = retry_seconds
@@ -53,6 +54,27 @@ class Store:
         with self._lock:
             self.db.connect(reuse_if_open=True)
             self.db.create_tables(m.ALL_MODELS, safe=True)
+        # SQLite's automatic checkpoint runs inside whichever commit crosses its threshold and
+        # fsyncs the database while that writer holds the store's lock: 100 ms stalls on the
+        # copier's hot path. Checkpoints run here instead, on their own connection; PASSIVE mode
+        # never blocks a writer.
+        self._closing = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if self.path != ":memory:":
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self, every_seconds: float = 1.0) -> None:
+        connection = sqlite3.connect(self.path, timeout=1.0)
+        try:
+            while not self._closing.wait(every_seconds):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # busy or failing: the next round tries again
+                    log.debug("checkpoint skipped: %s", exc)
+        finally:
+            connection.close()
 
     # -- transactions -------------------------------------------------------------------
     @property
@@ -140,6 +162,9 @@ class Store:
             return fn()
 
     def close(self) -> None:
+        self._closing.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(2)
         with self._lock:
             if not self.db.is_closed():
                 self.db.close()
