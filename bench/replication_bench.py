@@ -14,11 +14,12 @@ and sides, --interval ms apart) through the official `dhanhq` client from a sepa
 The figure is `FollowerOrder.latency_ms` as the copier stores it (the same span the
 REPLICATION_LATENCY histogram observes just before the rate limiter's worker sends the
 placement), read from the SQLite file. A few warm-up orders are placed and copied first and are
-not counted. The default pace (300 orders 5 ms apart) is a burst: when it exceeds what the copier
-can sustain, the figures are queueing and the run says so; a slower pace (e.g. --orders 50
---interval 200) shows the latency of isolated events.
+not counted. The default pace is 10 orders/s (100 ms apart), the most a Dhan account may place
+since March 2026, so the figures are the latency a real leader sees. A faster pace (e.g.
+--interval 5) is a capacity test: once it exceeds what the copier sustains (about 100 copies/s
+on 2 cores), the figures are queueing and the run says so.
 
-    python bench/replication_bench.py [--orders 300] [--followers 10] [--interval 5]
+    python bench/replication_bench.py [--orders 200] [--followers 10] [--interval 100]
                                       [--slow-delay 1] [--timeout 20] [--only A|B]
 
 Exit status is non-zero only on errors (exchange or copier did not start, nothing copied);
@@ -339,8 +340,8 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
             rows.append((f"slow one ({slow_name}, answers +{slow_delay:g} s)", slow_lat, len(measured)))
             sent = sent_count(slow_name) - sent_before[slow_name]
             notes.append(f"slow one: {sent}/{len(measured)} placements sent, {len(slow_lat)} answered and stored "
-                         "by the end of the run; with its answers 1 s late its own 4 broker workers carry at most "
-                         "4 placements/s, so its figure is queueing behind itself (stored ones only)")
+                         f"by the end of the run (its answers arrive {slow_delay:g} s late; its latency is to the "
+                         "request being sent, so it shows only queueing behind its own broker workers)")
         return RunResult(title, rows, checks, notes)
     finally:
         # Resting orders keep their order actors alive; stopping them (and the in-flight slow
@@ -374,9 +375,11 @@ def report(result: RunResult) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--orders", type=int, default=300, help="leader orders per run (default 300)")
+    p.add_argument("--orders", type=int, default=200, help="leader orders per run (default 200)")
     p.add_argument("--followers", type=int, default=10, help="followers in run B, one of them slow (default 10)")
-    p.add_argument("--interval", type=float, default=5.0, help="ms between leader placements (default 5)")
+    p.add_argument("--interval", type=float, default=100.0,
+                   help="ms between leader placements (default 100: 10 orders/s, the most a Dhan account "
+                        "may place; use e.g. 5 to measure how many copies/s the copier can sustain)")
     p.add_argument("--slow-delay", type=float, default=1.0,
                    help="seconds f1's placement answers are delayed in run B (0: no slow follower)")
     p.add_argument("--timeout", type=float, default=20.0,
