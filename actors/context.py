@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from storage import Store
 from supervisors import Address
+from trading.calendar import MarketCalendar, now
 from trading.instruments import InstrumentMaster
 
 
@@ -29,3 +31,5 @@ class CopierContext:
     policy: CopyPolicy = field(default_factory=CopyPolicy)
     alert: Callable[[str, str, str], None] = lambda level, key, message: None
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off
+    calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
+    clock: Callable[[], datetime] = now

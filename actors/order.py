@@ -238,7 +238,21 @@ class OrderActor(Supervised):
         off = self.ctx.copying_enabled()
         if off:
             return off, "copying is switched off"
-        return None
+        return self._market_skip_reason(update)
+
+    def _market_skip_reason(self, update: OrderUpdate) -> tuple[str, str] | None:
+        """5.5, 6.1 to 6.5: nothing is sent outside the session rules; one alert per reason a day."""
+        if self.ctx.calendar is None:
+            return None
+        at = self.ctx.clock()
+        terms = update.terms
+        verdict = self.ctx.calendar.check_order(terms.exchange_segment, terms.order_type.value, terms.amo, at)
+        if verdict.allowed:
+            return None
+        reason = verdict.reason or "market_closed"
+        self.ctx.alert("warning", f"market:{reason}:{at.date().isoformat()}",
+                       f"leader order {self.leader_order_id} not copied: {reason} ({verdict.detail})")
+        return reason, verdict.detail
 
     def _ask_sizing(self, message: SizeCopy | SizeCopies) -> Any:
         try:

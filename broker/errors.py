@@ -41,10 +41,10 @@ class BrokerError:
         text = self.message.lower()
         if "margin" in text or "insufficient" in text or "funds" in text:
             return "insufficient_margin"
+        if "halt" in text:  # before "circuit": a market-wide circuit breaker is a halt
+            return "trading_halted"
         if "circuit" in text:
             return "circuit_limit"
-        if "halt" in text:
-            return "trading_halted"
         if "holiday" in text:
             return "exchange_holiday"
         if "market closed" in text or "market is closed" in text:

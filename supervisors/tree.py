@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from actors.context import CopierContext, CopyPolicy
@@ -33,6 +34,7 @@ from storage import Store
 from storage import models as m
 from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
+from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,9 @@ LATENCY_SWITCH_INTERVAL = 0.0005
 
 
 def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
-                 on_escalate: Callable[[Escalated], None] | None = None) -> Copier:
+                 on_escalate: Callable[[Escalated], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> Copier:
+    """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules."""
     # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, rate
     # limiter, broker worker). Python lets a busy thread keep the GIL for 5 ms by default; a
     # shorter interval lets the next link of the chain run sooner (p99 with 10 followers ~25%
@@ -106,6 +110,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiter_addresses,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds),
         alert=copier.alerts,
+        calendar=MarketCalendar() if config.enforce_market_hours else None,
+        clock=clock or calendar_now,
     )
 
     def escalate(escalation: Escalated) -> None:

@@ -182,7 +182,7 @@ def make_rig(tmp_path: Path):
     started: list[tuple[PaperExchange, Rig | None]] = []
 
     def make(followers: list[dict] | None = None, exchange: dict | None = None, config: dict | None = None,
-             leader_funds: float = 50_000_000, start: bool = True) -> Rig:
+             leader_funds: float = 50_000_000, start: bool = True, clock=None) -> Rig:
         ex = PaperExchange(**{"seed": 3, "price_walk": False, "tick_seconds": 0.05, "session": "open",
                               **(exchange or {})}).start()
         started.append((ex, None))
@@ -195,7 +195,7 @@ def make_rig(tmp_path: Path):
         rig = Rig(ex, cfg, store, None, client(ex, LEADER_ID, LEADER_TOKEN),  # type: ignore[arg-type]
                   {f.name: f.client_id for f in cfg.followers})
         if start:
-            start_rig(rig)
+            start_rig(rig, clock=clock)
         started[-1] = (ex, rig)
         return rig
 
@@ -208,8 +208,8 @@ def make_rig(tmp_path: Path):
         ex.stop()
 
 
-def start_rig(rig: Rig) -> Rig:
-    rig.copier = start_copier(rig.config, rig.store)
+def start_rig(rig: Rig, clock=None) -> Rig:
+    rig.copier = start_copier(rig.config, rig.store, clock=clock)
     # The copier is ready when every socket is logged in and the leader's baseline is recorded.
     wait_until(lambda: rig.store.get_setting(BASELINE_SETTING) is not None, 10, message="leader baseline")
     wait_until(lambda: rig.exchange.socket_count() >= 1 + len(rig.config.followers), 10,
