@@ -132,6 +132,22 @@ class CallCompleted:
     reply: BrokerReply
 
 
+# -- operator and risk controls ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CancelCopies:
+    """Router -> every order actor with open copies (kill switch): cancel them all."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryCopy:
+    """Router -> order actor: an operator asked to retry a dead-lettered copy."""
+
+    follower: str
+    dead_letter_id: int
+
+
 # -- misc -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Tick:

@@ -24,7 +24,7 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerCall, BrokerReply, OrderActorIdle, OrderUpdateReceived,
-                             ReleaseCapital, SizeCopies, SizeCopy, SizeDecision, Tick)
+                             ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision, Tick, CancelCopies)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -119,6 +119,12 @@ class OrderActor(Supervised):
             self._on_reply(message)
         elif isinstance(message, Tick) and message.what == "lag":
             self._check_lag()
+        elif isinstance(message, CancelCopies):
+            for copy in self.copies.values():
+                if not copy.status.is_terminal and not copy.row.cancel_requested:
+                    self.ctx.store.write(lambda c=copy: self._request_cancel(c, message.reason))
+        elif isinstance(message, RetryCopy):
+            self._retry_copy(message)
         elif message == "state":
             return self._snapshot()
         self._converge_all()
@@ -675,7 +681,32 @@ class OrderActor(Supervised):
 
     @staticmethod
     def _copy_key(copy: _Copy) -> str:
-        return f"F:{copy.row.correlation_id}"
+        return copy_key(copy.row.leader_order_id, copy.row.follower)
+
+    def _retry_copy(self, request: RetryCopy) -> None:
+        """An operator's DLQ retry: the copy was refused for good, so it is placed afresh under the
+        next generation's correlation id (the old one may exist at the broker as a rejected order)."""
+        copy = self.copies.get(request.follower)
+
+        def effect() -> None:
+            m.DeadLetter.update(resolved=True, retry_count=m.DeadLetter.retry_count + 1, next_retry_at=None) \
+                .where(m.DeadLetter.id == request.dead_letter_id).execute()
+            if copy is None or copy.status != S.REJECTED:
+                return
+            row = copy.row
+            row.generation += 1
+            row.correlation_id = correlation_id(self.leader_order_id, row.follower, row.generation)
+            row.status, row.broker_order_id, row.confirmed, row.last_error = \
+                S.PENDING_PLACEMENT.value, None, None, None
+            self._append(self._copy_key(copy), "RETRIED", {"correlation_id": row.correlation_id,
+                                                           "generation": row.generation})
+            self._save_copy(copy)
+
+        self.ctx.store.write(effect)
+        if copy is not None:
+            copy.rejection_handled = False
+            log.info("follower %s: retrying the copy of %s as %s", request.follower, self.leader_order_id,
+                     copy.row.correlation_id)
 
     def _append(self, order_key: str, kind: str, payload: dict[str, Any]) -> None:
         """Inside a write transaction: append to the event store. This actor is the only writer
@@ -709,6 +740,11 @@ class OrderActor(Supervised):
     def _snapshot(self) -> dict[str, Any]:
         return {"leader": self.leader.status if self.leader else None,
                 "copies": {f: (c.status.value, c.in_flight) for f, c in self.copies.items()}}
+
+
+def copy_key(leader_order_id: str, follower: str) -> str:
+    """The event-store key of a follower copy: stable across retries (its correlation id is not)."""
+    return f"F:{leader_order_id}:{follower}"
 
 
 def _status_or_none(text: str) -> OrderStatus | None:

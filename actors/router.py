@@ -22,7 +22,8 @@ from typing import Any
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import LEADER, OrderActorIdle, OrderUpdateReceived, RouteStored, Tick
+from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
+                             RouteStored, Tick)
 from actors.order import OrderActor
 from app import metrics
 from storage import models as m
@@ -86,8 +87,12 @@ class OrderRouter(Supervised):
             self._restart(message)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
+        elif isinstance(message, CancelCopies):
+            for order_id in self.ctx.store.open_leader_order_ids():
+                self._child(order_id).tell(message)
         elif isinstance(message, Tick) and message.what == "sweep":
             self._route_stored(min_age=self.sweep_seconds)
+            self._retry_dead_letters()
             self._report_mailboxes()
         elif message == "children":
             return sorted(self.children)
@@ -169,6 +174,16 @@ class OrderRouter(Supervised):
         for event in events:
             update = update_from_dict(json.loads(event.payload))
             self._route(OrderUpdateReceived(event.account, event.id, update))
+
+    def _retry_dead_letters(self) -> None:
+        """Dead letters an operator asked to retry (`run.py dlq retry ID` sets next_retry_at)."""
+        now = time.time()
+        due = self.ctx.store.read(lambda: list(m.DeadLetter.select().where(
+            (m.DeadLetter.resolved == False) & (m.DeadLetter.next_retry_at <= now))))  # noqa: E712
+        for letter in due:
+            self.ctx.store.write(lambda l=letter: m.DeadLetter.update(next_retry_at=None)
+                                 .where(m.DeadLetter.id == l.id).execute())
+            self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.id))
 
     def _report_mailboxes(self) -> None:
         metrics.MAILBOX_DEPTH.labels("router").set(self.actor_inbox.qsize())

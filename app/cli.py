@@ -61,6 +61,9 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     metrics.STORAGE_HEALTHY.set(1)
     port = metrics.serve(config.metrics_port, config.metrics_host)
     log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+    from app.commands import METRICS_URL_SETTING
+
+    store.set_setting(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -9,7 +9,20 @@ import sys
 from app.config import ConfigError, load
 
 
+METRICS_URL_SETTING = "metrics_url"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    status = sub.add_parser("status", help="accounts, connections, open orders, kill switch, dead letters")
+    status.set_defaults(handler=cmd_status)
+    kill = sub.add_parser("kill-switch", help="turn the kill switch on (no new copies, open ones cancelled) or off")
+    kill.add_argument("state", choices=["on", "off"])
+    kill.add_argument("--reason", default="operator command")
+    kill.set_defaults(handler=cmd_kill_switch)
+    dlq = sub.add_parser("dlq", help="the dead-letter queue of copies the broker refused")
+    dlq.add_argument("action", choices=["list", "retry", "drop"])
+    dlq.add_argument("id", nargs="?", type=int, help="dead letter id (retry, drop)")
+    dlq.set_defaults(handler=cmd_dlq)
     replay = sub.add_parser("replay", help="rebuild a leader order and its copies from their event log")
     replay.add_argument("order_id", help="leader order id")
     replay.set_defaults(handler=cmd_replay)
@@ -32,6 +45,7 @@ def _open_store(args: argparse.Namespace):
 
 def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
     """Fold the stored events of a leader order and its copies; (matches stored state, report lines)."""
+    from actors.order import copy_key
     from trading.replay import fold_copy, fold_leader, stored_copy_state, stored_leader_state
 
     lines: list[str] = []
@@ -45,7 +59,7 @@ def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
     ok = fold_leader(events) == stored_leader_state(leader)
     lines.append(f"  rebuilt state matches stored state: {'yes' if ok else 'NO'}")
     for row in store.follower_orders(order_id):
-        copy_events = [(e.kind, json.loads(e.payload)) for e in store.order_events(f"F:{row.correlation_id}")]
+        copy_events = [(e.kind, json.loads(e.payload)) for e in store.order_events(copy_key(order_id, row.follower))]
         lines.append(f"copy for {row.follower} ({row.correlation_id}, broker order {row.broker_order_id})")
         lines += [f"  {i + 1:>3} {kind:<24}" for i, (kind, _p) in enumerate(copy_events)]
         same = fold_copy(copy_events) == stored_copy_state(row)
@@ -82,4 +96,107 @@ def cmd_orders(args: argparse.Namespace) -> int:
         for row in by_leader.get(lo.order_id, []):
             detail = row.skip_reason or row.broker_order_id or ""
             print(f"    {row.follower:<10} {row.quantity:>6} {row.status:<18} {detail}")
+    return 0
+
+
+def _live_metrics(store) -> dict[str, float] | None:
+    """The running copier's metrics (None when it does not answer): the process, not storage,
+    knows whether its sockets are connected."""
+    import urllib.request
+
+    url = store.get_setting(METRICS_URL_SETTING)
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                continue
+    return values
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from storage import models as m
+    from trading import kill_switch
+
+    config = load(args.config)
+    store = _open_store(args)
+    live = _live_metrics(store)
+    url = store.get_setting(METRICS_URL_SETTING)
+    print(f"copier: {'running' if live is not None else 'not running'}" + (f" (metrics {url})" if url else ""))
+    open_states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+    accounts = [("leader", config.leader.client_id)] + [(f.name, f.client_id) for f in config.followers]
+    for name, client_id in accounts:
+        if live is None:
+            socket = "unknown"
+        else:
+            socket = "connected" if live.get(f'copytrader_feed_connected{{account="{name}"}}') == 1 else "disconnected"
+        if name == "leader":
+            count = store.read(lambda: m.LeaderOrder.select().where(m.LeaderOrder.status.in_(open_states)).count())
+        else:
+            count = store.read(lambda n=name: m.FollowerOrder.select().where(
+                (m.FollowerOrder.follower == n) & m.FollowerOrder.status.in_(open_states)).count())
+        print(f"{name:<12} {client_id:<12} socket {socket:<12} open orders {count}")
+    state = kill_switch.read(store)
+    print("kill switch: " + (f"ON since {_when(state.at)} ({state.by}: {state.reason})" if state.on else "off"))
+    letters = store.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count())  # noqa: E712
+    print(f"dead letters: {letters} unresolved")
+    last = store.get_setting("last_reconcile")
+    print(f"last reconcile: {last or 'never'}")
+    return 0
+
+
+def _when(epoch: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def cmd_kill_switch(args: argparse.Namespace) -> int:
+    from trading import kill_switch
+
+    store = _open_store(args)
+    state = kill_switch.write(store, args.state == "on", args.reason, "operator")
+    print(f"kill switch {'ON' if state.on else 'off'}: {state.reason} "
+          "(a running copier applies it within a second)")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import time
+
+    from storage import models as m
+
+    store = _open_store(args)
+    if args.action == "list":
+        rows = store.read(lambda: list(m.DeadLetter.select().where(m.DeadLetter.resolved == False)  # noqa: E712
+                                       .order_by(m.DeadLetter.id)))
+        if not rows:
+            print("the dead-letter queue is empty")
+        for row in rows:
+            pending = " (retry requested)" if row.next_retry_at else ""
+            print(f"{row.id:>5} {_when(row.at)} {row.follower:<10} leader order {row.leader_order_id:<16} "
+                  f"{row.operation} {row.error_code}: {row.reason}{pending}")
+        return 0
+    if args.id is None:
+        print(f"dlq {args.action}: give the dead letter's id (see: dlq list)", file=sys.stderr)
+        return 2
+    row = store.read(lambda: m.DeadLetter.get_or_none((m.DeadLetter.id == args.id) & (m.DeadLetter.resolved == False)))  # noqa: E712
+    if row is None:
+        print(f"no unresolved dead letter {args.id}", file=sys.stderr)
+        return 1
+    if args.action == "retry":
+        store.write(lambda: m.DeadLetter.update(next_retry_at=time.time()).where(m.DeadLetter.id == args.id).execute())
+        print(f"dead letter {args.id}: retry requested; a running copier places it again within its sweep")
+    else:
+        store.write(lambda: m.DeadLetter.update(resolved=True).where(m.DeadLetter.id == args.id).execute())
+        print(f"dead letter {args.id}: dropped")
     return 0

@@ -85,6 +85,8 @@ class Config:
     copy_existing_on_first_start: bool = False
     funds_refresh_seconds: float = 30.0
     check_capital: bool = True
+    sweep_seconds: float = 5.0
+    kill_switch_activates_broker: bool = False
     paper: PaperConfig = field(default_factory=PaperConfig)
     log_level: str = "INFO"
     source: str = ""
@@ -264,7 +266,11 @@ def parse(raw: Any, source: str = "config") -> Config:
     existing = cp.bool("copy_existing_on_first_start", False)
     funds_refresh = cp.number("funds_refresh_seconds", 30.0, 1)
     check_capital = cp.bool("check_capital", True)
+    sweep_seconds = cp.number("sweep_seconds", 5.0, 0, exclusive=True)
     cp.done()
+    ks = root.section("kill_switch")
+    kill_broker = ks.bool("activate_broker", False)
+    ks.done()
     ps = root.section("paper")
     paper_cfg = PaperConfig(seed=ps.number("seed", 7, integer=True), leader_bot=ps.bool("leader_bot", True),
                             pace_seconds=ps.number("pace_seconds", 1.5, 0, exclusive=True),
@@ -281,7 +287,8 @@ def parse(raw: Any, source: str = "config") -> Config:
                   enforce_market_hours=enforce, storage_path=storage_path, storage_retry_seconds=storage_retry, metrics_port=metrics_port,
                   metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
-                  funds_refresh_seconds=funds_refresh, check_capital=check_capital, paper=paper_cfg, log_level=level, source=source)
+                  funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds,
+                  kill_switch_activates_broker=kill_broker, paper=paper_cfg, log_level=level, source=source)
 
 
 def load(path: str | Path) -> Config:

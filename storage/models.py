@@ -67,6 +67,7 @@ class FollowerOrder(BaseModel):
     leader_order_id = pw.CharField(index=True)
     follower = pw.CharField()
     correlation_id = pw.CharField(unique=True)
+    generation = pw.IntegerField(default=0)  # bumped when an operator retries a dead-lettered copy
     broker_order_id = pw.CharField(null=True, index=True)
     status = pw.CharField()
     security_id = pw.CharField()

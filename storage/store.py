@@ -54,6 +54,7 @@ class Store:
         with self._lock:
             self.db.connect(reuse_if_open=True)
             self.db.create_tables(m.ALL_MODELS, safe=True)
+            self._add_missing_columns()
         # SQLite's automatic checkpoint runs inside whichever commit crosses its threshold and
         # fsyncs the database while that writer holds the store's lock: 100 ms stalls on the
         # copier's hot path. Checkpoints run here instead, on their own connection; PASSIVE mode
@@ -64,6 +65,18 @@ class Store:
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint",
                                                   daemon=True)
             self._checkpointer.start()
+
+    def _add_missing_columns(self) -> None:
+        """Additive migration: a column added to a model since the database was made is added to
+        its table (nullable or defaulted columns only, which is all this project adds)."""
+        from playhouse.migrate import SqliteMigrator, migrate
+
+        migrator = SqliteMigrator(self.db)
+        for model in m.ALL_MODELS:
+            have = {c.name for c in self.db.get_columns(model._meta.table_name)}
+            missing = [f for f in model._meta.sorted_fields if f.column_name not in have]
+            if missing:
+                migrate(*(migrator.add_column(model._meta.table_name, f.column_name, f) for f in missing))
 
     def _checkpoint_loop(self, every_seconds: float = 1.0) -> None:
         connection = sqlite3.connect(self.path, timeout=1.0)

@@ -22,6 +22,7 @@ from typing import Callable
 
 from actors.context import CopierContext, CopyPolicy
 from actors.feed import FeedActor
+from actors.kill_switch import KillSwitchActor
 from actors.messages import LEADER
 from actors.rate_limiter import RateLimiterActor
 from actors.router import OrderRouter
@@ -96,6 +97,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                               config.broker_timeout)
 
     names = [f.name for f in config.followers]
+    kill_switch_on = threading.Event()
     # Labelled series exist from the start, so Prometheus' increase() sees their first event.
     metrics.DEAD_LETTERS.set(store.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
     for name in [LEADER, *names]:
@@ -111,6 +113,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds),
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
+        copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         clock=clock or calendar_now,
     )
 
@@ -131,8 +134,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
             a, top, copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
             data_limits=config.rate_limits.data_windows(), max_attempts=config.max_attempts),
             kind="rate_limiter", address=limiter_addresses[f.name]))
-    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx), kind="router",
-                           address=router_address))
+    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.sweep_seconds),
+                           kind="router", address=router_address))
+    broker_switches = ([copier.gateways[n].kill_switch for n in names]
+                       if config.kill_switch_activates_broker else [])
+    specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
+        a, top, store, router_address, copier.alerts, broker_switches,
+        on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear()), kind="kill_switch"))
     for account in [*config.followers, leader]:
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],

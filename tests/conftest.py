@@ -5,12 +5,15 @@ client as a person would, and assertions read the follower accounts' books on th
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import yaml
 from dhanhq import DhanContext, dhanhq
 
 from actors.feed import BASELINE_SETTING
@@ -60,6 +63,7 @@ class Rig:
     copier: Copier
     leader: dhanhq
     follower_ids: dict[str, str] = field(default_factory=dict)
+    config_yaml: str = field(default="", repr=False)  # for commands run as operators would (holds tokens)
 
     # -- acting as the leader ----------------------------------------------------------------
     def place(self, security_id: str = RELIANCE, side: str = "BUY", quantity: int = 10, order_type: str = "LIMIT",
@@ -150,7 +154,7 @@ class Rig:
 DEFAULT_FOLLOWERS = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}, "funds": 5_000_000}]
 
 
-def build_config(exchange: PaperExchange, tmp_path: Path, followers: list[dict], extra: dict | None = None) -> Config:
+def config_dict(exchange: PaperExchange, tmp_path: Path, followers: list[dict], extra: dict | None = None) -> dict:
     raw: dict[str, Any] = {
         "mode": "live",
         "leader": {"client_id": LEADER_ID, "access_token": LEADER_TOKEN,
@@ -173,7 +177,15 @@ def build_config(exchange: PaperExchange, tmp_path: Path, followers: list[dict],
             raw[key] = {**raw[key], **value}
         else:
             raw[key] = value
-    return parse(raw)
+    return raw
+
+
+def run_command(rig: "Rig", tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python run.py --config <the rig's config> ARGS...` in its own process, as an operator would."""
+    path = tmp_path / "operator.yaml"
+    path.write_text(rig.config_yaml)
+    return subprocess.run([sys.executable, "run.py", "--config", str(path), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -187,13 +199,14 @@ def make_rig(tmp_path: Path):
                               **(exchange or {})}).start()
         started.append((ex, None))
         followers = followers or DEFAULT_FOLLOWERS
-        cfg = build_config(ex, tmp_path, followers, config)
+        raw = config_dict(ex, tmp_path, followers, config)
+        cfg = parse(raw)
         ex.add_account(AccountSpec(LEADER_ID, LEADER_TOKEN, leader_funds))
         for f_cfg, f in zip(cfg.followers, followers):
             ex.add_account(AccountSpec(f_cfg.client_id, f_cfg.access_token, float(f.get("funds", 5_000_000))))
         store = Store(cfg.storage_path, retry_seconds=cfg.storage_retry_seconds)
         rig = Rig(ex, cfg, store, None, client(ex, LEADER_ID, LEADER_TOKEN),  # type: ignore[arg-type]
-                  {f.name: f.client_id for f in cfg.followers})
+                  {f.name: f.client_id for f in cfg.followers}, yaml.safe_dump(raw))
         if start:
             start_rig(rig, clock=clock)
         started[-1] = (ex, rig)

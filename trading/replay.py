@@ -41,6 +41,8 @@ def fold_copy(events: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             state["target"] = payload
         elif kind in ("PLACED", "FOUND_BY_CORRELATION_ID"):
             state["broker_order_id"] = payload.get("broker_order_id") or state["broker_order_id"]
+        elif kind == "RETRIED":
+            state.update(status=OrderStatus.PENDING_PLACEMENT.value, broker_order_id=None)
         elif kind == "CANCEL_REQUESTED":
             state["cancel_requested"] = True
         elif kind == "MODIFY_ACKED":

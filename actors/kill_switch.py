@@ -1,0 +1,84 @@
+"""The kill-switch actor (B.4): while the switch is on, no new follower orders are made and every
+open copy is cancelled; optionally each follower's broker kill switch is activated too.
+
+The state lives in storage (`trading/kill_switch.py`), so it survives restarts and an operator
+command in another process turns it on by writing it; this actor notices within `poll_seconds`.
+Risk rules turn it on through `engage`. Turning it off is always a deliberate command.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from actors.messages import CancelCopies, Tick
+from app import metrics
+from storage import Store
+from supervisors import Address, Supervised
+from trading import kill_switch
+
+log = logging.getLogger(__name__)
+
+
+class KillSwitchActor(Supervised):
+    def __init__(self, address: Address, supervisor: Address | None, store: Store, router: Address,
+                 alert: Callable[[str, str, str], None], broker_switches: list[Callable[[bool], Any]] | None = None,
+                 on_change: Callable[[bool], None] = lambda on: None, poll_seconds: float = 0.5) -> None:
+        super().__init__(address, supervisor)
+        self.store, self.router, self.alert = store, router, alert
+        self.on_change = on_change
+        self.broker_switches = broker_switches or []
+        self.poll_seconds = poll_seconds
+        self.state = kill_switch.KillSwitchState()
+        self._halt = threading.Event()
+
+    def started(self) -> None:
+        self._apply(kill_switch.read(self.store), initial=True)
+        threading.Thread(target=self._poll, name="kill-switch-poll", daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self._halt.wait(self.poll_seconds):
+            self.address.tell(Tick("poll"))
+
+    def on_stop(self) -> None:
+        self._halt.set()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._halt.set()
+        super().on_failure(*exc_info)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Tick):
+            self._apply(kill_switch.read(self.store))
+        elif isinstance(message, tuple) and message[0] == "engage":
+            _, reason, by = message
+            if not self.state.on:
+                self._apply(kill_switch.write(self.store, True, reason, by))
+        elif message == "state":
+            return self.state
+        return None
+
+    def _apply(self, state: kill_switch.KillSwitchState, initial: bool = False) -> None:
+        changed = state.on != self.state.on
+        self.state = state
+        self.on_change(state.on)  # order actors read it before every new copy
+        metrics.KILL_SWITCH.set(1 if state.on else 0)
+        if state.on and (changed or initial):
+            self.alert("critical", "kill_switch", f"kill switch ON ({state.by}): {state.reason}; "
+                       "no new copies, open copies are being cancelled")
+            self.router.tell(CancelCopies("kill_switch"))
+            for activate in self.broker_switches:
+                threading.Thread(target=self._broker_switch, args=(activate,), daemon=True).start()
+        elif changed and not initial:
+            log.warning("kill switch turned off (%s); copying resumes", state.reason or "operator")
+
+    @staticmethod
+    def _broker_switch(activate: Callable[[bool], Any]) -> None:
+        answer = activate(True)
+        if not getattr(answer, "ok", False):
+            log.error("broker kill switch not activated: %s", getattr(answer, "error", answer))
+
+
+def engage(address: Address, reason: str, by: str) -> None:
+    """Turn the switch on from inside the copier (risk triggers)."""
+    address.tell(("engage", reason, by))
