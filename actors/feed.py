@@ -58,6 +58,20 @@ def dedupe_key(account: str, update: OrderUpdate) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+def store_and_route(store: Store, router: Address, account: str, update: OrderUpdate) -> bool:
+    """The one way an order update enters the copier: stored in the inbox, then routed. False
+    when it was an exact duplicate (7.3). Used by the feeds and by the reconciler's repairs."""
+    role = "leader" if account == LEADER else "follower"
+    metrics.INBOUND_UPDATES.labels(role, update.source).inc()
+    event_id = store.record_inbound(account, update.order_id, dedupe_key(account, update), update.source,
+                                    update_to_dict(update), update.received_ns)
+    if event_id is None:
+        metrics.DUPLICATE_UPDATES.labels(role).inc()
+        return False
+    router.tell(OrderUpdateReceived(account, event_id, update))
+    return True
+
+
 class FeedActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, *, account: str, url: str,
                  gateway: DhanGateway, access_token: str, store: Store, router: Address,
@@ -164,15 +178,7 @@ class FeedActor(Supervised):
         self.ingest(update)
 
     def ingest(self, update: OrderUpdate) -> bool:
-        """Store, then route. False when it was an exact duplicate (7.3)."""
-        metrics.INBOUND_UPDATES.labels(self.role, update.source).inc()
-        event_id = self.store.record_inbound(self.account, update.order_id, dedupe_key(self.account, update),
-                                             update.source, update_to_dict(update), update.received_ns)
-        if event_id is None:
-            metrics.DUPLICATE_UPDATES.labels(self.role).inc()
-            return False
-        self.router.tell(OrderUpdateReceived(self.account, event_id, update))
-        return True
+        return store_and_route(self.store, self.router, self.account, update)
 
     def backfill(self) -> int:
         """Feed the whole order book through the inbox; returns how many updates were new."""

@@ -141,6 +141,14 @@ class CancelCopies:
 
 
 @dataclass(frozen=True)
+class SyncCopies:
+    """Router -> order actor (reconciler repair): look the open copies up at the broker again
+    and converge from what it says."""
+
+    leader_order_id: str
+
+
+@dataclass(frozen=True)
 class RetryCopy:
     """Router -> order actor: an operator asked to retry a dead-lettered copy."""
 

@@ -24,7 +24,7 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerCall, BrokerReply, OrderActorIdle, OrderUpdateReceived,
-                             ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision, Tick, CancelCopies)
+                             ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision, SyncCopies, Tick, CancelCopies)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -125,6 +125,10 @@ class OrderActor(Supervised):
                     self.ctx.store.write(lambda c=copy: self._request_cancel(c, message.reason))
         elif isinstance(message, RetryCopy):
             self._retry_copy(message)
+        elif isinstance(message, SyncCopies):
+            for copy in self.copies.values():
+                if not copy.status.is_terminal:
+                    copy.needs_sync = True
         elif message == "state":
             return self._snapshot()
         self._converge_all()

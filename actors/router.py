@@ -23,7 +23,7 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
-                             RouteStored, Tick)
+                             RouteStored, SyncCopies, Tick)
 from actors.order import OrderActor
 from app import metrics
 from storage import models as m
@@ -87,6 +87,8 @@ class OrderRouter(Supervised):
             self._restart(message)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
+        elif isinstance(message, SyncCopies):
+            self._child(message.leader_order_id).tell(message)
         elif isinstance(message, CancelCopies):
             for order_id in self.ctx.store.open_leader_order_ids():
                 self._child(order_id).tell(message)

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("id", nargs="?", type=int, help="dead letter id (retry, drop)")
     dlq.set_defaults(handler=cmd_dlq)
+    rec = sub.add_parser("reconcile", help="compare the broker's books with storage and print every divergence")
+    rec.set_defaults(handler=cmd_reconcile)
     replay = sub.add_parser("replay", help="rebuild a leader order and its copies from their event log")
     replay.add_argument("order_id", help="leader order id")
     replay.set_defaults(handler=cmd_replay)
@@ -200,3 +202,29 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         store.write(lambda: m.DeadLetter.update(resolved=True).where(m.DeadLetter.id == args.id).execute())
         print(f"dead letter {args.id}: dropped")
     return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Report only: repairs are the running copier's (its reconciler, when reconcile.repair is on)."""
+    from actors.messages import LEADER
+    from actors.reconciler import reconcile_once
+    from app.logs import register_secret
+    from broker.gateway import DhanGateway
+
+    config = load(args.config)
+    for token in config.tokens():
+        register_secret(token)
+    store = _open_store(args)
+    accounts = [config.leader, *config.followers]
+    gateways = {(LEADER if a is config.leader else a.name): DhanGateway(
+        LEADER if a is config.leader else a.name, a.client_id, a.access_token, a.api_base_url, config.broker_timeout)
+        for a in accounts}
+    try:
+        divergences, _book = reconcile_once(store, gateways, [f.name for f in config.followers])
+    except RuntimeError as exc:
+        print(f"reconcile failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(divergences)} divergences")
+    for d in divergences:
+        print(f"  {d.kind:<24} leader order {d.leader_order_id or '-':<16} {d.follower or '-':<10} {d.detail}")
+    return 0 if not divergences else 3

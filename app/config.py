@@ -87,6 +87,8 @@ class Config:
     check_capital: bool = True
     sweep_seconds: float = 5.0
     kill_switch_activates_broker: bool = False
+    reconcile_interval_seconds: float = 60.0
+    reconcile_repair: bool = True
     paper: PaperConfig = field(default_factory=PaperConfig)
     log_level: str = "INFO"
     source: str = ""
@@ -271,6 +273,10 @@ def parse(raw: Any, source: str = "config") -> Config:
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
     ks.done()
+    rc = root.section("reconcile")
+    reconcile_interval = rc.number("interval_seconds", 60.0, 0)
+    reconcile_repair = rc.bool("repair", True)
+    rc.done()
     ps = root.section("paper")
     paper_cfg = PaperConfig(seed=ps.number("seed", 7, integer=True), leader_bot=ps.bool("leader_bot", True),
                             pace_seconds=ps.number("pace_seconds", 1.5, 0, exclusive=True),
@@ -288,7 +294,8 @@ def parse(raw: Any, source: str = "config") -> Config:
                   metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds,
-                  kill_switch_activates_broker=kill_broker, paper=paper_cfg, log_level=level, source=source)
+                  kill_switch_activates_broker=kill_broker,
+                  reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
 
 
 def load(path: str | Path) -> Config:

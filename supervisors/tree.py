@@ -23,6 +23,7 @@ from typing import Callable
 from actors.context import CopierContext, CopyPolicy
 from actors.feed import FeedActor
 from actors.kill_switch import KillSwitchActor
+from actors.reconciler import ReconcilerActor
 from actors.messages import LEADER
 from actors.rate_limiter import RateLimiterActor
 from actors.router import OrderRouter
@@ -138,6 +139,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                            kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
                        if config.kill_switch_activates_broker else [])
+    specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
+        a, top, store, copier.gateways, names, router_address, copier.alerts,
+        interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear()), kind="kill_switch"))

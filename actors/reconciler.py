@@ -1,0 +1,135 @@
+"""The reconciler actor (B.5): periodically, and on demand, compares the leader's and followers'
+order books with what the copier stored (`trading/reconcile.py`), stores and exports every
+divergence, and makes the safe repairs when configured:
+
+- a leader change the copier missed (an order never copied while it is still open, or a
+  cancel whose copy is still open): the leader's current book entry goes through the inbox
+  like any update, and the order's actor does what it would have done;
+- an open copy whose quantity drifted: its actor looks it up at the broker and converges.
+
+A copy missing from a follower's book is reported only: nothing safe can be done blindly.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from actors.feed import store_and_route
+from actors.messages import LEADER, SyncCopies, Tick
+from app import metrics
+from broker.gateway import DhanGateway
+from broker.parsing import MalformedMessage, from_order_book
+from storage import Store
+from storage import models as m
+from supervisors import Address, Supervised
+from trading import reconcile as r
+from trading.orders import OrderUpdate
+
+log = logging.getLogger(__name__)
+LAST_RUN_SETTING = "last_reconcile"
+
+
+def _book(gateway: DhanGateway, source: str) -> list[OrderUpdate]:
+    answer = gateway.order_book()
+    if not answer.ok:
+        raise RuntimeError(f"{gateway.account}: order book unavailable: {answer.error}")
+    out = []
+    for entry in answer.data:
+        try:
+            out.append(from_order_book(entry, source=source, received_ns=time.monotonic_ns()))
+        except MalformedMessage as exc:
+            log.warning("%s: unreadable order-book entry skipped (%s)", gateway.account, exc)
+    return out
+
+
+def reconcile_once(store: Store, gateways: dict[str, DhanGateway],
+                   followers: list[str]) -> tuple[list[r.Divergence], dict[str, OrderUpdate]]:
+    """Fetch the books, read storage, compare. Returns the divergences and the leader's book by id."""
+    leader_book = _book(gateways[LEADER], "reconcile")
+    follower_books = {name: _book(gateways[name], "reconcile") for name in followers}
+
+    def stored() -> tuple[list[r.StoredCopy], set[str]]:
+        copies = [r.StoredCopy(row.leader_order_id, row.follower, row.correlation_id, row.status, row.quantity,
+                               row.broker_order_id is not None) for row in m.FollowerOrder.select()]
+        known = {row.order_id for row in m.LeaderOrder.select(m.LeaderOrder.order_id)}
+        return copies, known
+
+    copies, known = store.read(stored)
+    divergences = r.find_divergences(leader_book, follower_books, copies, known, followers)
+    return divergences, {u.order_id: u for u in leader_book}
+
+
+class ReconcilerActor(Supervised):
+    def __init__(self, address: Address, supervisor: Address | None, store: Store,
+                 gateways: dict[str, DhanGateway], followers: list[str], router: Address,
+                 alert: Callable[[str, str, str], None], interval_seconds: float = 60.0,
+                 repair: bool = True) -> None:
+        super().__init__(address, supervisor)
+        self.store, self.gateways, self.followers, self.router = store, gateways, followers, router
+        self.alert = alert
+        self.interval = interval_seconds
+        self.repair = repair
+        self._halt = threading.Event()
+
+    def started(self) -> None:
+        for kind in r.KINDS:
+            metrics.DIVERGENCES.labels(kind)  # exported from the start, so increase() sees the first
+        if self.interval > 0:
+            threading.Thread(target=self._tick, name="reconciler", daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.address.tell(Tick("reconcile"))
+
+    def on_stop(self) -> None:
+        self._halt.set()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._halt.set()
+        super().on_failure(*exc_info)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Tick) or message == "run":
+            try:
+                return self.run()
+            except RuntimeError as exc:  # a book could not be fetched: try again next round
+                log.warning("reconcile skipped: %s", exc)
+                return None
+        return None
+
+    def run(self) -> list[r.Divergence]:
+        divergences, leader_book = reconcile_once(self.store, self.gateways, self.followers)
+        metrics.RECONCILE_RUNS.inc()
+        run_id = int(self.store.get_setting("reconcile_runs", "0") or 0) + 1
+        repaired = [self._repair(d, leader_book) if self.repair else False for d in divergences]
+
+        def record() -> None:
+            for divergence, done in zip(divergences, repaired):
+                m.Divergence.create(kind=divergence.kind, leader_order_id=divergence.leader_order_id,
+                                    follower=divergence.follower, detail=divergence.detail, repaired=done,
+                                    run_id=run_id)
+
+        self.store.write(record)
+        self.store.set_setting("reconcile_runs", str(run_id))
+        self.store.set_setting(LAST_RUN_SETTING, f"{time.strftime('%Y-%m-%d %H:%M:%S')}, "
+                                                 f"{len(divergences)} divergences")
+        for divergence in divergences:
+            metrics.DIVERGENCES.labels(divergence.kind).inc()
+            log.warning("reconcile: %s %s %s: %s", divergence.kind, divergence.leader_order_id,
+                        divergence.follower or "", divergence.detail)
+        if divergences:
+            self.alert("warning", "divergence", f"reconciler found {len(divergences)} divergences "
+                       f"({sum(repaired)} repaired); see run.py reconcile")
+        return divergences
+
+    def _repair(self, divergence: r.Divergence, leader_book: dict[str, OrderUpdate]) -> bool:
+        leader_order_id = divergence.leader_order_id
+        if divergence.kind in (r.MISSING_REPLICATION, r.STATUS_MISMATCH) and leader_order_id in leader_book:
+            store_and_route(self.store, self.router, LEADER, leader_book[leader_order_id])
+            return True
+        if divergence.kind == r.QUANTITY_MISMATCH and leader_order_id:
+            self.router.tell(SyncCopies(leader_order_id))
+            return True
+        return False
