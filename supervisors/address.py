@@ -22,12 +22,22 @@ class Address:
         self._lock = threading.Lock()
 
     def bind(self, ref: pykka.ActorRef | None) -> None:
-        """Point the address at a (new) actor, delivering what was parked meanwhile, in order."""
+        """Point the address at a (new) actor, delivering what was parked meanwhile, in order.
+
+        The parked messages are handed to the new actor under the lock, before the new ref is
+        visible to senders: a message told while the address is being bound can never overtake
+        one parked before it. (Pykka's `tell` only enqueues, so holding the lock is cheap.)"""
         with self._lock:
             self._ref = ref
-            parked, self._parked = (self._parked, []) if ref is not None else ([], self._parked)
-        for message in parked:
-            self.tell(message)
+            if ref is None:
+                return
+            parked, self._parked = self._parked, []
+            for i, message in enumerate(parked):
+                try:
+                    ref.tell(message)
+                except pykka.ActorDeadError:  # died already: keep the rest parked, in order
+                    self._parked = parked[i:]
+                    return
 
     @property
     def ref(self) -> pykka.ActorRef | None:

@@ -22,6 +22,7 @@ from typing import Callable
 
 from actors.context import CopierContext, CopyPolicy
 from actors.feed import FeedActor
+from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor
 from actors.reconciler import ReconcilerActor
 from actors.messages import LEADER
@@ -115,6 +116,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
+        forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
     )
 
@@ -139,6 +141,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                            kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
                        if config.kill_switch_activates_broker else [])
+    specs.append(ChildSpec("forever", lambda a: ForeverActor.start(
+        a, top, store=store, leader=copier.gateways[LEADER], followers=names, limiters=limiter_addresses,
+        sizing=sizing_address, instruments=instruments, poll_seconds=config.forever_poll_seconds), kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
         a, top, store, copier.gateways, names, router_address, copier.alerts,
         interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair), kind="reconciler"))
