@@ -31,5 +31,6 @@ class CopierContext:
     policy: CopyPolicy = field(default_factory=CopyPolicy)
     alert: Callable[[str, str, str], None] = lambda level, key, message: None
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off
+    forever_trigger: Callable[[object], str | None] = lambda update: None  # leader forever order that made it
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now

@@ -13,7 +13,7 @@ from typing import Any
 
 from broker.errors import BrokerError
 from trading.instruments import Instrument
-from trading.orders import OrderTerms, OrderUpdate
+from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
 
 LEADER = "leader"  # the account name of the leader in messages and storage
 
@@ -91,7 +91,8 @@ class CapitalSnapshot:
 @dataclass(frozen=True)
 class BrokerCall:
     """One broker operation for one follower copy. `op`: place, modify, cancel, lookup (by
-    correlation id), get (by broker order id)."""
+    correlation id), get (by broker order id); forever_place, forever_modify, forever_cancel,
+    forever_lookup for forever (GTT) copies."""
 
     op: str
     follower: str
@@ -100,6 +101,7 @@ class BrokerCall:
     reply_to: Any  # Address of the order actor
     terms: OrderTerms | None = None
     broker_order_id: str | None = None
+    forever: ForeverOrder | None = None  # forever_place / forever_modify
     received_ns: int = 0  # when the leader update that caused it arrived (latency)
     attempt: int = 1
     not_before: float = 0.0  # monotonic time before which it must not be sent (backoff)

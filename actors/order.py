@@ -245,6 +245,9 @@ class OrderActor(Supervised):
         if instrument is None:  # 5.4, 8.6: before any broker call
             return "unknown_instrument", (f"security {update.terms.security_id} on {update.terms.exchange_segment} "
                                           "is not in the instrument master")
+        forever = self.ctx.forever_trigger(update)
+        if forever:  # each follower's own forever copy triggers by itself: copying this would double it
+            return "forever_triggered", f"created by the leader's forever order {forever}, copied as a forever order"
         off = self.ctx.copying_enabled()
         if off:
             return off, "copying is switched off"

@@ -27,7 +27,7 @@ from supervisors import Address, Supervised
 
 log = logging.getLogger(__name__)
 
-ORDER_OPS = frozenset({"place", "modify", "cancel"})
+ORDER_OPS = frozenset({"place", "modify", "cancel", "forever_place", "forever_modify", "forever_cancel"})
 
 
 class SlidingWindows:
@@ -219,4 +219,32 @@ class RateLimiterActor(Supervised):
             assert call.broker_order_id
             answer = gw.order(call.broker_order_id)
             return BrokerReply(call, order=answer.data, error=answer.error, broker_order_id=call.broker_order_id)
+        if call.op.startswith("forever_"):
+            return self._perform_forever(call)
         raise ValueError(f"unknown broker operation {call.op!r}")
+
+    def _perform_forever(self, call: BrokerCall) -> BrokerReply:
+        gw = self.gateway
+        if call.op in ("forever_place", "forever_lookup"):
+            if call.op == "forever_lookup" or call.attempt > 1:  # placed already? (its answer may be lost)
+                listing = gw.forever_orders()
+                if not listing.ok:
+                    return BrokerReply(call, error=listing.error)
+                found = next((f for f in listing.data if f.correlation_id == call.correlation_id), None)
+                if found is not None:
+                    return BrokerReply(call, broker_order_id=found.order_id, status=found.status)
+                if call.op == "forever_lookup":
+                    return BrokerReply(call, not_found=True)
+            assert call.forever is not None
+            answer = gw.place_forever(call.forever, call.correlation_id)
+            data = answer.data or {}
+            return BrokerReply(call, error=answer.error, broker_order_id=str(data.get("orderId") or "") or None,
+                               status=data.get("orderStatus"))
+        assert call.broker_order_id
+        if call.op == "forever_modify":
+            assert call.forever is not None
+            answer = gw.modify_forever(call.broker_order_id, call.forever)
+        else:
+            answer = gw.cancel_forever(call.broker_order_id)
+        return BrokerReply(call, error=answer.error, broker_order_id=call.broker_order_id,
+                           status=(answer.data or {}).get("orderStatus") if answer.ok else None)

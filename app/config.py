@@ -86,6 +86,7 @@ class Config:
     funds_refresh_seconds: float = 30.0
     check_capital: bool = True
     sweep_seconds: float = 5.0
+    forever_poll_seconds: float = 5.0
     kill_switch_activates_broker: bool = False
     reconcile_interval_seconds: float = 60.0
     reconcile_repair: bool = True
@@ -269,6 +270,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     funds_refresh = cp.number("funds_refresh_seconds", 30.0, 1)
     check_capital = cp.bool("check_capital", True)
     sweep_seconds = cp.number("sweep_seconds", 5.0, 0, exclusive=True)
+    forever_poll = cp.number("forever_poll_seconds", 5.0, 0)
     cp.done()
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
@@ -293,7 +295,7 @@ def parse(raw: Any, source: str = "config") -> Config:
                   enforce_market_hours=enforce, storage_path=storage_path, storage_retry_seconds=storage_retry, metrics_port=metrics_port,
                   metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
-                  funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds,
+                  funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
                   kill_switch_activates_broker=kill_broker,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
 

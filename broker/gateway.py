@@ -17,8 +17,8 @@ from dhanhq import DhanContext, dhanhq
 
 from app import metrics
 from broker.errors import BrokerError, ErrorKind, classify
-from broker.parsing import MalformedMessage, from_order_book, place_body
-from trading.orders import OrderTerms, OrderUpdate
+from broker.parsing import MalformedMessage, forever_body, from_forever, from_order_book, place_body
+from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
 
 log = logging.getLogger(__name__)
 
@@ -138,4 +138,26 @@ class DhanGateway:
         return self._call("kill_switch", self._client().kill_switch, "ACTIVATE" if activate else "DEACTIVATE")
 
     def forever_orders(self) -> Answer:
-        return self._call("forever_orders", self._client().get_forever)
+        """Answer.data: list of ForeverOrder (unreadable entries are logged and left out)."""
+        answer = self._call("forever_orders", self._client().get_forever)
+        if not answer.ok:
+            return answer
+        orders = []
+        for entry in answer.data if isinstance(answer.data, list) else []:
+            try:
+                orders.append(from_forever(entry))
+            except MalformedMessage as exc:
+                log.warning("%s: unreadable forever order skipped (%s)", self.account, exc)
+        return Answer(data=orders)
+
+    def place_forever(self, order: ForeverOrder, correlation_id: str) -> Answer:
+        return self._call("place_forever", self._client().place_forever, **forever_body(order, correlation_id))
+
+    def modify_forever(self, order_id: str, order: ForeverOrder) -> Answer:
+        t = order.terms
+        return self._call("modify_forever", self._client().modify_forever, order_id, order.order_flag,
+                          t.order_type.value, "ENTRY_LEG", t.quantity, t.price, t.trigger_price, t.disclosed_qty,
+                          t.validity.value)
+
+    def cancel_forever(self, order_id: str) -> Answer:
+        return self._call("cancel_forever", self._client().cancel_forever, order_id)

@@ -10,7 +10,7 @@ import json
 from typing import Any, Mapping
 
 from broker import codes
-from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, OrderTerms, OrderType, OrderUpdate
+from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, OrderTerms, OrderType, OrderUpdate
 
 
 class MalformedMessage(ValueError):
@@ -171,3 +171,25 @@ def place_body(terms: OrderTerms, correlation_id: str) -> dict[str, Any]:
         after_market_order=terms.amo, validity=terms.validity.value,
         amo_time=terms.amo_time or "OPEN", tag=correlation_id,
     )
+
+
+def from_forever(entry: Mapping[str, Any]) -> ForeverOrder:
+    """A `GET /forever/orders` entry -> ForeverOrder."""
+    update = from_order_book({**entry, "orderStatus": "PENDING"}, source="forever")
+    return ForeverOrder(
+        order_id=update.order_id, status=str(_required(entry, "orderStatus")).upper(),
+        order_flag=str(entry.get("orderFlag") or "SINGLE").upper(), terms=update.terms,
+        price1=_num(entry.get("price1"), "price1"), trigger_price1=_num(entry.get("triggerPrice1"), "triggerPrice1"),
+        quantity1=_num(entry.get("quantity1"), "quantity1", int),
+        correlation_id=(str(entry["correlationId"]) if entry.get("correlationId") else None),
+        triggered_order_id=(str(entry["triggeredOrderId"]) if entry.get("triggeredOrderId") else None))
+
+
+def forever_body(order: ForeverOrder, correlation_id: str) -> dict[str, Any]:
+    """Keyword arguments for `dhanhq.place_forever`."""
+    t = order.terms
+    return dict(security_id=t.security_id, exchange_segment=t.exchange_segment, transaction_type=t.side.value,
+                product_type=t.product.value, order_type=t.order_type.value, quantity=t.quantity,
+                price=t.price, trigger_Price=t.trigger_price, order_flag=order.order_flag,
+                disclosed_quantity=t.disclosed_qty, validity=t.validity.value, price1=order.price1,
+                trigger_Price1=order.trigger_price1, quantity1=order.quantity1, tag=correlation_id)

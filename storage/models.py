@@ -93,6 +93,29 @@ class FollowerOrder(BaseModel):
         indexes = ((("leader_order_id", "follower"), False),)
 
 
+class ForeverCopy(BaseModel):
+    """A follower's copy of a leader forever (GTT) order. `leader` is the leader's order as last
+    applied (JSON), `target` the sized copy; the forever actor converges the broker onto it."""
+
+    leader_forever_id = pw.CharField(index=True)
+    follower = pw.CharField()
+    correlation_id = pw.CharField(unique=True)
+    follower_forever_id = pw.CharField(null=True)
+    status = pw.CharField()  # PENDING_PLACEMENT, PENDING, TRIGGERED, CANCELLED, REJECTED, SKIPPED
+    security_id = pw.CharField()
+    side = pw.CharField()
+    leader_quantity = pw.IntegerField()
+    leader = pw.TextField()
+    target = pw.TextField(null=True)
+    confirmed = pw.TextField(null=True)
+    cancel_requested = pw.BooleanField(default=False)
+    last_error = pw.TextField(null=True)
+    updated_at = pw.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("leader_forever_id", "follower"), True),)
+
+
 class OrderEventRecord(BaseModel):
     """The per-order event store (B.9): an order's state is the fold of these, in `seq` order."""
 
@@ -160,5 +183,5 @@ class Setting(BaseModel):
     value = pw.TextField()
 
 
-ALL_MODELS = [InboundEvent, LeaderOrder, FollowerOrder, OrderEventRecord, Fill, Skip,
+ALL_MODELS = [InboundEvent, LeaderOrder, FollowerOrder, ForeverCopy, OrderEventRecord, Fill, Skip,
               DeadLetter, Divergence, Alert, Setting]

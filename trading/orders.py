@@ -122,6 +122,26 @@ class OrderUpdate:
                 round(self.avg_price, 4), self.updated_at, self.sequence)
 
 
+@dataclass(frozen=True)
+class ForeverOrder:
+    """A forever (GTT) order: `terms` is its entry leg (trigger in `terms.trigger_price`); an OCO
+    order adds a second leg (`price1`, `trigger_price1`, `quantity1`). The broker announces none
+    of it on the order socket until it triggers."""
+
+    order_id: str
+    status: str  # PENDING, TRIGGERED, CANCELLED, REJECTED, ...
+    order_flag: str  # SINGLE or OCO
+    terms: OrderTerms
+    price1: float = 0.0
+    trigger_price1: float = 0.0
+    quantity1: int = 0
+    correlation_id: str | None = None
+    triggered_order_id: str | None = None  # the paper exchange says which order a trigger created
+
+    def modifiable_view(self) -> tuple:
+        return (*self.terms.modifiable_view(), round(self.price1, 4), round(self.trigger_price1, 4), self.quantity1)
+
+
 def correlation_id(leader_order_id: str, follower: str, generation: int = 0) -> str:
     """The follower order's correlation id: derived, never random, so a retry or a restart can
     look the order up at the broker instead of placing it twice. 24 characters of [0-9A-Z],
