@@ -58,6 +58,16 @@ class SizeCopies:
     back in the same order); reserved under the lock one after another, as separate asks would."""
 
     requests: tuple[SizeCopy, ...]
+    leader_order_id: str = ""
+
+
+@dataclass(frozen=True)
+class SizedCopies:
+    """The answer to SizeCopies: one decision per follower, and the multi-leg strategy the leader
+    order belongs to (its first leg's order id), if any."""
+
+    decisions: tuple["SizeDecision", ...]
+    group_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class SizeDecision:
     reserved: float
     skip_reason: str | None = None
     detail: str = ""
+    unwind: bool = False  # a strategy leg that cannot be placed: the legs already placed must be unwound
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,26 @@ class SyncCopies:
     and converge from what it says."""
 
     leader_order_id: str
+
+
+@dataclass(frozen=True)
+class UnwindStrategy:
+    """Order actor -> router: a leg of strategy `group_id` cannot be placed for `follower`; the
+    strategy's other legs must not be left naked there."""
+
+    group_id: str
+    follower: str
+    reason: str
+    failed_leg: str
+
+
+@dataclass(frozen=True)
+class UnwindLeg:
+    """Router -> order actor of a leg: cancel the follower's copy if open, flatten it if filled
+    (when configured), and alert."""
+
+    follower: str
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerCall, BrokerReply, OrderActorIdle, OrderUpdateReceived,
-                             ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision, SyncCopies, Tick, CancelCopies)
+                             ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision, SyncCopies, Tick, CancelCopies,
+                             UnwindLeg, UnwindStrategy)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -32,8 +33,8 @@ from storage import models as m
 from supervisors import Address, Supervised
 from trading.instruments import Instrument
 from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
-from trading.orders import (OrderStatus, OrderTerms, OrderUpdate, correlation_id, terms_from_dict,
-                            terms_to_dict, update_from_dict, update_to_dict)
+from trading.orders import (OrderStatus, OrderTerms, OrderType, OrderUpdate, Side, Validity, correlation_id,
+                            terms_from_dict, terms_to_dict, update_from_dict, update_to_dict)
 
 log = logging.getLogger(__name__)
 S = OrderStatus
@@ -125,6 +126,8 @@ class OrderActor(Supervised):
                     self.ctx.store.write(lambda c=copy: self._request_cancel(c, message.reason))
         elif isinstance(message, RetryCopy):
             self._retry_copy(message)
+        elif isinstance(message, UnwindLeg):
+            self._unwind_leg(message)
         elif isinstance(message, SyncCopies):
             for copy in self.copies.values():
                 if not copy.status.is_terminal:
@@ -203,18 +206,22 @@ class OrderActor(Supervised):
         instrument = self.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
         order_skip = self._order_skip_reason(update, instrument)
         decisions: dict[str, tuple[SizeDecision | None, str]] = {}
+        group_id = None
         if order_skip is None:
             assert instrument is not None
             reference = update.avg_price or update.last_fill_price
             requests = tuple(SizeCopy(f, correlation_id(self.leader_order_id, f), update.terms, instrument, reference)
                              for f in self.ctx.followers)
-            for request, decision in zip(requests, self._ask_sizing(SizeCopies(requests))):
+            sized = self._ask_sizing(SizeCopies(requests, self.leader_order_id))
+            group_id = sized.group_id
+            for request, decision in zip(requests, sized.decisions):
                 decisions[request.follower] = (decision, request.correlation_id)
         status = update.status
+        strategy = {"group_id": group_id, "underlying": instrument.underlying if instrument else None}
 
         def effect() -> None:
             self._seqs[self.key] = 0
-            self._save_leader(update, status, first=True)
+            self._save_leader(update, status, first=True, extra=strategy)
             self._append(self.key, "SEEN", update_to_dict(update))
             if order_skip is not None:
                 reason, detail = order_skip
@@ -232,6 +239,8 @@ class OrderActor(Supervised):
                 metrics.SKIPS.labels(follower, decision.skip_reason).inc()
                 log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower,
                          decision.skip_reason, decision.detail)
+            if decision is not None and decision.unwind and group_id:
+                self._unwind_strategy(follower, decision.skip_reason or "leg not placed")
         if status == S.TRADED:
             self._schedule_lag_check()
 
@@ -404,8 +413,45 @@ class OrderActor(Supervised):
                                 correlation_id=copy.row.correlation_id, operation="place", error_code=code,
                                 reason=message)
 
+    def _unwind_strategy(self, follower: str, reason: str) -> None:
+        """1.4.5: this leg cannot be placed for `follower`, so the strategy's other legs there must
+        not stay naked."""
+        assert self.leader is not None and self.leader.group_id
+        self.ctx.alert("critical", f"strategy:{follower}",
+                       f"follower {follower}: a leg ({self.leader_order_id}) of strategy {self.leader.group_id} "
+                       f"could not be placed ({reason}); unwinding its other legs")
+        if self.supervisor is not None:
+            self.supervisor.tell(UnwindStrategy(self.leader.group_id, follower, reason, self.leader_order_id))
+
+    def _unwind_leg(self, request: UnwindLeg) -> None:
+        copy = self.copies.get(request.follower)
+        if copy is None:
+            return
+        if not copy.status.is_terminal and not copy.row.cancel_requested:
+            self.ctx.store.write(lambda: self._request_cancel(copy, f"strategy unwound: {request.reason}"))
+        filled = copy.row.filled_qty
+        if filled <= 0 or copy.row.anomaly in ("flattened", "naked_leg"):
+            return
+        if self.ctx.policy.flatten_naked_legs:
+            target = copy.target
+            opposite = target.with_changes(side=Side.SELL if target.side == Side.BUY else Side.BUY, quantity=filled,
+                                           order_type=OrderType.MARKET, price=0.0, trigger_price=0.0,
+                                           disclosed_qty=0, validity=Validity.DAY, amo=False, amo_time=None)
+            self.ctx.store.write(lambda: self._flag(copy, "flattened"))
+            self.ctx.limiters[copy.row.follower].tell(BrokerCall(
+                op="place", follower=copy.row.follower, leader_order_id=self.leader_order_id,
+                correlation_id=flatten_correlation_id(self.leader_order_id, copy.row.follower),
+                reply_to=self.address, terms=opposite))
+        else:
+            self.ctx.store.write(lambda: self._flag(copy, "naked_leg"))
+            self.ctx.alert("critical", f"naked:{copy.row.follower}",
+                           f"follower {copy.row.follower}: {filled} filled of leg {self.leader_order_id} is left "
+                           "without its strategy; close it (or set copy.flatten_naked_legs)")
+
     def _announce_rejection(self, copy: _Copy, reason: str, message: str) -> None:
         follower = copy.row.follower
+        if self.leader is not None and self.leader.group_id:
+            self._unwind_strategy(follower, reason)
         metrics.FOLLOWER_FAILURES.labels(follower, "place", reason).inc()
         if reason in SKIP_REASONS:
             metrics.SKIPS.labels(follower, reason).inc()
@@ -425,6 +471,11 @@ class OrderActor(Supervised):
     # -- broker answers ----------------------------------------------------------------------------
     def _on_reply(self, reply: BrokerReply) -> None:
         call = reply.call
+        if call.correlation_id == flatten_correlation_id(self.leader_order_id, call.follower):
+            outcome = f"failed: {reply.error}" if reply.error else f"placed as {reply.broker_order_id}"
+            log.warning("follower %s: flattening order for naked leg %s %s", call.follower, self.leader_order_id, outcome)
+            metrics.FOLLOWER_ORDERS.labels(call.follower, "flatten", "failed" if reply.error else "placed").inc()
+            return
         copy = self.copies.get(call.follower)
         if copy is None or copy.row.correlation_id != call.correlation_id:
             return
@@ -658,7 +709,8 @@ class OrderActor(Supervised):
             price = update.last_fill_price
         return quantity, round(price, 4)
 
-    def _save_leader(self, update: OrderUpdate, status: OrderStatus, first: bool = False) -> None:
+    def _save_leader(self, update: OrderUpdate, status: OrderStatus, first: bool = False,
+                     extra: dict[str, Any] | None = None) -> None:
         fields = dict(status=status.value, security_id=update.terms.security_id,
                       exchange_segment=update.terms.exchange_segment, symbol=update.symbol, side=update.terms.side.value,
                       quantity=update.terms.quantity, terms=json.dumps(terms_to_dict(update.terms)),
@@ -668,6 +720,7 @@ class OrderActor(Supervised):
                       updated_at=update.updated_at, sequence=update.sequence, last_event_at=time.time())
         if status == S.TRADED:
             fields["filled_at"] = time.time()
+        fields.update(extra or {})
         if first or self.leader is None:
             self.leader = self.ctx.store.create(m.LeaderOrder, order_id=self.leader_order_id, **fields)
         else:
@@ -747,6 +800,11 @@ class OrderActor(Supervised):
     def _snapshot(self) -> dict[str, Any]:
         return {"leader": self.leader.status if self.leader else None,
                 "copies": {f: (c.status.value, c.in_flight) for f, c in self.copies.items()}}
+
+
+def flatten_correlation_id(leader_order_id: str, follower: str) -> str:
+    """The correlation id of the order that closes a naked strategy leg (one per leg and follower)."""
+    return correlation_id(leader_order_id + ":flatten", follower)
 
 
 def copy_key(leader_order_id: str, follower: str) -> str:

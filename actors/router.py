@@ -23,7 +23,7 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
-                             RouteStored, SyncCopies, Tick)
+                             RouteStored, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor
 from app import metrics
 from storage import models as m
@@ -87,6 +87,12 @@ class OrderRouter(Supervised):
             self._restart(message)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
+        elif isinstance(message, UnwindStrategy):
+            legs = self.ctx.store.read(lambda: [r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)
+                                                .where(m.LeaderOrder.group_id == message.group_id)])
+            for leg in legs:
+                if leg != message.failed_leg:
+                    self._child(leg).tell(UnwindLeg(message.follower, message.reason))
         elif isinstance(message, SyncCopies):
             self._child(message.leader_order_id).tell(message)
         elif isinstance(message, CancelCopies):

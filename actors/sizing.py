@@ -17,11 +17,24 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from actors.messages import LEADER, CapitalSnapshot, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision
+from actors.messages import (LEADER, CapitalSnapshot, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision,
+                             SizedCopies)
 from supervisors import Address, Supervised
-from trading.sizing import SizingRule, estimate_margin, size_order
+from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_order
+from trading.strategy import leg_quantity
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Strategy:
+    """The latest multi-leg strategy on one underlying: its first leg, as the leader placed it and
+    as each follower's copy was sized."""
+
+    group_id: str
+    first_leader_qty: int
+    first_copy_qty: dict[str, int]
+    last_leg_at: float
 
 
 @dataclass
@@ -46,7 +59,8 @@ def read_capital(account: str, fund_limit: Callable[[], Any]) -> CapitalSnapshot
 class SizingActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, rules: dict[str, SizingRule],
                  fund_readers: dict[str, Callable[[], Any]], refresh_seconds: float = 30.0,
-                 margin_fractions: dict[str, float] | None = None, check_capital: bool = True) -> None:
+                 margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
+                 leg_window_seconds: float = 2.0) -> None:
         super().__init__(address, supervisor)
         self.rules = rules
         self.fund_readers = fund_readers  # account -> gateway.fund_limit (leader included)
@@ -57,6 +71,8 @@ class SizingActor(Supervised):
         self.start_of_day: dict[str, float] = {}
         self.reservations: dict[str, dict[str, _Reservation]] = {name: {} for name in rules}
         self.last_price: dict[str, float] = {}
+        self.leg_window = leg_window_seconds
+        self.strategies: dict[str, _Strategy] = {}  # by underlying
         self._halt = threading.Event()
 
     def started(self) -> None:
@@ -82,7 +98,7 @@ class SizingActor(Supervised):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, SizeCopies):
-            return tuple(self._size(request) for request in message.requests)
+            return self._size_order(message)
         if isinstance(message, SizeCopy):
             return self._size(message)
         if isinstance(message, ReleaseCapital):
@@ -109,6 +125,50 @@ class SizingActor(Supervised):
     def _capital_ratio(self, follower: str) -> float | None:
         leader, mine = self.start_of_day.get(LEADER), self.start_of_day.get(follower)
         return (mine / leader) if leader and mine else None
+
+    def _size_order(self, message: SizeCopies) -> SizedCopies:
+        """Every follower's copy of one leader order. Derivative orders on one underlying within the
+        leg window are one strategy: later legs keep the first leg's lot ratio per follower, or are
+        not placed and unwind the legs that were (1.4.5). Deciding it here, one order at a time,
+        means two legs arriving together cannot both believe they are the first."""
+        decisions = [self._size(request) for request in message.requests]
+        if not message.requests:
+            return SizedCopies(())
+        instrument = message.requests[0].instrument
+        if not instrument.is_derivative or self.leg_window <= 0:
+            return SizedCopies(tuple(decisions))
+        now = time.monotonic()
+        strategy = self.strategies.get(instrument.underlying)
+        leader_qty = message.requests[0].terms.quantity
+        if strategy is None or now - strategy.last_leg_at > self.leg_window:
+            self.strategies[instrument.underlying] = _Strategy(
+                message.leader_order_id, leader_qty,
+                {r.follower: d.quantity for r, d in zip(message.requests, decisions)}, now)
+            return SizedCopies(tuple(decisions), message.leader_order_id)
+        strategy.last_leg_at = now
+        out = []
+        for request, decision in zip(message.requests, decisions):
+            first = strategy.first_copy_qty.get(request.follower, 0)
+            if first <= 0:  # the first leg was not copied here: nothing is naked, copy no leg
+                out.append(self._drop(request, "strategy_leg_not_copied", "the strategy's first leg was not copied"))
+            else:
+                # the ratio, not the leg's own rule, sets a later leg's quantity; its own decision
+                # still counts when it says the capital is not there
+                quantity = leg_quantity(strategy.first_leader_qty, first, leader_qty, instrument.lot_size)
+                if quantity is None:
+                    out.append(self._drop(request, "strategy_ratio", (
+                        f"leader legs {strategy.first_leader_qty} and {leader_qty}: the first leg's copy of {first} "
+                        "leaves no whole number of lots for this one"), unwind=True))
+                elif decision.skip_reason and decision.skip_reason != "size_rounds_to_zero":
+                    out.append(SizeDecision(0, 0, 0.0, decision.skip_reason, decision.detail, unwind=True))
+                else:
+                    disclosed = scale_disclosed(leader_qty, request.terms.disclosed_qty, quantity, instrument.lot_size)
+                    out.append(SizeDecision(quantity, disclosed, decision.reserved))
+        return SizedCopies(tuple(out), strategy.group_id)
+
+    def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:
+        self.reservations[request.follower].pop(request.correlation_id, None)
+        return SizeDecision(0, 0, 0.0, reason, detail, unwind=unwind)
 
     def _size(self, request: SizeCopy) -> SizeDecision:
         rule = self.rules[request.follower]

@@ -87,6 +87,8 @@ class Config:
     check_capital: bool = True
     sweep_seconds: float = 5.0
     forever_poll_seconds: float = 5.0
+    leg_window_seconds: float = 2.0
+    flatten_naked_legs: bool = False
     kill_switch_activates_broker: bool = False
     reconcile_interval_seconds: float = 60.0
     reconcile_repair: bool = True
@@ -271,6 +273,8 @@ def parse(raw: Any, source: str = "config") -> Config:
     check_capital = cp.bool("check_capital", True)
     sweep_seconds = cp.number("sweep_seconds", 5.0, 0, exclusive=True)
     forever_poll = cp.number("forever_poll_seconds", 5.0, 0)
+    leg_window = cp.number("leg_window_seconds", 2.0, 0)
+    flatten_legs = cp.bool("flatten_naked_legs", False)
     cp.done()
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
@@ -296,6 +300,7 @@ def parse(raw: Any, source: str = "config") -> Config:
                   metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
+                  leg_window_seconds=leg_window, flatten_naked_legs=flatten_legs,
                   kill_switch_activates_broker=kill_broker,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
 

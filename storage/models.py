@@ -54,7 +54,8 @@ class LeaderOrder(BaseModel):
     first_seen_at = pw.FloatField(default=now)
     last_event_at = pw.FloatField(default=now)
     filled_at = pw.FloatField(null=True)
-    group_id = pw.CharField(null=True)  # multi-leg strategy this order belongs to
+    group_id = pw.CharField(null=True, index=True)  # multi-leg strategy: the order id of its first leg
+    underlying = pw.CharField(null=True)
 
 
 class FollowerOrder(BaseModel):

@@ -112,7 +112,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     router_address = Address("router")
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiter_addresses,
-        policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds),
+        policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
+                          flatten_naked_legs=config.flatten_naked_legs),
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
@@ -131,7 +132,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
         a, top, {f.name: f.sizing for f in config.followers},
         {name: gw.fund_limit for name, gw in copier.gateways.items()},
-        refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital), kind="sizing", address=sizing_address)]
+        refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital,
+        leg_window_seconds=config.leg_window_seconds), kind="sizing", address=sizing_address)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(
             a, top, copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
