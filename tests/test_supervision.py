@@ -17,6 +17,7 @@ import pytest
 
 import supervisors.supervisor as supervisor_module
 from actors.feed import FeedActor
+from actors.forever import ForeverActor
 from actors.kill_switch import KillSwitchActor
 from actors.rate_limiter import RateLimiterActor
 from actors.reconciler import ReconcilerActor
@@ -70,6 +71,7 @@ STATIC_CHILDREN = [
     ("feed:f1", FeedActor, "feed"),
     ("reconciler", ReconcilerActor, "reconciler"),
     ("kill_switch", KillSwitchActor, "kill_switch"),
+    ("forever", ForeverActor, "forever"),
 ]
 
 
