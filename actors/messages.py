@@ -50,6 +50,8 @@ class SizeCopy:
     terms: OrderTerms
     instrument: Instrument
     reference_price: float  # for the capital check when the order itself has no price (MARKET)
+    leader_filled: int = 0  # of this leader order already, so its position *before* it can be known
+    leader_order_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,42 @@ class CapitalSnapshot:
     available: float
     start_of_day: float
     fetched_at: float
+
+
+@dataclass(frozen=True)
+class PositionsSnapshot:
+    """A fresh `/positions` reading for an account: net quantity by (segment, security), P&L today."""
+
+    account: str
+    positions: dict
+    realised: float
+    unrealised: float
+    fetched_ns: int  # monotonic, when the request started: fills received before it are in it
+
+
+@dataclass(frozen=True)
+class FillSeen:
+    """Order actor -> sizing: a fill moved an account's position (kept current between polls)."""
+
+    account: str
+    exchange_segment: str
+    security_id: str
+    signed_qty: int
+    received_ns: int  # monotonic, when the copier received the fill
+
+
+@dataclass(frozen=True)
+class SuspendAccount:
+    """Order actor -> sizing: the broker refused this follower's token (DH-901); copy nothing more
+    for it until its token is renewed (B.6)."""
+
+    follower: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumeAccount:
+    follower: str
 
 
 # -- order actor <-> rate limiter -------------------------------------------------------------------

@@ -23,9 +23,9 @@ from typing import Any
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import (LEADER, BrokerCall, BrokerReply, OrderActorIdle, OrderUpdateReceived,
-                             ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision, SyncCopies, Tick, CancelCopies,
-                             UnwindLeg, UnwindStrategy)
+from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
+                             OrderUpdateReceived, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision,
+                             SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -197,6 +197,7 @@ class OrderActor(Supervised):
         self.ctx.store.write(effect)
         if fill:
             metrics.FILLS.labels("leader").inc()
+            self._tell_fill(LEADER, update, fill[0])
         if new_status == S.TRADED:
             self._schedule_lag_check()
 
@@ -210,19 +211,24 @@ class OrderActor(Supervised):
         if order_skip is None:
             assert instrument is not None
             reference = update.avg_price or update.last_fill_price
-            requests = tuple(SizeCopy(f, correlation_id(self.leader_order_id, f), update.terms, instrument, reference)
-                             for f in self.ctx.followers)
+            requests = tuple(SizeCopy(f, correlation_id(self.leader_order_id, f), update.terms, instrument, reference,
+                                      update.filled_qty, self.leader_order_id) for f in self.ctx.followers)
             sized = self._ask_sizing(SizeCopies(requests, self.leader_order_id))
             group_id = sized.group_id
             for request, decision in zip(requests, sized.decisions):
                 decisions[request.follower] = (decision, request.correlation_id)
         status = update.status
         strategy = {"group_id": group_id, "underlying": instrument.underlying if instrument else None}
+        fill = self._fill_delta(0, 0.0, update)  # first seen already (partly) filled
 
         def effect() -> None:
             self._seqs[self.key] = 0
             self._save_leader(update, status, first=True, extra=strategy)
             self._append(self.key, "SEEN", update_to_dict(update))
+            if fill:
+                self.ctx.store.create(m.Fill, account=LEADER, order_id=self.leader_order_id,
+                                      leader_order_id=self.leader_order_id, quantity=fill[0], price=fill[1],
+                                      cumulative_qty=update.filled_qty, exchange_time=update.updated_at)
             if order_skip is not None:
                 reason, detail = order_skip
                 self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=None, reason=reason, detail=detail)
@@ -231,6 +237,9 @@ class OrderActor(Supervised):
             self.ctx.store.mark_done([event_id], "skipped" if order_skip else "copied")
 
         self.ctx.store.write(effect)
+        if fill:  # after the sizing ask, which accounted for it through leader_filled
+            metrics.FILLS.labels("leader").inc()
+            self._tell_fill(LEADER, update, fill[0])
         if order_skip is not None:
             metrics.SKIPS.labels("all", order_skip[0]).inc()
             log.info("leader order %s not copied: %s (%s)", self.leader_order_id, *order_skip)
@@ -314,7 +323,9 @@ class OrderActor(Supervised):
             quantity, disclosed = target.quantity, target.disclosed_qty
             if instrument is not None and (
                     terms.quantity != old.quantity or terms.disclosed_qty != old.disclosed_qty):
-                decision = self._ask_sizing(SizeCopy(follower, copy.row.correlation_id, terms, instrument, 0.0))
+                decision = self._ask_sizing(SizeCopy(follower, copy.row.correlation_id, terms, instrument, 0.0,
+                                                     self.leader.filled_qty if self.leader else 0,
+                                                     self.leader_order_id))
                 if decision.skip_reason:
                     self._record_skip(follower, f"modify_{decision.skip_reason}", decision.detail)
                 else:
@@ -373,6 +384,7 @@ class OrderActor(Supervised):
         self.ctx.store.write(effect)
         if fill:
             metrics.FILLS.labels("follower").inc()
+            self._tell_fill(follower, update, fill[0])
         if anomaly:
             metrics.ANOMALIES.labels(anomaly).inc()
             log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
@@ -767,6 +779,16 @@ class OrderActor(Supervised):
             copy.rejection_handled = False
             log.info("follower %s: retrying the copy of %s as %s", request.follower, self.leader_order_id,
                      copy.row.correlation_id)
+
+    def _tell_fill(self, account: str, update: OrderUpdate, quantity: int) -> None:
+        """Keep the sizing actor's positions current between polls. Only fills the socket brings:
+        one recovered from the order book may already be in the positions it read at start."""
+        if update.source != "socket":
+            return
+        terms = update.terms
+        signed = quantity if terms.side == Side.BUY else -quantity
+        self.ctx.sizing.tell(FillSeen(account, terms.exchange_segment, terms.security_id, signed,
+                                      update.received_ns))
 
     def _append(self, order_key: str, kind: str, payload: dict[str, Any]) -> None:
         """Inside a write transaction: append to the event store. This actor is the only writer

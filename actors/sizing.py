@@ -1,25 +1,33 @@
-"""The sizing actor: follower quantities, and the capital lock.
+"""The sizing actor: follower quantities, the capital lock, and the pre-trade risk checks.
 
 Every copy is sized and its capital reserved here, one request at a time (an actor's inbox is
 its lock), so two leader orders arriving at the same instant can never together commit more than
 a follower has (8.4), and once capital runs out later copies are skipped with a reason (8.5).
 
-Capital comes from `/fundlimit`, read at start and every `refresh_seconds` by a poller thread
-that tells this actor `CapitalSnapshot`s (the broker call never blocks the lock). A snapshot
-supersedes the reservations made before it was fetched, because the broker's own balance
-already counts those orders.
+Capital comes from `/fundlimit` and positions from `/positions`, read at start and every
+`refresh_seconds` by a poller thread that tells this actor snapshots (the broker calls never block
+the lock). A capital snapshot supersedes the reservations made before it was fetched, because the
+broker's own balance already counts those orders.
+
+An order that only reduces the leader's position is an exit (B.2): the follower reduces its *own*
+position by the same fraction, never more than it holds, and never past zero. Positions are
+re-read for that decision (exits are rare; a stale position would size them wrong).
+Each follower's `risk` limits (5.7) are checked here too; a daily-loss breach calls `on_daily_loss`
+(the kill switch).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from actors.messages import (LEADER, CapitalSnapshot, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision,
-                             SizedCopies)
+from actors.messages import (LEADER, CapitalSnapshot, FillSeen, PositionsSnapshot, ReleaseCapital, ResumeAccount,
+                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
 from supervisors import Address, Supervised
+from trading import risk
 from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_order
 from trading.strategy import leg_quantity
 
@@ -43,6 +51,26 @@ class _Reservation:
     made_at: float
 
 
+def read_positions(account: str, positions: Callable[[], Any]) -> PositionsSnapshot | None:
+    """One `/positions` reading: net quantity by (segment, security), and today's P&L."""
+    fetched_ns = time.monotonic_ns()
+    answer = positions()
+    if not answer.ok or not isinstance(answer.data, list):
+        log.warning("positions of %s unavailable: %s", account, answer.error)
+        return None
+    net: dict[tuple[str, str], int] = {}
+    realised = unrealised = 0.0
+    for entry in answer.data:
+        try:
+            key = (str(entry["exchangeSegment"]), str(entry["securityId"]))
+            net[key] = net.get(key, 0) + int(float(entry.get("netQty") or 0))
+            realised += float(entry.get("realizedProfit") or 0)
+            unrealised += float(entry.get("unrealizedProfit") or 0)
+        except (KeyError, TypeError, ValueError):
+            log.warning("%s: unreadable position skipped", account)
+    return PositionsSnapshot(account, net, realised, unrealised, fetched_ns)
+
+
 def read_capital(account: str, fund_limit: Callable[[], Any]) -> CapitalSnapshot | None:
     """One `/fundlimit` reading (Dhan spells the field `availabelBalance`)."""
     fetched_at = time.time()
@@ -58,12 +86,18 @@ def read_capital(account: str, fund_limit: Callable[[], Any]) -> CapitalSnapshot
 
 class SizingActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, rules: dict[str, SizingRule],
-                 fund_readers: dict[str, Callable[[], Any]], refresh_seconds: float = 30.0,
+                 accounts: dict[str, Any], refresh_seconds: float = 30.0,
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
-                 leg_window_seconds: float = 2.0) -> None:
+                 leg_window_seconds: float = 2.0, limits: dict[str, risk.RiskLimits] | None = None,
+                 on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None) -> None:
         super().__init__(address, supervisor)
         self.rules = rules
-        self.fund_readers = fund_readers  # account -> gateway.fund_limit (leader included)
+        self.accounts = accounts  # account -> its gateway (fund_limit, positions), the leader's included
+        self.limits = limits or {}
+        self.on_daily_loss = on_daily_loss
+        self.positions: dict[str, PositionsSnapshot] = {}
+        self.recent_orders: dict[str, deque[float]] = {name: deque(maxlen=1000) for name in rules}
+        self.suspended: dict[str, str] = {}
         self.refresh_seconds = refresh_seconds
         self.margin_fractions = margin_fractions
         self.check_capital = check_capital
@@ -76,10 +110,13 @@ class SizingActor(Supervised):
         self._halt = threading.Event()
 
     def started(self) -> None:
-        for account, reader in self.fund_readers.items():
-            snapshot = read_capital(account, reader)
+        for account, gateway in self.accounts.items():
+            snapshot = read_capital(account, gateway.fund_limit)
             if snapshot:
                 self._apply_snapshot(snapshot)
+            positions = read_positions(account, gateway.positions)
+            if positions:
+                self._apply_positions(positions)
         threading.Thread(target=self._poll, name="funds-poller", daemon=True).start()
 
     def on_stop(self) -> None:
@@ -91,10 +128,10 @@ class SizingActor(Supervised):
 
     def _poll(self) -> None:
         while not self._halt.wait(self.refresh_seconds):
-            for account, reader in self.fund_readers.items():
-                snapshot = read_capital(account, reader)
-                if snapshot:
-                    self.address.tell(snapshot)
+            for account, gateway in self.accounts.items():
+                for snapshot in (read_capital(account, gateway.fund_limit), read_positions(account, gateway.positions)):
+                    if snapshot:
+                        self.address.tell(snapshot)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, SizeCopies):
@@ -105,6 +142,22 @@ class SizingActor(Supervised):
             self.reservations.get(message.follower, {}).pop(message.correlation_id, None)
         elif isinstance(message, CapitalSnapshot):
             self._apply_snapshot(message)
+        elif isinstance(message, PositionsSnapshot):
+            self._apply_positions(message)
+        elif isinstance(message, FillSeen):
+            snapshot = self.positions.get(message.account)
+            if snapshot is not None and message.received_ns <= snapshot.fetched_ns:
+                return None  # the broker had it before that reading began: already counted
+            positions = dict(snapshot.positions) if snapshot else {}
+            key = (message.exchange_segment, message.security_id)
+            positions[key] = positions.get(key, 0) + message.signed_qty
+            self.positions[message.account] = PositionsSnapshot(
+                message.account, positions, snapshot.realised if snapshot else 0.0,
+                snapshot.unrealised if snapshot else 0.0, snapshot.fetched_ns if snapshot else 0)
+        elif isinstance(message, SuspendAccount):
+            self.suspended[message.follower] = message.reason
+        elif isinstance(message, ResumeAccount):
+            self.suspended.pop(message.follower, None)
         elif message == "capital":
             return {name: self._free(name) for name in self.rules}
         return None
@@ -115,6 +168,69 @@ class SizingActor(Supervised):
         for cid, reservation in list(self.reservations.get(snapshot.account, {}).items()):
             if reservation.made_at < snapshot.fetched_at - 1.0:
                 del self.reservations[snapshot.account][cid]
+
+    def _apply_positions(self, snapshot: PositionsSnapshot) -> None:
+        self.positions[snapshot.account] = snapshot
+        limits = self.limits.get(snapshot.account)
+        if limits is not None and risk.daily_loss_breached(limits, self._risk_state(snapshot.account)):
+            self.on_daily_loss(snapshot.account, f"P&L today {snapshot.realised + snapshot.unrealised:,.0f} "
+                                                 f"beyond the limit of -{limits.max_daily_loss:,.0f}")
+
+    def _position(self, account: str, key: tuple[str, str]) -> int:
+        snapshot = self.positions.get(account)
+        return snapshot.positions.get(key, 0) if snapshot else 0
+
+    def _risk_state(self, follower: str) -> risk.RiskState:
+        positions = self.positions.get(follower)
+        capital = self.capital.get(follower)
+        return risk.RiskState(positions=positions.positions if positions else {},
+                              recent_orders=tuple(self.recent_orders.get(follower, ())),
+                              capital=capital.start_of_day if capital else 0.0,
+                              realised_pnl=positions.realised if positions else 0.0,
+                              unrealised_pnl=positions.unrealised if positions else 0.0)
+
+    def _exit(self, request: SizeCopy) -> SizeDecision | None:
+        """B.2: the follower's quantity for a leader order that only reduces the leader's position,
+        or None when it is not such an order."""
+        terms = request.terms
+        key = risk.position_key(terms)
+        sign = 1 if terms.side.value == "BUY" else -1
+
+        def leader_before() -> int:  # the leader's position before this order (some may have filled)
+            return self._position(LEADER, key) - sign * request.leader_filled
+
+        if not risk.is_exit(leader_before(), sign * terms.quantity):
+            return None
+        # Confirm with the broker: the leader's position and this order's fills, read around it so
+        # that a fill landing in between is not counted twice; the follower's own position (it may
+        # trade by hand, which the copier does not see).
+        before = self._leader_position_before(request, key, sign)
+        follower = read_positions(request.follower, self.accounts[request.follower].positions)
+        if follower:
+            self.positions[request.follower] = follower
+        if before is None or not risk.is_exit(before, sign * terms.quantity):
+            return None
+        quantity = risk.exit_quantity(before, terms.quantity, self._position(request.follower, key),
+                                      request.instrument.lot_size)
+        if quantity <= 0:
+            return SizeDecision(0, 0, 0.0, "no_position_to_exit",
+                                f"the leader reduces its position; {request.follower} holds nothing to reduce")
+        return SizeDecision(quantity, 0, 0.0)
+
+    def _leader_position_before(self, request: SizeCopy, key: tuple[str, str], sign: int) -> int | None:
+        gateway = self.accounts.get(LEADER)
+        if gateway is None or not request.leader_order_id:
+            return self._position(LEADER, key) - sign * request.leader_filled
+        for _ in range(3):
+            first = gateway.order(request.leader_order_id)
+            positions = read_positions(LEADER, gateway.positions)
+            again = gateway.order(request.leader_order_id)
+            if not (first.ok and again.ok and positions):
+                return None
+            if first.data.filled_qty == again.data.filled_qty:
+                self.positions[LEADER] = positions
+                return positions.positions.get(key, 0) - sign * again.data.filled_qty
+        return None
 
     def _free(self, follower: str) -> float | None:
         snapshot = self.capital.get(follower)
@@ -171,6 +287,23 @@ class SizingActor(Supervised):
         return SizeDecision(0, 0, 0.0, reason, detail, unwind=unwind)
 
     def _size(self, request: SizeCopy) -> SizeDecision:
+        if request.follower in self.suspended:
+            return SizeDecision(0, 0, 0.0, "account_suspended", self.suspended[request.follower])
+        decision = self._exit(request) or self._entry(request)
+        if decision.skip_reason is None:
+            limits = self.limits.get(request.follower)
+            if limits is not None and limits.enabled:
+                price = request.terms.price or request.terms.trigger_price or request.reference_price \
+                    or self.last_price.get(request.terms.security_id, 0.0)
+                verdict = risk.check(limits, self._risk_state(request.follower),
+                                     request.terms.with_changes(quantity=decision.quantity), price, time.time())
+                if not verdict.allowed:
+                    self.reservations[request.follower].pop(request.correlation_id, None)
+                    return SizeDecision(0, 0, 0.0, verdict.rule or "risk_limit", verdict.detail)
+            self.recent_orders[request.follower].append(time.time())
+        return decision
+
+    def _entry(self, request: SizeCopy) -> SizeDecision:
         rule = self.rules[request.follower]
         terms, inst = request.terms, request.instrument
         price = terms.price or terms.trigger_price or request.reference_price or self.last_price.get(terms.security_id, 0.0)

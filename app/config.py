@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
+from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -38,6 +39,7 @@ class AccountConfig:
 @dataclass(frozen=True)
 class FollowerConfig(AccountConfig):
     sizing: SizingRule = field(default_factory=SizingRule)
+    risk: RiskLimits = field(default_factory=RiskLimits)
     funds: float = 500_000.0  # paper mode only: the follower's starting funds
 
 
@@ -232,9 +234,15 @@ def parse(raw: Any, source: str = "config") -> Config:
             raise ConfigError(f"followers[{i}].name: {name!r} is used twice")
         account = _account(fs, name, paper)
         sizing = _sizing(fs.section("sizing"))
+        risk_section = fs.section("risk")
+        try:
+            limits = RiskLimits.from_mapping(risk_section.data)
+        except (TypeError, ValueError) as exc:  # RiskLimits names the key after "risk"
+            message = str(exc) if str(exc).startswith("risk") else f"risk: {exc}"
+            raise ConfigError(f"followers[{i}].{message}") from None
         funds = fs.number("funds", 500_000.0, 0)
         fs.done()
-        followers.append(FollowerConfig(**account, sizing=sizing, funds=funds))
+        followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, funds=funds))
 
     inst = root.section("instruments")
     default_master = str(Path(__file__).resolve().parent.parent / "paper" / "data" / "instruments.csv") if paper else DEFAULT_MASTER_URL

@@ -23,7 +23,7 @@ from typing import Callable
 from actors.context import CopierContext, CopyPolicy
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
-from actors.kill_switch import KillSwitchActor
+from actors.kill_switch import KillSwitchActor, engage
 from actors.reconciler import ReconcilerActor
 from actors.messages import LEADER
 from actors.rate_limiter import RateLimiterActor
@@ -110,6 +110,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     router_address = Address("router")
+    kill_switch_address = Address("kill_switch")
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiter_addresses,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
@@ -131,9 +132,10 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     top = Address("copier")
     specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
         a, top, {f.name: f.sizing for f in config.followers},
-        {name: gw.fund_limit for name, gw in copier.gateways.items()},
-        refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital,
-        leg_window_seconds=config.leg_window_seconds), kind="sizing", address=sizing_address)]
+        copier.gateways, refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital,
+        leg_window_seconds=config.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
+        on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
+                                                      "risk")), kind="sizing", address=sizing_address)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(
             a, top, copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
@@ -151,7 +153,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, broker_switches,
-        on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear()), kind="kill_switch"))
+        on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear()), kind="kill_switch",
+        address=kill_switch_address))
     for account in [*config.followers, leader]:
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],

@@ -1,0 +1,78 @@
+"""Scenarios 5.7 (pre-trade risk limits), B.2 (position-aware exits) and the daily-loss trigger
+of the kill switch."""
+from __future__ import annotations
+
+from app import metrics
+from storage import models as m
+from tests.conftest import RELIANCE, TCS, client, wait_until
+
+
+def _position(rig, account_id: str, security: str = RELIANCE) -> int:
+    return sum(p["netQty"] for p in rig.exchange.positions(account_id) if p["securityId"] == security)
+
+
+def _hand(rig, follower="f1"):
+    """The follower trading in its own account, as its owner would (the copier did not place these)."""
+    cfg = next(f for f in rig.config.followers if f.name == follower)
+    return client(rig.exchange, cfg.client_id, cfg.access_token)
+
+
+def _market(dhan, side: str, quantity: int, security: str = RELIANCE) -> None:
+    answer = dhan.place_order(security_id=security, exchange_segment="NSE_EQ", transaction_type=side,
+                              quantity=quantity, order_type="MARKET", product_type="INTRADAY", price=0)
+    assert answer["status"] == "success", answer
+
+
+def test_B_2_followers_reduce_their_own_position_by_the_leader_fraction(rig):
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(order_type="MARKET", quantity=100)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    _market(_hand(rig), "BUY", 30)  # the follower's own extra 30: it now holds 80, not 50
+    wait_until(lambda: _position(rig, f1) == 80, message="follower holds 80")
+
+    half = rig.place(order_type="MARKET", quantity=50, side="SELL")  # the leader closes 50%
+    assert rig.follower_copy(half)["quantity"] == 40  # 50% of its own 80, not 0.5 x 50
+    wait_until(lambda: _position(rig, f1) == 40, message="follower holds 40")
+
+    _market(_hand(rig), "SELL", 30)  # the follower now holds 10
+    wait_until(lambda: _position(rig, f1) == 10, message="follower holds 10")
+    rest = rig.place(order_type="MARKET", quantity=50, side="SELL")  # the leader closes the rest
+    assert rig.follower_copy(rest)["quantity"] == 10  # never more than it holds, never a reversal
+    wait_until(lambda: _position(rig, f1) == 0, message="follower flat")
+
+
+def test_B_2_follower_holding_nothing_skips_the_exit(rig):
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry filled")
+    _market(_hand(rig), "SELL", 10)  # the follower closed its copy by hand
+    wait_until(lambda: _position(rig, rig.follower_ids["f1"]) == 0, message="follower flat")
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    assert rig.wait_skip(exit_order, "f1").reason == "no_position_to_exit"
+
+
+def test_5_7_position_and_value_limits_skip_with_the_rule_named(make_rig):
+    rig = make_rig(followers=[{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0},
+                               "risk": {"max_order_value": 50_000, "max_open_positions": 1,
+                                        "max_quantity_per_instrument": 40}}])
+    big = rig.place(quantity=40, price=1450.0)  # 58,000 of value
+    assert rig.wait_skip(big, "f1").reason == "max_order_value"
+    first = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(first, lambda r: r.status == "TRADED", message="first position open")
+    other = rig.place(security_id=TCS, quantity=5, price=round(rig.exchange.price(TCS) * 0.97, 1))
+    assert rig.wait_skip(other, "f1").reason == "max_open_positions"
+    more = rig.place(quantity=30, price=1450.0)  # 20 held + 30 > 40
+    assert rig.wait_skip(more, "f1").reason == "max_quantity_per_instrument"
+    assert rig.follower_placements("f1") == 1
+
+
+def test_daily_loss_limit_turns_the_kill_switch_on(make_rig):
+    rig = make_rig(followers=[{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0},
+                               "risk": {"max_daily_loss": 1_000}}],
+                   config={"copy": {"funds_refresh_seconds": 1}})
+    entry = rig.place(order_type="MARKET", quantity=100)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="position open")
+    rig.exchange.set_price(RELIANCE, round(rig.exchange.price(RELIANCE) - 20, 1))  # -2,000 unrealised
+    wait_until(lambda: metrics.KILL_SWITCH._value.get() == 1, timeout=10, message="kill switch on")
+    alert = rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "kill_switch"))
+    assert alert is not None and "daily loss limit of f1" in alert.message
+    assert rig.wait_skip(rig.place(quantity=10)).reason == "kill_switch_on"
