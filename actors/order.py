@@ -654,9 +654,14 @@ class OrderActor(Supervised):
         self._send(copy, "modify", target)
 
     def _abort(self, copy: _Copy) -> None:
+        """8.2: the leader cancelled before the copy was sent; never placed, and recorded as a skip
+        like anything else not copied."""
         copy.row.status = S.CANCELLED.value
         self._append(self._copy_key(copy), "CANCELLED", {"aborted_before_placement": True})
         self._save_copy(copy)
+        self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=copy.row.follower,
+                              reason="leader_cancelled_before_placement",
+                              detail="the leader cancelled before the copy was sent; nothing was placed")
 
     def _request_cancel(self, copy: _Copy, why: str) -> None:
         copy.row.cancel_requested = True

@@ -159,13 +159,12 @@ def _books(urls: dict[str, str], followers: dict[str, tuple[str, str]]) -> dict[
 
 def _stored(db: Path) -> tuple[set[tuple[str, str | None]], set[tuple[str, str]]]:
     """(recorded skips, copies aborted before placement) from the copier's storage. A copy whose
-    leader order was cancelled before it was sent is aborted, not skipped (scenario 8.2): stored
-    CANCELLED with no broker order id, and an `aborted_before_placement` event."""
+    leader order was cancelled before it was sent is aborted (scenario 8.2), and recorded as a
+    skip with the reason leader_cancelled_before_placement."""
     with sqlite3.connect(db, timeout=5) as conn:
-        skips = {(row[0], row[1]) for row in conn.execute("select leader_order_id, follower from skip")}
-        aborted = {(row[0], row[1]) for row in conn.execute(
-            "select leader_order_id, follower from follower_order where status = 'CANCELLED' "
-            "and (broker_order_id is null or broker_order_id = '')")}
+        rows = list(conn.execute("select leader_order_id, follower, reason from skip"))
+    skips = {(leader, follower) for leader, follower, reason in rows if reason != "leader_cancelled_before_placement"}
+    aborted = {(leader, follower) for leader, follower, reason in rows if reason == "leader_cancelled_before_placement"}
     return skips, aborted
 
 
@@ -204,7 +203,7 @@ def _check(leader_book: list[dict], books: dict[str, list[dict]], stored: tuple[
                         report["aborted"] += 1
                     else:
                         report["lost"].append(f"{follower}: cancelled leader order {leader_id} has neither a copy "
-                                              "nor a recorded skip or abort")
+                                              "nor a recorded skip")
                 elif copy["orderStatus"] != "CANCELLED":
                     report["mismatched"].append(f"{follower}: copy of cancelled {leader_id} is {copy['orderStatus']}")
             else:

@@ -206,7 +206,10 @@ def test_8_2_cancel_before_follower_placement(rig):
     rig.cancel(leader_id)
     rig.wait_row(leader_id, lambda r: r.status == "CANCELLED", message="copy cancelled")
     entry = rig.follower_order_now(leader_id)
-    assert entry is None or entry["orderStatus"] == "CANCELLED"
+    if entry is None:  # aborted before it was sent: recorded like any copy not made
+        assert rig.wait_skip(leader_id, "f1").reason == "leader_cancelled_before_placement"
+    else:
+        assert entry["orderStatus"] == "CANCELLED"
 
 
 def test_8_3_follower_fills_before_leader_is_an_anomaly(rig):
