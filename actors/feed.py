@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import websocket
 from tenacity import wait_exponential_jitter
@@ -74,19 +74,20 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
 
 class FeedActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, *, account: str, url: str,
-                 gateway: DhanGateway, access_token: str, store: Store, router: Address,
+                 gateway: DhanGateway, store: Store, router: Address,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 copy_existing_on_first_start: bool = False) -> None:
+                 copy_existing_on_first_start: bool = False,
+                 alert: Callable[[str, str, str], None] = lambda level, key, message: None) -> None:
         super().__init__(address, supervisor)
         self.account = account
         self.role = "leader" if account == LEADER else "follower"
         self.url = url
         self.gateway = gateway
-        self._token = access_token
         self.store = store
         self.router = router
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.copy_existing_on_first_start = copy_existing_on_first_start
+        self.alert = alert
         self._halt = threading.Event()
         self._ws: websocket.WebSocketApp | None = None
         self._thread: threading.Thread | None = None
@@ -125,7 +126,8 @@ class FeedActor(Supervised):
             self._halt.wait(delay)
 
     def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event) -> None:
-        login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.gateway.client_id), "Token": self._token},
+        login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.gateway.client_id),
+                              "Token": self.gateway.current_token()},  # renewed tokens included
                  "UserType": "SELF"}
         ws.send(json.dumps(login))
         opened.set()
@@ -169,6 +171,7 @@ class FeedActor(Supervised):
         try:
             data = decode_socket_message(frame.raw)
             if data is None:
+                self._on_other_frame(frame.raw)
                 return  # not an order alert (login answers, heartbeats)
             update = from_socket(data, frame.received_ns)
         except MalformedMessage as exc:
@@ -176,6 +179,13 @@ class FeedActor(Supervised):
             log.warning("%s: skipped a malformed socket message (%s): %.200r", self.account, exc, frame.raw)
             return
         self.ingest(update)
+
+    def _on_other_frame(self, raw: str) -> None:
+        """A refused login (B.6): alert naming the account; the socket keeps retrying with backoff."""
+        if "DH-901" in str(raw):
+            self.alert("critical", f"auth:{self.account}",
+                       f"{self.account}: the order-update socket refused its access token (DH-901); "
+                       "renew the token")
 
     def ingest(self, update: OrderUpdate) -> bool:
         return store_and_route(self.store, self.router, self.account, update)

@@ -136,6 +136,7 @@ class ResumeAccount:
     follower: str
 
 
+
 # -- order actor <-> rate limiter -------------------------------------------------------------------
 @dataclass(frozen=True)
 class BrokerCall:

@@ -25,7 +25,7 @@ import pykka
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
                              OrderUpdateReceived, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision,
-                             SyncCopies, Tick, UnwindLeg, UnwindStrategy)
+                             SuspendAccount, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -594,10 +594,11 @@ class OrderActor(Supervised):
             self.ctx.store.write(effect)
             self.ctx.sizing.tell(ReleaseCapital(follower, copy.row.correlation_id))
             self._announce_rejection(copy, reason, str(error))
-            if error.kind == ErrorKind.AUTH:
+            if error.kind == ErrorKind.AUTH:  # B.6: stop this account's work, not the copier
+                self.ctx.sizing.tell(SuspendAccount(follower, f"the broker refused its access token ({error.code})"))
                 self.ctx.alert("critical", f"auth:{follower}",
                                f"follower {follower}: the broker refused its access token ({error.code}); "
-                               "renew the token in the config")
+                               "copying to it is suspended until its token is renewed")
             return
         # modify / cancel failed: the order may have filled or been cancelled meanwhile; ask the broker
         self.ctx.store.write(lambda: self._note_error(copy, error))

@@ -92,6 +92,7 @@ class Config:
     leg_window_seconds: float = 2.0
     flatten_naked_legs: bool = False
     kill_switch_activates_broker: bool = False
+    token_renew_seconds: float = 0.0
     reconcile_interval_seconds: float = 60.0
     reconcile_repair: bool = True
     paper: PaperConfig = field(default_factory=PaperConfig)
@@ -287,6 +288,9 @@ def parse(raw: Any, source: str = "config") -> Config:
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
     ks.done()
+    tk = root.section("tokens")
+    renew_minutes = tk.number("renew_every_minutes", 0.0, 0)
+    tk.done()
     rc = root.section("reconcile")
     reconcile_interval = rc.number("interval_seconds", 60.0, 0)
     reconcile_repair = rc.bool("repair", True)
@@ -309,7 +313,7 @@ def parse(raw: Any, source: str = "config") -> Config:
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
                   leg_window_seconds=leg_window, flatten_naked_legs=flatten_legs,
-                  kill_switch_activates_broker=kill_broker,
+                  kill_switch_activates_broker=kill_broker, token_renew_seconds=renew_minutes * 60,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
 
 

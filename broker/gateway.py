@@ -49,6 +49,10 @@ class DhanGateway:
     def __repr__(self) -> str:  # never show the token
         return f"DhanGateway({self.account}, {self.client_id}, {self.base_url})"
 
+    def current_token(self) -> str:
+        """For the order-update socket's login; the gateway is the one holder of the current token."""
+        return self._access_token
+
     def set_token(self, access_token: str) -> None:
         """A renewed token: new clients are made lazily in every thread."""
         self._access_token = access_token
@@ -133,6 +137,17 @@ class DhanGateway:
         return self._call("margin", self._client().margin_calculator, terms.security_id,
                           terms.exchange_segment, terms.side.value, terms.quantity, terms.product.value,
                           price, terms.trigger_price)
+
+    def renew_token(self) -> Answer:
+        """GET /RenewToken on this account's base URL (`dhanhq.renew_token` hard-codes Dhan's
+        production URL). Answer.data: the new token; the old one expires."""
+        answer = self._call("renew_token", self._client().dhan_http.get, "/RenewToken")
+        if not answer.ok:
+            return answer
+        token = (answer.data or {}).get("accessToken") or (answer.data or {}).get("token")
+        if not token:
+            return Answer(error=BrokerError("DH-907", ErrorKind.DATA, "RenewToken answered without a token"))
+        return Answer(data=str(token))
 
     def kill_switch(self, activate: bool) -> Answer:
         return self._call("kill_switch", self._client().kill_switch, "ACTIVATE" if activate else "DEACTIVATE")

@@ -5,6 +5,8 @@ Every change of an order is published as an order_alert through `publish`, in th
 the changes happened (publish is called with the lock held)."""
 from __future__ import annotations
 
+import secrets
+
 import itertools
 import math
 import threading
@@ -50,6 +52,14 @@ class Engine:
     def authenticate(self, client_id: str | None, token: str | None) -> Account | None:
         acct = self.accounts.get(client_id or "")
         return acct if acct is not None and token == acct.access_token else None
+
+    def rotate_token(self, client_id: str) -> str:
+        """A new access token for the account; the old one stops working at once (what Dhan's
+        RenewToken does, and what an expired token looks like to a client still using it)."""
+        with self.lock:
+            acct = self.account(client_id)
+            acct.access_token = f"paper-{secrets.token_hex(16)}"
+            return acct.access_token
 
     def account(self, client_id: str) -> Account:
         acct = self.accounts.get(client_id)

@@ -154,6 +154,10 @@ class PaperExchange:
     def account(self, client_id: str) -> Account:
         return self.engine.account(client_id)
 
+    def expire_token(self, client_id: str) -> None:
+        """The account's token stops working (DH-901 on REST, login refused on the socket)."""
+        self.engine.rotate_token(client_id)
+
     def orders(self, client_id: str) -> list[dict[str, Any]]:
         with self.engine.lock:
             return [o.as_rest() for o in self.account(client_id).orders.values()]

@@ -222,8 +222,9 @@ class RestApi:
             return 200, [dict(r) for r in acct.forever.values()]
 
     def renew_token(self, acct: Account, request: web.Request, raw: bytes) -> Result:
-        return 200, {"dhanClientId": acct.client_id, "accessToken": acct.access_token,
-                     "expiryTime": "2099-12-31T23:59:59"}
+        """Dhan's RenewToken: a new token valid 24 h; the one used to ask expires."""
+        token = self.engine.rotate_token(acct.client_id)
+        return 200, {"dhanClientId": acct.client_id, "accessToken": token, "expiryTime": "2099-12-31T23:59:59"}
 
     def unknown(self, acct: Account, request: web.Request, raw: bytes) -> Result:
         raise DhanError("DH-905", f"path: no such endpoint {request.method} {request.path[:80]}")

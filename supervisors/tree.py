@@ -25,6 +25,7 @@ from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage
 from actors.reconciler import ReconcilerActor
+from actors.tokens import TokenActor
 from actors.messages import LEADER
 from actors.rate_limiter import RateLimiterActor
 from actors.router import OrderRouter
@@ -155,11 +156,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         a, top, store, router_address, copier.alerts, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear()), kind="kill_switch",
         address=kill_switch_address))
+    specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
+        a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds), kind="tokens"))
     for account in [*config.followers, leader]:
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
-            access_token=acc.access_token, store=store, router=router_address,
-            copy_existing_on_first_start=config.copy_existing_on_first_start), kind="feed"))
+            store=store, router=router_address,
+            copy_existing_on_first_start=config.copy_existing_on_first_start, alert=copier.alerts), kind="feed"))
 
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
