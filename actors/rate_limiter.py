@@ -68,7 +68,7 @@ class RateLimiterActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, gateway: DhanGateway, *,
                  order_limits: list[tuple[int, float]], data_limits: list[tuple[int, float]],
                  workers: int | None = None, max_attempts: int = 6, backoff_initial: float = 0.2,
-                 backoff_max: float = 5.0) -> None:
+                 backoff_max: float = 5.0, margin_check: bool = False) -> None:
         super().__init__(address, supervisor)
         self.gateway = gateway
         self.account = gateway.account
@@ -80,6 +80,7 @@ class RateLimiterActor(Supervised):
         self.max_attempts = max_attempts
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.paused_until = 0.0
+        self.margin_check = margin_check
         self._pool: ThreadPoolExecutor | None = None
         self._timer: threading.Timer | None = None
         self._timer_due = 0.0
@@ -186,6 +187,10 @@ class RateLimiterActor(Supervised):
                 if found.ok and found.data is not None:
                     return BrokerReply(call, order=found.data, broker_order_id=found.data.order_id,
                                        status=found.data.status.value)
+            if self.margin_check and call.attempt == 1:
+                shortfall = self._margin_shortfall(call)
+                if shortfall is not None:
+                    return BrokerReply(call, error=shortfall)
             sent_ns = time.monotonic_ns()
             if call.attempt == 1 and call.received_ns:
                 metrics.REPLICATION_LATENCY.labels(call.follower).observe((sent_ns - call.received_ns) / 1e9)
@@ -222,6 +227,21 @@ class RateLimiterActor(Supervised):
         if call.op.startswith("forever_"):
             return self._perform_forever(call)
         raise ValueError(f"unknown broker operation {call.op!r}")
+
+    def _margin_shortfall(self, call: BrokerCall) -> BrokerError | None:
+        """5.3 with copy.margin_check: ask the broker's margin calculator first; a shortfall is a
+        refusal before any order exists (it is then a recorded skip, never a retry)."""
+        terms = call.terms
+        assert terms is not None
+        answer = self.gateway.margin(terms, terms.price or terms.trigger_price)
+        if not answer.ok or not isinstance(answer.data, dict):
+            return None  # the calculator is advisory: without it, the broker's own check decides
+        data = answer.data
+        short = float(data.get("insufficientBalance") or 0)
+        if short > 0:
+            return BrokerError("MARGIN", ErrorKind.ORDER, f"insufficient margin per the margin calculator: needs "
+                               f"{float(data.get('totalMargin') or 0):,.0f}, short by {short:,.0f}")
+        return None
 
     def _perform_forever(self, call: BrokerCall) -> BrokerReply:
         gw = self.gateway

@@ -60,6 +60,14 @@ class RateLimits:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    cooldown_seconds: float = 300.0
+    webhook_url: str = ""
+    telegram_bot_token: str = field(default="", repr=False)
+    telegram_chat_id: str = ""
+
+
+@dataclass(frozen=True)
 class PaperConfig:
     seed: int = 7
     leader_bot: bool = True
@@ -93,6 +101,8 @@ class Config:
     flatten_naked_legs: bool = False
     kill_switch_activates_broker: bool = False
     token_renew_seconds: float = 0.0
+    margin_check: bool = False
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     reconcile_interval_seconds: float = 60.0
     reconcile_repair: bool = True
     paper: PaperConfig = field(default_factory=PaperConfig)
@@ -100,7 +110,9 @@ class Config:
     source: str = ""
 
     def tokens(self) -> list[str]:
-        return [self.leader.access_token, *(f.access_token for f in self.followers)]
+        """Every secret in the config, for log redaction."""
+        return [self.leader.access_token, *(f.access_token for f in self.followers),
+                *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else [])]
 
 
 # -- reading helpers -----------------------------------------------------------------------------
@@ -280,6 +292,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     existing = cp.bool("copy_existing_on_first_start", False)
     funds_refresh = cp.number("funds_refresh_seconds", 30.0, 1)
     check_capital = cp.bool("check_capital", True)
+    margin_check = cp.bool("margin_check", False)
     sweep_seconds = cp.number("sweep_seconds", 5.0, 0, exclusive=True)
     forever_poll = cp.number("forever_poll_seconds", 5.0, 0)
     leg_window = cp.number("leg_window_seconds", 2.0, 0)
@@ -288,6 +301,14 @@ def parse(raw: Any, source: str = "config") -> Config:
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
     ks.done()
+    al = root.section("alerts")
+    alerts = AlertsConfig(cooldown_seconds=al.number("cooldown_seconds", 300.0, 0),
+                          webhook_url=_url(al, "webhook_url", "", ("http://", "https://")) if al.data.get("webhook_url") else "",
+                          telegram_bot_token=al.str("telegram_bot_token", ""),
+                          telegram_chat_id=al.str("telegram_chat_id", ""))
+    if bool(alerts.telegram_bot_token) != bool(alerts.telegram_chat_id):
+        raise ConfigError("alerts.telegram_chat_id: telegram_bot_token and telegram_chat_id go together")
+    al.done()
     tk = root.section("tokens")
     renew_minutes = tk.number("renew_every_minutes", 0.0, 0)
     tk.done()
@@ -314,6 +335,7 @@ def parse(raw: Any, source: str = "config") -> Config:
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
                   leg_window_seconds=leg_window, flatten_naked_legs=flatten_legs,
                   kill_switch_activates_broker=kill_broker, token_renew_seconds=renew_minutes * 60,
+                  margin_check=margin_check, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
 
 

@@ -31,6 +31,7 @@ from actors.rate_limiter import RateLimiterActor
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
 from app import metrics
+from app.alert_channels import TelegramChannel, WebhookChannel
 from app.alerts import Alerts
 from app.config import Config
 from broker.gateway import DhanGateway
@@ -76,6 +77,17 @@ class Copier:
 LATENCY_SWITCH_INTERVAL = 0.0005
 
 
+def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
+    """The configured places alerts go besides the log, storage and metrics."""
+    channels: list[Callable[[str, str, str], None]] = []
+    if config.alerts.webhook_url:
+        channels.append(WebhookChannel(config.alerts.webhook_url, background=True))
+    if config.alerts.telegram_bot_token:
+        channels.append(TelegramChannel(config.alerts.telegram_bot_token, config.alerts.telegram_chat_id,
+                                        background=True))
+    return channels
+
+
 def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> Copier:
@@ -86,7 +98,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     # lower in bench/replication_bench.py).
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
     copier = Copier(config=config, store=store)
-    copier.alerts = alerts or Alerts(record=store.record_alert)
+    copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
+                                     channels=alert_channels(config))
     instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
     count = instruments.load()
     log.info("instrument master: %d instruments from %s", count, config.instruments_master)
@@ -140,7 +153,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(
             a, top, copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
-            data_limits=config.rate_limits.data_windows(), max_attempts=config.max_attempts),
+            data_limits=config.rate_limits.data_windows(), max_attempts=config.max_attempts,
+            margin_check=config.margin_check),
             kind="rate_limiter", address=limiter_addresses[f.name]))
     specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.sweep_seconds),
                            kind="router", address=router_address))

@@ -139,3 +139,13 @@ def test_B_1_followers_sized_independently_and_never_delayed_by_each_other(make_
     rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, "f2", timeout=2.0)
     assert time.monotonic() - started < 2.5
     assert rig.follower_copy(leader_id, "slow")["quantity"] == 20
+
+
+def test_5_3_margin_calculator_checked_before_placing_when_configured(make_rig):
+    rig = make_rig(followers=[{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0}, "funds": 1_000}],
+                   config={"copy": {"check_capital": False, "margin_check": True}})
+    leader_id = rig.place(quantity=100, product="CNC")
+    skip = rig.wait_skip(leader_id, "f1")
+    assert skip.reason == "insufficient_margin" and "margin calculator" in skip.detail
+    log = rig.exchange.request_log(rig.follower_ids["f1"])
+    assert [r["path"] for r in log if r["method"] == "POST"] == ["/margincalculator"]  # no order, no retry
