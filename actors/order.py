@@ -39,6 +39,22 @@ from trading.orders import (OrderStatus, OrderTerms, OrderType, OrderUpdate, Sid
 log = logging.getLogger(__name__)
 S = OrderStatus
 
+
+class OrderLog(logging.LoggerAdapter):
+    """An order actor's log: every line carries its leader order id, and the follower when the
+    line names one ("... follower %s ..."), as fields of the JSON log (app/logs.py)."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        extra = dict(self.extra or {})
+        pieces = str(msg).split("%s")
+        for index, piece in enumerate(pieces[:-1]):
+            if piece.endswith("follower ") and index < len(args):
+                extra["follower"] = args[index]
+                break
+        self.logger.log(level, msg, *args, extra=extra, **kwargs)
+
 # Broker failures that are a property of the market or the account, not of the copier: recorded
 # as skips with the reason (5.3, 5.6, 6.x), never retried, never dead-lettered.
 SKIP_REASONS = frozenset({"insufficient_margin", "circuit_limit", "trading_halted", "market_closed",
@@ -74,6 +90,7 @@ class OrderActor(Supervised):
         super().__init__(address, supervisor)
         self.leader_order_id = leader_order_id
         self.ctx = ctx
+        self.log = OrderLog(log, {"leader_order_id": leader_order_id})
         self.leader: m.LeaderOrder | None = None
         self.copies: dict[str, _Copy] = {}  # by follower name
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
@@ -169,7 +186,7 @@ class OrderActor(Supervised):
             new_status = next_state(previous, event)
         except InvalidTransition as exc:
             metrics.INVALID_TRANSITIONS.labels("leader", event.value).inc()
-            log.warning("leader order %s: %s; ignored", self.leader_order_id, exc)
+            self.log.warning("leader order %s: %s; ignored", self.leader_order_id, exc)
             self._ack(event_id, "invalid_transition")
             return
         metrics.LEADER_EVENTS.labels(event.value.lower()).inc()
@@ -242,11 +259,11 @@ class OrderActor(Supervised):
             self._tell_fill(LEADER, update, fill[0])
         if order_skip is not None:
             metrics.SKIPS.labels("all", order_skip[0]).inc()
-            log.info("leader order %s not copied: %s (%s)", self.leader_order_id, *order_skip)
+            self.log.info("leader order %s not copied: %s (%s)", self.leader_order_id, *order_skip)
         for follower, (decision, _cid) in decisions.items():
             if decision is not None and decision.skip_reason:
                 metrics.SKIPS.labels(follower, decision.skip_reason).inc()
-                log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower,
+                self.log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower,
                          decision.skip_reason, decision.detail)
             if decision is not None and decision.unwind and group_id:
                 self._unwind_strategy(follower, decision.skip_reason or "leg not placed")
@@ -350,7 +367,7 @@ class OrderActor(Supervised):
                 new_status = next_state(previous, event)
             except InvalidTransition as exc:
                 metrics.INVALID_TRANSITIONS.labels("follower", event.value).inc()
-                log.warning("follower %s copy of %s: %s; ignored", follower, self.leader_order_id, exc)
+                self.log.warning("follower %s copy of %s: %s; ignored", follower, self.leader_order_id, exc)
                 event = None
         fill = self._fill_delta(copy.row.filled_qty, copy.row.avg_price, update)
         anomaly = None
@@ -387,7 +404,7 @@ class OrderActor(Supervised):
             self._tell_fill(follower, update, fill[0])
         if anomaly:
             metrics.ANOMALIES.labels(anomaly).inc()
-            log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
+            self.log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
         if new_status != previous:
             self._after_status_change(copy, previous, new_status)
         elif new_status == S.REJECTED and not copy.rejection_handled and copy.row.last_error:
@@ -467,7 +484,7 @@ class OrderActor(Supervised):
         metrics.FOLLOWER_FAILURES.labels(follower, "place", reason).inc()
         if reason in SKIP_REASONS:
             metrics.SKIPS.labels(follower, reason).inc()
-            log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower, reason, message)
+            self.log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower, reason, message)
             return
         metrics.DEAD_LETTERS.set(self.ctx.store.read(
             lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
@@ -485,7 +502,7 @@ class OrderActor(Supervised):
         call = reply.call
         if call.correlation_id == flatten_correlation_id(self.leader_order_id, call.follower):
             outcome = f"failed: {reply.error}" if reply.error else f"placed as {reply.broker_order_id}"
-            log.warning("follower %s: flattening order for naked leg %s %s", call.follower, self.leader_order_id, outcome)
+            self.log.warning("follower %s: flattening order for naked leg %s %s", call.follower, self.leader_order_id, outcome)
             metrics.FOLLOWER_ORDERS.labels(call.follower, "flatten", "failed" if reply.error else "placed").inc()
             return
         copy = self.copies.get(call.follower)
@@ -523,7 +540,7 @@ class OrderActor(Supervised):
         self.ctx.store.write(effect)
         if call.op != "cancel":  # a cancel is counted once, when the copy is seen CANCELLED
             metrics.FOLLOWER_ORDERS.labels(follower, call.op, "placed" if call.op == "place" else "modified").inc()
-        log.info("follower %s: %s of leader order %s -> broker order %s", follower, call.op,
+        self.log.info("follower %s: %s of leader order %s -> broker order %s", follower, call.op,
                  self.leader_order_id, row.broker_order_id)
         if reply.order is not None:  # a placement found by correlation id: adopt its state
             self._on_follower_update(None, follower, reply.order)
@@ -545,7 +562,7 @@ class OrderActor(Supervised):
 
     def _on_sync_reply(self, copy: _Copy, reply: BrokerReply) -> None:
         if reply.error is not None:
-            log.warning("follower %s: could not look up copy of %s: %s", copy.row.follower,
+            self.log.warning("follower %s: could not look up copy of %s: %s", copy.row.follower,
                         self.leader_order_id, reply.error)
             copy.needs_sync = reply.error.kind != ErrorKind.AUTH
             if copy.needs_sync:
@@ -555,7 +572,7 @@ class OrderActor(Supervised):
         if reply.not_found:
             if copy.status == S.PENDING_PLACEMENT:
                 return  # never reached the broker: converge places (or aborts) it
-            log.warning("follower %s: broker has no order for copy %s", copy.row.follower, copy.row.correlation_id)
+            self.log.warning("follower %s: broker has no order for copy %s", copy.row.follower, copy.row.correlation_id)
             return
         if reply.order is not None:
             if copy.status == S.PENDING_PLACEMENT:
@@ -580,7 +597,7 @@ class OrderActor(Supervised):
         metrics.FOLLOWER_ORDERS.labels(follower, call.op, "failed").inc()
         if call.op != "place":  # placements are counted with their classification
             metrics.FOLLOWER_FAILURES.labels(follower, call.op, reason).inc()
-        log.warning("follower %s: %s of leader order %s failed: %s", follower, call.op, self.leader_order_id, error)
+        self.log.warning("follower %s: %s of leader order %s failed: %s", follower, call.op, self.leader_order_id, error)
         if call.op == "place":
             copy.rejection_handled = True
 
@@ -783,7 +800,7 @@ class OrderActor(Supervised):
         self.ctx.store.write(effect)
         if copy is not None:
             copy.rejection_handled = False
-            log.info("follower %s: retrying the copy of %s as %s", request.follower, self.leader_order_id,
+            self.log.info("follower %s: retrying the copy of %s as %s", request.follower, self.leader_order_id,
                      copy.row.correlation_id)
 
     def _tell_fill(self, account: str, update: OrderUpdate, quantity: int) -> None:
@@ -811,7 +828,7 @@ class OrderActor(Supervised):
 
     def _record_skip(self, follower: str, reason: str, detail: str) -> None:
         metrics.SKIPS.labels(follower, reason).inc()
-        log.info("leader order %s: follower %s: %s (%s)", self.leader_order_id, follower, reason, detail)
+        self.log.info("leader order %s: follower %s: %s (%s)", self.leader_order_id, follower, reason, detail)
         self.ctx.store.write(lambda: self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=follower,
                                                    reason=reason, detail=detail))
 

@@ -101,7 +101,7 @@ class OrderRouter(Supervised):
         elif isinstance(message, Tick) and message.what == "sweep":
             self._route_stored(min_age=self.sweep_seconds)
             self._retry_dead_letters()
-            self._report_mailboxes()
+            self._report_gauges()
         elif message == "children":
             return sorted(self.children)
         return None
@@ -193,7 +193,25 @@ class OrderRouter(Supervised):
                                  .where(m.DeadLetter.id == l.id).execute())
             self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.id))
 
-    def _report_mailboxes(self) -> None:
+    def _report_gauges(self) -> None:
+        open_states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+
+        def counts() -> tuple[int, dict[str, int], dict[str, int]]:
+            leader = m.LeaderOrder.select().where(m.LeaderOrder.status.in_(open_states)).count()
+            followers = {name: 0 for name in self.ctx.followers}
+            lagging = {name: 0 for name in self.ctx.followers}
+            for row in m.FollowerOrder.select(m.FollowerOrder.follower, m.FollowerOrder.anomaly).where(
+                    m.FollowerOrder.status.in_(open_states)):
+                followers[row.follower] = followers.get(row.follower, 0) + 1
+                if row.anomaly == "lagging":
+                    lagging[row.follower] = lagging.get(row.follower, 0) + 1
+            return leader, followers, lagging
+
+        leader, followers, lagging = self.ctx.store.read(counts)
+        metrics.OPEN_ORDERS.labels(LEADER).set(leader)
+        for name, count in followers.items():
+            metrics.OPEN_ORDERS.labels(name).set(count)
+            metrics.FOLLOWER_LAG.labels(name).set(lagging.get(name, 0))
         metrics.MAILBOX_DEPTH.labels("router").set(self.actor_inbox.qsize())
         deepest = max((a.mailbox_depth() for a in self.children.values()), default=0)
         metrics.MAILBOX_DEPTH.labels("order_max").set(deepest)
