@@ -88,7 +88,7 @@ class SizingActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, rules: dict[str, SizingRule],
                  accounts: dict[str, Any], refresh_seconds: float = 30.0,
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
-                 leg_window_seconds: float = 2.0, limits: dict[str, risk.RiskLimits] | None = None,
+                 leg_window_seconds: float = 0.0, limits: dict[str, risk.RiskLimits] | None = None,
                  on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None) -> None:
         super().__init__(address, supervisor)
         self.rules = rules

@@ -97,7 +97,7 @@ class Config:
     check_capital: bool = True
     sweep_seconds: float = 5.0
     forever_poll_seconds: float = 5.0
-    leg_window_seconds: float = 2.0
+    leg_window_seconds: float = 0.0  # 0: off. Grouping by timing can mistake unrelated orders for legs
     flatten_naked_legs: bool = False
     kill_switch_activates_broker: bool = False
     token_renew_seconds: float = 0.0
@@ -295,7 +295,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     margin_check = cp.bool("margin_check", False)
     sweep_seconds = cp.number("sweep_seconds", 5.0, 0, exclusive=True)
     forever_poll = cp.number("forever_poll_seconds", 5.0, 0)
-    leg_window = cp.number("leg_window_seconds", 2.0, 0)
+    leg_window = cp.number("leg_window_seconds", 0.0, 0)
     flatten_legs = cp.bool("flatten_naked_legs", False)
     cp.done()
     ks = root.section("kill_switch")

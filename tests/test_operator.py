@@ -69,3 +69,18 @@ def test_dlq_list_retry_and_drop(make_rig, tmp_path):
     assert "the dead-letter queue is empty" in run_command(rig, tmp_path, "dlq", "list").stdout
     assert rig.copy_row(second).status == "REJECTED"  # dropped: left as the broker answered
     assert run_command(rig, tmp_path, "dlq", "retry", "999").returncode == 1
+
+
+def test_orders_command_lists_leader_orders_beside_their_copies(make_rig, tmp_path):
+    rig = make_rig(followers=[{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}},
+                              {"name": "f2", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}}])
+    copied = rig.place(quantity=10, price=1430.0)
+    skipped = rig.place(quantity=1, price=1431.0)
+    for leader_id in (copied, skipped):
+        rig.wait_row(leader_id, lambda r: r.status != "PENDING_PLACEMENT", "f2", message="decided")
+    rig.wait_row(copied, lambda r: r.broker_order_id is not None, "f2", message="placed")
+    out = run_command(rig, tmp_path, "orders", "--follower", "f2").stdout.splitlines()
+    leader_line = next(i for i, line in enumerate(out) if line.startswith(copied))
+    assert "RELIANCE" in out[leader_line] and "f2" in out[leader_line + 1] and "PENDING" in out[leader_line + 1]
+    assert not any(line.strip().startswith("f1") for line in out)  # filtered to f2
+    assert any("size_rounds_to_zero" in line for line in out)

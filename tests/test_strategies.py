@@ -7,6 +7,7 @@ from tests.conftest import wait_until
 from trading.strategy import leg_quantity
 
 CE, PE = "45105", "45106"  # NIFTY 24000 CE / PE, lot 75
+STRATEGIES = {"copy": {"leg_window_seconds": 2.0}}  # strategy grouping is opt-in
 
 
 def _leg(rig, security, side, lots, resting=True, **kw):
@@ -19,14 +20,16 @@ def _leg(rig, security, side, lots, resting=True, **kw):
                      product="MARGIN", **kw)
 
 
-def test_1_4_5_legs_copied_with_the_same_lot_ratio(rig):
+def test_1_4_5_legs_copied_with_the_same_lot_ratio(make_rig):
+    rig = make_rig(config=STRATEGIES)
     call, put = _leg(rig, CE, "BUY", 4), _leg(rig, PE, "SELL", 2)
     assert rig.follower_copy(call)["quantity"] == 150 and rig.follower_copy(put)["quantity"] == 75  # 2:1 kept
     # one strategy: whichever leg reached the sizing actor first leads it
     assert rig.store.leader_order(put).group_id == rig.store.leader_order(call).group_id in (call, put)
 
 
-def test_1_4_5_a_leg_that_cannot_keep_the_ratio_unwinds_the_placed_legs(rig):
+def test_1_4_5_a_leg_that_cannot_keep_the_ratio_unwinds_the_placed_legs(make_rig):
+    rig = make_rig(config=STRATEGIES)
     call = _leg(rig, CE, "BUY", 2)     # halved: 1 lot
     rig.follower_copy(call)
     put = _leg(rig, PE, "SELL", 1)     # would need half a lot
@@ -35,7 +38,8 @@ def test_1_4_5_a_leg_that_cannot_keep_the_ratio_unwinds_the_placed_legs(rig):
     assert rig.store.read(lambda: m.Alert.select().where(m.Alert.key == "strategy:f1").count()) == 1
 
 
-def test_1_4_5_a_rejected_leg_unwinds_the_placed_legs(rig):
+def test_1_4_5_a_rejected_leg_unwinds_the_placed_legs(make_rig):
+    rig = make_rig(config=STRATEGIES)
     call = _leg(rig, CE, "BUY", 2)
     rig.follower_copy(call)
     rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-906", message="RMS: order rejected")
@@ -45,7 +49,7 @@ def test_1_4_5_a_rejected_leg_unwinds_the_placed_legs(rig):
 
 
 def test_1_4_5_a_filled_naked_leg_is_flattened_when_configured(make_rig):
-    rig = make_rig(config={"copy": {"flatten_naked_legs": True}})
+    rig = make_rig(config={"copy": {"flatten_naked_legs": True, "leg_window_seconds": 2.0}})
     call = _leg(rig, CE, "BUY", 2, resting=False)  # fills at once, at the leader and at the follower
     rig.wait_row(call, lambda r: r.status == "TRADED", message="first leg filled")
     rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-906", message="RMS: order rejected")
@@ -55,7 +59,8 @@ def test_1_4_5_a_filled_naked_leg_is_flattened_when_configured(make_rig):
     assert rig.copy_row(call).anomaly == "flattened"
 
 
-def test_1_4_5_without_flattening_a_filled_naked_leg_raises_a_critical_alert(rig):
+def test_1_4_5_without_flattening_a_filled_naked_leg_raises_a_critical_alert(make_rig):
+    rig = make_rig(config=STRATEGIES)
     call = _leg(rig, CE, "BUY", 2, resting=False)
     rig.wait_row(call, lambda r: r.status == "TRADED", message="first leg filled")
     rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-906", message="RMS: order rejected")
@@ -70,3 +75,10 @@ def test_1_4_5_leg_quantity_rule():
     assert leg_quantity(150, 75, 75, 75) is None      # half a lot
     assert leg_quantity(150, 0, 150, 75) is None      # first leg not copied
     assert leg_quantity(75, 150, 225, 75) == 450      # a follower sized up keeps the ratio too
+
+
+def test_1_4_5_without_a_window_derivative_orders_are_copied_independently(rig):
+    call, put = _leg(rig, CE, "BUY", 2), _leg(rig, PE, "SELL", 1)  # 1 lot halves to nothing on its own
+    assert rig.follower_copy(call)["quantity"] == 75
+    assert rig.wait_skip(put, "f1").reason == "size_rounds_to_zero"
+    assert rig.follower_order_now(call)["orderStatus"] == "PENDING"  # nothing unwound
