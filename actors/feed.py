@@ -134,6 +134,7 @@ class FeedActor(Supervised):
         self.address.tell(SocketOpened())
 
     def on_stop(self) -> None:
+        super().on_stop()
         self._shutdown()
 
     def on_failure(self, *exc_info: Any) -> None:

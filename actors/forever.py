@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -81,25 +80,13 @@ class ForeverActor(Supervised):
         self.limiters, self.sizing, self.instruments = limiters, sizing, instruments
         self.poll_seconds = poll_seconds
         self.copies: dict[str, _State] = {}
-        self._halt = threading.Event()
 
     def started(self) -> None:
         for row in self.store.read(lambda: list(m.ForeverCopy.select().where(m.ForeverCopy.status.in_(OPEN)))):
             # a placement stored but maybe sent before a restart: look it up before anything else
             self.copies[row.correlation_id] = _State(row, needs_lookup=row.status == "PENDING_PLACEMENT")
         if self.poll_seconds > 0:
-            threading.Thread(target=self._tick, name="forever-poll", daemon=True).start()
-
-    def _tick(self) -> None:
-        while not self._halt.wait(self.poll_seconds):
-            self.address.tell(Tick("poll"))
-
-    def on_stop(self) -> None:
-        self._halt.set()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._halt.set()
-        super().on_failure(*exc_info)
+            self.every(self.poll_seconds, Tick("poll"), "forever-poll")
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Tick) or message == "poll":

@@ -30,22 +30,10 @@ class KillSwitchActor(Supervised):
         self.broker_switches = broker_switches or []
         self.poll_seconds = poll_seconds
         self.state = kill_switch.KillSwitchState()
-        self._halt = threading.Event()
 
     def started(self) -> None:
         self._apply(kill_switch.read(self.store), initial=True)
-        threading.Thread(target=self._poll, name="kill-switch-poll", daemon=True).start()
-
-    def _poll(self) -> None:
-        while not self._halt.wait(self.poll_seconds):
-            self.address.tell(Tick("poll"))
-
-    def on_stop(self) -> None:
-        self._halt.set()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._halt.set()
-        super().on_failure(*exc_info)
+        self.every(self.poll_seconds, Tick("poll"), "kill-switch-poll")
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Tick):

@@ -119,6 +119,7 @@ class OrderActor(Supervised):
         self._maybe_idle()
 
     def on_stop(self) -> None:
+        super().on_stop()
         metrics.ACTORS_RUNNING.dec()
         if self._lag_timer:
             self._lag_timer.cancel()

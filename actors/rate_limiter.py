@@ -89,6 +89,7 @@ class RateLimiterActor(Supervised):
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"broker-{self.account}")
 
     def on_stop(self) -> None:
+        super().on_stop()
         if self._timer:
             self._timer.cancel()
         if self._pool:

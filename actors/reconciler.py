@@ -12,7 +12,6 @@ A copy missing from a follower's book is reported only: nothing safe can be done
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Callable
 
@@ -71,24 +70,12 @@ class ReconcilerActor(Supervised):
         self.alert = alert
         self.interval = interval_seconds
         self.repair = repair
-        self._halt = threading.Event()
 
     def started(self) -> None:
         for kind in r.KINDS:
             metrics.DIVERGENCES.labels(kind)  # exported from the start, so increase() sees the first
         if self.interval > 0:
-            threading.Thread(target=self._tick, name="reconciler", daemon=True).start()
-
-    def _tick(self) -> None:
-        while not self._halt.wait(self.interval):
-            self.address.tell(Tick("reconcile"))
-
-    def on_stop(self) -> None:
-        self._halt.set()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._halt.set()
-        super().on_failure(*exc_info)
+            self.every(self.interval, Tick("reconcile"), "reconciler")
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Tick) or message == "run":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -45,7 +44,6 @@ class OrderRouter(Supervised):
         self.period = period
         self._restarts: dict[str, deque[float]] = {}
         self._given_up: set[str] = set()
-        self._halt = threading.Event()
 
     def started(self) -> None:
         # Resume: every order with work left gets its actor back, and every stored update not yet
@@ -53,18 +51,13 @@ class OrderRouter(Supervised):
         for order_id in self.ctx.store.open_leader_order_ids():
             self._child(order_id)
         self._route_stored(min_age=0.0)
-        threading.Thread(target=self._sweeper, name="router-sweep", daemon=True).start()
-
-    def _sweeper(self) -> None:
-        while not self._halt.wait(self.sweep_seconds):
-            self.address.tell(Tick("sweep"))
+        self.every(self.sweep_seconds, Tick("sweep"), "router-sweep")
 
     def on_stop(self) -> None:
-        self._halt.set()
+        super().on_stop()
         self._stop_children()
 
     def on_failure(self, *exc_info: Any) -> None:
-        self._halt.set()
         self._stop_children()  # a dead supervisor's children die with it (no orphans, no doubles)
         super().on_failure(*exc_info)
 

@@ -120,6 +120,7 @@ class SizingActor(Supervised):
         threading.Thread(target=self._poll, name="funds-poller", daemon=True).start()
 
     def on_stop(self) -> None:
+        super().on_stop()
         self._halt.set()
 
     def on_failure(self, *exc_info: Any) -> None:

@@ -6,7 +6,6 @@ token already refused can only be replaced by the user, and that is alerted nami
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Callable
 
 from actors.messages import LEADER, ResumeAccount, Tick
@@ -23,22 +22,10 @@ class TokenActor(Supervised):
         super().__init__(address, supervisor)
         self.gateways, self.sizing, self.alert = gateways, sizing, alert
         self.every_seconds = every_seconds
-        self._halt = threading.Event()
 
     def started(self) -> None:
         if self.every_seconds > 0:
-            threading.Thread(target=self._tick, name="token-renewal", daemon=True).start()
-
-    def _tick(self) -> None:
-        while not self._halt.wait(self.every_seconds):
-            self.address.tell(Tick("renew"))
-
-    def on_stop(self) -> None:
-        self._halt.set()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        self._halt.set()
-        super().on_failure(*exc_info)
+            self.every(self.every_seconds, Tick("renew"), "token-renewal")
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Tick) or message == "renew":

@@ -61,6 +61,20 @@ class Supervised(pykka.ThreadingActor):
         super().__init__()
         self.address = address
         self.supervisor = supervisor
+        self._timers_halt = threading.Event()
+
+    def every(self, seconds: float, message: Any, name: str) -> None:
+        """Tell this actor `message` every `seconds` until it stops or crashes. A timer thread does
+        the waiting, so the actor never sleeps with messages in its inbox."""
+        def run() -> None:
+            while not self._timers_halt.wait(seconds):
+                self.address.tell(message)
+
+        threading.Thread(target=run, name=name, daemon=True).start()
+
+    def on_stop(self) -> None:
+        """Runs in the actor's thread when it stops. Overrides must call it (it ends the timers)."""
+        self._timers_halt.set()
 
     def on_start(self) -> None:
         try:
@@ -73,6 +87,7 @@ class Supervised(pykka.ThreadingActor):
         """Override: runs in the actor's thread before its first message (rebuild state here)."""
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._timers_halt.set()
         self._report_crash(exception_value)
 
     def _report_crash(self, exc: BaseException | None) -> None:
@@ -163,6 +178,7 @@ class Supervisor(Supervised):
 
     def on_stop(self) -> None:
         """Stop children in reverse start order (producers were started last, stop first)."""
+        super().on_stop()
         for child_id in reversed(self.order):
             ref = self.addresses[child_id].ref
             if ref is not None:
