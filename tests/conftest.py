@@ -5,6 +5,7 @@ client as a person would, and assertions read the follower accounts' books on th
 """
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import time
@@ -47,12 +48,42 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
-def client(exchange: PaperExchange, client_id: str, token: str) -> dhanhq:
+def client(exchange: PaperExchange | str, client_id: str, token: str, timeout: float = 5) -> dhanhq:
+    """The official client pointed at a paper exchange (in-process, or a REST URL of a subprocess)."""
     context = DhanContext(client_id, token)
     http = context.get_dhan_http()
-    http.base_url = exchange.rest_url
-    http.timeout = 5
+    http.base_url = exchange if isinstance(exchange, str) else exchange.rest_url
+    http.timeout = timeout
     return dhanhq(context)
+
+
+def start_paper_process(*args: str) -> tuple[subprocess.Popen, dict[str, str], list[tuple[str, str]]]:
+    """`python -m paper ARGS` in its own process (it outlives copier processes that tests kill);
+    returns it, its URLs by name (REST, WS, CONTROL) and its (client id, token) accounts."""
+    proc = subprocess.Popen([sys.executable, "-m", "paper", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    urls: dict[str, str] = {}
+    accounts: list[tuple[str, str]] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        parts = line.split()
+        if parts[0] in ("REST", "WS", "CONTROL"):
+            urls[parts[0]] = parts[1]
+        elif parts[0] == "ACCOUNT":
+            accounts.append((parts[1], parts[2]))
+        elif parts[0] == "READY":
+            break
+    return proc, urls, accounts
+
+
+def copier_ready(db: Path) -> bool:
+    """A copier process is ready once it has recorded the leader's baseline (read from its file)."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return conn.execute("select count(*) from setting where key = ?", (BASELINE_SETTING,)).fetchone()[0] == 1
+    except sqlite3.Error:
+        return False
 
 
 @dataclass

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from dhanhq import DhanContext, dhanhq
+from dhanhq import dhanhq
 
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, client, copier_ready, start_paper_process, wait_until
 from trading.orders import correlation_id
 
 SEED = int(os.environ.get("CHAOS_SEED", "1005"))
@@ -40,29 +40,8 @@ OPEN = ("PENDING", "TRANSIT", "PART_TRADED")
 INSTRUMENTS = ("2885", "11536")  # RELIANCE, TCS
 
 
-def _start_exchange(seed: int) -> tuple[subprocess.Popen, dict[str, str], list[tuple[str, str]]]:
-    proc = subprocess.Popen([sys.executable, "-m", "paper", "--accounts", str(1 + len(RATIOS)), "--no-price-walk",
-                             "--unlimited", "--funds", "1e10", "--seed", str(seed)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    urls: dict[str, str] = {}
-    accounts: list[tuple[str, str]] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        parts = line.split()
-        if parts[0] in ("REST", "WS", "CONTROL"):
-            urls[parts[0]] = parts[1]
-        elif parts[0] == "ACCOUNT":
-            accounts.append((parts[1], parts[2]))
-        elif parts[0] == "READY":
-            break
-    return proc, urls, accounts
 
 
-def _client(url: str, client_id: str, token: str) -> dhanhq:
-    context = DhanContext(client_id, token)
-    context.get_dhan_http().base_url = url
-    context.get_dhan_http().timeout = 10
-    return dhanhq(context)
 
 
 class Control:
@@ -78,14 +57,6 @@ class Control:
             return json.loads(answer.read())["result"]
 
 
-def _baseline_done(db: Path) -> bool:
-    if not db.exists():
-        return False
-    try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            return conn.execute("select count(*) from setting where key='leader_baseline_done'").fetchone()[0] == 1
-    except sqlite3.Error:
-        return False
 
 
 @dataclass
@@ -151,7 +122,7 @@ class Leader:
 def _books(urls: dict[str, str], followers: dict[str, tuple[str, str]]) -> dict[str, list[dict]]:
     books = {}
     for name, (cid, token) in followers.items():
-        answer = _client(urls["REST"], cid, token).get_order_list()
+        answer = client(urls["REST"], cid, token, timeout=10).get_order_list()
         assert answer["status"] == "success", answer
         books[name] = answer["data"]
     return books
@@ -214,7 +185,8 @@ def _check(leader_book: list[dict], books: dict[str, list[dict]], stored: tuple[
 def test_5_10_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
     rng = random.Random(SEED)
     started_at = time.monotonic()
-    exchange, urls, accounts = _start_exchange(SEED)
+    exchange, urls, accounts = start_paper_process(
+        "--accounts", str(1 + len(RATIOS)), "--no-price-walk", "--unlimited", "--funds", "1e10", "--seed", str(SEED))
     control = Control(urls["CONTROL"])
     copier: subprocess.Popen | None = None
     log_path = tmp_path / "copier.log"
@@ -249,7 +221,7 @@ def test_5_10_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
                                     stdout=log_file, stderr=subprocess.STDOUT)
 
         copier = start_copier()
-        wait_until(lambda: _baseline_done(db), 30, message="copier ready")
+        wait_until(lambda: copier_ready(db), 30, message="copier ready")
 
         # faults on for the whole burst: each follower's placements fail (DH-908, DH-909) or lose
         # their answer now and then; socket messages are duplicated and reordered
@@ -260,7 +232,7 @@ def test_5_10_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         control("faults.duplicate_messages", fraction=0.1)
         control("faults.reorder_messages", fraction=0.1)
 
-        leader = Leader(_client(urls["REST"], leader_id, leader_token), rng,
+        leader = Leader(client(urls["REST"], leader_id, leader_token, timeout=10), rng,
                         {sid: control("price", security_id=sid) for sid in INSTRUMENTS})
         duration = EVENTS / PACE
         kill_at = sorted(rng.uniform(0.1, 0.9) * duration for _ in range(KILLS))
@@ -307,7 +279,7 @@ def test_5_10_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
 
         control("faults.clear")
         assert copier.poll() is None, f"the copier exited ({copier.returncode}); see {log_path}"
-        leader_client = _client(urls["REST"], leader_id, leader_token)
+        leader_client = client(urls["REST"], leader_id, leader_token, timeout=10)
 
         def settled() -> dict | None:
             leader_book = leader_client.get_order_list()["data"]

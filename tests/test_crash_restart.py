@@ -5,59 +5,28 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 from collections import Counter
-from pathlib import Path
 
 import yaml
-from dhanhq import DhanContext, dhanhq
 
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, client, copier_ready, start_paper_process, wait_until
 
 ORDERS = 40
 KILLS = 4
 
 
-def _start_exchange() -> tuple[subprocess.Popen, dict[str, str], list[tuple[str, str]]]:
-    proc = subprocess.Popen([sys.executable, "-m", "paper", "--accounts", "3", "--no-price-walk", "--unlimited"],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    urls: dict[str, str] = {}
-    accounts: list[tuple[str, str]] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        parts = line.split()
-        if parts[0] in ("REST", "WS"):
-            urls[parts[0]] = parts[1]
-        elif parts[0] == "ACCOUNT":
-            accounts.append((parts[1], parts[2]))
-        elif parts[0] == "READY":
-            break
-    return proc, urls, accounts
 
 
-def _client(url: str, client_id: str, token: str) -> dhanhq:
-    context = DhanContext(client_id, token)
-    context.get_dhan_http().base_url = url
-    context.get_dhan_http().timeout = 5
-    return dhanhq(context)
 
 
-def _baseline_done(db: Path) -> bool:
-    if not db.exists():
-        return False
-    try:
-        with sqlite3.connect(db, timeout=1) as conn:
-            return conn.execute("select count(*) from setting where key='leader_baseline_done'").fetchone()[0] == 1
-    except sqlite3.Error:
-        return False
 
 
 def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
     rng = random.Random(77)
-    exchange, urls, accounts = _start_exchange()
+    exchange, urls, accounts = start_paper_process("--accounts", "3", "--no-price-walk", "--unlimited")
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
@@ -83,8 +52,8 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         copier = start_copier()
-        wait_until(lambda: _baseline_done(db), 30, message="copier ready")
-        leader = _client(urls["REST"], leader_id, leader_token)
+        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        leader = client(urls["REST"], leader_id, leader_token, timeout=10)
         placed: list[str] = []
         burst_done = threading.Event()
 
@@ -113,7 +82,7 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
         def copies() -> Counter:
             counts: Counter = Counter()
             for i, (cid, tok) in enumerate(followers):
-                book = _client(urls["REST"], cid, tok).get_order_list()["data"]
+                book = client(urls["REST"], cid, tok, timeout=10).get_order_list()["data"]
                 for entry in book:
                     counts[(f"f{i + 1}", entry.get("correlationId"))] += 1
             return counts
