@@ -28,6 +28,7 @@ from actors.messages import (LEADER, CapitalSnapshot, FillSeen, PositionsSnapsho
                              SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
 from supervisors import Address, Supervised
 from trading import risk
+from trading.filters import Filters
 from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_order
 from trading.strategy import leg_quantity
 
@@ -89,11 +90,13 @@ class SizingActor(Supervised):
                  accounts: dict[str, Any], refresh_seconds: float = 30.0,
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
                  leg_window_seconds: float = 0.0, limits: dict[str, risk.RiskLimits] | None = None,
-                 on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None) -> None:
+                 on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None,
+                 filters: dict[str, Filters] | None = None) -> None:
         super().__init__(address, supervisor)
         self.rules = rules
         self.accounts = accounts  # account -> its gateway (fund_limit, positions), the leader's included
         self.limits = limits or {}
+        self.filters = filters or {}
         self.on_daily_loss = on_daily_loss
         self.positions: dict[str, PositionsSnapshot] = {}
         self.recent_orders: dict[str, deque[float]] = {name: deque(maxlen=1000) for name in rules}
@@ -290,6 +293,9 @@ class SizingActor(Supervised):
     def _size(self, request: SizeCopy) -> SizeDecision:
         if request.follower in self.suspended:
             return SizeDecision(0, 0, 0.0, "account_suspended", self.suspended[request.follower])
+        refused_by = self.filters[request.follower].refusal(request.instrument) if request.follower in self.filters else None
+        if refused_by:
+            return SizeDecision(0, 0, 0.0, "filtered", f"{request.instrument.symbol} refused by filters.{refused_by}")
         decision = self._exit(request) or self._entry(request)
         if decision.skip_reason is None:
             limits = self.limits.get(request.follower)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
+from trading.filters import Filters
 from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
 
@@ -40,6 +41,7 @@ class AccountConfig:
 class FollowerConfig(AccountConfig):
     sizing: SizingRule = field(default_factory=SizingRule)
     risk: RiskLimits = field(default_factory=RiskLimits)
+    filters: Filters = field(default_factory=Filters)
     funds: float = 500_000.0  # paper mode only: the follower's starting funds
 
 
@@ -223,6 +225,19 @@ def _sizing(section: _Section) -> SizingRule:
     return rule
 
 
+def _filters(section: _Section) -> Filters:
+    def names(key: str) -> frozenset[str]:
+        value = section.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+            raise ConfigError(f"{section._k(key)}: must be a list of names, got {value!r}")
+        return frozenset(str(v).upper() for v in value)
+
+    filters = Filters(options_only=section.bool("options_only", False),
+                      **{key: names(key) for key in Filters.KEYS if key != "options_only"})
+    section.done()
+    return filters
+
+
 def parse(raw: Any, source: str = "config") -> Config:
     root = _Section(_interpolate(raw, ""), "")
     mode = root.str("mode", "live")
@@ -253,9 +268,10 @@ def parse(raw: Any, source: str = "config") -> Config:
         except (TypeError, ValueError) as exc:  # RiskLimits names the key after "risk"
             message = str(exc) if str(exc).startswith("risk") else f"risk: {exc}"
             raise ConfigError(f"followers[{i}].{message}") from None
+        filters = _filters(fs.section("filters"))
         funds = fs.number("funds", 500_000.0, 0)
         fs.done()
-        followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, funds=funds))
+        followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, filters=filters, funds=funds))
 
     inst = root.section("instruments")
     default_master = str(Path(__file__).resolve().parent.parent / "paper" / "data" / "instruments.csv") if paper else DEFAULT_MASTER_URL

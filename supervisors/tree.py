@@ -149,7 +149,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         copier.gateways, refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital,
         leg_window_seconds=config.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
-                                                      "risk")), kind="sizing", address=sizing_address)]
+                                                      "risk"),
+        filters={f.name: f.filters for f in config.followers}), kind="sizing", address=sizing_address)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(
             a, top, copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),

@@ -38,6 +38,9 @@ def _write(tmp_path: Path, mutate) -> Path:
      "leader.access_token: environment variable NOT_SET_ANYWHERE_42 is not set"),
     (lambda c: c["followers"][0].update(api_base_url="ftp://x"), "followers[0].api_base_url: must start with"),
     (lambda c: c["followers"][1].update(name="f1"), "followers[1].name: 'f1' is used twice"),
+    (lambda c: c["followers"][0].update(filters={"deny_symbols": "RELIANCE"}),
+     "followers[0].filters.deny_symbols: must be a list of names"),
+    (lambda c: c["followers"][0].update(risk={"max_order_valu": 1}), "followers[0].risk: unknown keys"),
 ])
 def test_B_7_invalid_config_names_the_key(tmp_path, mutate, expected):
     path = _write(tmp_path, mutate)

@@ -76,3 +76,19 @@ def test_daily_loss_limit_turns_the_kill_switch_on(make_rig):
     alert = rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "kill_switch"))
     assert alert is not None and "daily loss limit of f1" in alert.message
     assert rig.wait_skip(rig.place(quantity=10)).reason == "kill_switch_on"
+
+
+def test_filters_skip_what_a_follower_does_not_copy(make_rig):
+    rig = make_rig(followers=[
+        {"name": "opts", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0}, "filters": {"options_only": True}},
+        {"name": "nobank", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0},
+         "filters": {"deny_symbols": ["RELIANCE"], "allow_segments": ["NSE_EQ"]}}])
+    equity = rig.place(quantity=10)
+    tcs = rig.place(security_id=TCS, quantity=10, price=round(rig.exchange.price(TCS) * 0.97, 1))
+    option = rig.place(security_id="45105", segment="NSE_FNO", quantity=75, product="MARGIN",
+                       price=round(rig.exchange.price("45105") * 0.9, 1))
+    assert rig.wait_skip(equity, "opts").detail.endswith("filters.options_only")
+    assert rig.follower_copy(option, "opts")["quantity"] == 75
+    assert rig.wait_skip(equity, "nobank").reason == "filtered"
+    assert rig.wait_skip(option, "nobank").detail.endswith("filters.allow_segments")
+    assert rig.follower_copy(tcs, "nobank")["quantity"] == 10
