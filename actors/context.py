@@ -33,5 +33,6 @@ class CopierContext:
     alert: Callable[[str, str, str], None] = lambda level, key, message: None
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off
     forever_trigger: Callable[[object], str | None] = lambda update: None  # leader forever order that made it
+    on_broker_failure: Callable[[str, str], None] = lambda follower, reason: None  # kill switch's count
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now

@@ -3,12 +3,16 @@ open copy is cancelled; optionally each follower's broker kill switch is activat
 
 The state lives in storage (`trading/kill_switch.py`), so it survives restarts and an operator
 command in another process turns it on by writing it; this actor notices within `poll_seconds`.
-Risk rules turn it on through `engage`. Turning it off is always a deliberate command.
+Risk rules turn it on through `engage`, and so do repeated broker failures (`after_failures`
+placements dead-lettered within `failure_window` seconds, when configured). Turning it off is
+always a deliberate command.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 from typing import Any, Callable
 
 from actors.messages import CancelCopies, Tick
@@ -23,8 +27,11 @@ log = logging.getLogger(__name__)
 class KillSwitchActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, store: Store, router: Address,
                  alert: Callable[[str, str, str], None], broker_switches: list[Callable[[bool], Any]] | None = None,
-                 on_change: Callable[[bool], None] = lambda on: None, poll_seconds: float = 0.5) -> None:
+                 on_change: Callable[[bool], None] = lambda on: None, poll_seconds: float = 0.5,
+                 after_failures: int = 0, failure_window: float = 60.0) -> None:
         super().__init__(address, supervisor)
+        self.after_failures, self.failure_window = after_failures, failure_window
+        self.failures: deque[float] = deque()
         self.store, self.router, self.alert = store, router, alert
         self.on_change = on_change
         self.broker_switches = broker_switches or []
@@ -42,9 +49,22 @@ class KillSwitchActor(Supervised):
             _, reason, by = message
             if not self.state.on:
                 self._apply(kill_switch.write(self.store, True, reason, by))
+        elif isinstance(message, tuple) and message[0] == "broker_failure":
+            self._broker_failure(message[1], message[2])
         elif message == "state":
             return self.state
         return None
+
+    def _broker_failure(self, follower: str, reason: str) -> None:
+        if self.after_failures <= 0 or self.state.on:
+            return
+        now = time.monotonic()
+        self.failures.append(now)
+        while self.failures and now - self.failures[0] > self.failure_window:
+            self.failures.popleft()
+        if len(self.failures) >= self.after_failures:
+            self._apply(kill_switch.write(self.store, True, f"{len(self.failures)} broker failures within "
+                                          f"{self.failure_window:.0f}s (last: {follower}, {reason})", "broker_failures"))
 
     def _apply(self, state: kill_switch.KillSwitchState, initial: bool = False) -> None:
         changed = state.on != self.state.on
@@ -65,6 +85,10 @@ class KillSwitchActor(Supervised):
         answer = activate(True)
         if not getattr(answer, "ok", False):
             log.error("broker kill switch not activated: %s", getattr(answer, "error", answer))
+
+
+def report_broker_failure(address: Address, follower: str, reason: str) -> None:
+    address.tell(("broker_failure", follower, reason))
 
 
 def engage(address: Address, reason: str, by: str) -> None:

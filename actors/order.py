@@ -487,6 +487,7 @@ class OrderActor(Supervised):
             metrics.SKIPS.labels(follower, reason).inc()
             self.log.info("leader order %s: follower %s skipped: %s (%s)", self.leader_order_id, follower, reason, message)
             return
+        self.ctx.on_broker_failure(follower, reason)
         metrics.DEAD_LETTERS.set(self.ctx.store.read(
             lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
         self.ctx.alert("error", f"dlq:{follower}", f"follower {follower}: placement of leader order "

@@ -102,6 +102,8 @@ class Config:
     leg_window_seconds: float = 0.0  # 0: off. Grouping by timing can mistake unrelated orders for legs
     flatten_naked_legs: bool = False
     kill_switch_activates_broker: bool = False
+    kill_switch_after_failures: int = 0
+    kill_switch_failure_window: float = 60.0
     token_renew_seconds: float = 0.0
     margin_check: bool = False
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
@@ -316,6 +318,8 @@ def parse(raw: Any, source: str = "config") -> Config:
     cp.done()
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
+    kill_after = ks.number("after_failures", 0, 0, integer=True)
+    kill_window = ks.number("failure_window_seconds", 60.0, 0, exclusive=True)
     ks.done()
     al = root.section("alerts")
     alerts = AlertsConfig(cooldown_seconds=al.number("cooldown_seconds", 300.0, 0),
@@ -350,7 +354,8 @@ def parse(raw: Any, source: str = "config") -> Config:
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
                   leg_window_seconds=leg_window, flatten_naked_legs=flatten_legs,
-                  kill_switch_activates_broker=kill_broker, token_renew_seconds=renew_minutes * 60,
+                  kill_switch_activates_broker=kill_broker, kill_switch_after_failures=kill_after,
+                  kill_switch_failure_window=kill_window, token_renew_seconds=renew_minutes * 60,
                   margin_check=margin_check, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
 

@@ -23,7 +23,7 @@ from typing import Callable
 from actors.context import CopierContext, CopyPolicy
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
-from actors.kill_switch import KillSwitchActor, engage
+from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
 from actors.reconciler import ReconcilerActor
 from actors.tokens import TokenActor
 from actors.messages import LEADER
@@ -132,6 +132,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
+        on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
         forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
     )
@@ -169,7 +170,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, broker_switches,
-        on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear()), kind="kill_switch",
+        on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
+        after_failures=config.kill_switch_after_failures, failure_window=config.kill_switch_failure_window),
+        kind="kill_switch",
         address=kill_switch_address))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
         a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds), kind="tokens"))

@@ -84,3 +84,14 @@ def test_orders_command_lists_leader_orders_beside_their_copies(make_rig, tmp_pa
     assert "RELIANCE" in out[leader_line] and "f2" in out[leader_line + 1] and "PENDING" in out[leader_line + 1]
     assert not any(line.strip().startswith("f1") for line in out)  # filtered to f2
     assert any("size_rounds_to_zero" in line for line in out)
+
+
+def test_B_4_repeated_broker_failures_turn_the_kill_switch_on(make_rig):
+    rig = make_rig(config={"kill_switch": {"after_failures": 3}})
+    rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-905", message="Invalid order", count=3)
+    for i in range(3):
+        rig.place(quantity=10, price=1420.0 + i)
+    wait_until(lambda: metrics.KILL_SWITCH._value.get() == 1, message="kill switch on")
+    alert = rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "kill_switch"))
+    assert "3 broker failures" in alert.message
+    assert rig.wait_skip(rig.place(quantity=10)).reason == "kill_switch_on"
