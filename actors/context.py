@@ -19,7 +19,8 @@ class CopyPolicy:
     lag_alert_seconds: float = 30.0  # 4.5: follower still open this long after the leader filled
     idle_stop_seconds: float = 0.0  # an order actor with nothing left to do stops after this
     sync_on_start: bool = True  # restarted actors look their copies up before acting
-    flatten_naked_legs: bool = False  # a filled leg of a failed strategy is closed with a MARKET order
+    flatten_naked_legs: bool = False
+    replace_after_modification_cap: bool = False  # past the cap: cancel the copy and place it afresh  # a filled leg of a failed strategy is closed with a MARKET order
 
 
 @dataclass

@@ -354,9 +354,10 @@ class OrderActor(Supervised):
     # -- follower updates --------------------------------------------------------------------------
     def _on_follower_update(self, event_id: int | None, follower: str, update: OrderUpdate) -> None:
         copy = self.copies.get(follower)
-        if copy is None:
+        if copy is None or self._other_generation(copy, update):
+            # unknown, or an update of an order this copy replaced (cap, DLQ retry) queued before it
             if event_id is not None:
-                self.ctx.store.write(lambda: self.ctx.store.mark_done([event_id], "unknown_copy"))
+                self.ctx.store.write(lambda: self.ctx.store.mark_done([event_id], "not_this_copy"))
             return
         previous = copy.status
         confirmed = copy.confirmed
@@ -411,12 +412,21 @@ class OrderActor(Supervised):
         elif new_status == S.REJECTED and not copy.rejection_handled and copy.row.last_error:
             self._classify_rejection(copy)  # the reason arrived after the status
 
+    @staticmethod
+    def _other_generation(copy: _Copy, update: OrderUpdate) -> bool:
+        if update.correlation_id and update.correlation_id != copy.row.correlation_id:
+            return True
+        return bool(update.order_id and copy.row.broker_order_id and update.order_id != copy.row.broker_order_id)
+
     def _after_status_change(self, copy: _Copy, previous: OrderStatus, status: OrderStatus) -> None:
         follower = copy.row.follower
         if status.is_terminal:
             self.ctx.sizing.tell(ReleaseCapital(follower, copy.row.correlation_id))
         if status == S.CANCELLED:
             metrics.FOLLOWER_ORDERS.labels(follower, "cancel", "cancelled").inc()
+            if copy.row.anomaly == "replacing" and self.leader is not None and \
+                    OrderStatus(self.leader.status).is_open:
+                self._replace(copy)
         elif status == S.REJECTED:
             if copy.row.last_error:
                 self._classify_rejection(copy)
@@ -664,6 +674,12 @@ class OrderActor(Supervised):
             self._send(copy, "cancel")
             return
         if row.modifications >= self.ctx.policy.max_modifications:
+            if self.ctx.policy.replace_after_modification_cap and row.filled_qty == 0:
+                # cancel, then place afresh with the current target (see _replace)
+                self.ctx.store.write(lambda: (self._flag(copy, "replacing"),
+                                              self._request_cancel(copy, "modification cap: cancel and replace")))
+                self._send(copy, "cancel")
+                return
             if row.anomaly != "modification_cap":
                 self.ctx.store.write(lambda: self._flag(copy, "modification_cap"))
                 self._record_skip(row.follower, "modification_cap",
@@ -672,6 +688,26 @@ class OrderActor(Supervised):
                                f"follower {row.follower}: copy of {self.leader_order_id} hit the modification cap")
             return
         self._send(copy, "modify", target)
+
+    def _replace(self, copy: _Copy) -> None:
+        """The second half of cancel-and-replace past the modification cap: the cancelled copy is
+        placed again, with the current target, under the next generation's correlation id."""
+        def effect() -> None:
+            row = copy.row
+            row.generation += 1
+            row.correlation_id = correlation_id(self.leader_order_id, row.follower, row.generation)
+            row.status, row.broker_order_id, row.confirmed = S.PENDING_PLACEMENT.value, None, None
+            row.modifications, row.cancel_requested, row.anomaly = 0, False, None
+            self._append(self._copy_key(copy), "REPLACED", {"correlation_id": row.correlation_id,
+                                                            "generation": row.generation})
+            self._save_copy(copy)
+
+        self.ctx.store.write(effect)
+        # the old order is cancelled; its cancel's answer, if still to come, is for a correlation id
+        # this copy no longer has and will be ignored, so it must not hold the copy as in flight
+        copy.in_flight = None
+        self.log.info("follower %s: copy replaced after the modification cap as %s", copy.row.follower,
+                      copy.row.correlation_id)
 
     def _abort(self, copy: _Copy) -> None:
         """8.2: the leader cancelled before the copy was sent; never placed, and recorded as a skip

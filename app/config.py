@@ -101,6 +101,7 @@ class Config:
     forever_poll_seconds: float = 5.0
     leg_window_seconds: float = 0.0  # 0: off. Grouping by timing can mistake unrelated orders for legs
     flatten_naked_legs: bool = False
+    replace_after_modification_cap: bool = False
     kill_switch_activates_broker: bool = False
     kill_switch_after_failures: int = 0
     kill_switch_failure_window: float = 60.0
@@ -315,6 +316,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     forever_poll = cp.number("forever_poll_seconds", 5.0, 0)
     leg_window = cp.number("leg_window_seconds", 0.0, 0)
     flatten_legs = cp.bool("flatten_naked_legs", False)
+    replace_after_cap = cp.bool("replace_after_modification_cap", False)
     cp.done()
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
@@ -354,6 +356,7 @@ def parse(raw: Any, source: str = "config") -> Config:
                   max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
                   leg_window_seconds=leg_window, flatten_naked_legs=flatten_legs,
+                  replace_after_modification_cap=replace_after_cap,
                   kill_switch_activates_broker=kill_broker, kill_switch_after_failures=kill_after,
                   kill_switch_failure_window=kill_window, token_renew_seconds=renew_minutes * 60,
                   margin_check=margin_check, alerts=alerts,

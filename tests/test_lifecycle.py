@@ -219,3 +219,23 @@ def test_8_3_follower_fills_before_leader_is_an_anomaly(rig):
     row = rig.wait_row(leader_id, lambda r: r.anomaly == "follower_filled_first", message="anomaly")
     assert row.status == "TRADED"
     assert rig.exchange.order(LEADER_ID, leader_id)["orderStatus"] == "PENDING"  # no action on the leader
+
+
+def test_2_6_past_the_modification_cap_the_copy_is_cancelled_and_replaced_when_configured(make_rig):
+    from app.commands import replay_order
+
+    rig = make_rig(config={"copy": {"max_modifications": 2, "replace_after_modification_cap": True}})
+    leader_id, _ = _resting(rig, price=1400.0)
+    first = rig.copy_row(leader_id)
+    for step in range(1, 5):  # each waits for the copy to follow, so none coalesce: 4 modifications
+        rig.modify(leader_id, price=1400.0 + step)
+        rig.wait_row(leader_id, lambda r, p=1400.0 + step: r.status == "PENDING" and r.confirmed
+                     and f'"price": {p}' in r.confirmed, timeout=15, message=f"copy at {1400.0 + step}")
+    row = rig.copy_row(leader_id)
+    assert row.generation >= 1 and row.correlation_id != first.correlation_id
+    old = next(o for o in rig.follower_book() if o["correlationId"] == first.correlation_id)
+    assert old["orderStatus"] == "CANCELLED"
+    assert rig.follower_order_now(leader_id)["price"] == 1404.0
+    assert all(rig.exchange.modification_count(rig.follower_ids["f1"], o["orderId"]) <= 2 for o in rig.follower_book())
+    ok, lines = replay_order(rig.store, leader_id)
+    assert ok, "\n".join(lines)

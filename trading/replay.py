@@ -43,6 +43,9 @@ def fold_copy(events: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             state["broker_order_id"] = payload.get("broker_order_id") or state["broker_order_id"]
         elif kind == "RETRIED":
             state.update(status=OrderStatus.PENDING_PLACEMENT.value, broker_order_id=None)
+        elif kind == "REPLACED":
+            state.update(status=OrderStatus.PENDING_PLACEMENT.value, broker_order_id=None, modifications=0,
+                         cancel_requested=False)
         elif kind == "CANCEL_REQUESTED":
             state["cancel_requested"] = True
         elif kind == "MODIFY_ACKED":
