@@ -47,8 +47,10 @@ def _from_json(text: str) -> ForeverOrder:
 def triggered_forever(store: Store, leader_gateway: DhanGateway, update: OrderUpdate) -> str | None:
     """The leader forever order whose trigger created `update`'s order, if the copier copied it."""
     terms = update.terms
-    candidates = store.read(lambda: {row.leader_forever_id for row in m.ForeverCopy.select().where(
-        (m.ForeverCopy.security_id == terms.security_id) & (m.ForeverCopy.side == terms.side.value))})
+    # a plain statement: this runs for every leader order the copier sees first
+    candidates = store.read(lambda: {row[0] for row in store.db.execute_sql(
+        'SELECT "leader_forever_id" FROM "forever_copy" WHERE "security_id" = ? AND "side" = ?',
+        (terms.security_id, terms.side.value))})
     if not candidates:
         return None  # the common case: no REST call at all
     listing = leader_gateway.forever_orders()

@@ -50,9 +50,13 @@ def reconcile_once(store: Store, gateways: dict[str, DhanGateway],
     follower_books = {name: _book(gateways[name], "reconcile") for name in followers}
 
     def stored() -> tuple[list[r.StoredCopy], set[str]]:
-        copies = [r.StoredCopy(row.leader_order_id, row.follower, row.correlation_id, row.status, row.quantity,
-                               row.broker_order_id is not None) for row in m.FollowerOrder.select()]
-        known = {row.order_id for row in m.LeaderOrder.select(m.LeaderOrder.order_id)}
+        # plain rows, not model instances: this holds the store's lock beside the hot path
+        db = store.db
+        copies = [r.StoredCopy(leader, follower, cid, status, quantity, broker is not None)
+                  for leader, follower, cid, status, quantity, broker in db.execute_sql(
+                      'SELECT "leader_order_id", "follower", "correlation_id", "status", "quantity", '
+                      '"broker_order_id" FROM "follower_order"')]
+        known = {row[0] for row in db.execute_sql('SELECT "order_id" FROM "leader_order"')}
         return copies, known
 
     copies, known = store.read(stored)

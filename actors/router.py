@@ -187,17 +187,20 @@ class OrderRouter(Supervised):
             self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.id))
 
     def _report_gauges(self) -> None:
-        open_states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+        # Aggregates in SQL: this runs under the store's lock every sweep, beside the hot path.
+        db = self.ctx.store.db
+        states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+        marks = ", ".join("?" for _ in states)
 
         def counts() -> tuple[int, dict[str, int], dict[str, int]]:
-            leader = m.LeaderOrder.select().where(m.LeaderOrder.status.in_(open_states)).count()
+            leader = db.execute_sql(f'SELECT COUNT(*) FROM "leader_order" WHERE "status" IN ({marks})',
+                                    states).fetchone()[0]
             followers = {name: 0 for name in self.ctx.followers}
             lagging = {name: 0 for name in self.ctx.followers}
-            for row in m.FollowerOrder.select(m.FollowerOrder.follower, m.FollowerOrder.anomaly).where(
-                    m.FollowerOrder.status.in_(open_states)):
-                followers[row.follower] = followers.get(row.follower, 0) + 1
-                if row.anomaly == "lagging":
-                    lagging[row.follower] = lagging.get(row.follower, 0) + 1
+            for follower, count, lag in db.execute_sql(
+                    f'SELECT "follower", COUNT(*), SUM("anomaly" = \'lagging\') FROM "follower_order" '
+                    f'WHERE "status" IN ({marks}) GROUP BY "follower"', states):
+                followers[follower], lagging[follower] = count, lag or 0
             return leader, followers, lagging
 
         leader, followers, lagging = self.ctx.store.read(counts)
