@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from storage import Store
 from supervisors import Address
 from trading.calendar import MarketCalendar, now
 from trading.instruments import InstrumentMaster
+
+if TYPE_CHECKING:
+    from actors.rate_limiter import RateLimiter
 
 
 @dataclass(frozen=True)
@@ -19,8 +22,8 @@ class CopyPolicy:
     lag_alert_seconds: float = 30.0  # 4.5: follower still open this long after the leader filled
     idle_stop_seconds: float = 0.0  # an order actor with nothing left to do stops after this
     sync_on_start: bool = True  # restarted actors look their copies up before acting
-    flatten_naked_legs: bool = False
-    replace_after_modification_cap: bool = False  # past the cap: cancel the copy and place it afresh  # a filled leg of a failed strategy is closed with a MARKET order
+    flatten_naked_legs: bool = False  # a filled leg of a failed strategy is closed with a MARKET order
+    replace_after_modification_cap: bool = False  # past the cap: cancel the copy and place it afresh
 
 
 @dataclass
@@ -29,7 +32,7 @@ class CopierContext:
     instruments: InstrumentMaster
     followers: list[str]
     sizing: Address
-    limiters: dict[str, Address]
+    limiters: dict[str, RateLimiter]  # by follower: the only path to its broker
     policy: CopyPolicy = field(default_factory=CopyPolicy)
     alert: Callable[[str, str, str], None] = lambda level, key, message: None
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off

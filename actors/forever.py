@@ -21,6 +21,7 @@ from typing import Any, Callable
 import pykka
 
 from actors.messages import BrokerCall, BrokerReply, ReleaseCapital, SizeCopy, Tick
+from actors.rate_limiter import RateLimiter
 from app import metrics
 from broker.gateway import DhanGateway
 from storage import Store
@@ -75,7 +76,7 @@ class _State:
 
 class ForeverActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, *, store: Store, leader: DhanGateway,
-                 followers: list[str], limiters: dict[str, Address], sizing: Address,
+                 followers: list[str], limiters: dict[str, RateLimiter], sizing: Address,
                  instruments: InstrumentMaster, poll_seconds: float = 5.0) -> None:
         super().__init__(address, supervisor)
         self.store, self.leader, self.followers = store, leader, followers

@@ -3,7 +3,8 @@
 Flow of one leader placement:
   FeedActor --OrderUpdateReceived--> OrderRouter --OrderUpdateReceived--> OrderActor
   OrderActor --SizeCopies (ask, one per leader order)--> SizingActor --> SizeDecision per follower
-  OrderActor --BrokerCall--> RateLimiterActor[follower] --BrokerReply--> OrderActor
+  OrderActor --BrokerCall--> RateLimiter[follower] (admits it, a worker sends it) --BrokerReply--> OrderActor
+  (a call that must wait, or a transient failure to retry, goes through RateLimiterActor[follower])
 Follower order updates travel the same way from the follower's FeedActor.
 """
 from __future__ import annotations
@@ -174,12 +175,15 @@ class BrokerReply:
 
 @dataclass(frozen=True)
 class Drain:
-    """Rate limiter to itself: a slot may be free now."""
+    """RateLimiter -> its actor: calls are waiting, the next may be sent in `due` (monotonic);
+    and the actor's timer to itself (due 0): a slot may be free now."""
+
+    due: float = 0.0
 
 
 @dataclass(frozen=True)
 class CallCompleted:
-    """A worker thread -> its rate limiter: the broker answered (or failed) `call`."""
+    """A worker thread -> its RateLimiterActor: `call` failed transiently; decide its retry."""
 
     reply: BrokerReply
 

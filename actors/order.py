@@ -13,6 +13,7 @@ restarted actor reloads target and confirmed from storage, looks its copies up a
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -77,11 +78,18 @@ class _Copy:
 
     @property
     def target(self) -> OrderTerms:
-        return terms_from_dict(json.loads(self.row.target))
+        return _terms(self.row.target)
 
     @property
     def confirmed(self) -> OrderTerms | None:
-        return terms_from_dict(json.loads(self.row.confirmed)) if self.row.confirmed else None
+        return _terms(self.row.confirmed) if self.row.confirmed else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _terms(text: str) -> OrderTerms:
+    """Stored terms JSON -> OrderTerms. Convergence reads every copy's terms on every message;
+    OrderTerms is immutable, so one parse per distinct text is shared."""
+    return terms_from_dict(json.loads(text))
 
 
 class OrderActor(Supervised):
@@ -96,6 +104,7 @@ class OrderActor(Supervised):
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
         self._seqs: dict[str, int] = {}  # last event-store sequence per order key, counted here
         self._lag_timer: threading.Timer | None = None
+        self._outbox: list[BrokerCall] = []  # decided calls, sent together by _flush
 
     @property
     def key(self) -> str:
@@ -175,7 +184,7 @@ class OrderActor(Supervised):
             metrics.STALE_UPDATES.labels("leader").inc()
             self._ack(event_id, "stale")
             return
-        old_terms = terms_from_dict(json.loads(leader.terms))
+        old_terms = _terms(leader.terms)
         previous = OrderStatus(leader.status)
         changed = old_terms.modifiable_view() != update.terms.modifiable_view()
         event = event_for_status(previous, update.status, leader.filled_qty, update.filled_qty, changed)
@@ -645,6 +654,7 @@ class OrderActor(Supervised):
     def _converge_all(self) -> None:
         for copy in self.copies.values():
             self._converge(copy)
+        self._flush()
 
     def _converge(self, copy: _Copy) -> None:
         """At most one broker call in flight per copy; the next one is decided from stored state."""
@@ -729,13 +739,23 @@ class OrderActor(Supervised):
         self._save_copy(copy)
 
     def _send(self, copy: _Copy, op: str, terms: OrderTerms | None = None) -> None:
+        """Queue a broker call; `_flush` hands the queued ones to their rate limiters together."""
         row = copy.row
         copy.in_flight = op
         received_ns = copy.received_ns if op == "place" else 0
-        self.ctx.limiters[row.follower].tell(BrokerCall(
+        self._outbox.append(BrokerCall(
             op=op, follower=row.follower, leader_order_id=self.leader_order_id,
             correlation_id=row.correlation_id, reply_to=self.address, terms=terms,
             broker_order_id=row.broker_order_id, received_ns=received_ns))
+
+    def _flush(self) -> None:
+        """One tight loop for a leader order's fan-out: every follower's call is with its broker
+        worker before those workers start competing for the GIL with this thread (deciding and
+        sending copy by copy let the tenth copy wait for nine placements' CPU)."""
+        outbox, self._outbox = self._outbox, []
+        limiters = self.ctx.limiters
+        for call in outbox:
+            limiters[call.follower].tell(call)
 
     def _retry_later(self, delay: float = 1.0) -> None:
         timer = threading.Timer(delay, self.address.tell, args=(Tick("retry"),))
@@ -799,7 +819,7 @@ class OrderActor(Supervised):
         else:
             for name, value in fields.items():
                 setattr(self.leader, name, value)
-            self.leader.save()
+            self.ctx.store.save(self.leader)
 
     def _set_target(self, copy: _Copy, target: OrderTerms) -> None:
         copy.row.target = json.dumps(terms_to_dict(target))
@@ -807,10 +827,9 @@ class OrderActor(Supervised):
         self._append(self._copy_key(copy), "TARGET_CHANGED", terms_to_dict(target))
         self._save_copy(copy)
 
-    @staticmethod
-    def _save_copy(copy: _Copy) -> None:
+    def _save_copy(self, copy: _Copy) -> None:
         copy.row.updated_at = time.time()
-        copy.row.save()
+        self.ctx.store.save(copy.row)
 
     @staticmethod
     def _copy_key(copy: _Copy) -> str:

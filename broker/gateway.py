@@ -8,11 +8,13 @@ failure, and nothing here logs a token.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from dhanhq import DhanContext, dhanhq
 
 from app import metrics
@@ -65,9 +67,21 @@ class DhanGateway:
             http = context.get_dhan_http()
             http.base_url = self.base_url
             http.timeout = self.timeout
+            self._settle_environment(http.session)
             client = dhanhq(context)
             self._local.client = client
         return client
+
+    def _settle_environment(self, session: requests.Session) -> None:
+        """Read the proxy and CA-bundle settings of the environment once, for this client.
+
+        `requests` otherwise re-reads them, and ~/.netrc, on every call: a fifth of a placement's
+        CPU in bench/replication_bench.py. HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE still work."""
+        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+        session.trust_env = False
 
     def _call(self, endpoint: str, fn: Any, *args: Any, **kwargs: Any) -> Answer:
         started = time.perf_counter()

@@ -170,6 +170,25 @@ class Store:
         instance._dirty.clear()
         return instance
 
+    def save(self, instance: pw.Model) -> None:
+        """`instance.save()` for a stored row (inside a write transaction): an UPDATE of its
+        changed columns through a cached statement."""
+        model = type(instance)
+        meta = model._meta
+        pk = meta.primary_key
+        names = tuple(sorted(f.name for f in instance.dirty_fields if f is not pk))
+        if not names:
+            return
+        key = (model, names, "update")
+        sql = self._statements.get(key)
+        if sql is None:
+            sets = ", ".join(f'"{meta.fields[n].column_name}" = ?' for n in names)
+            sql = f'UPDATE "{meta.table_name}" SET {sets} WHERE "{pk.column_name}" = ?'
+            self._statements[key] = sql
+        values = [meta.fields[n].db_value(getattr(instance, n)) for n in names]
+        self.db.execute_sql(sql, [*values, pk.db_value(getattr(instance, pk.name))])
+        instance._dirty.clear()
+
     def read(self, fn: Callable[[], T]) -> T:
         with self._lock:
             return fn()
