@@ -3,7 +3,8 @@
 Flow of one leader placement:
   FeedActor --OrderUpdateReceived--> OrderRouter --OrderUpdateReceived--> OrderActor
   OrderActor --SizeCopies (ask, one per leader order)--> SizingActor --> SizeDecision per follower
-  OrderActor --BrokerCall--> RateLimiter[follower] (admits it, a worker sends it) --BrokerReply--> OrderActor
+  OrderActor --BrokerCall--> RateLimiter[follower] (admits and sends it; a worker reads the answer)
+             --BrokerReply--> OrderActor
   (a call that must wait, or a transient failure to retry, goes through RateLimiterActor[follower])
 Follower order updates travel the same way from the follower's FeedActor.
 """

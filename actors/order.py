@@ -24,6 +24,7 @@ from typing import Any
 import pykka
 
 from actors.context import CopierContext
+from actors.rate_limiter import send_all
 from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
                              OrderUpdateReceived, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision,
                              SuspendAccount, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
@@ -753,9 +754,8 @@ class OrderActor(Supervised):
         worker before those workers start competing for the GIL with this thread (deciding and
         sending copy by copy let the tenth copy wait for nine placements' CPU)."""
         outbox, self._outbox = self._outbox, []
-        limiters = self.ctx.limiters
-        for call in outbox:
-            limiters[call.follower].tell(call)
+        if outbox:
+            send_all(self.ctx.limiters, outbox)
 
     def _retry_later(self, delay: float = 1.0) -> None:
         timer = threading.Timer(delay, self.address.tell, args=(Tick("retry"),))

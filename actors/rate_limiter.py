@@ -2,13 +2,15 @@
 
 `RateLimiter` admits calls in arrival order inside every configured window (per second, minute,
 hour, day; order APIs and data APIs counted apart) and runs them on a small worker pool, so one
-slow answer does not hold up the account's next call. `RateLimiterActor` is its clock and retry
+slow answer does not hold up the account's next call (a first placement is sent on the caller's
+thread, and only its answer waits on a worker). `RateLimiterActor` is its clock and retry
 policy: it sends what had to wait once a slot frees, and retries transient failures (DH-904,
 DH-908, DH-909, transport) with exponential backoff and jitter, re-queued through the same
 windows, so a retry can never exceed the limits. A DH-904 also pauses the whole account briefly.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,14 +18,14 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from tenacity import wait_exponential_jitter
 
 from actors.messages import BrokerCall, BrokerReply, CallCompleted, Drain
 from app import metrics
 from broker.errors import BrokerError, ErrorKind
-from broker.gateway import DhanGateway
+from broker.gateway import Answer, DhanGateway, SentPlacement
 from supervisors import Address, Supervised
 
 log = logging.getLogger(__name__)
@@ -66,14 +68,15 @@ class SlidingWindows:
 
 
 class RateLimiter:
-    """One follower account's only path to its broker: admission inside the windows, then a
-    worker pool that sends. Thread-safe; shared by every sender and the account's actor.
+    """One follower account's only path to its broker: admission inside the windows, then
+    sending. Thread-safe; shared by every sender and the account's actor.
 
-    Why not only an actor: a placement that waited for the limiter's mailbox paid one more thread
-    hand-off under the GIL, and at ten followers that hop alone was the p99 of the replication
-    benchmark (up to 30 ms). So a call that fits the windows now, with nothing waiting ahead of
-    it, is admitted and handed to a worker on the sender's own thread, under this lock. What must
-    wait (full windows, a DH-904 pause, a retry's backoff) waits in `queue`, and the
+    Why not only an actor: a placement that waited for the limiter's mailbox, and then for a
+    worker thread to get the GIL, paid two more hand-offs, and at ten followers those hand-offs
+    were the p99 of the replication benchmark. So a call that fits the windows now, with nothing
+    waiting ahead of it, is admitted on the sender's own thread, under this lock; a first
+    placement is even sent there (`_dispatch`), and only its answer is read on a worker. What
+    must wait (full windows, a DH-904 pause, a retry's backoff) waits in `queue`, and the
     RateLimiterActor, which owns the clock and the retry policy, drains it when a slot frees.
     The queue lives here, not in the actor, so a restarted actor finds it intact."""
 
@@ -97,11 +100,14 @@ class RateLimiter:
         self._tokens_gauge = metrics.RATE_LIMIT_TOKENS.labels(self.account)
         self.actor: Address | None = None  # the RateLimiterActor: wake-ups and retry decisions go there
 
-    def tell(self, call: BrokerCall) -> None:
-        """Send `call` as soon as the limits allow, in arrival order."""
+    def tell(self, call: BrokerCall, later: list[Callable[[], None]] | None = None) -> None:
+        """Send `call` as soon as the limits allow, in arrival order. With `later`, the work left
+        for broker workers is appended there for the caller to start after its whole fan-out
+        (see `send_all`)."""
         with self._lock:
             self.queue.append(call)
-            wait = self._admit()
+            admitted, wait = self._admit()
+        self._dispatch(admitted, later)
         if wait is not None:
             self._wake(wait)
 
@@ -109,7 +115,8 @@ class RateLimiter:
         """A retry goes ahead of the queue (it arrived first); its backoff is `call.not_before`."""
         with self._lock:
             self.queue.appendleft(call)
-            wait = self._admit()
+            admitted, wait = self._admit()
+        self._dispatch(admitted)
         if wait is not None:
             self._wake(wait)
 
@@ -119,9 +126,11 @@ class RateLimiter:
             self.paused_until = max(self.paused_until, until)
 
     def drain(self) -> float | None:
-        """Admit what fits now; seconds until the next waiting call may fit, None when none waits."""
+        """Send what fits now; seconds until the next waiting call may fit, None when none waits."""
         with self._lock:
-            return self._admit()
+            admitted, wait = self._admit()
+        self._dispatch(admitted)
+        return wait
 
     def queue_length(self) -> int:
         return len(self.queue)
@@ -132,12 +141,14 @@ class RateLimiter:
             self.queue.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _admit(self) -> float | None:
-        """Under the lock: hand every call that fits now to a worker, in order."""
+    def _admit(self) -> tuple[list[BrokerCall], float | None]:
+        """Under the lock: take a slot for every call that fits now, in order; returns them and
+        the seconds until the first waiting one may fit (None when none waits)."""
         if self._closed:  # stopping: what was not sent is still pending in storage
             self.queue.clear()
-            return None
+            return [], None
         now = time.monotonic()
+        admitted: list[BrokerCall] = []
         earliest: float | None = None
         kept: deque[BrokerCall] = deque()
         while self.queue:
@@ -153,11 +164,36 @@ class RateLimiter:
                     self.queue.clear()
                 continue
             windows.take(now)
-            self._pool.submit(self._execute, call)
+            admitted.append(call)
         self.queue = kept
         self._queue_gauge.set(len(kept))
         self._tokens_gauge.set(self.windows["order"].headroom(now))
-        return earliest
+        return admitted, earliest
+
+    def _dispatch(self, admitted: list[BrokerCall], later: list[Callable[[], None]] | None = None) -> None:
+        """Outside the lock. A first placement attempt is sent right here, on the caller's thread,
+        when the account has an open connection: an order actor's fan-out then leaves back to
+        back instead of waiting for ten worker threads to get the GIL one after another (that
+        wait was the p99 of the ten-follower benchmark). Its answer is read on a worker. Anything
+        else, or with no open connection, runs whole on a worker."""
+        for call in admitted:
+            if call.op == "place" and call.attempt == 1 and not self.margin_check and call.terms is not None:
+                sent_ns = time.monotonic_ns()
+                sent = self.gateway.send_place(call.terms, call.correlation_id)
+                if sent is not None:
+                    self._observe_sent(call, sent_ns)
+                    self._submit(later, self._finish_placement, call, sent, sent_ns)
+                    continue
+            self._submit(later, self._execute, call)
+
+    def _submit(self, later: list[Callable[[], None]] | None, fn: Any, *args: Any) -> None:
+        if later is not None:
+            later.append(functools.partial(self._submit, None, fn, *args))
+            return
+        try:
+            self._pool.submit(fn, *args)
+        except RuntimeError:  # closed meanwhile (stopping): the call stays pending in storage
+            log.debug("%s: broker workers stopped; call not sent", self.account)
 
     def _wake(self, delay: float) -> None:
         if self.actor is not None:  # None only before the actor first starts; it drains then
@@ -170,6 +206,18 @@ class RateLimiter:
         except Exception as exc:  # a bug must not lose the call: answer it as a failure
             log.exception("%s %s crashed in the worker", self.account, call.op)
             reply = BrokerReply(call, error=BrokerError("INTERNAL", ErrorKind.OTHER, repr(exc)))
+        self._report(reply)
+
+    def _finish_placement(self, call: BrokerCall, sent: SentPlacement, sent_ns: int) -> None:
+        try:
+            reply = self._placed(call, sent.answer(), sent_ns)
+        except Exception as exc:  # a bug must not lose the call: answer it as a failure
+            log.exception("%s place crashed in the worker", self.account)
+            reply = BrokerReply(call, error=BrokerError("INTERNAL", ErrorKind.OTHER, repr(exc)), sent_ns=sent_ns)
+        self._report(reply)
+
+    def _report(self, reply: BrokerReply) -> None:
+        call = reply.call
         error = reply.error
         try:
             if error is not None and error.transient and call.attempt < self.max_attempts and self.actor is not None:
@@ -193,19 +241,8 @@ class RateLimiter:
                 if shortfall is not None:
                     return BrokerReply(call, error=shortfall)
             sent_ns = time.monotonic_ns()
-            if call.attempt == 1 and call.received_ns:
-                metrics.REPLICATION_LATENCY.labels(call.follower).observe((sent_ns - call.received_ns) / 1e9)
-            answer = gw.place(call.terms, call.correlation_id)
-            if answer.ok:
-                data = answer.data or {}
-                return BrokerReply(call, broker_order_id=str(data.get("orderId") or ""),
-                                   status=str(data.get("orderStatus") or "PENDING"), sent_ns=sent_ns)
-            if answer.error is not None and answer.error.kind in (ErrorKind.NETWORK, ErrorKind.SERVER):
-                found = gw.order_by_correlation(call.correlation_id)  # the answer may be all that was lost
-                if found.ok and found.data is not None:
-                    return BrokerReply(call, order=found.data, broker_order_id=found.data.order_id,
-                                       status=found.data.status.value, sent_ns=sent_ns)
-            return BrokerReply(call, error=answer.error, sent_ns=sent_ns)
+            self._observe_sent(call, sent_ns)
+            return self._placed(call, gw.place(call.terms, call.correlation_id), sent_ns)
         if call.op == "modify":
             assert call.terms is not None and call.broker_order_id
             answer = gw.modify(call.broker_order_id, call.terms)
@@ -228,6 +265,24 @@ class RateLimiter:
         if call.op.startswith("forever_"):
             return self._perform_forever(call)
         raise ValueError(f"unknown broker operation {call.op!r}")
+
+    @staticmethod
+    def _observe_sent(call: BrokerCall, sent_ns: int) -> None:
+        if call.attempt == 1 and call.received_ns:
+            metrics.REPLICATION_LATENCY.labels(call.follower).observe((sent_ns - call.received_ns) / 1e9)
+
+    def _placed(self, call: BrokerCall, answer: Answer, sent_ns: int) -> BrokerReply:
+        """The reply for a placement the broker answered with `answer`."""
+        if answer.ok:
+            data = answer.data or {}
+            return BrokerReply(call, broker_order_id=str(data.get("orderId") or ""),
+                               status=str(data.get("orderStatus") or "PENDING"), sent_ns=sent_ns)
+        if answer.error is not None and answer.error.kind in (ErrorKind.NETWORK, ErrorKind.SERVER):
+            found = self.gateway.order_by_correlation(call.correlation_id)  # the answer may be all that was lost
+            if found.ok and found.data is not None:
+                return BrokerReply(call, order=found.data, broker_order_id=found.data.order_id,
+                                   status=found.data.status.value, sent_ns=sent_ns)
+        return BrokerReply(call, error=answer.error, sent_ns=sent_ns)
 
     def _margin_shortfall(self, call: BrokerCall) -> BrokerError | None:
         """5.3 with copy.margin_check: ask the broker's margin calculator first; a shortfall is a
@@ -269,6 +324,18 @@ class RateLimiter:
             answer = gw.cancel_forever(call.broker_order_id)
         return BrokerReply(call, error=answer.error, broker_order_id=call.broker_order_id,
                            status=(answer.data or {}).get("orderStatus") if answer.ok else None)
+
+
+def send_all(limiters: dict[str, RateLimiter], calls: list[BrokerCall]) -> None:
+    """A fan-out (one leader order's calls, one per follower): every request that can go now is
+    sent before any broker worker is woken to read an answer. A woken worker takes the GIL the
+    moment the sending thread gives it up at its next socket write, so waking them one by one
+    spread ten followers' sends over several milliseconds."""
+    later: list[Callable[[], None]] = []
+    for call in calls:
+        limiters[call.follower].tell(call, later)
+    for start in later:
+        start()
 
 
 class RateLimiterActor(Supervised):

@@ -10,7 +10,8 @@ sockets, real SQLite in a temp dir, rate limits set high enough never to throttl
                                                      target: the other nine keep p99 <= 20 ms
 
 The leader places --orders resting LIMIT orders (far from the market, alternating instruments
-and sides, --interval ms apart) through the official `dhanhq` client from a separate thread.
+and sides, --interval ms apart) through the official `dhanhq` client, from a process of its own
+(a real leader's terminal does not share the copier's CPU).
 The figure is `FollowerOrder.latency_ms` as the copier stores it (the same span the
 REPLICATION_LATENCY histogram observes just before the rate limiter's worker sends the
 placement), read from the SQLite file. A few warm-up orders are placed and copied first and are
@@ -32,7 +33,9 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
 import os
+import queue
 import sqlite3
 import subprocess
 import sys
@@ -126,7 +129,7 @@ def start_exchange(accounts: int, funds: float, workdir: str) -> Exchange:
     return Exchange(proc, urls["REST"], urls["WS"], urls["CONTROL"], creds, stderr_path)
 
 
-# -- the leader, as a person with the official client ----------------------------------------------
+# -- the leader, as a person with the official client, in a process of its own ---------------------
 def leader_client(rest_url: str, client_id: str, token: str) -> dhanhq:
     context = DhanContext(client_id, token)
     http = context.get_dhan_http()
@@ -135,44 +138,67 @@ def leader_client(rest_url: str, client_id: str, token: str) -> dhanhq:
     return dhanhq(context)
 
 
+def place_orders(rest_url: str, client_id: str, token: str, prices: dict[str, float], first: int, count: int,
+                 interval: float, out: Any) -> None:
+    """The leader's own terminal: `count` resting LIMIT orders, `interval` s apart; puts (placed
+    order ids, errors, seconds spent placing) on `out`. Runs in a child process: a real leader's
+    client does not share the copier's CPU (in-process, its answer parsing competed with the
+    fan-out)."""
+    client = leader_client(rest_url, client_id, token)
+    placed: list[str] = []
+    errors: list[str] = []
+    start = time.perf_counter()
+    for i in range(count):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        n = first + i
+        security_id = INSTRUMENTS[n % len(INSTRUMENTS)]
+        side = "BUY" if (n // len(INSTRUMENTS)) % 2 == 0 else "SELL"
+        ltp = prices[security_id]
+        # far from the market (but inside the circuit band) so every order rests
+        price = round(round(ltp * (0.95 if side == "BUY" else 1.05) / 0.05) * 0.05, 2)
+        try:
+            answer = client.place_order(security_id=security_id, exchange_segment="NSE_EQ", transaction_type=side,
+                                        quantity=1, order_type="LIMIT", product_type="INTRADAY", price=price)
+        except Exception as exc:  # noqa: BLE001 - reported as an error of the run
+            errors.append(repr(exc)[:300])
+            continue
+        if answer.get("status") == "success":
+            placed.append(str(answer["data"]["orderId"]))
+        else:
+            errors.append(str(answer)[:300])
+    out.put((placed, errors, time.perf_counter() - start))
+
+
 @dataclass
 class Leader:
-    client: dhanhq
+    rest_url: str
+    client_id: str
+    token: str
     prices: dict[str, float]
     placed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     n: int = 0
 
-    def place_one(self) -> None:
-        security_id = INSTRUMENTS[self.n % len(INSTRUMENTS)]
-        side = "BUY" if (self.n // len(INSTRUMENTS)) % 2 == 0 else "SELL"
-        self.n += 1
-        ltp = self.prices[security_id]
-        # far from the market (but inside the circuit band) so every order rests
-        price = round(round(ltp * (0.95 if side == "BUY" else 1.05) / 0.05) * 0.05, 2)
-        answer = self.client.place_order(security_id=security_id, exchange_segment="NSE_EQ", transaction_type=side,
-                                         quantity=1, order_type="LIMIT", product_type="INTRADAY", price=price)
-        if answer.get("status") == "success":
-            self.placed.append(str(answer["data"]["orderId"]))
-        else:
-            self.errors.append(str(answer)[:300])
-
-    def place(self, count: int, interval: float) -> threading.Thread:
-        def run() -> None:
-            start = time.perf_counter()
-            for i in range(count):
-                due = start + i * interval
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                try:
-                    self.place_one()
-                except Exception as exc:  # noqa: BLE001 - reported as an error of the run
-                    self.errors.append(repr(exc)[:300])
-
-        thread = threading.Thread(target=run, name="leader", daemon=True)
-        thread.start()
-        return thread
+    def place(self, count: int, interval: float) -> float:
+        """Place `count` orders from a child process and wait for it; results in placed/errors.
+        Returns the seconds the placing took (without the child's start-up)."""
+        context = multiprocessing.get_context("spawn")
+        out = context.Queue()
+        child = context.Process(target=place_orders, name="leader", daemon=True, args=(
+            self.rest_url, self.client_id, self.token, self.prices, self.n, count, interval, out))
+        child.start()
+        try:
+            placed, errors, seconds = out.get(timeout=60 + count * interval * 2)
+        except queue.Empty:
+            raise BenchError("the leader process placed nothing within its time") from None
+        finally:
+            child.join(10)
+        self.n += count
+        self.placed += placed
+        self.errors += errors
+        return seconds
 
 
 # -- reading the results ----------------------------------------------------------------------------
@@ -277,10 +303,10 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
             time.sleep(0.05)
 
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
-        leader = Leader(leader_client(exchange.rest_url, leader_id, leader_token), prices)
+        leader = Leader(exchange.rest_url, leader_id, leader_token, prices)
 
         # warm-up (not counted): threads, HTTP keep-alive sessions, SQLite pages, code paths
-        leader.place(WARMUP_ORDERS, 0.02).join()
+        leader.place(WARMUP_ORDERS, 0.02)
         warm = list(leader.placed)
         if leader.errors:
             raise BenchError(f"leader placement failed: {leader.errors[0]}")
@@ -296,9 +322,7 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
 
         sent_before = {n: sent_count(n) for n in names}
         leader.placed.clear()
-        started = time.perf_counter()
-        leader.place(orders, interval).join()
-        placing = time.perf_counter() - started
+        placing = leader.place(orders, interval)
         measured = list(leader.placed)
         if leader.errors:
             raise BenchError(f"{len(leader.errors)} leader placements failed, e.g. {leader.errors[0]}")

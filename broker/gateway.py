@@ -1,25 +1,24 @@
 """The broker gateway: one per account, over the official `dhanhq` client.
 
-Each calling thread gets its own `dhanhq` client (its own HTTP keep-alive session), so the rate
-limiter's worker threads can call in parallel. Timeouts are a few seconds, not dhanhq's 60.
+Each calling thread gets its own `dhanhq` client (its own kept-alive connection, see
+broker/transport.py), so the rate limiter's worker threads can call in parallel. Timeouts are a few seconds, not dhanhq's 60.
 Every answer is an `Answer`: data, or a classified `BrokerError`. Nothing here raises on a broker
 failure, and nothing here logs a token.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from dhanhq import DhanContext, dhanhq
 
 from app import metrics
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.parsing import MalformedMessage, forever_body, from_forever, from_order_book, place_body
+from broker.transport import KeptAliveHTTP, Pending, connections_for, dhan_http
 from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
 
 log = logging.getLogger(__name__)
@@ -38,6 +37,18 @@ class Answer:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class SentPlacement:
+    """A placement request already sent (DhanGateway.send_place); its answer not read yet."""
+
+    gateway: "DhanGateway"
+    pending: Pending
+    started: float
+
+    def answer(self) -> Answer:
+        return self.gateway._answer("place", self.pending.finish(), self.started)
+
+
 class DhanGateway:
     def __init__(self, account: str, client_id: str, access_token: str,
                  base_url: str = DEFAULT_BASE_URL, timeout: float = 5.0) -> None:
@@ -46,7 +57,10 @@ class DhanGateway:
         self._access_token = access_token
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._connections = connections_for(self.base_url, timeout)  # None when a proxy applies
         self._local = threading.local()
+        self._senders: list[dhanhq] = []  # clients for send_place, which runs on short-lived threads
+        self._senders_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the token
         return f"DhanGateway({self.account}, {self.client_id}, {self.base_url})"
@@ -59,29 +73,20 @@ class DhanGateway:
         """A renewed token: new clients are made lazily in every thread."""
         self._access_token = access_token
         self._local = threading.local()
+        with self._senders_lock:
+            self._senders = []
+
+    def _new_client(self) -> dhanhq:
+        context = DhanContext(self.client_id, self._access_token)
+        context.dhan_http = dhan_http(self.client_id, self._access_token, self.base_url, self.timeout,
+                                      self._connections)
+        return dhanhq(context)
 
     def _client(self) -> dhanhq:
         client = getattr(self._local, "client", None)
         if client is None:
-            context = DhanContext(self.client_id, self._access_token)
-            http = context.get_dhan_http()
-            http.base_url = self.base_url
-            http.timeout = self.timeout
-            self._settle_environment(http.session)
-            client = dhanhq(context)
-            self._local.client = client
+            client = self._local.client = self._new_client()
         return client
-
-    def _settle_environment(self, session: requests.Session) -> None:
-        """Read the proxy and CA-bundle settings of the environment once, for this client.
-
-        `requests` otherwise re-reads them, and ~/.netrc, on every call: a fifth of a placement's
-        CPU in bench/replication_bench.py. HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE still work."""
-        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-        session.trust_env = False
 
     def _call(self, endpoint: str, fn: Any, *args: Any, **kwargs: Any) -> Answer:
         started = time.perf_counter()
@@ -89,6 +94,9 @@ class DhanGateway:
             result = fn(*args, **kwargs)
         except Exception as exc:  # dhanhq raises for a few argument errors; never let them escape
             result = {"status": "failure", "remarks": f"client error: {exc}", "data": ""}
+        return self._answer(endpoint, result, started)
+
+    def _answer(self, endpoint: str, result: dict[str, Any], started: float) -> Answer:
         metrics.BROKER_LATENCY.labels(self.account, endpoint).observe(time.perf_counter() - started)
         if result.get("status") == "success":
             return Answer(data=result.get("data"))
@@ -99,6 +107,35 @@ class DhanGateway:
     # -- orders ----------------------------------------------------------------------------------
     def place(self, terms: OrderTerms, correlation_id: str) -> Answer:
         return self._call("place", self._client().place_order, **place_body(terms, correlation_id))
+
+    def send_place(self, terms: OrderTerms, correlation_id: str) -> SentPlacement | None:
+        """Send a placement on an open kept-alive connection and return without its answer;
+        `answer()` on the result waits for it (on any thread). None when no connection is open
+        (a connect, or a TLS handshake, must not hold up the caller) or a proxy applies: then
+        place() it in full on a worker."""
+        if self._connections is None:
+            return None
+        conn = self._connections.take(open_only=True)
+        if conn is None:
+            return None
+        with self._senders_lock:
+            client = self._senders.pop() if self._senders else None
+        token = self._access_token
+        client = client or self._new_client()
+        http = client.dhan_http
+        assert isinstance(http, KeptAliveHTTP)
+        started = time.perf_counter()
+        try:
+            with http.sending_on(conn):
+                pending = client.place_order(**place_body(terms, correlation_id))
+        except Exception:  # dhanhq refused the arguments before sending: place() answers that in full
+            self._connections.give_back(conn)
+            return None
+        finally:
+            with self._senders_lock:
+                if token == self._access_token:  # not renewed meanwhile
+                    self._senders.append(client)
+        return SentPlacement(self, pending, started)
 
     def modify(self, order_id: str, terms: OrderTerms) -> Answer:
         return self._call("modify", self._client().modify_order, order_id, terms.order_type.value, "",

@@ -1,0 +1,169 @@
+"""The gateway's HTTP transport (broker/transport.py) against small local servers: a kept-alive
+connection the server dropped is reopened, not reported as a failure; a server that does not
+answer, or is not there, is a network error after the timeout; a proxied URL keeps requests."""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from broker.errors import ErrorKind
+from broker.gateway import DhanGateway
+from broker import transport
+from broker.transport import KeptAliveHTTP, dhan_http
+from paper import AccountSpec, PaperExchange
+from tests.conftest import RELIANCE, wait_until
+from trading.orders import OrderTerms, OrderType, Product, Side, Validity
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Dhan's API
+    server: "_Server"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.server.requests.append((self.path, dict(self.headers)))
+        if self.server.hang.is_set():
+            self.server.release.wait(5)
+            return
+        body = json.dumps({"availabelBalance": 1000.0, "connection": self.server.connections}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1
+        self.server.sockets.append(self.request)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.sockets: list[socket.socket] = []
+        self.connections = 0
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v2"
+
+    def drop_connections(self) -> None:
+        """What a server does to an idle keep-alive connection: closes it."""
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_calls_reuse_one_connection_and_reopen_it_after_the_server_dropped_it(server, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(transport, "CHECK_AFTER_IDLE_SECONDS", 0.0)  # a server that drops at once
+    gateway = DhanGateway("f1", "1000000002", "secret-token", server.url, timeout=2.0)
+
+    first, second = gateway.fund_limit(), gateway.fund_limit()
+    assert first.ok and second.ok
+    assert server.connections == 1  # kept alive
+    path, headers = server.requests[0]
+    assert path == "/v2/fundlimit" and headers["access-token"] == "secret-token"
+    assert headers["client-id"] == "1000000002"
+
+    server.drop_connections()
+    sock = gateway._connections._idle[0].sock  # the idle kept-alive connection
+    wait_until(lambda: select.select([sock], [], [], 0)[0], 5, message="the server's close arrived")
+    third = gateway.fund_limit()  # must notice the close itself, not fail and leave it to a retry
+    assert third.ok, third.error
+    assert server.connections == 2
+
+
+def test_a_server_that_does_not_answer_is_a_network_error_after_the_timeout(server, monkeypatch):
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    gateway = DhanGateway("f1", "1000000002", "secret-token", server.url, timeout=0.3)
+    server.hang.set()
+    answer = gateway.fund_limit()
+    assert not answer.ok
+    assert answer.error.kind == ErrorKind.NETWORK and answer.error.transient
+    server.hang.clear()
+    server.release.set()
+    assert gateway.fund_limit().ok  # the timed-out connection was discarded, the next call works
+
+
+def test_no_server_is_a_network_error():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gateway = DhanGateway("f1", "1000000002", "secret-token", f"http://127.0.0.1:{port}/v2", timeout=1.0)
+    answer = gateway.fund_limit()
+    assert not answer.ok and answer.error.kind == ErrorKind.NETWORK
+    assert "secret-token" not in str(answer.error)
+
+
+def test_a_proxied_url_keeps_requests_with_the_proxy(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    http = dhan_http("1000000002", "t", "https://api.dhan.co/v2", 5.0)
+    assert not isinstance(http, KeptAliveHTTP)
+    assert http.session.proxies["https"] == "http://proxy.internal:3128"
+    assert http.base_url == "https://api.dhan.co/v2" and http.timeout == 5.0
+
+    monkeypatch.setenv("NO_PROXY", "api.dhan.co")
+    assert isinstance(dhan_http("1000000002", "t", "https://api.dhan.co/v2", 5.0), KeptAliveHTTP)
+
+
+def test_a_placement_sent_on_one_thread_is_answered_on_another_and_placed_once(monkeypatch):
+    """The fan-out path (RateLimiter._dispatch): send_place on the order actor's thread, the
+    answer read by a broker worker. Cold (no open connection) it declines, so a connect never
+    holds up the sender; warm, the order exists once, under its correlation id."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    ex = PaperExchange(seed=3, price_walk=False, session="open").start()
+    try:
+        ex.add_account(AccountSpec("1100000002", "follower-secret-token", 5_000_000))
+        gateway = DhanGateway("f1", "1100000002", "follower-secret-token", ex.rest_url, timeout=5.0)
+        terms = OrderTerms(RELIANCE, "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY,
+                           quantity=3, price=1000.0)
+        assert gateway.send_place(terms, "CTSPLIT000000000000000001") is None  # cold: declined
+        assert gateway.fund_limit().ok  # opens the connection, kept alive
+
+        sent = gateway.send_place(terms, "CTSPLIT000000000000000001")
+        assert sent is not None
+        answers: list = []
+        reader = threading.Thread(target=lambda: answers.append(sent.answer()))
+        reader.start()
+        reader.join(10)
+        assert answers and answers[0].ok, answers
+        order_id = answers[0].data["orderId"]
+        book = [o for o in ex.orders("1100000002") if o["correlationId"] == "CTSPLIT000000000000000001"]
+        assert [o["orderId"] for o in book] == [order_id]
+        assert book[0]["quantity"] == 3 and book[0]["price"] == 1000.0 and book[0]["validity"] == "DAY"
+        assert gateway.fund_limit().ok  # the connection went back to the account's idle set
+    finally:
+        ex.stop()
