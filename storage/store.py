@@ -50,6 +50,9 @@ class Store:
         self.on_health = on_health
         self._lock = threading.RLock()
         self._statements: dict[tuple, str] = {}
+        self._events: list[tuple] = []  # order events appended in the open transaction
+        self._last_write = 0.0  # monotonic end of the last write (the checkpointer waits for a gap)
+        self._depth = 0  # nesting of write() on the lock-holding thread
         self._healthy = True
         with self._lock:
             self.db.connect(reuse_if_open=True)
@@ -78,10 +81,22 @@ class Store:
             if missing:
                 migrate(*(migrator.add_column(model._meta.table_name, f.column_name, f) for f in missing))
 
-    def _checkpoint_loop(self, every_seconds: float = 1.0) -> None:
+    def _checkpoint_loop(self, every_seconds: float = 1.0, quiet_seconds: float = 0.03,
+                         at_most_seconds: float = 10.0) -> None:
+        """About once a second, in a gap between writes. A checkpoint fsyncs (4 to 5 ms here), and
+        one that overlapped a placement stalled it by up to 20 ms (bench/replication_bench.py);
+        copying comes in bursts, so waiting for `quiet_seconds` without a write usually finds a
+        gap. A store that is never quiet is checkpointed anyway after `at_most_seconds`."""
         connection = sqlite3.connect(self.path, timeout=1.0)
+        last = time.monotonic()
         try:
-            while not self._closing.wait(every_seconds):
+            while not self._closing.wait(quiet_seconds):
+                now = time.monotonic()
+                if now - last < every_seconds:
+                    continue
+                if now - self._last_write < quiet_seconds and now - last < at_most_seconds:
+                    continue
+                last = now
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:  # busy or failing: the next round tries again
@@ -109,8 +124,19 @@ class Store:
 
         def attempt() -> T:
             with self._lock:
-                with self.db.atomic():
-                    return fn()
+                outermost = self._depth == 0
+                self._depth += 1
+                try:
+                    with self.db.atomic():
+                        result = fn()
+                        if outermost:
+                            self._flush_events()
+                        return result
+                finally:
+                    self._depth -= 1
+                    if outermost:
+                        self._events.clear()  # rolled back with the transaction when it failed
+                        self._last_write = time.monotonic()
 
         try:
             result = attempt()
@@ -234,6 +260,7 @@ class Store:
     # -- the per-order event store ------------------------------------------------------
     def last_seq(self, order_key: str) -> int:
         """The highest sequence number stored for an order (0 for none)."""
+        self._flush_events()
         row = self.db.execute_sql('SELECT MAX("seq") FROM "order_event_record" WHERE "order_key" = ?',
                                   (order_key,)).fetchone()
         return row[0] or 0
@@ -242,12 +269,22 @@ class Store:
         """Inside a write transaction: append with the next per-order sequence number. An owner that
         counts its own sequence (the order actor) passes it and saves the MAX query."""
         seq = seq if seq is not None else self.last_seq(order_key) + 1
-        self.insert(m.OrderEventRecord, dict(order_key=order_key, seq=seq, kind=kind, payload=json.dumps(payload),
-                                             at=time.time()))
+        # Written together at the end of the transaction (one executemany): a leader order's first
+        # sighting appends one event per follower, and one statement each was most of its cost.
+        self._events.append((order_key, seq, kind, json.dumps(payload), time.time()))
+        if self._depth == 0:  # not inside write(): the caller's own transaction, flush now
+            self._flush_events()
         return seq
 
+    def _flush_events(self) -> None:
+        if self._events:
+            rows, self._events = self._events, []
+            self.db.cursor().executemany(
+                'INSERT INTO "order_event_record" ("order_key", "seq", "kind", "payload", "at") '
+                "VALUES (?, ?, ?, ?, ?)", rows)
+
     def order_events(self, order_key: str) -> list[m.OrderEventRecord]:
-        return self.read(lambda: list(m.OrderEventRecord.select()
+        return self.read(lambda: self._flush_events() or list(m.OrderEventRecord.select()
                                       .where(m.OrderEventRecord.order_key == order_key)
                                       .order_by(m.OrderEventRecord.seq)))
 
