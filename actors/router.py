@@ -44,6 +44,7 @@ class OrderRouter(Supervised):
         self.period = period
         self._restarts: dict[str, deque[float]] = {}
         self._given_up: set[str] = set()
+        self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
 
     def started(self) -> None:
         # Resume: every order with work left gets its actor back, and every stored update not yet
@@ -113,8 +114,24 @@ class OrderRouter(Supervised):
         self._child(leader_order_id).tell(message)
 
     def _leader_of(self, message: OrderUpdateReceived) -> str | None:
+        """The leader order a follower's update belongs to. A copy's correlation id and broker
+        order id never change owner, so answers are remembered: every copy sends several
+        updates, and each lookup took the store's lock on the router's thread."""
         update = message.update
-        return self.ctx.store.leader_order_of_copy(message.account, update.correlation_id, update.order_id)
+        keys = [(message.account, update.order_id)]
+        if update.correlation_id:
+            keys.append((message.account, update.correlation_id))
+        for key in keys:
+            known = self._owners.get(key)
+            if known is not None:
+                return known
+        leader = self.ctx.store.leader_order_of_copy(message.account, update.correlation_id, update.order_id)
+        if leader is not None:
+            if len(self._owners) > 100_000:  # bounded: a long run forgets, and asks the store again
+                self._owners.clear()
+            for key in keys:
+                self._owners[key] = leader
+        return leader
 
     def _child(self, leader_order_id: str) -> Address:
         address = self.children.get(leader_order_id)
