@@ -4,5 +4,6 @@ feed.py         FeedActor: one per account socket (leader and each follower): lo
 router.py       OrderRouter: spawns and supervises one OrderActor per leader order
 order.py        OrderActor: serialises one leader order's events and converges its follower copies
 sizing.py       SizingActor: follower quantities and the capital lock
-rate_limiter.py RateLimiterActor: one per account; keeps broker calls inside its limits, retries transient failures
+rate_limiter.py RateLimiter: one per account; keeps broker calls inside its limits and sends them
+                (RateLimiterActor: its clock for calls that must wait, and its retries)
 """

@@ -94,10 +94,10 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
                  clock: Callable[[], datetime] | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules."""
-    # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, rate
-    # limiter, broker worker). Python lets a busy thread keep the GIL for 5 ms by default; a
-    # shorter interval lets the next link of the chain run sooner (p99 with 10 followers ~25%
-    # lower in bench/replication_bench.py).
+    # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
+    # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
+    # next link of the chain run sooner (p99 with 10 followers ~25% lower in
+    # bench/replication_bench.py). Shorter still (0.1-0.2 ms) measured worse: more switching.
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
     copier = Copier(config=config, store=store)
     copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
