@@ -17,7 +17,7 @@ REPLICATION_LATENCY histogram observes just before the rate limiter's worker sen
 placement), read from the SQLite file. A few warm-up orders are placed and copied first and are
 not counted. The default pace is 10 orders/s (100 ms apart), the most a Dhan account may place
 since March 2026, so the figures are the latency a real leader sees. A faster pace (e.g.
---interval 5) is a capacity test: once it exceeds what the copier sustains (about 100 copies/s
+--interval 5) is a capacity test: once it exceeds what the copier sustains (about 200 copies/s
 on 2 cores), the figures are queueing and the run says so.
 
     python bench/replication_bench.py [--orders 200] [--followers 10] [--interval 100]
