@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
+import trustme
 
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
@@ -36,6 +38,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append((self.path, json.loads(body)))
+        answer = json.dumps({"orderId": "42", "orderStatus": "PENDING"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
 
     def setup(self) -> None:
         super().setup()
@@ -167,3 +179,44 @@ def test_a_placement_sent_on_one_thread_is_answered_on_another_and_placed_once(m
         assert gateway.fund_limit().ok  # the connection went back to the account's idle set
     finally:
         ex.stop()
+
+
+def test_https_is_verified_against_the_configured_ca_and_kept_alive(monkeypatch, tmp_path):
+    """Live mode talks HTTPS: the transport verifies the server against the CA bundle (certifi's,
+    or REQUESTS_CA_BUNDLE as with requests), keeps the TLS connection, and refuses a server its
+    bundle does not trust."""
+    ca = trustme.CA()
+    srv = _Server()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    srv.socket = server_context.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{srv.server_address[1]}/v2"
+        for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        bundle = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(bundle))
+
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        trusted = DhanGateway("f1", "1000000002", "secret-token", url, timeout=2.0)
+        assert trusted.fund_limit().ok
+        terms = OrderTerms(RELIANCE, "NSE_EQ", Side.SELL, Product.CNC, OrderType.LIMIT, Validity.DAY,
+                           quantity=2, price=1500.5)
+        placed = trusted.place(terms, "CTTLS0000000000000000001")  # a POST: headers and body in one write
+        assert placed.ok and placed.data == {"orderId": "42", "orderStatus": "PENDING"}
+        assert srv.connections == 1
+        path, body = srv.requests[-1]
+        assert path == "/v2/orders" and body["correlationId"] == "CTTLS0000000000000000001"
+        assert body["price"] == 1500.5 and body["transactionType"] == "SELL" and body["productType"] == "CNC"
+
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's public roots do not know this CA
+        untrusted = DhanGateway("f1", "1000000002", "secret-token", url, timeout=2.0)
+        answer = untrusted.fund_limit()
+        assert not answer.ok and answer.error.kind == ErrorKind.NETWORK
+        assert "CERTIFICATE_VERIFY_FAILED" in answer.error.message
+        assert len(srv.requests) == 2  # the refused client's request never reached the server
+    finally:
+        srv.release.set()
+        srv.shutdown()
+        srv.server_close()
