@@ -176,10 +176,8 @@ class BrokerReply:
 
 @dataclass(frozen=True)
 class Drain:
-    """RateLimiter -> its actor: calls are waiting, the next may be sent in `due` (monotonic);
-    and the actor's timer to itself (due 0): a slot may be free now."""
-
-    due: float = 0.0
+    """RateLimiter -> its actor: calls are waiting; and the actor's timer to itself: a slot may
+    be free now."""
 
 
 @dataclass(frozen=True)

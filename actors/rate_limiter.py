@@ -104,21 +104,22 @@ class RateLimiter:
         """Send `call` as soon as the limits allow, in arrival order. With `later`, the work left
         for broker workers is appended there for the caller to start after its whole fan-out
         (see `send_all`)."""
-        with self._lock:
-            self.queue.append(call)
-            admitted, wait = self._admit()
-        self._dispatch(admitted, later)
-        if wait is not None:
-            self._wake(wait)
+        self._enqueue(call, later, first=False)
 
     def retry(self, call: BrokerCall) -> None:
         """A retry goes ahead of the queue (it arrived first); its backoff is `call.not_before`."""
+        self._enqueue(call, None, first=True)
+
+    def _enqueue(self, call: BrokerCall, later: list[Callable[[], None]] | None, first: bool) -> None:
         with self._lock:
-            self.queue.appendleft(call)
+            if first:
+                self.queue.appendleft(call)
+            else:
+                self.queue.append(call)
             admitted, wait = self._admit()
-        self._dispatch(admitted)
+        self._dispatch(admitted, later)
         if wait is not None:
-            self._wake(wait)
+            self._wake()
 
     def pause(self, until: float) -> None:
         """DH-904: nothing more for this account until `until` (monotonic)."""
@@ -131,9 +132,6 @@ class RateLimiter:
             admitted, wait = self._admit()
         self._dispatch(admitted)
         return wait
-
-    def queue_length(self) -> int:
-        return len(self.queue)
 
     def close(self) -> None:
         with self._lock:
@@ -195,9 +193,10 @@ class RateLimiter:
         except RuntimeError:  # closed meanwhile (stopping): the call stays pending in storage
             log.debug("%s: broker workers stopped; call not sent", self.account)
 
-    def _wake(self, delay: float) -> None:
+    def _wake(self) -> None:
+        """Calls are waiting: the actor drains and times the next slot itself."""
         if self.actor is not None:  # None only before the actor first starts; it drains then
-            self.actor.tell(Drain(time.monotonic() + delay))
+            self.actor.tell(Drain())
 
     # -- runs on a worker thread -------------------------------------------------------------------
     def _execute(self, call: BrokerCall) -> None:
@@ -369,9 +368,7 @@ class RateLimiterActor(Supervised):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, CallCompleted):
             self._completed(message.reply)
-        elif isinstance(message, Drain) and not message.due:
-            self._timer_due = 0.0  # the timer fired
-        self._drain()
+        self._drain()  # on Drain, and after anything else: a slot may be free now
         return None
 
     def _drain(self) -> None:
@@ -380,8 +377,9 @@ class RateLimiterActor(Supervised):
             self._schedule(wait)
 
     def _schedule(self, delay: float) -> None:
-        due = time.monotonic() + delay
-        if self._timer is not None and self._timer_due and self._timer_due <= due:
+        now = time.monotonic()
+        due = now + delay
+        if now < self._timer_due <= due:  # a timer still pending fires soon enough
             return
         self._cancel_timer()
         self._timer_due = due

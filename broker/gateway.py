@@ -1,7 +1,8 @@
 """The broker gateway: one per account, over the official `dhanhq` client.
 
-Each calling thread gets its own `dhanhq` client (its own kept-alive connection, see
-broker/transport.py), so the rate limiter's worker threads can call in parallel. Timeouts are a few seconds, not dhanhq's 60.
+Each calling thread gets its own `dhanhq` client over the account's kept-alive connections (see
+broker/transport.py), so the rate limiter's worker threads can call in parallel. Timeouts are a
+few seconds, not dhanhq's 60.
 Every answer is an `Answer`: data, or a classified `BrokerError`. Nothing here raises on a broker
 failure, and nothing here logs a token.
 """
@@ -122,7 +123,6 @@ class DhanGateway:
             return None
         with self._senders_lock:
             client = self._senders.pop() if self._senders else None
-        token = self._access_token
         client = client or self._new_client()
         http = client.dhan_http
         assert isinstance(http, KeptAliveHTTP)
@@ -135,7 +135,7 @@ class DhanGateway:
             return None
         finally:
             with self._senders_lock:
-                if token == self._access_token:  # not renewed meanwhile
+                if http.access_token == self._access_token:  # a renewed token retires old clients
                     self._senders.append(client)
         return SentPlacement(self, pending, started)
 

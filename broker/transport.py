@@ -40,9 +40,14 @@ _tls_lock = threading.Lock()
 _tls_contexts: dict[str, ssl.SSLContext] = {}
 
 
+def _ca_bundle_from_env() -> str | None:
+    """The CA bundle the environment names, read as requests reads it."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+
+
 def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context per CA bundle (building one reads the bundle: milliseconds)."""
-    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    cafile = _ca_bundle_from_env() or certifi.where()
     with _tls_lock:
         context = _tls_contexts.get(cafile)
         if context is None:
@@ -91,7 +96,8 @@ class Connections:
     one thread at a time: taken for a request, given back once its answer is read."""
 
     def __init__(self, base_url: str, timeout: float) -> None:
-        parts = urlsplit(base_url.rstrip("/"))
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.https = parts.scheme == "https"
@@ -153,8 +159,7 @@ class KeptAliveHTTP(DhanHTTP):
     def __init__(self, client_id: str, access_token: str, connections: Connections) -> None:
         super().__init__(client_id, access_token)
         self.connections = connections
-        self.base_url = f"{'https' if connections.https else 'http'}://{connections.host}" + (
-            f":{connections.port}" if connections.port else "") + connections.prefix
+        self.base_url = connections.base_url
         self.timeout = connections.timeout
         self._deferred_on: http.client.HTTPConnection | None = None
 
@@ -218,19 +223,18 @@ def connections_for(base_url: str, timeout: float) -> Connections | None:
 
 def dhan_http(client_id: str, access_token: str, base_url: str, timeout: float,
               connections: Connections | None = None) -> DhanHTTP:
-    """The transport for one client: kept-alive http.client, or requests where a proxy applies."""
+    """The transport for one client: kept-alive http.client over the account's `connections`
+    (from connections_for when not given), or requests where a proxy applies."""
+    connections = connections or connections_for(base_url, timeout)
     if connections is not None:
         return KeptAliveHTTP(client_id, access_token, connections)
-    proxies = requests.utils.get_environ_proxies(base_url)
-    if not proxies:
-        return KeptAliveHTTP(client_id, access_token, Connections(base_url, timeout))
     http = DhanHTTP(client_id, access_token)
     http.base_url = base_url.rstrip("/")
     http.timeout = timeout
     session = http.session
     # requests would otherwise re-read the proxy environment and ~/.netrc on every call
-    session.proxies.update(proxies)
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    bundle = _ca_bundle_from_env()
     if bundle:
         session.verify = bundle
     session.trust_env = False

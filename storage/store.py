@@ -88,15 +88,12 @@ class Store:
         copying comes in bursts, so waiting for `quiet_seconds` without a write usually finds a
         gap. A store that is never quiet is checkpointed anyway after `at_most_seconds`."""
         connection = sqlite3.connect(self.path, timeout=1.0)
-        last = time.monotonic()
         try:
-            while not self._closing.wait(quiet_seconds):
-                now = time.monotonic()
-                if now - last < every_seconds:
-                    continue
-                if now - self._last_write < quiet_seconds and now - last < at_most_seconds:
-                    continue
-                last = now
+            while not self._closing.wait(every_seconds):
+                give_up = time.monotonic() + at_most_seconds - every_seconds
+                while time.monotonic() - self._last_write < quiet_seconds and time.monotonic() < give_up:
+                    if self._closing.wait(quiet_seconds):
+                        return
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:  # busy or failing: the next round tries again

@@ -13,8 +13,8 @@ runs in reverse, so the feeds go quiet first.
 """
 from __future__ import annotations
 
-import logging
 import gc
+import logging
 import sys
 import threading
 from pathlib import Path
