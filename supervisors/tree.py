@@ -45,6 +45,7 @@ from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
+from trading.prices import LEADER_FILL, NONE, QUOTE
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for name in names:
         metrics.LAG_ALERTS.labels(name)
         metrics.RATE_LIMITED.labels(name)
+    for result in ("hit", "miss"):
+        metrics.QUOTE_LOOKUPS.labels(result)
+    for source in (QUOTE, LEADER_FILL, NONE):
+        metrics.REFERENCE_PRICES.labels(source)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
