@@ -4,9 +4,10 @@ An order actor reads the `QuoteBoard`, a thread-safe cache, and needs no message
 fresh price. On a miss it tells the `QuoteActor`, which asks Dhan's market quote API (POST
 /marketfeed/ltp) and answers with a `QuotePrice`. Dhan allows that API one request a second per
 account, up to 1000 instruments each, and only to accounts with a data plan (GET /profile:
-`dataPlan`). So the actor reads every account's plan at start, puts every instrument waiting into
-one request, paces requests per account, spreads them over the accounts that may ask, and caches
-the answers for `quotes.cache_seconds`. It calls the broker on its own thread, never under the
+`dataPlan`). So the actor finds at start an account that may ask (reading profiles in order, the
+leader's first, until one has a plan; another only when more are needed), puts every instrument
+waiting into one request, paces requests per account, and caches the answers for
+`quotes.cache_seconds`. It calls the broker on its own thread, never under the
 sizing actor's lock, and nobody waits on it synchronously: an order actor that gets no price
 falls back to the leader's fill (trading/prices.py).
 """
@@ -77,9 +78,9 @@ class Quotes:
 
 
 class QuoteActor(Supervised):
-    """Asks for quotes on behalf of order actors. State is only what is being waited for: a
-    restarted incarnation re-reads the plans, and order actors whose question was lost fall
-    back to the leader's fill."""
+    """Asks for quotes on behalf of order actors. Its state is only what is being waited for and
+    which accounts ask: a restarted incarnation reads the plans again, and order actors whose
+    question was lost fall back to the leader's fill."""
 
     def __init__(self, address: Address, supervisor: Address | None, board: QuoteBoard,
                  gateways: Mapping[str, DhanGateway], *, requests_per_second: int = 1,
@@ -90,14 +91,14 @@ class QuoteActor(Supervised):
         self.max_batch = max_batch
         self.recheck_seconds = recheck_seconds
         self._windows = {name: SlidingWindows([(requests_per_second, 1.0)]) for name in gateways}
-        self._askers: list[str] = []  # accounts with a data plan, in the order given (the leader first)
-        self._unchecked: list[str] = list(gateways)  # plan not known yet (profile unavailable)
-        self._checked_at = 0.0
+        self._askers: list[str] = []  # accounts with a data plan, asking
+        self._next_check = {name: 0.0 for name in gateways}  # the others: when their plan may be read (again)
         self._wanted: dict[Key, list[Address]] = {}  # in order of arrival; each with its askers
         self._wake: threading.Timer | None = None
 
     def started(self) -> None:
-        self._check_plans()
+        if not self._find_asker():
+            log.warning("no account has a data plan: orders without a price are valued at the leader's fill")
 
     def on_stop(self) -> None:
         super().on_stop()
@@ -121,42 +122,42 @@ class QuoteActor(Supervised):
         elif isinstance(message, Tick) and message.what == "quotes":
             self._wake = None
             self._drain()
-        elif message == "askers":
-            return list(self._askers)
         return None
 
-    def _check_plans(self) -> None:
-        """Read the profile of every account whose plan is not known yet."""
-        self._checked_at = time.monotonic()
-        for name in list(self._unchecked):
-            answer = self.gateways[name].profile()
-            if not answer.ok:
-                log.warning("profile of %s unavailable (%s); its data plan is checked again later", name,
-                            answer.error)
+    def _find_asker(self) -> bool:
+        """Read the profiles of accounts not asking, in order, until one has a data plan. An account
+        without one (or whose profile is unavailable) is read again `recheck_seconds` later at most."""
+        for name, due in list(self._next_check.items()):
+            now = time.monotonic()
+            if due > now:
                 continue
-            self._unchecked.remove(name)
-            if answer.data.data_plan:
+            answer = self.gateways[name].profile()
+            if answer.ok and answer.data.data_plan:
+                del self._next_check[name]
                 self._askers.append(name)
-        metrics.QUOTE_ACCOUNTS.set(len(self._askers))
-        if self._askers:
-            log.info("market quotes are asked through %s", ", ".join(self._askers))
-        elif not self._unchecked:
-            log.warning("no account has a data plan: orders without a price are valued at the leader's fill")
+                metrics.QUOTE_ACCOUNTS.set(len(self._askers))
+                log.info("market quotes are asked through %s", name)
+                return True
+            self._next_check[name] = now + self.recheck_seconds
+            if not answer.ok:
+                log.warning("profile of %s unavailable (%s); its data plan is read again later", name, answer.error)
+        return False
 
     def _drain(self) -> None:
         """Ask for everything wanted, in as few requests as the accounts' windows allow."""
         while self._wanted:
-            if self._unchecked and time.monotonic() - self._checked_at >= self.recheck_seconds:
-                self._check_plans()
+            now = time.monotonic()
+            waits = {name: self._windows[name].wait_time(now) for name in self._askers}
+            ready = [name for name in self._askers if waits[name] <= 0]
+            if not ready and self._find_asker():  # a first account to ask through, or one more
+                continue
             if not self._askers:
                 self._answer(list(self._wanted), {})
                 return
-            now = time.monotonic()
-            waits = {name: self._windows[name].wait_time(now) for name in self._askers}
-            account = min(self._askers, key=waits.__getitem__)
-            if waits[account] > 0:
-                self._wake_in(waits[account])
+            if not ready:
+                self._wake_in(min(waits.values()))
                 return
+            account = ready[0]
             self._windows[account].take(now)
             batch = list(self._wanted)[:self.max_batch]
             answer = self.gateways[account].quotes(batch)
@@ -165,12 +166,12 @@ class QuoteActor(Supervised):
                 self.board.put(answer.data.values())
                 self._answer(batch, answer.data)
             elif answer.error is not None and answer.error.kind == ErrorKind.AUTH:
-                # the plan lapsed (DH-902) or the token expired (DH-901): ask through the others
-                # meanwhile, and this one again after the next check of its profile
+                # the plan lapsed (DH-902) or the token expired (DH-901): ask through another
+                # account; this one's profile is read again later
                 self._askers.remove(account)
-                self._unchecked.append(account)
+                self._next_check[account] = time.monotonic() + self.recheck_seconds
                 metrics.QUOTE_ACCOUNTS.set(len(self._askers))
-                log.warning("market quotes refused to %s (%s); asking through the other accounts", account,
+                log.warning("market quotes refused to %s (%s); asking through another account", account,
                             answer.error)
             else:  # the waiting order actors fall back to the leader's fill
                 log.warning("market quotes unavailable through %s: %s", account, answer.error)

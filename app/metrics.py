@@ -64,7 +64,7 @@ QUOTE_LOOKUPS = Counter("copytrader_quote_lookups_total",
 REFERENCE_PRICES = Counter("copytrader_reference_prices_total",
                            "Leader orders without a price of their own, by what valued them (quote, leader_fill, none)",
                            ["source"])
-QUOTE_ACCOUNTS = Gauge("copytrader_quote_accounts", "Accounts whose data plan lets the copier ask for market quotes")
+QUOTE_ACCOUNTS = Gauge("copytrader_quote_accounts", "Accounts the copier asks market quotes through (data plan active)")
 DEAD_LETTERS = Gauge("copytrader_dead_letters", "Unresolved entries in the dead-letter queue")
 DIVERGENCES = Counter("copytrader_reconciler_divergences_total", "Divergences found by the reconciler",
                       ["kind"])
