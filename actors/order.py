@@ -96,6 +96,7 @@ class _Sighting:
     event_ids: list[int]
     update: OrderUpdate  # the latest of them
     timer: threading.Timer
+    received_ns: int  # when the first arrived: the copies' latency counts the wait
 
 
 @functools.lru_cache(maxsize=4096)
@@ -267,17 +268,17 @@ class OrderActor(Supervised):
                 self._end_wait(traded_price(sighting.update), LEADER_FILL)
             return
         if not awaits_price(update) or not self.ctx.policy.price_needed:
-            self._decide([event_id], update, traded_price(update), LEADER_FILL)
+            self._decide([event_id], update, traded_price(update), LEADER_FILL, update.received_ns)
             return
         quotes = self.ctx.quotes
         cached = quotes.cached(update.terms) if quotes is not None else None
         wait = self.ctx.policy.market_fill_wait_seconds
         if cached is not None or wait <= 0:
-            self._decide([event_id], update, cached or 0.0, QUOTE if cached else NONE)
+            self._decide([event_id], update, cached or 0.0, QUOTE if cached else NONE, update.received_ns)
             return
         timer = threading.Timer(wait, self.address.tell, args=(Tick("price_wait"),))
         timer.daemon = True
-        self._sighting = _Sighting([event_id], update, timer)
+        self._sighting = _Sighting([event_id], update, timer, update.received_ns)
         timer.start()
         if quotes is not None:
             quotes.ask(update.terms, self.address)
@@ -295,10 +296,12 @@ class OrderActor(Supervised):
         sighting, self._sighting = self._sighting, None
         assert sighting is not None
         sighting.timer.cancel()
-        self._decide(sighting.event_ids, sighting.update, reference, source)
+        self._decide(sighting.event_ids, sighting.update, reference, source, sighting.received_ns)
 
-    def _decide(self, event_ids: list[int], update: OrderUpdate, reference: float, source: str) -> None:
-        """The first sighting's decision, per follower, at `reference` (0: no price known)."""
+    def _decide(self, event_ids: list[int], update: OrderUpdate, reference: float, source: str,
+                received_ns: int) -> None:
+        """The first sighting's decision, per follower, at `reference` (0: no price known);
+        `received_ns`: when the order was first seen."""
         metrics.LEADER_EVENTS.labels("placed").inc()
         instrument = self.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
         order_skip = self._order_skip_reason(update, instrument)
@@ -331,7 +334,7 @@ class OrderActor(Supervised):
                 reason, detail = order_skip
                 self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=None, reason=reason, detail=detail)
             for follower, (decision, cid) in decisions.items():
-                self.copies[follower] = self._new_copy(follower, cid, update, decision)
+                self.copies[follower] = self._new_copy(follower, cid, update, decision, received_ns)
             self.ctx.store.mark_done(event_ids, "skipped" if order_skip else "copied")
 
         self.ctx.store.write(effect)
@@ -389,7 +392,8 @@ class OrderActor(Supervised):
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             raise RuntimeError(f"sizing unavailable: {exc}") from exc  # crash: retried after restart
 
-    def _new_copy(self, follower: str, cid: str, update: OrderUpdate, decision: SizeDecision | None) -> _Copy:
+    def _new_copy(self, follower: str, cid: str, update: OrderUpdate, decision: SizeDecision | None,
+                  received_ns: int) -> _Copy:
         """Inside the write transaction: the follower row, PENDING_PLACEMENT or SKIPPED."""
         assert decision is not None
         skipped = decision.skip_reason is not None
@@ -402,7 +406,7 @@ class OrderActor(Supervised):
         if skipped:
             self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=follower, reason=decision.skip_reason,
                           detail=decision.detail)
-        copy = _Copy(row, received_ns=update.received_ns)
+        copy = _Copy(row, received_ns=received_ns)
         self._seqs[self._copy_key(copy)] = 0
         self._append(self._copy_key(copy), "SKIPPED" if skipped else "SUBMITTED",
                                           {"status": row.status, "target": terms_to_dict(target),

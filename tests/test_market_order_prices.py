@@ -3,6 +3,7 @@ market quote (POST /marketfeed/ltp, asked by an account with a data plan), or el
 leader's own order traded at, waited for a short time; `price_unknown` only when neither exists."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -53,16 +54,24 @@ def test_without_a_data_plan_the_copy_waits_for_the_leaders_fill_and_uses_its_tr
     start_rig(rig)
     rig.exchange.set_price(RELIANCE, 2000.0)
     rig.exchange.hold_fills(RELIANCE)
-    leader_id = rig.place(order_type="MARKET", quantity=10)
-    wait_until(lambda: rig.store.read(lambda: m.InboundEvent.select().where(
-        (m.InboundEvent.account == "leader") & (m.InboundEvent.order_id == leader_id)).count()),
-        message="the copier to see the leader's order")
-    assert rig.copy_row(leader_id, "capped") is None  # not decided at first sight: it waits for the fill
+    filled_ns: list[int] = []
 
-    rig.exchange.fill(LEADER_ID, leader_id, price=2100.0)  # the leader's order trades, above the last price
+    def leader_fills() -> None:  # the leader's order trades 0.3 s after it was placed, above the last price
+        filled_ns.append(time.monotonic_ns())
+        rig.exchange.fill(LEADER_ID, leader_id, price=2100.0)
+
+    leader_id = rig.place(order_type="MARKET", quantity=10)
+    fill = threading.Timer(0.3, leader_fills)
+    fill.start()
 
     copy = rig.follower_copy(leader_id, "roomy")
     assert (copy["orderType"], copy["quantity"]) == ("MARKET", 10)
+    assert filled_ns, "copied before the leader's order traded"
+    first_seen_ns = rig.store.read(lambda: min(e.received_ns for e in m.InboundEvent.select().where(
+        (m.InboundEvent.account == "leader") & (m.InboundEvent.order_id == leader_id))))
+    waited_ms = (filled_ns[0] - first_seen_ns) / 1e6
+    latency = rig.wait_row(leader_id, lambda r: r.latency_ms is not None, "roomy").latency_ms
+    assert latency >= waited_ms, f"replication latency {latency:.1f} ms leaves out the {waited_ms:.1f} ms wait"
     skip = rig.wait_skip(leader_id, "capped")
     assert skip.reason == "max_order_value"  # at 2000 it would have passed: the traded price was used
     assert "10 x 2100.00" in skip.detail and "leader's fill" in skip.detail, skip.detail
