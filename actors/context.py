@@ -11,6 +11,7 @@ from trading.calendar import MarketCalendar, now
 from trading.instruments import InstrumentMaster
 
 if TYPE_CHECKING:
+    from actors.quotes import Quotes
     from actors.rate_limiter import RateLimiter
 
 
@@ -24,6 +25,8 @@ class CopyPolicy:
     sync_on_start: bool = True  # restarted actors look their copies up before acting
     flatten_naked_legs: bool = False  # a filled leg of a failed strategy is closed with a MARKET order
     replace_after_modification_cap: bool = False  # past the cap: cancel the copy and place it afresh
+    price_needed: bool = True  # some follower sizes or checks by value: orders without a price are valued first
+    market_fill_wait_seconds: float = 2.0  # how long such an order waits for a quote or its own fill
 
 
 @dataclass
@@ -40,3 +43,4 @@ class CopierContext:
     on_broker_failure: Callable[[str, str], None] = lambda follower, reason: None  # kill switch's count
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now
+    quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only

@@ -2,6 +2,8 @@
 
 Flow of one leader placement:
   FeedActor --OrderUpdateReceived--> OrderRouter --OrderUpdateReceived--> OrderActor
+  OrderActor --QuoteWanted--> QuoteActor --QuotePrice--> OrderActor   (an order without a price, on a
+             cache miss; decided then, or at the leader's fill, whichever comes first)
   OrderActor --SizeCopies (ask, one per leader order)--> SizingActor --> SizeDecision per follower
   OrderActor --BrokerCall--> RateLimiter[follower] (admits and sends it; a worker reads the answer)
              --BrokerReply--> OrderActor
@@ -54,6 +56,7 @@ class SizeCopy:
     reference_price: float  # for the capital check when the order itself has no price (MARKET)
     leader_filled: int = 0  # of this leader order already, so its position *before* it can be known
     leader_order_id: str = ""
+    price_source: str = ""  # what set reference_price: quote, leader_fill, or none (trading/prices.py)
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,27 @@ class CallCompleted:
     """A worker thread -> its RateLimiterActor: `call` failed transiently; decide its retry."""
 
     reply: BrokerReply
+
+
+# -- order actor <-> quotes -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuoteWanted:
+    """Order actor -> QuoteActor: the last traded price of an instrument, for a leader order that
+    names no price (the board had no fresh one)."""
+
+    exchange_segment: str
+    security_id: str
+    reply_to: Any  # Address of the order actor
+
+
+@dataclass(frozen=True)
+class QuotePrice:
+    """QuoteActor -> order actor: the answer; price 0 when none could be had (no data plan, no
+    data for the instrument, a failed request)."""
+
+    exchange_segment: str
+    security_id: str
+    price: float
 
 
 # -- operator and risk controls ----------------------------------------------------------------------

@@ -26,8 +26,8 @@ import pykka
 from actors.context import CopierContext
 from actors.rate_limiter import send_all
 from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
-                             OrderUpdateReceived, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy, SizeDecision,
-                             SuspendAccount, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
+                             OrderUpdateReceived, QuotePrice, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy,
+                             SizeDecision, SuspendAccount, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -37,6 +37,7 @@ from trading.instruments import Instrument
 from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
 from trading.orders import (OrderStatus, OrderTerms, OrderType, OrderUpdate, Side, Validity, correlation_id,
                             terms_from_dict, terms_to_dict, update_from_dict, update_to_dict)
+from trading.prices import LEADER_FILL, NONE, QUOTE, awaits_price, own_price, traded_price
 
 log = logging.getLogger(__name__)
 S = OrderStatus
@@ -86,6 +87,18 @@ class _Copy:
         return _terms(self.row.confirmed) if self.row.confirmed else None
 
 
+@dataclass
+class _Sighting:
+    """A leader order seen but not yet decided: it names no price and none is known yet. Its
+    updates are held, not acknowledged (a restart replays them), until a quote or its fill
+    values it, or the wait for one ends."""
+
+    event_ids: list[int]
+    update: OrderUpdate  # the latest of them
+    timer: threading.Timer
+    received_ns: int  # when the first arrived: the copies' latency counts the wait
+
+
 @functools.lru_cache(maxsize=4096)
 def _terms(text: str) -> OrderTerms:
     """Stored terms JSON -> OrderTerms. Convergence reads every copy's terms on every message;
@@ -105,6 +118,7 @@ class OrderActor(Supervised):
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
         self._seqs: dict[str, int] = {}  # last event-store sequence per order key, counted here
         self._lag_timer: threading.Timer | None = None
+        self._sighting: _Sighting | None = None
         self._outbox: list[BrokerCall] = []  # decided calls, sent together by _flush
 
     @property
@@ -133,11 +147,15 @@ class OrderActor(Supervised):
         metrics.ACTORS_RUNNING.dec()
         if self._lag_timer:
             self._lag_timer.cancel()
+        if self._sighting:
+            self._sighting.timer.cancel()
 
     def on_failure(self, *exc_info: Any) -> None:
         metrics.ACTORS_RUNNING.dec()
         if self._lag_timer:
             self._lag_timer.cancel()
+        if self._sighting:
+            self._sighting.timer.cancel()
         super().on_failure(*exc_info)
 
     # -- messages --------------------------------------------------------------------------------
@@ -148,6 +166,10 @@ class OrderActor(Supervised):
             self._on_reply(message)
         elif isinstance(message, Tick) and message.what == "lag":
             self._check_lag()
+        elif isinstance(message, QuotePrice):
+            self._on_quote(message)
+        elif isinstance(message, Tick) and message.what == "price_wait":
+            self._on_price_wait_over()
         elif isinstance(message, CancelCopies):
             for copy in self.copies.values():
                 if not copy.status.is_terminal and not copy.row.cancel_requested:
@@ -230,7 +252,56 @@ class OrderActor(Supervised):
             self._schedule_lag_check()
 
     def _first_sighting(self, event_id: int, update: OrderUpdate) -> None:
-        """A leader order seen for the first time: decide, per follower, copy or skip."""
+        """A leader order seen for the first time: decide, per follower, copy or skip.
+
+        An order that names no price (MARKET) is sized and checked at a reference price: a fresh
+        quote from the board at once; else the first of a quote asked now and the leader's own
+        fill (it follows within moments), for at most `market_fill_wait_seconds`. Until then its
+        updates are held here (`_Sighting`). An order with a price never waits."""
+        sighting = self._sighting
+        if sighting is not None:  # a later update of an order still waiting for a price
+            sighting.event_ids.append(event_id)
+            latest = sighting.update
+            if not self._is_stale(latest.sequence, latest.updated_at, update):
+                sighting.update = update
+            if not awaits_price(sighting.update):  # it traded (or closed): decide now
+                self._end_wait(traded_price(sighting.update), LEADER_FILL)
+            return
+        if not awaits_price(update) or not self.ctx.policy.price_needed:
+            self._decide([event_id], update, traded_price(update), LEADER_FILL, update.received_ns)
+            return
+        quotes = self.ctx.quotes
+        cached = quotes.cached(update.terms) if quotes is not None else None
+        wait = self.ctx.policy.market_fill_wait_seconds
+        if cached is not None or wait <= 0:
+            self._decide([event_id], update, cached or 0.0, QUOTE if cached else NONE, update.received_ns)
+            return
+        timer = threading.Timer(wait, self.address.tell, args=(Tick("price_wait"),))
+        timer.daemon = True
+        self._sighting = _Sighting([event_id], update, timer, update.received_ns)
+        timer.start()
+        if quotes is not None:
+            quotes.ask(update.terms, self.address)
+
+    def _on_quote(self, quote: QuotePrice) -> None:
+        if self._sighting is not None and quote.price > 0:
+            self._end_wait(quote.price, QUOTE)
+
+    def _on_price_wait_over(self) -> None:
+        """No quote and no fill in time: decided unvalued (a value rule refuses it as price_unknown)."""
+        if self._sighting is not None:
+            self._end_wait(0.0, NONE)
+
+    def _end_wait(self, reference: float, source: str) -> None:
+        sighting, self._sighting = self._sighting, None
+        assert sighting is not None
+        sighting.timer.cancel()
+        self._decide(sighting.event_ids, sighting.update, reference, source, sighting.received_ns)
+
+    def _decide(self, event_ids: list[int], update: OrderUpdate, reference: float, source: str,
+                received_ns: int) -> None:
+        """The first sighting's decision, per follower, at `reference` (0: no price known);
+        `received_ns`: when the order was first seen."""
         metrics.LEADER_EVENTS.labels("placed").inc()
         instrument = self.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
         order_skip = self._order_skip_reason(update, instrument)
@@ -238,9 +309,11 @@ class OrderActor(Supervised):
         group_id = None
         if order_skip is None:
             assert instrument is not None
-            reference = update.avg_price or update.last_fill_price
+            source = source if reference > 0 else NONE
+            if own_price(update.terms) <= 0:
+                metrics.REFERENCE_PRICES.labels(source).inc()
             requests = tuple(SizeCopy(f, correlation_id(self.leader_order_id, f), update.terms, instrument, reference,
-                                      update.filled_qty, self.leader_order_id) for f in self.ctx.followers)
+                                      update.filled_qty, self.leader_order_id, source) for f in self.ctx.followers)
             sized = self._ask_sizing(SizeCopies(requests, self.leader_order_id))
             group_id = sized.group_id
             for request, decision in zip(requests, sized.decisions):
@@ -261,8 +334,8 @@ class OrderActor(Supervised):
                 reason, detail = order_skip
                 self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=None, reason=reason, detail=detail)
             for follower, (decision, cid) in decisions.items():
-                self.copies[follower] = self._new_copy(follower, cid, update, decision)
-            self.ctx.store.mark_done([event_id], "skipped" if order_skip else "copied")
+                self.copies[follower] = self._new_copy(follower, cid, update, decision, received_ns)
+            self.ctx.store.mark_done(event_ids, "skipped" if order_skip else "copied")
 
         self.ctx.store.write(effect)
         if fill:  # after the sizing ask, which accounted for it through leader_filled
@@ -319,7 +392,8 @@ class OrderActor(Supervised):
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             raise RuntimeError(f"sizing unavailable: {exc}") from exc  # crash: retried after restart
 
-    def _new_copy(self, follower: str, cid: str, update: OrderUpdate, decision: SizeDecision | None) -> _Copy:
+    def _new_copy(self, follower: str, cid: str, update: OrderUpdate, decision: SizeDecision | None,
+                  received_ns: int) -> _Copy:
         """Inside the write transaction: the follower row, PENDING_PLACEMENT or SKIPPED."""
         assert decision is not None
         skipped = decision.skip_reason is not None
@@ -332,7 +406,7 @@ class OrderActor(Supervised):
         if skipped:
             self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=follower, reason=decision.skip_reason,
                           detail=decision.detail)
-        copy = _Copy(row, received_ns=update.received_ns)
+        copy = _Copy(row, received_ns=received_ns)
         self._seqs[self._copy_key(copy)] = 0
         self._append(self._copy_key(copy), "SKIPPED" if skipped else "SUBMITTED",
                                           {"status": row.status, "target": terms_to_dict(target),

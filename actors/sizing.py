@@ -29,6 +29,7 @@ from actors.messages import (LEADER, CapitalSnapshot, FillSeen, PositionsSnapsho
 from supervisors import Address, Supervised
 from trading import risk
 from trading.filters import Filters
+from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_order
 from trading.strategy import leg_quantity
 
@@ -306,7 +307,9 @@ class SizingActor(Supervised):
                                      request.terms.with_changes(quantity=decision.quantity), price, time.time())
                 if not verdict.allowed:
                     self.reservations[request.follower].pop(request.correlation_id, None)
-                    return SizeDecision(0, 0, 0.0, verdict.rule or "risk_limit", verdict.detail)
+                    note = price_note(request.terms, request.reference_price, request.price_source, price)
+                    return SizeDecision(0, 0, 0.0, verdict.rule or "risk_limit",
+                                        f"{verdict.detail}; {note}" if note else verdict.detail)
             self.recent_orders[request.follower].append(time.time())
         return decision
 

@@ -107,6 +107,9 @@ class Config:
     kill_switch_failure_window: float = 60.0
     token_renew_seconds: float = 0.0
     margin_check: bool = False
+    market_fill_wait_seconds: float = 2.0  # an order without a price and no quote: wait this long for its fill
+    quote_cache_seconds: float = 2.0
+    quote_requests_per_second: int = 1  # Dhan's market quote APIs, per account with a data plan
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     reconcile_interval_seconds: float = 60.0
     reconcile_repair: bool = True
@@ -317,7 +320,12 @@ def parse(raw: Any, source: str = "config") -> Config:
     leg_window = cp.number("leg_window_seconds", 0.0, 0)
     flatten_legs = cp.bool("flatten_naked_legs", False)
     replace_after_cap = cp.bool("replace_after_modification_cap", False)
+    fill_wait = cp.number("market_fill_wait_seconds", 2.0, 0)
     cp.done()
+    qs = root.section("quotes")
+    quote_cache = qs.number("cache_seconds", 2.0, 0)
+    quote_rate = qs.number("requests_per_second", 1, 1, integer=True)
+    qs.done()
     ks = root.section("kill_switch")
     kill_broker = ks.bool("activate_broker", False)
     kill_after = ks.number("after_failures", 0, 0, integer=True)
@@ -359,7 +367,8 @@ def parse(raw: Any, source: str = "config") -> Config:
                   replace_after_modification_cap=replace_after_cap,
                   kill_switch_activates_broker=kill_broker, kill_switch_after_failures=kill_after,
                   kill_switch_failure_window=kill_window, token_renew_seconds=renew_minutes * 60,
-                  margin_check=margin_check, alerts=alerts,
+                  margin_check=margin_check, market_fill_wait_seconds=fill_wait, quote_cache_seconds=quote_cache,
+                  quote_requests_per_second=quote_rate, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
 
 

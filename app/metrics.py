@@ -55,6 +55,16 @@ RATE_LIMIT_TOKENS = Gauge("copytrader_rate_limiter_tokens", "Order calls still a
 RATE_LIMITED = Counter("copytrader_rate_limited_total", "DH-904 answers received", ["account"])
 RETRIES = Counter("copytrader_broker_retries_total", "Broker calls retried after a transient failure",
                   ["account", "operation"])
+QUOTE_REQUESTS = Counter("copytrader_quote_requests_total",
+                         "Market quote (LTP) requests sent to the broker, by account and outcome (ok, failed)",
+                         ["account", "outcome"])
+QUOTE_LOOKUPS = Counter("copytrader_quote_lookups_total",
+                        "Quote cache lookups for leader orders without a price: hit (fresh) or miss (asked the broker)",
+                        ["result"])
+REFERENCE_PRICES = Counter("copytrader_reference_prices_total",
+                           "Leader orders without a price of their own, by what valued them (quote, leader_fill, none)",
+                           ["source"])
+QUOTE_ACCOUNTS = Gauge("copytrader_quote_accounts", "Accounts the copier asks market quotes through (data plan active)")
 DEAD_LETTERS = Gauge("copytrader_dead_letters", "Unresolved entries in the dead-letter queue")
 DIVERGENCES = Counter("copytrader_reconciler_divergences_total", "Divergences found by the reconciler",
                       ["kind"])

@@ -9,10 +9,11 @@ failure, and nothing here logs a token.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from dhanhq import DhanContext, dhanhq
 
@@ -36,6 +37,52 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The last traded price of one instrument, as Dhan's market quote API reported it."""
+
+    exchange_segment: str
+    security_id: str
+    last_price: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An account's setup from Dhan's user profile: what matters here is whether its Data API plan
+    is active (without it the market quote API refuses the account)."""
+
+    client_id: str
+    data_plan: bool
+    data_valid_until: str = ""
+    token_valid_until: str = ""
+
+
+def quotes_from_ltp(body: Any) -> dict[tuple[str, str], Quote]:
+    """Dhan's `/marketfeed/ltp` answer, `{"data": {"NSE_EQ": {"11536": {"last_price": 4520}}}, ...}`,
+    by (segment, security id); instruments without a positive price are left out."""
+    quotes: dict[tuple[str, str], Quote] = {}
+    by_segment = body.get("data") if isinstance(body, Mapping) else None
+    for segment, by_id in (by_segment.items() if isinstance(by_segment, Mapping) else ()):
+        for security_id, entry in (by_id.items() if isinstance(by_id, Mapping) else ()):
+            try:
+                price = float(entry.get("last_price"))
+            except (AttributeError, TypeError, ValueError):
+                continue
+            if price > 0 and math.isfinite(price):
+                quotes[(str(segment), str(security_id))] = Quote(str(segment), str(security_id), price)
+    return quotes
+
+
+def profile_from_dhan(body: Any, client_id: str) -> Profile | None:
+    """Dhan's `/profile` answer (`dataPlan`: "Active" or "Deactive"), or None when it is not one."""
+    if not isinstance(body, Mapping):
+        return None
+    return Profile(client_id=str(body.get("dhanClientId") or client_id),
+                   data_plan=str(body.get("dataPlan") or "").strip().lower() == "active",
+                   data_valid_until=str(body.get("dataValidity") or ""),
+                   token_valid_until=str(body.get("tokenValidity") or ""))
 
 
 @dataclass(frozen=True)
@@ -190,6 +237,28 @@ class DhanGateway:
         return self._call("margin", self._client().margin_calculator, terms.security_id,
                           terms.exchange_segment, terms.side.value, terms.quantity, terms.product.value,
                           price, terms.trigger_price)
+
+    def profile(self) -> Answer:
+        """GET /profile (dhanhq 2.3 has no call for it on this base URL). Answer.data: Profile."""
+        answer = self._call("profile", self._client().dhan_http.get, "/profile")
+        if not answer.ok:
+            return answer
+        profile = profile_from_dhan(answer.data, self.client_id)
+        if profile is None:
+            return Answer(error=BrokerError("DH-907", ErrorKind.DATA, "profile answered without a profile"))
+        return Answer(data=profile)
+
+    # -- market data -----------------------------------------------------------------------------
+    def quotes(self, instruments: Iterable[tuple[str, str]]) -> Answer:
+        """POST /marketfeed/ltp for (segment, security id) pairs in one request. Dhan allows 1000
+        instruments a request and 1 request a second per account, and only with a data plan: the
+        caller batches and paces. Answer.data: {(segment, security id): Quote}, without the
+        instruments Dhan had no price for."""
+        securities: dict[str, list[int | str]] = {}
+        for segment, security_id in instruments:
+            securities.setdefault(segment, []).append(int(security_id) if security_id.isdigit() else security_id)
+        answer = self._call("quotes", self._client().ticker_data, securities)
+        return Answer(data=quotes_from_ltp(answer.data)) if answer.ok else answer
 
     def renew_token(self) -> Answer:
         """GET /RenewToken on this account's base URL (`dhanhq.renew_token` hard-codes Dhan's

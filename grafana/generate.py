@@ -162,6 +162,20 @@ def overview() -> dict:
         series("Broker call latency p99 by endpoint",
                quantiles("copytrader_broker_request_seconds", "", by="endpoint", qs=(0.99,)),
                "Broker REST call duration, 99th percentile per endpoint.", unit="s"),
+        row("Market quotes"),
+        stat("Quote accounts", [("max(copytrader_quote_accounts)", "accounts")],
+             "Accounts whose data plan lets the copier ask for market quotes (copytrader_quote_accounts). "
+             "0 = MARKET orders are valued at the leader's fill only.", w=4, h=8),
+        series("Quote requests", [(f"sum by (outcome) (rate(copytrader_quote_requests_total[{RI}]))", "{{outcome}}")],
+               "Market quote requests sent to the broker per second, by outcome (Dhan allows 1 a second per "
+               "account).", unit="ops", w=6),
+        series("Quote cache", [(f"sum by (result) (rate(copytrader_quote_lookups_total[{RI}]))", "{{result}}")],
+               "Quote lookups for orders without a price: hit (a fresh quote was cached) or miss (asked).",
+               unit="ops", w=7),
+        series("What valued MARKET orders",
+               [(f"sum by (source) (rate(copytrader_reference_prices_total[{RI}]))", "{{source}}")],
+               "Leader orders without a price, by what valued them: the market quote, the leader's fill, or "
+               "none (a value rule then skips them as price_unknown).", unit="ops", w=7),
         row("Errors"),
         series("Broker errors by code",
                [(f"sum by (code) (rate(copytrader_broker_errors_total[{RI}]))", "{{code}}")],

@@ -184,6 +184,7 @@ class Account:
     access_token: str
     sod_limit: float
     kill_switch: bool = False
+    data_plan: bool = True   # Dhan's Data API subscription: market quotes answer DH-902 without it
     orders: dict[str, Order] = field(default_factory=dict)
     open_orders: dict[str, Order] = field(default_factory=dict)
     by_correlation: dict[str, Order] = field(default_factory=dict)

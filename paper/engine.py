@@ -88,7 +88,8 @@ class Engine:
         self.publish(order.client_id, order_alert(order))
 
     def _live(self, order: Order) -> bool:
-        if self._state != "open" or self.board.quotes[order.instrument.security_id].halted:
+        quote = self.board.quotes[order.instrument.security_id]
+        if self._state != "open" or quote.halted or quote.held:
             return False
         return order.live_after is None or order.live_after <= self.sessions.now().timestamp()
 

@@ -39,7 +39,8 @@ class PaperExchange:
     def __init__(self, seed: int = 7, price_walk: bool = True, tick_seconds: float = 0.2, session: str = "open",
                  clock: Callable[[], datetime] | None = None, rate_limits: dict[str, int | None] | None = None,
                  fill_tranche_qty: int | None = None, host: str = "127.0.0.1", port: int = 0,
-                 instruments_csv: str | Path | None = None, ws_port: int = 0) -> None:
+                 instruments_csv: str | Path | None = None, ws_port: int = 0,
+                 quotes_per_second: int | None = 1) -> None:
         self.price_walk = price_walk
         self.tick_seconds = tick_seconds
         self.host, self._port, self._ws_port = host, port, ws_port
@@ -49,6 +50,8 @@ class PaperExchange:
         self.engine = Engine(self.instruments, PriceBoard(self.instruments, seed), SessionClock(session, clock),
                              self.hub.publish, fill_tranche_qty)
         self.limiter = RateLimiter(rate_limits)
+        self.quote_limiter = RateLimiter({"per_second": quotes_per_second, "per_minute": None, "per_hour": None,
+                                          "per_day": None})
         self.requests = RequestLog()
         self.rest_url = self.ws_url = self.control_url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,7 +92,7 @@ class PaperExchange:
 
     async def _serve(self) -> None:
         rest_app = web.Application(client_max_size=64 * 1024)
-        RestApi(self.engine, self.faults, self.limiter, self.requests).add_routes(rest_app)
+        RestApi(self.engine, self.faults, self.limiter, self.requests, self.quote_limiter).add_routes(rest_app)
         add_control_routes(rest_app, self)
         ws_app = web.Application()
         ws_app.router.add_get("/", self.hub.handle)
@@ -222,6 +225,25 @@ class PaperExchange:
             self.engine.board.quotes[str(security_id)].halted = halted
         if not halted:
             self.engine.set_price(str(security_id), self.price(str(security_id)))
+
+    def set_data_plan(self, client_id: str, active: bool) -> None:
+        """Whether the account has Dhan's Data API plan (`dataPlan` in /profile); without it the
+        market quote API answers DH-902."""
+        with self.engine.lock:
+            self.account(client_id).data_plan = bool(active)
+
+    def hold_fills(self, security_id: str, held: bool = True) -> None:
+        """No counterparty in the instrument: its orders rest unfilled (a forced `fill` still
+        trades) until released, when they match at the last price again."""
+        with self.engine.lock:
+            self.engine.board.quotes[str(security_id)].held = held
+        if not held:
+            self.engine.set_price(str(security_id), self.price(str(security_id)))
+
+    def hide_quote(self, security_id: str, hidden: bool = True) -> None:
+        """The market quote API has no data for the instrument and leaves it out of its answers."""
+        with self.engine.lock:
+            self.engine.board.quotes[str(security_id)].hidden = hidden
 
     def fill(self, client_id: str, order_id: str, qty: int | None = None, price: float | None = None) -> dict[str, Any]:
         return self.engine.force_fill(client_id, order_id, qty, price).as_rest()

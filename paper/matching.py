@@ -26,6 +26,8 @@ class Quote:
     lower: float
     upper: float
     halted: bool = False
+    held: bool = False      # no counterparty: orders rest unfilled (tests of a leader order that never fills)
+    hidden: bool = False    # no data: the market quote API leaves the instrument out
 
 
 class PriceBoard:

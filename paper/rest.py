@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import timedelta
 from typing import Any, Callable
 
 from aiohttp import web
@@ -17,7 +18,8 @@ from .errors import DhanError, input_error
 from .faults import Faults
 from .ratelimit import RateLimiter
 from .requestlog import RequestLog
-from .validation import check_client, parse_forever, parse_forever_modify, parse_json, parse_margin, parse_modify, parse_place
+from .validation import (check_client, parse_forever, parse_forever_modify, parse_json, parse_margin, parse_modify,
+                         parse_place, parse_quote_request)
 
 log = logging.getLogger("paper.rest")
 PREFIX = "/v2"
@@ -31,11 +33,13 @@ def _json(status: int, payload: Any) -> web.Response:
 
 
 class RestApi:
-    def __init__(self, engine: Engine, faults: Faults, limiter: RateLimiter, requests: RequestLog) -> None:
+    def __init__(self, engine: Engine, faults: Faults, limiter: RateLimiter, requests: RequestLog,
+                 quote_limiter: RateLimiter | None = None) -> None:
         self.engine = engine
         self.faults = faults
         self.limiter = limiter
         self.requests = requests
+        self.quote_limiter = quote_limiter   # Dhan limits market quote APIs apart from order APIs
 
     def add_routes(self, app: web.Application) -> None:
         r: list[tuple[str, str, Handler, bool]] = [
@@ -62,6 +66,8 @@ class RestApi:
             ("GET", "/forever/orders", self.forever_list, False),
             ("GET", "/forever/all", self.forever_list, False),
             ("GET", "/RenewToken", self.renew_token, False),
+            ("GET", "/profile", self.profile, False),
+            ("POST", "/marketfeed/ltp", self.ltp, False),
         ]
         for method, path, fn, order_api in r:
             app.router.add_route(method, PREFIX + path, self._wrap(f"{method} {path}", fn, order_api))
@@ -225,6 +231,33 @@ class RestApi:
         """Dhan's RenewToken: a new token valid 24 h; the one used to ask expires."""
         token = self.engine.rotate_token(acct.client_id)
         return 200, {"dhanClientId": acct.client_id, "accessToken": token, "expiryTime": "2099-12-31T23:59:59"}
+
+    def profile(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        """Dhan's user profile: token validity, segments, and whether the Data API plan is active."""
+        now = self.engine.sessions.now_ist()
+        with self.engine.lock:
+            plan = acct.data_plan
+        return 200, {"dhanClientId": acct.client_id, "tokenValidity": (now + timedelta(days=1)).strftime("%d/%m/%Y %H:%M"),
+                     "activeSegment": "Equity, Derivative, Currency, Commodity", "ddpi": "Active", "mtf": "Active",
+                     "dataPlan": "Active" if plan else "Deactive",
+                     "dataValidity": (now + timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S.0") if plan else ""}
+
+    def ltp(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        """Dhan's market quote (LTP): the last price of each instrument asked, from the price walk;
+        instruments without data are left out of the answer."""
+        if not acct.data_plan:
+            raise DhanError("DH-902", "User has not subscribed to Data APIs or does not have access to Trading APIs")
+        if self.quote_limiter is not None and not self.quote_limiter.allow(acct.client_id):
+            raise DhanError("DH-904", "Too many requests: market quote APIs allow 1 request per second")
+        wanted = parse_quote_request(parse_json(raw))
+        data: dict[str, dict[str, dict[str, float]]] = {}
+        with self.engine.lock:
+            for segment, security_id in wanted:
+                ins = self.engine.instruments.get(security_id)
+                if ins is None or ins.exchange_segment != segment or self.engine.board.quotes[security_id].hidden:
+                    continue
+                data.setdefault(segment, {})[security_id] = {"last_price": self.engine.ltp(security_id)}
+        return 200, {"data": data, "status": "success"}
 
     def unknown(self, acct: Account, request: web.Request, raw: bytes) -> Result:
         raise DhanError("DH-905", f"path: no such endpoint {request.method} {request.path[:80]}")

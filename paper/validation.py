@@ -248,3 +248,26 @@ def parse_margin(body: dict[str, Any], instruments: dict[str, Instrument]) -> tu
     if qty % ins.lot_size:
         raise input_error("quantity", f"must be a multiple of the lot size {ins.lot_size}")
     return ins, txn, product, qty, _num(body, "price")
+
+
+QUOTE_SEGMENTS = ("IDX_I", *SEGMENTS, "BSE_CURRENCY")
+MAX_QUOTE_INSTRUMENTS = 1000   # Dhan's market quote APIs: at most 1000 instruments per request
+
+
+def parse_quote_request(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """`{"NSE_EQ": [11536], "NSE_FNO": [49081, 49082]}` (dhanhq adds `dhanClientId`) -> (segment, id) pairs."""
+    wanted: list[tuple[str, str]] = []
+    for segment, ids in body.items():
+        if segment == "dhanClientId":
+            continue
+        if segment not in QUOTE_SEGMENTS:
+            raise input_error(str(segment)[:20], f"unknown exchange segment; use {', '.join(QUOTE_SEGMENTS)}")
+        if not isinstance(ids, list) or not all(isinstance(i, (int, str)) and not isinstance(i, bool)
+                                                and str(i).isdigit() for i in ids):
+            raise input_error(segment, "must be a list of security ids")
+        wanted.extend((segment, str(i)) for i in ids)
+    if not wanted:
+        raise input_error("body", "name at least one exchange segment with its security ids")
+    if len(wanted) > MAX_QUOTE_INSTRUMENTS:
+        raise input_error("body", f"at most {MAX_QUOTE_INSTRUMENTS} instruments per request, got {len(wanted)}")
+    return wanted

@@ -2,6 +2,7 @@
 
   copier (one-for-one, 5 restarts in 30 s, then a clean stop)
     sizing                   SizingActor          capital lock and follower quantities
+    quotes                   QuoteActor           market quotes for orders without a price (batched, paced)
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
                                                   its RateLimiter, the only path to its broker
     router                   OrderRouter          one OrderActor per leader order, supervised by it
@@ -29,6 +30,7 @@ from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
 from actors.reconciler import ReconcilerActor
 from actors.tokens import TokenActor
 from actors.messages import LEADER
+from actors.quotes import QuoteActor, QuoteBoard, Quotes
 from actors.rate_limiter import RateLimiter, RateLimiterActor
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
@@ -43,6 +45,7 @@ from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
+from trading.prices import LEADER_FILL, NONE, QUOTE
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,10 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for name in names:
         metrics.LAG_ALERTS.labels(name)
         metrics.RATE_LIMITED.labels(name)
+    for result in ("hit", "miss"):
+        metrics.QUOTE_LOOKUPS.labels(result)
+    for source in (QUOTE, LEADER_FILL, NONE):
+        metrics.REFERENCE_PRICES.labels(source)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
@@ -130,17 +137,24 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                     margin_check=config.margin_check) for f in config.followers}
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
+    quotes = Quotes(QuoteBoard(config.quote_cache_seconds), Address("quotes"))
+    # An order without a price waits for one only when something uses its value.
+    price_needed = config.check_capital or any(
+        f.risk.max_order_value is not None or f.risk.max_capital_share_per_instrument is not None
+        or f.sizing.strategy == "risk_based" for f in config.followers)
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
                           flatten_naked_legs=config.flatten_naked_legs,
-                          replace_after_modification_cap=config.replace_after_modification_cap),
+                          replace_after_modification_cap=config.replace_after_modification_cap,
+                          price_needed=price_needed, market_fill_wait_seconds=config.market_fill_wait_seconds),
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
         forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
+        quotes=quotes,
     )
 
     def escalate(escalation: Escalated) -> None:
@@ -157,7 +171,10 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         leg_window_seconds=config.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
                                                       "risk"),
-        filters={f.name: f.filters for f in config.followers}), kind="sizing", address=sizing_address)]
+        filters={f.name: f.filters for f in config.followers}), kind="sizing", address=sizing_address),
+        ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways,
+                                                       requests_per_second=config.quote_requests_per_second),
+                  kind="quotes", address=quotes.actor)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(a, top, limiters[f.name]),
                                kind="rate_limiter", address=limiter_addresses[f.name]))
