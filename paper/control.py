@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from .exchange import PaperExchange
 
 _EXCHANGE_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
-                   "price", "orders", "positions", "trades", "funds", "request_log", "modification_count")
+                   "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
+                   "rate_limit_exempt")
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
                 "duplicate_messages", "reorder_messages", "clear")
 
