@@ -160,6 +160,7 @@ class BrokerCall:
     received_ns: int = 0  # when the leader update that caused it arrived (latency)
     attempt: int = 1
     not_before: float = 0.0  # monotonic time before which it must not be sent (backoff)
+    admitted_at: float = 0.0  # monotonic time the rate limiter counted it (refunded on DH-904)
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,25 @@ ORDER_OPS = frozenset({"place", "modify", "cancel", "forever_place", "forever_mo
 
 
 class SlidingWindows:
-    """Counts events in several sliding windows at once: [(limit, seconds), ...]. Not thread-safe:
-    only its actor touches it.
+    """Admission inside several windows at once: [(limit, seconds), ...]. Not thread-safe: its
+    owner holds a lock.
 
-    Each window is kept `margin` seconds longer than the broker's: requests leave here a few
-    milliseconds apart from when they arrive there, and the broker counts arrivals."""
+    Calls are paced to the tightest window (per second): one every seconds/limit, with one
+    interval of tolerance so that a call arriving a little early (socket jitter) is not held
+    back, and that window is counted too, without a margin. A burst then leaves at the broker's
+    pace instead of a window's worth at once, and a caller at exactly the broker's rate is never
+    held back. A margin on that window would be paid on every call: kept 50 ms longer, it
+    admitted 10 calls per 1.05 s, and a leader at 10 orders/s built 50 ms of lag every second,
+    for good. Longer windows are counted with `margin` seconds more than the broker's (requests
+    leave here a little before they arrive there, and the broker counts arrivals): at full pace
+    they bind only after minutes, where the margin is noise."""
 
     def __init__(self, limits: list[tuple[int, float]], margin: float = 0.05) -> None:
-        self.limits = [(int(n), float(s) + margin) for n, s in limits if n > 0]
+        active = sorted(((int(n), float(s)) for n, s in limits if n > 0), key=lambda w: w[1])
+        self.spacing = active[0][1] / active[0][0] if active else 0.0
+        self.limits = [(n, s + (margin if i else 0.0)) for i, (n, s) in enumerate(active)]
         self._stamps: list[deque[float]] = [deque() for _ in self.limits]
+        self._due = float("-inf")  # when the next call is due at the paced rate
 
     def _trim(self, now: float) -> None:
         for (_, span), stamps in zip(self.limits, self._stamps):
@@ -50,19 +60,31 @@ class SlidingWindows:
                 stamps.popleft()
 
     def wait_time(self, now: float) -> float:
-        """Seconds until one more event fits in every window (0 when it fits now)."""
+        """Seconds until one more call fits (0 when it fits now)."""
         self._trim(now)
-        wait = 0.0
+        wait = self._due - self.spacing - now
         for (limit, span), stamps in zip(self.limits, self._stamps):
             if len(stamps) >= limit:
                 wait = max(wait, stamps[len(stamps) - limit] + span - now)
-        return wait
+        return max(wait, 0.0)
 
     def take(self, now: float) -> None:
+        self._due = max(self._due, now) + self.spacing
         for stamps in self._stamps:
             stamps.append(now)
 
+    def release(self, at: float) -> None:
+        """Uncount the call taken at `at`: the broker refused it as rate limited, so it did not
+        count it either, and the retry must not pay for it twice."""
+        for stamps in self._stamps:
+            for i in range(len(stamps) - 1, -1, -1):
+                if stamps[i] == at:
+                    del stamps[i]
+                    break
+        self._due -= self.spacing
+
     def headroom(self, now: float) -> int:
+        """Calls still allowed in the tightest window."""
         self._trim(now)
         return min((limit - len(stamps) for (limit, _), stamps in zip(self.limits, self._stamps)), default=0)
 
@@ -126,6 +148,11 @@ class RateLimiter:
         with self._lock:
             self.paused_until = max(self.paused_until, until)
 
+    def refund(self, call: BrokerCall) -> None:
+        """`call` was refused as rate limited: the broker did not count it (see SlidingWindows.release)."""
+        with self._lock:
+            self.windows["order" if call.op in ORDER_OPS else "data"].release(call.admitted_at)
+
     def drain(self) -> float | None:
         """Send what fits now; seconds until the next waiting call may fit, None when none waits."""
         with self._lock:
@@ -162,7 +189,7 @@ class RateLimiter:
                     self.queue.clear()
                 continue
             windows.take(now)
-            admitted.append(call)
+            admitted.append(replace(call, admitted_at=now))
         self.queue = kept
         self._queue_gauge.set(len(kept))
         self._tokens_gauge.set(self.windows["order"].headroom(now))
@@ -349,6 +376,7 @@ class RateLimiterActor(Supervised):
         self.limiter = limiter
         self.account = limiter.account
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
+        self.rate_limited_backoff = wait_exponential_jitter(multiplier=0.02, max=backoff_max, jitter=0.01)
         self._timer: threading.Timer | None = None
         self._timer_due = 0.0
 
@@ -398,10 +426,16 @@ class RateLimiterActor(Supervised):
         call = reply.call
         error = reply.error
         assert error is not None
-        delay = self.backoff(SimpleNamespace(attempt_number=call.attempt))
         if error.kind == ErrorKind.RATE_LIMITED:
+            # Paced at the broker's own rate, a call is refused only when it reached the broker a
+            # few milliseconds before the oldest call in the broker's window expired: a short
+            # pause suffices. Longer ones (a broker that counts differently) back off as usual.
+            delay = self.rate_limited_backoff(SimpleNamespace(attempt_number=call.attempt))
             metrics.RATE_LIMITED.labels(self.account).inc()
+            self.limiter.refund(call)
             self.limiter.pause(time.monotonic() + delay)
+        else:
+            delay = self.backoff(SimpleNamespace(attempt_number=call.attempt))
         metrics.RETRIES.labels(self.account, call.op).inc()
         log.info("%s %s for %s failed (%s); retry %d in %.2fs", self.account, call.op,
                  call.leader_order_id, error, call.attempt + 1, delay)

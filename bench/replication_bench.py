@@ -96,9 +96,10 @@ class Exchange:
                 self.proc.wait(5)
 
 
-def start_exchange(accounts: int, funds: float, workdir: str) -> Exchange:
+def start_exchange(accounts: int, funds: float, workdir: str, limits: tuple[str, ...] = ("--unlimited",)) -> Exchange:
+    """`limits`: the exchange's rate-limit flags (default: none, so only the copier's own work is measured)."""
     stderr_path = os.path.join(workdir, "paper.stderr")
-    cmd = [sys.executable, "-m", "paper", "--port", "0", "--ws-port", "0", "--unlimited", "--no-price-walk",
+    cmd = [sys.executable, "-m", "paper", "--port", "0", "--ws-port", "0", *limits, "--no-price-walk",
            "--accounts", str(accounts), "--funds", str(funds), "--session", "open"]
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,

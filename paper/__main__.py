@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-price-walk", action="store_true")
     p.add_argument("--session", default="open", choices=["open", "pre_open", "closed", "holiday", "auto"])
     p.add_argument("--orders-per-second", type=int, default=None, help="order rate limit per account (0: none)")
+    p.add_argument("--orders-per-minute", type=int, default=None, help="order rate limit per account and minute (0: none)")
     p.add_argument("--unlimited", action="store_true", help="no order rate limits (benchmarks)")
     p.add_argument("--bot", action="store_true", help="run a LeaderBot on the first account")
     args = p.parse_args(argv)
@@ -30,8 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     limits: dict[str, int | None] | None = None
     if args.unlimited:
         limits = {"per_second": None, "per_minute": None, "per_hour": None, "per_day": None}
-    elif args.orders_per_second is not None:
-        limits = {"per_second": args.orders_per_second or None}
+    else:
+        limits = {}
+        if args.orders_per_second is not None:
+            limits["per_second"] = args.orders_per_second or None
+        if args.orders_per_minute is not None:
+            limits["per_minute"] = args.orders_per_minute or None
     ex = PaperExchange(seed=args.seed, price_walk=not args.no_price_walk, tick_seconds=args.tick_seconds,
                        session=args.session, rate_limits=limits, host=args.host, port=args.port,
                        ws_port=args.ws_port).start()

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 _EXCHANGE_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
                    "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
-                   "set_data_plan", "hold_fills", "hide_quote")
+                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt")
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
                 "duplicate_messages", "reorder_messages", "clear")
 

@@ -194,6 +194,9 @@ class PaperExchange:
         with self.engine.lock:
             return self.account(client_id).orders[order_id].modifications
 
+    def rate_limit_exempt(self, client_id: str) -> None:
+        self.limiter.exempt(client_id)
+
     def request_log(self, client_id: str | None = None) -> list[dict[str, Any]]:
         return self.requests.entries(client_id)
 

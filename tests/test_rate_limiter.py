@@ -1,0 +1,46 @@
+"""The rate limiter's windows as pure arithmetic: a simulated clock, one call after another."""
+from __future__ import annotations
+
+from actors.rate_limiter import SlidingWindows
+
+
+def _send_times(windows: SlidingWindows, arrivals: list[float]) -> list[float]:
+    """Each call leaves when it has arrived, the call before it has left, and the windows admit it."""
+    sent: list[float] = []
+    for arrival in arrivals:
+        now = max(arrival, sent[-1] if sent else arrival)
+        now += windows.wait_time(now)
+        windows.take(now)
+        sent.append(now)
+    return sent
+
+
+def test_a_leader_at_the_brokers_own_rate_is_copied_without_growing_lag():
+    windows = SlidingWindows([(10, 1.0), (1000, 60.0)])
+    arrivals = [i * 0.1 for i in range(600)]  # 10 orders a second for a minute
+    lag = [s - a for s, a in zip(_send_times(windows, arrivals), arrivals)]
+    assert max(lag[-100:]) < 0.005, f"lag grew to {max(lag[-100:]) * 1000:.0f} ms by the last ten seconds"
+
+
+def test_a_burst_is_paced_evenly_not_sent_a_window_at_a_time():
+    windows = SlidingWindows([(10, 1.0)])
+    sent = _send_times(windows, [0.0] * 25)
+    crowded = max(sum(1 for t in sent if start <= t < start + 0.1) for start in sent)
+    assert crowded <= 2, f"{crowded} calls within 100 ms"
+    assert sent[-1] <= 2.5, f"25 calls took {sent[-1]:.2f} s at 10/s"
+
+
+def test_a_call_arriving_a_little_early_is_not_held_back():
+    windows = SlidingWindows([(10, 1.0)])
+    arrivals = [i * 0.1 + (0.004 if i % 2 else -0.004) for i in range(1, 200)]  # 10/s with socket jitter
+    lag = [s - a for s, a in zip(_send_times(windows, arrivals), arrivals)]
+    assert max(lag) < 1e-9, f"a call held back {max(lag) * 1000:.1f} ms"
+
+
+def test_no_window_ever_holds_more_than_its_limit():
+    limits = [(10, 1.0), (250, 60.0)]
+    windows = SlidingWindows(limits)
+    sent = _send_times(windows, [i * 0.05 for i in range(400)])  # faster than either limit
+    for limit, span in limits:
+        worst = max(sum(1 for t in sent if start <= t < start + span) for start in sent)
+        assert worst <= limit, f"{worst} calls within {span:.0f} s (limit {limit})"
