@@ -626,7 +626,6 @@ class OrderActor(Supervised):
             elif call.op == "modify":
                 row.modifications += 1
                 row.confirmed = json.dumps(terms_to_dict(call.terms)) if call.terms else row.confirmed
-                row.quantity = call.terms.quantity if call.terms else row.quantity
                 self._append(self._copy_key(copy), "MODIFY_ACKED",
                                                   {"terms": terms_to_dict(call.terms) if call.terms else None})
             elif call.op == "cancel":

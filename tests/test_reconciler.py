@@ -3,7 +3,7 @@ and repairs the safe ones."""
 from __future__ import annotations
 
 from storage import models as m
-from tests.conftest import client, run_command, wait_until
+from tests.conftest import client, run_command, start_rig, wait_until
 from trading import reconcile as r
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 
@@ -66,3 +66,26 @@ def test_B_5_agreeing_books_have_no_divergence():
     found = r.find_divergences([_update("L1", OrderStatus.PENDING, 10)],
                                {"f1": [_update("F1", OrderStatus.PENDING, 5, "CT1")]}, copies, {"L1"}, ["f1"])
     assert found == []
+
+
+def test_a_copy_that_converged_while_the_copier_was_down_leaves_no_quantity_divergence(make_rig):
+    """The leader resizes twice while the copy's modifications answer late; the copier stops after
+    the second modification reached the broker but before its answer did. Restarted, it finds the
+    copy already right: the reconciler must agree, not compare with the first modification's size."""
+    rig = make_rig(config={"reconcile": {"interval_seconds": 0}})
+    leader_id = rig.place(quantity=24, price=1400.0)
+    rig.wait_copy(leader_id, lambda c: c["quantity"] == 12, message="placed at 12")
+    rig.exchange.faults.delay_answers(2.0, client_id=rig.follower_ids["f1"], paths=("PUT /orders/*",))
+    rig.modify(leader_id, quantity=32)
+    rig.wait_copy(leader_id, lambda c: c["quantity"] == 16, message="modified to 16")
+    rig.modify(leader_id, quantity=24)  # back to 12, while the first modification's answer is late
+    rig.wait_copy(leader_id, lambda c: c["quantity"] == 12, timeout=10, message="modified back to 12")
+    rig.copier.stop()  # the second modification's answer is still on its way
+    rig.exchange.faults.clear()
+
+    start_rig(rig)
+    found = wait_until(lambda: rig.copier.address("reconciler").ask("run", timeout=30) == [] or None,
+                       timeout=15, interval=0.5,
+                       message=lambda: f"a clean reconcile, got {rig.copier.address('reconciler').ask('run')}")
+    assert found
+    assert rig.follower_order_now(leader_id)["quantity"] == 12
