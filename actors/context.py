@@ -24,6 +24,13 @@ class CopyPolicy:
     sync_on_start: bool = True  # restarted actors look their copies up before acting
     flatten_naked_legs: bool = False  # a filled leg of a failed strategy is closed with a MARKET order
     replace_after_modification_cap: bool = False  # past the cap: cancel the copy and place it afresh
+    # A placement whose outcome is unknown: a lookup finding nothing is believed only when sent
+    # this long after a failure the broker itself did not answer (it may act late on a request
+    # its client gave up on: the REST timeout); alert when it stays unknown this long; give up
+    # (dead letter) once lookups have found this many placements absent (each placed again).
+    unknown_settle_seconds: float = 5.0
+    unknown_alert_seconds: float = 60.0
+    placement_attempts: int = 6
 
 
 @dataclass
