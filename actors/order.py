@@ -419,7 +419,7 @@ class OrderActor(Supervised):
                               exchange_time=update.updated_at)
                 if anomaly and not row.anomaly:
                     row.anomaly = anomaly
-            if copy.in_flight is None and update.status.is_open:
+            if copy.in_flight in (None, "lookup", "get") and update.status.is_open:  # no change of terms in flight
                 row.confirmed = json.dumps(terms_to_dict(update.terms))
             if new_status == S.TRADED:
                 row.slippage = self._slippage(row)

@@ -93,7 +93,8 @@ def classify(remarks: object, http_status: int | None = None) -> BrokerError:
                 kind = ErrorKind.RATE_LIMITED
         if not code:
             code = f"HTTP-{http_status}" if http_status is not None else "DH-910"
-            message = message or (f"HTTP {http_status} without an error code" if http_status is not None else "")
+            status = f"HTTP {http_status}" if http_status is not None else "an error answer"
+            message = message or f"{status} without an error code"
         return BrokerError(code, kind, message, http_status)
     text = str(remarks)[:300]
     if http_status is None:

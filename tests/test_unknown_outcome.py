@@ -4,10 +4,15 @@ rejected. Faults are injected on the wire by a FaultProxy between the copier and
 every count is taken on the exchange's books."""
 from __future__ import annotations
 
+from actors.messages import BrokerCall, BrokerReply
+from actors.rate_limiter import RateLimiter
 from app.commands import replay_order
+from broker.errors import classify
+from broker.gateway import Answer
 from storage import models as m
 from tests.conftest import run_command, start_rig, wait_until
 from tests.faultproxy import FIRST, LATE, NEVER
+from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 
 TIMEOUT = 0.5  # broker.timeout_seconds in these tests
 
@@ -186,3 +191,67 @@ def test_dlq_retry_refuses_a_copy_whose_outcome_is_unknown(make_rig, tmp_path):
     assert "unknown" in message and len(message.splitlines()) == 1, message
     assert rig.store.read(lambda: m.DeadLetter.get_by_id(letter.id)).next_retry_at is None
     assert rig.copy_row(leader_id).generation == 0 and len(_posts(rig)) == 1
+
+
+# -- the rate limiter's part, against a stub gateway ----------------------------------------------
+class _Recorder:
+    """Stands in for an actor address: keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.told: list = []
+
+    def tell(self, message) -> None:
+        self.told.append(message)
+
+
+class _Gateway:
+    account = "f1"
+
+    def __init__(self, by_id: Answer, book: Answer) -> None:
+        self.by_id, self.book, self.asked = by_id, book, []
+
+    def order_by_correlation(self, correlation_id: str) -> Answer:
+        self.asked.append("by_id")
+        return self.by_id
+
+    def order_in_book(self, correlation_id: str) -> Answer:
+        self.asked.append("book")
+        return self.book
+
+
+def _call(op: str, reply_to: _Recorder) -> BrokerCall:
+    return BrokerCall(op=op, follower="f1", leader_order_id="L1", correlation_id="CT1", reply_to=reply_to)
+
+
+def test_a_placement_with_an_unknown_outcome_goes_to_its_order_actor_never_to_a_retry():
+    gateway = _Gateway(Answer(), Answer())
+    limiter = RateLimiter(gateway, order_limits=[(10, 1.0)], data_limits=[(20, 1.0)])  # type: ignore[arg-type]
+    limiter.actor, order_actor = _Recorder(), _Recorder()
+    try:
+        for error in (classify({"error_code": None}, 502), classify("timed out"), classify({"error_code": "DH-908"}, 500)):
+            limiter._report(BrokerReply(_call("place", order_actor), error=error))
+        limiter._report(BrokerReply(_call("place", order_actor), error=classify({"error_code": "DH-904"}, 429)))
+        limiter._report(BrokerReply(_call("lookup", order_actor), error=classify("timed out")))
+        assert len(order_actor.told) == 3  # the three unknown outcomes, for it to look up
+        assert [m.reply.call.op for m in limiter.actor.told] == ["place", "lookup"]  # a refusal, a lookup: retried
+    finally:
+        limiter.close()
+
+
+def test_a_lookup_that_gets_no_answer_asks_the_order_book_when_the_data_window_has_room():
+    order = OrderUpdate("F1", OrderStatus.PENDING,
+                        OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 5, 1.0),
+                        correlation_id="CT1")
+    gateway = _Gateway(Answer(error=classify("timed out")), Answer(data=order))
+    limiter = RateLimiter(gateway, order_limits=[(10, 1.0)], data_limits=[(1, 60.0)])  # type: ignore[arg-type]
+    try:
+        found = limiter._perform(_call("lookup", _Recorder()))
+        assert found.order == order and found.ok and gateway.asked == ["by_id", "book"]
+        unanswered = limiter._perform(_call("lookup", _Recorder()))  # the window is full now
+        assert unanswered.error is not None and not unanswered.not_found
+        assert gateway.asked == ["by_id", "book", "by_id"]
+        gateway.by_id = Answer(data=None)  # the broker answered: no such order
+        absent = limiter._perform(_call("lookup", _Recorder()))
+        assert absent.not_found and absent.sent_ns > 0
+    finally:
+        limiter.close()
