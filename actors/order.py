@@ -703,7 +703,7 @@ class OrderActor(Supervised):
         another bound while it stays so; the alerts' cooldown keeps that quiet)."""
         bound = self.ctx.policy.unknown_alert_seconds
         overdue = [c for c in self.copies.values()
-                   if c.status == S.UNKNOWN and time.monotonic() - c.unknown_since >= bound * 0.99]
+                   if c.status == S.UNKNOWN and time.monotonic() - c.unknown_since >= bound]
         for copy in overdue:
             follower = copy.row.follower
             self.ctx.alert("critical", f"unknown:{follower}",

@@ -123,6 +123,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for name in names:
         metrics.LAG_ALERTS.labels(name)
         metrics.RATE_LIMITED.labels(name)
+        metrics.UNKNOWN_OUTCOMES.labels(name)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),

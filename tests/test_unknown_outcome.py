@@ -142,6 +142,18 @@ def test_a_5xx_without_error_code_before_the_order_took_effect_is_placed_once_kn
     assert second["t"] - first["t"] >= TIMEOUT
 
 
+def test_a_copy_is_dead_lettered_only_once_lookups_found_every_placement_absent(make_rig):
+    rig = make_rig(config={"broker": {"timeout_seconds": TIMEOUT, "max_attempts": 2}}, proxied=["f1"])
+    proxy = rig.proxies["f1"]
+    proxy.respond("POST /orders", 502, '{"status":"error"}', forward=NEVER)  # every placement, before effect
+    leader_id = rig.place(quantity=10, price=1430.0)
+    row = _settled(rig, leader_id)
+    assert row.status == "REJECTED" and "never took effect" in row.last_error
+    letters = rig.store.read(lambda: list(m.DeadLetter.select()))
+    assert len(letters) == 1 and "never took effect" in letters[0].reason
+    assert len(proxy.calls_to("POST /orders")) == 2 and _posts(rig) == [] and rig.follower_book() == []
+
+
 def test_a_5xx_without_error_code_after_the_order_took_effect_adopts_the_order(make_rig):
     rig = make_rig(config={"broker": {"timeout_seconds": TIMEOUT}}, proxied=["f1"])
     proxy = rig.proxies["f1"]

@@ -73,7 +73,7 @@ def find_divergences(leader_book: Iterable[OrderUpdate], follower_books: Mapping
             elif at_broker.status.is_open and at_broker.terms.quantity != copy.target_quantity:
                 out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, follower,
                                       f"copy holds {at_broker.terms.quantity}, sizing asked for {copy.target_quantity}"))
-    out.extend(_unknown_outcomes(copies, books))
+    out.extend(_unknown_outcomes([c for known in by_leader.values() for c in known.values()], books))
     return out
 
 
