@@ -27,6 +27,13 @@ class CopyPolicy:
     replace_after_modification_cap: bool = False  # past the cap: cancel the copy and place it afresh
     price_needed: bool = True  # some follower sizes or checks by value: orders without a price are valued first
     market_fill_wait_seconds: float = 2.0  # how long such an order waits for a quote or its own fill
+    # A placement whose outcome is unknown: a lookup finding nothing is believed only when sent
+    # this long after a failure the broker itself did not answer (it may act late on a request
+    # its client gave up on: the REST timeout); alert when it stays unknown this long; give up
+    # (dead letter) once lookups have found this many placements absent (each placed again).
+    unknown_settle_seconds: float = 5.0
+    unknown_alert_seconds: float = 60.0
+    placement_attempts: int = 6
 
 
 @dataclass

@@ -58,6 +58,11 @@ class OrderLog(logging.LoggerAdapter):
                 break
         self.logger.log(level, msg, *args, extra=extra, **kwargs)
 
+# Lookups of a placement whose outcome is unknown, after one that got no answer: the next waits
+# this long, doubling up to the cap (each lookup is itself retried by the rate limiter first).
+LOOKUP_BACKOFF_FIRST = 0.5
+LOOKUP_BACKOFF_MAX = 5.0
+
 # Broker failures that are a property of the market or the account, not of the copier: recorded
 # as skips with the reason (5.3, 5.6, 6.x), never retried, never dead-lettered.
 SKIP_REASONS = frozenset({"insufficient_margin", "circuit_limit", "trading_halted", "market_closed",
@@ -73,6 +78,12 @@ class _Copy:
     needs_sync: bool = False
     received_ns: int = 0  # when the leader update that created it arrived (latency), not stored
     rejection_handled: bool = False
+    # while its placement's outcome is UNKNOWN (monotonic seconds; this incarnation's, not stored)
+    unknown_since: float = 0.0
+    absent_believed_from: float = 0.0  # a lookup sent before this that finds nothing is not believed
+    next_lookup: float = 0.0  # the next lookup is not sent before this
+    lookups_failed: int = 0  # lookups in a row that got no answer (their backoff)
+    found_absent: int = 0  # placements a lookup found never took effect (each then placed again)
 
     @property
     def status(self) -> OrderStatus:
@@ -136,6 +147,10 @@ class OrderActor(Supervised):
             copy = _Copy(row)
             if not copy.status.is_terminal:
                 copy.needs_sync = self.ctx.policy.sync_on_start
+            if copy.status == S.UNKNOWN:  # still unknown: a "not found" counts only after a settle
+                copy.unknown_since = time.monotonic()
+                copy.absent_believed_from = copy.unknown_since + self.ctx.policy.unknown_settle_seconds
+                self._schedule_unknown_check()
             self.copies[row.follower] = copy
         # Updates not yet done are routed to this incarnation by the router (on restart, and by
         # its sweep), so there is nothing more to read here.
@@ -170,6 +185,8 @@ class OrderActor(Supervised):
             self._on_quote(message)
         elif isinstance(message, Tick) and message.what == "price_wait":
             self._on_price_wait_over()
+        elif isinstance(message, Tick) and message.what == "unknown":
+            self._check_unknown()
         elif isinstance(message, CancelCopies):
             for copy in self.copies.values():
                 if not copy.status.is_terminal and not copy.row.cancel_requested:
@@ -476,7 +493,7 @@ class OrderActor(Supervised):
                               exchange_time=update.updated_at)
                 if anomaly and not row.anomaly:
                     row.anomaly = anomaly
-            if copy.in_flight is None and update.status.is_open:
+            if copy.in_flight in (None, "lookup", "get") and update.status.is_open:  # no change of terms in flight
                 row.confirmed = json.dumps(terms_to_dict(update.terms))
             if new_status == S.TRADED:
                 row.slippage = self._slippage(row)
@@ -598,6 +615,8 @@ class OrderActor(Supervised):
         call = reply.call
         if call.correlation_id == flatten_correlation_id(self.leader_order_id, call.follower):
             outcome = f"failed: {reply.error}" if reply.error else f"placed as {reply.broker_order_id}"
+            if reply.error is not None and reply.error.outcome_unknown:
+                outcome = f"has an unknown outcome ({reply.error}); check {call.follower}'s order book"
             self.log.warning("follower %s: flattening order for naked leg %s %s", call.follower, self.leader_order_id, outcome)
             metrics.FOLLOWER_ORDERS.labels(call.follower, "flatten", "failed" if reply.error else "placed").inc()
             return
@@ -656,6 +675,9 @@ class OrderActor(Supervised):
         self._on_follower_update(None, copy.row.follower, snapshot)
 
     def _on_sync_reply(self, copy: _Copy, reply: BrokerReply) -> None:
+        if copy.status == S.UNKNOWN:
+            self._on_unknown_lookup(copy, reply)
+            return
         if reply.error is not None:
             self.log.warning("follower %s: could not look up copy of %s: %s", copy.row.follower,
                         self.leader_order_id, reply.error)
@@ -675,6 +697,96 @@ class OrderActor(Supervised):
                 self.ctx.store.write(lambda: self._adopt(copy, order))
             self._on_follower_update(None, copy.row.follower, reply.order)
 
+    def _placement_unknown(self, copy: _Copy, error: BrokerError) -> None:
+        """A placement the broker may or may not hold (no answer, a 5xx, an unreadable answer):
+        the copy is UNKNOWN until a lookup answers. Never placed again, never rejected, on this."""
+        follower = copy.row.follower
+        metrics.UNKNOWN_OUTCOMES.labels(follower).inc()
+        if copy.status != S.PENDING_PLACEMENT:  # its own update (the socket) came first: it exists
+            self.log.info("follower %s: answer to the placement of %s lost (%s); the order is known already",
+                          follower, self.leader_order_id, error)
+            copy.needs_sync = True  # learn the terms it holds
+            return
+        self.log.warning("follower %s: outcome of the placement of %s unknown (%s); looking it up", follower,
+                         self.leader_order_id, error)
+
+        def effect() -> None:
+            copy.row.status = next_state(S.PENDING_PLACEMENT, OrderEvent.OUTCOME_UNKNOWN).value
+            self._append(self._copy_key(copy), OrderEvent.OUTCOME_UNKNOWN.value, {"error": str(error)})
+            self._save_copy(copy)
+
+        self.ctx.store.write(effect)
+        copy.unknown_since = time.monotonic()
+        # Without an answer from the broker itself (a timeout, a dropped connection, a gateway's
+        # 5xx), the request may still be at work there: a lookup finding nothing is believed only
+        # once the broker has had the REST timeout again to act on it. A DH-908 is the broker's own
+        # answer: a lookup after it is believed.
+        settle = 0.0 if error.from_broker else self.ctx.policy.unknown_settle_seconds
+        copy.absent_believed_from = copy.unknown_since + settle
+        copy.next_lookup, copy.lookups_failed = 0.0, 0
+        self._schedule_unknown_check()
+
+    def _on_unknown_lookup(self, copy: _Copy, reply: BrokerReply) -> None:
+        """A lookup of a placement whose outcome is unknown. Found: adopted. No answer: looked up
+        again after a capped, doubling delay. Not found: believed only from a lookup sent after
+        `absent_believed_from` (see _placement_unknown); then it is placed again."""
+        follower = copy.row.follower
+        if reply.error is not None:
+            copy.lookups_failed += 1
+            delay = min(LOOKUP_BACKOFF_MAX, LOOKUP_BACKOFF_FIRST * 2 ** (copy.lookups_failed - 1))
+            copy.next_lookup = time.monotonic() + delay
+            self.log.warning("follower %s: lookup of the unknown placement of %s got no answer (%s); again in %.1fs",
+                             follower, self.leader_order_id, reply.error, delay)
+            return
+        copy.lookups_failed = 0
+        if reply.order is not None:
+            order = reply.order
+            self.ctx.store.write(lambda: self._adopt(copy, order))
+            self.log.info("follower %s: the unknown placement of %s was found at the broker as %s", follower,
+                          self.leader_order_id, order.order_id)
+            self._on_follower_update(None, follower, order)
+            return
+        if reply.sent_ns / 1e9 < copy.absent_believed_from:
+            copy.next_lookup = copy.absent_believed_from
+            return
+        copy.found_absent += 1
+        copy.received_ns = 0  # a placement sent again is not a measure of replication latency
+
+        def effect() -> None:
+            copy.row.status = next_state(S.UNKNOWN, OrderEvent.NOT_PLACED).value
+            self._append(self._copy_key(copy), OrderEvent.NOT_PLACED.value, {"placements": copy.found_absent})
+            self._save_copy(copy)
+
+        self.ctx.store.write(effect)
+        if copy.found_absent >= self.ctx.policy.placement_attempts:  # known absent: safe to give up on
+            self._reject_placement(copy, BrokerError(
+                "NOT_PLACED", ErrorKind.OTHER, f"{copy.found_absent} placements never took effect at the broker"))
+            return
+        self.log.warning("follower %s: the placement of %s never took effect at the broker; placing it again",
+                         follower, self.leader_order_id)
+
+    def _schedule_unknown_check(self) -> None:
+        if self.ctx.policy.unknown_alert_seconds > 0:
+            timer = threading.Timer(self.ctx.policy.unknown_alert_seconds, self.address.tell, args=(Tick("unknown"),))
+            timer.daemon = True
+            timer.start()
+
+    def _check_unknown(self) -> None:
+        """Alert for every copy whose placement is still unknown after the bound (again after
+        another bound while it stays so; the alerts' cooldown keeps that quiet)."""
+        bound = self.ctx.policy.unknown_alert_seconds
+        overdue = [c for c in self.copies.values()
+                   if c.status == S.UNKNOWN and time.monotonic() - c.unknown_since >= bound]
+        for copy in overdue:
+            follower = copy.row.follower
+            self.ctx.alert("critical", f"unknown:{follower}",
+                           f"follower {follower}: the outcome of the placement copying leader order "
+                           f"{self.leader_order_id} (correlation id {copy.row.correlation_id}) is still unknown "
+                           f"after {bound:.0f}s: it is looked up, and not placed again until a lookup answers; "
+                           f"check {follower}'s order book")
+        if overdue:
+            self._schedule_unknown_check()
+
     def _adopt(self, copy: _Copy, order: OrderUpdate) -> None:
         """Inside a transaction: a placement found at the broker by its correlation id (7.7)."""
         copy.row.broker_order_id = order.order_id
@@ -687,25 +799,16 @@ class OrderActor(Supervised):
     def _on_call_failed(self, copy: _Copy, reply: BrokerReply) -> None:
         call, error = reply.call, reply.error
         assert error is not None
+        if call.op == "place" and error.outcome_unknown:
+            self._placement_unknown(copy, error)
+            return
         follower = copy.row.follower
-        reason = error.reason
         metrics.FOLLOWER_ORDERS.labels(follower, call.op, "failed").inc()
         if call.op != "place":  # placements are counted with their classification
-            metrics.FOLLOWER_FAILURES.labels(follower, call.op, reason).inc()
+            metrics.FOLLOWER_FAILURES.labels(follower, call.op, error.reason).inc()
         self.log.warning("follower %s: %s of leader order %s failed: %s", follower, call.op, self.leader_order_id, error)
         if call.op == "place":
-            copy.rejection_handled = True
-
-            def effect() -> None:
-                copy.row.status = S.REJECTED.value
-                copy.row.last_error = str(error)
-                self._append(self._copy_key(copy), "REJECTED", {"error": str(error)})
-                self._save_copy(copy)
-                self._store_rejection(copy, reason, error.code, str(error))  # same transaction
-
-            self.ctx.store.write(effect)
-            self.ctx.sizing.tell(ReleaseCapital(follower, copy.row.correlation_id))
-            self._announce_rejection(copy, reason, str(error))
+            self._reject_placement(copy, error)
             if error.kind == ErrorKind.AUTH:  # B.6: stop this account's work, not the copier
                 self.ctx.sizing.tell(SuspendAccount(follower, f"the broker refused its access token ({error.code})"))
                 self.ctx.alert("critical", f"auth:{follower}",
@@ -719,6 +822,23 @@ class OrderActor(Supervised):
         copy.needs_sync = error.kind != ErrorKind.AUTH
         if call.op == "cancel" and not error.transient:
             copy.needs_sync = True
+
+    def _reject_placement(self, copy: _Copy, error: BrokerError) -> None:
+        """The broker refused the placement, or holds no order after every attempt: REJECTED,
+        with a skip or a dead letter that says why."""
+        copy.rejection_handled = True
+        reason = error.reason
+
+        def effect() -> None:
+            copy.row.status = S.REJECTED.value
+            copy.row.last_error = str(error)
+            self._append(self._copy_key(copy), "REJECTED", {"error": str(error)})
+            self._save_copy(copy)
+            self._store_rejection(copy, reason, error.code, str(error))  # same transaction
+
+        self.ctx.store.write(effect)
+        self.ctx.sizing.tell(ReleaseCapital(copy.row.follower, copy.row.correlation_id))
+        self._announce_rejection(copy, reason, str(error))
 
     def _note_error(self, copy: _Copy, error: Any) -> None:
         copy.row.last_error = str(error)
@@ -735,6 +855,10 @@ class OrderActor(Supervised):
         if copy.in_flight is not None or copy.status.is_terminal:
             return
         row = copy.row
+        if copy.status == S.UNKNOWN:  # looked up until a lookup answers; never placed while unknown
+            copy.needs_sync = False
+            self._send(copy, "lookup", not_before=copy.next_lookup)
+            return
         if copy.needs_sync:
             self._send(copy, "lookup" if not row.broker_order_id else "get")
             return
@@ -812,15 +936,16 @@ class OrderActor(Supervised):
         copy.row.anomaly = anomaly
         self._save_copy(copy)
 
-    def _send(self, copy: _Copy, op: str, terms: OrderTerms | None = None) -> None:
-        """Queue a broker call; `_flush` hands the queued ones to their rate limiters together."""
+    def _send(self, copy: _Copy, op: str, terms: OrderTerms | None = None, not_before: float = 0.0) -> None:
+        """Queue a broker call (sent by its rate limiter not before `not_before`, monotonic);
+        `_flush` hands the queued ones to their rate limiters together."""
         row = copy.row
         copy.in_flight = op
         received_ns = copy.received_ns if op == "place" else 0
         self._outbox.append(BrokerCall(
             op=op, follower=row.follower, leader_order_id=self.leader_order_id,
             correlation_id=row.correlation_id, reply_to=self.address, terms=terms,
-            broker_order_id=row.broker_order_id, received_ns=received_ns))
+            broker_order_id=row.broker_order_id, received_ns=received_ns, not_before=not_before))
 
     def _flush(self) -> None:
         """One tight loop for a leader order's fan-out: every follower's call is with its broker
@@ -845,7 +970,7 @@ class OrderActor(Supervised):
 
     def _check_lag(self) -> None:
         for copy in self.copies.values():
-            if copy.status.is_open or copy.status == S.PENDING_PLACEMENT:
+            if copy.status.is_open or copy.status in (S.PENDING_PLACEMENT, S.UNKNOWN):
                 follower = copy.row.follower
                 metrics.LAG_ALERTS.labels(follower).inc()
                 self.ctx.store.write(lambda c=copy: self._flag(c, "lagging"))

@@ -7,6 +7,10 @@ thread, and only its answer waits on a worker). `RateLimiterActor` is its clock 
 policy: it sends what had to wait once a slot frees, and retries transient failures (DH-904,
 DH-908, DH-909, transport) with exponential backoff and jitter, re-queued through the same
 windows, so a retry can never exceed the limits. A DH-904 also pauses the whole account briefly.
+
+A placement whose outcome is unknown (no answer, a 5xx, an unreadable answer) is never retried
+here: the broker may hold it. Its order actor marks it UNKNOWN and looks it up (`lookup`: by
+correlation id, else in the order book) until a lookup answers.
 """
 from __future__ import annotations
 
@@ -245,8 +249,11 @@ class RateLimiter:
     def _report(self, reply: BrokerReply) -> None:
         call = reply.call
         error = reply.error
+        retry = error is not None and error.transient and call.attempt < self.max_attempts and self.actor is not None
+        if retry and call.op == "place" and error is not None and error.outcome_unknown:
+            retry = False  # it may be placed: never sent again blind; its order actor looks it up
         try:
-            if error is not None and error.transient and call.attempt < self.max_attempts and self.actor is not None:
+            if retry:
                 self.actor.tell(CallCompleted(reply))  # the actor decides the backoff
             else:
                 call.reply_to.tell(reply)
@@ -255,13 +262,8 @@ class RateLimiter:
 
     def _perform(self, call: BrokerCall) -> BrokerReply:
         gw = self.gateway
-        if call.op == "place":
+        if call.op == "place":  # retried only after a refusal (DH-904): no earlier attempt can exist
             assert call.terms is not None
-            if call.attempt > 1:  # an earlier attempt may have reached the broker: look before placing
-                found = gw.order_by_correlation(call.correlation_id)
-                if found.ok and found.data is not None:
-                    return BrokerReply(call, order=found.data, broker_order_id=found.data.order_id,
-                                       status=found.data.status.value)
             if self.margin_check and call.attempt == 1:
                 shortfall = self._margin_shortfall(call)
                 if shortfall is not None:
@@ -279,11 +281,14 @@ class RateLimiter:
             status = (answer.data or {}).get("orderStatus") if answer.ok else None
             return BrokerReply(call, error=answer.error, broker_order_id=call.broker_order_id, status=status)
         if call.op == "lookup":
+            sent_ns = time.monotonic_ns()  # a "not found" says nothing of requests that arrive later
             answer = gw.order_by_correlation(call.correlation_id)
+            if not answer.ok and answer.error is not None and answer.error.transient and self._take_data_slot():
+                answer = gw.order_in_book(call.correlation_id)  # the same question, another endpoint
             if answer.ok and answer.data is None:
-                return BrokerReply(call, not_found=True)
+                return BrokerReply(call, not_found=True, sent_ns=sent_ns)
             return BrokerReply(call, order=answer.data, error=answer.error,
-                               broker_order_id=answer.data.order_id if answer.data else None)
+                               broker_order_id=answer.data.order_id if answer.data else None, sent_ns=sent_ns)
         if call.op == "get":
             assert call.broker_order_id
             answer = gw.order(call.broker_order_id)
@@ -298,17 +303,28 @@ class RateLimiter:
             metrics.REPLICATION_LATENCY.labels(call.follower).observe((sent_ns - call.received_ns) / 1e9)
 
     def _placed(self, call: BrokerCall, answer: Answer, sent_ns: int) -> BrokerReply:
-        """The reply for a placement the broker answered with `answer`."""
+        """The reply for a placement the broker answered with `answer`. A success without an order
+        id is as good as no answer: the outcome is unknown, and looked up by the order actor."""
         if answer.ok:
-            data = answer.data or {}
-            return BrokerReply(call, broker_order_id=str(data.get("orderId") or ""),
-                               status=str(data.get("orderStatus") or "PENDING"), sent_ns=sent_ns)
-        if answer.error is not None and answer.error.kind in (ErrorKind.NETWORK, ErrorKind.SERVER):
-            found = self.gateway.order_by_correlation(call.correlation_id)  # the answer may be all that was lost
-            if found.ok and found.data is not None:
-                return BrokerReply(call, order=found.data, broker_order_id=found.data.order_id,
-                                   status=found.data.status.value, sent_ns=sent_ns)
+            data = answer.data if isinstance(answer.data, dict) else {}
+            order_id = str(data.get("orderId") or "")
+            if order_id:
+                return BrokerReply(call, broker_order_id=order_id, status=str(data.get("orderStatus") or "PENDING"),
+                                   sent_ns=sent_ns)
+            error = BrokerError("UNREADABLE", ErrorKind.NETWORK, f"placement answered without an order id: "
+                                f"{str(answer.data)[:200]}")
+            return BrokerReply(call, error=error, sent_ns=sent_ns)
         return BrokerReply(call, error=answer.error, sent_ns=sent_ns)
+
+    def _take_data_slot(self) -> bool:
+        """A data-window slot now, if one is free (for a second request inside one call)."""
+        with self._lock:
+            now = time.monotonic()
+            windows = self.windows["data"]
+            if self._closed or self.paused_until > now or windows.wait_time(now) > 0:
+                return False
+            windows.take(now)
+            return True
 
     def _margin_shortfall(self, call: BrokerCall) -> BrokerError | None:
         """5.3 with copy.margin_check: ask the broker's margin calculator first; a shortfall is a

@@ -206,7 +206,7 @@ class OrderRouter(Supervised):
     def _report_gauges(self) -> None:
         # Aggregates in SQL: this runs under the store's lock every sweep, beside the hot path.
         db = self.ctx.store.db
-        states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+        states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
         marks = ", ".join("?" for _ in states)
 
         def counts() -> tuple[int, dict[str, int], dict[str, int]]:

@@ -134,7 +134,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     live = _live_metrics(store)
     url = store.get_setting(METRICS_URL_SETTING)
     print(f"copier: {'running' if live is not None else 'not running'}" + (f" (metrics {url})" if url else ""))
-    open_states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+    open_states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
     accounts = [("leader", config.leader.client_id)] + [(f.name, f.client_id) for f in config.followers]
     for name, client_id in accounts:
         if live is None:
@@ -196,6 +196,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         print(f"no unresolved dead letter {args.id}", file=sys.stderr)
         return 1
     if args.action == "retry":
+        copy = store.read(lambda: m.FollowerOrder.get_or_none((m.FollowerOrder.leader_order_id == row.leader_order_id)
+                                                              & (m.FollowerOrder.follower == row.follower)))
+        if copy is not None and copy.status == "UNKNOWN":  # it may be live at the broker: never placed twice
+            print(f"dead letter {args.id}: not retried: the outcome of {row.follower}'s copy of leader order "
+                  f"{row.leader_order_id} is unknown (it may exist at the broker) and is being looked up",
+                  file=sys.stderr)
+            return 1
         store.write(lambda: m.DeadLetter.update(next_retry_at=time.time()).where(m.DeadLetter.id == args.id).execute())
         print(f"dead letter {args.id}: retry requested; a running copier places it again within its sweep")
     else:

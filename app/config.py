@@ -94,6 +94,7 @@ class Config:
     max_attempts: int = 6
     max_modifications: int = 25
     lag_alert_seconds: float = 30.0
+    unknown_alert_seconds: float = 60.0
     copy_existing_on_first_start: bool = False
     funds_refresh_seconds: float = 30.0
     check_capital: bool = True
@@ -311,6 +312,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     cp = root.section("copy")
     max_mods = cp.number("max_modifications", 25, 1, integer=True)
     lag = cp.number("lag_alert_seconds", 30.0, 0)
+    unknown_alert = cp.number("unknown_alert_seconds", 60.0, 0)
     existing = cp.bool("copy_existing_on_first_start", False)
     funds_refresh = cp.number("funds_refresh_seconds", 30.0, 1)
     check_capital = cp.bool("check_capital", True)
@@ -361,7 +363,8 @@ def parse(raw: Any, source: str = "config") -> Config:
     return Config(mode=mode, leader=leader, followers=tuple(followers), instruments_master=master,
                   enforce_market_hours=enforce, storage_path=storage_path, storage_retry_seconds=storage_retry, metrics_port=metrics_port,
                   metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
-                  max_modifications=max_mods, lag_alert_seconds=lag, copy_existing_on_first_start=existing,
+                  max_modifications=max_mods, lag_alert_seconds=lag, unknown_alert_seconds=unknown_alert,
+                  copy_existing_on_first_start=existing,
                   funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
                   leg_window_seconds=leg_window, flatten_naked_legs=flatten_legs,
                   replace_after_modification_cap=replace_after_cap,

@@ -14,7 +14,8 @@ from storage import Store
 from storage import models as m
 
 _COLOURS = {"TRADED": "green", "PENDING": "cyan", "PART_TRADED": "yellow", "CANCELLED": "dim",
-            "REJECTED": "red", "SKIPPED": "magenta", "PENDING_PLACEMENT": "blue", "EXPIRED": "dim"}
+            "REJECTED": "red", "SKIPPED": "magenta", "PENDING_PLACEMENT": "blue", "UNKNOWN": "bold red",
+            "EXPIRED": "dim"}
 
 
 def _status(text: str | None) -> Text:

@@ -28,6 +28,9 @@ FOLLOWER_ORDERS = Counter("copytrader_follower_orders_total",
                           ["follower", "operation", "outcome"])
 FOLLOWER_FAILURES = Counter("copytrader_follower_failures_total", "Failed follower operations by reason",
                             ["follower", "operation", "reason"])
+UNKNOWN_OUTCOMES = Counter("copytrader_placement_outcome_unknown_total",
+                           "Follower placements whose outcome was unknown (answer lost, 5xx, unreadable): "
+                           "looked up, never sent again blind", ["follower"])
 SKIPS = Counter("copytrader_skips_total", "Copies deliberately not made, by reason", ["follower", "reason"])
 REPLICATION_LATENCY = Histogram("copytrader_replication_latency_seconds",
                                 "Leader update received -> follower placement request sent",

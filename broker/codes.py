@@ -12,7 +12,8 @@ VALIDITY = {v.value: v for v in Validity}
 # (Exchange, Segment letter) on the socket -> exchange segment on the REST API
 SEGMENT = {("NSE", "E"): "NSE_EQ", ("BSE", "E"): "BSE_EQ", ("NSE", "D"): "NSE_FNO",
            ("BSE", "D"): "BSE_FNO", ("MCX", "M"): "MCX_COMM", ("NSE", "C"): "NSE_CURRENCY"}
-_STATUS = {s.value: s for s in OrderStatus if s not in (OrderStatus.PENDING_PLACEMENT, OrderStatus.SKIPPED)}
+_STATUS = {s.value: s for s in OrderStatus
+           if s not in (OrderStatus.PENDING_PLACEMENT, OrderStatus.UNKNOWN, OrderStatus.SKIPPED)}
 _STATUS.update({"PARTTRADED": OrderStatus.PART_TRADED, "PARTIALLY_TRADED": OrderStatus.PART_TRADED,
                 "CANCELED": OrderStatus.CANCELLED, "TRIGGERED": OrderStatus.PENDING,
                 "CONFIRM": OrderStatus.PENDING, "OPEN": OrderStatus.PENDING})

@@ -20,7 +20,7 @@ from dhanhq import DhanContext, dhanhq
 from app import metrics
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.parsing import MalformedMessage, forever_body, from_forever, from_order_book, place_body
-from broker.transport import KeptAliveHTTP, Pending, connections_for, dhan_http
+from broker.transport import HTTP_STATUS, KeptAliveHTTP, Pending, connections_for, dhan_http
 from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
 
 log = logging.getLogger(__name__)
@@ -141,14 +141,18 @@ class DhanGateway:
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:  # dhanhq raises for a few argument errors; never let them escape
-            result = {"status": "failure", "remarks": f"client error: {exc}", "data": ""}
+            # nothing was sent: a refusal, not a network failure (a placement is not looked up)
+            return self._failed(endpoint, BrokerError("CLIENT", ErrorKind.INPUT, f"client error: {exc}"), started)
         return self._answer(endpoint, result, started)
 
     def _answer(self, endpoint: str, result: dict[str, Any], started: float) -> Answer:
-        metrics.BROKER_LATENCY.labels(self.account, endpoint).observe(time.perf_counter() - started)
         if result.get("status") == "success":
+            metrics.BROKER_LATENCY.labels(self.account, endpoint).observe(time.perf_counter() - started)
             return Answer(data=result.get("data"))
-        error = classify(result.get("remarks"))
+        return self._failed(endpoint, classify(result.get("remarks"), result.get(HTTP_STATUS)), started)
+
+    def _failed(self, endpoint: str, error: BrokerError, started: float) -> Answer:
+        metrics.BROKER_LATENCY.labels(self.account, endpoint).observe(time.perf_counter() - started)
         metrics.BROKER_ERRORS.labels(self.account, endpoint, error.code).inc()
         return Answer(error=error)
 
@@ -210,11 +214,26 @@ class DhanGateway:
         return self._one_order(self._call("get_order", self._client().get_order_by_id, order_id), "poll")
 
     def order_by_correlation(self, correlation_id: str) -> Answer:
-        """Answer.data: OrderUpdate, or None when the broker has no such order."""
+        """Answer.data: OrderUpdate, or None when the broker answered that it has no such order.
+        Anything short of such an answer (no answer, a 5xx, an unreadable one) is an error: a
+        placement must never be taken for absent on it."""
         answer = self._call("get_order_by_correlation", self._client().get_order_by_correlationID, correlation_id)
-        if answer.error is not None and not answer.error.transient and answer.error.kind != ErrorKind.AUTH:
+        if answer.error is not None and _answers_absent(answer.error):
             return Answer(data=None)  # Dhan answers an unknown correlation id with an error body
         return self._one_order(answer, "poll")
+
+    def order_in_book(self, correlation_id: str) -> Answer:
+        """The same question as order_by_correlation, asked of the order book (`GET /orders`, the
+        day's every order): Answer.data is the OrderUpdate with that correlation id, or None
+        when the book, as answered, has none."""
+        answer = self.order_book()
+        if not answer.ok:
+            return answer
+        entry = next((e for e in answer.data if isinstance(e, dict) and e.get("correlationId") == correlation_id),
+                     None)
+        if entry is None:
+            return Answer(data=None)
+        return self._one_order(Answer(data=entry), "poll")
 
     def order_book(self) -> Answer:
         """Answer.data: list of raw order-book entries (parsed by the caller, which counts bad ones)."""
@@ -298,3 +317,10 @@ class DhanGateway:
 
     def cancel_forever(self, order_id: str) -> Answer:
         return self._call("cancel_forever", self._client().cancel_forever, order_id)
+
+
+def _answers_absent(error: BrokerError) -> bool:
+    """A refusal the broker answered (a status below 500 and no auth, rate or server problem):
+    for a lookup by correlation id, that is how Dhan says "no such order"."""
+    return (error.http_status is not None and error.http_status < 500
+            and error.kind in (ErrorKind.INPUT, ErrorKind.ORDER, ErrorKind.DATA, ErrorKind.OTHER))

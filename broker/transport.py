@@ -15,6 +15,10 @@ the environment routes through a proxy keeps plain `requests`, which knows proxi
 Each dhanhq client is used by one thread (the gateway keeps one per thread); the account's idle
 connections are shared between them (`Connections`), so a placement can be sent on one thread
 and its answer read on another (`KeptAliveHTTP.sending_on`).
+
+Both transports add the answer's HTTP status to dhanhq's answer, under `HTTP_STATUS`: dhanhq's
+`_parse_response` reads it and drops it, and without it a 502 from a gateway with a JSON body
+but no error code looks like a refusal (broker/errors.py `classify`).
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ import requests
 from dhanhq.dhan_http import DhanHTTP
 
 log = logging.getLogger(__name__)
+
+HTTP_STATUS = "http_status"  # the key of the HTTP status in an answer (absent: no answer arrived)
 
 _tls_lock = threading.Lock()
 _tls_contexts: dict[str, ssl.SSLContext] = {}
@@ -211,7 +217,44 @@ class KeptAliveHTTP(DhanHTTP):
             conn.close()
         else:
             self.connections.give_back(conn)
-        return self._parse_response(_Answer(response.status, content))
+        result = self._parse_response(_Answer(response.status, content))
+        result[HTTP_STATUS] = response.status
+        return result
+
+
+class RequestsHTTP(DhanHTTP):
+    """dhanhq's own `requests` transport, kept where the environment proxies the base URL, with
+    the HTTP status added to each answer as KeptAliveHTTP adds it. One thread per client, as the
+    gateway uses them: the status of the last response is plain state."""
+
+    def __init__(self, client_id: str, access_token: str) -> None:
+        super().__init__(client_id, access_token)
+        self._status: int | None = None
+        self.session.hooks["response"].append(self._note_status)
+
+    def _note_status(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._status = response.status_code
+
+    def _with_status(self, result: Any) -> Any:
+        if isinstance(result, dict) and self._status is not None:
+            result[HTTP_STATUS] = self._status
+        return result
+
+    def get(self, endpoint: str) -> Any:
+        self._status = None
+        return self._with_status(super().get(endpoint))
+
+    def post(self, endpoint: str, payload: dict[str, Any]) -> Any:
+        self._status = None
+        return self._with_status(super().post(endpoint, payload))
+
+    def put(self, endpoint: str, payload: dict[str, Any]) -> Any:
+        self._status = None
+        return self._with_status(super().put(endpoint, payload))
+
+    def delete(self, endpoint: str) -> Any:
+        self._status = None
+        return self._with_status(super().delete(endpoint))
 
 
 def connections_for(base_url: str, timeout: float) -> Connections | None:
@@ -228,7 +271,7 @@ def dhan_http(client_id: str, access_token: str, base_url: str, timeout: float,
     connections = connections or connections_for(base_url, timeout)
     if connections is not None:
         return KeptAliveHTTP(client_id, access_token, connections)
-    http = DhanHTTP(client_id, access_token)
+    http = RequestsHTTP(client_id, access_token)
     http.base_url = base_url.rstrip("/")
     http.timeout = timeout
     session = http.session

@@ -327,7 +327,7 @@ class Store:
     def open_leader_order_ids(self) -> list[str]:
         """Leader orders whose lifecycle is not finished for us: open at the broker, or with a copy
         still being worked."""
-        open_states = ("PENDING_PLACEMENT", "TRANSIT", "PENDING", "PART_TRADED")
+        open_states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
 
         def query() -> list[str]:
             leaders = {r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)

@@ -130,6 +130,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         metrics.QUOTE_LOOKUPS.labels(result)
     for source in (QUOTE, LEADER_FILL, NONE):
         metrics.REFERENCE_PRICES.labels(source)
+        metrics.UNKNOWN_OUTCOMES.labels(name)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
@@ -147,7 +148,10 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
                           flatten_naked_legs=config.flatten_naked_legs,
                           replace_after_modification_cap=config.replace_after_modification_cap,
-                          price_needed=price_needed, market_fill_wait_seconds=config.market_fill_wait_seconds),
+                          price_needed=price_needed, market_fill_wait_seconds=config.market_fill_wait_seconds,
+                          unknown_settle_seconds=config.broker_timeout,
+                          unknown_alert_seconds=config.unknown_alert_seconds,
+                          placement_attempts=config.max_attempts),
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,

@@ -23,6 +23,7 @@ from storage import Store
 from storage import models as m
 from supervisors.tree import Copier, start_copier
 from paper import AccountSpec, PaperExchange
+from tests.faultproxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADER_ID = "1100000001"
@@ -95,6 +96,7 @@ class Rig:
     leader: dhanhq
     follower_ids: dict[str, str] = field(default_factory=dict)
     config_yaml: str = field(default="", repr=False)  # for commands run as operators would (holds tokens)
+    proxies: dict[str, FaultProxy] = field(default_factory=dict)  # followers whose REST calls go through one
 
     # -- acting as the leader ----------------------------------------------------------------
     def place(self, security_id: str = RELIANCE, side: str = "BUY", quantity: int = 10, order_type: str = "LIMIT",
@@ -185,7 +187,10 @@ class Rig:
 DEFAULT_FOLLOWERS = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}, "funds": 5_000_000}]
 
 
-def config_dict(exchange: PaperExchange, tmp_path: Path, followers: list[dict], extra: dict | None = None) -> dict:
+def config_dict(exchange: PaperExchange, tmp_path: Path, followers: list[dict], extra: dict | None = None,
+                rest_urls: dict[str, str] | None = None) -> dict:
+    """The copier's config for a rig; `rest_urls` gives a follower another REST base URL than the
+    exchange's (a FaultProxy's `url`)."""
     raw: dict[str, Any] = {
         "mode": "live",
         "leader": {"client_id": LEADER_ID, "access_token": LEADER_TOKEN,
@@ -201,7 +206,8 @@ def config_dict(exchange: PaperExchange, tmp_path: Path, followers: list[dict], 
         entry = {k: v for k, v in f.items() if k != "funds"}
         entry.setdefault("client_id", f"12000000{i + 1:02d}")
         entry.setdefault("access_token", f"follower-secret-token-{i + 1:04d}")
-        entry.update(api_base_url=exchange.rest_url, order_update_url=exchange.ws_url)
+        entry.update(api_base_url=(rest_urls or {}).get(entry.get("name", ""), exchange.rest_url),
+                     order_update_url=exchange.ws_url)
         raw["followers"].append(entry)
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):
@@ -220,24 +226,45 @@ def run_command(rig: "Rig", tmp_path: Path, *args: str) -> subprocess.CompletedP
 
 
 @pytest.fixture
+def fault_proxy():
+    """Factory: fault_proxy(upstream_url) -> a started FaultProxy (tests/faultproxy.py), stopped
+    after the test."""
+    proxies: list[FaultProxy] = []
+
+    def make(upstream: str, seed: int = 0) -> FaultProxy:
+        proxies.append(FaultProxy(upstream, seed=seed).start())
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
 def make_rig(tmp_path: Path):
-    """Factory: make_rig(followers=[...], exchange={...}, config={...}) -> a running Rig."""
+    """Factory: make_rig(followers=[...], exchange={...}, config={...}, proxied=[names]) -> a running
+    Rig. The REST calls of the followers named in `proxied` go through a FaultProxy each
+    (`rig.proxies[name]`); their order-update sockets do not."""
     started: list[tuple[PaperExchange, Rig | None]] = []
+    proxies: list[FaultProxy] = []
 
     def make(followers: list[dict] | None = None, exchange: dict | None = None, config: dict | None = None,
-             leader_funds: float = 50_000_000, start: bool = True, clock=None) -> Rig:
+             leader_funds: float = 50_000_000, start: bool = True, clock=None,
+             proxied: tuple[str, ...] | list[str] = ()) -> Rig:
         ex = PaperExchange(**{"seed": 3, "price_walk": False, "tick_seconds": 0.05, "session": "open",
                               **(exchange or {})}).start()
         started.append((ex, None))
         followers = followers or DEFAULT_FOLLOWERS
-        raw = config_dict(ex, tmp_path, followers, config)
+        by_name = {name: FaultProxy(ex.rest_url).start() for name in proxied}
+        proxies.extend(by_name.values())
+        raw = config_dict(ex, tmp_path, followers, config, {name: p.url for name, p in by_name.items()})
         cfg = parse(raw)
         ex.add_account(AccountSpec(LEADER_ID, LEADER_TOKEN, leader_funds))
         for f_cfg, f in zip(cfg.followers, followers):
             ex.add_account(AccountSpec(f_cfg.client_id, f_cfg.access_token, float(f.get("funds", 5_000_000))))
         store = Store(cfg.storage_path, retry_seconds=cfg.storage_retry_seconds)
         rig = Rig(ex, cfg, store, None, client(ex, LEADER_ID, LEADER_TOKEN),  # type: ignore[arg-type]
-                  {f.name: f.client_id for f in cfg.followers}, yaml.safe_dump(raw))
+                  {f.name: f.client_id for f in cfg.followers}, yaml.safe_dump(raw), by_name)
         if start:
             start_rig(rig, clock=clock)
         started[-1] = (ex, rig)
@@ -250,6 +277,8 @@ def make_rig(tmp_path: Path):
         if rig is not None:
             rig.store.close()
         ex.stop()
+    for proxy in proxies:
+        proxy.stop()
 
 
 def start_rig(rig: Rig, clock=None) -> Rig:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from app import metrics
+from broker import codes
 from storage import models as m
 from tests.conftest import LEADER_ID, RELIANCE, TCS, wait_until
+from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
+from trading.orders import OrderStatus
 
 
 def _resting(rig, **kw):
@@ -239,3 +244,34 @@ def test_2_6_past_the_modification_cap_the_copy_is_cancelled_and_replaced_when_c
     assert all(rig.exchange.modification_count(rig.follower_ids["f1"], o["orderId"]) <= 2 for o in rig.follower_book())
     ok, lines = replay_order(rig.store, leader_id)
     assert ok, "\n".join(lines)
+
+
+# -- a placement whose outcome is unknown ------------------------------------------------------------
+def test_a_placement_with_an_unknown_outcome_leaves_unknown_only_on_what_the_broker_says():
+    S, E = OrderStatus, OrderEvent
+    assert next_state(S.PENDING_PLACEMENT, E.OUTCOME_UNKNOWN) == S.UNKNOWN
+    assert next_state(S.UNKNOWN, E.NOT_PLACED) == S.PENDING_PLACEMENT  # a lookup answered: never placed
+    for event, state in ((E.ACCEPTED, S.PENDING), (E.TRIGGERED, S.PENDING), (E.PARTIALLY_FILLED, S.PART_TRADED),
+                         (E.FILLED, S.TRADED), (E.CANCELLED, S.CANCELLED), (E.REJECTED, S.REJECTED),
+                         (E.EXPIRED, S.EXPIRED)):
+        assert next_state(S.UNKNOWN, event) == state  # found at the broker in that state
+    for event in (E.SUBMITTED, E.SKIPPED, E.MODIFIED, E.OUTCOME_UNKNOWN):
+        with pytest.raises(InvalidTransition):
+            next_state(S.UNKNOWN, event)
+    for state in (S.TRANSIT, S.PENDING, S.PART_TRADED, S.TRADED, S.CANCELLED, S.REJECTED, S.SKIPPED):
+        with pytest.raises(InvalidTransition):  # only a placement not yet acknowledged can be unknown
+            next_state(state, E.OUTCOME_UNKNOWN)
+    with pytest.raises(InvalidTransition):
+        next_state(S.PENDING_PLACEMENT, E.NOT_PLACED)
+    assert not S.UNKNOWN.is_terminal and not S.UNKNOWN.is_open
+
+
+def test_a_broker_snapshot_of_an_unknown_placement_names_the_event_that_adopts_it():
+    S, E = OrderStatus, OrderEvent
+    assert event_for_status(S.UNKNOWN, S.PENDING, 0, 0, False) == E.ACCEPTED
+    assert event_for_status(S.UNKNOWN, S.TRANSIT, 0, 0, False) == E.ACCEPTED
+    assert event_for_status(S.UNKNOWN, S.PART_TRADED, 0, 2, False) == E.PARTIALLY_FILLED
+    assert event_for_status(S.UNKNOWN, S.TRADED, 0, 5, False) == E.FILLED
+    assert event_for_status(S.UNKNOWN, S.CANCELLED, 0, 0, False) == E.CANCELLED
+    with pytest.raises(ValueError):
+        codes.status("UNKNOWN")  # the copier's own state: never read from a broker's answer

@@ -89,3 +89,13 @@ def test_a_copy_that_converged_while_the_copier_was_down_leaves_no_quantity_dive
                        message=lambda: f"a clean reconcile, got {rig.copier.address('reconciler').ask('run')}")
     assert found
     assert rig.follower_order_now(leader_id)["quantity"] == 12
+def test_a_copy_whose_placement_outcome_is_unknown_is_a_divergence_of_its_own_kind():
+    copies = [r.StoredCopy("L1", "f1", "CT1", "UNKNOWN", 5, placed=False),
+              r.StoredCopy("L2", "f1", "CT2", "UNKNOWN", 5, placed=False)]
+    leader = [_update("L1", OrderStatus.PENDING, 10), _update("L2", OrderStatus.CANCELLED, 10)]
+    found = r.find_divergences(leader, {"f1": [_update("F9", OrderStatus.PENDING, 5, "CT1")]}, copies,
+                               {"L1", "L2"}, ["f1"])
+    assert [(d.kind, d.leader_order_id, d.follower) for d in found] == [
+        (r.OUTCOME_UNKNOWN, "L1", "f1"), (r.OUTCOME_UNKNOWN, "L2", "f1")]
+    assert "in f1's order book as PENDING (order F9)" in found[0].detail
+    assert "not in f1's order book" in found[1].detail

@@ -10,6 +10,7 @@ import yaml
 from app.commands import replay_order
 from storage import models as m
 from tests.conftest import LEADER_ID, ROOT, wait_until
+from trading.replay import fold_copy
 
 
 def test_B_9_replay_rebuilds_every_order_exactly(make_rig, tmp_path):
@@ -46,3 +47,17 @@ def test_B_9_replay_rebuilds_every_order_exactly(make_rig, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MODIFY_ACKED" in result.stdout and "rebuilt state matches stored state: yes" in result.stdout
+
+
+def test_the_copy_fold_follows_an_unknown_placement_until_the_broker_answers():
+    target = {"security_id": "2885", "exchange_segment": "NSE_EQ", "side": "BUY", "product": "INTRADAY",
+              "order_type": "LIMIT", "validity": "DAY", "quantity": 5, "price": 1430.0, "trigger_price": 0.0,
+              "disclosed_qty": 0, "amo": False, "amo_time": None}
+    events = [("SUBMITTED", {"status": "PENDING_PLACEMENT", "target": target}),
+              ("OUTCOME_UNKNOWN", {"error": "HTTP-502 server: HTTP 502 without an error code"})]
+    assert fold_copy(events)["status"] == "UNKNOWN" and fold_copy(events)["broker_order_id"] is None
+    events += [("NOT_PLACED", {"placements": 1}), ("OUTCOME_UNKNOWN", {"error": "TRANSPORT network: timed out"}),
+               ("FOUND_BY_CORRELATION_ID", {"broker_order_id": "F7"}),
+               ("ACCEPTED", {"order_id": "F7", "status": "PENDING", "filled_qty": 0})]
+    state = fold_copy(events)
+    assert (state["status"], state["broker_order_id"]) == ("PENDING", "F7")

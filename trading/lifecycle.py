@@ -22,6 +22,8 @@ class OrderEvent(str, enum.Enum):
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
     SKIPPED = "SKIPPED"
+    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # a placement's answer was lost, a 5xx or unreadable
+    NOT_PLACED = "NOT_PLACED"  # a lookup answered that the broker holds no such order
 
 
 class InvalidTransition(Exception):
@@ -41,16 +43,23 @@ TRANSITIONS: dict[tuple[S, OrderEvent], S] = {
     (S.PENDING_PLACEMENT, E.SKIPPED): S.SKIPPED,
     (S.PENDING_PLACEMENT, E.REJECTED): S.REJECTED,
     (S.PENDING_PLACEMENT, E.CANCELLED): S.CANCELLED,  # aborted before it reached the broker
-    **{(s, E.ACCEPTED): S.PENDING for s in (S.PENDING_PLACEMENT, S.TRANSIT, S.PENDING)},
+    # Unknown: left only on what the broker says of the order (a lookup that answers, its own
+    # update); never by placing it again, never rejected for want of an answer.
+    (S.PENDING_PLACEMENT, E.OUTCOME_UNKNOWN): S.UNKNOWN,
+    (S.UNKNOWN, E.NOT_PLACED): S.PENDING_PLACEMENT,
+    (S.UNKNOWN, E.CANCELLED): S.CANCELLED,  # found already cancelled (or expired, rejected, below)
+    (S.UNKNOWN, E.REJECTED): S.REJECTED,
+    **{(s, E.ACCEPTED): S.PENDING for s in (S.PENDING_PLACEMENT, S.UNKNOWN, S.TRANSIT, S.PENDING)},
     (S.PENDING_PLACEMENT, E.TRIGGERED): S.PENDING,
+    (S.UNKNOWN, E.TRIGGERED): S.PENDING,
     (S.TRANSIT, E.TRIGGERED): S.PENDING,
     (S.PENDING, E.TRIGGERED): S.PENDING,
     **{(s, E.MODIFIED): s for s in _OPEN},
-    **{(s, E.PARTIALLY_FILLED): S.PART_TRADED for s in (S.PENDING_PLACEMENT, *_OPEN)},
-    **{(s, E.FILLED): S.TRADED for s in (S.PENDING_PLACEMENT, *_OPEN)},
+    **{(s, E.PARTIALLY_FILLED): S.PART_TRADED for s in (S.PENDING_PLACEMENT, S.UNKNOWN, *_OPEN)},
+    **{(s, E.FILLED): S.TRADED for s in (S.PENDING_PLACEMENT, S.UNKNOWN, *_OPEN)},
     **{(s, E.CANCELLED): S.CANCELLED for s in _OPEN},
     **{(s, E.REJECTED): S.REJECTED for s in (S.TRANSIT, S.PENDING)},
-    **{(s, E.EXPIRED): S.EXPIRED for s in (S.PENDING_PLACEMENT, *_OPEN)},
+    **{(s, E.EXPIRED): S.EXPIRED for s in (S.PENDING_PLACEMENT, S.UNKNOWN, *_OPEN)},
 }
 
 
@@ -75,7 +84,7 @@ def event_for_status(previous: S, status: S, filled_before: int, filled_now: int
     if status in (S.CANCELLED, S.REJECTED, S.EXPIRED):
         return None if previous == status else OrderEvent(status.value)
     if status in (S.PENDING, S.TRANSIT):
-        if previous in (S.PENDING_PLACEMENT,):
+        if previous in (S.PENDING_PLACEMENT, S.UNKNOWN):
             return E.ACCEPTED
         if previous == S.TRANSIT and status == S.PENDING:
             return E.TRIGGERED

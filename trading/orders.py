@@ -36,6 +36,7 @@ class OrderStatus(str, enum.Enum):
     """The broker's `orderStatus` values plus the copier's own pre-broker states."""
 
     PENDING_PLACEMENT = "PENDING_PLACEMENT"  # ours: stored, placement not yet acknowledged
+    UNKNOWN = "UNKNOWN"  # ours: sent, and its outcome unknown (answer lost, 5xx): looked up, never re-sent
     SKIPPED = "SKIPPED"  # ours: deliberately not copied, reason recorded
     TRANSIT = "TRANSIT"
     PENDING = "PENDING"

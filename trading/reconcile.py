@@ -14,7 +14,8 @@ MISSING_REPLICATION = "missing_replication"  # a copyable leader order with no c
 MISSING_FOLLOWER_ORDER = "missing_follower_order"  # a copy the copier placed, absent from the follower's book
 STATUS_MISMATCH = "status_mismatch"  # the leader's order is finished, its copy is still open
 QUANTITY_MISMATCH = "quantity_mismatch"  # an open copy whose quantity is not what sizing asked for
-KINDS = (MISSING_REPLICATION, MISSING_FOLLOWER_ORDER, STATUS_MISMATCH, QUANTITY_MISMATCH)
+OUTCOME_UNKNOWN = "outcome_unknown"  # a copy whose placement's outcome the copier does not know yet
+KINDS = (MISSING_REPLICATION, MISSING_FOLLOWER_ORDER, STATUS_MISMATCH, QUANTITY_MISMATCH, OUTCOME_UNKNOWN)
 
 _FINISHED = (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
 
@@ -72,4 +73,20 @@ def find_divergences(leader_book: Iterable[OrderUpdate], follower_books: Mapping
             elif at_broker.status.is_open and at_broker.terms.quantity != copy.target_quantity:
                 out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, follower,
                                       f"copy holds {at_broker.terms.quantity}, sizing asked for {copy.target_quantity}"))
+    out.extend(_unknown_outcomes([c for known in by_leader.values() for c in known.values()], books))
+    return out
+
+
+def _unknown_outcomes(copies: Iterable[StoredCopy], books: Mapping[str, Mapping[str, OrderUpdate]]) -> list[Divergence]:
+    """Copies whose placement's outcome is unknown, with what the follower's book says of them
+    (the copier keeps looking them up; it adopts the order, or places it once it is known absent)."""
+    out = []
+    for copy in copies:
+        if copy.status != OrderStatus.UNKNOWN.value:
+            continue
+        at_broker = books.get(copy.follower, {}).get(copy.correlation_id)
+        seen = (f"in {copy.follower}'s order book as {at_broker.status.value} (order {at_broker.order_id})"
+                if at_broker is not None else f"not in {copy.follower}'s order book")
+        out.append(Divergence(OUTCOME_UNKNOWN, copy.leader_order_id, copy.follower,
+                              f"placement of copy {copy.correlation_id} has an unknown outcome (being looked up); {seen}"))
     return out
