@@ -41,9 +41,11 @@ class SlidingWindows:
     """Admission inside several windows at once: [(limit, seconds), ...]. Not thread-safe: its
     owner holds a lock.
 
-    Calls are paced to the tightest window (per second): one every seconds/limit, with one
-    interval of tolerance so that a call arriving a little early (socket jitter) is not held
-    back. A burst leaves at the broker's pace instead of a window's worth at once. Every window is
+    Calls are paced to the tightest window (per second): one every seconds/limit, with
+    `tolerance` seconds of slack so that a call arriving a little early (socket jitter) is not
+    held back. A burst leaves at the broker's pace instead of a window's worth at once (a whole
+    interval of slack let two calls of a burst leave together, and the broker, which counts
+    arrivals, then saw 11 in a second now and then). Every window is
     also counted, a little longer than the broker's, because the broker counts arrivals and a
     call leaves here a little before it arrives there: `paced_margin` on the tightest window
     (20 ms kept the paper exchange's count within its limit under load; 10 ms did not), `margin`
@@ -51,9 +53,11 @@ class SlidingWindows:
     broker's rate, at most `paced_margin` of lag per window; the old 50 ms cost a leader at 10
     orders/s 50 ms of lag every second."""
 
-    def __init__(self, limits: list[tuple[int, float]], margin: float = 0.05, paced_margin: float = 0.02) -> None:
+    def __init__(self, limits: list[tuple[int, float]], margin: float = 0.05, paced_margin: float = 0.02,
+                 tolerance: float = 0.02) -> None:
         active = sorted(((int(n), float(s)) for n, s in limits if n > 0), key=lambda w: w[1])
         self.spacing = active[0][1] / active[0][0] if active else 0.0
+        self.tolerance = min(tolerance, self.spacing)
         self.limits = [(n, s + (margin if i else paced_margin)) for i, (n, s) in enumerate(active)]
         self._stamps: list[deque[float]] = [deque() for _ in self.limits]
         self._due = float("-inf")  # when the next call is due at the paced rate
@@ -66,7 +70,7 @@ class SlidingWindows:
     def wait_time(self, now: float) -> float:
         """Seconds until one more call fits (0 when it fits now)."""
         self._trim(now)
-        wait = self._due - self.spacing - now
+        wait = self._due - self.tolerance - now
         for (limit, span), stamps in zip(self.limits, self._stamps):
             if len(stamps) >= limit:
                 wait = max(wait, stamps[len(stamps) - limit] + span - now)
