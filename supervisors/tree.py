@@ -4,6 +4,7 @@
     sizing                   SizingActor          capital lock and follower quantities
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
                                                   its RateLimiter, the only path to its broker
+    limiter:leader           RateLimiterActor     the leader's: order actors' re-reads of its orders
     router                   OrderRouter          one OrderActor per leader order, supervised by it
     feed:<follower> ...      FeedActor            each follower's socket: fills and states of its copies
     feed:leader              FeedActor            the leader's socket: the events everything else follows
@@ -128,10 +129,16 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
                                     data_limits=config.rate_limits.data_windows(), max_attempts=config.max_attempts,
                                     margin_check=config.margin_check) for f in config.followers}
+    # Order actors read the leader's order again when two of its updates are ambiguous: through
+    # their own limiter, so those reads stay inside the leader account's data-API rate.
+    leader_limiter = RateLimiter(copier.gateways[LEADER], order_limits=config.rate_limits.order_windows(),
+                                 data_limits=config.rate_limits.data_windows(), workers=2,
+                                 max_attempts=config.max_attempts)
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
+        leader_limiter=leader_limiter,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
                           flatten_naked_legs=config.flatten_naked_legs,
                           replace_after_modification_cap=config.replace_after_modification_cap),
@@ -161,6 +168,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(a, top, limiters[f.name]),
                                kind="rate_limiter", address=limiter_addresses[f.name]))
+    specs.append(ChildSpec(f"limiter:{LEADER}", lambda a: RateLimiterActor.start(a, top, leader_limiter),
+                           kind="rate_limiter"))
     specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.sweep_seconds),
                            kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
