@@ -27,7 +27,7 @@ from actors.context import CopierContext, CopyPolicy
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
-from actors.reconciler import ReconcilerActor
+from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
 from actors.tokens import TokenActor
 from actors.messages import LEADER
 from actors.rate_limiter import RateLimiter, RateLimiterActor
@@ -179,7 +179,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         sizing=sizing_address, instruments=instruments, poll_seconds=config.forever_poll_seconds), kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
         a, top, store, copier.gateways, names, router_address, copier.alerts,
-        interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair), kind="reconciler"))
+        interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair,
+        resize=resize_by_rule({f.name: f.sizing for f in config.followers}, instruments),
+        fill_grace_seconds=fill_grace(config.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
