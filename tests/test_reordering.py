@@ -24,10 +24,13 @@ def settled(rig: Rig, leader_id: str) -> bool:
     pending = rig.store.read(lambda: m.InboundEvent.select().where(m.InboundEvent.done == False).count())  # noqa: E712
     if pending:
         return False
-    for ref in pykka.ActorRegistry.get_by_class(OrderActor):
-        if ref.proxy().leader_order_id.get(timeout=5) == leader_id:
-            state = ref.ask("state", timeout=5)
-            return all(in_flight is None for _status, in_flight in state["copies"].values())
+    try:
+        for ref in pykka.ActorRegistry.get_by_class(OrderActor):
+            if ref.proxy().leader_order_id.get(timeout=5) == leader_id:
+                state = ref.ask("state", timeout=5)
+                return all(in_flight is None for _status, in_flight in state["copies"].values())
+    except pykka.ActorDeadError:
+        return False  # one stopped while asked: look again
     return True  # its actor finished and stopped
 
 
@@ -99,4 +102,46 @@ def test_a_same_second_modification_and_cancel_arriving_reversed_still_cancel_th
     rig.wait_copy(leader_id, lambda c: c["orderStatus"] == "CANCELLED", timeout=15, message="cancelled")
     wait_settled(rig, leader_id)
     assert rig.follower_order_now(leader_id)["orderStatus"] == "CANCELLED"
+    assert rig.follower_placements("f1") == 1
+
+
+def test_reads_of_ambiguous_leader_orders_stay_within_the_leaders_data_rate(make_rig):
+    rig = make_rig(exchange={**DHAN_LIKE, "rate_limits": {"per_second": 100}},
+                   config={"rate_limits": {"data_per_second": 4}})
+    leader_ids = [rig.place(quantity=10, price=1400.0 + i) for i in range(8)]
+    for leader_id in leader_ids:
+        rig.follower_copy(leader_id)
+        wait_settled(rig, leader_id)
+
+    rig.exchange.faults.reorder_messages(1.0, same_second=True)
+    for leader_id in leader_ids:
+        rig.modify(leader_id, quantity=20)
+        rig.modify(leader_id, quantity=30)
+    for leader_id in leader_ids:
+        wait_until(lambda: rig.follower_order_now(leader_id)["quantity"] == 15, timeout=30,
+                   message=f"copy of {leader_id} at 15")
+        wait_settled(rig, leader_id)
+        assert rig.follower_order_now(leader_id)["quantity"] == 15
+    reads = sorted(r["t"] for r in rig.exchange.request_log(LEADER_ID)
+                   if r["method"] == "GET" and "/orders/" in r["path"])
+    assert len(reads) >= len(leader_ids)
+    assert max(sum(1 for t in reads if start <= t < start + 1.0) for start in reads) <= 4
+
+
+def test_a_failed_read_of_the_leader_order_is_retried_and_the_copy_still_ends_right(make_rig):
+    rig = make_rig(exchange=DHAN_LIKE)
+    leader_id = rig.place(quantity=10, price=1420.0)
+    rig.follower_copy(leader_id)
+    wait_settled(rig, leader_id)
+
+    rig.exchange.faults.fail_fraction(1.0, mode="DH-908", client_id=LEADER_ID, paths="GET /orders/*")
+    rig.exchange.faults.reorder_messages(1.0, same_second=True)
+    rig.modify(leader_id, quantity=20)
+    rig.modify(leader_id, quantity=30)
+    wait_until(lambda: any(r["method"] == "GET" and r["status"] >= 500 for r in rig.exchange.request_log(LEADER_ID)),
+               message="a read of the leader's order failed")
+    rig.exchange.faults.clear()
+    wait_until(lambda: rig.follower_order_now(leader_id)["quantity"] == 15, timeout=20, message="copy at 15")
+    wait_settled(rig, leader_id)
+    assert rig.follower_order_now(leader_id)["quantity"] == 15
     assert rig.follower_placements("f1") == 1
