@@ -31,15 +31,16 @@ def snap(status: OrderStatus = S.PENDING, qty: int = 10, price: float = 1420.0, 
     (snap(qty=20), snap(qty=20), Ordering.SAME),
     # nothing follows a terminal state
     (snap(S.CANCELLED), snap(qty=20), Ordering.STALE),
-    # same terms: the status only moves forward, and a cancel keeps the terms it had
+    # same terms, both open: the status only moves forward
     (snap(S.TRANSIT), snap(S.PENDING), Ordering.NEWER),
     (snap(S.PENDING), snap(S.TRANSIT), Ordering.STALE),
-    (snap(qty=20), snap(S.CANCELLED, qty=20), Ordering.NEWER),
     # two different terms in one second: either may be the later
     (snap(qty=30), snap(qty=20), Ordering.AMBIGUOUS),
     (snap(price=1421.0), snap(price=1422.0), Ordering.AMBIGUOUS),
-    # a cancel with the terms before the modification applied: plausible either way
+    # a cancel in the second of the open state applied: the last frame, or a late one
     (snap(qty=20), snap(S.CANCELLED, qty=10), Ordering.AMBIGUOUS),
+    (snap(qty=20), snap(S.CANCELLED, qty=20), Ordering.AMBIGUOUS),
+    (snap(S.TRANSIT), snap(S.REJECTED), Ordering.AMBIGUOUS),
     # no timestamps at all: arrival order, as before
     (snap(at=""), snap(qty=20, at=""), Ordering.NEWER),
 ])

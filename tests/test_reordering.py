@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pykka
+import pytest
 
 from actors.order import OrderActor
 from app import metrics
@@ -69,7 +70,8 @@ def test_two_quick_quantity_changes_leave_every_copy_at_the_leaders_final_quanti
         assert rig.follower_placements(follower) == 1
 
 
-def test_a_late_cancel_frame_after_a_same_second_modification_leaves_the_copies_open(make_rig):
+@pytest.mark.parametrize("terms", [{"quantity": 10}, {}], ids=["terms-before-the-modification", "current-terms"])
+def test_a_late_cancel_frame_after_a_same_second_modification_leaves_the_copies_open(make_rig, terms):
     rig = make_rig(exchange=DHAN_LIKE)
     leader_id = rig.place(quantity=10, price=1420.0)
     rig.follower_copy(leader_id)
@@ -77,8 +79,8 @@ def test_a_late_cancel_frame_after_a_same_second_modification_leaves_the_copies_
     rig.wait_copy(leader_id, lambda c: c["quantity"] == 10, message="modified to 10")
     wait_settled(rig, leader_id)
 
-    # a "Cancelled" frame of the order as it was before the modification, arriving after it
-    rig.exchange.send_late_alert(LEADER_ID, leader_id, status="CANCELLED", quantity=10)
+    # a "Cancelled" frame of the order, stamped with the modification's second, arriving after it
+    rig.exchange.send_late_alert(LEADER_ID, leader_id, status="CANCELLED", **terms)
     wait_until(lambda: rig.store.read(lambda: m.InboundEvent.select().where(
         (m.InboundEvent.order_id == leader_id) & (m.InboundEvent.payload.contains('"CANCELLED"'))).count()),
         message="the late frame received")

@@ -2,10 +2,12 @@
 
 Dhan's order-update frames have no sequence number and stamp `LastUpdatedTime` in whole seconds,
 and frames of one second may arrive in either order. Some pairs can still be ordered: fills only
-grow, nothing follows a terminal state, and a cancel carries the terms the order had when it was
-cancelled. What is left (two different terms, or a cancel with other terms than the last applied,
-stamped with the same second) is AMBIGUOUS: arrival order says nothing, and the caller must ask
-the broker for the order's current state instead of guessing.
+grow, nothing follows a terminal state, and with the same terms the status only moves forward.
+What is left is AMBIGUOUS: two different terms in one second, or a cancel (expiry, rejection)
+stamped with the second of the open state applied, which may be the order's last frame or a late
+one. Arrival order says nothing about those, and acting on the wrong one is costly (copies at an
+old quantity, or cancelled while the leader's order is open), so the caller asks the broker for
+the order's current state instead of guessing.
 """
 from __future__ import annotations
 
@@ -42,9 +44,9 @@ def order_of(applied: OrderUpdate, update: OrderUpdate) -> Ordering:
         return Ordering.STALE  # nothing follows a terminal state
     if not (update.updated_at and applied.updated_at):
         return Ordering.NEWER  # no time to go by at all: arrival order is all there is
+    if update.status.is_terminal:
+        return Ordering.AMBIGUOUS  # the order's last frame, or a late one: only the broker knows
     if update.terms.modifiable_view() == applied.terms.modifiable_view():
-        # same terms, same fills: only the status moved, and it only moves forward
-        # (TRANSIT -> PENDING -> PART_TRADED -> a terminal state, which keeps the terms it had)
-        rank = _PROGRESS.get(update.status, 3)
-        return Ordering.NEWER if rank > _PROGRESS.get(applied.status, 3) else Ordering.STALE
+        # same terms, same fills, both open: only the status moved, and it only moves forward
+        return Ordering.NEWER if _PROGRESS.get(update.status, 0) > _PROGRESS.get(applied.status, 0) else Ordering.STALE
     return Ordering.AMBIGUOUS
