@@ -1,4 +1,4 @@
-"""The reconciler actor (B.5): periodically, and on demand, compares the leader's and followers'
+"""The reconciler actor: periodically, and on demand, compares the leader's and followers'
 order books with what the copier stored, and each copy with its leader's order as the broker
 holds it now (`trading/reconcile.py`), stores and exports every divergence, and makes the safe
 repairs when configured:

@@ -1,4 +1,4 @@
-"""Reconciliation (B.5): compare what the broker's books hold with what the copier stored, and
+"""Reconciliation: compare what the broker's books hold with what the copier stored, and
 each copy with its leader's order as the broker holds it now.
 
 The second matters because the copier's own view of a leader order can be wrong without any
