@@ -60,7 +60,7 @@ def dedupe_key(account: str, update: OrderUpdate) -> str:
 
 def store_and_route(store: Store, router: Address, account: str, update: OrderUpdate, key: str | None = None) -> bool:
     """The one way an order update enters the copier: stored in the inbox, then routed. False
-    when it was an exact duplicate (7.3). Used by the feeds, the reconciler's repairs and the
+    when it was an exact duplicate. Used by the feeds, the reconciler's repairs and the
     order actors' re-reads. `key`, unique, replaces the snapshot's dedupe key for an update read
     from the broker on purpose: it answers a question, even when it repeats a snapshot seen before."""
     role = "leader" if account == LEADER else "follower"
