@@ -43,6 +43,7 @@ class CopierContext:
     followers: list[str]
     sizing: Address
     limiters: dict[str, RateLimiter]  # by follower: the only path to its broker
+    leader_limiter: RateLimiter  # the leader's data calls: order actors re-read ambiguous leader orders
     policy: CopyPolicy = field(default_factory=CopyPolicy)
     alert: Callable[[str, str, str], None] = lambda level, key, message: None
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off

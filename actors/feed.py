@@ -58,12 +58,14 @@ def dedupe_key(account: str, update: OrderUpdate) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def store_and_route(store: Store, router: Address, account: str, update: OrderUpdate) -> bool:
+def store_and_route(store: Store, router: Address, account: str, update: OrderUpdate, key: str | None = None) -> bool:
     """The one way an order update enters the copier: stored in the inbox, then routed. False
-    when it was an exact duplicate (7.3). Used by the feeds and by the reconciler's repairs."""
+    when it was an exact duplicate. Used by the feeds, the reconciler's repairs and the
+    order actors' re-reads. `key`, unique, replaces the snapshot's dedupe key for an update read
+    from the broker on purpose: it answers a question, even when it repeats a snapshot seen before."""
     role = "leader" if account == LEADER else "follower"
     metrics.INBOUND_UPDATES.labels(role, update.source).inc()
-    event_id = store.record_inbound(account, update.order_id, dedupe_key(account, update), update.source,
+    event_id = store.record_inbound(account, update.order_id, key or dedupe_key(account, update), update.source,
                                     update_to_dict(update), update.received_ns)
     if event_id is None:
         metrics.DUPLICATE_UPDATES.labels(role).inc()

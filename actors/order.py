@@ -13,17 +13,20 @@ restarted actor reloads target and confirmed from storage, looks its copies up a
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 import pykka
 
 from actors.context import CopierContext
+from actors.feed import store_and_route
 from actors.rate_limiter import send_all
 from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
                              OrderUpdateReceived, QuotePrice, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy,
@@ -35,6 +38,7 @@ from storage import models as m
 from supervisors import Address, Supervised
 from trading.instruments import Instrument
 from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
+from trading.ordering import Ordering, order_of
 from trading.orders import (OrderStatus, OrderTerms, OrderType, OrderUpdate, Side, Validity, correlation_id,
                             terms_from_dict, terms_to_dict, update_from_dict, update_to_dict)
 from trading.prices import LEADER_FILL, NONE, QUOTE, awaits_price, own_price, traded_price
@@ -62,6 +66,8 @@ class OrderLog(logging.LoggerAdapter):
 # this long, doubling up to the cap (each lookup is itself retried by the rate limiter first).
 LOOKUP_BACKOFF_FIRST = 0.5
 LOOKUP_BACKOFF_MAX = 5.0
+REREAD_ATTEMPTS = 5  # reads of an ambiguous leader order before the reconciler is left to check it
+SETTLED_BY_BROKER = "settled_by_broker"  # outcome of held ambiguous updates once the broker's answer is applied
 
 # Broker failures that are a property of the market or the account, not of the copier: recorded
 # as skips with the reason (5.3, 5.6, 6.x), never retried, never dead-lettered.
@@ -108,6 +114,13 @@ class _Sighting:
     update: OrderUpdate  # the latest of them
     timer: threading.Timer
     received_ns: int  # when the first arrived: the copies' latency counts the wait
+class _Reread:
+    """A read of the leader's order at the broker, asked because updates of it were ambiguous."""
+
+    covers: frozenset[int]  # the held inbox events its answer settles
+    changes: int  # leader updates applied when it was asked: its answer is current only if none since
+    answer: OrderUpdate | None = None  # stored and routed, on its way back here
+    failures: int = 0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -131,6 +144,9 @@ class OrderActor(Supervised):
         self._lag_timer: threading.Timer | None = None
         self._sighting: _Sighting | None = None
         self._outbox: list[BrokerCall] = []  # decided calls, sent together by _flush
+        self._ambiguous: dict[int, OrderUpdate] = {}  # leader updates held, not done, until the broker answers
+        self._reread: _Reread | None = None  # the read of the leader's order asked for them
+        self._leader_changes = 0  # leader updates applied by this incarnation
 
     @property
     def key(self) -> str:
@@ -177,6 +193,8 @@ class OrderActor(Supervised):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, OrderUpdateReceived):
             self._dispatch(message)
+        elif isinstance(message, BrokerReply) and message.call.follower == LEADER:
+            self._on_reread_reply(message)
         elif isinstance(message, BrokerReply):
             self._on_reply(message)
         elif isinstance(message, Tick) and message.what == "lag":
@@ -187,6 +205,9 @@ class OrderActor(Supervised):
             self._on_price_wait_over()
         elif isinstance(message, Tick) and message.what == "unknown":
             self._check_unknown()
+        elif isinstance(message, Tick) and message.what == "reread":
+            if self._reread is not None and self._reread.answer is None:
+                self._send_reread()
         elif isinstance(message, CancelCopies):
             for copy in self.copies.values():
                 if not copy.status.is_terminal and not copy.row.cancel_requested:
@@ -219,25 +240,54 @@ class OrderActor(Supervised):
         if self.leader is None:
             self._first_sighting(event_id, update)
             return
-        leader = self.leader
-        if self._is_stale(leader.sequence, leader.updated_at, update):
-            metrics.STALE_UPDATES.labels("leader").inc()
-            self._ack(event_id, "stale")
+        reread = self._reread
+        if reread is None or reread.answer is None or update != reread.answer:
+            self._apply_leader_update(event_id, update, settles=())
             return
+        # The broker's answer to this incarnation's re-read. It is the order's current state unless
+        # a leader update was applied after the read was asked (that one may be older or newer).
+        current = reread.changes == self._leader_changes
+        self._apply_leader_update(event_id, update, settles=reread.covers if current else (), authoritative=current)
+        for settled in reread.covers if current else ():
+            self._ambiguous.pop(settled, None)
+        self._reread = None
+        if self._ambiguous:  # seen after the read was asked, or the answer itself was overtaken
+            self._ask_broker()
+
+    def _apply_leader_update(self, event_id: int, update: OrderUpdate, settles: Collection[int],
+                             authoritative: bool = False) -> None:
+        """Apply a leader update that is later than the state applied; acknowledge it, and the
+        ambiguous updates it `settles`, with its effect. One that may be older or newer (see
+        trading/ordering.py) is held, not applied, until the broker says where the order is."""
+        leader = self.leader
+        assert leader is not None
         old_terms = _terms(leader.terms)
         previous = OrderStatus(leader.status)
+        verdict = order_of(OrderUpdate(self.leader_order_id, previous, old_terms, filled_qty=leader.filled_qty,
+                                       updated_at=leader.updated_at, sequence=leader.sequence), update)
+        if verdict == Ordering.AMBIGUOUS and authoritative:
+            verdict = Ordering.NEWER
+        if verdict == Ordering.AMBIGUOUS:
+            self._ambiguous[event_id] = update  # not done: a restart asks again
+            if self._reread is None:
+                self._ask_broker()
+            return
+        if verdict == Ordering.STALE:
+            metrics.STALE_UPDATES.labels("leader").inc()
+            self._ack(event_id, "stale", settles)
+            return
         changed = old_terms.modifiable_view() != update.terms.modifiable_view()
         event = event_for_status(previous, update.status, leader.filled_qty, update.filled_qty, changed)
         if event is None:
             metrics.DUPLICATE_UPDATES.labels("leader").inc()
-            self._ack(event_id, "no_change")
+            self._ack(event_id, "no_change", settles)
             return
         try:
             new_status = next_state(previous, event)
         except InvalidTransition as exc:
             metrics.INVALID_TRANSITIONS.labels("leader", event.value).inc()
             self.log.warning("leader order %s: %s; ignored", self.leader_order_id, exc)
-            self._ack(event_id, "invalid_transition")
+            self._ack(event_id, "invalid_transition", settles)
             return
         metrics.LEADER_EVENTS.labels(event.value.lower()).inc()
         fill = self._fill_delta(leader.filled_qty, leader.avg_price, update)
@@ -260,13 +310,63 @@ class OrderActor(Supervised):
                         self._append(self._copy_key(copy), "CANCEL_REQUESTED",
                                                           {"because": new_status.value})
             self.ctx.store.mark_done([event_id], event.value.lower())
+            self.ctx.store.mark_done(settles, SETTLED_BY_BROKER)
 
         self.ctx.store.write(effect)
+        self._leader_changes += 1
         if fill:
             metrics.FILLS.labels("leader").inc()
             self._tell_fill(LEADER, update, fill[0])
         if new_status == S.TRADED:
             self._schedule_lag_check()
+
+    def _ask_broker(self) -> None:
+        """Read the leader's order from the broker (`GET /orders/{id}`) for the ambiguous updates
+        held now. The answer comes back as a message, is stored in the inbox like any update, and
+        is applied as the order's current state (`_on_leader_update`)."""
+        self._reread = _Reread(frozenset(self._ambiguous), self._leader_changes)
+        metrics.LEADER_REREADS.labels("asked").inc()
+        self.log.info("leader order %s: %d updates may be older or newer than the state applied (same second, "
+                      "no sequence); asking the broker", self.leader_order_id, len(self._ambiguous))
+        self._send_reread()
+
+    def _send_reread(self) -> None:
+        # through the leader's limiter: its data-API rate, retries of transient failures, a worker
+        # thread for the call; never this actor's thread
+        self.ctx.leader_limiter.tell(BrokerCall(
+            op="get", follower=LEADER, leader_order_id=self.leader_order_id, correlation_id="",
+            reply_to=self.address, broker_order_id=self.leader_order_id))
+
+    def _on_reread_reply(self, reply: BrokerReply) -> None:
+        reread = self._reread
+        if reread is None or reread.answer is not None:
+            return  # asked by an earlier incarnation: what it held is routed here again, and asked anew
+        order = reply.order
+        if reply.ok and order is not None and order.order_id == self.leader_order_id:
+            reread.answer = dataclasses.replace(order, source="reread", received_ns=time.monotonic_ns())
+            assert self.supervisor is not None  # the router: the answer takes the way every update takes
+            store_and_route(self.ctx.store, self.supervisor, LEADER, reread.answer, key=f"reread:{uuid.uuid4().hex}")
+            return
+        reread.failures += 1
+        metrics.LEADER_REREADS.labels("failed").inc()
+        problem = reply.error or f"answered with order {order.order_id if order else 'none'}"
+        if reread.failures < REREAD_ATTEMPTS:
+            self.log.warning("leader order %s: could not read it from the broker (%s); trying again",
+                             self.leader_order_id, problem)
+            timer = threading.Timer(float(reread.failures), self.address.tell, args=(Tick("reread"),))
+            timer.daemon = True
+            timer.start()
+            return
+        # Give up: the state applied stands; the reconciler compares every copy with the leader's
+        # order at the broker and repairs what this leaves wrong.
+        held = list(self._ambiguous)
+        self.ctx.store.write(lambda: self.ctx.store.mark_done(held, "unresolved"))
+        self._ambiguous.clear()
+        self._reread = None
+        metrics.LEADER_REREADS.labels("unresolved").inc()
+        self.ctx.alert("warning", "leader_reread",
+                       f"leader order {self.leader_order_id}: {len(held)} ambiguous updates could not be checked "
+                       f"with the broker ({problem}); the reconciler will compare its copies")
 
     def _first_sighting(self, event_id: int, update: OrderUpdate) -> None:
         """A leader order seen for the first time: decide, per follower, copy or skip.
@@ -980,16 +1080,6 @@ class OrderActor(Supervised):
 
     # -- helpers -----------------------------------------------------------------------------------
     @staticmethod
-    def _is_stale(last_sequence: int | None, last_updated: str, update: OrderUpdate) -> bool:
-        """Older than what was applied (7.4). With the exchange's sequence numbers that is exact;
-        without, by update time, where a tie goes to the socket (the book may lag it)."""
-        if update.sequence is not None and last_sequence is not None:
-            return update.sequence <= last_sequence
-        if update.updated_at and last_updated:
-            return update.updated_at < last_updated
-        return False
-
-    @staticmethod
     def _fill_delta(filled_before: int, avg_before: float, update: OrderUpdate) -> tuple[int, float] | None:
         quantity = update.filled_qty - filled_before
         if quantity <= 0:
@@ -1078,8 +1168,12 @@ class OrderActor(Supervised):
         self.ctx.store.append_order_event(order_key, kind, payload, last + 1)
         self._seqs[order_key] = last + 1
 
-    def _ack(self, event_id: int, outcome: str) -> None:
-        self.ctx.store.write(lambda: self.ctx.store.mark_done([event_id], outcome))
+    def _ack(self, event_id: int, outcome: str, settles: Collection[int] = ()) -> None:
+        def effect() -> None:
+            self.ctx.store.mark_done([event_id], outcome)
+            self.ctx.store.mark_done(settles, SETTLED_BY_BROKER)
+
+        self.ctx.store.write(effect)
 
     def _record_skip(self, follower: str, reason: str, detail: str) -> None:
         metrics.SKIPS.labels(follower, reason).inc()
@@ -1090,7 +1184,7 @@ class OrderActor(Supervised):
     def _finished(self) -> bool:
         if self.leader is None:
             return False
-        leader_done = OrderStatus(self.leader.status).is_terminal
+        leader_done = OrderStatus(self.leader.status).is_terminal and self._reread is None and not self._ambiguous
         return leader_done and all(c.status.is_terminal and c.in_flight is None for c in self.copies.values())
 
     def _maybe_idle(self) -> None:

@@ -1,19 +1,29 @@
-"""The reconciler actor (B.5): periodically, and on demand, compares the leader's and followers'
-order books with what the copier stored (`trading/reconcile.py`), stores and exports every
-divergence, and makes the safe repairs when configured:
+"""The reconciler actor: periodically, and on demand, compares the leader's and followers'
+order books with what the copier stored, and each copy with its leader's order as the broker
+holds it now (`trading/reconcile.py`), stores and exports every divergence, and makes the safe
+repairs when configured:
 
-- a leader change the copier missed (an order never copied while it is still open, or a
-  cancel whose copy is still open): the leader's current book entry goes through the inbox
-  like any update, and the order's actor does what it would have done;
-- an open copy whose quantity drifted: its actor looks it up at the broker and converges.
+- a leader change the copier missed or applied out of order (an order never copied while it is
+  still open, a cancel whose copy is still open, a copy sized or priced for terms the leader's
+  order no longer has): the leader's current book entry goes through the inbox like any update,
+  and the order's actor re-targets its copies as it would have done;
+- an open copy that drifted from what the copier wants: its actor looks it up at the broker and
+  converges.
 
-A copy missing from a follower's book is reported only: nothing safe can be done blindly.
+Reported only, because nothing safe can be done blindly: a copy missing from a follower's book; a
+copy still open well after its leader's order filled (it may yet fill; the lag alert covers it);
+and a copy cancelled while its leader's order is open. That last one cannot be un-cancelled, and
+placing it again under a new correlation id, as a dead-letter retry does, would not double it
+(the cancelled order cannot fill any more), but it is not done: whoever cancelled it outside the
+copier (the follower, by hand; its broker's risk system) may have meant it, a part of it may have
+filled, and the price it would be placed at is no longer the one the leader chose it at.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+import uuid
+from typing import Any, Callable, Mapping
 
 from actors.feed import store_and_route
 from actors.messages import LEADER, SyncCopies, Tick
@@ -24,7 +34,9 @@ from storage import Store
 from storage import models as m
 from supervisors import Address, Supervised
 from trading import reconcile as r
-from trading.orders import OrderUpdate
+from trading.instruments import InstrumentMaster
+from trading.orders import OrderTerms, OrderUpdate
+from trading.sizing import SizingRule
 
 log = logging.getLogger(__name__)
 LAST_RUN_SETTING = "last_reconcile"
@@ -43,24 +55,40 @@ def _book(gateway: DhanGateway, source: str) -> list[OrderUpdate]:
     return out
 
 
-def reconcile_once(store: Store, gateways: dict[str, DhanGateway],
-                   followers: list[str]) -> tuple[list[r.Divergence], dict[str, OrderUpdate]]:
+DEFAULT_FILL_GRACE_SECONDS = 30.0
+
+
+def fill_grace(lag_alert_seconds: float) -> float:
+    """How long a copy may stay open after its leader's order filled before it is a divergence:
+    the lag alert's threshold (copy.lag_alert_seconds), or 30 s when lag alerts are off."""
+    return lag_alert_seconds if lag_alert_seconds > 0 else DEFAULT_FILL_GRACE_SECONDS
+
+
+def resize_by_rule(rules: Mapping[str, SizingRule], instruments: InstrumentMaster) -> r.Resize:
+    """Each follower's sizing rule applied to a leader order, for the comparison of its copy."""
+    def resize(follower: str, terms: OrderTerms) -> int | None:
+        rule = rules.get(follower)
+        instrument = instruments.get(terms.exchange_segment, terms.security_id)
+        if rule is None or instrument is None:
+            return None
+        return r.rule_quantity(rule, terms, instrument.lot_size)
+
+    return resize
+
+
+def reconcile_once(store: Store, gateways: dict[str, DhanGateway], followers: list[str],
+                   resize: r.Resize | None = None, fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS,
+                   ) -> tuple[list[r.Divergence], dict[str, OrderUpdate]]:
     """Fetch the books, read storage, compare. Returns the divergences and the leader's book by id."""
     leader_book = _book(gateways[LEADER], "reconcile")
     follower_books = {name: _book(gateways[name], "reconcile") for name in followers}
-
-    def stored() -> tuple[list[r.StoredCopy], set[str]]:
-        # plain rows, not model instances: this holds the store's lock beside the hot path
-        db = store.db
-        copies = [r.StoredCopy(leader, follower, cid, status, quantity, broker is not None)
-                  for leader, follower, cid, status, quantity, broker in db.execute_sql(
-                      'SELECT "leader_order_id", "follower", "correlation_id", "status", "quantity", '
-                      '"broker_order_id" FROM "follower_order"')]
-        known = {row[0] for row in db.execute_sql('SELECT "order_id" FROM "leader_order"')}
-        return copies, known
-
-    copies, known = store.read(stored)
-    divergences = r.find_divergences(leader_book, follower_books, copies, known, followers)
+    rows, known = store.copies_for_reconcile()
+    copies = [r.StoredCopy(row["leader_order_id"], row["follower"], row["correlation_id"], row["status"],
+                           row["quantity"], row["broker_order_id"] is not None, sized_for=row["leader_quantity"],
+                           cancel_requested=bool(row["cancel_requested"]), leader_status=row["leader_status"] or "",
+                           leader_filled_at=row["leader_filled_at"]) for row in rows]
+    divergences = r.find_divergences(leader_book, follower_books, copies, known, followers, resize=resize,
+                                     now=time.time(), fill_grace_seconds=fill_grace_seconds)
     return divergences, {u.order_id: u for u in leader_book}
 
 
@@ -68,12 +96,15 @@ class ReconcilerActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, store: Store,
                  gateways: dict[str, DhanGateway], followers: list[str], router: Address,
                  alert: Callable[[str, str, str], None], interval_seconds: float = 60.0,
-                 repair: bool = True) -> None:
+                 repair: bool = True, resize: r.Resize | None = None,
+                 fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS) -> None:
         super().__init__(address, supervisor)
         self.store, self.gateways, self.followers, self.router = store, gateways, followers, router
         self.alert = alert
         self.interval = interval_seconds
         self.repair = repair
+        self.resize = resize
+        self.fill_grace_seconds = fill_grace_seconds
 
     def started(self) -> None:
         for kind in r.KINDS:
@@ -91,10 +122,12 @@ class ReconcilerActor(Supervised):
         return None
 
     def run(self) -> list[r.Divergence]:
-        divergences, leader_book = reconcile_once(self.store, self.gateways, self.followers)
+        divergences, leader_book = reconcile_once(self.store, self.gateways, self.followers, self.resize,
+                                                  self.fill_grace_seconds)
         metrics.RECONCILE_RUNS.inc()
         run_id = int(self.store.get_setting("reconcile_runs", "0") or 0) + 1
-        repaired = [self._repair(d, leader_book) if self.repair else False for d in divergences]
+        done: set[tuple[str, str]] = set()  # (what, leader order): each repair once per run
+        repaired = [self._repair(d, leader_book, done) if self.repair else False for d in divergences]
 
         def record() -> None:
             for divergence, done in zip(divergences, repaired):
@@ -113,14 +146,36 @@ class ReconcilerActor(Supervised):
         if divergences:
             self.alert("warning", "divergence", f"reconciler found {len(divergences)} divergences "
                        f"({sum(repaired)} repaired); see run.py reconcile")
+        for divergence in divergences:
+            if divergence.kind == r.COPY_CANCELLED_LEADER_OPEN:
+                self.alert("error", f"cancelled_copy:{divergence.follower}",
+                           f"follower {divergence.follower}: the copy of leader order {divergence.leader_order_id} "
+                           "is cancelled while the leader's order is open; it is not placed again (place it by "
+                           "hand if it should be)")
         return divergences
 
-    def _repair(self, divergence: r.Divergence, leader_book: dict[str, OrderUpdate]) -> bool:
+    def _repair(self, divergence: r.Divergence, leader_book: dict[str, OrderUpdate],
+                done: set[tuple[str, str]]) -> bool:
         leader_order_id = divergence.leader_order_id
+        if not leader_order_id:
+            return False
         if divergence.kind in (r.MISSING_REPLICATION, r.STATUS_MISMATCH) and leader_order_id in leader_book:
-            store_and_route(self.store, self.router, LEADER, leader_book[leader_order_id])
+            self._route_current(leader_book[leader_order_id], done)
             return True
-        if divergence.kind == r.QUANTITY_MISMATCH and leader_order_id:
-            self.router.tell(SyncCopies(leader_order_id))
+        if divergence.kind in (r.QUANTITY_MISMATCH, r.COPY_TERMS_MISMATCH):
+            # re-target from the leader's order as it is now, then look the copies up and converge
+            if leader_order_id in leader_book:
+                self._route_current(leader_book[leader_order_id], done)
+            if ("sync", leader_order_id) not in done:
+                done.add(("sync", leader_order_id))
+                self.router.tell(SyncCopies(leader_order_id))
             return True
         return False
+
+    def _route_current(self, leader: OrderUpdate, done: set[tuple[str, str]]) -> None:
+        """The leader's order as the broker holds it now, into the inbox like any update: under a
+        key of its own, as it may repeat a snapshot stored before (one applied out of order)."""
+        if ("route", leader.order_id) in done:
+            return
+        done.add(("route", leader.order_id))
+        store_and_route(self.store, self.router, LEADER, leader, key=f"reconcile:{uuid.uuid4().hex}")

@@ -213,10 +213,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """Report only: repairs are the running copier's (its reconciler, when reconcile.repair is on)."""
+    from pathlib import Path
+
     from actors.messages import LEADER
-    from actors.reconciler import reconcile_once
+    from actors.reconciler import fill_grace, reconcile_once, resize_by_rule
     from app.logs import register_secret
     from broker.gateway import DhanGateway
+    from trading.instruments import InstrumentMaster
 
     config = load(args.config)
     for token in config.tokens():
@@ -226,12 +229,20 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     gateways = {(LEADER if a is config.leader else a.name): DhanGateway(
         LEADER if a is config.leader else a.name, a.client_id, a.access_token, a.api_base_url, config.broker_timeout)
         for a in accounts}
+    instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
     try:
-        divergences, _book = reconcile_once(store, gateways, [f.name for f in config.followers])
+        instruments.load()
+        resize = resize_by_rule({f.name: f.sizing for f in config.followers}, instruments)
+    except (OSError, ValueError) as exc:  # without lot sizes, a copy sized for a stale leader quantity is still reported
+        print(f"instrument master unavailable ({exc}); copies are not re-sized by their rules", file=sys.stderr)
+        resize = None
+    try:
+        divergences, _book = reconcile_once(store, gateways, [f.name for f in config.followers], resize,
+                                            fill_grace(config.lag_alert_seconds))
     except RuntimeError as exc:
         print(f"reconcile failed: {exc}", file=sys.stderr)
         return 1
     print(f"{len(divergences)} divergences")
     for d in divergences:
-        print(f"  {d.kind:<24} leader order {d.leader_order_id or '-':<16} {d.follower or '-':<10} {d.detail}")
+        print(f"  {d.kind:<26} leader order {d.leader_order_id or '-':<16} {d.follower or '-':<10} {d.detail}")
     return 0 if not divergences else 3

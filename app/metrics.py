@@ -19,6 +19,9 @@ DUPLICATE_UPDATES = Counter("copytrader_duplicate_updates_total", "Order updates
                             ["role"])
 STALE_UPDATES = Counter("copytrader_stale_updates_total", "Order updates ignored as older than the state applied",
                         ["role"])
+LEADER_REREADS = Counter("copytrader_leader_rereads_total",
+                         "Leader orders read again from the broker because two of their updates were ambiguous "
+                         "(same second, no sequence), by outcome (asked, failed, unresolved)", ["outcome"])
 MALFORMED_MESSAGES = Counter("copytrader_malformed_messages_total", "Socket messages that could not be used",
                              ["role", "reason"])
 INVALID_TRANSITIONS = Counter("copytrader_invalid_transitions_total",

@@ -14,9 +14,11 @@ _STATUS = {"TRANSIT": "Transit", "PENDING": "Pending", "REJECTED": "Rejected", "
            "PART_TRADED": "PART_TRADED", "TRADED": "TRADED", "EXPIRED": "Expired"}
 
 
-def order_alert(order: Order) -> dict[str, Any]:
+def order_alert(order: Order, sequence: bool = True) -> dict[str, Any]:
+    """`sequence`: add the exchange's per-order counter, which Dhan's feed does not carry (without
+    it, two updates of an order within one second cannot be told apart by order)."""
     ins = order.instrument
-    return {"Type": "order_alert", "Data": {
+    alert = {"Type": "order_alert", "Data": {
         "Exchange": ins.exchange, "Segment": ins.segment, "Source": "P", "SecurityId": ins.security_id,
         "ClientId": order.client_id, "ExchOrderNo": order.exchange_order_id, "OrderNo": order.order_id,
         "Product": _PRODUCT.get(order.product_type, "I"), "TxnType": "B" if order.transaction_type == "BUY" else "S",
@@ -34,5 +36,8 @@ def order_alert(order: Order) -> dict[str, Any]:
         "ExpiryDate": ins.expiry_date, "OptType": ins.option_type, "DisplayName": ins.custom_symbol,
         "Isin": "", "Series": "EQ" if ins.is_equity else "XX", "GoodTillDaysDate": "", "RefLtp": 0.0,
         "TickSize": ins.tick_size, "AlgoId": "0", "Multiplier": 1, "CorrelationId": order.correlation_id,
-        "AmoTime": order.amo_time, "Sequence": order.sequence,
+        "AmoTime": order.amo_time,
     }}
+    if sequence:
+        alert["Data"]["Sequence"] = order.sequence
+    return alert

@@ -28,8 +28,9 @@ Publish = Callable[[str, dict[str, Any]], None]
 
 class Engine:
     def __init__(self, instruments: dict[str, Instrument], board: PriceBoard, sessions: SessionClock,
-                 publish: Publish, tranche_qty: int | None = None) -> None:
+                 publish: Publish, tranche_qty: int | None = None, sequence: bool = True) -> None:
         self.lock = threading.RLock()
+        self.sequence = sequence  # announce each order's update counter (Dhan does not)
         self.instruments = instruments
         self.board = board
         self.sessions = sessions
@@ -85,7 +86,7 @@ class Engine:
         if not order.is_open:
             self.open_orders.pop(order.order_id, None)
             self.accounts[order.client_id].open_orders.pop(order.order_id, None)
-        self.publish(order.client_id, order_alert(order))
+        self.publish(order.client_id, order_alert(order, self.sequence))
 
     def _live(self, order: Order) -> bool:
         quote = self.board.quotes[order.instrument.security_id]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +13,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from . import realtime
+from .alerts import order_alert
 from .book import Account
 from .control import add_control_routes
 from .engine import Engine
@@ -40,7 +41,9 @@ class PaperExchange:
                  clock: Callable[[], datetime] | None = None, rate_limits: dict[str, int | None] | None = None,
                  fill_tranche_qty: int | None = None, host: str = "127.0.0.1", port: int = 0,
                  instruments_csv: str | Path | None = None, ws_port: int = 0,
-                 quotes_per_second: int | None = 1) -> None:
+                 quotes_per_second: int | None = 1, sequence: bool = True) -> None:
+        """`sequence=False` leaves the per-order `Sequence` out of the order-update frames, as Dhan's
+        own feed does."""
         self.price_walk = price_walk
         self.tick_seconds = tick_seconds
         self.host, self._port, self._ws_port = host, port, ws_port
@@ -48,7 +51,7 @@ class PaperExchange:
         self.faults = Faults(on_drop=lambda: self.hub.drop_all(), seed=seed)
         self.hub = OrderSocketHub(lambda c, t: self.engine.authenticate(c, t) is not None, self.faults)
         self.engine = Engine(self.instruments, PriceBoard(self.instruments, seed), SessionClock(session, clock),
-                             self.hub.publish, fill_tranche_qty)
+                             self.hub.publish, fill_tranche_qty, sequence)
         self.limiter = RateLimiter(rate_limits)
         self.quote_limiter = RateLimiter({"per_second": quotes_per_second, "per_minute": None, "per_hour": None,
                                           "per_day": None})
@@ -255,6 +258,14 @@ class PaperExchange:
                     count: int = 1) -> None:
         with self.engine.lock:
             self.account(client_id).reject_next.extend([(error_code, message)] * count)
+
+    def send_late_alert(self, client_id: str, order_id: str, **as_it_was: Any) -> None:
+        """Fault: announce the order again as it was (`as_it_was`: Order fields such as status,
+        quantity, price), stamped with its current update time, as a frame that arrives late would
+        be. The order itself does not change."""
+        with self.engine.lock:
+            order = replace(self.account(client_id).orders[order_id], **as_it_was)
+            self.hub.publish(client_id, order_alert(order, self.engine.sequence))
 
     def send_raw(self, client_id: str, text: str) -> None:
         """Send `text` as-is on the account's order-update sockets (malformed-message injection)."""

@@ -57,6 +57,7 @@ class Faults:
             self._after: list[_Rule] = []
             self.duplicate_fraction = 0.0
             self.reorder_fraction = 0.0
+            self.reorder_same_second = False
 
     # --- socket knobs ---
     def drop_sockets(self) -> None:
@@ -74,7 +75,11 @@ class Faults:
     def duplicate_messages(self, fraction: float) -> None:
         self.duplicate_fraction = fraction
 
-    def reorder_messages(self, fraction: float) -> None:
+    def reorder_messages(self, fraction: float, same_second: bool = False) -> None:
+        """That fraction of socket messages is held back and sent after the next one. With
+        `same_second`, only messages stamped with the same `LastUpdatedTime` change places: the
+        reordering an order-update feed without sequence numbers cannot undo by time."""
+        self.reorder_same_second = same_second
         self.reorder_fraction = fraction
 
     def roll(self, fraction: float) -> bool:

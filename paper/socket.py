@@ -20,6 +20,14 @@ LOGIN_TIMEOUT = 10.0
 REORDER_HOLD = 0.3   # a held message goes out at the latest this long after it was due
 
 
+def _stamp(text: str) -> object:
+    """A frame's `LastUpdatedTime` (None for a frame that has none)."""
+    try:
+        return json.loads(text).get("Data", {}).get("LastUpdatedTime")
+    except (ValueError, AttributeError):
+        return None
+
+
 class _Conn:
     def __init__(self, ws: web.WebSocketResponse, client_id: str) -> None:
         self.ws = ws
@@ -68,6 +76,9 @@ class OrderSocketHub:
 
     def _route(self, client_id: str, text: str) -> None:
         held = self._held.pop(client_id, None)
+        if held is not None and self.faults.reorder_same_second and _stamp(held) != _stamp(text):
+            self._send(client_id, held)  # frames of different seconds keep their order
+            held = None
         if held is None and self.faults.roll(self.faults.reorder_fraction):
             self._held[client_id] = text
             assert self.loop is not None

@@ -338,6 +338,22 @@ class Store:
 
         return self.read(query)
 
+    def copies_for_reconcile(self) -> tuple[list[dict[str, Any]], set[str]]:
+        """Every copy with what the copier stored of its leader order, and every leader order id,
+        as plain rows: the reconciler reads them beside the hot path, under the store's lock."""
+        def query() -> tuple[list[dict[str, Any]], set[str]]:
+            cursor = self.db.execute_sql(
+                'SELECT f."leader_order_id", f."follower", f."correlation_id", f."status", f."quantity", '
+                'f."broker_order_id", f."cancel_requested", l."quantity" AS "leader_quantity", '
+                'l."status" AS "leader_status", l."filled_at" AS "leader_filled_at" '
+                'FROM "follower_order" AS f LEFT JOIN "leader_order" AS l ON l."order_id" = f."leader_order_id"')
+            names = [column[0] for column in cursor.description]
+            copies = [dict(zip(names, row)) for row in cursor]
+            known = {row[0] for row in self.db.execute_sql('SELECT "order_id" FROM "leader_order"')}
+            return copies, known
+
+        return self.read(query)
+
     def record_alert(self, level: str, key: str, message: str) -> None:
         self.write(lambda: m.Alert.create(level=level, key=key, message=message))
 

@@ -5,6 +5,7 @@
     quotes                   QuoteActor           market quotes for orders without a price (batched, paced)
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
                                                   its RateLimiter, the only path to its broker
+    limiter:leader           RateLimiterActor     the leader's: order actors' re-reads of its orders
     router                   OrderRouter          one OrderActor per leader order, supervised by it
     feed:<follower> ...      FeedActor            each follower's socket: fills and states of its copies
     feed:leader              FeedActor            the leader's socket: the events everything else follows
@@ -27,7 +28,7 @@ from actors.context import CopierContext, CopyPolicy
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
-from actors.reconciler import ReconcilerActor
+from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
 from actors.tokens import TokenActor
 from actors.messages import LEADER
 from actors.quotes import QuoteActor, QuoteBoard, Quotes
@@ -136,6 +137,11 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
                                     data_limits=config.rate_limits.data_windows(), max_attempts=config.max_attempts,
                                     margin_check=config.margin_check) for f in config.followers}
+    # Order actors read the leader's order again when two of its updates are ambiguous: through
+    # their own limiter, so those reads stay inside the leader account's data-API rate.
+    leader_limiter = RateLimiter(copier.gateways[LEADER], order_limits=config.rate_limits.order_windows(),
+                                 data_limits=config.rate_limits.data_windows(), workers=2,
+                                 max_attempts=config.max_attempts)
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
     quotes = Quotes(QuoteBoard(config.quote_cache_seconds), Address("quotes"))
@@ -145,6 +151,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         or f.sizing.strategy == "risk_based" for f in config.followers)
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
+        leader_limiter=leader_limiter,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
                           flatten_naked_legs=config.flatten_naked_legs,
                           replace_after_modification_cap=config.replace_after_modification_cap,
@@ -182,6 +189,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(a, top, limiters[f.name]),
                                kind="rate_limiter", address=limiter_addresses[f.name]))
+    specs.append(ChildSpec(f"limiter:{LEADER}", lambda a: RateLimiterActor.start(a, top, leader_limiter),
+                           kind="rate_limiter"))
     specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.sweep_seconds),
                            kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
@@ -191,7 +200,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         sizing=sizing_address, instruments=instruments, poll_seconds=config.forever_poll_seconds), kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
         a, top, store, copier.gateways, names, router_address, copier.alerts,
-        interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair), kind="reconciler"))
+        interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair,
+        resize=resize_by_rule({f.name: f.sizing for f in config.followers}, instruments),
+        fill_grace_seconds=fill_grace(config.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),

@@ -2,10 +2,13 @@
 and repairs the safe ones."""
 from __future__ import annotations
 
+import pytest
+
 from storage import models as m
-from tests.conftest import client, run_command, start_rig, wait_until
+from tests.conftest import LEADER_ID, client, run_command, start_rig, wait_until
 from trading import reconcile as r
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
+from trading.sizing import SizingRule
 
 
 def test_B_5_reconciler_reports_and_repairs_diverged_books(make_rig, tmp_path):
@@ -45,6 +48,53 @@ def test_B_5_reconciler_reports_and_repairs_diverged_books(make_rig, tmp_path):
     wait_until(lambda: rig.copier.address("reconciler").ask("run", timeout=30) == [], timeout=15,
                message="a clean reconcile")
     assert rig.store.get_setting("last_reconcile").endswith("0 divergences")
+
+
+def test_reconciler_resizes_a_copy_sized_for_a_leader_quantity_the_copier_never_heard_of(make_rig, tmp_path):
+    rig = make_rig(config={"reconcile": {"interval_seconds": 0}})
+    leader_id = rig.place(quantity=10, price=1420.0)
+    rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, message="copy placed")
+    # the copier hears nothing more from the leader: its copy matches what it stored, and is wrong
+    rig.copier.address("feed:leader").ref.stop()
+    wait_until(lambda: rig.exchange.socket_count(LEADER_ID) == 0, message="leader socket closed")
+    rig.modify(leader_id, quantity=30, price=1425.0)
+    assert rig.follower_order_now(leader_id)["quantity"] == 5
+
+    report = run_command(rig, tmp_path, "reconcile")
+    assert report.returncode == 3, report.stdout + report.stderr
+    for kind in (r.QUANTITY_MISMATCH, r.COPY_TERMS_MISMATCH):
+        assert any(kind in line and leader_id in line for line in report.stdout.splitlines()), report.stdout
+
+    found = rig.copier.address("reconciler").ask("run", timeout=30)
+    assert {(d.kind, d.leader_order_id, d.follower) for d in found} == {
+        (r.QUANTITY_MISMATCH, leader_id, "f1"), (r.COPY_TERMS_MISMATCH, leader_id, "f1")}
+    assert all(d.repaired for d in rig.store.read(lambda: list(m.Divergence.select())))
+    rig.wait_copy(leader_id, lambda c: (c["quantity"], c["price"]) == (15, 1425.0), message="re-sized and re-priced")
+    wait_until(lambda: rig.copier.address("reconciler").ask("run", timeout=30) == [], timeout=15,
+               message="a clean reconcile")
+    assert rig.follower_placements("f1") == 1
+
+
+def test_reconciler_reports_a_copy_cancelled_while_its_leader_order_is_open_and_places_nothing(make_rig, tmp_path):
+    rig = make_rig(config={"reconcile": {"interval_seconds": 0}})
+    leader_id = rig.place(quantity=10, price=1420.0)
+    copy = rig.follower_copy(leader_id)
+    hand = client(rig.exchange, rig.follower_ids["f1"], rig.config.followers[0].access_token)
+    assert hand.cancel_order(copy["orderId"])["status"] == "success"
+    rig.wait_row(leader_id, lambda row: row.status == "CANCELLED", message="the copier saw the cancel")
+
+    report = run_command(rig, tmp_path, "reconcile")
+    assert report.returncode == 3, report.stdout + report.stderr
+    assert any(r.COPY_CANCELLED_LEADER_OPEN in line and leader_id in line
+               for line in report.stdout.splitlines()), report.stdout
+    for _ in range(2):
+        found = rig.copier.address("reconciler").ask("run", timeout=30)
+        assert [(d.kind, d.leader_order_id, d.follower) for d in found] == [
+            (r.COPY_CANCELLED_LEADER_OPEN, leader_id, "f1")]
+    assert not any(d.repaired for d in rig.store.read(lambda: list(m.Divergence.select())))
+    assert rig.exchange.order(LEADER_ID, leader_id)["orderStatus"] == "PENDING"
+    assert rig.follower_placements("f1") == 1
+    assert rig.follower_order_now(leader_id)["orderStatus"] == "CANCELLED"
 
 
 def _update(order_id: str, status: OrderStatus, qty: int, cid: str | None = None) -> OrderUpdate:
@@ -89,6 +139,8 @@ def test_a_copy_that_converged_while_the_copier_was_down_leaves_no_quantity_dive
                        message=lambda: f"a clean reconcile, got {rig.copier.address('reconciler').ask('run')}")
     assert found
     assert rig.follower_order_now(leader_id)["quantity"] == 12
+
+
 def test_a_copy_whose_placement_outcome_is_unknown_is_a_divergence_of_its_own_kind():
     copies = [r.StoredCopy("L1", "f1", "CT1", "UNKNOWN", 5, placed=False),
               r.StoredCopy("L2", "f1", "CT2", "UNKNOWN", 5, placed=False)]
@@ -99,3 +151,92 @@ def test_a_copy_whose_placement_outcome_is_unknown_is_a_divergence_of_its_own_ki
         (r.OUTCOME_UNKNOWN, "L1", "f1"), (r.OUTCOME_UNKNOWN, "L2", "f1")]
     assert "in f1's order book as PENDING (order F9)" in found[0].detail
     assert "not in f1's order book" in found[1].detail
+
+
+# -- each open copy against its leader's order as the broker holds it now, row by row ----------------
+NOW = 1_000_000.0
+S = OrderStatus
+
+
+def _order(order_id: str, status: OrderStatus, qty: int, cid: str | None = None, price: float = 1400.0,
+           trigger: float = 0.0, order_type: OrderType = OrderType.LIMIT) -> OrderUpdate:
+    terms = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.CNC, order_type, Validity.DAY, qty, price, trigger)
+    return OrderUpdate(order_id, status, terms, correlation_id=cid)
+
+
+def _stored(target: int = 5, sized_for: int = 10, cancel_requested: bool = False, leader_status: str = "PENDING",
+            filled_at: float | None = None) -> r.StoredCopy:
+    return r.StoredCopy("L1", "f1", "CT1", "PENDING", target, placed=True, sized_for=sized_for,
+                        cancel_requested=cancel_requested, leader_status=leader_status, leader_filled_at=filled_at)
+
+
+def half(follower: str, terms: OrderTerms) -> int:  # f1's rule here: fixed_ratio 0.5
+    return terms.quantity // 2
+
+
+@pytest.mark.parametrize("leader, copy, stored, resize, expected", [
+    pytest.param(_order("L1", S.PENDING, 10), _order("F1", S.PENDING, 5, "CT1"), _stored(), half, [],
+                 id="agreeing"),
+    pytest.param(_order("L1", S.PENDING, 10), _order("F1", S.PENDING, 7, "CT1"), _stored(), half,
+                 [(r.QUANTITY_MISMATCH, "copy holds 7, sizing asked for 5")], id="copy-drifted-at-its-broker"),
+    pytest.param(_order("L1", S.PENDING, 30), _order("F1", S.PENDING, 5, "CT1"), _stored(sized_for=10), half,
+                 [(r.QUANTITY_MISMATCH, "copy holds 5; the leader's order is 30 now, which f1's sizing makes 15")],
+                 id="sized-for-a-leader-quantity-gone"),
+    pytest.param(_order("L1", S.PENDING, 30), _order("F1", S.PENDING, 5, "CT1"), _stored(sized_for=10),
+                 lambda follower, terms: 5, [], id="rule-independent-of-the-leader-quantity"),
+    pytest.param(_order("L1", S.PENDING, 30), _order("F1", S.PENDING, 5, "CT1"), _stored(sized_for=10),
+                 lambda follower, terms: None,
+                 [(r.QUANTITY_MISMATCH, "copy holds 5, sized for the leader's 10; the leader's order is 30 now")],
+                 id="rule-cannot-say"),
+    pytest.param(_order("L1", S.PENDING, 10, price=1425.0), _order("F1", S.PENDING, 5, "CT1"), _stored(), half,
+                 [(r.COPY_TERMS_MISMATCH, "copy price 1400, the leader's 1425")], id="price"),
+    pytest.param(_order("L1", S.PENDING, 10, trigger=1390.0, order_type=OrderType.STOP_LOSS),
+                 _order("F1", S.PENDING, 5, "CT1", trigger=1395.0, order_type=OrderType.STOP_LOSS), _stored(), half,
+                 [(r.COPY_TERMS_MISMATCH, "copy trigger 1395, the leader's 1390")], id="trigger"),
+    pytest.param(_order("L1", S.PENDING, 10, trigger=1390.0, order_type=OrderType.STOP_LOSS),
+                 _order("F1", S.PENDING, 5, "CT1"), _stored(), half,
+                 [(r.COPY_TERMS_MISMATCH, "copy order type LIMIT, the leader's STOP_LOSS; trigger 0, the leader's 1390")],
+                 id="order-type"),
+    pytest.param(_order("L1", S.PENDING, 10, price=0.0, order_type=OrderType.MARKET),
+                 _order("F1", S.PENDING, 5, "CT1", price=1400.0, order_type=OrderType.MARKET), _stored(), half, [],
+                 id="a-market-orders-price-is-not-its-terms"),
+    pytest.param(_order("L1", S.PENDING, 10), _order("F1", S.CANCELLED, 5, "CT1"), _stored(), half,
+                 [(r.COPY_CANCELLED_LEADER_OPEN, "copy CANCELLED (not by the copier) while the leader's order is "
+                                                 "PENDING; not placed again")], id="cancelled-outside-the-copier"),
+    pytest.param(_order("L1", S.PENDING, 10), _order("F1", S.CANCELLED, 5, "CT1"),
+                 _stored(cancel_requested=True, leader_status="CANCELLED"), half,
+                 [(r.COPY_CANCELLED_LEADER_OPEN, "copy CANCELLED (the copier took the leader's order for CANCELLED) "
+                                                 "while the leader's order is PENDING; not placed again")],
+                 id="cancelled-for-a-leader-cancel-the-broker-does-not-hold"),
+    pytest.param(_order("L1", S.PENDING, 10), _order("F1", S.CANCELLED, 5, "CT1"),
+                 _stored(cancel_requested=True, leader_status="PENDING"), half, [],
+                 id="cancelled-by-design-kill-switch-or-unwind"),
+    pytest.param(_order("L1", S.CANCELLED, 10), _order("F1", S.PENDING, 5, "CT1"), _stored(), half,
+                 [(r.STATUS_MISMATCH, "leader CANCELLED, copy still PENDING")], id="open-while-the-leader-cancelled"),
+    pytest.param(_order("L1", S.TRADED, 10), _order("F1", S.PENDING, 5, "CT1"), _stored(filled_at=NOW - 60), half,
+                 [(r.COPY_OPEN_LEADER_FILLED, "leader TRADED (filled 60s ago), copy still PENDING")],
+                 id="open-long-after-the-leader-filled"),
+    pytest.param(_order("L1", S.TRADED, 10), _order("F1", S.PENDING, 5, "CT1"), _stored(filled_at=NOW - 5), half, [],
+                 id="open-just-after-the-leader-filled"),
+    pytest.param(_order("L1", S.TRADED, 10), _order("F1", S.PENDING, 5, "CT1"), _stored(filled_at=None), half,
+                 [(r.COPY_OPEN_LEADER_FILLED, "leader TRADED (the copier has not seen the fill), copy still PENDING")],
+                 id="open-after-a-fill-the-copier-never-saw"),
+    pytest.param(_order("L1", S.TRADED, 10), _order("F1", S.TRADED, 5, "CT1"), _stored(filled_at=NOW - 60), half, [],
+                 id="both-filled"),
+])
+def test_each_copy_is_compared_with_its_leaders_order_as_it_is_now(leader, copy, stored, resize, expected):
+    found = r.find_divergences([leader], {"f1": [copy]}, [stored], {"L1"}, ["f1"], resize=resize, now=NOW,
+                               fill_grace_seconds=30.0)
+    assert [(d.kind, d.detail) for d in found] == expected
+    assert all((d.leader_order_id, d.follower) == ("L1", "f1") for d in found)
+
+
+@pytest.mark.parametrize("rule, terms, lot, expected", [
+    (SizingRule("fixed_ratio", ratio=0.5), _order("L1", S.PENDING, 30).terms, 1, 15),
+    (SizingRule("fixed_ratio", ratio=0.5), _order("L1", S.PENDING, 225).terms, 75, 75),  # whole lots, rounded down
+    (SizingRule("fixed_lots", lots=2), _order("L1", S.PENDING, 30).terms, 75, 150),
+    (SizingRule("capital_proportional"), _order("L1", S.PENDING, 30).terms, 1, None),  # needs both capitals
+    (SizingRule("fixed_ratio", ratio=0.01), _order("L1", S.PENDING, 30).terms, 1, None),  # rounds to nothing
+])
+def test_a_copy_is_resized_by_its_followers_rule_alone(rule, terms, lot, expected):
+    assert r.rule_quantity(rule, terms, lot) == expected

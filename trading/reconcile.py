@@ -1,4 +1,11 @@
-"""Reconciliation (B.5): compare what the broker's books hold with what the copier stored.
+"""Reconciliation: compare what the broker's books hold with what the copier stored, and
+each copy with its leader's order as the broker holds it now.
+
+The second matters because the copier's own view of a leader order can be wrong without any
+book disagreeing with storage: updates it never heard, or heard in the wrong order, leave the
+copies faithful to a stale view. So every open copy is compared with the leader's current order:
+its quantity with the leader's quantity re-sized by the follower's rule, its price, trigger and
+order type, and its status with the leader's.
 
 Pure: the reconciler actor (and `run.py reconcile`) fetch the books and the stored copies and
 call `find_divergences`; storing, alerting and repairing are theirs.
@@ -6,18 +13,28 @@ call `find_divergences`; storing, alerting and repairing are theirs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
-from trading.orders import OrderStatus, OrderUpdate
+from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate
+from trading.sizing import SizingRule, size_order
 
 MISSING_REPLICATION = "missing_replication"  # a copyable leader order with no copy recorded
 MISSING_FOLLOWER_ORDER = "missing_follower_order"  # a copy the copier placed, absent from the follower's book
 STATUS_MISMATCH = "status_mismatch"  # the leader's order is finished, its copy is still open
-QUANTITY_MISMATCH = "quantity_mismatch"  # an open copy whose quantity is not what sizing asked for
+QUANTITY_MISMATCH = "quantity_mismatch"  # an open copy whose quantity is not the leader's order's, sized
+COPY_TERMS_MISMATCH = "copy_terms_mismatch"  # an open copy whose price, trigger or order type is not the leader's
+COPY_CANCELLED_LEADER_OPEN = "copy_cancelled_leader_open"  # a copy cancelled, not by design, while its leader is open
+COPY_OPEN_LEADER_FILLED = "copy_open_leader_filled"  # a copy still open well after its leader's order filled
 OUTCOME_UNKNOWN = "outcome_unknown"  # a copy whose placement's outcome the copier does not know yet
-KINDS = (MISSING_REPLICATION, MISSING_FOLLOWER_ORDER, STATUS_MISMATCH, QUANTITY_MISMATCH, OUTCOME_UNKNOWN)
+KINDS = (MISSING_REPLICATION, MISSING_FOLLOWER_ORDER, STATUS_MISMATCH, QUANTITY_MISMATCH, COPY_TERMS_MISMATCH,
+         COPY_CANCELLED_LEADER_OPEN, COPY_OPEN_LEADER_FILLED, OUTCOME_UNKNOWN)
 
 _FINISHED = (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+_PRICED = (OrderType.LIMIT, OrderType.STOP_LOSS)
+_TRIGGERED = (OrderType.STOP_LOSS, OrderType.STOP_LOSS_MARKET)
+
+# follower, the leader's order as it is now -> the copy's quantity by the follower's rule, or None
+Resize = Callable[[str, OrderTerms], "int | None"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,20 @@ class StoredCopy:
     status: str
     target_quantity: int
     placed: bool  # the broker acknowledged it (it has a broker order id)
+    sized_for: int | None = None  # the leader quantity the copier last sized it for (None: not known)
+    cancel_requested: bool = False  # the copier asked for its cancel
+    leader_status: str = ""  # the leader order's status as the copier stored it
+    leader_filled_at: float | None = None  # when the copier saw the leader's order filled (epoch seconds)
+
+
+def rule_quantity(rule: SizingRule, leader: OrderTerms, lot_size: int) -> int | None:
+    """The follower quantity its sizing rule alone makes of the leader's order; None when the rule
+    needs more than the order (capital_proportional: both accounts' capital) or refuses it."""
+    if rule.strategy == "capital_proportional":
+        return None
+    sized = size_order(rule, leader.quantity, leader.disclosed_qty, lot_size, leader.price or leader.trigger_price,
+                       leader.trigger_price, None)
+    return None if sized.skip_reason else sized.quantity
 
 
 @dataclass(frozen=True)
@@ -40,8 +71,11 @@ class Divergence:
 
 def find_divergences(leader_book: Iterable[OrderUpdate], follower_books: Mapping[str, Iterable[OrderUpdate]],
                      copies: Iterable[StoredCopy], known_leader_orders: set[str], followers: list[str],
+                     *, resize: Resize | None = None, now: float = 0.0, fill_grace_seconds: float = 30.0,
                      ) -> list[Divergence]:
-    """Every divergence between the books and storage, in a stable order."""
+    """Every divergence between the books and storage, in a stable order. `resize` re-sizes a copy
+    for a leader quantity it was not sized for; a copy still open `fill_grace_seconds` after the
+    copier saw its leader's order fill (at `now`) is reported."""
     by_leader: dict[str, dict[str, StoredCopy]] = {}
     for copy in copies:
         by_leader.setdefault(copy.leader_order_id, {})[copy.follower] = copy
@@ -70,9 +104,22 @@ def find_divergences(leader_book: Iterable[OrderUpdate], follower_books: Mapping
             if leader.status in _FINISHED and at_broker.status.is_open:
                 out.append(Divergence(STATUS_MISMATCH, leader.order_id, follower,
                                       f"leader {leader.status.value}, copy still {at_broker.status.value}"))
-            elif at_broker.status.is_open and at_broker.terms.quantity != copy.target_quantity:
-                out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, follower,
-                                      f"copy holds {at_broker.terms.quantity}, sizing asked for {copy.target_quantity}"))
+            elif leader.status.is_open and at_broker.status == OrderStatus.CANCELLED:
+                if _cancelled_by_design(copy):
+                    continue
+                why = (f"the copier took the leader's order for {copy.leader_status}" if copy.cancel_requested
+                       else "not by the copier")
+                out.append(Divergence(COPY_CANCELLED_LEADER_OPEN, leader.order_id, follower,
+                                      f"copy CANCELLED ({why}) while the leader's order is {leader.status.value}; "
+                                      "not placed again"))
+            elif leader.status == OrderStatus.TRADED and at_broker.status.is_open:
+                if copy.leader_filled_at is None or now - copy.leader_filled_at >= fill_grace_seconds:
+                    seen = ("the copier has not seen the fill" if copy.leader_filled_at is None
+                            else f"filled {now - copy.leader_filled_at:.0f}s ago")
+                    out.append(Divergence(COPY_OPEN_LEADER_FILLED, leader.order_id, follower,
+                                          f"leader TRADED ({seen}), copy still {at_broker.status.value}"))
+            elif leader.status.is_open and at_broker.status.is_open:
+                out.extend(_against_leader(leader, at_broker, copy, resize))
     out.extend(_unknown_outcomes([c for known in by_leader.values() for c in known.values()], books))
     return out
 
@@ -89,4 +136,42 @@ def _unknown_outcomes(copies: Iterable[StoredCopy], books: Mapping[str, Mapping[
                 if at_broker is not None else f"not in {copy.follower}'s order book")
         out.append(Divergence(OUTCOME_UNKNOWN, copy.leader_order_id, copy.follower,
                               f"placement of copy {copy.correlation_id} has an unknown outcome (being looked up); {seen}"))
+    return out
+
+
+def _cancelled_by_design(copy: StoredCopy) -> bool:
+    """The copier cancelled it on purpose while the leader's order was open as far as it knew
+    (kill switch, strategy unwind, re-sized below its fills, cancel and replace)."""
+    return copy.cancel_requested and not (copy.leader_status and OrderStatus(copy.leader_status) in _FINISHED)
+
+
+def _against_leader(leader: OrderUpdate, at_broker: OrderUpdate, copy: StoredCopy,
+                    resize: Resize | None) -> list[Divergence]:
+    """An open copy against its open leader order: the quantity re-sized, then the terms copied as they are."""
+    out: list[Divergence] = []
+    holds, wanted = at_broker.terms.quantity, leader.terms.quantity
+    if copy.sized_for is None or copy.sized_for == wanted:
+        if holds != copy.target_quantity:
+            out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, copy.follower,
+                                  f"copy holds {holds}, sizing asked for {copy.target_quantity}"))
+    else:
+        expected = resize(copy.follower, leader.terms) if resize is not None else None
+        if expected is None:
+            out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, copy.follower,
+                                  f"copy holds {holds}, sized for the leader's {copy.sized_for}; "
+                                  f"the leader's order is {wanted} now"))
+        elif holds != expected:
+            out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, copy.follower,
+                                  f"copy holds {holds}; the leader's order is {wanted} now, which "
+                                  f"{copy.follower}'s sizing makes {expected}"))
+    theirs, ours = leader.terms, at_broker.terms
+    differences = []
+    if theirs.order_type != ours.order_type:
+        differences.append(f"order type {ours.order_type.value}, the leader's {theirs.order_type.value}")
+    if theirs.order_type in _PRICED and round(theirs.price, 4) != round(ours.price, 4):
+        differences.append(f"price {ours.price:g}, the leader's {theirs.price:g}")
+    if theirs.order_type in _TRIGGERED and round(theirs.trigger_price, 4) != round(ours.trigger_price, 4):
+        differences.append(f"trigger {ours.trigger_price:g}, the leader's {theirs.trigger_price:g}")
+    if differences:
+        out.append(Divergence(COPY_TERMS_MISMATCH, leader.order_id, copy.follower, "copy " + "; ".join(differences)))
     return out

@@ -1,7 +1,9 @@
 """Order-update socket: Dhan's login, every change announced, drops, refusals, dup/reorder faults."""
 from __future__ import annotations
 
-from tests.paper.paper_support import FOLLOWER, LEADER, Feed, buy, order_id
+from datetime import datetime, timedelta, timezone
+
+from tests.paper.paper_support import FOLLOWER, LEADER, Feed, buy, client, make_exchange, order_id
 
 from paper import PaperExchange
 
@@ -98,3 +100,37 @@ def test_reordered_messages_all_arrive(ex: PaperExchange, dhan, feed: Feed) -> N
     assert feed.wait(lambda f: len(f.alerts(oid)) == 2)
     assert sorted(a["Sequence"] for a in feed.alerts(oid)) == [1, 2]
     assert [a["Sequence"] for a in feed.alerts(oid)] == [2, 1]
+
+
+def test_frames_carry_no_sequence_when_the_exchange_leaves_it_out() -> None:
+    ex = make_exchange(sequence=False)
+    feed = Feed(ex)
+    try:
+        dhan = client(ex)
+        oid = order_id(buy(dhan, 5, order_type="LIMIT", price=1400.0))
+        dhan.modify_order(oid, "LIMIT", "", 6, 1401.0, 0, 0, "DAY")
+        assert feed.wait(lambda f: len(f.alerts(oid)) == 2)
+        assert all("Sequence" not in alert for alert in feed.alerts(oid))
+        assert [a["Quantity"] for a in feed.alerts(oid)] == [5, 6]
+    finally:
+        feed.close()
+        ex.stop()
+
+
+def test_same_second_reordering_swaps_only_frames_stamped_with_one_second() -> None:
+    now = [datetime(2026, 3, 2, 5, 0, 0, tzinfo=timezone.utc)]
+    ex = make_exchange(clock=lambda: now[0])
+    feed = Feed(ex)
+    try:
+        assert ex.wait_for(lambda e: e.socket_count(LEADER) == 1, 5)
+        ex.faults.reorder_messages(1.0, same_second=True)
+        dhan = client(ex)
+        oid = order_id(buy(dhan, 5, order_type="LIMIT", price=1400.0))      # held
+        now[0] += timedelta(seconds=1)
+        dhan.modify_order(oid, "LIMIT", "", 6, 1400.0, 0, 0, "DAY")         # a later second: after it, held
+        dhan.modify_order(oid, "LIMIT", "", 7, 1400.0, 0, 0, "DAY")         # same second: overtakes it
+        assert feed.wait(lambda f: len(f.alerts(oid)) == 3)
+        assert [a["Quantity"] for a in feed.alerts(oid)] == [5, 7, 6]
+    finally:
+        feed.close()
+        ex.stop()
