@@ -114,6 +114,9 @@ class _Sighting:
     update: OrderUpdate  # the latest of them
     timer: threading.Timer
     received_ns: int  # when the first arrived: the copies' latency counts the wait
+
+
+@dataclass
 class _Reread:
     """A read of the leader's order at the broker, asked because updates of it were ambiguous."""
 
@@ -379,7 +382,7 @@ class OrderActor(Supervised):
         if sighting is not None:  # a later update of an order still waiting for a price
             sighting.event_ids.append(event_id)
             latest = sighting.update
-            if not self._is_stale(latest.sequence, latest.updated_at, update):
+            if order_of(latest, update) not in (Ordering.STALE, Ordering.SAME):  # a tie goes to arrival order
                 sighting.update = update
             if not awaits_price(sighting.update):  # it traded (or closed): decide now
                 self._end_wait(traded_price(sighting.update), LEADER_FILL)
