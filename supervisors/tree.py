@@ -183,7 +183,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
-            copy_existing_on_first_start=config.copy_existing_on_first_start, alert=copier.alerts), kind="feed"))
+            copy_existing_on_first_start=config.copy_existing_on_first_start,
+            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts), kind="feed"))
 
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
