@@ -56,6 +56,9 @@ RATE_LIMITED = Counter("copytrader_rate_limited_total", "DH-904 answers received
 RETRIES = Counter("copytrader_broker_retries_total", "Broker calls retried after a transient failure",
                   ["account", "operation"])
 DEAD_LETTERS = Gauge("copytrader_dead_letters", "Unresolved entries in the dead-letter queue")
+POISON_MESSAGES = Counter("copytrader_poison_messages_total",
+                          "Messages parked as dead letters because they kept crashing the actor handling them",
+                          ["actor"])
 DIVERGENCES = Counter("copytrader_reconciler_divergences_total", "Divergences found by the reconciler",
                       ["kind"])
 RECONCILE_RUNS = Counter("copytrader_reconciler_runs_total", "Reconciler runs")

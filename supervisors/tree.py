@@ -1,6 +1,7 @@
 """The copier's supervision tree, built from the config. Read top to bottom, it is the system:
 
-  copier (one-for-one, 5 restarts in 30 s, then a clean stop)
+  copier (one-for-one, 5 restarts in 30 s, then a clean stop; input a child crashed on is
+          parked as a dead letter instead, see actors/dead_letters.py)
     sizing                   SizingActor          capital lock and follower quantities
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
                                                   its RateLimiter, the only path to its broker
@@ -23,6 +24,7 @@ from datetime import datetime
 from typing import Callable
 
 from actors.context import CopierContext, CopyPolicy
+from actors.dead_letters import park_input
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
@@ -188,7 +190,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
 
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
-                                      on_escalate=escalate)
+                                      on_escalate=escalate,
+                                      on_dead_letter=lambda child_id, message, exc: park_input(
+                                          store, copier.alerts, child_id, message, exc))
     top.bind(supervisor_ref)
     copier.addresses = supervisor_ref.proxy().start_children().get(timeout=30)
     copier._ref = supervisor_ref
