@@ -10,9 +10,10 @@ Two places park:
   event that crashed the actor, so the router parks an event once it has crashed its order
   actor a few times, and the actor goes on with the order's next events.
 
-A storage failure is never the message's fault: it is not parked (the event stays pending and the
-crash counts as a crash). `run.py dlq list` shows parked messages; `dlq retry` routes a parked
-event again.
+A crash because something the actor needed was unavailable (storage failing, another actor
+restarting) is never the message's fault: it is not parked, the event stays pending and the crash
+counts as a crash. `run.py dlq list` shows parked messages; `dlq retry` routes a parked event
+again.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sqlite3
 from typing import Any, Callable
 
 import peewee as pw
+import pykka
 
 from actors.feed import SocketFrame
 from actors.messages import LEADER, OrderUpdateReceived
@@ -35,8 +37,20 @@ MAX_PAYLOAD = 2000  # characters of the parked message kept with its dead letter
 Alert = Callable[[str, str, str], Any]
 
 
-def is_storage_failure(exc: BaseException | None) -> bool:
-    return isinstance(exc, (StorageUnavailable, pw.OperationalError, sqlite3.OperationalError))
+_UNAVAILABLE = (StorageUnavailable, pw.OperationalError, sqlite3.OperationalError, pykka.ActorDeadError,
+                pykka.Timeout)
+
+
+def is_unavailability(exc: BaseException | None) -> bool:
+    """The crash came from storage or another actor being unavailable (directly, or as the cause
+    it was raised from, as in "sizing unavailable"), not from the message."""
+    for _ in range(10):
+        if exc is None:
+            return False
+        if isinstance(exc, _UNAVAILABLE):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _error(exc: BaseException | None) -> tuple[str, str]:
@@ -94,7 +108,7 @@ def park_frame(store: Store, alert: Alert, account: str, frame: SocketFrame, exc
 def park_input(store: Store, alert: Alert, child_id: str, message: Any, exc: BaseException | None) -> bool:
     """The copier supervisor's `on_dead_letter`: park what a static child crashed on when it is
     input from outside; False (an ordinary crash) for anything else or a storage failure."""
-    if is_storage_failure(exc):
+    if is_unavailability(exc):
         return False
     if isinstance(message, SocketFrame) and child_id.startswith("feed:"):
         park_frame(store, alert, child_id.removeprefix("feed:"), message, exc)

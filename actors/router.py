@@ -25,7 +25,7 @@ from typing import Any
 import pykka
 
 from actors.context import CopierContext
-from actors.dead_letters import is_storage_failure, park_event, park_unreadable
+from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
                              RouteStored, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor
@@ -175,7 +175,7 @@ class OrderRouter(Supervised):
             window.popleft()
         window.append(now)
         received = failure.message if isinstance(failure.message, OrderUpdateReceived) else None
-        if received is not None and not is_storage_failure(failure.exception):
+        if received is not None and not is_unavailability(failure.exception):
             crashes = self._crashes.get(received.event_id, 0) + 1
             if crashes >= self.poison_after:
                 self._crashes.pop(received.event_id, None)
@@ -237,6 +237,7 @@ class OrderRouter(Supervised):
             if letter.event_id is not None:  # a parked inbox event: pending again, routed again
                 self._crashes.pop(letter.event_id, None)
                 event = self.ctx.store.reopen_parked(letter.id, letter.event_id)
+                metrics.DEAD_LETTERS.set(self.ctx.store.unresolved_dead_letters())
                 self._route_events([event] if event is not None else [])
                 continue
             self.ctx.store.write(lambda l=letter: m.DeadLetter.update(next_retry_at=None)

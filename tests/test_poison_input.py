@@ -124,18 +124,20 @@ def test_frames_that_json_cannot_read_safely_are_malformed_never_an_exception(te
     assert refused.value.reason == reason, str(refused.value)
 
 
-def test_a_frame_over_the_size_limit_is_refused_before_it_is_parsed(monkeypatch):
-    parsed: list[str] = []
-    loads = json.loads
-    monkeypatch.setattr(parsing.json, "loads", lambda text, **kw: parsed.append(text) or loads(text, **kw))
+def test_a_frame_over_the_size_limit_is_refused_before_it_is_parsed():
     limit = 4096
-    with pytest.raises(MalformedMessage) as refused:
-        decode_socket_message(order_alert_text(LEADER_ID, Remarks="x" * limit), max_bytes=limit)
-    assert refused.value.reason == "too_large" and parsed == []
+    # too deep and not JSON as well: parsed first, it would be refused as too_deep or bad_json
+    for frame in ("[" * (limit + 1), "{" * (limit + 1), ("[" * (limit + 1)).encode()):
+        with pytest.raises(MalformedMessage) as refused:
+            decode_socket_message(frame, max_bytes=limit)
+        assert refused.value.reason == "too_large"
     with pytest.raises(MalformedMessage) as refused:  # the limit is in bytes, not characters
-        decode_socket_message(order_alert_text(LEADER_ID, Remarks="\u00e9" * (limit // 2)), max_bytes=limit)
-    assert refused.value.reason == "too_large" and parsed == []
+        decode_socket_message("[" + "\u00e9" * (limit // 2), max_bytes=limit)
+    assert refused.value.reason == "too_large"
     assert decode_socket_message(order_alert_text(LEADER_ID), max_bytes=limit) is not None
+    with pytest.raises(MalformedMessage) as refused:  # at the limit: parsed (and refused for what it is)
+        decode_socket_message("[" * limit, max_bytes=limit)
+    assert refused.value.reason in ("too_deep", "bad_json")
 
 
 def _book_entry(**fields: Any) -> dict[str, Any]:
@@ -282,6 +284,44 @@ def test_dlq_retry_of_a_parked_event_routes_it_again(make_rig, tmp_path):
         & (m.DeadLetter.id != letter.id)).count()) == 1, 20, message="parked again after the retry")
     assert _restarts("order") - restarts == 3
     assert rig.store.read(lambda: m.DeadLetter.get_by_id(letter.id)).resolved
+
+
+def test_an_event_whose_actor_crashed_because_sizing_was_down_is_retried_not_parked(make_rig, monkeypatch):
+    from actors.order import OrderActor
+
+    rig = make_rig()
+    original = OrderActor._ask_sizing
+    failures = {"left": 3}  # as many crashes as would park a poison event
+
+    def sizing_restarting(self, message):
+        if failures["left"]:
+            failures["left"] -= 1
+            try:
+                raise pykka.ActorDeadError("sizing is restarting")
+            except pykka.ActorDeadError as exc:
+                raise RuntimeError(f"sizing unavailable: {exc}") from exc
+        return original(self, message)
+
+    monkeypatch.setattr(OrderActor, "_ask_sizing", sizing_restarting)
+    restarts = _restarts("order")
+    leader_order = rig.place(quantity=10, price=1400.0)
+    assert rig.follower_copy(leader_order, timeout=20)["quantity"] == 5
+    assert _restarts("order") - restarts == 3 and failures["left"] == 0
+    assert rig.store.read(lambda: m.DeadLetter.select().count()) == 0
+
+
+def test_a_stored_event_this_version_cannot_read_is_parked_not_a_router_crash_loop(make_rig):
+    rig = make_rig(config={"copy": {"sweep_seconds": 0.2}})
+    router = rig.copier.address("router")
+    incarnation = router.ref.actor_urn
+    event_id = rig.store.record_inbound(LEADER, "5126112399999", "an-old-format", "socket",
+                                        {"order": "5126112399999", "qty": 10}, 0)
+    letter = wait_until(lambda: rig.store.read(lambda: m.DeadLetter.get_or_none(m.DeadLetter.event_id == event_id)),
+                        10, message="the unreadable event parked")
+    assert letter.operation == "inbox_event" and "cannot be read back" in letter.reason
+    assert rig.store.read(lambda: m.InboundEvent.get_by_id(event_id)).outcome.startswith("dead_letter:")
+    assert router.ref.actor_urn == incarnation and rig.copier.escalation is None
+    assert rig.follower_copy(rig.place(quantity=10, price=1400.0))["quantity"] == 5
 
 
 # -- the supervisor never gives up on a child because of input ---------------------------------------
