@@ -18,7 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-LEADER = "leader"
+from actors.messages import LEADER
+
 DROP = object()  # order_alert(..., Field=DROP) leaves the field out
 MIB = 1024 * 1024
 _order_numbers = itertools.count(1)

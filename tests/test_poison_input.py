@@ -193,9 +193,7 @@ def test_feed_max_frame_bytes_is_a_validated_config_key(tmp_path):
 
 # -- end to end: bad frames on the leader's and a follower's socket ----------------------------------
 @pytest.mark.parametrize("account", ["leader", "f1"])
-def test_six_kinds_of_bad_frame_are_counted_dropped_and_the_copier_keeps_copying(make_rig, account):
-    rig = make_rig()
-    frames = FrameInjector.for_rig(rig)
+def test_six_kinds_of_bad_frame_are_counted_dropped_and_the_copier_keeps_copying(rig, frames, account):
     role = "leader" if account == LEADER else "follower"
     valid = frames.order_alert(account)
     order_no = json.loads(valid)["Data"]["OrderNo"]
