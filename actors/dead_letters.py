@@ -107,7 +107,8 @@ def park_frame(store: Store, alert: Alert, account: str, frame: SocketFrame, exc
 
 def park_input(store: Store, alert: Alert, child_id: str, message: Any, exc: BaseException | None) -> bool:
     """The copier supervisor's `on_dead_letter`: park what a static child crashed on when it is
-    input from outside; False (an ordinary crash) for anything else or a storage failure."""
+    input from outside; False (an ordinary crash) for anything else, or when what failed was
+    storage or another actor."""
     if is_unavailability(exc):
         return False
     if isinstance(message, SocketFrame) and child_id.startswith("feed:"):

@@ -221,6 +221,37 @@ def test_six_kinds_of_bad_frame_are_counted_dropped_and_the_copier_keeps_copying
     assert rig.follower_copy(leader_order)["quantity"] == 5
 
 
+def test_frames_that_crash_the_feed_are_parked_and_never_stop_the_copier(make_rig, monkeypatch, tmp_path):
+    from actors.feed import FeedActor
+
+    rig = make_rig()
+    frames = FrameInjector.for_rig(rig)
+    original = FeedActor.ingest
+
+    def ingest(self, update):  # a bug that some frames hit after parsing
+        if update.symbol == "CRASHME":
+            raise ValueError("a bug this frame hits")
+        return original(self, update)
+
+    monkeypatch.setattr(FeedActor, "ingest", ingest)
+    feed = rig.copier.address("feed:leader")
+    for _ in range(6):  # one more than the supervisor's 5 restarts in 30 s
+        wait_until(lambda: feed.ref is not None and feed.ask("connected"), message="leader feed connected")
+        crashed = feed.ref
+        frames.send(LEADER, frames.order_alert(LEADER, Symbol="CRASHME"))
+        wait_until(lambda: feed.ref is not None and feed.ref is not crashed, message="leader feed restarted")
+
+    wait_until(lambda: len(rig.store.read(lambda: list(m.DeadLetter.select()))) == 6, message="six parked frames")
+    letters = rig.store.read(lambda: list(m.DeadLetter.select()))
+    assert all(l.operation == "socket_frame" and l.follower == LEADER and "ValueError" in l.reason
+               and "CRASHME" in l.payload for l in letters)
+    assert rig.copier.escalation is None and not rig.copier.stopped.is_set()
+    refused = run_command(rig, tmp_path, "dlq", "retry", str(letters[0].id))
+    assert refused.returncode == 2 and "socket frame" in refused.stderr
+    wait_until(lambda: feed.ref is not None and feed.ask("connected"), message="leader feed connected")
+    assert rig.follower_copy(rig.place(quantity=10, price=1400.0))["quantity"] == 5
+
+
 # -- a stored event that crashes its order actor every time ------------------------------------------
 def _poisoned_update(rig, leader_order: str) -> OrderUpdate:
     """The leader order's next update as a version that checked nothing would have stored it: its
