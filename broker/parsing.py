@@ -18,10 +18,10 @@ from typing import Any, Callable, Mapping, TypeVar
 from broker import codes
 from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, OrderTerms, OrderType, OrderUpdate
 
-# Bounds, exclusive. A quantity below 10^9 is ten times the largest order Dhan accepts (its
-# quantities fit easily in 10^8), and a price below 10^7 rupees is far above any Indian listing
-# (the dearest share trades near 1.5 lakh, index levels near 1 lakh); their product in paise stays
-# below 10^18, inside SQLite's signed 64-bit integers and exact in any float sum we make of it.
+# Bounds, exclusive. Dhan's quantities fit easily in 10^8, so 10^9 leaves a tenfold margin; a
+# price below 10^7 rupees is far above any Indian listing (the dearest share trades near 1.5 lakh,
+# index levels and commodity prices stay under 1 lakh). Their product in paise stays below 10^18,
+# inside SQLite's signed 64-bit integers, so no value or sum of them overflows storage.
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = 10_000_000.0
 MAX_SEQUENCE = 2 ** 53  # an exact float and a SQLite integer
