@@ -3,7 +3,8 @@
 A websocket-client thread owns the connection: it logs in, reads frames and tells them to this
 actor; it reconnects with exponential backoff and jitter when the socket drops (7.1). This actor
 parses each frame, stores it in the inbox *before* routing it (so a crash after this point cannot
-lose it), and routes it. A malformed frame is counted and skipped, never fatal (8.9).
+lose it), and routes it. A malformed frame (anything broker/parsing.py refuses, a frame over
+`max_frame_bytes` included) is counted with its reason, logged and dropped, never fatal.
 
 The socket says nothing of what it missed while down, so after every (re)connect the actor
 fetches the account's order book and feeds every order through the same path (7.2); the inbox's
@@ -27,7 +28,8 @@ from tenacity import wait_exponential_jitter
 from actors.messages import LEADER, OrderUpdateReceived
 from app import metrics
 from broker.gateway import DhanGateway
-from broker.parsing import MalformedMessage, decode_socket_message, from_order_book, from_socket
+from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_order_book,
+                            from_socket)
 from storage import Store
 from supervisors import Address, Supervised
 from trading.orders import OrderUpdate, update_to_dict
@@ -39,7 +41,7 @@ BASELINE_SETTING = "leader_baseline_done"
 
 @dataclass(frozen=True)
 class SocketFrame:
-    raw: str
+    raw: str | bytes  # bytes: the socket skips UTF-8 validation, the parser decodes
     received_ns: int
 
 
@@ -79,6 +81,7 @@ class FeedActor(Supervised):
                  gateway: DhanGateway, store: Store, router: Address,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  copy_existing_on_first_start: bool = False,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  alert: Callable[[str, str, str], None] = lambda level, key, message: None) -> None:
         super().__init__(address, supervisor)
         self.account = account
@@ -89,6 +92,7 @@ class FeedActor(Supervised):
         self.router = router
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.copy_existing_on_first_start = copy_existing_on_first_start
+        self.max_frame_bytes = max_frame_bytes
         self.alert = alert
         self._halt = threading.Event()
         self._ws: websocket.WebSocketApp | None = None
@@ -172,18 +176,18 @@ class FeedActor(Supervised):
 
     def _on_frame(self, frame: SocketFrame) -> None:
         try:
-            data = decode_socket_message(frame.raw)
+            data = decode_socket_message(frame.raw, self.max_frame_bytes)
             if data is None:
                 self._on_other_frame(frame.raw)
                 return  # not an order alert (login answers, heartbeats)
             update = from_socket(data, frame.received_ns)
-        except MalformedMessage as exc:
+        except MalformedMessage as exc:  # the parsers raise nothing else, whatever the frame
             metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
-            log.warning("%s: skipped a malformed socket message (%s): %.200r", self.account, exc, frame.raw)
+            log.warning("%s: dropped a malformed socket message (%s): %r", self.account, exc, frame.raw[:200])
             return
         self.ingest(update)
 
-    def _on_other_frame(self, raw: str) -> None:
+    def _on_other_frame(self, raw: str | bytes) -> None:
         """A refused login (B.6): alert naming the account; the socket keeps retrying with backoff."""
         if "DH-901" in str(raw):
             self.alert("critical", f"auth:{self.account}",

@@ -7,13 +7,17 @@ orders the copier did not place (the follower's own manual orders) are acknowled
 
 Order actors stop when their order is finished, so threads stay bounded; a later event for the
 order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
-at once (its lost inbox is rebuilt from the inbox table); one that keeps crashing is given up on
-with an alert, and its events stay stored for the next sweep or an operator.
+(its lost inbox is rebuilt from the inbox table), never given up on: an inbox event that crashes
+it `poison_after` times is parked as a dead letter (actors/dead_letters.py) and the actor goes
+on with the order's next events. Restarts of an order that keeps crashing wait longer and
+longer (`restart_delays`), so a crash that is not an event's fault (storage down, the sizing
+actor restarting) is retried at a calm pace, not in a loop.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 import pykka
 
 from actors.context import CopierContext
+from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
                              RouteStored, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor
@@ -35,15 +40,18 @@ log = logging.getLogger(__name__)
 
 class OrderRouter(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, ctx: CopierContext, *,
-                 sweep_seconds: float = 5.0, max_restarts: int = 3, period: float = 60.0) -> None:
+                 sweep_seconds: float = 5.0, poison_after: int = 3,
+                 restart_delays: tuple[float, ...] = (0.0, 0.5, 2.0, 5.0, 15.0, 30.0),
+                 period: float = 60.0) -> None:
         super().__init__(address, supervisor)
         self.ctx = ctx
         self.children: dict[str, Address] = {}
         self.sweep_seconds = sweep_seconds
-        self.max_restarts = max_restarts
+        self.poison_after = poison_after
+        self.restart_delays = restart_delays  # by the order's crashes within `period`: 1st, 2nd, ...
         self.period = period
         self._restarts: dict[str, deque[float]] = {}
-        self._given_up: set[str] = set()
+        self._crashes: dict[int, int] = {}  # inbox event id -> crashes of its order actor on it
         self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
 
     def started(self) -> None:
@@ -79,6 +87,8 @@ class OrderRouter(Supervised):
             self._retire(message.leader_order_id)
         elif isinstance(message, ChildFailed):
             self._restart(message)
+        elif isinstance(message, Tick) and message.what == "restart_order":
+            self._resume(message.payload)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
         elif isinstance(message, UnwindStrategy):
@@ -109,8 +119,6 @@ class OrderRouter(Supervised):
             if leader_order_id is None:
                 self.ctx.store.write(lambda: self.ctx.store.mark_done([message.event_id], "foreign"))
                 return
-        if leader_order_id in self._given_up:
-            return
         self._child(leader_order_id).tell(message)
 
     def _leader_of(self, message: OrderUpdateReceived) -> str | None:
@@ -159,23 +167,46 @@ class OrderRouter(Supervised):
         address = self.children.get(leader_order_id)
         if address is None or (address.ref is not None and address.ref.actor_urn != failure.actor_urn):
             return
-        address.bind(None)
+        address.bind(None)  # messages for the order wait on its address until the restart
         metrics.ACTOR_RESTARTS.labels("order").inc()
         window = self._restarts.setdefault(leader_order_id, deque())
         now = time.monotonic()
         while window and now - window[0] > self.period:
             window.popleft()
-        if len(window) >= self.max_restarts:
-            self._given_up.add(leader_order_id)
-            del self.children[leader_order_id]
-            self.ctx.alert("critical", "order_actor_given_up",
-                           f"order actor for leader order {leader_order_id} crashed {self.max_restarts} times "
-                           f"in {self.period:.0f}s (last: {failure.error}); its events stay stored, unprocessed")
-            return
         window.append(now)
-        log.warning("order actor %s crashed (%s); restarting from storage", leader_order_id, failure.error)
+        received = failure.message if isinstance(failure.message, OrderUpdateReceived) else None
+        if received is not None and not is_unavailability(failure.exception):
+            crashes = self._crashes.get(received.event_id, 0) + 1
+            if crashes >= self.poison_after:
+                self._crashes.pop(received.event_id, None)
+                park_event(self.ctx.store, self.ctx.alert, "order", received, leader_order_id, failure.exception,
+                           crashes)
+                window.clear()  # its cause is parked: the next incarnation starts afresh
+            else:
+                if len(self._crashes) > 10_000:  # bounded: events that crashed once and then went through
+                    self._crashes.clear()
+                self._crashes[received.event_id] = crashes
+        delay = self.restart_delays[min(len(window), len(self.restart_delays)) - 1] if window else 0.0
+        if delay <= 0:
+            log.warning("order actor %s crashed (%s); restarting from storage", leader_order_id, failure.error)
+            self._resume(leader_order_id)
+            return
+        log.warning("order actor %s crashed again (%s); restarting in %.1fs", leader_order_id, failure.error, delay)
+        if len(window) >= len(self.restart_delays):
+            self.ctx.alert("critical", f"order_actor_crashing:{leader_order_id}",
+                           f"order actor for leader order {leader_order_id} crashed {len(window)} times in "
+                           f"{self.period:.0f}s (last: {failure.error}); restarting it every {delay:.0f}s")
+        timer = threading.Timer(delay, self.address.tell, args=(Tick("restart_order", leader_order_id),))
+        timer.daemon = True
+        timer.start()
+
+    def _resume(self, leader_order_id: str) -> None:
+        """Start the order's next incarnation and give it what the crashed one's inbox held."""
+        address = self.children.get(leader_order_id)
+        if address is None or address.ref is not None:
+            return  # retired or already running
         self._start(leader_order_id, address)
-        self._route_pending_of(leader_order_id)  # what the crashed inbox held, from the inbox table
+        self._route_pending_of(leader_order_id)  # from the inbox table
 
     def _route_stored(self, min_age: float) -> None:
         cutoff = time.time() - min_age
@@ -190,7 +221,11 @@ class OrderRouter(Supervised):
 
     def _route_events(self, events: list[m.InboundEvent]) -> None:
         for event in events:
-            update = update_from_dict(json.loads(event.payload))
+            try:
+                update = update_from_dict(json.loads(event.payload))
+            except Exception as exc:  # noqa: BLE001 - stored in a format this version cannot read
+                park_unreadable(self.ctx.store, self.ctx.alert, event, exc)
+                continue
             self._route(OrderUpdateReceived(event.account, event.id, update))
 
     def _retry_dead_letters(self) -> None:
@@ -199,9 +234,16 @@ class OrderRouter(Supervised):
         due = self.ctx.store.read(lambda: list(m.DeadLetter.select().where(
             (m.DeadLetter.resolved == False) & (m.DeadLetter.next_retry_at <= now))))  # noqa: E712
         for letter in due:
+            if letter.event_id is not None:  # a parked inbox event: pending again, routed again
+                self._crashes.pop(letter.event_id, None)
+                event = self.ctx.store.reopen_parked(letter.id, letter.event_id)
+                metrics.DEAD_LETTERS.set(self.ctx.store.unresolved_dead_letters())
+                self._route_events([event] if event is not None else [])
+                continue
             self.ctx.store.write(lambda l=letter: m.DeadLetter.update(next_retry_at=None)
                                  .where(m.DeadLetter.id == l.id).execute())
-            self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.id))
+            if letter.operation == "place":  # (a parked socket frame has nothing to be retried by)
+                self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.id))
 
     def _report_gauges(self) -> None:
         # Aggregates in SQL: this runs under the store's lock every sweep, beside the hot path.

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     kill.add_argument("state", choices=["on", "off"])
     kill.add_argument("--reason", default="operator command")
     kill.set_defaults(handler=cmd_kill_switch)
-    dlq = sub.add_parser("dlq", help="the dead-letter queue of copies the broker refused")
+    dlq = sub.add_parser("dlq", help="the dead-letter queue: copies the broker refused, messages that kept "
+                                     "crashing the actor handling them")
     dlq.add_argument("action", choices=["list", "retry", "drop"])
     dlq.add_argument("id", nargs="?", type=int, help="dead letter id (retry, drop)")
     dlq.set_defaults(handler=cmd_dlq)
@@ -185,8 +186,16 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             print("the dead-letter queue is empty")
         for row in rows:
             pending = " (retry requested)" if row.next_retry_at else ""
-            print(f"{row.id:>5} {_when(row.at)} {row.follower:<10} leader order {row.leader_order_id:<16} "
-                  f"{row.operation} {row.error_code}: {row.reason}{pending}")
+            if row.operation == "inbox_event":
+                order = f", leader order {row.leader_order_id}" if row.leader_order_id else ""
+                print(f"{row.id:>5} {_when(row.at)} inbox event {row.event_id} from {row.follower}{order}: "
+                      f"{row.reason} (parked: retry routes it again){pending}")
+            elif row.operation == "socket_frame":
+                print(f"{row.id:>5} {_when(row.at)} socket frame on {row.follower}'s socket: {row.reason} "
+                      f"(parked: {(row.payload or '')[:80]!r})")
+            else:
+                print(f"{row.id:>5} {_when(row.at)} {row.follower:<10} leader order {row.leader_order_id:<16} "
+                      f"{row.operation} {row.error_code}: {row.reason}{pending}")
         return 0
     if args.id is None:
         print(f"dlq {args.action}: give the dead letter's id (see: dlq list)", file=sys.stderr)
@@ -195,6 +204,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if row is None:
         print(f"no unresolved dead letter {args.id}", file=sys.stderr)
         return 1
+    if args.action == "retry" and row.operation == "socket_frame":
+        print(f"dead letter {args.id} is a socket frame the copier could not handle: nothing can replay it "
+              "(the order book is read again after every reconnect); drop it", file=sys.stderr)
+        return 2
     if args.action == "retry":
         copy = store.read(lambda: m.FollowerOrder.get_or_none((m.FollowerOrder.leader_order_id == row.leader_order_id)
                                                               & (m.FollowerOrder.follower == row.follower)))
@@ -204,7 +217,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         store.write(lambda: m.DeadLetter.update(next_retry_at=time.time()).where(m.DeadLetter.id == args.id).execute())
-        print(f"dead letter {args.id}: retry requested; a running copier places it again within its sweep")
+        again = "routes the event" if row.operation == "inbox_event" else "places it"
+        print(f"dead letter {args.id}: retry requested; a running copier {again} again within its sweep")
     else:
         store.write(lambda: m.DeadLetter.update(resolved=True).where(m.DeadLetter.id == args.id).execute())
         print(f"dead letter {args.id}: dropped")

@@ -114,6 +114,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     reconcile_interval_seconds: float = 60.0
     reconcile_repair: bool = True
+    max_frame_bytes: int = 1024 * 1024  # socket frames larger than this are refused unparsed
     paper: PaperConfig = field(default_factory=PaperConfig)
     log_level: str = "INFO"
     source: str = ""
@@ -348,6 +349,10 @@ def parse(raw: Any, source: str = "config") -> Config:
     reconcile_interval = rc.number("interval_seconds", 60.0, 0)
     reconcile_repair = rc.bool("repair", True)
     rc.done()
+    fd = root.section("feed")
+    # an order_alert is about 1.5 KB; below 4 KiB a real frame could be refused
+    max_frame_bytes = fd.number("max_frame_bytes", 1024 * 1024, 4096, integer=True)
+    fd.done()
     ps = root.section("paper")
     paper_cfg = PaperConfig(seed=ps.number("seed", 7, integer=True), leader_bot=ps.bool("leader_bot", True),
                             pace_seconds=ps.number("pace_seconds", 1.5, 0, exclusive=True),
@@ -372,7 +377,8 @@ def parse(raw: Any, source: str = "config") -> Config:
                   kill_switch_failure_window=kill_window, token_renew_seconds=renew_minutes * 60,
                   margin_check=margin_check, market_fill_wait_seconds=fill_wait, quote_cache_seconds=quote_cache,
                   quote_requests_per_second=quote_rate, alerts=alerts,
-                  reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair, paper=paper_cfg, log_level=level, source=source)
+                  reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,
+                  max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level, source=source)
 
 
 def load(path: str | Path) -> Config:

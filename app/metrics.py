@@ -72,6 +72,9 @@ REFERENCE_PRICES = Counter("copytrader_reference_prices_total",
                            ["source"])
 QUOTE_ACCOUNTS = Gauge("copytrader_quote_accounts", "Accounts the copier asks market quotes through (data plan active)")
 DEAD_LETTERS = Gauge("copytrader_dead_letters", "Unresolved entries in the dead-letter queue")
+POISON_MESSAGES = Counter("copytrader_poison_messages_total",
+                          "Messages parked as dead letters because they kept crashing the actor handling them",
+                          ["actor"])
 DIVERGENCES = Counter("copytrader_reconciler_divergences_total", "Divergences found by the reconciler",
                       ["kind"])
 RECONCILE_RUNS = Counter("copytrader_reconciler_runs_total", "Reconciler runs")

@@ -1,20 +1,44 @@
 """Dhan's order representations (socket `order_alert`, order-book entry) -> `OrderUpdate`.
 
-Validation is strict on what replication needs (id, status, side, security, quantity, segment)
-and tolerant of everything else: a bad message raises `MalformedMessage` with the reason, which the
-feed counts and skips.
+This is the edge: every field the copier reads is checked here (type, finite, in range, bounded
+length, ids of Dhan's charset), so nothing downstream can meet a value the exchange could not
+send. Anything wrong raises `MalformedMessage` with a short reason, which the callers count and
+skip; the public functions raise nothing else, whatever the input (a frame nested 200,000 deep,
+a 5,000-digit number, a list where a price should be). Fields the copier does not read are not
+looked at, except that the non-standard JSON constants NaN and Infinity are refused anywhere.
 """
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any, Mapping
+import math
+import re
+from typing import Any, Callable, Mapping, TypeVar
 
 from broker import codes
 from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, OrderTerms, OrderType, OrderUpdate
 
+# Bounds, exclusive. Dhan's quantities fit easily in 10^8, so 10^9 leaves a tenfold margin; a
+# price below 10^7 rupees is far above any Indian listing (the dearest share trades near 1.5 lakh,
+# index levels and commodity prices stay under 1 lakh). Their product in paise stays below 10^18,
+# inside SQLite's signed 64-bit integers, so no value or sum of them overflows storage.
+MAX_QUANTITY = 1_000_000_000
+MAX_PRICE = 10_000_000.0
+MAX_SEQUENCE = 2 ** 53  # an exact float and a SQLite integer
+MAX_ID = 32  # Dhan's order and security ids are numeric strings well under 20 characters
+MAX_CORRELATION_ID = 30  # Dhan caps correlation ids at 25 characters; a little slack
+MAX_TEXT = 1024  # symbols, timestamps, reasons
+MAX_NUMBER_TEXT = 40  # a number written as a string ("1400.55")
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+
+_ID = re.compile(r"[A-Za-z0-9_-]+")  # Dhan's id charset: order, security and correlation ids
+T = TypeVar("T")
+
 
 class MalformedMessage(ValueError):
-    """A socket message or book entry the copier cannot use; `reason` is a short metric label."""
+    """A socket message or book entry the copier cannot use; `reason` is a short metric label:
+    too_large, too_deep, bad_json, bad_shape, missing_field, bad_type, not_finite, out_of_range,
+    bad_field (an unknown code or a bad id), unreadable (anything else a parser raised)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -22,49 +46,201 @@ class MalformedMessage(ValueError):
         self.detail = detail
 
 
-def _num(value: Any, field: str, kind: type = float) -> Any:
-    if value in (None, ""):
-        return kind(0)
-    try:
-        return kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
-        raise MalformedMessage("bad_field", f"{field}={value!r} is not a number") from None
+def _at_the_edge(parse: Callable[..., T]) -> Callable[..., T]:
+    """Whatever a parser raises on bad input leaves as MalformedMessage (a RecursionError from a
+    deep frame, an OverflowError, a TypeError from a shape nobody foresaw)."""
+    @functools.wraps(parse)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return parse(*args, **kwargs)
+        except MalformedMessage:
+            raise
+        except RecursionError:
+            raise MalformedMessage("too_deep", "nested deeper than the parser's recursion limit") from None
+        except Exception as exc:  # noqa: BLE001 - bad input must never escape as anything else
+            raise MalformedMessage("unreadable", f"{type(exc).__name__}: {str(exc)[:120]}") from None
+
+    return wrapper
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MalformedMessage("not_finite", f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: json.loads(raw, **kw) builds one a call
+
+
+# -- field readers ----------------------------------------------------------------------------------
+# Each reader starts with the common case of a well-formed value (checked by exact type, so a bool
+# never passes for an int): the feed parses every update on the copier's hot path.
+def _number(value: Any, field: str) -> float | int:
+    """A finite number given as a JSON number or as text; ints stay ints (a float could overflow)."""
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise MalformedMessage("bad_type", f"{field}={_show(value)} is not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > MAX_NUMBER_TEXT:
+            raise MalformedMessage("out_of_range", f"{field} is a number {len(text)} characters long")
+        try:
+            value = float(text)
+        except ValueError:
+            raise MalformedMessage("bad_type", f"{field}={_show(value)} is not a number") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MalformedMessage("not_finite", f"{field}={value!r}")
+    return value
+
+
+def _price(value: Any, field: str) -> float:
+    """A price: absent is 0; otherwise finite, >= 0 and below MAX_PRICE."""
+    if type(value) is float and 0.0 <= value < MAX_PRICE:
+        return value
+    if value is None or value == "":
+        return 0.0
+    number = _number(value, field)
+    if not 0 <= number < MAX_PRICE:
+        raise MalformedMessage("out_of_range", f"{field}={_show(number)} is not in [0, {MAX_PRICE:.0f})")
+    return float(number)
+
+
+def _count(value: Any, field: str, minimum: int = 0, maximum: int = MAX_QUANTITY) -> int:
+    """A whole number in [minimum, maximum): quantities, fills, lot sizes, sequence numbers."""
+    if type(value) is int and minimum <= value < maximum:
+        return value
+    number = _number(value, field)
+    if not minimum <= number < maximum:
+        raise MalformedMessage("out_of_range", f"{field}={_show(number)} is not in [{minimum}, {maximum})")
+    if number != int(number):
+        raise MalformedMessage("out_of_range", f"{field}={number!r} is not a whole number")
+    return int(number)
+
+
+def _optional_count(value: Any, field: str, minimum: int = 0, maximum: int = MAX_QUANTITY) -> int:
+    return 0 if value is None or value == "" else _count(value, field, minimum, maximum)
+
+
+def _text(value: Any, field: str, limit: int = MAX_TEXT) -> str:
+    """Free text (symbol, reason, times): a string, or a number Dhan sent unquoted; bounded."""
+    if type(value) is str and len(value) <= limit:
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise MalformedMessage("bad_type", f"{field}={_show(value)} is not text")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MalformedMessage("not_finite", f"{field}={value!r}")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        raise MalformedMessage("out_of_range", f"{field} is {len(text)} characters long (at most {limit})")
+    return text
+
+
+def _id(value: Any, field: str, limit: int = MAX_ID) -> str:
+    """An id Dhan gives (order, security, correlation): letters, digits, '-' and '_'."""
+    if type(value) is str and len(value) <= limit and _ID.fullmatch(value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
+    if not isinstance(value, str):
+        raise MalformedMessage("bad_type", f"{field}={_show(value)} is not an id")
+    text = value.strip()
+    if len(text) > limit:
+        raise MalformedMessage("out_of_range", f"{field} is {len(text)} characters long (at most {limit})")
+    if not _ID.fullmatch(text):
+        raise MalformedMessage("bad_field", f"{field}={_show(value)} is not an id (letters, digits, '-', '_')")
+    return text
+
+
+def _code(value: Any, field: str) -> str:
+    """A code word (status, side, segment...): a short string."""
+    if type(value) is str and len(value) <= 40:
+        return value
+    if not isinstance(value, str):
+        raise MalformedMessage("bad_type", f"{field}={_show(value)} is not a code")
+    return _text(value, field, 40)
 
 
 def _required(data: Mapping[str, Any], field: str) -> Any:
     value = data.get(field)
-    if value in (None, ""):
+    if value is None or value == "":
         raise MalformedMessage("missing_field", f"{field} is missing")
     return value
 
 
 def _enum(table: dict, value: Any, field: str) -> Any:
+    text = _code(value, field)
     try:
-        return codes.lookup(table, value, field)
+        return codes.lookup(table, text, field)
     except ValueError as exc:
         raise MalformedMessage("bad_field", str(exc)) from None
+
+
+def _flag(value: Any, field: str) -> bool:
+    """A yes/no Dhan writes as a bool, 0/1 or text ("1", "true", "Y")."""
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float, str)):
+        return _text(value, field, 10).strip().lower() in ("1", "1.0", "true", "y", "yes")
+    raise MalformedMessage("bad_type", f"{field}={_show(value)} is not a flag")
 
 
 def _amo_time(value: Any, amo: bool) -> str | None:
     if not amo:
         return None
-    text = str(value or "OPEN").upper()
+    text = _text(value, "AmoTime", 20).upper() or "OPEN"
     return text if text in AMO_TIMES else "OPEN"
 
 
-def _status(value: Any) -> Any:
+def _status(value: Any, field: str) -> Any:
+    text = _code(value, field)
     try:
-        return codes.status(value)
+        return codes.status(text)
     except ValueError as exc:
         raise MalformedMessage("bad_field", str(exc)) from None
 
 
-def decode_socket_message(raw: str | bytes) -> dict[str, Any] | None:
-    """JSON-decode a socket frame; None for frames that are not order alerts (login answers, pings)."""
+def _sequence(value: Any, field: str) -> int | None:
+    return None if value is None or value == "" else _count(value, field, 0, MAX_SEQUENCE)
+
+
+def _correlation_id(value: Any, field: str) -> str | None:
+    return _id(value, field, MAX_CORRELATION_ID) if value not in (None, "") else None
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if type(value) is dict:
+        return value
+    if not isinstance(value, Mapping):
+        raise MalformedMessage("bad_shape", f"{what} is {type(value).__name__}, not an object")
+    return value
+
+
+# -- the frames and entries -------------------------------------------------------------------------
+@_at_the_edge
+def decode_socket_message(raw: str | bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> dict[str, Any] | None:
+    """JSON-decode a socket frame; None for frames that are not order alerts (login answers, pings).
+    A frame over `max_bytes` (UTF-8) is refused before it is parsed."""
+    size = len(raw)
+    if size <= max_bytes and isinstance(raw, str) and size * 4 > max_bytes:
+        size = len(raw.encode("utf-8", "surrogatepass"))  # characters are 1 to 4 bytes
+    if size > max_bytes:
+        raise MalformedMessage("too_large", f"a frame of {size} bytes (the limit is {max_bytes})")
     try:
-        message = json.loads(raw)
-    except (TypeError, ValueError) as exc:
-        raise MalformedMessage("bad_json", str(exc)[:120]) from None
+        message = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
+    except (TypeError, ValueError) as exc:  # (a RecursionError is too_deep, see _at_the_edge)
+        if isinstance(exc, MalformedMessage):
+            raise
+        reason = "out_of_range" if "integer string conversion" in str(exc) else "bad_json"
+        raise MalformedMessage(reason, str(exc)[:120]) from None
     if not isinstance(message, dict):
         raise MalformedMessage("bad_shape", f"expected an object, got {type(message).__name__}")
     if message.get("Type") != "order_alert":
@@ -75,86 +251,85 @@ def decode_socket_message(raw: str | bytes) -> dict[str, Any] | None:
     return data
 
 
+@_at_the_edge
 def from_socket(data: Mapping[str, Any], received_ns: int = 0) -> OrderUpdate:
     """An `order_alert` Data object -> OrderUpdate."""
-    exchange = str(_required(data, "Exchange")).upper()
-    segment_letter = str(_required(data, "Segment")).upper()
+    data = _mapping(data, "the order_alert Data")
+    exchange = _code(_required(data, "Exchange"), "Exchange").upper()
+    segment_letter = _code(_required(data, "Segment"), "Segment").upper()
     segment = codes.SEGMENT.get((exchange, segment_letter))
     if segment is None:
         raise MalformedMessage("bad_field", f"unknown Exchange/Segment {exchange}/{segment_letter}")
-    amo = str(data.get("OffMktFlag", "0")).strip() in ("1", "true", "True", "Y")
+    amo = _flag(data.get("OffMktFlag", "0"), "OffMktFlag")
     order_type = _enum(codes.ORDER_TYPE, _required(data, "OrderType"), "OrderType")
-    quantity = _num(_required(data, "Quantity"), "Quantity", int)
-    if quantity <= 0:
-        raise MalformedMessage("bad_field", f"Quantity={quantity} must be positive")
     terms = OrderTerms(
-        security_id=str(_required(data, "SecurityId")),
+        security_id=_id(_required(data, "SecurityId"), "SecurityId"),
         exchange_segment=segment,
         side=_enum(codes.SIDE, _required(data, "TxnType"), "TxnType"),
         product=_enum(codes.PRODUCT, _required(data, "Product"), "Product"),
         order_type=order_type,
         validity=_enum(codes.VALIDITY, data.get("Validity") or "DAY", "Validity"),
-        quantity=quantity,
-        price=_num(data.get("Price"), "Price"),
-        trigger_price=_num(data.get("TriggerPrice"), "TriggerPrice"),
-        disclosed_qty=_num(data.get("DiscQuantity"), "DiscQuantity", int),
+        quantity=_count(_required(data, "Quantity"), "Quantity", 1),
+        price=_price(data.get("Price"), "Price"),
+        trigger_price=_price(data.get("TriggerPrice"), "TriggerPrice"),
+        disclosed_qty=_optional_count(data.get("DiscQuantity"), "DiscQuantity"),
         amo=amo,
         amo_time=_amo_time(data.get("AmoTime") or data.get("AMOTime"), amo),
     )
-    sequence = data.get("Sequence")
     return OrderUpdate(
-        order_id=str(_required(data, "OrderNo")),
-        status=_status(_required(data, "Status")),
+        order_id=_id(_required(data, "OrderNo"), "OrderNo"),
+        status=_status(_required(data, "Status"), "Status"),
         terms=terms,
-        filled_qty=_num(data.get("TradedQty"), "TradedQty", int),
-        avg_price=_num(data.get("AvgTradedPrice"), "AvgTradedPrice"),
-        last_fill_price=_num(data.get("TradedPrice"), "TradedPrice"),
-        correlation_id=(str(data["CorrelationId"]) if data.get("CorrelationId") else None),
-        symbol=str(data.get("Symbol") or data.get("DisplayName") or ""),
-        reason=str(data.get("ReasonDescription") or ""),
-        created_at=str(data.get("OrderDateTime") or ""),
-        updated_at=str(data.get("LastUpdatedTime") or ""),
-        sequence=_num(sequence, "Sequence", int) if sequence not in (None, "") else None,
-        lot_size=_num(data.get("LotSize"), "LotSize", int) or None,
+        filled_qty=_optional_count(data.get("TradedQty"), "TradedQty"),
+        avg_price=_price(data.get("AvgTradedPrice"), "AvgTradedPrice"),
+        last_fill_price=_price(data.get("TradedPrice"), "TradedPrice"),
+        correlation_id=_correlation_id(data.get("CorrelationId"), "CorrelationId"),
+        symbol=_text(data.get("Symbol") or data.get("DisplayName"), "Symbol"),
+        reason=_text(data.get("ReasonDescription"), "ReasonDescription"),
+        created_at=_text(data.get("OrderDateTime"), "OrderDateTime", 64),
+        updated_at=_text(data.get("LastUpdatedTime"), "LastUpdatedTime", 64),
+        sequence=_sequence(data.get("Sequence"), "Sequence"),
+        lot_size=_optional_count(data.get("LotSize"), "LotSize") or None,
         source="socket",
         received_ns=received_ns,
     )
 
 
+@_at_the_edge
 def from_order_book(entry: Mapping[str, Any], source: str = "book", received_ns: int = 0) -> OrderUpdate:
-    """A `GET /orders` (or `/orders/{id}`) entry -> OrderUpdate."""
-    segment = str(_required(entry, "exchangeSegment")).upper()
+    """A `GET /orders` (or `/orders/{id}`) entry -> OrderUpdate, checked like a socket frame."""
+    entry = _mapping(entry, "the order-book entry")
+    segment = _code(_required(entry, "exchangeSegment"), "exchangeSegment").upper()
     if segment not in EXCHANGE_SEGMENTS:
         raise MalformedMessage("bad_field", f"unknown exchangeSegment {segment!r}")
-    amo = bool(entry.get("afterMarketOrder")) and str(entry.get("afterMarketOrder")).lower() not in ("false", "0", "no")
+    amo = _flag(entry.get("afterMarketOrder"), "afterMarketOrder")
     order_type = _enum(codes.ORDER_TYPE, _required(entry, "orderType"), "orderType")
     terms = OrderTerms(
-        security_id=str(_required(entry, "securityId")),
+        security_id=_id(_required(entry, "securityId"), "securityId"),
         exchange_segment=segment,
         side=_enum(codes.SIDE, _required(entry, "transactionType"), "transactionType"),
         product=_enum(codes.PRODUCT, _required(entry, "productType"), "productType"),
         order_type=order_type,
         validity=_enum(codes.VALIDITY, entry.get("validity") or "DAY", "validity"),
-        quantity=_num(_required(entry, "quantity"), "quantity", int),
-        price=_num(entry.get("price"), "price"),
-        trigger_price=_num(entry.get("triggerPrice"), "triggerPrice"),
-        disclosed_qty=_num(entry.get("disclosedQuantity"), "disclosedQuantity", int),
+        quantity=_count(_required(entry, "quantity"), "quantity", 1),
+        price=_price(entry.get("price"), "price"),
+        trigger_price=_price(entry.get("triggerPrice"), "triggerPrice"),
+        disclosed_qty=_optional_count(entry.get("disclosedQuantity"), "disclosedQuantity"),
         amo=amo,
         amo_time=_amo_time(entry.get("amoTime"), amo),
     )
-    sequence = entry.get("sequence")
     return OrderUpdate(
-        order_id=str(_required(entry, "orderId")),
-        status=_status(_required(entry, "orderStatus")),
+        order_id=_id(_required(entry, "orderId"), "orderId"),
+        status=_status(_required(entry, "orderStatus"), "orderStatus"),
         terms=terms,
-        filled_qty=_num(entry.get("filledQty"), "filledQty", int),
-        avg_price=_num(entry.get("averageTradedPrice"), "averageTradedPrice"),
-        correlation_id=(str(entry["correlationId"]) if entry.get("correlationId") else None),
-        symbol=str(entry.get("tradingSymbol") or ""),
-        reason=str(entry.get("omsErrorDescription") or ""),
-        created_at=str(entry.get("createTime") or ""),
-        updated_at=str(entry.get("updateTime") or ""),
-        sequence=_num(sequence, "sequence", int) if sequence not in (None, "") else None,
+        filled_qty=_optional_count(entry.get("filledQty"), "filledQty"),
+        avg_price=_price(entry.get("averageTradedPrice"), "averageTradedPrice"),
+        correlation_id=_correlation_id(entry.get("correlationId"), "correlationId"),
+        symbol=_text(entry.get("tradingSymbol"), "tradingSymbol"),
+        reason=_text(entry.get("omsErrorDescription"), "omsErrorDescription"),
+        created_at=_text(entry.get("createTime"), "createTime", 64),
+        updated_at=_text(entry.get("updateTime"), "updateTime", 64),
+        sequence=_sequence(entry.get("sequence"), "sequence"),
         source=source,
         received_ns=received_ns,
     )
@@ -173,16 +348,19 @@ def place_body(terms: OrderTerms, correlation_id: str) -> dict[str, Any]:
     )
 
 
+@_at_the_edge
 def from_forever(entry: Mapping[str, Any]) -> ForeverOrder:
     """A `GET /forever/orders` entry -> ForeverOrder."""
+    entry = _mapping(entry, "the forever order")
     update = from_order_book({**entry, "orderStatus": "PENDING"}, source="forever")
     return ForeverOrder(
-        order_id=update.order_id, status=str(_required(entry, "orderStatus")).upper(),
-        order_flag=str(entry.get("orderFlag") or "SINGLE").upper(), terms=update.terms,
-        price1=_num(entry.get("price1"), "price1"), trigger_price1=_num(entry.get("triggerPrice1"), "triggerPrice1"),
-        quantity1=_num(entry.get("quantity1"), "quantity1", int),
-        correlation_id=(str(entry["correlationId"]) if entry.get("correlationId") else None),
-        triggered_order_id=(str(entry["triggeredOrderId"]) if entry.get("triggeredOrderId") else None))
+        order_id=update.order_id, status=_code(_required(entry, "orderStatus"), "orderStatus").upper(),
+        order_flag=_code(entry.get("orderFlag") or "SINGLE", "orderFlag").upper(), terms=update.terms,
+        price1=_price(entry.get("price1"), "price1"), trigger_price1=_price(entry.get("triggerPrice1"), "triggerPrice1"),
+        quantity1=_optional_count(entry.get("quantity1"), "quantity1"),
+        correlation_id=update.correlation_id,
+        triggered_order_id=(_id(entry["triggeredOrderId"], "triggeredOrderId")
+                            if entry.get("triggeredOrderId") else None))
 
 
 def forever_body(order: ForeverOrder, correlation_id: str) -> dict[str, Any]:

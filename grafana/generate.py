@@ -281,9 +281,11 @@ def actors() -> dict:
         stat("Rate limiter queue (total)", [("sum(copytrader_rate_limiter_queue)", "queued")],
              "Broker calls waiting for a rate-limit slot, all followers.", w=6),
         series("Restarts by kind",
-               [(f"sum by (kind) (increase(copytrader_actor_restarts_total[{RI}]))", "{{kind}}")],
-               "Supervised actor restarts by actor kind (order, feed, router, rate_limiter, sizing). "
-               "More than 5 in 10 minutes is a crash loop.", bars=True),
+               [(f"sum by (kind) (increase(copytrader_actor_restarts_total[{RI}]))", "{{kind}}"),
+                (f"sum by (actor) (increase(copytrader_poison_messages_total[{RI}]))", "parked by {{actor}}")],
+               "Supervised actor restarts by actor kind (order, feed, router, rate_limiter, sizing), and "
+               "messages parked as dead letters because they kept crashing their actor (run.py dlq list). "
+               "More than 5 restarts in 10 minutes is a crash loop.", bars=True),
         series("Order actors alive over time", [("max(copytrader_order_actors)", "order actors")],
                "Order actors alive."),
         series("Mailbox depths", [("copytrader_mailbox_depth", "{{actor}}")],

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 _EXCHANGE_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
                    "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
-                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt")
+                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count")
+# Control bodies may carry a raw socket frame bigger than the REST API's body limit (send_raw).
+CONTROL_MAX_BYTES = 16 * 1024 * 1024
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
                 "duplicate_messages", "reorder_messages", "clear")
 
@@ -33,7 +35,9 @@ def add_control_routes(app: web.Application, ex: "PaperExchange") -> None:
         if target is None:
             return _answer(404, {"error": f"unknown control call {name[:40]!r}"})
         try:
-            raw = await request.read()
+            raw = await _body(request)
+            if raw is None:
+                return _answer(413, {"error": f"control body over {CONTROL_MAX_BYTES} bytes"})
             kwargs = json.loads(raw) if raw.strip() else {}
             if not isinstance(kwargs, dict):
                 raise ValueError("body must be a JSON object of keyword arguments")
@@ -49,6 +53,19 @@ def add_control_routes(app: web.Application, ex: "PaperExchange") -> None:
 
     app.router.add_get("/control", state)
     app.router.add_post("/control/{name}", call)
+
+
+async def _body(request: web.Request) -> bytes | None:
+    """The whole body, read from the stream (`request.read()` applies the REST API's size limit);
+    None past CONTROL_MAX_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > CONTROL_MAX_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _answer(status: int, payload: Any) -> web.Response:

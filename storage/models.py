@@ -150,6 +150,13 @@ class Skip(BaseModel):
 
 
 class DeadLetter(BaseModel):
+    """Work the copier gave up on until an operator decides (`run.py dlq`): a copy the broker
+    refused for good (operation "place"), or a message parked because it kept crashing the actor
+    handling it: an inbox event (operation "inbox_event", `event_id` set; its inbox row is done
+    with outcome "dead_letter: ...") or a socket frame ("socket_frame"). For parked messages
+    `follower` is the account the message came from, `error_code` the exception's type, and
+    `payload` the message itself (bounded, secrets redacted)."""
+
     leader_order_id = pw.CharField(index=True)
     follower = pw.CharField()
     correlation_id = pw.CharField()
@@ -160,6 +167,8 @@ class DeadLetter(BaseModel):
     next_retry_at = pw.FloatField(null=True)
     resolved = pw.BooleanField(default=False)
     at = pw.FloatField(default=now)
+    event_id = pw.IntegerField(null=True)
+    payload = pw.TextField(null=True)
 
 
 class Divergence(BaseModel):

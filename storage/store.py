@@ -254,6 +254,35 @@ class Store:
             self.db.execute_sql('UPDATE "inbound_event" SET "done" = 1, "outcome" = ? WHERE "id" = ?',
                                 (outcome, event_id))
 
+    # -- dead letters -------------------------------------------------------------------
+    def park_inbound(self, event_id: int, outcome: str, **letter: Any) -> int:
+        """Park an inbox event that keeps crashing the actor handling it: its dead letter stored
+        and the event done with `outcome`, in one transaction. Returns the dead letter's id."""
+        def park() -> int:
+            row = self.create(m.DeadLetter, event_id=event_id, **letter)
+            self.mark_done([event_id], outcome)
+            return row.id
+
+        return self.write(park)
+
+    def record_dead_letter(self, **letter: Any) -> int:
+        """Store a dead letter (a parked message that has no inbox row, such as a socket frame)."""
+        return self.write(lambda: self.create(m.DeadLetter, **letter).id)
+
+    def reopen_parked(self, letter_id: int, event_id: int) -> m.InboundEvent | None:
+        """An operator's retry of a parked inbox event: the letter resolved, the event pending
+        again (returned, for routing)."""
+        def reopen() -> m.InboundEvent | None:
+            m.DeadLetter.update(resolved=True, retry_count=m.DeadLetter.retry_count + 1, next_retry_at=None) \
+                .where(m.DeadLetter.id == letter_id).execute()
+            m.InboundEvent.update(done=False, outcome=None).where(m.InboundEvent.id == event_id).execute()
+            return m.InboundEvent.get_or_none(m.InboundEvent.id == event_id)
+
+        return self.write(reopen)
+
+    def unresolved_dead_letters(self) -> int:
+        return self.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count())  # noqa: E712
+
     # -- the per-order event store ------------------------------------------------------
     def last_seq(self, order_key: str) -> int:
         """The highest sequence number stored for an order (0 for none)."""

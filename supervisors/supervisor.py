@@ -1,6 +1,7 @@
 """The supervisor actor and the base class of supervised actors."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -17,11 +18,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ChildFailed:
-    """Told to a supervisor by a child that crashed (in a told message or in `on_start`)."""
+    """Told to a supervisor by a child that crashed (in a told message or in `on_start`).
+
+    `message` is the told message the child was handling when it crashed (None for a crash in
+    `on_start`); `exception` what it raised. With them a supervisor can tell a child that keeps
+    failing from a message that keeps failing it."""
 
     child_id: str
     error: str
     actor_urn: str = ""
+    message: Any = None
+    exception: BaseException | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -48,20 +55,30 @@ class Supervised(pykka.ThreadingActor):
     """Base of every supervised actor.
 
     Runs in its own thread. An exception in a *told* message stops the actor (Pykka's rule); this
-    class then tells its supervisor, which starts a fresh incarnation that rebuilds its state from
-    storage. An exception in an *asked* message goes back to the asker and the actor lives on.
-    `on_start` failures are reported the same way (Pykka does not call `on_failure` for them).
-    Threads are daemons: shutdown is explicit (`Supervisor.on_stop`), and a bug must never keep
-    the process from exiting.
+    class then tells its supervisor which message it crashed on, and the supervisor starts a fresh
+    incarnation that rebuilds its state from storage. An exception in an *asked* message goes back
+    to the asker and the actor lives on. `on_start` failures are reported the same way (Pykka does
+    not call `on_failure` for them). Threads are daemons: shutdown is explicit
+    (`Supervisor.on_stop`), and a bug must never keep the process from exiting.
+
+    Pykka's `on_failure` does not say which message failed, so every subclass's `on_receive` is
+    wrapped (once, when the class is made) to remember the message whose handling raised.
     """
 
     use_daemon_thread = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handler = cls.__dict__.get("on_receive")
+        if handler is not None and not getattr(handler, "remembers_failed_message", False):
+            cls.on_receive = _remembering_failures(handler)  # type: ignore[method-assign]
 
     def __init__(self, address: Address, supervisor: Address | None) -> None:
         super().__init__()
         self.address = address
         self.supervisor = supervisor
         self._timers_halt = threading.Event()
+        self._failed_on: tuple[Any, BaseException] | None = None  # (message, what its handling raised)
 
     def every(self, seconds: float, message: Any, name: str) -> None:
         """Tell this actor `message` every `seconds` until it stops or crashes. A timer thread does
@@ -88,11 +105,27 @@ class Supervised(pykka.ThreadingActor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._timers_halt.set()
-        self._report_crash(exception_value)
+        failed = self._failed_on
+        # the same exception object: the message in hand, not one an earlier ask failed on
+        message = failed[0] if failed is not None and failed[1] is exception_value else None
+        self._report_crash(exception_value, message)
 
-    def _report_crash(self, exc: BaseException | None) -> None:
+    def _report_crash(self, exc: BaseException | None, message: Any = None) -> None:
         if self.supervisor is not None:
-            self.supervisor.tell(ChildFailed(self.address.name, repr(exc), self.actor_urn))
+            self.supervisor.tell(ChildFailed(self.address.name, repr(exc), self.actor_urn, message, exc))
+
+
+def _remembering_failures(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    @functools.wraps(handler)
+    def on_receive(self: Supervised, message: Any) -> Any:
+        try:
+            return handler(self, message)
+        except Exception as exc:
+            self._failed_on = (message, exc)
+            raise
+
+    on_receive.remembers_failed_message = True  # type: ignore[attr-defined]
+    return on_receive
 
 
 class Supervisor(Supervised):
@@ -100,12 +133,19 @@ class Supervisor(Supervised):
 
     Past that intensity it stops the child and escalates: to its own supervisor if it has one,
     else to `on_escalate` (the application's clean-stop hook).
+
+    Input never ends the process: when a child crashes on a told message, `on_dead_letter(child_id,
+    message, exception)` may park that message (store it, alert) and answer True; the child is
+    restarted and the crash is not charged to its restart intensity, since the message that
+    caused it is gone. It answers False for what is not input (timers, the child's own messages)
+    or a failure that is not the message's fault (storage); those crashes count as before.
     """
 
     def __init__(self, name: str, children: list[ChildSpec], *, address: Address | None = None,
                  max_restarts: int = 5, period: float = 30.0, supervisor: Address | None = None,
                  on_restart: Callable[[str, str], None] | None = None,
-                 on_escalate: Callable[[Escalated], None] | None = None) -> None:
+                 on_escalate: Callable[[Escalated], None] | None = None,
+                 on_dead_letter: Callable[[str, Any, BaseException | None], bool] | None = None) -> None:
         super().__init__(address or Address(name), supervisor)
         self.name = name
         self.specs = {spec.child_id: spec for spec in children}
@@ -116,6 +156,7 @@ class Supervisor(Supervised):
         self.period = period
         self.on_restart = on_restart
         self.on_escalate = on_escalate
+        self.on_dead_letter = on_dead_letter
         self._restarts: dict[str, deque[float]] = {}
         self._gave_up = threading.Event()
 
@@ -150,14 +191,15 @@ class Supervisor(Supervised):
         log.error("%s: child %s crashed: %s", self.name, failure.child_id, failure.error)
         if spec.restart == "temporary":
             return
-        window = self._restarts.setdefault(failure.child_id, deque())
-        now = time.monotonic()
-        while window and now - window[0] > self.period:
-            window.popleft()
-        if len(window) >= self.max_restarts:
-            self._escalate(failure.child_id, failure.error)
-            return
-        window.append(now)
+        if not self._parked(failure):
+            window = self._restarts.setdefault(failure.child_id, deque())
+            now = time.monotonic()
+            while window and now - window[0] > self.period:
+                window.popleft()
+            if len(window) >= self.max_restarts:
+                self._escalate(failure.child_id, failure.error)
+                return
+            window.append(now)
         if self.on_restart:
             self.on_restart(spec.kind, failure.error)
         try:
@@ -165,6 +207,19 @@ class Supervisor(Supervised):
             log.warning("%s: restarted %s", self.name, failure.child_id)
         except Exception as exc:  # a child that cannot even start counts as another crash
             self._child_failed(ChildFailed(failure.child_id, repr(exc)))
+
+    def _parked(self, failure: ChildFailed) -> bool:
+        """True when `on_dead_letter` parked the message the child crashed on."""
+        if failure.message is None or self.on_dead_letter is None:
+            return False
+        try:
+            parked = self.on_dead_letter(failure.child_id, failure.message, failure.exception)
+        except Exception as exc:  # noqa: BLE001 - parking failed (storage?): an ordinary crash then
+            log.error("%s: could not park the message %s crashed on: %r", self.name, failure.child_id, exc)
+            return False
+        if parked:
+            log.warning("%s: the message %s crashed on is parked as a dead letter", self.name, failure.child_id)
+        return bool(parked)
 
     def _escalate(self, child_id: str, error: str) -> None:
         log.critical("%s: %s crashed more than %d times in %.0fs (last: %s); giving up",

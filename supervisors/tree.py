@@ -1,6 +1,7 @@
 """The copier's supervision tree, built from the config. Read top to bottom, it is the system:
 
-  copier (one-for-one, 5 restarts in 30 s, then a clean stop)
+  copier (one-for-one, 5 restarts in 30 s, then a clean stop; input a child crashed on is
+          parked as a dead letter instead, see actors/dead_letters.py)
     sizing                   SizingActor          capital lock and follower quantities
     quotes                   QuoteActor           market quotes for orders without a price (batched, paced)
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
@@ -25,6 +26,7 @@ from datetime import datetime
 from typing import Callable
 
 from actors.context import CopierContext, CopyPolicy
+from actors.dead_letters import park_input
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
@@ -215,11 +217,14 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
-            copy_existing_on_first_start=config.copy_existing_on_first_start, alert=copier.alerts), kind="feed"))
+            copy_existing_on_first_start=config.copy_existing_on_first_start,
+            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts), kind="feed"))
 
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
-                                      on_escalate=escalate)
+                                      on_escalate=escalate,
+                                      on_dead_letter=lambda child_id, message, exc: park_input(
+                                          store, copier.alerts, child_id, message, exc))
     top.bind(supervisor_ref)
     copier.addresses = supervisor_ref.proxy().start_children().get(timeout=30)
     copier._ref = supervisor_ref

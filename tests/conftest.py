@@ -24,6 +24,7 @@ from storage import models as m
 from supervisors.tree import Copier, start_copier
 from paper import AccountSpec, PaperExchange
 from tests.faultproxy import FaultProxy
+from tests.frames import FrameInjector
 
 ROOT = Path(__file__).resolve().parent.parent
 LEADER_ID = "1100000001"
@@ -293,3 +294,11 @@ def start_rig(rig: Rig, clock=None) -> Rig:
 @pytest.fixture
 def rig(make_rig) -> Rig:
     return make_rig()
+
+
+@pytest.fixture
+def frames(rig) -> FrameInjector:
+    """Raw frames on the default rig's order-update sockets: `frames.send("leader" or a follower's
+    name, text)`, `frames.order_alert(account, **fields)` (see tests/frames.py; for a rig from
+    `make_rig`, use `FrameInjector.for_rig(rig)`)."""
+    return FrameInjector.for_rig(rig)
