@@ -1,5 +1,6 @@
 """The copier's supervision tree, built from the config. Read top to bottom, it is the system:
 
+  (before it: every account's token is chosen and checked with the broker, app/accounts.py)
   copier (one-for-one, 5 restarts in 30 s, then a clean stop)
     sizing                   SizingActor          capital lock and follower quantities
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
@@ -28,11 +29,12 @@ from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
 from actors.reconciler import ReconcilerActor
 from actors.tokens import TokenActor
-from actors.messages import LEADER
+from actors.messages import LEADER, AuthRefused
 from actors.rate_limiter import RateLimiter, RateLimiterActor
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
 from app import metrics
+from app.accounts import Accounts, prepare_accounts
 from app.alert_channels import TelegramChannel, WebhookChannel
 from app.alerts import Alerts
 from app.config import Config
@@ -92,27 +94,31 @@ def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
 
 def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> Copier:
-    """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules."""
+                 clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
+    """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
+    `accounts`: what app.accounts.prepare_accounts decided (it is called here when not given; it
+    raises StartRefused before anything starts)."""
     # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
     # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
     # next link of the chain run sooner (p99 with 10 followers ~25% lower in
     # bench/replication_bench.py). Shorter still (0.1-0.2 ms) measured worse: more switching.
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
+    if accounts is None:
+        accounts = prepare_accounts(config)
     copier = Copier(config=config, store=store)
     copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
                                      channels=alert_channels(config))
+    for name, reason in accounts.paused.items():
+        copier.alerts("critical", f"auth:{name}",
+                      f"follower {name}: {reason}; it starts paused: nothing is copied to it until it has a "
+                      f"working token (python run.py token {name})")
     instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
     count = instruments.load()
     log.info("instrument master: %d instruments from %s", count, config.instruments_master)
     copier.instruments = instruments
 
     leader = config.leader
-    copier.gateways[LEADER] = DhanGateway(LEADER, leader.client_id, leader.access_token, leader.api_base_url,
-                                          config.broker_timeout)
-    for f in config.followers:
-        copier.gateways[f.name] = DhanGateway(f.name, f.client_id, f.access_token, f.api_base_url,
-                                              config.broker_timeout)
+    copier.gateways = accounts.gateways
 
     names = [f.name for f in config.followers]
     kill_switch_on = threading.Event()
@@ -130,6 +136,12 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                     margin_check=config.margin_check) for f in config.followers}
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
+    tokens_address = Address("tokens")
+    feed_addresses = {name: Address(f"feed:{name}") for name in [LEADER, *names]}
+    suspended = dict(accounts.paused)  # sizing's, shared so that it outlives a restart of sizing
+
+    def auth_refused(account: str, detail: str) -> None:
+        tokens_address.tell(AuthRefused(account, detail))
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
@@ -139,6 +151,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
+        on_auth_failure=auth_refused,
         forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
     )
@@ -157,7 +170,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         leg_window_seconds=config.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
                                                       "risk"),
-        filters={f.name: f.filters for f in config.followers}), kind="sizing", address=sizing_address)]
+        filters={f.name: f.filters for f in config.followers}, suspended=suspended),
+        kind="sizing", address=sizing_address)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(a, top, limiters[f.name]),
                                kind="rate_limiter", address=limiter_addresses[f.name]))
@@ -178,12 +192,16 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         kind="kill_switch",
         address=kill_switch_address))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
-        a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds), kind="tokens"))
+        a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds,
+        config.leader_token_renew_seconds, token_file=accounts.token_file,
+        configured={name: t.configured for name, t in accounts.tokens.items()},
+        paused=dict(suspended), feeds=feed_addresses), kind="tokens", address=tokens_address))
     for account in [*config.followers, leader]:
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
-            copy_existing_on_first_start=config.copy_existing_on_first_start, alert=copier.alerts), kind="feed"))
+            copy_existing_on_first_start=config.copy_existing_on_first_start, alert=copier.alerts,
+            on_auth_failure=auth_refused), kind="feed", address=feed_addresses[account.name]))
 
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
