@@ -91,7 +91,7 @@ class SizingActor(Supervised):
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
                  leg_window_seconds: float = 0.0, limits: dict[str, risk.RiskLimits] | None = None,
                  on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None,
-                 filters: dict[str, Filters] | None = None) -> None:
+                 filters: dict[str, Filters] | None = None, suspended: dict[str, str] | None = None) -> None:
         super().__init__(address, supervisor)
         self.rules = rules
         self.accounts = accounts  # account -> its gateway (fund_limit, positions), the leader's included
@@ -100,7 +100,8 @@ class SizingActor(Supervised):
         self.on_daily_loss = on_daily_loss
         self.positions: dict[str, PositionsSnapshot] = {}
         self.recent_orders: dict[str, deque[float]] = {name: deque(maxlen=1000) for name in rules}
-        self.suspended: dict[str, str] = {}
+        # follower -> why its copies are skipped; given by the tree, so it outlives a restart of this actor
+        self.suspended: dict[str, str] = suspended if suspended is not None else {}
         self.refresh_seconds = refresh_seconds
         self.margin_fractions = margin_fractions
         self.check_capital = check_capital
