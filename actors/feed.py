@@ -53,8 +53,10 @@ def auth_retry_delay(attempt: int) -> float:
 def refused_login(raw: object) -> str | None:
     """The DH code of a frame refusing the login's token (`{"Type": "error", "errorCode": "DH-901"}`)."""
     if isinstance(raw, (bytes, bytearray)):  # frames arrive as bytes (UTF-8 is checked when parsed)
+        if b'"errorCode"' not in raw:  # cheap, and order alerts never carry it
+            return None
         raw = raw.decode("utf-8", "replace")
-    if not isinstance(raw, str) or '"errorCode"' not in raw:  # cheap: order alerts never carry it
+    if not isinstance(raw, str) or '"errorCode"' not in raw:
         return None
     try:
         data = json.loads(raw)

@@ -81,8 +81,6 @@ class TokenActor(Supervised):
             leader = message.payload == "leader"
             return {account: self._renew(account, gateway) for account, gateway in self.gateways.items()
                     if (account == LEADER) == leader}
-        elif message == "paused":
-            return dict(self.paused)
         return None
 
     # -- a refused token -----------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def choose_tokens(config: Config) -> tuple[dict[str, AccountToken], TokenFile | 
     path = token_file_path(config.storage_path)
     try:
         key = key_from_environment()
+        register_secret(key.decode() if key else None)  # the key is as secret as the tokens
         token_file = TokenFile(path, key) if key else None
         if token_file is None and path.exists():
             raise StartRefused(f"{path} holds renewed tokens but the environment variable {TOKEN_KEY_ENV} is not "

@@ -142,6 +142,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
 
     def auth_refused(account: str, detail: str) -> None:
         tokens_address.tell(AuthRefused(account, detail))
+
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
@@ -195,7 +196,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds,
         config.leader_token_renew_seconds, token_file=accounts.token_file,
         configured={name: t.configured for name, t in accounts.tokens.items()},
-        paused=dict(suspended), feeds=feed_addresses), kind="tokens", address=tokens_address))
+        paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
+        feeds=feed_addresses), kind="tokens", address=tokens_address))
     for account in [*config.followers, leader]:
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
