@@ -22,7 +22,7 @@ from actors.messages import LEADER
 from app.config import AccountConfig, Config
 from app.logs import register_secret
 from broker.errors import BrokerError, ErrorKind
-from broker.gateway import DhanGateway
+from broker.gateway import Answer, DhanGateway
 from storage.tokens import TOKEN_KEY_ENV, TokenFile, TokenFileError, key_from_environment, token_file_path
 
 START_REFUSED_EXIT = 2  # every refusal to start, config errors included (README: "Exit status")
@@ -51,6 +51,7 @@ class Accounts:
     tokens: dict[str, AccountToken]
     paused: dict[str, str]  # follower -> why (its token refused at start)
     token_file: TokenFile | None
+    funds: dict[str, Answer] = field(default_factory=dict)  # the check's answers: sizing's first reading
 
 
 def _who(account: AccountConfig) -> str:
@@ -83,16 +84,15 @@ def choose_tokens(config: Config) -> tuple[dict[str, AccountToken], TokenFile | 
     return tokens, token_file
 
 
-def _check(gateway: DhanGateway) -> BrokerError | None:
-    """None when the broker accepts the account's token."""
-    for attempt in range(CHECK_ATTEMPTS):
-        answer = gateway.fund_limit()
-        if answer.ok or answer.error is None:
-            return None
-        if not answer.error.transient or attempt == CHECK_ATTEMPTS - 1:
-            return answer.error
+def _check(gateway: DhanGateway) -> Answer:
+    """The account's funds, or the error that says why the broker did not give them."""
+    answer = gateway.fund_limit()
+    for _ in range(CHECK_ATTEMPTS - 1):
+        if answer.error is None or not answer.error.transient:
+            break
         time.sleep(CHECK_RETRY_SECONDS)
-    return None
+        answer = gateway.fund_limit()
+    return answer
 
 
 def _one_line(text: str) -> str:
@@ -118,10 +118,10 @@ def prepare_accounts(config: Config) -> Accounts:
     gateways = {a.name: DhanGateway(a.name, a.client_id, tokens[a.name].token, a.api_base_url, config.broker_timeout)
                 for a in accounts}
     with ThreadPoolExecutor(max_workers=min(16, len(accounts)), thread_name_prefix="account-check") as pool:
-        errors = dict(zip([a.name for a in accounts], pool.map(lambda a: _check(gateways[a.name]), accounts)))
+        answers = dict(zip([a.name for a in accounts], pool.map(lambda a: _check(gateways[a.name]), accounts)))
     paused: dict[str, str] = {}
     for account in accounts:  # the leader first: its refusal is the one to report
-        error = errors[account.name]
+        error = answers[account.name].error
         if error is None:
             continue
         source = tokens[account.name].source
@@ -129,4 +129,4 @@ def prepare_accounts(config: Config) -> Accounts:
             paused[account.name] = f"the broker refused its access token from {source} ({error.code})"
             continue
         raise StartRefused(refusal(account, source, error))
-    return Accounts(gateways, tokens, paused, token_file)
+    return Accounts(gateways, tokens, paused, token_file, answers)

@@ -171,7 +171,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         leg_window_seconds=config.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
                                                       "risk"),
-        filters={f.name: f.filters for f in config.followers}, suspended=suspended),
+        filters={f.name: f.filters for f in config.followers}, suspended=suspended, first_funds=accounts.funds),
         kind="sizing", address=sizing_address)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(a, top, limiters[f.name]),
