@@ -31,9 +31,9 @@ from tenacity import wait_exponential_jitter
 
 from actors.messages import LEADER, OrderUpdateReceived
 from app import metrics
-from broker.errors import ErrorKind, classify
+from broker.errors import ErrorKind
 from broker.gateway import Answer, DhanGateway
-from broker.parsing import MalformedMessage, decode_socket_message, from_order_book, from_socket
+from broker.parsing import MalformedMessage, decode_socket_message, from_order_book, from_socket, refused_login
 from storage import Store
 from supervisors import Address, Supervised
 from trading.orders import OrderUpdate, update_to_dict
@@ -48,24 +48,6 @@ AUTH_RETRY_MAX = 60.0
 def auth_retry_delay(attempt: int) -> float:
     """Wait before the `attempt`-th retry of a refused login (1-based), with up to 20% jitter."""
     return min(AUTH_RETRY_INITIAL * 2 ** min(attempt - 1, 16), AUTH_RETRY_MAX) * random.uniform(1.0, 1.2)
-
-
-def refused_login(raw: object) -> str | None:
-    """The DH code of a frame refusing the login's token (`{"Type": "error", "errorCode": "DH-901"}`)."""
-    if isinstance(raw, (bytes, bytearray)):  # frames arrive as bytes (UTF-8 is checked when parsed)
-        if b'"errorCode"' not in raw:  # cheap, and order alerts never carry it
-            return None
-        raw = raw.decode("utf-8", "replace")
-    if not isinstance(raw, str) or '"errorCode"' not in raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    error = classify({"error_code": data.get("errorCode"), "error_message": data.get("errorMessage")})
-    return error.code if error.kind == ErrorKind.AUTH else None
 
 
 @dataclass(frozen=True)

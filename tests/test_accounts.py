@@ -288,3 +288,12 @@ def test_auth_retry_delay_grows_and_is_capped():
     delays = [auth_retry_delay(n) for n in range(1, 30)]
     assert delays[0] >= 1.0 and all(b >= a for a, b in zip(delays[:6], delays[1:6]))
     assert max(delays) <= AUTH_RETRY_MAX * 1.25 and AUTH_RETRY_MAX <= 120
+
+
+def test_refused_login_frame_is_told_apart_from_other_frames():
+    from broker.parsing import refused_login
+
+    assert refused_login(b'{"Type": "error", "errorCode": "DH-901", "errorMessage": "invalid token"}') == "DH-901"
+    assert refused_login('{"Type": "error", "errorCode": "DH-905", "errorMessage": "malformed login"}') is None
+    assert refused_login(b'{"Type": "order_alert", "Data": {"OrderNo": "1", "ReasonDescription": "DH-901"}}') is None
+    assert refused_login(b'{"errorCode": ') is None
