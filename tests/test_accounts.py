@@ -87,6 +87,20 @@ def test_unreachable_broker_refuses_to_start_naming_the_account(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_unreachable_follower_broker_refuses_the_start_naming_the_follower(make_rig):
+    from dataclasses import replace
+
+    from app.accounts import StartRefused
+
+    rig = make_rig(followers=TWO, start=False)
+    closed = f"http://127.0.0.1:{_free_port()}/v2"
+    rig.config = replace(rig.config, followers=(rig.config.followers[0],
+                                                replace(rig.config.followers[1], api_base_url=closed)))
+    with pytest.raises(StartRefused, match="follower f2 .*unreachable"):
+        rig.copier = start_copier(rig.config, rig.store)
+    assert not [r for r in rig.exchange.request_log() if r["method"] == "POST"]
+
+
 def test_refused_stored_token_at_start_names_that_source(make_rig, monkeypatch):
     from app.accounts import StartRefused
     from storage.tokens import TokenFile, fingerprint, token_file_path
