@@ -104,7 +104,7 @@ def refusal(account: AccountConfig, source: str, error: BrokerError) -> str:
     if error.kind == ErrorKind.AUTH:
         return f"{_who(account)}: the broker refused the access token from {source} ({error.code}: " \
                f"{_one_line(error.message)})"
-    if error.transient:
+    if error.kind == ErrorKind.NETWORK:
         return f"{_who(account)}: the broker at {account.api_base_url} is unreachable ({_one_line(error.message)})"
     return f"{_who(account)}: the broker at {account.api_base_url} answered the account check with " \
            f"{error.code}: {_one_line(error.message)}"
