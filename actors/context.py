@@ -49,6 +49,7 @@ class CopierContext:
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off
     forever_trigger: Callable[[object], str | None] = lambda update: None  # leader forever order that made it
     on_broker_failure: Callable[[str, str], None] = lambda follower, reason: None  # kill switch's count
+    on_auth_failure: Callable[[str, str], None] = lambda follower, detail: None  # token actor pauses it
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only

@@ -1,7 +1,11 @@
 """The feed actor: one per account socket (the leader's, and each follower's for its copies' fills).
 
 A websocket-client thread owns the connection: it logs in, reads frames and tells them to this
-actor; it reconnects with exponential backoff and jitter when the socket drops (7.1). This actor
+actor; it reconnects with exponential backoff and jitter when the socket drops. A refused login
+(the broker's DH-901 frame, or the order book refusing the token after connecting) is reported to
+the token actor, which pauses the account, and is retried with a slower backoff capped at
+AUTH_RETRY_MAX: a dead token cannot start working by itself, a new one wakes the socket at once
+("reconnect"). This actor
 parses each frame, stores it in the inbox *before* routing it (so a crash after this point cannot
 lose it), and routes it. A malformed frame (anything broker/parsing.py refuses, a frame over
 `max_frame_bytes` included) is counted with its reason, logged and dropped, never fatal.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -27,9 +32,10 @@ from tenacity import wait_exponential_jitter
 
 from actors.messages import LEADER, OrderUpdateReceived
 from app import metrics
-from broker.gateway import DhanGateway
+from broker.errors import ErrorKind
+from broker.gateway import Answer, DhanGateway
 from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_order_book,
-                            from_socket)
+                            from_socket, refused_login)
 from storage import Store
 from supervisors import Address, Supervised
 from trading.orders import OrderUpdate, update_to_dict
@@ -37,6 +43,13 @@ from trading.orders import OrderUpdate, update_to_dict
 log = logging.getLogger(__name__)
 
 BASELINE_SETTING = "leader_baseline_done"
+AUTH_RETRY_INITIAL = 1.0  # seconds before a refused login is tried again; doubles each time
+AUTH_RETRY_MAX = 60.0
+
+
+def auth_retry_delay(attempt: int) -> float:
+    """Wait before the `attempt`-th retry of a refused login (1-based), with up to 20% jitter."""
+    return min(AUTH_RETRY_INITIAL * 2 ** min(attempt - 1, 16), AUTH_RETRY_MAX) * random.uniform(1.0, 1.2)
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,7 @@ class SocketFrame:
 
 @dataclass(frozen=True)
 class SocketOpened:
-    pass
+    conn: int = 0  # which connection of this feed (a late message about an old one is ignored)
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,8 @@ class FeedActor(Supervised):
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  copy_existing_on_first_start: bool = False,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 alert: Callable[[str, str, str], None] = lambda level, key, message: None) -> None:
+                 alert: Callable[[str, str, str], None] = lambda level, key, message: None,
+                 on_auth_failure: Callable[[str, str], None] = lambda account, detail: None) -> None:
         super().__init__(address, supervisor)
         self.account = account
         self.role = "leader" if account == LEADER else "follower"
@@ -94,7 +108,11 @@ class FeedActor(Supervised):
         self.copy_existing_on_first_start = copy_existing_on_first_start
         self.max_frame_bytes = max_frame_bytes
         self.alert = alert
+        self.on_auth_failure = on_auth_failure
         self._halt = threading.Event()
+        self._wake = threading.Event()  # ends a reconnect wait early: stopping, or a new token
+        self._conn = 0
+        self._refused = threading.Event()  # the current connection's login was refused
         self._ws: websocket.WebSocketApp | None = None
         self._thread: threading.Thread | None = None
         self.connected = False
@@ -108,36 +126,53 @@ class FeedActor(Supervised):
         self._thread.start()
 
     def _run_socket(self) -> None:
-        attempt = 0
+        attempt = auth_attempt = 0
         while not self._halt.is_set():
             opened = threading.Event()
+            self._conn += 1
+            conn, refused = self._conn, threading.Event()
+            self._refused = refused
+
+            def on_message(w: websocket.WebSocketApp, raw: str) -> None:
+                if refused_login(raw):  # seen here, so this thread knows before it picks its backoff
+                    refused.set()
+                    w.close()
+                self.address.tell(SocketFrame(raw, time.monotonic_ns()))
+
             ws = websocket.WebSocketApp(
                 self.url,
-                on_open=lambda w: self._on_open(w, opened),
-                on_message=lambda w, raw: self.address.tell(SocketFrame(raw, time.monotonic_ns())),
+                on_open=lambda w: self._on_open(w, opened, conn),
+                on_message=on_message,
                 on_close=lambda w, code, text: self.address.tell(SocketClosed(f"closed {code} {text or ''}".strip())),
                 on_error=lambda w, exc: log.info("%s socket error: %s", self.account, _safe(exc)),
             )
             self._ws = ws
+            self._wake.clear()
             try:
                 ws.run_forever(ping_interval=20, ping_timeout=10, skip_utf8_validation=True)
             except Exception as exc:  # never let the thread die: log and reconnect
                 log.warning("%s socket failed: %s", self.account, _safe(exc))
             if self._halt.is_set():
                 break
-            attempt = 1 if opened.is_set() else attempt + 1
-            delay = self.backoff(SimpleNamespace(attempt_number=attempt))
             metrics.FEED_RECONNECTS.labels(self.account).inc()
-            log.warning("%s order-update socket down; reconnecting in %.1fs", self.account, delay)
-            self._halt.wait(delay)
+            if refused.is_set():
+                auth_attempt += 1
+                delay = auth_retry_delay(auth_attempt)
+                log.warning("%s order-update socket: access token refused; trying again in %.0fs", self.account, delay)
+            else:
+                auth_attempt = 0
+                attempt = 1 if opened.is_set() else attempt + 1
+                delay = self.backoff(SimpleNamespace(attempt_number=attempt))
+                log.warning("%s order-update socket down; reconnecting in %.1fs", self.account, delay)
+            self._wake.wait(delay)
 
-    def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event) -> None:
+    def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event, conn: int = 0) -> None:
         login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.gateway.client_id),
                               "Token": self.gateway.current_token()},  # renewed tokens included
                  "UserType": "SELF"}
         ws.send(json.dumps(login))
         opened.set()
-        self.address.tell(SocketOpened())
+        self.address.tell(SocketOpened(conn))
 
     def on_stop(self) -> None:
         super().on_stop()
@@ -149,6 +184,7 @@ class FeedActor(Supervised):
 
     def _shutdown(self) -> None:
         self._halt.set()
+        self._wake.set()
         metrics.FEED_CONNECTED.labels(self.account).set(0)
         if self._ws is not None:
             try:
@@ -161,10 +197,7 @@ class FeedActor(Supervised):
         if isinstance(message, SocketFrame):
             self._on_frame(message)
         elif isinstance(message, SocketOpened):
-            self.connected = True
-            metrics.FEED_CONNECTED.labels(self.account).set(1)
-            log.info("%s order-update socket connected", self.account)
-            self.backfill()
+            self._on_opened(message)
         elif isinstance(message, SocketClosed):
             self.connected = False
             metrics.FEED_CONNECTED.labels(self.account).set(0)
@@ -172,7 +205,27 @@ class FeedActor(Supervised):
             return self.connected
         elif message == "backfill":
             return self.backfill()
+        elif message == "reconnect":  # the token actor has a token that works: stop waiting
+            self._wake.set()
         return None
+
+    def _on_opened(self, opened: SocketOpened) -> None:
+        """The login was sent. Dhan does not confirm it, so the order book, fetched for the backfill
+        anyway, says whether the token works before the socket is called connected."""
+        refused, ws = self._refused, self._ws  # this connection's: the socket thread replaces them
+        if opened.conn != self._conn or refused.is_set():
+            return  # an old connection, or already refused
+        answer = self.gateway.order_book()
+        if answer.error is not None and answer.error.kind == ErrorKind.AUTH:
+            refused.set()
+            if ws is not None:
+                ws.close()
+            self.on_auth_failure(self.account, f"{answer.error.code} on the order book after connecting")
+            return
+        self.connected = True
+        metrics.FEED_CONNECTED.labels(self.account).set(1)
+        log.info("%s order-update socket connected", self.account)
+        self.backfill(answer)
 
     def _on_frame(self, frame: SocketFrame) -> None:
         try:
@@ -188,18 +241,19 @@ class FeedActor(Supervised):
         self.ingest(update)
 
     def _on_other_frame(self, raw: str | bytes) -> None:
-        """A refused login (B.6): alert naming the account; the socket keeps retrying with backoff."""
-        if "DH-901" in str(raw):
-            self.alert("critical", f"auth:{self.account}",
-                       f"{self.account}: the order-update socket refused its access token (DH-901); "
-                       "renew the token")
+        """A refused login: the token actor pauses the account; the socket retries with backoff."""
+        code = refused_login(raw)
+        if code:
+            self.on_auth_failure(self.account, f"{code} on the order-update socket's login")
 
     def ingest(self, update: OrderUpdate) -> bool:
         return store_and_route(self.store, self.router, self.account, update)
 
-    def backfill(self) -> int:
-        """Feed the whole order book through the inbox; returns how many updates were new."""
-        answer = self.gateway.order_book()
+    def backfill(self, answer: Answer | None = None) -> int:
+        """Feed the whole order book (`answer`, or fetched now) through the inbox; returns how many
+        updates were new."""
+        if answer is None:
+            answer = self.gateway.order_book()
         if not answer.ok:
             log.warning("%s: order book unavailable after connect: %s", self.account, answer.error)
             return 0

@@ -129,8 +129,8 @@ class FillSeen:
 
 @dataclass(frozen=True)
 class SuspendAccount:
-    """Order actor -> sizing: the broker refused this follower's token (DH-901); copy nothing more
-    for it until its token is renewed (B.6)."""
+    """Token actor -> sizing: the broker refused this follower's token (DH-901); copy nothing more
+    for it (each copy is a recorded skip) until the broker accepts its token again."""
 
     follower: str
     reason: str
@@ -139,6 +139,15 @@ class SuspendAccount:
 @dataclass(frozen=True)
 class ResumeAccount:
     follower: str
+
+
+@dataclass(frozen=True)
+class AuthRefused:
+    """Any actor -> token actor: the broker refused this account's access token (a REST answer or
+    the order-update socket's login); the token actor pauses the account until a token works."""
+
+    account: str  # LEADER or a follower name
+    detail: str  # e.g. "DH-901 on the order-update socket"; never the token
 
 
 

@@ -30,7 +30,7 @@ from actors.feed import store_and_route
 from actors.rate_limiter import send_all
 from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
                              OrderUpdateReceived, QuotePrice, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy,
-                             SizeDecision, SuspendAccount, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
+                             SizeDecision, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
@@ -910,13 +910,10 @@ class OrderActor(Supervised):
         if call.op != "place":  # placements are counted with their classification
             metrics.FOLLOWER_FAILURES.labels(follower, call.op, error.reason).inc()
         self.log.warning("follower %s: %s of leader order %s failed: %s", follower, call.op, self.leader_order_id, error)
+        if error.kind == ErrorKind.AUTH:  # the token actor pauses this account, not the copier
+            self.ctx.on_auth_failure(follower, f"{error.code} on {call.op}")
         if call.op == "place":
             self._reject_placement(copy, error)
-            if error.kind == ErrorKind.AUTH:  # B.6: stop this account's work, not the copier
-                self.ctx.sizing.tell(SuspendAccount(follower, f"the broker refused its access token ({error.code})"))
-                self.ctx.alert("critical", f"auth:{follower}",
-                               f"follower {follower}: the broker refused its access token ({error.code}); "
-                               "copying to it is suspended until its token is renewed")
             return
         # modify / cancel failed: the order may have filled or been cancelled meanwhile; ask the broker
         self.ctx.store.write(lambda: self._note_error(copy, error))

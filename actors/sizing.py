@@ -92,7 +92,8 @@ class SizingActor(Supervised):
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
                  leg_window_seconds: float = 0.0, limits: dict[str, risk.RiskLimits] | None = None,
                  on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None,
-                 filters: dict[str, Filters] | None = None) -> None:
+                 filters: dict[str, Filters] | None = None, suspended: dict[str, str] | None = None,
+                 first_funds: dict[str, Any] | None = None) -> None:
         super().__init__(address, supervisor)
         self.rules = rules
         self.accounts = accounts  # account -> its gateway (fund_limit, positions), the leader's included
@@ -101,7 +102,10 @@ class SizingActor(Supervised):
         self.on_daily_loss = on_daily_loss
         self.positions: dict[str, PositionsSnapshot] = {}
         self.recent_orders: dict[str, deque[float]] = {name: deque(maxlen=1000) for name in rules}
-        self.suspended: dict[str, str] = {}
+        # follower -> why its copies are skipped; given by the tree, so it outlives a restart of this actor
+        self.suspended: dict[str, str] = suspended if suspended is not None else {}
+        # the start-up account check's /fundlimit answers: the first reading, not asked for twice
+        self.first_funds = first_funds if first_funds is not None else {}
         self.refresh_seconds = refresh_seconds
         self.margin_fractions = margin_fractions
         self.check_capital = check_capital
@@ -115,7 +119,8 @@ class SizingActor(Supervised):
 
     def started(self) -> None:
         for account, gateway in self.accounts.items():
-            snapshot = read_capital(account, gateway.fund_limit)
+            first = self.first_funds.pop(account, None)  # used by the first incarnation only
+            snapshot = read_capital(account, (lambda first=first: first) if first is not None else gateway.fund_limit)
             if snapshot:
                 self._apply_snapshot(snapshot)
             positions = read_positions(account, gateway.positions)

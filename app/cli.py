@@ -9,6 +9,7 @@ import threading
 from typing import Sequence
 
 from app import metrics
+from app.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
 from app.config import Config, ConfigError, load
 from app.logs import register_secret, setup as setup_logging
 
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app import commands
 
     commands.register(sub)
+    from app import token_command
+
+    token_command.register(sub)
     return parser
 
 
@@ -37,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
-        return 2
+        return START_REFUSED_EXIT
     return run(config, view=not getattr(args, "no_view", False), bot=None if not getattr(args, "no_bot", False) else False)
 
 
@@ -55,6 +59,13 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
 
         paper = start_paper(config, bot=bot)
         config = paper.config
+    try:
+        accounts = prepare_accounts(config)  # nothing is copied before every account is checked
+    except StartRefused as exc:
+        print(f"refused to start: {exc}", file=sys.stderr)
+        if paper:
+            paper.stop()
+        return START_REFUSED_EXIT
     store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
                   on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
                   on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))
@@ -67,7 +78,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    copier = start_copier(config, store, on_escalate=lambda e: done.set())
+    copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts)
     log.info("copier running: leader %s -> %s", config.leader.client_id,
              ", ".join(f.name for f in config.followers))
     live = None

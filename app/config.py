@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
+from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_environment
 from trading.filters import Filters
 from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
@@ -35,6 +36,7 @@ class AccountConfig:
     access_token: str = field(repr=False)
     api_base_url: str = DEFAULT_BASE_URL
     order_update_url: str = DEFAULT_ORDER_UPDATE_URL
+    token_source: str = "config file"  # where access_token came from, for messages about a refused token
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class Config:
     kill_switch_activates_broker: bool = False
     kill_switch_after_failures: int = 0
     kill_switch_failure_window: float = 60.0
-    token_renew_seconds: float = 0.0
+    token_renew_seconds: float = 0.0  # followers' tokens
+    leader_token_renew_seconds: float = 0.0  # apart: renewing logs the leader out of their other tools
     margin_check: bool = False
     market_fill_wait_seconds: float = 2.0  # an order without a price and no quote: wait this long for its fill
     quote_cache_seconds: float = 2.0
@@ -203,6 +206,16 @@ def _url(section: _Section, name: str, default: str, schemes: tuple[str, ...]) -
     return value
 
 
+def _token_source(raw_account: Any, source: str) -> str:
+    """Where an account's access_token comes from: the environment variable it names, or the file."""
+    value = raw_account.get("access_token") if isinstance(raw_account, dict) else None
+    if isinstance(value, str):
+        for match in _ENV.finditer(value):
+            if match.group(1) in os.environ:
+                return f"environment variable {match.group(1)}"
+    return f"config file {source}" if source and source != "config" else "config file"
+
+
 def _account(section: _Section, name: str, paper: bool) -> dict[str, Any]:
     return dict(
         name=name,
@@ -247,6 +260,8 @@ def _filters(section: _Section) -> Filters:
 
 
 def parse(raw: Any, source: str = "config") -> Config:
+    raw_accounts = raw if isinstance(raw, dict) else {}
+    raw_followers = raw_accounts.get("followers") if isinstance(raw_accounts.get("followers"), list) else []
     root = _Section(_interpolate(raw, ""), "")
     mode = root.str("mode", "live")
     if mode not in ("live", "paper"):
@@ -254,7 +269,8 @@ def parse(raw: Any, source: str = "config") -> Config:
     paper = mode == "paper"
 
     leader_s = root.section("leader")
-    leader = AccountConfig(**_account(leader_s, "leader", paper))
+    leader = AccountConfig(**_account(leader_s, "leader", paper),
+                           token_source=_token_source(raw_accounts.get("leader"), source))
     leader_s.done()
 
     followers_raw = root.get("followers")
@@ -279,7 +295,8 @@ def parse(raw: Any, source: str = "config") -> Config:
         filters = _filters(fs.section("filters"))
         funds = fs.number("funds", 500_000.0, 0)
         fs.done()
-        followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, filters=filters, funds=funds))
+        followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, filters=filters, funds=funds,
+                                        token_source=_token_source(raw_followers[i], source)))
 
     inst = root.section("instruments")
     default_master = str(Path(__file__).resolve().parent.parent / "paper" / "data" / "instruments.csv") if paper else DEFAULT_MASTER_URL
@@ -344,7 +361,16 @@ def parse(raw: Any, source: str = "config") -> Config:
     al.done()
     tk = root.section("tokens")
     renew_minutes = tk.number("renew_every_minutes", 0.0, 0)
+    renew_leader_minutes = tk.number("renew_leader_every_minutes", 0.0, 0)
     tk.done()
+    try:
+        token_key = key_from_environment()
+    except TokenFileError as exc:
+        raise ConfigError(str(exc)) from None
+    for name, minutes in (("renew_every_minutes", renew_minutes), ("renew_leader_every_minutes", renew_leader_minutes)):
+        if minutes and token_key is None:  # renewing expires the old token: the new one must outlive the process
+            raise ConfigError(f"tokens.{name}: renewed tokens are stored encrypted, and the environment variable "
+                              f"{TOKEN_KEY_ENV} (the key) is not set; make one with: {MAKE_KEY}")
     rc = root.section("reconcile")
     reconcile_interval = rc.number("interval_seconds", 60.0, 0)
     reconcile_repair = rc.bool("repair", True)
@@ -375,6 +401,7 @@ def parse(raw: Any, source: str = "config") -> Config:
                   replace_after_modification_cap=replace_after_cap,
                   kill_switch_activates_broker=kill_broker, kill_switch_after_failures=kill_after,
                   kill_switch_failure_window=kill_window, token_renew_seconds=renew_minutes * 60,
+                  leader_token_renew_seconds=renew_leader_minutes * 60,
                   margin_check=margin_check, market_fill_wait_seconds=fill_wait, quote_cache_seconds=quote_cache,
                   quote_requests_per_second=quote_rate, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,

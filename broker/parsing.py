@@ -16,6 +16,7 @@ import re
 from typing import Any, Callable, Mapping, TypeVar
 
 from broker import codes
+from broker.errors import ErrorKind, classify
 from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, OrderTerms, OrderType, OrderUpdate
 
 # Bounds, exclusive. Dhan's quantities fit easily in 10^8, so 10^9 leaves a tenfold margin; a
@@ -371,3 +372,21 @@ def forever_body(order: ForeverOrder, correlation_id: str) -> dict[str, Any]:
                 price=t.price, trigger_Price=t.trigger_price, order_flag=order.order_flag,
                 disclosed_quantity=t.disclosed_qty, validity=t.validity.value, price1=order.price1,
                 trigger_Price1=order.trigger_price1, quantity1=order.quantity1, tag=correlation_id)
+
+
+def refused_login(raw: object) -> str | None:
+    """The DH code of a frame refusing the login's token (`{"Type": "error", "errorCode": "DH-901"}`)."""
+    if isinstance(raw, (bytes, bytearray)):  # frames arrive as bytes (UTF-8 is checked when parsed)
+        if b'"errorCode"' not in raw:  # cheap, and order alerts never carry it
+            return None
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str) or '"errorCode"' not in raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    error = classify({"error_code": data.get("errorCode"), "error_message": data.get("errorMessage")})
+    return error.code if error.kind == ErrorKind.AUTH else None

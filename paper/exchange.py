@@ -203,6 +203,11 @@ class PaperExchange:
     def request_log(self, client_id: str | None = None) -> list[dict[str, Any]]:
         return self.requests.entries(client_id)
 
+    def socket_logins(self, client_id: str) -> list[float]:
+        """Monotonic times of the account's socket login attempts (refused ones too): lets tests
+        see how often a client retries."""
+        return self.hub.login_attempts(client_id)
+
     def socket_count(self, client_id: str | None = None) -> int:
         """Logged-in order-update sockets (of one account): lets tests wait for a login."""
         return self.hub.connection_count(client_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -46,6 +47,7 @@ class OrderSocketHub:
         self._outbox: deque[tuple[str, str]] = deque()
         self._drain_scheduled = False
         self._held: dict[str, str] = {}
+        self._logins: dict[str, list[float]] = {}  # client id -> monotonic times of login attempts
 
     # --- publishing (thread-safe entry point) ---
     def publish(self, client_id: str, message: dict[str, Any]) -> None:
@@ -133,6 +135,7 @@ class OrderSocketHub:
         except (ValueError, KeyError, TypeError):
             await self._refuse(ws, "DH-905", "LoginReq: malformed login message")
             return None
+        self._logins.setdefault(client_id, []).append(time.monotonic())
         if self.faults.refusing():
             return None
         if not self.authenticate(client_id, token):
@@ -156,6 +159,10 @@ class OrderSocketHub:
                 await conn.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return
+
+    def login_attempts(self, client_id: str) -> list[float]:
+        """When each login message of the account arrived (monotonic), accepted or refused."""
+        return list(self._logins.get(client_id, ()))
 
     def connection_count(self, client_id: str | None = None) -> int:
         if client_id is not None:

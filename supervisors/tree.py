@@ -1,5 +1,6 @@
 """The copier's supervision tree, built from the config. Read top to bottom, it is the system:
 
+  (before it: every account's token is chosen and checked with the broker, app/accounts.py)
   copier (one-for-one, 5 restarts in 30 s, then a clean stop; input a child crashed on is
           parked as a dead letter instead, see actors/dead_letters.py)
     sizing                   SizingActor          capital lock and follower quantities
@@ -32,12 +33,13 @@ from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
 from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
 from actors.tokens import TokenActor
-from actors.messages import LEADER
+from actors.messages import LEADER, AuthRefused
 from actors.quotes import QuoteActor, QuoteBoard, Quotes
 from actors.rate_limiter import RateLimiter, RateLimiterActor
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
 from app import metrics
+from app.accounts import Accounts, prepare_accounts
 from app.alert_channels import TelegramChannel, WebhookChannel
 from app.alerts import Alerts
 from app.config import Config
@@ -98,27 +100,31 @@ def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
 
 def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> Copier:
-    """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules."""
+                 clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
+    """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
+    `accounts`: what app.accounts.prepare_accounts decided (it is called here when not given; it
+    raises StartRefused before anything starts)."""
     # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
     # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
     # next link of the chain run sooner (p99 with 10 followers ~25% lower in
     # bench/replication_bench.py). Shorter still (0.1-0.2 ms) measured worse: more switching.
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
+    if accounts is None:
+        accounts = prepare_accounts(config)
     copier = Copier(config=config, store=store)
     copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
                                      channels=alert_channels(config))
+    for name, reason in accounts.paused.items():
+        copier.alerts("critical", f"auth:{name}",
+                      f"follower {name}: {reason}; it starts paused: nothing is copied to it until it has a "
+                      f"working token (python run.py token {name})")
     instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
     count = instruments.load()
     log.info("instrument master: %d instruments from %s", count, config.instruments_master)
     copier.instruments = instruments
 
     leader = config.leader
-    copier.gateways[LEADER] = DhanGateway(LEADER, leader.client_id, leader.access_token, leader.api_base_url,
-                                          config.broker_timeout)
-    for f in config.followers:
-        copier.gateways[f.name] = DhanGateway(f.name, f.client_id, f.access_token, f.api_base_url,
-                                              config.broker_timeout)
+    copier.gateways = accounts.gateways
 
     names = [f.name for f in config.followers]
     kill_switch_on = threading.Event()
@@ -129,11 +135,11 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for name in names:
         metrics.LAG_ALERTS.labels(name)
         metrics.RATE_LIMITED.labels(name)
+        metrics.UNKNOWN_OUTCOMES.labels(name)
     for result in ("hit", "miss"):
         metrics.QUOTE_LOOKUPS.labels(result)
     for source in (QUOTE, LEADER_FILL, NONE):
         metrics.REFERENCE_PRICES.labels(source)
-        metrics.UNKNOWN_OUTCOMES.labels(name)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
@@ -151,6 +157,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     price_needed = config.check_capital or any(
         f.risk.max_order_value is not None or f.risk.max_capital_share_per_instrument is not None
         or f.sizing.strategy == "risk_based" for f in config.followers)
+    tokens_address = Address("tokens")
+    feed_addresses = {name: Address(f"feed:{name}") for name in [LEADER, *names]}
+    suspended = dict(accounts.paused)  # sizing's, shared so that it outlives a restart of sizing
+
+    def auth_refused(account: str, detail: str) -> None:
+        tokens_address.tell(AuthRefused(account, detail))
+
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
         leader_limiter=leader_limiter,
@@ -165,6 +178,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
+        on_auth_failure=auth_refused,
         forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
         quotes=quotes,
@@ -184,7 +198,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         leg_window_seconds=config.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
                                                       "risk"),
-        filters={f.name: f.filters for f in config.followers}), kind="sizing", address=sizing_address),
+        filters={f.name: f.filters for f in config.followers}, suspended=suspended, first_funds=accounts.funds),
+        kind="sizing", address=sizing_address),
         ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways,
                                                        requests_per_second=config.quote_requests_per_second),
                   kind="quotes", address=quotes.actor)]
@@ -212,13 +227,18 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         kind="kill_switch",
         address=kill_switch_address))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
-        a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds), kind="tokens"))
+        a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds,
+        config.leader_token_renew_seconds, token_file=accounts.token_file,
+        configured={name: t.configured for name, t in accounts.tokens.items()},
+        paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
+        feeds=feed_addresses), kind="tokens", address=tokens_address))
     for account in [*config.followers, leader]:
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
             copy_existing_on_first_start=config.copy_existing_on_first_start,
-            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts), kind="feed"))
+            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts,
+            on_auth_failure=auth_refused), kind="feed", address=feed_addresses[account.name]))
 
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),

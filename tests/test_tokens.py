@@ -2,6 +2,8 @@
 alert, no crash loop; tokens are renewed through Dhan's renewal endpoint when configured."""
 from __future__ import annotations
 
+from cryptography.fernet import Fernet
+
 from app import metrics
 from storage import models as m
 from tests.conftest import LEADER_ID, client, wait_until
@@ -38,8 +40,10 @@ def test_B_6_refused_socket_login_is_alerted_with_the_account(rig):
     assert "leader" in alert.message and "DH-901" in alert.message
 
 
-def test_B_6_tokens_renewed_when_configured(make_rig):
-    rig = make_rig(config={"tokens": {"renew_every_minutes": 0.05}})  # every 3 s
+def test_B_6_tokens_renewed_when_configured(make_rig, monkeypatch):
+    monkeypatch.setenv("COPYTRADER_TOKEN_KEY", Fernet.generate_key().decode())  # renewed tokens are stored
+    rig = make_rig(config={"tokens": {"renew_every_minutes": 0.05,  # every 3 s
+                                      "renew_leader_every_minutes": 0.05}})  # the leader's has its own key
     old = rig.config.leader.access_token
     wait_until(lambda: any(r["path"] == "/RenewToken" for r in rig.exchange.request_log(LEADER_ID)),
                message="leader token renewed")
