@@ -8,7 +8,9 @@ orders the copier did not place (the follower's own manual orders) are acknowled
 Order actors stop when their order is finished, so threads stay bounded; a later event for the
 order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
 at once (its lost inbox is rebuilt from the inbox table); one that keeps crashing is given up on
-with an alert, and its events stay stored for the next sweep or an operator.
+with an alert, and its events stay stored for the next sweep or an operator. An order actor that
+crashed because storage is down is not counted against it: it starts again, at the same address
+(so the broker answers that arrived meanwhile reach it), once storage is back.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
-                             RouteStored, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
+                             RouteStored, StorageRecovered, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor
 from app import metrics
+from storage import StorageDown
 from storage import models as m
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed
@@ -45,8 +48,12 @@ class OrderRouter(Supervised):
         self._restarts: dict[str, deque[float]] = {}
         self._given_up: set[str] = set()
         self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
+        self._waiting_for_storage: set[str] = set()  # order actors that crashed while storage was down
+        self._unwatch = None
 
     def started(self) -> None:
+        self._unwatch = self.ctx.store.watch_health(
+            lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
         # Resume: every order with work left gets its actor back, and every stored update not yet
         # done is routed again (a crash may have dropped it from an inbox).
         for order_id in self.ctx.store.open_leader_order_ids():
@@ -63,6 +70,8 @@ class OrderRouter(Supervised):
         super().on_failure(*exc_info)
 
     def _stop_children(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
         for address in list(self.children.values()):
             ref = address.ref
             if ref is not None:
@@ -81,6 +90,8 @@ class OrderRouter(Supervised):
             self._restart(message)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
+        elif isinstance(message, StorageRecovered):
+            self._resume_after_outage()
         elif isinstance(message, UnwindStrategy):
             legs = self.ctx.store.read(lambda: [r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)
                                                 .where(m.LeaderOrder.group_id == message.group_id)])
@@ -93,8 +104,9 @@ class OrderRouter(Supervised):
             for order_id in self.ctx.store.open_leader_order_ids():
                 self._child(order_id).tell(message)
         elif isinstance(message, Tick) and message.what == "sweep":
-            self._route_stored(min_age=self.sweep_seconds)
-            self._retry_dead_letters()
+            if not self.ctx.store.down:  # nothing can take effect meanwhile; resumed when it is back
+                self._route_stored(min_age=self.sweep_seconds)
+                self._retry_dead_letters()
             self._report_gauges()
         elif message == "children":
             return sorted(self.children)
@@ -107,7 +119,10 @@ class OrderRouter(Supervised):
         else:
             leader_order_id = self._leader_of(message)
             if leader_order_id is None:
-                self.ctx.store.write(lambda: self.ctx.store.mark_done([message.event_id], "foreign"))
+                try:
+                    self.ctx.store.write(lambda: self.ctx.store.mark_done([message.event_id], "foreign"))
+                except StorageDown:
+                    pass  # still stored as not done: routed again once storage is back
                 return
         if leader_order_id in self._given_up:
             return
@@ -160,6 +175,11 @@ class OrderRouter(Supervised):
         if address is None or (address.ref is not None and address.ref.actor_urn != failure.actor_urn):
             return
         address.bind(None)
+        if self.ctx.store.down:  # not the actor's fault, and restarting it now would only fail again
+            self._waiting_for_storage.add(leader_order_id)
+            log.info("order actor %s stopped while storage is down; it resumes when storage is back",
+                     leader_order_id)
+            return
         metrics.ACTOR_RESTARTS.labels("order").inc()
         window = self._restarts.setdefault(leader_order_id, deque())
         now = time.monotonic()
@@ -176,6 +196,14 @@ class OrderRouter(Supervised):
         log.warning("order actor %s crashed (%s); restarting from storage", leader_order_id, failure.error)
         self._start(leader_order_id, address)
         self._route_pending_of(leader_order_id)  # what the crashed inbox held, from the inbox table
+
+    def _resume_after_outage(self) -> None:
+        waiting, self._waiting_for_storage = self._waiting_for_storage, set()
+        for leader_order_id in sorted(waiting):
+            address = self.children.get(leader_order_id)
+            if address is not None and address.ref is None:
+                self._start(leader_order_id, address)
+        self._route_stored(min_age=0.0)
 
     def _route_stored(self, min_age: float) -> None:
         cutoff = time.time() - min_age
