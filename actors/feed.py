@@ -6,7 +6,7 @@ parses each frame, stores it in the inbox *before* routing it (so a crash after 
 lose it), and routes it. A malformed frame is counted and skipped, never fatal (8.9).
 
 The socket says nothing of what it missed while down, so after every (re)connect the actor
-fetches the account's order book and feeds every order through the same path (7.2); the inbox's
+fetches the account's order book and feeds every order through the same path; the inbox's
 dedupe and the order actors' state make orders already seen a no-op. On the copier's very first
 start the leader's existing orders are recorded as a baseline and not copied, except those with
 copies already at the followers (the database was lost): those copies are adopted.
