@@ -255,6 +255,8 @@ class FeedActor(Supervised):
         """At a first start: the leader orders with copies at the followers (their copies recorded
         for adoption). A follower whose book cannot be read is not searched; the order actors look
         every copy of an adopted order up by its correlation id before placing it anyway."""
+        if not leader_order_ids:
+            return set()
         books = {}
         for follower, gateway in self.follower_gateways.items():
             book = self._order_book(gateway, follower, "book")
