@@ -1,11 +1,13 @@
 """Storage as a user meets it: one copier per database, a database deleted or replaced under a
 running copier, a copier started on an empty database while copies exist at the brokers, and a
-disk that fills up. The copier runs as `run.py` in its own process where the user would see the
-difference (exit status, log, metrics); counts are taken on the exchange's books.
+disk that fills up. The copier runs as `run.py` in its own process where the user sees the
+difference (exit status, log, metrics), in-process (`make_rig`) otherwise; counts are taken on
+the exchange's books.
 
 A full disk is a real one: a small tmpfs mounted in a private mount namespace (`unshare`) that
-only the copier process sees. The test fills it from outside through /proc/PID/root. Where the
-machine does not allow such a namespace those tests are skipped with the reason.
+only the copier process sees, filled from outside through /proc/PID/root. Where the machine does
+not allow such a namespace those tests are skipped with the reason; SQLite's own page limit
+stands in for a full disk in the in-process test, which runs everywhere.
 """
 from __future__ import annotations
 
