@@ -11,12 +11,18 @@ lose it), and routes it. A malformed frame (anything broker/parsing.py refuses, 
 `max_frame_bytes` included) is counted with its reason, logged and dropped, never fatal.
 
 The socket says nothing of what it missed while down, so after every (re)connect the actor
-fetches the account's order book and feeds every order through the same path (7.2); the inbox's
+fetches the account's order book and feeds every order through the same path; the inbox's
 dedupe and the order actors' state make orders already seen a no-op. On the copier's very first
-start the leader's existing orders are recorded as a baseline and not copied.
+start the leader's existing orders are recorded as a baseline and not copied, except those with
+copies already at the followers (the database was lost): those copies are adopted.
+
+While storage is down nothing is routed, since nothing could be recorded. The leader's orders
+first seen then are recorded as skips once storage is back (a late copy is a different trade);
+everything else missed meanwhile is caught up from the order book.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,14 +36,15 @@ from typing import Any, Callable
 import websocket
 from tenacity import wait_exponential_jitter
 
-from actors.messages import LEADER, OrderUpdateReceived
+from actors.messages import LEADER, OrderUpdateReceived, StorageRecovered
 from app import metrics
 from broker.errors import ErrorKind
 from broker.gateway import Answer, DhanGateway
 from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_order_book,
                             from_socket, refused_login)
-from storage import Store
+from storage import Store, StorageDown
 from supervisors import Address, Supervised
+from trading.adoption import find_copies
 from trading.orders import OrderUpdate, update_to_dict
 
 log = logging.getLogger(__name__)
@@ -96,7 +103,9 @@ class FeedActor(Supervised):
                  copy_existing_on_first_start: bool = False,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  alert: Callable[[str, str, str], None] = lambda level, key, message: None,
-                 on_auth_failure: Callable[[str, str], None] = lambda account, detail: None) -> None:
+                 on_auth_failure: Callable[[str, str], None] = lambda account, detail: None,
+                 follower_gateways: dict[str, DhanGateway] | None = None) -> None:
+        """`follower_gateways`: the leader's feed only, to find copies at a first start."""
         super().__init__(address, supervisor)
         self.account = account
         self.role = "leader" if account == LEADER else "follower"
@@ -116,12 +125,17 @@ class FeedActor(Supervised):
         self._ws: websocket.WebSocketApp | None = None
         self._thread: threading.Thread | None = None
         self.connected = False
+        self.follower_gateways = follower_gateways or {}
+        self._missed = False  # updates were dropped while storage was down
+        self._unstored: dict[str, OrderUpdate] = {}  # the leader's updates of that time, latest per order
+        self._unwatch: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"FeedActor({self.account})"
 
     # -- the socket thread -------------------------------------------------------------------------
     def started(self) -> None:
+        self._unwatch = self.store.watch_health(self._on_storage_health)
         self._thread = threading.Thread(target=self._run_socket, name=f"feed-{self.account}", daemon=True)
         self._thread.start()
 
@@ -182,9 +196,15 @@ class FeedActor(Supervised):
         self._shutdown()
         super().on_failure(*exc_info)
 
+    def _on_storage_health(self, healthy: bool) -> None:
+        if healthy:  # in the thread that saw it: hand over only
+            self.address.tell(StorageRecovered())
+
     def _shutdown(self) -> None:
         self._halt.set()
         self._wake.set()
+        if self._unwatch is not None:
+            self._unwatch()
         metrics.FEED_CONNECTED.labels(self.account).set(0)
         if self._ws is not None:
             try:
@@ -201,6 +221,8 @@ class FeedActor(Supervised):
         elif isinstance(message, SocketClosed):
             self.connected = False
             metrics.FEED_CONNECTED.labels(self.account).set(0)
+        elif isinstance(message, StorageRecovered):
+            self._catch_up_after_outage()
         elif message == "connected":
             return self.connected
         elif message == "backfill":
@@ -247,31 +269,85 @@ class FeedActor(Supervised):
             self.on_auth_failure(self.account, f"{code} on the order-update socket's login")
 
     def ingest(self, update: OrderUpdate) -> bool:
-        return store_and_route(self.store, self.router, self.account, update)
+        try:
+            return store_and_route(self.store, self.router, self.account, update)
+        except StorageDown:  # not stored, so not routed: kept for when storage is back
+            self._missed = True
+            if self.account == LEADER:
+                self._unstored[update.order_id] = update
+            return False
+
+    def _catch_up_after_outage(self) -> None:
+        """Storage is back: the leader's orders first seen while it was down are stored as such
+        (their order actors record the skip); then the order book brings everything else."""
+        if not self._missed:
+            return
+        self._missed = False
+        unstored, self._unstored = self._unstored, {}
+        skipped = 0
+        for update in unstored.values():
+            if not self.store.knows_order(self.account, update.order_id):
+                skipped += self.ingest(dataclasses.replace(update, source="outage"))
+        if skipped:
+            log.warning("%s: %d orders placed while storage was down are recorded as not copied",
+                        self.account, skipped)
+        if self.connected:
+            self.backfill()
+
+    def _order_book(self, gateway: DhanGateway, account: str, source: str,
+                    answer: Answer | None = None) -> list[OrderUpdate] | None:
+        """The account's order book (`answer`, or fetched now), parsed; None when unavailable."""
+        if answer is None:
+            answer = gateway.order_book()
+        if not answer.ok:
+            log.warning("%s: order book unavailable: %s", account, answer.error)
+            return None
+        received_ns = time.monotonic_ns()
+        updates = []
+        for entry in answer.data:
+            try:
+                updates.append(from_order_book(entry, source=source, received_ns=received_ns))
+            except MalformedMessage as exc:
+                metrics.MALFORMED_MESSAGES.labels("leader" if account == LEADER else "follower", exc.reason).inc()
+                log.warning("%s: skipped an unreadable order-book entry (%s)", account, exc)
+        return updates
+
+    def _adopt_copies(self, leader_order_ids: list[str]) -> set[str]:
+        """At a first start: the leader orders with copies at the followers (their copies recorded
+        for adoption). A follower whose book cannot be read is not searched; the order actors look
+        every copy of an adopted order up by its correlation id before placing it anyway."""
+        if not leader_order_ids:
+            return set()
+        books = {}
+        for follower, gateway in self.follower_gateways.items():
+            book = self._order_book(gateway, follower, "book")
+            if book is not None:
+                books[follower] = book
+        found = find_copies(leader_order_ids, books)
+        self.store.record_adopted((leader_order_id, follower, generation, update_to_dict(order))
+                                  for leader_order_id, copies in found.items()
+                                  for follower, (generation, order) in copies.items())
+        if found:
+            log.warning("first start: %d of the leader's orders already have copies at the followers "
+                        "(an earlier database?); those copies are adopted", len(found))
+        return set(found)
 
     def backfill(self, answer: Answer | None = None) -> int:
         """Feed the whole order book (`answer`, or fetched now) through the inbox; returns how many
         updates were new."""
-        if answer is None:
-            answer = self.gateway.order_book()
-        if not answer.ok:
-            log.warning("%s: order book unavailable after connect: %s", self.account, answer.error)
+        first_start = self.account == LEADER and self.store.get_setting(BASELINE_SETTING) is None
+        baseline = first_start and not self.copy_existing_on_first_start
+        updates = self._order_book(self.gateway, self.account, "baseline" if baseline else "book", answer)
+        if updates is None:
             return 0
-        baseline = (self.account == LEADER and not self.copy_existing_on_first_start
-                    and self.store.get_setting(BASELINE_SETTING) is None)
-        source = "baseline" if baseline else "book"
+        if first_start:
+            adopted = self._adopt_copies([u.order_id for u in updates])
+            updates = [dataclasses.replace(u, source="adopt") if u.order_id in adopted else u for u in updates]
         new = 0
-        received_ns = time.monotonic_ns()
-        for entry in answer.data:
-            try:
-                update = from_order_book(entry, source=source, received_ns=received_ns)
-            except MalformedMessage as exc:
-                metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
-                log.warning("%s: skipped an unreadable order-book entry (%s)", self.account, exc)
-                continue
+        for update in updates:
             if self.ingest(update):
                 new += 1
-        if self.account == LEADER and self.store.get_setting(BASELINE_SETTING) is None:
+        if first_start:
             self.store.set_setting(BASELINE_SETTING, str(time.time()))
         if new:
             metrics.BACKFILLED.labels(self.account).inc(new)

@@ -102,6 +102,8 @@ class ForeverActor(Supervised):
 
     # -- the leader's forever orders ------------------------------------------------------------
     def _poll(self) -> None:
+        if self.store.down:  # nothing could be recorded; the first poll after it is back catches up
+            return
         answer = self.leader.forever_orders()
         if not answer.ok:
             log.warning("leader forever orders unavailable: %s", answer.error)

@@ -272,3 +272,9 @@ class Tick:
 
     what: str = ""
     payload: Any = field(default=None)
+
+
+# -- storage -> feed ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageRecovered:
+    """Storage takes writes again after being down: what could not be stored meanwhile is caught up."""

@@ -34,6 +34,7 @@ from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, Fill
 from app import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
+from storage import StorageDown
 from storage import models as m
 from supervisors import Address, Supervised
 from trading.instruments import Instrument
@@ -150,6 +151,7 @@ class OrderActor(Supervised):
         self._ambiguous: dict[int, OrderUpdate] = {}  # leader updates held, not done, until the broker answers
         self._reread: _Reread | None = None  # the read of the leader's order asked for them
         self._leader_changes = 0  # leader updates applied by this incarnation
+        self._storage_down = False  # a write was refused: this incarnation is done
 
     @property
     def key(self) -> str:
@@ -194,6 +196,19 @@ class OrderActor(Supervised):
 
     # -- messages --------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
+        if self._storage_down:
+            return None
+        try:
+            return self._receive(message)
+        except StorageDown as exc:
+            # This incarnation's memory may be ahead of storage (the transaction rolled back), so it
+            # does nothing more; the router starts a fresh one from storage once storage is back.
+            self._storage_down = True
+            self._report_crash(exc)
+            self.actor_ref.stop(block=False)
+            return None
+
+    def _receive(self, message: Any) -> Any:
         if isinstance(message, OrderUpdateReceived):
             self._dispatch(message)
         elif isinstance(message, BrokerReply) and message.call.follower == LEADER:
@@ -425,6 +440,8 @@ class OrderActor(Supervised):
         metrics.LEADER_EVENTS.labels("placed").inc()
         instrument = self.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
         order_skip = self._order_skip_reason(update, instrument)
+        # At a first start on an empty database, copies made before it may exist at the brokers.
+        adopted = self.ctx.store.adopted_copies(self.leader_order_id) if update.source == "adopt" else {}
         decisions: dict[str, tuple[SizeDecision | None, str]] = {}
         group_id = None
         if order_skip is None:
@@ -433,11 +450,13 @@ class OrderActor(Supervised):
             if own_price(update.terms) <= 0:
                 metrics.REFERENCE_PRICES.labels(source).inc()
             requests = tuple(SizeCopy(f, correlation_id(self.leader_order_id, f), update.terms, instrument, reference,
-                                      update.filled_qty, self.leader_order_id, source) for f in self.ctx.followers)
-            sized = self._ask_sizing(SizeCopies(requests, self.leader_order_id))
-            group_id = sized.group_id
-            for request, decision in zip(requests, sized.decisions):
-                decisions[request.follower] = (decision, request.correlation_id)
+                                      update.filled_qty, self.leader_order_id, source)
+                             for f in self.ctx.followers if f not in adopted)
+            if requests:
+                sized = self._ask_sizing(SizeCopies(requests, self.leader_order_id))
+                group_id = sized.group_id
+                for request, decision in zip(requests, sized.decisions):
+                    decisions[request.follower] = (decision, request.correlation_id)
         status = update.status
         strategy = {"group_id": group_id, "underlying": instrument.underlying if instrument else None}
         fill = self._fill_delta(0, 0.0, update)  # first seen already (partly) filled
@@ -455,9 +474,18 @@ class OrderActor(Supervised):
                 self.ctx.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=None, reason=reason, detail=detail)
             for follower, (decision, cid) in decisions.items():
                 self.copies[follower] = self._new_copy(follower, cid, update, decision, received_ns)
+            for follower, (generation, order) in adopted.items():
+                self.copies[follower] = self._adopted_copy(follower, generation, update_from_dict(order),
+                                                           cancel=status in (S.CANCELLED, S.REJECTED, S.EXPIRED))
             self.ctx.store.mark_done(event_ids, "skipped" if order_skip else "copied")
 
         self.ctx.store.write(effect)
+        if update.source == "adopt":  # look every copy up by its correlation id before placing or following it
+            for copy in self.copies.values():
+                copy.needs_sync = not copy.status.is_terminal
+            for follower, (_generation, order) in adopted.items():
+                self.log.info("follower %s: broker order %s adopted as the copy of leader order %s", follower,
+                              order.get("order_id"), self.leader_order_id)
         if fill:  # after the sizing ask, which accounted for it through leader_filled
             metrics.FILLS.labels("leader").inc()
             self._tell_fill(LEADER, update, fill[0])
@@ -477,6 +505,8 @@ class OrderActor(Supervised):
     def _order_skip_reason(self, update: OrderUpdate, instrument: Instrument | None) -> tuple[str, str] | None:
         if update.source == "baseline":
             return "preexisting_order", "placed before the copier first started"
+        if update.source == "outage":
+            return "storage_unavailable", "placed while storage could not be written; not copied late"
         if update.status == S.REJECTED:
             return "leader_rejected", update.reason or "rejected by the broker"
         if update.status in (S.CANCELLED, S.EXPIRED):
@@ -531,6 +561,24 @@ class OrderActor(Supervised):
         self._append(self._copy_key(copy), "SKIPPED" if skipped else "SUBMITTED",
                                           {"status": row.status, "target": terms_to_dict(target),
                                            "reason": decision.skip_reason})
+        return copy
+
+    def _adopted_copy(self, follower: str, generation: int, order: OrderUpdate, cancel: bool) -> _Copy:
+        """Inside the write transaction: a copy found at the follower's broker at a first start,
+        taken over as it stands (its terms are the target). It is looked up by its correlation id
+        like a copy whose placement's answer was lost; cancelled when the leader's order already is."""
+        target = order.terms
+        row = self.ctx.store.create(
+            m.FollowerOrder, leader_order_id=self.leader_order_id, follower=follower,
+            correlation_id=correlation_id(self.leader_order_id, follower, generation), generation=generation,
+            status=S.PENDING_PLACEMENT.value, security_id=target.security_id, side=target.side.value,
+            quantity=target.quantity, target=json.dumps(terms_to_dict(target)))
+        copy = _Copy(row)
+        self._seqs[self._copy_key(copy)] = 0
+        self._append(self._copy_key(copy), "SUBMITTED", {"status": row.status, "target": terms_to_dict(target),
+                                                         "reason": None, "adopted": order.order_id})
+        if cancel:
+            self._request_cancel(copy, "the leader's order was closed before its copy was adopted")
         return copy
 
     def _retarget(self, old: OrderTerms, terms: OrderTerms) -> dict[str, OrderTerms]:

@@ -113,6 +113,8 @@ class ReconcilerActor(Supervised):
             self.every(self.interval, Tick("reconcile"), "reconciler")
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Tick) and self.store.down:
+            return None  # storage is down: nothing found could be recorded or repaired; a later round will
         if isinstance(message, Tick) or message == "run":
             try:
                 return self.run()

@@ -12,6 +12,8 @@ it `poison_after` times is parked as a dead letter (actors/dead_letters.py) and 
 on with the order's next events. Restarts of an order that keeps crashing wait longer and
 longer (`restart_delays`), so a crash that is not an event's fault (storage down, the sizing
 actor restarting) is retried at a calm pace, not in a loop.
+An order actor that stopped because storage is down is not counted against it: it starts again,
+at the same address (so the broker answers that arrived meanwhile reach it), once storage is back.
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ import pykka
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
-                             RouteStored, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
+                             RouteStored, StorageRecovered, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor
 from app import metrics
+from storage import StorageDown
 from storage import models as m
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed
@@ -53,8 +56,12 @@ class OrderRouter(Supervised):
         self._restarts: dict[str, deque[float]] = {}
         self._crashes: dict[int, int] = {}  # inbox event id -> crashes of its order actor on it
         self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
+        self._waiting_for_storage: set[str] = set()  # order actors that crashed while storage was down
+        self._unwatch = None
 
     def started(self) -> None:
+        self._unwatch = self.ctx.store.watch_health(
+            lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
         # Resume: every order with work left gets its actor back, and every stored update not yet
         # done is routed again (a crash may have dropped it from an inbox).
         for order_id in self.ctx.store.open_leader_order_ids():
@@ -71,6 +78,8 @@ class OrderRouter(Supervised):
         super().on_failure(*exc_info)
 
     def _stop_children(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
         for address in list(self.children.values()):
             ref = address.ref
             if ref is not None:
@@ -91,6 +100,8 @@ class OrderRouter(Supervised):
             self._resume(message.payload)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
+        elif isinstance(message, StorageRecovered):
+            self._resume_after_outage()
         elif isinstance(message, UnwindStrategy):
             legs = self.ctx.store.read(lambda: [r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)
                                                 .where(m.LeaderOrder.group_id == message.group_id)])
@@ -103,8 +114,9 @@ class OrderRouter(Supervised):
             for order_id in self.ctx.store.open_leader_order_ids():
                 self._child(order_id).tell(message)
         elif isinstance(message, Tick) and message.what == "sweep":
-            self._route_stored(min_age=self.sweep_seconds)
-            self._retry_dead_letters()
+            if not self.ctx.store.down:  # nothing can take effect meanwhile; resumed when it is back
+                self._route_stored(min_age=self.sweep_seconds)
+                self._retry_dead_letters()
             self._report_gauges()
         elif message == "children":
             return sorted(self.children)
@@ -117,7 +129,10 @@ class OrderRouter(Supervised):
         else:
             leader_order_id = self._leader_of(message)
             if leader_order_id is None:
-                self.ctx.store.write(lambda: self.ctx.store.mark_done([message.event_id], "foreign"))
+                try:
+                    self.ctx.store.write(lambda: self.ctx.store.mark_done([message.event_id], "foreign"))
+                except StorageDown:
+                    pass  # still stored as not done: routed again once storage is back
                 return
         self._child(leader_order_id).tell(message)
 
@@ -168,6 +183,11 @@ class OrderRouter(Supervised):
         if address is None or (address.ref is not None and address.ref.actor_urn != failure.actor_urn):
             return
         address.bind(None)  # messages for the order wait on its address until the restart
+        if self.ctx.store.down:  # not the actor's fault, and restarting it now would only fail again
+            self._waiting_for_storage.add(leader_order_id)
+            log.info("order actor %s stopped while storage is down; it resumes when storage is back",
+                     leader_order_id)
+            return
         metrics.ACTOR_RESTARTS.labels("order").inc()
         window = self._restarts.setdefault(leader_order_id, deque())
         now = time.monotonic()
@@ -207,6 +227,14 @@ class OrderRouter(Supervised):
             return  # retired or already running
         self._start(leader_order_id, address)
         self._route_pending_of(leader_order_id)  # from the inbox table
+
+    def _resume_after_outage(self) -> None:
+        waiting, self._waiting_for_storage = self._waiting_for_storage, set()
+        for leader_order_id in sorted(waiting):
+            address = self.children.get(leader_order_id)
+            if address is not None and address.ref is None:
+                self._start(leader_order_id, address)
+        self._route_stored(min_age=0.0)
 
     def _route_stored(self, min_age: float) -> None:
         cutoff = time.time() - min_age

@@ -10,6 +10,7 @@ import time
 from typing import Callable
 
 from app import metrics
+from storage import StorageUnavailable
 
 log = logging.getLogger("copytrader.alerts")
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
@@ -37,6 +38,8 @@ class Alerts:
         if self.record:
             try:
                 self.record(level, key, message)
+            except StorageUnavailable as exc:  # the alert itself may be about storage
+                log.warning("alert not stored: %s", exc)
             except Exception:  # an alert must never take the caller down
                 log.exception("could not store an alert")
         for channel in self.channels:

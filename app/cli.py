@@ -46,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
-    from storage import Store
+    """Exit status: 0 stopped by a signal; 1 stopped by a failure while running (storage lost, the
+    supervisor gave up); START_REFUSED_EXIT (2) refused to start (config, storage in use by another
+    copier or unusable, an account the broker refuses or cannot be reached)."""
+    from storage import Store, StorageUnavailable
+    from storage.lock import StorageInUse
     from supervisors.tree import start_copier
 
     for token in config.tokens():
@@ -59,23 +63,38 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
 
         paper = start_paper(config, bot=bot)
         config = paper.config
+    done = threading.Event()
+    lost: list[str] = []  # why the database file is gone, when it is
+
+    def storage_lost(reason: str) -> None:
+        lost.append(reason)
+        done.set()
+
+    try:
+        # exclusive: one copier per database, and one that takes writes before anything starts
+        store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
+                      on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
+                      on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0),
+                      exclusive=True, on_lost=storage_lost)
+    except (StorageInUse, StorageUnavailable) as exc:
+        if paper:
+            paper.stop()
+        print(f"storage error: {exc}", file=sys.stderr)
+        return START_REFUSED_EXIT
     try:
         accounts = prepare_accounts(config)  # nothing is copied before every account is checked
     except StartRefused as exc:
         print(f"refused to start: {exc}", file=sys.stderr)
+        store.close()
         if paper:
             paper.stop()
         return START_REFUSED_EXIT
-    store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
-                  on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
-                  on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))
     metrics.STORAGE_HEALTHY.set(1)
     port = metrics.serve(config.metrics_port, config.metrics_host)
     log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
     from app.commands import METRICS_URL_SETTING
 
     store.set_setting(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
-    done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts)
@@ -88,6 +107,9 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         live = LiveView(store, config).start()
     while not done.wait(0.5):
         pass
+    if lost and copier.alerts:
+        copier.alerts("critical", "storage_lost", f"{lost[0]}: the copier stopped, as nothing it did could be "
+                      "recorded any more. Started again on an empty database, it adopts its copies at the brokers")
     log.info("stopping")
     if live:
         live.stop()
@@ -95,6 +117,14 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     if paper:
         paper.stop()
     store.close()
+    if copier.alerts:
+        for channel in copier.alerts.channels:  # let queued alerts (the storage_lost one) go out
+            flush = getattr(channel, "flush", None)
+            if flush:
+                flush(5.0)
+    if lost:
+        print(f"stopped: storage lost: {lost[0]}", file=sys.stderr)
+        return 1
     if copier.escalation:
         print(f"stopped: {copier.escalation.child_id} kept crashing: {copier.escalation.error}", file=sys.stderr)
         return 1

@@ -89,6 +89,7 @@ STORAGE_HEALTHY = Gauge("copytrader_storage_healthy", "0 while storage writes ar
 ALERTS = Counter("copytrader_alerts_total", "Alerts raised, by level and key", ["level", "key"])
 ANOMALIES = Counter("copytrader_anomalies_total", "Anomalies recorded (e.g. follower filled first)", ["kind"])
 UP = Gauge("copytrader_up", "1 while the copier runs")
+READY = Gauge("copytrader_ready", "1 while the copier can copy: running, with storage taking writes")
 
 _server_lock = threading.Lock()
 

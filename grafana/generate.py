@@ -126,11 +126,15 @@ def overview() -> dict:
     p = [
         row("Health"),
         stat("Copier up", [("max(copytrader_up)", "up")], "1 while the copier runs (copytrader_up).",
-             mappings=OK_WHEN_1, thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]),
+             mappings=OK_WHEN_1, thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=3),
+        stat("Copier ready", [("min(copytrader_ready)", "ready")],
+             "1 while the copier can copy: running, with storage taking writes (copytrader_ready). 0 while "
+             "it runs = nothing is copied; new leader orders are recorded as skips once storage is back.",
+             mappings=OK_WHEN_1, thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=3),
         stat("Feeds connected", [("copytrader_feed_connected", "{{account}}")],
              "Order-update sockets logged in, per account (copytrader_feed_connected). 0 = that account's "
              "orders are not being seen.", mappings=OK_WHEN_1,
-             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=8),
+             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=6),
         stat("Kill switch", [("max(copytrader_kill_switch_active)", "kill switch")],
              "ON = no new copies are placed (copytrader_kill_switch_active).", mappings=ON_OFF_BAD_WHEN_1,
              thresholds=RED_ABOVE_0),

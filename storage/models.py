@@ -193,5 +193,18 @@ class Setting(BaseModel):
     value = pw.TextField()
 
 
+class AdoptedCopy(BaseModel):
+    """A follower order found at a first start (an empty database) carrying the correlation id this
+    copier derives for one of the leader's orders: that order's copy, taken over, never placed again."""
+
+    leader_order_id = pw.CharField()
+    follower = pw.CharField()
+    generation = pw.IntegerField()
+    order = pw.TextField()  # JSON of the follower's OrderUpdate, as its order book showed it
+
+    class Meta:
+        indexes = ((("leader_order_id", "follower"), True),)
+
+
 ALL_MODELS = [InboundEvent, LeaderOrder, FollowerOrder, ForeverCopy, OrderEventRecord, Fill, Skip,
-              DeadLetter, Divergence, Alert, Setting]
+              DeadLetter, Divergence, Alert, Setting, AdoptedCopy]

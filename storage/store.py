@@ -4,15 +4,24 @@ Why one connection behind a lock: SQLite admits one writer at a time anyway, and
 connection keeps the number of file handles fixed however many order actors come and go.
 Operator commands in another process read the same file safely thanks to WAL.
 
-Failure policy (7.8, 8.10): a locked database or a failed write is retried with exponential
-backoff for `retry_seconds`; the transaction rolls back each time, so the caller's effect is
-either stored whole or not at all. After that `StorageUnavailable` is raised: the caller does
-not acknowledge its event, and the supervisor and alerting take over.
+Failure policy: a locked database is retried with exponential backoff for `retry_seconds`; the
+transaction rolls back each time, so the caller's effect is either stored whole or not at all.
+After that `StorageUnavailable` is raised: the caller does not acknowledge its event, and the
+supervisor and alerting take over.
+
+A failure of the storage itself (a full disk, an I/O error, a file gone read-only) is not cured by
+retrying at once, and retried writes were what ate any space freed on a full disk. Such a failure
+takes the store *down*: its cause is logged once, every write is refused at once with
+`StorageDown` (nothing acts without its record), and the checkpointer tries to recover about once
+a second: a TRUNCATE checkpoint (which moves the write-ahead log into the database and gives its
+space back), then a probe transaction. When that commits, the store is up again and health
+watchers are told. A database file deleted or replaced under the store is `StorageLost`: fatal.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -23,6 +32,7 @@ import peewee as pw
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from storage import models as m
+from storage.lock import StorageLock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,32 +42,93 @@ class StorageUnavailable(RuntimeError):
     """Writes kept failing for longer than the retry budget."""
 
 
+class StorageDown(StorageUnavailable):
+    """The storage cannot take writes (a full disk, an I/O error): refused at once until it recovers."""
+
+
+class StorageLost(StorageDown):
+    """The database file was deleted or replaced while open: writes would go to a file nobody reads."""
+
+
+# SQLite's primary result codes of a storage that cannot take writes, as opposed to a lock
+# (SQLITE_BUSY, SQLITE_LOCKED) that another connection will release.
+_STORAGE_FAILURES = {13: "SQLITE_FULL", 10: "SQLITE_IOERR", 8: "SQLITE_READONLY", 14: "SQLITE_CANTOPEN",
+                     11: "SQLITE_CORRUPT", 26: "SQLITE_NOTADB"}
+_STORAGE_FAILURE_TEXTS = ("database or disk is full", "disk i/o error", "readonly database",
+                          "unable to open database file", "malformed", "not a database")
+WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the write-ahead log is cut back to this after a checkpoint
+RECOVERY_HEADROOM_BYTES = 512 * 1024  # free space a down store waits for before it probes
+_PROBE_KEY = "storage_probe"
+
+
+class _Database(pw.SqliteDatabase):
+    """peewee's SQLite database, except that a rollback SQLite already made is not attempted again.
+
+    After SQLITE_FULL or an I/O error SQLite rolls the transaction back by itself; peewee's own
+    ROLLBACK then failed with "cannot rollback - no transaction is active", and that error, not
+    the real one, reached the caller and every log line."""
+
+    def rollback(self) -> None:
+        if self.is_closed() or self.connection().in_transaction:
+            super().rollback()
+
+
 class Store:
     def __init__(self, path: str | Path, retry_seconds: float = 10.0,
                  on_retry: Callable[[Exception], None] | None = None,
-                 on_health: Callable[[bool], None] | None = None) -> None:
+                 on_health: Callable[[bool], None] | None = None,
+                 exclusive: bool = False, on_lost: Callable[[str], None] | None = None) -> None:
+        """`exclusive`: the copier's own store. It holds the lock beside the database for as long
+        as it is open (a second copier is refused with `StorageInUse`) and must take a write
+        before anything starts (`StorageDown` otherwise). `on_lost(reason)` runs, in the
+        checkpointer's thread, when the database file is found deleted or replaced."""
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = pw.SqliteDatabase(
-            self.path, check_same_thread=False, thread_safe=False, timeout=0.5,
-            pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 500,
-                     "foreign_keys": 1, "wal_autocheckpoint": 0},
-        )
-        m.database_proxy.initialize(self.db)
         self.retry_seconds = retry_seconds
         self.on_retry = on_retry
         self.on_health = on_health
+        self.on_lost = on_lost
         self._lock = threading.RLock()
         self._statements: dict[tuple, str] = {}
         self._events: list[tuple] = []  # order events appended in the open transaction
         self._last_write = 0.0  # monotonic end of the last write (the checkpointer waits for a gap)
         self._depth = 0  # nesting of write() on the lock-holding thread
         self._healthy = True
-        with self._lock:
-            self.db.connect(reuse_if_open=True)
-            self.db.create_tables(m.ALL_MODELS, safe=True)
-            self._add_missing_columns()
+        self._watchers: list[Callable[[bool], None]] = []
+        self._down: str | None = None  # why writes are refused, while the store is down
+        self._down_since = 0.0
+        self._lost = False
+        self._wake = threading.Event()  # starts the checkpointer's recovery at once
+        self._file_lock: StorageLock | None = None
+        self._identity: tuple[int, int] | None = None
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                self._file_lock = StorageLock.acquire(self.path)
+        self.db = _Database(
+            self.path, check_same_thread=False, thread_safe=False, timeout=0.5,
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 500,
+                     "foreign_keys": 1, "wal_autocheckpoint": 0, "journal_size_limit": WAL_LIMIT_BYTES},
+        )
+        m.database_proxy.initialize(self.db)
+        try:
+            if self.path != ":memory:":
+                _create_private(self.path)
+            with self._lock:
+                self.db.connect(reuse_if_open=True)
+                self.db.create_tables(m.ALL_MODELS, safe=True)
+                self._add_missing_columns()
+            if exclusive:
+                failure = self._probe()
+                if failure is not None:
+                    raise failure
+        except (pw.DatabaseError, sqlite3.Error, OSError) as exc:
+            self._close_files()
+            raise StorageDown(f"cannot use storage {self.path}: {self._describe(exc)}") from None
+        except BaseException:
+            self._close_files()
+            raise
+        if self.path != ":memory:":
+            self._identity = _identity(self.path)
         # SQLite's automatic checkpoint runs inside whichever commit crosses its threshold and
         # fsyncs the database while that writer holds the store's lock: 100 ms stalls on the
         # copier's hot path. Checkpoints run here instead, on their own connection; PASSIVE mode
@@ -86,20 +157,123 @@ class Store:
         """About once a second, in a gap between writes. A checkpoint fsyncs (4 to 5 ms here), and
         one that overlapped a placement stalled it by up to 20 ms (bench/replication_bench.py);
         copying comes in bursts, so waiting for `quiet_seconds` without a write usually finds a
-        gap. A store that is never quiet is checkpointed anyway after `at_most_seconds`."""
+        gap. A store that is never quiet is checkpointed anyway after `at_most_seconds`.
+
+        Each round first checks that the database file is still the one opened, and a store that
+        is down tries to recover instead of checkpointing."""
         connection = sqlite3.connect(self.path, timeout=1.0)
         try:
-            while not self._closing.wait(every_seconds):
+            while True:
+                self._wake.wait(every_seconds)
+                self._wake.clear()
+                if self._closing.is_set() or self._file_lost():
+                    return
+                if self._down is not None:
+                    self._recover(connection)
+                    continue
                 give_up = time.monotonic() + at_most_seconds - every_seconds
                 while time.monotonic() - self._last_write < quiet_seconds and time.monotonic() < give_up:
                     if self._closing.wait(quiet_seconds):
                         return
                 try:
                     connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if _size(f"{self.path}-wal") > WAL_LIMIT_BYTES:  # readers kept it from being reused
+                        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error as exc:  # busy or failing: the next round tries again
                     log.debug("checkpoint skipped: %s", exc)
         finally:
             connection.close()
+
+    # -- storage down, recovered, lost ------------------------------------------------------
+    @property
+    def down(self) -> bool:
+        """True while writes are refused (storage down or lost); False during mere retries."""
+        return self._down is not None
+
+    @property
+    def down_reason(self) -> str | None:
+        return self._down
+
+    def watch_health(self, watcher: Callable[[bool], None]) -> Callable[[], None]:
+        """Call `watcher(healthy)` on every change of health, in the thread that saw it (so it must
+        only hand over, e.g. tell an actor). Returns the function that stops watching."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+    def _describe(self, exc: BaseException) -> str:
+        """The storage error as SQLite or the OS gave it, with the free space of its disk."""
+        cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+        text = str(cause).strip() or type(cause).__name__
+        free = _free_bytes(self.path)
+        if free is None:
+            return text
+        if free < RECOVERY_HEADROOM_BYTES:
+            return f"{text} (its disk is full: {_human(free)} free)"
+        return f"{text} ({_human(free)} free on its disk)"
+
+    def _go_down(self, exc: BaseException) -> StorageDown:
+        """A write failed for a reason of the storage itself: refuse writes until it recovers."""
+        if self._down is None:
+            self._down = self._describe(exc)
+            self._down_since = time.monotonic()
+            log.error("storage %s cannot be written: %s; no new copies until it recovers, leader orders "
+                      "seen meanwhile are recorded as skips then", self.path, self._down)
+            self._wake.set()
+        self._set_health(False)
+        return self._refusal()
+
+    def _refusal(self) -> StorageDown:
+        if self._lost:
+            return StorageLost(self._down or "storage lost")
+        return StorageDown(f"storage cannot be written: {self._down}")
+
+    def _recover(self, connection: sqlite3.Connection) -> None:
+        """One attempt: wait for some free space, give the log's space back, then probe."""
+        free = _free_bytes(self.path)
+        if free is not None and free < RECOVERY_HEADROOM_BYTES:
+            return
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.debug("recovery checkpoint failed: %s", exc)
+            return
+        with self._lock:  # no write can take it down again between the probe and the change
+            if self._probe() is not None:
+                return
+            self._down = None
+            self._set_health(True)
+        log.warning("storage %s writable again after %.0fs; copying resumes", self.path,
+                    time.monotonic() - self._down_since)
+
+    def _probe(self) -> BaseException | None:
+        """A transaction that needs room (a row larger than a page, written and deleted): None
+        when it commits, else its error."""
+        with self._lock:
+            try:
+                with self.db.atomic():
+                    self.db.execute_sql('INSERT OR REPLACE INTO "setting" ("key", "value") VALUES (?, ?)',
+                                        (_PROBE_KEY, "x" * 8192))
+                    self.db.execute_sql('DELETE FROM "setting" WHERE "key" = ?', (_PROBE_KEY,))
+            except pw.DatabaseError as exc:
+                return exc
+        return None
+
+    def _file_lost(self) -> bool:
+        """True when the database file is no longer the one opened (deleted, or replaced by
+        another file): then the store is lost for good and `on_lost` is told."""
+        identity = _identity(self.path)
+        if identity == self._identity:
+            return False
+        how = "deleted" if identity is None else "replaced by another file"
+        reason = f"the database file {self.path} was {how} while the copier was running"
+        with self._lock:  # a write in progress finishes first; none starts after
+            self._lost = True
+            self._down = reason
+            self._set_health(False)
+        log.critical("storage lost: %s; stopping, as every further write would be lost", reason)
+        if self.on_lost:
+            self.on_lost(reason)
+        return True
 
     # -- transactions -------------------------------------------------------------------
     @property
@@ -110,8 +284,13 @@ class Store:
     def _set_health(self, healthy: bool) -> None:
         if healthy != self._healthy:
             self._healthy = healthy
-            if self.on_health:
-                self.on_health(healthy)
+            for watcher in [self.on_health, *self._watchers]:
+                if watcher is None:
+                    continue
+                try:
+                    watcher(healthy)
+                except Exception:  # a watcher must never fail the write that changed the health
+                    log.exception("storage health watcher failed")
 
     def write(self, fn: Callable[[], T]) -> T:
         """Run `fn` in one transaction, retrying the whole transaction on database errors.
@@ -121,6 +300,8 @@ class Store:
 
         def attempt() -> T:
             with self._lock:
+                if self._down is not None:  # went down while this write waited for the lock
+                    raise self._refusal()
                 outermost = self._depth == 0
                 self._depth += 1
                 try:
@@ -128,19 +309,25 @@ class Store:
                         result = fn()
                         if outermost:
                             self._flush_events()
-                        return result
+                    self._set_health(True)  # under the lock, so never after another write took it down
+                    return result
+                except pw.DatabaseError as exc:
+                    failure = _storage_failure(exc)
+                    if failure is not None:
+                        raise self._go_down(failure) from None
+                    raise
                 finally:
                     self._depth -= 1
                     if outermost:
                         self._events.clear()  # rolled back with the transaction when it failed
                         self._last_write = time.monotonic()
 
+        if self._down is not None:
+            raise self._refusal()
         try:
-            result = attempt()
+            return attempt()
         except pw.OperationalError as exc:
-            result = self._retry(attempt, exc)
-        self._set_health(True)
-        return result
+            return self._retry(attempt, exc)
 
     def _retry(self, attempt: Callable[[], T], first: Exception) -> T:
         def note(number: int, exc: BaseException | None) -> None:
@@ -218,11 +405,18 @@ class Store:
 
     def close(self) -> None:
         self._closing.set()
+        self._wake.set()
         if self._checkpointer is not None:
             self._checkpointer.join(2)
+        self._close_files()
+
+    def _close_files(self) -> None:
         with self._lock:
             if not self.db.is_closed():
                 self.db.close()
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._file_lock = None
 
     # -- the inbox ----------------------------------------------------------------------
     def record_inbound(self, account: str, order_id: str, dedupe_key: str, source: str,
@@ -382,7 +576,90 @@ class Store:
             return copies, known
 
         return self.read(query)
+    def knows_order(self, account: str, order_id: str) -> bool:
+        """Whether any update of this order of `account` was ever stored in the inbox."""
+        return self.read(lambda: self.db.execute_sql(
+            'SELECT 1 FROM "inbound_event" WHERE "order_id" = ? AND "account" = ? LIMIT 1',
+            (order_id, account)).fetchone() is not None)
+
+    def record_adopted(self, copies: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:
+        """(leader order id, follower, generation, the follower's order) of copies found at a first
+        start; a later finding for the same copy replaces an earlier one."""
+        rows = [dict(leader_order_id=leader_order_id, follower=follower, generation=generation,
+                     order=json.dumps(order)) for leader_order_id, follower, generation, order in copies]
+        if rows:
+            self.write(lambda: m.AdoptedCopy.insert_many(rows).on_conflict_replace().execute())
+
+    def adopted_copies(self, leader_order_id: str) -> dict[str, tuple[int, dict[str, Any]]]:
+        """follower -> (generation, its order) of the copies of a leader order found at a first start."""
+        rows = self.read(lambda: list(m.AdoptedCopy.select().where(m.AdoptedCopy.leader_order_id == leader_order_id)))
+        return {row.follower: (row.generation, json.loads(row.order)) for row in rows}
 
     def record_alert(self, level: str, key: str, message: str) -> None:
         self.write(lambda: m.Alert.create(level=level, key=key, message=message))
 
+
+
+def _storage_failure(exc: BaseException) -> BaseException | None:
+    """The error of the storage itself (see `_STORAGE_FAILURES`) behind `exc`, if any: `exc`, or
+    the one it was raised while handling (a failed savepoint rollback hides the real error so)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        cause = seen.args[0] if seen.args and isinstance(seen.args[0], sqlite3.Error) else seen
+        code = getattr(cause, "sqlite_errorcode", None)  # Python 3.11+
+        if code is not None and code & 0xFF in _STORAGE_FAILURES:
+            return seen
+        if code is None and any(marker in str(cause).lower() for marker in _STORAGE_FAILURE_TEXTS):
+            return seen
+        seen = seen.__context__
+    return None
+
+
+def _create_private(path: str) -> None:
+    """The database and its -wal and -shm are readable by their owner only. SQLite gives the -wal
+    and -shm the mode of the database file, so creating that one 0600 (and tightening an older
+    one) is enough."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:  # absent, or not ours to change
+            pass
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _free_bytes(path: str) -> int | None:
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _human(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"

@@ -69,6 +69,7 @@ class Copier:
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     _ref: object = None
+    _unwatch: Callable[[], None] | None = None
 
     def address(self, name: str) -> Address:
         return self.addresses[name]
@@ -80,7 +81,11 @@ class Copier:
             except Exception:  # noqa: BLE001 - already stopped
                 pass
             self._ref = None
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         metrics.UP.set(0)
+        metrics.READY.set(0)
         self.stopped.set()
 
 
@@ -237,8 +242,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
             copy_existing_on_first_start=config.copy_existing_on_first_start,
-            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts,
-            on_auth_failure=auth_refused), kind="feed", address=feed_addresses[account.name]))
+            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
+            follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
+            kind="feed", address=feed_addresses[account.name]))
 
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
@@ -254,4 +260,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     gc.collect()
     gc.freeze()
     metrics.UP.set(1)
+    # Running is not copying: nothing is copied while storage cannot record it.
+    copier._unwatch = store.watch_health(lambda healthy: metrics.READY.set(1 if healthy else 0))
+    metrics.READY.set(1 if store.healthy else 0)
     return copier

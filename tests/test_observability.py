@@ -41,6 +41,7 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 # (dashboard file, panel title): panels that must show data once the demo has copied orders.
 MUST_HAVE_DATA = {
     ("overview.json", "Copier up"),
+    ("overview.json", "Copier ready"),
     ("overview.json", "Feeds connected"),
     ("overview.json", "Kill switch"),
     ("overview.json", "Storage healthy"),

@@ -1,11 +1,15 @@
 """The store's write path: order events appended in a transaction are written at its commit, in
-sequence, and vanish with it when it fails; cached UPDATEs save only what changed."""
+sequence, and vanish with it when it fails; cached UPDATEs save only what changed; a full database
+is reported once by its real cause and recovers by itself; its files are private."""
 from __future__ import annotations
+
+import time
 
 import pytest
 
-from storage import Store
+from storage import Store, StorageUnavailable
 from storage import models as m
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -50,3 +54,45 @@ def test_save_updates_only_the_changed_columns_of_that_row(store):
     stored = {r.follower: r for r in store.read(lambda: list(m.FollowerOrder.select()))}
     assert (stored["f1"].status, stored["f1"].broker_order_id, stored["f1"].quantity) == ("PENDING", "77", 5)
     assert (stored["f2"].status, stored["f2"].broker_order_id) == ("PENDING_PLACEMENT", None)
+
+
+def test_a_full_database_logs_its_cause_once_refuses_writes_and_recovers_by_itself(tmp_path, caplog):
+    # SQLite's own page limit gives the error a full disk gives ("database or disk is full")
+    health: list[bool] = []
+    store = Store(tmp_path / "full.db", retry_seconds=2.0, on_health=health.append)
+    try:
+        size = store.read(lambda: store.db.execute_sql("PRAGMA page_count").fetchone()[0])
+        store.read(lambda: store.db.execute_sql(f"PRAGMA max_page_count = {size}"))
+        failures = []
+        started = time.monotonic()
+        for i in range(20):
+            try:
+                store.set_setting(f"filler-{i}", "x" * 3000)
+            except StorageUnavailable as exc:
+                failures.append(exc)
+        assert failures, "the page limit never filled the database"
+        assert time.monotonic() - started < 2.0, "writes to a full database were retried instead of refused"
+        assert all("database or disk is full" in str(exc) for exc in failures)
+        assert not store.healthy and health == [False]
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("database or disk is full" in m for m in messages) == 1, messages
+        assert not any("cannot rollback" in m for m in messages)
+
+        store.read(lambda: store.db.execute_sql("PRAGMA max_page_count = 1073741823"))  # space is back
+        wait_until(lambda: store.healthy, 10, message="storage healthy again without a write of ours")
+        assert health == [False, True]
+        store.set_setting("after", "written")
+        assert store.get_setting("after") == "written"
+    finally:
+        store.close()
+
+
+def test_storage_files_are_readable_by_their_owner_only(tmp_path):
+    store = Store(tmp_path / "private.db", exclusive=True)
+    try:
+        store.set_setting("k", "v")
+        names = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+        assert {"private.db", "private.db-wal", "private.db-shm", "private.db.lock"} <= set(names), names
+        assert all(mode == 0o600 for mode in names.values()), {n: oct(mode) for n, mode in names.items()}
+    finally:
+        store.close()
