@@ -6,11 +6,15 @@ import logging
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from app import metrics
 from app.config import Config, ConfigError, load
 from app.logs import register_secret, setup as setup_logging
+
+if TYPE_CHECKING:
+    from storage import Store
+    from storage.identity import StorageIdentity
 
 log = logging.getLogger("copytrader")
 
@@ -42,22 +46,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
-    from storage import Store
+    from storage import Store, identity
     from supervisors.tree import start_copier
 
     for token in config.tokens():
         register_secret(token)
     interactive = view and sys.stdout.isatty()
     setup_logging(config.log_level, json_lines=None if not interactive else False)
+    store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
+                  on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
+                  on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))
+    try:
+        _claim_storage(store, config)
+    except identity.StorageMismatch as exc:
+        store.close()
+        print(f"storage error: {exc}", file=sys.stderr)
+        return 2
     paper = None
     if config.mode == "paper":
         from app.paper_mode import start_paper
 
         paper = start_paper(config, bot=bot)
         config = paper.config
-    store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
-                  on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
-                  on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))
+        identity.record(store, storage_identity(config))  # the URLs of this run's exchange
     metrics.STORAGE_HEALTHY.set(1)
     port = metrics.serve(config.metrics_port, config.metrics_host)
     log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
@@ -88,3 +99,24 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         print(f"stopped: {copier.escalation.child_id} kept crashing: {copier.escalation.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def storage_identity(config: Config) -> "StorageIdentity":
+    """The exchange and accounts `config` trades, as storage records them."""
+    from storage.identity import Account, StorageIdentity
+
+    return StorageIdentity(config.mode, Account(config.leader.client_id, config.leader.api_base_url),
+                           {f.name: Account(f.client_id, f.api_base_url) for f in config.followers})
+
+
+def _claim_storage(store: "Store", config: Config) -> None:
+    """Storage belongs to one exchange and leader (storage/identity.py). Paper mode starts with empty
+    storage, because its exchange starts empty every run; a live run opens only its own."""
+    from storage import identity
+
+    if config.mode == "paper":
+        identity.start_afresh(store, config.storage_path)
+        log.info("paper mode: storage %s starts empty, like the paper exchange", config.storage_path)
+    elif identity.claim(store, storage_identity(config), config.storage_path):
+        log.info("storage %s did not record its exchange and accounts; recorded them as this config's "
+                 "(leader %s)", config.storage_path, config.leader.client_id)
