@@ -57,6 +57,15 @@ class OrderLog(logging.LoggerAdapter):
                 break
         self.logger.log(level, msg, *args, extra=extra, **kwargs)
 
+# A copy the broker could not be asked about (its lookup failed) is asked again after
+# LOOKUP_RETRY_SECONDS, doubling up to LOOKUP_RETRY_MAX_SECONDS. After LOOKUP_ATTEMPTS failures in
+# a row it is flagged `lookup_failed`, alerted and left alone until news of its order arrives (an
+# update, a leader change, an operator's command) or the copier restarts: an order the broker
+# does not know is not found by asking forever, and every ask spends the account's data budget.
+LOOKUP_RETRY_SECONDS = 1.0
+LOOKUP_RETRY_MAX_SECONDS = 30.0
+LOOKUP_ATTEMPTS = 6
+
 # Broker failures that are a property of the market or the account, not of the copier: recorded
 # as skips with the reason (5.3, 5.6, 6.x), never retried, never dead-lettered.
 SKIP_REASONS = frozenset({"insufficient_margin", "circuit_limit", "trading_halted", "market_closed",
@@ -72,6 +81,9 @@ class _Copy:
     needs_sync: bool = False
     received_ns: int = 0  # when the leader update that created it arrived (latency), not stored
     rejection_handled: bool = False
+    lookup_failures: int = 0  # lookups in a row that failed
+    lookup_after: float = 0.0  # monotonic: backing off, no lookup before this
+    lookups_given_up: bool = False
 
     @property
     def status(self) -> OrderStatus:
@@ -106,6 +118,8 @@ class OrderActor(Supervised):
         self._seqs: dict[str, int] = {}  # last event-store sequence per order key, counted here
         self._lag_timer: threading.Timer | None = None
         self._outbox: list[BrokerCall] = []  # decided calls, sent together by _flush
+        self._retry_timer: threading.Timer | None = None  # wakes the actor for the next lookup due
+        self._retry_due = 0.0
 
     @property
     def key(self) -> str:
@@ -133,21 +147,29 @@ class OrderActor(Supervised):
         metrics.ACTORS_RUNNING.dec()
         if self._lag_timer:
             self._lag_timer.cancel()
+        if self._retry_timer:
+            self._retry_timer.cancel()
 
     def on_failure(self, *exc_info: Any) -> None:
         metrics.ACTORS_RUNNING.dec()
         if self._lag_timer:
             self._lag_timer.cancel()
+        if self._retry_timer:
+            self._retry_timer.cancel()
         super().on_failure(*exc_info)
 
     # -- messages --------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, (OrderUpdateReceived, CancelCopies, SyncCopies, UnwindLeg)):
+            self._resume_lookups()  # news of the order, or a command: worth asking the broker again
         if isinstance(message, OrderUpdateReceived):
             self._dispatch(message)
         elif isinstance(message, BrokerReply):
             self._on_reply(message)
         elif isinstance(message, Tick) and message.what == "lag":
             self._check_lag()
+        elif isinstance(message, Tick) and message.what == "retry":
+            self._retry_timer = None  # fired: the next lookup due gets a timer of its own
         elif isinstance(message, CancelCopies):
             for copy in self.copies.values():
                 if not copy.status.is_terminal and not copy.row.cancel_requested:
@@ -160,6 +182,7 @@ class OrderActor(Supervised):
             for copy in self.copies.values():
                 if not copy.status.is_terminal:
                     copy.needs_sync = True
+                    copy.lookup_failures = 0  # asked for: a fresh budget of lookups
         elif message == "state":
             return self._snapshot()
         self._converge_all()
@@ -584,13 +607,10 @@ class OrderActor(Supervised):
 
     def _on_sync_reply(self, copy: _Copy, reply: BrokerReply) -> None:
         if reply.error is not None:
-            self.log.warning("follower %s: could not look up copy of %s: %s", copy.row.follower,
-                        self.leader_order_id, reply.error)
-            copy.needs_sync = reply.error.kind != ErrorKind.AUTH
-            if copy.needs_sync:
-                self._retry_later()
+            self._on_lookup_failed(copy, reply.error)
             return
         copy.needs_sync = False
+        copy.lookup_failures = 0
         if reply.not_found:
             if copy.status == S.PENDING_PLACEMENT:
                 return  # never reached the broker: converge places (or aborts) it
@@ -601,6 +621,38 @@ class OrderActor(Supervised):
                 order = reply.order
                 self.ctx.store.write(lambda: self._adopt(copy, order))
             self._on_follower_update(None, copy.row.follower, reply.order)
+
+    def _on_lookup_failed(self, copy: _Copy, error: BrokerError) -> None:
+        """Ask again after a pause that doubles with every failure in a row, LOOKUP_ATTEMPTS times at
+        most (a refused token is not asked again at all)."""
+        copy.lookup_failures += 1
+        follower = copy.row.follower
+        if error.kind == ErrorKind.AUTH:
+            copy.needs_sync = False
+            self.log.warning("follower %s: could not look up copy of %s: %s", follower, self.leader_order_id, error)
+            return
+        if copy.lookup_failures >= LOOKUP_ATTEMPTS:
+            copy.needs_sync = False
+            copy.lookups_given_up = True
+            self.ctx.store.write(lambda: self._flag(copy, "lookup_failed"))
+            metrics.ANOMALIES.labels("lookup_failed").inc()
+            self.ctx.alert("warning", f"lookup:{follower}",
+                           f"follower {follower}: copy {copy.row.correlation_id} of leader order "
+                           f"{self.leader_order_id} could not be looked up {copy.lookup_failures} times in a row "
+                           f"({error}); left {copy.status.value} until news of it arrives (see run.py reconcile)")
+            return
+        delay = min(LOOKUP_RETRY_MAX_SECONDS, LOOKUP_RETRY_SECONDS * 2 ** (copy.lookup_failures - 1))
+        copy.lookup_after = time.monotonic() + delay
+        self.log.warning("follower %s: could not look up copy of %s (%d of %d): %s; again in %.1fs", follower,
+                         self.leader_order_id, copy.lookup_failures, LOOKUP_ATTEMPTS, error, delay)
+
+    def _resume_lookups(self) -> None:
+        """Copies whose lookups were given up are looked up once more: still unknown, so looked up
+        before anything is sent for them (a further failure gives up again at once)."""
+        for copy in self.copies.values():
+            if copy.lookups_given_up and not copy.status.is_terminal:
+                copy.lookups_given_up = False
+                copy.needs_sync = True
 
     def _adopt(self, copy: _Copy, order: OrderUpdate) -> None:
         """Inside a transaction: a placement found at the broker by its correlation id (7.7)."""
@@ -656,13 +708,16 @@ class OrderActor(Supervised):
         for copy in self.copies.values():
             self._converge(copy)
         self._flush()
+        self._schedule_lookups()
 
     def _converge(self, copy: _Copy) -> None:
         """At most one broker call in flight per copy; the next one is decided from stored state."""
-        if copy.in_flight is not None or copy.status.is_terminal:
+        if copy.in_flight is not None or copy.status.is_terminal or copy.lookups_given_up:
             return
         row = copy.row
         if copy.needs_sync:
+            if copy.lookup_after > time.monotonic():
+                return  # backing off after a failed lookup: the retry timer wakes this actor
             self._send(copy, "lookup" if not row.broker_order_id else "get")
             return
         if copy.status == S.PENDING_PLACEMENT:
@@ -757,10 +812,20 @@ class OrderActor(Supervised):
         if outbox:
             send_all(self.ctx.limiters, outbox)
 
-    def _retry_later(self, delay: float = 1.0) -> None:
-        timer = threading.Timer(delay, self.address.tell, args=(Tick("retry"),))
-        timer.daemon = True
-        timer.start()
+    def _schedule_lookups(self) -> None:
+        """One timer per actor, for the earliest copy waiting to be looked up again (a timer per
+        failure let wake-ups multiply: every one re-sent every copy's lookup)."""
+        now = time.monotonic()
+        due = min((c.lookup_after for c in self.copies.values()
+                   if c.needs_sync and c.in_flight is None and c.lookup_after > now), default=None)
+        if due is None or (self._retry_timer is not None and now < self._retry_due <= due):
+            return
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        self._retry_due = due
+        self._retry_timer = threading.Timer(due - now, self.address.tell, args=(Tick("retry"),))
+        self._retry_timer.daemon = True
+        self._retry_timer.start()
 
     # -- lag (4.5) ---------------------------------------------------------------------------------
     def _schedule_lag_check(self) -> None:

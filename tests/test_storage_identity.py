@@ -4,7 +4,6 @@ as clean as running it once."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -141,8 +140,14 @@ def live_storage(tmp_path_factory) -> Iterator[dict[str, Any]]:
 
 
 def storage_copy(live_storage: dict[str, Any], tmp_path: Path) -> Path:
+    """A copy of the first run's storage, whole (SQLite's backup reads what its WAL holds too)."""
     db = tmp_path / "copytrader.db"
-    shutil.copy(live_storage["db"], db)
+    source, copy = sqlite3.connect(live_storage["db"]), sqlite3.connect(db)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
     return db
 
 
