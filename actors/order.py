@@ -66,6 +66,11 @@ LOOKUP_RETRY_SECONDS = 1.0
 LOOKUP_RETRY_MAX_SECONDS = 30.0
 LOOKUP_ATTEMPTS = 6
 
+# The leader's and a follower's fills come on different sockets, in either order. A follower fill
+# applied before any leader fill waits this long for the leader's before it is judged: the copy
+# filled first only if the exchange stamped the leader's fill later (or not at all by then).
+FILLED_FIRST_GRACE_SECONDS = 2.0
+
 # Broker failures that are a property of the market or the account, not of the copier: recorded
 # as skips with the reason (5.3, 5.6, 6.x), never retried, never dead-lettered.
 SKIP_REASONS = frozenset({"insufficient_margin", "circuit_limit", "trading_halted", "market_closed",
@@ -120,6 +125,8 @@ class OrderActor(Supervised):
         self._outbox: list[BrokerCall] = []  # decided calls, sent together by _flush
         self._retry_timer: threading.Timer | None = None  # wakes the actor for the next lookup due
         self._retry_due = 0.0
+        self._leader_filled_at: str | None = None  # exchange time of the leader's first fill seen here
+        self._filled_first: dict[str, str] = {}  # follower -> exchange time of a fill the leader's may follow
 
     @property
     def key(self) -> str:
@@ -170,6 +177,8 @@ class OrderActor(Supervised):
             self._check_lag()
         elif isinstance(message, Tick) and message.what == "retry":
             self._retry_timer = None  # fired: the next lookup due gets a timer of its own
+        elif isinstance(message, Tick) and message.what == "filled_first":
+            self._judge_filled_first()
         elif isinstance(message, CancelCopies):
             for copy in self.copies.values():
                 if not copy.status.is_terminal and not copy.row.cancel_requested:
@@ -249,6 +258,7 @@ class OrderActor(Supervised):
         if fill:
             metrics.FILLS.labels("leader").inc()
             self._tell_fill(LEADER, update, fill[0])
+            self._leader_filled_at = self._leader_filled_at or update.updated_at
         if new_status == S.TRADED:
             self._schedule_lag_check()
 
@@ -291,6 +301,7 @@ class OrderActor(Supervised):
         if fill:  # after the sizing ask, which accounted for it through leader_filled
             metrics.FILLS.labels("leader").inc()
             self._tell_fill(LEADER, update, fill[0])
+            self._leader_filled_at = update.updated_at
         if order_skip is not None:
             metrics.SKIPS.labels("all", order_skip[0]).inc()
             self.log.info("leader order %s not copied: %s (%s)", self.leader_order_id, *order_skip)
@@ -405,9 +416,6 @@ class OrderActor(Supervised):
                 self.log.warning("follower %s copy of %s: %s; ignored", follower, self.leader_order_id, exc)
                 event = None
         fill = self._fill_delta(copy.row.filled_qty, copy.row.avg_price, update)
-        anomaly = None
-        if fill and self.leader is not None and self.leader.filled_qty == 0:
-            anomaly = "follower_filled_first"  # 8.3: recorded, no action
 
         def effect() -> None:
             row = copy.row
@@ -423,8 +431,6 @@ class OrderActor(Supervised):
                 self.ctx.store.create(m.Fill, account=follower, order_id=update.order_id, leader_order_id=self.leader_order_id,
                               quantity=fill[0], price=fill[1], cumulative_qty=update.filled_qty,
                               exchange_time=update.updated_at)
-                if anomaly and not row.anomaly:
-                    row.anomaly = anomaly
             if copy.in_flight is None and update.status.is_open:
                 row.confirmed = json.dumps(terms_to_dict(update.terms))
             if new_status == S.TRADED:
@@ -437,13 +443,39 @@ class OrderActor(Supervised):
         if fill:
             metrics.FILLS.labels("follower").inc()
             self._tell_fill(follower, update, fill[0])
-        if anomaly:
-            metrics.ANOMALIES.labels(anomaly).inc()
-            self.log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
+        if fill and self.leader is not None and self.leader.filled_qty == 0:
+            self._suspect_filled_first(follower, update.updated_at)
         if new_status != previous:
             self._after_status_change(copy, previous, new_status)
         elif new_status == S.REJECTED and not copy.rejection_handled and copy.row.last_error:
             self._classify_rejection(copy)  # the reason arrived after the status
+
+    def _suspect_filled_first(self, follower: str, filled_at: str) -> None:
+        """A follower fill applied before any of the leader's: judged once the leader's fill has had
+        FILLED_FIRST_GRACE_SECONDS to arrive on its own socket."""
+        if follower in self._filled_first:
+            return
+        if not self._filled_first:
+            timer = threading.Timer(FILLED_FIRST_GRACE_SECONDS, self.address.tell, args=(Tick("filled_first"),))
+            timer.daemon = True
+            timer.start()
+        self._filled_first[follower] = filled_at
+
+    def _judge_filled_first(self) -> None:
+        """The copy filled first when the leader has still not filled, or the exchange stamped the
+        leader's first fill later than the copy's (fills stamped in the same second did not)."""
+        suspects, self._filled_first = self._filled_first, {}
+        leader_at = self._leader_filled_at
+        for follower, filled_at in suspects.items():
+            leader_filled = self.leader is not None and self.leader.filled_qty > 0
+            if leader_filled and (not leader_at or not filled_at or leader_at <= filled_at):
+                continue
+            copy = self.copies[follower]
+            if copy.row.anomaly is None:  # 8.3: recorded, no action
+                self.ctx.store.write(lambda c=copy: self._flag(c, "follower_filled_first"))
+            metrics.ANOMALIES.labels("follower_filled_first").inc()
+            self.log.warning("follower %s filled its copy of %s before the leader filled", follower,
+                             self.leader_order_id)
 
     @staticmethod
     def _other_generation(copy: _Copy, update: OrderUpdate) -> bool:
@@ -957,7 +989,7 @@ class OrderActor(Supervised):
     def _finished(self) -> bool:
         if self.leader is None:
             return False
-        leader_done = OrderStatus(self.leader.status).is_terminal
+        leader_done = OrderStatus(self.leader.status).is_terminal and not self._filled_first
         return leader_done and all(c.status.is_terminal and c.in_flight is None for c in self.copies.values())
 
     def _maybe_idle(self) -> None:
