@@ -443,16 +443,21 @@ class OrderActor(Supervised):
         if fill:
             metrics.FILLS.labels("follower").inc()
             self._tell_fill(follower, update, fill[0])
-        if fill and self.leader is not None and self.leader.filled_qty == 0:
-            self._suspect_filled_first(follower, update.updated_at)
+        if fill and self.leader is not None:
+            self._check_filled_first(follower, update.updated_at)
         if new_status != previous:
             self._after_status_change(copy, previous, new_status)
         elif new_status == S.REJECTED and not copy.rejection_handled and copy.row.last_error:
             self._classify_rejection(copy)  # the reason arrived after the status
 
-    def _suspect_filled_first(self, follower: str, filled_at: str) -> None:
-        """A follower fill applied before any of the leader's: judged once the leader's fill has had
-        FILLED_FIRST_GRACE_SECONDS to arrive on its own socket."""
+    def _check_filled_first(self, follower: str, filled_at: str) -> None:
+        """Did this follower fill come before the leader's first fill? Judged by the exchange's fill
+        times (fills stamped in the same second are not first); when the leader has no fill yet, the
+        verdict waits FILLED_FIRST_GRACE_SECONDS for it to arrive on its own socket."""
+        if self.leader is not None and self.leader.filled_qty > 0:
+            if self._leader_filled_at and filled_at and filled_at < self._leader_filled_at:
+                self._flag_filled_first(follower)
+            return
         if follower in self._filled_first:
             return
         if not self._filled_first:
@@ -462,20 +467,19 @@ class OrderActor(Supervised):
         self._filled_first[follower] = filled_at
 
     def _judge_filled_first(self) -> None:
-        """The copy filled first when the leader has still not filled, or the exchange stamped the
-        leader's first fill later than the copy's (fills stamped in the same second did not)."""
         suspects, self._filled_first = self._filled_first, {}
-        leader_at = self._leader_filled_at
         for follower, filled_at in suspects.items():
-            leader_filled = self.leader is not None and self.leader.filled_qty > 0
-            if leader_filled and (not leader_at or not filled_at or leader_at <= filled_at):
-                continue
-            copy = self.copies[follower]
-            if copy.row.anomaly is None:  # 8.3: recorded, no action
-                self.ctx.store.write(lambda c=copy: self._flag(c, "follower_filled_first"))
-            metrics.ANOMALIES.labels("follower_filled_first").inc()
-            self.log.warning("follower %s filled its copy of %s before the leader filled", follower,
-                             self.leader_order_id)
+            if self.leader is None or self.leader.filled_qty == 0:
+                self._flag_filled_first(follower)
+            else:
+                self._check_filled_first(follower, filled_at)
+
+    def _flag_filled_first(self, follower: str) -> None:
+        copy = self.copies[follower]
+        if copy.row.anomaly is None:  # recorded, no action taken
+            self.ctx.store.write(lambda: self._flag(copy, "follower_filled_first"))
+        metrics.ANOMALIES.labels("follower_filled_first").inc()
+        self.log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
 
     @staticmethod
     def _other_generation(copy: _Copy, update: OrderUpdate) -> bool:
