@@ -69,6 +69,19 @@ LOOKUP_BACKOFF_FIRST = 0.5
 LOOKUP_BACKOFF_MAX = 5.0
 REREAD_ATTEMPTS = 5  # reads of an ambiguous leader order before the reconciler is left to check it
 SETTLED_BY_BROKER = "settled_by_broker"  # outcome of held ambiguous updates once the broker's answer is applied
+# A copy the broker could not be asked about (its lookup failed) is asked again after
+# LOOKUP_RETRY_SECONDS, doubling up to LOOKUP_RETRY_MAX_SECONDS. After LOOKUP_ATTEMPTS failures in
+# a row it is flagged `lookup_failed`, alerted and left alone until news of its order arrives (an
+# update, a leader change, an operator's command) or the copier restarts: an order the broker
+# does not know is not found by asking forever, and every ask spends the account's data budget.
+LOOKUP_RETRY_SECONDS = 1.0
+LOOKUP_RETRY_MAX_SECONDS = 30.0
+LOOKUP_ATTEMPTS = 6
+
+# The leader's and a follower's fills come on different sockets, in either order. A follower fill
+# applied before any leader fill waits this long for the leader's before it is judged: the copy
+# filled first only if the exchange stamped the leader's fill later (or not at all by then).
+FILLED_FIRST_GRACE_SECONDS = 2.0
 
 # Broker failures that are a property of the market or the account, not of the copier: recorded
 # as skips with the reason (5.3, 5.6, 6.x), never retried, never dead-lettered.
@@ -91,6 +104,9 @@ class _Copy:
     next_lookup: float = 0.0  # the next lookup is not sent before this
     lookups_failed: int = 0  # lookups in a row that got no answer (their backoff)
     found_absent: int = 0  # placements a lookup found never took effect (each then placed again)
+    lookup_failures: int = 0  # lookups in a row that failed
+    lookup_after: float = 0.0  # monotonic: backing off, no lookup before this
+    lookups_given_up: bool = False
 
     @property
     def status(self) -> OrderStatus:
@@ -152,6 +168,10 @@ class OrderActor(Supervised):
         self._reread: _Reread | None = None  # the read of the leader's order asked for them
         self._leader_changes = 0  # leader updates applied by this incarnation
         self._storage_down = False  # a write was refused: this incarnation is done
+        self._retry_timer: threading.Timer | None = None  # wakes the actor for the next lookup due
+        self._retry_due = 0.0
+        self._leader_filled_at: str | None = None  # exchange time of the leader's first fill seen here
+        self._filled_first: dict[str, str] = {}  # follower -> exchange time of a fill the leader's may follow
 
     @property
     def key(self) -> str:
@@ -185,6 +205,8 @@ class OrderActor(Supervised):
             self._lag_timer.cancel()
         if self._sighting:
             self._sighting.timer.cancel()
+        if self._retry_timer:
+            self._retry_timer.cancel()
 
     def on_failure(self, *exc_info: Any) -> None:
         metrics.ACTORS_RUNNING.dec()
@@ -192,6 +214,8 @@ class OrderActor(Supervised):
             self._lag_timer.cancel()
         if self._sighting:
             self._sighting.timer.cancel()
+        if self._retry_timer:
+            self._retry_timer.cancel()
         super().on_failure(*exc_info)
 
     # -- messages --------------------------------------------------------------------------------
@@ -209,6 +233,8 @@ class OrderActor(Supervised):
             return None
 
     def _receive(self, message: Any) -> Any:
+        if isinstance(message, (OrderUpdateReceived, CancelCopies, SyncCopies, UnwindLeg)):
+            self._resume_lookups()  # news of the order, or a command: worth asking the broker again
         if isinstance(message, OrderUpdateReceived):
             self._dispatch(message)
         elif isinstance(message, BrokerReply) and message.call.follower == LEADER:
@@ -226,6 +252,10 @@ class OrderActor(Supervised):
         elif isinstance(message, Tick) and message.what == "reread":
             if self._reread is not None and self._reread.answer is None:
                 self._send_reread()
+        elif isinstance(message, Tick) and message.what == "retry":
+            self._retry_timer = None  # fired: the next lookup due gets a timer of its own
+        elif isinstance(message, Tick) and message.what == "filled_first":
+            self._judge_filled_first()
         elif isinstance(message, CancelCopies):
             for copy in self.copies.values():
                 if not copy.status.is_terminal and not copy.row.cancel_requested:
@@ -238,6 +268,7 @@ class OrderActor(Supervised):
             for copy in self.copies.values():
                 if not copy.status.is_terminal:
                     copy.needs_sync = True
+                    copy.lookup_failures = 0  # asked for: a fresh budget of lookups
         elif message == "state":
             return self._snapshot()
         self._converge_all()
@@ -335,6 +366,7 @@ class OrderActor(Supervised):
         if fill:
             metrics.FILLS.labels("leader").inc()
             self._tell_fill(LEADER, update, fill[0])
+            self._leader_filled_at = self._leader_filled_at or update.updated_at
         if new_status == S.TRADED:
             self._schedule_lag_check()
 
@@ -489,6 +521,7 @@ class OrderActor(Supervised):
         if fill:  # after the sizing ask, which accounted for it through leader_filled
             metrics.FILLS.labels("leader").inc()
             self._tell_fill(LEADER, update, fill[0])
+            self._leader_filled_at = update.updated_at
         if order_skip is not None:
             metrics.SKIPS.labels("all", order_skip[0]).inc()
             self.log.info("leader order %s not copied: %s (%s)", self.leader_order_id, *order_skip)
@@ -624,9 +657,6 @@ class OrderActor(Supervised):
                 self.log.warning("follower %s copy of %s: %s; ignored", follower, self.leader_order_id, exc)
                 event = None
         fill = self._fill_delta(copy.row.filled_qty, copy.row.avg_price, update)
-        anomaly = None
-        if fill and self.leader is not None and self.leader.filled_qty == 0:
-            anomaly = "follower_filled_first"  # 8.3: recorded, no action
 
         def effect() -> None:
             row = copy.row
@@ -642,8 +672,6 @@ class OrderActor(Supervised):
                 self.ctx.store.create(m.Fill, account=follower, order_id=update.order_id, leader_order_id=self.leader_order_id,
                               quantity=fill[0], price=fill[1], cumulative_qty=update.filled_qty,
                               exchange_time=update.updated_at)
-                if anomaly and not row.anomaly:
-                    row.anomaly = anomaly
             if copy.in_flight in (None, "lookup", "get") and update.status.is_open:  # no change of terms in flight
                 row.confirmed = json.dumps(terms_to_dict(update.terms))
             if new_status == S.TRADED:
@@ -656,13 +684,43 @@ class OrderActor(Supervised):
         if fill:
             metrics.FILLS.labels("follower").inc()
             self._tell_fill(follower, update, fill[0])
-        if anomaly:
-            metrics.ANOMALIES.labels(anomaly).inc()
-            self.log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
+        if fill and self.leader is not None:
+            self._check_filled_first(follower, update.updated_at)
         if new_status != previous:
             self._after_status_change(copy, previous, new_status)
         elif new_status == S.REJECTED and not copy.rejection_handled and copy.row.last_error:
             self._classify_rejection(copy)  # the reason arrived after the status
+
+    def _check_filled_first(self, follower: str, filled_at: str) -> None:
+        """Did this follower fill come before the leader's first fill? Judged by the exchange's fill
+        times (fills stamped in the same second are not first); when the leader has no fill yet, the
+        verdict waits FILLED_FIRST_GRACE_SECONDS for it to arrive on its own socket."""
+        if self.leader is not None and self.leader.filled_qty > 0:
+            if self._leader_filled_at and filled_at and filled_at < self._leader_filled_at:
+                self._flag_filled_first(follower)
+            return
+        if follower in self._filled_first:
+            return
+        if not self._filled_first:
+            timer = threading.Timer(FILLED_FIRST_GRACE_SECONDS, self.address.tell, args=(Tick("filled_first"),))
+            timer.daemon = True
+            timer.start()
+        self._filled_first[follower] = filled_at
+
+    def _judge_filled_first(self) -> None:
+        suspects, self._filled_first = self._filled_first, {}
+        for follower, filled_at in suspects.items():
+            if self.leader is None or self.leader.filled_qty == 0:
+                self._flag_filled_first(follower)
+            else:
+                self._check_filled_first(follower, filled_at)
+
+    def _flag_filled_first(self, follower: str) -> None:
+        copy = self.copies[follower]
+        if copy.row.anomaly is None:  # recorded, no action taken
+            self.ctx.store.write(lambda: self._flag(copy, "follower_filled_first"))
+        metrics.ANOMALIES.labels("follower_filled_first").inc()
+        self.log.warning("follower %s filled its copy of %s before the leader filled", follower, self.leader_order_id)
 
     @staticmethod
     def _other_generation(copy: _Copy, update: OrderUpdate) -> bool:
@@ -830,13 +888,10 @@ class OrderActor(Supervised):
             self._on_unknown_lookup(copy, reply)
             return
         if reply.error is not None:
-            self.log.warning("follower %s: could not look up copy of %s: %s", copy.row.follower,
-                        self.leader_order_id, reply.error)
-            copy.needs_sync = reply.error.kind != ErrorKind.AUTH
-            if copy.needs_sync:
-                self._retry_later()
+            self._on_lookup_failed(copy, reply.error)
             return
         copy.needs_sync = False
+        copy.lookup_failures = 0
         if reply.not_found:
             if copy.status == S.PENDING_PLACEMENT:
                 return  # never reached the broker: converge places (or aborts) it
@@ -937,6 +992,37 @@ class OrderActor(Supervised):
                            f"check {follower}'s order book")
         if overdue:
             self._schedule_unknown_check()
+    def _on_lookup_failed(self, copy: _Copy, error: BrokerError) -> None:
+        """Ask again after a pause that doubles with every failure in a row, LOOKUP_ATTEMPTS times at
+        most (a refused token is not asked again at all)."""
+        copy.lookup_failures += 1
+        follower = copy.row.follower
+        if error.kind == ErrorKind.AUTH:
+            copy.needs_sync = False
+            self.log.warning("follower %s: could not look up copy of %s: %s", follower, self.leader_order_id, error)
+            return
+        if copy.lookup_failures >= LOOKUP_ATTEMPTS:
+            copy.needs_sync = False
+            copy.lookups_given_up = True
+            self.ctx.store.write(lambda: self._flag(copy, "lookup_failed"))
+            metrics.ANOMALIES.labels("lookup_failed").inc()
+            self.ctx.alert("warning", f"lookup:{follower}",
+                           f"follower {follower}: copy {copy.row.correlation_id} of leader order "
+                           f"{self.leader_order_id} could not be looked up {copy.lookup_failures} times in a row "
+                           f"({error}); left {copy.status.value} until news of it arrives (see run.py reconcile)")
+            return
+        delay = min(LOOKUP_RETRY_MAX_SECONDS, LOOKUP_RETRY_SECONDS * 2 ** (copy.lookup_failures - 1))
+        copy.lookup_after = time.monotonic() + delay
+        self.log.warning("follower %s: could not look up copy of %s (%d of %d): %s; again in %.1fs", follower,
+                         self.leader_order_id, copy.lookup_failures, LOOKUP_ATTEMPTS, error, delay)
+
+    def _resume_lookups(self) -> None:
+        """Copies whose lookups were given up are looked up once more: still unknown, so looked up
+        before anything is sent for them (a further failure gives up again at once)."""
+        for copy in self.copies.values():
+            if copy.lookups_given_up and not copy.status.is_terminal:
+                copy.lookups_given_up = False
+                copy.needs_sync = True
 
     def _adopt(self, copy: _Copy, order: OrderUpdate) -> None:
         """Inside a transaction: a placement found at the broker by its correlation id (7.7)."""
@@ -997,10 +1083,11 @@ class OrderActor(Supervised):
         for copy in self.copies.values():
             self._converge(copy)
         self._flush()
+        self._schedule_lookups()
 
     def _converge(self, copy: _Copy) -> None:
         """At most one broker call in flight per copy; the next one is decided from stored state."""
-        if copy.in_flight is not None or copy.status.is_terminal:
+        if copy.in_flight is not None or copy.status.is_terminal or copy.lookups_given_up:
             return
         row = copy.row
         if copy.status == S.UNKNOWN:  # looked up until a lookup answers; never placed while unknown
@@ -1008,6 +1095,8 @@ class OrderActor(Supervised):
             self._send(copy, "lookup", not_before=copy.next_lookup)
             return
         if copy.needs_sync:
+            if copy.lookup_after > time.monotonic():
+                return  # backing off after a failed lookup: the retry timer wakes this actor
             self._send(copy, "lookup" if not row.broker_order_id else "get")
             return
         if copy.status == S.PENDING_PLACEMENT:
@@ -1103,10 +1192,20 @@ class OrderActor(Supervised):
         if outbox:
             send_all(self.ctx.limiters, outbox)
 
-    def _retry_later(self, delay: float = 1.0) -> None:
-        timer = threading.Timer(delay, self.address.tell, args=(Tick("retry"),))
-        timer.daemon = True
-        timer.start()
+    def _schedule_lookups(self) -> None:
+        """One timer per actor, for the earliest copy waiting to be looked up again (a timer per
+        failure let wake-ups multiply: every one re-sent every copy's lookup)."""
+        now = time.monotonic()
+        due = min((c.lookup_after for c in self.copies.values()
+                   if c.needs_sync and c.in_flight is None and c.lookup_after > now), default=None)
+        if due is None or (self._retry_timer is not None and now < self._retry_due <= due):
+            return
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        self._retry_due = due
+        self._retry_timer = threading.Timer(due - now, self.address.tell, args=(Tick("retry"),))
+        self._retry_timer.daemon = True
+        self._retry_timer.start()
 
     # -- lag (4.5) ---------------------------------------------------------------------------------
     def _schedule_lag_check(self) -> None:
@@ -1232,7 +1331,8 @@ class OrderActor(Supervised):
     def _finished(self) -> bool:
         if self.leader is None:
             return False
-        leader_done = OrderStatus(self.leader.status).is_terminal and self._reread is None and not self._ambiguous
+        leader_done = (OrderStatus(self.leader.status).is_terminal and self._reread is None and not self._ambiguous
+                       and not self._filled_first)
         return leader_done and all(c.status.is_terminal and c.in_flight is None for c in self.copies.values())
 
     def _maybe_idle(self) -> None:

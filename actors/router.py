@@ -30,12 +30,15 @@ from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
                              RouteStored, StorageRecovered, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
-from actors.order import OrderActor
+from actors.order import OrderActor, copy_key
 from app import metrics
 from storage import StorageDown
 from storage import models as m
+from storage.expiry import close_expired, open_orders_entered_before
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed
+from trading.calendar import IST, MarketCalendar
+from trading.expiry import SESSION_VALIDITIES, ended_session
 from trading.orders import update_from_dict
 
 log = logging.getLogger(__name__)
@@ -62,12 +65,40 @@ class OrderRouter(Supervised):
     def started(self) -> None:
         self._unwatch = self.ctx.store.watch_health(
             lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
+        self._close_earlier_sessions()
         # Resume: every order with work left gets its actor back, and every stored update not yet
         # done is routed again (a crash may have dropped it from an inbox).
         for order_id in self.ctx.store.open_leader_order_ids():
             self._child(order_id)
         self._route_stored(min_age=0.0)
         self.every(self.sweep_seconds, Tick("sweep"), "router-sweep")
+
+    def _close_earlier_sessions(self) -> None:
+        """Open DAY orders of an earlier trading day were expired by the exchange at that session's
+        close. The broker's book and lookups hold today's orders only, so asking about them would
+        never end: they are closed in storage, each with an EXPIRED event giving the reason."""
+        now = self.ctx.clock()
+        candidates = open_orders_entered_before(self.ctx.store, now.astimezone(IST).date())
+        if not candidates:
+            return
+        calendar = self.ctx.calendar or MarketCalendar()
+        for order in candidates:
+            day = ended_session(calendar, order.segment, order.created_at, now)
+            if day is None:
+                continue
+            close_leader = order.leader_open and order.validity in SESSION_VALIDITIES
+            copies = {follower: copy_key(order.leader_order_id, follower)
+                      for follower, validity in order.copies.items() if validity in SESSION_VALIDITIES}
+            if not close_leader and not copies:
+                continue
+            reason = (f"an order of the {day.isoformat()} session, valid for that session only: the exchange "
+                      "expired it at that session's close")
+            close_expired(self.ctx.store, order.leader_order_id, close_leader, copies, reason)
+            closed = ([LEADER] if close_leader else []) + list(copies)
+            for account in closed:
+                metrics.ORDERS_EXPIRED_AT_START.labels(account).inc()
+            log.info("leader order %s: open in storage from the %s session, closed as EXPIRED (%s)",
+                     order.leader_order_id, day.isoformat(), ", ".join(closed))
 
     def on_stop(self) -> None:
         super().on_stop()

@@ -6,12 +6,16 @@ import logging
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from app import metrics
 from app.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
 from app.config import Config, ConfigError, load
 from app.logs import register_secret, setup as setup_logging
+
+if TYPE_CHECKING:
+    from storage import Store
+    from storage.identity import StorageIdentity
 
 log = logging.getLogger("copytrader")
 
@@ -48,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     """Exit status: 0 stopped by a signal; 1 stopped by a failure while running (storage lost, the
     supervisor gave up); START_REFUSED_EXIT (2) refused to start (config, storage in use by another
-    copier or unusable, an account the broker refuses or cannot be reached)."""
-    from storage import Store, StorageUnavailable
+    copier, unusable or made for another exchange, an account the broker refuses or cannot reach)."""
+    from storage import Store, StorageUnavailable, identity
     from storage.lock import StorageInUse
     from supervisors.tree import start_copier
 
@@ -57,12 +61,6 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         register_secret(token)
     interactive = view and sys.stdout.isatty()
     setup_logging(config.log_level, json_lines=None if not interactive else False)
-    paper = None
-    if config.mode == "paper":
-        from app.paper_mode import start_paper
-
-        paper = start_paper(config, bot=bot)
-        config = paper.config
     done = threading.Event()
     lost: list[str] = []  # why the database file is gone, when it is
 
@@ -77,10 +75,21 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
                       on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0),
                       exclusive=True, on_lost=storage_lost)
     except (StorageInUse, StorageUnavailable) as exc:
-        if paper:
-            paper.stop()
         print(f"storage error: {exc}", file=sys.stderr)
         return START_REFUSED_EXIT
+    try:
+        _claim_storage(store, config)
+    except identity.StorageMismatch as exc:
+        store.close()
+        print(f"storage error: {exc}", file=sys.stderr)
+        return START_REFUSED_EXIT
+    paper = None
+    if config.mode == "paper":
+        from app.paper_mode import start_paper
+
+        paper = start_paper(config, bot=bot)
+        config = paper.config
+        identity.record(store, storage_identity(config))  # the URLs of this run's exchange
     try:
         accounts = prepare_accounts(config)  # nothing is copied before every account is checked
     except StartRefused as exc:
@@ -129,3 +138,24 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         print(f"stopped: {copier.escalation.child_id} kept crashing: {copier.escalation.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def storage_identity(config: Config) -> "StorageIdentity":
+    """The exchange and accounts `config` trades, as storage records them."""
+    from storage.identity import Account, StorageIdentity
+
+    return StorageIdentity(config.mode, Account(config.leader.client_id, config.leader.api_base_url),
+                           {f.name: Account(f.client_id, f.api_base_url) for f in config.followers})
+
+
+def _claim_storage(store: "Store", config: Config) -> None:
+    """Storage belongs to one exchange and leader (storage/identity.py). Paper mode starts with empty
+    storage, because its exchange starts empty every run; a live run opens only its own."""
+    from storage import identity
+
+    if config.mode == "paper":
+        identity.start_afresh(store, config.storage_path)
+        log.info("paper mode: storage %s starts empty, like the paper exchange", config.storage_path)
+    elif identity.claim(store, storage_identity(config), config.storage_path):
+        log.info("storage %s did not record its exchange and accounts; recorded them as this config's "
+                 "(leader %s)", config.storage_path, config.leader.client_id)

@@ -87,6 +87,9 @@ KILL_SWITCH = Gauge("copytrader_kill_switch_active", "1 while the kill switch is
 STORAGE_RETRIES = Counter("copytrader_storage_retries_total", "Storage writes retried after an error")
 STORAGE_HEALTHY = Gauge("copytrader_storage_healthy", "0 while storage writes are failing")
 ALERTS = Counter("copytrader_alerts_total", "Alerts raised, by level and key", ["level", "key"])
+ORDERS_EXPIRED_AT_START = Counter("copytrader_orders_expired_at_start_total",
+                                  "Open DAY orders of an earlier trading session closed in storage at start-up "
+                                  "(the exchange expired them at that session's close), by account", ["account"])
 ANOMALIES = Counter("copytrader_anomalies_total", "Anomalies recorded (e.g. follower filled first)", ["kind"])
 UP = Gauge("copytrader_up", "1 while the copier runs")
 READY = Gauge("copytrader_ready", "1 while the copier can copy: running, with storage taking writes")
