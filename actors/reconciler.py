@@ -8,11 +8,18 @@ divergence, and makes the safe repairs when configured:
 - an open copy whose quantity drifted: its actor looks it up at the broker and converges.
 
 A copy missing from a follower's book is reported only: nothing safe can be done blindly.
+
+`run.py reconcile` in another process asks this actor for a report through storage (the running
+copier holds the accounts, tokens and URLs, which in paper mode exist only in this process): it
+writes a request id to REQUEST_SETTING, this actor answers in REPORT_SETTING with that id. A
+requested report is read-only: nothing is repaired, stored or counted.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import asdict
 from typing import Any, Callable
 
 from actors.feed import store_and_route
@@ -28,6 +35,21 @@ from trading.orders import OrderUpdate
 
 log = logging.getLogger(__name__)
 LAST_RUN_SETTING = "last_reconcile"
+REQUEST_SETTING = "reconcile_request"
+REPORT_SETTING = "reconcile_report"
+
+
+def report_json(request: str, divergences: list[r.Divergence] | None = None, error: str = "") -> str:
+    return json.dumps({"request": request, "error": error,
+                       "divergences": [asdict(d) for d in divergences or []]})
+
+
+def read_report(text: str | None, request: str) -> tuple[list[r.Divergence], str] | None:
+    """(divergences, error) of the report answering `request`; None while it is not there."""
+    report = json.loads(text) if text else {}
+    if report.get("request") != request:
+        return None
+    return [r.Divergence(**d) for d in report["divergences"]], report["error"]
 
 
 def _book(gateway: DhanGateway, source: str) -> list[OrderUpdate]:
@@ -68,8 +90,10 @@ class ReconcilerActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, store: Store,
                  gateways: dict[str, DhanGateway], followers: list[str], router: Address,
                  alert: Callable[[str, str, str], None], interval_seconds: float = 60.0,
-                 repair: bool = True) -> None:
+                 repair: bool = True, request_poll_seconds: float = 0.5) -> None:
         super().__init__(address, supervisor)
+        self.request_poll_seconds = request_poll_seconds
+        self.answered: str | None = None
         self.store, self.gateways, self.followers, self.router = store, gateways, followers, router
         self.alert = alert
         self.interval = interval_seconds
@@ -80,8 +104,14 @@ class ReconcilerActor(Supervised):
             metrics.DIVERGENCES.labels(kind)  # exported from the start, so increase() sees the first
         if self.interval > 0:
             self.every(self.interval, Tick("reconcile"), "reconciler")
+        report = json.loads(self.store.get_setting(REPORT_SETTING) or "{}")
+        self.answered = report.get("request")
+        self.every(self.request_poll_seconds, Tick("operator_request"), "reconcile-requests")
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Tick) and message.what == "operator_request":
+            self.answer_request()
+            return None
         if isinstance(message, Tick) or message == "run":
             try:
                 return self.run()
@@ -114,6 +144,19 @@ class ReconcilerActor(Supervised):
             self.alert("warning", "divergence", f"reconciler found {len(divergences)} divergences "
                        f"({sum(repaired)} repaired); see run.py reconcile")
         return divergences
+
+    def answer_request(self) -> None:
+        """Answer an operator's reconcile request (report only), once per request id."""
+        request = self.store.get_setting(REQUEST_SETTING)
+        if not request or request == self.answered:
+            return
+        self.answered = request
+        try:
+            divergences, _book = reconcile_once(self.store, self.gateways, self.followers)
+            answer = report_json(request, divergences)
+        except RuntimeError as exc:
+            answer = report_json(request, error=str(exc))
+        self.store.set_setting(REPORT_SETTING, answer)
 
     def _repair(self, divergence: r.Divergence, leader_book: dict[str, OrderUpdate]) -> bool:
         leader_order_id = divergence.leader_order_id

@@ -31,43 +31,55 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in (None, "run"):
-        return args.handler(args)
     try:
+        if args.command not in (None, "run"):
+            return args.handler(args)
         config = load(args.config)
-    except ConfigError as exc:
+        return run(config, view=not getattr(args, "no_view", False),
+                   bot=None if not getattr(args, "no_bot", False) else False)
+    except ConfigError as exc:  # whatever command: one line naming the key, exit status 2
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    return run(config, view=not getattr(args, "no_view", False), bot=None if not getattr(args, "no_bot", False) else False)
 
 
 def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
-    from storage import Store
+    """Start the copier and wait for a signal; a ConfigError raised here leaves nothing running."""
+    from app.startup import open_store, serve_metrics
     from supervisors.tree import start_copier
 
     for token in config.tokens():
         register_secret(token)
     interactive = view and sys.stdout.isatty()
     setup_logging(config.log_level, json_lines=None if not interactive else False)
+    store = open_store(config, retry_seconds=config.storage_retry_seconds,
+                       on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
+                       on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))
+    metrics.STORAGE_HEALTHY.set(1)
+    try:
+        port = serve_metrics(config)
+    except ConfigError:
+        store.close()
+        raise
+    log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+    from app.commands import METRICS_URL_SETTING
+
+    store.set_setting(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
     paper = None
     if config.mode == "paper":
         from app.paper_mode import start_paper
 
         paper = start_paper(config, bot=bot)
         config = paper.config
-    store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
-                  on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
-                  on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))
-    metrics.STORAGE_HEALTHY.set(1)
-    port = metrics.serve(config.metrics_port, config.metrics_host)
-    log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
-    from app.commands import METRICS_URL_SETTING
-
-    store.set_setting(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    copier = start_copier(config, store, on_escalate=lambda e: done.set())
+    try:
+        copier = start_copier(config, store, on_escalate=lambda e: done.set())
+    except ConfigError:  # nothing started yet but the paper exchange: stop it, main() says why
+        if paper:
+            paper.stop()
+        store.close()
+        raise
     log.info("copier running: leader %s -> %s", config.leader.client_id,
              ", ".join(f.name for f in config.followers))
     live = None

@@ -36,6 +36,7 @@ from app import metrics
 from app.alert_channels import TelegramChannel, WebhookChannel
 from app.alerts import Alerts
 from app.config import Config
+from app.startup import key_error, record_accounts
 from broker.gateway import DhanGateway
 from storage import Store
 from storage import models as m
@@ -103,7 +104,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
                                      channels=alert_channels(config))
     instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
-    count = instruments.load()
+    try:
+        count = instruments.load()
+    except OSError as exc:  # the config's to fix, like any other key: one line, exit status 2
+        raise key_error(config, "instruments.master",
+                        f"cannot read {config.instruments_master!r}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise key_error(config, "instruments.master", str(exc)) from None
     log.info("instrument master: %d instruments from %s", count, config.instruments_master)
     copier.instruments = instruments
 
@@ -114,6 +121,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         copier.gateways[f.name] = DhanGateway(f.name, f.client_id, f.access_token, f.api_base_url,
                                               config.broker_timeout)
 
+    record_accounts(store, config)
     names = [f.name for f in config.followers]
     kill_switch_on = threading.Event()
     # Labelled series exist from the start, so Prometheus' increase() sees their first event.
