@@ -124,13 +124,11 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     record_accounts(store, config)
     names = [f.name for f in config.followers]
     kill_switch_on = threading.Event()
-    # Labelled series exist from the start, so Prometheus' increase() sees their first event.
+    # Labelled series exist from the start (metrics.create_series below, once the actor kinds are
+    # known), so Prometheus' increase() sees their first event.
     metrics.DEAD_LETTERS.set(store.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
     for name in [LEADER, *names]:
         metrics.FEED_CONNECTED.labels(name).set(0)
-    for name in names:
-        metrics.LAG_ALERTS.labels(name)
-        metrics.RATE_LIMITED.labels(name)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
@@ -193,6 +191,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
             store=store, router=router_address,
             copy_existing_on_first_start=config.copy_existing_on_first_start, alert=copier.alerts), kind="feed"))
 
+    metrics.create_series(LEADER, names, {spec.kind for spec in specs} | {"order"})
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
                                       on_escalate=escalate)
