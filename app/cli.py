@@ -86,7 +86,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     if interactive:
         from app.live_view import LiveView
 
-        live = LiveView(store, config).start()
+        live = LiveView(store, config, metrics_url=store.get_setting(METRICS_URL_SETTING) or "").start()
     while not done.wait(0.5):
         pass
     log.info("stopping")
