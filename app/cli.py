@@ -16,8 +16,13 @@ log = logging.getLogger("copytrader")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description="Copy a leader Dhan account's orders to followers.")
-    parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    from app import __version__
+
+    # prog: run.py or dhan-copytrader (the console script), whichever the user typed
+    parser = argparse.ArgumentParser(description="Copy a leader Dhan account's orders to followers.")
+    parser.add_argument("--version", action="version", version=f"dhan-copytrader {__version__}")
+    parser.add_argument("--config", default="config.yaml",
+                        help="config file (default: config.yaml); relative paths in it are relative to its folder")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the copier in the foreground (the default)")
     run.add_argument("--no-view", action="store_true", help="plain log lines even in a terminal")
@@ -51,6 +56,9 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         register_secret(token)
     interactive = view and sys.stdout.isatty()
     setup_logging(config.log_level, json_lines=None if not interactive else False)
+    if config.allow_insecure:
+        log.warning("allow_insecure is set: %s", "; ".join(f"{k}: {why}" for k, why in config.insecure_settings().items())
+                    or "nothing insecure is configured now; remove it to keep it so")
     store = open_store(config, retry_seconds=config.storage_retry_seconds,
                        on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
                        on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0))

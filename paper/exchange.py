@@ -14,7 +14,7 @@ from aiohttp import web
 
 from . import realtime
 from .book import Account
-from .control import add_control_routes
+from .control import add_control_routes, is_loopback
 from .engine import Engine
 from .faults import Faults
 from .instruments import load_instruments
@@ -39,7 +39,11 @@ class PaperExchange:
     def __init__(self, seed: int = 7, price_walk: bool = True, tick_seconds: float = 0.2, session: str = "open",
                  clock: Callable[[], datetime] | None = None, rate_limits: dict[str, int | None] | None = None,
                  fill_tranche_qty: int | None = None, host: str = "127.0.0.1", port: int = 0,
-                 instruments_csv: str | Path | None = None, ws_port: int = 0) -> None:
+                 instruments_csv: str | Path | None = None, ws_port: int = 0,
+                 control_token: str | None = None) -> None:
+        if control_token is None and not is_loopback(host):
+            raise ValueError(f"a paper exchange on {host} (beyond loopback) needs a control token")
+        self.control_token = control_token
         self.price_walk = price_walk
         self.tick_seconds = tick_seconds
         self.host, self._port, self._ws_port = host, port, ws_port
@@ -90,7 +94,7 @@ class PaperExchange:
     async def _serve(self) -> None:
         rest_app = web.Application(client_max_size=64 * 1024)
         RestApi(self.engine, self.faults, self.limiter, self.requests).add_routes(rest_app)
-        add_control_routes(rest_app, self)
+        add_control_routes(rest_app, self, self.control_token)
         ws_app = web.Application()
         ws_app.router.add_get("/", self.hub.handle)
         ports = []
