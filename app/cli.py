@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
-    """Start the copier and wait for a signal; a ConfigError raised here leaves nothing running."""
+    """Start the copier and wait for a signal. A ConfigError (something the config names cannot be
+    used) stops what was started before it propagates; the metrics endpoint's daemon thread ends
+    with the process."""
     from app.startup import open_store, serve_metrics
     from supervisors.tree import start_copier
 
