@@ -17,12 +17,19 @@ placing it again under a new correlation id, as a dead-letter retry does, would 
 (the cancelled order cannot fill any more), but it is not done: whoever cancelled it outside the
 copier (the follower, by hand; its broker's risk system) may have meant it, a part of it may have
 filled, and the price it would be placed at is no longer the one the leader chose it at.
+
+`run.py reconcile` in another process asks this actor for a report through storage (the running
+copier holds the accounts, tokens and URLs, which in paper mode exist only in this process): it
+writes a request id to REQUEST_SETTING, this actor answers in REPORT_SETTING with that id. A
+requested report is read-only: nothing is repaired, stored or counted.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any, Callable, Mapping
 
 from actors.feed import store_and_route
@@ -40,6 +47,21 @@ from trading.sizing import SizingRule
 
 log = logging.getLogger(__name__)
 LAST_RUN_SETTING = "last_reconcile"
+REQUEST_SETTING = "reconcile_request"
+REPORT_SETTING = "reconcile_report"
+
+
+def report_json(request: str, divergences: list[r.Divergence] | None = None, error: str = "") -> str:
+    return json.dumps({"request": request, "error": error,
+                       "divergences": [asdict(d) for d in divergences or []]})
+
+
+def read_report(text: str | None, request: str) -> tuple[list[r.Divergence], str] | None:
+    """(divergences, error) of the report answering `request`; None while it is not there."""
+    report = json.loads(text) if text else {}
+    if report.get("request") != request:
+        return None
+    return [r.Divergence(**d) for d in report["divergences"]], report["error"]
 
 
 def _book(gateway: DhanGateway, source: str) -> list[OrderUpdate]:
@@ -97,8 +119,10 @@ class ReconcilerActor(Supervised):
                  gateways: dict[str, DhanGateway], followers: list[str], router: Address,
                  alert: Callable[[str, str, str], None], interval_seconds: float = 60.0,
                  repair: bool = True, resize: r.Resize | None = None,
-                 fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS) -> None:
+                 fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS, request_poll_seconds: float = 0.5) -> None:
         super().__init__(address, supervisor)
+        self.request_poll_seconds = request_poll_seconds
+        self.answered: str | None = None
         self.store, self.gateways, self.followers, self.router = store, gateways, followers, router
         self.alert = alert
         self.interval = interval_seconds
@@ -111,10 +135,16 @@ class ReconcilerActor(Supervised):
             metrics.DIVERGENCES.labels(kind)  # exported from the start, so increase() sees the first
         if self.interval > 0:
             self.every(self.interval, Tick("reconcile"), "reconciler")
+        report = json.loads(self.store.get_setting(REPORT_SETTING) or "{}")
+        self.answered = report.get("request")
+        self.every(self.request_poll_seconds, Tick("operator_request"), "reconcile-requests")
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Tick) and self.store.down:
             return None  # storage is down: nothing found could be recorded or repaired; a later round will
+        if isinstance(message, Tick) and message.what == "operator_request":
+            self.answer_request()
+            return None
         if isinstance(message, Tick) or message == "run":
             try:
                 return self.run()
@@ -155,6 +185,20 @@ class ReconcilerActor(Supervised):
                            "is cancelled while the leader's order is open; it is not placed again (place it by "
                            "hand if it should be)")
         return divergences
+
+    def answer_request(self) -> None:
+        """Answer an operator's reconcile request (report only), once per request id."""
+        request = self.store.get_setting(REQUEST_SETTING)
+        if not request or request == self.answered:
+            return
+        self.answered = request
+        try:
+            divergences, _book = reconcile_once(self.store, self.gateways, self.followers, self.resize,
+                                                self.fill_grace_seconds)
+            answer = report_json(request, divergences)
+        except RuntimeError as exc:
+            answer = report_json(request, error=str(exc))
+        self.store.set_setting(REPORT_SETTING, answer)
 
     def _repair(self, divergence: r.Divergence, leader_book: dict[str, OrderUpdate],
                 done: set[tuple[str, str]]) -> bool:

@@ -21,8 +21,13 @@ log = logging.getLogger("copytrader")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description="Copy a leader Dhan account's orders to followers.")
-    parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    from app import __version__
+
+    # prog: run.py or dhan-copytrader (the console script), whichever the user typed
+    parser = argparse.ArgumentParser(description="Copy a leader Dhan account's orders to followers.")
+    parser.add_argument("--version", action="version", version=f"dhan-copytrader {__version__}")
+    parser.add_argument("--config", default="config.yaml",
+                        help="config file (default: config.yaml); relative paths in it are relative to its folder")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the copier in the foreground (the default)")
     run.add_argument("--no-view", action="store_true", help="plain log lines even in a terminal")
@@ -39,21 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in (None, "run"):
-        return args.handler(args)
     try:
+        if args.command not in (None, "run"):
+            return args.handler(args)
         config = load(args.config)
-    except ConfigError as exc:
+        return run(config, view=not getattr(args, "no_view", False),
+                   bot=None if not getattr(args, "no_bot", False) else False)
+    except ConfigError as exc:  # whatever command: one line naming the key, exit status 2
         print(f"config error: {exc}", file=sys.stderr)
         return START_REFUSED_EXIT
-    return run(config, view=not getattr(args, "no_view", False), bot=None if not getattr(args, "no_bot", False) else False)
 
 
 def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
-    """Exit status: 0 stopped by a signal; 1 stopped by a failure while running (storage lost, the
-    supervisor gave up); START_REFUSED_EXIT (2) refused to start (config, storage in use by another
-    copier, unusable or made for another exchange, an account the broker refuses or cannot reach)."""
-    from storage import Store, StorageUnavailable, identity
+    """Start the copier and wait for a signal. Exit status: 0 stopped by a signal; 1 stopped by a
+    failure while running (storage lost, the supervisor gave up); START_REFUSED_EXIT (2) refused to
+    start: storage in use by another copier, unusable or made for another exchange, an account the
+    broker refuses or cannot reach. A ConfigError (something the config names cannot be used, the
+    metrics port say) stops what was started before it propagates to main(), which names the key."""
+    from app.startup import open_store, serve_metrics
+    from storage import StorageUnavailable, identity
     from storage.lock import StorageInUse
     from supervisors.tree import start_copier
 
@@ -61,6 +70,9 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         register_secret(token)
     interactive = view and sys.stdout.isatty()
     setup_logging(config.log_level, json_lines=None if not interactive else False)
+    if config.allow_insecure:
+        log.warning("allow_insecure is set: %s", "; ".join(f"{k}: {why}" for k, why in config.insecure_settings().items())
+                    or "nothing insecure is configured now; remove it to keep it so")
     done = threading.Event()
     lost: list[str] = []  # why the database file is gone, when it is
 
@@ -70,10 +82,10 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
 
     try:
         # exclusive: one copier per database, and one that takes writes before anything starts
-        store = Store(config.storage_path, retry_seconds=config.storage_retry_seconds,
-                      on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
-                      on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0),
-                      exclusive=True, on_lost=storage_lost)
+        store = open_store(config, retry_seconds=config.storage_retry_seconds,
+                           on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
+                           on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0),
+                           exclusive=True, on_lost=storage_lost)
     except (StorageInUse, StorageUnavailable) as exc:
         print(f"storage error: {exc}", file=sys.stderr)
         return START_REFUSED_EXIT
@@ -83,6 +95,16 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         store.close()
         print(f"storage error: {exc}", file=sys.stderr)
         return START_REFUSED_EXIT
+    metrics.STORAGE_HEALTHY.set(1)
+    try:
+        port = serve_metrics(config)
+    except ConfigError:
+        store.close()
+        raise
+    log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+    from app.commands import METRICS_URL_SETTING
+
+    store.set_setting(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
     paper = None
     if config.mode == "paper":
         from app.paper_mode import start_paper
@@ -98,22 +120,22 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         if paper:
             paper.stop()
         return START_REFUSED_EXIT
-    metrics.STORAGE_HEALTHY.set(1)
-    port = metrics.serve(config.metrics_port, config.metrics_host)
-    log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
-    from app.commands import METRICS_URL_SETTING
-
-    store.set_setting(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts)
+    try:
+        copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts)
+    except ConfigError:  # nothing started yet but the paper exchange: stop it, main() says why
+        if paper:
+            paper.stop()
+        store.close()
+        raise
     log.info("copier running: leader %s -> %s", config.leader.client_id,
              ", ".join(f.name for f in config.followers))
     live = None
     if interactive:
         from app.live_view import LiveView
 
-        live = LiveView(store, config).start()
+        live = LiveView(store, config, metrics_url=store.get_setting(METRICS_URL_SETTING) or "").start()
     while not done.wait(0.5):
         pass
     if lost and copier.alerts:

@@ -1,12 +1,13 @@
 """Operator commands (subcommands of run.py). Each reads storage safely while the copier runs
-(SQLite in WAL mode lets readers in beside the copier's writer)."""
+(SQLite in WAL mode lets readers in beside the copier's writer). A problem with the config or
+what it names raises ConfigError: run.py prints one line and exits 2."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from app.config import ConfigError, load
+from app.config import Config, ConfigError, load
 
 
 METRICS_URL_SETTING = "metrics_url"
@@ -35,15 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     orders.set_defaults(handler=cmd_orders)
 
 
-def _open_store(args: argparse.Namespace):
-    from storage import Store
+def _open(args: argparse.Namespace):
+    """(config, store) of the config file the command names."""
+    from app.startup import open_store
 
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2)
-    return Store(config.storage_path)
+    config = load(args.config)
+    return config, open_store(config)
+
+
+def _open_store(args: argparse.Namespace):
+    return _open(args)[1]
 
 
 def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
@@ -81,7 +83,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_orders(args: argparse.Namespace) -> int:
     from storage import models as m
 
-    store = _open_store(args)
+    config, store = _open(args)
+    if args.follower:
+        known = {f.name for f in config.followers} | set(store.read(
+            lambda: [row.follower for row in m.FollowerOrder.select(m.FollowerOrder.follower).distinct()]))
+        if args.follower not in known:
+            print(f"orders: no follower named {args.follower!r} (followers: {', '.join(sorted(known))})",
+                  file=sys.stderr)
+            return 2
 
     def query():
         leaders = list(m.LeaderOrder.select().order_by(m.LeaderOrder.first_seen_at.desc()).limit(args.limit))
@@ -94,6 +103,8 @@ def cmd_orders(args: argparse.Namespace) -> int:
         return leaders, by_leader
 
     leaders, by_leader = store.read(query)
+    print(f"{'leader order':<16} {'symbol':<28} {'side':<4} {'qty':>6} status")
+    print(f"    {'follower':<10} {'qty':>6} {'status':<18} broker order or skip reason")
     for lo in leaders:
         print(f"{lo.order_id:<16} {lo.symbol or lo.security_id:<28} {lo.side:<4} {lo.quantity:>6} {lo.status}")
         for row in by_leader.get(lo.order_id, []):
@@ -130,13 +141,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     from storage import models as m
     from trading import kill_switch
 
-    config = load(args.config)
-    store = _open_store(args)
+    from app.startup import recorded_accounts
+
+    config, store = _open(args)
     live = _live_metrics(store)
     url = store.get_setting(METRICS_URL_SETTING)
     print(f"copier: {'running' if live is not None else 'not running'}" + (f" (metrics {url})" if url else ""))
     open_states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
-    accounts = [("leader", config.leader.client_id)] + [(f.name, f.client_id) for f in config.followers]
+    running = recorded_accounts(store) if live is not None else {}  # paper mode may make client ids up
+    accounts = [(a.name, running.get(a.name, {}).get("client_id") or a.client_id)
+                for a in [config.leader, *config.followers]]
     for name, client_id in accounts:
         if live is None:
             socket = "unknown"
@@ -225,8 +239,32 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reconcile(args: argparse.Namespace) -> int:
-    """Report only: repairs are the running copier's (its reconciler, when reconcile.repair is on)."""
+def _copier_running(store) -> bool:
+    live = _live_metrics(store)
+    return live is not None and live.get("copytrader_up") == 1
+
+
+def _reconcile_in_running_copier(store, config: Config) -> tuple[list, str] | None:
+    """Ask the running copier's reconciler for a report (see actors/reconciler.py); None if it does
+    not answer in time."""
+    import time
+    import uuid
+
+    from actors.reconciler import REPORT_SETTING, REQUEST_SETTING, read_report
+
+    request = uuid.uuid4().hex
+    store.set_setting(REQUEST_SETTING, request)
+    deadline = time.monotonic() + 10 + config.broker_timeout * (1 + len(config.followers))
+    while time.monotonic() < deadline:
+        report = read_report(store.get_setting(REPORT_SETTING), request)
+        if report is not None:
+            return report
+        time.sleep(0.1)
+    return None
+
+
+def _reconcile_here(store, config: Config) -> tuple[list, str]:
+    """Reconcile from this process with the config's accounts (live mode, no copier running)."""
     from pathlib import Path
 
     from actors.messages import LEADER
@@ -235,14 +273,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from broker.gateway import DhanGateway
     from trading.instruments import InstrumentMaster
 
-    config = load(args.config)
     for token in config.tokens():
         register_secret(token)
-    store = _open_store(args)
-    accounts = [config.leader, *config.followers]
     gateways = {(LEADER if a is config.leader else a.name): DhanGateway(
         LEADER if a is config.leader else a.name, a.client_id, a.access_token, a.api_base_url, config.broker_timeout)
-        for a in accounts}
+        for a in [config.leader, *config.followers]}
     instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
     try:
         instruments.load()
@@ -251,10 +286,32 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         print(f"instrument master unavailable ({exc}); copies are not re-sized by their rules", file=sys.stderr)
         resize = None
     try:
-        divergences, _book = reconcile_once(store, gateways, [f.name for f in config.followers], resize,
-                                            fill_grace(config.lag_alert_seconds))
+        return reconcile_once(store, gateways, [f.name for f in config.followers], resize,
+                              fill_grace(config.lag_alert_seconds))[0], ""
     except RuntimeError as exc:
-        print(f"reconcile failed: {exc}", file=sys.stderr)
+        return [], str(exc)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Report only: repairs are the running copier's (its reconciler, when reconcile.repair is on).
+    A running copier is asked for the report, so it compares the very accounts and URLs it trades
+    on; in paper mode nothing else can (the paper exchange and its tokens live in that process)."""
+    config, store = _open(args)
+    if _copier_running(store):
+        report = _reconcile_in_running_copier(store, config)
+        if report is None:
+            print("reconcile failed: the running copier did not answer (is its reconciler stuck? see its log)",
+                  file=sys.stderr)
+            return 1
+    elif config.mode == "paper":
+        print("reconcile: no copier is running. In paper mode the paper exchange lives inside the copier: "
+              "start it (python run.py) and run reconcile again", file=sys.stderr)
+        return 1
+    else:
+        report = _reconcile_here(store, config)
+    divergences, error = report
+    if error:
+        print(f"reconcile failed: {error}", file=sys.stderr)
         return 1
     print(f"{len(divergences)} divergences")
     for d in divergences:

@@ -6,11 +6,13 @@ default when real money is at stake.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -120,7 +122,30 @@ class Config:
     max_frame_bytes: int = 1024 * 1024  # socket frames larger than this are refused unparsed
     paper: PaperConfig = field(default_factory=PaperConfig)
     log_level: str = "INFO"
+    allow_insecure: bool = False
     source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.allow_insecure:
+            for key, problem in self.insecure_settings().items():
+                raise ConfigError(f"{key}: {problem}; refused unless allow_insecure: true")
+
+    def insecure_settings(self) -> dict[str, str]:
+        """Key -> why: what only `allow_insecure: true` lets through. Plain-text URLs to another
+        machine (tokens and orders readable on the way) and /metrics open beyond this machine.
+        Loopback is exempt: that traffic never leaves the machine."""
+        found: dict[str, str] = {}
+        if self.mode == "live":  # paper mode replaces the accounts' URLs with the paper exchange's
+            accounts = [("leader", self.leader), *((f"followers[{i}]", f) for i, f in enumerate(self.followers))]
+            for key, account in accounts:
+                for name in ("api_base_url", "order_update_url"):
+                    if _plain_text_remote(getattr(account, name)):
+                        found[f"{key}.{name}"] = f"{getattr(account, name)!r} is not encrypted (https://, wss://)"
+        if _plain_text_remote(self.instruments_master):
+            found["instruments.master"] = f"{self.instruments_master!r} is not encrypted (https://)"
+        if not _is_loopback(self.metrics_host):
+            found["metrics.host"] = f"{self.metrics_host!r} opens /metrics to other machines (127.0.0.1 keeps it local)"
+        return found
 
     def tokens(self) -> list[str]:
         """Every secret in the config, for log redaction."""
@@ -129,6 +154,20 @@ class Config:
 
 
 # -- reading helpers -----------------------------------------------------------------------------
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _plain_text_remote(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "ws") and not _is_loopback(parts.hostname)
+
+
 def _interpolate(value: Any, key: str) -> Any:
     if isinstance(value, str):
         def sub(match: re.Match[str]) -> str:
@@ -259,7 +298,16 @@ def _filters(section: _Section) -> Filters:
     return filters
 
 
-def parse(raw: Any, source: str = "config") -> Config:
+def _resolve(path: str, base_dir: Path | None) -> str:
+    """A relative path in a config file is relative to the file's folder, not the working directory."""
+    if base_dir is None or Path(path).is_absolute():
+        return path
+    return str(base_dir / path)
+
+
+def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Config:
+    """Validate a config mapping; relative paths resolve against `base_dir` (the config file's
+    folder) when given, else the working directory."""
     raw_accounts = raw if isinstance(raw, dict) else {}
     raw_followers = raw_accounts.get("followers") if isinstance(raw_accounts.get("followers"), list) else []
     root = _Section(_interpolate(raw, ""), "")
@@ -301,6 +349,8 @@ def parse(raw: Any, source: str = "config") -> Config:
     inst = root.section("instruments")
     default_master = str(Path(__file__).resolve().parent.parent / "paper" / "data" / "instruments.csv") if paper else DEFAULT_MASTER_URL
     master = inst.str("master", default_master) or default_master
+    if not master.startswith(("http://", "https://")):
+        master = _resolve(master, base_dir)
     if not master.startswith(("http://", "https://")) and not Path(master).exists():
         raise ConfigError(f"instruments.master: file {master!r} does not exist")
     inst.done()
@@ -309,7 +359,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     enforce = hours.bool("enforce", True)
     hours.done()
     storage = root.section("storage")
-    storage_path = storage.str("path", "data/copytrader.db") or "data/copytrader.db"
+    storage_path = _resolve(storage.str("path", "data/copytrader.db") or "data/copytrader.db", base_dir)
     storage_retry = storage.number("retry_seconds", 10.0, 0, exclusive=True)
     storage.done()
     met = root.section("metrics")
@@ -390,6 +440,7 @@ def parse(raw: Any, source: str = "config") -> Config:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"logging.level: must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     lg.done()
+    allow_insecure = root.bool("allow_insecure", False)
     root.done()
     return Config(mode=mode, leader=leader, followers=tuple(followers), instruments_master=master,
                   enforce_market_hours=enforce, storage_path=storage_path, storage_retry_seconds=storage_retry, metrics_port=metrics_port,
@@ -405,7 +456,8 @@ def parse(raw: Any, source: str = "config") -> Config:
                   margin_check=margin_check, market_fill_wait_seconds=fill_wait, quote_cache_seconds=quote_cache,
                   quote_requests_per_second=quote_rate, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,
-                  max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level, source=source)
+                  max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level,
+                  allow_insecure=allow_insecure, source=source)
 
 
 def load(path: str | Path) -> Config:
@@ -421,6 +473,6 @@ def load(path: str | Path) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     try:
-        return parse(raw, str(path))
+        return parse(raw, str(path), base_dir=path.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

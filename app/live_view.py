@@ -1,6 +1,12 @@
-"""The demo's live terminal view (rich): leader orders beside their follower copies."""
+"""The demo's live terminal view (rich): leader orders beside their follower copies.
+
+One line per leader order, as many as the terminal has room for, so the view never scrolls;
+log records print above it (through the view's console) rather than over it."""
 from __future__ import annotations
 
+import json
+import logging
+import sys
 import threading
 from typing import Any
 
@@ -18,12 +24,32 @@ _COLOURS = {"TRADED": "green", "PENDING": "cyan", "PART_TRADED": "yellow", "CANC
             "EXPIRED": "dim"}
 
 
+# Indian traders' short names of the order types, so side, quantity and type fit narrow columns.
+_TYPES = {"LIMIT": "LIMIT", "MARKET": "MARKET", "STOP_LOSS": "SL", "STOP_LOSS_MARKET": "SL-M"}
+# Lines the view needs besides its rows: title, the header's three, the bottom border, the footer,
+# and the line the cursor rests on.
+_CHROME_LINES = 7
+
+
 def _status(text: str | None) -> Text:
     text = text or "-"
     return Text(text, style=_COLOURS.get(text, ""))
 
 
-def render(store: Store, config: Config, limit: int = 18) -> Any:
+def _order_type(terms: str) -> str:
+    try:
+        kind = json.loads(terms).get("order_type", "")
+    except (ValueError, AttributeError):
+        return ""
+    return _TYPES.get(kind, kind)
+
+
+def rows_for(height: int) -> int:
+    """How many leader orders fit a terminal `height` lines high."""
+    return max(1, height - _CHROME_LINES)
+
+
+def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "") -> Any:
     def query() -> tuple[list[m.LeaderOrder], dict[str, dict[str, m.FollowerOrder]]]:
         leaders = list(m.LeaderOrder.select().order_by(m.LeaderOrder.first_seen_at.desc()).limit(limit))
         ids = [lo.order_id for lo in leaders]
@@ -35,34 +61,42 @@ def render(store: Store, config: Config, limit: int = 18) -> Any:
     leaders, copies = store.read(query)
     table = Table(title=f"leader {config.leader.client_id} -> {', '.join(f.name for f in config.followers)}",
                   expand=True)
-    table.add_column("leader order")
-    table.add_column("symbol")
-    table.add_column("side / qty / type")
-    table.add_column("leader")
+    # Every cell stays on one line (a cut one ends in "…"); the order id is never cut, the symbol
+    # and the copies give way first.
+    order_width = max([len("leader order"), *(len(lo.order_id) for lo in leaders)])
+    table.add_column("leader order", no_wrap=True, min_width=order_width)
+    table.add_column("symbol", no_wrap=True, overflow="ellipsis", ratio=2)
+    table.add_column("side qty type", no_wrap=True, overflow="ellipsis", min_width=13)
+    table.add_column("leader", no_wrap=True, overflow="ellipsis")
     for f in config.followers:
-        table.add_column(f.name)
+        table.add_column(f.name, no_wrap=True, overflow="ellipsis", ratio=2)
     for lo in leaders:
-        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity}", _status(lo.status)]
+        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {_order_type(lo.terms)}",
+                 _status(lo.status)]
         for f in config.followers:
             row = copies.get(lo.order_id, {}).get(f.name)
             if row is None:
                 cells.append(Text("-", style="dim"))
+            elif row.status == "SKIPPED":  # the status first: it survives a narrow column
+                cell = _status(row.status)
+                cell.append(f" {row.skip_reason}")
+                cells.append(cell)
             else:
-                detail = f"{row.quantity} " if row.status != "SKIPPED" else f"{row.skip_reason} "
-                cell = Text(detail)
+                cell = Text(f"{row.quantity} ")
                 cell.append_text(_status(row.status))
                 if row.latency_ms is not None:
                     cell.append(f" {row.latency_ms:.1f}ms", style="dim")
                 cells.append(cell)
         table.add_row(*cells)
-    footer = Text("Ctrl-C stops the copier cleanly. Metrics: "
-                  f"http://{config.metrics_host}:{config.metrics_port}/metrics", style="dim")
+    url = metrics_url or f"http://{config.metrics_host}:{config.metrics_port}/metrics"
+    footer = Text(f"Ctrl-C stops the copier cleanly. Metrics: {url}", style="dim", no_wrap=True, overflow="ellipsis")
     return Group(table, footer)
 
 
 class LiveView:
-    def __init__(self, store: Store, config: Config, refresh_seconds: float = 0.5) -> None:
+    def __init__(self, store: Store, config: Config, refresh_seconds: float = 0.5, metrics_url: str = "") -> None:
         self.store, self.config, self.refresh = store, config, refresh_seconds
+        self.metrics_url = metrics_url
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -71,10 +105,26 @@ class LiveView:
         self._thread.start()
         return self
 
+    def _frame(self, live: Live) -> Any:
+        return render(self.store, self.config, rows_for(live.console.size.height), self.metrics_url)
+
     def _run(self) -> None:
-        with Live(render(self.store, self.config), refresh_per_second=4, screen=False) as live:
-            while not self._halt.wait(self.refresh):
-                live.update(render(self.store, self.config))
+        terminal = sys.stderr
+        with Live(refresh_per_second=4, screen=False, redirect_stderr=True) as live:
+            # Live swaps sys.stderr for a proxy that prints above the view; the log handlers took
+            # the terminal itself at start, and a line written there pushes the view up, leaving
+            # its top behind on every refresh.
+            handlers = [h for h in logging.getLogger().handlers
+                        if isinstance(h, logging.StreamHandler) and h.stream is terminal]
+            for handler in handlers:
+                handler.setStream(sys.stderr)
+            try:
+                live.update(self._frame(live), refresh=True)
+                while not self._halt.wait(self.refresh):
+                    live.update(self._frame(live))
+            finally:
+                for handler in handlers:
+                    handler.setStream(terminal)
 
     def stop(self) -> None:
         self._halt.set()

@@ -5,6 +5,7 @@ Label sets are bounded: follower names, reasons, kinds, endpoints, DH codes; nev
 from __future__ import annotations
 
 import threading
+from typing import Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -93,6 +94,87 @@ ORDERS_EXPIRED_AT_START = Counter("copytrader_orders_expired_at_start_total",
 ANOMALIES = Counter("copytrader_anomalies_total", "Anomalies recorded (e.g. follower filled first)", ["kind"])
 UP = Gauge("copytrader_up", "1 while the copier runs")
 READY = Gauge("copytrader_ready", "1 while the copier can copy: running, with storage taking writes")
+
+# Label values known before any event happens; series of other values appear with their first event.
+ROLES = ("leader", "follower")
+UPDATE_SOURCES = ("socket", "book")
+MALFORMED_REASONS = ("bad_json", "bad_shape", "bad_field", "missing_field")
+FOLLOWER_OPERATIONS = {"place": "placed", "modify": "modified", "cancel": "cancelled"}
+COMMON_SKIPS = ("leader_rejected", "unknown_instrument", "size_rounds_to_zero", "insufficient_capital",
+                "kill_switch_on", "account_suspended", "preexisting_order")
+ALERT_KEYS = (("critical", "kill_switch"), ("critical", "auth"), ("critical", "escalated"), ("error", "dlq"),
+              ("warning", "lag"), ("warning", "divergence"))
+ANOMALY_KINDS = ("follower_filled_first",)
+ROUTER_MAILBOXES = ("router", "order_max")
+
+
+def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[str]) -> None:
+    """Create every labelled series the copier knows of at zero, before anything happens.
+
+    A labelled series otherwise appears only with its first event: dashboards show "No data" on a
+    healthy system, and increase() cannot see the event that created the series."""
+    from broker.errors import CODES, FAILURE_REASONS
+    from trading.lifecycle import OrderEvent
+    from trading.prices import LEADER_FILL, NONE, QUOTE
+
+    accounts = [leader, *followers]
+    events = [e.value for e in OrderEvent]
+    for kind in ["placed", *(e.lower() for e in events)]:
+        LEADER_EVENTS.labels(kind)
+    for role in ROLES:
+        for family in (DUPLICATE_UPDATES, STALE_UPDATES, FILLS):
+            family.labels(role)
+        for source in UPDATE_SOURCES:
+            INBOUND_UPDATES.labels(role, source)
+        for reason in MALFORMED_REASONS:
+            MALFORMED_MESSAGES.labels(role, reason)
+        for event in events:
+            INVALID_TRANSITIONS.labels(role, event)
+    for account in accounts:
+        FEED_CONNECTED.labels(account)
+        FEED_RECONNECTS.labels(account)
+        BACKFILLED.labels(account)
+        OPEN_ORDERS.labels(account)
+        BROKER_LATENCY.labels(account, "order_book")
+        for code in CODES:
+            BROKER_ERRORS.labels(account, "order_book", code)
+    for follower in followers:
+        for family in (REPLICATION_LATENCY, SLIPPAGE, FOLLOWER_LAG, LAG_ALERTS, RATE_LIMITED):
+            family.labels(follower)
+        for reason in COMMON_SKIPS:
+            SKIPS.labels(follower, reason)
+        for operation, done in FOLLOWER_OPERATIONS.items():
+            FOLLOWER_ORDERS.labels(follower, operation, done)
+            FOLLOWER_ORDERS.labels(follower, operation, "failed")
+            BROKER_LATENCY.labels(follower, operation)
+            RETRIES.labels(follower, operation)
+            for reason in FAILURE_REASONS:
+                FOLLOWER_FAILURES.labels(follower, operation, reason)
+            for code in CODES:
+                BROKER_ERRORS.labels(follower, operation, code)
+    for kind in actor_kinds:
+        ACTOR_RESTARTS.labels(kind)
+    for actor in ROUTER_MAILBOXES:
+        MAILBOX_DEPTH.labels(actor)
+    for level, key in ALERT_KEYS:
+        ALERTS.labels(level, key)
+    for kind in ANOMALY_KINDS:
+        ANOMALIES.labels(kind)
+    for follower in followers:
+        UNKNOWN_OUTCOMES.labels(follower)
+    for account in accounts:
+        ORDERS_EXPIRED_AT_START.labels(account)
+        for outcome in ("ok", "failed"):
+            QUOTE_REQUESTS.labels(account, outcome)
+    for outcome in ("asked", "failed", "unresolved"):
+        LEADER_REREADS.labels(outcome)
+    for result in ("hit", "miss"):
+        QUOTE_LOOKUPS.labels(result)
+    for source in (QUOTE, LEADER_FILL, NONE):
+        REFERENCE_PRICES.labels(source)
+    for kind in actor_kinds:
+        POISON_MESSAGES.labels(kind)
+
 
 _server_lock = threading.Lock()
 

@@ -26,6 +26,10 @@ _KINDS = {
     "DH-907": ErrorKind.DATA, "DH-908": ErrorKind.SERVER, "DH-909": ErrorKind.NETWORK,
     "DH-910": ErrorKind.OTHER,
 }
+CODES = (*_KINDS, "TRANSPORT")  # every BrokerError.code (metric label values known in advance)
+# every BrokerError.reason: the market's and the account's conditions named below, else the kind
+FAILURE_REASONS = ("insufficient_margin", "trading_halted", "circuit_limit", "exchange_holiday", "market_closed",
+                   *(kind.value for kind in ErrorKind))
 TRANSIENT = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER, ErrorKind.NETWORK})
 
 

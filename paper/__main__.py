@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 
+from .control import is_loopback
 from .exchange import AccountSpec, PaperExchange
 from .leader_bot import LeaderBot
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m paper", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback: give --control-token)")
+    p.add_argument("--control-token", default=os.environ.get("PAPER_CONTROL_TOKEN"),
+                   help="token the control endpoint requires (Authorization: Bearer TOKEN); needed beyond "
+                        "loopback (default: $PAPER_CONTROL_TOKEN)")
     p.add_argument("--port", type=int, default=0, help="REST port (0: any free port)")
     p.add_argument("--ws-port", type=int, default=0, help="order-update socket port (0: any free port)")
     p.add_argument("--accounts", type=int, default=3, help="demo accounts 1000000001..")
@@ -26,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--unlimited", action="store_true", help="no order rate limits (benchmarks)")
     p.add_argument("--bot", action="store_true", help="run a LeaderBot on the first account")
     args = p.parse_args(argv)
+    if not args.control_token and not is_loopback(args.host):
+        p.error(f"--host {args.host} is beyond loopback: its control endpoint moves prices and fills orders "
+                "for anyone who reaches it; give --control-token TOKEN (or set PAPER_CONTROL_TOKEN)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     limits: dict[str, int | None] | None = None
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             limits["per_minute"] = args.orders_per_minute or None
     ex = PaperExchange(seed=args.seed, price_walk=not args.no_price_walk, tick_seconds=args.tick_seconds,
                        session=args.session, rate_limits=limits, host=args.host, port=args.port,
-                       ws_port=args.ws_port).start()
+                       ws_port=args.ws_port, control_token=args.control_token or None).start()
     specs = [AccountSpec(f"{1000000001 + i}", f"paper-token-{1000000001 + i}", args.funds) for i in range(args.accounts)]
     for spec in specs:
         ex.add_account(spec)

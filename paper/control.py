@@ -1,7 +1,12 @@
 """JSON control endpoint: the PaperExchange control API for drivers in another process
-(demo, benchmark). POST /control/<name> with the keyword arguments as a JSON object."""
+(demo, benchmark). POST /control/<name> with the keyword arguments as a JSON object.
+
+It moves prices, fills and fails orders at will, so beyond loopback it answers only requests
+that carry its token (`Authorization: Bearer TOKEN`); on loopback it needs none."""
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -21,8 +26,27 @@ _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_frac
                 "duplicate_messages", "reorder_messages", "clear")
 
 
-def add_control_routes(app: web.Application, ex: "PaperExchange") -> None:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_control_routes(app: web.Application, ex: "PaperExchange", token: str | None = None) -> None:
+    def refused(request: web.Request) -> web.Response | None:
+        if token is None:
+            return None
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if hmac.compare_digest(given, token.encode()):
+            return None
+        return _answer(401, {"error": "the control endpoint needs its token (Authorization: Bearer TOKEN)"})
+
     async def call(request: web.Request) -> web.Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         name = request.match_info["name"]
         target: Callable[..., Any] | None = None
         if name in _EXCHANGE_CALLS:
@@ -48,6 +72,8 @@ def add_control_routes(app: web.Application, ex: "PaperExchange") -> None:
             return _answer(400, {"error": str(e)[:200]})
 
     async def state(request: web.Request) -> web.Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         return _answer(200, {"rest_url": ex.rest_url, "ws_url": ex.ws_url, "session": ex.engine.sessions.state(),
                              "accounts": sorted(ex.engine.accounts), "sockets": ex.socket_count()})
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from . import realtime
 from .alerts import order_alert
 from .book import Account
-from .control import add_control_routes
+from .control import add_control_routes, is_loopback
 from .engine import Engine
 from .faults import Faults
 from .instruments import load_instruments
@@ -41,9 +41,12 @@ class PaperExchange:
                  clock: Callable[[], datetime] | None = None, rate_limits: dict[str, int | None] | None = None,
                  fill_tranche_qty: int | None = None, host: str = "127.0.0.1", port: int = 0,
                  instruments_csv: str | Path | None = None, ws_port: int = 0,
-                 quotes_per_second: int | None = 1, sequence: bool = True) -> None:
+                 quotes_per_second: int | None = 1, sequence: bool = True, control_token: str | None = None) -> None:
         """`sequence=False` leaves the per-order `Sequence` out of the order-update frames, as Dhan's
         own feed does."""
+        if control_token is None and not is_loopback(host):
+            raise ValueError(f"a paper exchange on {host} (beyond loopback) needs a control token")
+        self.control_token = control_token
         self.price_walk = price_walk
         self.tick_seconds = tick_seconds
         self.host, self._port, self._ws_port = host, port, ws_port
@@ -96,7 +99,7 @@ class PaperExchange:
     async def _serve(self) -> None:
         rest_app = web.Application(client_max_size=64 * 1024)
         RestApi(self.engine, self.faults, self.limiter, self.requests, self.quote_limiter).add_routes(rest_app)
-        add_control_routes(rest_app, self)
+        add_control_routes(rest_app, self, self.control_token)
         ws_app = web.Application()
         ws_app.router.add_get("/", self.hub.handle)
         ports = []

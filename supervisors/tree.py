@@ -43,6 +43,7 @@ from app.accounts import Accounts, prepare_accounts
 from app.alert_channels import TelegramChannel, WebhookChannel
 from app.alerts import Alerts
 from app.config import Config
+from app.startup import key_error, record_accounts
 from broker.gateway import DhanGateway
 from storage import Store
 from storage import models as m
@@ -50,7 +51,6 @@ from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
-from trading.prices import LEADER_FILL, NONE, QUOTE
 
 log = logging.getLogger(__name__)
 
@@ -124,27 +124,27 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                       f"follower {name}: {reason}; it starts paused: nothing is copied to it until it has a "
                       f"working token (python run.py token {name})")
     instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
-    count = instruments.load()
+    try:
+        count = instruments.load()
+    except OSError as exc:  # the config's to fix, like any other key: one line, exit status 2
+        raise key_error(config, "instruments.master",
+                        f"cannot read {config.instruments_master!r}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise key_error(config, "instruments.master", str(exc)) from None
     log.info("instrument master: %d instruments from %s", count, config.instruments_master)
     copier.instruments = instruments
 
     leader = config.leader
     copier.gateways = accounts.gateways
 
+    record_accounts(store, config)
     names = [f.name for f in config.followers]
     kill_switch_on = threading.Event()
-    # Labelled series exist from the start, so Prometheus' increase() sees their first event.
+    # Labelled series exist from the start (metrics.create_series below, once the actor kinds are
+    # known), so Prometheus' increase() sees their first event.
     metrics.DEAD_LETTERS.set(store.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
     for name in [LEADER, *names]:
         metrics.FEED_CONNECTED.labels(name).set(0)
-    for name in names:
-        metrics.LAG_ALERTS.labels(name)
-        metrics.RATE_LIMITED.labels(name)
-        metrics.UNKNOWN_OUTCOMES.labels(name)
-    for result in ("hit", "miss"):
-        metrics.QUOTE_LOOKUPS.labels(result)
-    for source in (QUOTE, LEADER_FILL, NONE):
-        metrics.REFERENCE_PRICES.labels(source)
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
@@ -246,6 +246,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
             follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
             kind="feed", address=feed_addresses[account.name]))
 
+    metrics.create_series(LEADER, names, {spec.kind for spec in specs} | {"order"})
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
                                       on_escalate=escalate,

@@ -82,6 +82,13 @@ def parse_master(text: str) -> dict[tuple[str, str], Instrument]:
     return out
 
 
+class InstrumentMasterError(ValueError):
+    """The instrument master cannot be read or is not Dhan's instrument master CSV."""
+
+
+_REQUIRED_COLUMNS = ("SEM_EXM_EXCH_ID", "SEM_SEGMENT", "SEM_SMST_SECURITY_ID", "SEM_TRADING_SYMBOL")
+
+
 class InstrumentMaster:
     """Thread-safe lookup by (exchange segment, security id), reloaded on a miss at most once a minute."""
 
@@ -96,10 +103,22 @@ class InstrumentMaster:
         self._loaded_at = 0.0
 
     def load(self) -> int:
-        text = self._read_source()
-        table = parse_master(text)
+        """Read and parse the source; InstrumentMasterError (or OSError) says why it cannot be used."""
+        try:
+            text = self._read_source()
+        except UnicodeDecodeError:
+            raise InstrumentMasterError(f"{self.source!r} is not a text file (Dhan's instrument master is a CSV)") from None
+        try:
+            header = [name.strip() for name in next(csv.reader(io.StringIO(text[:4096])), [])]
+            missing = [c for c in _REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise InstrumentMasterError(f"{self.source!r} is not Dhan's instrument master CSV "
+                                            f"(no {', '.join(missing)} column)")
+            table = parse_master(text)
+        except csv.Error as exc:
+            raise InstrumentMasterError(f"{self.source!r} is not a readable CSV: {exc}") from None
         if not table:
-            raise ValueError(f"instrument master {self.source!r} holds no instruments")
+            raise InstrumentMasterError(f"instrument master {self.source!r} holds no instruments")
         with self._lock:
             self._by_key = table
             self._loaded_at = time.monotonic()
