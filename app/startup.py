@@ -12,7 +12,7 @@ import peewee as pw
 
 from app import metrics
 from app.config import Config, ConfigError
-from storage import Store
+from storage import Store, StorageUnavailable
 
 
 def key_error(config: Config, key: str, problem: str) -> ConfigError:
@@ -24,7 +24,7 @@ def open_store(config: Config, **kwargs: Any) -> Store:
     """The store at `storage.path`; keyword arguments go to `Store`."""
     try:
         return Store(config.storage_path, **kwargs)
-    except (OSError, pw.DatabaseError, sqlite3.Error) as exc:
+    except (OSError, pw.DatabaseError, sqlite3.Error, StorageUnavailable) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise key_error(config, "storage.path", f"cannot open {config.storage_path!r}: {reason}") from None
 

@@ -19,6 +19,7 @@ watchers are told. A database file deleted or replaced under the store is `Stora
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -204,6 +205,8 @@ class Store:
         """The storage error as SQLite or the OS gave it, with the free space of its disk."""
         cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
         text = str(cause).strip() or type(cause).__name__
+        if isinstance(cause, OSError) and cause.errno not in (None, errno.ENOSPC, errno.EDQUOT):
+            return text  # a path that cannot be used at all: the free space is beside the point
         free = _free_bytes(self.path)
         if free is None:
             return text
