@@ -178,3 +178,18 @@ def test_an_exit_outside_the_copy_window_is_copied_sized_as_an_exit(make_rig):
     assert rig.follower_copy(exit_order)["quantity"] == 25  # half of its own 50, not 0.5 x 60
     wait_until(lambda: _position(rig, "f1") == 25, message="follower holds 25")
     assert rig.skips(exit_order) == []
+
+
+def test_a_strategy_leg_outside_the_window_unwinds_the_legs_placed_inside_it(make_rig):
+    clock = Clock(_ist(15, 9, 30))
+    rig = make_rig(followers=[WINDOWED], config={"copy": {"leg_window_seconds": 5.0}}, clock=clock)
+    call_price = round(rig.exchange.price("45105") * 0.9, 1)
+    call = rig.place(security_id="45105", segment="NSE_FNO", quantity=150, price=call_price, product="MARGIN")
+    rig.follower_copy(call)
+    clock.at = _ist(15, 10)
+    put_price = round(rig.exchange.price("45106") * 1.1, 1)
+    put = rig.place(security_id="45106", segment="NSE_FNO", side="SELL", quantity=150, price=put_price,
+                    product="MARGIN")
+    assert rig.wait_skip(put, "f1").reason == "outside_copy_window"
+    rig.wait_copy(call, lambda c: c["orderStatus"] == "CANCELLED", message="the naked leg cancelled")
+    assert rig.follower_placements("f1") == 1
