@@ -22,13 +22,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 from actors.messages import (LEADER, CapitalSnapshot, FillSeen, PositionsSnapshot, ReleaseCapital, ResumeAccount,
                              SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
 from supervisors import Address, Supervised
 from trading import risk
-from trading.filters import Filters
+from trading.calendar import now as exchange_now
+from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_order
 from trading.strategy import leg_quantity
@@ -93,8 +95,11 @@ class SizingActor(Supervised):
                  leg_window_seconds: float = 0.0, limits: dict[str, risk.RiskLimits] | None = None,
                  on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None,
                  filters: dict[str, Filters] | None = None, suspended: dict[str, str] | None = None,
-                 first_funds: dict[str, Any] | None = None) -> None:
+                 first_funds: dict[str, Any] | None = None, copy_windows: dict[str, CopyWindow] | None = None,
+                 clock: Callable[[], datetime] = exchange_now) -> None:
         super().__init__(address, supervisor)
+        self.copy_windows = copy_windows or {}
+        self.clock = clock  # the copier's exchange clock, the one its market-hours rules read
         self.rules = rules
         self.accounts = accounts  # account -> its gateway (fund_limit, positions), the leader's included
         self.limits = limits or {}
@@ -257,7 +262,7 @@ class SizingActor(Supervised):
         leg window are one strategy: later legs keep the first leg's lot ratio per follower, or are
         not placed and unwind the legs that were (1.4.5). Deciding it here, one order at a time,
         means two legs arriving together cannot both believe they are the first."""
-        decisions = [self._size(request) for request in message.requests]
+        decisions = [self._size(request, new_order=True) for request in message.requests]
         if not message.requests:
             return SizedCopies(())
         instrument = message.requests[0].instrument
@@ -296,13 +301,16 @@ class SizingActor(Supervised):
         self.reservations[request.follower].pop(request.correlation_id, None)
         return SizeDecision(0, 0, 0.0, reason, detail, unwind=unwind)
 
-    def _size(self, request: SizeCopy) -> SizeDecision:
+    def _size(self, request: SizeCopy, new_order: bool = False) -> SizeDecision:
+        """`new_order`: the first sizing of a leader order's copies, which the follower's copy window
+        may refuse; a re-size (the leader modified its quantity) follows the leader at any hour."""
         if request.follower in self.suspended:
             return SizeDecision(0, 0, 0.0, "account_suspended", self.suspended[request.follower])
         refused_by = self.filters[request.follower].refusal(request.instrument) if request.follower in self.filters else None
         if refused_by:
             return SizeDecision(0, 0, 0.0, "filtered", f"{request.instrument.symbol} refused by filters.{refused_by}")
-        decision = self._exit(request) or self._entry(request)
+        exit_decision = self._exit(request)
+        decision = self._outside_window(request, new_order, exit_decision) or exit_decision or self._entry(request)
         if decision.skip_reason is None:
             limits = self.limits.get(request.follower)
             if limits is not None and limits.enabled:
@@ -317,6 +325,13 @@ class SizingActor(Supervised):
                                         f"{verdict.detail}; {note}" if note else verdict.detail)
             self.recent_orders[request.follower].append(time.time())
         return decision
+
+    def _outside_window(self, request: SizeCopy, new_order: bool, exit_decision: SizeDecision | None
+                        ) -> SizeDecision | None:
+        """The skip of a new order outside the follower's copy window, or None (exits pass)."""
+        window = self.copy_windows.get(request.follower) if new_order else None
+        detail = window.refusal(self.clock(), exit=exit_decision is not None) if window is not None else None
+        return SizeDecision(0, 0, 0.0, OUTSIDE_COPY_WINDOW, detail) if detail else None
 
     def _entry(self, request: SizeCopy) -> SizeDecision:
         rule = self.rules[request.follower]

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ import yaml
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
 from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_environment
-from trading.filters import Filters
+from trading.filters import CopyWindow, Filters
 from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
 
@@ -46,6 +47,7 @@ class FollowerConfig(AccountConfig):
     sizing: SizingRule = field(default_factory=SizingRule)
     risk: RiskLimits = field(default_factory=RiskLimits)
     filters: Filters = field(default_factory=Filters)
+    copy_window: CopyWindow | None = None  # None: new orders are copied at any hour
     funds: float = 500_000.0  # paper mode only: the follower's starting funds
 
 
@@ -298,6 +300,36 @@ def _filters(section: _Section) -> Filters:
     return filters
 
 
+_CLOCK_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _copy_window(section: _Section) -> CopyWindow | None:
+    """Both `start` and `end` as "HH:MM" in exchange time, or no window at all."""
+    if not section.data:
+        return None
+
+    def clock_time(name: str) -> time:
+        value = section.get(name)
+        if value is None:
+            raise ConfigError(f"{section._k(name)}: is required (give both start and end, or no copy_window)")
+        match = _CLOCK_TIME.match(value) if isinstance(value, str) else None
+        if match is None:
+            hint = ""
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+                # YAML 1.1 reads an unquoted 15:10 as the base-60 number 910
+                hours, minutes = divmod(value, 60)
+                hint = f'; YAML reads an unquoted {hours}:{minutes:02d} as a number: write "{hours:02d}:{minutes:02d}"'
+            raise ConfigError(f'{section._k(name)}: must be a time "HH:MM" in exchange time (IST), got {value!r}{hint}')
+        return time(int(match.group(1)), int(match.group(2)))
+
+    start, end = clock_time("start"), clock_time("end")
+    section.done()
+    if not start < end:
+        raise ConfigError(f"{section._k('start')}: must be before end ({start:%H:%M} >= {end:%H:%M}); "
+                          "a window cannot run across midnight")
+    return CopyWindow(start, end)
+
+
 def _resolve(path: str, base_dir: Path | None) -> str:
     """A relative path in a config file is relative to the file's folder, not the working directory."""
     if base_dir is None or Path(path).is_absolute():
@@ -341,9 +373,11 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
             message = str(exc) if str(exc).startswith("risk") else f"risk: {exc}"
             raise ConfigError(f"followers[{i}].{message}") from None
         filters = _filters(fs.section("filters"))
+        copy_window = _copy_window(fs.section("copy_window"))
         funds = fs.number("funds", 500_000.0, 0)
         fs.done()
         followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, filters=filters, funds=funds,
+                                        copy_window=copy_window,
                                         token_source=_token_source(raw_followers[i], source)))
 
     inst = root.section("instruments")
