@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
-from tests.paper.paper_support import LEADER, LEADER_TOKEN, NIFTY_CE, RELIANCE, Feed, buy, client, make_exchange, order_id
+from tests.paper.paper_support import (LEADER, LEADER_TOKEN, NIFTY_CE, RELIANCE, Feed, buy, client, make_exchange,
+                                       order_id)
 
 from paper import PaperExchange
+from paper.__main__ import main as paper_main
+from paper.freeze import FreezeLimits
 
 BANKNIFTY_CE = "46201"   # BANKNIFTY 29 DEC 51000 CALL, lot 35
 HEADERS = {"access-token": LEADER_TOKEN, "client-id": LEADER, "Content-Type": "application/json"}
@@ -52,7 +56,8 @@ def test_slicing_places_one_order_per_slice_within_the_freeze_quantity(ex: Paper
     slices = answer["data"]
     assert isinstance(slices, list) and len(slices) == 3
     ids = [s["orderId"] for s in slices]
-    assert len(set(ids)) == 3 and all(s["orderStatus"] in ("PENDING", "TRANSIT", "TRADED", "PART_TRADED") for s in slices)
+    assert len(set(ids)) == 3
+    assert all(s["orderStatus"] in ("PENDING", "TRANSIT", "TRADED", "PART_TRADED") for s in slices)
     book = {o["orderId"]: o for o in ex.orders(LEADER)}
     assert sorted(book) == sorted(ids)
     assert [book[i]["quantity"] for i in ids] == [1800, 1800, 150]
@@ -137,3 +142,22 @@ def test_the_shipped_table_limits_nifty_options_to_1800() -> None:
         assert ex.freeze_limit(NIFTY_CE) == 1800 and ex.freeze_limit(RELIANCE) is None
     finally:
         ex.stop()
+
+
+def test_the_control_endpoint_sets_and_reads_freeze_limits(ex: PaperExchange, dhan) -> None:
+    r = requests.post(ex.control_url + "/set_freeze_limit", json={"underlying": "NIFTY", "qty": 750}, timeout=5)
+    assert r.status_code == 200
+    read = requests.post(ex.control_url + "/freeze_limit", json={"security_id": NIFTY_CE}, timeout=5)
+    assert read.json()["result"] == 750
+    assert buy(dhan, 825, sid=NIFTY_CE, product="MARGIN")["remarks"]["error_code"] == "DH-906"
+
+
+def test_a_bad_freeze_table_is_refused_naming_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "freeze.csv"
+    table.write_text("exchange_segment,underlying,freeze_qty\nNSE_FNO,NIFTY,lots\n")
+    with pytest.raises(ValueError, match=r"freeze.csv:2: .*freeze_qty"):
+        FreezeLimits(table)
+    with pytest.raises(SystemExit) as stopped:
+        paper_main(["--freeze-limits", str(tmp_path / "missing.csv")])
+    assert stopped.value.code == 2
+    assert "--freeze-limits" in capsys.readouterr().err

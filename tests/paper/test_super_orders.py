@@ -66,7 +66,8 @@ def test_the_legs_come_alive_when_the_entry_trades(resting: PaperExchange, dhan,
     on_book = book_legs(ex, oid)
     assert set(on_book) == {"ENTRY_LEG", "TARGET_LEG", "STOP_LOSS_LEG"}
     target, stop = on_book["TARGET_LEG"], on_book["STOP_LOSS_LEG"]
-    assert (target["transactionType"], target["orderType"], target["price"], target["quantity"]) == ("SELL", "LIMIT", 1600.0, 10)
+    assert (target["transactionType"], target["orderType"], target["price"], target["quantity"]) == (
+        "SELL", "LIMIT", 1600.0, 10)
     assert (stop["transactionType"], stop["orderType"], stop["triggerPrice"], stop["quantity"]) == (
         "SELL", "STOP_LOSS_MARKET", 1450.0, 10)
     assert all(o["orderStatus"] == "PENDING" for o in (target, stop))
@@ -77,7 +78,8 @@ def test_the_legs_come_alive_when_the_entry_trades(resting: PaperExchange, dhan,
     assert all(a["Remarks"] == "Super Order" and a["CorrelationId"] == "so-1" for a in alerts)
     assert alerts[0]["LegNo"] == 1 and alerts[0]["Status"].upper() == "PENDING"
     assert any(a["LegNo"] == 1 and a["Status"].upper() == "TRADED" for a in alerts)
-    assert {(a["LegNo"], a["TxnType"], a["OrderType"]) for a in alerts if a["LegNo"] != 1} == {(2, "S", "SLM"), (3, "S", "LMT")}
+    exits = {(a["LegNo"], a["TxnType"], a["OrderType"]) for a in alerts if a["LegNo"] != 1}
+    assert exits == {(2, "S", "SLM"), (3, "S", "LMT")}
 
 
 def test_the_target_trading_cancels_the_stop_loss(resting: PaperExchange, dhan, feed: Feed) -> None:
@@ -155,7 +157,8 @@ def test_each_leg_can_be_modified(resting: PaperExchange, dhan) -> None:
                                    stopLossPrice=1440.0)
     assert late["remarks"]["error_code"] == "DH-906" and "ENTRY_LEG" in late["remarks"]["error_message"]
     assert dhan.modify_super_order(oid, "LIMIT", "TARGET_LEG", targetPrice=1640.0)["status"] == "success"
-    assert dhan.modify_super_order(oid, "LIMIT", "STOP_LOSS_LEG", stopLossPrice=1460.0, trailingJump=0)["status"] == "success"
+    stop = dhan.modify_super_order(oid, "LIMIT", "STOP_LOSS_LEG", stopLossPrice=1460.0, trailingJump=0)
+    assert stop["status"] == "success"
     on_book = book_legs(ex, oid)
     assert (on_book["TARGET_LEG"]["price"], on_book["STOP_LOSS_LEG"]["triggerPrice"]) == (1640.0, 1460.0)
     assert legs(ex, oid)["STOP_LOSS_LEG"]["trailingJump"] == 0.0
