@@ -11,6 +11,7 @@ import requests
 from tests.paper.paper_support import LEADER, LEADER_TOKEN, RELIANCE, Feed, client
 
 from paper import PaperExchange
+from paper.errors import DhanError
 
 HEADERS = {"access-token": LEADER_TOKEN, "client-id": LEADER, "Content-Type": "application/json"}
 LEG_NO = {"ENTRY_LEG": 1, "STOP_LOSS_LEG": 2, "TARGET_LEG": 3}
@@ -279,3 +280,17 @@ def test_bad_modifications_and_cancels_are_refused(resting: PaperExchange, dhan)
     r = send(ex, "DELETE", f"/super/orders/{plain}/ENTRY_LEG")
     assert r.status_code == 400 and r.json()["errorMessage"].startswith("orderId")
     assert super_order(ex, oid)["orderStatus"] == "PENDING"
+
+
+def test_a_leg_can_be_traded_at_will_through_the_exchange_api(resting: PaperExchange, dhan) -> None:
+    ex = resting
+    oid = place(dhan)
+    with pytest.raises(DhanError):
+        ex.fill(LEADER, oid, leg="TARGET_LEG")   # not placed before the entry trades
+    ex.fill(LEADER, oid)
+    ex.fill(LEADER, oid, leg="STOP_LOSS_LEG", qty=3)
+    book = {o["legName"]: o for o in dhan.get_order_list()["data"] if o["orderId"] == oid}
+    assert (book["STOP_LOSS_LEG"]["filledQty"], book["TARGET_LEG"]["quantity"]) == (3, 7)
+    ex.fill(LEADER, oid, leg="TARGET_LEG")
+    assert super_order(ex, oid)["orderStatus"] == "CLOSED"
+    assert [p["netQty"] for p in ex.positions(LEADER)] == [0]
