@@ -9,6 +9,7 @@ import threading
 
 from .control import is_loopback
 from .exchange import AccountSpec, PaperExchange
+from .freeze import FreezeLimits
 from .leader_bot import LeaderBot
 
 
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--orders-per-minute", type=int, default=None, help="order rate limit per account and minute (0: none)")
     p.add_argument("--unlimited", action="store_true", help="no order rate limits (benchmarks)")
     p.add_argument("--bot", action="store_true", help="run a LeaderBot on the first account")
+    p.add_argument("--freeze-limits", default=None, metavar="CSV",
+                   help="freeze quantity table (exchange_segment,underlying,freeze_qty) instead of the shipped one")
     args = p.parse_args(argv)
     if not args.control_token and not is_loopback(args.host):
         p.error(f"--host {args.host} is beyond loopback: its control endpoint moves prices and fills orders "
@@ -45,9 +48,13 @@ def main(argv: list[str] | None = None) -> None:
             limits["per_second"] = args.orders_per_second or None
         if args.orders_per_minute is not None:
             limits["per_minute"] = args.orders_per_minute or None
+    try:
+        freeze = FreezeLimits(args.freeze_limits) if args.freeze_limits else None
+    except (OSError, ValueError) as e:
+        p.error(f"--freeze-limits: {e}")
     ex = PaperExchange(seed=args.seed, price_walk=not args.no_price_walk, tick_seconds=args.tick_seconds,
                        session=args.session, rate_limits=limits, host=args.host, port=args.port,
-                       ws_port=args.ws_port, control_token=args.control_token or None).start()
+                       ws_port=args.ws_port, control_token=args.control_token or None, freeze_limits=freeze).start()
     specs = [AccountSpec(f"{1000000001 + i}", f"paper-token-{1000000001 + i}", args.funds) for i in range(args.accounts)]
     for spec in specs:
         ex.add_account(spec)

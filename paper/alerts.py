@@ -9,6 +9,7 @@ from .book import Order
 _PRODUCT = {"CNC": "C", "INTRADAY": "I", "MARGIN": "M", "MTF": "F", "CO": "V", "BO": "B"}
 _PRODUCT_NAME = {"CNC": "CNC", "INTRADAY": "INTRADAY", "MARGIN": "MARGIN", "MTF": "MTF", "CO": "CO", "BO": "BO"}
 _ORDER_TYPE = {"LIMIT": "LMT", "MARKET": "MKT", "STOP_LOSS": "SL", "STOP_LOSS_MARKET": "SLM"}
+_LEG_NO = {"ENTRY_LEG": 1, "STOP_LOSS_LEG": 2, "TARGET_LEG": 3}   # a super order's legs
 # Dhan's feed is inconsistent in casing; reproduce that so clients compare case-insensitively.
 _STATUS = {"TRANSIT": "Transit", "PENDING": "Pending", "REJECTED": "Rejected", "CANCELLED": "Cancelled",
            "PART_TRADED": "PART_TRADED", "TRADED": "TRADED", "EXPIRED": "Expired"}
@@ -26,11 +27,14 @@ def order_alert(order: Order, sequence: bool = True) -> dict[str, Any]:
         "DiscQuantity": order.disclosed_quantity, "DiscQtyRem": order.disclosed_quantity,
         "RemainingQuantity": order.remaining, "Quantity": order.quantity, "TradedQty": order.filled_qty,
         "Price": order.price, "TriggerPrice": order.trigger_price, "TradedPrice": order.last_fill_price,
-        "AvgTradedPrice": order.average_price, "AlgoOrdNo": "", "OffMktFlag": "1" if order.after_market_order else "0",
+        "AvgTradedPrice": order.average_price, "AlgoOrdNo": order.order_id if order.super_order else "",
+        "OffMktFlag": "1" if order.after_market_order else "0",
         "OrderDateTime": order.create_time, "ExchOrderTime": order.exchange_time,
-        "LastUpdatedTime": order.update_time, "Remarks": "", "MktType": "NL", "ReasonDescription":
+        "LastUpdatedTime": order.update_time, "Remarks": "Super Order" if order.super_order else "",
+        "MktType": "NL", "ReasonDescription":
             order.oms_error_description or ("CONFIRMED" if order.status not in ("REJECTED",) else "REJECTED"),
-        "LegNo": 1, "Instrument": ins.instrument_name, "Symbol": ins.trading_symbol,
+        "LegNo": _LEG_NO.get(order.leg_name, 1) if order.super_order else 1,
+        "Instrument": ins.instrument_name, "Symbol": ins.trading_symbol,
         "ProductName": _PRODUCT_NAME.get(order.product_type, order.product_type), "Status": _STATUS[order.status],
         "LotSize": ins.lot_size, "StrikePrice": ins.strike if ins.is_option else 0.0,
         "ExpiryDate": ins.expiry_date, "OptType": ins.option_type, "DisplayName": ins.custom_symbol,

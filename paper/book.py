@@ -5,9 +5,12 @@ so everything here is deterministic and easy to reason about."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .instruments import Instrument
+
+if TYPE_CHECKING:
+    from .superorders import SuperOrder
 
 OPEN_STATUSES = frozenset({"TRANSIT", "PENDING", "PART_TRADED"})
 TERMINAL_STATUSES = frozenset({"REJECTED", "CANCELLED", "TRADED", "EXPIRED"})
@@ -44,6 +47,14 @@ class Order:
     triggered: bool = False          # SL/SLM: trigger crossed, now behaves as LIMIT/MARKET
     live_after: float | None = None  # AMO / pre-open: epoch seconds (business clock) it may match from
     exchange_order_id: str = ""
+    super_order: bool = False        # a leg of a super order: its legs share the order id, told apart by leg_name
+
+    @property
+    def key(self) -> str:
+        """Unique among the day's orders: the order id, with the leg for a super order's exit legs."""
+        if self.super_order and self.leg_name not in ("", "ENTRY_LEG"):
+            return f"{self.order_id}/{self.leg_name}"
+        return self.order_id
 
     @property
     def remaining(self) -> int:
@@ -188,11 +199,18 @@ class Account:
     orders: dict[str, Order] = field(default_factory=dict)
     open_orders: dict[str, Order] = field(default_factory=dict)
     by_correlation: dict[str, Order] = field(default_factory=dict)
+    sliced: dict[str, list[Order]] = field(default_factory=dict)   # correlation id -> the slices that share it
+    supers: dict[str, SuperOrder] = field(default_factory=dict)    # order id -> its super order
     trades: list[Trade] = field(default_factory=list)
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
     forever: dict[str, dict[str, Any]] = field(default_factory=dict)
     reject_next: list[tuple[str, str]] = field(default_factory=list)
     ltp: Callable[[str], float] | None = None   # price source for MARKET orders' margin
+
+    def book(self) -> list[Order]:
+        """The order book: every order of the day, and the exit legs of super orders once placed."""
+        legs = [leg for so in self.supers.values() for leg in so.placed_exit_legs()]
+        return [*self.orders.values(), *legs]
 
     def position(self, ins: Instrument, product: str) -> Position:
         key = (ins.security_id, product)

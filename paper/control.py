@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _EXCHANGE_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
                    "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
                    "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count")
+_EXCHANGE_CALLS += ("super_orders", "freeze_limit", "set_freeze_limit")   # order slicing and super orders
 # Control bodies may carry a raw socket frame bigger than the REST API's body limit (send_raw).
 CONTROL_MAX_BYTES = 16 * 1024 * 1024
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",

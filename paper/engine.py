@@ -10,14 +10,17 @@ import secrets
 import itertools
 import math
 import threading
+from dataclasses import replace
 from typing import Any, Callable
 
 from .alerts import order_alert
 from .book import Account, Order, Trade, margin_required
 from .errors import DhanError, input_error, order_error
+from .freeze import FreezeLimits, underlying
 from .instruments import Instrument
 from .matching import PriceBoard, fill_now, round_tick
 from .sessions import AMO_DELAY, SessionClock
+from .superorders import SuperOrders
 from .validation import ModifyRequest, PlaceRequest, check_prices
 
 MAX_MODIFICATIONS = 25
@@ -28,7 +31,8 @@ Publish = Callable[[str, dict[str, Any]], None]
 
 class Engine:
     def __init__(self, instruments: dict[str, Instrument], board: PriceBoard, sessions: SessionClock,
-                 publish: Publish, tranche_qty: int | None = None, sequence: bool = True) -> None:
+                 publish: Publish, tranche_qty: int | None = None, sequence: bool = True,
+                 freeze: FreezeLimits | None = None) -> None:
         self.lock = threading.RLock()
         self.sequence = sequence  # announce each order's update counter (Dhan does not)
         self.instruments = instruments
@@ -42,6 +46,8 @@ class Engine:
         self._order_ids = itertools.count(1)
         self._trade_ids = itertools.count(1)
         self._state = sessions.state()
+        self.freeze = freeze if freeze is not None else FreezeLimits()
+        self.supers = SuperOrders(self)
 
     # --- accounts ---
     def add_account(self, client_id: str, token: str, funds: float) -> Account:
@@ -84,8 +90,8 @@ class Engine:
         order.sequence += 1
         order.update_time = self.sessions.stamp()
         if not order.is_open:
-            self.open_orders.pop(order.order_id, None)
-            self.accounts[order.client_id].open_orders.pop(order.order_id, None)
+            self.open_orders.pop(order.key, None)
+            self.accounts[order.client_id].open_orders.pop(order.key, None)
         self.publish(order.client_id, order_alert(order, self.sequence))
 
     def _live(self, order: Order) -> bool:
@@ -105,51 +111,96 @@ class Engine:
         """Create an order; returns it and the status to answer with. Raises DhanError for refusals."""
         with self.lock:
             acct = self.account(client_id)
-            if from_api and acct.reject_next:
-                code, message = acct.reject_next.pop(0)
-                raise DhanError(code, message)
-            if acct.kill_switch:
-                raise order_error("kill switch is active for this account: trading disabled for the day")
-            ins = req.instrument
-            if self.board.quotes[ins.security_id].halted:
-                raise order_error(f"security {ins.security_id} ({ins.trading_symbol}) is halted")
-            state = self._state = self.sessions.state()
-            live_after: float | None = None
-            if state in ("closed", "holiday") and not req.after_market_order:
-                raise order_error("exchange holiday: market closed" if state == "holiday"
-                                  else "market closed: place an after-market order (afterMarketOrder=true)")
-            if state == "pre_open" and not req.after_market_order:
-                if not (ins.is_equity and req.order_type == "LIMIT"):
-                    raise order_error("pre-open session accepts only LIMIT orders in equities")
-                live_after = WAITING
-            if req.after_market_order and state != "open":
-                live_after = WAITING
-            if req.correlation_id and req.correlation_id in acct.by_correlation:
-                raise input_error("correlationId", "correlationId already used today")
-            now = self.sessions.stamp()
-            n = next(self._order_ids)
-            order = Order(
-                order_id=str(5126112300000 + n), client_id=client_id, instrument=ins,
-                transaction_type=req.transaction_type, product_type=req.product_type, order_type=req.order_type,
-                validity=req.validity, quantity=req.quantity, price=req.price, trigger_price=req.trigger_price,
-                disclosed_quantity=req.disclosed_quantity, correlation_id=req.correlation_id,
-                after_market_order=req.after_market_order and live_after is not None,
-                amo_time=req.amo_time if live_after is not None else "", create_time=now, update_time=now,
-                exchange_time=now, exchange_order_id=str(1100000000000000 + n), live_after=live_after)
-            acct.orders[order.order_id] = order
-            if order.correlation_id:
-                acct.by_correlation[order.correlation_id] = order
-            reason = self._placement_reject_reason(acct, order)
-            if reason:
-                order.status, order.oms_error_code, order.oms_error_description = "REJECTED", reason[0], reason[1]
-                self._emit(order)
-                return order, "REJECTED"
-            acct.open_orders[order.order_id] = order
-            self.open_orders[order.order_id] = order
+            live_after = self._admit(acct, req, from_api)
+            order = self._create(acct, req, live_after)
+            return order, self._accept(acct, order)
+
+    def place_sliced(self, client_id: str, req: PlaceRequest) -> list[tuple[Order, str]]:
+        """Dhan's order slicing: one order per slice of at most the freeze quantity (whole lots), each
+        with its own order id and the request's correlation id; all are refused or none."""
+        with self.lock:
+            acct = self.account(client_id)
+            sizes = self.freeze.slices(req.instrument, req.quantity)
+            live_after = self._admit(acct, replace(req, quantity=sizes[0]), True)   # the largest slice
+            placed = []
+            for size in sizes:
+                order = self._create(acct, replace(req, quantity=size,
+                                                   disclosed_quantity=min(req.disclosed_quantity, size)), live_after)
+                placed.append((order, self._accept(acct, order)))
+            if req.correlation_id and len(placed) > 1:
+                acct.sliced[req.correlation_id] = [order for order, _ in placed]
+            return placed
+
+    def _admit(self, acct: Account, req: PlaceRequest, from_api: bool) -> float | None:
+        """Refuse a placement the account or the market cannot take (DhanError); else the time the
+        order may match from (None: at once)."""
+        if from_api and acct.reject_next:
+            code, message = acct.reject_next.pop(0)
+            raise DhanError(code, message)
+        if acct.kill_switch:
+            raise order_error("kill switch is active for this account: trading disabled for the day")
+        ins = req.instrument
+        if self.board.quotes[ins.security_id].halted:
+            raise order_error(f"security {ins.security_id} ({ins.trading_symbol}) is halted")
+        self._check_freeze(ins, req.quantity)
+        state = self._state = self.sessions.state()
+        live_after: float | None = None
+        if state in ("closed", "holiday") and not req.after_market_order:
+            raise order_error("exchange holiday: market closed" if state == "holiday"
+                              else "market closed: place an after-market order (afterMarketOrder=true)")
+        if state == "pre_open" and not req.after_market_order:
+            if not (ins.is_equity and req.order_type == "LIMIT"):
+                raise order_error("pre-open session accepts only LIMIT orders in equities")
+            live_after = WAITING
+        if req.after_market_order and state != "open":
+            live_after = WAITING
+        if req.correlation_id and req.correlation_id in acct.by_correlation:
+            raise input_error("correlationId", "correlationId already used today")
+        return live_after
+
+    def _check_freeze(self, ins: Instrument, quantity: int) -> None:
+        limit = self.freeze.limit(ins)
+        if limit is not None and quantity > limit:
+            raise order_error(f"quantity {quantity} exceeds the freeze quantity {limit} of {underlying(ins)} "
+                              f"per order: place at most {limit}, or slice it (POST /orders/slicing)")
+
+    def _create(self, acct: Account, req: PlaceRequest, live_after: float | None) -> Order:
+        """A new order on the account's book, not yet announced nor open."""
+        now = self.sessions.stamp()
+        n = next(self._order_ids)
+        order = Order(
+            order_id=str(5126112300000 + n), client_id=acct.client_id, instrument=req.instrument,
+            transaction_type=req.transaction_type, product_type=req.product_type, order_type=req.order_type,
+            validity=req.validity, quantity=req.quantity, price=req.price, trigger_price=req.trigger_price,
+            disclosed_quantity=req.disclosed_quantity, correlation_id=req.correlation_id,
+            after_market_order=req.after_market_order and live_after is not None,
+            amo_time=req.amo_time if live_after is not None else "", create_time=now, update_time=now,
+            exchange_time=now, exchange_order_id=str(1100000000000000 + n), live_after=live_after)
+        acct.orders[order.order_id] = order
+        if order.correlation_id:
+            acct.by_correlation.setdefault(order.correlation_id, order)   # slices share it: the first answers
+        return order
+
+    def _accept(self, acct: Account, order: Order) -> str:
+        """Announce a new order: rejected by the risk checks, or open and matched on arrival. Returns
+        the status the placement answers with."""
+        reason = self._placement_reject_reason(acct, order)
+        if reason:
+            order.status, order.oms_error_code, order.oms_error_description = "REJECTED", reason[0], reason[1]
             self._emit(order)
-            answer = order.status
-            self._match_on_arrival(order)
-            return order, answer
+            return "REJECTED"
+        self._open(acct, order)
+        answer = order.status
+        self._match_on_arrival(order)
+        return answer
+
+    def _open(self, acct: Account, order: Order) -> None:
+        acct.open_orders[order.key] = order
+        self.open_orders[order.key] = order
+        self._emit(order)
+
+    def next_exchange_order_id(self) -> str:
+        return str(1100000000000000 + next(self._order_ids))
 
     def _placement_reject_reason(self, acct: Account, order: Order) -> tuple[str, str] | None:
         ins = order.instrument
@@ -195,6 +246,8 @@ class Engine:
         order.exchange_time = now
         order.status = "TRADED" if order.remaining == 0 else "PART_TRADED"
         self._emit(order)
+        if order.super_order:
+            self.supers.on_fill(order)
 
     # --- modify / cancel / fill ---
     def modify(self, client_id: str, order_id: str, parse: Callable[[Order], ModifyRequest]) -> Order:
@@ -207,6 +260,7 @@ class Engine:
                 raise order_error(f"modification limit reached: at most {MAX_MODIFICATIONS} modifications per order")
             req = parse(order)
             ins = order.instrument
+            self._check_freeze(ins, req.quantity)
             if req.quantity <= order.filled_qty:
                 raise input_error("quantity", f"new total quantity must exceed the filled {order.filled_qty}")
             check_prices(ins, req.order_type, req.quantity, req.price, req.trigger_price)
@@ -223,7 +277,8 @@ class Engine:
                 order.triggered = False
             order.order_type, order.quantity, order.price = req.order_type, req.quantity, req.price
             order.trigger_price, order.disclosed_quantity, order.validity = req.trigger_price, req.disclosed_quantity, req.validity
-            order.leg_name = req.leg_name or order.leg_name
+            if not order.super_order:   # a super order's legs keep their names (they key its book)
+                order.leg_name = req.leg_name or order.leg_name
             order.modifications += 1
             self._emit(order)
             if self._live(order):
@@ -239,9 +294,12 @@ class Engine:
             self._emit(order)
             return order
 
-    def force_fill(self, client_id: str, order_id: str, qty: int | None, price: float | None) -> Order:
+    def force_fill(self, client_id: str, order_id: str, qty: int | None, price: float | None,
+                   leg: str | None = None) -> Order:
+        """Trade the order (a super order's `leg`, when named) now, whatever the market."""
         with self.lock:
-            order = self._find(self.account(client_id), order_id)
+            acct = self.account(client_id)
+            order = self.supers.leg(acct, order_id, leg) if leg else self._find(acct, order_id)
             if not order.is_open:
                 raise order_error(f"order is {order.status}: nothing left to fill")
             qty = order.remaining if qty is None else min(int(qty), order.remaining)
@@ -286,6 +344,7 @@ class Engine:
     def _match_all(self, security_id: str | None = None) -> None:
         if self._state != "open":
             return
+        self.supers.trail(security_id)
         for order in list(self.open_orders.values()):
             if order.is_open and (security_id is None or order.instrument.security_id == security_id) and self._live(order):
                 self._try_fill(order)

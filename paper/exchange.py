@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
@@ -18,6 +18,7 @@ from .book import Account
 from .control import add_control_routes, is_loopback
 from .engine import Engine
 from .faults import Faults
+from .freeze import FreezeLimits
 from .instruments import load_instruments
 from .matching import PriceBoard, round_tick
 from .ratelimit import RateLimiter
@@ -41,9 +42,11 @@ class PaperExchange:
                  clock: Callable[[], datetime] | None = None, rate_limits: dict[str, int | None] | None = None,
                  fill_tranche_qty: int | None = None, host: str = "127.0.0.1", port: int = 0,
                  instruments_csv: str | Path | None = None, ws_port: int = 0,
-                 quotes_per_second: int | None = 1, sequence: bool = True, control_token: str | None = None) -> None:
+                 quotes_per_second: int | None = 1, sequence: bool = True, control_token: str | None = None,
+                 freeze_limits: str | Path | Mapping[str, int | None] | FreezeLimits | None = None) -> None:
         """`sequence=False` leaves the per-order `Sequence` out of the order-update frames, as Dhan's
-        own feed does."""
+        own feed does. `freeze_limits`: a freeze quantity table (CSV), or underlying -> units for
+        the F&O segments, instead of the shipped table (paper/data/freeze_limits.csv)."""
         if control_token is None and not is_loopback(host):
             raise ValueError(f"a paper exchange on {host} (beyond loopback) needs a control token")
         self.control_token = control_token
@@ -54,7 +57,8 @@ class PaperExchange:
         self.faults = Faults(on_drop=lambda: self.hub.drop_all(), seed=seed)
         self.hub = OrderSocketHub(lambda c, t: self.engine.authenticate(c, t) is not None, self.faults)
         self.engine = Engine(self.instruments, PriceBoard(self.instruments, seed), SessionClock(session, clock),
-                             self.hub.publish, fill_tranche_qty, sequence)
+                             self.hub.publish, fill_tranche_qty, sequence,
+                             freeze_limits if isinstance(freeze_limits, FreezeLimits) else FreezeLimits(freeze_limits))
         self.limiter = RateLimiter(rate_limits)
         self.quote_limiter = RateLimiter({"per_second": quotes_per_second, "per_minute": None, "per_hour": None,
                                           "per_day": None})
@@ -168,8 +172,14 @@ class PaperExchange:
         self.engine.rotate_token(client_id)
 
     def orders(self, client_id: str) -> list[dict[str, Any]]:
+        """The account's order book as `GET /orders` answers it (super orders' exit legs included)."""
         with self.engine.lock:
-            return [o.as_rest() for o in self.account(client_id).orders.values()]
+            return [o.as_rest() for o in self.account(client_id).book()]
+
+    def super_orders(self, client_id: str) -> list[dict[str, Any]]:
+        """The account's super orders as `GET /super/orders` answers them (exit legs in `legDetails`)."""
+        with self.engine.lock:
+            return self.engine.supers.listing(self.account(client_id))
 
     def order(self, client_id: str, order_id: str) -> dict[str, Any]:
         with self.engine.lock:
@@ -259,8 +269,21 @@ class PaperExchange:
         with self.engine.lock:
             self.engine.board.quotes[str(security_id)].hidden = hidden
 
-    def fill(self, client_id: str, order_id: str, qty: int | None = None, price: float | None = None) -> dict[str, Any]:
-        return self.engine.force_fill(client_id, order_id, qty, price).as_rest()
+    def fill(self, client_id: str, order_id: str, qty: int | None = None, price: float | None = None,
+             leg: str | None = None) -> dict[str, Any]:
+        """Trade the order now (`leg`: that leg of a super order, e.g. "TARGET_LEG")."""
+        return self.engine.force_fill(client_id, order_id, qty, price, leg).as_rest()
+
+    def freeze_limit(self, security_id: str) -> int | None:
+        """The most units one order of the instrument may carry (None: no limit)."""
+        with self.engine.lock:
+            return self.engine.freeze.limit(self.instruments[str(security_id)])
+
+    def set_freeze_limit(self, underlying: str, qty: int | None, segment: str | None = None) -> None:
+        """Limit orders on `underlying` (e.g. "NIFTY", or "*" for every other one of the segment) to
+        `qty` units (None: no limit), in `segment` or in both F&O segments."""
+        with self.engine.lock:
+            self.engine.freeze.set(underlying, qty, segment)
 
     def reject_next(self, client_id: str, error_code: str = "DH-906", message: str = "order rejected by the broker",
                     count: int = 1) -> None:

@@ -18,8 +18,8 @@ from .errors import DhanError, input_error
 from .faults import Faults
 from .ratelimit import RateLimiter
 from .requestlog import RequestLog
-from .validation import (check_client, parse_forever, parse_forever_modify, parse_json, parse_margin, parse_modify,
-                         parse_place, parse_quote_request)
+from .validation import (check_client, parse_forever, parse_forever_modify, parse_json, parse_leg_name, parse_margin,
+                         parse_modify, parse_place, parse_quote_request, parse_super, parse_super_modify)
 
 log = logging.getLogger("paper.rest")
 PREFIX = "/v2"
@@ -65,6 +65,10 @@ class RestApi:
             ("DELETE", "/forever/orders/{orderId}", self.forever_cancel, True),
             ("GET", "/forever/orders", self.forever_list, False),
             ("GET", "/forever/all", self.forever_list, False),
+            ("POST", "/super/orders", self.super_place, True),
+            ("PUT", "/super/orders/{orderId}", self.super_modify, True),
+            ("DELETE", "/super/orders/{orderId}/{orderLeg}", self.super_cancel, True),
+            ("GET", "/super/orders", self.super_list, False),
             ("GET", "/RenewToken", self.renew_token, False),
             ("GET", "/profile", self.profile, False),
             ("POST", "/marketfeed/ltp", self.ltp, False),
@@ -128,12 +132,16 @@ class RestApi:
         return 200, {"orderId": order.order_id, "orderStatus": status}
 
     def place_sliced(self, acct: Account, request: web.Request, raw: bytes) -> Result:
-        status, answer = self.place(acct, request, raw)
-        return status, [answer]
+        """Dhan's order slicing: the order cut into slices within the freeze quantity, answered as
+        the list of the slices' `{orderId, orderStatus}` in placement order."""
+        body = parse_json(raw)
+        check_client(body, acct.client_id)
+        placed = self.engine.place_sliced(acct.client_id, parse_place(body, self.engine.instruments))
+        return 200, [{"orderId": order.order_id, "orderStatus": status} for order, status in placed]
 
     def order_book(self, acct: Account, request: web.Request, raw: bytes) -> Result:
         with self.engine.lock:
-            return 200, [o.as_rest() for o in acct.orders.values()]
+            return 200, [o.as_rest() for o in acct.book()]
 
     def one_order(self, acct: Account, request: web.Request, raw: bytes) -> Result:
         oid = request.match_info["orderId"]
@@ -149,6 +157,9 @@ class RestApi:
             order = acct.by_correlation.get(corr)
             if order is None:
                 raise input_error("correlationId", f"no order with correlationId {corr[:30]!r}")
+            slices = acct.sliced.get(corr)
+            if slices:   # the slices of one sliced placement share its correlation id: all of them answer
+                return 200, [o.as_rest() for o in slices]
             return 200, order.as_rest()
 
     def modify(self, acct: Account, request: web.Request, raw: bytes) -> Result:
@@ -226,6 +237,32 @@ class RestApi:
     def forever_list(self, acct: Account, request: web.Request, raw: bytes) -> Result:
         with self.engine.lock:
             return 200, [dict(r) for r in acct.forever.values()]
+
+    # --- super orders ---
+    def super_place(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        body = parse_json(raw)
+        check_client(body, acct.client_id)
+        so, status = self.engine.supers.place(acct.client_id, parse_super(body, self.engine.instruments))
+        return 200, {"orderId": so.order_id, "orderStatus": status}
+
+    def super_modify(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        body = parse_json(raw)
+        check_client(body, acct.client_id)
+        oid = request.match_info["orderId"]
+        if body.get("orderId") not in (None, "", oid):
+            raise input_error("orderId", "body orderId does not match the path")
+        so = self.engine.supers.modify(acct.client_id, oid,
+                                       lambda entry: parse_super_modify(body, entry.instrument, entry.order_type))
+        return 200, {"orderId": so.order_id, "orderStatus": so.status()}
+
+    def super_cancel(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        leg = parse_leg_name(request.match_info["orderLeg"], "order-leg")
+        so = self.engine.supers.cancel(acct.client_id, request.match_info["orderId"], leg)
+        return 200, {"orderId": so.order_id, "orderStatus": "CANCELLED"}
+
+    def super_list(self, acct: Account, request: web.Request, raw: bytes) -> Result:
+        with self.engine.lock:
+            return 200, self.engine.supers.listing(acct)
 
     def renew_token(self, acct: Account, request: web.Request, raw: bytes) -> Result:
         """Dhan's RenewToken: a new token valid 24 h; the one used to ask expires."""

@@ -271,3 +271,102 @@ def parse_quote_request(body: dict[str, Any]) -> list[tuple[str, str]]:
     if len(wanted) > MAX_QUOTE_INSTRUMENTS:
         raise input_error("body", f"at most {MAX_QUOTE_INSTRUMENTS} instruments per request, got {len(wanted)}")
     return wanted
+
+
+SUPER_PRODUCTS = ("CNC", "INTRADAY", "MARGIN", "MTF")
+SUPER_ORDER_TYPES = ("LIMIT", "MARKET")
+LEGS = ("ENTRY_LEG", "TARGET_LEG", "STOP_LOSS_LEG")
+
+
+@dataclass
+class SuperRequest:
+    entry: PlaceRequest
+    price: float            # as asked (a MARKET entry trades at the market whatever it says)
+    target_price: float
+    stop_loss_price: float
+    trailing_jump: float
+
+
+@dataclass
+class SuperModifyRequest:
+    leg_name: str
+    order_type: str = ""
+    quantity: int = 0
+    price: float = 0.0
+    target_price: float = 0.0
+    stop_loss_price: float = 0.0
+    trailing_jump: float = 0.0
+
+
+def parse_leg_name(value: Any, field: str = "legName") -> str:
+    if not isinstance(value, str) or value.upper() not in LEGS:
+        raise input_error(field, f"must be one of {', '.join(LEGS)}")
+    return value.upper()
+
+
+def _leg_price(body: dict[str, Any], name: str, ins: Instrument) -> float:
+    price = _num(body, name)
+    if price <= 0:
+        raise input_error(name, "must be greater than 0")
+    if not on_tick(price, ins.tick_size):
+        raise input_error(name, f"must be a multiple of the tick size {ins.tick_size}")
+    return price
+
+
+def _trailing_jump(body: dict[str, Any], ins: Instrument) -> float:
+    jump = _num(body, "trailingJump")
+    if jump and not on_tick(jump, ins.tick_size):
+        raise input_error("trailingJump", f"must be a multiple of the tick size {ins.tick_size} (0: no trailing)")
+    return jump
+
+
+def check_super_prices(side: str, reference: float, target: float, stop: float) -> None:
+    """A BUY's target lies above its entry and its stop-loss below; a SELL's the other way round."""
+    for name, value, above in (("targetPrice", target, side == "BUY"), ("stopLossPrice", stop, side != "BUY")):
+        if above and value <= reference:
+            raise input_error(name, f"must be above the entry price {reference} for a {side} super order")
+        if not above and value >= reference:
+            raise input_error(name, f"must be below the entry price {reference} for a {side} super order")
+
+
+def parse_super(body: dict[str, Any], instruments: dict[str, Instrument]) -> SuperRequest:
+    """A super order: an entry (LIMIT or MARKET) with a target and a stop-loss price, and the jump
+    by which the stop-loss trails."""
+    txn = _enum(body, "transactionType", ("BUY", "SELL"))
+    seg = _enum(body, "exchangeSegment", SEGMENTS)
+    product = _enum(body, "productType", SUPER_PRODUCTS)
+    otype = _enum(body, "orderType", SUPER_ORDER_TYPES)
+    ins = _instrument(body, instruments, seg)
+    qty = _int(body, "quantity", minimum=1)
+    price = _num(body, "price")
+    check_prices(ins, otype, qty, price, 0.0)
+    target, stop = _leg_price(body, "targetPrice", ins), _leg_price(body, "stopLossPrice", ins)
+    jump = _trailing_jump(body, ins)
+    corr = body.get("correlationId")
+    if corr in (None, ""):
+        corr = ""
+    elif not isinstance(corr, str) or not CORRELATION_RE.match(corr):
+        raise input_error("correlationId", "must be at most 25 characters of letters, digits, '-' and '_'")
+    if price:
+        check_super_prices(txn, price, target, stop)
+    entry = PlaceRequest(ins, txn, product, otype, "DAY", qty, price if otype == "LIMIT" else 0.0, 0.0, 0, False,
+                         "", corr)
+    return SuperRequest(entry, price, target, stop, jump)
+
+
+def parse_super_modify(body: dict[str, Any], ins: Instrument, current_type: str) -> SuperModifyRequest:
+    """ENTRY_LEG restates the whole super order (type, quantity, price, target, stop-loss, jump);
+    TARGET_LEG its target price; STOP_LOSS_LEG its stop-loss price and trailing jump (0: none)."""
+    leg = parse_leg_name(body.get("legName"))
+    if leg == "TARGET_LEG":
+        return SuperModifyRequest(leg, target_price=_leg_price(body, "targetPrice", ins))
+    if leg == "STOP_LOSS_LEG":
+        return SuperModifyRequest(leg, stop_loss_price=_leg_price(body, "stopLossPrice", ins),
+                                  trailing_jump=_trailing_jump(body, ins))
+    otype = _enum(body, "orderType", SUPER_ORDER_TYPES, default=current_type)
+    qty = _int(body, "quantity", minimum=1)
+    price = _num(body, "price")
+    check_prices(ins, otype, qty, price, 0.0)
+    return SuperModifyRequest(leg, otype, qty, price if otype == "LIMIT" else 0.0,
+                              _leg_price(body, "targetPrice", ins), _leg_price(body, "stopLossPrice", ins),
+                              _trailing_jump(body, ins))
