@@ -423,7 +423,7 @@ def test_supervisor_parks_input_that_crashes_a_child_and_never_escalates_because
 def test_supervisor_still_escalates_a_child_that_crashes_on_its_own_messages(reader_tree):
     reader, _seen, parked, escalations = reader_tree(max_restarts=3)
     for _ in range(4):
-        old = reader.ref
+        old = wait_until(lambda: reader.ref, message="the reader running again")  # None while it restarts
         reader.tell("bug")
         wait_until(lambda: not old.is_alive(), message="crashed")
     wait_until(lambda: escalations, message="escalation")
