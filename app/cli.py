@@ -64,7 +64,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     from app.startup import open_store, serve_metrics
     from storage import StorageUnavailable, identity
     from storage.lock import StorageInUse
-    from supervisors.tree import start_copier
+    from copier.tree import start_copier
 
     for token in config.tokens():
         register_secret(token)

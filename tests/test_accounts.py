@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet
 from app.config import ConfigError, parse
 from paper import AccountSpec, PaperExchange
 from storage import models as m
-from supervisors.tree import start_copier
+from copier.tree import start_copier
 from tests.conftest import LEADER_ID, LEADER_TOKEN, ROOT, client, config_dict, wait_until
 
 TWO = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}},
