@@ -37,7 +37,8 @@ import websocket
 from tenacity import wait_exponential_jitter
 
 from actors.messages import LEADER, OrderUpdateReceived, StorageRecovered
-from app import metrics
+from observability import metrics
+from observability.logs import redact
 from broker.errors import ErrorKind
 from broker.gateway import Answer, DhanGateway
 from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_order_book,
@@ -357,6 +358,4 @@ class FeedActor(Supervised):
 
 def _safe(exc: object) -> str:
     """Exception text without anything that looks like a token (the login frame carries one)."""
-    from app.logs import redact
-
     return redact(str(exc))

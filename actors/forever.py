@@ -22,7 +22,7 @@ import pykka
 
 from actors.messages import BrokerCall, BrokerReply, ReleaseCapital, SizeCopy, Tick
 from actors.rate_limiter import RateLimiter
-from app import metrics
+from observability import metrics
 from broker.gateway import DhanGateway
 from storage import Store
 from storage import models as m

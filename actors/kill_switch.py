@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any, Callable
 
 from actors.messages import CancelCopies, Tick
-from app import metrics
+from observability import metrics
 from storage import Store
 from supervisors import Address, Supervised
 from trading import kill_switch

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from actors.messages import QuotePrice, QuoteWanted, Tick
 from actors.rate_limiter import SlidingWindows
-from app import metrics
+from observability import metrics
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway, Quote
 from supervisors import Address, Supervised

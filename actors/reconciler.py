@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 
 from actors.feed import store_and_route
 from actors.messages import LEADER, SyncCopies, Tick
-from app import metrics
+from observability import metrics
 from broker.gateway import DhanGateway
 from broker.parsing import MalformedMessage, from_order_book
 from storage import Store

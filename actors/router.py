@@ -31,7 +31,7 @@ from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
                              RouteStored, StorageRecovered, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor, copy_key
-from app import metrics
+from observability import metrics
 from storage import StorageDown
 from storage import models as m
 from storage.expiry import close_expired, open_orders_entered_before

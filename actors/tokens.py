@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from actors.messages import LEADER, AuthRefused, ResumeAccount, SuspendAccount, Tick
-from app.logs import register_secret
+from observability.logs import register_secret
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
 from storage.tokens import TokenFile, TokenFileError, fingerprint

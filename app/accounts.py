@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from actors.messages import LEADER
 from app.config import AccountConfig, Config
-from app.logs import register_secret
+from observability.logs import register_secret
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway
 from storage.tokens import TOKEN_KEY_ENV, TokenFile, TokenFileError, key_from_environment, token_file_path

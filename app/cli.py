@@ -8,10 +8,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Sequence
 
-from app import metrics
+from observability import metrics
 from app.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
 from app.config import Config, ConfigError, load
-from app.logs import register_secret, setup as setup_logging
+from observability.logs import register_secret, setup as setup_logging
 
 if TYPE_CHECKING:
     from storage import Store

@@ -269,7 +269,7 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
 
     from actors.messages import LEADER
     from actors.reconciler import fill_grace, reconcile_once, resize_by_rule
-    from app.logs import register_secret
+    from observability.logs import register_secret
     from broker.gateway import DhanGateway
     from trading.instruments import InstrumentMaster
 

@@ -7,7 +7,7 @@ import logging
 import secrets
 
 from app.config import Config
-from app.logs import register_secret
+from observability.logs import register_secret
 from paper import AccountSpec, LeaderBot, PaperExchange
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 
 import peewee as pw
 
-from app import metrics
+from observability import metrics
 from app.config import Config, ConfigError
 from storage import Store, StorageUnavailable
 

@@ -13,7 +13,7 @@ import getpass
 import sys
 
 from app.config import ConfigError, load
-from app.logs import register_secret
+from observability.logs import register_secret
 from storage.tokens import TokenFile, TokenFileError, fingerprint, token_file_path
 
 

@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from dhanhq import DhanContext, dhanhq  # noqa: E402
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
-from app import metrics  # noqa: E402
+from observability import metrics  # noqa: E402
 from app.config import parse  # noqa: E402
 from storage import Store  # noqa: E402
 from copier.tree import start_copier  # noqa: E402

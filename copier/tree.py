@@ -38,10 +38,10 @@ from actors.quotes import QuoteActor, QuoteBoard, Quotes
 from actors.rate_limiter import RateLimiter, RateLimiterActor
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
-from app import metrics
+from observability import metrics
 from app.accounts import Accounts, prepare_accounts
-from app.alert_channels import TelegramChannel, WebhookChannel
-from app.alerts import Alerts
+from observability.alert_channels import TelegramChannel, WebhookChannel
+from observability.alerts import Alerts
 from app.config import Config
 from app.startup import key_error, record_accounts
 from broker.gateway import DhanGateway

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
-from app import logs
+from observability import logs
 from app.config import ConfigError, load, parse
 from tests.conftest import LEADER_TOKEN, ROOT, wait_until
 

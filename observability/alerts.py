@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable
 
-from app import metrics
+from observability import metrics
 from storage import StorageUnavailable
 
 log = logging.getLogger("copytrader.alerts")
