@@ -45,7 +45,7 @@ from observability.alerts import Alerts
 from app.config import Config
 from app.startup import key_error, record_accounts
 from broker.gateway import DhanGateway
-from storage import Store
+from storage import Store, StorageUnavailable
 from storage import models as m
 from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
@@ -118,7 +118,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         accounts = prepare_accounts(config)
     copier = Copier(config=config, store=store)
     copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
-                                     channels=alert_channels(config))
+                                     channels=alert_channels(config), unrecorded=(StorageUnavailable,))
     for name, reason in accounts.paused.items():
         copier.alerts("critical", f"auth:{name}",
                       f"follower {name}: {reason}; it starts paused: nothing is copied to it until it has a "
