@@ -9,8 +9,8 @@ import threading
 from typing import TYPE_CHECKING, Sequence
 
 from observability import metrics
-from app.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
-from app.config import Config, ConfigError, load
+from copier.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
+from copier.config import Config, ConfigError, load
 from observability.logs import register_secret, setup as setup_logging
 
 if TYPE_CHECKING:

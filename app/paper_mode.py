@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import secrets
 
-from app.config import Config
+from copier.config import Config
 from observability.logs import register_secret
 from paper import AccountSpec, LeaderBot, PaperExchange
 

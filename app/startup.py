@@ -11,7 +11,7 @@ from typing import Any
 import peewee as pw
 
 from observability import metrics
-from app.config import Config, ConfigError
+from copier.config import Config, ConfigError
 from storage import Store, StorageUnavailable
 
 

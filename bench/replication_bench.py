@@ -54,7 +54,7 @@ from dhanhq import DhanContext, dhanhq  # noqa: E402
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
 from observability import metrics  # noqa: E402
-from app.config import parse  # noqa: E402
+from copier.config import parse  # noqa: E402
 from storage import Store  # noqa: E402
 from copier.tree import start_copier  # noqa: E402
 

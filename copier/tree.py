@@ -1,6 +1,6 @@
 """The copier's supervision tree, built from the config. Read top to bottom, it is the system:
 
-  (before it: every account's token is chosen and checked with the broker, app/accounts.py)
+  (before it: every account's token is chosen and checked with the broker, copier/accounts.py)
   copier (one-for-one, 5 restarts in 30 s, then a clean stop; input a child crashed on is
           parked as a dead letter instead, see actors/dead_letters.py)
     sizing                   SizingActor          capital lock and follower quantities
@@ -39,10 +39,10 @@ from actors.rate_limiter import RateLimiter, RateLimiterActor
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
 from observability import metrics
-from app.accounts import Accounts, prepare_accounts
+from copier.accounts import Accounts, prepare_accounts
 from observability.alert_channels import TelegramChannel, WebhookChannel
 from observability.alerts import Alerts
-from app.config import Config
+from copier.config import Config
 from app.startup import key_error, record_accounts
 from broker.gateway import DhanGateway
 from storage import Store, StorageUnavailable
@@ -107,7 +107,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
                  clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
-    `accounts`: what app.accounts.prepare_accounts decided (it is called here when not given; it
+    `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
     raises StartRefused before anything starts)."""
     # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
     # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the

@@ -18,7 +18,7 @@ import yaml
 from dhanhq import DhanContext, dhanhq
 
 from actors.feed import BASELINE_SETTING
-from app.config import Config, parse
+from copier.config import Config, parse
 from storage import Store
 from storage import models as m
 from copier.tree import Copier, start_copier

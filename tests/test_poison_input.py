@@ -23,7 +23,7 @@ import yaml
 from actors.feed import store_and_route
 from actors.messages import LEADER
 from observability import metrics
-from app.config import ConfigError, parse
+from copier.config import ConfigError, parse
 from broker import parsing
 from broker.parsing import MalformedMessage, decode_socket_message, from_order_book, from_socket
 from storage import models as m

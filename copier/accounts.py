@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from actors.messages import LEADER
-from app.config import AccountConfig, Config
+from copier.config import AccountConfig, Config
 from observability.logs import register_secret
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway
