@@ -8,9 +8,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Sequence
 
-from observability import metrics
 from copier.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
 from copier.config import Config, ConfigError, load
+from observability import metrics
 from observability.logs import register_secret, setup as setup_logging
 
 if TYPE_CHECKING:

@@ -141,7 +141,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from storage import models as m
     from trading import kill_switch
 
-    from app.startup import recorded_accounts
+    from copier.accounts import recorded_accounts
 
     config, store = _open(args)
     live = _live_metrics(store)

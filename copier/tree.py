@@ -31,20 +31,19 @@ from actors.dead_letters import park_input
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
-from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
-from actors.tokens import TokenActor
 from actors.messages import LEADER, AuthRefused
 from actors.quotes import QuoteActor, QuoteBoard, Quotes
 from actors.rate_limiter import RateLimiter, RateLimiterActor
+from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
+from actors.tokens import TokenActor
+from broker.gateway import DhanGateway
+from copier.accounts import Accounts, prepare_accounts, record_accounts
+from copier.config import Config, key_error
 from observability import metrics
-from copier.accounts import Accounts, prepare_accounts
 from observability.alert_channels import TelegramChannel, WebhookChannel
 from observability.alerts import Alerts
-from copier.config import Config
-from app.startup import key_error, record_accounts
-from broker.gateway import DhanGateway
 from storage import Store, StorageUnavailable
 from storage import models as m
 from supervisors.address import Address
