@@ -38,6 +38,7 @@ from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
 from actors.tokens import TokenActor
+from broker.errors import CODES, FAILURE_REASONS
 from broker.gateway import DhanGateway
 from copier.accounts import Accounts, prepare_accounts, record_accounts
 from copier.config import Config, key_error
@@ -50,6 +51,8 @@ from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
+from trading.lifecycle import OrderEvent
+from trading.prices import LEADER_FILL, NONE, QUOTE
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +248,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
             follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
             kind="feed", address=feed_addresses[account.name]))
 
-    metrics.create_series(LEADER, names, {spec.kind for spec in specs} | {"order"})
+    metrics.create_series(LEADER, names, {spec.kind for spec in specs} | {"order"},
+                          order_events=[e.value for e in OrderEvent], error_codes=CODES,
+                          failure_reasons=FAILURE_REASONS, price_sources=(QUOTE, LEADER_FILL, NONE))
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
                                       on_escalate=escalate,
