@@ -5,7 +5,7 @@ actor; it reconnects with exponential backoff and jitter when the socket drops. 
 (the broker's DH-901 frame, or the order book refusing the token after connecting) is reported to
 the token actor, which pauses the account, and is retried with a slower backoff capped at
 AUTH_RETRY_MAX: a dead token cannot start working by itself, a new one wakes the socket at once
-("reconnect"). This actor
+(`Reconnect`). This actor
 parses each frame, stores it in the inbox *before* routing it (so a crash after this point cannot
 lose it), and routes it. A malformed frame (anything broker/parsing.py refuses, a frame over
 `max_frame_bytes` included) is counted with its reason, logged and dropped, never fatal.
@@ -36,7 +36,7 @@ from typing import Any, Callable
 import websocket
 from tenacity import wait_exponential_jitter
 
-from actors.messages import LEADER, OrderUpdateReceived, StorageRecovered
+from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered
 from observability import metrics
 from observability.logs import redact
 from broker.errors import ErrorKind
@@ -224,11 +224,11 @@ class FeedActor(Supervised):
             metrics.FEED_CONNECTED.labels(self.account).set(0)
         elif isinstance(message, StorageRecovered):
             self._catch_up_after_outage()
-        elif message == "connected":
+        elif isinstance(message, IsConnected):
             return self.connected
-        elif message == "backfill":
+        elif isinstance(message, Backfill):
             return self.backfill()
-        elif message == "reconnect":  # the token actor has a token that works: stop waiting
+        elif isinstance(message, Reconnect):  # the token actor has a token that works: stop waiting
             self._wake.set()
         return None
 

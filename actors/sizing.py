@@ -24,8 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from actors.messages import (LEADER, CapitalSnapshot, FillSeen, PositionsSnapshot, ReleaseCapital, ResumeAccount,
-                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
+from actors.messages import (LEADER, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot, ReleaseCapital,
+                             ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
 from supervisors import Address, Supervised
 from trading import risk
 from trading.filters import Filters
@@ -168,7 +168,7 @@ class SizingActor(Supervised):
             self.suspended[message.follower] = message.reason
         elif isinstance(message, ResumeAccount):
             self.suspended.pop(message.follower, None)
-        elif message == "capital":
+        elif isinstance(message, FreeCapital):
             return {name: self._free(name) for name in self.rules}
         return None
 

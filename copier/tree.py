@@ -1,19 +1,25 @@
 """The copier's supervision tree, built from the config. Read top to bottom, it is the system:
 
   (before it: every account's token is chosen and checked with the broker, copier/accounts.py)
-  copier (one-for-one, 5 restarts in 30 s, then a clean stop; input a child crashed on is
-          parked as a dead letter instead, see actors/dead_letters.py)
+  copier (one-for-one; more than 5 restarts of its children in 30 s: every child stopped, then
+          a clean stop; input a child crashed on is parked as a dead letter instead, see
+          actors/dead_letters.py)
     sizing                   SizingActor          capital lock and follower quantities
     quotes                   QuoteActor           market quotes for orders without a price (batched, paced)
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
                                                   its RateLimiter, the only path to its broker
     limiter:leader           RateLimiterActor     the leader's: order actors' re-reads of its orders
     router                   OrderRouter          one OrderActor per leader order, supervised by it
+    forever                  ForeverActor         copies of the leader's forever orders
+    reconciler               ReconcilerActor      the brokers' books against storage, now and then
+    kill_switch              KillSwitchActor      while on: no new copies, open ones cancelled
+    tokens                   TokenActor           access tokens: renewed, refused ones paused and retried
     feed:<follower> ...      FeedActor            each follower's socket: fills and states of its copies
     feed:leader              FeedActor            the leader's socket: the events everything else follows
 
 Consumers start before producers, so nothing is routed to an actor that does not exist yet; stop
-runs in reverse, so the feeds go quiet first.
+runs in reverse, so the feeds go quiet first. Every actor's delayed and periodic messages come from
+one `Timers` thread, made here.
 """
 from __future__ import annotations
 
@@ -47,8 +53,7 @@ from observability.alert_channels import TelegramChannel, WebhookChannel
 from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
 from storage import models as m
-from supervisors.address import Address
-from supervisors.supervisor import ChildSpec, Escalated, Supervisor
+from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
 from trading.lifecycle import OrderEvent
@@ -68,6 +73,7 @@ class Copier:
     gateways: dict[str, DhanGateway] = field(default_factory=dict)
     instruments: InstrumentMaster | None = None
     alerts: Alerts | None = None
+    timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     _ref: object = None
@@ -76,6 +82,12 @@ class Copier:
     def address(self, name: str) -> Address:
         return self.addresses[name]
 
+    def terminate_child(self, child_id: str) -> bool:
+        """Stop one of the copier's actors on purpose: it is not restarted. False when there is none."""
+        if self._ref is None:
+            return False
+        return self._ref.proxy().terminate_child(child_id).get(timeout=15)  # type: ignore[attr-defined]
+
     def stop(self, timeout: float = 8.0) -> None:
         if self._ref is not None:
             try:
@@ -83,6 +95,7 @@ class Copier:
             except Exception:  # noqa: BLE001 - already stopped
                 pass
             self._ref = None
+        self.timers.stop()
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
@@ -135,6 +148,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         raise key_error(config, "instruments.master", str(exc)) from None
     log.info("instrument master: %d instruments from %s", count, config.instruments_master)
     copier.instruments = instruments
+    timers = copier.timers.start()
 
     leader = config.leader
     copier.gateways = accounts.gateways
@@ -173,7 +187,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
 
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
-        leader_limiter=leader_limiter,
+        leader_limiter=leader_limiter, timers=timers,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
                           flatten_naked_legs=config.flatten_naked_legs,
                           replace_after_modification_cap=config.replace_after_modification_cap,
@@ -207,7 +221,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                                       "risk"),
         filters={f.name: f.filters for f in config.followers}, suspended=suspended, first_funds=accounts.funds),
         kind="sizing", address=sizing_address),
-        ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways,
+        ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways, timers=timers,
                                                        requests_per_second=config.quote_requests_per_second),
                   kind="quotes", address=quotes.actor)]
     for f in config.followers:
@@ -221,21 +235,22 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                        if config.kill_switch_activates_broker else [])
     specs.append(ChildSpec("forever", lambda a: ForeverActor.start(
         a, top, store=store, leader=copier.gateways[LEADER], followers=names, limiters=limiters,
-        sizing=sizing_address, instruments=instruments, poll_seconds=config.forever_poll_seconds), kind="forever"))
+        sizing=sizing_address, instruments=instruments, timers=timers, poll_seconds=config.forever_poll_seconds),
+        kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
-        a, top, store, copier.gateways, names, router_address, copier.alerts,
+        a, top, store, copier.gateways, names, router_address, copier.alerts, timers,
         interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair,
         resize=resize_by_rule({f.name: f.sizing for f in config.followers}, instruments),
         fill_grace_seconds=fill_grace(config.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
-        a, top, store, router_address, copier.alerts, broker_switches,
+        a, top, store, router_address, copier.alerts, timers, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
         after_failures=config.kill_switch_after_failures, failure_window=config.kill_switch_failure_window),
         kind="kill_switch",
         address=kill_switch_address))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
         a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds,
-        config.leader_token_renew_seconds, token_file=accounts.token_file,
+        config.leader_token_renew_seconds, timers=timers, token_file=accounts.token_file,
         configured={name: t.configured for name, t in accounts.tokens.items()},
         paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
         feeds=feed_addresses), kind="tokens", address=tokens_address))

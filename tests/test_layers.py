@@ -19,3 +19,32 @@ def test_every_import_contract_of_setup_cfg_is_kept():
     assert "No module named 'importlinter'" not in done.stderr, (
         "import-linter is missing: pip install -e '.[test]' (or ./test.sh) installs it")
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+# The order actor, the router and the rate limiter are being rewritten with typed messages of their
+# own (issue 13, item 2); remove them from this list when that lands.
+STILL_UNTYPED = {"order.py", "router.py", "rate_limiter.py"}
+
+
+def _untyped_handling(path: Path) -> list[str]:
+    """Where an actor's on_receive matches a message against a string or takes a tuple or a Tick."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.FunctionDef) and node.name == "on_receive"):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Compare) and any(
+                    isinstance(side, ast.Constant) and isinstance(side.value, str)
+                    for side in [inner.left, *inner.comparators]):
+                found.append(f"{path.name}:{inner.lineno}: compares a message with a string")
+            if isinstance(inner, ast.Name) and inner.id in ("Tick", "tuple"):
+                found.append(f"{path.name}:{inner.lineno}: handles a {inner.id}")
+    return found
+
+
+def test_every_actor_matches_its_messages_by_type_never_by_string():
+    found = [line for path in sorted((ROOT / "actors").glob("*.py")) if path.name not in STILL_UNTYPED
+             for line in _untyped_handling(path)]
+    assert not found, "messages are frozen dataclasses in actors/messages.py:\n" + "\n".join(found)
