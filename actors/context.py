@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from storage import Store
-from supervisors import Address
+from supervisors import Address, Timers
 from trading.calendar import MarketCalendar, now
 from trading.instruments import InstrumentMaster
 
@@ -44,6 +44,7 @@ class CopierContext:
     sizing: Address
     limiters: dict[str, RateLimiter]  # by follower: the only path to its broker
     leader_limiter: RateLimiter  # the leader's data calls: order actors re-read ambiguous leader orders
+    timers: Timers  # the copier's one timer thread, for delayed and periodic messages
     policy: CopyPolicy = field(default_factory=CopyPolicy)
     alert: Callable[[str, str, str], None] = lambda level, key, message: None
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off

@@ -26,8 +26,8 @@ import pykka
 
 from actors.feed import SocketFrame
 from actors.messages import LEADER, OrderUpdateReceived
-from app import metrics
-from app.logs import redact
+from observability import metrics
+from observability.logs import redact
 from storage import Store
 from storage import models as m
 from storage.store import StorageUnavailable

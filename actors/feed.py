@@ -5,7 +5,7 @@ actor; it reconnects with exponential backoff and jitter when the socket drops. 
 (the broker's DH-901 frame, or the order book refusing the token after connecting) is reported to
 the token actor, which pauses the account, and is retried with a slower backoff capped at
 AUTH_RETRY_MAX: a dead token cannot start working by itself, a new one wakes the socket at once
-("reconnect"). This actor
+(`Reconnect`). This actor
 parses each frame, stores it in the inbox *before* routing it (so a crash after this point cannot
 lose it), and routes it. A malformed frame (anything broker/parsing.py refuses, a frame over
 `max_frame_bytes` included) is counted with its reason, logged and dropped, never fatal.
@@ -36,8 +36,9 @@ from typing import Any, Callable
 import websocket
 from tenacity import wait_exponential_jitter
 
-from actors.messages import LEADER, OrderUpdateReceived, StorageRecovered
-from app import metrics
+from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered
+from observability import metrics
+from observability.logs import redact
 from broker.errors import ErrorKind
 from broker.gateway import Answer, DhanGateway
 from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_order_book,
@@ -223,11 +224,11 @@ class FeedActor(Supervised):
             metrics.FEED_CONNECTED.labels(self.account).set(0)
         elif isinstance(message, StorageRecovered):
             self._catch_up_after_outage()
-        elif message == "connected":
+        elif isinstance(message, IsConnected):
             return self.connected
-        elif message == "backfill":
+        elif isinstance(message, Backfill):
             return self.backfill()
-        elif message == "reconnect":  # the token actor has a token that works: stop waiting
+        elif isinstance(message, Reconnect):  # the token actor has a token that works: stop waiting
             self._wake.set()
         return None
 
@@ -357,6 +358,4 @@ class FeedActor(Supervised):
 
 def _safe(exc: object) -> str:
     """Exception text without anything that looks like a token (the login frame carries one)."""
-    from app.logs import redact
-
     return redact(str(exc))

@@ -20,13 +20,13 @@ from typing import Any, Callable
 
 import pykka
 
-from actors.messages import BrokerCall, BrokerReply, ReleaseCapital, SizeCopy, Tick
+from actors.messages import BrokerCall, BrokerReply, PollForever, ReleaseCapital, SizeCopy
 from actors.rate_limiter import RateLimiter
-from app import metrics
+from observability import metrics
 from broker.gateway import DhanGateway
 from storage import Store
 from storage import models as m
-from supervisors import Address, Supervised
+from supervisors import Address, Supervised, Timers
 from trading.instruments import InstrumentMaster
 from trading.orders import ForeverOrder, OrderUpdate, correlation_id, terms_from_dict, terms_to_dict
 
@@ -77,11 +77,11 @@ class _State:
 class ForeverActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, *, store: Store, leader: DhanGateway,
                  followers: list[str], limiters: dict[str, RateLimiter], sizing: Address,
-                 instruments: InstrumentMaster, poll_seconds: float = 5.0) -> None:
+                 instruments: InstrumentMaster, timers: Timers, poll_seconds: float = 5.0) -> None:
         super().__init__(address, supervisor)
         self.store, self.leader, self.followers = store, leader, followers
         self.limiters, self.sizing, self.instruments = limiters, sizing, instruments
-        self.poll_seconds = poll_seconds
+        self.timers, self.poll_seconds = timers, poll_seconds
         self.copies: dict[str, _State] = {}
 
     def started(self) -> None:
@@ -89,10 +89,10 @@ class ForeverActor(Supervised):
             # a placement stored but maybe sent before a restart: look it up before anything else
             self.copies[row.correlation_id] = _State(row, needs_lookup=row.status == "PENDING_PLACEMENT")
         if self.poll_seconds > 0:
-            self.every(self.poll_seconds, Tick("poll"), "forever-poll")
+            self.timers.every(self.poll_seconds, self.address, PollForever(), owner=self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Tick) or message == "poll":
+        if isinstance(message, PollForever):
             self._poll()
         elif isinstance(message, BrokerReply):
             self._on_reply(message)

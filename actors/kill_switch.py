@@ -15,10 +15,10 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from actors.messages import CancelCopies, Tick
-from app import metrics
+from actors.messages import BrokerFailure, CancelCopies, EngageKillSwitch, KillSwitchStatus, PollKillSwitch
+from observability import metrics
 from storage import Store
-from supervisors import Address, Supervised
+from supervisors import Address, Supervised, Timers
 from trading import kill_switch
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,14 @@ log = logging.getLogger(__name__)
 
 class KillSwitchActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, store: Store, router: Address,
-                 alert: Callable[[str, str, str], None], broker_switches: list[Callable[[bool], Any]] | None = None,
+                 alert: Callable[[str, str, str], None], timers: Timers,
+                 broker_switches: list[Callable[[bool], Any]] | None = None,
                  on_change: Callable[[bool], None] = lambda on: None, poll_seconds: float = 0.5,
                  after_failures: int = 0, failure_window: float = 60.0) -> None:
         super().__init__(address, supervisor)
         self.after_failures, self.failure_window = after_failures, failure_window
         self.failures: deque[float] = deque()
-        self.store, self.router, self.alert = store, router, alert
+        self.store, self.router, self.alert, self.timers = store, router, alert, timers
         self.on_change = on_change
         self.broker_switches = broker_switches or []
         self.poll_seconds = poll_seconds
@@ -40,18 +41,17 @@ class KillSwitchActor(Supervised):
 
     def started(self) -> None:
         self._apply(kill_switch.read(self.store), initial=True)
-        self.every(self.poll_seconds, Tick("poll"), "kill-switch-poll")
+        self.timers.every(self.poll_seconds, self.address, PollKillSwitch(), owner=self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Tick):
+        if isinstance(message, PollKillSwitch):
             self._apply(kill_switch.read(self.store))
-        elif isinstance(message, tuple) and message[0] == "engage":
-            _, reason, by = message
+        elif isinstance(message, EngageKillSwitch):
             if not self.state.on:
-                self._apply(kill_switch.write(self.store, True, reason, by))
-        elif isinstance(message, tuple) and message[0] == "broker_failure":
-            self._broker_failure(message[1], message[2])
-        elif message == "state":
+                self._apply(kill_switch.write(self.store, True, message.reason, message.by))
+        elif isinstance(message, BrokerFailure):
+            self._broker_failure(message.follower, message.reason)
+        elif isinstance(message, KillSwitchStatus):
             return self.state
         return None
 
@@ -88,9 +88,9 @@ class KillSwitchActor(Supervised):
 
 
 def report_broker_failure(address: Address, follower: str, reason: str) -> None:
-    address.tell(("broker_failure", follower, reason))
+    address.tell(BrokerFailure(follower, reason))
 
 
 def engage(address: Address, reason: str, by: str) -> None:
     """Turn the switch on from inside the copier (risk triggers)."""
-    address.tell(("engage", reason, by))
+    address.tell(EngageKillSwitch(reason, by))

@@ -278,3 +278,85 @@ class Tick:
 @dataclass(frozen=True)
 class StorageRecovered:
     """Storage takes writes again after being down: what could not be stored meanwhile is caught up."""
+
+
+# -- the other actors' own messages: timers, questions, commands --------------------------------------
+# One class each, so a handler matches on a type, never on a string. Timer messages are told by
+# the copier's one `Timers` service (supervisors/timers.py).
+@dataclass(frozen=True)
+class IsConnected:
+    """Ask a feed: is its order-update socket logged in? Answers a bool."""
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """Ask a feed to read its account's order book now; answers how many updates were new."""
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Token actor -> feed: the account's token works again: stop waiting out the socket's backoff."""
+
+
+@dataclass(frozen=True)
+class FreeCapital:
+    """Ask sizing: each follower's capital free for new copies, by follower."""
+
+
+@dataclass(frozen=True)
+class PollKillSwitch:
+    """Timer -> kill switch: read the switch's stored state (an operator command may have set it)."""
+
+
+@dataclass(frozen=True)
+class EngageKillSwitch:
+    """Turn the kill switch on from inside the copier (a risk rule, repeated broker failures)."""
+
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class BrokerFailure:
+    """A follower's placement failed for good: counted towards the kill switch's failure limit."""
+
+    follower: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class KillSwitchStatus:
+    """Ask the kill switch actor for its current `KillSwitchState`."""
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """Timer, or an ask -> reconciler: compare the books with storage now; answers the divergences."""
+
+
+@dataclass(frozen=True)
+class AnswerReconcileRequests:
+    """Timer -> reconciler: answer a report an operator command asked for through storage."""
+
+
+@dataclass(frozen=True)
+class PollForever:
+    """Timer -> forever actor: read the leader's forever orders."""
+
+
+@dataclass(frozen=True)
+class CheckTokens:
+    """Timer -> token actor: look at the token file and try paused accounts' tokens again."""
+
+
+@dataclass(frozen=True)
+class RenewTokens:
+    """Timer -> token actor: renew the leader's token (`leader`) or every follower's; answers
+    {account: renewed}."""
+
+    leader: bool = False
+
+
+@dataclass(frozen=True)
+class AskQuotes:
+    """Timer -> quote actor: an account's request window has room again: ask what is wanted."""

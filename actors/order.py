@@ -31,7 +31,7 @@ from actors.rate_limiter import send_all
 from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
                              OrderUpdateReceived, QuotePrice, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy,
                              SizeDecision, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
-from app import metrics
+from observability import metrics
 from broker import codes
 from broker.errors import BrokerError, ErrorKind
 from storage import StorageDown
@@ -50,7 +50,7 @@ S = OrderStatus
 
 class OrderLog(logging.LoggerAdapter):
     """An order actor's log: every line carries its leader order id, and the follower when the
-    line names one ("... follower %s ..."), as fields of the JSON log (app/logs.py)."""
+    line names one ("... follower %s ..."), as fields of the JSON log (observability/logs.py)."""
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if not self.isEnabledFor(level):

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from actors.messages import QuotePrice, QuoteWanted, Tick
+from actors.messages import AskQuotes, QuotePrice, QuoteWanted
 from actors.rate_limiter import SlidingWindows
-from app import metrics
+from observability import metrics
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway, Quote
-from supervisors import Address, Supervised
+from supervisors import Address, Supervised, Timers
+from supervisors.timers import TimerHandle
 from trading.orders import OrderTerms
 
 log = logging.getLogger(__name__)
@@ -83,32 +84,22 @@ class QuoteActor(Supervised):
     question was lost fall back to the leader's fill."""
 
     def __init__(self, address: Address, supervisor: Address | None, board: QuoteBoard,
-                 gateways: Mapping[str, DhanGateway], *, requests_per_second: int = 1,
+                 gateways: Mapping[str, DhanGateway], *, timers: Timers, requests_per_second: int = 1,
                  max_batch: int = MAX_BATCH, recheck_seconds: float = 300.0) -> None:
         super().__init__(address, supervisor)
         self.board = board
-        self.gateways = gateways
+        self.gateways, self.timers = gateways, timers
         self.max_batch = max_batch
         self.recheck_seconds = recheck_seconds
         self._windows = {name: SlidingWindows([(requests_per_second, 1.0)]) for name in gateways}
         self._askers: list[str] = []  # accounts with a data plan, asking
         self._next_check = {name: 0.0 for name in gateways}  # the others: when their plan may be read (again)
         self._wanted: dict[Key, list[Address]] = {}  # in order of arrival; each with its askers
-        self._wake: threading.Timer | None = None
+        self._wake: TimerHandle | None = None  # the wait for a free request slot, while one runs
 
     def started(self) -> None:
         if not self._find_asker():
             log.warning("no account has a data plan: orders without a price are valued at the leader's fill")
-
-    def on_stop(self) -> None:
-        super().on_stop()
-        if self._wake is not None:
-            self._wake.cancel()
-
-    def on_failure(self, *exc_info: Any) -> None:
-        if self._wake is not None:
-            self._wake.cancel()
-        super().on_failure(*exc_info)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, QuoteWanted):
@@ -119,7 +110,7 @@ class QuoteActor(Supervised):
                 return None
             self._wanted.setdefault(key, []).append(message.reply_to)
             self._drain()
-        elif isinstance(message, Tick) and message.what == "quotes":
+        elif isinstance(message, AskQuotes):
             self._wake = None
             self._drain()
         return None
@@ -185,6 +176,4 @@ class QuoteActor(Supervised):
 
     def _wake_in(self, seconds: float) -> None:
         if self._wake is None:
-            self._wake = threading.Timer(seconds, self.address.tell, args=(Tick("quotes"),))
-            self._wake.daemon = True
-            self._wake.start()
+            self._wake = self.timers.after(seconds, self.address, AskQuotes(), owner=self.actor_ref)

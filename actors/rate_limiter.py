@@ -27,7 +27,7 @@ from typing import Any, Callable
 from tenacity import wait_exponential_jitter
 
 from actors.messages import BrokerCall, BrokerReply, CallCompleted, Drain
-from app import metrics
+from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway, SentPlacement
 from supervisors import Address, Supervised

@@ -33,13 +33,13 @@ from dataclasses import asdict
 from typing import Any, Callable, Mapping
 
 from actors.feed import store_and_route
-from actors.messages import LEADER, SyncCopies, Tick
-from app import metrics
+from actors.messages import LEADER, AnswerReconcileRequests, Reconcile, SyncCopies
+from observability import metrics
 from broker.gateway import DhanGateway
 from broker.parsing import MalformedMessage, from_order_book
 from storage import Store
 from storage import models as m
-from supervisors import Address, Supervised
+from supervisors import Address, Supervised, Timers
 from trading import reconcile as r
 from trading.instruments import InstrumentMaster
 from trading.orders import OrderTerms, OrderUpdate
@@ -117,14 +117,14 @@ def reconcile_once(store: Store, gateways: dict[str, DhanGateway], followers: li
 class ReconcilerActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, store: Store,
                  gateways: dict[str, DhanGateway], followers: list[str], router: Address,
-                 alert: Callable[[str, str, str], None], interval_seconds: float = 60.0,
+                 alert: Callable[[str, str, str], None], timers: Timers, interval_seconds: float = 60.0,
                  repair: bool = True, resize: r.Resize | None = None,
                  fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS, request_poll_seconds: float = 0.5) -> None:
         super().__init__(address, supervisor)
         self.request_poll_seconds = request_poll_seconds
         self.answered: str | None = None
         self.store, self.gateways, self.followers, self.router = store, gateways, followers, router
-        self.alert = alert
+        self.alert, self.timers = alert, timers
         self.interval = interval_seconds
         self.repair = repair
         self.resize = resize
@@ -134,18 +134,18 @@ class ReconcilerActor(Supervised):
         for kind in r.KINDS:
             metrics.DIVERGENCES.labels(kind)  # exported from the start, so increase() sees the first
         if self.interval > 0:
-            self.every(self.interval, Tick("reconcile"), "reconciler")
+            self.timers.every(self.interval, self.address, Reconcile(), owner=self.actor_ref)
         report = json.loads(self.store.get_setting(REPORT_SETTING) or "{}")
         self.answered = report.get("request")
-        self.every(self.request_poll_seconds, Tick("operator_request"), "reconcile-requests")
+        self.timers.every(self.request_poll_seconds, self.address, AnswerReconcileRequests(), owner=self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Tick) and self.store.down:
+        if isinstance(message, (Reconcile, AnswerReconcileRequests)) and self.store.down:
             return None  # storage is down: nothing found could be recorded or repaired; a later round will
-        if isinstance(message, Tick) and message.what == "operator_request":
+        if isinstance(message, AnswerReconcileRequests):
             self.answer_request()
             return None
-        if isinstance(message, Tick) or message == "run":
+        if isinstance(message, Reconcile):
             try:
                 return self.run()
             except RuntimeError as exc:  # a book could not be fetched: try again next round

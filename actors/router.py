@@ -31,7 +31,7 @@ from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
                              RouteStored, StorageRecovered, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor, copy_key
-from app import metrics
+from observability import metrics
 from storage import StorageDown
 from storage import models as m
 from storage.expiry import close_expired, open_orders_entered_before
@@ -71,7 +71,7 @@ class OrderRouter(Supervised):
         for order_id in self.ctx.store.open_leader_order_ids():
             self._child(order_id)
         self._route_stored(min_age=0.0)
-        self.every(self.sweep_seconds, Tick("sweep"), "router-sweep")
+        self.ctx.timers.every(self.sweep_seconds, self.address, Tick("sweep"), owner=self.actor_ref)
 
     def _close_earlier_sessions(self) -> None:
         """Open DAY orders of an earlier trading day were expired by the exchange at that session's

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from actors.messages import (LEADER, CapitalSnapshot, FillSeen, PositionsSnapshot, ReleaseCapital, ResumeAccount,
-                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
+from actors.messages import (LEADER, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot, ReleaseCapital,
+                             ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
 from supervisors import Address, Supervised
 from trading import risk
 from trading.calendar import now as exchange_now
@@ -173,7 +173,7 @@ class SizingActor(Supervised):
             self.suspended[message.follower] = message.reason
         elif isinstance(message, ResumeAccount):
             self.suspended.pop(message.follower, None)
-        elif message == "capital":
+        elif isinstance(message, FreeCapital):
             return {name: self._free(name) for name in self.rules}
         return None
 

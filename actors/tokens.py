@@ -18,12 +18,12 @@ import random
 import time
 from typing import Any, Callable
 
-from actors.messages import LEADER, AuthRefused, ResumeAccount, SuspendAccount, Tick
-from app.logs import register_secret
+from actors.messages import LEADER, AuthRefused, CheckTokens, Reconnect, RenewTokens, ResumeAccount, SuspendAccount
+from observability.logs import register_secret
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
 from storage.tokens import TokenFile, TokenFileError, fingerprint
-from supervisors import Address, Supervised
+from supervisors import Address, Supervised, Timers
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ def _who(account: str) -> str:
 class TokenActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, gateways: dict[str, DhanGateway],
                  sizing: Address, alert: Callable[[str, str, str], None], every_seconds: float,
-                 leader_every_seconds: float = 0.0, *, token_file: TokenFile | None = None,
+                 leader_every_seconds: float = 0.0, *, timers: Timers, token_file: TokenFile | None = None,
                  configured: dict[str, str] | None = None, paused: dict[str, str] | None = None,
                  feeds: dict[str, Address] | None = None, probe_initial: float = PROBE_INITIAL,
                  probe_max: float = PROBE_MAX, check_seconds: float = CHECK_SECONDS) -> None:
         super().__init__(address, supervisor)
-        self.gateways, self.sizing, self.alert = gateways, sizing, alert
+        self.gateways, self.sizing, self.alert, self.timers = gateways, sizing, alert, timers
         self.every_seconds, self.leader_every_seconds = every_seconds, leader_every_seconds
         self.token_file = token_file
         self._configured = configured or {}  # account -> its configured token, which renewals supersede
@@ -61,26 +61,25 @@ class TokenActor(Supervised):
 
     def started(self) -> None:
         if self.every_seconds > 0:
-            self.every(self.every_seconds, Tick("renew", "followers"), "token-renewal")
+            self.timers.every(self.every_seconds, self.address, RenewTokens(leader=False), owner=self.actor_ref)
         if self.leader_every_seconds > 0:
-            self.every(self.leader_every_seconds, Tick("renew", "leader"), "leader-token-renewal")
+            self.timers.every(self.leader_every_seconds, self.address, RenewTokens(leader=True), owner=self.actor_ref)
         if self.token_file is not None:
             self._stamp = self.token_file.stamp()
             stored = self._load()
             self._applied = {account: stored[g.client_id].saved_at for account, g in self.gateways.items()
                              if g.client_id in stored}
-        self.every(self.check_seconds, Tick("check"), "token-check")
+        self.timers.every(self.check_seconds, self.address, CheckTokens(), owner=self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AuthRefused):
             self._pause(message.account, message.detail)
-        elif isinstance(message, Tick) and message.what == "check":
+        elif isinstance(message, CheckTokens):
             self._watch_file()
             self._probe_paused()
-        elif isinstance(message, Tick) and message.what == "renew":
-            leader = message.payload == "leader"
+        elif isinstance(message, RenewTokens):
             return {account: self._renew(account, gateway) for account, gateway in self.gateways.items()
-                    if (account == LEADER) == leader}
+                    if (account == LEADER) == message.leader}
         return None
 
     # -- a refused token -----------------------------------------------------------------------------
@@ -118,7 +117,7 @@ class TokenActor(Supervised):
                    f"{_who(account)}: the broker accepts its access token again; copying resumed")
         feed = self.feeds.get(account)
         if feed is not None:
-            feed.tell("reconnect")  # its socket may be waiting out a long backoff
+            feed.tell(Reconnect())  # its socket may be waiting out a long backoff
 
     def _token_changed(self, account: str) -> None:
         """A new token was set: a paused account tries it at the next check, not after its backoff."""

@@ -8,10 +8,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Sequence
 
-from app import metrics
-from app.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
-from app.config import Config, ConfigError, load
-from app.logs import register_secret, setup as setup_logging
+from copier.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
+from copier.config import Config, ConfigError, load
+from observability import metrics
+from observability.logs import register_secret, setup as setup_logging
 
 if TYPE_CHECKING:
     from storage import Store
@@ -64,7 +64,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     from app.startup import open_store, serve_metrics
     from storage import StorageUnavailable, identity
     from storage.lock import StorageInUse
-    from supervisors.tree import start_copier
+    from copier.tree import start_copier
 
     for token in config.tokens():
         register_secret(token)

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from app.config import Config, ConfigError, load
+from copier.config import Config, ConfigError, load
 
 
 METRICS_URL_SETTING = "metrics_url"
@@ -141,7 +141,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from storage import models as m
     from trading import kill_switch
 
-    from app.startup import recorded_accounts
+    from copier.accounts import recorded_accounts
 
     config, store = _open(args)
     live = _live_metrics(store)
@@ -269,7 +269,7 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
 
     from actors.messages import LEADER
     from actors.reconciler import fill_grace, reconcile_once, resize_by_rule
-    from app.logs import register_secret
+    from observability.logs import register_secret
     from broker.gateway import DhanGateway
     from trading.instruments import InstrumentMaster
 

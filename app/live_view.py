@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from app.config import Config
+from copier.config import Config
 from storage import Store
 from storage import models as m
 

@@ -6,8 +6,8 @@ import dataclasses
 import logging
 import secrets
 
-from app.config import Config
-from app.logs import register_secret
+from copier.config import Config
+from observability.logs import register_secret
 from paper import AccountSpec, LeaderBot, PaperExchange
 
 log = logging.getLogger(__name__)

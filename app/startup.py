@@ -4,20 +4,14 @@ command line prints one line and exits 2 instead of a traceback."""
 from __future__ import annotations
 
 import errno
-import json
 import sqlite3
 from typing import Any
 
 import peewee as pw
 
-from app import metrics
-from app.config import Config, ConfigError
+from copier.config import Config, key_error
+from observability import metrics
 from storage import Store, StorageUnavailable
-
-
-def key_error(config: Config, key: str, problem: str) -> ConfigError:
-    """A ConfigError for `key`, prefixed with the config file like the errors of `load`."""
-    return ConfigError(f"{config.source}: {key}: {problem}" if config.source else f"{key}: {problem}")
 
 
 def open_store(config: Config, **kwargs: Any) -> Store:
@@ -37,20 +31,3 @@ def serve_metrics(config: Config) -> int:
         reason = exc.strerror or str(exc)
         key = "metrics.port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "metrics.host"
         raise key_error(config, key, f"cannot listen on {config.metrics_host}:{config.metrics_port}: {reason}") from None
-
-
-ACCOUNTS_SETTING = "accounts"
-
-
-def record_accounts(store: Store, config: Config) -> None:
-    """Record the accounts and URLs the copier uses (never tokens), for operator commands in other
-    processes: in paper mode they exist only in the running process."""
-    accounts = [config.leader, *config.followers]
-    store.set_setting(ACCOUNTS_SETTING, json.dumps([
-        {"name": a.name, "client_id": a.client_id, "api_base_url": a.api_base_url,
-         "order_update_url": a.order_update_url} for a in accounts]))
-
-
-def recorded_accounts(store: Store) -> dict[str, dict[str, str]]:
-    """What `record_accounts` stored, by account name ({} when no copier has started)."""
-    return {a["name"]: a for a in json.loads(store.get_setting(ACCOUNTS_SETTING) or "[]")}

@@ -12,8 +12,8 @@ import argparse
 import getpass
 import sys
 
-from app.config import ConfigError, load
-from app.logs import register_secret
+from copier.config import ConfigError, load
+from observability.logs import register_secret
 from storage.tokens import TokenFile, TokenFileError, fingerprint, token_file_path
 
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from app.accounts import START_REFUSED_EXIT, refusal
+    from copier.accounts import START_REFUSED_EXIT, refusal
     from broker.gateway import DhanGateway
 
     try:

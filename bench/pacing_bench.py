@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
-from app.config import parse  # noqa: E402
+from copier.config import parse  # noqa: E402
 from bench.replication_bench import (INSTRUMENTS, BenchError, Leader, percentile, start_exchange,  # noqa: E402
                                      wait_copies)
 from storage import Store  # noqa: E402
-from supervisors.tree import start_copier  # noqa: E402
+from copier.tree import start_copier  # noqa: E402
 
 PER_SECOND = 10
 

@@ -53,10 +53,10 @@ sys.path.insert(0, str(ROOT))
 from dhanhq import DhanContext, dhanhq  # noqa: E402
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
-from app import metrics  # noqa: E402
-from app.config import parse  # noqa: E402
+from observability import metrics  # noqa: E402
+from copier.config import parse  # noqa: E402
 from storage import Store  # noqa: E402
-from supervisors.tree import start_copier  # noqa: E402
+from copier.tree import start_copier  # noqa: E402
 
 INSTRUMENTS = ("2885", "11536", "1594")  # RELIANCE, TCS, INFY (NSE_EQ, lot 1)
 WARMUP_ORDERS = 10

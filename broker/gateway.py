@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from dhanhq import DhanContext, dhanhq
 
-from app import metrics
+from observability import metrics
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.parsing import MalformedMessage, forever_body, from_forever, from_order_book, place_body
 from broker.transport import HTTP_STATUS, KeptAliveHTTP, Pending, connections_for, dhan_http

@@ -5,12 +5,10 @@ so everything here is deterministic and easy to reason about."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from .instruments import Instrument
 
-if TYPE_CHECKING:
-    from .superorders import SuperOrder
 
 OPEN_STATUSES = frozenset({"TRANSIT", "PENDING", "PART_TRADED"})
 TERMINAL_STATUSES = frozenset({"REJECTED", "CANCELLED", "TRADED", "EXPIRED"})
@@ -249,3 +247,77 @@ class Account:
         return {"dhanClientId": self.client_id, "availabelBalance": avail, "sodLimit": round(self.sod_limit, 2),
                 "collateralAmount": 0.0, "receiveableAmount": 0.0, "utilizedAmount": used,
                 "blockedPayoutAmount": 0.0, "withdrawableBalance": max(0.0, avail)}
+
+
+@dataclass
+class SuperOrder:
+    entry: Order                     # on the book under the super order's id, legName ENTRY_LEG
+    price: float                     # the entry price as asked
+    target_price: float
+    stop_loss_price: float           # where the stop-loss leg triggers (it trails)
+    trailing_jump: float
+    target: Order | None = None      # the exit legs, once placed
+    stop: Order | None = None
+    cancelled_legs: set[str] = field(default_factory=set)   # exit legs cancelled before they were placed
+    trail_anchor: float = 0.0        # the price the stop-loss last trailed from
+
+    @property
+    def order_id(self) -> str:
+        return self.entry.order_id
+
+    @property
+    def exit_side(self) -> str:
+        return "SELL" if self.entry.transaction_type == "BUY" else "BUY"
+
+    def exit_leg(self, name: str) -> Order | None:
+        return {"TARGET_LEG": self.target, "STOP_LOSS_LEG": self.stop}.get(name)
+
+    def placed_exit_legs(self) -> list[Order]:
+        return [leg for leg in (self.target, self.stop) if leg is not None]
+
+    def exited(self) -> int:
+        return sum(leg.filled_qty for leg in self.placed_exit_legs())
+
+    def status(self) -> str:
+        """Dhan's super order status: the entry's until it trades, then TRADED, and CLOSED once the
+        exit legs have traded all the entry did."""
+        entry = self.entry
+        if entry.filled_qty == 0:
+            return entry.status
+        if self.exited() >= entry.filled_qty:
+            return "CLOSED"
+        return "PART_TRADED" if entry.is_open else "TRADED"
+
+    def leg_status(self, name: str) -> str:
+        leg = self.exit_leg(name)
+        if leg is not None:
+            return "TRIGGERED" if leg.status == "TRADED" else leg.status
+        if name in self.cancelled_legs:
+            return "CANCELLED"
+        return "PENDING" if self.entry.is_open else self.entry.status
+
+    def as_rest(self, ltp: float) -> dict[str, Any]:
+        """The entry of `GET /super/orders` with its exit legs nested in `legDetails`."""
+        e, ins = self.entry, self.entry.instrument
+        details = []
+        for name in ("STOP_LOSS_LEG", "TARGET_LEG"):
+            leg = self.exit_leg(name)
+            details.append({
+                "orderId": self.order_id, "legName": name, "transactionType": self.exit_side,
+                "totalQuantity": leg.quantity if leg else 0, "remainingQuantity": leg.remaining if leg else 0,
+                "triggeredQuantity": leg.filled_qty if leg else 0,
+                "price": self.stop_loss_price if name == "STOP_LOSS_LEG" else self.target_price,
+                "orderStatus": self.leg_status(name),
+                "trailingJump": self.trailing_jump if name == "STOP_LOSS_LEG" else 0.0})
+        return {
+            "dhanClientId": e.client_id, "orderId": e.order_id, "correlationId": e.correlation_id,
+            "orderStatus": self.status(), "transactionType": e.transaction_type,
+            "exchangeSegment": ins.exchange_segment, "productType": e.product_type, "orderType": e.order_type,
+            "validity": e.validity, "tradingSymbol": ins.trading_symbol, "securityId": ins.security_id,
+            "quantity": e.quantity, "remainingQuantity": e.remaining, "ltp": ltp,
+            "price": e.price if e.order_type == "LIMIT" else self.price, "afterMarketOrder": e.after_market_order,
+            "legName": "ENTRY_LEG", "trailingJump": self.trailing_jump, "exchangeOrderId": e.exchange_order_id,
+            "createTime": e.create_time, "updateTime": e.update_time, "exchangeTime": e.exchange_time,
+            "omsErrorDescription": e.oms_error_description, "averageTradedPrice": e.average_price,
+            "filledQty": e.filled_qty, "legDetails": details,
+        }

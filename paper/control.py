@@ -2,29 +2,21 @@
 (demo, benchmark). POST /control/<name> with the keyword arguments as a JSON object.
 
 It moves prices, fills and fails orders at will, so beyond loopback it answers only requests
-that carry its token (`Authorization: Bearer TOKEN`); on loopback it needs none."""
+that carry its token (`Authorization: Bearer TOKEN`); on loopback it needs none. It knows HTTP and
+the token only: the exchange hands it the calls it exposes and the state it reports."""
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
 from .errors import DhanError
 
-if TYPE_CHECKING:
-    from .exchange import PaperExchange
-
-_EXCHANGE_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
-                   "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
-                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count")
-_EXCHANGE_CALLS += ("super_orders", "freeze_limit", "set_freeze_limit")   # order slicing and super orders
 # Control bodies may carry a raw socket frame bigger than the REST API's body limit (send_raw).
 CONTROL_MAX_BYTES = 16 * 1024 * 1024
-_FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
-                "duplicate_messages", "reorder_messages", "clear")
 
 
 def is_loopback(host: str) -> bool:
@@ -36,7 +28,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def add_control_routes(app: web.Application, ex: "PaperExchange", token: str | None = None) -> None:
+def add_control_routes(app: web.Application, calls: Mapping[str, Callable[..., Any]],
+                       state: Callable[[], dict[str, Any]], token: str | None = None) -> None:
+    """POST /control/NAME calls `calls[NAME]` with the body's keyword arguments and answers its
+    result; GET /control answers `state()`."""
     def refused(request: web.Request) -> web.Response | None:
         if token is None:
             return None
@@ -49,14 +44,7 @@ def add_control_routes(app: web.Application, ex: "PaperExchange", token: str | N
         if (refusal := refused(request)) is not None:
             return refusal
         name = request.match_info["name"]
-        target: Callable[..., Any] | None = None
-        if name in _EXCHANGE_CALLS:
-            target = getattr(ex, name)
-        elif name.startswith("faults.") and name[7:] in _FAULT_CALLS:
-            target = getattr(ex.faults, name[7:])
-        elif name == "add_account":
-            from .exchange import AccountSpec
-            target = lambda **kw: ex.add_account(AccountSpec(**kw)) and None  # noqa: E731
+        target = calls.get(name)
         if target is None:
             return _answer(404, {"error": f"unknown control call {name[:40]!r}"})
         try:
@@ -72,13 +60,12 @@ def add_control_routes(app: web.Application, ex: "PaperExchange", token: str | N
         except (TypeError, ValueError, KeyError) as e:
             return _answer(400, {"error": str(e)[:200]})
 
-    async def state(request: web.Request) -> web.Response:
+    async def report(request: web.Request) -> web.Response:
         if (refusal := refused(request)) is not None:
             return refusal
-        return _answer(200, {"rest_url": ex.rest_url, "ws_url": ex.ws_url, "session": ex.engine.sessions.state(),
-                             "accounts": sorted(ex.engine.accounts), "sockets": ex.socket_count()})
+        return _answer(200, state())
 
-    app.router.add_get("/control", state)
+    app.router.add_get("/control", report)
     app.router.add_post("/control/{name}", call)
 
 

@@ -29,6 +29,13 @@ from .socket import OrderSocketHub
 
 log = logging.getLogger("paper")
 
+_CONTROL_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
+                  "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
+                  "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count",
+                  "super_orders", "freeze_limit", "set_freeze_limit")
+_FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
+                "duplicate_messages", "reorder_messages", "clear")
+
 
 @dataclass
 class AccountSpec:
@@ -100,10 +107,21 @@ class PaperExchange:
         self._threads = [t, ticker]
         return self
 
+    def _control_calls(self) -> dict[str, Callable[..., Any]]:
+        """What a driver in another process may call on the control endpoint, by name."""
+        calls: dict[str, Callable[..., Any]] = {name: getattr(self, name) for name in _CONTROL_CALLS}
+        calls.update({f"faults.{name}": getattr(self.faults, name) for name in _FAULT_CALLS})
+        calls["add_account"] = lambda **kw: self.add_account(AccountSpec(**kw)) and None
+        return calls
+
+    def _control_state(self) -> dict[str, Any]:
+        return {"rest_url": self.rest_url, "ws_url": self.ws_url, "session": self.engine.sessions.state(),
+                "accounts": sorted(self.engine.accounts), "sockets": self.socket_count()}
+
     async def _serve(self) -> None:
         rest_app = web.Application(client_max_size=64 * 1024)
         RestApi(self.engine, self.faults, self.limiter, self.requests, self.quote_limiter).add_routes(rest_app)
-        add_control_routes(rest_app, self, self.control_token)
+        add_control_routes(rest_app, self._control_calls(), self._control_state, self.control_token)
         ws_app = web.Application()
         ws_app.router.add_get("/", self.hub.handle)
         ports = []

@@ -1,11 +1,14 @@
 """Supervision in the manner of Erlang/OTP, on Pykka actors.
 
 - `Address`: a stable name for an actor whose `ActorRef` changes on every restart.
-- `Supervised`: the base of every supervised actor; tells its supervisor when it crashes.
-- `Supervisor`: starts children from `ChildSpec`s in order, restarts them one-for-one, and
-  escalates when they crash more than `max_restarts` times within `period` seconds.
+- `Supervised`: the base of every supervised actor; tells its supervisor when it crashes or stops.
+- `Supervisor`: starts children from `ChildSpec`s in order, restarts them one-for-one by their
+  `Restart` type, starts and terminates children while it runs, and when its children together
+  need more than `max_restarts` restarts within `period` seconds stops them all and escalates.
+- `Timers`: the one timer thread for every delayed and periodic message.
 """
 from supervisors.address import Address
-from supervisors.supervisor import ChildSpec, Escalated, Supervised, Supervisor
+from supervisors.supervisor import Child, ChildSpec, Escalated, Restart, Supervised, Supervisor
+from supervisors.timers import Timers
 
-__all__ = ["Address", "ChildSpec", "Escalated", "Supervised", "Supervisor"]
+__all__ = ["Address", "Child", "ChildSpec", "Escalated", "Restart", "Supervised", "Supervisor", "Timers"]

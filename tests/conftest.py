@@ -18,10 +18,10 @@ import yaml
 from dhanhq import DhanContext, dhanhq
 
 from actors.feed import BASELINE_SETTING
-from app.config import Config, parse
+from copier.config import Config, parse
 from storage import Store
 from storage import models as m
-from supervisors.tree import Copier, start_copier
+from copier.tree import Copier, start_copier
 from paper import AccountSpec, PaperExchange
 from tests.faultproxy import FaultProxy
 from tests.frames import FrameInjector

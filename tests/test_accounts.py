@@ -18,10 +18,10 @@ import pytest
 import yaml
 from cryptography.fernet import Fernet
 
-from app.config import ConfigError, parse
+from copier.config import ConfigError, parse
 from paper import AccountSpec, PaperExchange
 from storage import models as m
-from supervisors.tree import start_copier
+from copier.tree import start_copier
 from tests.conftest import LEADER_ID, LEADER_TOKEN, ROOT, client, config_dict, wait_until
 
 TWO = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}},
@@ -90,7 +90,7 @@ def test_unreachable_broker_refuses_to_start_naming_the_account(tmp_path):
 def test_unreachable_follower_broker_refuses_the_start_naming_the_follower(make_rig):
     from dataclasses import replace
 
-    from app.accounts import StartRefused
+    from copier.accounts import StartRefused
 
     rig = make_rig(followers=TWO, start=False)
     closed = f"http://127.0.0.1:{_free_port()}/v2"
@@ -102,7 +102,7 @@ def test_unreachable_follower_broker_refuses_the_start_naming_the_follower(make_
 
 
 def test_refused_stored_token_at_start_names_that_source(make_rig, monkeypatch):
-    from app.accounts import StartRefused
+    from copier.accounts import StartRefused
     from storage.tokens import TokenFile, fingerprint, token_file_path
 
     monkeypatch.setenv(KEY_ENV, Fernet.generate_key().decode())

@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from app.alert_channels import TELEGRAM_MAX_TEXT, TelegramChannel, WebhookChannel
-from app.alerts import Alerts
+from observability.alert_channels import TELEGRAM_MAX_TEXT, TelegramChannel, WebhookChannel
+from observability.alerts import Alerts
 
 BOT_TOKEN = "123456789:AAH-test-bot-token-value-xyz"
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, generate_latest
 
-from app import logs
-from app.config import ConfigError, load, parse
+from observability import logs
+from copier.config import ConfigError, load, parse
 from tests.conftest import LEADER_TOKEN, ROOT, wait_until
 
 BASE = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app import metrics
+from observability import metrics
 from broker import codes
 from storage import models as m
 from tests.conftest import LEADER_ID, RELIANCE, TCS, wait_until

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from app import logs, metrics
+from observability import logs, metrics
 from tests.conftest import wait_until
 
 

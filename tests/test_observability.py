@@ -2,7 +2,7 @@
 
 - `promtool` checks grafana/prometheus.yml and grafana/alerts.yml and runs grafana/alerts_test.yml;
 - the dashboards and the README catalogue are what grafana/generate.py makes, and name only metrics
-  of app/metrics.py;
+  of observability/metrics.py;
 - a real `prometheus` scrapes `python run.py` (paper exchange + demo leader + copier, as a user
   starts it) on loopback; every panel query of every dashboard must evaluate through its HTTP API,
   the panels listed in MUST_HAVE_DATA must have data after the demo has copied orders, the alert
@@ -172,7 +172,7 @@ def test_queries_and_rules_name_only_catalogued_metrics():
             for metric in METRIC_NAME.findall(rule["expr"]):
                 if metric not in known:
                     unknown.setdefault("alerts.yml", set()).add(metric)
-    assert not unknown, f"metrics not in app/metrics.py: {unknown}"
+    assert not unknown, f"metrics not in observability/metrics.py: {unknown}"
 
 
 def test_dashboards_are_well_formed_and_use_the_provisioned_datasource():

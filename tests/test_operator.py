@@ -2,7 +2,7 @@
 `python run.py COMMAND` against a copier running on the paper exchange."""
 from __future__ import annotations
 
-from app import metrics
+from observability import metrics
 from app.commands import METRICS_URL_SETTING
 from storage import models as m
 from tests.conftest import run_command, start_rig, wait_until

@@ -21,11 +21,11 @@ import pytest
 import yaml
 
 from actors.feed import store_and_route
-from actors.messages import LEADER
-from app import metrics
-from app.config import ConfigError, parse
+from actors.messages import LEADER, IsConnected
 from broker import parsing
 from broker.parsing import MalformedMessage, decode_socket_message, from_order_book, from_socket
+from copier.config import ConfigError, parse
+from observability import metrics
 from storage import models as m
 from supervisors import Address, ChildSpec, Escalated, Supervised, Supervisor
 from tests.conftest import LEADER_ID, ROOT, client, copier_ready, run_command, start_paper_process, wait_until
@@ -236,7 +236,7 @@ def test_frames_that_crash_the_feed_are_parked_and_never_stop_the_copier(make_ri
     monkeypatch.setattr(FeedActor, "ingest", ingest)
     feed = rig.copier.address("feed:leader")
     for _ in range(6):  # one more than the supervisor's 5 restarts in 30 s
-        wait_until(lambda: feed.ref is not None and feed.ask("connected"), message="leader feed connected")
+        wait_until(lambda: feed.ref is not None and feed.ask(IsConnected()), message="leader feed connected")
         crashed = feed.ref
         frames.send(LEADER, frames.order_alert(LEADER, Symbol="CRASHME"))
         wait_until(lambda: feed.ref is not None and feed.ref is not crashed, message="leader feed restarted")
@@ -248,7 +248,7 @@ def test_frames_that_crash_the_feed_are_parked_and_never_stop_the_copier(make_ri
     assert rig.copier.escalation is None and not rig.copier.stopped.is_set()
     refused = run_command(rig, tmp_path, "dlq", "retry", str(letters[0].id))
     assert refused.returncode == 2 and "socket frame" in refused.stderr
-    wait_until(lambda: feed.ref is not None and feed.ask("connected"), message="leader feed connected")
+    wait_until(lambda: feed.ref is not None and feed.ask(IsConnected()), message="leader feed connected")
     assert rig.follower_copy(rig.place(quantity=10, price=1400.0))["quantity"] == 5
 
 

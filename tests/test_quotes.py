@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.quotes import QuoteBoard
-from app.config import ConfigError, parse
+from copier.config import ConfigError, parse
 from broker.gateway import Quote, profile_from_dhan, quotes_from_ltp
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 from trading.prices import LEADER_FILL, NONE, QUOTE, awaits_price, price_note

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from actors.messages import Reconcile
 from storage import models as m
 from tests.conftest import LEADER_ID, client, run_command, start_rig, wait_until
 from trading import reconcile as r
@@ -21,7 +22,7 @@ def test_B_5_reconciler_reports_and_repairs_diverged_books(make_rig, tmp_path):
     # the copier's feeds stop (not crash: nothing restarts them): it hears nothing of what follows,
     # and no reconnect backfill can heal it before the reconciler runs
     for feed in ("feed:leader", "feed:f1"):
-        rig.copier.address(feed).ref.stop()
+        rig.copier.terminate_child(feed)
     wait_until(lambda: rig.exchange.socket_count() == 0, message="sockets closed")
     missed = rig.place(quantity=16, price=1432.0)
     rig.cancel(cancelled_later)
@@ -35,7 +36,7 @@ def test_B_5_reconciler_reports_and_repairs_diverged_books(make_rig, tmp_path):
                             (r.QUANTITY_MISMATCH, resized_by_hand)):
         assert any(kind in line and leader_id in line for line in report.stdout.splitlines()), report.stdout
 
-    found = rig.copier.address("reconciler").ask("run", timeout=30)
+    found = rig.copier.address("reconciler").ask(Reconcile(), timeout=30)
     assert {(d.kind, d.leader_order_id) for d in found} == {
         (r.MISSING_REPLICATION, missed), (r.STATUS_MISMATCH, cancelled_later), (r.QUANTITY_MISMATCH, resized_by_hand)}
     stored = rig.store.read(lambda: list(m.Divergence.select()))
@@ -45,7 +46,7 @@ def test_B_5_reconciler_reports_and_repairs_diverged_books(make_rig, tmp_path):
     assert rig.follower_copy(missed)["quantity"] == 8
     rig.wait_copy(cancelled_later, lambda c: c["orderStatus"] == "CANCELLED", message="orphan cancelled")
     rig.wait_copy(resized_by_hand, lambda c: c["quantity"] == 10, message="quantity restored")
-    wait_until(lambda: rig.copier.address("reconciler").ask("run", timeout=30) == [], timeout=15,
+    wait_until(lambda: rig.copier.address("reconciler").ask(Reconcile(), timeout=30) == [], timeout=15,
                message="a clean reconcile")
     assert rig.store.get_setting("last_reconcile").endswith("0 divergences")
 
@@ -55,7 +56,7 @@ def test_reconciler_resizes_a_copy_sized_for_a_leader_quantity_the_copier_never_
     leader_id = rig.place(quantity=10, price=1420.0)
     rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, message="copy placed")
     # the copier hears nothing more from the leader: its copy matches what it stored, and is wrong
-    rig.copier.address("feed:leader").ref.stop()
+    rig.copier.terminate_child("feed:leader")
     wait_until(lambda: rig.exchange.socket_count(LEADER_ID) == 0, message="leader socket closed")
     rig.modify(leader_id, quantity=30, price=1425.0)
     assert rig.follower_order_now(leader_id)["quantity"] == 5
@@ -65,12 +66,12 @@ def test_reconciler_resizes_a_copy_sized_for_a_leader_quantity_the_copier_never_
     for kind in (r.QUANTITY_MISMATCH, r.COPY_TERMS_MISMATCH):
         assert any(kind in line and leader_id in line for line in report.stdout.splitlines()), report.stdout
 
-    found = rig.copier.address("reconciler").ask("run", timeout=30)
+    found = rig.copier.address("reconciler").ask(Reconcile(), timeout=30)
     assert {(d.kind, d.leader_order_id, d.follower) for d in found} == {
         (r.QUANTITY_MISMATCH, leader_id, "f1"), (r.COPY_TERMS_MISMATCH, leader_id, "f1")}
     assert all(d.repaired for d in rig.store.read(lambda: list(m.Divergence.select())))
     rig.wait_copy(leader_id, lambda c: (c["quantity"], c["price"]) == (15, 1425.0), message="re-sized and re-priced")
-    wait_until(lambda: rig.copier.address("reconciler").ask("run", timeout=30) == [], timeout=15,
+    wait_until(lambda: rig.copier.address("reconciler").ask(Reconcile(), timeout=30) == [], timeout=15,
                message="a clean reconcile")
     assert rig.follower_placements("f1") == 1
 
@@ -88,7 +89,7 @@ def test_reconciler_reports_a_copy_cancelled_while_its_leader_order_is_open_and_
     assert any(r.COPY_CANCELLED_LEADER_OPEN in line and leader_id in line
                for line in report.stdout.splitlines()), report.stdout
     for _ in range(2):
-        found = rig.copier.address("reconciler").ask("run", timeout=30)
+        found = rig.copier.address("reconciler").ask(Reconcile(), timeout=30)
         assert [(d.kind, d.leader_order_id, d.follower) for d in found] == [
             (r.COPY_CANCELLED_LEADER_OPEN, leader_id, "f1")]
     assert not any(d.repaired for d in rig.store.read(lambda: list(m.Divergence.select())))
@@ -134,9 +135,9 @@ def test_a_copy_that_converged_while_the_copier_was_down_leaves_no_quantity_dive
     rig.exchange.faults.clear()
 
     start_rig(rig)
-    found = wait_until(lambda: rig.copier.address("reconciler").ask("run", timeout=30) == [] or None,
+    found = wait_until(lambda: rig.copier.address("reconciler").ask(Reconcile(), timeout=30) == [] or None,
                        timeout=15, interval=0.5,
-                       message=lambda: f"a clean reconcile, got {rig.copier.address('reconciler').ask('run')}")
+                       message=lambda: f"a clean reconcile, got {rig.copier.address('reconciler').ask(Reconcile())}")
     assert found
     assert rig.follower_order_now(leader_id)["quantity"] == 12
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from actors.messages import LEADER
-from app import metrics
+from observability import metrics
 from storage import models as m
 from tests.conftest import LEADER_ID, RELIANCE, ROOT, TCS, wait_until
 from trading.instruments import InstrumentMaster

@@ -5,7 +5,7 @@ import sqlite3
 import threading
 
 from actors.order import OrderActor
-from app import metrics
+from observability import metrics
 from storage import models as m
 from tests.conftest import LEADER_ID, RELIANCE, wait_until
 

@@ -10,7 +10,7 @@ import pykka
 import pytest
 
 from actors.order import OrderActor
-from app import metrics
+from observability import metrics
 from storage import models as m
 from tests.conftest import LEADER_ID, Rig, wait_until
 

@@ -2,7 +2,7 @@
 of the kill switch."""
 from __future__ import annotations
 
-from app import metrics
+from observability import metrics
 from storage import models as m
 from tests.conftest import RELIANCE, TCS, client, wait_until
 

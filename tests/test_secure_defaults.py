@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 import yaml
 
-from app.config import ConfigError, parse
+from copier.config import ConfigError, parse
 from tests.conftest import ROOT, start_paper_process, wait_until
 from tests.test_operator_errors import paper_config
 

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from actors.feed import BASELINE_SETTING
-from app import metrics
+from observability import metrics
 from storage import Store, StorageDown
 from tests.conftest import RELIANCE, ROOT, client, copier_ready, start_paper_process, start_rig, wait_until
 from trading.adoption import find_copies

@@ -23,7 +23,7 @@ from actors.rate_limiter import RateLimiterActor
 from actors.reconciler import ReconcilerActor
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
-from app import metrics
+from observability import metrics
 from storage import models as m
 from supervisors import Address, ChildSpec, Escalated, Supervised, Supervisor
 from tests.conftest import run_command, wait_until

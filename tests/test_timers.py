@@ -76,3 +76,27 @@ def test_a_failing_recipient_does_not_stop_the_others():
         assert inbox.got.get(timeout=2)[1] == "delivered"
     finally:
         timers.stop()
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.alive = True
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def test_the_timers_of_an_owner_that_stopped_never_fire_again():
+    timers, inbox, owner = Timers().start(), Inbox(), Owner()
+    try:
+        timers.every(0.05, inbox, "poll", owner=owner)
+        timers.after(0.3, inbox, "retry", owner=owner)
+        assert inbox.got.get(timeout=2)[1] == "poll"
+        owner.alive = False  # the actor crashed or stopped: its timers go with it
+        wait_until(lambda: timers.pending() == 0, 2, message="the stopped owner's timers dropped")
+        while not inbox.got.empty():
+            inbox.got.get()
+        time.sleep(0.4)  # past both due times: nothing may arrive (asserting an absence)
+        assert inbox.got.empty()
+    finally:
+        timers.stop()

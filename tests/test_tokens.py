@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet
 
-from app import metrics
+from observability import metrics
 from storage import models as m
 from tests.conftest import LEADER_ID, client, wait_until
 

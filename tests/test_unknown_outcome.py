@@ -30,7 +30,7 @@ def _dead_letters(rig) -> int:
 def _without_follower_socket(rig) -> None:
     """The follower's order-update socket goes away (stopped, not crashed: nothing restarts it), so
     only a REST lookup can tell the copier what became of a placement."""
-    rig.copier.address("feed:f1").ref.stop()
+    rig.copier.terminate_child("feed:f1")
     wait_until(lambda: rig.exchange.socket_count(rig.follower_ids["f1"]) == 0, message="follower socket closed")
 
 

@@ -1,12 +1,12 @@
 """Alert channels beyond the log: a generic JSON webhook and a Telegram bot.
 
-Each channel is a callable `(level, key, message) -> None` that `app.alerts.Alerts(channels=[...])`
+Each channel is a callable `(level, key, message) -> None` that `observability.alerts.Alerts(channels=[...])`
 calls after its cooldown has let an alert through. A channel never raises: an alert that cannot
 be delivered is logged as a warning and counted (`failures`), because the caller is usually in
 the middle of protecting money and must not be taken down by a chat service being down.
 
-Secrets never reach the log: the bot token is registered with `app.logs.register_secret` and
-every warning is passed through `app.logs.redact`; webhook URLs (which often carry a token in
+Secrets never reach the log: the bot token is registered with `observability.logs.register_secret` and
+every warning is passed through `observability.logs.redact`; webhook URLs (which often carry a token in
 their path) are logged by scheme and host only, never registered (a short path like "/alerts"
 would then be masked in every log line).
 
@@ -26,7 +26,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from app.logs import redact, register_secret
+from observability.logs import redact, register_secret
 
 log = logging.getLogger("copytrader.alerts")
 

@@ -9,8 +9,7 @@ import threading
 import time
 from typing import Callable
 
-from app import metrics
-from storage import StorageUnavailable
+from observability import metrics
 
 log = logging.getLogger("copytrader.alerts")
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
@@ -18,8 +17,12 @@ _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ER
 
 class Alerts:
     def __init__(self, record: Callable[[str, str, str], None] | None = None, cooldown_seconds: float = 300.0,
-                 channels: list[Callable[[str, str, str], None]] | None = None) -> None:
+                 channels: list[Callable[[str, str, str], None]] | None = None,
+                 unrecorded: tuple[type[Exception], ...] = ()) -> None:
+        """`unrecorded`: what `record` raises when the alert cannot be stored (storage down): logged
+        as one warning line, since the alert itself may be about that."""
         self.record = record
+        self.unrecorded = unrecorded
         self.cooldown = cooldown_seconds
         self.channels = channels or []
         self._last: dict[str, float] = {}
@@ -38,7 +41,7 @@ class Alerts:
         if self.record:
             try:
                 self.record(level, key, message)
-            except StorageUnavailable as exc:  # the alert itself may be about storage
+            except self.unrecorded as exc:
                 log.warning("alert not stored: %s", exc)
             except Exception:  # an alert must never take the caller down
                 log.exception("could not store an alert")

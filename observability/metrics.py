@@ -108,17 +108,18 @@ ANOMALY_KINDS = ("follower_filled_first",)
 ROUTER_MAILBOXES = ("router", "order_max")
 
 
-def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[str]) -> None:
+def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[str], *,
+                  order_events: Iterable[str] = (), error_codes: Iterable[str] = (),
+                  failure_reasons: Iterable[str] = (), price_sources: Iterable[str] = ()) -> None:
     """Create every labelled series the copier knows of at zero, before anything happens.
 
     A labelled series otherwise appears only with its first event: dashboards show "No data" on a
-    healthy system, and increase() cannot see the event that created the series."""
-    from broker.errors import CODES, FAILURE_REASONS
-    from trading.lifecycle import OrderEvent
-    from trading.prices import LEADER_FILL, NONE, QUOTE
-
+    healthy system, and increase() cannot see the event that created the series. The label values
+    that other layers define (order events, the broker's error codes and failure reasons, price
+    sources) are handed in by the wiring: this catalogue imports none of them."""
     accounts = [leader, *followers]
-    events = [e.value for e in OrderEvent]
+    events, actor_kinds, error_codes = list(order_events), list(actor_kinds), list(error_codes)
+    failure_reasons = list(failure_reasons)
     for kind in ["placed", *(e.lower() for e in events)]:
         LEADER_EVENTS.labels(kind)
     for role in ROLES:
@@ -136,7 +137,7 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
         BACKFILLED.labels(account)
         OPEN_ORDERS.labels(account)
         BROKER_LATENCY.labels(account, "order_book")
-        for code in CODES:
+        for code in error_codes:
             BROKER_ERRORS.labels(account, "order_book", code)
     for follower in followers:
         for family in (REPLICATION_LATENCY, SLIPPAGE, FOLLOWER_LAG, LAG_ALERTS, RATE_LIMITED):
@@ -148,9 +149,9 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
             FOLLOWER_ORDERS.labels(follower, operation, "failed")
             BROKER_LATENCY.labels(follower, operation)
             RETRIES.labels(follower, operation)
-            for reason in FAILURE_REASONS:
+            for reason in failure_reasons:
                 FOLLOWER_FAILURES.labels(follower, operation, reason)
-            for code in CODES:
+            for code in error_codes:
                 BROKER_ERRORS.labels(follower, operation, code)
     for kind in actor_kinds:
         ACTOR_RESTARTS.labels(kind)
@@ -170,7 +171,7 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
         LEADER_REREADS.labels(outcome)
     for result in ("hit", "miss"):
         QUOTE_LOOKUPS.labels(result)
-    for source in (QUOTE, LEADER_FILL, NONE):
+    for source in price_sources:
         REFERENCE_PRICES.labels(source)
     for kind in actor_kinds:
         POISON_MESSAGES.labels(kind)

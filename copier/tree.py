@@ -1,19 +1,25 @@
 """The copier's supervision tree, built from the config. Read top to bottom, it is the system:
 
-  (before it: every account's token is chosen and checked with the broker, app/accounts.py)
-  copier (one-for-one, 5 restarts in 30 s, then a clean stop; input a child crashed on is
-          parked as a dead letter instead, see actors/dead_letters.py)
+  (before it: every account's token is chosen and checked with the broker, copier/accounts.py)
+  copier (one-for-one; more than 5 restarts of its children in 30 s: every child stopped, then
+          a clean stop; input a child crashed on is parked as a dead letter instead, see
+          actors/dead_letters.py)
     sizing                   SizingActor          capital lock and follower quantities
     quotes                   QuoteActor           market quotes for orders without a price (batched, paced)
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
                                                   its RateLimiter, the only path to its broker
     limiter:leader           RateLimiterActor     the leader's: order actors' re-reads of its orders
     router                   OrderRouter          one OrderActor per leader order, supervised by it
+    forever                  ForeverActor         copies of the leader's forever orders
+    reconciler               ReconcilerActor      the brokers' books against storage, now and then
+    kill_switch              KillSwitchActor      while on: no new copies, open ones cancelled
+    tokens                   TokenActor           access tokens: renewed, refused ones paused and retried
     feed:<follower> ...      FeedActor            each follower's socket: fills and states of its copies
     feed:leader              FeedActor            the leader's socket: the events everything else follows
 
 Consumers start before producers, so nothing is routed to an actor that does not exist yet; stop
-runs in reverse, so the feeds go quiet first.
+runs in reverse, so the feeds go quiet first. Every actor's delayed and periodic messages come from
+one `Timers` thread, made here.
 """
 from __future__ import annotations
 
@@ -31,26 +37,27 @@ from actors.dead_letters import park_input
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
-from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
-from actors.tokens import TokenActor
 from actors.messages import LEADER, AuthRefused
 from actors.quotes import QuoteActor, QuoteBoard, Quotes
 from actors.rate_limiter import RateLimiter, RateLimiterActor
+from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
-from app import metrics
-from app.accounts import Accounts, prepare_accounts
-from app.alert_channels import TelegramChannel, WebhookChannel
-from app.alerts import Alerts
-from app.config import Config
-from app.startup import key_error, record_accounts
+from actors.tokens import TokenActor
+from broker.errors import CODES, FAILURE_REASONS
 from broker.gateway import DhanGateway
-from storage import Store
+from copier.accounts import Accounts, prepare_accounts, record_accounts
+from copier.config import Config, key_error
+from observability import metrics
+from observability.alert_channels import TelegramChannel, WebhookChannel
+from observability.alerts import Alerts
+from storage import Store, StorageUnavailable
 from storage import models as m
-from supervisors.address import Address
-from supervisors.supervisor import ChildSpec, Escalated, Supervisor
+from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
+from trading.lifecycle import OrderEvent
+from trading.prices import LEADER_FILL, NONE, QUOTE
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,7 @@ class Copier:
     gateways: dict[str, DhanGateway] = field(default_factory=dict)
     instruments: InstrumentMaster | None = None
     alerts: Alerts | None = None
+    timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     _ref: object = None
@@ -74,6 +82,12 @@ class Copier:
     def address(self, name: str) -> Address:
         return self.addresses[name]
 
+    def terminate_child(self, child_id: str) -> bool:
+        """Stop one of the copier's actors on purpose: it is not restarted. False when there is none."""
+        if self._ref is None:
+            return False
+        return self._ref.proxy().terminate_child(child_id).get(timeout=15)  # type: ignore[attr-defined]
+
     def stop(self, timeout: float = 8.0) -> None:
         if self._ref is not None:
             try:
@@ -81,6 +95,7 @@ class Copier:
             except Exception:  # noqa: BLE001 - already stopped
                 pass
             self._ref = None
+        self.timers.stop()
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
@@ -107,7 +122,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
                  clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
-    `accounts`: what app.accounts.prepare_accounts decided (it is called here when not given; it
+    `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
     raises StartRefused before anything starts)."""
     # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
     # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
@@ -118,7 +133,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         accounts = prepare_accounts(config)
     copier = Copier(config=config, store=store)
     copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
-                                     channels=alert_channels(config))
+                                     channels=alert_channels(config), unrecorded=(StorageUnavailable,))
     for name, reason in accounts.paused.items():
         copier.alerts("critical", f"auth:{name}",
                       f"follower {name}: {reason}; it starts paused: nothing is copied to it until it has a "
@@ -133,6 +148,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         raise key_error(config, "instruments.master", str(exc)) from None
     log.info("instrument master: %d instruments from %s", count, config.instruments_master)
     copier.instruments = instruments
+    timers = copier.timers.start()
 
     leader = config.leader
     copier.gateways = accounts.gateways
@@ -171,7 +187,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
 
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
-        leader_limiter=leader_limiter,
+        leader_limiter=leader_limiter, timers=timers,
         policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
                           flatten_naked_legs=config.flatten_naked_legs,
                           replace_after_modification_cap=config.replace_after_modification_cap,
@@ -206,7 +222,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         filters={f.name: f.filters for f in config.followers}, suspended=suspended, first_funds=accounts.funds,
         copy_windows={f.name: f.copy_window for f in config.followers if f.copy_window}, clock=ctx.clock),
         kind="sizing", address=sizing_address),
-        ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways,
+        ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways, timers=timers,
                                                        requests_per_second=config.quote_requests_per_second),
                   kind="quotes", address=quotes.actor)]
     for f in config.followers:
@@ -220,21 +236,22 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                        if config.kill_switch_activates_broker else [])
     specs.append(ChildSpec("forever", lambda a: ForeverActor.start(
         a, top, store=store, leader=copier.gateways[LEADER], followers=names, limiters=limiters,
-        sizing=sizing_address, instruments=instruments, poll_seconds=config.forever_poll_seconds), kind="forever"))
+        sizing=sizing_address, instruments=instruments, timers=timers, poll_seconds=config.forever_poll_seconds),
+        kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
-        a, top, store, copier.gateways, names, router_address, copier.alerts,
+        a, top, store, copier.gateways, names, router_address, copier.alerts, timers,
         interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair,
         resize=resize_by_rule({f.name: f.sizing for f in config.followers}, instruments),
         fill_grace_seconds=fill_grace(config.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
-        a, top, store, router_address, copier.alerts, broker_switches,
+        a, top, store, router_address, copier.alerts, timers, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
         after_failures=config.kill_switch_after_failures, failure_window=config.kill_switch_failure_window),
         kind="kill_switch",
         address=kill_switch_address))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
         a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds,
-        config.leader_token_renew_seconds, token_file=accounts.token_file,
+        config.leader_token_renew_seconds, timers=timers, token_file=accounts.token_file,
         configured={name: t.configured for name, t in accounts.tokens.items()},
         paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
         feeds=feed_addresses), kind="tokens", address=tokens_address))
@@ -247,7 +264,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
             follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
             kind="feed", address=feed_addresses[account.name]))
 
-    metrics.create_series(LEADER, names, {spec.kind for spec in specs} | {"order"})
+    metrics.create_series(LEADER, names, {spec.kind for spec in specs} | {"order"},
+                          order_events=[e.value for e in OrderEvent], error_codes=CODES,
+                          failure_reasons=FAILURE_REASONS, price_sources=(QUOTE, LEADER_FILL, NONE))
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
                                       on_escalate=escalate,

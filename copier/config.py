@@ -32,6 +32,11 @@ class ConfigError(ValueError):
     """Names the key and the problem; the process refuses to start."""
 
 
+def key_error(config: Config, key: str, problem: str) -> ConfigError:
+    """A ConfigError for `key`, prefixed with the config file like the errors of `load`."""
+    return ConfigError(f"{config.source}: {key}: {problem}" if config.source else f"{key}: {problem}")
+
+
 @dataclass(frozen=True)
 class AccountConfig:
     name: str

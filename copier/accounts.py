@@ -14,15 +14,17 @@ funds (`GET /fundlimit`, which sizing reads anyway), all at once.
 """
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from actors.messages import LEADER
-from app.config import AccountConfig, Config
-from app.logs import register_secret
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway
+from copier.config import AccountConfig, Config
+from observability.logs import register_secret
+from storage import Store
 from storage.tokens import TOKEN_KEY_ENV, TokenFile, TokenFileError, key_from_environment, token_file_path
 
 START_REFUSED_EXIT = 2  # every refusal to start, config errors included (README: "Exit status")
@@ -130,3 +132,20 @@ def prepare_accounts(config: Config) -> Accounts:
             continue
         raise StartRefused(refusal(account, source, error))
     return Accounts(gateways, tokens, paused, token_file, answers)
+
+
+ACCOUNTS_SETTING = "accounts"
+
+
+def record_accounts(store: Store, config: Config) -> None:
+    """Record the accounts and URLs the copier uses (never tokens), for operator commands in other
+    processes: in paper mode they exist only in the running process."""
+    accounts = [config.leader, *config.followers]
+    store.set_setting(ACCOUNTS_SETTING, json.dumps([
+        {"name": a.name, "client_id": a.client_id, "api_base_url": a.api_base_url,
+         "order_update_url": a.order_update_url} for a in accounts]))
+
+
+def recorded_accounts(store: Store) -> dict[str, dict[str, str]]:
+    """What `record_accounts` stored, by account name ({} when no copier has started)."""
+    return {a["name"]: a for a in json.loads(store.get_setting(ACCOUNTS_SETTING) or "[]")}
