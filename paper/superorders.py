@@ -11,7 +11,6 @@ Every method runs under the engine's lock; each change of a leg is announced lik
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from .book import Account, Order, SuperOrder

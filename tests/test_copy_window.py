@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app import metrics
-from app.config import ConfigError, load, parse
+from observability import metrics
+from copier.config import ConfigError, load, parse
 from tests.conftest import LEADER_ID, RELIANCE, ROOT, wait_until
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow
 
