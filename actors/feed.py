@@ -41,7 +41,7 @@ from app import metrics
 from broker.errors import ErrorKind
 from broker.gateway import Answer, DhanGateway
 from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_order_book,
-                            from_socket, refused_login)
+                            from_socket, login_frame, refused_login)
 from storage import Store, StorageDown
 from supervisors import Address, Supervised
 from trading.adoption import find_copies
@@ -181,10 +181,7 @@ class FeedActor(Supervised):
             self._wake.wait(delay)
 
     def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event, conn: int = 0) -> None:
-        login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.gateway.client_id),
-                              "Token": self.gateway.current_token()},  # renewed tokens included
-                 "UserType": "SELF"}
-        ws.send(json.dumps(login))
+        ws.send(login_frame(self.gateway.client_id, self.gateway.current_token()))  # renewed tokens included
         opened.set()
         self.address.tell(SocketOpened(conn))
 

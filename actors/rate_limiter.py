@@ -336,13 +336,12 @@ class RateLimiter:
         terms = call.terms
         assert terms is not None
         answer = self.gateway.margin(terms, terms.price or terms.trigger_price)
-        if not answer.ok or not isinstance(answer.data, dict):
+        if not answer.ok:
             return None  # the calculator is advisory: without it, the broker's own check decides
-        data = answer.data
-        short = float(data.get("insufficientBalance") or 0)
-        if short > 0:
+        margin = answer.data
+        if margin.shortfall > 0:
             return BrokerError("MARGIN", ErrorKind.ORDER, f"insufficient margin per the margin calculator: needs "
-                               f"{float(data.get('totalMargin') or 0):,.0f}, short by {short:,.0f}")
+                               f"{margin.required:,.0f}, short by {margin.shortfall:,.0f}")
         return None
 
     def _perform_forever(self, call: BrokerCall) -> BrokerReply:

@@ -26,8 +26,10 @@ from typing import Any, Callable
 
 from actors.messages import (LEADER, CapitalSnapshot, FillSeen, PositionsSnapshot, ReleaseCapital, ResumeAccount,
                              SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
+from app import metrics
 from supervisors import Address, Supervised
 from trading import risk
+from trading.account import net_quantities
 from trading.filters import Filters
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_order
@@ -54,36 +56,30 @@ class _Reservation:
 
 
 def read_positions(account: str, positions: Callable[[], Any]) -> PositionsSnapshot | None:
-    """One `/positions` reading: net quantity by (segment, security), and today's P&L."""
+    """One positions reading: net quantity by (segment, security), and today's P&L. Entries the
+    broker adapter could not read are left out and counted."""
     fetched_ns = time.monotonic_ns()
     answer = positions()
-    if not answer.ok or not isinstance(answer.data, list):
+    if not answer.ok:
         log.warning("positions of %s unavailable: %s", account, answer.error)
         return None
-    net: dict[tuple[str, str], int] = {}
-    realised = unrealised = 0.0
-    for entry in answer.data:
-        try:
-            key = (str(entry["exchangeSegment"]), str(entry["securityId"]))
-            net[key] = net.get(key, 0) + int(float(entry.get("netQty") or 0))
-            realised += float(entry.get("realizedProfit") or 0)
-            unrealised += float(entry.get("unrealizedProfit") or 0)
-        except (KeyError, TypeError, ValueError):
-            log.warning("%s: unreadable position skipped", account)
-    return PositionsSnapshot(account, net, realised, unrealised, fetched_ns)
+    listing = answer.data
+    for reason in listing.unreadable:
+        metrics.MALFORMED_MESSAGES.labels("leader" if account == LEADER else "follower", reason).inc()
+    held = listing.entries
+    return PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
+                             sum(p.unrealised for p in held), fetched_ns)
 
 
 def read_capital(account: str, fund_limit: Callable[[], Any]) -> CapitalSnapshot | None:
-    """One `/fundlimit` reading (Dhan spells the field `availabelBalance`)."""
+    """One funds reading; a day's limit the broker leaves out is taken to be what is available."""
     fetched_at = time.time()
     answer = fund_limit()
-    if not answer.ok or not isinstance(answer.data, dict):
+    if not answer.ok:
         log.warning("fund limit of %s unavailable: %s", account, answer.error)
         return None
-    data = answer.data
-    available = float(data.get("availabelBalance", data.get("availableBalance", 0)) or 0)
-    sod = float(data.get("sodLimit") or 0) or available
-    return CapitalSnapshot(account, available, sod, fetched_at)
+    funds = answer.data
+    return CapitalSnapshot(account, funds.available, funds.start_of_day or funds.available, fetched_at)
 
 
 class SizingActor(Supervised):
@@ -235,7 +231,7 @@ class SizingActor(Supervised):
             first = gateway.order(request.leader_order_id)
             positions = read_positions(LEADER, gateway.positions)
             again = gateway.order(request.leader_order_id)
-            if not (first.ok and again.ok and positions):
+            if not (first.ok and again.ok and positions) or first.data is None or again.data is None:
                 return None
             if first.data.filled_qty == again.data.filled_qty:
                 self.positions[LEADER] = positions
