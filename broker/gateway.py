@@ -19,8 +19,8 @@ from dhanhq import DhanContext, dhanhq
 from app import metrics
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.parsing import (MalformedMessage, forever_body, from_forever, from_order_book, funds_from_dhan,
-                            margin_from_dhan, place_body, positions_from_dhan, profile_from_dhan, quotes_from_ltp,
-                            trades_from_dhan)
+                            margin_from_dhan, orders_from_book, place_body, positions_from_dhan, profile_from_dhan,
+                            quotes_from_ltp, trades_from_dhan)
 from broker.transport import HTTP_STATUS, KeptAliveHTTP, Pending, connections_for, dhan_http
 from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
 
@@ -181,7 +181,7 @@ class DhanGateway:
         """The same question as order_by_correlation, asked of the order book (`GET /orders`, the
         day's every order): Answer.data is the OrderUpdate with that correlation id, or None
         when the book, as answered, has none."""
-        answer = self.order_book()
+        answer = self._book_entries()
         if not answer.ok:
             return answer
         entry = next((e for e in answer.data if isinstance(e, dict) and e.get("correlationId") == correlation_id),
@@ -190,12 +190,20 @@ class DhanGateway:
             return Answer(data=None)
         return self._one_order(Answer(data=entry), "poll")
 
-    def order_book(self) -> Answer:
-        """Answer.data: list of raw order-book entries (parsed by the caller, which counts bad ones)."""
+    def _book_entries(self) -> Answer:
         answer = self._call("order_book", self._client().get_order_list)
         if answer.ok and not isinstance(answer.data, list):
             return Answer(data=[])
         return answer
+
+    def order_book(self, source: str = "book") -> Answer:
+        """`GET /orders`, the day's every order. Answer.data: Listing[OrderUpdate], marked `source`
+        and received now; the caller counts its `unreadable` entries."""
+        answer = self._book_entries()
+        if not answer.ok:
+            return answer
+        return Answer(data=orders_from_book(answer.data, source, time.monotonic_ns(),
+                                            self._skipped("order-book entry")))
 
     # -- account -------------------------------------------------------------------------------
     def _read(self, endpoint: str, answer: Answer, parse: Callable[[Any], Any]) -> Answer:
@@ -267,7 +275,9 @@ class DhanGateway:
         return Answer(data=str(token))
 
     def kill_switch(self, activate: bool) -> Answer:
-        return self._call("kill_switch", self._client().kill_switch, "ACTIVATE" if activate else "DEACTIVATE")
+        """The broker's own kill switch on (or off). Answer.data: None; only the outcome matters."""
+        answer = self._call("kill_switch", self._client().kill_switch, "ACTIVATE" if activate else "DEACTIVATE")
+        return Answer(error=answer.error)
 
     def forever_orders(self) -> Answer:
         """Answer.data: list of ForeverOrder (unreadable entries are logged and left out)."""

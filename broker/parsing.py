@@ -377,6 +377,12 @@ def from_order_book(entry: Mapping[str, Any], source: str = "book", received_ns:
     )
 
 
+def orders_from_book(answer: Any, source: str = "book", received_ns: int = 0,
+                     skipped: Callable[[MalformedMessage], None] | None = None) -> Listing[OrderUpdate]:
+    """A `GET /orders` answer -> the orders that could be read, and why the others could not."""
+    return _listing(answer, "the order book", lambda entry: from_order_book(entry, source, received_ns), skipped)
+
+
 # -- account answers --------------------------------------------------------------------------------
 @_at_the_edge
 def funds_from_dhan(body: Any) -> Funds:

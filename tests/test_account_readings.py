@@ -12,12 +12,13 @@ import pytest
 from app import metrics
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
-from broker.parsing import MalformedMessage, funds_from_dhan, margin_from_dhan, positions_from_dhan, trades_from_dhan
+from broker.parsing import (MalformedMessage, funds_from_dhan, margin_from_dhan, orders_from_book, positions_from_dhan,
+                            trades_from_dhan)
 from paper import AccountSpec, PaperExchange
 from tests.conftest import RELIANCE, TCS, client, wait_until
 from tests.faultproxy import NEVER
 from trading.account import Funds, Margin, Position, Trade
-from trading.orders import OrderTerms, OrderType, Product, Side, Validity
+from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +69,7 @@ def exchange():
     ex.stop()
 
 
-def test_the_gateway_answers_funds_positions_trades_and_margin_in_the_copiers_own_types(exchange):
+def test_the_gateway_answers_funds_positions_trades_orders_and_margin_in_the_copiers_own_types(exchange):
     exchange.add_account(AccountSpec("1100000002", "follower-secret-token", 500_000))
     dhan = client(exchange, "1100000002", "follower-secret-token")
     placed = dhan.place_order(security_id=RELIANCE, exchange_segment="NSE_EQ", transaction_type="BUY", quantity=10,
@@ -95,6 +96,12 @@ def test_the_gateway_answers_funds_positions_trades_and_margin_in_the_copiers_ow
     assert isinstance(fill, Trade)
     assert (fill.order_id, fill.security_id, fill.side, fill.quantity, fill.price) == (order_id, RELIANCE, Side.BUY,
                                                                                        10, held.buy_avg)
+
+    book = gateway.order_book()
+    assert book.ok and book.data.unreadable == ()
+    [order] = book.data.entries
+    assert isinstance(order, OrderUpdate)
+    assert (order.order_id, order.status, order.filled_qty, order.source) == (order_id, OrderStatus.TRADED, 10, "book")
 
     terms = OrderTerms(TCS, "NSE_EQ", Side.BUY, Product.CNC, OrderType.LIMIT, Validity.DAY, 1000, 4000.0)
     margin = gateway.margin(terms, terms.price)
@@ -174,6 +181,15 @@ def test_trades_and_margin_are_read_as_strictly():
                              "brokerage": 20}) == Margin(2800.0, 1000.0, 1800.0)
     with pytest.raises(MalformedMessage):
         margin_from_dhan({"totalMargin": "a lot", "insufficientBalance": 0})
+
+
+def test_an_unreadable_order_book_entry_is_left_out_with_its_reason():
+    good = {"orderId": "52", "orderStatus": "PENDING", "transactionType": "BUY", "exchangeSegment": "NSE_EQ",
+            "productType": "INTRADAY", "orderType": "LIMIT", "validity": "DAY", "securityId": "2885", "quantity": 5,
+            "price": 1400.0}
+    book = orders_from_book([good, {**good, "quantity": "five"}, {**good, "orderId": "53"}], source="backfill")
+    assert [(o.order_id, o.source) for o in book.entries] == [("52", "backfill"), ("53", "backfill")]
+    assert book.unreadable == ("bad_type",)
 
 
 def test_a_malformed_position_from_the_broker_is_counted_and_the_exit_sized_from_the_others(make_rig):
