@@ -331,7 +331,7 @@ class RateLimiter:
             return True
 
     def _margin_shortfall(self, call: BrokerCall) -> BrokerError | None:
-        """5.3 with copy.margin_check: ask the broker's margin calculator first; a shortfall is a
+        """With copy.margin_check: ask the broker's margin calculator first; a shortfall is a
         refusal before any order exists (it is then a recorded skip, never a retry)."""
         terms = call.terms
         assert terms is not None

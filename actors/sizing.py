@@ -85,7 +85,7 @@ class _Waiting:
 
     message: SizeCopies | SizeCopy
     requests: tuple[SizeCopy, ...]
-    future: pykka.Future = field(default_factory=pykka.ThreadingFuture)
+    future: pykka.Future = field(init=False)
     reading: int | None = None  # the exit reading it waits for
     exit_reading: AccountsRead | None = None
     checked: bool = False  # looked at as a possible exit (once the first readings are in)
@@ -190,6 +190,7 @@ class SizingActor(Supervised):
         waiting = _Waiting(message, message.requests if isinstance(message, SizeCopies) else (message,))
         if self._ready(waiting, self.waiting):
             return self._answer(waiting)
+        waiting.future = pykka.ThreadingFuture()  # (made only for a request that waits: most never do)
         self.waiting.append(waiting)
         return waiting.future
 
