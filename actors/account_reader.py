@@ -12,10 +12,11 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from actors.messages import LEADER, AccountsRead, CapitalSnapshot, PositionsSnapshot
 from app import metrics
+from broker.gateway import Answer
 from trading.account import Funds, PositionKey, net_quantities
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,17 @@ MAX_THREADS = 8
 LOOKUP_ROUNDS = 3  # tries at reading the leader's position with its order's fills still
 
 
-def read_capital(account: str, gateway: Any, funds: Funds | None = None) -> CapitalSnapshot | None:
+class AccountGateway(Protocol):
+    """What the reader asks of an account's gateway (broker/gateway.py `DhanGateway`)."""
+
+    def fund_limit(self) -> Answer: ...
+
+    def positions(self) -> Answer: ...
+
+    def order(self, order_id: str) -> Answer: ...
+
+
+def read_capital(account: str, gateway: AccountGateway, funds: Funds | None = None) -> CapitalSnapshot | None:
     """The account's funds (`funds`, when the start-up check read them already); None when the
     broker did not give them. A day's limit the broker leaves out is taken to be what is available."""
     fetched_at = time.time()
@@ -37,7 +48,7 @@ def read_capital(account: str, gateway: Any, funds: Funds | None = None) -> Capi
     return CapitalSnapshot(account, funds.available, funds.start_of_day or funds.available, fetched_at)
 
 
-def read_positions(account: str, gateway: Any) -> PositionsSnapshot | None:
+def read_positions(account: str, gateway: AccountGateway) -> PositionsSnapshot | None:
     """The account's net quantity by instrument and today's profit; None when the broker did not
     give them. Entries it could not read are left out and counted."""
     fetched_ns = time.monotonic_ns()
@@ -53,7 +64,7 @@ def read_positions(account: str, gateway: Any) -> PositionsSnapshot | None:
                              sum(p.unrealised for p in held), fetched_ns)
 
 
-def leader_before(gateway: Any, order_id: str, key: PositionKey,
+def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey,
                   sign: int) -> tuple[int | None, PositionsSnapshot | None]:
     """The leader's position in `key` before its order `order_id` (of side `sign`), and the
     positions read for it: the broker's position less the order's fills, the order read on both
@@ -75,7 +86,7 @@ class AccountReader:
     """Broker readings for the sizing actor, told to it through `tell`. Its threads are daemons
     and few (every account of a round is read at once, a handful at a time)."""
 
-    def __init__(self, gateways: Mapping[str, Any], tell: Callable[[Any], None],
+    def __init__(self, gateways: Mapping[str, AccountGateway], tell: Callable[[Any], None],
                  threads: int = MAX_THREADS) -> None:
         self.gateways = gateways
         self._tell = tell

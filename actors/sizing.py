@@ -6,17 +6,15 @@ a follower has, and once capital runs out later copies are skipped with a reason
 
 The broker is never called under that lock: an `AccountReader` reads funds and positions on its
 own threads and tells this actor what it read, every account at start and every
-`refresh_seconds`. A capital reading supersedes the reservations made before it was fetched,
-because the broker's own balance already counts those orders; fills seen since a positions
-reading was fetched are added to it.
+`refresh_seconds`. A capital reading supersedes the reservations made before it was fetched (the
+broker's balance counts those orders already); fills seen since a positions reading was fetched
+are added to it. Requests made before the first readings wait for them.
 
 An order that only reduces the leader's position is an exit: the follower reduces its *own*
-position by the same fraction, never more than it holds, and never past zero. Its follower may
-have traded by hand since the last reading, so an exit is sized from positions read after it
-arrived. Such a request is answered later, with a future (see `ask_sizing`): the actor goes on
-sizing other orders meanwhile, and only orders on the same underlying wait behind it, to be
-sized in the order they came. Requests that come before the first readings wait for them too.
-Each follower's `risk` limits are checked here as well; a daily-loss breach calls
+position by the same fraction, never more than it holds. The follower may have traded by hand
+since the last reading, so an exit waits for positions read after it arrived, answered with a
+future (`ask_sizing`); meanwhile other orders are sized, only those on the same underlying
+waiting behind it. Each follower's `risk` limits are checked here too; a daily-loss breach calls
 `on_daily_loss` (the kill switch).
 """
 from __future__ import annotations
@@ -30,7 +28,7 @@ from typing import Any, Callable
 
 import pykka
 
-from actors.account_reader import AccountReader
+from actors.account_reader import AccountGateway, AccountReader
 from actors.positions import KnownPositions
 from actors.messages import (LEADER, AccountsRead, CapitalSnapshot, FillSeen, PositionsSnapshot, ReleaseCapital,
                              ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount, Tick)
@@ -99,7 +97,7 @@ class _Waiting:
 
 class SizingActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, rules: dict[str, SizingRule],
-                 accounts: dict[str, Any], refresh_seconds: float = 30.0,
+                 accounts: dict[str, AccountGateway], refresh_seconds: float = 30.0,
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
                  leg_window_seconds: float = 0.0, limits: dict[str, risk.RiskLimits] | None = None,
                  on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None,
