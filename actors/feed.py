@@ -41,8 +41,8 @@ from observability import metrics
 from observability.logs import redact
 from broker.errors import ErrorKind
 from broker.gateway import Answer, DhanGateway
-from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_order_book,
-                            from_socket, refused_login)
+from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_socket,
+                            login_frame, refused_login)
 from storage import Store, StorageDown
 from supervisors import Address, Supervised
 from trading.adoption import find_copies
@@ -182,10 +182,7 @@ class FeedActor(Supervised):
             self._wake.wait(delay)
 
     def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event, conn: int = 0) -> None:
-        login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.gateway.client_id),
-                              "Token": self.gateway.current_token()},  # renewed tokens included
-                 "UserType": "SELF"}
-        ws.send(json.dumps(login))
+        ws.send(login_frame(self.gateway.client_id, self.gateway.current_token()))  # renewed tokens included
         opened.set()
         self.address.tell(SocketOpened(conn))
 
@@ -299,19 +296,13 @@ class FeedActor(Supervised):
                     answer: Answer | None = None) -> list[OrderUpdate] | None:
         """The account's order book (`answer`, or fetched now), parsed; None when unavailable."""
         if answer is None:
-            answer = gateway.order_book()
+            answer = gateway.order_book(source)
         if not answer.ok:
             log.warning("%s: order book unavailable: %s", account, answer.error)
             return None
-        received_ns = time.monotonic_ns()
-        updates = []
-        for entry in answer.data:
-            try:
-                updates.append(from_order_book(entry, source=source, received_ns=received_ns))
-            except MalformedMessage as exc:
-                metrics.MALFORMED_MESSAGES.labels("leader" if account == LEADER else "follower", exc.reason).inc()
-                log.warning("%s: skipped an unreadable order-book entry (%s)", account, exc)
-        return updates
+        for reason in answer.data.unreadable:
+            metrics.MALFORMED_MESSAGES.labels("leader" if account == LEADER else "follower", reason).inc()
+        return [u if u.source == source else dataclasses.replace(u, source=source) for u in answer.data.entries]
 
     def _adopt_copies(self, leader_order_ids: list[str]) -> set[str]:
         """At a first start: the leader orders with copies at the followers (their copies recorded

@@ -117,6 +117,19 @@ class PositionsSnapshot:
 
 
 @dataclass(frozen=True)
+class AccountsRead:
+    """Account reader -> sizing: readings made on the reader's threads, never under the capital
+    lock. `request` names what they were read for (the first round, a periodic refresh, or one
+    exit waiting for them); `leader_before` is, for an exit, the leader's position before its
+    order as the broker reported it (None: it could not be confirmed)."""
+
+    request: int
+    capital: tuple[CapitalSnapshot, ...] = ()
+    positions: tuple[PositionsSnapshot, ...] = ()
+    leader_before: int | None = None
+
+
+@dataclass(frozen=True)
 class FillSeen:
     """Order actor -> sizing: a fill moved an account's position (kept current between polls)."""
 
@@ -360,3 +373,8 @@ class RenewTokens:
 @dataclass(frozen=True)
 class AskQuotes:
     """Timer -> quote actor: an account's request window has room again: ask what is wanted."""
+
+
+@dataclass(frozen=True)
+class RefreshAccounts:
+    """Timer -> sizing: read every account's funds and positions again."""

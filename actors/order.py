@@ -28,6 +28,7 @@ import pykka
 from actors.context import CopierContext
 from actors.feed import store_and_route
 from actors.rate_limiter import send_all
+from actors.sizing import ask_sizing
 from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, FillSeen, OrderActorIdle,
                              OrderUpdateReceived, QuotePrice, ReleaseCapital, RetryCopy, SizeCopies, SizeCopy,
                              SizeDecision, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
@@ -571,7 +572,7 @@ class OrderActor(Supervised):
 
     def _ask_sizing(self, message: SizeCopy | SizeCopies) -> Any:
         try:
-            return self.ctx.sizing.ask(message, timeout=5.0)
+            return ask_sizing(self.ctx.sizing, message, timeout=5.0)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             raise RuntimeError(f"sizing unavailable: {exc}") from exc  # crash: retried after restart
 

@@ -3,8 +3,8 @@
 An order actor reads the `QuoteBoard`, a thread-safe cache, and needs no message when it holds a
 fresh price. On a miss it tells the `QuoteActor`, which asks Dhan's market quote API (POST
 /marketfeed/ltp) and answers with a `QuotePrice`. Dhan allows that API one request a second per
-account, up to 1000 instruments each, and only to accounts with a data plan (GET /profile:
-`dataPlan`). So the actor finds at start an account that may ask (reading profiles in order, the
+account, up to 1000 instruments each, and only to accounts with a data plan (GET /profile). So
+the actor finds at start an account that may ask (reading profiles in order, the
 leader's first, until one has a plan; another only when more are needed), puts every instrument
 waiting into one request, paces requests per account, and caches the answers for
 `quotes.cache_seconds`. It calls the broker on its own thread, never under the
@@ -23,10 +23,11 @@ from actors.messages import AskQuotes, QuotePrice, QuoteWanted
 from actors.rate_limiter import SlidingWindows
 from observability import metrics
 from broker.errors import ErrorKind
-from broker.gateway import DhanGateway, Quote
+from broker.gateway import DhanGateway
 from supervisors import Address, Supervised, Timers
 from supervisors.timers import TimerHandle
 from trading.orders import OrderTerms
+from trading.prices import Quote
 
 log = logging.getLogger(__name__)
 

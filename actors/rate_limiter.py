@@ -331,18 +331,17 @@ class RateLimiter:
             return True
 
     def _margin_shortfall(self, call: BrokerCall) -> BrokerError | None:
-        """5.3 with copy.margin_check: ask the broker's margin calculator first; a shortfall is a
+        """With copy.margin_check: ask the broker's margin calculator first; a shortfall is a
         refusal before any order exists (it is then a recorded skip, never a retry)."""
         terms = call.terms
         assert terms is not None
         answer = self.gateway.margin(terms, terms.price or terms.trigger_price)
-        if not answer.ok or not isinstance(answer.data, dict):
+        if not answer.ok:
             return None  # the calculator is advisory: without it, the broker's own check decides
-        data = answer.data
-        short = float(data.get("insufficientBalance") or 0)
-        if short > 0:
+        margin = answer.data
+        if margin.shortfall > 0:
             return BrokerError("MARGIN", ErrorKind.ORDER, f"insufficient margin per the margin calculator: needs "
-                               f"{float(data.get('totalMargin') or 0):,.0f}, short by {short:,.0f}")
+                               f"{margin.required:,.0f}, short by {margin.shortfall:,.0f}")
         return None
 
     def _perform_forever(self, call: BrokerCall) -> BrokerReply:

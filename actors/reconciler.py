@@ -36,7 +36,6 @@ from actors.feed import store_and_route
 from actors.messages import LEADER, AnswerReconcileRequests, Reconcile, SyncCopies
 from observability import metrics
 from broker.gateway import DhanGateway
-from broker.parsing import MalformedMessage, from_order_book
 from storage import Store
 from storage import models as m
 from supervisors import Address, Supervised, Timers
@@ -65,16 +64,10 @@ def read_report(text: str | None, request: str) -> tuple[list[r.Divergence], str
 
 
 def _book(gateway: DhanGateway, source: str) -> list[OrderUpdate]:
-    answer = gateway.order_book()
+    answer = gateway.order_book(source)
     if not answer.ok:
         raise RuntimeError(f"{gateway.account}: order book unavailable: {answer.error}")
-    out = []
-    for entry in answer.data:
-        try:
-            out.append(from_order_book(entry, source=source, received_ns=time.monotonic_ns()))
-        except MalformedMessage as exc:
-            log.warning("%s: unreadable order-book entry skipped (%s)", gateway.account, exc)
-    return out
+    return list(answer.data.entries)  # (the gateway logs each entry it could not read)
 
 
 DEFAULT_FILL_GRACE_SECONDS = 30.0

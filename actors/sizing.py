@@ -2,32 +2,39 @@
 
 Every copy is sized and its capital reserved here, one request at a time (an actor's inbox is
 its lock), so two leader orders arriving at the same instant can never together commit more than
-a follower has (8.4), and once capital runs out later copies are skipped with a reason (8.5).
+a follower has, and once capital runs out later copies are skipped with a reason.
 
-Capital comes from `/fundlimit` and positions from `/positions`, read at start and every
-`refresh_seconds` by a poller thread that tells this actor snapshots (the broker calls never block
-the lock). A capital snapshot supersedes the reservations made before it was fetched, because the
-broker's own balance already counts those orders.
+The broker is never called under that lock: an `AccountReader` reads funds and positions on its
+own threads and tells this actor what it read, every account at start and every
+`refresh_seconds`. A capital reading supersedes the reservations made before it was fetched (the
+broker's balance counts those orders already); fills seen since a positions reading was fetched
+are added to it. Requests made before the first readings wait for them.
 
-An order that only reduces the leader's position is an exit (B.2): the follower reduces its *own*
-position by the same fraction, never more than it holds, and never past zero. Positions are
-re-read for that decision (exits are rare; a stale position would size them wrong).
-Each follower's `risk` limits (5.7) are checked here too; a daily-loss breach calls `on_daily_loss`
-(the kill switch).
+An order that only reduces the leader's position is an exit: the follower reduces its *own*
+position by the same fraction, never more than it holds. The follower may have traded by hand
+since the last reading, so an exit waits for positions read after it arrived, answered with a
+future (`ask_sizing`); meanwhile other orders are sized, only those on the same underlying
+waiting behind it. Each follower's `risk` limits are checked here too; a daily-loss breach calls
+`on_daily_loss` (the kill switch).
 """
 from __future__ import annotations
 
+import itertools
 import logging
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from actors.messages import (LEADER, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot, ReleaseCapital,
-                             ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SuspendAccount)
-from supervisors import Address, Supervised
+import pykka
+
+from actors.account_reader import AccountGateway, AccountReader
+from actors.positions import KnownPositions
+from actors.messages import (LEADER, AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
+                             RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
+                             SizedCopies, SuspendAccount)
+from supervisors import Address, Supervised, Timers
 from trading import risk
 from trading.calendar import now as exchange_now
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
@@ -36,6 +43,24 @@ from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_or
 from trading.strategy import leg_quantity
 
 log = logging.getLogger(__name__)
+
+# Ids of readings, unique in the process: a restarted actor never takes an earlier incarnation's
+# reading for one it asked for.
+_READINGS = itertools.count(1)
+
+
+def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float = 5.0) -> Any:
+    """Ask the sizing actor for a size. A request that waits for broker readings is answered with
+    a future, which this waits for within the same `timeout`:
+
+        sized = ask_sizing(ctx.sizing, SizeCopies(requests, leader_order_id))
+
+    Raises pykka.Timeout or pykka.ActorDeadError, as an ask does."""
+    deadline = time.monotonic() + timeout
+    answer = sizing.ask(message, timeout=timeout)
+    if isinstance(answer, pykka.Future):
+        answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
+    return answer
 
 
 @dataclass
@@ -55,57 +80,43 @@ class _Reservation:
     made_at: float
 
 
-def read_positions(account: str, positions: Callable[[], Any]) -> PositionsSnapshot | None:
-    """One `/positions` reading: net quantity by (segment, security), and today's P&L."""
-    fetched_ns = time.monotonic_ns()
-    answer = positions()
-    if not answer.ok or not isinstance(answer.data, list):
-        log.warning("positions of %s unavailable: %s", account, answer.error)
-        return None
-    net: dict[tuple[str, str], int] = {}
-    realised = unrealised = 0.0
-    for entry in answer.data:
-        try:
-            key = (str(entry["exchangeSegment"]), str(entry["securityId"]))
-            net[key] = net.get(key, 0) + int(float(entry.get("netQty") or 0))
-            realised += float(entry.get("realizedProfit") or 0)
-            unrealised += float(entry.get("unrealizedProfit") or 0)
-        except (KeyError, TypeError, ValueError):
-            log.warning("%s: unreadable position skipped", account)
-    return PositionsSnapshot(account, net, realised, unrealised, fetched_ns)
+@dataclass
+class _Waiting:
+    """A size request answered later, through `future`."""
 
+    message: SizeCopies | SizeCopy
+    requests: tuple[SizeCopy, ...]
+    future: pykka.Future = field(init=False)
+    reading: int | None = None  # the exit reading it waits for
+    exit_reading: AccountsRead | None = None
+    checked: bool = False  # looked at as a possible exit (once the first readings are in)
 
-def read_capital(account: str, fund_limit: Callable[[], Any]) -> CapitalSnapshot | None:
-    """One `/fundlimit` reading (Dhan spells the field `availabelBalance`)."""
-    fetched_at = time.time()
-    answer = fund_limit()
-    if not answer.ok or not isinstance(answer.data, dict):
-        log.warning("fund limit of %s unavailable: %s", account, answer.error)
-        return None
-    data = answer.data
-    available = float(data.get("availabelBalance", data.get("availableBalance", 0)) or 0)
-    sod = float(data.get("sodLimit") or 0) or available
-    return CapitalSnapshot(account, available, sod, fetched_at)
+    @property
+    def lane(self) -> str:
+        """Requests on one underlying are answered in the order they came."""
+        first = self.requests[0] if self.requests else None
+        return (first.instrument.underlying or first.terms.security_id) if first else ""
 
 
 class SizingActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, rules: dict[str, SizingRule],
-                 accounts: dict[str, Any], refresh_seconds: float = 30.0,
+                 accounts: dict[str, AccountGateway], refresh_seconds: float = 30.0,
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,
                  leg_window_seconds: float = 0.0, limits: dict[str, risk.RiskLimits] | None = None,
                  on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None,
                  filters: dict[str, Filters] | None = None, suspended: dict[str, str] | None = None,
                  first_funds: dict[str, Any] | None = None, copy_windows: dict[str, CopyWindow] | None = None,
-                 clock: Callable[[], datetime] = exchange_now) -> None:
+                 clock: Callable[[], datetime] = exchange_now, timers: Timers | None = None) -> None:
         super().__init__(address, supervisor)
         self.copy_windows = copy_windows or {}
         self.clock = clock  # the copier's exchange clock, the one its market-hours rules read
+        self.timers = timers
         self.rules = rules
-        self.accounts = accounts  # account -> its gateway (fund_limit, positions), the leader's included
+        self.accounts = accounts  # account -> its gateway (fund_limit, positions, order), the leader's included
         self.limits = limits or {}
         self.filters = filters or {}
         self.on_daily_loss = on_daily_loss
-        self.positions: dict[str, PositionsSnapshot] = {}
+        self.positions = KnownPositions()
         self.recent_orders: dict[str, deque[float]] = {name: deque(maxlen=1000) for name in rules}
         # follower -> why its copies are skipped; given by the tree, so it outlives a restart of this actor
         self.suspended: dict[str, str] = suspended if suspended is not None else {}
@@ -120,64 +131,132 @@ class SizingActor(Supervised):
         self.last_price: dict[str, float] = {}
         self.leg_window = leg_window_seconds
         self.strategies: dict[str, _Strategy] = {}  # by underlying
-        self._halt = threading.Event()
+        self.reader: AccountReader | None = None
+        self.waiting: list[_Waiting] = []  # in the order they came
+        self._first_round: int | None = None  # the start-up reading, while it is out
+        self._refresh: int | None = None  # a periodic reading, while it is out
 
     def started(self) -> None:
-        for account, gateway in self.accounts.items():
-            first = self.first_funds.pop(account, None)  # used by the first incarnation only
-            snapshot = read_capital(account, (lambda first=first: first) if first is not None else gateway.fund_limit)
-            if snapshot:
-                self._apply_snapshot(snapshot)
-            positions = read_positions(account, gateway.positions)
-            if positions:
-                self._apply_positions(positions)
-        threading.Thread(target=self._poll, name="funds-poller", daemon=True).start()
+        funds = {}
+        for account in self.accounts:
+            answer = self.first_funds.pop(account, None)  # used by the first incarnation only
+            if answer is not None and answer.ok:
+                funds[account] = answer.data
+        self.reader = AccountReader(self.accounts, self.address.tell)
+        self._first_round = next(_READINGS)
+        self.reader.read_all(self._first_round, funds)
+        if self.timers is not None:
+            self.timers.every(self.refresh_seconds, self.address, RefreshAccounts(), owner=self.actor_ref)
 
     def on_stop(self) -> None:
         super().on_stop()
-        self._halt.set()
+        self._halt()
 
     def on_failure(self, *exc_info: Any) -> None:
-        self._halt.set()
+        self._halt()
         super().on_failure(*exc_info)
 
-    def _poll(self) -> None:
-        while not self._halt.wait(self.refresh_seconds):
-            for account, gateway in self.accounts.items():
-                for snapshot in (read_capital(account, gateway.fund_limit), read_positions(account, gateway.positions)):
-                    if snapshot:
-                        self.address.tell(snapshot)
+    def _halt(self) -> None:
+        """The readings stop; whoever waits for an answer is told at once that none will come."""
+        if self.reader is not None:
+            self.reader.close()
+        for waiting in self.waiting:
+            waiting.future.set_exception(exc_info=(pykka.ActorDeadError, pykka.ActorDeadError(
+                f"{self.address.name} stopped before answering"), None))
+        self.waiting = []
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, SizeCopies):
-            return self._size_order(message)
-        if isinstance(message, SizeCopy):
-            return self._size(message)
-        if isinstance(message, ReleaseCapital):
+        if isinstance(message, (SizeCopies, SizeCopy)):
+            return self._admit(message)
+        if isinstance(message, AccountsRead):
+            self._apply_reading(message)
+        elif isinstance(message, ReleaseCapital):
             self.reservations.get(message.follower, {}).pop(message.correlation_id, None)
         elif isinstance(message, CapitalSnapshot):
             self._apply_snapshot(message)
         elif isinstance(message, PositionsSnapshot):
             self._apply_positions(message)
         elif isinstance(message, FillSeen):
-            snapshot = self.positions.get(message.account)
-            if snapshot is not None and message.received_ns <= snapshot.fetched_ns:
-                return None  # the broker had it before that reading began: already counted
-            positions = dict(snapshot.positions) if snapshot else {}
-            key = (message.exchange_segment, message.security_id)
-            positions[key] = positions.get(key, 0) + message.signed_qty
-            self.positions[message.account] = PositionsSnapshot(
-                message.account, positions, snapshot.realised if snapshot else 0.0,
-                snapshot.unrealised if snapshot else 0.0, snapshot.fetched_ns if snapshot else 0)
+            self.positions.fill(message)
         elif isinstance(message, SuspendAccount):
             self.suspended[message.follower] = message.reason
         elif isinstance(message, ResumeAccount):
             self.suspended.pop(message.follower, None)
+        elif isinstance(message, RefreshAccounts):
+            if self.reader is not None and self._first_round is None and self._refresh is None:
+                self._refresh = next(_READINGS)  # (a round still out is not asked for again)
+                self.reader.read_all(self._refresh)
         elif isinstance(message, FreeCapital):
             return {name: self._free(name) for name in self.rules}
         return None
 
+    # -- requests that wait ----------------------------------------------------------------------
+    def _admit(self, message: SizeCopies | SizeCopy) -> Any:
+        """The answer now when it can be given, else a future answered once it can."""
+        waiting = _Waiting(message, message.requests if isinstance(message, SizeCopies) else (message,))
+        if self._ready(waiting, self.waiting):
+            return self._answer(waiting)
+        waiting.future = pykka.ThreadingFuture()  # (made only for a request that waits: most never do)
+        self.waiting.append(waiting)
+        return waiting.future
+
+    def _ready(self, waiting: _Waiting, ahead: list[_Waiting]) -> bool:
+        """Whether `waiting` can be answered now; asks for the readings an exit needs."""
+        if self._first_round is not None or waiting.reading is not None:
+            return False
+        if any(other.lane == waiting.lane for other in ahead):
+            return False
+        if not waiting.checked:
+            waiting.checked = True
+            followers = [r.follower for r in waiting.requests if self._may_copy(r) is None]
+            first = waiting.requests[0] if waiting.requests else None
+            if first is not None and followers and self.reader is not None:
+                key, sign = risk.position_key(first.terms), 1 if first.terms.side.value == "BUY" else -1
+                known = self.positions.quantity(LEADER, key) - sign * first.leader_filled
+                if risk.is_exit(known, sign * first.terms.quantity):
+                    waiting.reading = next(_READINGS)
+                    self.reader.read_exit(waiting.reading, followers, first.leader_order_id, key, sign, known)
+                    return False
+        return True
+
+    def _answer(self, waiting: _Waiting) -> Any:
+        if isinstance(waiting.message, SizeCopies):
+            return self._size_order(waiting.message, waiting.exit_reading)
+        return self._size(waiting.message, waiting.exit_reading)
+
+    def _drain(self) -> None:
+        """Answer, in order, every waiting request that now can be."""
+        index = 0
+        while index < len(self.waiting):
+            waiting = self.waiting[index]
+            if not self._ready(waiting, self.waiting[:index]):
+                index += 1
+                continue
+            del self.waiting[index]
+            try:
+                waiting.future.set(self._answer(waiting))
+            except Exception:  # noqa: BLE001 - as with an ask, the error goes back to the asker
+                log.exception("sizing a waiting request failed")
+                waiting.future.set_exception()
+
+    def _apply_reading(self, reading: AccountsRead) -> None:
+        for capital in reading.capital:
+            self._apply_snapshot(capital)
+        for positions in reading.positions:
+            self._apply_positions(positions)
+        if reading.request == self._first_round:
+            self._first_round = None
+        elif reading.request == self._refresh:
+            self._refresh = None
+        for waiting in self.waiting:
+            if waiting.reading == reading.request:
+                waiting.reading, waiting.exit_reading = None, reading
+        self._drain()
+
     def _apply_snapshot(self, snapshot: CapitalSnapshot) -> None:
+        current = self.capital.get(snapshot.account)
+        if current is not None and snapshot.fetched_at < current.fetched_at:
+            return  # read before the one in hand, answered late
         self.capital[snapshot.account] = snapshot
         self.start_of_day.setdefault(snapshot.account, snapshot.start_of_day)
         for cid, reservation in list(self.reservations.get(snapshot.account, {}).items()):
@@ -185,15 +264,12 @@ class SizingActor(Supervised):
                 del self.reservations[snapshot.account][cid]
 
     def _apply_positions(self, snapshot: PositionsSnapshot) -> None:
-        self.positions[snapshot.account] = snapshot
+        if not self.positions.apply(snapshot):
+            return
         limits = self.limits.get(snapshot.account)
         if limits is not None and risk.daily_loss_breached(limits, self._risk_state(snapshot.account)):
             self.on_daily_loss(snapshot.account, f"P&L today {snapshot.realised + snapshot.unrealised:,.0f} "
                                                  f"beyond the limit of -{limits.max_daily_loss:,.0f}")
-
-    def _position(self, account: str, key: tuple[str, str]) -> int:
-        snapshot = self.positions.get(account)
-        return snapshot.positions.get(key, 0) if snapshot else 0
 
     def _risk_state(self, follower: str) -> risk.RiskState:
         positions = self.positions.get(follower)
@@ -204,48 +280,31 @@ class SizingActor(Supervised):
                               realised_pnl=positions.realised if positions else 0.0,
                               unrealised_pnl=positions.unrealised if positions else 0.0)
 
-    def _exit(self, request: SizeCopy) -> SizeDecision | None:
-        """B.2: the follower's quantity for a leader order that only reduces the leader's position,
-        or None when it is not such an order."""
+    def _outside_window(self, request: SizeCopy, new_order: bool, exit_decision: SizeDecision | None
+                        ) -> SizeDecision | None:
+        """The skip of a new order outside the follower's copy window, or None (exits pass)."""
+        window = self.copy_windows.get(request.follower) if new_order else None
+        detail = window.refusal(self.clock(), exit=exit_decision is not None) if window is not None else None
+        return SizeDecision(0, 0, 0.0, OUTSIDE_COPY_WINDOW, detail) if detail else None
+
+    def _exit(self, request: SizeCopy, reading: AccountsRead | None) -> SizeDecision | None:
+        """The follower's quantity for a leader order that only reduces the leader's position, or
+        None when it is not such an order. `reading`: what was read for it after it arrived (None:
+        by what the leader is known to hold, it is no exit)."""
+        if reading is None:
+            return None
         terms = request.terms
-        key = risk.position_key(terms)
         sign = 1 if terms.side.value == "BUY" else -1
-
-        def leader_before() -> int:  # the leader's position before this order (some may have filled)
-            return self._position(LEADER, key) - sign * request.leader_filled
-
-        if not risk.is_exit(leader_before(), sign * terms.quantity):
-            return None
-        # Confirm with the broker: the leader's position and this order's fills, read around it so
-        # that a fill landing in between is not counted twice; the follower's own position (it may
-        # trade by hand, which the copier does not see).
-        before = self._leader_position_before(request, key, sign)
-        follower = read_positions(request.follower, self.accounts[request.follower].positions)
-        if follower:
-            self.positions[request.follower] = follower
+        before = reading.leader_before
         if before is None or not risk.is_exit(before, sign * terms.quantity):
-            return None
-        quantity = risk.exit_quantity(before, terms.quantity, self._position(request.follower, key),
+            return None  # (the broker could not confirm the leader's position: sized as an entry)
+        quantity = risk.exit_quantity(before, terms.quantity,
+                                      self.positions.quantity(request.follower, risk.position_key(terms)),
                                       request.instrument.lot_size)
         if quantity <= 0:
             return SizeDecision(0, 0, 0.0, "no_position_to_exit",
                                 f"the leader reduces its position; {request.follower} holds nothing to reduce")
         return SizeDecision(quantity, 0, 0.0)
-
-    def _leader_position_before(self, request: SizeCopy, key: tuple[str, str], sign: int) -> int | None:
-        gateway = self.accounts.get(LEADER)
-        if gateway is None or not request.leader_order_id:
-            return self._position(LEADER, key) - sign * request.leader_filled
-        for _ in range(3):
-            first = gateway.order(request.leader_order_id)
-            positions = read_positions(LEADER, gateway.positions)
-            again = gateway.order(request.leader_order_id)
-            if not (first.ok and again.ok and positions):
-                return None
-            if first.data.filled_qty == again.data.filled_qty:
-                self.positions[LEADER] = positions
-                return positions.positions.get(key, 0) - sign * again.data.filled_qty
-        return None
 
     def _free(self, follower: str) -> float | None:
         snapshot = self.capital.get(follower)
@@ -257,12 +316,12 @@ class SizingActor(Supervised):
         leader, mine = self.start_of_day.get(LEADER), self.start_of_day.get(follower)
         return (mine / leader) if leader and mine else None
 
-    def _size_order(self, message: SizeCopies) -> SizedCopies:
+    def _size_order(self, message: SizeCopies, reading: AccountsRead | None = None) -> SizedCopies:
         """Every follower's copy of one leader order. Derivative orders on one underlying within the
         leg window are one strategy: later legs keep the first leg's lot ratio per follower, or are
-        not placed and unwind the legs that were (1.4.5). Deciding it here, one order at a time,
-        means two legs arriving together cannot both believe they are the first."""
-        decisions = [self._size(request, new_order=True) for request in message.requests]
+        not placed and unwind the legs that were. Deciding it here, one order at a time, means two
+        legs arriving together cannot both believe they are the first."""
+        decisions = [self._size(request, reading, new_order=True) for request in message.requests]
         if not message.requests:
             return SizedCopies(())
         instrument = message.requests[0].instrument
@@ -301,16 +360,24 @@ class SizingActor(Supervised):
         self.reservations[request.follower].pop(request.correlation_id, None)
         return SizeDecision(0, 0, 0.0, reason, detail, unwind=unwind)
 
-    def _size(self, request: SizeCopy, new_order: bool = False) -> SizeDecision:
-        """`new_order`: the first sizing of a leader order's copies, which the follower's copy window
-        may refuse; a re-size (the leader modified its quantity) follows the leader at any hour."""
+    def _may_copy(self, request: SizeCopy) -> SizeDecision | None:
+        """The skip of a follower that copies nothing of this order, whatever its size."""
         if request.follower in self.suspended:
             return SizeDecision(0, 0, 0.0, "account_suspended", self.suspended[request.follower])
         refused_by = self.filters[request.follower].refusal(request.instrument) if request.follower in self.filters else None
         if refused_by:
             return SizeDecision(0, 0, 0.0, "filtered", f"{request.instrument.symbol} refused by filters.{refused_by}")
-        exit_decision = self._exit(request)
-        decision = self._outside_window(request, new_order, exit_decision) or exit_decision or self._entry(request)
+        return None
+
+    def _size(self, request: SizeCopy, reading: AccountsRead | None = None, new_order: bool = False) -> SizeDecision:
+        """`new_order`: the first sizing of a leader order's copies, which the follower's copy window
+        may refuse; a re-size (the leader modified its quantity) follows the leader at any hour."""
+        skipped = self._may_copy(request)
+        if skipped is not None:
+            return skipped
+        exit_decision = self._exit(request, reading)
+        decision = (self._outside_window(request, new_order, exit_decision) or exit_decision
+                    or self._entry(request))
         if decision.skip_reason is None:
             limits = self.limits.get(request.follower)
             if limits is not None and limits.enabled:
@@ -325,13 +392,6 @@ class SizingActor(Supervised):
                                         f"{verdict.detail}; {note}" if note else verdict.detail)
             self.recent_orders[request.follower].append(time.time())
         return decision
-
-    def _outside_window(self, request: SizeCopy, new_order: bool, exit_decision: SizeDecision | None
-                        ) -> SizeDecision | None:
-        """The skip of a new order outside the follower's copy window, or None (exits pass)."""
-        window = self.copy_windows.get(request.follower) if new_order else None
-        detail = window.refusal(self.clock(), exit=exit_decision is not None) if window is not None else None
-        return SizeDecision(0, 0, 0.0, OUTSIDE_COPY_WINDOW, detail) if detail else None
 
     def _entry(self, request: SizeCopy) -> SizeDecision:
         rule = self.rules[request.follower]

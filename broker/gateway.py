@@ -9,17 +9,18 @@ failure, and nothing here logs a token.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 from dhanhq import DhanContext, dhanhq
 
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind, classify
-from broker.parsing import MalformedMessage, forever_body, from_forever, from_order_book, place_body
+from broker.parsing import (MalformedMessage, forever_body, from_forever, from_order_book, funds_from_dhan,
+                            margin_from_dhan, orders_from_book, place_body, positions_from_dhan, profile_from_dhan,
+                            quotes_from_ltp, trades_from_dhan)
 from broker.transport import HTTP_STATUS, KeptAliveHTTP, Pending, connections_for, dhan_http
 from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
 
@@ -37,52 +38,6 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass(frozen=True)
-class Quote:
-    """The last traded price of one instrument, as Dhan's market quote API reported it."""
-
-    exchange_segment: str
-    security_id: str
-    last_price: float
-
-
-@dataclass(frozen=True)
-class Profile:
-    """An account's setup from Dhan's user profile: what matters here is whether its Data API plan
-    is active (without it the market quote API refuses the account)."""
-
-    client_id: str
-    data_plan: bool
-    data_valid_until: str = ""
-    token_valid_until: str = ""
-
-
-def quotes_from_ltp(body: Any) -> dict[tuple[str, str], Quote]:
-    """Dhan's `/marketfeed/ltp` answer, `{"data": {"NSE_EQ": {"11536": {"last_price": 4520}}}, ...}`,
-    by (segment, security id); instruments without a positive price are left out."""
-    quotes: dict[tuple[str, str], Quote] = {}
-    by_segment = body.get("data") if isinstance(body, Mapping) else None
-    for segment, by_id in (by_segment.items() if isinstance(by_segment, Mapping) else ()):
-        for security_id, entry in (by_id.items() if isinstance(by_id, Mapping) else ()):
-            try:
-                price = float(entry.get("last_price"))
-            except (AttributeError, TypeError, ValueError):
-                continue
-            if price > 0 and math.isfinite(price):
-                quotes[(str(segment), str(security_id))] = Quote(str(segment), str(security_id), price)
-    return quotes
-
-
-def profile_from_dhan(body: Any, client_id: str) -> Profile | None:
-    """Dhan's `/profile` answer (`dataPlan`: "Active" or "Deactive"), or None when it is not one."""
-    if not isinstance(body, Mapping):
-        return None
-    return Profile(client_id=str(body.get("dhanClientId") or client_id),
-                   data_plan=str(body.get("dataPlan") or "").strip().lower() == "active",
-                   data_valid_until=str(body.get("dataValidity") or ""),
-                   token_valid_until=str(body.get("tokenValidity") or ""))
 
 
 @dataclass(frozen=True)
@@ -226,7 +181,7 @@ class DhanGateway:
         """The same question as order_by_correlation, asked of the order book (`GET /orders`, the
         day's every order): Answer.data is the OrderUpdate with that correlation id, or None
         when the book, as answered, has none."""
-        answer = self.order_book()
+        answer = self._book_entries()
         if not answer.ok:
             return answer
         entry = next((e for e in answer.data if isinstance(e, dict) and e.get("correlationId") == correlation_id),
@@ -235,27 +190,56 @@ class DhanGateway:
             return Answer(data=None)
         return self._one_order(Answer(data=entry), "poll")
 
-    def order_book(self) -> Answer:
-        """Answer.data: list of raw order-book entries (parsed by the caller, which counts bad ones)."""
+    def _book_entries(self) -> Answer:
         answer = self._call("order_book", self._client().get_order_list)
         if answer.ok and not isinstance(answer.data, list):
             return Answer(data=[])
         return answer
 
+    def order_book(self, source: str = "book") -> Answer:
+        """`GET /orders`, the day's every order. Answer.data: Listing[OrderUpdate], marked `source`
+        and received now; the caller counts its `unreadable` entries."""
+        answer = self._book_entries()
+        if not answer.ok:
+            return answer
+        return Answer(data=orders_from_book(answer.data, source, time.monotonic_ns(),
+                                            self._skipped("order-book entry")))
+
     # -- account -------------------------------------------------------------------------------
+    def _read(self, endpoint: str, answer: Answer, parse: Callable[[Any], Any]) -> Answer:
+        """A successful answer read into the copier's types; one that cannot be read is a data
+        error (DH-907), never an exception."""
+        if not answer.ok:
+            return answer
+        try:
+            return Answer(data=parse(answer.data))
+        except MalformedMessage as exc:
+            metrics.BROKER_ERRORS.labels(self.account, endpoint, "DH-907").inc()
+            return Answer(error=BrokerError("DH-907", ErrorKind.DATA, f"unreadable {endpoint} answer: {exc}"))
+
+    def _skipped(self, what: str) -> Callable[[MalformedMessage], None]:
+        return lambda exc: log.warning("%s: an unreadable %s left out (%s)", self.account, what, exc)
+
     def fund_limit(self) -> Answer:
-        return self._call("fund_limit", self._client().get_fund_limits)
+        """Answer.data: Funds."""
+        return self._read("fund_limit", self._call("fund_limit", self._client().get_fund_limits), funds_from_dhan)
 
     def positions(self) -> Answer:
-        return self._call("positions", self._client().get_positions)
+        """Answer.data: Listing[Position]; the caller counts its `unreadable` entries."""
+        return self._read("positions", self._call("positions", self._client().get_positions),
+                          lambda data: positions_from_dhan(data, self._skipped("position")))
 
     def trades(self, order_id: str | None = None) -> Answer:
-        return self._call("trades", self._client().get_trade_book, order_id)
+        """Answer.data: Listing[Trade] (of one order, or the day's); the caller counts its
+        `unreadable` entries."""
+        return self._read("trades", self._call("trades", self._client().get_trade_book, order_id),
+                          lambda data: trades_from_dhan(data, self._skipped("trade")))
 
     def margin(self, terms: OrderTerms, price: float) -> Answer:
-        return self._call("margin", self._client().margin_calculator, terms.security_id,
-                          terms.exchange_segment, terms.side.value, terms.quantity, terms.product.value,
-                          price, terms.trigger_price)
+        """Answer.data: Margin, the broker's margin calculator on `terms` at `price`."""
+        return self._read("margin", self._call("margin", self._client().margin_calculator, terms.security_id,
+                                                terms.exchange_segment, terms.side.value, terms.quantity,
+                                                terms.product.value, price, terms.trigger_price), margin_from_dhan)
 
     def profile(self) -> Answer:
         """GET /profile (dhanhq 2.3 has no call for it on this base URL). Answer.data: Profile."""
@@ -291,7 +275,9 @@ class DhanGateway:
         return Answer(data=str(token))
 
     def kill_switch(self, activate: bool) -> Answer:
-        return self._call("kill_switch", self._client().kill_switch, "ACTIVATE" if activate else "DEACTIVATE")
+        """The broker's own kill switch on (or off). Answer.data: None; only the outcome matters."""
+        answer = self._call("kill_switch", self._client().kill_switch, "ACTIVATE" if activate else "DEACTIVATE")
+        return Answer(error=answer.error)
 
     def forever_orders(self) -> Answer:
         """Answer.data: list of ForeverOrder (unreadable entries are logged and left out)."""

@@ -1,4 +1,6 @@
-"""Dhan's order representations (socket `order_alert`, order-book entry) -> `OrderUpdate`.
+"""Dhan's answers and frames -> the copier's own types: orders (socket `order_alert`, order-book
+entry) -> `OrderUpdate`; funds, positions, trades, margin, profile and quotes -> trading/account.py
+and trading/prices.py.
 
 This is the edge: every field the copier reads is checked here (type, finite, in range, bounded
 length, ids of Dhan's charset), so nothing downstream can meet a value the exchange could not
@@ -17,7 +19,9 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from broker import codes
 from broker.errors import ErrorKind, classify
+from trading.account import Funds, Listing, Margin, Position, Profile, Trade
 from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, OrderTerms, OrderType, OrderUpdate
+from trading.prices import Quote
 
 # Bounds, exclusive. Dhan's quantities fit easily in 10^8, so 10^9 leaves a tenfold margin; a
 # price below 10^7 rupees is far above any Indian listing (the dearest share trades near 1.5 lakh,
@@ -26,6 +30,7 @@ from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, OrderTerm
 MAX_QUANTITY = 1_000_000_000
 MAX_PRICE = 10_000_000.0
 MAX_SEQUENCE = 2 ** 53  # an exact float and a SQLite integer
+MAX_AMOUNT = 1e15  # rupees: funds, margins, profits (a position's value stays below 10^16)
 MAX_ID = 32  # Dhan's order and security ids are numeric strings well under 20 characters
 MAX_CORRELATION_ID = 30  # Dhan caps correlation ids at 25 characters; a little slack
 MAX_TEXT = 1024  # symbols, timestamps, reasons
@@ -127,6 +132,17 @@ def _optional_count(value: Any, field: str, minimum: int = 0, maximum: int = MAX
     return 0 if value is None or value == "" else _count(value, field, minimum, maximum)
 
 
+def _amount(value: Any, field: str) -> float:
+    """Rupees (funds, margin, profit): absent is 0; otherwise finite, of either sign, and smaller
+    than MAX_AMOUNT."""
+    if value is None or value == "":
+        return 0.0
+    number = _number(value, field)
+    if not -MAX_AMOUNT < number < MAX_AMOUNT:
+        raise MalformedMessage("out_of_range", f"{field}={_show(number)} is not within +/-{MAX_AMOUNT:.0e}")
+    return float(number)
+
+
 def _text(value: Any, field: str, limit: int = MAX_TEXT) -> str:
     """Free text (symbol, reason, times): a string, or a number Dhan sent unquoted; bounded."""
     if type(value) is str and len(value) <= limit:
@@ -223,6 +239,31 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise MalformedMessage("bad_shape", f"{what} is {type(value).__name__}, not an object")
     return value
+
+
+def _segment(data: Mapping[str, Any], field: str) -> str:
+    segment = _code(_required(data, field), field).upper()
+    if segment not in EXCHANGE_SEGMENTS:
+        raise MalformedMessage("bad_field", f"unknown {field} {segment!r}")
+    return segment
+
+
+def _listing(answer: Any, what: str, parse: Callable[[Any], T],
+             skipped: Callable[[MalformedMessage], None] | None) -> Listing[T]:
+    """A list the broker answered, each entry parsed: one that cannot be is left out, its reason
+    kept (and handed to `skipped`, for a log line with the detail). Raises MalformedMessage only
+    when the answer is not a list at all."""
+    if not isinstance(answer, list):
+        raise MalformedMessage("bad_shape", f"{what} is {type(answer).__name__}, not a list")
+    entries, unreadable = [], []
+    for entry in answer:
+        try:
+            entries.append(parse(entry))
+        except MalformedMessage as exc:
+            unreadable.append(exc.reason)
+            if skipped is not None:
+                skipped(exc)
+    return Listing(tuple(entries), tuple(unreadable))
 
 
 # -- the frames and entries -------------------------------------------------------------------------
@@ -334,6 +375,116 @@ def from_order_book(entry: Mapping[str, Any], source: str = "book", received_ns:
         source=source,
         received_ns=received_ns,
     )
+
+
+def orders_from_book(answer: Any, source: str = "book", received_ns: int = 0,
+                     skipped: Callable[[MalformedMessage], None] | None = None) -> Listing[OrderUpdate]:
+    """A `GET /orders` answer -> the orders that could be read, and why the others could not."""
+    return _listing(answer, "the order book", lambda entry: from_order_book(entry, source, received_ns), skipped)
+
+
+# -- account answers --------------------------------------------------------------------------------
+@_at_the_edge
+def funds_from_dhan(body: Any) -> Funds:
+    """A `GET /fundlimit` answer -> Funds. Dhan spells the balance `availabelBalance`; the
+    corrected spelling is read when that one is absent."""
+    body = _mapping(body, "the fund limit")
+    field = "availableBalance" if "availabelBalance" not in body and "availableBalance" in body else "availabelBalance"
+    return Funds(available=_amount(_required(body, field), field),
+                 start_of_day=_amount(body.get("sodLimit"), "sodLimit"),
+                 utilised=_amount(body.get("utilizedAmount"), "utilizedAmount"),
+                 withdrawable=_amount(body.get("withdrawableBalance"), "withdrawableBalance"))
+
+
+@_at_the_edge
+def position_from_dhan(entry: Any) -> Position:
+    """One `GET /positions` entry -> Position (Dhan may leave the profits out: they are then 0)."""
+    entry = _mapping(entry, "the position")
+    product = entry.get("productType")
+    return Position(
+        exchange_segment=_segment(entry, "exchangeSegment"),
+        security_id=_id(_required(entry, "securityId"), "securityId"),
+        product=None if product in (None, "") else _enum(codes.PRODUCT, product, "productType"),
+        net_qty=_count(_required(entry, "netQty"), "netQty", 1 - MAX_QUANTITY),
+        buy_avg=_price(entry.get("buyAvg"), "buyAvg"),
+        sell_avg=_price(entry.get("sellAvg"), "sellAvg"),
+        realised=_amount(entry.get("realizedProfit"), "realizedProfit"),
+        unrealised=_amount(entry.get("unrealizedProfit"), "unrealizedProfit"),
+    )
+
+
+def positions_from_dhan(answer: Any, skipped: Callable[[MalformedMessage], None] | None = None) -> Listing[Position]:
+    """A `GET /positions` answer -> the positions that could be read, and why the others could not."""
+    return _listing(answer, "the positions", position_from_dhan, skipped)
+
+
+@_at_the_edge
+def trade_from_dhan(entry: Any) -> Trade:
+    """One `GET /trades` entry -> Trade."""
+    entry = _mapping(entry, "the trade")
+    return Trade(order_id=_id(_required(entry, "orderId"), "orderId"),
+                 exchange_segment=_segment(entry, "exchangeSegment"),
+                 security_id=_id(_required(entry, "securityId"), "securityId"),
+                 side=_enum(codes.SIDE, _required(entry, "transactionType"), "transactionType"),
+                 quantity=_count(_required(entry, "tradedQuantity"), "tradedQuantity", 1),
+                 price=_price(_required(entry, "tradedPrice"), "tradedPrice"),
+                 traded_at=_text(entry.get("exchangeTime") or entry.get("createTime"), "exchangeTime", 64))
+
+
+def trades_from_dhan(answer: Any, skipped: Callable[[MalformedMessage], None] | None = None) -> Listing[Trade]:
+    """A `GET /trades` answer -> the trades that could be read, and why the others could not."""
+    return _listing(answer, "the trades", trade_from_dhan, skipped)
+
+
+@_at_the_edge
+def margin_from_dhan(body: Any) -> Margin:
+    """A `POST /margincalculator` answer -> Margin."""
+    body = _mapping(body, "the margin calculation")
+    return Margin(required=_amount(_required(body, "totalMargin"), "totalMargin"),
+                  available=_amount(body.get("availableBalance"), "availableBalance"),
+                  shortfall=_amount(body.get("insufficientBalance"), "insufficientBalance"))
+
+
+@_at_the_edge
+def _profile(body: Any, client_id: str) -> Profile:
+    body = _mapping(body, "the profile")
+    return Profile(client_id=_text(body.get("dhanClientId"), "dhanClientId", MAX_ID) or client_id,
+                   data_plan=_text(body.get("dataPlan"), "dataPlan", 40).strip().lower() == "active",
+                   data_valid_until=_text(body.get("dataValidity"), "dataValidity", 64),
+                   token_valid_until=_text(body.get("tokenValidity"), "tokenValidity", 64))
+
+
+def profile_from_dhan(body: Any, client_id: str) -> Profile | None:
+    """A `GET /profile` answer (`dataPlan`: "Active" or "Deactive"; absent: no plan), or None when
+    it is not one."""
+    try:
+        return _profile(body, client_id)
+    except MalformedMessage:
+        return None
+
+
+def quotes_from_ltp(body: Any) -> dict[tuple[str, str], Quote]:
+    """A `/marketfeed/ltp` answer, `{"data": {"NSE_EQ": {"11536": {"last_price": 4520}}}, ...}`,
+    by (segment, security id). An instrument without a positive price is left out: Dhan has none
+    for it (a missing price is not an error, the order is then valued otherwise)."""
+    quotes: dict[tuple[str, str], Quote] = {}
+    by_segment = body.get("data") if isinstance(body, Mapping) else None
+    for segment, by_id in (by_segment.items() if isinstance(by_segment, Mapping) else ()):
+        for security_id, entry in (by_id.items() if isinstance(by_id, Mapping) else ()):
+            try:
+                key = (_code(segment, "segment").upper(), _id(security_id, "security id"))
+                price = _price(_mapping(entry, "the quote").get("last_price"), "last_price")
+            except MalformedMessage:
+                continue
+            if price > 0:
+                quotes[key] = Quote(*key, price)
+    return quotes
+
+
+# -- requests ---------------------------------------------------------------------------------------
+def login_frame(client_id: str, token: str) -> str:
+    """The order-update socket's login, sent first on every connection."""
+    return json.dumps({"LoginReq": {"MsgCode": 42, "ClientId": str(client_id), "Token": token}, "UserType": "SELF"})
 
 
 def place_body(terms: OrderTerms, correlation_id: str) -> dict[str, Any]:

@@ -20,14 +20,14 @@ class OpenOrder:
 
     leader_order_id: str
     segment: str
-    created_at: str  # the broker's createTime, IST text
+    created_at: str  # the broker's order entry time, IST text
     validity: str
     leader_open: bool
     copies: Mapping[str, str]  # follower -> validity of its copy, open copies only
 
 
 def open_orders_entered_before(store: Store, day: date) -> list[OpenOrder]:
-    """Leader orders entered before `day` (by their IST createTime) that are open, or have an open copy."""
+    """Leader orders entered before `day` (by their IST entry time) that are open, or have an open copy."""
     def query() -> list[OpenOrder]:
         marks = ", ".join("?" for _ in OPEN_STATES)
         leaders = store.db.execute_sql(

@@ -6,9 +6,9 @@ import pytest
 
 from actors.quotes import QuoteBoard
 from copier.config import ConfigError, parse
-from broker.gateway import Quote, profile_from_dhan, quotes_from_ltp
+from broker.parsing import profile_from_dhan, quotes_from_ltp
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
-from trading.prices import LEADER_FILL, NONE, QUOTE, awaits_price, price_note
+from trading.prices import LEADER_FILL, NONE, QUOTE, Quote, awaits_price, price_note
 
 # Dhan's documented examples (dhanhq.co/docs/v2/market-quote, /docs/v2/authentication#user-profile)
 LTP_ANSWER = {"data": {"NSE_EQ": {"11536": {"last_price": 4520}},

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from trading.calendar import IST, SEGMENT_HOURS, MarketCalendar
 
 SESSION_VALIDITIES = frozenset({"DAY", "IOC"})  # valid for one session only
-_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the broker's createTime, in exchange time (IST)
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the broker's order entry time, in exchange time (IST)
 
 
 def parse_exchange_time(text: str) -> datetime | None:

@@ -33,7 +33,7 @@ class Validity(str, enum.Enum):
 
 
 class OrderStatus(str, enum.Enum):
-    """The broker's `orderStatus` values plus the copier's own pre-broker states."""
+    """The broker's order statuses plus the copier's own pre-broker states."""
 
     PENDING_PLACEMENT = "PENDING_PLACEMENT"  # ours: stored, placement not yet acknowledged
     UNKNOWN = "UNKNOWN"  # ours: sent, and its outcome unknown (answer lost, 5xx): looked up, never re-sent

@@ -8,9 +8,22 @@ quotes and the order actor waits for them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from trading.orders import OrderTerms, OrderUpdate
 
 QUOTE, LEADER_FILL, NONE = "quote", "leader_fill", "none"  # what valued an order that names no price
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The last traded price of one instrument, as the broker's market quote reported it."""
+
+    exchange_segment: str
+    security_id: str
+    last_price: float
+
+
 _NOTES = {QUOTE: "valued at the market quote", LEADER_FILL: "valued at the leader's fill",
           NONE: "no market quote and no fill of the leader's order to value it"}
 

@@ -1,0 +1,167 @@
+"""Funds and positions for the sizing actor, read on threads of their own.
+
+The sizing actor is the capital lock: every order actor's size request waits its turn there, so
+it never calls the broker itself. It asks an `AccountReader`, whose few worker threads make the
+calls and tell it what they read as one `AccountsRead`: every account at start and at each
+refresh, or what one exit waits for (the leader's position before its order, and the followers'
+own positions, read after the order arrived).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+from actors.messages import LEADER, AccountsRead, CapitalSnapshot, PositionsSnapshot
+from observability import metrics
+from broker.gateway import Answer
+from trading.account import Funds, PositionKey, net_quantities
+
+log = logging.getLogger(__name__)
+
+MAX_THREADS = 8
+LOOKUP_ROUNDS = 3  # tries at reading the leader's position with its order's fills still
+
+
+class AccountGateway(Protocol):
+    """What the reader asks of an account's gateway (broker/gateway.py `DhanGateway`)."""
+
+    def fund_limit(self) -> Answer: ...
+
+    def positions(self) -> Answer: ...
+
+    def order(self, order_id: str) -> Answer: ...
+
+
+def read_capital(account: str, gateway: AccountGateway, funds: Funds | None = None) -> CapitalSnapshot | None:
+    """The account's funds (`funds`, when the start-up check read them already); None when the
+    broker did not give them. A day's limit the broker leaves out is taken to be what is available."""
+    fetched_at = time.time()
+    if funds is None:
+        answer = gateway.fund_limit()
+        if not answer.ok:
+            log.warning("fund limit of %s unavailable: %s", account, answer.error)
+            return None
+        funds = answer.data
+    return CapitalSnapshot(account, funds.available, funds.start_of_day or funds.available, fetched_at)
+
+
+def read_positions(account: str, gateway: AccountGateway) -> PositionsSnapshot | None:
+    """The account's net quantity by instrument and today's profit; None when the broker did not
+    give them. Entries it could not read are left out and counted."""
+    fetched_ns = time.monotonic_ns()
+    answer = gateway.positions()
+    if not answer.ok:
+        log.warning("positions of %s unavailable: %s", account, answer.error)
+        return None
+    listing = answer.data
+    for reason in listing.unreadable:
+        metrics.MALFORMED_MESSAGES.labels("leader" if account == LEADER else "follower", reason).inc()
+    held = listing.entries
+    return PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
+                             sum(p.unrealised for p in held), fetched_ns)
+
+
+def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey,
+                  sign: int) -> tuple[int | None, PositionsSnapshot | None]:
+    """The leader's position in `key` before its order `order_id` (of side `sign`), and the
+    positions read for it: the broker's position less the order's fills, the order read on both
+    sides of the positions so that a fill landing in between is not counted twice. The position
+    is None when the broker could not confirm it."""
+    positions = None
+    for _ in range(LOOKUP_ROUNDS):
+        first = gateway.order(order_id)
+        positions = read_positions(LEADER, gateway)
+        again = gateway.order(order_id)
+        if not (first.ok and again.ok and positions) or first.data is None or again.data is None:
+            return None, positions
+        if first.data.filled_qty == again.data.filled_qty:
+            return positions.positions.get(key, 0) - sign * again.data.filled_qty, positions
+    return None, positions
+
+
+class AccountReader:
+    """Broker readings for the sizing actor, told to it through `tell`. Its threads are daemons
+    and few (every account of a round is read at once, a handful at a time)."""
+
+    def __init__(self, gateways: Mapping[str, AccountGateway], tell: Callable[[Any], None],
+                 threads: int = MAX_THREADS) -> None:
+        self.gateways = gateways
+        self._tell = tell
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._threads = [threading.Thread(target=self._work, name=f"account-reader-{i}", daemon=True)
+                         for i in range(max(1, min(threads, 2 * len(gateways))))]
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        """Stop: calls in progress end, the rest are dropped and nothing more is told."""
+        self._closed.set()
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def read_all(self, request: int, funds: Mapping[str, Funds] | None = None) -> None:
+        """Every account's funds (but those given in `funds`) and positions."""
+        tasks: list[Callable[[], Any]] = []
+        for account, gateway in self.gateways.items():
+            given = (funds or {}).get(account)
+            tasks.append(lambda a=account, g=gateway, f=given: read_capital(a, g, f))
+            tasks.append(lambda a=account, g=gateway: read_positions(a, g))
+        self._gather(tasks, lambda results: AccountsRead(
+            request, capital=tuple(r for r in results if isinstance(r, CapitalSnapshot)),
+            positions=tuple(r for r in results if isinstance(r, PositionsSnapshot))))
+
+    def read_exit(self, request: int, followers: Iterable[str], order_id: str, key: PositionKey, sign: int,
+                  known_before: int) -> None:
+        """What an exit waits for: the followers' positions, and the leader's position before its
+        order `order_id` (`known_before` when the order cannot be looked up)."""
+        tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a])
+                                          for account in followers if account in self.gateways]
+        leader = self.gateways.get(LEADER)
+        if leader is not None and order_id:
+            tasks.append(lambda: leader_before(leader, order_id, key, sign))
+
+        def told(results: list[Any]) -> AccountsRead:
+            before: int | None = known_before
+            positions = []
+            for result in results:
+                if isinstance(result, tuple):
+                    before, result = result
+                if isinstance(result, PositionsSnapshot):
+                    positions.append(result)
+            return AccountsRead(request, positions=tuple(positions), leader_before=before)
+
+        self._gather(tasks, told)
+
+    def _gather(self, tasks: list[Callable[[], Any]], message: Callable[[list[Any]], AccountsRead]) -> None:
+        """Run `tasks` on the workers; once the last has ended, tell `message(results)`. A task
+        that raises (a bug) counts as a reading that failed: the request never waits forever."""
+        results: list[Any] = [None] * len(tasks)
+        left = [len(tasks)]
+        lock = threading.Lock()
+
+        def run(index: int, task: Callable[[], Any]) -> None:
+            try:
+                results[index] = task()
+            except Exception:  # noqa: BLE001 - whatever it was, the waiting request gets its answer
+                log.exception("an account reading failed")
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self._tell(message(results))
+
+        if not tasks:
+            self._tell(message([]))
+        for index, task in enumerate(tasks):
+            self._jobs.put(lambda i=index, t=task: run(i, t))
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._closed.is_set():
+                return
+            job()

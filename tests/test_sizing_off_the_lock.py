@@ -1,0 +1,190 @@
+"""The sizing actor never waits on the broker: funds and positions are read on other threads and
+told to it, so an order actor asking for a size is never held up by another order's broker call.
+An exit still waits for positions read after the leader's order arrived (a follower may have
+traded by hand since the last reading), without holding up anything else."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.messages import LEADER, FillSeen, SizeCopies, SizeCopy, SizedCopies
+from actors.sizing import SizingActor, ask_sizing
+from broker.gateway import Answer
+from supervisors import Address
+from tests.conftest import RELIANCE, TCS, wait_until
+from tests.faultproxy import FIRST
+from trading.account import Funds, Listing, Position
+from trading.instruments import Instrument
+from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
+from trading.sizing import SizingRule
+
+SHARES = {RELIANCE: Instrument(RELIANCE, "NSE_EQ", "RELIANCE", "EQUITY", 1, 0.05, underlying="RELIANCE"),
+          TCS: Instrument(TCS, "NSE_EQ", "TCS", "EQUITY", 1, 0.05, underlying="TCS")}
+
+
+class FakeAccount:
+    """An account's gateway as the sizing actor uses it. Its readings are taken when asked for and
+    answered once `gate` is set (clear it to hold the broker's answers back)."""
+
+    def __init__(self, available: float = 10_000_000.0, held: dict[str, int] | None = None) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.available = available
+        self.held = dict(held or {})  # security id -> net quantity
+        self.filled = 0  # what a lookup of any order answers as filled
+        self.position_reads = 0
+
+    def fund_limit(self) -> Answer:
+        funds = Funds(self.available, self.available)
+        self.gate.wait(10)
+        return Answer(data=funds)
+
+    def positions(self) -> Answer:
+        self.position_reads += 1
+        held = tuple(Position("NSE_EQ", sid, Product.INTRADAY, qty) for sid, qty in self.held.items())
+        self.gate.wait(10)
+        return Answer(data=Listing(held))
+
+    def order(self, order_id: str) -> Answer:
+        return Answer(data=OrderUpdate(order_id, OrderStatus.TRADED, _terms(Side.SELL, 1), filled_qty=self.filled))
+
+
+def _terms(side: Side, quantity: int, security_id: str = RELIANCE) -> OrderTerms:
+    return OrderTerms(security_id, "NSE_EQ", side, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, quantity, 1000.0)
+
+
+def _order(leader_order_id: str, side: Side, quantity: int, security_id: str = RELIANCE) -> SizeCopies:
+    request = SizeCopy("f1", f"CT{leader_order_id}", _terms(side, quantity, security_id), SHARES[security_id], 0.0,
+                       0, leader_order_id)
+    return SizeCopies((request,), leader_order_id)
+
+
+def _sent(address: Address, message: Any) -> pykka.Future:
+    """Ask without waiting: the request is in the actor's inbox when this returns."""
+    assert address.ref is not None
+    return address.ref.ask(message, block=False)
+
+
+def _answer(future: pykka.Future, timeout: float = 10.0) -> Any:
+    answer = future.get(timeout=timeout)
+    return answer.get(timeout=timeout) if isinstance(answer, pykka.Future) else answer
+
+
+def _first_readings_in(sizing: Address) -> None:
+    wait_until(lambda: sizing.ask("capital", timeout=5) != {"f1": None}, message="the first readings")
+
+
+def _unanswered(future: pykka.Future) -> bool:
+    try:
+        future.get(timeout=0)
+    except pykka.Timeout:
+        return True
+    return False
+
+
+def _quantity(sized: SizedCopies) -> int | str:
+    [decision] = sized.decisions
+    return decision.skip_reason or decision.quantity
+
+
+@pytest.fixture
+def start_sizing():
+    started: list[pykka.ActorRef] = []
+    accounts: list[FakeAccount] = []
+
+    def start(leader: FakeAccount, follower: FakeAccount) -> Address:
+        accounts.extend([leader, follower])
+        address = Address("sizing")
+        started.append(SizingActor.start(address, None, {"f1": SizingRule("fixed_ratio", 0.5)},
+                                         {LEADER: leader, "f1": follower}, refresh_seconds=3600))
+        address.bind(started[-1])
+        return address
+
+    yield start
+    for account in accounts:
+        account.gate.set()
+    for ref in started:
+        ref.stop()
+
+
+def test_the_sizing_actor_answers_while_its_first_readings_are_in_flight(start_sizing):
+    leader, follower = FakeAccount(), FakeAccount(available=500.0)
+    leader.gate.clear()
+    follower.gate.clear()
+    sizing = start_sizing(leader, follower)
+    early = _sent(sizing, _order("1", Side.BUY, 10))  # 5 shares at 1,000 intraday: 1,000 of margin
+    assert sizing.ask("capital", timeout=2) == {"f1": None}  # answered now: nothing is read yet
+    held_back = early.get(timeout=2)  # handled, and answered with a promise: it waits for the readings
+    assert isinstance(held_back, pykka.Future) and _unanswered(held_back)
+    leader.gate.set()
+    follower.gate.set()
+    assert _quantity(_answer(early)) == "insufficient_capital"  # sized once the funds were read, not before
+
+
+def test_an_order_is_sized_while_another_orders_exit_waits_for_its_positions(start_sizing):
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    follower.gate.clear()  # the follower's broker is slow from now on
+
+    exit_order = _sent(sizing, _order("2", Side.SELL, 50))  # the leader closes half of its 100
+    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    other = ask_sizing(sizing, _order("3", Side.BUY, 10, TCS), timeout=2)  # another instrument: not held up
+    assert _quantity(other) == 5
+    follower.gate.set()
+    assert _quantity(_answer(exit_order)) == 30  # half of the 60 it holds
+
+
+def test_an_exit_is_sized_from_positions_read_after_the_leader_order_arrived(start_sizing):
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 100})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    follower.held = {RELIANCE: 40}  # sold 60 by hand since the last reading: the copier did not see it
+    assert _quantity(ask_sizing(sizing, _order("2", Side.SELL, 50), timeout=5)) == 20  # half of 40, not of 100
+    assert _quantity(ask_sizing(sizing, _order("3", Side.SELL, 100), timeout=5)) == 40  # never past zero
+
+
+def test_an_order_on_the_same_instrument_is_sized_after_an_exit_waiting_for_its_positions(start_sizing):
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    follower.gate.clear()
+    exit_order = _sent(sizing, _order("2", Side.SELL, 50))
+    again = _sent(sizing, _order("3", Side.BUY, 10))  # the leader buys back at once
+    sizing.ask("capital", timeout=2)  # both were handled
+    held_back = again.get(timeout=2)
+    assert isinstance(held_back, pykka.Future) and _unanswered(held_back)  # it keeps its place behind the exit
+    follower.gate.set()
+    assert _quantity(_answer(exit_order)) == 30
+    assert _quantity(_answer(again)) == 5
+
+
+def test_a_fill_seen_while_an_exits_positions_are_read_is_counted_in_the_exit(start_sizing):
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    follower.gate.clear()
+    exit_order = _sent(sizing, _order("2", Side.SELL, 50))
+    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    # a copy of an earlier order fills after the broker took the reading: 60 + 20 held now
+    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns()))
+    follower.gate.set()
+    assert _quantity(_answer(exit_order)) == 40  # half of 80
+
+
+def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):
+    rig = make_rig(proxied=["f1"])
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    slow = rig.proxies["f1"].hang("GET /positions", seconds=4, forward=FIRST, count=1)
+
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")  # the leader closes its position
+    wait_until(lambda: slow.hits == 1, message="the exit's positions read is in flight")
+    other = rig.place(security_id=TCS, quantity=10)
+    assert rig.follower_copy(other, timeout=2.5)["quantity"] == 5  # not held up by the exit's broker call
+    assert rig.follower_order_now(exit_order) is None  # the exit waits for its follower's position
+    assert rig.follower_copy(exit_order, timeout=10)["quantity"] == 10

@@ -1,0 +1,94 @@
+"""What the broker says about an account, in the copier's own types: funds, positions, trades,
+margin and profile. The broker adapter (`broker/`) reads Dhan's answers into these and checks
+every field it fills; nothing above it sees Dhan's wire format.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Iterable, TypeVar
+
+from trading.orders import Product, Side
+
+T = TypeVar("T")
+PositionKey = tuple[str, str]  # (exchange segment, security id)
+
+
+@dataclass(frozen=True)
+class Funds:
+    """An account's funds: what it can commit now, and the limit it started the day with (0 when
+    the broker gave none)."""
+
+    available: float
+    start_of_day: float = 0.0
+    utilised: float = 0.0
+    withdrawable: float = 0.0
+
+
+@dataclass(frozen=True)
+class Position:
+    """An account's position in one instrument and product today. `net_qty` is signed (short < 0);
+    `realised` and `unrealised` are today's profit (a loss < 0) in rupees."""
+
+    exchange_segment: str
+    security_id: str
+    product: Product | None
+    net_qty: int
+    buy_avg: float = 0.0
+    sell_avg: float = 0.0
+    realised: float = 0.0
+    unrealised: float = 0.0
+
+    @property
+    def key(self) -> PositionKey:
+        return (self.exchange_segment, self.security_id)
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One fill of an order, as the broker's trade book lists it."""
+
+    order_id: str
+    exchange_segment: str
+    security_id: str
+    side: Side
+    quantity: int
+    price: float
+    traded_at: str = ""  # the broker's text, IST "YYYY-MM-DD HH:MM:SS"
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The broker's margin calculator on one order: what it needs, what is available, and the
+    shortfall (0 when the order fits)."""
+
+    required: float
+    available: float
+    shortfall: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An account's setup: what matters here is whether its Data API plan is active (without it
+    the market quote API refuses the account)."""
+
+    client_id: str
+    data_plan: bool
+    data_valid_until: str = ""
+    token_valid_until: str = ""
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """A list the broker answered: the entries that could be read, and for each one that could
+    not, a short reason (a metric label: bad_type, missing_field, ...) for the caller to count."""
+
+    entries: tuple[T, ...] = ()
+    unreadable: tuple[str, ...] = ()
+
+
+def net_quantities(positions: Iterable[Position]) -> dict[PositionKey, int]:
+    """Net quantity by instrument, over every product it is held in."""
+    net: dict[PositionKey, int] = {}
+    for position in positions:
+        net[position.key] = net.get(position.key, 0) + position.net_qty
+    return net
