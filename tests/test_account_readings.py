@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app import metrics
+from observability import metrics
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
 from broker.parsing import (MalformedMessage, funds_from_dhan, margin_from_dhan, orders_from_book, positions_from_dhan,

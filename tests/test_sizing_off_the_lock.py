@@ -11,7 +11,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.messages import LEADER, FillSeen, SizeCopies, SizeCopy, SizedCopies
+from actors.messages import LEADER, FillSeen, FreeCapital, SizeCopies, SizeCopy, SizedCopies
 from actors.sizing import SizingActor, ask_sizing
 from broker.gateway import Answer
 from supervisors import Address
@@ -75,7 +75,7 @@ def _answer(future: pykka.Future, timeout: float = 10.0) -> Any:
 
 
 def _first_readings_in(sizing: Address) -> None:
-    wait_until(lambda: sizing.ask("capital", timeout=5) != {"f1": None}, message="the first readings")
+    wait_until(lambda: sizing.ask(FreeCapital(), timeout=5) != {"f1": None}, message="the first readings")
 
 
 def _unanswered(future: pykka.Future) -> bool:
@@ -117,7 +117,7 @@ def test_the_sizing_actor_answers_while_its_first_readings_are_in_flight(start_s
     follower.gate.clear()
     sizing = start_sizing(leader, follower)
     early = _sent(sizing, _order("1", Side.BUY, 10))  # 5 shares at 1,000 intraday: 1,000 of margin
-    assert sizing.ask("capital", timeout=2) == {"f1": None}  # answered now: nothing is read yet
+    assert sizing.ask(FreeCapital(), timeout=2) == {"f1": None}  # answered now: nothing is read yet
     held_back = early.get(timeout=2)  # handled, and answered with a promise: it waits for the readings
     assert isinstance(held_back, pykka.Future) and _unanswered(held_back)
     leader.gate.set()
@@ -155,7 +155,7 @@ def test_an_order_on_the_same_instrument_is_sized_after_an_exit_waiting_for_its_
     follower.gate.clear()
     exit_order = _sent(sizing, _order("2", Side.SELL, 50))
     again = _sent(sizing, _order("3", Side.BUY, 10))  # the leader buys back at once
-    sizing.ask("capital", timeout=2)  # both were handled
+    sizing.ask(FreeCapital(), timeout=2)  # both were handled
     held_back = again.get(timeout=2)
     assert isinstance(held_back, pykka.Future) and _unanswered(held_back)  # it keeps its place behind the exit
     follower.gate.set()
