@@ -285,7 +285,8 @@ def test_token_file_is_encrypted_private_and_prefers_the_newest_token(tmp_path):
     tokens.save("1200000001", "f1", "renewed-token-AAAA", fingerprint("configured-token-1"))
     data = path.read_bytes()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert b"renewed-token-AAAA" not in data and b"f1" not in data
+    # ciphertext is URL-safe base64: it may spell "f1" by chance, never a quoted JSON string
+    assert b"renewed-token-AAAA" not in data and b'"f1"' not in data and b"1200000001" not in data
     with pytest.raises(ValueError):
         json.loads(data)
     # a renewal of the configured token is newer than it; a token put in the config since is newer still
