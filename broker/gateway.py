@@ -1,15 +1,14 @@
-"""The broker gateway: one per account, over the official `dhanhq` client.
-
-Each calling thread gets its own `dhanhq` client over the account's kept-alive connections (see
-broker/transport.py), so the rate limiter's worker threads can call in parallel. Timeouts are a
-few seconds, not dhanhq's 60.
+"""The broker gateway: one per account. Order calls (place, modify, cancel, read) go out through
+our own client (broker/order_client.py); every other call through the official `dhanhq` client.
+Both send over the account's kept-alive connections (broker/transport.py), which its threads
+share, so the rate limiter's worker threads can call in parallel. Timeouts are a few seconds, not
+dhanhq's 60.
 Every answer is an `Answer`: data, or a classified `BrokerError`. Nothing here raises on a broker
 failure, and nothing here logs a token.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -18,11 +17,12 @@ from dhanhq import DhanContext, dhanhq
 
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind, classify
+from broker.order_client import OrderClient
 from broker.parsing import (MalformedMessage, forever_body, from_forever, from_order_book, funds_from_dhan,
-                            margin_from_dhan, orders_from_book, place_body, positions_from_dhan, profile_from_dhan,
+                            margin_from_dhan, orders_from_book, positions_from_dhan, profile_from_dhan,
                             quotes_from_ltp, trades_from_dhan)
-from broker.transport import HTTP_STATUS, KeptAliveHTTP, Pending, connections_for, dhan_http
-from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
+from broker.transport import HTTP_STATUS, DhanHTTPOver, Pending, connections_for, transport_for
+from trading.orders import ForeverOrder, OrderTerms
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,7 @@ class DhanGateway:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._connections = connections_for(self.base_url, timeout)  # None when a proxy applies
-        self._local = threading.local()
-        self._senders: list[dhanhq] = []  # clients for send_place, which runs on short-lived threads
-        self._senders_lock = threading.Lock()
+        self._bind(access_token)
 
     def __repr__(self) -> str:  # never show the token
         return f"DhanGateway({self.account}, {self.client_id}, {self.base_url})"
@@ -73,23 +71,20 @@ class DhanGateway:
         return self._access_token
 
     def set_token(self, access_token: str) -> None:
-        """A renewed token: new clients are made lazily in every thread."""
+        """A renewed token: new clients, over the same connections."""
         self._access_token = access_token
-        self._local = threading.local()
-        with self._senders_lock:
-            self._senders = []
+        self._bind(access_token)
 
-    def _new_client(self) -> dhanhq:
-        context = DhanContext(self.client_id, self._access_token)
-        context.dhan_http = dhan_http(self.client_id, self._access_token, self.base_url, self.timeout,
-                                      self._connections)
-        return dhanhq(context)
+    def _bind(self, access_token: str) -> None:
+        """Clients for one token. Neither keeps state between calls, so every thread shares them;
+        a call already under way finishes with the token it started with."""
+        transport = transport_for(self.client_id, access_token, self.base_url, self.timeout, self._connections)
+        context = DhanContext(self.client_id, access_token)
+        context.dhan_http = DhanHTTPOver(transport)
+        self._dhan, self._orders = dhanhq(context), OrderClient(transport)
 
     def _client(self) -> dhanhq:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self._new_client()
-        return client
+        return self._dhan
 
     def _call(self, endpoint: str, fn: Any, *args: Any, **kwargs: Any) -> Answer:
         started = time.perf_counter()
@@ -113,7 +108,7 @@ class DhanGateway:
 
     # -- orders ----------------------------------------------------------------------------------
     def place(self, terms: OrderTerms, correlation_id: str) -> Answer:
-        return self._call("place", self._client().place_order, **place_body(terms, correlation_id))
+        return self._call("place", self._orders.place, terms, correlation_id)
 
     def send_place(self, terms: OrderTerms, correlation_id: str) -> SentPlacement | None:
         """Send a placement on an open kept-alive connection and return without its answer;
@@ -127,31 +122,19 @@ class DhanGateway:
         conn = self._connections.take(open_only=True)
         if conn is None:
             return None
-        with self._senders_lock:
-            client = self._senders.pop() if self._senders else None
-        client = client or self._new_client()
-        http = client.dhan_http
-        assert isinstance(http, KeptAliveHTTP)
         started = time.perf_counter()
         try:
-            with http.sending_on(conn):
-                pending = client.place_order(**place_body(terms, correlation_id))
-        except Exception:  # dhanhq refused the arguments before sending: place() answers that in full
+            pending = self._orders.send_place(terms, correlation_id, conn)
+        except Exception:  # refused before sending (its arguments): place() answers that in full
             self._connections.give_back(conn)
             return None
-        finally:
-            with self._senders_lock:
-                if http.access_token == self._access_token:  # a renewed token retires old clients
-                    self._senders.append(client)
         return SentPlacement(self, pending, started)
 
     def modify(self, order_id: str, terms: OrderTerms) -> Answer:
-        return self._call("modify", self._client().modify_order, order_id, terms.order_type.value, "",
-                          terms.quantity, terms.price, terms.trigger_price, terms.disclosed_qty,
-                          terms.validity.value)
+        return self._call("modify", self._orders.modify, order_id, terms)
 
     def cancel(self, order_id: str) -> Answer:
-        return self._call("cancel", self._client().cancel_order, order_id)
+        return self._call("cancel", self._orders.cancel, order_id)
 
     def _one_order(self, answer: Answer, source: str) -> Answer:
         if not answer.ok:
@@ -166,13 +149,13 @@ class DhanGateway:
 
     def order(self, order_id: str) -> Answer:
         """Answer.data: OrderUpdate."""
-        return self._one_order(self._call("get_order", self._client().get_order_by_id, order_id), "poll")
+        return self._one_order(self._call("get_order", self._orders.order, order_id), "poll")
 
     def order_by_correlation(self, correlation_id: str) -> Answer:
         """Answer.data: OrderUpdate, or None when the broker answered that it has no such order.
         Anything short of such an answer (no answer, a 5xx, an unreadable one) is an error: a
         placement must never be taken for absent on it."""
-        answer = self._call("get_order_by_correlation", self._client().get_order_by_correlationID, correlation_id)
+        answer = self._call("get_order_by_correlation", self._orders.order_by_correlation, correlation_id)
         if answer.error is not None and _answers_absent(answer.error):
             return Answer(data=None)  # Dhan answers an unknown correlation id with an error body
         return self._one_order(answer, "poll")
@@ -191,7 +174,7 @@ class DhanGateway:
         return self._one_order(Answer(data=entry), "poll")
 
     def _book_entries(self) -> Answer:
-        answer = self._call("order_book", self._client().get_order_list)
+        answer = self._call("order_book", self._orders.order_book)
         if answer.ok and not isinstance(answer.data, list):
             return Answer(data=[])
         return answer

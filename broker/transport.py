@@ -1,37 +1,39 @@
-"""dhanhq's HTTP transport, made lighter: one kept-alive `http.client` connection per client.
+"""Dhan's REST API over kept-alive connections of our own, on public APIs only.
 
-`dhanhq` still builds every request (endpoint, payload, headers) and shapes every answer
-(`{"status", "remarks", "data"}`); only the sending is replaced. Why: `requests` spends most of a
-call's CPU in session machinery (merging settings, runtime Protocol checks, hooks, urllib3's
-pool): 0.85 ms against 0.3 ms per placement on the paper exchange. With ten followers that CPU
-sits, under the GIL, in front of the tenth follower's placement.
+`dhanhq` sends through `requests`, which spends most of a call's CPU in session machinery
+(merging settings, hooks, urllib3's pool): 0.85 ms against 0.2 ms per placement on the paper
+exchange. With ten followers that CPU sits, under the GIL, in front of the tenth follower's
+placement. So the gateway's calls go out here instead:
 
-Semantics kept from `requests` as dhanhq uses it: a float timeout per socket operation, no
-automatic retry (a placement whose answer is lost is looked up by correlation id, never sent
-blind), certificate verification against certifi's bundle (or REQUESTS_CA_BUNDLE), and any
-transport failure answered as a failure whose remarks are the exception text. A base URL that
-the environment routes through a proxy keeps plain `requests`, which knows proxies.
+- `Connections`: an account's idle kept-alive connections, sockets it opens itself (TLS verified
+  against certifi's bundle, or REQUESTS_CA_BUNDLE as requests reads it), shared by the account's
+  threads, one thread at a time. One idle for a while is checked for a close from the server
+  before it is reused.
+- `Transport`: one account's calls. A request is written whole with one `sendall` (every socket
+  call gives up the GIL, and a thread sending a fan-out of placements waits to get it back each
+  time); its answer is read by `http.client.HTTPResponse` and shaped as dhanhq shapes answers
+  (`answer_from`), with the HTTP status dhanhq drops. A request can be sent on one thread and
+  its answer read on another (`Transport.send`): the fan-out sends ten placements back to back.
+- `ProxiedTransport`: the same calls through `requests`, for a base URL the environment proxies.
+- `DhanHTTPOver`: dhanhq's HTTP object over either transport, for the calls left to dhanhq.
 
-Each dhanhq client is used by one thread (the gateway keeps one per thread); the account's idle
-connections are shared between them (`Connections`), so a placement can be sent on one thread
-and its answer read on another (`KeptAliveHTTP.sending_on`).
-
-Both transports add the answer's HTTP status to dhanhq's answer, under `HTTP_STATUS`: dhanhq's
-`_parse_response` reads it and drops it, and without it a 502 from a gateway with a JSON body
-but no error code looks like a refusal (broker/errors.py `classify`).
+Kept from `requests` as dhanhq uses it: a float timeout per socket operation; no automatic retry
+(a placement whose answer is lost is looked up by correlation id, never sent blind); a transport
+failure answered as a failure whose remarks are the exception's text.
 """
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import logging
 import os
+import re
 import select
+import socket
 import ssl
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Union
 from urllib.parse import urlsplit
 
 import certifi
@@ -41,9 +43,11 @@ from dhanhq.dhan_http import DhanHTTP
 log = logging.getLogger(__name__)
 
 HTTP_STATUS = "http_status"  # the key of the HTTP status in an answer (absent: no answer arrived)
+SUCCESS, FAILURE = "success", "failure"  # an answer's "status", as dhanhq words it
 
 _tls_lock = threading.Lock()
 _tls_contexts: dict[str, ssl.SSLContext] = {}
+_NOT_IN_A_TARGET = re.compile(r"[\x00-\x20\x7f]")  # as http.client refuses them in a request target
 
 
 def _ca_bundle_from_env() -> str | None:
@@ -61,34 +65,65 @@ def _tls_context() -> ssl.SSLContext:
         return context
 
 
-class _Answer:
-    """What DhanHTTP._parse_response reads of a response."""
-
-    def __init__(self, status_code: int, content: bytes) -> None:
-        self.status_code = status_code
-        self.content = content
-
-
-class _Connection(http.client.HTTPConnection):
-    """An HTTP/1.1 connection that writes a small request's headers and body in one send.
-
-    http.client writes them in two; every socket call gives up the GIL, and a thread sending a
-    fan-out of placements waits to get it back each time."""
-
-    last_used = 0.0
-
-    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        if isinstance(message_body, bytes) and not encode_chunked:
-            self._buffer.extend((b"", message_body))  # type: ignore[attr-defined]
-            msg = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
-            del self._buffer[:]  # type: ignore[attr-defined]
-            self.send(msg)
-            return
-        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+def answer_from(status: int, content: bytes) -> dict[str, Any]:
+    """An HTTP answer as dhanhq 2.3 shapes it: `{"status", "remarks", "data"}`, the JSON body as
+    `data` for a 2xx, Dhan's error fields as `remarks` otherwise, and the parse error's text as
+    `remarks` for a body that is not what dhanhq expects. Plus the HTTP status (`HTTP_STATUS`):
+    without it a 502 from a gateway with a JSON body but no error code would look like a refusal
+    (broker/errors.py `classify`)."""
+    try:
+        body = json.loads(content)
+        if 200 <= status <= 299:
+            answer: dict[str, Any] = {"status": SUCCESS, "remarks": "", "data": body}
+        else:
+            answer = {"status": FAILURE, "remarks": {"error_code": body.get("errorCode"),
+                                                     "error_type": body.get("errorType"),
+                                                     "error_message": body.get("errorMessage")}, "data": ""}
+    except Exception as exc:  # not JSON, or an error body that is not an object: dhanhq says why
+        answer = {"status": FAILURE, "remarks": str(exc), "data": ""}
+    answer[HTTP_STATUS] = status
+    return answer
 
 
-class _TLSConnection(http.client.HTTPSConnection, _Connection):
-    """The same over TLS."""
+def no_answer(error: BaseException) -> dict[str, Any]:
+    """No answer arrived (refused, timed out, dropped): as dhanhq answers it, a failure whose
+    remarks are the exception's text, and no HTTP status."""
+    return {"status": FAILURE, "remarks": str(error) or repr(error), "data": ""}
+
+
+def _body(client_id: str, payload: dict[str, Any] | None) -> bytes:
+    """The JSON body dhanhq sends: the payload with the client id added last; none when empty."""
+    if not payload:
+        return b""
+    return json.dumps({**payload, "dhanClientId": client_id}).encode()
+
+
+def _headers(host: str, client_id: str, access_token: str) -> bytes:
+    """The request headers dhanhq sends, plus Host, and identity encoding (the body is read as
+    sent). Raises ValueError for a value that would end its header line or not encode."""
+    lines = []
+    for name, value in (("Host", host), ("access-token", access_token), ("client-id", client_id),
+                        ("Content-type", "application/json"), ("Accept", "application/json"),
+                        ("Accept-Encoding", "identity")):
+        if "\r" in value or "\n" in value:  # a pasted token with a line break
+            raise ValueError(f"the {name} header holds a line break")
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    return b"".join(lines)
+
+
+class Connection:
+    """One kept-alive connection: a socket of our own (None until opened, and once closed)."""
+
+    __slots__ = ("sock", "last_used")
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.last_used = 0.0
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
 
 # A connection idle for longer than this is checked for a close from the server before reuse
@@ -108,19 +143,20 @@ class Connections:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self.https = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port
+        self.port = parts.port or (443 if self.https else 80)
+        self.host_header = parts.netloc.rpartition("@")[2]  # without credentials, as http.client sends it
         self.prefix = parts.path
         self.timeout = timeout
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
 
-    def take(self, open_only: bool = False) -> _Connection | None:
-        """An idle open connection, else a new one (not yet connected), or None with `open_only`."""
+    def take(self, open_only: bool = False) -> Connection | None:
+        """An idle open connection, else a new one (not yet open), or None with `open_only`."""
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                return None if open_only else self._new()
+                return None if open_only else Connection()
             if conn.sock is None:
                 continue
             if time.monotonic() - conn.last_used < CHECK_AFTER_IDLE_SECONDS:
@@ -129,11 +165,23 @@ class Connections:
                 return conn
             conn.close()  # readable while idle: the server closed it (or broke protocol)
 
-    def give_back(self, conn: _Connection) -> None:
+    def give_back(self, conn: Connection) -> None:
         if conn.sock is not None:
             conn.last_used = time.monotonic()
             with self._lock:
                 self._idle.append(conn)
+
+    def open(self, conn: Connection) -> None:
+        """Connect `conn` (TCP, then TLS for https): each step within the timeout."""
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests leave at once
+            if self.https:
+                sock = _tls_context().wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        conn.sock = sock
 
     def close(self) -> None:
         with self._lock:
@@ -141,120 +189,168 @@ class Connections:
         for conn in idle:
             conn.close()
 
-    def _new(self) -> _Connection:
-        if self.https:
-            return _TLSConnection(self.host, self.port, timeout=self.timeout, context=_tls_context())
-        return _Connection(self.host, self.port, timeout=self.timeout)
-
 
 class Pending:
-    """A request sent whose answer is not read yet (see KeptAliveHTTP.sending_on)."""
+    """A request sent whose answer is not read yet (see Transport.send)."""
 
-    def __init__(self, http: "KeptAliveHTTP", conn: http.client.HTTPConnection, endpoint: str,
+    def __init__(self, transport: "Transport", conn: Connection, method: str, endpoint: str,
                  error: Exception | None) -> None:
-        self._http, self._conn, self._endpoint, self._error = http, conn, endpoint, error
+        self._transport, self._conn, self._method, self._endpoint = transport, conn, method, endpoint
+        self._error = error
 
     def finish(self) -> dict[str, Any]:
-        """Block for the answer; dhanhq's answer shape, as the call would have returned it."""
-        return self._http._receive(self._conn, self._endpoint, self._error)
+        """Block for the answer (on any thread): dhanhq's answer shape, with the HTTP status."""
+        return self._transport.receive(self._conn, self._method, self._endpoint, self._error)
 
 
-class KeptAliveHTTP(DhanHTTP):
-    """DhanHTTP over the account's kept-alive http.client connections (see the module docstring)."""
+class Transport:
+    """One account's calls to Dhan as one client id and token, over the account's `Connections`.
+    Safe to call from any thread: a call holds its connection alone."""
 
-    def __init__(self, client_id: str, access_token: str, connections: Connections) -> None:
-        super().__init__(client_id, access_token)
+    def __init__(self, connections: Connections, client_id: str, access_token: str) -> None:
         self.connections = connections
         self.base_url = connections.base_url
         self.timeout = connections.timeout
-        self._deferred_on: http.client.HTTPConnection | None = None
-
-    @contextlib.contextmanager
-    def sending_on(self, conn: http.client.HTTPConnection) -> Iterator[None]:
-        """Inside it, the next dhanhq call sends its request on `conn` and returns a `Pending`
-        instead of waiting: the sender's thread stamps and sends, another thread reads the
-        answer. Used for placements, so ten followers' requests leave back to back."""
-        self._deferred_on = conn
+        self.client_id = client_id
+        self.access_token = access_token
         try:
-            yield
-        finally:
-            self._deferred_on = None
+            self._head, self._refusal = _headers(connections.host_header, client_id, access_token), ""
+        except ValueError as exc:  # refused at each call, not here: one account, not the copier
+            self._head, self._refusal = b"", str(exc)
 
-    def _send_request(self, method: Any, endpoint: str, payload: dict[str, Any] | None = None) -> Any:
-        body = None
-        if payload:
-            payload["dhanClientId"] = self.client_id
-            body = json.dumps(payload)
-        deferred, self._deferred_on = self._deferred_on, None
-        conn = deferred or self.connections.take()
+    def request(self, method: str, endpoint: str, payload: dict[str, Any] | None = None) -> bytes:
+        """The whole request, as bytes to write at once. Raises ValueError, sending nothing, for a
+        request no server would read."""
+        if self._refusal:
+            raise ValueError(self._refusal)
+        target = self.connections.prefix + endpoint
+        if _NOT_IN_A_TARGET.search(target):
+            raise ValueError(f"not a request target: {target!r}")
+        body = _body(self.client_id, payload)
+        length = b"Content-Length: %d\r\n" % len(body) if body or method != "GET" else b""
+        return b"%s %s HTTP/1.1\r\n%s%s\r\n%s" % (method.encode(), target.encode("ascii"), self._head, length, body)
+
+    def call(self, method: str, endpoint: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send a request and wait for its answer."""
+        request = self.request(method, endpoint, payload)
+        conn = self.connections.take()
         assert conn is not None
         error: Exception | None = None
         try:
-            if conn.timeout != self.timeout:  # (settimeout is a socket call: only when it changes)
-                conn.timeout = self.timeout
-                if conn.sock is not None:
-                    conn.sock.settimeout(self.timeout)
-            conn.request(method.value, self.connections.prefix + endpoint, body=body, headers=self.header)
-        except Exception as exc:  # answered as a failure when the answer is read
+            if conn.sock is None:
+                self.connections.open(conn)
+            conn.sock.sendall(request)  # type: ignore[union-attr]
+        except Exception as exc:  # answered as a failure, as dhanhq answers it
             error = exc
-        if deferred is not None:
-            return Pending(self, conn, endpoint, error)
-        return self._receive(conn, endpoint, error)
+        return self.receive(conn, method, endpoint, error)
 
-    def _receive(self, conn: http.client.HTTPConnection, endpoint: str, error: Exception | None) -> dict[str, Any]:
+    def send(self, method: str, endpoint: str, payload: dict[str, Any] | None, conn: Connection) -> Pending:
+        """Send a request on `conn`, an open connection taken from the account's, and return
+        without its answer (DhanGateway.send_place says why that cannot block)."""
+        request = self.request(method, endpoint, payload)
+        error: Exception | None = None
+        try:
+            conn.sock.sendall(request)  # type: ignore[union-attr]
+        except Exception as exc:
+            error = exc
+        return Pending(self, conn, method, endpoint, error)
+
+    def receive(self, conn: Connection, method: str, endpoint: str, error: Exception | None) -> dict[str, Any]:
+        """Read the answer to the request sent on `conn`, then give the connection back (or close
+        it: after a failure, or when the server said it closes)."""
         if error is None:
+            response = None
             try:
-                response = conn.getresponse()
+                response = http.client.HTTPResponse(conn.sock, method=method)  # type: ignore[arg-type]
+                response.begin()
                 content = response.read()
             except Exception as exc:
                 error = exc
-        if error is not None:  # as dhanhq does: a transport failure is an answer, not an exception
+            finally:
+                if response is not None:
+                    response.close()  # its file on the socket, not the socket
+        if error is not None:
             conn.close()
-            log.debug("%s failed: %s", endpoint, error)
-            return {"status": DhanHTTP.HttpResponseStatus.FAILURE.value, "remarks": str(error) or repr(error),
-                    "data": ""}
+            log.debug("%s %s failed: %s", method, endpoint, error)
+            return no_answer(error)
+        assert response is not None
         if response.will_close:
             conn.close()
         else:
             self.connections.give_back(conn)
-        result = self._parse_response(_Answer(response.status, content))
-        result[HTTP_STATUS] = response.status
-        return result
+        return answer_from(response.status, content)
 
 
-class RequestsHTTP(DhanHTTP):
-    """dhanhq's own `requests` transport, kept where the environment proxies the base URL, with
-    the HTTP status added to each answer as KeptAliveHTTP adds it. One thread per client, as the
-    gateway uses them: the status of the last response is plain state."""
+class ProxiedTransport:
+    """The same calls through `requests`, where the environment routes the base URL through a
+    proxy (requests speaks to proxies: CONNECT for https, NO_PROXY, credentials in the proxy URL).
+    One requests session per thread, as a session is not documented as safe to share."""
 
-    def __init__(self, client_id: str, access_token: str) -> None:
-        super().__init__(client_id, access_token)
-        self._status: int | None = None
-        self.session.hooks["response"].append(self._note_status)
+    def __init__(self, base_url: str, timeout: float, client_id: str, access_token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.client_id = client_id
+        self.access_token = access_token
+        try:
+            _headers("", client_id, access_token)
+            self._refusal = ""
+        except ValueError as exc:  # refused at each call, as Transport refuses it
+            self._refusal = str(exc)
+        self._headers = {"access-token": access_token, "client-id": client_id,
+                         "Content-type": "application/json", "Accept": "application/json"}
+        self.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._verify: str | bool = _ca_bundle_from_env() or True
+        self._local = threading.local()
 
-    def _note_status(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._status = response.status_code
+    def session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            # read once here: requests would otherwise re-read the environment and ~/.netrc per call
+            session.trust_env = False
+            session.proxies.update(self.proxies)
+            session.verify = self._verify
+        return session
 
-    def _with_status(self, result: Any) -> Any:
-        if isinstance(result, dict) and self._status is not None:
-            result[HTTP_STATUS] = self._status
-        return result
+    def call(self, method: str, endpoint: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self._refusal:
+            raise ValueError(self._refusal)
+        body = _body(self.client_id, payload) or None
+        try:
+            response = self.session().request(method, self.base_url + endpoint, data=body, headers=self._headers,
+                                              timeout=self.timeout)
+            status, content = response.status_code, response.content
+        except Exception as exc:
+            log.debug("%s %s failed: %s", method, endpoint, exc)
+            return no_answer(exc)
+        return answer_from(status, content)
 
-    def get(self, endpoint: str) -> Any:
-        self._status = None
-        return self._with_status(super().get(endpoint))
 
-    def post(self, endpoint: str, payload: dict[str, Any]) -> Any:
-        self._status = None
-        return self._with_status(super().post(endpoint, payload))
+AnyTransport = Union[Transport, ProxiedTransport]
 
-    def put(self, endpoint: str, payload: dict[str, Any]) -> Any:
-        self._status = None
-        return self._with_status(super().put(endpoint, payload))
 
-    def delete(self, endpoint: str) -> Any:
-        self._status = None
-        return self._with_status(super().delete(endpoint))
+class DhanHTTPOver(DhanHTTP):
+    """dhanhq's HTTP object, sending through `transport`: every dhanhq call goes through
+    DhanHTTP's public get/post/put/delete, so dhanhq keeps building the calls the gateway does
+    not send itself, and their answers carry the HTTP status too."""
+
+    def __init__(self, transport: AnyTransport) -> None:
+        super().__init__(transport.client_id, transport.access_token)
+        self.base_url = transport.base_url
+        self.timeout = transport.timeout
+        self.transport = transport
+
+    def get(self, endpoint: str) -> dict[str, Any]:
+        return self.transport.call("GET", endpoint)
+
+    def post(self, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.transport.call("POST", endpoint, payload)
+
+    def put(self, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.transport.call("PUT", endpoint, payload)
+
+    def delete(self, endpoint: str) -> dict[str, Any]:
+        return self.transport.call("DELETE", endpoint)
 
 
 def connections_for(base_url: str, timeout: float) -> Connections | None:
@@ -264,21 +360,11 @@ def connections_for(base_url: str, timeout: float) -> Connections | None:
     return Connections(base_url, timeout)
 
 
-def dhan_http(client_id: str, access_token: str, base_url: str, timeout: float,
-              connections: Connections | None = None) -> DhanHTTP:
-    """The transport for one client: kept-alive http.client over the account's `connections`
-    (from connections_for when not given), or requests where a proxy applies."""
+def transport_for(client_id: str, access_token: str, base_url: str, timeout: float,
+                  connections: Connections | None = None) -> AnyTransport:
+    """The transport for one client id and token: over the account's `connections` (from
+    connections_for when not given), or through requests where a proxy applies."""
     connections = connections or connections_for(base_url, timeout)
     if connections is not None:
-        return KeptAliveHTTP(client_id, access_token, connections)
-    http = RequestsHTTP(client_id, access_token)
-    http.base_url = base_url.rstrip("/")
-    http.timeout = timeout
-    session = http.session
-    # requests would otherwise re-read the proxy environment and ~/.netrc on every call
-    session.proxies.update(requests.utils.get_environ_proxies(base_url))
-    bundle = _ca_bundle_from_env()
-    if bundle:
-        session.verify = bundle
-    session.trust_env = False
-    return http
+        return Transport(connections, client_id, access_token)
+    return ProxiedTransport(base_url, timeout, client_id, access_token)

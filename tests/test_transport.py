@@ -1,6 +1,7 @@
 """The gateway's HTTP transport (broker/transport.py) against small local servers: a kept-alive
 connection the server dropped is reopened, not reported as a failure; a server that does not
-answer, or is not there, is a network error after the timeout; a proxied URL keeps requests."""
+answer, or is not there, is a network error after the timeout; a proxied URL keeps requests; a
+request leaves in one write."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ import trustme
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
 from broker import transport
-from broker.transport import KeptAliveHTTP, dhan_http
+from broker.transport import ProxiedTransport, Transport, transport_for
 from paper import AccountSpec, PaperExchange
 from tests.conftest import RELIANCE, wait_until
 from trading.orders import OrderTerms, OrderType, Product, Side, Validity
@@ -141,13 +142,13 @@ def test_a_proxied_url_keeps_requests_with_the_proxy(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    http = dhan_http("1000000002", "t", "https://api.dhan.co/v2", 5.0)
-    assert not isinstance(http, KeptAliveHTTP)
-    assert http.session.proxies["https"] == "http://proxy.internal:3128"
-    assert http.base_url == "https://api.dhan.co/v2" and http.timeout == 5.0
+    proxied = transport_for("1000000002", "t", "https://api.dhan.co/v2", 5.0)
+    assert isinstance(proxied, ProxiedTransport)
+    assert proxied.session().proxies["https"] == "http://proxy.internal:3128"
+    assert proxied.base_url == "https://api.dhan.co/v2" and proxied.timeout == 5.0
 
     monkeypatch.setenv("NO_PROXY", "api.dhan.co")
-    assert isinstance(dhan_http("1000000002", "t", "https://api.dhan.co/v2", 5.0), KeptAliveHTTP)
+    assert isinstance(transport_for("1000000002", "t", "https://api.dhan.co/v2", 5.0), Transport)
 
 
 def test_a_placement_sent_on_one_thread_is_answered_on_another_and_placed_once(monkeypatch):
@@ -220,3 +221,69 @@ def test_https_is_verified_against_the_configured_ca_and_kept_alive(monkeypatch,
         srv.release.set()
         srv.shutdown()
         srv.server_close()
+
+
+class _CountingSocket:
+    """A connection's socket, with the writes made on it counted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.sock.sendall(data)
+
+    def send(self, data: bytes) -> int:
+        self.writes.append(bytes(data))
+        return self.sock.send(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def test_a_request_leaves_in_one_write_headers_and_body_together(server, monkeypatch):
+    """Every socket call gives up the GIL; a fan-out of placements sent on one thread must not
+    wait to get it back twice per follower."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    gateway = DhanGateway("f1", "1000000002", "secret-token", server.url, timeout=2.0)
+    assert gateway.fund_limit().ok  # opens the connection, kept alive
+    conn = gateway._connections._idle[0]
+    counting = conn.sock = _CountingSocket(conn.sock)
+    terms = OrderTerms(RELIANCE, "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY,
+                       quantity=2, price=1500.5)
+
+    assert gateway.place(terms, "CTONEWRITE00000000000001").ok
+    sent = gateway.send_place(terms, "CTONEWRITE00000000000002")
+    assert sent is not None and sent.answer().ok
+    assert len(counting.writes) == 2  # two placements, one write each
+    for write, correlation_id in zip(counting.writes, ("CTONEWRITE00000000000001", "CTONEWRITE00000000000002")):
+        head, _, body = write.partition(b"\r\n\r\n")
+        assert head.startswith(b"POST /v2/orders HTTP/1.1\r\n")
+        assert json.loads(body)["correlationId"] == correlation_id
+    assert server.connections == 1
+
+
+def test_a_renewed_token_is_sent_on_the_same_connection(server, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    gateway = DhanGateway("f1", "1000000002", "old-secret-token", server.url, timeout=2.0)
+    assert gateway.fund_limit().ok
+    gateway.set_token("new-secret-token")
+    assert gateway.fund_limit().ok and gateway.order_book().ok
+    assert [headers["access-token"] for _, headers in server.requests] == ["old-secret-token"] + ["new-secret-token"] * 2
+    assert server.connections == 1
+
+
+def test_a_token_with_a_line_break_is_refused_before_anything_is_sent(server, monkeypatch):
+    """A token pasted with its line break must not end the header early: each call is refused,
+    as an input error, without the token in the message, and nothing reaches the server."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    gateway = DhanGateway("f1", "1000000002", "secret-token\r\nX-Injected: 1", server.url, timeout=2.0)
+    terms = OrderTerms(RELIANCE, "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 1, 1500.0)
+    for answer in (gateway.fund_limit(), gateway.place(terms, "CTBADTOKEN00000000000001")):
+        assert not answer.ok and answer.error.kind == ErrorKind.INPUT
+        assert "secret-token" not in str(answer.error) and "line break" in str(answer.error)
+    assert server.requests == []
