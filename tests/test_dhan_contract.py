@@ -123,7 +123,7 @@ def test_order_calls_work_with_a_dhanhq_whose_private_methods_changed(monkeypatc
         assert gateway.order(order_id).data.terms.price == 1301.0
         assert gateway.cancel(order_id).ok
         assert {o["orderId"]: o["orderStatus"] for o in ex.orders(FOLLOWER)}[order_id] == "CANCELLED"
-        assert len(gateway.order_book().data) == 2
+        assert len(gateway.order_book().data.entries) == 2
     finally:
         ex.stop()
 
