@@ -1,7 +1,7 @@
-"""The kill-switch actor (B.4): while the switch is on, no new follower orders are made and every
+"""The kill-switch actor: while the switch is on, no new follower orders are made and every
 open copy is cancelled; optionally each follower's broker kill switch is activated too.
 
-The state lives in storage (`trading/kill_switch.py`), so it survives restarts and an operator
+The state lives in storage (`store.settings.kill_switch()`), so it survives restarts and an operator
 command in another process turns it on by writing it; this actor notices within `poll_seconds`.
 Risk rules turn it on through `engage`, and so do repeated broker failures (`after_failures`
 placements dead-lettered within `failure_window` seconds, when configured). Turning it off is
@@ -19,7 +19,7 @@ from actors.messages import CancelCopies, Tick
 from app import metrics
 from storage import Store
 from supervisors import Address, Supervised
-from trading import kill_switch
+from trading.kill_switch import KillSwitchState
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,19 @@ class KillSwitchActor(Supervised):
         self.on_change = on_change
         self.broker_switches = broker_switches or []
         self.poll_seconds = poll_seconds
-        self.state = kill_switch.KillSwitchState()
+        self.state = KillSwitchState()
 
     def started(self) -> None:
-        self._apply(kill_switch.read(self.store), initial=True)
+        self._apply(self.store.settings.kill_switch(), initial=True)
         self.every(self.poll_seconds, Tick("poll"), "kill-switch-poll")
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Tick):
-            self._apply(kill_switch.read(self.store))
+            self._apply(self.store.settings.kill_switch())
         elif isinstance(message, tuple) and message[0] == "engage":
             _, reason, by = message
             if not self.state.on:
-                self._apply(kill_switch.write(self.store, True, reason, by))
+                self._apply(self.store.settings.set_kill_switch(True, reason, by))
         elif isinstance(message, tuple) and message[0] == "broker_failure":
             self._broker_failure(message[1], message[2])
         elif message == "state":
@@ -63,10 +63,11 @@ class KillSwitchActor(Supervised):
         while self.failures and now - self.failures[0] > self.failure_window:
             self.failures.popleft()
         if len(self.failures) >= self.after_failures:
-            self._apply(kill_switch.write(self.store, True, f"{len(self.failures)} broker failures within "
-                                          f"{self.failure_window:.0f}s (last: {follower}, {reason})", "broker_failures"))
+            self._apply(self.store.settings.set_kill_switch(True, f"{len(self.failures)} broker failures within "
+                                                            f"{self.failure_window:.0f}s (last: {follower}, {reason})",
+                                                            "broker_failures"))
 
-    def _apply(self, state: kill_switch.KillSwitchState, initial: bool = False) -> None:
+    def _apply(self, state: KillSwitchState, initial: bool = False) -> None:
         changed = state.on != self.state.on
         self.state = state
         self.on_change(state.on)  # order actors read it before every new copy

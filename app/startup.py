@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import errno
 import json
-import sqlite3
 from typing import Any
-
-import peewee as pw
 
 from app import metrics
 from app.config import Config, ConfigError
-from storage import Store, StorageUnavailable
+from storage import DATABASE_ERRORS, Store, StorageUnavailable
 
 
 def key_error(config: Config, key: str, problem: str) -> ConfigError:
@@ -24,7 +21,7 @@ def open_store(config: Config, **kwargs: Any) -> Store:
     """The store at `storage.path`; keyword arguments go to `Store`."""
     try:
         return Store(config.storage_path, **kwargs)
-    except (OSError, pw.DatabaseError, sqlite3.Error, StorageUnavailable) as exc:
+    except (OSError, *DATABASE_ERRORS, StorageUnavailable) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise key_error(config, "storage.path", f"cannot open {config.storage_path!r}: {reason}") from None
 
@@ -46,11 +43,11 @@ def record_accounts(store: Store, config: Config) -> None:
     """Record the accounts and URLs the copier uses (never tokens), for operator commands in other
     processes: in paper mode they exist only in the running process."""
     accounts = [config.leader, *config.followers]
-    store.set_setting(ACCOUNTS_SETTING, json.dumps([
+    store.settings.set(ACCOUNTS_SETTING, json.dumps([
         {"name": a.name, "client_id": a.client_id, "api_base_url": a.api_base_url,
          "order_update_url": a.order_update_url} for a in accounts]))
 
 
 def recorded_accounts(store: Store) -> dict[str, dict[str, str]]:
     """What `record_accounts` stored, by account name ({} when no copier has started)."""
-    return {a["name"]: a for a in json.loads(store.get_setting(ACCOUNTS_SETTING) or "[]")}
+    return {a["name"]: a for a in json.loads(store.settings.get(ACCOUNTS_SETTING) or "[]")}
