@@ -1,5 +1,10 @@
 """The store: one SQLite connection (WAL), every write a retried transaction.
 
+What the copier stores and reads is asked of the store's repositories (`store.inbox`,
+`store.copies`, `store.settings`, ... one module each in this package), each domain operation
+one method and one transaction; this module keeps the connection, its transactions and their
+retries, and the cached statements of the hot path.
+
 Why one connection behind a lock: SQLite admits one writer at a time anyway, and a single
 connection keeps the number of file handles fixed however many order actors come and go.
 Operator commands in another process read the same file safely thanks to WAL.
