@@ -34,17 +34,27 @@ def _sources() -> list[Path]:
                   and str(p.relative_to(ROOT)) not in ALLOWED)
 
 
+def _violations(path: Path) -> list[str]:
+    found = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for what, pattern in FORBIDDEN.items():
+            if pattern.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {what}: {line.strip()}")
+    return found
+
+
 def test_the_scan_covers_the_copiers_packages():
     scanned = {p.relative_to(ROOT).parts[0] for p in _sources()}
     assert {"actors", "app", "broker", "supervisors", "trading", "paper", "run.py"} <= scanned
 
 
 def test_no_sql_or_peewee_outside_storage():
-    found = []
-    for path in _sources():
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            for what, pattern in FORBIDDEN.items():
-                if pattern.search(line):
-                    found.append(f"{path.relative_to(ROOT)}:{number}: {what}: {line.strip()}")
+    found = [violation for path in _sources() for violation in _violations(path)]
     assert not found, "storage is the only code that may touch SQL; ask a repository of storage/ instead:\n" + \
         "\n".join(found)
+
+
+def test_every_allowance_is_still_needed():
+    """An allowed module that no longer touches SQL (or is gone) loses its allowance."""
+    clean = [name for name in sorted(ALLOWED) if not (ROOT / name).exists() or not _violations(ROOT / name)]
+    assert not clean, f"remove from ALLOWED, they no longer need it: {clean}"
