@@ -55,8 +55,8 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "")
     for f in config.followers:
         table.add_column(f.name, no_wrap=True, overflow="ellipsis", ratio=2)
     for lo in leaders:
-        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {_TYPES.get(lo.order_type, lo.order_type)}",
-                 _status(lo.status)]
+        kind = _TYPES.get(lo.order_type, lo.order_type)
+        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {kind}", _status(lo.status)]
         for f in config.followers:
             row = copies.get(lo.order_id, {}).get(f.name)
             if row is None:

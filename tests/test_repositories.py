@@ -132,3 +132,18 @@ def test_the_kill_switch_reads_back_as_it_was_turned(store):
     store.settings.set_kill_switch(True, "too many losses", "risk")
     state = store.settings.kill_switch()
     assert (state.on, state.reason, state.by) == (True, "too many losses", "risk")
+
+
+def test_pending_inbox_events_are_chosen_by_order_and_age_and_events_read_back_in_sequence(store):
+    first = store.inbox.record("leader", "L1", "k1", "socket", {"n": 1}, 0)
+    second = store.inbox.record("f1", "B1", "k2", "book", {"n": 2}, 0)
+    assert store.inbox.record("f1", "B1", "k2", "book", {"n": 2}, 0) is None  # the same update again
+    assert [e.id for e in store.inbox.pending(["B1"])] == [second]
+    assert store.inbox.pending(received_before=time.time() - 60) == []
+    assert [e.id for e in store.inbox.pending(received_before=time.time() + 1)] == [first, second]
+    assert store.inbox.knows_order("f1", "B1") and not store.inbox.knows_order("leader", "B1")
+
+    store.write(lambda: (store.events.append("L:L1", "SEEN", {"qty": 10}), store.events.append("L:L1", "MODIFIED", {})))
+    events = store.events.of("L:L1")
+    assert [(e.seq, e.kind, e.payload) for e in events] == [(1, "SEEN", {"qty": 10}), (2, "MODIFIED", {})]
+    assert _frozen(events[0])
