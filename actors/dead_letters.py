@@ -18,27 +18,23 @@ again.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any, Callable
 
-import peewee as pw
 import pykka
 
 from actors.feed import SocketFrame
 from actors.messages import LEADER, OrderUpdateReceived
 from observability import metrics
 from observability.logs import redact
-from storage import Store
-from storage import models as m
-from storage.store import StorageUnavailable
+from storage import UNAVAILABLE_ERRORS, Store
+from storage.inbox import InboxEvent
 from trading.orders import update_to_dict
 
 MAX_PAYLOAD = 2000  # characters of the parked message kept with its dead letter
 Alert = Callable[[str, str, str], Any]
 
 
-_UNAVAILABLE = (StorageUnavailable, pw.OperationalError, sqlite3.OperationalError, pykka.ActorDeadError,
-                pykka.Timeout)
+_UNAVAILABLE = (*UNAVAILABLE_ERRORS, pykka.ActorDeadError, pykka.Timeout)
 
 
 def is_unavailability(exc: BaseException | None) -> bool:
@@ -69,10 +65,10 @@ def park_event(store: Store, alert: Alert, kind: str, received: OrderUpdateRecei
     times = "once" if crashes == 1 else f"{crashes} times"
     reason = f"crashed the {kind} actor {times}: {code}: {text}"
     update = received.update
-    letter_id = store.park_inbound(
+    letter_id = store.dead_letters.park_event(
         received.event_id, f"dead_letter: {code}: {text}"[:250], leader_order_id=leader_order_id,
-        follower=received.account, correlation_id=update.correlation_id or "", operation="inbox_event",
-        error_code=code, reason=reason, payload=redact(json.dumps(update_to_dict(update), default=str))[:MAX_PAYLOAD])
+        follower=received.account, correlation_id=update.correlation_id or "", error_code=code, reason=reason,
+        payload=redact(json.dumps(update_to_dict(update), default=str))[:MAX_PAYLOAD])
     whose = (f"leader order {update.order_id}" if received.account == LEADER
              else f"{received.account} order {update.order_id}" + (f" of leader order {leader_order_id}"
                                                                     if leader_order_id else ""))
@@ -80,14 +76,14 @@ def park_event(store: Store, alert: Alert, kind: str, received: OrderUpdateRecei
     return letter_id
 
 
-def park_unreadable(store: Store, alert: Alert, event: m.InboundEvent, exc: BaseException) -> int:
+def park_unreadable(store: Store, alert: Alert, event: InboxEvent, exc: BaseException) -> int:
     """Park a stored inbox event that cannot be decoded (stored in a format this version does not
     read): routing it would crash the router on every sweep."""
     code, text = _error(exc)
     reason = f"cannot be read back from storage: {code}: {text}"
-    letter_id = store.park_inbound(
+    letter_id = store.dead_letters.park_event(
         event.id, f"dead_letter: {code}: {text}"[:250], leader_order_id=event.order_id if event.account == LEADER else "",
-        follower=event.account, correlation_id="", operation="inbox_event", error_code=code, reason=reason,
+        follower=event.account, correlation_id="", error_code=code, reason=reason,
         payload=redact(event.payload[:MAX_PAYLOAD]))
     _announce(store, alert, "router", letter_id, f"inbox event {event.id} ({event.account} order {event.order_id}) {reason}")
     return letter_id
@@ -98,9 +94,7 @@ def park_frame(store: Store, alert: Alert, account: str, frame: SocketFrame, exc
     code, text = _error(exc)
     raw = frame.raw.decode("utf-8", "replace") if isinstance(frame.raw, bytes) else frame.raw
     reason = f"crashed the feed: {code}: {text}"
-    letter_id = store.record_dead_letter(
-        leader_order_id="", follower=account, correlation_id="", operation="socket_frame", error_code=code,
-        reason=reason, payload=redact(raw[:MAX_PAYLOAD]))
+    letter_id = store.dead_letters.park_frame(account, code, reason, redact(raw[:MAX_PAYLOAD]))
     _announce(store, alert, "feed", letter_id, f"a socket frame of {account} {reason}")
     return letter_id
 
@@ -123,5 +117,5 @@ def park_input(store: Store, alert: Alert, child_id: str, message: Any, exc: Bas
 
 def _announce(store: Store, alert: Alert, kind: str, letter_id: int, what: str) -> None:
     metrics.POISON_MESSAGES.labels(kind).inc()
-    metrics.DEAD_LETTERS.set(store.unresolved_dead_letters())
+    metrics.DEAD_LETTERS.set(store.dead_letters.unresolved_count())
     alert("error", f"poison:{kind}", f"{what}; parked as dead letter {letter_id} (see: run.py dlq list)")

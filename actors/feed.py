@@ -88,8 +88,8 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
     from the broker on purpose: it answers a question, even when it repeats a snapshot seen before."""
     role = "leader" if account == LEADER else "follower"
     metrics.INBOUND_UPDATES.labels(role, update.source).inc()
-    event_id = store.record_inbound(account, update.order_id, key or dedupe_key(account, update), update.source,
-                                    update_to_dict(update), update.received_ns)
+    event_id = store.inbox.record(account, update.order_id, key or dedupe_key(account, update), update.source,
+                                  update_to_dict(update), update.received_ns)
     if event_id is None:
         metrics.DUPLICATE_UPDATES.labels(role).inc()
         return False
@@ -284,7 +284,7 @@ class FeedActor(Supervised):
         unstored, self._unstored = self._unstored, {}
         skipped = 0
         for update in unstored.values():
-            if not self.store.knows_order(self.account, update.order_id):
+            if not self.store.inbox.knows_order(self.account, update.order_id):
                 skipped += self.ingest(dataclasses.replace(update, source="outage"))
         if skipped:
             log.warning("%s: %d orders placed while storage was down are recorded as not copied",
@@ -316,9 +316,9 @@ class FeedActor(Supervised):
             if book is not None:
                 books[follower] = book
         found = find_copies(leader_order_ids, books)
-        self.store.record_adopted((leader_order_id, follower, generation, update_to_dict(order))
-                                  for leader_order_id, copies in found.items()
-                                  for follower, (generation, order) in copies.items())
+        self.store.adoption.record((leader_order_id, follower, generation, update_to_dict(order))
+                                   for leader_order_id, copies in found.items()
+                                   for follower, (generation, order) in copies.items())
         if found:
             log.warning("first start: %d of the leader's orders already have copies at the followers "
                         "(an earlier database?); those copies are adopted", len(found))
@@ -327,7 +327,7 @@ class FeedActor(Supervised):
     def backfill(self, answer: Answer | None = None) -> int:
         """Feed the whole order book (`answer`, or fetched now) through the inbox; returns how many
         updates were new."""
-        first_start = self.account == LEADER and self.store.get_setting(BASELINE_SETTING) is None
+        first_start = self.account == LEADER and self.store.settings.get(BASELINE_SETTING) is None
         baseline = first_start and not self.copy_existing_on_first_start
         updates = self._order_book(self.gateway, self.account, "baseline" if baseline else "book", answer)
         if updates is None:
@@ -340,7 +340,7 @@ class FeedActor(Supervised):
             if self.ingest(update):
                 new += 1
         if first_start:
-            self.store.set_setting(BASELINE_SETTING, str(time.time()))
+            self.store.settings.set(BASELINE_SETTING, str(time.time()))
         if new:
             metrics.BACKFILLED.labels(self.account).inc(new)
             log.info("%s: %d order updates recovered from the order book", self.account, new)

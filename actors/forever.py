@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -25,13 +24,12 @@ from actors.rate_limiter import RateLimiter
 from observability import metrics
 from broker.gateway import DhanGateway
 from storage import Store
-from storage import models as m
+from storage.forever import OPEN, ForeverCopy
 from supervisors import Address, Supervised, Timers
 from trading.instruments import InstrumentMaster
 from trading.orders import ForeverOrder, OrderUpdate, correlation_id, terms_from_dict, terms_to_dict
 
 log = logging.getLogger(__name__)
-OPEN = ("PENDING_PLACEMENT", "PENDING")
 
 
 def _to_json(order: ForeverOrder) -> str:
@@ -48,10 +46,7 @@ def _from_json(text: str) -> ForeverOrder:
 def triggered_forever(store: Store, leader_gateway: DhanGateway, update: OrderUpdate) -> str | None:
     """The leader forever order whose trigger created `update`'s order, if the copier copied it."""
     terms = update.terms
-    # a plain statement: this runs for every leader order the copier sees first
-    candidates = store.read(lambda: {row[0] for row in store.db.execute_sql(
-        'SELECT "leader_forever_id" FROM "forever_copy" WHERE "security_id" = ? AND "side" = ?',
-        (terms.security_id, terms.side.value))})
+    candidates = store.forever.leader_ids_of(terms.security_id, terms.side.value)
     if not candidates:
         return None  # the common case: no REST call at all
     listing = leader_gateway.forever_orders()
@@ -69,7 +64,7 @@ def triggered_forever(store: Store, leader_gateway: DhanGateway, update: OrderUp
 
 @dataclass
 class _State:
-    row: m.ForeverCopy
+    row: ForeverCopy
     in_flight: str | None = None
     needs_lookup: bool = False
 
@@ -85,7 +80,7 @@ class ForeverActor(Supervised):
         self.copies: dict[str, _State] = {}
 
     def started(self) -> None:
-        for row in self.store.read(lambda: list(m.ForeverCopy.select().where(m.ForeverCopy.status.in_(OPEN)))):
+        for row in self.store.forever.open():
             # a placement stored but maybe sent before a restart: look it up before anything else
             self.copies[row.correlation_id] = _State(row, needs_lookup=row.status == "PENDING_PLACEMENT")
         if self.poll_seconds > 0:
@@ -123,7 +118,7 @@ class ForeverActor(Supervised):
                 self._save(state, cancel_requested=True)
 
     def _known(self, cid: str) -> bool:
-        return self.store.read(lambda: m.ForeverCopy.select().where(m.ForeverCopy.correlation_id == cid).exists())
+        return self.store.forever.known(cid)
 
     def _size(self, order: ForeverOrder, follower: str, cid: str) -> tuple[ForeverOrder | None, str]:
         instrument = self.instruments.get(order.terms.exchange_segment, order.terms.security_id)
@@ -146,22 +141,14 @@ class ForeverActor(Supervised):
 
     def _new_copy(self, order: ForeverOrder, follower: str, cid: str) -> None:
         target, reason = self._size(order, follower, cid)
-        fields = dict(leader_forever_id=order.order_id, follower=follower, correlation_id=cid,
-                      security_id=order.terms.security_id, side=order.terms.side.value,
-                      leader_quantity=order.terms.quantity, leader=_to_json(order))
-
-        def effect() -> m.ForeverCopy:
-            if target is None:
-                m.Skip.create(leader_order_id=order.order_id, follower=follower, reason=reason,
-                              detail="forever order not copied")
-                return m.ForeverCopy.create(status="SKIPPED", **fields)
-            return m.ForeverCopy.create(status="PENDING_PLACEMENT", target=_to_json(target), **fields)
-
-        row = self.store.write(effect)
+        copy = ForeverCopy(leader_forever_id=order.order_id, follower=follower, correlation_id=cid,
+                           status="PENDING_PLACEMENT", security_id=order.terms.security_id, side=order.terms.side.value,
+                           leader_quantity=order.terms.quantity, leader=_to_json(order))
         if target is None:
+            self.store.forever.add_skipped(copy, reason, "forever order not copied")
             metrics.SKIPS.labels(follower, reason).inc()
             return
-        self.copies[cid] = _State(row)
+        self.copies[cid] = _State(self.store.forever.add(replace(copy, target=_to_json(target))))
 
     def _leader_changed(self, state: _State, order: ForeverOrder) -> None:
         last = _from_json(state.row.leader)
@@ -226,12 +213,6 @@ class ForeverActor(Supervised):
             self._save(state, status="CANCELLED")
 
     def _save(self, state: _State, **fields: Any) -> None:
-        def effect() -> None:
-            for name, value in fields.items():
-                setattr(state.row, name, value)
-            state.row.updated_at = time.time()
-            state.row.save()
-
-        self.store.write(effect)
+        state.row = self.store.forever.update(state.row, **fields)
         if state.row.status not in OPEN:
             self.copies.pop(state.row.correlation_id, None)

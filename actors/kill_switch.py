@@ -1,7 +1,7 @@
-"""The kill-switch actor (B.4): while the switch is on, no new follower orders are made and every
+"""The kill-switch actor: while the switch is on, no new follower orders are made and every
 open copy is cancelled; optionally each follower's broker kill switch is activated too.
 
-The state lives in storage (`trading/kill_switch.py`), so it survives restarts and an operator
+The state lives in storage (`store.settings.kill_switch()`), so it survives restarts and an operator
 command in another process turns it on by writing it; this actor notices within `poll_seconds`.
 Risk rules turn it on through `engage`, and so do repeated broker failures (`after_failures`
 placements dead-lettered within `failure_window` seconds, when configured). Turning it off is
@@ -19,7 +19,7 @@ from actors.messages import BrokerFailure, CancelCopies, EngageKillSwitch, KillS
 from observability import metrics
 from storage import Store
 from supervisors import Address, Supervised, Timers
-from trading import kill_switch
+from trading.kill_switch import KillSwitchState
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +37,18 @@ class KillSwitchActor(Supervised):
         self.on_change = on_change
         self.broker_switches = broker_switches or []
         self.poll_seconds = poll_seconds
-        self.state = kill_switch.KillSwitchState()
+        self.state = KillSwitchState()
 
     def started(self) -> None:
-        self._apply(kill_switch.read(self.store), initial=True)
+        self._apply(self.store.settings.kill_switch(), initial=True)
         self.timers.every(self.poll_seconds, self.address, PollKillSwitch(), owner=self.actor_ref)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PollKillSwitch):
-            self._apply(kill_switch.read(self.store))
+            self._apply(self.store.settings.kill_switch())
         elif isinstance(message, EngageKillSwitch):
             if not self.state.on:
-                self._apply(kill_switch.write(self.store, True, message.reason, message.by))
+                self._apply(self.store.settings.set_kill_switch(True, message.reason, message.by))
         elif isinstance(message, BrokerFailure):
             self._broker_failure(message.follower, message.reason)
         elif isinstance(message, KillSwitchStatus):
@@ -63,10 +63,11 @@ class KillSwitchActor(Supervised):
         while self.failures and now - self.failures[0] > self.failure_window:
             self.failures.popleft()
         if len(self.failures) >= self.after_failures:
-            self._apply(kill_switch.write(self.store, True, f"{len(self.failures)} broker failures within "
-                                          f"{self.failure_window:.0f}s (last: {follower}, {reason})", "broker_failures"))
+            self._apply(self.store.settings.set_kill_switch(True, f"{len(self.failures)} broker failures within "
+                                                            f"{self.failure_window:.0f}s (last: {follower}, {reason})",
+                                                            "broker_failures"))
 
-    def _apply(self, state: kill_switch.KillSwitchState, initial: bool = False) -> None:
+    def _apply(self, state: KillSwitchState, initial: bool = False) -> None:
         changed = state.on != self.state.on
         self.state = state
         self.on_change(state.on)  # order actors read it before every new copy

@@ -37,7 +37,6 @@ from actors.messages import LEADER, AnswerReconcileRequests, Reconcile, SyncCopi
 from observability import metrics
 from broker.gateway import DhanGateway
 from storage import Store
-from storage import models as m
 from supervisors import Address, Supervised, Timers
 from trading import reconcile as r
 from trading.instruments import InstrumentMaster
@@ -45,7 +44,6 @@ from trading.orders import OrderTerms, OrderUpdate
 from trading.sizing import SizingRule
 
 log = logging.getLogger(__name__)
-LAST_RUN_SETTING = "last_reconcile"
 REQUEST_SETTING = "reconcile_request"
 REPORT_SETTING = "reconcile_report"
 
@@ -97,11 +95,7 @@ def reconcile_once(store: Store, gateways: dict[str, DhanGateway], followers: li
     """Fetch the books, read storage, compare. Returns the divergences and the leader's book by id."""
     leader_book = _book(gateways[LEADER], "reconcile")
     follower_books = {name: _book(gateways[name], "reconcile") for name in followers}
-    rows, known = store.copies_for_reconcile()
-    copies = [r.StoredCopy(row["leader_order_id"], row["follower"], row["correlation_id"], row["status"],
-                           row["quantity"], row["broker_order_id"] is not None, sized_for=row["leader_quantity"],
-                           cancel_requested=bool(row["cancel_requested"]), leader_status=row["leader_status"] or "",
-                           leader_filled_at=row["leader_filled_at"]) for row in rows]
+    copies, known = store.copies.for_reconcile()
     divergences = r.find_divergences(leader_book, follower_books, copies, known, followers, resize=resize,
                                      now=time.time(), fill_grace_seconds=fill_grace_seconds)
     return divergences, {u.order_id: u for u in leader_book}
@@ -128,7 +122,7 @@ class ReconcilerActor(Supervised):
             metrics.DIVERGENCES.labels(kind)  # exported from the start, so increase() sees the first
         if self.interval > 0:
             self.timers.every(self.interval, self.address, Reconcile(), owner=self.actor_ref)
-        report = json.loads(self.store.get_setting(REPORT_SETTING) or "{}")
+        report = json.loads(self.store.settings.get(REPORT_SETTING) or "{}")
         self.answered = report.get("request")
         self.timers.every(self.request_poll_seconds, self.address, AnswerReconcileRequests(), owner=self.actor_ref)
 
@@ -150,20 +144,9 @@ class ReconcilerActor(Supervised):
         divergences, leader_book = reconcile_once(self.store, self.gateways, self.followers, self.resize,
                                                   self.fill_grace_seconds)
         metrics.RECONCILE_RUNS.inc()
-        run_id = int(self.store.get_setting("reconcile_runs", "0") or 0) + 1
         done: set[tuple[str, str]] = set()  # (what, leader order): each repair once per run
         repaired = [self._repair(d, leader_book, done) if self.repair else False for d in divergences]
-
-        def record() -> None:
-            for divergence, done in zip(divergences, repaired):
-                m.Divergence.create(kind=divergence.kind, leader_order_id=divergence.leader_order_id,
-                                    follower=divergence.follower, detail=divergence.detail, repaired=done,
-                                    run_id=run_id)
-
-        self.store.write(record)
-        self.store.set_setting("reconcile_runs", str(run_id))
-        self.store.set_setting(LAST_RUN_SETTING, f"{time.strftime('%Y-%m-%d %H:%M:%S')}, "
-                                                 f"{len(divergences)} divergences")
+        self.store.divergences.record_run(list(zip(divergences, repaired)))
         for divergence in divergences:
             metrics.DIVERGENCES.labels(divergence.kind).inc()
             log.warning("reconcile: %s %s %s: %s", divergence.kind, divergence.leader_order_id,
@@ -181,7 +164,7 @@ class ReconcilerActor(Supervised):
 
     def answer_request(self) -> None:
         """Answer an operator's reconcile request (report only), once per request id."""
-        request = self.store.get_setting(REQUEST_SETTING)
+        request = self.store.settings.get(REQUEST_SETTING)
         if not request or request == self.answered:
             return
         self.answered = request
@@ -191,7 +174,7 @@ class ReconcilerActor(Supervised):
             answer = report_json(request, divergences)
         except RuntimeError as exc:
             answer = report_json(request, error=str(exc))
-        self.store.set_setting(REPORT_SETTING, answer)
+        self.store.settings.set(REPORT_SETTING, answer)
 
     def _repair(self, divergence: r.Divergence, leader_book: dict[str, OrderUpdate],
                 done: set[tuple[str, str]]) -> bool:

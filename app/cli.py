@@ -104,7 +104,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
     from app.commands import METRICS_URL_SETTING
 
-    store.set_setting(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
+    store.settings.set(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
     paper = None
     if config.mode == "paper":
         from app.paper_mode import start_paper
@@ -135,7 +135,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     if interactive:
         from app.live_view import LiveView
 
-        live = LiveView(store, config, metrics_url=store.get_setting(METRICS_URL_SETTING) or "").start()
+        live = LiveView(store, config, metrics_url=store.settings.get(METRICS_URL_SETTING) or "").start()
     while not done.wait(0.5):
         pass
     if lost and copier.alerts:

@@ -81,33 +81,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_orders(args: argparse.Namespace) -> int:
-    from storage import models as m
-
     config, store = _open(args)
     if args.follower:
-        known = {f.name for f in config.followers} | set(store.read(
-            lambda: [row.follower for row in m.FollowerOrder.select(m.FollowerOrder.follower).distinct()]))
+        known = {f.name for f in config.followers} | store.copies.followers()
         if args.follower not in known:
             print(f"orders: no follower named {args.follower!r} (followers: {', '.join(sorted(known))})",
                   file=sys.stderr)
             return 2
 
-    def query():
-        leaders = list(m.LeaderOrder.select().order_by(m.LeaderOrder.first_seen_at.desc()).limit(args.limit))
-        copies = m.FollowerOrder.select().where(m.FollowerOrder.leader_order_id.in_([lo.order_id for lo in leaders]))
-        if args.follower:
-            copies = copies.where(m.FollowerOrder.follower == args.follower)
-        by_leader: dict[str, list] = {}
-        for row in copies:
-            by_leader.setdefault(row.leader_order_id, []).append(row)
-        return leaders, by_leader
-
-    leaders, by_leader = store.read(query)
     print(f"{'leader order':<16} {'symbol':<28} {'side':<4} {'qty':>6} status")
     print(f"    {'follower':<10} {'qty':>6} {'status':<18} broker order or skip reason")
-    for lo in leaders:
+    for lo, copies in store.copies.recent(args.limit, args.follower):
         print(f"{lo.order_id:<16} {lo.symbol or lo.security_id:<28} {lo.side:<4} {lo.quantity:>6} {lo.status}")
-        for row in by_leader.get(lo.order_id, []):
+        for row in copies:
             detail = row.skip_reason or row.broker_order_id or ""
             print(f"    {row.follower:<10} {row.quantity:>6} {row.status:<18} {detail}")
     return 0
@@ -118,7 +104,7 @@ def _live_metrics(store) -> dict[str, float] | None:
     knows whether its sockets are connected."""
     import urllib.request
 
-    url = store.get_setting(METRICS_URL_SETTING)
+    url = store.settings.get(METRICS_URL_SETTING)
     if not url:
         return None
     try:
@@ -138,35 +124,27 @@ def _live_metrics(store) -> dict[str, float] | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from storage import models as m
-    from trading import kill_switch
-
     from copier.accounts import recorded_accounts
 
     config, store = _open(args)
     live = _live_metrics(store)
-    url = store.get_setting(METRICS_URL_SETTING)
+    url = store.settings.get(METRICS_URL_SETTING)
     print(f"copier: {'running' if live is not None else 'not running'}" + (f" (metrics {url})" if url else ""))
-    open_states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
     running = recorded_accounts(store) if live is not None else {}  # paper mode may make client ids up
     accounts = [(a.name, running.get(a.name, {}).get("client_id") or a.client_id)
                 for a in [config.leader, *config.followers]]
+    open_orders = store.copies.open_orders(f.name for f in config.followers)
     for name, client_id in accounts:
         if live is None:
             socket = "unknown"
         else:
             socket = "connected" if live.get(f'copytrader_feed_connected{{account="{name}"}}') == 1 else "disconnected"
-        if name == "leader":
-            count = store.read(lambda: m.LeaderOrder.select().where(m.LeaderOrder.status.in_(open_states)).count())
-        else:
-            count = store.read(lambda n=name: m.FollowerOrder.select().where(
-                (m.FollowerOrder.follower == n) & m.FollowerOrder.status.in_(open_states)).count())
+        count = open_orders.leader if name == "leader" else open_orders.followers[name]
         print(f"{name:<12} {client_id:<12} socket {socket:<12} open orders {count}")
-    state = kill_switch.read(store)
+    state = store.settings.kill_switch()
     print("kill switch: " + (f"ON since {_when(state.at)} ({state.by}: {state.reason})" if state.on else "off"))
-    letters = store.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count())  # noqa: E712
-    print(f"dead letters: {letters} unresolved")
-    last = store.get_setting("last_reconcile")
+    print(f"dead letters: {store.dead_letters.unresolved_count()} unresolved")
+    last = store.divergences.last_run()
     print(f"last reconcile: {last or 'never'}")
     return 0
 
@@ -178,24 +156,17 @@ def _when(epoch: float) -> str:
 
 
 def cmd_kill_switch(args: argparse.Namespace) -> int:
-    from trading import kill_switch
-
     store = _open_store(args)
-    state = kill_switch.write(store, args.state == "on", args.reason, "operator")
+    state = store.settings.set_kill_switch(args.state == "on", args.reason, "operator")
     print(f"kill switch {'ON' if state.on else 'off'}: {state.reason} "
           "(a running copier applies it within a second)")
     return 0
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    import time
-
-    from storage import models as m
-
     store = _open_store(args)
     if args.action == "list":
-        rows = store.read(lambda: list(m.DeadLetter.select().where(m.DeadLetter.resolved == False)  # noqa: E712
-                                       .order_by(m.DeadLetter.id)))
+        rows = store.dead_letters.unresolved()
         if not rows:
             print("the dead-letter queue is empty")
         for row in rows:
@@ -214,7 +185,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     if args.id is None:
         print(f"dlq {args.action}: give the dead letter's id (see: dlq list)", file=sys.stderr)
         return 2
-    row = store.read(lambda: m.DeadLetter.get_or_none((m.DeadLetter.id == args.id) & (m.DeadLetter.resolved == False)))  # noqa: E712
+    row = store.dead_letters.unresolved_one(args.id)
     if row is None:
         print(f"no unresolved dead letter {args.id}", file=sys.stderr)
         return 1
@@ -223,18 +194,17 @@ def cmd_dlq(args: argparse.Namespace) -> int:
               "(the order book is read again after every reconnect); drop it", file=sys.stderr)
         return 2
     if args.action == "retry":
-        copy = store.read(lambda: m.FollowerOrder.get_or_none((m.FollowerOrder.leader_order_id == row.leader_order_id)
-                                                              & (m.FollowerOrder.follower == row.follower)))
+        copy = store.copies.copy_of(row.leader_order_id, row.follower)
         if copy is not None and copy.status == "UNKNOWN":  # it may be live at the broker: never placed twice
             print(f"dead letter {args.id}: not retried: the outcome of {row.follower}'s copy of leader order "
                   f"{row.leader_order_id} is unknown (it may exist at the broker) and is being looked up",
                   file=sys.stderr)
             return 1
-        store.write(lambda: m.DeadLetter.update(next_retry_at=time.time()).where(m.DeadLetter.id == args.id).execute())
+        store.dead_letters.request_retry(args.id)
         again = "routes the event" if row.operation == "inbox_event" else "places it"
         print(f"dead letter {args.id}: retry requested; a running copier {again} again within its sweep")
     else:
-        store.write(lambda: m.DeadLetter.update(resolved=True).where(m.DeadLetter.id == args.id).execute())
+        store.dead_letters.drop(args.id)
         print(f"dead letter {args.id}: dropped")
     return 0
 
@@ -253,10 +223,10 @@ def _reconcile_in_running_copier(store, config: Config) -> tuple[list, str] | No
     from actors.reconciler import REPORT_SETTING, REQUEST_SETTING, read_report
 
     request = uuid.uuid4().hex
-    store.set_setting(REQUEST_SETTING, request)
+    store.settings.set(REQUEST_SETTING, request)
     deadline = time.monotonic() + 10 + config.broker_timeout * (1 + len(config.followers))
     while time.monotonic() < deadline:
-        report = read_report(store.get_setting(REPORT_SETTING), request)
+        report = read_report(store.settings.get(REPORT_SETTING), request)
         if report is not None:
             return report
         time.sleep(0.1)

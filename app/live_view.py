@@ -4,7 +4,6 @@ One line per leader order, as many as the terminal has room for, so the view nev
 log records print above it (through the view's console) rather than over it."""
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -17,7 +16,6 @@ from rich.text import Text
 
 from copier.config import Config
 from storage import Store
-from storage import models as m
 
 _COLOURS = {"TRADED": "green", "PENDING": "cyan", "PART_TRADED": "yellow", "CANCELLED": "dim",
             "REJECTED": "red", "SKIPPED": "magenta", "PENDING_PLACEMENT": "blue", "UNKNOWN": "bold red",
@@ -36,29 +34,15 @@ def _status(text: str | None) -> Text:
     return Text(text, style=_COLOURS.get(text, ""))
 
 
-def _order_type(terms: str) -> str:
-    try:
-        kind = json.loads(terms).get("order_type", "")
-    except (ValueError, AttributeError):
-        return ""
-    return _TYPES.get(kind, kind)
-
-
 def rows_for(height: int) -> int:
     """How many leader orders fit a terminal `height` lines high."""
     return max(1, height - _CHROME_LINES)
 
 
 def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "") -> Any:
-    def query() -> tuple[list[m.LeaderOrder], dict[str, dict[str, m.FollowerOrder]]]:
-        leaders = list(m.LeaderOrder.select().order_by(m.LeaderOrder.first_seen_at.desc()).limit(limit))
-        ids = [lo.order_id for lo in leaders]
-        copies: dict[str, dict[str, m.FollowerOrder]] = {}
-        for row in m.FollowerOrder.select().where(m.FollowerOrder.leader_order_id.in_(ids)):
-            copies.setdefault(row.leader_order_id, {})[row.follower] = row
-        return leaders, copies
-
-    leaders, copies = store.read(query)
+    recent = store.copies.recent(limit)
+    leaders = [lo for lo, _copies in recent]
+    copies = {lo.order_id: {row.follower: row for row in rows} for lo, rows in recent}
     table = Table(title=f"leader {config.leader.client_id} -> {', '.join(f.name for f in config.followers)}",
                   expand=True)
     # Every cell stays on one line (a cut one ends in "…"); the order id is never cut, the symbol
@@ -71,8 +55,8 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "")
     for f in config.followers:
         table.add_column(f.name, no_wrap=True, overflow="ellipsis", ratio=2)
     for lo in leaders:
-        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {_order_type(lo.terms)}",
-                 _status(lo.status)]
+        kind = _TYPES.get(lo.order_type, lo.order_type)
+        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {kind}", _status(lo.status)]
         for f in config.followers:
             row = copies.get(lo.order_id, {}).get(f.name)
             if row is None:

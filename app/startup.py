@@ -4,21 +4,18 @@ command line prints one line and exits 2 instead of a traceback."""
 from __future__ import annotations
 
 import errno
-import sqlite3
 from typing import Any
-
-import peewee as pw
 
 from copier.config import Config, key_error
 from observability import metrics
-from storage import Store, StorageUnavailable
+from storage import DATABASE_ERRORS, Store, StorageUnavailable
 
 
 def open_store(config: Config, **kwargs: Any) -> Store:
     """The store at `storage.path`; keyword arguments go to `Store`."""
     try:
         return Store(config.storage_path, **kwargs)
-    except (OSError, pw.DatabaseError, sqlite3.Error, StorageUnavailable) as exc:
+    except (OSError, *DATABASE_ERRORS, StorageUnavailable) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise key_error(config, "storage.path", f"cannot open {config.storage_path!r}: {reason}") from None
 

@@ -42,19 +42,12 @@ PER_SECOND = 10
 
 def latencies_by_order(db_path: str, order_ids: list[str]) -> dict[str, list[float]]:
     """leader order id -> the stored latency (ms) of each of its copies."""
-    import json
-    import sqlite3
+    from storage import readonly
 
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        out: dict[str, list[float]] = {}
-        for order_id, latency in conn.execute(
-                "SELECT leader_order_id, latency_ms FROM follower_order WHERE latency_ms IS NOT NULL "
-                "AND leader_order_id IN (SELECT value FROM json_each(?))", (json.dumps(order_ids),)):
-            out.setdefault(order_id, []).append(float(latency))
-        return out
-    finally:
-        conn.close()
+    out: dict[str, list[float]] = {}
+    for order_id, _follower, latency in readonly.copy_latencies(db_path, order_ids):
+        out.setdefault(order_id, []).append(latency)
+    return out
 
 
 def run(seconds: float, followers: int, slice_seconds: float, rate: float) -> int:
@@ -86,7 +79,7 @@ def run(seconds: float, followers: int, slice_seconds: float, rate: float) -> in
         store = Store(config.storage_path)
         copier = start_copier(config, store)
         deadline = time.monotonic() + 15
-        while store.get_setting(BASELINE_SETTING) is None or exchange.state()["sockets"] < 1 + followers:
+        while store.settings.get(BASELINE_SETTING) is None or exchange.state()["sockets"] < 1 + followers:
             if time.monotonic() > deadline:
                 raise BenchError("copier did not log in / record its baseline within 15 s")
             time.sleep(0.05)

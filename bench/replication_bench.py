@@ -36,7 +36,6 @@ import math
 import multiprocessing
 import os
 import queue
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,7 @@ from dhanhq import DhanContext, dhanhq  # noqa: E402
 from actors.feed import BASELINE_SETTING  # noqa: E402
 from observability import metrics  # noqa: E402
 from copier.config import parse  # noqa: E402
-from storage import Store  # noqa: E402
+from storage import Store, readonly  # noqa: E402
 from copier.tree import start_copier  # noqa: E402
 
 INSTRUMENTS = ("2885", "11536", "1594")  # RELIANCE, TCS, INFY (NSE_EQ, lot 1)
@@ -207,31 +206,14 @@ def stored_latencies(db_path: str, order_ids: list[str]) -> dict[str, list[float
     """follower -> latency_ms of the copies of `order_ids` that have one (own read-only connection:
     WAL lets it read beside the copier without taking the copier's store lock)."""
     out: dict[str, list[float]] = {}
-    if not order_ids:
-        return out
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        ids = json.dumps(order_ids)
-        for follower, latency in conn.execute(
-                "SELECT follower, latency_ms FROM follower_order WHERE latency_ms IS NOT NULL "
-                "AND leader_order_id IN (SELECT value FROM json_each(?))", (ids,)):
-            out.setdefault(follower, []).append(float(latency))
-    finally:
-        conn.close()
+    for _order_id, follower, latency in readonly.copy_latencies(db_path, order_ids):
+        out.setdefault(follower, []).append(latency)
     return out
 
 
 def copy_problems(db_path: str, order_ids: list[str]) -> list[str]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute(
-            "SELECT follower, status, COALESCE(skip_reason, last_error, '') FROM follower_order "
-            "WHERE latency_ms IS NULL AND leader_order_id IN (SELECT value FROM json_each(?)) LIMIT 5",
-            (json.dumps(order_ids),)).fetchall()
-        skips = conn.execute("SELECT reason, detail FROM skip LIMIT 3").fetchall()
-    finally:
-        conn.close()
-    return [f"{f}: {s} {d}" for f, s, d in rows] + [f"skip: {r} {d}" for r, d in skips]
+    return ([f"{f}: {s} {d}" for f, s, d in readonly.unsent_copies(db_path, order_ids)]
+            + [f"skip: {r} {d}" for r, d in readonly.skips(db_path)])
 
 
 def wait_copies(db_path: str, order_ids: list[str], followers: list[str], timeout: float) -> dict[str, list[float]]:
@@ -298,7 +280,7 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
         store = Store(config.storage_path)
         copier = start_copier(config, store)
         deadline = time.monotonic() + 15
-        while store.get_setting(BASELINE_SETTING) is None or exchange.state()["sockets"] < 1 + followers:
+        while store.settings.get(BASELINE_SETTING) is None or exchange.state()["sockets"] < 1 + followers:
             if time.monotonic() > deadline:
                 raise BenchError("copier did not log in / record its baseline within 15 s")
             time.sleep(0.05)

@@ -141,11 +141,11 @@ def record_accounts(store: Store, config: Config) -> None:
     """Record the accounts and URLs the copier uses (never tokens), for operator commands in other
     processes: in paper mode they exist only in the running process."""
     accounts = [config.leader, *config.followers]
-    store.set_setting(ACCOUNTS_SETTING, json.dumps([
+    store.settings.set(ACCOUNTS_SETTING, json.dumps([
         {"name": a.name, "client_id": a.client_id, "api_base_url": a.api_base_url,
          "order_update_url": a.order_update_url} for a in accounts]))
 
 
 def recorded_accounts(store: Store) -> dict[str, dict[str, str]]:
     """What `record_accounts` stored, by account name ({} when no copier has started)."""
-    return {a["name"]: a for a in json.loads(store.get_setting(ACCOUNTS_SETTING) or "[]")}
+    return {a["name"]: a for a in json.loads(store.settings.get(ACCOUNTS_SETTING) or "[]")}

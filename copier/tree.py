@@ -52,7 +52,6 @@ from observability import metrics
 from observability.alert_channels import TelegramChannel, WebhookChannel
 from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
-from storage import models as m
 from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
@@ -132,7 +131,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     if accounts is None:
         accounts = prepare_accounts(config)
     copier = Copier(config=config, store=store)
-    copier.alerts = alerts or Alerts(record=store.record_alert, cooldown_seconds=config.alerts.cooldown_seconds,
+    copier.alerts = alerts or Alerts(record=store.alerts.record, cooldown_seconds=config.alerts.cooldown_seconds,
                                      channels=alert_channels(config), unrecorded=(StorageUnavailable,))
     for name, reason in accounts.paused.items():
         copier.alerts("critical", f"auth:{name}",
@@ -158,7 +157,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     kill_switch_on = threading.Event()
     # Labelled series exist from the start (metrics.create_series below, once the actor kinds are
     # known), so Prometheus' increase() sees their first event.
-    metrics.DEAD_LETTERS.set(store.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count()))  # noqa: E712
+    metrics.DEAD_LETTERS.set(store.dead_letters.unresolved_count())
     for name in [LEADER, *names]:
         metrics.FEED_CONNECTED.labels(name).set(0)
     sizing_address = Address("sizing")

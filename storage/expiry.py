@@ -59,7 +59,7 @@ def close_expired(store: Store, leader_order_id: str, close_leader: bool, copies
             leader = m.LeaderOrder.get_by_id(leader_order_id)
             m.LeaderOrder.update(status="EXPIRED", last_event_at=now) \
                 .where(m.LeaderOrder.order_id == leader_order_id).execute()
-            store.append_order_event(f"L:{leader_order_id}", "EXPIRED", {
+            store.events.append(f"L:{leader_order_id}", "EXPIRED", {
                 "status": "EXPIRED", "filled_qty": leader.filled_qty, "avg_price": leader.avg_price,
                 "terms": json.loads(leader.terms), "reason": reason})
         waiting = m.InboundEvent.done == False  # noqa: E712
@@ -70,7 +70,7 @@ def close_expired(store: Store, leader_order_id: str, close_leader: bool, copies
             if row.broker_order_id:
                 orders |= (m.InboundEvent.account == follower) & (m.InboundEvent.order_id == row.broker_order_id)
             m.FollowerOrder.update(status="EXPIRED", updated_at=now).where(m.FollowerOrder.id == row.id).execute()
-            store.append_order_event(key, "EXPIRED", {"status": "EXPIRED", "reason": reason})
+            store.events.append(key, "EXPIRED", {"status": "EXPIRED", "reason": reason})
         m.InboundEvent.update(done=True, outcome="session_expired").where(waiting & orders).execute()
 
     store.write(effect)

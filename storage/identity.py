@@ -79,7 +79,7 @@ def differences(stored: StorageIdentity, config: StorageIdentity) -> list[str]:
 
 
 def stored_identity(store: Store) -> StorageIdentity | None:
-    text = store.get_setting(IDENTITY_SETTING)
+    text = store.settings.get(IDENTITY_SETTING)
     return StorageIdentity.from_json(text) if text else None
 
 
@@ -95,7 +95,7 @@ def claim(store: Store, config: StorageIdentity, path: str) -> bool:
     no identity (made before identities were recorded): it is adopted as this config's."""
     stored = stored_identity(store)
     if stored is None:
-        store.set_setting(IDENTITY_SETTING, config.to_json())
+        store.settings.set(IDENTITY_SETTING, config.to_json())
         return holds_orders(store)
     found = differences(stored, config)
     if found:
@@ -103,7 +103,7 @@ def claim(store: Store, config: StorageIdentity, path: str) -> bool:
                               f"({'; '.join(found)}): give this config its own storage.path")
     updated = config.with_followers_of(stored)
     if updated != stored:
-        store.set_setting(IDENTITY_SETTING, updated.to_json())
+        store.settings.set(IDENTITY_SETTING, updated.to_json())
     return False
 
 
@@ -129,4 +129,4 @@ def start_afresh(store: Store, path: str) -> None:
 
 def record(store: Store, identity: StorageIdentity) -> None:
     """Record the identity of storage that was just emptied or created."""
-    store.set_setting(IDENTITY_SETTING, identity.to_json())
+    store.settings.set(IDENTITY_SETTING, identity.to_json())

@@ -1,5 +1,10 @@
 """The store: one SQLite connection (WAL), every write a retried transaction.
 
+What the copier stores and reads is asked of the store's repositories (`store.inbox`,
+`store.copies`, `store.settings`, ... one module each in this package), each domain operation
+one method and one transaction; this module keeps the connection, its transactions and their
+retries, and the cached statements of the hot path.
+
 Why one connection behind a lock: SQLite admits one writer at a time anyway, and a single
 connection keeps the number of file handles fixed however many order actors come and go.
 Operator commands in another process read the same file safely thanks to WAL.
@@ -20,7 +25,6 @@ watchers are told. A database file deleted or replaced under the store is `Stora
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import sqlite3
@@ -33,7 +37,16 @@ import peewee as pw
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from storage import models as m
+from storage.adoption import Adoption
+from storage.alerts import AlertLog
+from storage.copies import OPEN_STATES, Copies
+from storage.dead_letters import DeadLetters
+from storage.divergences import Divergences
+from storage.events import OrderEvents
+from storage.forever import ForeverCopies
+from storage.inbox import Inbox, InboxEvent
 from storage.lock import StorageLock
+from storage.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +62,13 @@ class StorageDown(StorageUnavailable):
 
 class StorageLost(StorageDown):
     """The database file was deleted or replaced while open: writes would go to a file nobody reads."""
+
+
+# For code outside storage that must tell storage trouble from its own, without importing the
+# database's modules: any error of the database, and those that mean storage could not be used
+# just now (a lock held too long, a busy or failing database), which are nobody's message's fault.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (pw.DatabaseError, sqlite3.Error)
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (StorageUnavailable, pw.OperationalError, sqlite3.OperationalError)
 
 
 # SQLite's primary result codes of a storage that cannot take writes, as opposed to a lock
@@ -90,7 +110,6 @@ class Store:
         self.on_lost = on_lost
         self._lock = threading.RLock()
         self._statements: dict[tuple, str] = {}
-        self._events: list[tuple] = []  # order events appended in the open transaction
         self._last_write = 0.0  # monotonic end of the last write (the checkpointer waits for a gap)
         self._depth = 0  # nesting of write() on the lock-holding thread
         self._healthy = True
@@ -111,6 +130,17 @@ class Store:
                      "foreign_keys": 1, "wal_autocheckpoint": 0, "journal_size_limit": WAL_LIMIT_BYTES},
         )
         m.database_proxy.initialize(self.db)
+        # The repositories: each domain operation of the copier is one method of one of these, and
+        # runs in one transaction of this store.
+        self.inbox = Inbox(self)
+        self.events = OrderEvents(self)
+        self.settings = Settings(self)
+        self.copies = Copies(self)
+        self.dead_letters = DeadLetters(self)
+        self.forever = ForeverCopies(self)
+        self.divergences = Divergences(self)
+        self.alerts = AlertLog(self)
+        self.adoption = Adoption(self)
         try:
             if self.path != ":memory:":
                 _create_private(self.path)
@@ -295,6 +325,11 @@ class Store:
                 except Exception:  # a watcher must never fail the write that changed the health
                     log.exception("storage health watcher failed")
 
+    @property
+    def in_write(self) -> bool:
+        """True inside `write` (on the thread that holds the store)."""
+        return self._depth > 0
+
     def write(self, fn: Callable[[], T]) -> T:
         """Run `fn` in one transaction, retrying the whole transaction on database errors.
 
@@ -311,7 +346,7 @@ class Store:
                     with self.db.atomic():
                         result = fn()
                         if outermost:
-                            self._flush_events()
+                            self.events.flush()
                     self._set_health(True)  # under the lock, so never after another write took it down
                     return result
                 except pw.DatabaseError as exc:
@@ -322,7 +357,7 @@ class Store:
                 finally:
                     self._depth -= 1
                     if outermost:
-                        self._events.clear()  # rolled back with the transaction when it failed
+                        self.events.discard()  # rolled back with the transaction when it failed
                         self._last_write = time.monotonic()
 
         if self._down is not None:
@@ -421,105 +456,36 @@ class Store:
             self._file_lock.release()
             self._file_lock = None
 
-    # -- the inbox ----------------------------------------------------------------------
-    def record_inbound(self, account: str, order_id: str, dedupe_key: str, source: str,
-                       payload: dict[str, Any], received_ns: int) -> int | None:
-        """Append an order update to the inbox; None when this exact update is already there (7.3)."""
-
-        def insert() -> int | None:
-            # The cursor's rowcount, not its lastrowid, tells an ignored duplicate apart: on a
-            # shared connection an ignored insert reports the previous insert's rowid.
-            return self.insert(m.InboundEvent, dict(
-                account=account, order_id=order_id, dedupe_key=dedupe_key, source=source,
-                payload=json.dumps(payload), received_at=time.time(), received_ns=received_ns,
-                done=False), or_ignore=True)
-
-        return self.write(insert)
-
-    def pending_inbound(self, order_ids: Iterable[str] | None = None, limit: int = 5000) -> list[m.InboundEvent]:
-        def query() -> list[m.InboundEvent]:
-            q = m.InboundEvent.select().where(m.InboundEvent.done == False)  # noqa: E712
-            if order_ids is not None:
-                q = q.where(m.InboundEvent.order_id.in_(list(order_ids)))
-            return list(q.order_by(m.InboundEvent.id).limit(limit))
-
-        return self.read(query)
+    # -- the order actor's and the router's ---------------------------------------------------
+    # They use these as they are until they move to a storage module of their own; everything else
+    # asks a repository above (store.inbox, store.copies, ...).
+    def pending_inbound(self, order_ids: Iterable[str] | None = None, limit: int = 5000) -> list[InboxEvent]:
+        return self.inbox.pending(order_ids, limit=limit)
 
     def mark_done(self, event_ids: Iterable[int], outcome: str) -> None:
         """Inside a write transaction: acknowledge inbox events together with their effect."""
-        for event_id in event_ids:
-            self.db.execute_sql('UPDATE "inbound_event" SET "done" = 1, "outcome" = ? WHERE "id" = ?',
-                                (outcome, event_id))
+        self.inbox.mark_done(event_ids, outcome)
 
-    # -- dead letters -------------------------------------------------------------------
-    def park_inbound(self, event_id: int, outcome: str, **letter: Any) -> int:
-        """Park an inbox event that keeps crashing the actor handling it: its dead letter stored
-        and the event done with `outcome`, in one transaction. Returns the dead letter's id."""
-        def park() -> int:
-            row = self.create(m.DeadLetter, event_id=event_id, **letter)
-            self.mark_done([event_id], outcome)
-            return row.id
-
-        return self.write(park)
-
-    def record_dead_letter(self, **letter: Any) -> int:
-        """Store a dead letter (a parked message that has no inbox row, such as a socket frame)."""
-        return self.write(lambda: self.create(m.DeadLetter, **letter).id)
-
-    def reopen_parked(self, letter_id: int, event_id: int) -> m.InboundEvent | None:
-        """An operator's retry of a parked inbox event: the letter resolved, the event pending
-        again (returned, for routing)."""
-        def reopen() -> m.InboundEvent | None:
-            m.DeadLetter.update(resolved=True, retry_count=m.DeadLetter.retry_count + 1, next_retry_at=None) \
-                .where(m.DeadLetter.id == letter_id).execute()
-            m.InboundEvent.update(done=False, outcome=None).where(m.InboundEvent.id == event_id).execute()
-            return m.InboundEvent.get_or_none(m.InboundEvent.id == event_id)
-
-        return self.write(reopen)
+    def reopen_parked(self, letter_id: int, event_id: int) -> InboxEvent | None:
+        return self.dead_letters.reopen(letter_id, event_id)
 
     def unresolved_dead_letters(self) -> int:
-        return self.read(lambda: m.DeadLetter.select().where(m.DeadLetter.resolved == False).count())  # noqa: E712
+        return self.dead_letters.unresolved_count()
 
-    # -- the per-order event store ------------------------------------------------------
     def last_seq(self, order_key: str) -> int:
-        """The highest sequence number stored for an order (0 for none)."""
-        self._flush_events()
-        row = self.db.execute_sql('SELECT MAX("seq") FROM "order_event_record" WHERE "order_key" = ?',
-                                  (order_key,)).fetchone()
-        return row[0] or 0
+        return self.events.last_seq(order_key)
 
     def append_order_event(self, order_key: str, kind: str, payload: dict[str, Any], seq: int | None = None) -> int:
-        """Inside a write transaction: append with the next per-order sequence number. An owner that
-        counts its own sequence (the order actor) passes it and saves the MAX query."""
-        seq = seq if seq is not None else self.last_seq(order_key) + 1
-        # Written together at the end of the transaction (one executemany): a leader order's first
-        # sighting appends one event per follower, and one statement each was most of its cost.
-        self._events.append((order_key, seq, kind, json.dumps(payload), time.time()))
-        if self._depth == 0:  # not inside write(): the caller's own transaction, flush now
-            self._flush_events()
-        return seq
-
-    def _flush_events(self) -> None:
-        if self._events:
-            rows, self._events = self._events, []
-            self.db.cursor().executemany(
-                'INSERT INTO "order_event_record" ("order_key", "seq", "kind", "payload", "at") '
-                "VALUES (?, ?, ?, ?, ?)", rows)
+        return self.events.append(order_key, kind, payload, seq)
 
     def order_events(self, order_key: str) -> list[m.OrderEventRecord]:
-        return self.read(lambda: self._flush_events() or list(m.OrderEventRecord.select()
+        return self.read(lambda: self.events.flush() or list(m.OrderEventRecord.select()
                                       .where(m.OrderEventRecord.order_key == order_key)
                                       .order_by(m.OrderEventRecord.seq)))
 
-    # -- settings -----------------------------------------------------------------------
-    def get_setting(self, key: str, default: str | None = None) -> str | None:
-        row = self.read(lambda: m.Setting.get_or_none(m.Setting.key == key))
-        return row.value if row else default
+    def adopted_copies(self, leader_order_id: str) -> dict[str, tuple[int, dict[str, Any]]]:
+        return self.adoption.of(leader_order_id)
 
-    def set_setting(self, key: str, value: str) -> None:
-        self.write(lambda: m.Setting.insert(key=key, value=value).on_conflict_replace().execute())
-
-    # -- small queries used by several actors and the CLI --------------------------------
     def follower_orders(self, leader_order_id: str) -> list[m.FollowerOrder]:
         return self.read(lambda: list(m.FollowerOrder.select()
                                       .where(m.FollowerOrder.leader_order_id == leader_order_id)
@@ -547,60 +513,17 @@ class Store:
 
         return self.read(query)
 
-    def follower_order_by_correlation(self, correlation_id: str) -> m.FollowerOrder | None:
-        return self.read(lambda: m.FollowerOrder.get_or_none(m.FollowerOrder.correlation_id == correlation_id))
-
     def open_leader_order_ids(self) -> list[str]:
         """Leader orders whose lifecycle is not finished for us: open at the broker, or with a copy
         still being worked."""
-        open_states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
-
         def query() -> list[str]:
             leaders = {r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)
-                       .where(m.LeaderOrder.status.in_(open_states))}
+                       .where(m.LeaderOrder.status.in_(OPEN_STATES))}
             copies = {r.leader_order_id for r in m.FollowerOrder.select(m.FollowerOrder.leader_order_id)
-                      .where(m.FollowerOrder.status.in_(open_states))}
+                      .where(m.FollowerOrder.status.in_(OPEN_STATES))}
             return sorted(leaders | copies)
 
         return self.read(query)
-
-    def copies_for_reconcile(self) -> tuple[list[dict[str, Any]], set[str]]:
-        """Every copy with what the copier stored of its leader order, and every leader order id,
-        as plain rows: the reconciler reads them beside the hot path, under the store's lock."""
-        def query() -> tuple[list[dict[str, Any]], set[str]]:
-            cursor = self.db.execute_sql(
-                'SELECT f."leader_order_id", f."follower", f."correlation_id", f."status", f."quantity", '
-                'f."broker_order_id", f."cancel_requested", l."quantity" AS "leader_quantity", '
-                'l."status" AS "leader_status", l."filled_at" AS "leader_filled_at" '
-                'FROM "follower_order" AS f LEFT JOIN "leader_order" AS l ON l."order_id" = f."leader_order_id"')
-            names = [column[0] for column in cursor.description]
-            copies = [dict(zip(names, row)) for row in cursor]
-            known = {row[0] for row in self.db.execute_sql('SELECT "order_id" FROM "leader_order"')}
-            return copies, known
-
-        return self.read(query)
-    def knows_order(self, account: str, order_id: str) -> bool:
-        """Whether any update of this order of `account` was ever stored in the inbox."""
-        return self.read(lambda: self.db.execute_sql(
-            'SELECT 1 FROM "inbound_event" WHERE "order_id" = ? AND "account" = ? LIMIT 1',
-            (order_id, account)).fetchone() is not None)
-
-    def record_adopted(self, copies: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:
-        """(leader order id, follower, generation, the follower's order) of copies found at a first
-        start; a later finding for the same copy replaces an earlier one."""
-        rows = [dict(leader_order_id=leader_order_id, follower=follower, generation=generation,
-                     order=json.dumps(order)) for leader_order_id, follower, generation, order in copies]
-        if rows:
-            self.write(lambda: m.AdoptedCopy.insert_many(rows).on_conflict_replace().execute())
-
-    def adopted_copies(self, leader_order_id: str) -> dict[str, tuple[int, dict[str, Any]]]:
-        """follower -> (generation, its order) of the copies of a leader order found at a first start."""
-        rows = self.read(lambda: list(m.AdoptedCopy.select().where(m.AdoptedCopy.leader_order_id == leader_order_id)))
-        return {row.follower: (row.generation, json.loads(row.order)) for row in rows}
-
-    def record_alert(self, level: str, key: str, message: str) -> None:
-        self.write(lambda: m.Alert.create(level=level, key=key, message=message))
-
 
 
 def _storage_failure(exc: BaseException) -> BaseException | None:

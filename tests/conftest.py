@@ -285,7 +285,7 @@ def make_rig(tmp_path: Path):
 def start_rig(rig: Rig, clock=None) -> Rig:
     rig.copier = start_copier(rig.config, rig.store, clock=clock)
     # The copier is ready when every socket is logged in and the leader's baseline is recorded.
-    wait_until(lambda: rig.store.get_setting(BASELINE_SETTING) is not None, 10, message="leader baseline")
+    wait_until(lambda: rig.store.settings.get(BASELINE_SETTING) is not None, 10, message="leader baseline")
     wait_until(lambda: rig.exchange.socket_count() >= 1 + len(rig.config.followers), 10,
                message="sockets logged in")
     return rig

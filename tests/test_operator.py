@@ -41,7 +41,7 @@ def test_B_4_kill_switch_can_activate_the_brokers_own_switch(make_rig, tmp_path)
 def test_status_command_shows_accounts_connections_and_state(make_rig, tmp_path):
     rig = make_rig()
     port = metrics.serve(0)
-    rig.store.set_setting(METRICS_URL_SETTING, f"http://127.0.0.1:{port}/metrics")
+    rig.store.settings.set(METRICS_URL_SETTING, f"http://127.0.0.1:{port}/metrics")
     rig.follower_copy(rig.place(quantity=10, price=1430.0))
     result = run_command(rig, tmp_path, "status")
     assert result.returncode == 0, result.stderr

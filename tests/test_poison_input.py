@@ -343,8 +343,8 @@ def test_a_stored_event_this_version_cannot_read_is_parked_not_a_router_crash_lo
     rig = make_rig(config={"copy": {"sweep_seconds": 0.2}})
     router = rig.copier.address("router")
     incarnation = router.ref.actor_urn
-    event_id = rig.store.record_inbound(LEADER, "5126112399999", "an-old-format", "socket",
-                                        {"order": "5126112399999", "qty": 10}, 0)
+    event_id = rig.store.inbox.record(LEADER, "5126112399999", "an-old-format", "socket",
+                                      {"order": "5126112399999", "qty": 10}, 0)
     letter = wait_until(lambda: rig.store.read(lambda: m.DeadLetter.get_or_none(m.DeadLetter.event_id == event_id)),
                         10, message="the unreadable event parked")
     assert letter.operation == "inbox_event" and "cannot be read back" in letter.reason

@@ -48,7 +48,7 @@ def test_B_5_reconciler_reports_and_repairs_diverged_books(make_rig, tmp_path):
     rig.wait_copy(resized_by_hand, lambda c: c["quantity"] == 10, message="quantity restored")
     wait_until(lambda: rig.copier.address("reconciler").ask(Reconcile(), timeout=30) == [], timeout=15,
                message="a clean reconcile")
-    assert rig.store.get_setting("last_reconcile").endswith("0 divergences")
+    assert rig.store.settings.get("last_reconcile").endswith("0 divergences")
 
 
 def test_reconciler_resizes_a_copy_sized_for_a_leader_quantity_the_copier_never_heard_of(make_rig, tmp_path):

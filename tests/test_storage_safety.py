@@ -292,7 +292,7 @@ def _fill_database(store: Store) -> None:
     store.read(lambda: store.db.execute_sql(f"PRAGMA max_page_count = {pages}"))
     for i in range(1000):
         try:
-            store.set_setting(f"filler-{i}", "x" * 3000)
+            store.settings.set(f"filler-{i}", "x" * 3000)
         except StorageDown:
             return
     raise AssertionError("the page limit never filled the database")

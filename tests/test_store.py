@@ -67,7 +67,7 @@ def test_a_full_database_logs_its_cause_once_refuses_writes_and_recovers_by_itse
         started = time.monotonic()
         for i in range(20):
             try:
-                store.set_setting(f"filler-{i}", "x" * 3000)
+                store.settings.set(f"filler-{i}", "x" * 3000)
             except StorageUnavailable as exc:
                 failures.append(exc)
         assert failures, "the page limit never filled the database"
@@ -81,8 +81,8 @@ def test_a_full_database_logs_its_cause_once_refuses_writes_and_recovers_by_itse
         store.read(lambda: store.db.execute_sql("PRAGMA max_page_count = 1073741823"))  # space is back
         wait_until(lambda: store.healthy, 10, message="storage healthy again without a write of ours")
         assert health == [False, True]
-        store.set_setting("after", "written")
-        assert store.get_setting("after") == "written"
+        store.settings.set("after", "written")
+        assert store.settings.get("after") == "written"
     finally:
         store.close()
 
@@ -90,7 +90,7 @@ def test_a_full_database_logs_its_cause_once_refuses_writes_and_recovers_by_itse
 def test_storage_files_are_readable_by_their_owner_only(tmp_path):
     store = Store(tmp_path / "private.db", exclusive=True)
     try:
-        store.set_setting("k", "v")
+        store.settings.set("k", "v")
         names = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
         assert {"private.db", "private.db-wal", "private.db-shm", "private.db.lock"} <= set(names), names
         assert all(mode == 0o600 for mode in names.values()), {n: oct(mode) for n, mode in names.items()}

@@ -25,9 +25,9 @@ from actors.router import OrderRouter
 from actors.sizing import SizingActor
 from observability import metrics
 from storage import models as m
+from storage.settings import KILL_SWITCH
 from supervisors import Address, ChildSpec, Escalated, Supervised, Supervisor
 from tests.conftest import run_command, wait_until
-from trading import kill_switch
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def test_5_1_supervisor_escalation_stops_run_py_with_a_message_naming_the_child(
     # switch actor crashes in `started` on every incarnation. The real process must give up after
     # the restart intensity and exit non-zero, naming the child, instead of looping or hanging.
     rig = make_rig(start=False)
-    rig.store.set_setting(kill_switch.SETTING, "{not json")
+    rig.store.settings.set(KILL_SWITCH, "{not json")
     result = run_command(rig, tmp_path, "run", "--no-view")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "stopped: kill_switch kept crashing" in result.stderr, result.stderr[-2000:]

@@ -14,7 +14,6 @@ from cryptography.fernet import Fernet
 from observability import metrics
 from supervisors import Address, ChildSpec, Escalated, Restart, Supervised, Supervisor
 from tests.conftest import wait_until
-from trading import kill_switch
 
 
 class Toy(Supervised):
@@ -166,7 +165,7 @@ def test_the_copiers_periodic_work_runs_on_one_timer_thread(make_rig, monkeypatc
     names = [thread.name for thread in threading.enumerate()]
     assert not [name for name in names if name in PER_ACTOR_TIMER_THREADS], names
     # and the periodic work is done: the kill switch notices an operator's switch within its poll
-    kill_switch.write(rig.store, True, "test", "operator")
+    rig.store.settings.set_kill_switch(True, "test", "operator")
     wait_until(lambda: metrics.KILL_SWITCH._value.get() == 1, message="the kill switch actor polled it")
 
 

@@ -1,0 +1,17 @@
+"""The alert log: every alert raised, as it was sent to the alert channels."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from storage import models as m
+
+if TYPE_CHECKING:
+    from storage.store import Store
+
+
+class AlertLog:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def record(self, level: str, key: str, message: str) -> None:
+        self._store.write(lambda: self._store.create(m.Alert, level=level, key=key, message=message))

@@ -1,0 +1,78 @@
+"""The inbox: every order update received (leader or follower), stored before it is routed and
+marked done in the same transaction as its effect, so a crash between the two replays it (updates
+are snapshots: replay is idempotent)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from storage import models as m
+
+if TYPE_CHECKING:
+    from storage.store import Store
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """A stored update not yet done. `payload` is the update as stored (JSON text): the router
+    decodes it, and parks one this version cannot read."""
+
+    id: int
+    account: str  # "leader" or a follower name
+    order_id: str
+    source: str
+    payload: str
+    received_at: float
+
+    @classmethod
+    def from_row(cls, row: m.InboundEvent) -> "InboxEvent":
+        return cls(row.id, row.account, row.order_id, row.source, row.payload, row.received_at)
+
+
+class Inbox:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def record(self, account: str, order_id: str, dedupe_key: str, source: str, payload: dict[str, Any],
+               received_ns: int) -> int | None:
+        """Append an update, in a transaction of its own; its id, or None when this exact update
+        (its dedupe key) is already there."""
+        store = self._store
+
+        def insert() -> int | None:
+            # The cursor's rowcount, not its lastrowid, tells an ignored duplicate apart: on a
+            # shared connection an ignored insert reports the previous insert's rowid.
+            return store.insert(m.InboundEvent, dict(
+                account=account, order_id=order_id, dedupe_key=dedupe_key, source=source,
+                payload=json.dumps(payload), received_at=time.time(), received_ns=received_ns,
+                done=False), or_ignore=True)
+
+        return store.write(insert)
+
+    def knows_order(self, account: str, order_id: str) -> bool:
+        """Whether any update of this order of `account` was ever stored."""
+        return self._store.read(lambda: self._store.db.execute_sql(
+            'SELECT 1 FROM "inbound_event" WHERE "order_id" = ? AND "account" = ? LIMIT 1',
+            (order_id, account)).fetchone() is not None)
+
+    def pending(self, order_ids: Iterable[str] | None = None, received_before: float | None = None,
+                limit: int = 5000) -> list[InboxEvent]:
+        """Updates not yet done, oldest first: of these orders (by the account's order id) only,
+        and received before `received_before` (epoch seconds) only, when given."""
+        def query() -> list[InboxEvent]:
+            q = m.InboundEvent.select().where(m.InboundEvent.done == False)  # noqa: E712
+            if order_ids is not None:
+                q = q.where(m.InboundEvent.order_id.in_(list(order_ids)))
+            if received_before is not None:
+                q = q.where(m.InboundEvent.received_at <= received_before)
+            return [InboxEvent.from_row(row) for row in q.order_by(m.InboundEvent.id).limit(limit)]
+
+        return self._store.read(query)
+
+    def mark_done(self, event_ids: Iterable[int], outcome: str) -> None:
+        """Inside the write transaction of the events' effect: acknowledge them with it."""
+        execute = self._store.db.execute_sql
+        for event_id in event_ids:
+            execute('UPDATE "inbound_event" SET "done" = 1, "outcome" = ? WHERE "id" = ?', (outcome, event_id))

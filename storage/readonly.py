@@ -1,0 +1,39 @@
+"""Reading copies beside the process that writes them, through a read-only connection of its own:
+WAL lets it read while the copier writes, and it never takes the copier's store lock, so what it
+reads does not disturb what it measures (bench/)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+
+def _connect(path: str | Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+
+
+def copy_latencies(path: str | Path, leader_order_ids: list[str]) -> list[tuple[str, str, float]]:
+    """(leader order id, follower, latency in ms) of each copy of these leader orders that was sent."""
+    if not leader_order_ids:
+        return []
+    with closing(_connect(path)) as conn:
+        return [(leader_order_id, follower, float(latency)) for leader_order_id, follower, latency in conn.execute(
+            'SELECT "leader_order_id", "follower", "latency_ms" FROM "follower_order" WHERE "latency_ms" IS NOT NULL '
+            'AND "leader_order_id" IN (SELECT value FROM json_each(?))', (json.dumps(leader_order_ids),))]
+
+
+def unsent_copies(path: str | Path, leader_order_ids: list[str], limit: int = 5) -> list[tuple[str, str, str]]:
+    """(follower, status, skip reason or last error) of up to `limit` copies of these leader orders
+    that were not sent."""
+    with closing(_connect(path)) as conn:
+        return conn.execute(
+            'SELECT "follower", "status", COALESCE("skip_reason", "last_error", \'\') FROM "follower_order" '
+            'WHERE "latency_ms" IS NULL AND "leader_order_id" IN (SELECT value FROM json_each(?)) LIMIT ?',
+            (json.dumps(leader_order_ids), limit)).fetchall()
+
+
+def skips(path: str | Path, limit: int = 3) -> list[tuple[str, str]]:
+    """(reason, detail) of up to `limit` recorded skips."""
+    with closing(_connect(path)) as conn:
+        return conn.execute('SELECT "reason", "detail" FROM "skip" LIMIT ?', (limit,)).fetchall()
