@@ -3,16 +3,15 @@ for one of the leader's orders is that order's copy, taken over (adopted), never
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from storage import models as m
+from storage.base import Transactions
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 
 class Adoption:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def record(self, copies: Iterable[tuple[str, str, int, dict[str, Any]]]) -> None:

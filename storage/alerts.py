@@ -1,16 +1,14 @@
 """The alert log: every alert raised, as it was sent to the alert channels."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from storage import models as m
+from storage.base import Transactions
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 
 class AlertLog:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def record(self, level: str, key: str, message: str) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from storage import models as m
+from storage.base import Transactions
 from trading.reconcile import StoredCopy
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 # An order in one of these is not finished for the copier: open at the broker, or still being worked.
 OPEN_STATES = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
@@ -67,7 +66,7 @@ def _copy(row: m.FollowerOrder) -> CopyRecord:
 
 
 class Copies:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def recent(self, limit: int, follower: str | None = None) -> list[tuple[LeaderOrderRecord, list[CopyRecord]]]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from storage import models as m
+from storage.base import Transactions
 from storage.inbox import InboxEvent
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ _UNRESOLVED = m.DeadLetter.resolved == False  # noqa: E712
 
 
 class DeadLetters:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     # -- parking ---------------------------------------------------------------------------------

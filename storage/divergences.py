@@ -3,20 +3,19 @@ whether it repaired them."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from storage import models as m
+from storage.base import Transactions
 from trading.reconcile import Divergence
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 RUNS = "reconcile_runs"  # settings: the number of the last run, and a line saying when and what it found
 LAST_RUN = "last_reconcile"
 
 
 class Divergences:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def record_run(self, found: Sequence[tuple[Divergence, bool]]) -> int:

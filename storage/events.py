@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage import models as m
+from storage.base import Transactions
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class OrderEvent:
 
 
 class OrderEvents:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
         self._buffered: list[tuple] = []  # appended in the open transaction, written at its commit
 

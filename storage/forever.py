@@ -7,12 +7,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage import models as m
+from storage.base import Transactions
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 OPEN = ("PENDING_PLACEMENT", "PENDING")
 
@@ -43,7 +42,7 @@ def _record(row: m.ForeverCopy) -> ForeverCopy:
 
 
 class ForeverCopies:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def open(self) -> list[ForeverCopy]:

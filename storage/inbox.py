@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from storage import models as m
+from storage.base import Transactions
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class InboxEvent:
 
 
 class Inbox:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def record(self, account: str, order_id: str, dedupe_key: str, source: str, payload: dict[str, Any],

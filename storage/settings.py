@@ -4,19 +4,17 @@ writing one replaces it."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from storage import models as m
+from storage.base import Transactions
 from trading.kill_switch import KillSwitchState
 
-if TYPE_CHECKING:
-    from storage.store import Store
 
 KILL_SWITCH = "kill_switch"
 
 
 class Settings:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def get(self, key: str, default: str | None = None) -> str | None:
