@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable
 
 from storage import Store
 from supervisors import Address
+from supervisors.timers import Timers
 from trading.calendar import MarketCalendar, now
 from trading.instruments import InstrumentMaster
 
@@ -34,6 +35,9 @@ class CopyPolicy:
     unknown_settle_seconds: float = 5.0
     unknown_alert_seconds: float = 60.0
     placement_attempts: int = 6
+    # A copy of an order that executes at the market's price (MARKET, STOP_LOSS_MARKET) not sent
+    # this long after the copier first saw the leader's order is skipped, never sent late (0: off).
+    max_delay_seconds: float = 0.0
 
 
 @dataclass
@@ -53,3 +57,4 @@ class CopierContext:
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only
+    timers: Timers | None = None  # the copier's timer service: order actors' delayed messages

@@ -49,6 +49,7 @@ from storage import Store
 from storage import models as m
 from supervisors.address import Address
 from supervisors.supervisor import ChildSpec, Escalated, Supervisor
+from supervisors.timers import Timers
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
 
@@ -68,6 +69,7 @@ class Copier:
     alerts: Alerts | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
+    timers: Timers | None = None  # delayed messages of the order actors, on one thread
     _ref: object = None
     _unwatch: Callable[[], None] | None = None
 
@@ -84,6 +86,8 @@ class Copier:
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
+        if self.timers is not None:
+            self.timers.stop()
         metrics.UP.set(0)
         metrics.READY.set(0)
         self.stopped.set()
@@ -166,6 +170,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     feed_addresses = {name: Address(f"feed:{name}") for name in [LEADER, *names]}
     suspended = dict(accounts.paused)  # sizing's, shared so that it outlives a restart of sizing
 
+    copier.timers = Timers(name="copier-timers").start()
+
     def auth_refused(account: str, detail: str) -> None:
         tokens_address.tell(AuthRefused(account, detail))
 
@@ -187,6 +193,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
         quotes=quotes,
+        timers=copier.timers,
     )
 
     def escalate(escalation: Escalated) -> None:

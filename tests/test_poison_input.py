@@ -319,7 +319,7 @@ def test_an_event_whose_actor_crashed_because_sizing_was_down_is_retried_not_par
     from actors.order import OrderActor
 
     rig = make_rig()
-    original = OrderActor._ask_sizing
+    original = OrderActor.ask_sizing
     failures = {"left": 3}  # as many crashes as would park a poison event
 
     def sizing_restarting(self, message):
@@ -331,7 +331,7 @@ def test_an_event_whose_actor_crashed_because_sizing_was_down_is_retried_not_par
                 raise RuntimeError(f"sizing unavailable: {exc}") from exc
         return original(self, message)
 
-    monkeypatch.setattr(OrderActor, "_ask_sizing", sizing_restarting)
+    monkeypatch.setattr(OrderActor, "ask_sizing", sizing_restarting)
     restarts = _restarts("order")
     leader_order = rig.place(quantity=10, price=1400.0)
     assert rig.follower_copy(leader_order, timeout=20)["quantity"] == 5

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import pykka
 import pytest
 
+from actors.messages import CopiesWanted
 from actors.order import OrderActor
 from app import metrics
 from storage import models as m
@@ -28,7 +29,7 @@ def settled(rig: Rig, leader_id: str) -> bool:
     try:
         for ref in pykka.ActorRegistry.get_by_class(OrderActor):
             if ref.proxy().leader_order_id.get(timeout=5) == leader_id:
-                state = ref.ask("state", timeout=5)
+                state = ref.ask(CopiesWanted(), timeout=5)
                 return all(in_flight is None for _status, in_flight in state["copies"].values())
     except pykka.ActorDeadError:
         return False  # one stopped while asked: look again

@@ -26,14 +26,17 @@ answer to a call its predecessor sent.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from trading.fills import fill_delta
 from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
-from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, correlation_id
+from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate
+from trading.orders import correlation_id as _correlation_id
 
 S = OrderStatus
+correlation_id = functools.lru_cache(maxsize=8192)(_correlation_id)  # a hash per copy and generation: cached
 
 # Lookups of a placement whose outcome is unknown that got no answer: the next waits this long,
 # doubling up to the cap.

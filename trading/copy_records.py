@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from trading import copy as c
-from trading.orders import OrderStatus, terms_from_dict, terms_to_dict
+from trading.orders import OrderStatus, OrderUpdate, terms_from_dict, terms_to_dict, update_to_dict
 
 Record = tuple[str, dict[str, Any]]
 
@@ -18,6 +18,9 @@ Record = tuple[str, dict[str, Any]]
 _PERSISTED = ("status", "generation", "correlation_id", "broker_order_id", "target", "confirmed",
               "cancel_requested", "filled_qty", "avg_price", "modifications", "anomaly", "skip_reason",
               "last_error")
+# events that change only what is in memory: never stored
+_UNSTORED = (c.PlaceSent, c.ModifySent, c.CancelSent, c.LookupSent, c.ReadSent, c.Resumed, c.SyncRequested,
+             c.NewsArrived, c.RejectionRecorded)
 _LIFECYCLE_KINDS = frozenset({"ACCEPTED", "TRIGGERED", "MODIFIED", "PARTIALLY_FILLED", "FILLED", "CANCELLED",
                               "REJECTED", "EXPIRED", "UPDATED"})
 
@@ -37,9 +40,9 @@ def seen_payload(seen: c.OrderSeen) -> dict[str, Any]:
 
 
 def record(before: c.CopyState | None, event: object, after: c.CopyState,
-           detail: dict[str, Any] | None = None) -> Record | None:
+           update: OrderUpdate | None = None) -> Record | None:
     """The record that stores `event` (which moved the copy from `before` to `after`), or None when
-    it changed nothing stored. `detail`: for a snapshot, the whole update it came from."""
+    it changed nothing stored. `update`: for a snapshot, the whole update it came from (stored)."""
     if isinstance(event, c.Submitted):
         payload = {"status": OrderStatus.PENDING_PLACEMENT.value, "target": terms_to_dict(event.target),
                    "reason": None, "generation": event.generation}
@@ -50,14 +53,15 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
         return "SKIPPED", {"status": OrderStatus.SKIPPED.value, "target": terms_to_dict(event.target),
                            "reason": event.reason, "detail": event.detail}
     assert before is not None
+    if isinstance(event, _UNSTORED):
+        return None
     if isinstance(event, (c.Replaced, c.Retried)):
         return ("REPLACED" if isinstance(event, c.Replaced) else "RETRIED",
                 {"correlation_id": after.correlation_id, "generation": after.generation})
-    changed = persisted(before) != persisted(after)
     kind_payload = _always(event)
     if kind_payload is not None:
         return kind_payload
-    if not changed:
+    if after is before or persisted(before) == persisted(after):
         return None
     if isinstance(event, c.Flagged):
         return "FLAGGED", {"anomaly": event.anomaly}
@@ -78,9 +82,9 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
                 "order": seen_payload(event.order) if event.order is not None else None}
         if event.order is None:
             return None
-        return _snapshot(before, event.order, detail)
+        return _snapshot(before, event.order, update)
     if isinstance(event, c.OrderSeen):
-        return _snapshot(before, event, detail)
+        return _snapshot(before, event, update)
     return None
 
 
@@ -108,10 +112,10 @@ def _always(event: object) -> Record | None:
     return None
 
 
-def _snapshot(before: c.CopyState, seen: c.OrderSeen, detail: dict[str, Any] | None) -> Record:
+def _snapshot(before: c.CopyState, seen: c.OrderSeen, update: OrderUpdate | None) -> Record:
     event, allowed = c.broker_transition(before, seen)
     kind = event.value if event is not None and allowed else "UPDATED"
-    return kind, detail if detail is not None else seen_payload(seen)
+    return kind, update_to_dict(update) if update is not None else seen_payload(seen)
 
 
 def _seen_from(kind: str, payload: dict[str, Any]) -> c.OrderSeen:
