@@ -20,15 +20,15 @@ from typing import Any, Callable
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import (LEADER, BrokerCall, BrokerReply, CancelCopies, CopiesWanted, FilledFirstDue, LagCheck,
-                             LookupDue, OrderActorIdle, OrderUpdateReceived, PriceWaitOver, QuotePrice, RereadDue,
-                             RetryCopy, SizeCopies, SizeCopy, SyncCopies, UnknownCheck, UnwindLeg)
+from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CopiesWanted, OrderActorIdle,
+                             OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies, UnwindLeg)
 from actors.order_answers import Answers
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
 from actors.order_sighting import FirstSighting
 from actors.order_strategy import Legs, flatten_correlation_id
+from actors.order_timers import FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, UnknownCheck
 from actors.rate_limiter import send_all
 from app import metrics
 from storage import StorageDown
@@ -118,7 +118,7 @@ class OrderActor(Supervised):
                                        if s.lookups_given_up])
         if isinstance(message, OrderUpdateReceived):
             self._on_update(message)
-        elif isinstance(message, BrokerReply):
+        elif isinstance(message, BrokerAnswer):
             self.answers.on_answer(message)
         elif isinstance(message, QuotePrice):
             self.sighting.on_quote(message)
@@ -233,13 +233,12 @@ class OrderActor(Supervised):
                         place_by=c.placement_deadline(leader.state.terms.order_type, leader.seen_at,
                                                       self.ctx.policy.max_delay_seconds))
 
-    def command(self, op: str, copy: c.CopyState, terms: Any = None, received_ns: int = 0,
-                not_before: float = 0.0) -> BrokerCall:
-        return BrokerCall(op=op, follower=copy.follower, leader_order_id=self.leader_order_id,
-                          correlation_id=copy.correlation_id, reply_to=self.address, terms=terms,
-                          broker_order_id=copy.broker_order_id, received_ns=received_ns, not_before=not_before)
+    def addressing(self, copy: c.CopyState) -> dict[str, Any]:
+        """What every command for `copy` names: its account, order, correlation id, and this actor."""
+        return {"account": copy.follower, "leader_order_id": self.leader_order_id,
+                "correlation_id": copy.correlation_id, "reply_to": self.address}
 
-    def send(self, commands: list[BrokerCall]) -> None:
+    def send(self, commands: list[BrokerCommand]) -> None:
         """One tight loop for a leader order's fan-out: every follower's call is sent before the
         broker workers that read the answers start competing for the GIL (see send_all)."""
         send_all(self.ctx.limiters, commands)

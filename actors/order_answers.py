@@ -1,16 +1,15 @@
-"""Broker answers to a copy's calls, as events of its state machine (trading/copy.py), with the log
-lines and alerts they call for. Answers for the leader's order (re-reads) and for flattening
-orders go to their own modules."""
+"""Broker answers to a copy's commands, as events of its state machine (trading/copy.py), with the
+log lines, metrics and alerts they call for. Answers about the leader's order (re-reads) and
+about flattening orders go to their own modules."""
 from __future__ import annotations
 
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from actors.messages import LEADER, BrokerReply
+from actors import messages as msg
 from app import metrics
-from broker import codes
-from broker.errors import ErrorKind
+from broker.errors import BrokerError, ErrorKind
 from trading import copy as c
 from trading.orders import OrderStatus, OrderUpdate
 
@@ -20,73 +19,96 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actors.order")
 S = OrderStatus
+_OPERATIONS = {msg.PlaceCopy: "place", msg.ModifyCopy: "modify", msg.CancelCopy: "cancel", msg.LookupCopy: "lookup",
+               msg.GetOrder: "get"}
+_CALLS = {msg.ModifyCopy: c.Call.MODIFY, msg.CancelCopy: c.Call.CANCEL, msg.LookupCopy: c.Call.LOOKUP,
+          msg.GetOrder: c.Call.READ}
 
 
 class Answers:
     def __init__(self, actor: "OrderActor") -> None:
         self.actor = actor
 
-    def on_answer(self, reply: BrokerReply) -> None:
+    def on_answer(self, answer: Any) -> None:
         actor = self.actor
-        call = reply.call
-        if call.follower == LEADER:
-            actor.updates.on_reply(reply)
+        command = answer.command
+        if command.account == msg.LEADER:
+            actor.updates.on_answer(answer)
             return
-        if actor.legs.is_flatten(call.follower, call.correlation_id):
-            actor.legs.on_flatten_answer(reply)
+        if actor.legs.is_flatten(command.account, command.correlation_id):
+            actor.legs.on_flatten_answer(answer)
             return
-        copy = actor.copies.get(call.follower)
-        if copy is None or copy.correlation_id != call.correlation_id:
+        copy = actor.copies.get(command.account)
+        if copy is None or copy.correlation_id != command.correlation_id:
             return  # for a generation this copy replaced
-        follower, op, error = call.follower, call.op, reply.error
+        follower, operation = command.account, _OPERATIONS[type(command)]
         now = time.time()
-        if op in ("lookup", "get"):
-            if error is not None:
-                event: Any = c.CallFailed(c.Call.LOOKUP if op == "lookup" else c.Call.READ, str(error), now,
-                                          error.kind == ErrorKind.AUTH, error.transient)
-            elif reply.not_found:
-                event = c.NotFound(now - max(0, time.monotonic_ns() - reply.sent_ns) / 1e9 if reply.sent_ns else now)
-            else:
-                event = c.OrderFound(reply.order.order_id if reply.order else "",
-                                     c.OrderSeen.of(reply.order) if reply.order else None)
-            self._answered(follower, event, reply.order)
+        if isinstance(answer, msg.CopyPlaced):
+            measured: dict[str, Any] = {"placed_at": now}
+            if answer.sent_ns and command.received_ns:
+                measured["latency_ms"] = (answer.sent_ns - command.received_ns) / 1e6
+            self._answered(follower, c.Placed(answer.broker_order_id, answer.status, command.terms), measured=measured)
+        elif isinstance(answer, msg.CopyModified):
+            self._answered(follower, c.ModifyAccepted(command.terms))
+        elif isinstance(answer, msg.CopyCancelled):
+            self._answered(follower, c.CancelAccepted(answer.status))
+        elif isinstance(answer, msg.OrderFound):
+            self._answered(follower, c.OrderFound(answer.order.order_id, c.OrderSeen.of(answer.order)), answer.order)
             return
-        if error is not None and op == "place" and error.outcome_unknown:
+        elif isinstance(answer, msg.CopyNotFound):
+            self._answered(follower, c.NotFound(answer.sent_at))
+            return
+        elif isinstance(answer, msg.PlacementExpired):
+            self._expired(follower, answer)
+            return
+        elif isinstance(answer, msg.PlacementUnknown):
             metrics.UNKNOWN_OUTCOMES.labels(follower).inc()
             # Without an answer from the broker itself (a timeout, a dropped connection, a gateway's
             # 5xx), the request may still be at work there: a lookup finding nothing is believed only
             # once the broker has had the REST timeout again to act on it.
-            settle = 0.0 if error.from_broker else actor.ctx.policy.unknown_settle_seconds
-            self._answered(follower, c.OutcomeUnknown(str(error), now, now + settle))
+            settle = 0.0 if answer.error.from_broker else actor.ctx.policy.unknown_settle_seconds
+            self._answered(follower, c.OutcomeUnknown(str(answer.error), now, now + settle))
             return
-        if error is not None:
-            metrics.FOLLOWER_ORDERS.labels(follower, op, "failed").inc()
-            if op != "place":  # placements are counted with their classification
-                metrics.FOLLOWER_FAILURES.labels(follower, op, error.reason).inc()
-            log.warning("follower %s: %s of leader order %s failed: %s", follower, op, actor.leader_order_id, error,
-                        extra=actor.fields(follower))
-            if error.kind == ErrorKind.AUTH:  # the token actor pauses this account, not the copier
-                actor.ctx.on_auth_failure(follower, f"{error.code} on {op}")
-            if op == "place":
-                event = c.PlacementRefused(str(error), error.code, error.reason)
-            else:
-                event = c.CallFailed(c.Call(op), str(error), now, error.kind == ErrorKind.AUTH, error.transient)
-            self._answered(follower, event)
+        else:  # CopyRejected, CallFailed
+            self._failed(follower, operation, command, answer.error, now)
             return
-        status = _status_or_none(reply.status)
-        if op == "place":
-            measured = {"placed_at": now}
-            if reply.sent_ns and call.received_ns:
-                measured["latency_ms"] = (reply.sent_ns - call.received_ns) / 1e6
-            self._answered(follower, c.Placed(reply.broker_order_id or "", status, call.terms), measured=measured)
-        elif op == "modify":
-            self._answered(follower, c.ModifyAccepted(call.terms))
-        else:
-            self._answered(follower, c.CancelAccepted(status))
-        if op != "cancel":  # a cancel is counted once, when the copy is seen CANCELLED
-            metrics.FOLLOWER_ORDERS.labels(follower, op, "placed" if op == "place" else "modified").inc()
-        log.info("follower %s: %s of leader order %s -> broker order %s", follower, op, actor.leader_order_id,
+        if operation != "cancel":  # a cancel is counted once, when the copy is seen CANCELLED
+            metrics.FOLLOWER_ORDERS.labels(follower, operation, "placed" if operation == "place" else "modified").inc()
+        log.info("follower %s: %s of leader order %s -> broker order %s", follower, operation, actor.leader_order_id,
                  actor.copies[follower].broker_order_id, extra=actor.fields(follower))
+
+    def _expired(self, follower: str, answer: msg.PlacementExpired) -> None:
+        """The rate limiter held the placement past its age limit and did not send it: a skip."""
+        actor = self.actor
+        seen_at = actor.leader.seen_at if actor.leader else answer.at
+        command = answer.command
+        late = c.SkippedLate(answer.at - seen_at, (command.expires_at or answer.at) - seen_at,
+                             command.terms.order_type.value)
+
+        def build(plan: "Plan") -> None:
+            if plan.apply(follower, late):
+                plan.skip(follower, c.TOO_LATE, late.detail)
+                plan.then(lambda: actor.late(follower, late))
+
+        actor.operate(build)
+
+    def _failed(self, follower: str, operation: str, command: Any, error: BrokerError, now: float) -> None:
+        actor = self.actor
+        auth = error.kind == ErrorKind.AUTH
+        if isinstance(command, (msg.LookupCopy, msg.GetOrder)):
+            self._answered(follower, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient))
+            return
+        metrics.FOLLOWER_ORDERS.labels(follower, operation, "failed").inc()
+        if operation != "place":  # placements are counted with their classification
+            metrics.FOLLOWER_FAILURES.labels(follower, operation, error.reason).inc()
+        log.warning("follower %s: %s of leader order %s failed: %s", follower, operation, actor.leader_order_id, error,
+                    extra=actor.fields(follower))
+        if auth:  # the token actor pauses this account, not the copier
+            actor.ctx.on_auth_failure(follower, f"{error.code} on {operation}")
+        if isinstance(command, msg.PlaceCopy):
+            self._answered(follower, c.PlacementRefused(str(error), error.code, error.reason))
+        else:
+            self._answered(follower, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient))
 
     def _answered(self, follower: str, event: Any, update: OrderUpdate | None = None,
                   measured: dict[str, Any] | None = None) -> None:
@@ -94,7 +116,7 @@ class Answers:
         before = actor.copies[follower]
         applied: list[c.CopyState] = []
 
-        def build(plan: Plan) -> None:
+        def build(plan: "Plan") -> None:
             if plan.apply(follower, event, update):
                 applied.append(plan.states[follower])
                 if measured:
@@ -102,10 +124,10 @@ class Answers:
 
         actor.operate(build)
         if applied:
-            self._tell_answer(follower, before, applied[0], event)
+            self._tell(follower, before, applied[0], event)
 
-    def _tell_answer(self, follower: str, before: c.CopyState, after: c.CopyState, event: Any) -> None:
-        """The log lines and alerts of a lookup's or a placement's answer."""
+    def _tell(self, follower: str, before: c.CopyState, after: c.CopyState, event: Any) -> None:
+        """The log lines and alerts of a lookup's or an unknown placement's answer."""
         actor = self.actor
         order, fields = actor.leader_order_id, actor.fields(follower)
         if isinstance(event, c.OutcomeUnknown):
@@ -122,9 +144,9 @@ class Answers:
             elif after.lookups_given_up and not before.lookups_given_up:
                 metrics.ANOMALIES.labels("lookup_failed").inc()
                 actor.ctx.alert("warning", f"lookup:{follower}",
-                               f"follower {follower}: copy {after.correlation_id} of leader order {order} could not "
-                               f"be looked up {after.lookup_failures} times in a row ({event.error}); left "
-                               f"{after.status.value} until news of it arrives (see run.py reconcile)")
+                                f"follower {follower}: copy {after.correlation_id} of leader order {order} could not "
+                                f"be looked up {after.lookup_failures} times in a row ({event.error}); left "
+                                f"{after.status.value} until news of it arrives (see run.py reconcile)")
             elif after.lookup_after > before.lookup_after:
                 log.warning("follower %s: could not look up copy of %s (%d of %d): %s; again in %.1fs", follower,
                             order, after.lookup_failures, c.LOOKUP_ATTEMPTS, event.error,
@@ -140,10 +162,3 @@ class Answers:
                         order, after.found_absent, actor.rules.placement_attempts, extra=fields)
         elif isinstance(event, c.NotFound) and before.status.is_open:
             log.warning("follower %s: broker has no order for copy %s", follower, after.correlation_id, extra=fields)
-
-
-def _status_or_none(text: str | None) -> OrderStatus | None:
-    try:
-        return codes.status(text) if text else None
-    except ValueError:
-        return None

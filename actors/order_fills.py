@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from actors.messages import LEADER, FilledFirstDue, FillSeen, LagCheck
+from actors.messages import LEADER, FillSeen
+from actors.order_timers import FilledFirstDue, LagCheck
 from app import metrics
 from trading import copy as c
 from trading.fills import Fill, slippage

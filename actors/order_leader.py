@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Collection
 
 from actors.feed import store_and_route
-from actors.messages import LEADER, BrokerCall, BrokerReply, RereadDue, SizeCopy
+from actors.messages import LEADER, CallFailed, GetOrder, OrderFound, SizeCopy
+from actors.order_timers import RereadDue
 from app import metrics
 from storage.orders import leader_key
 from trading import copy as c
@@ -177,24 +178,23 @@ class LeaderUpdates:
         if self.reread is None or self.reread.answer is not None:
             return
         actor = self.actor
-        actor.ctx.leader_limiter.tell(BrokerCall(
-            op="get", follower=LEADER, leader_order_id=actor.leader_order_id, correlation_id="",
-            reply_to=actor.address, broker_order_id=actor.leader_order_id))
+        actor.ctx.leader_limiter.tell(GetOrder(account=LEADER, leader_order_id=actor.leader_order_id,
+                                               reply_to=actor.address, broker_order_id=actor.leader_order_id))
 
-    def on_reply(self, reply: BrokerReply) -> None:
+    def on_answer(self, answer: OrderFound | CallFailed) -> None:
         actor = self.actor
         reread = self.reread
         if reread is None or reread.answer is not None:
             return  # asked by an earlier incarnation: what it held is routed here again, and asked anew
-        order = reply.order
-        if reply.ok and order is not None and order.order_id == actor.leader_order_id:
+        order = answer.order if isinstance(answer, OrderFound) else None
+        if order is not None and order.order_id == actor.leader_order_id:
             reread.answer = dataclasses.replace(order, source="reread", received_ns=time.monotonic_ns())
             assert actor.supervisor is not None  # the router: the answer takes the way every update takes
             store_and_route(actor.ctx.store, actor.supervisor, LEADER, reread.answer, key=f"reread:{uuid.uuid4().hex}")
             return
         reread.failures += 1
         metrics.LEADER_REREADS.labels("failed").inc()
-        problem = reply.error or f"answered with order {order.order_id if order else 'none'}"
+        problem = answer.error if isinstance(answer, CallFailed) else f"answered with order {order.order_id if order else 'none'}"
         if reread.failures < REREAD_ATTEMPTS:
             log.warning("leader order %s: could not read it from the broker (%s); trying again",
                         actor.leader_order_id, problem, extra=actor.fields())

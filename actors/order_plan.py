@@ -18,7 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from actors.messages import BrokerCall, ReleaseCapital
+from actors.messages import (BrokerCommand, CancelCopy, GetOrder, LookupCopy, ModifyCopy, PlaceCopy,
+                             ReleaseCapital)
 from app import metrics
 from broker.errors import BrokerError, ErrorKind
 from storage.orders import copy_key
@@ -46,7 +47,7 @@ class Plan:
         self.measured: dict[str, dict[str, Any]] = {}  # placed_at, latency_ms, slippage
         self.records: list[tuple[str, str, dict[str, Any]]] = []
         self.writes: list[Callable[[], None]] = []
-        self.commands: list[BrokerCall] = []
+        self.commands: list[BrokerCommand] = []
         self.after: list[Callable[[], None]] = []
         self.wake: float | None = None
 
@@ -157,23 +158,27 @@ class Plan:
     def _carry_out(self, follower: str, d: c.Decision) -> None:
         actor = self.actor
         state = self.states[follower]
+        to = actor.addressing(state)
         if isinstance(d, c.Place):
             received_ns = actor.received_ns.get(follower, 0)
-            self.commands.append(actor.command("place", state, terms=d.terms, received_ns=received_ns))
+            self.commands.append(PlaceCopy(**to, terms=d.terms, received_ns=received_ns, expires_at=d.expires_at))
             self.then(lambda: actor.received_ns.pop(follower, None))  # only a first placement measures latency
             self._apply_own(follower, c.PlaceSent())
         elif isinstance(d, c.Modify):
-            self.commands.append(actor.command("modify", state, terms=d.terms))
+            assert state.broker_order_id
+            self.commands.append(ModifyCopy(**to, broker_order_id=state.broker_order_id, terms=d.terms))
             self._apply_own(follower, c.ModifySent())
         elif isinstance(d, c.Cancel):
-            self.commands.append(actor.command("cancel", state))
+            assert state.broker_order_id
+            self.commands.append(CancelCopy(**to, broker_order_id=state.broker_order_id))
             self._apply_own(follower, c.CancelSent())
         elif isinstance(d, c.Lookup):
             wait = d.not_before - self.now
-            self.commands.append(actor.command("lookup", state, not_before=time.monotonic() + wait if wait > 0 else 0.0))
+            self.commands.append(LookupCopy(**to, not_before=time.monotonic() + wait if wait > 0 else 0.0))
             self._apply_own(follower, c.LookupSent())
         elif isinstance(d, c.Read):
-            self.commands.append(actor.command("get", state))
+            assert state.broker_order_id
+            self.commands.append(GetOrder(**to, broker_order_id=state.broker_order_id))
             self._apply_own(follower, c.ReadSent())
         elif isinstance(d, c.Abort):
             self.skip(follower, "leader_cancelled_before_placement",

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from actors.messages import PriceWaitOver, QuotePrice, SizeCopies, SizeCopy, SizeDecision, SizedCopies
+from actors.messages import QuotePrice, SizeCopies, SizeCopy, SizeDecision, SizedCopies
+from actors.order_timers import PriceWaitOver
 from app import metrics
 from storage.orders import StoredLeader, leader_key
 from trading import copy as c

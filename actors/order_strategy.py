@@ -6,9 +6,9 @@ closes it with a MARKET order (`copy.flatten_naked_legs`) or alerts.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from actors.messages import BrokerCall, BrokerReply, UnwindLeg, UnwindStrategy
+from actors.messages import CopyPlaced, PlaceCopy, PlacementUnknown, UnwindLeg, UnwindStrategy
 from app import metrics
 from trading import copy as c
 from trading.orders import OrderType, Side, Validity, correlation_id
@@ -72,20 +72,22 @@ class Legs:
         opposite = target.with_changes(side=Side.SELL if target.side == Side.BUY else Side.BUY, quantity=filled,
                                        order_type=OrderType.MARKET, price=0.0, trigger_price=0.0, disclosed_qty=0,
                                        validity=Validity.DAY, amo=False, amo_time=None)
-        actor.ctx.limiters[copy.follower].tell(BrokerCall(
-            op="place", follower=copy.follower, leader_order_id=actor.leader_order_id,
+        actor.ctx.limiters[copy.follower].tell(PlaceCopy(
+            account=copy.follower, leader_order_id=actor.leader_order_id,
             correlation_id=flatten_correlation_id(actor.leader_order_id, copy.follower), reply_to=actor.address,
             terms=opposite))
 
     def is_flatten(self, follower: str, cid: str) -> bool:
         return cid == flatten_correlation_id(self.actor.leader_order_id, follower)
 
-    def on_flatten_answer(self, reply: BrokerReply) -> None:
-        call = reply.call
+    def on_flatten_answer(self, answer: Any) -> None:
+        follower = answer.command.account
         actor = self.actor
-        outcome = f"failed: {reply.error}" if reply.error else f"placed as {reply.broker_order_id}"
-        if reply.error is not None and reply.error.outcome_unknown:
-            outcome = f"has an unknown outcome ({reply.error}); check {call.follower}'s order book"
-        log.warning("follower %s: flattening order for naked leg %s %s", call.follower, actor.leader_order_id,
-                    outcome, extra=actor.fields(call.follower))
-        metrics.FOLLOWER_ORDERS.labels(call.follower, "flatten", "failed" if reply.error else "placed").inc()
+        placed = isinstance(answer, CopyPlaced)
+        error = getattr(answer, "error", None)
+        outcome = f"placed as {answer.broker_order_id}" if placed else f"failed: {error or 'too late'}"
+        if isinstance(answer, PlacementUnknown):
+            outcome = f"has an unknown outcome ({error}); check {follower}'s order book"
+        log.warning("follower %s: flattening order for naked leg %s %s", follower, actor.leader_order_id,
+                    outcome, extra=actor.fields(follower))
+        metrics.FOLLOWER_ORDERS.labels(follower, "flatten", "placed" if placed else "failed").inc()

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
-                             RouteStored, StorageRecovered, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
+from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
+                             RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor, copy_key
 from app import metrics
 from storage import StorageDown
@@ -37,11 +37,25 @@ from storage import models as m
 from storage.expiry import close_expired, open_orders_entered_before
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed
+from supervisors.timers import TimerHandle, Timers
 from trading.calendar import IST, MarketCalendar
 from trading.expiry import SESSION_VALIDITIES, ended_session
 from trading.orders import update_from_dict
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The router's timer: route stored updates left undone, retry dead letters an operator asked
+    for, report the open-order gauges."""
+
+
+@dataclass(frozen=True)
+class RestartOrder:
+    """The router's timer: start the next incarnation of a crashed order actor."""
+
+    leader_order_id: str
 
 
 class OrderRouter(Supervised):
@@ -61,6 +75,7 @@ class OrderRouter(Supervised):
         self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
         self._waiting_for_storage: set[str] = set()  # order actors that crashed while storage was down
         self._unwatch = None
+        self._sweeps: TimerHandle | None = None
 
     def started(self) -> None:
         self._unwatch = self.ctx.store.watch_health(
@@ -71,7 +86,7 @@ class OrderRouter(Supervised):
         for order_id in self.ctx.store.open_leader_order_ids():
             self._child(order_id)
         self._route_stored(min_age=0.0)
-        self.every(self.sweep_seconds, Tick("sweep"), "router-sweep")
+        self._sweeps = self.timers.every(self.sweep_seconds, self.address, Sweep())
 
     def _close_earlier_sessions(self) -> None:
         """Open DAY orders of an earlier trading day were expired by the exchange at that session's
@@ -108,7 +123,14 @@ class OrderRouter(Supervised):
         self._stop_children()  # a dead supervisor's children die with it (no orphans, no doubles)
         super().on_failure(*exc_info)
 
+    @property
+    def timers(self) -> Timers:
+        assert self.ctx.timers is not None, "the router needs the copier's timer service"
+        return self.ctx.timers
+
     def _stop_children(self) -> None:
+        if self._sweeps is not None:
+            self._sweeps.cancel()
         if self._unwatch is not None:
             self._unwatch()
         for address in list(self.children.values()):
@@ -127,8 +149,8 @@ class OrderRouter(Supervised):
             self._retire(message.leader_order_id)
         elif isinstance(message, ChildFailed):
             self._restart(message)
-        elif isinstance(message, Tick) and message.what == "restart_order":
-            self._resume(message.payload)
+        elif isinstance(message, RestartOrder):
+            self._resume(message.leader_order_id)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
         elif isinstance(message, StorageRecovered):
@@ -144,13 +166,14 @@ class OrderRouter(Supervised):
         elif isinstance(message, CancelCopies):
             for order_id in self.ctx.store.open_leader_order_ids():
                 self._child(order_id).tell(message)
-        elif isinstance(message, Tick) and message.what == "sweep":
+        elif isinstance(message, Sweep):
             if not self.ctx.store.down:  # nothing can take effect meanwhile; resumed when it is back
                 self._route_stored(min_age=self.sweep_seconds)
                 self._retry_dead_letters()
             self._report_gauges()
-        elif message == "children":
-            return sorted(self.children)
+        elif isinstance(message, OrderActorWanted):
+            address = self.children.get(message.leader_order_id)
+            return address if address is not None and address.ref is not None else None
         return None
 
     # -- routing ---------------------------------------------------------------------------------
@@ -247,9 +270,7 @@ class OrderRouter(Supervised):
             self.ctx.alert("critical", f"order_actor_crashing:{leader_order_id}",
                            f"order actor for leader order {leader_order_id} crashed {len(window)} times in "
                            f"{self.period:.0f}s (last: {failure.error}); restarting it every {delay:.0f}s")
-        timer = threading.Timer(delay, self.address.tell, args=(Tick("restart_order", leader_order_id),))
-        timer.daemon = True
-        timer.start()
+        self.timers.after(delay, self.address, RestartOrder(leader_order_id))
 
     def _resume(self, leader_order_id: str) -> None:
         """Start the order's next incarnation and give it what the crashed one's inbox held."""

@@ -18,10 +18,11 @@ from typing import Any, Iterable, Mapping
 from dhanhq import DhanContext, dhanhq
 
 from app import metrics
+from broker import codes
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.parsing import MalformedMessage, forever_body, from_forever, from_order_book, place_body
 from broker.transport import HTTP_STATUS, KeptAliveHTTP, Pending, connections_for, dhan_http
-from trading.orders import ForeverOrder, OrderTerms, OrderUpdate
+from trading.orders import ForeverOrder, OrderStatus, OrderTerms, OrderUpdate
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,69 @@ def profile_from_dhan(body: Any, client_id: str) -> Profile | None:
                    data_plan=str(body.get("dataPlan") or "").strip().lower() == "active",
                    data_valid_until=str(body.get("dataValidity") or ""),
                    token_valid_until=str(body.get("tokenValidity") or ""))
+
+
+@dataclass(frozen=True)
+class PlaceAck:
+    """The broker took a placement: its order id, and the status its answer gave (None: none readable)."""
+
+    order_id: str
+    status: OrderStatus | None
+
+
+@dataclass(frozen=True)
+class OrderAck:
+    """The broker took a modification or a cancel: the status its answer gave (None: none readable)."""
+
+    status: OrderStatus | None
+
+
+@dataclass(frozen=True)
+class MarginRequired:
+    """The margin calculator's answer for one order."""
+
+    total: float
+    shortfall: float  # 0 when the account has enough
+
+
+def _status(text: Any) -> OrderStatus | None:
+    try:
+        return codes.status(text) if text else None
+    except ValueError:
+        return None
+
+
+def placement_ack(answer: Answer) -> Answer:
+    """A placement's (or a forever placement's) answer as Answer.data: PlaceAck. A success without
+    an order id is as good as no answer: its outcome is unknown (an error the caller looks up)."""
+    if not answer.ok:
+        return answer
+    data = answer.data if isinstance(answer.data, Mapping) else {}
+    order_id = str(data.get("orderId") or "")
+    if not order_id:
+        return Answer(error=BrokerError("UNREADABLE", ErrorKind.NETWORK,
+                                        f"placement answered without an order id: {str(answer.data)[:200]}"))
+    return Answer(data=PlaceAck(order_id, _status(data.get("orderStatus")) or OrderStatus.PENDING))
+
+
+def order_ack(answer: Answer) -> Answer:
+    """A modification's or a cancel's answer as Answer.data: OrderAck."""
+    if not answer.ok:
+        return answer
+    data = answer.data if isinstance(answer.data, Mapping) else {}
+    return Answer(data=OrderAck(_status(data.get("orderStatus"))))
+
+
+def margin_required(answer: Answer) -> Answer:
+    """The margin calculator's answer as Answer.data: MarginRequired (an error when unreadable)."""
+    if not answer.ok:
+        return answer
+    data = answer.data if isinstance(answer.data, Mapping) else None
+    try:
+        assert data is not None
+        return Answer(data=MarginRequired(float(data.get("totalMargin") or 0), float(data.get("insufficientBalance") or 0)))
+    except (AssertionError, TypeError, ValueError):
+        return Answer(error=BrokerError("DH-907", ErrorKind.DATA, "margin calculator answered without margins"))
 
 
 @dataclass(frozen=True)
