@@ -33,7 +33,8 @@ from actors.rate_limiter import send_all
 from app import metrics
 from storage import StorageDown
 from storage.orders import OrderRecords, StoredLeader, copy_key
-from supervisors import Address, Supervised
+from actors.order_runtime import PooledActor
+from supervisors import Address
 from supervisors.timers import TimerHandle
 from trading import copy as c
 from trading.orders import OrderStatus, OrderUpdate
@@ -45,7 +46,9 @@ NEWS = (OrderUpdateReceived, CancelCopies, SyncCopies, UnwindLeg)  # worth askin
 __all__ = ["OrderActor", "copy_key", "flatten_correlation_id"]
 
 
-class OrderActor(Supervised):
+class OrderActor(PooledActor):
+    """Runs on the router's pool of order threads (actors/order_runtime.py), not a thread of its own."""
+
     def __init__(self, address: Address, supervisor: Address | None, leader_order_id: str,
                  ctx: CopierContext) -> None:
         super().__init__(address, supervisor)
@@ -84,12 +87,11 @@ class OrderActor(Supervised):
         self._maybe_idle()
 
     def on_stop(self) -> None:
-        super().on_stop()
         self._ended()
 
-    def on_failure(self, *exc_info: Any) -> None:
+    def on_failure(self, message: Any, exception: BaseException) -> None:
         self._ended()
-        super().on_failure(*exc_info)
+        super().on_failure(message, exception)
 
     def _ended(self) -> None:
         metrics.ACTORS_RUNNING.dec()
@@ -107,7 +109,8 @@ class OrderActor(Supervised):
             # does nothing more; the router starts a fresh one from storage once storage is back.
             self._storage_down = True
             self._report_crash(exc)
-            self.actor_ref.stop(block=False)
+            if self.actor_ref is not None:
+                self.actor_ref.stop(block=False)
             return None
 
     def _receive(self, message: Any) -> Any:

@@ -24,13 +24,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
-
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
                              RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy)
 from actors.order import OrderActor, copy_key
+from actors.order_runtime import THREADS, ActorPool
 from app import metrics
 from storage import StorageDown
 from storage import models as m
@@ -62,7 +61,7 @@ class OrderRouter(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, ctx: CopierContext, *,
                  sweep_seconds: float = 5.0, poison_after: int = 3,
                  restart_delays: tuple[float, ...] = (0.0, 0.5, 2.0, 5.0, 15.0, 30.0),
-                 period: float = 60.0) -> None:
+                 period: float = 60.0, order_threads: int = THREADS) -> None:
         super().__init__(address, supervisor)
         self.ctx = ctx
         self.children: dict[str, Address] = {}
@@ -76,16 +75,22 @@ class OrderRouter(Supervised):
         self._waiting_for_storage: set[str] = set()  # order actors that crashed while storage was down
         self._unwatch = None
         self._sweeps: TimerHandle | None = None
+        self._order_threads = order_threads
+        self._pool: ActorPool | None = None  # runs the order actors (actors/order_runtime.py), made on first use
 
     def started(self) -> None:
         self._unwatch = self.ctx.store.watch_health(
             lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
-        self._close_earlier_sessions()
-        # Resume: every order with work left gets its actor back, and every stored update not yet
-        # done is routed again (a crash may have dropped it from an inbox).
-        for order_id in self.ctx.store.open_leader_order_ids():
-            self._child(order_id)
-        self._route_stored(min_age=0.0)
+        try:
+            self._close_earlier_sessions()
+            # Resume: every order with work left gets its actor back, and every stored update not
+            # yet done is routed again (a crash may have dropped it from an inbox).
+            for order_id in self.ctx.store.open_leader_order_ids():
+                self._child(order_id)
+            self._route_stored(min_age=0.0)
+        except BaseException:
+            self._stop_children()  # a start that fails leaves no order actors (nor their threads) behind
+            raise
         self._sweeps = self.timers.every(self.sweep_seconds, self.address, Sweep())
 
     def _close_earlier_sessions(self) -> None:
@@ -133,13 +138,9 @@ class OrderRouter(Supervised):
             self._sweeps.cancel()
         if self._unwatch is not None:
             self._unwatch()
-        for address in list(self.children.values()):
-            ref = address.ref
-            if ref is not None:
-                try:
-                    ref.stop(timeout=5)
-                except (pykka.ActorDeadError, pykka.Timeout):
-                    pass
+        if self._pool is not None:  # every order actor stops after what it was told, then the threads
+            self._pool.stop(timeout=5)
+            self._pool = None
         self.children.clear()
 
     def on_receive(self, message: Any) -> Any:
@@ -219,8 +220,9 @@ class OrderRouter(Supervised):
         return address
 
     def _start(self, leader_order_id: str, address: Address) -> None:
-        ref = OrderActor.start(address, self.address, leader_order_id, self.ctx)
-        address.bind(ref)
+        if self._pool is None:
+            self._pool = ActorPool(self._order_threads, name="order").start()
+        address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx)))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)
