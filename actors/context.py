@@ -37,7 +37,7 @@ class CopyPolicy:
     placement_attempts: int = 6
     # A copy of an order that executes at the market's price (MARKET, STOP_LOSS_MARKET) not sent
     # this long after the copier first saw the leader's order is skipped, never sent late (0: off).
-    max_delay_seconds: float = 0.0
+    max_delay_seconds: float = 5.0
 
 
 @dataclass
