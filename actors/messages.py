@@ -38,9 +38,7 @@ class RouteStored:
 
 
 @dataclass(frozen=True)
-class OrderActorWanted:
-    """Ask the router: the Address of a leader order's running actor, or None."""
-
+class OrderActorWanted:  # ask the router: the Address of a leader order's running actor, or None
     leader_order_id: str
 
 

@@ -32,7 +32,7 @@ from actors.order import OrderActor, copy_key
 from actors.order_runtime import THREADS, ActorPool
 from app import metrics
 from storage import StorageDown
-from storage import models as m
+from storage import routing
 from storage.expiry import close_expired, open_orders_entered_before
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed
@@ -157,9 +157,7 @@ class OrderRouter(Supervised):
         elif isinstance(message, StorageRecovered):
             self._resume_after_outage()
         elif isinstance(message, UnwindStrategy):
-            legs = self.ctx.store.read(lambda: [r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)
-                                                .where(m.LeaderOrder.group_id == message.group_id)])
-            for leg in legs:
+            for leg in routing.strategy_legs(self.ctx.store, message.group_id):
                 if leg != message.failed_leg:
                     self._child(leg).tell(UnwindLeg(message.follower, message.reason))
         elif isinstance(message, SyncCopies):
@@ -291,17 +289,14 @@ class OrderRouter(Supervised):
         self._route_stored(min_age=0.0)
 
     def _route_stored(self, min_age: float) -> None:
-        cutoff = time.time() - min_age
-        self._route_events(self.ctx.store.read(lambda: list(
-            m.InboundEvent.select().where((m.InboundEvent.done == False) & (m.InboundEvent.received_at <= cutoff))  # noqa: E712
-            .order_by(m.InboundEvent.id).limit(5000))))
+        self._route_events(routing.undone_events(self.ctx.store, received_before=time.time() - min_age))
 
     def _route_pending_of(self, leader_order_id: str) -> None:
         """The stored updates not yet done of one leader order and of its copies."""
         broker_ids = [r.broker_order_id for r in self.ctx.store.follower_orders(leader_order_id) if r.broker_order_id]
         self._route_events(self.ctx.store.pending_inbound([leader_order_id, *broker_ids]))
 
-    def _route_events(self, events: list[m.InboundEvent]) -> None:
+    def _route_events(self, events: list[routing.StoredEvent]) -> None:
         for event in events:
             try:
                 update = update_from_dict(json.loads(event.payload))
@@ -312,43 +307,23 @@ class OrderRouter(Supervised):
 
     def _retry_dead_letters(self) -> None:
         """Dead letters an operator asked to retry (`run.py dlq retry ID` sets next_retry_at)."""
-        now = time.time()
-        due = self.ctx.store.read(lambda: list(m.DeadLetter.select().where(
-            (m.DeadLetter.resolved == False) & (m.DeadLetter.next_retry_at <= now))))  # noqa: E712
-        for letter in due:
+        for letter in routing.retries_due(self.ctx.store):
             if letter.event_id is not None:  # a parked inbox event: pending again, routed again
                 self._crashes.pop(letter.event_id, None)
-                event = self.ctx.store.reopen_parked(letter.id, letter.event_id)
+                event = self.ctx.store.reopen_parked(letter.letter_id, letter.event_id)
                 metrics.DEAD_LETTERS.set(self.ctx.store.unresolved_dead_letters())
                 self._route_events([event] if event is not None else [])
                 continue
-            self.ctx.store.write(lambda l=letter: m.DeadLetter.update(next_retry_at=None)
-                                 .where(m.DeadLetter.id == l.id).execute())
+            routing.retry_taken(self.ctx.store, letter.letter_id)
             if letter.operation == "place":  # (a parked socket frame has nothing to be retried by)
-                self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.id))
+                self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.letter_id))
 
     def _report_gauges(self) -> None:
-        # Aggregates in SQL: this runs under the store's lock every sweep, beside the hot path.
-        db = self.ctx.store.db
-        states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
-        marks = ", ".join("?" for _ in states)
-
-        def counts() -> tuple[int, dict[str, int], dict[str, int]]:
-            leader = db.execute_sql(f'SELECT COUNT(*) FROM "leader_order" WHERE "status" IN ({marks})',
-                                    states).fetchone()[0]
-            followers = {name: 0 for name in self.ctx.followers}
-            lagging = {name: 0 for name in self.ctx.followers}
-            for follower, count, lag in db.execute_sql(
-                    f'SELECT "follower", COUNT(*), SUM("anomaly" = \'lagging\') FROM "follower_order" '
-                    f'WHERE "status" IN ({marks}) GROUP BY "follower"', states):
-                followers[follower], lagging[follower] = count, lag or 0
-            return leader, followers, lagging
-
-        leader, followers, lagging = self.ctx.store.read(counts)
-        metrics.OPEN_ORDERS.labels(LEADER).set(leader)
-        for name, count in followers.items():
+        counts = routing.open_counts(self.ctx.store, self.ctx.followers)
+        metrics.OPEN_ORDERS.labels(LEADER).set(counts.leader)
+        for name, count in counts.by_follower.items():
             metrics.OPEN_ORDERS.labels(name).set(count)
-            metrics.FOLLOWER_LAG.labels(name).set(lagging.get(name, 0))
+            metrics.FOLLOWER_LAG.labels(name).set(counts.lagging.get(name, 0))
         metrics.MAILBOX_DEPTH.labels("router").set(self.actor_inbox.qsize())
         deepest = max((a.mailbox_depth() for a in self.children.values()), default=0)
         metrics.MAILBOX_DEPTH.labels("order_max").set(deepest)
