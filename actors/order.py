@@ -26,6 +26,7 @@ from actors.order_answers import Answers
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
+from actors.order_runtime import PooledActor
 from actors.order_sighting import FirstSighting
 from actors.order_strategy import Legs, flatten_correlation_id
 from actors.order_timers import FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, UnknownCheck
@@ -33,7 +34,6 @@ from actors.rate_limiter import send_all
 from app import metrics
 from storage import StorageDown
 from storage.orders import OrderRecords, StoredLeader, copy_key
-from actors.order_runtime import PooledActor
 from supervisors import Address
 from supervisors.timers import TimerHandle
 from trading import copy as c
@@ -279,6 +279,8 @@ class OrderActor(PooledActor):
 
     def schedule_unknown_check(self) -> None:
         if self.ctx.policy.unknown_alert_seconds > 0 and self.ctx.timers is not None:
+            now = time.monotonic()
+            self._unknown_checks = [handle for handle in self._unknown_checks if handle.due > now]
             self._unknown_checks.append(self.ctx.timers.after(self.ctx.policy.unknown_alert_seconds, self.address,
                                                               UnknownCheck()))
 

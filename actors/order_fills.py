@@ -90,7 +90,7 @@ class Fills:
         if follower in self.suspects:
             return
         if not self.suspects:
-            self.actor.after(FILLED_FIRST_GRACE_SECONDS, FilledFirstDue())
+            self.actor.after(FILLED_FIRST_GRACE_SECONDS, FilledFirstDue(), name="filled_first")
         self.suspects[follower] = filled_at
 
     def judge(self) -> None:
@@ -115,7 +115,7 @@ class Fills:
         seconds = self.actor.ctx.policy.lag_alert_seconds
         if not self._lag_scheduled and seconds > 0:
             self._lag_scheduled = True
-            self.actor.after(seconds, LagCheck())
+            self.actor.after(seconds, LagCheck(), name="lag")
 
     def check_lag(self) -> None:
         actor = self.actor
