@@ -21,7 +21,7 @@ class CopyPolicy:
     """Behaviour knobs of replication (config key `copy`)."""
 
     max_modifications: int = 25  # the broker's cap per order
-    lag_alert_seconds: float = 30.0  # 4.5: follower still open this long after the leader filled
+    lag_alert_seconds: float = 30.0  # alert when a copy is still open this long after the leader filled
     idle_stop_seconds: float = 0.0  # an order actor with nothing left to do stops after this
     sync_on_start: bool = True  # restarted actors look their copies up before acting
     flatten_naked_legs: bool = False  # a filled leg of a failed strategy is closed with a MARKET order

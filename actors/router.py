@@ -28,11 +28,12 @@ from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
                              RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy)
-from actors.order import OrderActor, copy_key
+from actors.order import OrderActor
 from actors.order_runtime import THREADS, ActorPool
 from app import metrics
 from storage import StorageDown
 from storage import routing
+from storage.orders import copy_key
 from storage.expiry import close_expired, open_orders_entered_before
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed

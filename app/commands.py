@@ -50,7 +50,7 @@ def _open_store(args: argparse.Namespace):
 
 def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
     """Fold the stored events of a leader order and its copies; (matches stored state, report lines)."""
-    from actors.order import copy_key
+    from storage.orders import copy_key
     from trading.replay import (comparable_copy, fold_copy_events, fold_leader, stored_copy_state,
                                 stored_leader_state)
 

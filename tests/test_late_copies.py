@@ -11,6 +11,7 @@ import yaml
 
 from actors.messages import PlaceCopy, PlacementExpired
 from actors.rate_limiter import RateLimiter
+from app.commands import replay_order
 from app.config import ConfigError, parse
 from broker.gateway import Answer
 from storage import models as m
@@ -43,6 +44,7 @@ def test_a_burst_of_market_orders_above_the_followers_rate_skips_the_late_copies
     skipped = {s.leader_order_id for s in late}
     for leader_id in skipped:
         assert rig.copy_row(leader_id).broker_order_id is None
+        assert replay_order(rig.store, leader_id)[0], "the skip is in the copy's event log"
     alert = rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "late:f1"))
     assert alert is not None and "not sent" in alert.message
 
