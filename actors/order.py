@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Container
 
 import pykka
 
@@ -50,8 +50,9 @@ class OrderActor(PooledActor):
     """Runs on the router's pool of order threads (actors/order_runtime.py), not a thread of its own."""
 
     def __init__(self, address: Address, supervisor: Address | None, leader_order_id: str,
-                 ctx: CopierContext) -> None:
+                 ctx: CopierContext, parked: Container[int] = ()) -> None:
         super().__init__(address, supervisor)
+        self.parked = parked  # inbox events the router parked as dead letters: never applied
         self.leader_order_id = leader_order_id
         self.ctx = ctx
         self.records = OrderRecords(ctx.store, leader_order_id)
@@ -152,7 +153,7 @@ class OrderActor(PooledActor):
         return None
 
     def _on_update(self, message: OrderUpdateReceived) -> None:
-        if message.event_id in self.applied:
+        if message.event_id in self.applied or message.event_id in self.parked:
             return
         self.applied.add(message.event_id)
         if message.account != LEADER:

@@ -72,6 +72,9 @@ class OrderRouter(Supervised):
         self.period = period
         self._restarts: dict[str, deque[float]] = {}
         self._crashes: dict[int, int] = {}  # inbox event id -> crashes of its order actor on it
+        # Events parked as dead letters. Copies of one may still be on their order's address (routed
+        # while its actor was down) and reach the next incarnation: it skips them.
+        self._parked: set[int] = set()
         self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
         self._waiting_for_storage: set[str] = set()  # order actors that crashed while storage was down
         self._unwatch = None
@@ -221,7 +224,8 @@ class OrderRouter(Supervised):
     def _start(self, leader_order_id: str, address: Address) -> None:
         if self._pool is None:
             self._pool = ActorPool(self._order_threads, name="order").start()
-        address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx)))
+        address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx,
+                                                 parked=self._parked)))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)
@@ -254,6 +258,9 @@ class OrderRouter(Supervised):
             crashes = self._crashes.get(received.event_id, 0) + 1
             if crashes >= self.poison_after:
                 self._crashes.pop(received.event_id, None)
+                if len(self._parked) > 10_000:  # bounded; a parked event is done, so a sweep never routes it again
+                    self._parked.clear()
+                self._parked.add(received.event_id)
                 park_event(self.ctx.store, self.ctx.alert, "order", received, leader_order_id, failure.exception,
                            crashes)
                 window.clear()  # its cause is parked: the next incarnation starts afresh
@@ -311,6 +318,7 @@ class OrderRouter(Supervised):
         for letter in routing.retries_due(self.ctx.store):
             if letter.event_id is not None:  # a parked inbox event: pending again, routed again
                 self._crashes.pop(letter.event_id, None)
+                self._parked.discard(letter.event_id)
                 event = self.ctx.store.reopen_parked(letter.letter_id, letter.event_id)
                 metrics.DEAD_LETTERS.set(self.ctx.store.unresolved_dead_letters())
                 self._route_events([event] if event is not None else [])

@@ -118,4 +118,4 @@ def test_a_thousand_actors_run_on_the_pools_threads(pool):
     for ref in refs:
         ref.tell("hello")
     wait_until(lambda: all(ref.qsize() == 0 for ref in refs), 20, message="every actor served")
-    assert threading.active_count() == before
+    assert threading.active_count() <= before
