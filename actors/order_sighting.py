@@ -138,6 +138,10 @@ class FirstSighting:
                 plan.create(c.Submitted(actor.leader_order_id, follower, order.terms, generation, order.order_id))
                 if update.status in CLOSED:
                     plan.apply(follower, c.CancelRequested("the leader's order was closed before its copy was adopted"))
+            if update.source == "adopt":  # a first start on an empty database: every copy is looked up first
+                for follower, copy in list(plan.states.items()):
+                    if not copy.status.is_terminal and not copy.lookup_needed:
+                        plan.apply(follower, c.SyncRequested())
             plan.done(event_ids, "skipped" if order_skip else "copied")
 
         previous = actor.leader
