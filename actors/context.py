@@ -20,7 +20,7 @@ class CopyPolicy:
     """Behaviour knobs of replication (config key `copy`)."""
 
     max_modifications: int = 25  # the broker's cap per order
-    lag_alert_seconds: float = 30.0  # 4.5: follower still open this long after the leader filled
+    lag_alert_seconds: float = 30.0  # alert when a copy is still open this long after the leader filled
     idle_stop_seconds: float = 0.0  # an order actor with nothing left to do stops after this
     sync_on_start: bool = True  # restarted actors look their copies up before acting
     flatten_naked_legs: bool = False  # a filled leg of a failed strategy is closed with a MARKET order
@@ -34,6 +34,9 @@ class CopyPolicy:
     unknown_settle_seconds: float = 5.0
     unknown_alert_seconds: float = 60.0
     placement_attempts: int = 6
+    # A copy of an order that executes at the market's price (MARKET, STOP_LOSS_MARKET) not sent
+    # this long after the copier first saw the leader's order is skipped, never sent late (0: off).
+    max_delay_seconds: float = 5.0
 
 
 @dataclass
@@ -54,3 +57,4 @@ class CopierContext:
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only
+    timers: Timers | None = None  # the copier's timer service: order actors' delayed messages

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import pykka
 
-from actors.messages import BrokerCall, BrokerReply, PollForever, ReleaseCapital, SizeCopy
+from actors.messages import (BrokerAnswer, CallFailed, CancelForever, CopyNotFound, CopyPlaced, LookupForever,
+                             ModifyForever, PlaceForever, PollForever, ReleaseCapital, SizeCopy)
 from actors.rate_limiter import RateLimiter
 from observability import metrics
 from broker.gateway import DhanGateway
@@ -89,7 +90,7 @@ class ForeverActor(Supervised):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PollForever):
             self._poll()
-        elif isinstance(message, BrokerReply):
+        elif isinstance(message, BrokerAnswer):
             self._on_reply(message)
         for state in list(self.copies.values()):
             self._converge(state)
@@ -166,49 +167,52 @@ class ForeverActor(Supervised):
         row = state.row
         if state.in_flight or row.status not in OPEN:
             return
+        to = dict(account=row.follower, leader_order_id=row.leader_forever_id, correlation_id=row.correlation_id,
+                  reply_to=self.address)
         if state.needs_lookup:
-            self._send(state, "forever_lookup")
+            self._send(state, LookupForever(**to))
         elif row.status == "PENDING_PLACEMENT":
             if row.cancel_requested:
                 self._save(state, status="CANCELLED")
             else:
-                self._send(state, "forever_place", _from_json(row.target))
+                self._send(state, PlaceForever(**to, order=_from_json(row.target)))
         elif row.cancel_requested:
-            self._send(state, "forever_cancel")
+            self._send(state, CancelForever(**to, broker_order_id=row.follower_forever_id))
         elif row.target and row.target != row.confirmed:
-            self._send(state, "forever_modify", _from_json(row.target))
+            self._send(state, ModifyForever(**to, broker_order_id=row.follower_forever_id, order=_from_json(row.target)))
 
-    def _send(self, state: _State, op: str, order: ForeverOrder | None = None) -> None:
-        state.in_flight = op
-        row = state.row
-        self.limiters[row.follower].tell(BrokerCall(
-            op=op, follower=row.follower, leader_order_id=row.leader_forever_id, correlation_id=row.correlation_id,
-            reply_to=self.address, broker_order_id=row.follower_forever_id, forever=order))
+    def _send(self, state: _State, command: Any) -> None:
+        state.in_flight = type(command).__name__
+        self.limiters[state.row.follower].tell(command)
 
-    def _on_reply(self, reply: BrokerReply) -> None:
-        state = self.copies.get(reply.call.correlation_id)
+    def _on_reply(self, answer: Any) -> None:
+        command = answer.command
+        state = self.copies.get(command.correlation_id)
         if state is None:
             return
         state.in_flight = None
-        op, row = reply.call.op, state.row
-        if reply.error is not None:
+        row = state.row
+        op = {PlaceForever: "forever_place", ModifyForever: "forever_modify", CancelForever: "forever_cancel",
+              LookupForever: "forever_lookup"}[type(command)]
+        if isinstance(answer, CallFailed):
             log.warning("follower %s: %s of forever copy %s failed: %s", row.follower, op, row.correlation_id,
-                        reply.error)
-            metrics.FOLLOWER_FAILURES.labels(row.follower, op, reply.error.reason).inc()
-            if op == "forever_place" and not reply.error.transient:
-                self._save(state, status="REJECTED", last_error=str(reply.error))
-            elif op in ("forever_modify", "forever_cancel") and not reply.error.transient:
-                self._save(state, last_error=str(reply.error), target=row.confirmed, cancel_requested=False)
+                        answer.error)
+            metrics.FOLLOWER_FAILURES.labels(row.follower, op, answer.error.reason).inc()
+            if op == "forever_place" and not answer.error.transient:
+                self._save(state, status="REJECTED", last_error=str(answer.error))
+            elif op in ("forever_modify", "forever_cancel") and not answer.error.transient:
+                self._save(state, last_error=str(answer.error), target=row.confirmed, cancel_requested=False)
             return
         if op == "forever_lookup":
             state.needs_lookup = False
-            if not reply.not_found:
-                self._save(state, status="PENDING", follower_forever_id=reply.broker_order_id, confirmed=row.target)
+            if not isinstance(answer, CopyNotFound):
+                self._save(state, status="PENDING", follower_forever_id=answer.broker_order_id, confirmed=row.target)
         elif op == "forever_place":
-            self._save(state, status="PENDING", follower_forever_id=reply.broker_order_id, confirmed=row.target)
+            assert isinstance(answer, CopyPlaced)
+            self._save(state, status="PENDING", follower_forever_id=answer.broker_order_id, confirmed=row.target)
             metrics.FOLLOWER_ORDERS.labels(row.follower, op, "placed").inc()
         elif op == "forever_modify":
-            self._save(state, confirmed=reply.call.forever and _to_json(reply.call.forever))
+            self._save(state, confirmed=_to_json(command.order))
         elif op == "forever_cancel":
             self._save(state, status="CANCELLED")
 

@@ -26,75 +26,18 @@ from typing import Any, Callable
 
 from tenacity import wait_exponential_jitter
 
-from actors.messages import BrokerCall, BrokerReply, CallCompleted, Drain
+from actors.broker_calls import perform, placed
+from actors.messages import (BrokerCommand, CallFailed, Drain, PlaceCopy, PlacementExpired, PlacementUnknown,
+                             RetryCall)
+from actors.windows import SlidingWindows
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
-from broker.gateway import Answer, DhanGateway, SentPlacement
+from broker.gateway import DhanGateway, SentPlacement
 from supervisors import Address, Supervised
 
 log = logging.getLogger(__name__)
 
-ORDER_OPS = frozenset({"place", "modify", "cancel", "forever_place", "forever_modify", "forever_cancel"})
-
-
-class SlidingWindows:
-    """Admission inside several windows at once: [(limit, seconds), ...]. Not thread-safe: its
-    owner holds a lock.
-
-    Calls are paced to the tightest window (per second): one every seconds/limit, with
-    `tolerance` seconds of slack so that a call arriving a little early (socket jitter) is not
-    held back. A burst leaves at the broker's pace instead of a window's worth at once (a whole
-    interval of slack let two calls of a burst leave together, and the broker, which counts
-    arrivals, then saw 11 in a second now and then). Every window is
-    also counted, a little longer than the broker's, because the broker counts arrivals and a
-    call leaves here a little before it arrives there: `paced_margin` on the tightest window
-    (20 ms kept the paper exchange's count within its limit under load; 10 ms did not), `margin`
-    on the longer ones. The margin on the tightest window is paid only by a caller at exactly the
-    broker's rate, at most `paced_margin` of lag per window; the old 50 ms cost a leader at 10
-    orders/s 50 ms of lag every second."""
-
-    def __init__(self, limits: list[tuple[int, float]], margin: float = 0.05, paced_margin: float = 0.02,
-                 tolerance: float = 0.02) -> None:
-        active = sorted(((int(n), float(s)) for n, s in limits if n > 0), key=lambda w: w[1])
-        self.spacing = active[0][1] / active[0][0] if active else 0.0
-        self.tolerance = min(tolerance, self.spacing)
-        self.limits = [(n, s + (margin if i else paced_margin)) for i, (n, s) in enumerate(active)]
-        self._stamps: list[deque[float]] = [deque() for _ in self.limits]
-        self._due = float("-inf")  # when the next call is due at the paced rate
-
-    def _trim(self, now: float) -> None:
-        for (_, span), stamps in zip(self.limits, self._stamps):
-            while stamps and now - stamps[0] >= span:
-                stamps.popleft()
-
-    def wait_time(self, now: float) -> float:
-        """Seconds until one more call fits (0 when it fits now)."""
-        self._trim(now)
-        wait = self._due - self.tolerance - now
-        for (limit, span), stamps in zip(self.limits, self._stamps):
-            if len(stamps) >= limit:
-                wait = max(wait, stamps[len(stamps) - limit] + span - now)
-        return max(wait, 0.0)
-
-    def take(self, now: float) -> None:
-        self._due = max(self._due, now) + self.spacing
-        for stamps in self._stamps:
-            stamps.append(now)
-
-    def release(self, at: float) -> None:
-        """Uncount the call taken at `at`: the broker refused it as rate limited, so it did not
-        count it either, and the retry must not pay for it twice."""
-        for stamps in self._stamps:
-            for i in range(len(stamps) - 1, -1, -1):
-                if stamps[i] == at:
-                    del stamps[i]
-                    break
-        self._due -= self.spacing
-
-    def headroom(self, now: float) -> int:
-        """Calls still allowed in the tightest window."""
-        self._trim(now)
-        return min((limit - len(stamps) for (limit, _), stamps in zip(self.limits, self._stamps)), default=0)
+__all__ = ["RateLimiter", "RateLimiterActor", "SlidingWindows", "send_all"]
 
 
 class RateLimiter:
@@ -116,7 +59,7 @@ class RateLimiter:
         self.gateway = gateway
         self.account = gateway.account
         self.windows = {"order": SlidingWindows(order_limits), "data": SlidingWindows(data_limits)}
-        self.queue: deque[BrokerCall] = deque()
+        self.queue: deque[BrokerCommand] = deque()
         self.paused_until = 0.0
         self.max_attempts = max_attempts
         self.margin_check = margin_check
@@ -130,23 +73,24 @@ class RateLimiter:
         self._tokens_gauge = metrics.RATE_LIMIT_TOKENS.labels(self.account)
         self.actor: Address | None = None  # the RateLimiterActor: wake-ups and retry decisions go there
 
-    def tell(self, call: BrokerCall, later: list[Callable[[], None]] | None = None) -> None:
-        """Send `call` as soon as the limits allow, in arrival order. With `later`, the work left
+    def tell(self, command: BrokerCommand, later: list[Callable[[], None]] | None = None) -> None:
+        """Send `command` as soon as the limits allow, in arrival order. With `later`, the work left
         for broker workers is appended there for the caller to start after its whole fan-out
         (see `send_all`)."""
-        self._enqueue(call, later, first=False)
+        self._enqueue(command, later, first=False)
 
-    def retry(self, call: BrokerCall) -> None:
-        """A retry goes ahead of the queue (it arrived first); its backoff is `call.not_before`."""
-        self._enqueue(call, None, first=True)
+    def retry(self, command: BrokerCommand) -> None:
+        """A retry goes ahead of the queue (it arrived first); its backoff is `command.not_before`."""
+        self._enqueue(command, None, first=True)
 
-    def _enqueue(self, call: BrokerCall, later: list[Callable[[], None]] | None, first: bool) -> None:
+    def _enqueue(self, command: BrokerCommand, later: list[Callable[[], None]] | None, first: bool) -> None:
         with self._lock:
             if first:
-                self.queue.appendleft(call)
+                self.queue.appendleft(command)
             else:
-                self.queue.append(call)
-            admitted, wait = self._admit()
+                self.queue.append(command)
+            admitted, wait, expired = self._admit()
+        self._expire(expired)
         self._dispatch(admitted, later)
         if wait is not None:
             self._wake()
@@ -156,15 +100,16 @@ class RateLimiter:
         with self._lock:
             self.paused_until = max(self.paused_until, until)
 
-    def refund(self, call: BrokerCall) -> None:
-        """`call` was refused as rate limited: the broker did not count it (see SlidingWindows.release)."""
+    def refund(self, command: BrokerCommand) -> None:
+        """`command` was refused as rate limited: the broker did not count it (see SlidingWindows.release)."""
         with self._lock:
-            self.windows["order" if call.op in ORDER_OPS else "data"].release(call.admitted_at)
+            self.windows["order" if command.ORDER_API else "data"].release(command.admitted_at)
 
     def drain(self) -> float | None:
         """Send what fits now; seconds until the next waiting call may fit, None when none waits."""
         with self._lock:
-            admitted, wait = self._admit()
+            admitted, wait, expired = self._admit()
+        self._expire(expired)
         self._dispatch(admitted)
         return wait
 
@@ -174,50 +119,64 @@ class RateLimiter:
             self.queue.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _admit(self) -> tuple[list[BrokerCall], float | None]:
-        """Under the lock: take a slot for every call that fits now, in order; returns them and
-        the seconds until the first waiting one may fit (None when none waits)."""
+    def _admit(self) -> tuple[list[BrokerCommand], float | None, list[PlaceCopy]]:
+        """Under the lock: take a slot for every call that fits now, in order; returns them, the
+        seconds until the first waiting one may fit (None when none waits), and the placements
+        too old to send (their turn came after their `expires_at`)."""
         if self._closed:  # stopping: what was not sent is still pending in storage
             self.queue.clear()
-            return [], None
+            return [], None, []
         now = time.monotonic()
-        admitted: list[BrokerCall] = []
+        wall = time.time()
+        admitted: list[BrokerCommand] = []
+        expired: list[PlaceCopy] = []
         earliest: float | None = None
-        kept: deque[BrokerCall] = deque()
+        kept: deque[BrokerCommand] = deque()
         while self.queue:
-            call = self.queue.popleft()
-            windows = self.windows["order" if call.op in ORDER_OPS else "data"]
-            wait = max(call.not_before - now, self.paused_until - now, windows.wait_time(now))
+            command = self.queue.popleft()
+            if isinstance(command, PlaceCopy) and command.expires_at is not None and wall > command.expires_at:
+                expired.append(command)
+                continue
+            windows = self.windows["order" if command.ORDER_API else "data"]
+            wait = max(command.not_before - now, self.paused_until - now, windows.wait_time(now))
             if wait > 0:
-                kept.append(call)
+                kept.append(command)
                 earliest = wait if earliest is None else min(earliest, wait)
                 # keep order calls in arrival order: nothing overtakes a waiting order call
-                if call.op in ORDER_OPS and call.not_before <= now:
+                if command.ORDER_API and command.not_before <= now:
                     kept.extend(self.queue)
                     self.queue.clear()
                 continue
             windows.take(now)
-            admitted.append(replace(call, admitted_at=now))
+            admitted.append(replace(command, admitted_at=now))
         self.queue = kept
         self._queue_gauge.set(len(kept))
         self._tokens_gauge.set(self.windows["order"].headroom(now))
-        return admitted, earliest
+        return admitted, earliest, expired
 
-    def _dispatch(self, admitted: list[BrokerCall], later: list[Callable[[], None]] | None = None) -> None:
+    def _expire(self, expired: list[PlaceCopy]) -> None:
+        """Outside the lock: placements that waited past their age limit go back unsent."""
+        now = time.time()
+        for command in expired:
+            log.info("%s: placement for %s not sent: %.1fs past its time", self.account, command.leader_order_id,
+                     now - (command.expires_at or now))
+            self._answer(PlacementExpired(command, now))
+
+    def _dispatch(self, admitted: list[BrokerCommand], later: list[Callable[[], None]] | None = None) -> None:
         """Outside the lock. A first placement attempt is sent right here, on the caller's thread,
         when the account has an open connection: an order actor's fan-out then leaves back to
         back instead of waiting for ten worker threads to get the GIL one after another (that
         wait was the p99 of the ten-follower benchmark). Its answer is read on a worker. Anything
         else, or with no open connection, runs whole on a worker."""
-        for call in admitted:
-            if call.op == "place" and call.attempt == 1 and not self.margin_check and call.terms is not None:
+        for command in admitted:
+            if isinstance(command, PlaceCopy) and command.attempt == 1 and not self.margin_check:
                 sent_ns = time.monotonic_ns()
-                sent = self.gateway.send_place(call.terms, call.correlation_id)
+                sent = self.gateway.send_place(command.terms, command.correlation_id)
                 if sent is not None:
-                    self._observe_sent(call, sent_ns)
-                    self._submit(later, self._finish_placement, call, sent, sent_ns)
+                    self._observe_sent(command, sent_ns)
+                    self._submit(later, self._finish_placement, command, sent, sent_ns)
                     continue
-            self._submit(later, self._execute, call)
+            self._submit(later, self._execute, command)
 
     def _submit(self, later: list[Callable[[], None]] | None, fn: Any, *args: Any) -> None:
         if later is not None:
@@ -234,91 +193,57 @@ class RateLimiter:
             self.actor.tell(Drain())
 
     # -- runs on a worker thread -------------------------------------------------------------------
-    def _execute(self, call: BrokerCall) -> None:
+    def _execute(self, command: BrokerCommand) -> None:
         try:
-            reply = self._perform(call)
+            if isinstance(command, PlaceCopy):
+                self._observe_sent(command, time.monotonic_ns())
+            answer = self._perform(command)
         except Exception as exc:  # a bug must not lose the call: answer it as a failure
-            log.exception("%s %s crashed in the worker", self.account, call.op)
-            reply = BrokerReply(call, error=BrokerError("INTERNAL", ErrorKind.OTHER, repr(exc)))
-        self._report(reply)
+            log.exception("%s %s crashed in the worker", self.account, type(command).__name__)
+            answer = self._crashed(command, exc)
+        self._report(answer)
 
-    def _finish_placement(self, call: BrokerCall, sent: SentPlacement, sent_ns: int) -> None:
+    def _finish_placement(self, command: PlaceCopy, sent: SentPlacement, sent_ns: int) -> None:
         try:
-            reply = self._placed(call, sent.answer(), sent_ns)
+            answer = placed(command, sent.answer(), sent_ns)
         except Exception as exc:  # a bug must not lose the call: answer it as a failure
             log.exception("%s place crashed in the worker", self.account)
-            reply = BrokerReply(call, error=BrokerError("INTERNAL", ErrorKind.OTHER, repr(exc)), sent_ns=sent_ns)
-        self._report(reply)
+            answer = self._crashed(command, exc)
+        self._report(answer)
 
-    def _report(self, reply: BrokerReply) -> None:
-        call = reply.call
-        error = reply.error
-        retry = error is not None and error.transient and call.attempt < self.max_attempts and self.actor is not None
-        if retry and call.op == "place" and error is not None and error.outcome_unknown:
-            retry = False  # it may be placed: never sent again blind; its order actor looks it up
+    @staticmethod
+    def _crashed(command: BrokerCommand, exc: Exception) -> Any:
+        error = BrokerError("INTERNAL", ErrorKind.OTHER, repr(exc))
+        # a placement that crashed here may have been sent: looked up, never sent again
+        return PlacementUnknown(command, error) if isinstance(command, PlaceCopy) else CallFailed(command, error)
+
+    def _perform(self, command: BrokerCommand) -> Any:
+        return perform(self.gateway, command, margin_check=self.margin_check, take_data_slot=self._take_data_slot)
+
+    def _report(self, answer: Any) -> None:
+        command: BrokerCommand = answer.command
+        error: BrokerError | None = getattr(answer, "error", None)
+        # a placement that may exist is never sent again blind: its order actor looks it up
+        if (error is not None and error.transient and command.attempt < self.max_attempts and self.actor is not None
+                and not isinstance(answer, PlacementUnknown)):
+            try:
+                self.actor.tell(RetryCall(command, error))  # the actor decides the backoff
+            except Exception:  # an address parks messages while its actor restarts; this is a bug
+                log.exception("could not report a completed broker call")
+            return
+        self._answer(answer)
+
+    @staticmethod
+    def _answer(answer: Any) -> None:
         try:
-            if retry:
-                self.actor.tell(CallCompleted(reply))  # the actor decides the backoff
-            else:
-                call.reply_to.tell(reply)
+            answer.command.reply_to.tell(answer)
         except Exception:  # an address parks messages while its actor restarts; this is a bug
             log.exception("could not report a completed broker call")
 
-    def _perform(self, call: BrokerCall) -> BrokerReply:
-        gw = self.gateway
-        if call.op == "place":  # retried only after a refusal (DH-904): no earlier attempt can exist
-            assert call.terms is not None
-            if self.margin_check and call.attempt == 1:
-                shortfall = self._margin_shortfall(call)
-                if shortfall is not None:
-                    return BrokerReply(call, error=shortfall)
-            sent_ns = time.monotonic_ns()
-            self._observe_sent(call, sent_ns)
-            return self._placed(call, gw.place(call.terms, call.correlation_id), sent_ns)
-        if call.op == "modify":
-            assert call.terms is not None and call.broker_order_id
-            answer = gw.modify(call.broker_order_id, call.terms)
-            return BrokerReply(call, error=answer.error, broker_order_id=call.broker_order_id)
-        if call.op == "cancel":
-            assert call.broker_order_id
-            answer = gw.cancel(call.broker_order_id)
-            status = (answer.data or {}).get("orderStatus") if answer.ok else None
-            return BrokerReply(call, error=answer.error, broker_order_id=call.broker_order_id, status=status)
-        if call.op == "lookup":
-            sent_ns = time.monotonic_ns()  # a "not found" says nothing of requests that arrive later
-            answer = gw.order_by_correlation(call.correlation_id)
-            if not answer.ok and answer.error is not None and answer.error.transient and self._take_data_slot():
-                answer = gw.order_in_book(call.correlation_id)  # the same question, another endpoint
-            if answer.ok and answer.data is None:
-                return BrokerReply(call, not_found=True, sent_ns=sent_ns)
-            return BrokerReply(call, order=answer.data, error=answer.error,
-                               broker_order_id=answer.data.order_id if answer.data else None, sent_ns=sent_ns)
-        if call.op == "get":
-            assert call.broker_order_id
-            answer = gw.order(call.broker_order_id)
-            return BrokerReply(call, order=answer.data, error=answer.error, broker_order_id=call.broker_order_id)
-        if call.op.startswith("forever_"):
-            return self._perform_forever(call)
-        raise ValueError(f"unknown broker operation {call.op!r}")
-
     @staticmethod
-    def _observe_sent(call: BrokerCall, sent_ns: int) -> None:
-        if call.attempt == 1 and call.received_ns:
-            metrics.REPLICATION_LATENCY.labels(call.follower).observe((sent_ns - call.received_ns) / 1e9)
-
-    def _placed(self, call: BrokerCall, answer: Answer, sent_ns: int) -> BrokerReply:
-        """The reply for a placement the broker answered with `answer`. A success without an order
-        id is as good as no answer: the outcome is unknown, and looked up by the order actor."""
-        if answer.ok:
-            data = answer.data if isinstance(answer.data, dict) else {}
-            order_id = str(data.get("orderId") or "")
-            if order_id:
-                return BrokerReply(call, broker_order_id=order_id, status=str(data.get("orderStatus") or "PENDING"),
-                                   sent_ns=sent_ns)
-            error = BrokerError("UNREADABLE", ErrorKind.NETWORK, f"placement answered without an order id: "
-                                f"{str(answer.data)[:200]}")
-            return BrokerReply(call, error=error, sent_ns=sent_ns)
-        return BrokerReply(call, error=answer.error, sent_ns=sent_ns)
+    def _observe_sent(command: PlaceCopy, sent_ns: int) -> None:
+        if command.attempt == 1 and command.received_ns:
+            metrics.REPLICATION_LATENCY.labels(command.account).observe((sent_ns - command.received_ns) / 1e9)
 
     def _take_data_slot(self) -> bool:
         """A data-window slot now, if one is free (for a second request inside one call)."""
@@ -330,55 +255,15 @@ class RateLimiter:
             windows.take(now)
             return True
 
-    def _margin_shortfall(self, call: BrokerCall) -> BrokerError | None:
-        """With copy.margin_check: ask the broker's margin calculator first; a shortfall is a
-        refusal before any order exists (it is then a recorded skip, never a retry)."""
-        terms = call.terms
-        assert terms is not None
-        answer = self.gateway.margin(terms, terms.price or terms.trigger_price)
-        if not answer.ok:
-            return None  # the calculator is advisory: without it, the broker's own check decides
-        margin = answer.data
-        if margin.shortfall > 0:
-            return BrokerError("MARGIN", ErrorKind.ORDER, f"insufficient margin per the margin calculator: needs "
-                               f"{margin.required:,.0f}, short by {margin.shortfall:,.0f}")
-        return None
 
-    def _perform_forever(self, call: BrokerCall) -> BrokerReply:
-        gw = self.gateway
-        if call.op in ("forever_place", "forever_lookup"):
-            if call.op == "forever_lookup" or call.attempt > 1:  # placed already? (its answer may be lost)
-                listing = gw.forever_orders()
-                if not listing.ok:
-                    return BrokerReply(call, error=listing.error)
-                found = next((f for f in listing.data if f.correlation_id == call.correlation_id), None)
-                if found is not None:
-                    return BrokerReply(call, broker_order_id=found.order_id, status=found.status)
-                if call.op == "forever_lookup":
-                    return BrokerReply(call, not_found=True)
-            assert call.forever is not None
-            answer = gw.place_forever(call.forever, call.correlation_id)
-            data = answer.data or {}
-            return BrokerReply(call, error=answer.error, broker_order_id=str(data.get("orderId") or "") or None,
-                               status=data.get("orderStatus"))
-        assert call.broker_order_id
-        if call.op == "forever_modify":
-            assert call.forever is not None
-            answer = gw.modify_forever(call.broker_order_id, call.forever)
-        else:
-            answer = gw.cancel_forever(call.broker_order_id)
-        return BrokerReply(call, error=answer.error, broker_order_id=call.broker_order_id,
-                           status=(answer.data or {}).get("orderStatus") if answer.ok else None)
-
-
-def send_all(limiters: dict[str, RateLimiter], calls: list[BrokerCall]) -> None:
+def send_all(limiters: dict[str, RateLimiter], commands: list[BrokerCommand]) -> None:
     """A fan-out (one leader order's calls, one per follower): every request that can go now is
     sent before any broker worker is woken to read an answer. A woken worker takes the GIL the
     moment the sending thread gives it up at its next socket write, so waking them one by one
     spread ten followers' sends over several milliseconds."""
     later: list[Callable[[], None]] = []
-    for call in calls:
-        limiters[call.follower].tell(call, later)
+    for command in commands:
+        limiters[command.account].tell(command, later)
     for start in later:
         start()
 
@@ -413,8 +298,8 @@ class RateLimiterActor(Supervised):
         super().on_failure(*exc_info)
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, CallCompleted):
-            self._completed(message.reply)
+        if isinstance(message, RetryCall):
+            self._completed(message.command, message.error)
         self._drain()  # on Drain, and after anything else: a slot may be free now
         return None
 
@@ -440,22 +325,26 @@ class RateLimiterActor(Supervised):
             self._timer = None
         self._timer_due = 0.0
 
-    def _completed(self, reply: BrokerReply) -> None:
-        """A transient failure (the worker sends every other answer straight to the order actor)."""
-        call = reply.call
-        error = reply.error
-        assert error is not None
+    def _completed(self, command: BrokerCommand, error: BrokerError) -> None:
+        """A transient failure (the worker sends every other answer straight to its sender)."""
         if error.kind == ErrorKind.RATE_LIMITED:
             # Paced at the broker's own rate, a call is refused only when it reached the broker a
             # few milliseconds before the oldest call in the broker's window expired: a short
             # pause suffices. Longer ones (a broker that counts differently) back off as usual.
-            delay = self.rate_limited_backoff(SimpleNamespace(attempt_number=call.attempt))
+            delay = self.rate_limited_backoff(SimpleNamespace(attempt_number=command.attempt))
             metrics.RATE_LIMITED.labels(self.account).inc()
-            self.limiter.refund(call)
+            self.limiter.refund(command)
             self.limiter.pause(time.monotonic() + delay)
         else:
-            delay = self.backoff(SimpleNamespace(attempt_number=call.attempt))
-        metrics.RETRIES.labels(self.account, call.op).inc()
-        log.info("%s %s for %s failed (%s); retry %d in %.2fs", self.account, call.op,
-                 call.leader_order_id, error, call.attempt + 1, delay)
-        self.limiter.retry(replace(call, attempt=call.attempt + 1, not_before=time.monotonic() + delay))
+            delay = self.backoff(SimpleNamespace(attempt_number=command.attempt))
+        operation = OPERATIONS.get(type(command).__name__, type(command).__name__)
+        metrics.RETRIES.labels(self.account, operation).inc()
+        log.info("%s %s for %s failed (%s); retry %d in %.2fs", self.account, operation, command.leader_order_id,
+                 error, command.attempt + 1, delay)
+        self.limiter.retry(replace(command, attempt=command.attempt + 1, not_before=time.monotonic() + delay))
+
+
+# metric labels of the commands (the operation names the dashboards know)
+OPERATIONS = {"PlaceCopy": "place", "ModifyCopy": "modify", "CancelCopy": "cancel", "LookupCopy": "lookup",
+              "GetOrder": "get", "PlaceForever": "forever_place", "ModifyForever": "forever_modify",
+              "CancelForever": "forever_cancel", "LookupForever": "forever_lookup"}

@@ -19,24 +19,25 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
-
-import pykka
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderUpdateReceived, RetryCopy,
-                             RouteStored, StorageRecovered, SyncCopies, Tick, UnwindLeg, UnwindStrategy)
-from actors.order import OrderActor, copy_key
+from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
+                             RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy)
+from actors.order import OrderActor
+from actors.order_runtime import THREADS, ActorPool
 from observability import metrics
 from storage import StorageDown
-from storage import models as m
+from storage import routing
+from storage.orders import copy_key
 from storage.expiry import close_expired, open_orders_entered_before
 from supervisors import Address, Supervised
 from supervisors.supervisor import ChildFailed
+from supervisors.timers import TimerHandle, Timers
 from trading.calendar import IST, MarketCalendar
 from trading.expiry import SESSION_VALIDITIES, ended_session
 from trading.orders import update_from_dict
@@ -44,11 +45,24 @@ from trading.orders import update_from_dict
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """The router's timer: route stored updates left undone, retry dead letters an operator asked
+    for, report the open-order gauges."""
+
+
+@dataclass(frozen=True)
+class RestartOrder:
+    """The router's timer: start the next incarnation of a crashed order actor."""
+
+    leader_order_id: str
+
+
 class OrderRouter(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, ctx: CopierContext, *,
                  sweep_seconds: float = 5.0, poison_after: int = 3,
                  restart_delays: tuple[float, ...] = (0.0, 0.5, 2.0, 5.0, 15.0, 30.0),
-                 period: float = 60.0) -> None:
+                 period: float = 60.0, order_threads: int = THREADS) -> None:
         super().__init__(address, supervisor)
         self.ctx = ctx
         self.children: dict[str, Address] = {}
@@ -58,20 +72,30 @@ class OrderRouter(Supervised):
         self.period = period
         self._restarts: dict[str, deque[float]] = {}
         self._crashes: dict[int, int] = {}  # inbox event id -> crashes of its order actor on it
+        # Events parked as dead letters. Copies of one may still be on their order's address (routed
+        # while its actor was down) and reach the next incarnation: it skips them.
+        self._parked: set[int] = set()
         self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
         self._waiting_for_storage: set[str] = set()  # order actors that crashed while storage was down
         self._unwatch = None
+        self._sweeps: TimerHandle | None = None
+        self._order_threads = order_threads
+        self._pool: ActorPool | None = None  # runs the order actors (actors/order_runtime.py), made on first use
 
     def started(self) -> None:
         self._unwatch = self.ctx.store.watch_health(
             lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
-        self._close_earlier_sessions()
-        # Resume: every order with work left gets its actor back, and every stored update not yet
-        # done is routed again (a crash may have dropped it from an inbox).
-        for order_id in self.ctx.store.open_leader_order_ids():
-            self._child(order_id)
-        self._route_stored(min_age=0.0)
-        self.ctx.timers.every(self.sweep_seconds, self.address, Tick("sweep"), owner=self.actor_ref)
+        try:
+            self._close_earlier_sessions()
+            # Resume: every order with work left gets its actor back, and every stored update not
+            # yet done is routed again (a crash may have dropped it from an inbox).
+            for order_id in self.ctx.store.open_leader_order_ids():
+                self._child(order_id)
+            self._route_stored(min_age=0.0)
+        except BaseException:
+            self._stop_children()  # a start that fails leaves no order actors (nor their threads) behind
+            raise
+        self._sweeps = self.timers.every(self.sweep_seconds, self.address, Sweep())
 
     def _close_earlier_sessions(self) -> None:
         """Open DAY orders of an earlier trading day were expired by the exchange at that session's
@@ -108,16 +132,19 @@ class OrderRouter(Supervised):
         self._stop_children()  # a dead supervisor's children die with it (no orphans, no doubles)
         super().on_failure(*exc_info)
 
+    @property
+    def timers(self) -> Timers:
+        assert self.ctx.timers is not None, "the router needs the copier's timer service"
+        return self.ctx.timers
+
     def _stop_children(self) -> None:
+        if self._sweeps is not None:
+            self._sweeps.cancel()
         if self._unwatch is not None:
             self._unwatch()
-        for address in list(self.children.values()):
-            ref = address.ref
-            if ref is not None:
-                try:
-                    ref.stop(timeout=5)
-                except (pykka.ActorDeadError, pykka.Timeout):
-                    pass
+        if self._pool is not None:  # every order actor stops after what it was told, then the threads
+            self._pool.stop(timeout=5)
+            self._pool = None
         self.children.clear()
 
     def on_receive(self, message: Any) -> Any:
@@ -127,16 +154,14 @@ class OrderRouter(Supervised):
             self._retire(message.leader_order_id)
         elif isinstance(message, ChildFailed):
             self._restart(message)
-        elif isinstance(message, Tick) and message.what == "restart_order":
-            self._resume(message.payload)
+        elif isinstance(message, RestartOrder):
+            self._resume(message.leader_order_id)
         elif isinstance(message, RouteStored):
             self._route_stored(min_age=0.0)
         elif isinstance(message, StorageRecovered):
             self._resume_after_outage()
         elif isinstance(message, UnwindStrategy):
-            legs = self.ctx.store.read(lambda: [r.order_id for r in m.LeaderOrder.select(m.LeaderOrder.order_id)
-                                                .where(m.LeaderOrder.group_id == message.group_id)])
-            for leg in legs:
+            for leg in routing.strategy_legs(self.ctx.store, message.group_id):
                 if leg != message.failed_leg:
                     self._child(leg).tell(UnwindLeg(message.follower, message.reason))
         elif isinstance(message, SyncCopies):
@@ -144,13 +169,14 @@ class OrderRouter(Supervised):
         elif isinstance(message, CancelCopies):
             for order_id in self.ctx.store.open_leader_order_ids():
                 self._child(order_id).tell(message)
-        elif isinstance(message, Tick) and message.what == "sweep":
+        elif isinstance(message, Sweep):
             if not self.ctx.store.down:  # nothing can take effect meanwhile; resumed when it is back
                 self._route_stored(min_age=self.sweep_seconds)
                 self._retry_dead_letters()
             self._report_gauges()
-        elif message == "children":
-            return sorted(self.children)
+        elif isinstance(message, OrderActorWanted):
+            address = self.children.get(message.leader_order_id)
+            return address if address is not None and address.ref is not None else None
         return None
 
     # -- routing ---------------------------------------------------------------------------------
@@ -196,8 +222,10 @@ class OrderRouter(Supervised):
         return address
 
     def _start(self, leader_order_id: str, address: Address) -> None:
-        ref = OrderActor.start(address, self.address, leader_order_id, self.ctx)
-        address.bind(ref)
+        if self._pool is None:
+            self._pool = ActorPool(self._order_threads, name="order").start()
+        address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx,
+                                                 parked=self._parked)))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)
@@ -230,6 +258,9 @@ class OrderRouter(Supervised):
             crashes = self._crashes.get(received.event_id, 0) + 1
             if crashes >= self.poison_after:
                 self._crashes.pop(received.event_id, None)
+                if len(self._parked) > 10_000:  # bounded; a parked event is done, so a sweep never routes it again
+                    self._parked.clear()
+                self._parked.add(received.event_id)
                 park_event(self.ctx.store, self.ctx.alert, "order", received, leader_order_id, failure.exception,
                            crashes)
                 window.clear()  # its cause is parked: the next incarnation starts afresh
@@ -247,9 +278,7 @@ class OrderRouter(Supervised):
             self.ctx.alert("critical", f"order_actor_crashing:{leader_order_id}",
                            f"order actor for leader order {leader_order_id} crashed {len(window)} times in "
                            f"{self.period:.0f}s (last: {failure.error}); restarting it every {delay:.0f}s")
-        timer = threading.Timer(delay, self.address.tell, args=(Tick("restart_order", leader_order_id),))
-        timer.daemon = True
-        timer.start()
+        self.timers.after(delay, self.address, RestartOrder(leader_order_id))
 
     def _resume(self, leader_order_id: str) -> None:
         """Start the order's next incarnation and give it what the crashed one's inbox held."""
@@ -268,17 +297,14 @@ class OrderRouter(Supervised):
         self._route_stored(min_age=0.0)
 
     def _route_stored(self, min_age: float) -> None:
-        cutoff = time.time() - min_age
-        self._route_events(self.ctx.store.read(lambda: list(
-            m.InboundEvent.select().where((m.InboundEvent.done == False) & (m.InboundEvent.received_at <= cutoff))  # noqa: E712
-            .order_by(m.InboundEvent.id).limit(5000))))
+        self._route_events(routing.undone_events(self.ctx.store, received_before=time.time() - min_age))
 
     def _route_pending_of(self, leader_order_id: str) -> None:
         """The stored updates not yet done of one leader order and of its copies."""
         broker_ids = [r.broker_order_id for r in self.ctx.store.follower_orders(leader_order_id) if r.broker_order_id]
         self._route_events(self.ctx.store.pending_inbound([leader_order_id, *broker_ids]))
 
-    def _route_events(self, events: list[m.InboundEvent]) -> None:
+    def _route_events(self, events: list[routing.StoredEvent]) -> None:
         for event in events:
             try:
                 update = update_from_dict(json.loads(event.payload))
@@ -289,43 +315,24 @@ class OrderRouter(Supervised):
 
     def _retry_dead_letters(self) -> None:
         """Dead letters an operator asked to retry (`run.py dlq retry ID` sets next_retry_at)."""
-        now = time.time()
-        due = self.ctx.store.read(lambda: list(m.DeadLetter.select().where(
-            (m.DeadLetter.resolved == False) & (m.DeadLetter.next_retry_at <= now))))  # noqa: E712
-        for letter in due:
+        for letter in routing.retries_due(self.ctx.store):
             if letter.event_id is not None:  # a parked inbox event: pending again, routed again
                 self._crashes.pop(letter.event_id, None)
-                event = self.ctx.store.reopen_parked(letter.id, letter.event_id)
+                self._parked.discard(letter.event_id)
+                event = self.ctx.store.reopen_parked(letter.letter_id, letter.event_id)
                 metrics.DEAD_LETTERS.set(self.ctx.store.unresolved_dead_letters())
                 self._route_events([event] if event is not None else [])
                 continue
-            self.ctx.store.write(lambda l=letter: m.DeadLetter.update(next_retry_at=None)
-                                 .where(m.DeadLetter.id == l.id).execute())
+            routing.retry_taken(self.ctx.store, letter.letter_id)
             if letter.operation == "place":  # (a parked socket frame has nothing to be retried by)
-                self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.id))
+                self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.letter_id))
 
     def _report_gauges(self) -> None:
-        # Aggregates in SQL: this runs under the store's lock every sweep, beside the hot path.
-        db = self.ctx.store.db
-        states = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
-        marks = ", ".join("?" for _ in states)
-
-        def counts() -> tuple[int, dict[str, int], dict[str, int]]:
-            leader = db.execute_sql(f'SELECT COUNT(*) FROM "leader_order" WHERE "status" IN ({marks})',
-                                    states).fetchone()[0]
-            followers = {name: 0 for name in self.ctx.followers}
-            lagging = {name: 0 for name in self.ctx.followers}
-            for follower, count, lag in db.execute_sql(
-                    f'SELECT "follower", COUNT(*), SUM("anomaly" = \'lagging\') FROM "follower_order" '
-                    f'WHERE "status" IN ({marks}) GROUP BY "follower"', states):
-                followers[follower], lagging[follower] = count, lag or 0
-            return leader, followers, lagging
-
-        leader, followers, lagging = self.ctx.store.read(counts)
-        metrics.OPEN_ORDERS.labels(LEADER).set(leader)
-        for name, count in followers.items():
+        counts = routing.open_counts(self.ctx.store, self.ctx.followers)
+        metrics.OPEN_ORDERS.labels(LEADER).set(counts.leader)
+        for name, count in counts.by_follower.items():
             metrics.OPEN_ORDERS.labels(name).set(count)
-            metrics.FOLLOWER_LAG.labels(name).set(lagging.get(name, 0))
+            metrics.FOLLOWER_LAG.labels(name).set(counts.lagging.get(name, 0))
         metrics.MAILBOX_DEPTH.labels("router").set(self.actor_inbox.qsize())
         deepest = max((a.mailbox_depth() for a in self.children.values()), default=0)
         metrics.MAILBOX_DEPTH.labels("order_max").set(deepest)

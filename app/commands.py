@@ -50,8 +50,9 @@ def _open_store(args: argparse.Namespace):
 
 def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
     """Fold the stored events of a leader order and its copies; (matches stored state, report lines)."""
-    from actors.order import copy_key
-    from trading.replay import fold_copy, fold_leader, stored_copy_state, stored_leader_state
+    from storage.orders import copy_key
+    from trading.replay import (comparable_copy, fold_copy_events, fold_leader, stored_copy_state,
+                                stored_leader_state)
 
     lines: list[str] = []
     leader = store.leader_order(order_id)
@@ -61,13 +62,15 @@ def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
     lines.append(f"leader order {order_id}")
     lines += [f"  {i + 1:>3} {kind:<18} {p.get('status', '')} filled={p.get('filled_qty', '')}"
               for i, (kind, p) in enumerate(events)]
-    ok = fold_leader(events) == stored_leader_state(leader)
+    ok = fold_leader(events, order_id) == stored_leader_state(leader)
     lines.append(f"  rebuilt state matches stored state: {'yes' if ok else 'NO'}")
     for row in store.follower_orders(order_id):
         copy_events = [(e.kind, json.loads(e.payload)) for e in store.order_events(copy_key(order_id, row.follower))]
         lines.append(f"copy for {row.follower} ({row.correlation_id}, broker order {row.broker_order_id})")
         lines += [f"  {i + 1:>3} {kind:<24}" for i, (kind, _p) in enumerate(copy_events)]
-        same = fold_copy(copy_events) == stored_copy_state(row)
+        fold = fold_copy_events(copy_events, order_id, row.follower)
+        lines += [f"  refused by the state machine: {why}" for why in fold.refused]
+        same = comparable_copy(fold.state) == stored_copy_state(row)
         lines.append(f"  rebuilt state matches stored state: {'yes' if same else 'NO'}")
         ok = ok and same
     return ok, lines

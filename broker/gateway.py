@@ -11,18 +11,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from dhanhq import DhanContext, dhanhq
 
 from observability import metrics
+from broker import codes
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.order_client import OrderClient
 from broker.parsing import (MalformedMessage, forever_body, from_forever, from_order_book, funds_from_dhan,
                             margin_from_dhan, orders_from_book, positions_from_dhan, profile_from_dhan,
                             quotes_from_ltp, trades_from_dhan)
 from broker.transport import HTTP_STATUS, DhanHTTPOver, Pending, connections_for, transport_for
-from trading.orders import ForeverOrder, OrderTerms
+from trading.orders import ForeverOrder, OrderStatus, OrderTerms
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,49 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True)
+class PlaceAck:
+    """The broker took a placement: its order id, and the status its answer gave (None: none readable)."""
+
+    order_id: str
+    status: OrderStatus | None
+
+
+@dataclass(frozen=True)
+class OrderAck:
+    """The broker took a modification or a cancel: the status its answer gave (None: none readable)."""
+
+    status: OrderStatus | None
+
+
+def _status(text: Any) -> OrderStatus | None:
+    try:
+        return codes.status(text) if text else None
+    except ValueError:
+        return None
+
+
+def placement_ack(answer: Answer) -> Answer:
+    """A placement's (or a forever placement's) answer as Answer.data: PlaceAck. A success without
+    an order id is as good as no answer: its outcome is unknown (an error the caller looks up)."""
+    if not answer.ok:
+        return answer
+    data = answer.data if isinstance(answer.data, Mapping) else {}
+    order_id = str(data.get("orderId") or "")
+    if not order_id:
+        return Answer(error=BrokerError("UNREADABLE", ErrorKind.NETWORK,
+                                        f"placement answered without an order id: {str(answer.data)[:200]}"))
+    return Answer(data=PlaceAck(order_id, _status(data.get("orderStatus")) or OrderStatus.PENDING))
+
+
+def order_ack(answer: Answer) -> Answer:
+    """A modification's or a cancel's answer as Answer.data: OrderAck."""
+    if not answer.ok:
+        return answer
+    data = answer.data if isinstance(answer.data, Mapping) else {}
+    return Answer(data=OrderAck(_status(data.get("orderStatus"))))
 
 
 @dataclass(frozen=True)

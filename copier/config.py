@@ -121,6 +121,7 @@ class Config:
     leader_token_renew_seconds: float = 0.0  # apart: renewing logs the leader out of their other tools
     margin_check: bool = False
     market_fill_wait_seconds: float = 2.0  # an order without a price and no quote: wait this long for its fill
+    max_delay_seconds: float = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped
     quote_cache_seconds: float = 2.0
     quote_requests_per_second: int = 1  # Dhan's market quote APIs, per account with a data plan
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
@@ -430,6 +431,7 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
     flatten_legs = cp.bool("flatten_naked_legs", False)
     replace_after_cap = cp.bool("replace_after_modification_cap", False)
     fill_wait = cp.number("market_fill_wait_seconds", 2.0, 0)
+    max_delay = cp.number("max_delay_seconds", 5.0, 0)
     cp.done()
     qs = root.section("quotes")
     quote_cache = qs.number("cache_seconds", 2.0, 0)
@@ -492,7 +494,8 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
                   kill_switch_activates_broker=kill_broker, kill_switch_after_failures=kill_after,
                   kill_switch_failure_window=kill_window, token_renew_seconds=renew_minutes * 60,
                   leader_token_renew_seconds=renew_leader_minutes * 60,
-                  margin_check=margin_check, market_fill_wait_seconds=fill_wait, quote_cache_seconds=quote_cache,
+                  margin_check=margin_check, market_fill_wait_seconds=fill_wait, max_delay_seconds=max_delay,
+                  quote_cache_seconds=quote_cache,
                   quote_requests_per_second=quote_rate, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,
                   max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level,

@@ -75,6 +75,7 @@ class Copier:
     timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
+    timers: Timers | None = None  # delayed messages of the order actors, on one thread
     _ref: object = None
     _unwatch: Callable[[], None] | None = None
 
@@ -98,6 +99,8 @@ class Copier:
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
+        if self.timers is not None:
+            self.timers.stop()
         metrics.UP.set(0)
         metrics.READY.set(0)
         self.stopped.set()
@@ -181,6 +184,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     feed_addresses = {name: Address(f"feed:{name}") for name in [LEADER, *names]}
     suspended = dict(accounts.paused)  # sizing's, shared so that it outlives a restart of sizing
 
+    copier.timers = Timers(name="copier-timers").start()
+
     def auth_refused(account: str, detail: str) -> None:
         tokens_address.tell(AuthRefused(account, detail))
 
@@ -193,7 +198,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                           price_needed=price_needed, market_fill_wait_seconds=config.market_fill_wait_seconds,
                           unknown_settle_seconds=config.broker_timeout,
                           unknown_alert_seconds=config.unknown_alert_seconds,
-                          placement_attempts=config.max_attempts),
+                          placement_attempts=config.max_attempts, max_delay_seconds=config.max_delay_seconds),
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,

@@ -128,10 +128,10 @@ def test_day_orders_of_an_earlier_session_are_closed_at_start_and_never_polled(m
 
 
 def test_a_copy_the_broker_cannot_find_is_looked_up_with_growing_pauses_then_left_alone(make_rig, monkeypatch):
-    import actors.order as order_module
+    import trading.copy as copy_machine
 
-    monkeypatch.setattr(order_module, "LOOKUP_RETRY_SECONDS", 0.2, raising=False)
-    monkeypatch.setattr(order_module, "LOOKUP_ATTEMPTS", 4, raising=False)
+    monkeypatch.setattr(copy_machine, "LOOKUP_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(copy_machine, "LOOKUP_ATTEMPTS", 4)
     day1 = make_rig(followers=FOLLOWERS)
     order_id = day1.place(quantity=10)
     entry = day1.follower_copy(order_id, "f1")

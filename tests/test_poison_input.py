@@ -283,7 +283,9 @@ def test_an_event_that_keeps_crashing_its_order_actor_is_parked_and_the_order_go
     assert "NOT NULL" in letter.reason and '"avg_price": NaN' in letter.payload
     assert _restarts("order") - restarts == 3
     assert metrics.POISON_MESSAGES.labels("order")._value.get() == parked_before + 1
-    alerts = rig.store.read(lambda: list(m.Alert.select().where(m.Alert.key == "poison:order")))
+    # the alert is stored just after the event is parked (a transaction of its own): wait for it
+    alerts = wait_until(lambda: rig.store.read(lambda: list(m.Alert.select().where(m.Alert.key == "poison:order"))),
+                        5, message="the poison alert stored")
     assert len(alerts) == 1 and leader_order in alerts[0].message
 
     # the order actor goes on: the leader's next real change of the order is copied
@@ -319,7 +321,7 @@ def test_an_event_whose_actor_crashed_because_sizing_was_down_is_retried_not_par
     from actors.order import OrderActor
 
     rig = make_rig()
-    original = OrderActor._ask_sizing
+    original = OrderActor.ask_sizing
     failures = {"left": 3}  # as many crashes as would park a poison event
 
     def sizing_restarting(self, message):
@@ -331,7 +333,7 @@ def test_an_event_whose_actor_crashed_because_sizing_was_down_is_retried_not_par
                 raise RuntimeError(f"sizing unavailable: {exc}") from exc
         return original(self, message)
 
-    monkeypatch.setattr(OrderActor, "_ask_sizing", sizing_restarting)
+    monkeypatch.setattr(OrderActor, "ask_sizing", sizing_restarting)
     restarts = _restarts("order")
     leader_order = rig.place(quantity=10, price=1400.0)
     assert rig.follower_copy(leader_order, timeout=20)["quantity"] == 5

@@ -127,7 +127,7 @@ def test_8_10_persistent_write_failure_is_not_acknowledged_and_is_retried(make_r
 
 
 def test_B_3_actor_crash_mid_message_is_restarted_and_the_event_still_takes_effect(rig, monkeypatch):
-    original = OrderActor._first_sighting
+    original = OrderActor.first_sighting
     crashed = threading.Event()
 
     def crash_once(self, event_id, update):
@@ -136,7 +136,7 @@ def test_B_3_actor_crash_mid_message_is_restarted_and_the_event_still_takes_effe
             raise RuntimeError("injected crash in the middle of a message")
         return original(self, event_id, update)
 
-    monkeypatch.setattr(OrderActor, "_first_sighting", crash_once)
+    monkeypatch.setattr(OrderActor, "first_sighting", crash_once)
     restarts = metrics.ACTOR_RESTARTS.labels("order")._value.get()
     leader_id = rig.place(quantity=10)
     assert rig.follower_copy(leader_id)["quantity"] == 5

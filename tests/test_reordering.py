@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pykka
 import pytest
 
-from actors.order import OrderActor
+from actors.messages import CopiesWanted, OrderActorWanted
 from observability import metrics
 from storage import models as m
 from tests.conftest import LEADER_ID, Rig, wait_until
@@ -26,10 +26,10 @@ def settled(rig: Rig, leader_id: str) -> bool:
     if pending:
         return False
     try:
-        for ref in pykka.ActorRegistry.get_by_class(OrderActor):
-            if ref.proxy().leader_order_id.get(timeout=5) == leader_id:
-                state = ref.ask("state", timeout=5)
-                return all(in_flight is None for _status, in_flight in state["copies"].values())
+        actor = rig.copier.address("router").ask(OrderActorWanted(leader_id), timeout=5)
+        if actor is not None:
+            state = actor.ask(CopiesWanted(), timeout=5)
+            return all(in_flight is None for _status, in_flight in state["copies"].values())
     except pykka.ActorDeadError:
         return False  # one stopped while asked: look again
     return True  # its actor finished and stopped

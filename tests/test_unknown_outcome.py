@@ -4,7 +4,8 @@ rejected. Faults are injected on the wire by a FaultProxy between the copier and
 every count is taken on the exchange's books."""
 from __future__ import annotations
 
-from actors.messages import BrokerCall, BrokerReply
+from actors.messages import (CallFailed, CopyNotFound, CopyRejected, LookupCopy, OrderFound, PlaceCopy,
+                             PlacementUnknown)
 from actors.rate_limiter import RateLimiter
 from app.commands import replay_order
 from broker.errors import classify
@@ -231,8 +232,15 @@ class _Gateway:
         return self.book
 
 
-def _call(op: str, reply_to: _Recorder) -> BrokerCall:
-    return BrokerCall(op=op, follower="f1", leader_order_id="L1", correlation_id="CT1", reply_to=reply_to)
+TERMS = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 5, 1.0)
+
+
+def _place(reply_to: _Recorder) -> PlaceCopy:
+    return PlaceCopy(account="f1", leader_order_id="L1", correlation_id="CT1", reply_to=reply_to, terms=TERMS)
+
+
+def _lookup(reply_to: _Recorder) -> LookupCopy:
+    return LookupCopy(account="f1", leader_order_id="L1", correlation_id="CT1", reply_to=reply_to)
 
 
 def test_a_placement_with_an_unknown_outcome_goes_to_its_order_actor_never_to_a_retry():
@@ -241,29 +249,27 @@ def test_a_placement_with_an_unknown_outcome_goes_to_its_order_actor_never_to_a_
     limiter.actor, order_actor = _Recorder(), _Recorder()
     try:
         for error in (classify({"error_code": None}, 502), classify("timed out"), classify({"error_code": "DH-908"}, 500)):
-            limiter._report(BrokerReply(_call("place", order_actor), error=error))
-        limiter._report(BrokerReply(_call("place", order_actor), error=classify({"error_code": "DH-904"}, 429)))
-        limiter._report(BrokerReply(_call("lookup", order_actor), error=classify("timed out")))
+            limiter._report(PlacementUnknown(_place(order_actor), error))
+        limiter._report(CopyRejected(_place(order_actor), classify({"error_code": "DH-904"}, 429)))
+        limiter._report(CallFailed(_lookup(order_actor), classify("timed out")))
         assert len(order_actor.told) == 3  # the three unknown outcomes, for it to look up
-        assert [m.reply.call.op for m in limiter.actor.told] == ["place", "lookup"]  # a refusal, a lookup: retried
+        assert [type(m.command) for m in limiter.actor.told] == [PlaceCopy, LookupCopy]  # a refusal, a lookup: retried
     finally:
         limiter.close()
 
 
 def test_a_lookup_that_gets_no_answer_asks_the_order_book_when_the_data_window_has_room():
-    order = OrderUpdate("F1", OrderStatus.PENDING,
-                        OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 5, 1.0),
-                        correlation_id="CT1")
+    order = OrderUpdate("F1", OrderStatus.PENDING, TERMS, correlation_id="CT1")
     gateway = _Gateway(Answer(error=classify("timed out")), Answer(data=order))
     limiter = RateLimiter(gateway, order_limits=[(10, 1.0)], data_limits=[(1, 60.0)])  # type: ignore[arg-type]
     try:
-        found = limiter._perform(_call("lookup", _Recorder()))
-        assert found.order == order and found.ok and gateway.asked == ["by_id", "book"]
-        unanswered = limiter._perform(_call("lookup", _Recorder()))  # the window is full now
-        assert unanswered.error is not None and not unanswered.not_found
+        found = limiter._perform(_lookup(_Recorder()))
+        assert isinstance(found, OrderFound) and found.order == order and gateway.asked == ["by_id", "book"]
+        unanswered = limiter._perform(_lookup(_Recorder()))  # the window is full now
+        assert isinstance(unanswered, CallFailed) and unanswered.error is not None
         assert gateway.asked == ["by_id", "book", "by_id"]
         gateway.by_id = Answer(data=None)  # the broker answered: no such order
-        absent = limiter._perform(_call("lookup", _Recorder()))
-        assert absent.not_found and absent.sent_ns > 0
+        absent = limiter._perform(_lookup(_Recorder()))
+        assert isinstance(absent, CopyNotFound) and absent.sent_at > 0
     finally:
         limiter.close()

@@ -1,65 +1,80 @@
-"""Replay (B.9): rebuild an order's state from its stored events alone.
+"""Replay: rebuild an order's state from its stored events alone.
 
-The order actor appends every lifecycle event to the per-order event store with a sequence
-number. Folding those events through the same state machine must give exactly the state the
-actor stored; `python run.py replay ORDER_ID` shows the history and says whether it does.
+The order actor stores every event that changed an order, with a sequence number. Folding those
+events through the same state machines the actor uses (trading/leader.py for the leader's order,
+trading/copy.py for each copy) must give exactly the state the actor stored; `python run.py replay
+ORDER_ID` shows the history and says whether it does.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from trading.lifecycle import InvalidTransition, OrderEvent, next_state
-from trading.orders import OrderStatus
+from trading import copy as c
+from trading.copy_records import event_of
+from trading.leader import apply_update, first_seen, update_from_record
+from trading.lifecycle import InvalidTransition
+from trading.orders import terms_to_dict
 
-_STATE_EVENTS = {e.value for e in OrderEvent} - {"SUBMITTED", "SKIPPED"}
+Records = Iterable[tuple[str, dict[str, Any]]]
 
 
-def fold_leader(events: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """(kind, payload) pairs of a leader order -> {status, filled_qty, avg_price, terms}."""
-    state: dict[str, Any] = {}
+@dataclass
+class CopyFold:
+    """A copy folded from its records; `refused`: records `apply` did not allow (with why)."""
+
+    state: c.CopyState | None = None
+    refused: list[str] = field(default_factory=list)
+
+
+def fold_leader(events: Records, order_id: str = "") -> dict[str, Any]:
+    """(kind, payload) records of a leader order -> {status, filled_qty, avg_price, terms}."""
+    state = None
     for kind, payload in events:
-        if kind == "SEEN":
-            state = {"status": payload["status"], "filled_qty": payload["filled_qty"],
-                     "avg_price": payload["avg_price"], "terms": payload["terms"]}
+        update = update_from_record(order_id, payload)
+        if kind == "SEEN" or state is None:
+            state = first_seen(update)
             continue
-        state["status"] = next_state(OrderStatus(state["status"]), OrderEvent(kind)).value
-        state["filled_qty"] = max(state["filled_qty"], payload["filled_qty"])
-        state["avg_price"] = payload["avg_price"] or state["avg_price"]
-        state["terms"] = payload["terms"]
-    return state
+        try:
+            state = apply_update(state, update)
+        except InvalidTransition:
+            pass  # the actor refused it too: it never changed the stored state
+    if state is None:
+        return {}
+    return {"status": state.status.value, "filled_qty": state.filled_qty, "avg_price": state.avg_price,
+            "terms": terms_to_dict(state.terms)}
 
 
-def fold_copy(events: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """(kind, payload) pairs of a follower copy -> {status, target, filled_qty, modifications, ...}."""
-    state: dict[str, Any] = {"status": OrderStatus.PENDING_PLACEMENT.value, "filled_qty": 0, "modifications": 0,
-                             "broker_order_id": None, "cancel_requested": False, "target": None}
+def fold_copy_events(events: Records, leader_order_id: str = "", follower: str = "") -> CopyFold:
+    fold = CopyFold()
     for kind, payload in events:
-        if kind in ("SUBMITTED", "SKIPPED"):
-            state.update(status=payload["status"], target=payload["target"])
-        elif kind == "TARGET_CHANGED":
-            state["target"] = payload
-        elif kind in ("PLACED", "FOUND_BY_CORRELATION_ID"):
-            state["broker_order_id"] = payload.get("broker_order_id") or state["broker_order_id"]
-        elif kind == "RETRIED":
-            state.update(status=OrderStatus.PENDING_PLACEMENT.value, broker_order_id=None)
-        elif kind == "REPLACED":
-            state.update(status=OrderStatus.PENDING_PLACEMENT.value, broker_order_id=None, modifications=0,
-                         cancel_requested=False)
-        elif kind == "CANCEL_REQUESTED":
-            state["cancel_requested"] = True
-        elif kind == "MODIFY_ACKED":
-            state["modifications"] += 1
-        elif kind in _STATE_EVENTS:
+        event = event_of(kind, payload, leader_order_id, follower)
+        if event is None:
+            fold.refused.append(f"{kind}: not an event this version knows")
+        elif isinstance(event, (c.Submitted, c.Skipped)):
+            fold.state = c.start(event)
+        elif fold.state is None:
+            fold.refused.append(f"{kind}: before the copy's first event")
+        else:
             try:
-                state["status"] = next_state(OrderStatus(state["status"]), OrderEvent(kind)).value
-            except InvalidTransition:
-                pass  # the actor refused it too: it never changed the stored state
-            if "filled_qty" in payload:
-                state["filled_qty"] = max(state["filled_qty"], payload["filled_qty"])
-            if payload.get("order_id") and not state["broker_order_id"]:
-                state["broker_order_id"] = payload["order_id"]
-    return state
+                fold.state = c.apply(fold.state, event)
+            except c.InvalidCopyEvent as exc:
+                fold.refused.append(f"{kind}: {exc}")
+    return fold
+
+
+def comparable_copy(state: c.CopyState | None) -> dict[str, Any]:
+    if state is None:
+        return {}
+    return {"status": state.status.value, "filled_qty": state.filled_qty, "modifications": state.modifications,
+            "broker_order_id": state.broker_order_id, "cancel_requested": state.cancel_requested,
+            "target": terms_to_dict(state.target)}
+
+
+def fold_copy(events: Records, leader_order_id: str = "", follower: str = "") -> dict[str, Any]:
+    """(kind, payload) records of a follower copy -> {status, target, filled_qty, modifications, ...}."""
+    return comparable_copy(fold_copy_events(events, leader_order_id, follower).state)
 
 
 def stored_leader_state(row: Any) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""Fills and slippage of one leader order and its copies, and the checks that watch them: which
+filled first, and copies still open long after the leader's order filled.
+
+The leader's and a follower's fills come on different sockets, in either order. A follower fill
+applied before any leader fill waits FILLED_FIRST_GRACE_SECONDS for the leader's before it is
+judged: the copy filled first only if the exchange stamped the leader's fill later (or not at all
+by then). Fills stamped in the same second are not first.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from actors.messages import LEADER, FillSeen
+from actors.order_timers import FilledFirstDue, LagCheck
+from observability import metrics
+from trading import copy as c
+from trading.fills import Fill, slippage
+from trading.orders import OrderStatus, OrderUpdate, Side
+
+if TYPE_CHECKING:
+    from actors.order import OrderActor
+    from actors.order_plan import Plan
+
+log = logging.getLogger("actors.order")
+FILLED_FIRST_GRACE_SECONDS = 2.0
+
+
+class Fills:
+    def __init__(self, actor: "OrderActor") -> None:
+        self.actor = actor
+        self.leader_filled_at: str | None = None  # exchange time of the leader's first fill seen here
+        self.suspects: dict[str, str] = {}  # follower -> exchange time of a fill the leader's may follow
+        self._lag_scheduled = False
+
+    # -- fills -------------------------------------------------------------------------------------------
+    def leader_fill(self, plan: "Plan", update: OrderUpdate, fill: Fill) -> None:
+        actor = self.actor
+        records = actor.records
+        plan.write(lambda: records.fill(LEADER, actor.leader_order_id, fill.quantity, fill.price, update.filled_qty,
+                                        update.updated_at))
+
+        def counted() -> None:
+            metrics.FILLS.labels("leader").inc()
+            self._tell_sizing(LEADER, update, fill.quantity)
+            self.leader_filled_at = self.leader_filled_at or update.updated_at
+
+        plan.then(counted)
+
+    def follower_fill(self, plan: "Plan", follower: str, order_id: str, fill: Fill, cumulative: int,
+                      update: OrderUpdate | None) -> None:
+        records = self.actor.records
+        filled_at = update.updated_at if update is not None else ""
+        plan.write(lambda: records.fill(follower, order_id, fill.quantity, fill.price, cumulative, filled_at))
+
+        def counted() -> None:
+            metrics.FILLS.labels("follower").inc()
+            if update is not None:
+                self._tell_sizing(follower, update, fill.quantity)
+            if self.actor.leader is not None:
+                self.check_filled_first(follower, filled_at)
+
+        plan.then(counted)
+
+    def slippage(self, plan: "Plan", follower: str, copy: c.CopyState) -> None:
+        leader = self.actor.leader
+        value = slippage(copy.target.side.value, copy.avg_price, leader.state.avg_price if leader else 0.0)
+        if value is None:
+            return
+        plan.measured.setdefault(follower, {})["slippage"] = value
+        plan.then(lambda: metrics.SLIPPAGE.labels(follower).observe(value))
+
+    def _tell_sizing(self, account: str, update: OrderUpdate, quantity: int) -> None:
+        """Keep the sizing actor's positions current between polls. Only fills the socket brings:
+        one recovered from the order book may already be in the positions it read at start."""
+        if update.source != "socket":
+            return
+        terms = update.terms
+        signed = quantity if terms.side == Side.BUY else -quantity
+        self.actor.ctx.sizing.tell(FillSeen(account, terms.exchange_segment, terms.security_id, signed,
+                                            update.received_ns))
+
+    # -- which filled first ------------------------------------------------------------------------------
+    def check_filled_first(self, follower: str, filled_at: str) -> None:
+        leader = self.actor.leader
+        if leader is not None and leader.state.filled_qty > 0:
+            if self.leader_filled_at and filled_at and filled_at < self.leader_filled_at:
+                self._flag_filled_first(follower)
+            return
+        if follower in self.suspects:
+            return
+        if not self.suspects:
+            self.actor.after(FILLED_FIRST_GRACE_SECONDS, FilledFirstDue(), name="filled_first")
+        self.suspects[follower] = filled_at
+
+    def judge(self) -> None:
+        suspects, self.suspects = self.suspects, {}
+        leader = self.actor.leader
+        for follower, filled_at in suspects.items():
+            if leader is None or leader.state.filled_qty == 0:
+                self._flag_filled_first(follower)
+            else:
+                self.check_filled_first(follower, filled_at)
+
+    def _flag_filled_first(self, follower: str) -> None:
+        actor = self.actor
+        if actor.copies[follower].anomaly is None:  # recorded, no action taken
+            actor.operate(lambda plan: plan.apply(follower, c.Flagged("follower_filled_first")))
+        metrics.ANOMALIES.labels("follower_filled_first").inc()
+        log.warning("follower %s filled its copy of %s before the leader filled", follower, actor.leader_order_id,
+                    extra=actor.fields(follower))
+
+    # -- copies lagging the leader's fill ------------------------------------------------------------------
+    def schedule_lag_check(self) -> None:
+        seconds = self.actor.ctx.policy.lag_alert_seconds
+        if not self._lag_scheduled and seconds > 0:
+            self._lag_scheduled = True
+            self.actor.after(seconds, LagCheck(), name="lag")
+
+    def check_lag(self) -> None:
+        actor = self.actor
+        lagging = [f for f, copy in actor.copies.items()
+                   if copy.status.is_open or copy.status in (OrderStatus.PENDING_PLACEMENT, OrderStatus.UNKNOWN)]
+        if not lagging:
+            return
+        actor.operate(lambda plan: [plan.apply(f, c.Flagged("lagging")) for f in lagging])
+        seconds = actor.ctx.policy.lag_alert_seconds
+        for follower in lagging:
+            metrics.LAG_ALERTS.labels(follower).inc()
+            actor.ctx.alert("warning", f"lag:{follower}",
+                            f"follower {follower}: copy of leader order {actor.leader_order_id} still "
+                            f"{actor.copies[follower].status.value} {seconds:.0f}s after the leader filled")

@@ -1,0 +1,277 @@
+"""Order actors on a shared, fixed pool of threads.
+
+Pykka gives every actor a thread of its own, and the copier keeps an order actor for as long as
+its order is open: a leader with hundreds of resting orders held hundreds of threads, most of
+them asleep. Here each order actor keeps only a mailbox; a small pool of threads takes whichever
+mailbox has messages and runs them, one at a time and in order, so what Pykka promised still holds:
+
+- one message at a time per actor, in the order told (a mailbox is run by one thread at a time);
+- a crash handling one actor's message stops that actor alone: its mailbox is dropped (as Pykka
+  drops it) and its supervisor is told which message it crashed on (`ChildFailed`), so the
+  router's supervision (restart from storage, poison events parked) works as before;
+- an exception in an *asked* message goes back to the asker and the actor lives on.
+
+A pool thread runs a few messages of one actor, then gives the others a turn. An order actor's
+own waits are short (a sizing ask, a storage write), but while one waits it holds its pool
+thread, hence a pool of several (`THREADS`).
+
+    pool = ActorPool().start()
+    ref = pool.spawn(MyActor(address, supervisor))   # `started()` runs first, on a pool thread
+    address.bind(ref); address.tell(message); ref.stop()
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import uuid
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import pykka
+
+from supervisors import Address
+from supervisors.supervisor import ChildFailed
+
+log = logging.getLogger(__name__)
+
+THREADS = 8  # enough that a few actors waiting on the sizing actor do not hold up the others
+BATCH = 8  # messages one actor runs before the thread gives another actor a turn
+_START, _STOP = object(), object()
+
+
+class PooledActor:
+    """Base of an actor run by an `ActorPool`. Its hooks are Pykka's, and run on a pool thread,
+    never two at once for one actor: `started` before the first message, `on_receive` for each
+    message, `on_stop` when stopped, `on_failure` when a told message raised (then it is stopped)."""
+
+    def __init__(self, address: Address, supervisor: Address | None) -> None:
+        self.address = address
+        self.supervisor = supervisor
+        self.actor_urn = f"urn:uuid:{uuid.uuid4()}"
+        self.actor_ref: PooledRef | None = None
+
+    def started(self) -> None:
+        """Rebuild state here (a failure is reported to the supervisor, like a crash)."""
+
+    def on_receive(self, message: Any) -> Any:
+        return None
+
+    def on_stop(self) -> None:
+        """The actor was asked to stop; no message follows."""
+
+    def on_failure(self, message: Any, exception: BaseException) -> None:
+        """A told `message` raised `exception`: the actor stops; its supervisor is told."""
+        self._report_crash(exception, message)
+
+    def _report_crash(self, exc: BaseException | None, message: Any = None) -> None:
+        if self.supervisor is not None:
+            self.supervisor.tell(ChildFailed(self.address.name, repr(exc), self.actor_urn, message, exc))
+
+
+class _Ask:
+    __slots__ = ("message", "future")
+
+    def __init__(self, message: Any, future: Future) -> None:
+        self.message = message
+        self.future = future
+
+
+class PooledRef:
+    """The handle of a pooled actor, as an `Address` binds it: `tell`, `ask`, `stop`."""
+
+    def __init__(self, pool: "ActorPool", actor: PooledActor) -> None:
+        self._pool = pool
+        self._actor = actor
+        self.actor_urn = actor.actor_urn
+        self._mailbox: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._alive = True
+        self.stopped = threading.Event()
+
+    @property
+    def actor_inbox(self) -> "PooledRef":  # Address.mailbox_depth() reads actor_inbox.qsize()
+        return self
+
+    def qsize(self) -> int:
+        return len(self._mailbox)
+
+    def is_alive(self) -> bool:
+        return self._alive
+
+    def tell(self, message: Any) -> None:
+        self._post(message)
+
+    def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
+        future: Future = Future()
+        self._post(_Ask(message, future))
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise pykka.Timeout(f"{self._actor.address.name} did not answer in {timeout}s") from None
+
+    def stop(self, block: bool = True, timeout: float | None = None) -> Future | bool:
+        """Stop after the messages told before; with `block`, wait for it (False: already dead)."""
+        future: Future = Future()
+        try:
+            self._post(_Ask(_STOP, future))
+        except pykka.ActorDeadError:
+            return False
+        if not block:
+            return future
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            return False
+
+    def _post(self, item: Any) -> None:
+        with self._lock:
+            if not self._alive:
+                raise pykka.ActorDeadError(f"{self._actor.address.name} ({self.actor_urn}) is dead")
+            self._mailbox.append(item)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._pool._ready(self)
+
+    # -- on a pool thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        for _ in range(BATCH):
+            with self._lock:
+                if not self._mailbox or not self._alive:
+                    self._scheduled = False
+                    return
+                item = self._mailbox.popleft()
+            if not self._handle(item):
+                return
+        with self._lock:
+            more = bool(self._mailbox) and self._alive
+            self._scheduled = more
+        if more:
+            self._pool._ready(self)
+
+    def _handle(self, item: Any) -> bool:
+        """Run one item; False when the actor is dead after it."""
+        actor = self._actor
+        if item is _START:
+            try:
+                actor.started()
+            except Exception as exc:  # noqa: BLE001 - a start that fails is a crash, reported
+                actor._report_crash(exc)
+                self._die()
+                return False
+            return True
+        if isinstance(item, _Ask):
+            if item.message is _STOP:
+                try:
+                    actor.on_stop()
+                finally:
+                    self._die()
+                    item.future.set_result(True)
+                return False
+            try:
+                item.future.set_result(actor.on_receive(item.message))
+            except Exception as exc:  # noqa: BLE001 - an asked message's failure goes back to the asker
+                item.future.set_exception(exc)
+            return True
+        try:
+            actor.on_receive(item)
+        except Exception as exc:  # noqa: BLE001 - this actor crashed; the others go on
+            log.exception("order actor %s crashed on %s", actor.address.name, type(item).__name__)
+            self._die()
+            actor.on_failure(item, exc)
+            return False
+        return True
+
+    def _die(self) -> None:
+        with self._lock:
+            self._alive = False
+            dropped, self._mailbox = list(self._mailbox), deque()
+        for item in dropped:
+            if isinstance(item, _Ask) and not item.future.done():
+                if item.message is _STOP:
+                    item.future.set_result(True)
+                else:
+                    item.future.set_exception(pykka.ActorDeadError(f"{self._actor.address.name} stopped"))
+        self._pool._forget(self)
+        self.stopped.set()
+
+
+class ActorPool:
+    """A fixed number of threads running every pooled actor's mailbox. Thread-safe."""
+
+    def __init__(self, threads: int = THREADS, name: str = "orders") -> None:
+        self.name = name
+        self._size = threads
+        self._queue: deque[PooledRef] = deque()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._refs: set[PooledRef] = set()
+        self._stopped = False
+        self._ids = itertools.count()
+
+    def start(self) -> "ActorPool":
+        for i in range(self._size):
+            thread = threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def spawn(self, actor: PooledActor) -> PooledRef:
+        """Run `actor`: its `started` first, then what it is told."""
+        ref = PooledRef(self, actor)
+        actor.actor_ref = ref
+        with self._cond:
+            if self._stopped:
+                raise pykka.ActorDeadError(f"the {self.name} pool is stopped")
+            self._refs.add(ref)
+        ref._post(_START)
+        return ref
+
+    def running(self) -> int:
+        with self._cond:
+            return len(self._refs)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every actor (each after what it was told before), then the threads."""
+        with self._cond:
+            refs = list(self._refs)
+        stops = [ref.stop(block=False) for ref in refs]
+        for future in stops:
+            if isinstance(future, Future):
+                try:
+                    future.result(timeout)
+                except FutureTimeout:
+                    log.warning("%s pool: an actor did not stop within %.0fs", self.name, timeout)
+                    break
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+    def _ready(self, ref: PooledRef) -> None:
+        with self._cond:
+            self._queue.append(ref)
+            self._cond.notify()
+
+    def _forget(self, ref: PooledRef) -> None:
+        with self._cond:
+            self._refs.discard(ref)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopped:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # stopped, and nothing left to run
+                ref = self._queue.popleft()
+            try:
+                ref._run()
+            except BaseException:  # a bug in the pool itself: never lose the thread silently
+                log.exception("%s pool: running %s failed", self.name, ref._actor.address.name)

@@ -1,0 +1,77 @@
+"""What the order router reads and writes besides the orders themselves: inbox events left undone,
+the legs of a strategy, dead letters an operator asked to retry, and the open-order counts it
+exports."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from storage import models as m
+from storage.store import Store
+
+StoredEvent = m.InboundEvent  # an inbox row: `account`, `id`, `order_id`, `payload` (the update's JSON)
+OPEN_STATES = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
+
+
+@dataclass(frozen=True)
+class RetryDue:
+    """A dead letter an operator asked to retry (`run.py dlq retry ID`)."""
+
+    letter_id: int
+    event_id: int | None  # a parked inbox event, routed again; else a refused copy, placed afresh
+    leader_order_id: str
+    follower: str
+    operation: str
+
+
+@dataclass(frozen=True)
+class OpenCounts:
+    leader: int
+    by_follower: dict[str, int]
+    lagging: dict[str, int]  # open copies flagged as lagging the leader's fill
+
+
+def undone_events(store: Store, received_before: float, limit: int = 5000) -> list[StoredEvent]:
+    """Inbox events not yet done that arrived before `received_before` (wall clock), oldest first."""
+    return store.read(lambda: list(
+        m.InboundEvent.select().where((m.InboundEvent.done == False)  # noqa: E712
+                                      & (m.InboundEvent.received_at <= received_before))
+        .order_by(m.InboundEvent.id).limit(limit)))
+
+
+def strategy_legs(store: Store, group_id: str) -> list[str]:
+    """The leader order ids of every leg of a multi-leg strategy."""
+    return store.read(lambda: [row.order_id for row in m.LeaderOrder.select(m.LeaderOrder.order_id)
+                               .where(m.LeaderOrder.group_id == group_id)])
+
+
+def retries_due(store: Store, now: float | None = None) -> list[RetryDue]:
+    at = time.time() if now is None else now
+    rows = store.read(lambda: list(m.DeadLetter.select().where(
+        (m.DeadLetter.resolved == False) & (m.DeadLetter.next_retry_at <= at))))  # noqa: E712
+    return [RetryDue(row.id, row.event_id, row.leader_order_id, row.follower, row.operation) for row in rows]
+
+
+def retry_taken(store: Store, letter_id: int) -> None:
+    """The retry of a dead letter is under way: not due again."""
+    store.write(lambda: m.DeadLetter.update(next_retry_at=None).where(m.DeadLetter.id == letter_id).execute())
+
+
+def open_counts(store: Store, followers: list[str]) -> OpenCounts:
+    """Open leader orders, and open copies per follower; aggregated in SQL (this runs beside the
+    hot path, under the store's lock, on every sweep)."""
+    marks = ", ".join("?" for _ in OPEN_STATES)
+
+    def counts() -> OpenCounts:
+        db = store.db
+        leader = db.execute_sql(f'SELECT COUNT(*) FROM "leader_order" WHERE "status" IN ({marks})',
+                                OPEN_STATES).fetchone()[0]
+        by_follower = {name: 0 for name in followers}
+        lagging = {name: 0 for name in followers}
+        for follower, count, lag in db.execute_sql(
+                f'SELECT "follower", COUNT(*), SUM("anomaly" = \'lagging\') FROM "follower_order" '
+                f'WHERE "status" IN ({marks}) GROUP BY "follower"', OPEN_STATES):
+            by_follower[follower], lagging[follower] = count, lag or 0
+        return OpenCounts(leader, by_follower, lagging)
+
+    return store.read(counts)

@@ -1,0 +1,121 @@
+"""The pool that runs order actors (actors/order_runtime.py) keeps what Pykka gave each actor on
+a thread of its own: one message at a time, in order; a crash stops that actor alone and tells its
+supervisor which message; an asked message's failure goes back to the asker."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+
+from actors.order_runtime import ActorPool, PooledActor
+from supervisors import Address
+from supervisors.supervisor import ChildFailed
+from tests.conftest import wait_until
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.told: list[Any] = []
+
+    def tell(self, message: Any) -> None:
+        self.told.append(message)
+
+
+class Recorder(PooledActor):
+    def __init__(self, name: str, supervisor: Inbox | None = None) -> None:
+        super().__init__(Address(name), supervisor)  # type: ignore[arg-type]
+        self.seen: list[Any] = []
+        self.busy = False
+        self.overlapped = False
+        self.stopped = False
+
+    def on_receive(self, message: Any) -> Any:
+        if self.busy:
+            self.overlapped = True
+        self.busy = True
+        try:
+            if message == "boom":
+                raise RuntimeError("boom")
+            time.sleep(0.0005)
+            self.seen.append(message)
+            return f"got {message}"
+        finally:
+            self.busy = False
+
+    def on_stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+def pool():
+    pool = ActorPool(threads=4, name="test-orders").start()
+    yield pool
+    pool.stop(timeout=5)
+
+
+def test_each_actor_handles_its_messages_one_at_a_time_in_the_order_told(pool):
+    actors = [Recorder(f"order:{i}") for i in range(20)]
+    refs = [pool.spawn(actor) for actor in actors]
+    for n in range(50):
+        for ref in refs:
+            ref.tell(n)
+    wait_until(lambda: all(len(a.seen) == 50 for a in actors), 20, message="every message handled")
+    assert all(a.seen == list(range(50)) for a in actors)
+    assert not any(a.overlapped for a in actors)
+
+
+def test_a_crash_stops_that_actor_alone_and_tells_its_supervisor_the_message(pool):
+    supervisor = Inbox()
+    crashing, other = Recorder("order:1", supervisor), Recorder("order:2", supervisor)
+    crash_ref, other_ref = pool.spawn(crashing), pool.spawn(other)
+    crash_ref.tell("boom")
+    crash_ref.tell("after")  # dropped with the crashed actor's mailbox, as Pykka drops it
+    other_ref.tell("still here")
+    wait_until(lambda: supervisor.told and other.seen, 5, message="the crash reported, the other actor served")
+    [failure] = supervisor.told
+    assert isinstance(failure, ChildFailed) and failure.child_id == "order:1" and failure.message == "boom"
+    assert failure.actor_urn == crash_ref.actor_urn and not crash_ref.is_alive() and other_ref.is_alive()
+    assert crashing.seen == [] and other.seen == ["still here"]
+    with pytest.raises(pykka.ActorDeadError):
+        crash_ref.tell("too late")  # an Address parks it for the next incarnation
+
+
+def test_an_asked_message_that_fails_answers_the_asker_and_the_actor_lives_on(pool):
+    ref = pool.spawn(Recorder("order:1"))
+    with pytest.raises(RuntimeError, match="boom"):
+        ref.ask("boom", timeout=5)
+    assert ref.ask("next", timeout=5) == "got next" and ref.is_alive()
+
+
+def test_a_start_that_fails_is_reported_as_a_crash(pool):
+    class FailsToStart(Recorder):
+        def started(self) -> None:
+            raise RuntimeError("no storage")
+
+    supervisor = Inbox()
+    ref = pool.spawn(FailsToStart("order:1", supervisor))
+    wait_until(lambda: supervisor.told, 5, message="the failed start reported")
+    assert "no storage" in supervisor.told[0].error and not ref.is_alive()
+
+
+def test_stop_comes_after_what_was_told_before_and_a_stopped_actor_takes_nothing_more(pool):
+    actor = Recorder("order:1")
+    ref = pool.spawn(actor)
+    for n in range(10):
+        ref.tell(n)
+    assert ref.stop(timeout=5) is True
+    assert actor.seen == list(range(10)) and actor.stopped
+    with pytest.raises(pykka.ActorDeadError):
+        ref.tell(11)
+
+
+def test_a_thousand_actors_run_on_the_pools_threads(pool):
+    before = threading.active_count()
+    refs = [pool.spawn(Recorder(f"order:{i}")) for i in range(1000)]
+    for ref in refs:
+        ref.tell("hello")
+    wait_until(lambda: all(ref.qsize() == 0 for ref in refs), 20, message="every actor served")
+    assert threading.active_count() <= before
