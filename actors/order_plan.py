@@ -258,7 +258,7 @@ class Plan:
                 for key, kind, payload in self.records:
                     records.append(key, kind, payload)
 
-            actor.ctx.store.write(effect)
+            records.commit(effect)
         actor.copies = self.states
         if self.commands:
             actor.send(self.commands)

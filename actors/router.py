@@ -187,7 +187,7 @@ class OrderRouter(Supervised):
             leader_order_id = self._leader_of(message)
             if leader_order_id is None:
                 try:
-                    self.ctx.store.write(lambda: self.ctx.store.mark_done([message.event_id], "foreign"))
+                    self.ctx.store.inbox.acknowledge([message.event_id], "foreign")
                 except StorageDown:
                     pass  # still stored as not done: routed again once storage is back
                 return

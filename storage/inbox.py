@@ -70,6 +70,12 @@ class Inbox:
 
         return self._store.read(query)
 
+    def acknowledge(self, event_ids: Iterable[int], outcome: str) -> None:
+        """Acknowledge events that have no effect of their own (an update of an order the copier
+        does not know), in a transaction of their own."""
+        ids = list(event_ids)
+        self._store.write(lambda: self.mark_done(ids, outcome))
+
     def mark_done(self, event_ids: Iterable[int], outcome: str) -> None:
         """Inside the write transaction of the events' effect: acknowledge them with it."""
         execute = self._store.db.execute_sql

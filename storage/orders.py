@@ -13,7 +13,7 @@ import functools
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from storage import models as m
 from storage.store import Store
@@ -64,6 +64,11 @@ class OrderRecords:
         self._leader_row: m.LeaderOrder | None = None
         self._rows: dict[str, m.FollowerOrder] = {}  # by follower
         self._seqs: dict[str, int] = {}  # last event-store sequence per key, counted here
+
+    def commit(self, effect: Callable[[], None]) -> None:
+        """One operation of the order actor (its events, the rows they change, the inbox events it
+        acknowledges) in one transaction: stored whole or not at all."""
+        self.store.write(effect)
 
     # -- reads -------------------------------------------------------------------------------------
     def load_leader(self) -> StoredLeader | None:
