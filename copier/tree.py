@@ -75,7 +75,6 @@ class Copier:
     timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
-    timers: Timers | None = None  # delayed messages of the order actors, on one thread
     _ref: object = None
     _unwatch: Callable[[], None] | None = None
 
@@ -99,8 +98,6 @@ class Copier:
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
-        if self.timers is not None:
-            self.timers.stop()
         metrics.UP.set(0)
         metrics.READY.set(0)
         self.stopped.set()
@@ -183,8 +180,6 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     tokens_address = Address("tokens")
     feed_addresses = {name: Address(f"feed:{name}") for name in [LEADER, *names]}
     suspended = dict(accounts.paused)  # sizing's, shared so that it outlives a restart of sizing
-
-    copier.timers = Timers(name="copier-timers").start()
 
     def auth_refused(account: str, detail: str) -> None:
         tokens_address.tell(AuthRefused(account, detail))
