@@ -57,4 +57,3 @@ class CopierContext:
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only
-    timers: Timers | None = None  # the copier's timer service: order actors' delayed messages
