@@ -1,4 +1,4 @@
-"""The copier's actors. Read `actors/messages.py` first: it is the whole protocol between them.
+"""The copier's actors. Read `actors/messages/` first: it is the whole protocol between them.
 
 feed.py         FeedActor: one per account socket (leader and each follower): login, parse, store, route
 router.py       OrderRouter: spawns and supervises one OrderActor per leader order

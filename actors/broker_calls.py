@@ -1,7 +1,7 @@
 """What each rate-limiter command does at the broker, and the answer it makes of the gateway's.
 
 Runs on a broker worker thread (actors/rate_limiter.py). Every outcome is an answer message
-(actors/messages.py); nothing here raises on a broker failure. The gateway speaks Dhan; this
+(actors/messages/); nothing here raises on a broker failure. The gateway speaks Dhan; this
 module only its domain answers (PlaceAck, OrderAck, Margin, OrderUpdate, ForeverOrder).
 """
 from __future__ import annotations

@@ -31,6 +31,7 @@ import pykka
 
 from actors.account_reader import AccountGateway, AccountReader
 from actors.positions import KnownPositions
+from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (LEADER, AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
                              RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
                              SizedCopies, SuspendAccount)
@@ -39,8 +40,8 @@ from trading import risk
 from trading.calendar import now as exchange_now
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
 from trading.prices import price_note
-from trading.sizing import SizingRule, estimate_margin, scale_disclosed, size_order
-from trading.strategy import leg_quantity
+from trading.sizing import SizingRule, estimate_margin, size_order
+
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,6 @@ def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float =
     if isinstance(answer, pykka.Future):
         answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
     return answer
-
-
-@dataclass
-class _Strategy:
-    """The latest multi-leg strategy on one underlying: its first leg, as the leader placed it and
-    as each follower's copy was sized."""
-
-    group_id: str
-    first_leader_qty: int
-    first_copy_qty: dict[str, int]
-    last_leg_at: float
 
 
 @dataclass
@@ -130,7 +120,7 @@ class SizingActor(Supervised):
         self.reservations: dict[str, dict[str, _Reservation]] = {name: {} for name in rules}
         self.last_price: dict[str, float] = {}
         self.leg_window = leg_window_seconds
-        self.strategies: dict[str, _Strategy] = {}  # by underlying
+        self.strategies: dict[str, Strategy] = {}  # by underlying
         self.reader: AccountReader | None = None
         self.waiting: list[_Waiting] = []  # in the order they came
         self._first_round: int | None = None  # the start-up reading, while it is out
@@ -317,44 +307,11 @@ class SizingActor(Supervised):
         return (mine / leader) if leader and mine else None
 
     def _size_order(self, message: SizeCopies, reading: AccountsRead | None = None) -> SizedCopies:
-        """Every follower's copy of one leader order. Derivative orders on one underlying within the
-        leg window are one strategy: later legs keep the first leg's lot ratio per follower, or are
-        not placed and unwind the legs that were. Deciding it here, one order at a time, means two
-        legs arriving together cannot both believe they are the first."""
+        """Every follower's copy of one leader order, then the strategy it may be a leg of (see
+        actors/strategy_legs.py). Deciding it here, one order at a time, means two legs arriving
+        together cannot both believe they are the first."""
         decisions = [self._size(request, reading, new_order=True) for request in message.requests]
-        if not message.requests:
-            return SizedCopies(())
-        instrument = message.requests[0].instrument
-        if not instrument.is_derivative or self.leg_window <= 0:
-            return SizedCopies(tuple(decisions))
-        now = time.monotonic()
-        strategy = self.strategies.get(instrument.underlying)
-        leader_qty = message.requests[0].terms.quantity
-        if strategy is None or now - strategy.last_leg_at > self.leg_window:
-            self.strategies[instrument.underlying] = _Strategy(
-                message.leader_order_id, leader_qty,
-                {r.follower: d.quantity for r, d in zip(message.requests, decisions)}, now)
-            return SizedCopies(tuple(decisions), message.leader_order_id)
-        strategy.last_leg_at = now
-        out = []
-        for request, decision in zip(message.requests, decisions):
-            first = strategy.first_copy_qty.get(request.follower, 0)
-            if first <= 0:  # the first leg was not copied here: nothing is naked, copy no leg
-                out.append(self._drop(request, "strategy_leg_not_copied", "the strategy's first leg was not copied"))
-            else:
-                # the ratio, not the leg's own rule, sets a later leg's quantity; its own decision
-                # still counts when it says the capital is not there
-                quantity = leg_quantity(strategy.first_leader_qty, first, leader_qty, instrument.lot_size)
-                if quantity is None:
-                    out.append(self._drop(request, "strategy_ratio", (
-                        f"leader legs {strategy.first_leader_qty} and {leader_qty}: the first leg's copy of {first} "
-                        "leaves no whole number of lots for this one"), unwind=True))
-                elif decision.skip_reason and decision.skip_reason != "size_rounds_to_zero":
-                    out.append(SizeDecision(0, 0, 0.0, decision.skip_reason, decision.detail, unwind=True))
-                else:
-                    disclosed = scale_disclosed(leader_qty, request.terms.disclosed_qty, quantity, instrument.lot_size)
-                    out.append(SizeDecision(quantity, disclosed, decision.reserved))
-        return SizedCopies(tuple(out), strategy.group_id)
+        return size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:
         self.reservations[request.follower].pop(request.correlation_id, None)

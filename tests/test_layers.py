@@ -21,11 +21,6 @@ def test_every_import_contract_of_setup_cfg_is_kept():
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
-# The order actor, the router and the rate limiter are being rewritten with typed messages of their
-# own (issue 13, item 2); remove them from this list when that lands.
-STILL_UNTYPED = {"order.py", "router.py", "rate_limiter.py"}
-
-
 def _untyped_handling(path: Path) -> list[str]:
     """Where an actor's on_receive matches a message against a string or takes a tuple or a Tick."""
     import ast
@@ -45,6 +40,6 @@ def _untyped_handling(path: Path) -> list[str]:
 
 
 def test_every_actor_matches_its_messages_by_type_never_by_string():
-    found = [line for path in sorted((ROOT / "actors").glob("*.py")) if path.name not in STILL_UNTYPED
+    found = [line for path in sorted((ROOT / "actors").glob("*.py"))
              for line in _untyped_handling(path)]
-    assert not found, "messages are frozen dataclasses in actors/messages.py:\n" + "\n".join(found)
+    assert not found, "messages are frozen dataclasses in actors/messages/:\n" + "\n".join(found)

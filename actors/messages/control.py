@@ -1,0 +1,164 @@
+"""Quotes, operator and risk controls, storage news, and the other actors' timers, questions and commands."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+
+# -- order actor <-> quotes -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuoteWanted:
+    """Order actor -> QuoteActor: the last traded price of an instrument, for a leader order that
+    names no price (the board had no fresh one)."""
+
+    exchange_segment: str
+    security_id: str
+    reply_to: Any  # Address of the order actor
+
+
+@dataclass(frozen=True)
+class QuotePrice:
+    """QuoteActor -> order actor: the answer; price 0 when none could be had (no data plan, no
+    data for the instrument, a failed request)."""
+
+    exchange_segment: str
+    security_id: str
+    price: float
+
+
+# -- operator and risk controls ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CancelCopies:
+    """Router -> every order actor with open copies (kill switch): cancel them all."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class SyncCopies:
+    """Router -> order actor (reconciler repair): look the open copies up at the broker again
+    and converge from what it says."""
+
+    leader_order_id: str
+
+
+@dataclass(frozen=True)
+class UnwindStrategy:
+    """Order actor -> router: a leg of strategy `group_id` cannot be placed for `follower`; the
+    strategy's other legs must not be left naked there."""
+
+    group_id: str
+    follower: str
+    reason: str
+    failed_leg: str
+
+
+@dataclass(frozen=True)
+class UnwindLeg:
+    """Router -> order actor of a leg: cancel the follower's copy if open, flatten it if filled
+    (when configured), and alert."""
+
+    follower: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryCopy:
+    """Router -> order actor: an operator asked to retry a dead-lettered copy."""
+
+    follower: str
+    dead_letter_id: int
+
+
+# -- storage -> feed ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StorageRecovered:
+    """Storage takes writes again after being down: what could not be stored meanwhile is caught up."""
+
+
+# -- the other actors' own messages: timers, questions, commands --------------------------------------
+# One class each, so a handler matches on a type, never on a string. Timer messages are told by
+# the copier's one `Timers` service (supervisors/timers.py).
+@dataclass(frozen=True)
+class IsConnected:
+    """Ask a feed: is its order-update socket logged in? Answers a bool."""
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """Ask a feed to read its account's order book now; answers how many updates were new."""
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Token actor -> feed: the account's token works again: stop waiting out the socket's backoff."""
+
+
+@dataclass(frozen=True)
+class FreeCapital:
+    """Ask sizing: each follower's capital free for new copies, by follower."""
+
+
+@dataclass(frozen=True)
+class PollKillSwitch:
+    """Timer -> kill switch: read the switch's stored state (an operator command may have set it)."""
+
+
+@dataclass(frozen=True)
+class EngageKillSwitch:
+    """Turn the kill switch on from inside the copier (a risk rule, repeated broker failures)."""
+
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class BrokerFailure:
+    """A follower's placement failed for good: counted towards the kill switch's failure limit."""
+
+    follower: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class KillSwitchStatus:
+    """Ask the kill switch actor for its current `KillSwitchState`."""
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """Timer, or an ask -> reconciler: compare the books with storage now; answers the divergences."""
+
+
+@dataclass(frozen=True)
+class AnswerReconcileRequests:
+    """Timer -> reconciler: answer a report an operator command asked for through storage."""
+
+
+@dataclass(frozen=True)
+class PollForever:
+    """Timer -> forever actor: read the leader's forever orders."""
+
+
+@dataclass(frozen=True)
+class CheckTokens:
+    """Timer -> token actor: look at the token file and try paused accounts' tokens again."""
+
+
+@dataclass(frozen=True)
+class RenewTokens:
+    """Timer -> token actor: renew the leader's token (`leader`) or every follower's; answers
+    {account: renewed}."""
+
+    leader: bool = False
+
+
+@dataclass(frozen=True)
+class AskQuotes:
+    """Timer -> quote actor: an account's request window has room again: ask what is wanted."""
+
+
+@dataclass(frozen=True)
+class RefreshAccounts:
+    """Timer -> sizing: read every account's funds and positions again."""

@@ -1,0 +1,40 @@
+"""Feed -> router -> order actor: order updates, and questions to the router and order actors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trading.orders import OrderUpdate
+
+LEADER = "leader"  # the account name of the leader in messages and storage
+
+
+# -- feed -> router -> order actor ----------------------------------------------------------------
+@dataclass(frozen=True)
+class OrderUpdateReceived:
+    """An order update, already stored in the inbox as `event_id` (not yet done)."""
+
+    account: str  # LEADER or a follower name
+    event_id: int
+    update: OrderUpdate
+
+
+@dataclass(frozen=True)
+class RouteStored:
+    """Router: (re)route every stored update not yet done (after a restart or on a sweep)."""
+
+
+@dataclass(frozen=True)
+class OrderActorWanted:  # ask the router: the Address of a leader order's running actor, or None
+    leader_order_id: str
+
+
+@dataclass(frozen=True)
+class OrderActorIdle:
+    """Order actor -> router: my order is finished and I have nothing in flight; stop me."""
+
+    leader_order_id: str
+
+
+@dataclass(frozen=True)
+class CopiesWanted:
+    """Ask an order actor: {"leader": its status, "copies": {follower: (status, call in flight or None)}}."""

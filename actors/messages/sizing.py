@@ -1,0 +1,126 @@
+"""Order actor <-> sizing actor: sizes, capital, positions, accounts paused."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trading.instruments import Instrument
+from trading.orders import OrderTerms
+
+
+# -- order actor <-> sizing -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SizeCopy:
+    """Ask: size a follower copy of leader `terms` and reserve its capital under the lock."""
+
+    follower: str
+    correlation_id: str
+    terms: OrderTerms
+    instrument: Instrument
+    reference_price: float  # for the capital check when the order itself has no price (MARKET)
+    leader_filled: int = 0  # of this leader order already, so its position *before* it can be known
+    leader_order_id: str = ""
+    price_source: str = ""  # what set reference_price: quote, leader_fill, or none (trading/prices.py)
+
+
+@dataclass(frozen=True)
+class SizeCopies:
+    """Ask: size every follower's copy of one leader order in one round trip (the decisions come
+    back in the same order); reserved under the lock one after another, as separate asks would."""
+
+    requests: tuple[SizeCopy, ...]
+    leader_order_id: str = ""
+
+
+@dataclass(frozen=True)
+class SizedCopies:
+    """The answer to SizeCopies: one decision per follower, and the multi-leg strategy the leader
+    order belongs to (its first leg's order id), if any."""
+
+    decisions: tuple["SizeDecision", ...]
+    group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SizeDecision:
+    quantity: int
+    disclosed_qty: int
+    reserved: float
+    skip_reason: str | None = None
+    detail: str = ""
+    unwind: bool = False  # a strategy leg that cannot be placed: the legs already placed must be unwound
+
+
+@dataclass(frozen=True)
+class ReleaseCapital:
+    """The copy is finished (cancelled, rejected, filled): drop its reservation."""
+
+    follower: str
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class CapitalSnapshot:
+    """A fresh `/fundlimit` reading for an account."""
+
+    account: str
+    available: float
+    start_of_day: float
+    fetched_at: float
+
+
+@dataclass(frozen=True)
+class PositionsSnapshot:
+    """A fresh `/positions` reading for an account: net quantity by (segment, security), P&L today."""
+
+    account: str
+    positions: dict
+    realised: float
+    unrealised: float
+    fetched_ns: int  # monotonic, when the request started: fills received before it are in it
+
+
+@dataclass(frozen=True)
+class AccountsRead:
+    """Account reader -> sizing: readings made on the reader's threads, never under the capital
+    lock. `request` names what they were read for (the first round, a periodic refresh, or one
+    exit waiting for them); `leader_before` is, for an exit, the leader's position before its
+    order as the broker reported it (None: it could not be confirmed)."""
+
+    request: int
+    capital: tuple[CapitalSnapshot, ...] = ()
+    positions: tuple[PositionsSnapshot, ...] = ()
+    leader_before: int | None = None
+
+
+@dataclass(frozen=True)
+class FillSeen:
+    """Order actor -> sizing: a fill moved an account's position (kept current between polls)."""
+
+    account: str
+    exchange_segment: str
+    security_id: str
+    signed_qty: int
+    received_ns: int  # monotonic, when the copier received the fill
+
+
+@dataclass(frozen=True)
+class SuspendAccount:
+    """Token actor -> sizing: the broker refused this follower's token (DH-901); copy nothing more
+    for it (each copy is a recorded skip) until the broker accepts its token again."""
+
+    follower: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumeAccount:
+    follower: str
+
+
+@dataclass(frozen=True)
+class AuthRefused:
+    """Any actor -> token actor: the broker refused this account's access token (a REST answer or
+    the order-update socket's login); the token actor pauses the account until a token works."""
+
+    account: str  # LEADER or a follower name
+    detail: str  # e.g. "DH-901 on the order-update socket"; never the token
