@@ -6,6 +6,7 @@ default when real money is at stake.
 """
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -19,12 +20,14 @@ import yaml
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
 from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_environment
+from streams import redact_url
 from trading.filters import CopyWindow, Filters
 from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+DEFAULT_STREAM_URL = "nats://127.0.0.1:4222"
 DEFAULT_MASTER_URL = "https://images.dhan.co/api-data/api-scrip-master.csv"
 
 
@@ -54,6 +57,7 @@ class FollowerConfig(AccountConfig):
     filters: Filters = field(default_factory=Filters)
     copy_window: CopyWindow | None = None  # None: new orders are copied at any hour
     funds: float = 500_000.0  # paper mode only: the follower's starting funds
+    shard: int | None = None  # shards: the shard that copies to it (None: chosen by its name, copier/shards.py)
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,12 @@ class Config:
     paper: PaperConfig = field(default_factory=PaperConfig)
     log_level: str = "INFO"
     allow_insecure: bool = False
+    # -- shards (issue 15): several copier processes, each owning some followers, fed by a stream ----
+    shards: int = 0  # 0: one process (no stream); N: a leader feed process and N follower shards
+    stream_url: str = DEFAULT_STREAM_URL  # the NATS JetStream server the feed and the shards share
+    stream_name: str = ""  # "": copytrader-<leader client id>
+    stream_max_age_hours: float = 24.0  # how long the stream keeps the leader's updates
+    # -- end of shards ---------------------------------------------------------------------------
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -153,12 +163,15 @@ class Config:
             found["instruments.master"] = f"{self.instruments_master!r} is not encrypted (https://)"
         if not _is_loopback(self.metrics_host):
             found["metrics.host"] = f"{self.metrics_host!r} opens /metrics to other machines (127.0.0.1 keeps it local)"
+        if self.shards and _plain_text_remote(self.stream_url):  # the leader's orders, in the clear
+            found["stream.url"] = f"{redact_url(self.stream_url)!r} is not encrypted (tls://)"
         return found
 
     def tokens(self) -> list[str]:
         """Every secret in the config, for log redaction."""
         return [self.leader.access_token, *(f.access_token for f in self.followers),
-                *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else [])]
+                *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else []),
+                *([urlsplit(self.stream_url).password] if urlsplit(self.stream_url).password else [])]
 
 
 # -- reading helpers -----------------------------------------------------------------------------
@@ -173,7 +186,8 @@ def _is_loopback(host: str | None) -> bool:
 
 def _plain_text_remote(url: str) -> bool:
     parts = urlsplit(url)
-    return parts.scheme in ("http", "ws") and not _is_loopback(parts.hostname)
+    return parts.scheme in ("http", "ws", "nats") and not _is_loopback(parts.hostname)
+
 
 
 def _interpolate(value: Any, key: str) -> Any:
@@ -336,6 +350,48 @@ def _copy_window(section: _Section) -> CopyWindow | None:
     return CopyWindow(start, end)
 
 
+# -- shards (issue 15) ----------------------------------------------------------------------------
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _shards(root: _Section, mode: str, followers: list[FollowerConfig], renew_leader_minutes: float) -> dict[str, Any]:
+    """`shards: N` and its `stream:` section: the Config fields they set (none without `shards`)."""
+    count = root.get("shards")
+    stream = root.section("stream")
+    pinned = [(i, f.shard) for i, f in enumerate(followers) if f.shard is not None]
+    if count is None:
+        if stream.data:
+            raise ConfigError("stream: is used only with shards: N (the copier runs as one process without it)")
+        if pinned:
+            raise ConfigError(f"followers[{pinned[0][0]}].shard: is used only with shards: N")
+        return {}
+    count = root.number("shards", 1, 1, integer=True)
+    for i, shard in pinned:
+        if shard >= count:
+            raise ConfigError(f"followers[{i}].shard: must be below shards ({count}): shards are numbered from 0, "
+                              f"got {shard}")
+    if mode != "live":
+        raise ConfigError("shards: needs mode: live (paper mode's exchange lives inside the one copier process; "
+                          "run `python -m paper` and point a live config at its URLs)")
+    if count > len(followers):
+        raise ConfigError(f"shards: {count} shards for {len(followers)} followers: every shard needs a follower")
+    if renew_leader_minutes:
+        raise ConfigError("tokens.renew_leader_every_minutes: cannot be used with shards: every shard reads the "
+                          "leader's orders with its token, and a renewal by one would expire the others'")
+    if importlib.util.find_spec("nats") is None:
+        raise ConfigError("shards: needs the nats-py package (pip install 'dhan-copytrader[shards]')")
+    url = stream.str("url", DEFAULT_STREAM_URL) or DEFAULT_STREAM_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise ConfigError(f"stream.url: must be nats://HOST:PORT or tls://HOST:PORT, got {redact_url(url)!r}")
+    name = stream.str("name", "")
+    if name and not _STREAM_NAME.match(name):
+        raise ConfigError(f"stream.name: must be 1-64 letters, digits, '-' or '_', got {name!r}")
+    max_age = stream.number("max_age_hours", 24.0, 0, exclusive=True)
+    stream.done()
+    return dict(shards=count, stream_url=url, stream_name=name, stream_max_age_hours=max_age)
+
+
 def _resolve(path: str, base_dir: Path | None) -> str:
     """A relative path in a config file is relative to the file's folder, not the working directory."""
     if base_dir is None or Path(path).is_absolute():
@@ -381,9 +437,10 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
         filters = _filters(fs.section("filters"))
         copy_window = _copy_window(fs.section("copy_window"))
         funds = fs.number("funds", 500_000.0, 0)
+        pinned = fs.number("shard", 0, 0, integer=True) if fs.data.get("shard") is not None else None
         fs.done()
         followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, filters=filters, funds=funds,
-                                        copy_window=copy_window,
+                                        copy_window=copy_window, shard=pinned,
                                         token_source=_token_source(raw_followers[i], source)))
 
     inst = root.section("instruments")
@@ -482,6 +539,7 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
         raise ConfigError(f"logging.level: must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     lg.done()
     allow_insecure = root.bool("allow_insecure", False)
+    shards = _shards(root, mode, followers, renew_leader_minutes)
     root.done()
     return Config(mode=mode, leader=leader, followers=tuple(followers), instruments_master=master,
                   enforce_market_hours=enforce, storage_path=storage_path, storage_retry_seconds=storage_retry, metrics_port=metrics_port,
@@ -499,7 +557,7 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
                   quote_requests_per_second=quote_rate, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,
                   max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level,
-                  allow_insecure=allow_insecure, source=source)
+                  allow_insecure=allow_insecure, **shards, source=source)
 
 
 def load(path: str | Path) -> Config:

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 from actors.context import CopierContext, CopyPolicy
 from actors.dead_letters import park_input
@@ -55,6 +55,7 @@ from storage import Store, StorageUnavailable
 from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.instruments import InstrumentMaster
+from trading.kill_switch import KillSwitchState
 from trading.lifecycle import OrderEvent
 from trading.prices import LEADER_FILL, NONE, QUOTE
 
@@ -119,10 +120,14 @@ def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
 
 def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
-                 clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
+                 clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None,
+                 leader_feed: Callable[..., Any] | None = None,
+                 on_kill_switch_engaged: Callable[[KillSwitchState], None] | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
     `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
-    raises StartRefused before anything starts)."""
+    raises StartRefused before anything starts). A follower shard (copier/shards.py) gives
+    `leader_feed`, what starts the leader's feed instead of FeedActor.start (the leader's updates
+    come from the stream), and `on_kill_switch_engaged`, how the other shards hear of its kill switch."""
     # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
     # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
     # next link of the chain run sooner (p99 with 10 followers ~25% lower in
@@ -246,7 +251,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, timers, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
-        after_failures=config.kill_switch_after_failures, failure_window=config.kill_switch_failure_window),
+        after_failures=config.kill_switch_after_failures, failure_window=config.kill_switch_failure_window,
+        on_engaged=on_kill_switch_engaged or (lambda state: None)),
         kind="kill_switch",
         address=kill_switch_address))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
@@ -256,7 +262,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
         feeds=feed_addresses), kind="tokens", address=tokens_address))
     for account in [*config.followers, leader]:
-        specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
+        start_feed = leader_feed if leader_feed is not None and account is leader else FeedActor.start
+        specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account, start_feed=start_feed: start_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
             copy_existing_on_first_start=config.copy_existing_on_first_start,

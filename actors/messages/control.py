@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trading.kill_switch import KillSwitchState
+
 
 
 # -- order actor <-> quotes -------------------------------------------------------------------------
@@ -162,3 +164,18 @@ class AskQuotes:
 @dataclass(frozen=True)
 class RefreshAccounts:
     """Timer -> sizing: read every account's funds and positions again."""
+
+
+# -- shards: the stream between the leader feed process and the follower shards -----------------------
+@dataclass(frozen=True)
+class PublishPending:
+    """Timer -> stream publisher (the feed process): publish the stored updates the stream server has
+    not confirmed yet, oldest first."""
+
+
+@dataclass(frozen=True)
+class PublishKillSwitch:
+    """Kill switch (of a shard) -> stream control: this shard turned the switch on (a risk rule,
+    broker failures); publish it so that every other shard turns its own on."""
+
+    state: KillSwitchState
