@@ -24,6 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     token.set_defaults(handler=cmd_token)
 
 
+def _token_storage(args: argparse.Namespace, config) -> str:
+    """Whose token file: the copier's; in shard mode, the process `--shard` names, or by default the
+    shard of the follower (the leader's token is read by every process: each is given it)."""
+    if not config.shards or args.shard is not None or args.account == "leader":
+        from app.shard_commands import role_config
+
+        return role_config(args, config).storage_path
+    from copier import shards
+
+    return shards.role_storage_path(config.storage_path, shards.assignment(config)[args.account])
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from copier.accounts import START_REFUSED_EXIT, refusal
     from broker.gateway import DhanGateway
@@ -38,7 +50,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     if account is None:
         print(f"token: no account {args.account!r} in {args.config} (accounts: {', '.join(accounts)})", file=sys.stderr)
         return 2
-    path = token_file_path(config.storage_path)
+    try:
+        storage_path = _token_storage(args, config)
+    except ConfigError as exc:
+        print(f"token: {exc}", file=sys.stderr)
+        return 2
+    path = token_file_path(storage_path)
     try:
         token_file = TokenFile.from_environment(path)
     except TokenFileError as exc:

@@ -1,0 +1,107 @@
+"""Operator commands in shard mode (`shards: N`).
+
+- `kill-switch on|off` reaches every shard, wherever it runs: it is published on the stream's
+  control subject, and each shard writes it into its own storage (actors/stream_control.py); a
+  shard that is down applies it when it starts.
+- `status` without `--shard` asks the stream server: each shard's consumer (reading or not, what it
+  has not acknowledged yet), the kill switch as last published. With `--shard K` (or `feed`), it
+  and every other command read that process's storage, as they read the one copier's.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from copier.config import Config, ConfigError
+
+CONNECT_WAIT = 5.0
+
+
+def role_config(args: argparse.Namespace, config: Config) -> Config:
+    """The config of the process `--shard` names (the config itself outside shard mode)."""
+    if not config.shards:
+        if getattr(args, "shard", None) is not None:
+            raise ConfigError("--shard: the config has no `shards` key: the copier runs as one process")
+        return config
+    from copier import shards
+
+    if getattr(args, "shard", None) is None:
+        raise ConfigError(f"--shard: with shards: {config.shards}, `{args.command}` reads one process's storage: "
+                          f"give --shard feed (the leader feed) or --shard K (0-{config.shards - 1})")
+    return shards.role_config(config, shards.parse_role(args.shard, config))
+
+
+def _stream(config: Config):  # -> JetStream | None
+    from copier import shards
+
+    stream = shards.connect(config, "copytrader-operator")
+    if stream.wait_connected(CONNECT_WAIT):
+        return stream
+    stream.close()
+    from streams import redact_url
+
+    print(f"the stream server at {redact_url(config.stream_url)} cannot be reached (is nats-server running? "
+          "see the README's Follower shards)", file=sys.stderr)
+    return None
+
+
+def kill_switch(config: Config, on: bool, reason: str) -> int:
+    from copier import shards
+    from streams import StreamUnavailable
+    from streams.wire import encode_kill_switch
+    from actors.stream_control import kill_switch_message_id
+    from trading.kill_switch import KillSwitchState
+
+    stream = _stream(config)
+    if stream is None:
+        return 1
+    try:
+        state = KillSwitchState(on=on, reason=reason, by="operator", at=time.time())
+        stream.publish(stream.subject(shards.KILL_SWITCH_SUBJECT), encode_kill_switch(state),
+                       kill_switch_message_id(state))
+    except StreamUnavailable as exc:
+        print(f"kill switch not changed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stream.close()
+    print(f"kill switch {'ON' if on else 'off'}: {reason} (published to all {config.shards} shards; each running "
+          "shard applies it within a second, a stopped one when it starts)")
+    return 0
+
+
+def status(config: Config) -> int:
+    from copier import shards
+    from streams import StreamUnavailable, redact_url
+    from streams.wire import BadStreamMessage, decode_kill_switch
+
+    stream = _stream(config)
+    if stream is None:
+        return 1
+    try:
+        consumers = {c.name: c for c in stream.consumer_states()}
+        last = stream.last_sequence()
+        data = stream.last(stream.subject(shards.KILL_SWITCH_SUBJECT))
+    except StreamUnavailable as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stream.close()
+    print(f"stream {shards.stream_name(config)} on {redact_url(config.stream_url)}: {last} messages stored")
+    try:
+        state = decode_kill_switch(data) if data else None
+    except BadStreamMessage:
+        state = None
+    print("kill switch: " + (f"ON ({state.by}: {state.reason})" if state and state.on else "off"))
+    assigned = shards.assignment(config)
+    for k in range(config.shards):
+        names = sorted(name for name, shard in assigned.items() if shard == k)
+        consumer = consumers.get(shards.consumer_name(k))
+        if consumer is None:
+            reading = "never started"
+        else:
+            reading = (f"{'reading' if consumer.waiting else 'not reading'}, {consumer.pending} updates not yet "
+                       f"delivered, {consumer.unacknowledged} unacknowledged")
+        print(f"shard {k}: {len(names)} followers ({', '.join(names)}): {reading}")
+    print("(each process's own state: status --shard feed, status --shard K)")
+    return 0
