@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command not in (None, "run"):
-            return args.handler(args)
+            from app.shard_commands import dispatch
+
+            return dispatch(args)
         config = load(args.config)
         if config.shards or args.shard is not None:
             return run_role(config, args.shard, view=not getattr(args, "no_view", False))

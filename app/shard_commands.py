@@ -4,18 +4,58 @@
   control subject, and each shard writes it into its own storage (actors/stream_control.py); a
   shard that is down applies it when it starts.
 - `status` without `--shard` asks the stream server: each shard's consumer (reading or not, what it
-  has not acknowledged yet), the kill switch as last published. With `--shard K` (or `feed`), it
-  and every other command read that process's storage, as they read the one copier's.
+  has not acknowledged yet), the kill switch as last published.
+- `orders`, `replay`, `reconcile` and `dlq list` without `--shard` run once per shard, over each
+  shard's storage found on this machine, under a heading naming the shard and its followers; a
+  shard whose storage is elsewhere is named on stderr (run the command there, with `--shard K`).
+- With `--shard K` (or `feed`), every command reads that process's storage, as it reads the one
+  copier's; `dlq retry|drop ID` and `token` (for the leader) need it: ids and files are per process.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from copier.config import Config, ConfigError
+from copier.config import Config, ConfigError, load
 
 CONNECT_WAIT = 5.0
+EVERY_SHARD = ("orders", "replay", "reconcile", "dlq")  # read-only views that run once per shard
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run an operator command: once per shard when it is a view of every shard and `--shard` is not
+    given (shard mode only), otherwise as it is."""
+    if getattr(args, "shard", None) is None and args.command in EVERY_SHARD:
+        config = load(args.config)
+        if config.shards:
+            if args.command == "dlq" and args.action != "list":
+                raise ConfigError(f"--shard: a dead letter's id is its shard's own: give --shard K with dlq "
+                                  f"{args.action} (dlq list shows each shard's)")
+            return every_shard(args, config)
+    return args.handler(args)
+
+
+def every_shard(args: argparse.Namespace, config: Config) -> int:
+    """`args.handler` once per shard whose storage is on this machine; the worst exit status (1 when a
+    shard's storage is not here)."""
+    from copier import shards
+
+    assigned = shards.assignment(config)
+    worst = 0
+    for k in range(config.shards):
+        names = ", ".join(sorted(name for name, shard in assigned.items() if shard == k))
+        path = Path(shards.role_storage_path(config.storage_path, k))
+        if not path.exists():
+            print(f"shard {k}: its storage is not on this machine ({path}): run this command on shard {k}'s "
+                  f"machine with --shard {k}", file=sys.stderr)
+            worst = max(worst, 1)
+            continue
+        print(f"== shard {k} ({names})", flush=True)
+        worst = max(worst, args.handler(argparse.Namespace(**{**vars(args), "shard": str(k)})))
+        sys.stdout.flush()
+    return worst
 
 
 def role_config(args: argparse.Namespace, config: Config) -> Config:

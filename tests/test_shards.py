@@ -358,3 +358,29 @@ def test_a_kill_switch_one_shard_turns_on_reaches_every_other_shard(cluster):
     later = c.place(1)
     wait_until(lambda: _skip(c.db("1"), later) == "kill_switch_on", 15, message="shard 1 skips the next order")
     assert not any(e.get("correlationId") == correlation_id(later, "f2") for e in c.books()["f2"])
+
+
+def test_operator_commands_without_shard_read_every_shard_on_this_machine(cluster):
+    c = cluster().start_all()
+    order = c.place(0)
+    c.assert_exactly_once([order], timeout=30)
+    listed = c.command("orders")
+    assert listed.returncode == 0, listed.stderr
+    assert "shard 0 (f1, f3)" in listed.stdout and "shard 1 (f2, f4)" in listed.stdout
+    assert all(f"    {name} " in listed.stdout for name in c.names)  # every follower's copy, from its shard
+    replayed = c.command("replay", order)
+    assert replayed.returncode == 0, replayed.stderr
+    assert all(f"copy for {name} " in replayed.stdout for name in c.names)
+    letters = c.command("dlq", "list")
+    assert letters.returncode == 0, letters.stderr
+    assert letters.stdout.count("the dead-letter queue is empty") == 2
+    # a dead letter's id is its shard's own: retrying one needs the shard
+    retry = c.command("dlq", "retry", "1")
+    assert retry.returncode == 2 and "--shard" in retry.stderr and "dlq list" in retry.stderr
+    # a shard whose storage is on another machine is named, not skipped in silence
+    c.kill("1")
+    c.db("1").rename(c.tmp / "elsewhere.db")
+    elsewhere = c.command("orders")
+    assert elsewhere.returncode == 1
+    assert "shard 0 (f1, f3)" in elsewhere.stdout
+    assert "shard 1: its storage is not on this machine" in elsewhere.stderr
