@@ -194,6 +194,20 @@ class Cluster:
                        + (self.tmp / f"{role}.log").read_text()[-2000:])
         return self
 
+    def kill_switch_applied(self, role: str) -> bool:
+        """The running process of `role` has the kill switch on (its metric; storage alone may be
+        ahead of the process by a poll)."""
+        with sqlite3.connect(self.db(role), timeout=5) as conn:
+            row = conn.execute("select value from setting where key = 'metrics_url'").fetchone()
+        try:
+            with urllib.request.urlopen(row[0], timeout=2) as answer:
+                return "copytrader_kill_switch_active 1.0" in answer.read().decode()
+        except (OSError, TypeError):
+            return False
+
+    def log_tail(self, role: str, chars: int = 3000) -> str:
+        return (self.tmp / f"{role}.log").read_text(errors="replace")[-chars:]
+
     def kill(self, role: str) -> None:
         proc = self.procs[role]
         os.kill(proc.pid, signal.SIGKILL)
@@ -334,6 +348,8 @@ def test_kill_switch_command_reaches_every_shard_and_status_shows_them(cluster):
     assert "kill switch: ON (operator: stop everything)" in overview.stdout
     assert "shard 0: 2 followers (f1, f3): reading" in overview.stdout
     assert "shard 1: 2 followers (f2, f4): reading" in overview.stdout
+    wait_until(lambda: c.kill_switch_applied("0") and c.kill_switch_applied("1"), 10, interval=0.1,
+               message="both shards' processes have it on")
     second = c.place(1)
     wait_until(lambda: all(_skip(c.db(role), second) == "kill_switch_on" for role in ("0", "1")), 15,
                message="the next leader order skipped by every shard")
@@ -355,6 +371,7 @@ def test_a_kill_switch_one_shard_turns_on_reaches_every_other_shard(cluster):
     c.place(0)  # refused for good at f1: shard 0 turns its kill switch on
     wait_until(lambda: "kill switch: ON" in c.command("--shard", "1", "status").stdout, 20,
                message="shard 1 applies shard 0's kill switch")
+    wait_until(lambda: c.kill_switch_applied("1"), 10, interval=0.1, message="shard 1's process has it on")
     later = c.place(1)
     wait_until(lambda: _skip(c.db("1"), later) == "kill_switch_on", 15, message="shard 1 skips the next order")
     assert not any(e.get("correlationId") == correlation_id(later, "f2") for e in c.books()["f2"])
@@ -384,3 +401,21 @@ def test_operator_commands_without_shard_read_every_shard_on_this_machine(cluste
     assert elsewhere.returncode == 1
     assert "shard 0 (f1, f3)" in elsewhere.stdout
     assert "shard 1: its storage is not on this machine" in elsewhere.stderr
+
+
+def test_a_kill_switch_change_made_while_a_shard_is_down_applies_when_it_starts(cluster):
+    c = cluster().start_all()
+    c.kill("1")
+    done = c.command("kill-switch", "on", "--reason", "while shard 1 is down")
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: "kill switch: ON" in c.command("--shard", "0", "status").stdout, 15,
+               message="shard 0 applies the kill switch")
+    assert "kill switch: off" in c.command("--shard", "1", "status").stdout  # down: its storage knows nothing yet
+    c.start("1")
+    wait_until(lambda: "kill switch: ON" in c.command("--shard", "1", "status").stdout, 30,
+               message="shard 1 applies, once started, the change it missed")
+    wait_until(lambda: c.kill_switch_applied("1"), 10, interval=0.1, message="shard 1's process has it on")
+    order = c.place(0)
+    wait_until(lambda: _skip(c.db("1"), order) == "kill_switch_on", 15,
+               message=lambda: "shard 1 skips the next order; its log ends: " + c.log_tail("1"))
+    assert not any(e.get("correlationId") == correlation_id(order, "f2") for e in c.books()["f2"])
