@@ -18,6 +18,8 @@ Figures, per run:
 
     python bench/shard_bench.py [--shards 1 2 4] [--followers 200 400] [--rate 10] [--seconds 5]
 
+`--shards 0` runs the copier as one process (no stream, no feed process), for comparison.
+
 Needs nats-server (Debian's package; /usr/sbin is searched too) and nats-py. Exit status is non-zero
 only on errors (something did not start, nothing copied); a run whose copies are not all sent
 within --timeout seconds after the leader's last order is reported as INCOMPLETE.
@@ -222,7 +224,7 @@ def run(shards: int, followers: int, rate: float, seconds: float, timeout: float
         (leader_id, leader_token), *creds = exchange.accounts
         rest, ws = exchange.urls["REST"], exchange.urls["WS"]
         config = {
-            "mode": "live", "shards": shards, "stream": {"url": nats_url},
+            "mode": "live", **({"shards": shards, "stream": {"url": nats_url}} if shards else {}),
             "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": rest,
                        "order_update_url": ws},
             "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": token, "api_base_url": rest,
@@ -240,16 +242,20 @@ def run(shards: int, followers: int, rate: float, seconds: float, timeout: float
         }
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        roles = [FEED, *map(str, range(shards))]
+        roles = [FEED, *map(str, range(shards))] if shards else ["single"]
         started = time.monotonic()
         for role in roles:
             log = open(workdir / f"{role}.log", "w")
-            procs.append(subprocess.Popen([sys.executable, "run.py", "--config", str(path), "--shard", role, "run",
-                                           "--no-view"], cwd=ROOT, stdout=log, stderr=log))
-        dbs = [Path(role_storage_path(str(workdir / "copytrader.db"), int(role))) for role in roles[1:]]
-        feed_db = Path(role_storage_path(str(workdir / "copytrader.db"), FEED))
+            shard = ["--shard", role] if shards else []
+            procs.append(subprocess.Popen([sys.executable, "run.py", "--config", str(path), *shard, "run", "--no-view"],
+                                          cwd=ROOT, stdout=log, stderr=log))
+        if shards:
+            dbs = [Path(role_storage_path(str(workdir / "copytrader.db"), int(role))) for role in roles[1:]]
+            feed: list[Path] = [Path(role_storage_path(str(workdir / "copytrader.db"), FEED))]
+        else:  # the one copier process, for comparison
+            dbs, feed = [workdir / "copytrader.db"], []
         deadline = time.monotonic() + 60 + followers * 0.5
-        while not (all(readonly.setting(db, BASELINE_SETTING) for db in [feed_db, *dbs])
+        while not (all(readonly.setting(db, BASELINE_SETTING) for db in [*feed, *dbs])
                    and exchange.sockets() >= 1 + followers):
             dead = [role for role, proc in zip(roles, procs) if proc.poll() is not None]
             if dead or time.monotonic() > deadline:
