@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
 _EXCHANGE_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
                    "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
-                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count")
+                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count",
+                   "socket_logins")
 # Control bodies may carry a raw socket frame bigger than the REST API's body limit (send_raw).
 CONTROL_MAX_BYTES = 16 * 1024 * 1024
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
-                "duplicate_messages", "reorder_messages", "clear")
+                "duplicate_messages", "reorder_messages", "clear", "counts")
 
 
 def is_loopback(host: str) -> bool:

@@ -88,6 +88,7 @@ class OrderSocketHub:
             return
         self._send(client_id, text)
         if held is not None:
+            self.faults.count("reordered")
             self._send(client_id, held)
 
     def _release(self, client_id: str, text: str) -> None:
@@ -96,7 +97,10 @@ class OrderSocketHub:
             self._send(client_id, text)
 
     def _send(self, client_id: str, text: str) -> None:
-        copies = 2 if self.faults.roll(self.faults.duplicate_fraction) else 1
+        copies = 1
+        if self.faults.roll(self.faults.duplicate_fraction):
+            copies = 2
+            self.faults.count("duplicated")
         for conn in self._conns.get(client_id, ()):
             for _ in range(copies):
                 conn.queue.put_nowait(text)
