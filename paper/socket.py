@@ -22,10 +22,11 @@ REORDER_HOLD = 0.3   # a held message goes out at the latest this long after it 
 
 
 def _stamp(text: str) -> object:
-    """A frame's `LastUpdatedTime` (None for a frame that has none)."""
+    """A frame's `LastUpdatedTime` (None for a frame that has none, or that no parser can read:
+    raw frames sent to test a client may nest deeper than the recursion limit)."""
     try:
         return json.loads(text).get("Data", {}).get("LastUpdatedTime")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
 
 
