@@ -170,6 +170,7 @@ class BrokerCall:
     attempt: int = 1
     not_before: float = 0.0  # monotonic time before which it must not be sent (backoff)
     admitted_at: float = 0.0  # monotonic time the rate limiter counted it (refunded on DH-904)
+    token: int = 0  # unique per call an order actor sends (kept by retries): which one an answer is to
 
 
 @dataclass(frozen=True)

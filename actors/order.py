@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import threading
@@ -77,6 +78,9 @@ SETTLED_BY_BROKER = "settled_by_broker"  # outcome of held ambiguous updates onc
 LOOKUP_RETRY_SECONDS = 1.0
 LOOKUP_RETRY_MAX_SECONDS = 30.0
 LOOKUP_ATTEMPTS = 6
+# Tokens of the calls order actors send, unique in the process: a restarted actor's copies must
+# tell the answer to their own call from one to a call an earlier incarnation left queued.
+_CALL_TOKENS = itertools.count(1)
 
 # The leader's and a follower's fills come on different sockets, in either order. A follower fill
 # applied before any leader fill waits this long for the leader's before it is judged: the copy
@@ -95,6 +99,7 @@ class _Copy:
 
     row: m.FollowerOrder
     in_flight: str | None = None
+    in_flight_token: int = 0  # the token of the call in flight (BrokerCall.token)
     needs_sync: bool = False
     received_ns: int = 0  # when the leader update that created it arrived (latency), not stored
     rejection_handled: bool = False
@@ -832,7 +837,12 @@ class OrderActor(Supervised):
         copy = self.copies.get(call.follower)
         if copy is None or copy.row.correlation_id != call.correlation_id:
             return
-        copy.in_flight = None
+        if call.token == copy.in_flight_token:
+            # Only the answer to the call in flight ends it. An answer to another call (one an
+            # earlier incarnation of this actor left queued at the rate limiter) is news of the
+            # copy all the same, but clearing the slot for it let a second placement go out while
+            # the first was still unanswered: a doubled order.
+            copy.in_flight = None
         follower = call.follower
         if call.op in ("lookup", "get"):
             self._on_sync_reply(copy, reply)
@@ -1177,12 +1187,13 @@ class OrderActor(Supervised):
         """Queue a broker call (sent by its rate limiter not before `not_before`, monotonic);
         `_flush` hands the queued ones to their rate limiters together."""
         row = copy.row
-        copy.in_flight = op
+        copy.in_flight, copy.in_flight_token = op, next(_CALL_TOKENS)
         received_ns = copy.received_ns if op == "place" else 0
         self._outbox.append(BrokerCall(
             op=op, follower=row.follower, leader_order_id=self.leader_order_id,
             correlation_id=row.correlation_id, reply_to=self.address, terms=terms,
-            broker_order_id=row.broker_order_id, received_ns=received_ns, not_before=not_before))
+            broker_order_id=row.broker_order_id, received_ns=received_ns, not_before=not_before,
+            token=copy.in_flight_token))
 
     def _flush(self) -> None:
         """One tight loop for a leader order's fan-out: every follower's call is with its broker
