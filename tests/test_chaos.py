@@ -9,15 +9,16 @@ as Dhan and a bad day can, and the real `run.py` is SIGKILLed and restarted at r
   the copier's timeout, after, before or with a late effect, and the lookups that follow them
   (`GET /orders/external/{id}`, `GET /orders`) hanging or answering 5xx;
 - the order-update sockets: frames without `Sequence` (Dhan's carry none), duplicated, reordered
-  within one second (and, for half the burst, across seconds), dropped sockets, refused
-  reconnects, and poison frames on the leader's and the followers' sockets;
+  within one second (and, from a moment of the seed's choosing, across seconds), dropped sockets,
+  refused reconnects, and poison frames on the leader's and the followers' sockets;
 - the copier's storage, on a small disk of its own that fills up for a few seconds.
 
 Once the faults stop and the copier settles, counted on the exchange's books, not in the copier's
 storage: 0 lost and 0 doubled follower orders, every copy's final terms matching its leader order's
 now, and `run.py reconcile` reporting no divergence. The soak also checks that each fault really
-struck (a fault switched on that never hit proves nothing), that the copier never exited on its own,
-and that a fault-free exchange enforcing Dhan's 10 orders/s never had to throttle it.
+struck (a fault switched on that never hit proves nothing), that the copier never exited on its own
+and stops cleanly at the end, and that it paced itself: the exchange enforces Dhan's 10 orders/s
+per account, and refuses at most a few calls that arrive bunched while the copier catches up.
 
 Faults, kill moments and the leader's actions all come from one seed (`CHAOS_SEED`); the timing
 between them is real, so what the copier sees differs from run to run, but what is asserted does not.
@@ -65,7 +66,7 @@ INSTRUMENTS = ("2885", "11536")  # RELIANCE, TCS
 TIMEOUT = 2.0  # the copier's broker.timeout_seconds: a held answer past it is lost to the copier
 POLL = 0.2  # seconds between looks at the copier while the burst runs (each costs it a /metrics page)
 ORDERS_PER_SECOND = 10  # Dhan's order rate per account: the copier's limit, and the exchange's
-MAX_THROTTLED = 0.02  # of a follower's order calls, the most the exchange may refuse as over its rate
+MAX_THROTTLED = 0.05  # of a follower's order calls, the most the exchange may refuse as over its rate
 # Scheduled faults: each kind at least once, then EXTRA_FAULTS more of the kinds that can repeat.
 FAULT_KINDS = ("drop", "drop_refuse", "delay", "poison_leader", "poison_follower", "lost_answer",
                "full_disk", "reorder_across_seconds")
@@ -175,7 +176,7 @@ class SmallDisk:
     ordinary one that is never filled."""
 
     folder: Path
-    size: str = "64m"
+    size: str = "128m"  # room for the write-ahead log at its 64 MiB bound beside the database
     prefix: list[str] = field(default_factory=list)
     unavailable: str = ""
     _holder: subprocess.Popen | None = None
@@ -355,17 +356,6 @@ def _order_calls(entries: list[dict]) -> list[dict]:
             and e["status"] != 0]
 
 
-def _peak_rate(calls: list[dict]) -> int:
-    """The most calls within any one second (of their answers: a delayed answer counts late)."""
-    times = sorted(e["t"] for e in calls)
-    peak, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        peak = max(peak, end - start + 1)
-    return peak
-
-
 def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
     rng = random.Random(SEED)
     started_at = time.monotonic()
@@ -384,7 +374,7 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
     try:
         (leader_id, leader_token), *follower_accounts = accounts
         followers = dict(zip(RATIOS, follower_accounts))
-        control("rate_limit_exempt", client_id=leader_id)  # the leader paces itself; catching up may burst
+        control("rate_limit_exempt", client_id=leader_id)  # the leader's pace is the soak's (PACE), not under test
         for i, name in enumerate(followers):
             proxies[name] = FaultProxy(urls["REST"], seed=SEED * 10 + i).start()
         db = disk.folder / "copytrader.db"
@@ -630,7 +620,6 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         (tmp_path / "timeline.json").write_text(json.dumps({"scheduled": timeline, "requests": requests}))
         calls = {name: _order_calls(log) for name, log in requests.items()}
         throttled = {name: sum(1 for e in log if e["error_code"] == "DH-904") for name, log in calls.items()}
-        peak = {name: _peak_rate(log) for name, log in calls.items()}
         rereads = sum(1 for e in control("request_log", client_id=leader_id)
                       if e["method"] == "GET" and e["route"] == "GET /orders/{orderId}")
         log_text = log_path.read_text(errors="replace")
@@ -645,7 +634,8 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
               f"wire faults {wire}, poison frames {sum(poison_counted.values())}, "
               f"full disk {len(storage_down)}x {sum(e - s for s, e in storage_down):.1f}s"
               f"{' (' + disk.unavailable + ')' if disk.unavailable else ''}, leader re-reads {rereads}, "
-              f"socket logins {logins}, follower order calls peak {peak}/s, throttled {throttled}, "
+              f"socket logins {logins}, follower order calls {sum(map(len, calls.values()))} "
+              f"({sum(map(len, calls.values())) / len(calls) / burst_seconds:.1f}/s each), throttled {throttled}, "
               f"divergences {divergences} (reconcile exit {last.returncode}); seconds: ready {ready_seconds:.1f}, "
               f"burst {burst_seconds:.1f}, settled {settle_seconds:.1f}, reconciled {reconcile_seconds:.1f}, "
               f"total {time.monotonic() - started_at:.1f}")
