@@ -292,7 +292,7 @@ def _check(leader_book: list[dict], books: dict[str, list[dict]], skips: list[tu
     the copier was down or its socket was), or the copier first saw it while storage could not
     record it (a leader order placed while the disk was full). Any other skip is a problem too."""
     report: dict[str, Any] = {"lost": [], "doubled": [], "mismatched": [], "unexpected_skips": [], "skipped": 0,
-                              "aborted": 0, "follower_orders": 0}
+                              "aborted": 0, "follower_orders": 0, "wrong_quantity": 0}
     leader_status = {lo["orderId"]: lo["orderStatus"] for lo in leader_book}
 
     def explained(leader_id: str, reason: str) -> bool:
@@ -338,6 +338,7 @@ def _check(leader_book: list[dict], books: dict[str, list[dict]], skips: list[tu
                         round(lo["quantity"] * RATIOS[follower]), float(lo["price"]))
                 got = (copy["securityId"], copy["transactionType"], copy["orderType"], copy["productType"],
                        copy["quantity"], float(copy["price"]))
+                report["wrong_quantity"] += got[4] != want[4]
                 if copy["orderStatus"] not in OPEN or got != want:
                     report["mismatched"].append(f"{follower}: copy of open {leader_id} is {copy['orderStatus']} "
                                                 f"{got}, leader wants {want}")
@@ -627,7 +628,8 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         print(f"\nchaos soak (seed {SEED}): {events} leader events ({dict(leader.events)}) over "
               f"{burst_seconds:.0f}s, {report['leader_orders']} leader orders, {len(followers)} followers, "
               f"{report['follower_orders']} follower orders, lost {len(report['lost'])}, "
-              f"doubled {len(report['doubled'])}, mismatched {len(report['mismatched'])}, "
+              f"doubled {len(report['doubled'])}, mismatched {len(report['mismatched'])} "
+              f"(wrong quantity {report['wrong_quantity']}), "
               f"unexpected skips {len(report['unexpected_skips'])}, {report['skipped']} recorded skips "
               f"(storage down), {report['aborted']} copies not placed (leader cancelled first), "
               f"kills {kills}, scheduled faults {dict(faults_done)}, exchange faults {exchange_faults}, "
