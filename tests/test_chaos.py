@@ -25,13 +25,11 @@ between them is real, so what the copier sees differs from run to run, but what 
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -51,6 +49,7 @@ from actors.feed import BASELINE_SETTING
 from tests.conftest import ROOT, client, start_paper_process, wait_until
 from tests.faultproxy import FIRST, LATE, NEVER, FaultProxy, Rule
 from tests.frames import FrameInjector, bad_frames
+from tests.test_storage_safety import _fill as fill_disk, free_port
 from trading.orders import correlation_id
 
 SEED = int(os.environ.get("CHAOS_SEED", "1005"))
@@ -224,16 +223,7 @@ class SmallDisk:
     def fill(self) -> None:
         """Write a file until the filesystem is full."""
         assert self.prefix, self.unavailable
-        self._filler = self.outside / "filler"
-        chunk = b"\0" * 65536
-        with self._filler.open("wb", buffering=0) as f:
-            for size in (65536, 512):
-                while True:
-                    try:
-                        f.write(chunk[:size])
-                    except OSError as exc:
-                        assert exc.errno == errno.ENOSPC, exc
-                        break
+        self._filler = fill_disk(self.outside)
 
     def free(self) -> None:
         assert self._filler is not None
@@ -244,12 +234,6 @@ class SmallDisk:
         if self._holder is not None and self._holder.poll() is None:
             self._holder.kill()
             self._holder.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port: int) -> dict[tuple[str, frozenset], float]:
@@ -379,7 +363,7 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         for i, name in enumerate(followers):
             proxies[name] = FaultProxy(urls["REST"], seed=SEED * 10 + i).start()
         db = disk.folder / "copytrader.db"
-        metrics_port = _free_port()
+        metrics_port = free_port()
         config = {
             "mode": "live",
             "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
