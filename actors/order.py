@@ -197,6 +197,10 @@ class OrderActor(Supervised):
                 copy.unknown_since = time.monotonic()
                 copy.absent_believed_from = copy.unknown_since + self.ctx.policy.unknown_settle_seconds
                 self._schedule_unknown_check()
+            elif copy.status == S.PENDING_PLACEMENT:
+                # An earlier incarnation (or process) may have sent its placement: still on its way,
+                # the broker may act on it up to a timeout after its client would have given up.
+                copy.absent_believed_from = time.monotonic() + 2 * self.ctx.policy.unknown_settle_seconds
             self.copies[row.follower] = copy
         # Updates not yet done are routed to this incarnation by the router (on restart, and by
         # its sweep), so there is nothing more to read here.
@@ -904,6 +908,8 @@ class OrderActor(Supervised):
         copy.lookup_failures = 0
         if reply.not_found:
             if copy.status == S.PENDING_PLACEMENT:
+                if reply.sent_ns / 1e9 < copy.absent_believed_from:  # too soon after a restart: ask again then
+                    copy.needs_sync, copy.lookup_after = True, copy.absent_believed_from
                 return  # never reached the broker: converge places (or aborts) it
             self.log.warning("follower %s: broker has no order for copy %s", copy.row.follower, copy.row.correlation_id)
             return
