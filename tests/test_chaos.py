@@ -609,6 +609,9 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         (tmp_path / "timeline.json").write_text(json.dumps({"scheduled": timeline, "requests": requests}))
         calls = {name: _order_calls(log) for name, log in requests.items()}
         throttled = {name: sum(1 for e in log if e["error_code"] == "DH-904") for name, log in calls.items()}
+        # a placement the exchange refused as a correlation id used before: Dhan takes it, a second order
+        placed_again = {name: sum(1 for e in log if e["method"] == "POST" and e["path"] == "/orders"
+                                  and e["error_code"] == "DH-905") for name, log in calls.items()}
         rereads = sum(1 for e in control("request_log", client_id=leader_id)
                       if e["method"] == "GET" and e["route"] == "GET /orders/{orderId}")
         log_text = log_path.read_text(errors="replace")
@@ -616,7 +619,8 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         print(f"\nchaos soak (seed {SEED}): {events} leader events ({dict(leader.events)}) over "
               f"{burst_seconds:.0f}s, {report['leader_orders']} leader orders, {len(followers)} followers, "
               f"{report['follower_orders']} follower orders, lost {len(report['lost'])}, "
-              f"doubled {len(report['doubled'])}, mismatched {len(report['mismatched'])} "
+              f"doubled {len(report['doubled'])} (placed again under a used id {sum(placed_again.values())}), "
+              f"mismatched {len(report['mismatched'])} "
               f"(wrong quantity {report['wrong_quantity']}), "
               f"unexpected skips {len(report['unexpected_skips'])}, {report['skipped']} recorded skips "
               f"(storage down), {report['aborted']} copies not placed (leader cancelled first), "
@@ -633,6 +637,7 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         assert events == EVENTS
         problems = report["lost"] + report["doubled"] + report["mismatched"] + report["unexpected_skips"]
         assert not problems, f"{len(problems)} problems (copier log: {log_path}):\n" + "\n".join(problems[:30])
+        assert placed_again == {name: 0 for name in followers}, f"copies placed twice: {placed_again}; see {log_path}"
         assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-2000:]
         alive()
         # every fault struck (kills, poison frames and the full disk were checked as they happened)
