@@ -81,8 +81,11 @@ class OrderActor(PooledActor):
         self.copies = {copy.follower: copy for copy in self.records.load_copies()}
         # Updates not yet done are routed to this incarnation by the router (on restart, and by its
         # sweep). A copy still unknown: a "not found" counts only after a settle time.
+        # A placement the last incarnation sent was sent less than a broker timeout before it ended,
+        # and may reach the broker up to about a timeout after its client gave up: twice the
+        # settle time from now covers both.
         now = time.time()
-        resumed = c.Resumed(now, now + self.ctx.policy.unknown_settle_seconds, sync=self.ctx.policy.sync_on_start)
+        resumed = c.Resumed(now, now + 2 * self.ctx.policy.unknown_settle_seconds, sync=self.ctx.policy.sync_on_start)
         self.operate(lambda plan: [plan.apply(f, resumed) for f in list(plan.states)])
         if any(copy.status is S.UNKNOWN for copy in self.copies.values()):
             self.schedule_unknown_check()
