@@ -33,16 +33,16 @@ import ipaddress
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
+from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainValidator, PrivateAttr, ValidationError, ValidationInfo,
                       field_validator, model_validator)
-from pydantic.functional_validators import PlainValidator
 from pydantic_core import PydanticCustomError, core_schema
-from urllib.parse import urlsplit
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
 from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_environment
@@ -187,11 +187,13 @@ ClockTime = Annotated[time, PlainValidator(_clock_time)]
 LocalPath = Annotated[str, PlainValidator(_local_path)]
 
 
+@dataclass(frozen=True)
 class _Context:
     """What `parse` knows beyond the mapping: the file (for token sources), its folder, the mode."""
 
-    def __init__(self, source: str = "config", base_dir: Path | None = None, paper: bool = False) -> None:
-        self.source, self.base_dir, self.paper = source, base_dir, paper
+    source: str = "config"
+    base_dir: Path | None = None
+    paper: bool = False
 
 
 def _context(info: ValidationInfo) -> _Context:
@@ -206,7 +208,7 @@ class Domain:
     def __init__(self, keys: type[BaseModel], optional: bool = False) -> None:
         self.keys, self.optional = keys, optional
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: Callable[[Any], core_schema.CoreSchema]) -> Any:
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         schema = core_schema.no_info_after_validator_function(lambda keys: keys.domain(),
                                                               handler.generate_schema(self.keys))
         if not self.optional:
@@ -499,12 +501,6 @@ class LoggingSettings(Section):
     level: Choice(("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR", upper=True) = "INFO"
 
 
-def _followers(value: Any) -> Any:
-    if not isinstance(value, list) or not value:
-        raise refuse("must be a non-empty list of follower accounts")
-    return value
-
-
 with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydantic's deprecated model_copy
     warnings.filterwarnings("ignore", message='Field name "copy"', category=UserWarning)
 
@@ -539,7 +535,9 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
         @field_validator("followers", mode="before")
         @classmethod
         def _a_list(cls, value: Any) -> Any:
-            return _followers(value)
+            if not isinstance(value, list) or not value:
+                raise refuse("must be a non-empty list of follower accounts")
+            return value
 
         @field_validator("followers", mode="after")
         @classmethod
