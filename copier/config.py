@@ -40,8 +40,8 @@ from typing import Annotated, Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainValidator, PrivateAttr, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainValidator, PrivateAttr,
+                      ValidationError, ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError, core_schema
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
