@@ -263,7 +263,7 @@ def make_rig(tmp_path: Path):
         ex.add_account(AccountSpec(LEADER_ID, LEADER_TOKEN, leader_funds))
         for f_cfg, f in zip(cfg.followers, followers):
             ex.add_account(AccountSpec(f_cfg.client_id, f_cfg.access_token, float(f.get("funds", 5_000_000))))
-        store = Store(cfg.storage_path, retry_seconds=cfg.storage_retry_seconds)
+        store = Store(cfg.storage.path, retry_seconds=cfg.storage.retry_seconds)
         rig = Rig(ex, cfg, store, None, client(ex, LEADER_ID, LEADER_TOKEN),  # type: ignore[arg-type]
                   {f.name: f.client_id for f in cfg.followers}, yaml.safe_dump(raw), by_name)
         if start:

@@ -184,8 +184,8 @@ def test_feed_max_frame_bytes_is_a_validated_config_key(tmp_path):
 
     exchange = SimpleNamespace(rest_url="http://127.0.0.1:1/v2", ws_url="ws://127.0.0.1:2")
     raw = config_dict(exchange, tmp_path, [{"name": "f1"}])  # type: ignore[arg-type]
-    assert parse(raw).max_frame_bytes == MIB
-    assert parse({**raw, "feed": {"max_frame_bytes": 65536}}).max_frame_bytes == 65536
+    assert parse(raw).feed.max_frame_bytes == MIB
+    assert parse({**raw, "feed": {"max_frame_bytes": 65536}}).feed.max_frame_bytes == 65536
     for bad in (0, 100, "big", 2.5):
         with pytest.raises(ConfigError, match=r"feed\.max_frame_bytes"):
             parse({**raw, "feed": {"max_frame_bytes": bad}})
@@ -197,7 +197,7 @@ def test_six_kinds_of_bad_frame_are_counted_dropped_and_the_copier_keeps_copying
     role = "leader" if account == LEADER else "follower"
     valid = frames.order_alert(account)
     order_no = json.loads(valid)["Data"]["OrderNo"]
-    kinds = bad_frames(valid, rig.config.max_frame_bytes)
+    kinds = bad_frames(valid, rig.config.feed.max_frame_bytes)
     expected = Counter(reason for _text, reason in kinds.values())
     before = {reason: _malformed(role, reason) for reason in expected}
     restarts = {kind: _restarts(kind) for kind in ("feed", "order", "router")}

@@ -262,7 +262,7 @@ def test_a_start_with_an_empty_database_adopts_the_followers_copies_of_open_lead
     rig.store.close()
     for path in tmp_path.glob("copytrader.db*"):  # the database is lost
         path.unlink()
-    rig.store = Store(rig.config.storage_path, retry_seconds=rig.config.storage_retry_seconds)
+    rig.store = Store(rig.config.storage.path, retry_seconds=rig.config.storage.retry_seconds)
     start_rig(rig)
 
     row = rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, message="the copy adopted")
