@@ -1,4 +1,4 @@
-"""Configuration: `config.yaml`, `${ENV_VAR}` interpolation, validation that names the key (B.7).
+"""Configuration: `config.yaml`, `${ENV_VAR}` interpolation, validation that names the key.
 
 `load(path)` returns a frozen `Config` or raises `ConfigError("followers[1].sizing.ratio: must be
 a number > 0, got 'abc'")`. Unknown keys are errors too: a typo must not silently fall back to a

@@ -1,4 +1,4 @@
-"""Tables. No column ever holds an access token (B.8)."""
+"""Tables. No column ever holds an access token."""
 from __future__ import annotations
 
 import time
@@ -118,7 +118,7 @@ class ForeverCopy(BaseModel):
 
 
 class OrderEventRecord(BaseModel):
-    """The per-order event store (B.9): an order's state is the fold of these, in `seq` order."""
+    """The per-order event store: an order's state is the fold of these, in `seq` order."""
 
     order_key = pw.CharField()  # "L:<leader order id>" or "F:<correlation id>"
     seq = pw.IntegerField()

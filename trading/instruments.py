@@ -1,7 +1,7 @@
 """The instrument master: lot sizes, tick sizes and option metadata by security id.
 
 Loaded from Dhan's published CSV (or the paper exchange's copy) by path or URL; a URL is cached
-on disk and refreshed once a day. Lookups that miss trigger one reload (8.6) before the caller
+on disk and refreshed once a day. Lookups that miss trigger one reload before the caller
 records a skip.
 """
 from __future__ import annotations
@@ -149,7 +149,7 @@ class InstrumentMaster:
             stale = time.monotonic() - self._loaded_at > self.RELOAD_ON_MISS_SECONDS
         if found is not None or not stale:
             return found
-        try:  # 8.6: a miss reloads the master once before the caller gives up
+        try:  # the instrument may be newly listed: reload once before the caller gives up
             self.load()
         except (OSError, ValueError) as exc:
             log.warning("instrument master reload failed: %s", exc)
