@@ -130,7 +130,7 @@ def _books(urls: dict[str, str], followers: dict[str, tuple[str, str]]) -> dict[
 
 def _stored(db: Path) -> tuple[set[tuple[str, str | None]], set[tuple[str, str]]]:
     """(recorded skips, copies aborted before placement) from the copier's storage. A copy whose
-    leader order was cancelled before it was sent is aborted (scenario 8.2), and recorded as a
+    leader order was cancelled before it was sent is aborted, and recorded as a
     skip with the reason leader_cancelled_before_placement."""
     with sqlite3.connect(db, timeout=5) as conn:
         rows = list(conn.execute("select leader_order_id, follower, reason from skip"))
