@@ -5,8 +5,8 @@ Leader updates are keyed by the leader order id. Follower updates are mapped bac
 order through the correlation id (or the broker order id) stored with the copy; updates of
 orders the copier did not place (the follower's own manual orders) are acknowledged as foreign.
 
-Order actors stop when their order is finished, so threads stay bounded; a later event for the
-order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
+Order actors run on the router's shared pool (actors/order_runtime.py) and stop when their order
+is finished; a later event for the order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
 (its lost inbox is rebuilt from the inbox table), never given up on: an inbox event that crashes
 it `poison_after` times is parked as a dead letter (actors/dead_letters.py) and the actor goes
 on with the order's next events. Restarts of an order that keeps crashing wait longer and
