@@ -156,11 +156,13 @@ class DhanGateway:
 
     def send_place(self, terms: OrderTerms, correlation_id: str) -> SentPlacement | None:
         """Send a placement on an open kept-alive connection and return without its answer;
-        `answer()` on the result waits for it (on any thread). None when no connection is open
-        (a connect, or a TLS handshake, must not hold up the caller) or a proxy applies: then
-        place() it in full on a worker. It cannot block the caller on a slow broker either: an
-        idle connection's previous answer was read whole, so its send buffer is empty and the
-        request (under 1 kB) is copied into it at once."""
+        `answer()` on the result waits for it, on any thread. None when no connection is open or a
+        proxy applies: then place() it in full on a worker. Why this never holds up the caller,
+        even on a slow broker: docs/design.md.
+
+            sent = gateway.send_place(terms, correlation_id)   # on the fan-out's thread
+            answer = sent.answer() if sent else gateway.place(terms, correlation_id)   # on a worker
+        """
         if self._connections is None:
             return None
         conn = self._connections.take(open_only=True)
