@@ -160,10 +160,7 @@ class Store:
             raise
         if self.path != ":memory:":
             self._identity = _identity(self.path)
-        # SQLite's automatic checkpoint runs inside whichever commit crosses its threshold and
-        # fsyncs the database while that writer holds the store's lock: 100 ms stalls on the
-        # copier's hot path. Checkpoints run here instead, on their own connection; PASSIVE mode
-        # never blocks a writer.
+        # Checkpoints on a connection of their own, not inside a commit (docs/design.md).
         self._closing = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if self.path != ":memory:":
@@ -185,10 +182,9 @@ class Store:
 
     def _checkpoint_loop(self, every_seconds: float = 1.0, quiet_seconds: float = 0.03,
                          at_most_seconds: float = 10.0) -> None:
-        """About once a second, in a gap between writes. A checkpoint fsyncs (4 to 5 ms here), and
-        one that overlapped a placement stalled it by up to 20 ms (bench/replication_bench.py);
-        copying comes in bursts, so waiting for `quiet_seconds` without a write usually finds a
-        gap. A store that is never quiet is checkpointed anyway after `at_most_seconds`.
+        """About once a second, in a gap between writes: after `quiet_seconds` without a write, or
+        after `at_most_seconds` for a store that is never quiet (docs/design.md). PASSIVE mode
+        never blocks a writer.
 
         Each round first checks that the database file is still the one opened, and a store that
         is down tries to recover instead of checkpointing."""
@@ -331,10 +327,13 @@ class Store:
         return self._depth > 0
 
     def write(self, fn: Callable[[], T]) -> T:
-        """Run `fn` in one transaction, retrying the whole transaction on database errors.
+        """Run `fn` in one transaction, retrying the whole transaction on database errors (the
+        retry machinery is built only once an attempt failed: docs/design.md). `fn` may run more
+        than once, so it only writes, and acts on nothing outside the database:
 
-        The first attempt runs bare: building the retry machinery on every write cost measurable
-        time on the copier's hot path, and only a failure needs it."""
+            # storage/settings.py: one row replaced, in one transaction
+            store.write(lambda: m.Setting.insert(key=key, value=value).on_conflict_replace().execute())
+        """
 
         def attempt() -> T:
             with self._lock:
@@ -389,8 +388,7 @@ class Store:
                                      f"{exc.last_attempt.exception()}") from None
 
     # -- cached statements for the hot path ------------------------------------------------
-    # peewee builds SQL text anew for every query (about half a millisecond here); a placement
-    # crosses a dozen statements, so the few that every order update runs are built once.
+    # The few statements every order update runs, built once (peewee builds each anew: docs/design.md).
     def insert(self, model: type[pw.Model], fields: dict[str, Any], or_ignore: bool = False) -> int | None:
         """Insert one row (inside a write transaction); its rowid, or None when ignored."""
         names = tuple(fields)
