@@ -90,7 +90,12 @@ _REQUIRED_COLUMNS = ("SEM_EXM_EXCH_ID", "SEM_SEGMENT", "SEM_SMST_SECURITY_ID", "
 
 
 class InstrumentMaster:
-    """Thread-safe lookup by (exchange segment, security id), reloaded on a miss at most once a minute."""
+    """Thread-safe lookup by (exchange segment, security id), reloaded on a miss at most once a minute.
+
+        master = InstrumentMaster("https://images.dhan.co/api-data/api-scrip-master.csv", cache_dir="data")
+        master.load()                      # how many instruments it read
+        master.get("NSE_EQ", "2885")       # Instrument(symbol="RELIANCE", lot_size=1, ...), or None
+    """
 
     RELOAD_ON_MISS_SECONDS = 60.0
     REFRESH_SECONDS = 24 * 3600.0
