@@ -97,6 +97,14 @@ class SentPlacement:
 
 
 class DhanGateway:
+    """One account at the broker. Thread-safe: the rate limiter's workers share it. Every call
+    returns an `Answer` whose data is in the copier's own types, or whose error is classified.
+
+        gateway = DhanGateway("f1", client_id, access_token)
+        answer = gateway.fund_limit()
+        answer.data.available if answer.ok else answer.error.kind    # Funds, or ErrorKind.AUTH ...
+    """
+
     def __init__(self, account: str, client_id: str, access_token: str,
                  base_url: str = DEFAULT_BASE_URL, timeout: float = 5.0) -> None:
         self.account = account

@@ -122,7 +122,12 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
     `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
-    raises StartRefused before anything starts)."""
+    raises StartRefused before anything starts).
+
+        copier = start_copier(load("config.yaml"), Store(path, exclusive=True))
+        copier.stopped.wait()     # set when the supervisor gives up (copier.escalation says why)
+        copier.stop()             # every actor, the last started first
+    """
     # A copy is a chain of thread hand-offs; each waits less for the GIL (docs/design.md).
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
     if accounts is None:

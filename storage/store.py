@@ -95,6 +95,14 @@ class _Database(pw.SqliteDatabase):
 
 
 class Store:
+    """The copier's storage: one connection, its transactions, and the repositories that name
+    every domain operation. Thread-safe.
+
+        store = Store("data/copytrader.db", exclusive=True)    # the running copier's own
+        event_id = store.inbox.record(account, order_id, dedupe_key, source, payload, received_ns)
+        store.close()
+    """
+
     def __init__(self, path: str | Path, retry_seconds: float = 10.0,
                  on_retry: Callable[[Exception], None] | None = None,
                  on_health: Callable[[bool], None] | None = None,
