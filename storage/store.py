@@ -1,9 +1,6 @@
-"""The store: one SQLite connection (WAL), every write a retried transaction.
-
-What the copier stores and reads is asked of the store's repositories (`store.inbox`,
-`store.copies`, `store.settings`, ... one module each in this package), each domain operation
-one method and one transaction; this module keeps the connection, its transactions and their
-retries, and the cached statements of the hot path.
+"""The store: one SQLite connection (WAL), every write a retried transaction, and the cached
+statements of the hot path. The repositories (`store.inbox`, `store.copies`, ... one module each
+in this package) run their domain operations in its transactions.
 
 Why one connection behind a lock: SQLite admits one writer at a time anyway, and a single
 connection keeps the number of file handles fixed however many order actors come and go.
