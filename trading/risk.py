@@ -1,6 +1,6 @@
 """Pre-trade risk rules per follower, as pure functions over a limits object and a state snapshot.
 
-Pure so they are trivially testable and so the risk actor owns all state: it builds a
+Pure so they are trivially testable and so the sizing actor owns all state: it builds a
 `RiskState` from positions, fills and its own record of placements, and asks `check()` before
 each follower order. A breach names the rule by its config key, which is also the skip reason.
 
