@@ -99,6 +99,14 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
 
 
 class FeedActor(Supervised):
+    """One account's order-update socket (the module's docstring says what it does with it). The
+    socket's own thread tells it every frame, the token actor tells it `Reconnect()` once the
+    account's token works again, and it answers two questions:
+
+        feed.ask(IsConnected())     # True once the login is accepted
+        feed.ask(Backfill())        # how many updates the order book brought that were new
+    """
+
     def __init__(self, address: Address, supervisor: Address | None, *, account: str, url: str,
                  gateway: DhanGateway, store: Store, router: Address,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,

@@ -59,6 +59,12 @@ class RestartOrder:
 
 
 class OrderRouter(Supervised):
+    """Routes stored order updates to order actors, which it starts on its pool and supervises
+    (the module's docstring says how). Every update reaches it through `store_and_route`:
+
+        router.tell(OrderUpdateReceived(account, event_id, update))   # event_id: its inbox row
+    """
+
     def __init__(self, address: Address, supervisor: Address | None, ctx: CopierContext, *,
                  sweep_seconds: float = 5.0, poison_after: int = 3,
                  restart_delays: tuple[float, ...] = (0.0, 0.5, 2.0, 5.0, 15.0, 30.0),
