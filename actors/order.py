@@ -247,8 +247,7 @@ class OrderActor(PooledActor):
                 "correlation_id": copy.correlation_id, "reply_to": self.address}
 
     def send(self, commands: list[BrokerCommand]) -> None:
-        """One tight loop for a leader order's fan-out: every follower's call is sent before the
-        broker workers that read the answers start competing for the GIL (see send_all)."""
+        """A leader order's fan-out, every follower's call in one loop (see send_all)."""
         send_all(self.ctx.limiters, commands)
 
     def ask_sizing(self, message: SizeCopy | SizeCopies) -> Any:

@@ -122,11 +122,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
     `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
-    raises StartRefused before anything starts)."""
-    # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
-    # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
-    # next link of the chain run sooner (p99 with 10 followers ~25% lower in
-    # bench/replication_bench.py). Shorter still (0.1-0.2 ms) measured worse: more switching.
+    raises StartRefused before anything starts).
+
+        copier = start_copier(load("config.yaml"), Store(path, exclusive=True))
+        copier.stopped.wait()     # set when the supervisor gives up (copier.escalation says why)
+        copier.stop()             # every actor, the last started first
+    """
+    # A copy is a chain of thread hand-offs; each waits less for the GIL (docs/design.md).
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
     if accounts is None:
         accounts = prepare_accounts(config)
@@ -275,9 +277,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     top.bind(supervisor_ref)
     copier.addresses = supervisor_ref.proxy().start_children().get(timeout=30)
     copier._ref = supervisor_ref
-    # What start-up built (modules, the instrument master, pandas' calendar tables) lives as long
-    # as the process: moved out of the collector's sight, a full collection no longer walks it.
-    # That walk was a 40 ms pause in the middle of copying (bench/replication_bench.py).
+    # What start-up built lives as long as the process: out of the collector's walk (docs/design.md).
     gc.collect()
     gc.freeze()
     metrics.UP.set(1)

@@ -1,4 +1,4 @@
-"""Scenarios B.7 (an invalid config refuses to start, naming the key) and B.8 (tokens never leak)."""
+"""An invalid config refuses to start, naming the key; access tokens never leak."""
 from __future__ import annotations
 
 import io

@@ -1,4 +1,4 @@
-"""Scenario 7.7: the real run.py process is SIGKILLed at random points of a burst and restarted;
+"""The real run.py process is SIGKILLed at random points of a burst and restarted;
 every leader order ends with exactly one copy per follower (exactly once via correlation ids)."""
 from __future__ import annotations
 

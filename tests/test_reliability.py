@@ -1,4 +1,4 @@
-"""Scenarios 7.1 to 7.6, 7.8, 8.10 and B.3: never lose, never double, under injected faults."""
+"""Never lose, never double, under injected faults."""
 from __future__ import annotations
 
 import sqlite3

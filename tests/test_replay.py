@@ -1,4 +1,4 @@
-"""Scenario B.9: replaying an order's event log rebuilds exactly its stored state, for every order
+"""Replaying an order's event log rebuilds exactly its stored state, for every order
 after a busy run (placements, modifications, partial fills, cancels, rejections, skips)."""
 from __future__ import annotations
 
