@@ -77,6 +77,18 @@ def start_paper_process(*args: str) -> tuple[subprocess.Popen, dict[str, str], l
     return proc, urls, accounts
 
 
+def end_processes(*procs: subprocess.Popen | None) -> None:
+    """Stop each process still running: SIGTERM, then SIGKILL after 10 s."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 def copier_ready(db: Path) -> bool:
     """A copier process is ready once it has recorded the leader's baseline (read from its file)."""
     if not db.exists():

@@ -46,7 +46,7 @@ import yaml
 from dhanhq import dhanhq
 
 from actors.feed import BASELINE_SETTING
-from tests.conftest import ROOT, client, start_paper_process, wait_until
+from tests.conftest import ROOT, client, end_processes, start_paper_process, wait_until
 from tests.faultproxy import FIRST, LATE, NEVER, FaultProxy, Rule
 from tests.frames import FrameInjector, bad_frames
 from tests.test_storage_safety import _fill as fill_disk, free_port
@@ -667,13 +667,7 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
         copier.send_signal(signal.SIGTERM)
         assert copier.wait(30) == 0, f"the copier did not stop cleanly; see {log_path}"
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)
         for proxy in proxies.values():
             proxy.stop()
         disk.stop()

@@ -28,7 +28,7 @@ from copier.config import ConfigError, parse
 from observability import metrics
 from storage import models as m
 from supervisors import Address, ChildSpec, Escalated, Supervised, Supervisor
-from tests.conftest import LEADER_ID, ROOT, client, copier_ready, run_command, start_paper_process, wait_until
+from tests.conftest import LEADER_ID, ROOT, client, copier_ready, end_processes, run_command, start_paper_process, wait_until
 from tests.frames import DROP, MIB, FrameInjector, bad_frames, order_alert_text
 from tests.test_chaos import Control
 from trading.orders import OrderUpdate
@@ -514,10 +514,4 @@ def test_run_py_survives_bad_frames_on_every_socket_and_copies_the_next_order(tm
         assert copy["quantity"] == 5 and copy["securityId"] == "2885"
         assert copier.poll() is None
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)
