@@ -46,7 +46,7 @@ def every_shard(args: argparse.Namespace, config: Config) -> int:
     worst = 0
     for k in range(config.shards):
         names = ", ".join(sorted(name for name, shard in assigned.items() if shard == k))
-        path = Path(shards.role_storage_path(config.storage_path, k))
+        path = Path(shards.role_storage_path(config.storage.path, k))
         if not path.exists():
             print(f"shard {k}: its storage is not on this machine ({path}): run this command on shard {k}'s "
                   f"machine with --shard {k}", file=sys.stderr)
@@ -81,7 +81,7 @@ def _stream(config: Config):  # -> JetStream | None
     stream.close()
     from streams import redact_url
 
-    print(f"the stream server at {redact_url(config.stream_url)} cannot be reached (is nats-server running? "
+    print(f"the stream server at {redact_url(config.stream.url)} cannot be reached (is nats-server running? "
           "see the README's Follower shards)", file=sys.stderr)
     return None
 
@@ -127,7 +127,7 @@ def status(config: Config) -> int:
         return 1
     finally:
         stream.close()
-    print(f"stream {shards.stream_name(config)} on {redact_url(config.stream_url)}: {last} messages stored")
+    print(f"stream {shards.stream_name(config)} on {redact_url(config.stream.url)}: {last} messages stored")
     try:
         state = decode_kill_switch(data) if data else None
     except BadStreamMessage:

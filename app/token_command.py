@@ -30,10 +30,10 @@ def _token_storage(args: argparse.Namespace, config) -> str:
     if not config.shards or args.shard is not None or args.account == "leader":
         from app.shard_commands import role_config
 
-        return role_config(args, config).storage_path
+        return role_config(args, config).storage.path
     from copier import shards
 
-    return shards.role_storage_path(config.storage_path, shards.assignment(config)[args.account])
+    return shards.role_storage_path(config.storage.path, shards.assignment(config)[args.account])
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -68,7 +68,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 2
     register_secret(token)
     answer = DhanGateway(account.name, account.client_id, token, account.api_base_url,
-                         config.broker_timeout).fund_limit()
+                         config.broker.timeout_seconds).fund_limit()
     if answer.error is not None:
         print(f"token: not stored: {refusal(account, 'standard input', answer.error)}", file=sys.stderr)
         return 1

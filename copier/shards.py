@@ -89,9 +89,9 @@ def role_storage_path(storage_path: str, role: Role) -> str:
 
 def role_metrics_port(config: Config, role: Role) -> int:
     """The feed process listens on `metrics.port`, shard K on `metrics.port` + 1 + K (0: any free port)."""
-    if config.metrics_port == 0:
+    if config.metrics.port == 0:
         return 0
-    port = config.metrics_port + (0 if role == FEED else 1 + int(role))
+    port = config.metrics.port + (0 if role == FEED else 1 + int(role))
     if port > 65535:
         raise key_error(config, "metrics.port", f"shard {role} would listen on {port}: give a port <= "
                                                 f"{65535 - config.shards}")
@@ -103,12 +103,14 @@ def role_config(config: Config, role: Role) -> Config:
     the feed process)."""
     shards = assignment(config)
     followers = () if role == FEED else tuple(f for f in config.followers if shards[f.name] == role)
-    return dataclasses.replace(config, followers=followers, storage_path=role_storage_path(config.storage_path, role),
-                               metrics_port=role_metrics_port(config, role))
+    return config.model_copy(update={
+        "followers": followers,
+        "storage": config.storage.model_copy(update={"path": role_storage_path(config.storage.path, role)}),
+        "metrics": config.metrics.model_copy(update={"port": role_metrics_port(config, role)})})
 
 
 def stream_name(config: Config) -> str:
-    return config.stream_name or f"copytrader-{config.leader.client_id}"
+    return config.stream.name or f"copytrader-{config.leader.client_id}"
 
 
 LEADER_SUBJECT = "leader"
@@ -123,7 +125,7 @@ def connect(config: Config, client_name: str) -> "JetStream":
     """The stream, connecting in the background (the only import of the NATS client)."""
     from streams.jetstream import JetStream
 
-    return JetStream(config.stream_url, stream_name(config), max_age_seconds=config.stream_max_age_hours * 3600,
+    return JetStream(config.stream.url, stream_name(config), max_age_seconds=config.stream.max_age_hours * 3600,
                      client_name=client_name,
                      on_connected=lambda up: metrics.STREAM_CONNECTED.set(1 if up else 0)).start()
 
@@ -193,8 +195,8 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
             kind="publisher", address=publisher),
         ChildSpec(f"feed:{LEADER}", lambda a: FeedActor.start(
             a, top, account=LEADER, url=leader.order_update_url, gateway=accounts.gateways[LEADER], store=store,
-            router=publisher, copy_existing_on_first_start=config.copy_existing_on_first_start,
-            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused),
+            router=publisher, copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
+            max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused),
             kind="feed"),
     ]
     metrics.create_series(LEADER, [], {spec.kind for spec in specs})

@@ -66,12 +66,12 @@ def test_each_process_has_its_own_followers_storage_and_metrics_port(tmp_path):
     shards = assignment(config)
     assert shards["a"] == 1 and shards["b"] == 0 and shards["c"] == rendezvous("c", 2)
     feed, zero, one = role_config(config, FEED), role_config(config, 0), role_config(config, 1)
-    assert feed.followers == () and feed.storage_path == str(tmp_path / "copytrader.feed.db")
+    assert feed.followers == () and feed.storage.path == str(tmp_path / "copytrader.feed.db")
     assert [f.name for f in zero.followers] == sorted(n for n, k in shards.items() if k == 0)
     assert [f.name for f in one.followers] == sorted(n for n, k in shards.items() if k == 1)
-    assert one.storage_path == role_storage_path(str(tmp_path / "copytrader.db"), 1) == str(
+    assert one.storage.path == role_storage_path(str(tmp_path / "copytrader.db"), 1) == str(
         tmp_path / "copytrader.shard-1.db")
-    assert (feed.metrics_port, zero.metrics_port, one.metrics_port) == (9300, 9301, 9302)
+    assert (feed.metrics.port, zero.metrics.port, one.metrics.port) == (9300, 9301, 9302)
 
 
 @pytest.mark.parametrize("change,expected", [
@@ -106,7 +106,7 @@ def test_renewing_the_leaders_token_is_refused_with_shards(tmp_path, monkeypatch
 def test_the_stream_password_is_a_secret(tmp_path):
     config = parse(live_config(tmp_path, [{"name": "a"}], shards=1,
                                stream={"url": "nats://copier:s3cret-pass@127.0.0.1:4222"}))
-    assert "s3cret-pass" in config.tokens()  # redacted from every log line
+    assert "s3cret-pass" in config.secrets()  # redacted from every log line
 
 
 def test_a_single_process_copier_never_imports_the_nats_client():
