@@ -217,6 +217,7 @@ def loadavg() -> str:
 def run(shards: int, followers: int, rate: float, seconds: float, timeout: float) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="shard-bench-"))
     load_before = loadavg()
+    keep = False
     procs: list[subprocess.Popen[Any]] = []
     nats, nats_url = start_nats(workdir)
     exchange = start_exchange(followers + 1, workdir)
@@ -284,7 +285,11 @@ def run(shards: int, followers: int, rate: float, seconds: float, timeout: float
         got = latencies(dbs, placed)
         memory = [proc_status(p.pid) for p in procs if p.poll() is None]
         complete = [v for k, v in got.items() if len(v) == followers]
+        per_shard = [sent([db], placed) for db in dbs]
+        if done < expected:  # kept for a look: each process's log and storage
+            keep = True
         return {
+            "per_shard": per_shard, "workdir": str(workdir) if done < expected else "",
             "shards": shards, "followers": followers, "leader_orders": len(placed), "copies": done,
             "expected": expected, "complete": done == expected, "start_up_s": start_up,
             "leader_s": placing, "during_per_s": at_end / placing if placing else 0.0,
@@ -299,7 +304,8 @@ def run(shards: int, followers: int, rate: float, seconds: float, timeout: float
             stop(proc)
         stop(exchange.proc)
         stop(nats)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> int:
@@ -323,7 +329,8 @@ def main() -> int:
                 print(f"{shards:>6} {followers:>9} ERROR {exc}")
                 failed = True
                 continue
-            note = "" if r["complete"] else "  INCOMPLETE"
+            note = "" if r["complete"] else (f"  INCOMPLETE: copies sent by shard {r['per_shard']}; logs and "
+                                             f"storage kept in {r['workdir']}")
             print(f"{shards:>6} {followers:>9} {r['copies']:>6}/{r['expected']:<6} {r['during_per_s']:>9.0f} "
                   f"{r['backlog_at_end']:>7} {r['overall_per_s']:>10.0f} "
                   f"{r['first_p50']:>7.0f}/{r['first_p99']:<7.0f} {r['last_p50']:>8.0f}/{r['last_p99']:<8.0f} "
