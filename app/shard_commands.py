@@ -8,8 +8,10 @@
 - `orders`, `replay`, `reconcile` and `dlq list` without `--shard` run once per shard, over each
   shard's storage found on this machine, under a heading naming the shard and its followers; a
   shard whose storage is elsewhere is named on stderr (run the command there, with `--shard K`).
+- `token NAME` stores a follower's token with its shard, the leader's with every process whose
+  storage is on this machine (app/token_command.py).
 - With `--shard K` (or `feed`), every command reads that process's storage, as it reads the one
-  copier's; `dlq retry|drop ID` and `token` (for the leader) need it: ids and files are per process.
+  copier's; `dlq retry|drop ID` needs it: a dead letter's id is its shard's own.
 """
 from __future__ import annotations
 

@@ -419,3 +419,22 @@ def test_a_kill_switch_change_made_while_a_shard_is_down_applies_when_it_starts(
     wait_until(lambda: _skip(c.db("1"), order) == "kill_switch_on", 15,
                message=lambda: "shard 1 skips the next order; its log ends: " + c.log_tail("1"))
     assert not any(e.get("correlationId") == correlation_id(order, "f2") for e in c.books()["f2"])
+
+
+def test_a_new_leader_token_goes_to_every_process_on_this_machine_and_a_followers_to_its_shard(cluster, tmp_path):
+    from storage.tokens import token_file_path
+
+    c = cluster().start_all()
+    env = {**os.environ, "COPYTRADER_TOKEN_KEY": "eYpP1cKkT7nJmM0DjBz3oN0Q8yXvlV0mUu6QhW2Jg7Y="}
+
+    def token(account: str, value: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "run.py", "--config", str(c.path), "token", account], cwd=ROOT, env=env,
+                              input=value + "\n", capture_output=True, text=True, timeout=60)
+
+    leader = token("leader", c.leader_token)
+    assert leader.returncode == 0, leader.stderr
+    for role in (FEED, "0", "1"):
+        assert token_file_path(c.db(role)).exists(), f"{role} has no token file: {leader.stdout}"
+    f2 = token("f2", c.follower_accounts[1][1])  # f2 is on shard 1
+    assert f2.returncode == 0, f2.stderr
+    assert "copytrader.shard-1.tokens" in f2.stdout
