@@ -13,7 +13,9 @@ batch to this actor. Per delivery:
 At the shard's first start (its storage holds no baseline), the consumer starts at the stream's
 end and the leader's order book, read through the shard's own leader account, is its baseline, as
 for a single copier's first start: copies found at this shard's followers are adopted, the other
-orders are pre-existing. Later starts read on from the last acknowledged update.
+orders are pre-existing. Later starts read on from the last acknowledged update; when the stream
+no longer keeps some of what followed it (the shard was away longer than `stream.max_age_hours`),
+the leader's order book fills the gap, as after a socket reconnect.
 """
 from __future__ import annotations
 
@@ -80,7 +82,8 @@ class StreamFeedActor(FeedActor):
         if self._reader is None or opened.conn != self._reader.conn:
             return
         self._consumer = opened.consumer
-        self._baseline()
+        if self._baseline() and getattr(opened.consumer, "missed", False):
+            self._recover_dropped()
         self.connected = True
         metrics.FEED_CONNECTED.labels(self.account).set(1)
         log.info("%s: reading the leader's updates from the stream", self.durable)
@@ -95,6 +98,16 @@ class StreamFeedActor(FeedActor):
             except StorageDown:
                 return False
         return self._baselined
+
+    def _recover_dropped(self) -> None:
+        """The stream dropped updates this shard never read (it was away longer than the stream keeps
+        them): the leader's order book has what is still open, as after a socket reconnect."""
+        log.warning("%s: the stream no longer holds updates this shard had not read; reading the leader's "
+                    "order book instead", self.durable)
+        try:
+            self.backfill()
+        except StorageDown:  # caught up once storage is back, like a socket's missed updates
+            self._missed = True
 
     def _on_delivered(self, delivered: StreamDelivered) -> None:
         consumer = self._consumer

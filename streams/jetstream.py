@@ -205,13 +205,19 @@ class JetStream:
           it is made again from there, so what was delivered to a process that died unacknowledged
           comes at once, not after the acknowledgement timeout;
         - one the server does not have reads the whole stream (`start` "all"; the shard's inbox
-          drops what it already stored) or the subject's last message ("last")."""
-        async def go() -> Any:
+          drops what it already stored) or the subject's last message ("last").
+
+        The consumer's `missed` is true when the stream no longer keeps messages this reader had not
+        acknowledged (dropped past `max_age` while it was away): the caller recovers them elsewhere."""
+        async def go() -> tuple[Any, bool]:
             info = None
             try:
                 info = await self._js.consumer_info(self.name, durable)
             except NotFoundError:
                 pass
+            first_kept = int((await self._js.stream_info(self.name)).state.first_seq)
+            next_wanted = info.ack_floor.stream_seq + 1 if info is not None and info.ack_floor else 1
+            missed = not fresh and first_kept > next_wanted
             policy: dict[str, Any] = {"deliver_policy": api.DeliverPolicy.ALL}
             if fresh:
                 policy = {"deliver_policy": api.DeliverPolicy.LAST_PER_SUBJECT if start == "last"
@@ -225,9 +231,10 @@ class JetStream:
                 await self._js.delete_consumer(self.name, durable)
             config = api.ConsumerConfig(durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT,
                                         max_ack_pending=MAX_ACK_PENDING, filter_subject=subject, **policy)
-            return await self._js.pull_subscribe(subject, durable=durable, stream=self.name, config=config)
+            return await self._js.pull_subscribe(subject, durable=durable, stream=self.name, config=config), missed
 
-        return Consumer(self, durable, self._call(go, 10))
+        subscription, missed = self._call(go, 10)
+        return Consumer(self, durable, subscription, missed)
 
     def consumer_states(self) -> list[ConsumerState]:
         """Every durable consumer of the stream, as the server sees it."""
@@ -241,6 +248,13 @@ class JetStream:
     def last_sequence(self) -> int:
         async def go() -> int:
             return int((await self._js.stream_info(self.name)).state.last_seq)
+
+        return self._call(go, 5)
+
+    def first_sequence(self) -> int:
+        """The oldest message the stream still keeps (past `max_age` the server drops them)."""
+        async def go() -> int:
+            return int((await self._js.stream_info(self.name)).state.first_seq)
 
         return self._call(go, 5)
 
@@ -261,8 +275,8 @@ class JetStream:
 class Consumer:
     """A durable pull consumer: `fetch` blocks up to `timeout`, `ack` once the effect is stored."""
 
-    def __init__(self, stream: JetStream, durable: str, subscription: Any) -> None:
-        self.stream, self.durable, self._sub = stream, durable, subscription
+    def __init__(self, stream: JetStream, durable: str, subscription: Any, missed: bool = False) -> None:
+        self.stream, self.durable, self._sub, self.missed = stream, durable, subscription, missed
 
     def fetch(self, batch: int, timeout: float) -> list[Delivery]:
         """Up to `batch` deliveries, waiting at most `timeout` for the first; [] when none came."""

@@ -438,3 +438,26 @@ def test_a_new_leader_token_goes_to_every_process_on_this_machine_and_a_follower
     f2 = token("f2", c.follower_accounts[1][1])  # f2 is on shard 1
     assert f2.returncode == 0, f2.stderr
     assert "copytrader.shard-1.tokens" in f2.stdout
+
+
+def test_a_shard_down_longer_than_the_stream_keeps_updates_recovers_them_from_the_order_book(cluster):
+    from streams.jetstream import JetStream
+
+    c = cluster(config={"stream": {"max_age_hours": 0.001}})  # the stream keeps an update 3.6 s
+    c.config["stream"]["url"] = c.nats.url
+    c.path.write_text(yaml.safe_dump(c.config))
+    c.start_all()
+    c.kill("1")
+    order = c.place(0)
+    wait_until(lambda: ("f1", correlation_id(order, "f1")) in c.copies(), 20, interval=0.2,
+               message="shard 0 copies it: the update went through the stream")
+    stream = JetStream(c.nats.url, f"copytrader-{c.leader_id}", max_age_seconds=3.6).start()
+    try:
+        assert stream.wait_connected(10)
+        last = stream.last_sequence()
+        wait_until(lambda: stream.first_sequence() > last, 30, interval=0.2,
+                   message=lambda: f"the stream drops the update shard 1 did not read ({last}: {stream.first_sequence()}-{stream.last_sequence()})")
+    finally:
+        stream.close()
+    c.start("1")
+    c.assert_exactly_once([order], timeout=30)  # f2 and f4 (shard 1) copied it too, once
