@@ -26,7 +26,7 @@ from actors.order_answers import Answers
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
-from actors.order_runtime import PooledActor
+from actors.order_runtime import CrashedOn, PooledActor
 from actors.order_sighting import FirstSighting
 from actors.order_strategy import Legs, flatten_correlation_id
 from actors.order_timers import FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, UnknownCheck
@@ -71,6 +71,7 @@ class OrderActor(PooledActor):
         self._timers: dict[str, TimerHandle] = {}
         self._unknown_checks: list[TimerHandle] = []
         self._storage_down = False  # a write was refused: this incarnation is done
+        self._batch: Plan | None = None  # while replies are handled together: the one plan they build
 
     # -- life ------------------------------------------------------------------------------------------
     def started(self) -> None:
@@ -107,13 +108,57 @@ class OrderActor(PooledActor):
         try:
             return self._receive(message)
         except StorageDown as exc:
-            # This incarnation's memory may be ahead of storage (the transaction rolled back), so it
-            # does nothing more; the router starts a fresh one from storage once storage is back.
-            self._storage_down = True
-            self._report_crash(exc)
-            if self.actor_ref is not None:
-                self.actor_ref.stop(block=False)
+            self._storage_refused(exc)
             return None
+
+    def _storage_refused(self, exc: StorageDown) -> None:
+        # This incarnation's memory may be ahead of storage (the transaction rolled back), so it
+        # does nothing more; the router starts a fresh one from storage once storage is back.
+        self._storage_down = True
+        self._report_crash(exc)
+        if self.actor_ref is not None:
+            self.actor_ref.stop(block=False)
+
+    # -- replies: what the broker says of one copy (an answer, the follower's own update) ----------------
+    def takes_in_batch(self, message: Any) -> bool:
+        """Each reply concerns one copy, so a run of them is applied together: one transaction, and
+        decisions for the copies they moved only (not every copy of the order, once per reply)."""
+        if isinstance(message, OrderUpdateReceived):
+            return message.account != LEADER
+        if isinstance(message, BrokerAnswer):
+            command = message.command
+            return command.account != LEADER and not self.legs.is_flatten(command.account, command.correlation_id)
+        return False
+
+    def on_receive_batch(self, messages: list[Any]) -> None:
+        if self._storage_down:
+            return
+        plan = self._batch = Plan(self, scoped=True)
+        self.copies = plan.states  # what each reply is applied to: the state the ones before it left
+        message = None
+        try:
+            if any(copy.lookups_given_up for copy in self.copies.values()) and any(
+                    isinstance(m, OrderUpdateReceived) for m in messages):
+                for follower, copy in list(plan.states.items()):
+                    if copy.lookups_given_up:
+                        plan.apply(follower, c.NewsArrived())
+            for message in messages:
+                if isinstance(message, OrderUpdateReceived):
+                    self._on_update(message)
+                else:
+                    self.answers.on_answer(message)
+            message = None
+            self._batch = None
+            plan.converge()
+            plan.commit()
+        except StorageDown as exc:
+            self._storage_refused(exc)
+            return
+        except Exception as exc:
+            raise CrashedOn(message if message is not None else messages[-1], exc) from exc
+        finally:
+            self._batch = None
+        self._maybe_idle()
 
     def _receive(self, message: Any) -> Any:
         if isinstance(message, CopiesWanted):
@@ -223,7 +268,12 @@ class OrderActor(PooledActor):
     # -- what the modules use ---------------------------------------------------------------------------
     def operate(self, build: Callable[[Plan], Any] | None = None) -> None:
         """One operation: `build` applies events to a plan, every copy decides, one transaction
-        stores it all, then the calls go out."""
+        stores it all, then the calls go out. While replies are handled together, `build` adds to
+        their one plan, which decides and commits once they all are applied."""
+        if self._batch is not None:
+            if build is not None:
+                build(self._batch)
+            return
         plan = Plan(self)
         if build is not None:
             build(plan)

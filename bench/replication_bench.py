@@ -8,7 +8,7 @@ its own (2 cores: the exchange, the leader, and the copier compete for them as o
 
 The leader (the official `dhanhq` client, its own process) places --rate orders a second for
 --seconds (default 10/s, the most a Dhan account may place, for 60 s) after a few uncounted
-warm-up orders. Its orders are LIMIT orders priced through the market, so they and their copies
+warm-up orders. Its orders are LIMIT buys priced through the market, so they and their copies
 trade at once (a follower copy is answered, then echoed twice on its socket: PENDING, TRADED);
 --resting keeps them resting far from the market instead (then every order stays open, and the
 paper exchange's own per-order work grows with them).
@@ -201,13 +201,10 @@ def place_orders(rest_url: str, client_id: str, token: str, prices: dict[str, fl
         delay = start + i * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        n = first + i
-        security_id = INSTRUMENTS[n % len(INSTRUMENTS)]
-        side = "BUY" if (n // len(INSTRUMENTS)) % 2 == 0 else "SELL"
-        # resting: 5% away from the market; else 1% through it (inside the circuit band either way)
-        away = 0.05 if resting else -0.01
-        factor = 1 - away if side == "BUY" else 1 + away
-        price = round(round(prices[security_id] * factor / 0.05) * 0.05, 2)
+        security_id = INSTRUMENTS[(first + i) % len(INSTRUMENTS)]
+        side = "BUY"  # a sell of what the leader holds would be an exit, sized from positions read anew
+        # resting: 5% below the market; else 1% above it, so it trades (inside the circuit band either way)
+        price = round(round(prices[security_id] * (0.95 if resting else 1.01) / 0.05) * 0.05, 2)
         try:
             answer = client.place_order(security_id=security_id, exchange_segment="NSE_EQ", transaction_type=side,
                                         quantity=1, order_type="LIMIT", product_type="INTRADAY", price=price)
@@ -500,9 +497,10 @@ def start_profiler(pid: int, mode: str, label: str, seconds: float) -> Profiler 
         print("  (no py-spy on PATH: pip install py-spy; not profiled)")
         return None
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"flame-{label}-{mode}.svg"
+    raw = os.environ.get("BENCH_PROFILE_RAW") == "1"  # collapsed stacks, for reading self times
+    path = RESULTS / f"flame-{label}-{mode}.{'txt' if raw else 'svg'}"
     cmd = [py_spy, "record", "--pid", str(pid), "--rate", "100", "--duration", str(int(seconds) + 2),
-           "--format", "flamegraph", "--output", str(path), "--nonblocking"]
+           "--format", "raw" if raw else "flamegraph", "--output", str(path), "--nonblocking"]
     if mode == "gil":
         cmd.append("--gil")
     return Profiler(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), path)
