@@ -131,33 +131,54 @@ class OrderActor(PooledActor):
         return False
 
     def on_receive_batch(self, messages: list[Any]) -> None:
+        """Each reply is applied and its copy decided as if it came alone; what they all did is
+        stored in one transaction, and only then are their calls sent (as `operate` does for one)."""
         if self._storage_down:
             return
+        before, applied = self.copies, set(self.applied)
         plan = self._batch = Plan(self, scoped=True)
         self.copies = plan.states  # what each reply is applied to: the state the ones before it left
-        message = None
+        given_up = {f for f, copy in plan.states.items() if copy.lookups_given_up}
+        done = 0
         try:
-            if any(copy.lookups_given_up for copy in self.copies.values()) and any(
-                    isinstance(m, OrderUpdateReceived) for m in messages):
-                for follower, copy in list(plan.states.items()):
-                    if copy.lookups_given_up:
-                        plan.apply(follower, c.NewsArrived())
             for message in messages:
+                if given_up and isinstance(message, OrderUpdateReceived):
+                    for follower in [f for f in plan.states if f in given_up]:
+                        plan.apply(follower, c.NewsArrived())
                 if isinstance(message, OrderUpdateReceived):
                     self._on_update(message)
                 else:
                     self.answers.on_answer(message)
-            message = None
+                plan.now = time.time()
+                for follower in plan.converge():
+                    if plan.states[follower].lookups_given_up:
+                        given_up.add(follower)
+                    else:
+                        given_up.discard(follower)
+                done += 1
+        except StorageDown as exc:
             self._batch = None
-            plan.converge()
+            self._storage_refused(exc)
+            return
+        except Exception as exc:
+            # Nothing of the batch is stored or sent yet: the replies before the failing one are
+            # handled again one by one, as if never batched (their log lines and counters twice),
+            # and the actor crashes on the failing one as it would have alone.
+            self._batch = None
+            self.copies, self.applied = before, applied
+            for earlier in messages[:done]:
+                try:
+                    self.on_receive(earlier)
+                except Exception as again:
+                    raise CrashedOn(earlier, again) from again
+            raise CrashedOn(messages[done], exc) from exc
+        finally:
+            self._batch = None
+        try:
             plan.commit()
         except StorageDown as exc:
             self._storage_refused(exc)
             return
-        except Exception as exc:
-            raise CrashedOn(message if message is not None else messages[-1], exc) from exc
-        finally:
-            self._batch = None
         self._maybe_idle()
 
     def _receive(self, message: Any) -> Any:
@@ -269,7 +290,7 @@ class OrderActor(PooledActor):
     def operate(self, build: Callable[[Plan], Any] | None = None) -> None:
         """One operation: `build` applies events to a plan, every copy decides, one transaction
         stores it all, then the calls go out. While replies are handled together, `build` adds to
-        their one plan, which decides and commits once they all are applied."""
+        their one plan (`on_receive_batch` decides after each reply and commits once)."""
         if self._batch is not None:
             if build is not None:
                 build(self._batch)

@@ -47,6 +47,7 @@ class Plan:
         self.states: dict[str, c.CopyState] = dict(actor.copies)
         self.created: dict[str, float] = {}  # new copies: follower -> capital reserved
         self.touched: dict[str, None] = {}  # copies events were applied to, in the order they were
+        self.unsettled: dict[str, None] = {}  # those moved since the last `converge`
         self.measured: dict[str, dict[str, Any]] = {}  # placed_at, latency_ms, slippage
         self.records: list[tuple[str, str, dict[str, Any]]] = []
         self.writes: list[Callable[[], None]] = []
@@ -115,6 +116,7 @@ class Plan:
                seen: c.OrderSeen | None, update: OrderUpdate | None) -> None:
         self.states[follower] = after
         self.touched[follower] = None
+        self.unsettled[follower] = None
         stored = record(before, event, after, update)
         if stored is not None:
             self.record(copy_key(after.leader_order_id, follower), *stored)
@@ -140,12 +142,16 @@ class Plan:
             self.then(actor.schedule_unknown_check)
 
     # -- deciding --------------------------------------------------------------------------------------
-    def converge(self) -> None:
-        """Every copy's next decisions (a scoped plan's: those of the copies it moved): local
-        steps applied at once, at most one call each."""
+    def converge(self) -> list[str]:
+        """Every copy's next decisions (a scoped plan's: those of the copies moved since its last
+        `converge`): local steps applied at once, at most one call each. Returns the copies decided.
+
+        A copy's decisions depend on its own state, the leader's and the time only (trading/copy.py
+        `decide`), so a copy no event moved still stands where the last operation left it: a reply
+        about one copy need not look at the other copies of the order."""
         leader = self.actor.leader_view()
         rules = self.actor.rules
-        deciding = ([*self.touched, *(f for f in self.created if f not in self.touched)] if self.scoped
+        deciding = ([*self.unsettled, *(f for f in self.created if f not in self.unsettled)] if self.scoped
                     else list(self.states))
         for follower in deciding:
             for _ in range(MAX_STEPS):
@@ -160,6 +166,8 @@ class Plan:
                     break
             else:
                 raise RuntimeError(f"the copy for {follower} did not settle after {MAX_STEPS} decisions")
+        self.unsettled.clear()
+        return deciding
 
     def _carry_out(self, follower: str, d: c.Decision) -> None:
         actor = self.actor
