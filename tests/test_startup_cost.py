@@ -32,7 +32,7 @@ config = parse(config_dict(exchange, __import__("pathlib").Path(tmp), followers,
                            {"market_hours": {"enforce": enforce}}))
 exchange.add_account(AccountSpec(LEADER_ID, LEADER_TOKEN, 1e9))
 exchange.add_account(AccountSpec(config.followers[0].client_id, config.followers[0].access_token, 1e9))
-store = Store(config.storage_path)
+store = Store(config.storage.path)
 copier = start_copier(config, store, clock=lambda: wednesday_morning)
 built_at_start = trading.calendar._load.cache_info().currsize > 0
 wait_until(lambda: exchange.socket_count() >= 2, 10)
