@@ -24,7 +24,7 @@ import pykka
 from actors.messages import (CatchUpCopy, ChangeSizing, PauseCopying, PollControl, ResumeCopying, StartSquareOff)
 from actors.sizing_control import FOLLOWER_PAUSED
 from observability import metrics
-from storage import Store
+from storage import UNAVAILABLE_ERRORS, Store
 from storage.control_requests import ControlRequest
 from storage.followers import FollowerState
 from storage.square_offs import FINISHED
@@ -96,11 +96,14 @@ class FollowerControlActor(Supervised):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PollControl) and not self.store.down:
-            self._finish_later()
-            request = self.store.requests.take(REQUEST_TTL_SECONDS)
-            while request is not None:
-                self._carry_out(request)
+            try:
+                self._finish_later()
                 request = self.store.requests.take(REQUEST_TTL_SECONDS)
+                while request is not None:
+                    self._carry_out(request)
+                    request = self.store.requests.take(REQUEST_TTL_SECONDS)
+            except UNAVAILABLE_ERRORS as exc:  # storage busy or failing: the next poll tries again
+                log.warning("operator requests not taken now: %s", exc)
         return None
 
     def _carry_out(self, request: ControlRequest) -> None:

@@ -30,8 +30,13 @@ def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
             or copy.skip_reason != FOLLOWER_PAUSED or not leader.state.status.is_open):
         return
     terms = leader.state.terms
-    instrument = actor.ctx.instruments.get(terms.exchange_segment, terms.security_id)
+    ctx = actor.ctx
+    instrument = ctx.instruments.get(terms.exchange_segment, terms.security_id)
     if instrument is None:
+        return
+    refused = _refused(actor)
+    if refused is not None:  # as for a new order: nothing goes out while copying is off or the market shut
+        actor.operate(lambda plan: plan.skip(follower, *refused))
         return
     decision = actor.ask_sizing(SizeCopy(follower, c.correlation_id(actor.leader_order_id, follower, copy.generation + 1),
                                          terms, instrument, leader.state.avg_price, leader.state.filled_qty,
@@ -48,3 +53,15 @@ def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
     log.info("leader order %s: %s caught up after its pause: %s", actor.leader_order_id, follower,
              f"skipped ({decision.skip_reason}: {decision.detail})" if decision.skip_reason
              else f"{decision.quantity} placed", extra=actor.fields(follower))
+
+
+def _refused(actor: "OrderActor") -> tuple[str, str] | None:
+    ctx = actor.ctx
+    off = ctx.copying_enabled()
+    if off:
+        return off, "copying is switched off"
+    if ctx.calendar is None or actor.leader is None:
+        return None
+    terms = actor.leader.state.terms
+    verdict = ctx.calendar.check_order(terms.exchange_segment, terms.order_type.value, terms.amo, ctx.clock())
+    return None if verdict.allowed else (verdict.reason or "market_closed", verdict.detail)

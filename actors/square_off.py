@@ -31,7 +31,7 @@ from actors.messages import (CallFailed, CancelCopies, CopyNotFound, CopyPlaced,
                              OrderFound, PlaceCopy, PlacementUnknown, PositionsRead, SquareOffTick, StartSquareOff)
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer
-from storage import Store
+from storage import UNAVAILABLE_ERRORS, Store
 from storage.square_offs import ClosingOrder, SquareOffRun
 from supervisors import Address, Supervised, Timers
 from trading.orders import OrderStatus
@@ -65,6 +65,7 @@ class _Run:
     cancelled: int | None = None  # open copies when the run began (this incarnation only)
     reading: bool = False
     read_failures: int = 0
+    read_after: float = 0.0  # monotonic: after a failed reading, the next waits
     closings: dict[str, _Closing] = field(default_factory=dict)  # by correlation id
 
 
@@ -94,8 +95,11 @@ class SquareOffActor(Supervised):
                 self._begin(run)
         elif isinstance(message, SquareOffTick):
             if not self.store.down:
-                for run in list(self.runs.values()):
-                    self._step(run)
+                try:
+                    for run in list(self.runs.values()):
+                        self._step(run)
+                except UNAVAILABLE_ERRORS as exc:  # storage busy or failing: each run goes on from where it stands
+                    log.warning("square-off waits for storage: %s", exc)
         elif isinstance(message, PositionsRead):
             run = self.runs.get(message.run_id)
             if run is not None:
@@ -137,7 +141,7 @@ class SquareOffActor(Supervised):
             if left == 0 or now > run.deadline:
                 run.phase = "reading"
                 self.store.square_offs.set_phase(run.run.id, "reading")
-        if run.phase in ("reading", "confirming") and not run.reading:
+        if run.phase in ("reading", "confirming") and not run.reading and now >= run.read_after:
             self._read_positions(run)
         elif run.phase == "closing":
             for closing in run.closings.values():
@@ -170,10 +174,14 @@ class SquareOffActor(Supervised):
             run.read_failures += 1
             if run.read_failures >= READ_ATTEMPTS:
                 self._finish(run, "failed", f"{follower}: positions unavailable: {answer.error}")
-            return  # read again at the next tick
+            run.read_after = time.monotonic() + run.read_failures
+            return
         positions = answer.data.entries
+        # an entry the broker answered that could not be read may be an open position: never "flat" then
+        unreadable = [f"{len(answer.data.unreadable)} position entries the broker answered could not be read "
+                      f"({', '.join(sorted(set(answer.data.unreadable)))})"] if answer.data.unreadable else []
         if run.phase == "confirming":
-            self._confirm(run, still_open(positions, segments))
+            self._confirm(run, still_open(positions, segments) + unreadable)
             return
         if run.phase != "reading":
             return
@@ -182,7 +190,7 @@ class SquareOffActor(Supervised):
         stored = self.store.square_offs.close_positions(run.run.id, follower, orders)
         run.phase, run.deadline = "closing", time.monotonic() + self.close_wait_seconds
         run.closings = {o.correlation_id: _Closing(o, "new") for o in stored}
-        for line in left:
+        for line in left + unreadable:
             log.warning("square-off of %s: %s", follower, line)
         for closing in run.closings.values():
             self._send(run, closing)

@@ -208,6 +208,20 @@ def test_square_off_cancels_open_copies_closes_positions_at_market_and_leaves_th
     assert paused_gauge("f1") == 1
 
 
+def test_square_off_of_one_segment_closes_only_the_positions_in_it(make_rig, tmp_path):
+    rig = answering(make_rig())
+    stock = rig.place(quantity=10, order_type="MARKET")
+    option = rig.place(security_id="45105", segment="NSE_FNO", quantity=150, order_type="MARKET", product="MARGIN")
+    for order in (stock, option):
+        rig.wait_copy(order, lambda c: c["orderStatus"] == "TRADED", message="filled")
+    assert net_positions(rig, "f1") == {"2885": 5, "45105": 75}
+    result = run_command(rig, tmp_path, "square-off", "f1", "--segment", "NSE_FNO")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert net_positions(rig, "f1") == {"2885": 5, "45105": 0}
+    bad = run_command(rig, tmp_path, "square-off", "f1", "--segment", "NSE_FUT")
+    assert bad.returncode == 2 and "unknown segment 'NSE_FUT'" in bad.stderr, bad.stderr
+
+
 def test_square_off_all_flattens_every_follower(make_rig, tmp_path):
     rig = answering(make_rig(followers=TWO))
     _filled_and_open_copies(rig, ("f1", "f2"))
