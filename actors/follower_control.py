@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import pykka
 
@@ -43,9 +43,9 @@ class FollowerWiring(Protocol):
     def followers(self) -> list[str]:
         """The followers copied to now."""
 
-    def sizing_rule(self, follower: str, changes: dict[str, Any]) -> Any:
-        """The follower's config sizing with `changes` over it, validated as the config is (a
-        ValueError names the key)."""
+    def sizing_rule(self, follower: str, changes: dict[str, Any], new: Iterable[str] = ()) -> Any:
+        """The follower's config sizing with `changes` over it, validated as the config is, each of
+        the `new` keys one its strategy reads (a ValueError names the key)."""
 
     def use_rule(self, follower: str, rule: Any) -> None:
         """From now on `rule` is the follower's sizing (the reconciler's and a restarted sizing actor's too)."""
@@ -63,8 +63,8 @@ class Refused(Exception):
 
 
 def pause_detail(state: FollowerState) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.changed_at))
-    return f"paused by {state.changed_by} at {when}" + (f": {state.reason}" if state.reason else "")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.paused_at))
+    return f"paused by {state.paused_by} at {when}" + (f": {state.reason}" if state.reason else "")
 
 
 @dataclass
@@ -160,9 +160,10 @@ class FollowerControlActor(Supervised):
         follower = self._follower(command)
         catch_up = bool(command.get("catch_up"))
         was = self.store.followers.state(follower)
-        self.store.followers.resume(follower, request.by, "with catch-up" if catch_up else "")
-        self._ask_sizing(ResumeCopying(follower))
-        metrics.FOLLOWER_PAUSED.labels(follower).set(0)
+        if was.paused:  # (a resume of a follower not paused changes nothing: no audit line)
+            self.store.followers.resume(follower, request.by, "with catch-up" if catch_up else "")
+            self._ask_sizing(ResumeCopying(follower))
+            metrics.FOLLOWER_PAUSED.labels(follower).set(0)
         text = f"{follower} resumed: new leader orders are copied to it" if was.paused else f"{follower} was not paused"
         if not catch_up:
             return True, text + ("; the orders placed while it was paused are not (use --catch-up for those still "
@@ -180,7 +181,7 @@ class FollowerControlActor(Supervised):
         changes = dict(command.get("changes") or {}) if command["action"] == "set" else {}
         merged = {**self.store.followers.state(follower).sizing, **changes} if changes else {}
         try:
-            rule = self.wiring.sizing_rule(follower, merged)
+            rule = self.wiring.sizing_rule(follower, merged, changes)
         except ValueError as exc:
             raise Refused(str(exc)) from None
         what = ", ".join(f"{key}={value}" for key, value in changes.items()) or "the config's sizing"

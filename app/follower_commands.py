@@ -147,14 +147,18 @@ def cmd_follower(args: argparse.Namespace) -> int:
         try:
             changes = _values(args.changes) if args.action == "set" else {}
             if name in in_config:  # checked here as the copier checks it, before anything is asked
-                from copier.roster import sizing_with
+                from copier.roster import keys_used, sizing_with
 
-                sizing_with(in_config[name].sizing, {**store.followers.state(name).sizing, **changes} if changes else {})
+                keys_used(sizing_with(in_config[name].sizing, {**store.followers.state(name).sizing, **changes}
+                                      if changes else {}), changes)
         except ConfigError as exc:
             return _fail(f"follower {args.action} {name}: {exc}", 2)
         command["changes"] = changes
     if running:
         return ask_running_copier(store, command, by)
+    if config.mode == "paper":
+        return _fail(f"follower {args.action}: no copier is running, and paper mode starts every run on empty storage, "
+                     "so a change stored now would be lost: start the copier (python run.py), then give this command")
     return _store_only(store, command, by)
 
 
@@ -168,6 +172,9 @@ def _store_only(store: Any, command: dict[str, Any], by: str) -> int:
     elif action == "resume":
         if command.get("catch_up"):
             return _fail("follower resume --catch-up: no copier is running to copy the orders (start it, then resume)")
+        if not store.followers.state(name).paused:
+            print(f"{name} was not paused")
+            return 0
         store.followers.resume(name, by)
         print(f"{name} resumed {later}")
     else:
@@ -197,7 +204,7 @@ def _list(store: Any, config: Any, running: set[str]) -> int:
             except ConfigError as exc:
                 sizing = f"sizing: the stored change no longer fits the config ({exc})"
             if state is not None and state.sizing:
-                sizing += f" (set by {state.changed_by}: " + ", ".join(f"{k}={v}" for k, v in state.sizing.items()) + ")"
+                sizing += f" (set by {state.sizing_by}: " + ", ".join(f"{k}={v}" for k, v in state.sizing.items()) + ")"
         print(f"{name:<12} {where:<18} {paused:<40} {sizing}".rstrip())
     return 0
 

@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pykka
 
@@ -82,6 +82,31 @@ def sizing_with(rule: SizingRule, changes: Mapping[str, Any]) -> SizingRule:
     return config.followers[0].sizing
 
 
+STRATEGY_KEYS = {"fixed_ratio": ("ratio",), "fixed_lots": ("lots",), "risk_based": ("risk_per_trade", "stop_loss_pct"),
+                 "capital_proportional": ()}  # the sizing keys each strategy reads (trading/sizing.py)
+COMMON_KEYS = ("strategy", "max_quantity", "round_up_to_one_lot")
+
+
+def sizing_change(rule: SizingRule, changes: Mapping[str, Any]) -> SizingRule:
+    """An operator's `follower set`: `sizing_with`, and each key changed must be one the resulting
+    strategy reads (`keys_used`)."""
+    changed = sizing_with(rule, changes)
+    keys_used(changed, changes)
+    return changed
+
+
+def keys_used(rule: SizingRule, keys: Iterable[str]) -> None:
+    """A ConfigError naming the first of `keys` that `rule`'s strategy does not read. The config
+    tolerates `ratio` beside `strategy: fixed_lots`, but an operator who sets it expects the copies'
+    size to change: telling them it does not is the honest answer."""
+    used = STRATEGY_KEYS.get(rule.strategy, ())
+    for key in keys:
+        if key not in used and key not in COMMON_KEYS:
+            raise ConfigError(f"sizing.{key}: not used by strategy {rule.strategy} (it uses "
+                              f"{', '.join(used + COMMON_KEYS[1:])}); to change the strategy too, give "
+                              "strategy=... with it")
+
+
 @dataclass
 class Removal:
     by: str
@@ -130,7 +155,7 @@ class Roster:
             return sizing_with(follower.sizing, state.sizing)
         except ConfigError as exc:
             self.alert("error", f"sizing:{follower.name}", f"follower {follower.name}: the sizing set by "
-                       f"{state.changed_by} ({state.sizing}) no longer fits the config ({exc}); the config's is used")
+                       f"{state.sizing_by} ({state.sizing}) no longer fits the config ({exc}); the config's is used")
             return follower.sizing
 
     def paused(self) -> dict[str, str]:
@@ -141,8 +166,10 @@ class Roster:
     def followers(self) -> list[str]:
         return list(self.names)
 
-    def sizing_rule(self, follower: str, changes: dict[str, Any]) -> SizingRule:
-        return sizing_with(self.configs[follower].sizing, changes)
+    def sizing_rule(self, follower: str, changes: dict[str, Any], new: Iterable[str] = ()) -> SizingRule:
+        rule = sizing_with(self.configs[follower].sizing, changes)
+        keys_used(rule, new)
+        return rule
 
     def use_rule(self, follower: str, rule: SizingRule) -> None:
         self.rules[follower] = rule

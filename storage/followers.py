@@ -22,9 +22,11 @@ class FollowerState:
     follower: str
     paused: bool = False
     reason: str = ""
+    paused_by: str = ""
+    paused_at: float = 0.0
     sizing: dict[str, Any] = field(default_factory=dict)  # sizing key -> value set over the config's
-    changed_by: str = ""
-    changed_at: float = 0.0
+    sizing_by: str = ""
+    sizing_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ class AuditEntry:
 
 
 def _state(row: m.FollowerControl) -> FollowerState:
-    return FollowerState(row.follower, bool(row.paused), row.pause_reason, json.loads(row.sizing or "{}"),
-                         row.changed_by, row.changed_at)
+    return FollowerState(row.follower, bool(row.paused), row.pause_reason, row.paused_by, row.paused_at,
+                         json.loads(row.sizing or "{}"), row.sizing_by, row.sizing_at)
 
 
 class Followers:
@@ -93,14 +95,16 @@ class Followers:
 
     # -- changing ------------------------------------------------------------------------------
     def pause(self, follower: str, reason: str, by: str) -> FollowerState:
-        return self._change(follower, by, "pause", reason, paused=True, pause_reason=reason)
+        return self._change(follower, by, "pause", reason, paused=True, pause_reason=reason, paused_by=by,
+                            paused_at=time.time())
 
     def resume(self, follower: str, by: str, detail: str = "") -> FollowerState:
         return self._change(follower, by, "resume", detail, paused=False, pause_reason="")
 
     def set_sizing(self, follower: str, sizing: dict[str, Any], by: str, detail: str) -> FollowerState:
         """Replace the sizing keys set over the config's with `sizing` (all of them, merged by the caller)."""
-        return self._change(follower, by, "set" if sizing else "reset", detail, sizing=json.dumps(sizing, sort_keys=True))
+        return self._change(follower, by, "set" if sizing else "reset", detail, sizing=json.dumps(sizing, sort_keys=True),
+                            sizing_by=by, sizing_at=time.time())
 
     def record(self, follower: str, action: str, detail: str, by: str) -> None:
         """An audit line for a change the state above does not hold (add, remove, square-off, ...)."""
@@ -119,7 +123,6 @@ class Followers:
                 created = False
             for name, value in columns.items():
                 setattr(row, name, value)
-            row.changed_by, row.changed_at = by, time.time()
             row.save(force_insert=created)
             store.create(m.FollowerAudit, follower=follower, action=action, detail=detail, by=by)
             return _state(row)

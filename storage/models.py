@@ -213,9 +213,11 @@ class FollowerControl(BaseModel):
     follower = pw.CharField(primary_key=True)
     paused = pw.BooleanField(default=False)
     pause_reason = pw.TextField(default="")
+    paused_by = pw.CharField(default="")  # who paused it last, and when
+    paused_at = pw.FloatField(default=0.0)
     sizing = pw.TextField(default="{}")  # JSON: sizing key -> value, over the config's sizing
-    changed_by = pw.CharField(default="")
-    changed_at = pw.FloatField(default=now)
+    sizing_by = pw.CharField(default="")  # who set those keys last, and when
+    sizing_at = pw.FloatField(default=0.0)
 
 
 class FollowerAudit(BaseModel):

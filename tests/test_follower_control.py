@@ -110,6 +110,8 @@ def test_a_paused_follower_stays_paused_across_a_restart_and_resuming_does_not_b
     resumed = run_command(rig, tmp_path, "follower", "resume", "f1")
     assert resumed.returncode == 0, resumed.stderr
     assert paused_gauge("f1") == 0
+    again = run_command(rig, tmp_path, "follower", "resume", "f1")
+    assert again.returncode == 0 and "f1 was not paused" in again.stdout, again.stdout + again.stderr
     after = rig.place(quantity=10, price=1401.0)
     assert rig.follower_copy(after)["quantity"] == 5
     assert len(rig.follower_book("f1")) == 1, "the order placed while paused was back-filled"
@@ -118,7 +120,7 @@ def test_a_paused_follower_stays_paused_across_a_restart_and_resuming_does_not_b
     assert history.returncode == 0, history.stderr
     lines = history.stdout.splitlines()
     assert any(" pause " in line and "f1" in line for line in lines), history.stdout
-    assert any(" resume " in line and "f1" in line for line in lines), history.stdout
+    assert len([line for line in lines if " resume " in line and "f1" in line]) == 1, "a resume that changed nothing recorded"
 
 
 def test_resume_with_catch_up_copies_only_the_leader_orders_still_open(make_rig, tmp_path):
@@ -146,6 +148,8 @@ def test_follower_set_resizes_new_copies_is_validated_like_the_config_and_outliv
     assert negative.returncode == 2 and "sizing.ratio: must be > 0" in negative.stderr, negative.stderr
     typo = run_command(rig, tmp_path, "follower", "set", "f1", "rattio=2")
     assert typo.returncode == 2 and "sizing.rattio: unknown key" in typo.stderr, typo.stderr
+    unused = run_command(rig, tmp_path, "follower", "set", "f1", "lots=2")
+    assert unused.returncode == 2 and "sizing.lots: not used by strategy fixed_ratio" in unused.stderr, unused.stderr
     assert rig.follower_copy(rig.place(quantity=40, price=1400.0))["quantity"] == 20, "a refused change applied"
 
     changed = run_command(rig, tmp_path, "follower", "set", "f1", "ratio=0.25")
@@ -172,6 +176,16 @@ def test_the_live_view_and_the_metrics_show_a_paused_follower(make_rig, tmp_path
     assert "f1 (paused)" in shown and "f2 (paused)" not in shown, shown
     status = run_command(rig, tmp_path, "status")
     assert any(line.startswith("f1") and "PAUSED" in line for line in status.stdout.splitlines()), status.stdout
+
+
+def test_in_paper_mode_a_change_without_a_running_copier_is_refused_as_the_next_start_empties_storage(tmp_path):
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump({"mode": "paper", "followers": [{"name": "f1"}],
+                                    "storage": {"path": str(tmp_path / "copytrader.db")}, "metrics": {"port": 0}}))
+    for args in (("pause", "f1"), ("set", "f1", "ratio=2")):
+        result = run_command_at(path, "follower", *args)
+        assert result.returncode == 1 and "paper mode starts every run on empty storage" in result.stderr, result.stderr
+    assert "paused" not in run_command_at(path, "follower", "list").stdout
 
 
 # -- square-off -------------------------------------------------------------------------------------

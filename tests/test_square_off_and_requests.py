@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from copier.config import ConfigError
-from copier.roster import sizing_with
+from copier.roster import sizing_change, sizing_with
 from storage import Store
 from trading.account import Position
 from trading.orders import OrderType, Product, Side
@@ -95,3 +95,21 @@ def test_a_sizing_change_is_checked_by_the_configs_own_rules_and_names_the_key()
                              ({"ratoi": 1}, "sizing.ratoi: unknown key"), ({"strategy": "double"}, "sizing.strategy")):
         with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
             sizing_with(rule, changes)
+
+
+def test_a_sizing_key_the_strategy_does_not_use_is_refused_naming_it_and_the_keys_it_uses():
+    fixed_lots = SizingRule(strategy="fixed_lots", lots=1)
+    with pytest.raises(ConfigError, match=r"sizing\.ratio: not used by strategy fixed_lots \(it uses lots"):
+        sizing_change(fixed_lots, {"ratio": 2})
+    # changing the strategy with its key is what the operator means
+    assert sizing_change(fixed_lots, {"strategy": "fixed_ratio", "ratio": 2}).ratio == 2
+    assert sizing_change(fixed_lots, {"max_quantity": 50}).max_quantity == 50
+
+
+# -- the follower's state and its audit -------------------------------------------------------------
+def test_a_sizing_change_leaves_who_paused_a_follower_and_when_as_they_were(store):
+    paused = store.followers.pause("f1", "checking", "alice")
+    store.followers.set_sizing("f1", {"ratio": 0.25}, "bob", "ratio=0.25")
+    state = store.followers.state("f1")
+    assert state.paused and (state.paused_by, state.paused_at) == ("alice", paused.paused_at)
+    assert state.sizing_by == "bob"
