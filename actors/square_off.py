@@ -128,8 +128,10 @@ class SquareOffActor(Supervised):
         for order in self.store.square_offs.closing_orders(run.id):
             closing = _Closing(order, order.status, order.broker_order_id, order.placements, detail=order.detail)
             if closing.status not in FINAL and closing.broker_order_id is None:
-                # it may have been sent: looked up first, a "not found" believed only after the settle time
-                closing.status, closing.absent_from = "unknown", now + self.settle_seconds
+                # it may have been sent, and be on its way still: looked up first, and a "not found"
+                # believed only from a lookup sent two settle times on (the broker may act on a
+                # placement up to a timeout after its client gave up), as for a copy
+                closing.status, closing.absent_from = "unknown", now + 2 * self.settle_seconds
             state.closings[order.correlation_id] = closing
         self.runs[run.id] = state
         log.warning("square-off of %s: resumed in its %s phase", run.follower, run.phase)
