@@ -15,12 +15,15 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from actors.sizing_control import FOLLOWER_PAUSED
 from app.commands import METRICS_URL_SETTING
 from app.live_view import render
 from observability import metrics
+from storage.readonly import skipped_orders
 from tests.conftest import (ROOT, Rig, client, copier_ready, run_command, start_paper_process, start_rig,
                             wait_until)
 from tests.faultproxy import FIRST
+from trading.orders import correlation_id
 
 TWO = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}, "funds": 5_000_000},
        {"name": "f2", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0}, "funds": 5_000_000}]
@@ -94,6 +97,100 @@ def test_a_pause_during_a_burst_loses_and_doubles_nothing_and_records_each_order
     assert len(copied) >= 10 and len(skipped) >= 10
     print(f"pause during a burst: {len(placed)} leader orders, f1 {len(copied)} copied + {len(skipped)} "
           f"skipped as follower_paused, f2 {len(f2)} copied; 0 lost, 0 doubled")
+
+
+def test_a_pause_during_a_burst_holds_through_a_sigkill_with_nothing_lost_or_doubled(tmp_path):
+    """The real run.py: f1 paused mid-burst, the copier SIGKILLed a little later and started again
+    while the leader goes on placing. Every leader order ends copied exactly once to f2, and to f1
+    either copied once (before the pause) or recorded once as a follower_paused skip."""
+    exchange, urls, accounts = start_paper_process("--accounts", "3", "--no-price-walk", "--unlimited")
+    copier: subprocess.Popen | None = None
+    try:
+        (leader_id, leader_token), *followers = accounts
+        path, db = tmp_path / "config.yaml", tmp_path / "copytrader.db"
+        path.write_text(yaml.safe_dump({
+            "mode": "live",
+            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
+                       "order_update_url": urls["WS"]},
+            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
+                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 1.0}}
+                          for i, (cid, tok) in enumerate(followers)],
+            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+            "market_hours": {"enforce": False},
+            "storage": {"path": str(db)},
+            "metrics": {"port": 0},
+            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
+        }))
+
+        def start() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        copier = start()
+        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        leader = client(urls["REST"], leader_id, leader_token, timeout=10)
+        placed: list[str] = []
+        stop = threading.Event()
+
+        def burst() -> None:
+            i = 0
+            while not stop.is_set():
+                answer = leader.place_order(security_id="2885", exchange_segment="NSE_EQ", transaction_type="BUY",
+                                            quantity=10 + 2 * (i % 5), order_type="LIMIT", product_type="INTRADAY",
+                                            price=1400.0 + i % 40)
+                assert answer["status"] == "success", answer
+                placed.append(answer["data"]["orderId"])
+                i += 1
+                stop.wait(0.03)
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        try:
+            wait_until(lambda: len(placed) >= 10, 30, message="the burst under way")
+            paused = run_command_at(path, "follower", "pause", "f1")
+            after_pause = len(placed)
+            wait_until(lambda: len(placed) >= after_pause + 5, 30, message="more of the burst after the pause")
+            os.kill(copier.pid, signal.SIGKILL)  # with copies of the burst on their way
+            copier.wait(10)
+            copier = start()
+            wait_until(lambda: copier_ready(db), 30, message="copier ready again")
+            restarted = len(placed)
+            wait_until(lambda: len(placed) >= restarted + 10, 30, message="the burst going on after the restart")
+        finally:
+            stop.set()
+            thread.join(30)
+        assert paused.returncode == 0, paused.stdout + paused.stderr
+
+        def book(i: int) -> Counter:
+            cid, tok = followers[i]
+            return Counter(e.get("correlationId") for e in client(urls["REST"], cid, tok, timeout=10)
+                           .get_order_list()["data"] or [])
+
+        f1_cids = {correlation_id(order, "f1"): order for order in placed}
+        wait_until(lambda: sum(book(1).values()) >= len(placed)
+                   and sum(book(0).values()) + len(skipped_orders(db, "f1", FOLLOWER_PAUSED)) >= len(placed),
+                   60, interval=0.2, message="every leader order copied or skipped for both followers")
+        f1, f2 = book(0), book(1)
+        skipped = skipped_orders(db, "f1", FOLLOWER_PAUSED)
+        assert max(f1.values()) == 1 and max(f2.values()) == 1, "a copy placed twice"
+        assert set(f2) == {correlation_id(order, "f2") for order in placed}, "f2 (not paused) missed or doubled"
+        assert set(f1) <= set(f1_cids), "f1 got an order that is no copy's first placement"
+        copied = {f1_cids[cid] for cid in f1}
+        assert len(skipped) == len(set(skipped)), "a leader order skipped twice"
+        assert not copied & set(skipped), "a leader order both copied and skipped"
+        assert copied | set(skipped) == set(placed), "a leader order neither copied nor recorded as skipped"
+        assert set(placed[after_pause:]) <= set(skipped), "an order placed after the pause (or the restart) was copied"
+        print(f"pause during a burst, then SIGKILL: {len(placed)} leader orders ({len(placed) - restarted} after the "
+              f"restart); f1 {len(copied)} copied + {len(skipped)} skipped as follower_paused; f2 {len(f2)} copied; "
+              "0 lost, 0 doubled")
+    finally:
+        for proc in (copier, exchange):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def test_a_paused_follower_stays_paused_across_a_restart_and_resuming_does_not_backfill(make_rig, tmp_path):
