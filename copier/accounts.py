@@ -65,7 +65,7 @@ def _who(account: AccountConfig) -> str:
 def choose_tokens(config: Config, accounts: Sequence[AccountConfig] | None = None
                   ) -> tuple[dict[str, AccountToken], TokenFile | None]:
     """Every account's token (of `accounts` only, when given), and the file of renewed tokens."""
-    path = token_file_path(config.storage_path)
+    path = token_file_path(config.storage.path)
     try:
         key = key_from_environment()
         register_secret(key.decode() if key else None)  # the key is as secret as the tokens
@@ -120,7 +120,7 @@ def prepare_accounts(config: Config) -> Accounts:
     the accounts with the followers to start paused."""
     tokens, token_file = choose_tokens(config)
     accounts = [config.leader, *config.followers]
-    gateways = {a.name: DhanGateway(a.name, a.client_id, tokens[a.name].token, a.api_base_url, config.broker_timeout)
+    gateways = {a.name: DhanGateway(a.name, a.client_id, tokens[a.name].token, a.api_base_url, config.broker.timeout_seconds)
                 for a in accounts}
     with ThreadPoolExecutor(max_workers=min(16, len(accounts)), thread_name_prefix="account-check") as pool:
         answers = dict(zip([a.name for a in accounts], pool.map(lambda a: _check(gateways[a.name]), accounts)))
@@ -143,7 +143,8 @@ def check_follower(config: Config, follower: FollowerConfig) -> tuple[DhanGatewa
     an operator adding it is there to fix it, so it is not added paused."""
     tokens, _file = choose_tokens(config, [follower])
     token = tokens[follower.name]
-    gateway = DhanGateway(follower.name, follower.client_id, token.token, follower.api_base_url, config.broker_timeout)
+    gateway = DhanGateway(follower.name, follower.client_id, token.token, follower.api_base_url,
+                          config.broker.timeout_seconds)
     answer = _check(gateway)
     if answer.error is not None:
         raise StartRefused(refusal(follower, token.source, answer.error))

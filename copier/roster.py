@@ -233,7 +233,7 @@ class Roster:
         follower = self.prepare(follower)
         name = follower.name
         gateway, token, funds = check_follower(self.config, follower)
-        add_follower(self.store, name, Account(follower.client_id, follower.api_base_url), self.config.storage_path)
+        add_follower(self.store, name, Account(follower.client_id, follower.api_base_url), self.config.storage.path)
         supervisor = self.supervisor()
         self.gateways[name] = gateway
         self.configured_tokens[name] = token.configured

@@ -133,11 +133,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
     raises StartRefused before anything starts). `config_path`: the file a reload reads followers
     from (default: the one `config` was loaded from); `prepare_follower`: what a follower added
-    while running needs first (paper mode: its account on the paper exchange)."""
-    # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
-    # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
-    # next link of the chain run sooner (p99 with 10 followers ~25% lower in
-    # bench/replication_bench.py). Shorter still (0.1-0.2 ms) measured worse: more switching.
+    while running needs first (paper mode: its account on the paper exchange).
+
+        copier = start_copier(load("config.yaml"), Store(path, exclusive=True))
+        copier.stopped.wait()     # set when the supervisor gives up (copier.escalation says why)
+        copier.stop()             # every actor, the last started first
+    """
+    # A copy is a chain of thread hand-offs; each waits less for the GIL (docs/design.md).
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
     if accounts is None:
         accounts = prepare_accounts(config)
@@ -148,15 +150,15 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         copier.alerts("critical", f"auth:{name}",
                       f"follower {name}: {reason}; it starts paused: nothing is copied to it until it has a "
                       f"working token (python run.py token {name})")
-    instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
+    instruments = InstrumentMaster(config.instruments.master, cache_dir=Path(config.storage.path).parent)
     try:
         count = instruments.load()
     except OSError as exc:  # the config's to fix, like any other key: one line, exit status 2
         raise key_error(config, "instruments.master",
-                        f"cannot read {config.instruments_master!r}: {exc.strerror or exc}") from None
+                        f"cannot read {config.instruments.master!r}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise key_error(config, "instruments.master", str(exc)) from None
-    log.info("instrument master: %d instruments from %s", count, config.instruments_master)
+    log.info("instrument master: %d instruments from %s", count, config.instruments.master)
     copier.instruments = instruments
     timers = copier.timers.start()
 
@@ -178,12 +180,12 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     # their own limiter, so those reads stay inside the leader account's data-API rate.
     leader_limiter = RateLimiter(copier.gateways[LEADER], order_limits=config.rate_limits.order_windows(),
                                  data_limits=config.rate_limits.data_windows(), workers=2,
-                                 max_attempts=config.max_attempts)
+                                 max_attempts=config.broker.max_attempts)
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
-    quotes = Quotes(QuoteBoard(config.quote_cache_seconds), Address("quotes"))
+    quotes = Quotes(QuoteBoard(config.quotes.cache_seconds), Address("quotes"))
     # An order without a price waits for one only when something uses its value.
-    price_needed = config.check_capital or any(
+    price_needed = config.copy.check_capital or any(
         f.risk.max_order_value is not None or f.risk.max_capital_share_per_instrument is not None
         or f.sizing.strategy == "risk_based" for f in config.followers)
     tokens_address = Address("tokens")
@@ -201,15 +203,15 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
         leader_limiter=leader_limiter, timers=timers,
-        policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
-                          flatten_naked_legs=config.flatten_naked_legs,
-                          replace_after_modification_cap=config.replace_after_modification_cap,
-                          price_needed=price_needed, market_fill_wait_seconds=config.market_fill_wait_seconds,
-                          unknown_settle_seconds=config.broker_timeout,
-                          unknown_alert_seconds=config.unknown_alert_seconds,
-                          placement_attempts=config.max_attempts, max_delay_seconds=config.max_delay_seconds),
+        policy=CopyPolicy(max_modifications=config.copy.max_modifications, lag_alert_seconds=config.copy.lag_alert_seconds,
+                          flatten_naked_legs=config.copy.flatten_naked_legs,
+                          replace_after_modification_cap=config.copy.replace_after_modification_cap,
+                          price_needed=price_needed, market_fill_wait_seconds=config.copy.market_fill_wait_seconds,
+                          unknown_settle_seconds=config.broker.timeout_seconds,
+                          unknown_alert_seconds=config.copy.unknown_alert_seconds,
+                          placement_attempts=config.broker.max_attempts, max_delay_seconds=config.copy.max_delay_seconds),
         alert=copier.alerts,
-        calendar=MarketCalendar() if config.enforce_market_hours else None,
+        calendar=MarketCalendar() if config.market_hours.enforce else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
         on_auth_failure=auth_refused,
@@ -231,7 +233,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         """A follower's rate limiter (made and registered here) and feed: at start, and when added."""
         limiters[f.name] = RateLimiter(gateway, order_limits=config.rate_limits.order_windows(),
                                        data_limits=config.rate_limits.data_windows(),
-                                       max_attempts=config.max_attempts, margin_check=config.margin_check)
+                                       max_attempts=config.broker.max_attempts, margin_check=config.copy.margin_check)
         feed_addresses[f.name] = Address(f"feed:{f.name}")
         return (ChildSpec(f"limiter:{f.name}", lambda a: RateLimiterActor.start(a, top, limiters[f.name]),
                           kind="rate_limiter", address=Address(f"limiter:{f.name}")),
@@ -241,8 +243,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         return ChildSpec(f"feed:{acc.name}", lambda a: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
-            copy_existing_on_first_start=config.copy_existing_on_first_start,
-            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
+            copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
+            max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
             follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
             kind="feed", address=feed_addresses[acc.name])
 
@@ -252,8 +254,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     # pauses and sizing over the config's.
     specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
         a, top, dict(roster.rules),
-        copier.gateways, refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital,
-        leg_window_seconds=config.leg_window_seconds, limits={n: f.risk for n, f in roster.configs.items()},
+        copier.gateways, refresh_seconds=config.copy.funds_refresh_seconds, check_capital=config.copy.check_capital,
+        leg_window_seconds=config.copy.leg_window_seconds, limits={n: f.risk for n, f in roster.configs.items()},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
                                                       "risk"),
         filters={n: f.filters for n, f in roster.configs.items()}, suspended=suspended, first_funds=accounts.funds,
@@ -261,41 +263,41 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         timers=timers, paused=roster.paused()),
         kind="sizing", address=sizing_address),
         ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways, timers=timers,
-                                                       requests_per_second=config.quote_requests_per_second),
+                                                       requests_per_second=config.quotes.requests_per_second),
                   kind="quotes", address=quotes.actor)]
     specs.extend(limiter for limiter, _feed in follower_specs)
     specs.append(ChildSpec(f"limiter:{LEADER}", lambda a: RateLimiterActor.start(a, top, leader_limiter),
                            kind="rate_limiter"))
-    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.sweep_seconds),
+    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.copy.sweep_seconds),
                            kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
-                       if config.kill_switch_activates_broker else [])
+                       if config.kill_switch.activate_broker else [])
     specs.append(ChildSpec("forever", lambda a: ForeverActor.start(
         a, top, store=store, leader=copier.gateways[LEADER], followers=names, limiters=limiters,
-        sizing=sizing_address, instruments=instruments, timers=timers, poll_seconds=config.forever_poll_seconds),
+        sizing=sizing_address, instruments=instruments, timers=timers, poll_seconds=config.copy.forever_poll_seconds),
         kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
         a, top, store, copier.gateways, names, router_address, copier.alerts, timers,
-        interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair,
+        interval_seconds=config.reconcile.interval_seconds, repair=config.reconcile.repair,
         resize=resize_by_rule(roster.rules, instruments),
-        fill_grace_seconds=fill_grace(config.lag_alert_seconds)), kind="reconciler"))
+        fill_grace_seconds=fill_grace(config.copy.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, timers, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
-        after_failures=config.kill_switch_after_failures, failure_window=config.kill_switch_failure_window),
+        after_failures=config.kill_switch.after_failures, failure_window=config.kill_switch.failure_window_seconds),
         kind="kill_switch",
         address=kill_switch_address))
     square_off_address = Address("square_off")
     specs.append(ChildSpec("square_off", lambda a: SquareOffActor.start(
         a, top, store, copier.gateways, limiters, router_address, copier.alerts, timers,
-        settle_seconds=config.broker_timeout, max_attempts=config.max_attempts), kind="square_off",
+        settle_seconds=config.broker.timeout_seconds, max_attempts=config.broker.max_attempts), kind="square_off",
         address=square_off_address))
     specs.append(ChildSpec("control", lambda a: FollowerControlActor.start(
         a, top, store, roster, sizing_address, router_address, square_off_address, timers, alert=copier.alerts),
         kind="control"))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
-        a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds,
-        config.leader_token_renew_seconds, timers=timers, token_file=accounts.token_file,
+        a, top, copier.gateways, sizing_address, copier.alerts, config.tokens.renew_seconds,
+        config.tokens.leader_renew_seconds, timers=timers, token_file=accounts.token_file,
         configured=configured_tokens,
         paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
         feeds=feed_addresses), kind="tokens", address=tokens_address))
@@ -319,9 +321,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     copier.addresses = supervisor_ref.proxy().start_children().get(timeout=30)
     copier._ref = supervisor_ref
     roster.supervisor = supervisor_ref.proxy
-    # What start-up built (modules, the instrument master, pandas' calendar tables) lives as long
-    # as the process: moved out of the collector's sight, a full collection no longer walks it.
-    # That walk was a 40 ms pause in the middle of copying (bench/replication_bench.py).
+    # What start-up built lives as long as the process: out of the collector's walk (docs/design.md).
     gc.collect()
     gc.freeze()
     metrics.UP.set(1)
