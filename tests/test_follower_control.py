@@ -343,6 +343,18 @@ def test_square_off_all_flattens_every_follower(make_rig, tmp_path):
         assert not [e for e in rig.follower_book(f) if e["orderStatus"] in ("PENDING", "TRANSIT")]
 
 
+def test_square_off_closes_positions_with_the_kill_switch_on(make_rig, tmp_path):
+    """The kill switch stops copies; a square-off is the operator's own order, and it is what they
+    reach for once copying is stopped."""
+    rig = answering(make_rig())
+    filled = rig.place(quantity=10, order_type="MARKET")
+    rig.wait_copy(filled, lambda c: c["orderStatus"] == "TRADED", message="filled")
+    assert run_command(rig, tmp_path, "kill-switch", "on", "--reason", "leader gone").returncode == 0
+    result = run_command(rig, tmp_path, "square-off", "f1")
+    assert result.returncode == 0 and "confirmed flat" in result.stdout, result.stdout + result.stderr
+    assert net_positions(rig, "f1") == {"2885": 0}
+
+
 def test_a_closing_order_whose_answer_was_lost_is_looked_up_not_placed_again_even_across_a_restart(
         make_rig, tmp_path):
     rig = answering(make_rig(proxied=["f1"], config={"broker": {"timeout_seconds": 1}}))
