@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: nothing here is imported at run time
+    from actors.messages.sizing import CapitalSnapshot, PositionsSnapshot
+    from broker.gateway import Answer
+    from trading.filters import CopyWindow, Filters
+    from trading.risk import RiskLimits
+    from trading.sizing import SizingRule
 
 
 
@@ -96,24 +103,23 @@ class ResumeCopying:
 
 @dataclass(frozen=True)
 class ChangeSizing:
-    """Ask sizing: size `follower`'s copies by `rule` (a trading.sizing.SizingRule) from now on."""
+    """Ask sizing: size `follower`'s copies by `rule` from now on."""
 
     follower: str
-    rule: Any
+    rule: SizingRule
 
 
 @dataclass(frozen=True)
 class FollowerAdded:
-    """Ask sizing: a follower added while the copier runs, with its rules and first readings
-    (`capital`, `positions`: a CapitalSnapshot and a PositionsSnapshot, or None)."""
+    """Ask sizing: a follower added while the copier runs, with its rules and first readings."""
 
     follower: str
-    rule: Any  # trading.sizing.SizingRule
-    limits: Any  # trading.risk.RiskLimits
-    filters: Any  # trading.filters.Filters
-    copy_window: Any  # trading.filters.CopyWindow or None
-    capital: Any = None
-    positions: Any = None
+    rule: SizingRule
+    limits: RiskLimits
+    filters: Filters
+    copy_window: CopyWindow | None
+    capital: CapitalSnapshot | None = None
+    positions: PositionsSnapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -152,10 +158,10 @@ class SquareOffTick:
 @dataclass(frozen=True)
 class PositionsRead:
     """A square-off's reading of a follower's positions, made on a thread of its own: the
-    broker's answer (broker.gateway.Answer of a Listing of trading.account.Position)."""
+    broker's answer."""
 
     run_id: int
-    answer: Any
+    answer: Answer  # of a Listing of trading.account.Position
 
 
 # -- storage -> feed ---------------------------------------------------------------------------------
