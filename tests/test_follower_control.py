@@ -20,8 +20,8 @@ from app.commands import METRICS_URL_SETTING
 from app.live_view import render
 from observability import metrics
 from storage.readonly import skipped_orders
-from tests.conftest import (ROOT, Rig, client, copier_ready, run_command, start_paper_process, start_rig,
-                            wait_until)
+from tests.conftest import (ROOT, Rig, client, copier_ready, end_processes, run_command, start_paper_process,
+                            start_rig, wait_until)
 from tests.faultproxy import FIRST
 from trading.orders import correlation_id
 
@@ -184,13 +184,7 @@ def test_a_pause_during_a_burst_holds_through_a_sigkill_with_nothing_lost_or_dou
               f"restart); f1 {len(copied)} copied + {len(skipped)} skipped as follower_paused; f2 {len(f2)} copied; "
               "0 lost, 0 doubled")
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)
 
 
 def test_a_paused_follower_stays_paused_across_a_restart_and_resuming_does_not_backfill(make_rig, tmp_path):
@@ -450,13 +444,7 @@ def test_sighup_adds_a_follower_from_the_config_file_and_remove_cancels_its_copi
         assert after_add and after_remove
         assert copier.poll() is None, "the copier stopped"
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)
 
 
 def run_command_at(config: Path, *args: str) -> subprocess.CompletedProcess:
