@@ -283,6 +283,10 @@ class Roster:
             log.warning("sizing did not take the removal of %s now (%s)", name, exc)
         for table in (self.gateways, self.limiters, self.configured_tokens, self.suspended, self.rules, self.configs):
             table.pop(name, None)
+        try:  # no longer a follower: neither paused nor copying, so not counted as paused on the dashboards
+            metrics.FOLLOWER_PAUSED.remove(name)
+        except KeyError:
+            pass
         record_accounts(self.store, self.config, self.configs.values())
         text = (f"{name} removed: {removal.live} open copies cancelled, its feed and rate limiter stopped; "
                 "its positions are left as they are")

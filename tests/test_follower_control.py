@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -431,9 +432,16 @@ def test_sighup_adds_a_follower_from_the_config_file_and_remove_cancels_its_copi
         assert orders(1)[0]["quantity"] == 10
         assert len(orders(0)) == 2 and before_add, "f1 copies as before"
 
+        assert run_command_at(path, "follower", "pause", "f2").returncode == 0
+        status = run_command_at(path, "status").stdout
+        metrics_url = status.split("metrics ", 1)[1].split(")", 1)[0]
+        paused_series = 'copytrader_follower_paused{follower="f2"} 1.0'
+        assert paused_series in urllib.request.urlopen(metrics_url, timeout=10).read().decode()
         write([0])
         removed = run_command_at(path, "follower", "remove", "f2")
         assert removed.returncode == 0, removed.stdout + removed.stderr
+        exported = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+        assert 'copytrader_follower_paused{follower="f2"}' not in exported, "a removed follower still counted as paused"
         assert [o["orderStatus"] for o in orders(1)] == ["CANCELLED"], "f2's open copy left behind"
         after_remove = place(1302.0)
         wait_until(lambda: len(orders(0)) == 3, 15, message="f1 copies on")
