@@ -379,6 +379,73 @@ def test_a_closing_order_whose_answer_was_lost_is_looked_up_not_placed_again_eve
     assert net_positions(rig, "f1") == {"2885": 0}
 
 
+def test_a_square_off_killed_with_its_closing_order_on_the_way_places_it_once_after_the_restart(tmp_path,
+                                                                                              fault_proxy):
+    """The real run.py, SIGKILLed while the closing order's answer is held by the network: the
+    restarted copier finishes the square-off from storage, looks the order up, and never sends it
+    twice."""
+    exchange, urls, accounts = start_paper_process("--accounts", "2", "--no-price-walk", "--unlimited")
+    copier = command = None
+    try:
+        (leader_id, leader_token), (f1_id, f1_token) = accounts
+        proxy = fault_proxy(urls["REST"])
+        path, db = tmp_path / "config.yaml", tmp_path / "copytrader.db"
+        path.write_text(yaml.safe_dump({
+            "mode": "live",
+            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
+                       "order_update_url": urls["WS"]},
+            "followers": [{"name": "f1", "client_id": f1_id, "access_token": f1_token, "api_base_url": proxy.url,
+                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 1.0}}],
+            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+            "market_hours": {"enforce": False},
+            "storage": {"path": str(db)},
+            "metrics": {"port": 0},
+            "broker": {"timeout_seconds": 1},
+        }))
+
+        def start() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        copier = start()
+        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        leader = client(urls["REST"], leader_id, leader_token, timeout=10)
+        f1 = client(urls["REST"], f1_id, f1_token, timeout=10)
+
+        def net() -> dict[str, int]:
+            return {p["securityId"]: p["netQty"] for p in f1.get_positions()["data"] or []}
+
+        def sells() -> list[dict]:
+            return [o for o in f1.get_order_list()["data"] or [] if o["transactionType"] == "SELL"]
+
+        answer = leader.place_order(security_id="2885", exchange_segment="NSE_EQ", transaction_type="BUY",
+                                    quantity=10, order_type="MARKET", product_type="INTRADAY", price=0)
+        assert answer["status"] == "success", answer
+        wait_until(lambda: net() == {"2885": 10}, 30, message="f1 holds the copy's 10")
+        placements_before = len(proxy.calls_to("POST /orders"))  # the copy's own
+        proxy.hang("POST /orders", seconds=8, forward=FIRST, count=1)  # placed; its answer held past the kill
+        command = subprocess.Popen([sys.executable, "run.py", "--config", str(path), "square-off", "f1"], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: sells(), 30, message="the closing order at the exchange")
+        os.kill(copier.pid, signal.SIGKILL)
+        copier.wait(10)
+        proxy.clear()
+        copier = start()
+        history = lambda: run_command_at(path, "follower", "history", "f1").stdout  # noqa: E731
+        wait_until(lambda: "confirmed flat" in history(), 60, interval=0.5,
+                   message=lambda: f"the square-off finished after the restart:\n{history()}")
+        # the held call is recorded once its answer is let go, 8 s after it arrived
+        wait_until(lambda: any(c["action"] == "hang" for c in proxy.calls_to("POST /orders")), 30,
+                   message="the held closing order's call recorded")
+        sent = len(proxy.calls_to("POST /orders")) - placements_before
+        assert sent == 1, f"the closing order was sent {sent} times"  # (the exchange refuses a reused id)
+        assert len(sells()) == 1 and net() == {"2885": 0}
+        listing = run_command_at(path, "follower", "list").stdout
+        assert "paused by" in listing and "square-off" in listing, listing
+    finally:
+        end_processes(command, copier, exchange)
+
+
 # -- followers added and removed from the config file ------------------------------------------------
 def test_sighup_adds_a_follower_from_the_config_file_and_remove_cancels_its_copies(tmp_path):
     exchange, urls, accounts = start_paper_process("--accounts", "3", "--no-price-walk", "--unlimited")
