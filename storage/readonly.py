@@ -37,3 +37,11 @@ def skips(path: str | Path, limit: int = 3) -> list[tuple[str, str]]:
     """(reason, detail) of up to `limit` recorded skips."""
     with closing(_connect(path)) as conn:
         return conn.execute('SELECT "reason", "detail" FROM "skip" LIMIT ?', (limit,)).fetchall()
+
+
+def skipped_orders(path: str | Path, follower: str, reason: str) -> list[str]:
+    """The leader orders whose copy for `follower` was recorded as skipped for `reason` (each
+    skip recorded, so a leader order twice in the list was skipped twice)."""
+    with closing(_connect(path)) as conn:
+        return [row[0] for row in conn.execute('SELECT "leader_order_id" FROM "skip" WHERE "follower" = ? AND '
+                                               '"reason" = ?', (follower, reason))]
