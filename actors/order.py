@@ -20,9 +20,11 @@ from typing import Any, Callable, Container
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CopiesWanted, OrderActorIdle,
-                             OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies, UnwindLeg)
+from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted,
+                             OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
+                             UnwindLeg)
 from actors.order_answers import Answers
+from actors.order_catch_up import catch_up
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
@@ -210,7 +212,10 @@ class OrderActor(PooledActor):
             self._timers.pop("lookup", None)
         elif isinstance(message, CancelCopies):
             self.operate(lambda plan: [plan.apply(f, c.CancelRequested(message.reason)) for f, s in plan.states.items()
-                                       if not s.status.is_terminal and not s.cancel_requested])
+                                       if not s.status.is_terminal and not s.cancel_requested
+                                       and message.covers(f, s.target.exchange_segment)])
+        elif isinstance(message, CatchUpCopy):
+            catch_up(self, message)
         elif isinstance(message, RetryCopy):
             self._retry(message)
         elif isinstance(message, UnwindLeg):

@@ -59,3 +59,11 @@ def copy_orders(path: str | Path) -> list[tuple[str, str, str, float | None]]:
                 for leader, follower, broker, latency in conn.execute(
                     'SELECT "leader_order_id", "follower", "broker_order_id", "latency_ms" FROM "follower_order" '
                     'WHERE "broker_order_id" IS NOT NULL')]
+
+
+def skipped_orders(path: str | Path, follower: str, reason: str) -> list[str]:
+    """The leader orders whose copy for `follower` was recorded as skipped for `reason` (each
+    skip recorded, so a leader order twice in the list was skipped twice)."""
+    with closing(_connect(path)) as conn:
+        return [row[0] for row in conn.execute('SELECT "leader_order_id" FROM "skip" WHERE "follower" = ? AND '
+                                               '"reason" = ?', (follower, reason))]
