@@ -37,13 +37,17 @@ MAX_STEPS = 16  # local decisions in a row for one copy before it must have sett
 
 
 class Plan:
-    def __init__(self, actor: "OrderActor") -> None:
+    def __init__(self, actor: "OrderActor", scoped: bool = False) -> None:
+        """`scoped`: decide only for the copies events are applied to (replies, each about one
+        copy); else for every copy (the leader's updates, timers and commands concern them all)."""
         self.actor = actor
+        self.scoped = scoped
         self.now = time.time()
         self.before = actor.copies
         self.states: dict[str, c.CopyState] = dict(actor.copies)
         self.created: dict[str, float] = {}  # new copies: follower -> capital reserved
-        self.touched: set[str] = set()  # copies events were applied to
+        self.touched: dict[str, None] = {}  # copies events were applied to, in the order they were
+        self.unsettled: dict[str, None] = {}  # those moved since the last `converge`
         self.measured: dict[str, dict[str, Any]] = {}  # placed_at, latency_ms, slippage
         self.records: list[tuple[str, str, dict[str, Any]]] = []
         self.writes: list[Callable[[], None]] = []
@@ -111,7 +115,8 @@ class Plan:
     def _moved(self, follower: str, before: c.CopyState, event: Any, after: c.CopyState,
                seen: c.OrderSeen | None, update: OrderUpdate | None) -> None:
         self.states[follower] = after
-        self.touched.add(follower)
+        self.touched[follower] = None
+        self.unsettled[follower] = None
         stored = record(before, event, after, update)
         if stored is not None:
             self.record(copy_key(after.leader_order_id, follower), *stored)
@@ -137,11 +142,18 @@ class Plan:
             self.then(actor.schedule_unknown_check)
 
     # -- deciding --------------------------------------------------------------------------------------
-    def converge(self) -> None:
-        """Every copy's next decisions: local steps applied at once, at most one call each."""
+    def converge(self) -> list[str]:
+        """Every copy's next decisions (a scoped plan's: those of the copies moved since its last
+        `converge`): local steps applied at once, at most one call each. Returns the copies decided.
+
+        A copy's decisions depend on its own state, the leader's and the time only (trading/copy.py
+        `decide`), so a copy no event moved still stands where the last operation left it: a reply
+        about one copy need not look at the other copies of the order."""
         leader = self.actor.leader_view()
         rules = self.actor.rules
-        for follower in list(self.states):
+        deciding = ([*self.unsettled, *(f for f in self.created if f not in self.unsettled)] if self.scoped
+                    else list(self.states))
+        for follower in deciding:
             for _ in range(MAX_STEPS):
                 decision = c.decide(self.states[follower], leader, self.now, rules)
                 if decision is None:
@@ -154,6 +166,8 @@ class Plan:
                     break
             else:
                 raise RuntimeError(f"the copy for {follower} did not settle after {MAX_STEPS} decisions")
+        self.unsettled.clear()
+        return deciding
 
     def _carry_out(self, follower: str, d: c.Decision) -> None:
         actor = self.actor

@@ -34,7 +34,7 @@ from actors.stream_control import StreamControl
 from actors.stream_feed import StreamFeedActor
 from actors.stream_publisher import StreamPublisher
 from copier.accounts import Accounts, record_accounts
-from copier.config import Config, ConfigError, FollowerConfig, key_error
+from copier.config import Config, ConfigError, FollowerConfig, key_error, load
 from copier.tree import Copier, alert_channels, start_copier
 from observability import metrics
 from observability.alerts import Alerts
@@ -217,7 +217,8 @@ def start_shard(full: Config, shard: int, config: Config, store: Store, *, accou
     leader_feed = functools.partial(StreamFeedActor.start, stream=stream, durable=consumer_name(shard),
                                     subject=stream.subject(LEADER_SUBJECT))
     base = start_copier(config, store, on_escalate=on_escalate, accounts=accounts, leader_feed=leader_feed,
-                        on_kill_switch_engaged=lambda state: control.tell(PublishKillSwitch(state)))
+                        on_kill_switch_engaged=lambda state: control.tell(PublishKillSwitch(state)),
+                        read_config=lambda path: role_config(load(path), shard))
     copier = ShardCopier(**{f.name: getattr(base, f.name) for f in dataclasses.fields(Copier)}, stream=stream)
     top = Address("shard_control")
     spec = ChildSpec("stream_control", lambda a: StreamControl.start(

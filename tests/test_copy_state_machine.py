@@ -39,6 +39,7 @@ TRADED = c.apply(OPEN, seen(S.TRADED, filled=10, avg=1400.0))
 CANCELLED = c.apply(OPEN, seen(S.CANCELLED))
 REJECTED = c.apply(PLACING, c.PlacementRefused("DH-906 order: bad price", "DH-906", "order"))
 REJECTED_SILENT = replace(OPEN, status=S.REJECTED, rejection_recorded=False)  # seen rejected, no reason yet
+PAUSED = c.start(c.Skipped("L1", "f1", T.with_changes(quantity=0), "follower_paused", "paused by alice"))
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,9 @@ ROW_CASES = [
          correlation_id=correlation_id("L1", "f1", 1), modifications=0, broker_order_id=None, replacing=False),
     case(REJECTED, c.Retried(), "an operator's retry: placed afresh", phase=Phase.NEW, generation=1,
          last_error=None, correlation_id=correlation_id("L1", "f1", 1)),
+    case(PAUSED, c.CaughtUp(T2), "skipped while paused, placed on resume with catch-up", phase=Phase.NEW,
+         status=S.PENDING_PLACEMENT, generation=1, target=T2, skip_reason=None, last_error=None,
+         correlation_id=correlation_id("L1", "f1", 1)),
     *[case(given, c.Flagged("lagging"), "flagged", anomaly="lagging")
       for given in (NEW, PLACING, UNKNOWN, OPEN, MODIFYING, CANCELLING, LOOKING_UP, READING, TRADED)],
     case(REJECTED, c.RejectionRecorded(), "its skip or dead letter is stored", rejection_recorded=True),
@@ -234,7 +238,7 @@ EVENTS = [c.PlaceSent(), c.ModifySent(), c.CancelSent(), c.LookupSent(), c.ReadS
           c.PlacementRefused("x", "DH-906", "order"), c.OutcomeUnknown("x", NOW, NOW), c.SkippedLate(6, 5),
           c.ModifyAccepted(T2), c.CancelAccepted(S.CANCELLED), c.CallFailed(Call.LOOKUP, "x", NOW),
           c.OrderFound("F1", seen(S.PENDING)), c.NotFound(), seen(S.PENDING), c.TargetChanged(T2),
-          c.CancelRequested("x"), c.Aborted(), c.ReplaceStarted(), c.Replaced(), c.Retried(), c.Flagged("x"),
+          c.CancelRequested("x"), c.Aborted(), c.ReplaceStarted(), c.Replaced(), c.Retried(), c.CaughtUp(T2), c.Flagged("x"),
           c.RejectionRecorded(), c.Resumed(NOW, NOW), c.SyncRequested(), c.NewsArrived()]
 PHASES = {Phase.NEW: NEW, Phase.PLACING: PLACING, Phase.UNKNOWN: UNKNOWN, Phase.OPEN: OPEN,
           Phase.MODIFYING: MODIFYING, Phase.CANCELLING: CANCELLING, Phase.LOOKING_UP: LOOKING_UP,
@@ -260,6 +264,12 @@ def test_a_second_send_while_one_is_in_flight_is_refused():
 def test_replacing_a_copy_that_is_not_cancelled_is_refused():
     with pytest.raises(c.InvalidCopyEvent):
         c.apply(TRADED, c.Replaced())
+
+
+def test_catching_up_a_copy_that_was_not_skipped_is_refused():
+    for closed in (TRADED, CANCELLED, REJECTED):
+        with pytest.raises(c.InvalidCopyEvent):
+            c.apply(closed, c.CaughtUp(T2))
 
 
 # -- decide ----------------------------------------------------------------------------------------------
@@ -359,5 +369,6 @@ def test_the_stored_records_of_a_live_history_fold_back_to_the_same_copy():
 def test_every_stored_kind_reads_back_as_an_event():
     for kind, payload in [("SKIPPED_LATE", {"age": 6.1, "limit": 5}), ("FLAGGED", {"anomaly": "lagging"}),
                           ("CALL_FAILED", {"call": "modify", "error": "x"}), ("REPLACED", {}), ("RETRIED", {}),
-                          ("NOT_PLACED", {"placements": 1}), ("CANCEL_REQUESTED", {"replacing": True})]:
+                          ("NOT_PLACED", {"placements": 1}), ("CANCEL_REQUESTED", {"replacing": True}),
+                          ("CAUGHT_UP", record(PAUSED, c.CaughtUp(T2), c.apply(PAUSED, c.CaughtUp(T2)))[1])]:
         assert event_of(kind, payload, "L1", "f1") is not None, kind
