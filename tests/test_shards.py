@@ -461,3 +461,18 @@ def test_a_shard_down_longer_than_the_stream_keeps_updates_recovers_them_from_th
         stream.close()
     c.start("1")
     c.assert_exactly_once([order], timeout=30)  # f2 and f4 (shard 1) copied it too, once
+
+
+def test_a_reload_adds_a_follower_to_its_own_shard_only_and_copies_stay_single(cluster):
+    c = cluster(followers=5)
+    added = c.config["followers"].pop()  # f5 (shard 0 by i % 2) joins while the shards run
+    c.path.write_text(yaml.safe_dump(c.config))
+    c.start_all()
+    c.config["followers"].append(added)
+    c.path.write_text(yaml.safe_dump(c.config))
+    for role in ("0", "1"):
+        done = c.command("--shard", role, "reload")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert ("f5" in done.stdout) == (role == "0"), done.stdout  # shard 1 adds none of shard 0's followers
+    order = c.place(0)
+    c.assert_exactly_once([order], timeout=30)  # each follower once: f1..f4 as before, f5 from shard 0
