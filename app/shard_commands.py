@@ -5,7 +5,7 @@
   shard that is down applies it when it starts.
 - `status` without `--shard` asks the stream server: each shard's consumer (reading or not, what it
   has not acknowledged yet), the kill switch as last published.
-- `orders`, `replay`, `reconcile` and `dlq list` without `--shard` run once per shard, over each
+- `orders`, `replay`, `reconcile`, `dlq list` and `reload` without `--shard` run once per shard, over each
   shard's storage found on this machine, under a heading naming the shard and its followers; a
   shard whose storage is elsewhere is named on stderr (run the command there, with `--shard K`).
 - `token NAME` stores a follower's token with its shard, the leader's with every process whose
@@ -23,7 +23,7 @@ from pathlib import Path
 from copier.config import Config, ConfigError, load
 
 CONNECT_WAIT = 5.0
-EVERY_SHARD = ("orders", "replay", "reconcile", "dlq")  # read-only views that run once per shard
+EVERY_SHARD = ("orders", "replay", "reconcile", "dlq", "reload")  # run once per shard on this machine
 
 
 def dispatch(args: argparse.Namespace) -> int:
