@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from actors.messages import QuotePrice, SizeCopies, SizeCopy, SizeDecision, SizedCopies
+from actors.messages import QuotePrice, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision, SizedCopies
 from actors.order_timers import PriceWaitOver
 from observability import metrics
 from storage.orders import StoredLeader, leader_key
@@ -98,6 +98,7 @@ class FirstSighting:
         # At a first start on an empty database, copies made before it may exist at the brokers.
         adopted = actor.records.adopted_copies() if update.source == "adopt" else {}
         decisions: dict[str, SizeDecision] = {}
+        unreserve: list[str] = []
         group_id = None
         if order_skip is None:
             assert instrument is not None
@@ -111,6 +112,11 @@ class FirstSighting:
                 sized: SizedCopies = actor.ask_sizing(SizeCopies(requests, actor.leader_order_id))
                 group_id = sized.group_id
                 decisions = {request.follower: decision for request, decision in zip(requests, sized.decisions)}
+                for follower, decision in list(decisions.items()):
+                    refused = None if decision.skip_reason else actor.slices.refusal(instrument, decision.quantity)
+                    if refused is not None:  # (the capital reserved for it is released once stored)
+                        decisions[follower] = SizeDecision(decision.quantity, decision.disclosed_qty, 0.0, *refused)
+                        unreserve.append(follower)
         # wall clock of the first arrival: a copy's age counts from it, across restarts
         seen_at = time.time() - max(0, time.monotonic_ns() - received_ns) / 1e9 if received_ns else time.time()
         leader = StoredLeader(first_seen(update), seen_at, group_id, instrument.underlying if instrument else None)
@@ -131,9 +137,13 @@ class FirstSighting:
                     plan.create(c.Skipped(actor.leader_order_id, follower, target, decision.skip_reason,
                                           decision.detail))
                     plan.skip(follower, decision.skip_reason, decision.detail)
-                else:
-                    plan.create(c.Submitted(actor.leader_order_id, follower, target), decision.reserved)
-                    actor.received_ns[follower] = received_ns
+                    continue
+                # above the freeze quantity: one copy per slice (actors/order_slices.py); the capital
+                # reserved for the whole copy is held by its first slice
+                for part, terms in enumerate(actor.slices.targets(instrument, target)):
+                    plan.create(c.Submitted(actor.leader_order_id, follower, terms, part=part),
+                                decision.reserved if part == 0 else 0.0)
+                    actor.received_ns[c.part_key(follower, part)] = received_ns
             for follower, (generation, order) in adopted.items():
                 plan.create(c.Submitted(actor.leader_order_id, follower, order.terms, generation, order.order_id))
                 if update.status in CLOSED:
@@ -143,6 +153,9 @@ class FirstSighting:
                     if not copy.status.is_terminal and not copy.lookup_needed:
                         plan.apply(follower, c.SyncRequested())
             plan.done(event_ids, "skipped" if order_skip else "copied")
+            for follower in unreserve:
+                cid = c.correlation_id(actor.leader_order_id, follower)
+                plan.then(lambda f=follower, cid=cid: ctx.sizing.tell(ReleaseCapital(f, cid)))
 
         previous = actor.leader
         try:

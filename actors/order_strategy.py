@@ -43,22 +43,24 @@ class Legs:
 
     def unwind_leg(self, request: UnwindLeg) -> None:
         actor = self.actor
-        copy = actor.copies.get(request.follower)
-        if copy is None:
+        parts = actor.parts_of(request.follower)  # every slice of the follower's copy of this leg
+        if not parts:
             return
+        copy = parts[0]
         follower = request.follower
 
         def build(plan: "Plan") -> None:
-            if not copy.status.is_terminal and not copy.cancel_requested:
-                plan.apply(follower, c.CancelRequested(f"strategy unwound: {request.reason}"))
-            filled = copy.filled_qty
+            for part in parts:
+                if not part.status.is_terminal and not part.cancel_requested:
+                    plan.apply(part.key, c.CancelRequested(f"strategy unwound: {request.reason}"))
+            filled = sum(part.filled_qty for part in parts)
             if filled <= 0 or copy.anomaly in ("flattened", "naked_leg"):
                 return
             if actor.ctx.policy.flatten_naked_legs:
-                plan.apply(follower, c.Flagged("flattened"))
+                plan.apply(copy.key, c.Flagged("flattened"))
                 plan.then(lambda: self._flatten(copy, filled))
             else:
-                plan.apply(follower, c.Flagged("naked_leg"))
+                plan.apply(copy.key, c.Flagged("naked_leg"))
                 plan.then(lambda: actor.ctx.alert(
                     "critical", f"naked:{follower}",
                     f"follower {follower}: {filled} filled of leg {actor.leader_order_id} is left without its "

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from copier.config import Config
 from storage import Store
+from storage.copies import by_follower, copy_quantity, copy_status
 
 _COLOURS = {"TRADED": "green", "PENDING": "cyan", "PART_TRADED": "yellow", "CANCELLED": "dim",
             "REJECTED": "red", "SKIPPED": "magenta", "PENDING_PLACEMENT": "blue", "UNKNOWN": "bold red",
@@ -42,7 +43,7 @@ def rows_for(height: int) -> int:
 def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "") -> Any:
     recent = store.copies.recent(limit)
     leaders = [lo for lo, _copies in recent]
-    copies = {lo.order_id: {row.follower: row for row in rows} for lo, rows in recent}
+    copies = {lo.order_id: by_follower(rows) for lo, rows in recent}  # follower -> its slices
     table = Table(title=f"leader {config.leader.client_id} -> {', '.join(f.name for f in config.followers)}",
                   expand=True)
     # Every cell stays on one line (a cut one ends in "…"); the order id is never cut, the symbol
@@ -58,12 +59,19 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "")
         kind = _TYPES.get(lo.order_type, lo.order_type)
         cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {kind}", _status(lo.status)]
         for f in config.followers:
-            row = copies.get(lo.order_id, {}).get(f.name)
-            if row is None:
+            slices = copies.get(lo.order_id, {}).get(f.name)
+            if not slices:
                 cells.append(Text("-", style="dim"))
-            elif row.status == "SKIPPED":  # the status first: it survives a narrow column
+                continue
+            row = slices[0]
+            if row.status == "SKIPPED":  # the status first: it survives a narrow column
                 cell = _status(row.status)
                 cell.append(f" {row.skip_reason}")
+                cells.append(cell)
+            elif len(slices) > 1:  # a copy above the freeze quantity: its total, and how many slices
+                cell = Text(f"{copy_quantity(slices)} ")
+                cell.append_text(_status(copy_status(slices)))
+                cell.append(f" {len(slices)} slices", style="dim")
                 cells.append(cell)
             else:
                 cell = Text(f"{row.quantity} ")

@@ -132,6 +132,11 @@ class Config:
     log_level: str = "INFO"
     allow_insecure: bool = False
     source: str = ""
+    # -- issue 14 (slicing, super orders): keys added by the `slicing` branch -----------------------
+    # (segment, underlying, units per order or None for no limit), over trading/freeze.py's table
+    freeze_limits: tuple[tuple[str, str, int | None], ...] = ()
+    slice_above_freeze_limit: bool = True  # off: a copy above the freeze quantity is a recorded skip
+    # -- end of the `slicing` branch's keys ---------------------------------------------------------
 
     def __post_init__(self) -> None:
         if not self.allow_insecure:
@@ -432,6 +437,10 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
     replace_after_cap = cp.bool("replace_after_modification_cap", False)
     fill_wait = cp.number("market_fill_wait_seconds", 2.0, 0)
     max_delay = cp.number("max_delay_seconds", 5.0, 0)
+    # -- issue 14 (slicing, super orders): keys added by the `slicing` branch -----------------------
+    slice_orders = cp.bool("slice_above_freeze_limit", True)
+    freeze_limits = _freeze_limits(root.get("freeze_limits"))
+    # -- end of the `slicing` branch's keys ---------------------------------------------------------
     cp.done()
     qs = root.section("quotes")
     quote_cache = qs.number("cache_seconds", 2.0, 0)
@@ -499,7 +508,36 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
                   quote_requests_per_second=quote_rate, alerts=alerts,
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,
                   max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level,
-                  allow_insecure=allow_insecure, source=source)
+                  allow_insecure=allow_insecure, source=source,
+                  freeze_limits=freeze_limits, slice_above_freeze_limit=slice_orders)
+
+
+# -- issue 14 (slicing, super orders): the `slicing` branch's validation ------------------------------
+_FNO = ("NSE_FNO", "BSE_FNO")
+
+
+def _freeze_limits(raw: Any) -> tuple[tuple[str, str, int | None], ...]:
+    """`freeze_limits: {NIFTY: 1800, "BSE_FNO:SENSEX": 1000, SOMESTOCK: null}`: units per order of
+    an underlying's derivatives (null: no limit), in both F&O segments unless one is named."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"freeze_limits: must be a mapping of underlying to units per order, got "
+                          f"{type(raw).__name__}")
+    out: list[tuple[str, str, int | None]] = []
+    for name, qty in raw.items():
+        key = f"freeze_limits.{name}"
+        segment, _, underlying = str(name).rpartition(":")
+        segment, underlying = segment.strip().upper(), underlying.strip().upper()
+        if segment and segment not in _FNO:
+            raise ConfigError(f"{key}: the segment must be one of {', '.join(_FNO)}, got {segment!r}")
+        if not _NAME.match(underlying):
+            raise ConfigError(f"{key}: must name an underlying (letters, digits, '-', '_'), got {name!r}")
+        if qty is not None and (isinstance(qty, bool) or not isinstance(qty, int) or qty < 1):
+            raise ConfigError(f"{key}: must be a whole number of units >= 1, or null for no limit, got {qty!r}")
+        out += [(seg, underlying, qty) for seg in ((segment,) if segment else _FNO)]
+    return tuple(out)
+# -- end of the `slicing` branch's validation -------------------------------------------------------
 
 
 def load(path: str | Path) -> Config:

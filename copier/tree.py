@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Callable
 
 from actors.context import CopierContext, CopyPolicy
+from trading.freeze import FreezeLimits
 from actors.dead_letters import park_input
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
@@ -193,7 +194,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                           price_needed=price_needed, market_fill_wait_seconds=config.market_fill_wait_seconds,
                           unknown_settle_seconds=config.broker_timeout,
                           unknown_alert_seconds=config.unknown_alert_seconds,
-                          placement_attempts=config.max_attempts, max_delay_seconds=config.max_delay_seconds),
+                          placement_attempts=config.max_attempts, max_delay_seconds=config.max_delay_seconds,
+                          slice_above_freeze_limit=config.slice_above_freeze_limit),
         alert=copier.alerts,
         calendar=MarketCalendar() if config.enforce_market_hours else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
@@ -202,6 +204,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
         quotes=quotes,
+        freeze=FreezeLimits({(segment, name): qty for segment, name, qty in config.freeze_limits}),
     )
 
     def escalate(escalation: Escalated) -> None:

@@ -36,7 +36,22 @@ from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate
 from trading.orders import correlation_id as _correlation_id
 
 S = OrderStatus
-correlation_id = functools.lru_cache(maxsize=8192)(_correlation_id)  # a hash per copy and generation: cached
+_cached_correlation_id = functools.lru_cache(maxsize=8192)(_correlation_id)  # a hash per copy and generation
+
+
+def correlation_id(leader_order_id: str, follower: str, generation: int = 0, part: int = 0) -> str:
+    """The correlation id of a copy's order: of the copy itself for its first (or only) part, and
+    one derived from it for each further slice, so that every slice is placed, looked up and
+    adopted on its own, exactly once."""
+    if part == 0:
+        return _cached_correlation_id(leader_order_id, follower, generation)
+    return _cached_correlation_id(f"{leader_order_id}#{part}", follower, generation)
+
+
+def part_key(follower: str, part: int = 0) -> str:
+    """How an order actor names one part of a follower's copy: the follower for the first (or
+    only) slice, `follower#N` for slice N+1 (follower names never hold '#')."""
+    return follower if part == 0 else f"{follower}#{part}"
 
 # Lookups of a placement whose outcome is unknown that got no answer: the next waits this long,
 # doubling up to the cap.
@@ -97,6 +112,7 @@ class CopyState:
     correlation_id: str
     target: OrderTerms
     status: OrderStatus = S.PENDING_PLACEMENT
+    part: int = 0  # which slice of the follower's copy (0: the first, or the only one)
     generation: int = 0  # bumped when the copy is placed afresh (operator retry, replace past the cap)
     call: Call = Call.NONE
     broker_order_id: str | None = None
@@ -127,6 +143,10 @@ class CopyState:
     @property
     def phase(self) -> Phase:
         return phase(self)
+
+    @property
+    def key(self) -> str:
+        return part_key(self.follower, self.part)
 
     @property
     def in_flight(self) -> str | None:
@@ -163,6 +183,7 @@ class Submitted:
     target: OrderTerms
     generation: int = 0
     adopted: str | None = None  # the broker order id of an adopted copy
+    part: int = 0  # a slice of a copy above the freeze quantity: which one
 
 
 @dataclass(frozen=True)
@@ -381,8 +402,8 @@ def start(event: Submitted | Skipped) -> CopyState:
         return CopyState(event.leader_order_id, event.follower, correlation_id(event.leader_order_id, event.follower),
                          event.target, status=S.SKIPPED, skip_reason=event.reason, last_error=event.detail or None)
     return CopyState(event.leader_order_id, event.follower,
-                     correlation_id(event.leader_order_id, event.follower, event.generation), event.target,
-                     generation=event.generation, lookup_needed=event.adopted is not None)
+                     correlation_id(event.leader_order_id, event.follower, event.generation, event.part), event.target,
+                     part=event.part, generation=event.generation, lookup_needed=event.adopted is not None)
 
 
 # -- the effects of the rows ---------------------------------------------------------------------------
@@ -514,7 +535,7 @@ def _not_found(state: CopyState, e: NotFound) -> CopyState:
 def _afresh(state: CopyState, **changes: Any) -> CopyState:
     generation = state.generation + 1
     return _evolve(state, generation=generation,
-                   correlation_id=correlation_id(state.leader_order_id, state.follower, generation),
+                   correlation_id=correlation_id(state.leader_order_id, state.follower, generation, state.part),
                    status=S.PENDING_PLACEMENT, call=Call.NONE, broker_order_id=None, confirmed=None,
                    found_absent=0, lookup_needed=False, **changes)
 

@@ -48,6 +48,8 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
                    "reason": None, "generation": event.generation}
         if event.adopted:
             payload["adopted"] = event.adopted
+        if event.part:
+            payload["part"] = event.part
         return "SUBMITTED", payload
     if isinstance(event, c.Skipped):
         return "SKIPPED", {"status": OrderStatus.SKIPPED.value, "target": terms_to_dict(event.target),
@@ -133,7 +135,7 @@ def event_of(kind: str, payload: dict[str, Any], leader_order_id: str, follower:
     p = payload
     if kind == "SUBMITTED":
         return c.Submitted(leader_order_id, follower, terms_from_dict(p["target"]), int(p.get("generation") or 0),
-                           p.get("adopted"))
+                           p.get("adopted"), int(p.get("part") or 0))
     if kind == "SKIPPED":
         return c.Skipped(leader_order_id, follower, terms_from_dict(p["target"]), p.get("reason") or "",
                          p.get("detail") or "")
