@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from observability import metrics
 from trading import copy as c
 from trading.freeze import Slice, reslice, slice_sizes
 from trading.instruments import Instrument
@@ -74,11 +73,8 @@ class Slices:
             else:
                 plan.apply(part.key, c.TargetChanged(_part(target, size, instrument)))
         first = parts[0]
-        added = sizes[len(parts):]
-        for n, size in enumerate(added, start=max(p.part for p in parts) + 1):
+        for n, size in enumerate(sizes[len(parts):], start=max(p.part for p in parts) + 1):
             plan.create(c.Submitted(first.leader_order_id, follower, _part(target, size, instrument), part=n))
-        if added:
-            plan.then(lambda: metrics.SLICES.labels(follower).inc(len(added) + (len(parts) == 1)))
 
     @staticmethod
     def total(parts: list[c.CopyState]) -> int:

@@ -58,8 +58,6 @@ from actors.messages.broker import (  # noqa: F401
     PlaceCopy,
     PlaceForever,
     PlacementExpired,
-    ReadSuperOrder,
-    SuperOrderRead,
     PlacementUnknown,
     RetryCall,
 )
@@ -129,8 +127,6 @@ __all__ = [
     "PlaceCopy",
     "PlaceForever",
     "PlacementExpired",
-    "ReadSuperOrder",
-    "SuperOrderRead",
     "PlacementUnknown",
     "PollForever",
     "PollKillSwitch",
