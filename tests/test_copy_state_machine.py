@@ -355,3 +355,36 @@ def test_every_stored_kind_reads_back_as_an_event():
                           ("CALL_FAILED", {"call": "modify", "error": "x"}), ("REPLACED", {}), ("RETRIED", {}),
                           ("NOT_PLACED", {"placements": 1}), ("CANCEL_REQUESTED", {"replacing": True})]:
         assert event_of(kind, payload, "L1", "f1") is not None, kind
+
+
+# -- a slice of a copy above the freeze quantity: the same table, the same decisions -------------------
+def _as_slice(state: c.CopyState, part: int = 2) -> c.CopyState:
+    """`state` as slice `part` of its copy: its own correlation id, derived from the copy's."""
+    return replace(state, part=part, correlation_id=c.correlation_id(state.leader_order_id, state.follower,
+                                                                     state.generation, part))
+
+
+def _as_copy(state: c.CopyState, like: c.CopyState) -> c.CopyState:
+    return replace(state, part=like.part, correlation_id=like.correlation_id)
+
+
+@pytest.mark.parametrize("row", ROW_CASES, ids=[r.id for r in ROW_CASES])
+def test_each_row_of_the_table_moves_a_slice_as_it_moves_a_copy_keeping_its_place(row: Case):
+    whole = c.apply(row.given, row.event)
+    sliced = c.apply(_as_slice(row.given), row.event)
+    assert _as_copy(sliced, whole) == whole
+    assert sliced.part == 2 and sliced.key == "f1#2"
+    # placed afresh (operator retry, replace past the cap): the next generation of the same slice
+    assert sliced.correlation_id == c.correlation_id("L1", "f1", sliced.generation, 2)
+
+
+@pytest.mark.parametrize("d", DECISIONS, ids=[d.why for d in DECISIONS])
+def test_decide_names_for_a_slice_what_it_names_for_a_copy(d: Decides):
+    assert c.decide(_as_slice(d.given), d.leader, NOW, d.rules) == d.expected
+
+
+def test_a_slice_belongs_to_its_own_order_not_to_another_slice_of_its_copy():
+    sliced = _as_slice(OPEN)
+    assert c.belongs(sliced, "F1", sliced.correlation_id)
+    assert not c.belongs(sliced, "F1", OPEN.correlation_id)  # the first slice's (the copy's own) id
+    assert not c.belongs(sliced, "F1", _as_slice(OPEN, part=1).correlation_id)
