@@ -10,7 +10,7 @@ from rich.console import Console
 
 from app.live_view import render
 from storage import models as m
-from tests.conftest import Rig, client, run_command, wait_until
+from tests.conftest import Rig, client, run_command, start_rig, wait_until
 
 NIFTY_CE = "45105"  # NIFTY 24000 CE, lot 75; NSE's freeze quantity for NIFTY options: 1800
 BANKNIFTY_CE = "46201"  # lot 35; freeze quantity 600 (595 in whole lots)
@@ -201,3 +201,85 @@ def test_replay_rebuilds_every_slice_from_its_own_events(make_rig, tmp_path: Pat
 
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert "copy for f1 slice 2" in replay.stdout and "NO" not in replay.stdout, replay.stdout
+
+
+def _placements(rig: Rig, follower: str = "f1") -> int:
+    """Placement requests the follower's account received (answered or not)."""
+    return sum(1 for r in rig.exchange.request_log(rig.follower_ids[follower])
+               if r["method"] == "POST" and r["path"].rstrip("/").endswith("/orders"))
+
+
+def test_with_slicing_switched_off_a_copy_above_the_freeze_quantity_is_a_recorded_skip(make_rig):
+    rig = make_rig(followers=DOUBLE, config={"copy": {"slice_above_freeze_limit": False}})
+    leader_id = _place_option(rig, 1500)  # 3000 units, over NIFTY's 1800
+
+    skip = rig.wait_skip(leader_id, "f1")
+    assert skip.reason == "above_freeze_quantity", skip.reason
+    assert "3000 units" in skip.detail and "1800" in skip.detail, skip.detail
+    within = _place_option(rig, 900)  # 1800: still copied, whole
+    assert rig.follower_copy(within)["quantity"] == 1800
+    assert len(rig.follower_book()) == 1 and _refusals(rig) == []
+
+
+def test_sliced_placements_whose_answers_are_lost_are_looked_up_slice_by_slice_never_sent_again(make_rig):
+    rig = make_rig(followers=DOUBLE)
+    rig.exchange.faults.fail_after_effect(1.0, client_id=rig.follower_ids["f1"], paths=("POST /orders",))
+    leader_id = _place_option(rig, 1500)  # 1800 + 1200: both placed, neither answer arrives
+
+    wait_until(lambda: [(r.status, bool(r.broker_order_id)) for r in _rows(rig, leader_id)]
+               == [("PENDING", True), ("PENDING", True)], timeout=20,
+               message=lambda: f"both slices found and adopted: {[(r.status, r.broker_order_id) for r in _rows(rig, leader_id)]}")
+    assert [s["quantity"] for s in _slices_on_book(rig, leader_id)] == [1800, 1200]
+    assert len(rig.follower_book()) == 2
+    assert _placements(rig) == 2  # one request per slice, none sent again
+
+
+def test_after_a_restart_the_leaders_changes_reach_every_slice(make_rig):
+    rig = make_rig(followers=[{**DOUBLE[0], "sizing": {"strategy": "fixed_ratio", "ratio": 3.0}}])
+    leader_id = _place_option(rig, 900)  # 2700: 1800 + 900
+    wait_until(lambda: all(r.broker_order_id for r in _rows(rig, leader_id)) and len(_rows(rig, leader_id)) == 2,
+               message="two slices placed")
+    rig.copier.stop()
+    start_rig(rig)
+
+    rig.modify(leader_id, quantity=1500)  # 4500: 1800 + 1800 + 900
+    wait_until(lambda: _open_quantities(rig, leader_id) == [1800, 1800, 900],
+               message=lambda: f"re-sliced to 1800, 1800, 900: {_slices_on_book(rig, leader_id)}")
+    rig.cancel(leader_id)
+    wait_until(lambda: [s["orderStatus"] for s in _slices_on_book(rig, leader_id)] == ["CANCELLED"] * 3,
+               message=lambda: f"every slice cancelled: {_slices_on_book(rig, leader_id)}")
+    assert len(rig.follower_book()) == 3 and _placements(rig) == 3 and _refusals(rig) == []
+
+
+def test_a_part_filled_slice_keeps_its_fill_when_the_leader_shrinks_its_order(make_rig):
+    rig = make_rig(followers=[{**DOUBLE[0], "sizing": {"strategy": "fixed_ratio", "ratio": 3.0}}])
+    leader_id = _place_option(rig, 900)  # 2700: 1800 + 900
+    wait_until(lambda: len(_slices_on_book(rig, leader_id)) == 2, message="two slices")
+    first = _slices_on_book(rig, leader_id)[0]
+    rig.exchange.fill(rig.follower_ids["f1"], first["orderId"], qty=1200)
+    wait_until(lambda: _rows(rig, leader_id)[0].filled_qty == 1200, message="the fill stored")
+
+    rig.modify(leader_id, quantity=525)  # 1575: the first slice (1200 of it filled) takes it all
+
+    wait_until(lambda: [(s["quantity"], s["orderStatus"]) for s in _slices_on_book(rig, leader_id)]
+               == [(1575, "PART_TRADED"), (900, "CANCELLED")],
+               message=lambda: f"first slice cut to 1575, second cancelled: {_slices_on_book(rig, leader_id)}")
+    assert len(rig.follower_book()) == 2 and _refusals(rig) == []
+
+
+def test_a_refused_slice_is_dead_lettered_and_an_operators_retry_places_that_slice_again(make_rig, tmp_path: Path):
+    rig = make_rig(followers=DOUBLE, config={"copy": {"sweep_seconds": 0.2}})
+    rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-905", message="Invalid quantity")
+    leader_id = _place_option(rig, 1500)  # 1800 + 1200: the first to arrive is refused
+    letter = wait_until(lambda: rig.store.read(lambda: m.DeadLetter.get_or_none(m.DeadLetter.leader_order_id == leader_id)),
+                        message="a dead letter")
+    refused = next(r for r in _rows(rig, leader_id) if r.correlation_id == letter.correlation_id)
+    wait_until(lambda: len(_open_quantities(rig, leader_id)) == 1, message="the other slice placed")
+
+    assert run_command(rig, tmp_path, "dlq", "retry", str(letter.id)).returncode == 0
+
+    wait_until(lambda: sorted(_open_quantities(rig, leader_id)) == [1200, 1800],
+               message=lambda: f"both slices open: {_slices_on_book(rig, leader_id)}")
+    again = next(r for r in _rows(rig, leader_id) if r.part == refused.part)
+    assert again.generation == 1 and again.correlation_id != refused.correlation_id
+    assert len(rig.follower_book()) == 2 and _placements(rig) == 3  # refused before any order existed
