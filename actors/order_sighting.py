@@ -140,10 +140,13 @@ class FirstSighting:
                     continue
                 # above the freeze quantity: one copy per slice (actors/order_slices.py); the capital
                 # reserved for the whole copy is held by its first slice
-                for part, terms in enumerate(actor.slices.targets(instrument, target)):
+                parts = actor.slices.targets(instrument, target)
+                for part, terms in enumerate(parts):
                     plan.create(c.Submitted(actor.leader_order_id, follower, terms, part=part),
                                 decision.reserved if part == 0 else 0.0)
                     actor.received_ns[c.part_key(follower, part)] = received_ns
+                if len(parts) > 1:
+                    plan.then(lambda f=follower, n=len(parts): actor.slices.counted(f, n, new_copy=True))
             for follower, (generation, order) in adopted.items():
                 plan.create(c.Submitted(actor.leader_order_id, follower, order.terms, generation, order.order_id))
                 if update.status in CLOSED:

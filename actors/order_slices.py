@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from observability import metrics
 from trading import copy as c
 from trading.freeze import Slice, reslice, slice_sizes
 from trading.instruments import Instrument
@@ -73,8 +74,18 @@ class Slices:
             else:
                 plan.apply(part.key, c.TargetChanged(_part(target, size, instrument)))
         first = parts[0]
-        for n, size in enumerate(sizes[len(parts):], start=max(p.part for p in parts) + 1):
+        added = sizes[len(parts):]
+        for n, size in enumerate(added, start=max(p.part for p in parts) + 1):
             plan.create(c.Submitted(first.leader_order_id, follower, _part(target, size, instrument), part=n))
+        if added:  # a copy that was one order is sliced now
+            plan.then(lambda: self.counted(follower, len(added) + (len(parts) == 1), new_copy=len(parts) == 1))
+
+    @staticmethod
+    def counted(follower: str, slices: int, new_copy: bool = False) -> None:
+        """Counted once stored: a copy newly sliced, and the slices it gained."""
+        if new_copy:
+            metrics.SLICED_COPIES.labels(follower).inc()
+        metrics.COPY_SLICES.labels(follower).inc(slices)
 
     @staticmethod
     def total(parts: list[c.CopyState]) -> int:

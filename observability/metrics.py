@@ -36,6 +36,12 @@ UNKNOWN_OUTCOMES = Counter("copytrader_placement_outcome_unknown_total",
                            "Follower placements whose outcome was unknown (answer lost, 5xx, unreadable): "
                            "looked up, never sent again blind", ["follower"])
 SKIPS = Counter("copytrader_skips_total", "Copies deliberately not made, by reason", ["follower", "reason"])
+SLICED_COPIES = Counter("copytrader_sliced_copies_total",
+                        "Copies above the exchange's freeze quantity, placed as several slices within it",
+                        ["follower"])
+COPY_SLICES = Counter("copytrader_copy_slices_total",
+                      "Slices of sliced copies, each its own broker order (a larger leader quantity adds more)",
+                      ["follower"])
 REPLICATION_LATENCY = Histogram("copytrader_replication_latency_seconds",
                                 "Leader update received -> follower placement request sent",
                                 ["follower"], buckets=_LATENCY_BUCKETS)
@@ -101,7 +107,7 @@ UPDATE_SOURCES = ("socket", "book")
 MALFORMED_REASONS = ("bad_json", "bad_shape", "bad_field", "missing_field")
 FOLLOWER_OPERATIONS = {"place": "placed", "modify": "modified", "cancel": "cancelled"}
 COMMON_SKIPS = ("leader_rejected", "unknown_instrument", "size_rounds_to_zero", "insufficient_capital",
-                "kill_switch_on", "account_suspended", "preexisting_order")
+                "kill_switch_on", "account_suspended", "preexisting_order", "above_freeze_quantity")
 ALERT_KEYS = (("critical", "kill_switch"), ("critical", "auth"), ("critical", "escalated"), ("error", "dlq"),
               ("warning", "lag"), ("warning", "divergence"))
 ANOMALY_KINDS = ("follower_filled_first",)
@@ -140,7 +146,8 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
         for code in error_codes:
             BROKER_ERRORS.labels(account, "order_book", code)
     for follower in followers:
-        for family in (REPLICATION_LATENCY, SLIPPAGE, FOLLOWER_LAG, LAG_ALERTS, RATE_LIMITED):
+        for family in (REPLICATION_LATENCY, SLIPPAGE, FOLLOWER_LAG, LAG_ALERTS, RATE_LIMITED, SLICED_COPIES,
+                       COPY_SLICES):
             family.labels(follower)
         for reason in COMMON_SKIPS:
             SKIPS.labels(follower, reason)

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from app.live_view import render
+from observability import metrics
 from storage import models as m
 from tests.conftest import Rig, client, run_command, start_rig, wait_until
 
@@ -44,8 +45,13 @@ def _refusals(rig: Rig, follower: str = "f1") -> list[dict]:
     return [r for r in rig.exchange.request_log(rig.follower_ids[follower]) if r.get("status", 200) >= 400]
 
 
+def _counted(family) -> float:
+    return family.labels("f1")._value.get()
+
+
 def test_a_copy_above_the_freeze_quantity_is_placed_as_slices_within_it(make_rig):
     rig = make_rig(followers=DOUBLE)
+    sliced, slices_before = _counted(metrics.SLICED_COPIES), _counted(metrics.COPY_SLICES)
     leader_id = _place_option(rig, 1500)  # 20 lots; ratio 2: 3000 units, over NIFTY's 1800
 
     slices = wait_until(lambda: len(_slices_on_book(rig, leader_id)) == 2 and _slices_on_book(rig, leader_id),
@@ -55,6 +61,8 @@ def test_a_copy_above_the_freeze_quantity_is_placed_as_slices_within_it(make_rig
     assert len({s["correlationId"] for s in slices}) == 2  # each slice its own correlation id
     assert len(rig.follower_book()) == 2
     assert _refusals(rig) == []  # nothing was sent above the freeze quantity
+    # the dashboards count the copy as sliced once, and each of its slices
+    assert (_counted(metrics.SLICED_COPIES) - sliced, _counted(metrics.COPY_SLICES) - slices_before) == (1, 2)
 
 
 def test_slices_are_whole_lots_within_the_freeze_quantity(make_rig):
@@ -95,9 +103,11 @@ def test_a_larger_leader_quantity_adds_a_slice_and_a_smaller_one_cancels_slices(
     leader_id = _place_option(rig, 900)  # 2700: 1800 + 900
     wait_until(lambda: len(_slices_on_book(rig, leader_id)) == 2, message="two slices")
 
+    slices_before = _counted(metrics.COPY_SLICES)
     rig.modify(leader_id, quantity=1500)  # 4500: 1800 + 1800 + 900
     wait_until(lambda: _open_quantities(rig, leader_id) == [1800, 1800, 900],
                message=lambda: f"re-sliced to 1800, 1800, 900: {_slices_on_book(rig, leader_id)}")
+    assert _counted(metrics.COPY_SLICES) - slices_before == 1  # the slice the re-slicing added
 
     rig.modify(leader_id, quantity=300)  # 900: the first slice alone, the others cancelled
     wait_until(lambda: _open_quantities(rig, leader_id) == [900],
