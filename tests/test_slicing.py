@@ -293,3 +293,22 @@ def test_a_refused_slice_is_dead_lettered_and_an_operators_retry_places_that_sli
     again = next(r for r in _rows(rig, leader_id) if r.part == refused.part)
     assert again.generation == 1 and again.correlation_id != refused.correlation_id
     assert len(rig.follower_book()) == 2 and _placements(rig) == 3  # refused before any order existed
+
+
+def test_a_filled_naked_leg_above_the_freeze_quantity_is_flattened_in_slices(make_rig):
+    rig = make_rig(followers=DOUBLE, config={"copy": {"flatten_naked_legs": True, "leg_window_seconds": 2.0}})
+    call = _place_option(rig, 1500, marketable=True)  # 3000 at the follower: 1800 + 1200, both fill
+    wait_until(lambda: [r.status for r in _rows(rig, call)] == ["TRADED", "TRADED"], message="the sliced leg filled")
+    rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-906", message="RMS: order rejected")
+    put_price = round(rig.exchange.price("45106") * 1.1, 1)
+    rig.place(security_id="45106", segment="NSE_FNO", side="SELL", quantity=150, price=put_price, product="MARGIN")
+
+    def net() -> int | None:
+        return next((p["netQty"] for p in rig.exchange.positions(rig.follower_ids["f1"])
+                     if p["securityId"] == NIFTY_CE), None)
+
+    wait_until(lambda: net() == 0, message=lambda: f"the naked call (3000) flattened: net {net()}, "
+                                                   f"refusals {_refusals(rig)}")
+    closing = [o for o in rig.follower_book() if o["securityId"] == NIFTY_CE and o["transactionType"] == "SELL"]
+    assert sorted(o["quantity"] for o in closing) == [1200, 1800], closing
+    assert len(_refusals(rig)) == 1  # the put's injected refusal only: nothing above the freeze quantity
