@@ -40,6 +40,9 @@ class CopyPolicy:
     max_delay_seconds: float = 5.0
     # A copy above the exchange's freeze quantity is placed as slices within it (off: a recorded skip).
     slice_above_freeze_limit: bool = True
+    # The leader's live super orders are read this often (a leg changed before the entry trades is
+    # announced by no order update); 0: only when an update of one of its legs arrives.
+    super_order_poll_seconds: float = 1.0
 
 
 @dataclass

@@ -29,8 +29,10 @@ from actors.order_plan import Plan
 from actors.order_runtime import PooledActor
 from actors.order_sighting import FirstSighting
 from actors.order_slices import Slices
+from actors.order_super import SuperOrders, exit_leg_event
 from actors.order_strategy import Legs, flatten_correlation_id
-from actors.order_timers import FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, UnknownCheck
+from actors.order_timers import (FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, SuperReadDue,
+                                 UnknownCheck)
 from actors.rate_limiter import send_all
 from actors.sizing import ask_sizing
 from observability import metrics
@@ -70,6 +72,7 @@ class OrderActor(PooledActor):
         self.fills = Fills(self)
         self.legs = Legs(self)
         self.slices = Slices(self)
+        self.supers = SuperOrders(self)
         self.answers = Answers(self)
         self._timers: dict[str, TimerHandle] = {}
         self._unknown_checks: list[TimerHandle] = []
@@ -89,6 +92,8 @@ class OrderActor(PooledActor):
         self.operate(lambda plan: [plan.apply(f, resumed) for f in list(plan.states)])
         if any(copy.status is S.UNKNOWN for copy in self.copies.values()):
             self.schedule_unknown_check()
+        if self.supers.followed and not self._finished():  # its exits may have changed meanwhile
+            self.supers.ask()
         self._maybe_idle()
 
     def on_stop(self) -> None:
@@ -142,6 +147,9 @@ class OrderActor(PooledActor):
             self.fills.judge()
         elif isinstance(message, LookupDue):
             self._timers.pop("lookup", None)
+        elif isinstance(message, SuperReadDue):
+            self._timers.pop("super_read", None)
+            self.supers.on_due(message)
         elif isinstance(message, CancelCopies):
             self.operate(lambda plan: [plan.apply(f, c.CancelRequested(message.reason)) for f, s in plan.states.items()
                                        if not s.status.is_terminal and not s.cancel_requested])
@@ -162,10 +170,14 @@ class OrderActor(PooledActor):
         self.applied.add(message.event_id)
         if message.account != LEADER:
             self._on_follower_update(message.event_id, message.account, message.update)
+        elif message.update.exit_leg:  # a super order's target or stop-loss leg: no order of its own
+            self.supers.on_exit_leg(message.event_id, message.update)
         elif self.leader is None:
             self.first_sighting(message.event_id, message.update)
         else:
             self.updates.on_update(message.event_id, message.update)
+            if self.supers.followed:  # an entry's modification restates its exits
+                self.supers.ask()
 
     def first_sighting(self, event_id: int, update: OrderUpdate) -> None:
         self.sighting.on_update(event_id, update)
@@ -177,6 +189,15 @@ class OrderActor(PooledActor):
             self.operate(lambda plan: plan.done([event_id], "not_this_copy"))
             return
         copy = self.copies[key]
+        if update.exit_leg:  # one exit leg of the copy's super order: only that leg's status moves
+            event = exit_leg_event(update)
+
+            def leg(plan: Plan) -> None:
+                plan.apply(key, event, update)
+                plan.done([event_id], f"super_order_leg_{update.status.value.lower()}")
+
+            self.operate(leg)
+            return
         seen = c.OrderSeen.of(update)
         transition, allowed = c.broker_transition(copy, seen)
         outcome = transition.value.lower() if transition is not None and allowed else "no_change"
@@ -333,8 +354,7 @@ class OrderActor(PooledActor):
         if self.leader is None:
             return False
         leader_done = self.leader.state.status.is_terminal and not self.updates.busy and not self.fills.suspects
-        return leader_done and all(copy.status.is_terminal and copy.call is c.Call.NONE
-                                   for copy in self.copies.values())
+        return leader_done and all(c.phase(copy) is c.Phase.CLOSED for copy in self.copies.values())
 
     def _maybe_idle(self) -> None:
         if self._finished() and self.supervisor is not None:

@@ -11,7 +11,7 @@ from actors import messages as msg
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from trading import copy as c
-from trading.orders import OrderStatus, OrderUpdate
+from trading.orders import Leg, OrderStatus, OrderUpdate
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actors.order")
 S = OrderStatus
+
+
+def _exit_leg(command: Any) -> Leg | None:
+    """The super order's exit leg a modify or cancel was for (None: the order, or its entry)."""
+    leg = getattr(command, "leg", None)
+    return leg if leg in (Leg.TARGET, Leg.STOP_LOSS) else None
 _OPERATIONS = {msg.PlaceCopy: "place", msg.ModifyCopy: "modify", msg.CancelCopy: "cancel", msg.LookupCopy: "lookup",
                msg.GetOrder: "get"}
 _CALLS = {msg.ModifyCopy: c.Call.MODIFY, msg.CancelCopy: c.Call.CANCEL, msg.LookupCopy: c.Call.LOOKUP,
@@ -32,6 +38,9 @@ class Answers:
     def on_answer(self, answer: Any) -> None:
         actor = self.actor
         command = answer.command
+        if isinstance(command, msg.ReadSuperOrder):
+            actor.supers.on_answer(answer)
+            return
         if command.account == msg.LEADER:
             actor.updates.on_answer(answer)
             return
@@ -50,9 +59,11 @@ class Answers:
                 measured["latency_ms"] = (answer.sent_ns - command.received_ns) / 1e6
             self._answered(key, c.Placed(answer.broker_order_id, answer.status, command.terms), measured=measured)
         elif isinstance(answer, msg.CopyModified):
+            self._super_leg(command, "done")
             self._answered(key, c.ModifyAccepted(command.terms))
         elif isinstance(answer, msg.CopyCancelled):
-            self._answered(key, c.CancelAccepted(answer.status))
+            self._super_leg(command, "done")
+            self._answered(key, c.CancelAccepted(answer.status, _exit_leg(command)))
         elif isinstance(answer, msg.OrderFound):
             self._answered(key, c.OrderFound(answer.order.order_id, c.OrderSeen.of(answer.order)), answer.order)
             return
@@ -77,6 +88,13 @@ class Answers:
             metrics.FOLLOWER_ORDERS.labels(follower, operation, "placed" if operation == "place" else "modified").inc()
         log.info("follower %s: %s of leader order %s -> broker order %s", key, operation, actor.leader_order_id,
                  actor.copies[key].broker_order_id, extra=actor.fields(follower))
+
+    @staticmethod
+    def _super_leg(command: Any, outcome: str) -> None:
+        leg = getattr(command, "leg", None)
+        if leg is not None:
+            operation = "modify" if isinstance(command, msg.ModifyCopy) else "cancel"
+            metrics.SUPER_LEG_CALLS.labels(command.account, leg.value, operation, outcome).inc()
 
     def _expired(self, key: str, answer: msg.PlacementExpired) -> None:
         """The rate limiter held the placement past its age limit and did not send it: a skip."""
@@ -103,6 +121,7 @@ class Answers:
             self._answered(key, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient))
             return
         metrics.FOLLOWER_ORDERS.labels(follower, operation, "failed").inc()
+        self._super_leg(command, "failed")
         if operation != "place":  # placements are counted with their classification
             metrics.FOLLOWER_FAILURES.labels(follower, operation, error.reason).inc()
         log.warning("follower %s: %s of leader order %s failed: %s", follower, operation, actor.leader_order_id, error,
@@ -112,7 +131,8 @@ class Answers:
         if isinstance(command, msg.PlaceCopy):
             self._answered(key, c.PlacementRefused(str(error), error.code, error.reason))
         else:
-            self._answered(key, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient))
+            self._answered(key, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient,
+                                             _exit_leg(command)))
 
     def _answered(self, key: str, event: Any, update: OrderUpdate | None = None,
                   measured: dict[str, Any] | None = None) -> None:

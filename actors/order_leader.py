@@ -60,8 +60,10 @@ class LeaderUpdates:
         return self.reread is not None or bool(self.ambiguous)
 
     def on_update(self, event_id: int, update: OrderUpdate) -> None:
+        entry = self.actor.supers.entry  # a super order's entry: completed with the exits known
+        update = entry(update)
         reread = self.reread
-        if reread is None or reread.answer is None or update != reread.answer:
+        if reread is None or reread.answer is None or update != entry(reread.answer):
             self._apply(event_id, update, settles=())
             return
         # The broker's answer to this incarnation's re-read: the order's current state unless a

@@ -26,7 +26,7 @@ from storage.orders import copy_key
 from trading import copy as c
 from trading.copy_records import persisted, record
 from trading.fills import fill_delta
-from trading.orders import OrderStatus, OrderUpdate
+from trading.orders import Leg, OrderStatus, OrderUpdate
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -174,11 +174,13 @@ class Plan:
             self._apply_own(key, c.PlaceSent())
         elif isinstance(d, c.Modify):
             assert state.broker_order_id
-            self.commands.append(ModifyCopy(**to, broker_order_id=state.broker_order_id, terms=d.terms))
+            self.commands.append(ModifyCopy(**to, broker_order_id=state.broker_order_id, terms=d.terms, leg=d.leg))
             self._apply_own(key, c.ModifySent())
         elif isinstance(d, c.Cancel):
             assert state.broker_order_id
-            self.commands.append(CancelCopy(**to, broker_order_id=state.broker_order_id))
+            # a super order is cancelled through its legs: the entry's cancel cancels every leg still open
+            leg = d.leg or (Leg.ENTRY if state.target.super_order else None)
+            self.commands.append(CancelCopy(**to, broker_order_id=state.broker_order_id, leg=leg))
             self._apply_own(key, c.CancelSent())
         elif isinstance(d, c.Lookup):
             wait = d.not_before - self.now

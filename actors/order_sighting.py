@@ -7,6 +7,7 @@ within moments), for at most `copy.market_fill_wait_seconds`. Until then its upd
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from trading.leader import first_seen
 from trading.ordering import Ordering, order_of
 from trading.orders import OrderStatus, OrderUpdate, update_to_dict
 from trading.prices import LEADER_FILL, NONE, QUOTE, awaits_price, own_price, traded_price
+from trading.super_orders import SuperOrderView, leader_exits
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -40,6 +42,7 @@ class Waiting:
     event_ids: list[int]
     update: OrderUpdate  # the latest of its updates
     received_ns: int  # when the first arrived: the copies' latency counts the wait
+    for_exits: bool = False  # a super order, waiting for its target, stop-loss and jump to be read
 
 
 class FirstSighting:
@@ -50,12 +53,17 @@ class FirstSighting:
     def on_update(self, event_id: int, update: OrderUpdate) -> None:
         actor = self.actor
         waiting = self.waiting
-        if waiting is not None:  # a later update of an order still waiting for a price
+        if waiting is not None:  # a later update of an order still waiting for a price (or its exits)
             waiting.event_ids.append(event_id)
             if order_of(waiting.update, update) not in (Ordering.STALE, Ordering.SAME):  # a tie: arrival order
                 waiting.update = update
-            if not awaits_price(waiting.update):  # it traded (or closed): decide now
+            if not waiting.for_exits and not awaits_price(waiting.update):  # it traded (or closed): decide now
                 self._end_wait(traded_price(waiting.update), LEADER_FILL)
+            return
+        if update.terms.super_order and self._copyable(update):
+            # a super order: no update carries its exits, so they are read before any copy is decided
+            self.waiting = Waiting([event_id], update, update.received_ns, for_exits=True)
+            actor.supers.ask()
             return
         policy = actor.ctx.policy
         if not awaits_price(update) or not policy.price_needed:
@@ -71,13 +79,37 @@ class FirstSighting:
         if quotes is not None:
             quotes.ask(update.terms, actor.address)
 
+    def _copyable(self, update: OrderUpdate) -> bool:
+        """Whether the order may be copied at all (else it is decided, as a skip, at once)."""
+        instrument = self.actor.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
+        return update.source not in ("baseline", "outage") and update.status not in (S.REJECTED, *CLOSED) \
+            and instrument is not None
+
+    def on_super(self, view: SuperOrderView) -> None:
+        """The leader's super order as read: its copies are decided with its exits."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:
+            return
+        update = waiting.update
+        terms = leader_exits(view, update.terms.with_exits_of(update.terms))
+        self.decide(waiting.event_ids, dataclasses.replace(update, terms=terms), traded_price(update), LEADER_FILL,
+                    waiting.received_ns)
+
+    def on_super_unreadable(self, problem: str) -> None:
+        """The super order could not be read: without its exits nothing is copied (a recorded skip)."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:
+            return
+        self.decide(waiting.event_ids, waiting.update, 0.0, NONE, waiting.received_ns,
+                    skip=("super_order_unreadable", f"its target and stop-loss could not be read: {problem}"))
+
     def on_quote(self, quote: QuotePrice) -> None:
-        if self.waiting is not None and quote.price > 0:
+        if self.waiting is not None and not self.waiting.for_exits and quote.price > 0:
             self._end_wait(quote.price, QUOTE)
 
     def on_wait_over(self) -> None:
         """No quote and no fill in time: decided unvalued (a value rule refuses it as price_unknown)."""
-        if self.waiting is not None:
+        if self.waiting is not None and not self.waiting.for_exits:
             self._end_wait(0.0, NONE)
 
     def _end_wait(self, reference: float, source: str) -> None:
@@ -87,14 +119,15 @@ class FirstSighting:
         self.decide(waiting.event_ids, waiting.update, reference, source, waiting.received_ns)
 
     def decide(self, event_ids: list[int], update: OrderUpdate, reference: float, source: str,
-               received_ns: int) -> None:
+               received_ns: int, skip: tuple[str, str] | None = None) -> None:
         """Per follower, copy or skip, at `reference` (0: no price known); `received_ns`: when the
-        order was first seen. One transaction stores the order, its copies and their events."""
+        order was first seen; `skip`: the reason none is copied, when known already. One
+        transaction stores the order, its copies and their events."""
         actor = self.actor
         ctx = actor.ctx
         metrics.LEADER_EVENTS.labels("placed").inc()
         instrument = ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
-        order_skip = self._order_skip_reason(update, instrument)
+        order_skip = skip or self._order_skip_reason(update, instrument)
         # At a first start on an empty database, copies made before it may exist at the brokers.
         adopted = actor.records.adopted_copies() if update.source == "adopt" else {}
         decisions: dict[str, SizeDecision] = {}

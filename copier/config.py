@@ -136,6 +136,7 @@ class Config:
     # (segment, underlying, units per order or None for no limit), over trading/freeze.py's table
     freeze_limits: tuple[tuple[str, str, int | None], ...] = ()
     slice_above_freeze_limit: bool = True  # off: a copy above the freeze quantity is a recorded skip
+    super_order_poll_seconds: float = 1.0  # the leader's live super orders are read this often (0: on leg updates only)
     # -- end of the `slicing` branch's keys ---------------------------------------------------------
 
     def __post_init__(self) -> None:
@@ -439,6 +440,7 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
     max_delay = cp.number("max_delay_seconds", 5.0, 0)
     # -- issue 14 (slicing, super orders): keys added by the `slicing` branch -----------------------
     slice_orders = cp.bool("slice_above_freeze_limit", True)
+    super_poll = cp.number("super_order_poll_seconds", 1.0, 0)
     freeze_limits = _freeze_limits(root.get("freeze_limits"))
     # -- end of the `slicing` branch's keys ---------------------------------------------------------
     cp.done()
@@ -509,7 +511,8 @@ def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Con
                   reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,
                   max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level,
                   allow_insecure=allow_insecure, source=source,
-                  freeze_limits=freeze_limits, slice_above_freeze_limit=slice_orders)
+                  freeze_limits=freeze_limits, slice_above_freeze_limit=slice_orders,
+                  super_order_poll_seconds=super_poll)
 
 
 # -- issue 14 (slicing, super orders): the `slicing` branch's validation ------------------------------

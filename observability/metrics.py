@@ -98,6 +98,13 @@ ORDERS_EXPIRED_AT_START = Counter("copytrader_orders_expired_at_start_total",
                                   "Open DAY orders of an earlier trading session closed in storage at start-up "
                                   "(the exchange expired them at that session's close), by account", ["account"])
 ANOMALIES = Counter("copytrader_anomalies_total", "Anomalies recorded (e.g. follower filled first)", ["kind"])
+SUPER_LEG_CALLS = Counter("copytrader_super_order_leg_calls_total",
+                          "Calls on the legs of follower super orders, by leg (ENTRY_LEG, TARGET_LEG, STOP_LOSS_LEG), "
+                          "operation (modify, cancel) and outcome (done, failed)",
+                          ["follower", "leg", "operation", "outcome"])
+SUPER_ORDER_READS = Counter("copytrader_super_order_reads_total",
+                            "Reads of the leader's super orders (no order update carries their target, stop-loss "
+                            "or trailing jump), by outcome (changed, unchanged, failed)", ["outcome"])
 UP = Gauge("copytrader_up", "1 while the copier runs")
 READY = Gauge("copytrader_ready", "1 while the copier can copy: running, with storage taking writes")
 
@@ -112,6 +119,7 @@ ALERT_KEYS = (("critical", "kill_switch"), ("critical", "auth"), ("critical", "e
               ("warning", "lag"), ("warning", "divergence"))
 ANOMALY_KINDS = ("follower_filled_first",)
 ROUTER_MAILBOXES = ("router", "order_max")
+SUPER_LEGS = ("ENTRY_LEG", "TARGET_LEG", "STOP_LOSS_LEG")
 
 
 def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[str], *,
@@ -182,6 +190,13 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
         REFERENCE_PRICES.labels(source)
     for kind in actor_kinds:
         POISON_MESSAGES.labels(kind)
+    for follower in followers:
+        for leg in SUPER_LEGS:
+            for operation in ("modify", "cancel"):
+                for outcome in ("done", "failed"):
+                    SUPER_LEG_CALLS.labels(follower, leg, operation, outcome)
+    for outcome in ("changed", "unchanged", "failed"):
+        SUPER_ORDER_READS.labels(outcome)
 
 
 _server_lock = threading.Lock()

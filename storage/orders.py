@@ -91,7 +91,9 @@ class OrderRecords:
                 broker_order_id=row.broker_order_id, confirmed=_terms(row.confirmed) if row.confirmed else None,
                 cancel_requested=bool(row.cancel_requested), filled_qty=row.filled_qty, avg_price=row.avg_price,
                 modifications=row.modifications, anomaly=row.anomaly, replacing=row.anomaly == "replacing",
-                skip_reason=row.skip_reason, last_error=row.last_error))
+                skip_reason=row.skip_reason, last_error=row.last_error,
+                target_leg=OrderStatus(row.target_leg) if row.target_leg else None,
+                stop_loss_leg=OrderStatus(row.stop_loss_leg) if row.stop_loss_leg else None))
         return copies
 
     def adopted_copies(self) -> dict[str, tuple[int, OrderUpdate]]:
@@ -150,6 +152,10 @@ class OrderRecords:
             row.quantity = after.target.quantity
         if after.confirmed != before.confirmed:
             row.confirmed = _json(after.confirmed) if after.confirmed is not None else None
+        for name in ("target_leg", "stop_loss_leg"):  # a super order's exit legs
+            leg = getattr(after, name)
+            if leg != getattr(before, name) or getattr(row, name) != (leg.value if leg else None):
+                setattr(row, name, leg.value if leg else None)
         for name, value in measured.items():
             setattr(row, name, value)
         row.updated_at = time.time()

@@ -23,7 +23,8 @@ def find_copies(leader_order_ids: Iterable[str], books: dict[str, list[OrderUpda
     leader_order_ids = list(leader_order_ids)
     found: dict[str, dict[str, tuple[int, OrderUpdate]]] = {}
     for follower, book in books.items():
-        by_id = {order.correlation_id: order for order in book if order.correlation_id}
+        by_id = {order.correlation_id: order for order in book
+                 if order.correlation_id and not order.exit_leg}  # (a super order's legs share its id)
         if not by_id:
             continue
         for leader_order_id in leader_order_ids:

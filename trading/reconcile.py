@@ -80,9 +80,13 @@ def find_divergences(leader_book: Iterable[OrderUpdate], follower_books: Mapping
     by_leader: dict[str, dict[str, list[StoredCopy]]] = {}  # leader order -> follower -> its slices
     for copy in sorted(copies, key=lambda stored: stored.part):
         by_leader.setdefault(copy.leader_order_id, {}).setdefault(copy.follower, []).append(copy)
-    books = {name: {u.correlation_id: u for u in book if u.correlation_id} for name, book in follower_books.items()}
+    # a super order's exit legs share its order and correlation ids: its entry stands for it
+    books = {name: {u.correlation_id: u for u in book if u.correlation_id and not u.exit_leg}
+             for name, book in follower_books.items()}
     out: list[Divergence] = []
     for leader in leader_book:
+        if leader.exit_leg:
+            continue
         known = by_leader.get(leader.order_id, {})
         if leader.status == OrderStatus.REJECTED:
             continue

@@ -58,6 +58,8 @@ from actors.messages.broker import (  # noqa: F401
     PlaceCopy,
     PlaceForever,
     PlacementExpired,
+    ReadSuperOrder,
+    SuperOrderRead,
     PlacementUnknown,
     RetryCall,
 )
@@ -127,6 +129,8 @@ __all__ = [
     "PlaceCopy",
     "PlaceForever",
     "PlacementExpired",
+    "ReadSuperOrder",
+    "SuperOrderRead",
     "PlacementUnknown",
     "PollForever",
     "PollKillSwitch",
