@@ -1,0 +1,147 @@
+"""The leader's super orders (an entry with a target and a stop-loss leg): copied as super orders,
+sized per follower, each leg's modification and cancel followed; never copied as plain orders.
+Counted on the follower's books at the paper exchange, which serves `/super/orders`."""
+from __future__ import annotations
+
+from typing import Any
+
+from storage import models as m
+from tests.conftest import LEADER_ID, Rig, start_rig, wait_until
+
+RELIANCE = "2885"
+
+
+def _tick(price: float) -> float:
+    return round(round(price * 20) / 20, 2)
+
+
+def _place_super(rig: Rig, quantity: int = 10, marketable: bool = False, jump: float = 0.0) -> tuple[str, float]:
+    price = _tick(rig.exchange.price(RELIANCE) * (1.02 if marketable else 0.98))
+    answer = rig.leader.place_super_order(security_id=RELIANCE, exchange_segment="NSE_EQ", transaction_type="BUY",
+                                          quantity=quantity, order_type="LIMIT", product_type="INTRADAY", price=price,
+                                          targetPrice=_tick(price * 1.05), stopLossPrice=_tick(price * 0.95),
+                                          trailingJump=jump)
+    assert answer["status"] == "success", answer
+    return answer["data"]["orderId"], price
+
+
+def _supers(rig: Rig, follower: str = "f1") -> list[dict[str, Any]]:
+    return rig.exchange.super_orders(rig.follower_ids[follower])
+
+
+def _leg(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(leg for leg in entry["legDetails"] if leg["legName"] == name)
+
+
+def _calls(rig: Rig, follower: str = "f1") -> list[str]:
+    """The follower account's order calls, as `METHOD path` (reads left out)."""
+    return [r["route"] for r in rig.exchange.request_log(rig.follower_ids[follower]) if r["method"] != "GET"]
+
+
+def _copy(rig: Rig) -> dict[str, Any]:
+    return wait_until(lambda: (_supers(rig) or [None])[0], message="the follower's super order")
+
+
+def test_a_leaders_super_order_is_copied_as_one_super_order_sized_for_the_follower(make_rig):
+    rig = make_rig()
+    _leader_id, price = _place_super(rig, quantity=10)
+
+    copy = _copy(rig)
+    assert copy["quantity"] == 5  # the default follower's ratio 0.5
+    assert (copy["price"], _leg(copy, "TARGET_LEG")["price"], _leg(copy, "STOP_LOSS_LEG")["price"]) == \
+        (price, _tick(price * 1.05), _tick(price * 0.95))
+    assert len(rig.follower_book()) == 1 and len(_supers(rig)) == 1
+    assert _calls(rig) == ["POST /super/orders"]  # one super order, never three plain orders
+
+
+def test_the_leaders_target_and_stop_loss_changes_are_followed_leg_by_leg(make_rig):
+    rig = make_rig()
+    leader_id, price = _place_super(rig)
+    _copy(rig)
+    target, stop = _tick(price * 1.07), _tick(price * 0.93)
+
+    assert rig.leader.modify_super_order(leader_id, "LIMIT", "TARGET_LEG", targetPrice=target)["status"] == "success"
+    wait_until(lambda: _leg(_supers(rig)[0], "TARGET_LEG")["price"] == target,
+               message=lambda: f"the follower's target at {target}: {_supers(rig)}")
+    answer = rig.leader.modify_super_order(leader_id, "LIMIT", "STOP_LOSS_LEG", stopLossPrice=stop, trailingJump=1.0)
+    assert answer["status"] == "success", answer
+    wait_until(lambda: (_leg(_supers(rig)[0], "STOP_LOSS_LEG")["price"], _supers(rig)[0]["trailingJump"])
+               == (stop, 1.0), message=lambda: f"the follower's stop-loss at {stop}, jump 1: {_supers(rig)}")
+    assert _calls(rig).count("PUT /super/orders/{orderId}") == 2
+    assert len(_supers(rig)) == 1 and len(rig.follower_book()) == 1
+
+
+def test_the_leaders_entry_modification_re_sizes_the_followers_entry(make_rig):
+    rig = make_rig()
+    leader_id, price = _place_super(rig)
+    _copy(rig)
+    new_price = _tick(price * 0.99)
+
+    answer = rig.leader.modify_super_order(leader_id, "LIMIT", "ENTRY_LEG", quantity=20, price=new_price,
+                                           targetPrice=_tick(price * 1.05), stopLossPrice=_tick(price * 0.95))
+    assert answer["status"] == "success", answer
+
+    wait_until(lambda: (_supers(rig)[0]["quantity"], _supers(rig)[0]["price"]) == (10, new_price),
+               message=lambda: f"the follower's entry at 10 @ {new_price}: {_supers(rig)}")
+    assert len(_supers(rig)) == 1
+
+
+def test_the_leaders_cancel_of_an_exit_leg_cancels_the_followers_leg_only(make_rig):
+    rig = make_rig()
+    leader_id, _price = _place_super(rig)
+    _copy(rig)
+
+    assert rig.leader.cancel_super_order(leader_id, "TARGET_LEG")["status"] == "success"
+
+    wait_until(lambda: _leg(_supers(rig)[0], "TARGET_LEG")["orderStatus"] == "CANCELLED",
+               message=lambda: f"the follower's target leg cancelled: {_supers(rig)}")
+    copy = _supers(rig)[0]
+    assert copy["orderStatus"] == "PENDING" and _leg(copy, "STOP_LOSS_LEG")["orderStatus"] == "PENDING"
+
+
+def test_the_leaders_cancel_cancels_the_followers_super_order(make_rig):
+    rig = make_rig()
+    leader_id, _price = _place_super(rig)
+    _copy(rig)
+
+    assert rig.leader.cancel_super_order(leader_id, "ENTRY_LEG")["status"] == "success"
+
+    wait_until(lambda: _supers(rig)[0]["orderStatus"] == "CANCELLED",
+               message=lambda: f"the follower's super order cancelled: {_supers(rig)}")
+    assert "DELETE /super/orders/{orderId}/{orderLeg}" in _calls(rig)
+
+
+def test_exit_legs_that_trade_at_the_leader_are_not_copied_as_orders(make_rig):
+    rig = make_rig()
+    leader_id, _price = _place_super(rig, marketable=True)  # the entry trades: exit legs placed, at both
+    wait_until(lambda: _supers(rig) and _supers(rig)[0]["orderStatus"] == "TRADED",
+               message=lambda: f"the follower's entry traded: {_supers(rig)}")
+    wait_until(lambda: _leg(_supers(rig)[0], "TARGET_LEG")["totalQuantity"] == 5,
+               message=lambda: f"the follower's exit legs placed: {_supers(rig)}")
+
+    rig.exchange.fill(LEADER_ID, leader_id, leg="TARGET_LEG")  # the leader's target hits
+    wait_until(lambda: rig.exchange.super_orders(LEADER_ID)[0]["orderStatus"] == "CLOSED",
+               message="the leader's super order closed")
+    wait_until(lambda: rig.store.read(lambda: m.InboundEvent.select().where(
+        (m.InboundEvent.account == "leader") & (m.InboundEvent.done == False)).count()) == 0,  # noqa: E712
+        message="every update of the leader's legs handled")
+
+    assert _calls(rig) == ["POST /super/orders"]  # the follower's own exits work at its broker
+    assert _leg(_supers(rig)[0], "STOP_LOSS_LEG")["orderStatus"] == "PENDING"
+
+
+def test_after_a_restart_the_leaders_leg_changes_are_still_followed(make_rig):
+    rig = make_rig()
+    leader_id, price = _place_super(rig)
+    _copy(rig)
+    wait_until(lambda: rig.copy_row(leader_id) is not None and rig.copy_row(leader_id).status == "PENDING",
+               message="the copy stored as placed")
+    rig.copier.stop()
+    start_rig(rig)
+    target = _tick(price * 1.08)
+
+    assert rig.leader.modify_super_order(leader_id, "LIMIT", "TARGET_LEG", targetPrice=target)["status"] == "success"
+
+    wait_until(lambda: _leg(_supers(rig)[0], "TARGET_LEG")["price"] == target, timeout=15,
+               message=lambda: f"the follower's target at {target}: {_supers(rig)}")
+    assert len(_supers(rig)) == 1 and _calls(rig).count("POST /super/orders") == 1
