@@ -104,6 +104,8 @@ def cmd_orders(args: argparse.Namespace) -> int:
             if len(slices) == 1:
                 row = slices[0]
                 detail = row.skip_reason or row.broker_order_id or ""
+                if row.super_order and not row.skip_reason:  # a super order's exit legs at the broker
+                    detail += f" target {row.target_leg or '-'} stop-loss {row.stop_loss_leg or '-'}"
                 print(f"    {row.follower:<10} {row.quantity:>6} {row.status:<18} {detail}")
                 continue
             # a copy above the freeze quantity: its line, then one per slice under it

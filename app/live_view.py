@@ -76,6 +76,8 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "")
             else:
                 cell = Text(f"{row.quantity} ")
                 cell.append_text(_status(row.status))
+                if row.super_order:  # its exit legs, as the follower's broker has them
+                    cell.append(f" target {row.target_leg or '-'} stop-loss {row.stop_loss_leg or '-'}")
                 if row.latency_ms is not None:
                     cell.append(f" {row.latency_ms:.1f}ms", style="dim")
                 cells.append(cell)

@@ -39,6 +39,9 @@ class CopyRecord:
     latency_ms: float | None  # leader update received -> placement request sent
     part: int = 0  # which slice of a copy above the freeze quantity (0: the first, or the only one)
     filled_qty: int = 0
+    super_order: bool = False  # a super order: an entry with a target and a stop-loss leg
+    target_leg: str | None = None  # a super order's exit legs at the broker (None: not placed or not seen yet)
+    stop_loss_leg: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def _leader(row: m.LeaderOrder) -> LeaderOrderRecord:
 
 def _copy(row: m.FollowerOrder) -> CopyRecord:
     return CopyRecord(row.leader_order_id, row.follower, row.correlation_id, row.broker_order_id, row.status,
-                      row.quantity, row.skip_reason, row.latency_ms, row.part, row.filled_qty)
+                      row.quantity, row.skip_reason, row.latency_ms, row.part, row.filled_qty,
+                      bool(json.loads(row.target or "{}").get("super_order")), row.target_leg, row.stop_loss_leg)
 
 
 _CLOSED_UNFILLED = ("CANCELLED", "REJECTED", "EXPIRED")

@@ -3,10 +3,15 @@ sized per follower, each leg's modification and cancel followed; never copied as
 Counted on the follower's books at the paper exchange, which serves `/super/orders`."""
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from app.live_view import render
 from storage import models as m
-from tests.conftest import LEADER_ID, Rig, start_rig, wait_until
+from tests.conftest import LEADER_ID, Rig, run_command, start_rig, wait_until
 
 RELIANCE = "2885"
 
@@ -145,3 +150,29 @@ def test_after_a_restart_the_leaders_leg_changes_are_still_followed(make_rig):
     wait_until(lambda: _leg(_supers(rig)[0], "TARGET_LEG")["price"] == target, timeout=15,
                message=lambda: f"the follower's target at {target}: {_supers(rig)}")
     assert len(_supers(rig)) == 1 and _calls(rig).count("POST /super/orders") == 1
+
+
+def test_the_live_view_shows_a_copied_super_orders_exit_legs(make_rig):
+    rig = make_rig()
+    leader_id, _price = _place_super(rig, marketable=True)
+    wait_until(lambda: rig.copy_row(leader_id) is not None and rig.copy_row(leader_id).target_leg == "PENDING",
+               message="the copy's exit legs seen working")
+
+    console = Console(file=io.StringIO(), width=140, height=24, force_terminal=False, color_system=None)
+    console.print(render(rig.store, rig.config))
+
+    row = next(line for line in console.file.getvalue().splitlines() if leader_id in line)
+    assert "5 TRADED target PENDING stop-loss PENDING" in row, row
+
+
+def test_the_reconciler_and_the_orders_command_see_a_copied_super_order_and_its_legs(make_rig, tmp_path: Path):
+    rig = make_rig()
+    leader_id, _price = _place_super(rig, marketable=True)  # traded: both books hold the exit legs too
+    wait_until(lambda: rig.copy_row(leader_id) is not None and rig.copy_row(leader_id).target_leg == "PENDING",
+               message="the copy's exit legs seen working")
+
+    report = run_command(rig, tmp_path, "reconcile")
+
+    assert report.returncode == 0, report.stdout + report.stderr  # the legs share the entry's ids: no divergence
+    listing = run_command(rig, tmp_path, "orders")
+    assert "target PENDING stop-loss PENDING" in listing.stdout, listing.stdout
