@@ -176,3 +176,32 @@ def test_the_reconciler_and_the_orders_command_see_a_copied_super_order_and_its_
     assert report.returncode == 0, report.stdout + report.stderr  # the legs share the entry's ids: no divergence
     listing = run_command(rig, tmp_path, "orders")
     assert "target PENDING stop-loss PENDING" in listing.stdout, listing.stdout
+
+
+def test_a_super_order_placement_whose_answer_is_lost_is_looked_up_never_placed_again(make_rig):
+    rig = make_rig()
+    rig.exchange.faults.fail_after_effect(1.0, client_id=rig.follower_ids["f1"], paths=("POST /super/orders",))
+    leader_id, _price = _place_super(rig)
+
+    wait_until(lambda: rig.copy_row(leader_id) is not None and rig.copy_row(leader_id).status == "PENDING"
+               and rig.copy_row(leader_id).broker_order_id, timeout=20,
+               message=lambda: f"the copy found and adopted: {rig.copy_row(leader_id)}")
+    assert len(_supers(rig)) == 1 and _supers(rig)[0]["quantity"] == 5
+    assert _calls(rig) == ["POST /super/orders"]  # sent once; its outcome looked up, not sent again
+
+
+def test_a_super_order_above_the_freeze_quantity_is_copied_as_super_orders_within_it(make_rig):
+    rig = make_rig(followers=[{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 2.0}, "funds": 50_000_000}])
+    price = _tick(rig.exchange.price("45105") * 0.9)
+    answer = rig.leader.place_super_order(security_id="45105", exchange_segment="NSE_FNO", transaction_type="BUY",
+                                          quantity=1500, order_type="LIMIT", product_type="MARGIN", price=price,
+                                          targetPrice=_tick(price * 1.2), stopLossPrice=_tick(price * 0.8))
+    assert answer["status"] == "success", answer
+
+    wait_until(lambda: sorted(o["quantity"] for o in _supers(rig)) == [1200, 1800],
+               message=lambda: f"two super orders, 1800 + 1200 (NIFTY's freeze quantity 1800): {_supers(rig)}")
+    assert _calls(rig) == ["POST /super/orders"] * 2
+    leader_id = answer["data"]["orderId"]
+    assert rig.leader.cancel_super_order(leader_id, "ENTRY_LEG")["status"] == "success"
+    wait_until(lambda: [o["orderStatus"] for o in _supers(rig)] == ["CANCELLED", "CANCELLED"],
+               message=lambda: f"both cancelled: {_supers(rig)}")
