@@ -4,14 +4,26 @@ Counted on the follower's books at the paper exchange, which serves `/super/orde
 from __future__ import annotations
 
 import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from app.live_view import render
 from storage import models as m
-from tests.conftest import LEADER_ID, Rig, run_command, start_rig, wait_until
+from tests.conftest import (LEADER_ID, ROOT, Rig, client, copier_ready, run_command, start_paper_process, start_rig,
+                            wait_until)
+from trading.copy import correlation_id
 
 RELIANCE = "2885"
 
@@ -205,3 +217,97 @@ def test_a_super_order_above_the_freeze_quantity_is_copied_as_super_orders_withi
     assert rig.leader.cancel_super_order(leader_id, "ENTRY_LEG")["status"] == "success"
     wait_until(lambda: [o["orderStatus"] for o in _supers(rig)] == ["CANCELLED", "CANCELLED"],
                message=lambda: f"both cancelled: {_supers(rig)}")
+
+
+SUPER_ORDERS = 12
+
+
+def test_sigkill_in_the_middle_of_copying_super_orders_never_doubles_or_misses_one(tmp_path):
+    """The real run.py SIGKILLed while leader super orders are copied, restarted at once: on the
+    followers' books every leader super order has exactly one super order, under its copy's
+    correlation id, sized, with the leader's target and stop-loss; no plain order anywhere."""
+    rng = random.Random(5)
+    exchange, urls, accounts = start_paper_process("--accounts", "3", "--no-price-walk", "--unlimited")
+    copier: subprocess.Popen | None = None
+    try:
+        request = urllib.request.Request(f"{urls['CONTROL']}/set_price", method="POST",
+                                         data=json.dumps({"security_id": RELIANCE, "price": 1500.0}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).close()
+        (leader_id, leader_token), *followers = accounts
+        config = {
+            "mode": "live",
+            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
+                       "order_update_url": urls["WS"]},
+            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
+                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}}
+                          for i, (cid, tok) in enumerate(followers)],
+            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+            "market_hours": {"enforce": False},
+            "storage": {"path": str(tmp_path / "copytrader.db")},
+            "metrics": {"port": 0},
+            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        db = tmp_path / "copytrader.db"
+
+        def start_copier() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        copier = start_copier()
+        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        leader = client(urls["REST"], leader_id, leader_token, timeout=10)
+        placed: dict[str, tuple[int, float]] = {}  # leader order id -> its quantity and target
+        burst_done = threading.Event()
+
+        def burst() -> None:
+            for i in range(SUPER_ORDERS):
+                quantity, target = 2 * (1 + i % 5), 1550.0 + i
+                answer = leader.place_super_order(RELIANCE, "NSE_EQ", "BUY", quantity, "LIMIT", "INTRADAY",
+                                                  1450.0 - i, target, 1400.0, 0.0)
+                assert answer["status"] == "success", answer
+                placed[answer["data"]["orderId"]] = (quantity, target)
+                if burst_done.wait(rng.uniform(0.02, 0.1)):
+                    return
+            burst_done.set()
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        for _ in range(3):  # kill at random points while the copies go out, then restart at once
+            wait_until(lambda: len(placed) >= 1, 10, message="burst started")
+            threading.Event().wait(rng.uniform(0.1, 0.4))
+            os.kill(copier.pid, signal.SIGKILL)
+            copier.wait(10)
+            copier = start_copier()
+        thread.join(60)
+        assert len(placed) == SUPER_ORDERS
+
+        expected = {(f"f{i + 1}", correlation_id(order, f"f{i + 1}")): (quantity // 2, target)
+                    for order, (quantity, target) in placed.items() for i in range(len(followers))}
+
+        def supers() -> list[tuple[str, dict]]:
+            return [(f"f{i + 1}", entry) for i, (cid, tok) in enumerate(followers)
+                    for entry in client(urls["REST"], cid, tok, timeout=10).get_super_order_list()["data"]]
+
+        wait_until(lambda: len(supers()) >= len(expected), 60, interval=0.2,
+                   message=lambda: f"{len(expected)} super orders on the followers' books, {len(supers())} there")
+        held = supers()
+        counts = Counter((name, entry["correlationId"]) for name, entry in held)
+        assert max(counts.values()) == 1, "a super order was placed twice"
+        assert set(counts) == set(expected), "a copy is missing, or a super order no copy accounts for"
+        assert {(name, e["correlationId"]): (e["quantity"], _leg(e, "TARGET_LEG")["price"])
+                for name, e in held} == expected
+        books = [entry for cid, tok in followers
+                 for entry in client(urls["REST"], cid, tok, timeout=10).get_order_list()["data"]]
+        assert len(books) == len(expected), "an order besides the copies' super orders"
+        print(f"{SUPER_ORDERS} leader super orders, {len(expected)} copies, 3 SIGKILLs: 0 doubled, 0 missed")
+    finally:
+        for proc in (copier, exchange):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
