@@ -5,8 +5,7 @@
     python run.py --config my.yaml     # your accounts (mode: live)
     python run.py COMMAND --help       # operator commands: status, orders, replay, ...
 
-Reading order for a newcomer: app/cli.py -> copier/config.py -> copier/tree.py -> actors/feed.py ->
-actors/router.py -> actors/order.py -> actors/rate_limiter.py -> broker/gateway.py.
+Read app/cli.py next; README.md ("How it works") gives the whole reading order.
 """
 from __future__ import annotations
 

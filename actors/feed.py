@@ -5,9 +5,10 @@ actor; it reconnects with exponential backoff and jitter when the socket drops. 
 (the broker's DH-901 frame, or the order book refusing the token after connecting) is reported to
 the token actor, which pauses the account, and is retried with a slower backoff capped at
 AUTH_RETRY_MAX: a dead token cannot start working by itself, a new one wakes the socket at once
-(`Reconnect`). This actor
-parses each frame, stores it in the inbox *before* routing it (so a crash after this point cannot
-lose it), and routes it. A malformed frame (anything broker/parsing.py refuses, a frame over
+(`Reconnect`).
+
+This actor parses each frame, stores it in the inbox *before* routing it (so a crash after this
+point cannot lose it), and routes it. A malformed frame (anything broker/parsing.py refuses, a frame over
 `max_frame_bytes` included) is counted with its reason, logged and dropped, never fatal.
 
 The socket says nothing of what it missed while down, so after every (re)connect the actor
@@ -98,6 +99,14 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
 
 
 class FeedActor(Supervised):
+    """One account's order-update socket (the module's docstring says what it does with it). The
+    socket's own thread tells it every frame, the token actor tells it `Reconnect()` once the
+    account's token works again, and it answers two questions:
+
+        feed.ask(IsConnected())     # True once the login is accepted
+        feed.ask(Backfill())        # how many updates the order book brought that were new
+    """
+
     def __init__(self, address: Address, supervisor: Address | None, *, account: str, url: str,
                  gateway: DhanGateway, store: Store, router: Address,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,

@@ -1,4 +1,4 @@
-"""The forever-order actor (1.3.3): copies the leader's forever (GTT) orders, which the order
+"""The forever-order actor: copies the leader's forever (GTT) orders, which the order
 socket does not announce until they trigger, so they are polled.
 
 Each leader forever order gets, per follower, a sized forever copy placed, modified and cancelled

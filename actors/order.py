@@ -87,8 +87,11 @@ class OrderActor(PooledActor):
         self.copies = {copy.key: copy for copy in self.records.load_copies()}
         # Updates not yet done are routed to this incarnation by the router (on restart, and by its
         # sweep). A copy still unknown: a "not found" counts only after a settle time.
+        # A placement the last incarnation sent was sent less than a broker timeout before it ended,
+        # and may reach the broker up to about a timeout after its client gave up: twice the
+        # settle time from now covers both.
         now = time.time()
-        resumed = c.Resumed(now, now + self.ctx.policy.unknown_settle_seconds, sync=self.ctx.policy.sync_on_start)
+        resumed = c.Resumed(now, now + 2 * self.ctx.policy.unknown_settle_seconds, sync=self.ctx.policy.sync_on_start)
         self.operate(lambda plan: [plan.apply(f, resumed) for f in list(plan.states)])
         if any(copy.status is S.UNKNOWN for copy in self.copies.values()):
             self.schedule_unknown_check()
@@ -291,8 +294,7 @@ class OrderActor(PooledActor):
                 "correlation_id": copy.correlation_id, "reply_to": self.address}
 
     def send(self, commands: list[BrokerCommand]) -> None:
-        """One tight loop for a leader order's fan-out: every follower's call is sent before the
-        broker workers that read the answers start competing for the GIL (see send_all)."""
+        """A leader order's fan-out, every follower's call in one loop (see send_all)."""
         send_all(self.ctx.limiters, commands)
 
     def ask_sizing(self, message: SizeCopy | SizeCopies) -> Any:

@@ -1,9 +1,9 @@
 """Order actors on a shared, fixed pool of threads.
 
-Pykka gives every actor a thread of its own, and the copier keeps an order actor for as long as
-its order is open: a leader with hundreds of resting orders held hundreds of threads, most of
-them asleep. Here each order actor keeps only a mailbox; a small pool of threads takes whichever
-mailbox has messages and runs them, one at a time and in order, so what Pykka promised still holds:
+Pykka gives every actor a thread of its own, and an order actor lives as long as its order is
+open: hundreds of resting orders were hundreds of threads, most of them asleep (docs/design.md).
+Here each order actor keeps only a mailbox; a small pool of threads takes whichever mailbox has
+messages and runs them, one at a time and in order, so what Pykka promised still holds:
 
 - one message at a time per actor, in the order told (a mailbox is run by one thread at a time);
 - a crash handling one actor's message stops that actor alone: its mailbox is dropped (as Pykka
@@ -11,9 +11,8 @@ mailbox has messages and runs them, one at a time and in order, so what Pykka pr
   router's supervision (restart from storage, poison events parked) works as before;
 - an exception in an *asked* message goes back to the asker and the actor lives on.
 
-A pool thread runs a few messages of one actor, then gives the others a turn. An order actor's
-own waits are short (a sizing ask, a storage write), but while one waits it holds its pool
-thread, hence a pool of several (`THREADS`).
+A pool thread runs `BATCH` messages of one actor, then gives the others a turn. An actor that
+waits (a sizing ask, a storage write) holds its pool thread meanwhile, hence several (`THREADS`).
 
     pool = ActorPool().start()
     ref = pool.spawn(MyActor(address, supervisor))   # `started()` runs first, on a pool thread

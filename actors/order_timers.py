@@ -1,5 +1,5 @@
 """What an order actor tells itself through the copier's timer service (supervisors/timers.py).
-These never travel between actors, so they live beside the order actor, not in messages.py."""
+These never travel between actors, so they live beside the order actor, not in actors/messages/."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -44,14 +44,16 @@ class RateLimiter:
     """One follower account's only path to its broker: admission inside the windows, then
     sending. Thread-safe; shared by every sender and the account's actor.
 
-    Why not only an actor: a placement that waited for the limiter's mailbox, and then for a
-    worker thread to get the GIL, paid two more hand-offs, and at ten followers those hand-offs
-    were the p99 of the replication benchmark. So a call that fits the windows now, with nothing
-    waiting ahead of it, is admitted on the sender's own thread, under this lock; a first
-    placement is even sent there (`_dispatch`), and only its answer is read on a worker. What
-    must wait (full windows, a DH-904 pause, a retry's backoff) waits in `queue`, and the
-    RateLimiterActor, which owns the clock and the retry policy, drains it when a slot frees.
-    The queue lives here, not in the actor, so a restarted actor finds it intact."""
+    A call that fits the windows now, with nothing waiting ahead of it, is admitted on the
+    sender's own thread, under this lock, and a first placement is sent there too (`_dispatch`;
+    why not through an actor's mailbox: docs/design.md). What must wait (full windows, a DH-904
+    pause, a retry's backoff) waits in `queue`, and the RateLimiterActor drains it when a slot
+    frees. The queue lives here, not in the actor, so a restarted actor finds it intact.
+
+        limiter = RateLimiter(gateway, order_limits=[(10, 1.0)], data_limits=[(20, 1.0)])
+        limiter.tell(LookupCopy(account="f1", leader_order_id="L1", correlation_id=cid, reply_to=me))
+        # then, from a broker worker: me.tell(OrderFound(...)), CopyNotFound(...) or CallFailed(...)
+    """
 
     def __init__(self, gateway: DhanGateway, *, order_limits: list[tuple[int, float]],
                  data_limits: list[tuple[int, float]], workers: int | None = None, max_attempts: int = 6,
@@ -164,10 +166,9 @@ class RateLimiter:
 
     def _dispatch(self, admitted: list[BrokerCommand], later: list[Callable[[], None]] | None = None) -> None:
         """Outside the lock. A first placement attempt is sent right here, on the caller's thread,
-        when the account has an open connection: an order actor's fan-out then leaves back to
-        back instead of waiting for ten worker threads to get the GIL one after another (that
-        wait was the p99 of the ten-follower benchmark). Its answer is read on a worker. Anything
-        else, or with no open connection, runs whole on a worker."""
+        when the account has an open connection, and its answer is read on a worker (so a fan-out
+        leaves back to back: docs/design.md). Anything else, or with no open connection, runs
+        whole on a worker."""
         for command in admitted:
             if isinstance(command, PlaceCopy) and command.attempt == 1 and not self.margin_check:
                 sent_ns = time.monotonic_ns()
@@ -258,9 +259,11 @@ class RateLimiter:
 
 def send_all(limiters: dict[str, RateLimiter], commands: list[BrokerCommand]) -> None:
     """A fan-out (one leader order's calls, one per follower): every request that can go now is
-    sent before any broker worker is woken to read an answer. A woken worker takes the GIL the
-    moment the sending thread gives it up at its next socket write, so waking them one by one
-    spread ten followers' sends over several milliseconds."""
+    sent before any broker worker is woken to read an answer (a woken worker would take the GIL
+    from the sender: docs/design.md).
+
+        send_all(ctx.limiters, [PlaceCopy(account=f, ...) for f in followers])
+    """
     later: list[Callable[[], None]] = []
     for command in commands:
         limiters[command.account].tell(command, later)
@@ -269,10 +272,8 @@ def send_all(limiters: dict[str, RateLimiter], commands: list[BrokerCommand]) ->
 
 
 class RateLimiterActor(Supervised):
-    """The account's clock and retry policy around its RateLimiter: drains the queue when a
-    window frees a slot, and re-queues transient failures (DH-904, DH-908, DH-909, transport)
-    with exponential backoff and jitter, through the same windows, so a retry can never exceed
-    the limits. A DH-904 also pauses the whole account briefly."""
+    """The account's clock and retry policy around its RateLimiter (the module's docstring says
+    what each does). A restarted incarnation finds the limiter and its queue as they were."""
 
     def __init__(self, address: Address, supervisor: Address | None, limiter: RateLimiter, *,
                  backoff_initial: float = 0.2, backoff_max: float = 5.0) -> None:

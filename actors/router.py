@@ -5,8 +5,8 @@ Leader updates are keyed by the leader order id. Follower updates are mapped bac
 order through the correlation id (or the broker order id) stored with the copy; updates of
 orders the copier did not place (the follower's own manual orders) are acknowledged as foreign.
 
-Order actors stop when their order is finished, so threads stay bounded; a later event for the
-order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
+Order actors run on the router's shared pool (actors/order_runtime.py) and stop when their order
+is finished; a later event for the order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
 (its lost inbox is rebuilt from the inbox table), never given up on: an inbox event that crashes
 it `poison_after` times is parked as a dead letter (actors/dead_letters.py) and the actor goes
 on with the order's next events. Restarts of an order that keeps crashing wait longer and
@@ -59,6 +59,12 @@ class RestartOrder:
 
 
 class OrderRouter(Supervised):
+    """Routes stored order updates to order actors, which it starts on its pool and supervises
+    (the module's docstring says how). Every update reaches it through `store_and_route`:
+
+        router.tell(OrderUpdateReceived(account, event_id, update))   # event_id: its inbox row
+    """
+
     def __init__(self, address: Address, supervisor: Address | None, ctx: CopierContext, *,
                  sweep_seconds: float = 5.0, poison_after: int = 3,
                  restart_delays: tuple[float, ...] = (0.0, 0.5, 2.0, 5.0, 15.0, 30.0),

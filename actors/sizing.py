@@ -89,6 +89,10 @@ class _Waiting:
 
 
 class SizingActor(Supervised):
+    """The capital lock (the module's docstring says how it sizes). Asked one leader order at a
+    time through `ask_sizing`; told what the account reader read (`AccountsRead`), the fills
+    order actors see (`FillSeen`), and the copies that ended (`ReleaseCapital`)."""
+
     def __init__(self, address: Address, supervisor: Address | None, rules: dict[str, SizingRule],
                  accounts: dict[str, AccountGateway], refresh_seconds: float = 30.0,
                  margin_fractions: dict[str, float] | None = None, check_capital: bool = True,

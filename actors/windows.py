@@ -1,5 +1,5 @@
 """Admission of calls inside an account's rate windows (per second, minute, hour, day), counted as
-the broker counts them. Used by actors/rate_limiter.py; not thread-safe (its owner holds a lock)."""
+the broker counts them. Used by actors/rate_limiter.py."""
 from __future__ import annotations
 
 from collections import deque
@@ -11,15 +11,16 @@ class SlidingWindows:
 
     Calls are paced to the tightest window (per second): one every seconds/limit, with
     `tolerance` seconds of slack so that a call arriving a little early (socket jitter) is not
-    held back. A burst leaves at the broker's pace instead of a window's worth at once (a whole
-    interval of slack let two calls of a burst leave together, and the broker, which counts
-    arrivals, then saw 11 in a second now and then). Every window is
-    also counted, a little longer than the broker's, because the broker counts arrivals and a
-    call leaves here a little before it arrives there: `paced_margin` on the tightest window
-    (20 ms kept the paper exchange's count within its limit under load; 10 ms did not), `margin`
-    on the longer ones. The margin on the tightest window is paid only by a caller at exactly the
-    broker's rate, at most `paced_margin` of lag per window; the old 50 ms cost a leader at 10
-    orders/s 50 ms of lag every second."""
+    held back, and a burst leaves at the broker's pace instead of a window's worth at once. Every
+    window is also counted a little longer than the broker's (`paced_margin` on the tightest,
+    `margin` on the others), because the broker counts arrivals and a call leaves here a little
+    before it arrives there. Why these margins, and what they cost: docs/design.md.
+
+        windows = SlidingWindows([(10, 1.0), (250, 60.0)])    # 10 a second, 250 a minute
+        now = time.monotonic()
+        if windows.wait_time(now) == 0:
+            windows.take(now)                                   # counted: send the call now
+    """
 
     def __init__(self, limits: list[tuple[int, float]], margin: float = 0.05, paced_margin: float = 0.02,
                  tolerance: float = 0.02) -> None:

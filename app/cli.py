@@ -66,10 +66,10 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     from storage.lock import StorageInUse
     from copier.tree import start_copier
 
-    for token in config.tokens():
+    for token in config.secrets():
         register_secret(token)
     interactive = view and sys.stdout.isatty()
-    setup_logging(config.log_level, json_lines=None if not interactive else False)
+    setup_logging(config.logging.level, json_lines=None if not interactive else False)
     if config.allow_insecure:
         log.warning("allow_insecure is set: %s", "; ".join(f"{k}: {why}" for k, why in config.insecure_settings().items())
                     or "nothing insecure is configured now; remove it to keep it so")
@@ -82,7 +82,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
 
     try:
         # exclusive: one copier per database, and one that takes writes before anything starts
-        store = open_store(config, retry_seconds=config.storage_retry_seconds,
+        store = open_store(config, retry_seconds=config.storage.retry_seconds,
                            on_retry=lambda exc: metrics.STORAGE_RETRIES.inc(),
                            on_health=lambda healthy: metrics.STORAGE_HEALTHY.set(1 if healthy else 0),
                            exclusive=True, on_lost=storage_lost)
@@ -101,10 +101,10 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     except ConfigError:
         store.close()
         raise
-    log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+    log.info("metrics on http://%s:%d/metrics", config.metrics.host, port)
     from app.commands import METRICS_URL_SETTING
 
-    store.settings.set(METRICS_URL_SETTING, f"http://{config.metrics_host}:{port}/metrics")
+    store.settings.set(METRICS_URL_SETTING, f"http://{config.metrics.host}:{port}/metrics")
     paper = None
     if config.mode == "paper":
         from app.paper_mode import start_paper
@@ -176,8 +176,8 @@ def _claim_storage(store: "Store", config: Config) -> None:
     from storage import identity
 
     if config.mode == "paper":
-        identity.start_afresh(store, config.storage_path)
-        log.info("paper mode: storage %s starts empty, like the paper exchange", config.storage_path)
-    elif identity.claim(store, storage_identity(config), config.storage_path):
+        identity.start_afresh(store, config.storage.path)
+        log.info("paper mode: storage %s starts empty, like the paper exchange", config.storage.path)
+    elif identity.claim(store, storage_identity(config), config.storage.path):
         log.info("storage %s did not record its exchange and accounts; recorded them as this config's "
-                 "(leader %s)", config.storage_path, config.leader.client_id)
+                 "(leader %s)", config.storage.path, config.leader.client_id)

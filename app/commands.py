@@ -241,7 +241,7 @@ def _reconcile_in_running_copier(store, config: Config) -> tuple[list, str] | No
 
     request = uuid.uuid4().hex
     store.settings.set(REQUEST_SETTING, request)
-    deadline = time.monotonic() + 10 + config.broker_timeout * (1 + len(config.followers))
+    deadline = time.monotonic() + 10 + config.broker.timeout_seconds * (1 + len(config.followers))
     while time.monotonic() < deadline:
         report = read_report(store.settings.get(REPORT_SETTING), request)
         if report is not None:
@@ -260,12 +260,12 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
     from broker.gateway import DhanGateway
     from trading.instruments import InstrumentMaster
 
-    for token in config.tokens():
+    for token in config.secrets():
         register_secret(token)
     gateways = {(LEADER if a is config.leader else a.name): DhanGateway(
-        LEADER if a is config.leader else a.name, a.client_id, a.access_token, a.api_base_url, config.broker_timeout)
+        LEADER if a is config.leader else a.name, a.client_id, a.access_token, a.api_base_url, config.broker.timeout_seconds)
         for a in [config.leader, *config.followers]}
-    instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
+    instruments = InstrumentMaster(config.instruments.master, cache_dir=Path(config.storage.path).parent)
     try:
         instruments.load()
         resize = resize_by_rule({f.name: f.sizing for f in config.followers}, instruments)
@@ -274,7 +274,7 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
         resize = None
     try:
         return reconcile_once(store, gateways, [f.name for f in config.followers], resize,
-                              fill_grace(config.lag_alert_seconds))[0], ""
+                              fill_grace(config.copy.lag_alert_seconds))[0], ""
     except RuntimeError as exc:
         return [], str(exc)
 

@@ -82,7 +82,7 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "")
                     cell.append(f" {row.latency_ms:.1f}ms", style="dim")
                 cells.append(cell)
         table.add_row(*cells)
-    url = metrics_url or f"http://{config.metrics_host}:{config.metrics_port}/metrics"
+    url = metrics_url or f"http://{config.metrics.host}:{config.metrics.port}/metrics"
     footer = Text(f"Ctrl-C stops the copier cleanly. Metrics: {url}", style="dim", no_wrap=True, overflow="ellipsis")
     return Group(table, footer)
 

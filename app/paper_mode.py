@@ -33,12 +33,12 @@ def start_paper(config: Config, *, bot: bool | None = None) -> PaperSetup:
         token = acc.access_token or f"paper-{secrets.token_hex(12)}"
         register_secret(token)
         exchange.add_account(AccountSpec(client_id=client_id, access_token=token, funds=funds))
-        return dataclasses.replace(acc, client_id=client_id, access_token=token, api_base_url=exchange.rest_url,
-                                   order_update_url=exchange.ws_url)
+        return acc.model_copy(update=dict(client_id=client_id, access_token=token, api_base_url=exchange.rest_url,
+                                          order_update_url=exchange.ws_url))
 
     leader = account(config.leader, 0, config.paper.leader_funds)
     followers = tuple(account(f, i + 1, f.funds) for i, f in enumerate(config.followers))
-    config = dataclasses.replace(config, leader=leader, followers=followers)
+    config = config.model_copy(update=dict(leader=leader, followers=followers))
     setup = PaperSetup(exchange, config)
     if config.paper.leader_bot if bot is None else bot:
         setup.bot = LeaderBot(exchange.rest_url, leader.client_id, leader.access_token, seed=config.paper.seed,

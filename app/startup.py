@@ -14,17 +14,17 @@ from storage import DATABASE_ERRORS, Store, StorageUnavailable
 def open_store(config: Config, **kwargs: Any) -> Store:
     """The store at `storage.path`; keyword arguments go to `Store`."""
     try:
-        return Store(config.storage_path, **kwargs)
+        return Store(config.storage.path, **kwargs)
     except (OSError, *DATABASE_ERRORS, StorageUnavailable) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise key_error(config, "storage.path", f"cannot open {config.storage_path!r}: {reason}") from None
+        raise key_error(config, "storage.path", f"cannot open {config.storage.path!r}: {reason}") from None
 
 
 def serve_metrics(config: Config) -> int:
     """Start the /metrics endpoint on `metrics.host`:`metrics.port`; returns the bound port."""
     try:
-        return metrics.serve(config.metrics_port, config.metrics_host)
+        return metrics.serve(config.metrics.port, config.metrics.host)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         key = "metrics.port" if exc.errno in (errno.EADDRINUSE, errno.EACCES) else "metrics.host"
-        raise key_error(config, key, f"cannot listen on {config.metrics_host}:{config.metrics_port}: {reason}") from None
+        raise key_error(config, key, f"cannot listen on {config.metrics.host}:{config.metrics.port}: {reason}") from None

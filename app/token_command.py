@@ -38,7 +38,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     if account is None:
         print(f"token: no account {args.account!r} in {args.config} (accounts: {', '.join(accounts)})", file=sys.stderr)
         return 2
-    path = token_file_path(config.storage_path)
+    path = token_file_path(config.storage.path)
     try:
         token_file = TokenFile.from_environment(path)
     except TokenFileError as exc:
@@ -51,7 +51,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 2
     register_secret(token)
     answer = DhanGateway(account.name, account.client_id, token, account.api_base_url,
-                         config.broker_timeout).fund_limit()
+                         config.broker.timeout_seconds).fund_limit()
     if answer.error is not None:
         print(f"token: not stored: {refusal(account, 'standard input', answer.error)}", file=sys.stderr)
         return 1

@@ -76,7 +76,7 @@ def run(seconds: float, followers: int, slice_seconds: float, rate: float) -> in
             "logging": {"level": "WARNING"},
         }
         config = parse(raw, "pacing_bench")
-        store = Store(config.storage_path)
+        store = Store(config.storage.path)
         copier = start_copier(config, store)
         deadline = time.monotonic() + 15
         while store.settings.get(BASELINE_SETTING) is None or exchange.state()["sockets"] < 1 + followers:
@@ -90,9 +90,9 @@ def run(seconds: float, followers: int, slice_seconds: float, rate: float) -> in
         count = int(seconds * rate)
         placing = leader.place(count, interval)
         placed = list(leader.placed)
-        got = wait_copies(config.storage_path, placed, names, 30)
+        got = wait_copies(config.storage.path, placed, names, 30)
         copied = sum(len(v) for v in got.values())
-        by_order = latencies_by_order(config.storage_path, placed)
+        by_order = latencies_by_order(config.storage.path, placed)
         print(f"leader: {len(placed)} orders placed in {placing:.1f} s ({len(placed) / placing:.2f}/s), "
               f"{len(leader.errors)} failed"
               + (f" (e.g. {leader.errors[0][:80]})" if leader.errors else ""))

@@ -277,7 +277,7 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
             "logging": {"level": "WARNING"},
         }
         config = parse(raw, "replication_bench")
-        store = Store(config.storage_path)
+        store = Store(config.storage.path)
         copier = start_copier(config, store)
         deadline = time.monotonic() + 15
         while store.settings.get(BASELINE_SETTING) is None or exchange.state()["sockets"] < 1 + followers:
@@ -293,9 +293,9 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
         warm = list(leader.placed)
         if leader.errors:
             raise BenchError(f"leader placement failed: {leader.errors[0]}")
-        got = wait_copies(config.storage_path, warm, names, 20)
+        got = wait_copies(config.storage.path, warm, names, 20)
         if any(len(got.get(n, [])) < len(warm) for n in names):
-            raise BenchError(f"warm-up copies missing: {copy_problems(config.storage_path, warm)}")
+            raise BenchError(f"warm-up copies missing: {copy_problems(config.storage.path, warm)}")
 
         slow_name = names[0] if slow else None
         if slow_name is not None:
@@ -311,11 +311,11 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
             raise BenchError(f"{len(leader.errors)} leader placements failed, e.g. {leader.errors[0]}")
 
         fast = [n for n in names if n != slow_name]
-        got = wait_copies(config.storage_path, measured, fast, wait_timeout)
+        got = wait_copies(config.storage.path, measured, fast, wait_timeout)
         stored = sum(len(got.get(n, [])) for n in fast)
         if stored == 0:
             raise BenchError(f"no copy stored a latency within {wait_timeout:.0f} s: "
-                             f"{copy_problems(config.storage_path, measured)}")
+                             f"{copy_problems(config.storage.path, measured)}")
         expected = len(measured) * len(fast)
         complete = stored >= expected
         notes = [f"leader placed {len(measured)} orders in {placing:.2f} s "
@@ -342,7 +342,7 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
             worst = max(fast, key=lambda n: percentile(got.get(n) or [0.0], 99))
             rows.append((f"  worst single ({worst})", got.get(worst, []), len(measured)))
             checks.append((f"the other {len(fast)}: p99 <= 20 ms", percentile(lat, 99), 20.0, complete))
-            got = wait_copies(config.storage_path, measured, [slow_name], slow_wait)
+            got = wait_copies(config.storage.path, measured, [slow_name], slow_wait)
             slow_lat = got.get(slow_name, [])
             rows.append((f"slow one ({slow_name}, answers +{slow_delay:g} s)", slow_lat, len(measured)))
             sent = sent_count(slow_name) - sent_before[slow_name]

@@ -97,6 +97,14 @@ class SentPlacement:
 
 
 class DhanGateway:
+    """One account at the broker. Thread-safe: the rate limiter's workers share it. Every call
+    returns an `Answer` whose data is in the copier's own types, or whose error is classified.
+
+        gateway = DhanGateway("f1", client_id, access_token)
+        answer = gateway.fund_limit()
+        answer.data.available if answer.ok else answer.error.kind    # Funds, or ErrorKind.AUTH ...
+    """
+
     def __init__(self, account: str, client_id: str, access_token: str,
                  base_url: str = DEFAULT_BASE_URL, timeout: float = 5.0) -> None:
         self.account = account
@@ -156,11 +164,13 @@ class DhanGateway:
 
     def send_place(self, terms: OrderTerms, correlation_id: str) -> SentPlacement | None:
         """Send a placement on an open kept-alive connection and return without its answer;
-        `answer()` on the result waits for it (on any thread). None when no connection is open
-        (a connect, or a TLS handshake, must not hold up the caller) or a proxy applies: then
-        place() it in full on a worker. It cannot block the caller on a slow broker either: an
-        idle connection's previous answer was read whole, so its send buffer is empty and the
-        request (under 1 kB) is copied into it at once."""
+        `answer()` on the result waits for it, on any thread. None when no connection is open or a
+        proxy applies: then place() it in full on a worker. Why this never holds up the caller,
+        even on a slow broker: docs/design.md.
+
+            sent = gateway.send_place(terms, correlation_id)   # on the fan-out's thread
+            answer = sent.answer() if sent else gateway.place(terms, correlation_id)   # on a worker
+        """
         if self._connections is None:
             return None
         conn = self._connections.take(open_only=True)

@@ -1,19 +1,16 @@
 """Dhan's REST API over kept-alive connections of our own, on public APIs only.
 
-`dhanhq` sends through `requests`, which spends most of a call's CPU in session machinery
-(merging settings, hooks, urllib3's pool): 0.85 ms against 0.2 ms per placement on the paper
-exchange. With ten followers that CPU sits, under the GIL, in front of the tenth follower's
-placement. So the gateway's calls go out here instead:
+`dhanhq` sends through `requests`, whose per-call CPU would sit, under the GIL, in front of the
+tenth follower's placement (docs/design.md). So the gateway's calls go out here instead:
 
 - `Connections`: an account's idle kept-alive connections, sockets it opens itself (TLS verified
   against certifi's bundle, or REQUESTS_CA_BUNDLE as requests reads it), shared by the account's
   threads, one thread at a time. One idle for a while is checked for a close from the server
   before it is reused.
-- `Transport`: one account's calls. A request is written whole with one `sendall` (every socket
-  call gives up the GIL, and a thread sending a fan-out of placements waits to get it back each
-  time); its answer is read by `http.client.HTTPResponse` and shaped as dhanhq shapes answers
-  (`answer_from`), with the HTTP status dhanhq drops. A request can be sent on one thread and
-  its answer read on another (`Transport.send`): the fan-out sends ten placements back to back.
+- `Transport`: one account's calls. A request is written whole with one `sendall`; its answer
+  is read by `http.client.HTTPResponse` and shaped as dhanhq shapes answers (`answer_from`),
+  with the HTTP status dhanhq drops. A request can be sent on one thread and its answer read on
+  another (`Transport.send`): the fan-out sends ten placements back to back.
 - `ProxiedTransport`: the same calls through `requests`, for a base URL the environment proxies.
 - `DhanHTTPOver`: dhanhq's HTTP object over either transport, for the calls left to dhanhq.
 
@@ -246,7 +243,7 @@ class Transport:
 
     def send(self, method: str, endpoint: str, payload: dict[str, Any] | None, conn: Connection) -> Pending:
         """Send a request on `conn`, an open connection taken from the account's, and return
-        without its answer (DhanGateway.send_place says why that cannot block)."""
+        without its answer (why that cannot block: docs/design.md)."""
         request = self.request(method, endpoint, payload)
         error: Exception | None = None
         try:

@@ -62,7 +62,7 @@ def _who(account: AccountConfig) -> str:
 
 
 def choose_tokens(config: Config) -> tuple[dict[str, AccountToken], TokenFile | None]:
-    path = token_file_path(config.storage_path)
+    path = token_file_path(config.storage.path)
     try:
         key = key_from_environment()
         register_secret(key.decode() if key else None)  # the key is as secret as the tokens
@@ -117,7 +117,7 @@ def prepare_accounts(config: Config) -> Accounts:
     the accounts with the followers to start paused."""
     tokens, token_file = choose_tokens(config)
     accounts = [config.leader, *config.followers]
-    gateways = {a.name: DhanGateway(a.name, a.client_id, tokens[a.name].token, a.api_base_url, config.broker_timeout)
+    gateways = {a.name: DhanGateway(a.name, a.client_id, tokens[a.name].token, a.api_base_url, config.broker.timeout_seconds)
                 for a in accounts}
     with ThreadPoolExecutor(max_workers=min(16, len(accounts)), thread_name_prefix="account-check") as pool:
         answers = dict(zip([a.name for a in accounts], pool.map(lambda a: _check(gateways[a.name]), accounts)))

@@ -1,21 +1,48 @@
-"""Configuration: `config.yaml`, `${ENV_VAR}` interpolation, validation that names the key (B.7).
+"""Configuration: `config.yaml` as nested, typed, frozen pydantic models that mirror the YAML.
 
-`load(path)` returns a frozen `Config` or raises `ConfigError("followers[1].sizing.ratio: must be
-a number > 0, got 'abc'")`. Unknown keys are errors too: a typo must not silently fall back to a
-default when real money is at stake.
+    config = load("config.yaml")
+    config.copy.max_modifications                  # copy: {max_modifications: 25}
+    config.broker.timeout_seconds                  # broker: {timeout_seconds: 5}
+    config.followers[0].risk.max_order_value       # followers: [{risk: {max_order_value: ...}}]
+
+`load(path)` (or `parse(mapping)`) returns a frozen `Config` or raises one `ConfigError` naming
+the key: `followers[1].sizing.ratio: must be a number > 0, got 'abc'`. Unknown keys are errors
+too: a typo must not silently fall back to a default when real money is at stake. Strings may
+read the environment (`"${DHAN_F1_TOKEN}"`, `"${VAR:-default}"`), and an account remembers where
+its token came from. Relative paths are relative to the config file's folder.
+
+Adding a key is one line in its section's model, with its type, default and why, e.g. in
+`CopySettings`:
+
+    max_delay_seconds: Seconds = 5.0  # a MARKET copy not sent this long after the leader's order is skipped
+
+The type is the rule, and its error names the key by itself: `Seconds` (a number >= 0),
+`Positive` (> 0), `Number(minimum, exclusive=)`, `Whole(minimum, maximum)`, `Flag`, `Text`,
+`Url(schemes)`, `Choice(values)`. A new section is a `Section` subclass and one field of it in
+`Config`. A rule across keys is an `@model_validator(mode="after")` on the section that raises
+`refuse(problem, key)`. Then document the key in README's configuration table.
+
+The follower's `sizing`, `filters`, `copy_window` and `risk` are the domain's own frozen types
+(trading/): their keys are checked by a model here and the domain type is built from it, so
+actors get what they use and the defaults stay in the domain (`risk` is checked by
+`RiskLimits.from_mapping` itself).
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import yaml
+from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainValidator, PrivateAttr,
+                      ValidationError, ValidationInfo, field_validator, model_validator)
+from pydantic_core import PydanticCustomError, core_schema
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
 from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_environment
@@ -25,7 +52,10 @@ from trading.sizing import STRATEGIES, SizingRule
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_CLOCK_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 DEFAULT_MASTER_URL = "https://images.dhan.co/api-data/api-scrip-master.csv"
+PAPER_MASTER = str(Path(__file__).resolve().parent.parent / "paper" / "data" / "instruments.csv")
+LEADER_NAME = "leader"
 
 
 class ConfigError(ValueError):
@@ -37,32 +67,349 @@ def key_error(config: Config, key: str, problem: str) -> ConfigError:
     return ConfigError(f"{config.source}: {key}: {problem}" if config.source else f"{key}: {problem}")
 
 
-@dataclass(frozen=True)
-class AccountConfig:
-    name: str
-    client_id: str
-    access_token: str = field(repr=False)
-    api_base_url: str = DEFAULT_BASE_URL
-    order_update_url: str = DEFAULT_ORDER_UPDATE_URL
-    token_source: str = "config file"  # where access_token came from, for messages about a refused token
+def refuse(problem: str, key: str = "") -> PydanticCustomError:
+    """The error a validator raises: `problem` about `key` below where it runs ("" for itself)."""
+    return PydanticCustomError("config", "{problem}", {"problem": problem, "key": key})
+
+
+# -- the types: each is a rule, and its error names the key ----------------------------------------
+def _interpolate(value: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise refuse(f"environment variable {name} is not set")
+    return _ENV.sub(sub, value)
+
+
+def _text(value: Any) -> str:
+    if value is None:  # `key:` with nothing after it
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise refuse(f"must be a string, got {type(value).__name__}")
+    return _interpolate(str(value))
+
+
+Text = Annotated[str, PlainValidator(_text)]  # a string (a number is read as its digits), ${VAR} read
+
+
+def Number(minimum: float | None = None, exclusive: bool = False) -> Any:  # noqa: N802 - a type
+    """A number (an int or a float, never a bool), at least (or above) `minimum`."""
+    bound = "" if minimum is None else f" {'>' if exclusive else '>='} {minimum:g}"
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse(f"must be a number{bound}, got {value!r}")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            raise refuse(f"must be{bound}, got {value!r}")
+        return float(value)
+    return Annotated[float, PlainValidator(check)]
+
+
+def Whole(minimum: int | None = None, maximum: int | None = None) -> Any:  # noqa: N802 - a type
+    """A whole number (2.0 is 2) in [minimum, maximum]."""
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse(f"must be a whole number{'' if minimum is None else f' >= {minimum}'}, got {value!r}")
+        if int(value) != value:
+            raise refuse(f"must be a whole number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise refuse(f"must be >= {minimum}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise refuse(f"must be <= {maximum}, got {int(value)}")
+        return int(value)
+    return Annotated[int, PlainValidator(check)]
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise refuse(f"must be true or false, got {value!r}")
+    return value
+
+
+def Url(*schemes: str) -> Any:  # noqa: N802 - a type
+    """A URL with one of `schemes` ("" stays "": for a URL that is optional)."""
+    def check(value: Any) -> str:
+        url = _text(value)
+        if url and not url.startswith(schemes):
+            raise refuse(f"must start with {' or '.join(schemes)}, got {url!r}")
+        return url
+    return Annotated[str, PlainValidator(check)]
+
+
+def Choice(values: Iterable[str], explain: str | None = None, upper: bool = False) -> Any:  # noqa: N802 - a type
+    """One of `values` (compared in upper case when `upper`)."""
+    allowed = tuple(values)
+
+    def check(value: Any) -> str:
+        text = _text(value)
+        text = text.upper() if upper else text
+        if text not in allowed:
+            raise refuse(f"must be {explain or 'one of ' + ', '.join(allowed)}, got {text!r}")
+        return text
+    return Annotated[str, PlainValidator(check)]
+
+
+def _names(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        raise refuse(f"must be a list of names, got {value!r}")
+    return frozenset(_text(v).upper() for v in value)
+
+
+def _clock_time(value: Any) -> time:
+    match = _CLOCK_TIME.match(value) if isinstance(value, str) else None
+    if match is None:
+        hint = ""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            # YAML 1.1 reads an unquoted 15:10 as the base-60 number 910
+            hours, minutes = divmod(value, 60)
+            hint = f'; YAML reads an unquoted {hours}:{minutes:02d} as a number: write "{hours:02d}:{minutes:02d}"'
+        raise refuse(f'must be a time "HH:MM" in exchange time (IST), got {value!r}{hint}')
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _local_path(value: Any, info: ValidationInfo) -> str:
+    """A relative path in a config file is relative to the file's folder, not the working directory."""
+    path = _text(value)
+    base_dir = _context(info).base_dir
+    if not path or base_dir is None or path.startswith(("http://", "https://")) or Path(path).is_absolute():
+        return path
+    return str(base_dir / path)
+
+
+Seconds = Number(0)
+Positive = Number(0, exclusive=True)
+Flag = Annotated[bool, PlainValidator(_flag)]
+Names = Annotated[frozenset[str], PlainValidator(_names)]  # upper-cased: NSE_FNO, OPTIDX, RELIANCE
+ClockTime = Annotated[time, PlainValidator(_clock_time)]
+LocalPath = Annotated[str, PlainValidator(_local_path)]
 
 
 @dataclass(frozen=True)
+class _Context:
+    """What `parse` knows beyond the mapping: the file (for token sources), its folder, the mode."""
+
+    source: str = "config"
+    base_dir: Path | None = None
+    paper: bool = False
+
+
+def _context(info: ValidationInfo) -> _Context:
+    return info.context if isinstance(info.context, _Context) else _Context()
+
+
+class Domain:
+    """`Annotated[SizingRule, Domain(SizingKeys)]`: check the section with the model `SizingKeys`,
+    then the field holds the domain object its `domain()` builds. `optional`: an absent or empty
+    section is None."""
+
+    def __init__(self, keys: type[BaseModel], optional: bool = False) -> None:
+        self.keys, self.optional = keys, optional
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        schema = core_schema.no_info_after_validator_function(lambda keys: keys.domain(),
+                                                              handler.generate_schema(self.keys))
+        if not self.optional:
+            return schema
+        return core_schema.no_info_before_validator_function(lambda value: None if value in (None, {}) else value,
+                                                             core_schema.nullable_schema(schema))
+
+
+# -- the sections ----------------------------------------------------------------------------------
+class Section(BaseModel):
+    """A mapping of the YAML: frozen, unknown keys refused, an empty section (`storage:`) is {}."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_defaults(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+_RULE = SizingRule()  # the domain's defaults
+
+
+class SizingKeys(Section):
+    strategy: Choice(STRATEGIES) = _RULE.strategy
+    ratio: Positive = _RULE.ratio  # fixed_ratio
+    lots: Whole(1) = _RULE.lots  # fixed_lots
+    risk_per_trade: Number(0) = _RULE.risk_per_trade  # risk_based: rupees at risk per order
+    stop_loss_pct: Positive = _RULE.stop_loss_pct
+    max_quantity: Whole(1) | None = _RULE.max_quantity
+    round_up_to_one_lot: Flag = _RULE.round_up_to_one_lot
+
+    @model_validator(mode="after")
+    def _risk_based_needs_a_risk(self) -> SizingKeys:
+        if self.strategy == "risk_based" and self.risk_per_trade <= 0:
+            raise refuse("must be > 0 for the risk_based strategy", "risk_per_trade")
+        return self
+
+    def domain(self) -> SizingRule:
+        return SizingRule(**dict(self))
+
+
+_FILTERS = Filters()
+
+
+class FilterKeys(Section):
+    options_only: Flag = _FILTERS.options_only
+    allow_segments: Names = _FILTERS.allow_segments
+    deny_segments: Names = _FILTERS.deny_segments
+    allow_instruments: Names = _FILTERS.allow_instruments
+    deny_instruments: Names = _FILTERS.deny_instruments
+    allow_symbols: Names = _FILTERS.allow_symbols
+    deny_symbols: Names = _FILTERS.deny_symbols
+
+    def domain(self) -> Filters:
+        return Filters(**dict(self))
+
+
+class CopyWindowKeys(Section):
+    """Both `start` and `end` as "HH:MM" in exchange time, or no window at all."""
+
+    start: ClockTime
+    end: ClockTime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both_or_none(cls, data: Any) -> Any:
+        for name in ("start", "end"):
+            if isinstance(data, dict) and data and data.get(name) is None:
+                raise refuse("is required (give both start and end, or no copy_window)", name)
+        return data
+
+    @model_validator(mode="after")
+    def _in_order(self) -> CopyWindowKeys:
+        if not self.start < self.end:
+            raise refuse(f"must be before end ({self.start:%H:%M} >= {self.end:%H:%M}); "
+                         "a window cannot run across midnight", "start")
+        return self
+
+    def domain(self) -> CopyWindow:
+        return CopyWindow(self.start, self.end)
+
+
+def _risk_limits(value: Any) -> RiskLimits:
+    """RiskLimits checks its own keys (trading/risk.py); its errors name them after "risk"."""
+    if value is not None and not isinstance(value, dict):
+        raise refuse(f"must be a mapping, got {type(value).__name__}")
+    try:
+        return RiskLimits.from_mapping(value)
+    except (TypeError, ValueError) as exc:
+        key, _, problem = str(exc).partition(": ")
+        if not key.startswith("risk"):
+            key, problem = "risk", str(exc)
+        raise refuse(problem, key.removeprefix("risk").removeprefix(".")) from None
+
+
+class AccountConfig(Section):
+    """The leader's and every follower's account keys. In paper mode client_id and access_token
+    may be left out: the paper exchange makes them up."""
+
+    client_id: Text = Field("", validate_default=True)
+    access_token: Text = Field("", repr=False, validate_default=True)
+    api_base_url: Url("http://", "https://") = DEFAULT_BASE_URL
+    order_update_url: Url("ws://", "wss://") = DEFAULT_ORDER_UPDATE_URL
+    _token_source: str = PrivateAttr("config file")
+
+    @property
+    def token_source(self) -> str:
+        """Where access_token came from ("environment variable X" or "config file F"), for messages
+        about a refused token."""
+        return self._token_source
+
+    @field_validator("client_id", "access_token", mode="after")
+    @classmethod
+    def _required_when_live(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip() and not _context(info).paper:
+            raise refuse("is required")
+        return value
+
+    @field_validator("api_base_url", "order_update_url", mode="after")
+    @classmethod
+    def _default_when_empty(cls, value: str, info: ValidationInfo) -> str:
+        return value or cls.model_fields[info.field_name].default
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_the_token_source(cls, data: Any, handler: Callable[[Any], AccountConfig],
+                                   info: ValidationInfo) -> AccountConfig:
+        account = handler(data)
+        raw = data.get("access_token") if isinstance(data, dict) else None
+        named = [m.group(1) for m in _ENV.finditer(raw)] if isinstance(raw, str) else []
+        source = _context(info).source
+        account._token_source = next((f"environment variable {name}" for name in named if name in os.environ),
+                                     f"config file {source}" if source and source != "config" else "config file")
+        return account
+
+
+class LeaderConfig(AccountConfig):
+    @property
+    def name(self) -> str:
+        return LEADER_NAME
+
+
 class FollowerConfig(AccountConfig):
-    sizing: SizingRule = field(default_factory=SizingRule)
-    risk: RiskLimits = field(default_factory=RiskLimits)
-    filters: Filters = field(default_factory=Filters)
-    copy_window: CopyWindow | None = None  # None: new orders are copied at any hour
-    funds: float = 500_000.0  # paper mode only: the follower's starting funds
+    name: Text
+    sizing: Annotated[SizingRule, Domain(SizingKeys)] = _RULE
+    risk: Annotated[RiskLimits, PlainValidator(_risk_limits)] = RiskLimits()
+    filters: Annotated[Filters, Domain(FilterKeys)] = _FILTERS
+    copy_window: Annotated[CopyWindow | None, Domain(CopyWindowKeys, optional=True)] = None  # None: any hour
+    funds: Number(0) = 500_000.0  # paper mode only: the follower's starting funds
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _a_plain_name(cls, name: str) -> str:
+        if not name.strip():
+            raise refuse("is required")
+        if not _NAME.match(name) or name == LEADER_NAME:
+            raise refuse(f"must be 1-32 letters, digits, '-' or '_' and not 'leader', got {name!r}")
+        return name
 
 
-@dataclass(frozen=True)
-class RateLimits:
-    orders_per_second: int = 10  # the regulator's cap since March 2026; the published table says 25
-    orders_per_minute: int = 250
-    orders_per_hour: int = 1000
-    orders_per_day: int = 7000
-    data_per_second: int = 20
+class InstrumentsSettings(Section):
+    # by default the paper exchange's copy in paper mode, Dhan's published CSV in live mode
+    master: LocalPath = Field("", validate_default=True)
+
+    @field_validator("master", mode="after")
+    @classmethod
+    def _a_readable_master(cls, master: str, info: ValidationInfo) -> str:
+        master = master or (PAPER_MASTER if _context(info).paper else DEFAULT_MASTER_URL)
+        if not master.startswith(("http://", "https://")) and not Path(master).exists():
+            raise refuse(f"file {master!r} does not exist")
+        return master
+
+
+class MarketHoursSettings(Section):
+    enforce: Flag = True
+
+
+class StorageSettings(Section):
+    path: LocalPath = Field("data/copytrader.db", validate_default=True)
+    retry_seconds: Positive = 10.0  # how long a locked or busy database is retried
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _default_when_empty(cls, value: Any) -> Any:
+        return value or "data/copytrader.db"
+
+
+class MetricsSettings(Section):
+    port: Whole(0, 65535) = 9108
+    host: Text = "127.0.0.1"
+
+
+class RateLimits(Section):
+    """Per follower account, Dhan's order APIs and data APIs."""
+
+    orders_per_second: Whole(1) = 10  # the regulator's cap since March 2026; the published table says 25
+    orders_per_minute: Whole(1) = 250
+    orders_per_hour: Whole(1) = 1000
+    orders_per_day: Whole(1) = 7000
+    data_per_second: Whole(1) = 20
 
     def order_windows(self) -> list[tuple[int, float]]:
         return [(self.orders_per_second, 1.0), (self.orders_per_minute, 60.0),
@@ -72,102 +419,207 @@ class RateLimits:
         return [(self.data_per_second, 1.0)]
 
 
-@dataclass(frozen=True)
-class AlertsConfig:
-    cooldown_seconds: float = 300.0
-    webhook_url: str = ""
-    telegram_bot_token: str = field(default="", repr=False)
-    telegram_chat_id: str = ""
+class BrokerSettings(Section):
+    timeout_seconds: Positive = 5.0
+    max_attempts: Whole(1) = 6
 
 
-@dataclass(frozen=True)
-class PaperConfig:
-    seed: int = 7
-    leader_bot: bool = True
-    pace_seconds: float = 1.5
-    leader_funds: float = 2_000_000.0
-    port: int = 0
+class CopySettings(Section):
+    max_modifications: Whole(1) = 25  # the broker's cap per order
+    lag_alert_seconds: Seconds = 30.0  # alert when a copy is still open this long after the leader filled
+    unknown_alert_seconds: Seconds = 60.0
+    copy_existing_on_first_start: Flag = False
+    funds_refresh_seconds: Number(1) = 30.0
+    check_capital: Flag = True
+    margin_check: Flag = False
+    sweep_seconds: Positive = 5.0
+    forever_poll_seconds: Seconds = 5.0
+    leg_window_seconds: Seconds = 0.0  # 0: off. Grouping by timing can mistake unrelated orders for legs
+    flatten_naked_legs: Flag = False
+    replace_after_modification_cap: Flag = False
+    market_fill_wait_seconds: Seconds = 2.0  # an order without a price and no quote: wait this long for its fill
+    max_delay_seconds: Seconds = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped
+    slice_above_freeze_limit: Flag = True  # off: a copy above the exchange's freeze quantity is a recorded skip
+    super_order_poll_seconds: Seconds = 1.0  # the leader's live super orders are read this often (0: on leg updates only)
 
 
-@dataclass(frozen=True)
-class Config:
-    mode: str
-    leader: AccountConfig
-    followers: tuple[FollowerConfig, ...]
-    instruments_master: str
-    enforce_market_hours: bool = True
-    storage_path: str = "data/copytrader.db"
-    storage_retry_seconds: float = 10.0
-    metrics_port: int = 9108
-    metrics_host: str = "127.0.0.1"
-    rate_limits: RateLimits = field(default_factory=RateLimits)
-    broker_timeout: float = 5.0
-    max_attempts: int = 6
-    max_modifications: int = 25
-    lag_alert_seconds: float = 30.0
-    unknown_alert_seconds: float = 60.0
-    copy_existing_on_first_start: bool = False
-    funds_refresh_seconds: float = 30.0
-    check_capital: bool = True
-    sweep_seconds: float = 5.0
-    forever_poll_seconds: float = 5.0
-    leg_window_seconds: float = 0.0  # 0: off. Grouping by timing can mistake unrelated orders for legs
-    flatten_naked_legs: bool = False
-    replace_after_modification_cap: bool = False
-    kill_switch_activates_broker: bool = False
-    kill_switch_after_failures: int = 0
-    kill_switch_failure_window: float = 60.0
-    token_renew_seconds: float = 0.0  # followers' tokens
-    leader_token_renew_seconds: float = 0.0  # apart: renewing logs the leader out of their other tools
-    margin_check: bool = False
-    market_fill_wait_seconds: float = 2.0  # an order without a price and no quote: wait this long for its fill
-    max_delay_seconds: float = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped
-    quote_cache_seconds: float = 2.0
-    quote_requests_per_second: int = 1  # Dhan's market quote APIs, per account with a data plan
-    alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    reconcile_interval_seconds: float = 60.0
-    reconcile_repair: bool = True
-    max_frame_bytes: int = 1024 * 1024  # socket frames larger than this are refused unparsed
-    paper: PaperConfig = field(default_factory=PaperConfig)
-    log_level: str = "INFO"
-    allow_insecure: bool = False
-    source: str = ""
-    # -- issue 14 (slicing, super orders): keys added by the `slicing` branch -----------------------
-    # (segment, underlying, units per order or None for no limit), over trading/freeze.py's table
-    freeze_limits: tuple[tuple[str, str, int | None], ...] = ()
-    slice_above_freeze_limit: bool = True  # off: a copy above the freeze quantity is a recorded skip
-    super_order_poll_seconds: float = 1.0  # the leader's live super orders are read this often (0: on leg updates only)
-    # -- end of the `slicing` branch's keys ---------------------------------------------------------
-
-    def __post_init__(self) -> None:
-        if not self.allow_insecure:
-            for key, problem in self.insecure_settings().items():
-                raise ConfigError(f"{key}: {problem}; refused unless allow_insecure: true")
-
-    def insecure_settings(self) -> dict[str, str]:
-        """Key -> why: what only `allow_insecure: true` lets through. Plain-text URLs to another
-        machine (tokens and orders readable on the way) and /metrics open beyond this machine.
-        Loopback is exempt: that traffic never leaves the machine."""
-        found: dict[str, str] = {}
-        if self.mode == "live":  # paper mode replaces the accounts' URLs with the paper exchange's
-            accounts = [("leader", self.leader), *((f"followers[{i}]", f) for i, f in enumerate(self.followers))]
-            for key, account in accounts:
-                for name in ("api_base_url", "order_update_url"):
-                    if _plain_text_remote(getattr(account, name)):
-                        found[f"{key}.{name}"] = f"{getattr(account, name)!r} is not encrypted (https://, wss://)"
-        if _plain_text_remote(self.instruments_master):
-            found["instruments.master"] = f"{self.instruments_master!r} is not encrypted (https://)"
-        if not _is_loopback(self.metrics_host):
-            found["metrics.host"] = f"{self.metrics_host!r} opens /metrics to other machines (127.0.0.1 keeps it local)"
-        return found
-
-    def tokens(self) -> list[str]:
-        """Every secret in the config, for log redaction."""
-        return [self.leader.access_token, *(f.access_token for f in self.followers),
-                *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else [])]
+_FNO = ("NSE_FNO", "BSE_FNO")
 
 
-# -- reading helpers -----------------------------------------------------------------------------
+def _freeze_limits(raw: Any) -> tuple[tuple[str, str, int | None], ...]:
+    """`freeze_limits: {NIFTY: 1800, "BSE_FNO:SENSEX": 1000, SOMESTOCK: null}`: units per order of
+    an underlying's derivatives (null: no limit), in both F&O segments unless one is named; over
+    the copier's table (trading/freeze.py). Each entry is (segment, underlying, units or None)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise refuse(f"must be a mapping of underlying to units per order, got {type(raw).__name__}")
+    out: list[tuple[str, str, int | None]] = []
+    for name, qty in raw.items():
+        segment, _, underlying = str(name).rpartition(":")
+        segment, underlying = segment.strip().upper(), underlying.strip().upper()
+        if segment and segment not in _FNO:
+            raise refuse(f"the segment must be one of {', '.join(_FNO)}, got {segment!r}", str(name))
+        if not _NAME.match(underlying):
+            raise refuse(f"must name an underlying (letters, digits, '-', '_'), got {name!r}", str(name))
+        if qty is not None and (isinstance(qty, bool) or not isinstance(qty, int) or qty < 1):
+            raise refuse(f"must be a whole number of units >= 1, or null for no limit, got {qty!r}", str(name))
+        out += [(seg, underlying, qty) for seg in ((segment,) if segment else _FNO)]
+    return tuple(out)
+
+
+FreezeLimitTable = Annotated[tuple[tuple[str, str, Any], ...], PlainValidator(_freeze_limits)]
+
+
+class QuotesSettings(Section):
+    cache_seconds: Seconds = 2.0
+    requests_per_second: Whole(1) = 1  # Dhan's market quote APIs, per account with a data plan
+
+
+class KillSwitchSettings(Section):
+    activate_broker: Flag = False
+    after_failures: Whole(0) = 0
+    failure_window_seconds: Positive = 60.0
+
+
+class AlertsConfig(Section):
+    cooldown_seconds: Seconds = 300.0
+    webhook_url: Url("http://", "https://") = ""
+    telegram_bot_token: Text = Field("", repr=False)
+    telegram_chat_id: Text = ""
+
+    @model_validator(mode="after")
+    def _telegram_takes_both(self) -> AlertsConfig:
+        if bool(self.telegram_bot_token) != bool(self.telegram_chat_id):
+            raise refuse("telegram_bot_token and telegram_chat_id go together", "telegram_chat_id")
+        return self
+
+
+class TokensSettings(Section):
+    renew_every_minutes: Seconds = 0.0  # followers' tokens
+    renew_leader_every_minutes: Seconds = 0.0  # apart: renewing logs the leader out of their other tools
+
+    @property
+    def renew_seconds(self) -> float:
+        return self.renew_every_minutes * 60
+
+    @property
+    def leader_renew_seconds(self) -> float:
+        return self.renew_leader_every_minutes * 60
+
+
+class ReconcileSettings(Section):
+    interval_seconds: Seconds = 60.0
+    repair: Flag = True
+
+
+class FeedSettings(Section):
+    # socket frames larger than this are refused unparsed; an order_alert is about 1.5 KB, so
+    # below 4 KiB a real frame could be refused
+    max_frame_bytes: Whole(4096) = 1024 * 1024
+
+
+class PaperConfig(Section):
+    seed: Whole() = 7
+    leader_bot: Flag = True
+    pace_seconds: Positive = 1.5
+    leader_funds: Number(0) = 2_000_000.0
+    port: Whole(0) = 0
+
+
+class LoggingSettings(Section):
+    level: Choice(("DEBUG", "INFO", "WARNING", "ERROR"), "DEBUG, INFO, WARNING or ERROR", upper=True) = "INFO"
+
+
+with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydantic's deprecated model_copy
+    warnings.filterwarnings("ignore", message='Field name "copy"', category=UserWarning)
+
+    class Config(Section):
+        mode: Choice(("live", "paper"), "'live' or 'paper'") = "live"
+        # a default of {} is validated like a written section: live mode requires its keys
+        leader: LeaderConfig = Field(default_factory=dict, validate_default=True)
+        followers: Annotated[tuple[FollowerConfig, ...], Field(validate_default=True)] = ()
+        instruments: InstrumentsSettings = Field(default_factory=dict, validate_default=True)
+        market_hours: MarketHoursSettings = MarketHoursSettings()
+        storage: StorageSettings = Field(default_factory=dict, validate_default=True)
+        metrics: MetricsSettings = MetricsSettings()
+        rate_limits: RateLimits = RateLimits()
+        broker: BrokerSettings = BrokerSettings()
+        copy: CopySettings = CopySettings()
+        quotes: QuotesSettings = QuotesSettings()
+        kill_switch: KillSwitchSettings = KillSwitchSettings()
+        alerts: AlertsConfig = AlertsConfig()
+        tokens: TokensSettings = TokensSettings()
+        reconcile: ReconcileSettings = ReconcileSettings()
+        feed: FeedSettings = FeedSettings()
+        paper: PaperConfig = PaperConfig()
+        logging: LoggingSettings = LoggingSettings()
+        freeze_limits: FreezeLimitTable = ()  # units per order by (segment, underlying), over trading/freeze.py
+        allow_insecure: Flag = False  # true accepts what `insecure_settings` names, warned about at start
+        _source: str = PrivateAttr("")
+
+        @property
+        def source(self) -> str:
+            """The config file this came from ("" when parsed from a mapping): error messages name it."""
+            return self._source
+
+        @field_validator("followers", mode="before")
+        @classmethod
+        def _a_list(cls, value: Any) -> Any:
+            if not isinstance(value, list) or not value:
+                raise refuse("must be a non-empty list of follower accounts")
+            return value
+
+        @field_validator("followers", mode="after")
+        @classmethod
+        def _named_once(cls, followers: tuple[FollowerConfig, ...]) -> tuple[FollowerConfig, ...]:
+            for i, follower in enumerate(followers):
+                if any(f.name == follower.name for f in followers[:i]):
+                    raise refuse(f"{follower.name!r} is used twice", f"[{i}].name")
+            return followers
+
+        @model_validator(mode="after")
+        def _secure_and_renewable(self) -> Config:
+            if not self.allow_insecure:
+                for key, problem in self.insecure_settings().items():
+                    raise refuse(f"{problem}; refused unless allow_insecure: true", key)
+            try:
+                token_key = key_from_environment()
+            except TokenFileError as exc:
+                raise refuse(str(exc)) from None
+            for name, minutes in (("renew_every_minutes", self.tokens.renew_every_minutes),
+                                  ("renew_leader_every_minutes", self.tokens.renew_leader_every_minutes)):
+                if minutes and token_key is None:  # renewing expires the old token: the new one must outlive the process
+                    raise refuse(f"renewed tokens are stored encrypted, and the environment variable "
+                                 f"{TOKEN_KEY_ENV} (the key) is not set; make one with: {MAKE_KEY}", f"tokens.{name}")
+            return self
+
+        def accounts(self) -> list[tuple[str, AccountConfig]]:
+            """(key, account): the leader and every follower, by the key that names them."""
+            return [("leader", self.leader), *((f"followers[{i}]", f) for i, f in enumerate(self.followers))]
+
+        def insecure_settings(self) -> dict[str, str]:
+            """Key -> why: what only `allow_insecure: true` lets through. Plain-text URLs to another
+            machine (tokens and orders readable on the way) and /metrics open beyond this machine.
+            Loopback is exempt: that traffic never leaves the machine."""
+            found: dict[str, str] = {}
+            if self.mode == "live":  # paper mode replaces the accounts' URLs with the paper exchange's
+                for key, account in self.accounts():
+                    for name in ("api_base_url", "order_update_url"):
+                        if _plain_text_remote(getattr(account, name)):
+                            found[f"{key}.{name}"] = f"{getattr(account, name)!r} is not encrypted (https://, wss://)"
+            if _plain_text_remote(self.instruments.master):
+                found["instruments.master"] = f"{self.instruments.master!r} is not encrypted (https://)"
+            if not _is_loopback(self.metrics.host):
+                found["metrics.host"] = f"{self.metrics.host!r} opens /metrics to other machines (127.0.0.1 keeps it local)"
+            return found
+
+        def secrets(self) -> list[str]:
+            """Every secret in the config, for log redaction."""
+            return [self.leader.access_token, *(f.access_token for f in self.followers),
+                    *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else [])]
+
+
 def _is_loopback(host: str | None) -> bool:
     if host == "localhost":
         return True
@@ -182,365 +634,55 @@ def _plain_text_remote(url: str) -> bool:
     return parts.scheme in ("http", "ws") and not _is_loopback(parts.hostname)
 
 
-def _interpolate(value: Any, key: str) -> Any:
-    if isinstance(value, str):
-        def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise ConfigError(f"{key}: environment variable {name} is not set")
-        return _ENV.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _interpolate(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    return value
+# -- reading ---------------------------------------------------------------------------------------
+def _key(loc: Iterable[int | str]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key and not part.startswith("[") else part)
+    return key
 
 
-class _Section:
-    """Typed reads from one mapping, each error naming the full key; `done()` rejects unknown keys."""
-
-    def __init__(self, data: Any, key: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{key or 'config'}: must be a mapping, got {type(data).__name__}")
-        self.data, self.key, self.used = data, key, set()
-
-    def _k(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
-
-    def get(self, name: str, default: Any = None) -> Any:
-        self.used.add(name)
-        return self.data.get(name, default)
-
-    def str(self, name: str, default: str | None = None, required: bool = False) -> str:
-        value = self.get(name, default)
-        if value is None or (required and str(value).strip() == ""):
-            if required:
-                raise ConfigError(f"{self._k(name)}: is required")
-            return default or ""
-        if not isinstance(value, (str, int)):
-            raise ConfigError(f"{self._k(name)}: must be a string, got {type(value).__name__}")
-        return str(value)
-
-    def number(self, name: str, default: float, minimum: float | None = None, integer: bool = False,
-               exclusive: bool = False) -> Any:
-        value = self.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{self._k(name)}: must be a number, got {value!r}")
-        if integer and int(value) != value:
-            raise ConfigError(f"{self._k(name)}: must be a whole number, got {value!r}")
-        if minimum is not None and (value <= minimum if exclusive else value < minimum):
-            raise ConfigError(f"{self._k(name)}: must be {'>' if exclusive else '>='} {minimum}, got {value!r}")
-        return int(value) if integer else float(value)
-
-    def bool(self, name: str, default: bool) -> bool:
-        value = self.get(name, default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self._k(name)}: must be true or false, got {value!r}")
-        return value
-
-    def section(self, name: str) -> "_Section":
-        return _Section(self.get(name), self._k(name))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise ConfigError(f"{self._k(unknown[0])}: unknown key")
+def _problem(error: Any) -> str:
+    """Our words for pydantic's own errors (ours, of type "config", carry theirs)."""
+    kind, value = error["type"], error.get("input")
+    if kind == "config":
+        return error["ctx"]["problem"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "is required"
+    if kind in ("model_type", "model_attributes_type", "dict_type", "dataclass_type"):
+        return f"must be a mapping, got {type(value).__name__}"
+    return f"{error['msg'][:1].lower()}{error['msg'][1:]}, got {value!r}"
 
 
-def _url(section: _Section, name: str, default: str, schemes: tuple[str, ...]) -> str:
-    value = section.str(name, default) or default
-    if not value.startswith(schemes):
-        raise ConfigError(f"{section._k(name)}: must start with {' or '.join(schemes)}, got {value!r}")
-    return value
-
-
-def _token_source(raw_account: Any, source: str) -> str:
-    """Where an account's access_token comes from: the environment variable it names, or the file."""
-    value = raw_account.get("access_token") if isinstance(raw_account, dict) else None
-    if isinstance(value, str):
-        for match in _ENV.finditer(value):
-            if match.group(1) in os.environ:
-                return f"environment variable {match.group(1)}"
-    return f"config file {source}" if source and source != "config" else "config file"
-
-
-def _account(section: _Section, name: str, paper: bool) -> dict[str, Any]:
-    return dict(
-        name=name,
-        client_id=section.str("client_id", required=not paper) or "",
-        access_token=section.str("access_token", required=not paper) or "",
-        api_base_url=_url(section, "api_base_url", DEFAULT_BASE_URL, ("http://", "https://")),
-        order_update_url=_url(section, "order_update_url", DEFAULT_ORDER_UPDATE_URL, ("ws://", "wss://")),
-    )
-
-
-def _sizing(section: _Section) -> SizingRule:
-    strategy = section.str("strategy", "fixed_ratio")
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"{section._k('strategy')}: must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    rule = SizingRule(
-        strategy=strategy,
-        ratio=section.number("ratio", 1.0, 0, exclusive=True),
-        lots=section.number("lots", 1, 1, integer=True),
-        risk_per_trade=section.number("risk_per_trade", 0.0, 0),
-        stop_loss_pct=section.number("stop_loss_pct", 1.0, 0, exclusive=True),
-        max_quantity=(section.number("max_quantity", 0, 1, integer=True) if section.data.get("max_quantity") is not None
-                      else section.get("max_quantity")),
-        round_up_to_one_lot=section.bool("round_up_to_one_lot", False),
-    )
-    if strategy == "risk_based" and rule.risk_per_trade <= 0:
-        raise ConfigError(f"{section._k('risk_per_trade')}: must be > 0 for the risk_based strategy")
-    section.done()
-    return rule
-
-
-def _filters(section: _Section) -> Filters:
-    def names(key: str) -> frozenset[str]:
-        value = section.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-            raise ConfigError(f"{section._k(key)}: must be a list of names, got {value!r}")
-        return frozenset(str(v).upper() for v in value)
-
-    filters = Filters(options_only=section.bool("options_only", False),
-                      **{key: names(key) for key in Filters.KEYS if key != "options_only"})
-    section.done()
-    return filters
-
-
-_CLOCK_TIME = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
-
-
-def _copy_window(section: _Section) -> CopyWindow | None:
-    """Both `start` and `end` as "HH:MM" in exchange time, or no window at all."""
-    if not section.data:
-        return None
-
-    def clock_time(name: str) -> time:
-        value = section.get(name)
-        if value is None:
-            raise ConfigError(f"{section._k(name)}: is required (give both start and end, or no copy_window)")
-        match = _CLOCK_TIME.match(value) if isinstance(value, str) else None
-        if match is None:
-            hint = ""
-            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
-                # YAML 1.1 reads an unquoted 15:10 as the base-60 number 910
-                hours, minutes = divmod(value, 60)
-                hint = f'; YAML reads an unquoted {hours}:{minutes:02d} as a number: write "{hours:02d}:{minutes:02d}"'
-            raise ConfigError(f'{section._k(name)}: must be a time "HH:MM" in exchange time (IST), got {value!r}{hint}')
-        return time(int(match.group(1)), int(match.group(2)))
-
-    start, end = clock_time("start"), clock_time("end")
-    section.done()
-    if not start < end:
-        raise ConfigError(f"{section._k('start')}: must be before end ({start:%H:%M} >= {end:%H:%M}); "
-                          "a window cannot run across midnight")
-    return CopyWindow(start, end)
-
-
-def _resolve(path: str, base_dir: Path | None) -> str:
-    """A relative path in a config file is relative to the file's folder, not the working directory."""
-    if base_dir is None or Path(path).is_absolute():
-        return path
-    return str(base_dir / path)
+def _explain(error: ValidationError) -> ConfigError:
+    """The first error, as `key: problem`, the key spelled as in the YAML (followers[1].sizing.ratio)."""
+    first = error.errors(include_url=False)[0]
+    loc = list(first["loc"])
+    sub = (first.get("ctx") or {}).get("key", "") if first["type"] == "config" else ""
+    if sub:
+        loc.append(sub)
+    key = _key(loc)
+    if not key and first["type"] != "config":
+        key = "config"
+    return ConfigError(f"{key}: {_problem(first)}" if key else _problem(first))
 
 
 def parse(raw: Any, source: str = "config", base_dir: Path | None = None) -> Config:
     """Validate a config mapping; relative paths resolve against `base_dir` (the config file's
     folder) when given, else the working directory."""
-    raw_accounts = raw if isinstance(raw, dict) else {}
-    raw_followers = raw_accounts.get("followers") if isinstance(raw_accounts.get("followers"), list) else []
-    root = _Section(_interpolate(raw, ""), "")
-    mode = root.str("mode", "live")
-    if mode not in ("live", "paper"):
-        raise ConfigError(f"mode: must be 'live' or 'paper', got {mode!r}")
-    paper = mode == "paper"
-
-    leader_s = root.section("leader")
-    leader = AccountConfig(**_account(leader_s, "leader", paper),
-                           token_source=_token_source(raw_accounts.get("leader"), source))
-    leader_s.done()
-
-    followers_raw = root.get("followers")
-    if not isinstance(followers_raw, list) or not followers_raw:
-        raise ConfigError("followers: must be a non-empty list of follower accounts")
-    followers: list[FollowerConfig] = []
-    for i, raw_f in enumerate(followers_raw):
-        fs = _Section(raw_f, f"followers[{i}]")
-        name = fs.str("name", required=True)
-        if not _NAME.match(name) or name == "leader":
-            raise ConfigError(f"followers[{i}].name: must be 1-32 letters, digits, '-' or '_' and not 'leader', got {name!r}")
-        if any(f.name == name for f in followers):
-            raise ConfigError(f"followers[{i}].name: {name!r} is used twice")
-        account = _account(fs, name, paper)
-        sizing = _sizing(fs.section("sizing"))
-        risk_section = fs.section("risk")
-        try:
-            limits = RiskLimits.from_mapping(risk_section.data)
-        except (TypeError, ValueError) as exc:  # RiskLimits names the key after "risk"
-            message = str(exc) if str(exc).startswith("risk") else f"risk: {exc}"
-            raise ConfigError(f"followers[{i}].{message}") from None
-        filters = _filters(fs.section("filters"))
-        copy_window = _copy_window(fs.section("copy_window"))
-        funds = fs.number("funds", 500_000.0, 0)
-        fs.done()
-        followers.append(FollowerConfig(**account, sizing=sizing, risk=limits, filters=filters, funds=funds,
-                                        copy_window=copy_window,
-                                        token_source=_token_source(raw_followers[i], source)))
-
-    inst = root.section("instruments")
-    default_master = str(Path(__file__).resolve().parent.parent / "paper" / "data" / "instruments.csv") if paper else DEFAULT_MASTER_URL
-    master = inst.str("master", default_master) or default_master
-    if not master.startswith(("http://", "https://")):
-        master = _resolve(master, base_dir)
-    if not master.startswith(("http://", "https://")) and not Path(master).exists():
-        raise ConfigError(f"instruments.master: file {master!r} does not exist")
-    inst.done()
-
-    hours = root.section("market_hours")
-    enforce = hours.bool("enforce", True)
-    hours.done()
-    storage = root.section("storage")
-    storage_path = _resolve(storage.str("path", "data/copytrader.db") or "data/copytrader.db", base_dir)
-    storage_retry = storage.number("retry_seconds", 10.0, 0, exclusive=True)
-    storage.done()
-    met = root.section("metrics")
-    metrics_port = met.number("port", 9108, 0, integer=True)
-    if metrics_port > 65535:
-        raise ConfigError(f"metrics.port: must be <= 65535, got {metrics_port}")
-    metrics_host = met.str("host", "127.0.0.1")
-    met.done()
-
-    rl = root.section("rate_limits")
-    limits = RateLimits(**{name: rl.number(name, default, 1, integer=True)
-                           for name, default in vars(RateLimits()).items()})
-    rl.done()
-    broker = root.section("broker")
-    timeout = broker.number("timeout_seconds", 5.0, 0, exclusive=True)
-    attempts = broker.number("max_attempts", 6, 1, integer=True)
-    broker.done()
-    cp = root.section("copy")
-    max_mods = cp.number("max_modifications", 25, 1, integer=True)
-    lag = cp.number("lag_alert_seconds", 30.0, 0)
-    unknown_alert = cp.number("unknown_alert_seconds", 60.0, 0)
-    existing = cp.bool("copy_existing_on_first_start", False)
-    funds_refresh = cp.number("funds_refresh_seconds", 30.0, 1)
-    check_capital = cp.bool("check_capital", True)
-    margin_check = cp.bool("margin_check", False)
-    sweep_seconds = cp.number("sweep_seconds", 5.0, 0, exclusive=True)
-    forever_poll = cp.number("forever_poll_seconds", 5.0, 0)
-    leg_window = cp.number("leg_window_seconds", 0.0, 0)
-    flatten_legs = cp.bool("flatten_naked_legs", False)
-    replace_after_cap = cp.bool("replace_after_modification_cap", False)
-    fill_wait = cp.number("market_fill_wait_seconds", 2.0, 0)
-    max_delay = cp.number("max_delay_seconds", 5.0, 0)
-    # -- issue 14 (slicing, super orders): keys added by the `slicing` branch -----------------------
-    slice_orders = cp.bool("slice_above_freeze_limit", True)
-    super_poll = cp.number("super_order_poll_seconds", 1.0, 0)
-    freeze_limits = _freeze_limits(root.get("freeze_limits"))
-    # -- end of the `slicing` branch's keys ---------------------------------------------------------
-    cp.done()
-    qs = root.section("quotes")
-    quote_cache = qs.number("cache_seconds", 2.0, 0)
-    quote_rate = qs.number("requests_per_second", 1, 1, integer=True)
-    qs.done()
-    ks = root.section("kill_switch")
-    kill_broker = ks.bool("activate_broker", False)
-    kill_after = ks.number("after_failures", 0, 0, integer=True)
-    kill_window = ks.number("failure_window_seconds", 60.0, 0, exclusive=True)
-    ks.done()
-    al = root.section("alerts")
-    alerts = AlertsConfig(cooldown_seconds=al.number("cooldown_seconds", 300.0, 0),
-                          webhook_url=_url(al, "webhook_url", "", ("http://", "https://")) if al.data.get("webhook_url") else "",
-                          telegram_bot_token=al.str("telegram_bot_token", ""),
-                          telegram_chat_id=al.str("telegram_chat_id", ""))
-    if bool(alerts.telegram_bot_token) != bool(alerts.telegram_chat_id):
-        raise ConfigError("alerts.telegram_chat_id: telegram_bot_token and telegram_chat_id go together")
-    al.done()
-    tk = root.section("tokens")
-    renew_minutes = tk.number("renew_every_minutes", 0.0, 0)
-    renew_leader_minutes = tk.number("renew_leader_every_minutes", 0.0, 0)
-    tk.done()
+    mode = raw.get("mode") if isinstance(raw, dict) else None
     try:
-        token_key = key_from_environment()
-    except TokenFileError as exc:
-        raise ConfigError(str(exc)) from None
-    for name, minutes in (("renew_every_minutes", renew_minutes), ("renew_leader_every_minutes", renew_leader_minutes)):
-        if minutes and token_key is None:  # renewing expires the old token: the new one must outlive the process
-            raise ConfigError(f"tokens.{name}: renewed tokens are stored encrypted, and the environment variable "
-                              f"{TOKEN_KEY_ENV} (the key) is not set; make one with: {MAKE_KEY}")
-    rc = root.section("reconcile")
-    reconcile_interval = rc.number("interval_seconds", 60.0, 0)
-    reconcile_repair = rc.bool("repair", True)
-    rc.done()
-    fd = root.section("feed")
-    # an order_alert is about 1.5 KB; below 4 KiB a real frame could be refused
-    max_frame_bytes = fd.number("max_frame_bytes", 1024 * 1024, 4096, integer=True)
-    fd.done()
-    ps = root.section("paper")
-    paper_cfg = PaperConfig(seed=ps.number("seed", 7, integer=True), leader_bot=ps.bool("leader_bot", True),
-                            pace_seconds=ps.number("pace_seconds", 1.5, 0, exclusive=True),
-                            leader_funds=ps.number("leader_funds", 2_000_000.0, 0),
-                            port=ps.number("port", 0, 0, integer=True))
-    ps.done()
-    lg = root.section("logging")
-    level = lg.str("level", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"logging.level: must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    lg.done()
-    allow_insecure = root.bool("allow_insecure", False)
-    root.done()
-    return Config(mode=mode, leader=leader, followers=tuple(followers), instruments_master=master,
-                  enforce_market_hours=enforce, storage_path=storage_path, storage_retry_seconds=storage_retry, metrics_port=metrics_port,
-                  metrics_host=metrics_host, rate_limits=limits, broker_timeout=timeout, max_attempts=attempts,
-                  max_modifications=max_mods, lag_alert_seconds=lag, unknown_alert_seconds=unknown_alert,
-                  copy_existing_on_first_start=existing,
-                  funds_refresh_seconds=funds_refresh, check_capital=check_capital, sweep_seconds=sweep_seconds, forever_poll_seconds=forever_poll,
-                  leg_window_seconds=leg_window, flatten_naked_legs=flatten_legs,
-                  replace_after_modification_cap=replace_after_cap,
-                  kill_switch_activates_broker=kill_broker, kill_switch_after_failures=kill_after,
-                  kill_switch_failure_window=kill_window, token_renew_seconds=renew_minutes * 60,
-                  leader_token_renew_seconds=renew_leader_minutes * 60,
-                  margin_check=margin_check, market_fill_wait_seconds=fill_wait, max_delay_seconds=max_delay,
-                  quote_cache_seconds=quote_cache,
-                  quote_requests_per_second=quote_rate, alerts=alerts,
-                  reconcile_interval_seconds=reconcile_interval, reconcile_repair=reconcile_repair,
-                  max_frame_bytes=max_frame_bytes, paper=paper_cfg, log_level=level,
-                  allow_insecure=allow_insecure, source=source,
-                  freeze_limits=freeze_limits, slice_above_freeze_limit=slice_orders,
-                  super_order_poll_seconds=super_poll)
-
-
-# -- issue 14 (slicing, super orders): the `slicing` branch's validation ------------------------------
-_FNO = ("NSE_FNO", "BSE_FNO")
-
-
-def _freeze_limits(raw: Any) -> tuple[tuple[str, str, int | None], ...]:
-    """`freeze_limits: {NIFTY: 1800, "BSE_FNO:SENSEX": 1000, SOMESTOCK: null}`: units per order of
-    an underlying's derivatives (null: no limit), in both F&O segments unless one is named."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"freeze_limits: must be a mapping of underlying to units per order, got "
-                          f"{type(raw).__name__}")
-    out: list[tuple[str, str, int | None]] = []
-    for name, qty in raw.items():
-        key = f"freeze_limits.{name}"
-        segment, _, underlying = str(name).rpartition(":")
-        segment, underlying = segment.strip().upper(), underlying.strip().upper()
-        if segment and segment not in _FNO:
-            raise ConfigError(f"{key}: the segment must be one of {', '.join(_FNO)}, got {segment!r}")
-        if not _NAME.match(underlying):
-            raise ConfigError(f"{key}: must name an underlying (letters, digits, '-', '_'), got {name!r}")
-        if qty is not None and (isinstance(qty, bool) or not isinstance(qty, int) or qty < 1):
-            raise ConfigError(f"{key}: must be a whole number of units >= 1, or null for no limit, got {qty!r}")
-        out += [(seg, underlying, qty) for seg in ((segment,) if segment else _FNO)]
-    return tuple(out)
-# -- end of the `slicing` branch's validation -------------------------------------------------------
+        paper = isinstance(mode, str) and _interpolate(mode) == "paper"
+    except PydanticCustomError:
+        paper = False  # the mode's own check names the variable
+    try:
+        config = Config.model_validate(raw, context=_Context(source, base_dir, paper))
+    except ValidationError as exc:
+        raise _explain(exc) from None
+    config._source = source
+    return config
 
 
 def load(path: str | Path) -> Config:

@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Callable
 
 from actors.context import CopierContext, CopyPolicy
-from trading.freeze import FreezeLimits
 from actors.dead_letters import park_input
 from actors.feed import FeedActor
 from actors.forever import ForeverActor, triggered_forever
@@ -55,6 +54,7 @@ from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
 from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
 from trading.calendar import MarketCalendar, now as calendar_now
+from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
 from trading.lifecycle import OrderEvent
 from trading.prices import LEADER_FILL, NONE, QUOTE
@@ -123,11 +123,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
     `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
-    raises StartRefused before anything starts)."""
-    # A copy's latency is a chain of thread handoffs (socket, feed, router, order actor, sizing).
-    # Python lets a busy thread keep the GIL for 5 ms by default; a shorter interval lets the
-    # next link of the chain run sooner (p99 with 10 followers ~25% lower in
-    # bench/replication_bench.py). Shorter still (0.1-0.2 ms) measured worse: more switching.
+    raises StartRefused before anything starts).
+
+        copier = start_copier(load("config.yaml"), Store(path, exclusive=True))
+        copier.stopped.wait()     # set when the supervisor gives up (copier.escalation says why)
+        copier.stop()             # every actor, the last started first
+    """
+    # A copy is a chain of thread hand-offs; each waits less for the GIL (docs/design.md).
     sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
     if accounts is None:
         accounts = prepare_accounts(config)
@@ -138,15 +140,15 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         copier.alerts("critical", f"auth:{name}",
                       f"follower {name}: {reason}; it starts paused: nothing is copied to it until it has a "
                       f"working token (python run.py token {name})")
-    instruments = InstrumentMaster(config.instruments_master, cache_dir=Path(config.storage_path).parent)
+    instruments = InstrumentMaster(config.instruments.master, cache_dir=Path(config.storage.path).parent)
     try:
         count = instruments.load()
     except OSError as exc:  # the config's to fix, like any other key: one line, exit status 2
         raise key_error(config, "instruments.master",
-                        f"cannot read {config.instruments_master!r}: {exc.strerror or exc}") from None
+                        f"cannot read {config.instruments.master!r}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise key_error(config, "instruments.master", str(exc)) from None
-    log.info("instrument master: %d instruments from %s", count, config.instruments_master)
+    log.info("instrument master: %d instruments from %s", count, config.instruments.master)
     copier.instruments = instruments
     timers = copier.timers.start()
 
@@ -164,18 +166,18 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     sizing_address = Address("sizing")
     limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
     limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
-                                    data_limits=config.rate_limits.data_windows(), max_attempts=config.max_attempts,
-                                    margin_check=config.margin_check) for f in config.followers}
+                                    data_limits=config.rate_limits.data_windows(), max_attempts=config.broker.max_attempts,
+                                    margin_check=config.copy.margin_check) for f in config.followers}
     # Order actors read the leader's order again when two of its updates are ambiguous: through
     # their own limiter, so those reads stay inside the leader account's data-API rate.
     leader_limiter = RateLimiter(copier.gateways[LEADER], order_limits=config.rate_limits.order_windows(),
                                  data_limits=config.rate_limits.data_windows(), workers=2,
-                                 max_attempts=config.max_attempts)
+                                 max_attempts=config.broker.max_attempts)
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
-    quotes = Quotes(QuoteBoard(config.quote_cache_seconds), Address("quotes"))
+    quotes = Quotes(QuoteBoard(config.quotes.cache_seconds), Address("quotes"))
     # An order without a price waits for one only when something uses its value.
-    price_needed = config.check_capital or any(
+    price_needed = config.copy.check_capital or any(
         f.risk.max_order_value is not None or f.risk.max_capital_share_per_instrument is not None
         or f.sizing.strategy == "risk_based" for f in config.followers)
     tokens_address = Address("tokens")
@@ -188,17 +190,17 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
         leader_limiter=leader_limiter, timers=timers,
-        policy=CopyPolicy(max_modifications=config.max_modifications, lag_alert_seconds=config.lag_alert_seconds,
-                          flatten_naked_legs=config.flatten_naked_legs,
-                          replace_after_modification_cap=config.replace_after_modification_cap,
-                          price_needed=price_needed, market_fill_wait_seconds=config.market_fill_wait_seconds,
-                          unknown_settle_seconds=config.broker_timeout,
-                          unknown_alert_seconds=config.unknown_alert_seconds,
-                          placement_attempts=config.max_attempts, max_delay_seconds=config.max_delay_seconds,
-                          slice_above_freeze_limit=config.slice_above_freeze_limit,
-                          super_order_poll_seconds=config.super_order_poll_seconds),
+        policy=CopyPolicy(max_modifications=config.copy.max_modifications, lag_alert_seconds=config.copy.lag_alert_seconds,
+                          flatten_naked_legs=config.copy.flatten_naked_legs,
+                          replace_after_modification_cap=config.copy.replace_after_modification_cap,
+                          price_needed=price_needed, market_fill_wait_seconds=config.copy.market_fill_wait_seconds,
+                          unknown_settle_seconds=config.broker.timeout_seconds,
+                          unknown_alert_seconds=config.copy.unknown_alert_seconds,
+                          placement_attempts=config.broker.max_attempts, max_delay_seconds=config.copy.max_delay_seconds,
+                          slice_above_freeze_limit=config.copy.slice_above_freeze_limit,
+                          super_order_poll_seconds=config.copy.super_order_poll_seconds),
         alert=copier.alerts,
-        calendar=MarketCalendar() if config.enforce_market_hours else None,
+        calendar=MarketCalendar() if config.market_hours.enforce else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
         on_auth_failure=auth_refused,
@@ -218,8 +220,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     top = Address("copier")
     specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
         a, top, {f.name: f.sizing for f in config.followers},
-        copier.gateways, refresh_seconds=config.funds_refresh_seconds, check_capital=config.check_capital,
-        leg_window_seconds=config.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
+        copier.gateways, refresh_seconds=config.copy.funds_refresh_seconds, check_capital=config.copy.check_capital,
+        leg_window_seconds=config.copy.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
                                                       "risk"),
         filters={f.name: f.filters for f in config.followers}, suspended=suspended, first_funds=accounts.funds,
@@ -227,35 +229,35 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         timers=timers),
         kind="sizing", address=sizing_address),
         ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways, timers=timers,
-                                                       requests_per_second=config.quote_requests_per_second),
+                                                       requests_per_second=config.quotes.requests_per_second),
                   kind="quotes", address=quotes.actor)]
     for f in config.followers:
         specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(a, top, limiters[f.name]),
                                kind="rate_limiter", address=limiter_addresses[f.name]))
     specs.append(ChildSpec(f"limiter:{LEADER}", lambda a: RateLimiterActor.start(a, top, leader_limiter),
                            kind="rate_limiter"))
-    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.sweep_seconds),
+    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.copy.sweep_seconds),
                            kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
-                       if config.kill_switch_activates_broker else [])
+                       if config.kill_switch.activate_broker else [])
     specs.append(ChildSpec("forever", lambda a: ForeverActor.start(
         a, top, store=store, leader=copier.gateways[LEADER], followers=names, limiters=limiters,
-        sizing=sizing_address, instruments=instruments, timers=timers, poll_seconds=config.forever_poll_seconds),
+        sizing=sizing_address, instruments=instruments, timers=timers, poll_seconds=config.copy.forever_poll_seconds),
         kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
         a, top, store, copier.gateways, names, router_address, copier.alerts, timers,
-        interval_seconds=config.reconcile_interval_seconds, repair=config.reconcile_repair,
+        interval_seconds=config.reconcile.interval_seconds, repair=config.reconcile.repair,
         resize=resize_by_rule({f.name: f.sizing for f in config.followers}, instruments),
-        fill_grace_seconds=fill_grace(config.lag_alert_seconds)), kind="reconciler"))
+        fill_grace_seconds=fill_grace(config.copy.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, timers, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
-        after_failures=config.kill_switch_after_failures, failure_window=config.kill_switch_failure_window),
+        after_failures=config.kill_switch.after_failures, failure_window=config.kill_switch.failure_window_seconds),
         kind="kill_switch",
         address=kill_switch_address))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
-        a, top, copier.gateways, sizing_address, copier.alerts, config.token_renew_seconds,
-        config.leader_token_renew_seconds, timers=timers, token_file=accounts.token_file,
+        a, top, copier.gateways, sizing_address, copier.alerts, config.tokens.renew_seconds,
+        config.tokens.leader_renew_seconds, timers=timers, token_file=accounts.token_file,
         configured={name: t.configured for name, t in accounts.tokens.items()},
         paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
         feeds=feed_addresses), kind="tokens", address=tokens_address))
@@ -263,8 +265,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
-            copy_existing_on_first_start=config.copy_existing_on_first_start,
-            max_frame_bytes=config.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
+            copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
+            max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
             follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
             kind="feed", address=feed_addresses[account.name]))
 
@@ -279,9 +281,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     top.bind(supervisor_ref)
     copier.addresses = supervisor_ref.proxy().start_children().get(timeout=30)
     copier._ref = supervisor_ref
-    # What start-up built (modules, the instrument master, pandas' calendar tables) lives as long
-    # as the process: moved out of the collector's sight, a full collection no longer walks it.
-    # That walk was a 40 ms pause in the middle of copying (bench/replication_bench.py).
+    # What start-up built lives as long as the process: out of the collector's walk (docs/design.md).
     gc.collect()
     gc.freeze()
     metrics.UP.set(1)

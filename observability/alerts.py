@@ -16,6 +16,15 @@ _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ER
 
 
 class Alerts:
+    """Raise an alert by calling it: `alerts(level, key, message)`. `key` says what it is about
+    (its part before ":" labels the metric); one alert per key per cooldown gets through.
+    Thread-safe, and never raises.
+
+        alerts = Alerts(record=store.alerts.record, channels=[WebhookChannel(url, background=True)])
+        alerts("critical", "auth:f1", "follower f1: the broker refused its token")   # True: sent
+        alerts("critical", "auth:f1", "follower f1: the broker refused its token")   # False: cooling down
+    """
+
     def __init__(self, record: Callable[[str, str, str], None] | None = None, cooldown_seconds: float = 300.0,
                  channels: list[Callable[[str, str, str], None]] | None = None,
                  unrecorded: tuple[type[Exception], ...] = ()) -> None:

@@ -1,6 +1,6 @@
 """Logging: readable lines in a terminal, one JSON object per line otherwise, tokens redacted.
 
-Redaction is a filter on every handler, so no code path can log a token by accident (B.8):
+Redaction is a filter on every handler, so no code path can log a token by accident:
 every configured access token is registered at start, and anything shaped like a JWT is masked
 even if it was never registered.
 """

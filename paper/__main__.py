@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--session", default="open", choices=["open", "pre_open", "closed", "holiday", "auto"])
     p.add_argument("--orders-per-second", type=int, default=None, help="order rate limit per account (0: none)")
     p.add_argument("--orders-per-minute", type=int, default=None, help="order rate limit per account and minute (0: none)")
+    p.add_argument("--orders-per-hour", type=int, default=None, help="order rate limit per account and hour (0: none)")
+    p.add_argument("--orders-per-day", type=int, default=None, help="order rate limit per account and day (0: none)")
     p.add_argument("--unlimited", action="store_true", help="no order rate limits (benchmarks)")
+    p.add_argument("--no-sequence", action="store_true",
+                   help="leave the per-order Sequence out of order-update frames, as Dhan's own feed does")
     p.add_argument("--bot", action="store_true", help="run a LeaderBot on the first account")
     p.add_argument("--freeze-limits", default=None, metavar="CSV",
                    help="freeze quantity table (exchange_segment,underlying,freeze_qty) instead of the shipped one")
@@ -48,13 +52,18 @@ def main(argv: list[str] | None = None) -> None:
             limits["per_second"] = args.orders_per_second or None
         if args.orders_per_minute is not None:
             limits["per_minute"] = args.orders_per_minute or None
+        if args.orders_per_hour is not None:
+            limits["per_hour"] = args.orders_per_hour or None
+        if args.orders_per_day is not None:
+            limits["per_day"] = args.orders_per_day or None
     try:
         freeze = FreezeLimits(args.freeze_limits) if args.freeze_limits else None
     except (OSError, ValueError) as e:
         p.error(f"--freeze-limits: {e}")
     ex = PaperExchange(seed=args.seed, price_walk=not args.no_price_walk, tick_seconds=args.tick_seconds,
                        session=args.session, rate_limits=limits, host=args.host, port=args.port,
-                       ws_port=args.ws_port, control_token=args.control_token or None, freeze_limits=freeze).start()
+                       ws_port=args.ws_port, sequence=not args.no_sequence,
+                       control_token=args.control_token or None, freeze_limits=freeze).start()
     specs = [AccountSpec(f"{1000000001 + i}", f"paper-token-{1000000001 + i}", args.funds) for i in range(args.accounts)]
     for spec in specs:
         ex.add_account(spec)

@@ -32,9 +32,9 @@ log = logging.getLogger("paper")
 _CONTROL_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "reject_next", "set_funds",
                   "price", "orders", "positions", "trades", "funds", "request_log", "modification_count",
                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count",
-                  "super_orders", "freeze_limit", "set_freeze_limit")
+                  "super_orders", "freeze_limit", "set_freeze_limit", "socket_logins")
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
-                "duplicate_messages", "reorder_messages", "clear")
+                "duplicate_messages", "reorder_messages", "clear", "counts")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Callable, Iterable
@@ -46,6 +47,7 @@ class Faults:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._on_drop = on_drop
+        self._counts: Counter[str] = Counter()
         self.clear()
 
     def clear(self) -> None:
@@ -59,10 +61,24 @@ class Faults:
             self.reorder_fraction = 0.0
             self.reorder_same_second = False
 
+    def count(self, kind: str) -> None:
+        """Note a fault that took effect (see `counts`)."""
+        with self._lock:
+            self._counts[kind] += 1
+
+    def counts(self) -> dict[str, int]:
+        """How often each fault took effect since the exchange started (`clear` keeps them), so a
+        test can tell a fault that hit from one that was only switched on: "DH-908", "DH-909",
+        "close" (failed before effect), "lost_answer", "delayed_answer", "refused_login",
+        "dropped_sockets", "duplicated", "reordered"."""
+        with self._lock:
+            return dict(self._counts)
+
     # --- socket knobs ---
     def drop_sockets(self) -> None:
         """Close every order-update socket now (clients must reconnect and resync)."""
         if self._on_drop:
+            self.count("dropped_sockets")
             self._on_drop()
 
     def refuse_reconnects(self, seconds: float) -> None:
@@ -70,7 +86,10 @@ class Faults:
             self._refuse_until = realtime.monotonic() + seconds
 
     def refusing(self) -> bool:
-        return realtime.monotonic() < self._refuse_until
+        if realtime.monotonic() < self._refuse_until:
+            self.count("refused_login")
+            return True
+        return False
 
     def duplicate_messages(self, fraction: float) -> None:
         self.duplicate_fraction = fraction
@@ -115,12 +134,16 @@ class Faults:
         with self._lock:
             for r in self._fails:
                 if r.matches(client_id, keys) and self._rng.random() < r.fraction:
+                    self._counts[r.mode] += 1
                     return r.mode
         return None
 
     def lose_answer(self, client_id: str | None, keys: tuple[str, ...]) -> bool:
         with self._lock:
-            return any(r.matches(client_id, keys) and self._rng.random() < r.fraction for r in self._after)
+            lost = any(r.matches(client_id, keys) and self._rng.random() < r.fraction for r in self._after)
+            if lost:
+                self._counts["lost_answer"] += 1
+            return lost
 
     def answer_delay(self, client_id: str | None, keys: tuple[str, ...]) -> float:
         with self._lock:
@@ -128,5 +151,6 @@ class Faults:
                 if r.matches(client_id, keys) and (r.count is None or r.count > 0):
                     if r.count is not None:
                         r.count -= 1
+                    self._counts["delayed_answer"] += 1
                     return r.seconds
         return 0.0

@@ -22,10 +22,11 @@ REORDER_HOLD = 0.3   # a held message goes out at the latest this long after it 
 
 
 def _stamp(text: str) -> object:
-    """A frame's `LastUpdatedTime` (None for a frame that has none)."""
+    """A frame's `LastUpdatedTime` (None for a frame that has none, or that no parser can read:
+    raw frames sent to test a client may nest deeper than the recursion limit)."""
     try:
         return json.loads(text).get("Data", {}).get("LastUpdatedTime")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
 
 
@@ -88,6 +89,7 @@ class OrderSocketHub:
             return
         self._send(client_id, text)
         if held is not None:
+            self.faults.count("reordered")
             self._send(client_id, held)
 
     def _release(self, client_id: str, text: str) -> None:
@@ -96,7 +98,10 @@ class OrderSocketHub:
             self._send(client_id, text)
 
     def _send(self, client_id: str, text: str) -> None:
-        copies = 2 if self.faults.roll(self.faults.duplicate_fraction) else 1
+        copies = 1
+        if self.faults.roll(self.faults.duplicate_fraction):
+            copies = 2
+            self.faults.count("duplicated")
         for conn in self._conns.get(client_id, ()):
             for _ in range(copies):
                 conn.queue.put_nowait(text)

@@ -1,4 +1,4 @@
-"""Tables. No column ever holds an access token (B.8)."""
+"""Tables. No column ever holds an access token."""
 from __future__ import annotations
 
 import time
@@ -20,11 +20,7 @@ class BaseModel(pw.Model):
 
 
 class InboundEvent(BaseModel):
-    """The durable inbox: every order update received (leader or follower), stored before routing.
-
-    `done` is set in the same transaction as the update's effect, so a crash between the two
-    replays the update, and replay is idempotent because updates are snapshots.
-    """
+    """The durable inbox (storage/inbox.py says how it is written and acknowledged)."""
 
     account = pw.CharField()  # "leader" or a follower name
     order_id = pw.CharField(index=True)
@@ -121,7 +117,7 @@ class ForeverCopy(BaseModel):
 
 
 class OrderEventRecord(BaseModel):
-    """The per-order event store (B.9): an order's state is the fold of these, in `seq` order."""
+    """The per-order event store: an order's state is the fold of these, in `seq` order."""
 
     order_key = pw.CharField()  # "L:<leader order id>" or "F:<correlation id>"
     seq = pw.IntegerField()
@@ -153,12 +149,9 @@ class Skip(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """Work the copier gave up on until an operator decides (`run.py dlq`): a copy the broker
-    refused for good (operation "place"), or a message parked because it kept crashing the actor
-    handling it: an inbox event (operation "inbox_event", `event_id` set; its inbox row is done
-    with outcome "dead_letter: ...") or a socket frame ("socket_frame"). For parked messages
-    `follower` is the account the message came from, `error_code` the exception's type, and
-    `payload` the message itself (bounded, secrets redacted)."""
+    """Work the copier gave up on until an operator decides (storage/dead_letters.py says which).
+    For parked messages `follower` is the account the message came from, `error_code` the
+    exception's type, and `payload` the message itself (bounded, secrets redacted)."""
 
     leader_order_id = pw.CharField(index=True)
     follower = pw.CharField()

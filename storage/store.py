@@ -1,9 +1,6 @@
-"""The store: one SQLite connection (WAL), every write a retried transaction.
-
-What the copier stores and reads is asked of the store's repositories (`store.inbox`,
-`store.copies`, `store.settings`, ... one module each in this package), each domain operation
-one method and one transaction; this module keeps the connection, its transactions and their
-retries, and the cached statements of the hot path.
+"""The store: one SQLite connection (WAL), every write a retried transaction, and the cached
+statements of the hot path. The repositories (`store.inbox`, `store.copies`, ... one module each
+in this package) run their domain operations in its transactions.
 
 Why one connection behind a lock: SQLite admits one writer at a time anyway, and a single
 connection keeps the number of file handles fixed however many order actors come and go.
@@ -95,6 +92,14 @@ class _Database(pw.SqliteDatabase):
 
 
 class Store:
+    """The copier's storage: one connection, its transactions, and the repositories that name
+    every domain operation. Thread-safe.
+
+        store = Store("data/copytrader.db", exclusive=True)    # the running copier's own
+        event_id = store.inbox.record(account, order_id, dedupe_key, source, payload, received_ns)
+        store.close()
+    """
+
     def __init__(self, path: str | Path, retry_seconds: float = 10.0,
                  on_retry: Callable[[Exception], None] | None = None,
                  on_health: Callable[[bool], None] | None = None,
@@ -160,10 +165,7 @@ class Store:
             raise
         if self.path != ":memory:":
             self._identity = _identity(self.path)
-        # SQLite's automatic checkpoint runs inside whichever commit crosses its threshold and
-        # fsyncs the database while that writer holds the store's lock: 100 ms stalls on the
-        # copier's hot path. Checkpoints run here instead, on their own connection; PASSIVE mode
-        # never blocks a writer.
+        # Checkpoints on a connection of their own, not inside a commit (docs/design.md).
         self._closing = threading.Event()
         self._checkpointer: threading.Thread | None = None
         if self.path != ":memory:":
@@ -185,10 +187,9 @@ class Store:
 
     def _checkpoint_loop(self, every_seconds: float = 1.0, quiet_seconds: float = 0.03,
                          at_most_seconds: float = 10.0) -> None:
-        """About once a second, in a gap between writes. A checkpoint fsyncs (4 to 5 ms here), and
-        one that overlapped a placement stalled it by up to 20 ms (bench/replication_bench.py);
-        copying comes in bursts, so waiting for `quiet_seconds` without a write usually finds a
-        gap. A store that is never quiet is checkpointed anyway after `at_most_seconds`.
+        """About once a second, in a gap between writes: after `quiet_seconds` without a write, or
+        after `at_most_seconds` for a store that is never quiet (docs/design.md). PASSIVE mode
+        never blocks a writer.
 
         Each round first checks that the database file is still the one opened, and a store that
         is down tries to recover instead of checkpointing."""
@@ -331,10 +332,13 @@ class Store:
         return self._depth > 0
 
     def write(self, fn: Callable[[], T]) -> T:
-        """Run `fn` in one transaction, retrying the whole transaction on database errors.
+        """Run `fn` in one transaction, retrying the whole transaction on database errors (the
+        retry machinery is built only once an attempt failed: docs/design.md). `fn` may run more
+        than once, so it only writes, and acts on nothing outside the database:
 
-        The first attempt runs bare: building the retry machinery on every write cost measurable
-        time on the copier's hot path, and only a failure needs it."""
+            # storage/settings.py: one row replaced, in one transaction
+            store.write(lambda: m.Setting.insert(key=key, value=value).on_conflict_replace().execute())
+        """
 
         def attempt() -> T:
             with self._lock:
@@ -389,8 +393,7 @@ class Store:
                                      f"{exc.last_attempt.exception()}") from None
 
     # -- cached statements for the hot path ------------------------------------------------
-    # peewee builds SQL text anew for every query (about half a millisecond here); a placement
-    # crosses a dozen statements, so the few that every order update runs are built once.
+    # The few statements every order update runs, built once (peewee builds each anew: docs/design.md).
     def insert(self, model: type[pw.Model], fields: dict[str, Any], or_ignore: bool = False) -> int | None:
         """Insert one row (inside a write transaction); its rowid, or None when ignored."""
         names = tuple(fields)

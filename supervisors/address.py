@@ -5,6 +5,11 @@ Senders hold an `Address` instead: while the actor is down, `tell` parks message
 and the supervisor delivers them to the new incarnation, so nothing sent during a restart is lost.
 (Messages that were already in the crashed actor's inbox are gone; durable state in storage, not
 the inbox, is what makes that safe.)
+
+    sizing = Address("sizing")          # made before the actor, handed to whoever will send to it
+    sizing.tell(RefreshAccounts())      # parked: nothing is bound yet
+    sizing.bind(SizingActor.start(sizing, top, ...))   # what was parked is delivered, in order
+    sizing.ask(FreeCapital())           # asks are not parked: ActorDeadError while it restarts
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import pykka
 
 
 class Address:
+    """A stable name for one actor across its restarts. Thread-safe."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._ref: pykka.ActorRef | None = None

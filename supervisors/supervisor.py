@@ -62,9 +62,8 @@ class Restart(enum.Enum):
 class ChildSpec:
     """How to start one child, as in OTP: `start(address)` returns a started `ActorRef`.
 
-        ChildSpec("sizing", lambda a: SizingActor.start(a, top, ...), kind="sizing")
-        ChildSpec(f"order:{id}", lambda a: OrderActor.start(a, orders, ...), kind="order",
-                  restart=Restart.TRANSIENT)
+        ChildSpec("sizing", lambda a: SizingActor.start(a, top, ...), kind="sizing", address=sizing)
+        ChildSpec("report", lambda a: ReportActor.start(a, top), restart=Restart.TRANSIENT)
     """
 
     child_id: str
@@ -99,6 +98,20 @@ class Supervised(pykka.ThreadingActor):
 
     Pykka's `on_failure` does not say which message failed, so every subclass's `on_receive` is
     wrapped (once, when the class is made) to remember the message whose handling raised.
+
+        class Poller(Supervised):
+            def __init__(self, address: Address, supervisor: Address | None, timers: Timers) -> None:
+                super().__init__(address, supervisor)    # runs in the creator's thread
+                self.timers = timers
+
+            def started(self) -> None:                   # in the actor's thread: rebuild state here
+                self.timers.every(5.0, self.address, Poll(), owner=self.actor_ref)
+
+            def on_receive(self, message: Any) -> Any:
+                if isinstance(message, Poll):
+                    ...
+
+        ChildSpec("poller", lambda a: Poller.start(a, top, timers), kind="poller")
     """
 
     use_daemon_thread = True
@@ -161,9 +174,13 @@ class Supervisor(Supervised):
     Giving up stops every child, the last started first, then escalates: to its own supervisor if
     it has one (which gives up in turn), else to `on_escalate` (the application's clean stop).
 
-    Children can also be started and stopped while it runs (`start_child`, `terminate_child`),
-    as the order actors are, one per leader order. Call these on the supervisor's thread, through
-    its proxy: `ref.proxy().start_child(spec).get()`.
+    Children can also be started and stopped while it runs (`start_child`, `terminate_child`).
+    Call these on the supervisor's thread, through its proxy:
+
+        ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0)
+        top.bind(ref)
+        addresses = ref.proxy().start_children().get()     # in the order of `specs`
+        ref.proxy().start_child(spec).get()                # one more, while it runs
 
     Input never ends the process: when a child crashes on a told message, `on_dead_letter(child_id,
     message, exception)` may park that message (store it, alert) and answer True; the child is

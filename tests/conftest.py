@@ -77,6 +77,18 @@ def start_paper_process(*args: str) -> tuple[subprocess.Popen, dict[str, str], l
     return proc, urls, accounts
 
 
+def end_processes(*procs: subprocess.Popen | None) -> None:
+    """Stop each process still running: SIGTERM, then SIGKILL after 10 s."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 def copier_ready(db: Path) -> bool:
     """A copier process is ready once it has recorded the leader's baseline (read from its file)."""
     if not db.exists():
@@ -263,7 +275,7 @@ def make_rig(tmp_path: Path):
         ex.add_account(AccountSpec(LEADER_ID, LEADER_TOKEN, leader_funds))
         for f_cfg, f in zip(cfg.followers, followers):
             ex.add_account(AccountSpec(f_cfg.client_id, f_cfg.access_token, float(f.get("funds", 5_000_000))))
-        store = Store(cfg.storage_path, retry_seconds=cfg.storage_retry_seconds)
+        store = Store(cfg.storage.path, retry_seconds=cfg.storage.retry_seconds)
         rig = Rig(ex, cfg, store, None, client(ex, LEADER_ID, LEADER_TOKEN),  # type: ignore[arg-type]
                   {f.name: f.client_id for f in cfg.followers}, yaml.safe_dump(raw), by_name)
         if start:

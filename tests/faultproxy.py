@@ -28,6 +28,7 @@ from __future__ import annotations
 import http.client
 import random
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,6 +79,16 @@ class Rule:
             self._proxy._remove(self)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away in the middle of a call (killed, or past its timeout) is one of
+        the faults under test, not a failure of the proxy: no traceback for it."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 class FaultProxy:
     """A threaded HTTP/1.1 proxy to one upstream base URL (kept-alive client connections are
     served; each forwarded call opens its own upstream connection). Thread-safe: rules may be
@@ -96,8 +107,7 @@ class FaultProxy:
         # every call seen: {"t" (monotonic, when it arrived), "method", "path", "action", "forwarded",
         # "status" (what the client was answered; None: dropped)}
         self.calls: list[dict[str, Any]] = []
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
         self.url = f"http://{host}:{self._server.server_address[1]}{self.prefix}"
 

@@ -88,14 +88,12 @@ def test_unreachable_broker_refuses_to_start_naming_the_account(tmp_path):
 
 
 def test_unreachable_follower_broker_refuses_the_start_naming_the_follower(make_rig):
-    from dataclasses import replace
-
     from copier.accounts import StartRefused
 
     rig = make_rig(followers=TWO, start=False)
     closed = f"http://127.0.0.1:{_free_port()}/v2"
-    rig.config = replace(rig.config, followers=(rig.config.followers[0],
-                                                replace(rig.config.followers[1], api_base_url=closed)))
+    f2 = rig.config.followers[1].model_copy(update={"api_base_url": closed})
+    rig.config = rig.config.model_copy(update={"followers": (rig.config.followers[0], f2)})
     with pytest.raises(StartRefused, match="follower f2 .*unreachable"):
         rig.copier = start_copier(rig.config, rig.store)
     assert not [r for r in rig.exchange.request_log() if r["method"] == "POST"]
@@ -107,7 +105,7 @@ def test_refused_stored_token_at_start_names_that_source(make_rig, monkeypatch):
 
     monkeypatch.setenv(KEY_ENV, Fernet.generate_key().decode())
     rig = make_rig(start=False)
-    TokenFile.from_environment(token_file_path(rig.config.storage_path)).save(
+    TokenFile.from_environment(token_file_path(rig.config.storage.path)).save(
         LEADER_ID, "leader", "renewed-but-revoked-0001", fingerprint(LEADER_TOKEN))
     with pytest.raises(StartRefused) as refused:
         rig.copier = start_copier(rig.config, rig.store)
@@ -183,7 +181,7 @@ def test_token_command_refuses_a_token_the_broker_refuses(make_rig, tmp_path, mo
                           cwd=ROOT, input="not-a-working-token-42\n", capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "f1" in done.stderr and "DH-901" in done.stderr
     assert "not-a-working-token-42" not in done.stdout + done.stderr
-    assert not Path(rig.config.storage_path).with_suffix(".tokens").exists()
+    assert not Path(rig.config.storage.path).with_suffix(".tokens").exists()
 
 
 # -- renewal ----------------------------------------------------------------------------------------
@@ -264,7 +262,7 @@ def test_renewal_without_a_key_is_a_config_error_naming_the_variable(monkeypatch
         parse(_raw(renew_every_minutes=60))
     monkeypatch.setenv(KEY_ENV, Fernet.generate_key().decode())
     config = parse(_raw(renew_every_minutes=60, renew_leader_every_minutes=720))
-    assert config.token_renew_seconds == 3600 and config.leader_token_renew_seconds == 43200
+    assert config.tokens.renew_seconds == 3600 and config.tokens.leader_renew_seconds == 43200
 
 
 def test_token_source_names_the_environment_variable(monkeypatch):

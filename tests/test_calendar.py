@@ -1,4 +1,4 @@
-"""Trading calendar (5.5, 6.1-6.5): sessions, holidays from exchange_calendars, order admission."""
+"""Trading calendar: sessions, holidays from exchange_calendars, order admission."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone

@@ -1,4 +1,4 @@
-"""Scenario 7.7: the real run.py process is SIGKILLed at random points of a burst and restarted;
+"""The real run.py process is SIGKILLed at random points of a burst and restarted;
 every leader order ends with exactly one copy per follower (exactly once via correlation ids)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections import Counter
 
 import yaml
 
-from tests.conftest import ROOT, client, copier_ready, start_paper_process, wait_until
+from tests.conftest import ROOT, client, copier_ready, end_processes, start_paper_process, wait_until
 
 ORDERS = 40
 KILLS = 4
@@ -95,13 +95,7 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
         print(f"7.7: {ORDERS} leader orders, {KILLS} SIGKILLs, {sum(counts.values())} follower orders, "
               f"0 doubled, 0 missed")
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)
 
 
 SLICED_ORDERS = 16
@@ -188,10 +182,4 @@ def test_sigkill_in_the_middle_of_sliced_placements_never_doubles_or_misses_a_sl
         assert all(e["orderStatus"] == "PENDING" for _name, e in held), "a slice was refused"
         print(f"{SLICED_ORDERS} leader orders, {len(expected)} slices, 3 SIGKILLs: 0 doubled, 0 missed")
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)

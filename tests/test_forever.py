@@ -1,4 +1,4 @@
-"""Scenario 1.3.3: the leader's forever (GTT) orders are copied, sized, and follow its modify and
+"""The leader's forever (GTT) orders are copied, sized, and follow its modify and
 cancel; when one triggers, each follower's own copy triggers and nothing is copied twice."""
 from __future__ import annotations
 

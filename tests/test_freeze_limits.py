@@ -128,8 +128,8 @@ def test_freeze_limits_in_the_config_apply_to_both_fno_segments_unless_one_is_na
     assert set(config.freeze_limits) == {("NSE_FNO", "NIFTY", 900), ("BSE_FNO", "NIFTY", 900),
                                          ("BSE_FNO", "SENSEX", 500), ("NSE_FNO", "RELIANCE", None),
                                          ("BSE_FNO", "RELIANCE", None)}
-    assert config.slice_above_freeze_limit is True
-    assert parse(_config(tmp_path, copy={"slice_above_freeze_limit": False})).slice_above_freeze_limit is False
+    assert config.copy.slice_above_freeze_limit is True
+    assert parse(_config(tmp_path, copy={"slice_above_freeze_limit": False})).copy.slice_above_freeze_limit is False
 
 
 @pytest.mark.parametrize("raw,message", [

@@ -87,7 +87,7 @@ def test_the_rate_limiter_answers_a_placement_past_its_time_as_expired_and_sends
                                          ("5s", "copy.max_delay_seconds: must be a number")])
 def test_a_bad_max_delay_is_a_config_error_naming_the_key(value, error):
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
-    assert parse(raw).max_delay_seconds == 5.0  # the shipped default
+    assert parse(raw).copy.max_delay_seconds == 5.0  # the shipped default
     raw["copy"]["max_delay_seconds"] = value
     with pytest.raises(ConfigError, match=error):
         parse(raw)

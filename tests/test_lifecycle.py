@@ -1,4 +1,4 @@
-"""Scenarios 2.* (modify), 3.* (cancel), 4.* (fills), 5.2 and 8.1 to 8.3: the copy follows the
+"""Modifications, cancels, fills, follower rejections and their races: the copy follows the
 leader's order through its whole life, one order actor at a time."""
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def test_4_5_lag_alert_when_follower_still_open_after_leader_fills(make_rig):
     assert metrics.LAG_ALERTS.labels("f1")._value.get() >= 1
 
 
-# -- 5.2 follower rejections -------------------------------------------------------------------
+# -- follower rejections -----------------------------------------------------------------------
 def test_5_2_follower_rejection_recorded_and_dead_lettered(rig):
     rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-905", message="Invalid disclosed quantity")
     leader_id = rig.place(quantity=10)

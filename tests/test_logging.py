@@ -1,5 +1,5 @@
 """Logs: one JSON object per line off a terminal, with the leader order id and the follower on
-every order-related line (tokens redacted: see tests/test_config_and_secrets.py, B.8)."""
+every order-related line (tokens redacted: see tests/test_config_and_secrets.py)."""
 from __future__ import annotations
 
 import io

@@ -1,4 +1,4 @@
-"""Scenarios 5.5, 5.6 and 6.1 to 6.7: market sessions, holidays, circuit limits and halts.
+"""Market sessions, holidays, circuit limits and halts.
 
 The copier's clock is injected (its market-hours rules are checked against it); the paper
 exchange stays open unless a test says otherwise, so what is asserted is the copier's decision.

@@ -1,4 +1,4 @@
-"""Scenario B.4 (kill switch) and the operator commands (status, kill-switch, dlq), each run as
+"""The kill switch and the operator commands (status, kill-switch, dlq), each run as
 `python run.py COMMAND` against a copier running on the paper exchange."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenarios 1.*: every field of a leader placement reaches the follower, sized per follower."""
+"""Every field of a leader placement reaches the follower, sized per follower."""
 from __future__ import annotations
 
 import pytest

@@ -28,7 +28,7 @@ from copier.config import ConfigError, parse
 from observability import metrics
 from storage import models as m
 from supervisors import Address, ChildSpec, Escalated, Supervised, Supervisor
-from tests.conftest import LEADER_ID, ROOT, client, copier_ready, run_command, start_paper_process, wait_until
+from tests.conftest import LEADER_ID, ROOT, client, copier_ready, end_processes, run_command, start_paper_process, wait_until
 from tests.frames import DROP, MIB, FrameInjector, bad_frames, order_alert_text
 from tests.test_chaos import Control
 from trading.orders import OrderUpdate
@@ -184,8 +184,8 @@ def test_feed_max_frame_bytes_is_a_validated_config_key(tmp_path):
 
     exchange = SimpleNamespace(rest_url="http://127.0.0.1:1/v2", ws_url="ws://127.0.0.1:2")
     raw = config_dict(exchange, tmp_path, [{"name": "f1"}])  # type: ignore[arg-type]
-    assert parse(raw).max_frame_bytes == MIB
-    assert parse({**raw, "feed": {"max_frame_bytes": 65536}}).max_frame_bytes == 65536
+    assert parse(raw).feed.max_frame_bytes == MIB
+    assert parse({**raw, "feed": {"max_frame_bytes": 65536}}).feed.max_frame_bytes == 65536
     for bad in (0, 100, "big", 2.5):
         with pytest.raises(ConfigError, match=r"feed\.max_frame_bytes"):
             parse({**raw, "feed": {"max_frame_bytes": bad}})
@@ -197,7 +197,7 @@ def test_six_kinds_of_bad_frame_are_counted_dropped_and_the_copier_keeps_copying
     role = "leader" if account == LEADER else "follower"
     valid = frames.order_alert(account)
     order_no = json.loads(valid)["Data"]["OrderNo"]
-    kinds = bad_frames(valid, rig.config.max_frame_bytes)
+    kinds = bad_frames(valid, rig.config.feed.max_frame_bytes)
     expected = Counter(reason for _text, reason in kinds.values())
     before = {reason: _malformed(role, reason) for reason in expected}
     restarts = {kind: _restarts(kind) for kind in ("feed", "order", "router")}
@@ -514,10 +514,4 @@ def test_run_py_survives_bad_frames_on_every_socket_and_copies_the_next_order(tm
         assert copy["quantity"] == 5 and copy["securityId"] == "2885"
         assert copier.poll() is None
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)

@@ -99,10 +99,10 @@ def _config(**sections) -> dict:
 
 def test_quote_and_fill_wait_settings_have_safe_defaults_and_are_read():
     default = parse(_config())
-    assert (default.quote_cache_seconds, default.quote_requests_per_second, default.market_fill_wait_seconds) == \
+    assert (default.quotes.cache_seconds, default.quotes.requests_per_second, default.copy.market_fill_wait_seconds) == \
         (2.0, 1, 2.0)
     set_ = parse(_config(quotes={"cache_seconds": 5, "requests_per_second": 2}, copy={"market_fill_wait_seconds": 0}))
-    assert (set_.quote_cache_seconds, set_.quote_requests_per_second, set_.market_fill_wait_seconds) == (5.0, 2, 0.0)
+    assert (set_.quotes.cache_seconds, set_.quotes.requests_per_second, set_.copy.market_fill_wait_seconds) == (5.0, 2, 0.0)
 
 
 @pytest.mark.parametrize("sections,expected", [

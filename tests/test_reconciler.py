@@ -1,4 +1,4 @@
-"""Scenario B.5: the reconciler reports every divergence between the broker's books and storage,
+"""The reconciler reports every divergence between the broker's books and storage,
 and repairs the safe ones."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scenarios 5.1, 5.3, 5.4, 8.4 to 8.9 and B.1: what is not copied is recorded with its reason."""
+"""Rejections and edge cases: what is not copied is recorded with its reason."""
 from __future__ import annotations
 
 import threading

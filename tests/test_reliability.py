@@ -1,4 +1,4 @@
-"""Scenarios 7.1 to 7.6, 7.8, 8.10 and B.3: never lose, never double, under injected faults."""
+"""Never lose, never double, under injected faults."""
 from __future__ import annotations
 
 import sqlite3
@@ -97,7 +97,7 @@ def test_7_6_rate_limited_answers_are_retried_and_nothing_is_lost(rig):
 
 
 def test_7_8_locked_database_is_retried_and_the_event_is_not_lost(rig):
-    blocker = sqlite3.connect(rig.config.storage_path, timeout=0, check_same_thread=False)
+    blocker = sqlite3.connect(rig.config.storage.path, timeout=0, check_same_thread=False)
     blocker.execute("BEGIN EXCLUSIVE")
     released = threading.Event()
     retries = metrics.STORAGE_RETRIES._value.get()
@@ -113,7 +113,7 @@ def test_8_10_persistent_write_failure_is_not_acknowledged_and_is_retried(make_r
     # the update back once storage works again
     rig = make_rig(config={"storage": {"retry_seconds": 0.5}})
     restarts = metrics.ACTOR_RESTARTS.labels("feed")._value.get()
-    blocker = sqlite3.connect(rig.config.storage_path, timeout=0, check_same_thread=False)
+    blocker = sqlite3.connect(rig.config.storage.path, timeout=0, check_same_thread=False)
     blocker.execute("BEGIN EXCLUSIVE")
     leader_id = rig.place(quantity=10)
     wait_until(lambda: not rig.store.healthy, message="storage reported unhealthy")

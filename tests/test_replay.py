@@ -1,4 +1,4 @@
-"""Scenario B.9: replaying an order's event log rebuilds exactly its stored state, for every order
+"""Replaying an order's event log rebuilds exactly its stored state, for every order
 after a busy run (placements, modifications, partial fills, cancels, rejections, skips)."""
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_B_9_replay_rebuilds_every_order_exactly(make_rig, tmp_path):
 
     config = tmp_path / "replay.yaml"
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
-    raw["storage"]["path"] = rig.config.storage_path
+    raw["storage"]["path"] = rig.config.storage.path
     config.write_text(yaml.safe_dump(raw))
     result = subprocess.run([sys.executable, "run.py", "--config", str(config), "replay", ids[0]], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)

@@ -1,5 +1,4 @@
-"""Scenarios 5.7 (pre-trade risk limits), B.2 (position-aware exits) and the daily-loss trigger
-of the kill switch."""
+"""Pre-trade risk limits, position-aware exits and the daily-loss trigger of the kill switch."""
 from __future__ import annotations
 
 from observability import metrics

@@ -1,4 +1,4 @@
-"""Pre-trade risk rules (5.7) and position-aware exit sizing (B.2), as pure functions."""
+"""Pre-trade risk rules and position-aware exit sizing, as pure functions."""
 from __future__ import annotations
 
 import pytest
@@ -167,7 +167,7 @@ def test_is_exit(before: int, signed: int, expected: bool) -> None:
     assert is_exit(before, signed) is expected
 
 
-# -- exit_quantity (B.2) --------------------------------------------------------------------------
+# -- exit_quantity -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("leader_before,leader_exit,follower,lot,expected", [
     (100, 50, 40, 1, 20),  # leader closes 50%

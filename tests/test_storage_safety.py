@@ -33,7 +33,7 @@ import yaml
 from actors.feed import BASELINE_SETTING
 from observability import metrics
 from storage import Store, StorageDown
-from tests.conftest import RELIANCE, ROOT, client, copier_ready, start_paper_process, start_rig, wait_until
+from tests.conftest import RELIANCE, ROOT, client, copier_ready, end_processes, start_paper_process, start_rig, wait_until
 from trading.adoption import find_copies
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity, correlation_id
 
@@ -99,17 +99,9 @@ def paper():
     try:
         yield Paper(proc, urls, accounts)
     finally:
-        _end(proc)
+        end_processes(proc)
 
 
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass
@@ -262,7 +254,7 @@ def test_a_start_with_an_empty_database_adopts_the_followers_copies_of_open_lead
     rig.store.close()
     for path in tmp_path.glob("copytrader.db*"):  # the database is lost
         path.unlink()
-    rig.store = Store(rig.config.storage_path, retry_seconds=rig.config.storage_retry_seconds)
+    rig.store = Store(rig.config.storage.path, retry_seconds=rig.config.storage.retry_seconds)
     start_rig(rig)
 
     row = rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, message="the copy adopted")

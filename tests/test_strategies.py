@@ -1,4 +1,4 @@
-"""Scenario 1.4.5: a multi-leg strategy is copied with the leader's lot ratio between its legs, or
+"""A multi-leg strategy is copied with the leader's lot ratio between its legs, or
 its legs are not left naked: cancelled if open, flattened if filled (by config), with an alert."""
 from __future__ import annotations
 

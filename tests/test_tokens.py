@@ -1,4 +1,4 @@
-"""Scenario B.6: an expired or invalid access token gives a clear error naming the account, an
+"""An expired or invalid access token gives a clear error naming the account, an
 alert, no crash loop; tokens are renewed through Dhan's renewal endpoint when configured."""
 from __future__ import annotations
 

@@ -233,7 +233,9 @@ class OrderSeen:
 @dataclass(frozen=True)
 class Resumed:
     """A new incarnation of the order actor loaded the copy from storage at `at`; what was in
-    flight is forgotten. `sync`: look it up before acting."""
+    flight is forgotten. `sync`: look it up before acting. A placement the last incarnation may
+    have sent (the copy unknown, or stored and not yet answered) can still reach the broker: a
+    lookup that finds nothing is believed only from `absent_believed_from` on."""
 
     at: float
     absent_believed_from: float
@@ -610,6 +612,9 @@ def _found(state: CopyState, e: OrderFound) -> CopyState:
 
 def _not_found(state: CopyState, e: NotFound) -> CopyState:
     state = _evolve(state, call=Call.NONE, lookup_needed=False, lookup_failures=0)
+    if state.status is S.PENDING_PLACEMENT and e.sent_at < state.absent_believed_from:
+        # resumed: an earlier incarnation's placement may still be on its way; ask again then
+        return _evolve(state, lookup_needed=True, lookup_after=state.absent_believed_from)
     if state.status is not S.UNKNOWN:  # never reached the broker (placed or aborted next), or gone
         return state
     if e.sent_at < state.absent_believed_from:  # the broker may still act on the placement
@@ -645,6 +650,8 @@ def _resumed(state: CopyState, e: Resumed) -> CopyState:
     changes: dict[str, Any] = dict(call=Call.NONE, lookup_needed=e.sync)
     if state.status is S.UNKNOWN:
         changes.update(unknown_since=e.at, absent_believed_from=e.absent_believed_from)
+    elif state.status is S.PENDING_PLACEMENT:
+        changes.update(absent_believed_from=e.absent_believed_from)
     return _evolve(state, **changes)
 
 

@@ -1,7 +1,7 @@
 """The instrument master: lot sizes, tick sizes and option metadata by security id.
 
 Loaded from Dhan's published CSV (or the paper exchange's copy) by path or URL; a URL is cached
-on disk and refreshed once a day. Lookups that miss trigger one reload (8.6) before the caller
+on disk and refreshed once a day. Lookups that miss trigger one reload before the caller
 records a skip.
 """
 from __future__ import annotations
@@ -90,7 +90,12 @@ _REQUIRED_COLUMNS = ("SEM_EXM_EXCH_ID", "SEM_SEGMENT", "SEM_SMST_SECURITY_ID", "
 
 
 class InstrumentMaster:
-    """Thread-safe lookup by (exchange segment, security id), reloaded on a miss at most once a minute."""
+    """Thread-safe lookup by (exchange segment, security id), reloaded on a miss at most once a minute.
+
+        master = InstrumentMaster("https://images.dhan.co/api-data/api-scrip-master.csv", cache_dir="data")
+        master.load()                      # how many instruments it read
+        master.get("NSE_EQ", "2885")       # Instrument(symbol="RELIANCE", lot_size=1, ...), or None
+    """
 
     RELOAD_ON_MISS_SECONDS = 60.0
     REFRESH_SECONDS = 24 * 3600.0
@@ -149,7 +154,7 @@ class InstrumentMaster:
             stale = time.monotonic() - self._loaded_at > self.RELOAD_ON_MISS_SECONDS
         if found is not None or not stale:
             return found
-        try:  # 8.6: a miss reloads the master once before the caller gives up
+        try:  # the instrument may be newly listed: reload once before the caller gives up
             self.load()
         except (OSError, ValueError) as exc:
             log.warning("instrument master reload failed: %s", exc)

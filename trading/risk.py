@@ -1,6 +1,6 @@
 """Pre-trade risk rules per follower, as pure functions over a limits object and a state snapshot.
 
-Pure so they are trivially testable and so the risk actor owns all state: it builds a
+Pure so they are trivially testable and so the sizing actor owns all state: it builds a
 `RiskState` from positions, fills and its own record of placements, and asks `check()` before
 each follower order. A breach names the rule by its config key, which is also the skip reason.
 
@@ -188,7 +188,7 @@ def check(limits: RiskLimits, state: RiskState, order: OrderTerms, price: float,
 
 
 def exit_quantity(leader_position_before: int, leader_exit_qty: int, follower_position: int, lot_size: int) -> int:
-    """Units the follower should exit when the leader reduces a position (B.2).
+    """Units the follower should exit when the leader reduces a position.
 
     The follower reduces its own position by the fraction the leader reduced its:
     `leader_exit_qty / |leader_position_before|`, capped at 1 (a leader order that goes through

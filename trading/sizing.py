@@ -1,7 +1,7 @@
 """Sizing rules: the follower quantity as a pure function of the leader order.
 
 Purity matters: a modification re-sizes from the new leader quantity with the same rule, so
-50 -> 100 -> 50 on the leader gives the same follower quantity as it started with (2.1).
+50 -> 100 -> 50 on the leader gives the same follower quantity as it started with.
 The capital check and reservation live in the sizing actor, not here.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ class SizingRule:
     risk_per_trade: float = 0.0  # risk_based: rupees at risk per order
     stop_loss_pct: float = 1.0  # risk_based: assumed stop distance when the order has no trigger
     max_quantity: int | None = None  # cap in units
-    round_up_to_one_lot: bool = False  # 8.7: a size that rounds to zero becomes one lot only if set
+    round_up_to_one_lot: bool = False  # a size that rounds to zero becomes one lot only if set
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ def size_quantity(rule: SizingRule, leader_qty: int, lot_size: int, price: float
 
 
 def scale_disclosed(leader_qty: int, leader_disclosed: int, sized_qty: int, lot_size: int) -> int:
-    """Keep the leader's disclosed ratio (1.5.1, 1.5.2), in whole lots, never below the exchange's
-    minimum of 10% of the order, never above the order."""
+    """Keep the leader's disclosed ratio (an iceberg stays an iceberg), in whole lots, never below
+    the exchange's minimum of 10% of the order, never above the order."""
     if leader_disclosed <= 0 or leader_qty <= 0 or sized_qty <= 0:
         return 0
     lot = max(1, lot_size)
@@ -87,9 +87,9 @@ def size_order(rule: SizingRule, leader_qty: int, leader_disclosed: int, lot_siz
     return Sized(qty, scale_disclosed(leader_qty, leader_disclosed, qty, lot_size))
 
 
-# Margin an order blocks, as a fraction of its notional, for the capital check (8.4, 8.5). The
-# broker's own margin check is the final word (5.3); this estimate only keeps concurrent copies
-# from over-committing before the broker has seen them.
+# Margin an order blocks, as a fraction of its notional, for the capital check. The broker's
+# own margin check is the final word; this estimate only keeps concurrent copies from
+# over-committing before the broker has seen them.
 DEFAULT_MARGIN_FRACTIONS = {"CNC": 1.0, "MTF": 0.5, "INTRADAY": 0.2, "MARGIN": 0.4, "CO": 0.2, "BO": 0.2}
 DERIVATIVE_SHORT_FRACTION = 0.15
 

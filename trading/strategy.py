@@ -1,4 +1,4 @@
-"""Multi-leg strategies (1.4.5): derivative orders on one underlying placed within a short window
+"""Multi-leg strategies: derivative orders on one underlying placed within a short window
 are legs of one strategy. A follower gets every leg in the same lot ratio as the leader, or none:
 a leg that cannot keep the ratio (or is refused) unwinds the legs already placed."""
 from __future__ import annotations

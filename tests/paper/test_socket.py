@@ -1,8 +1,10 @@
 """Order-update socket: Dhan's login, every change announced, drops, refusals, dup/reorder faults."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
+import websocket
 from tests.paper.paper_support import FOLLOWER, LEADER, Feed, buy, client, make_exchange, order_id
 
 from paper import PaperExchange
@@ -134,3 +136,18 @@ def test_same_second_reordering_swaps_only_frames_stamped_with_one_second() -> N
     finally:
         feed.close()
         ex.stop()
+
+
+def test_raw_frames_no_parser_can_read_all_arrive_while_frames_are_reordered_within_a_second(ex: PaperExchange) -> None:
+    ws = websocket.create_connection(ex.ws_url, timeout=5)
+    try:
+        ws.send(json.dumps({"LoginReq": {"MsgCode": 42, "ClientId": LEADER, "Token": "tok-leader"}, "UserType": "SELF"}))
+        assert ex.wait_for(lambda e: e.socket_count(LEADER) == 1, 5)
+        ex.faults.reorder_messages(1.0, same_second=True)
+        deep = '{"Type": "order_alert", "Data": ' + "[" * 100_000 + "]" * 100_000 + "}"
+        sent = [deep, "{not json", '{"Type": "order_alert", "Data": []}']
+        for text in sent:
+            ex.send_raw(LEADER, text)
+        assert sorted(ws.recv() for _ in sent) == sorted(sent)
+    finally:
+        ws.close()
