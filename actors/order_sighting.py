@@ -129,7 +129,8 @@ class FirstSighting:
         instrument = ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
         order_skip = skip or self._order_skip_reason(update, instrument)
         # At a first start on an empty database, copies made before it may exist at the brokers.
-        adopted = actor.records.adopted_copies() if update.source == "adopt" else {}
+        adopted = actor.records.adopted_copies() if update.source == "adopt" else {}  # by part key
+        adopted_by = {c.split_part_key(key)[0] for key in adopted}  # followers with a copy (a slice) adopted
         decisions: dict[str, SizeDecision] = {}
         unreserve: list[str] = []
         group_id = None
@@ -140,7 +141,7 @@ class FirstSighting:
                 metrics.REFERENCE_PRICES.labels(source).inc()
             requests = tuple(SizeCopy(f, c.correlation_id(actor.leader_order_id, f), update.terms, instrument, reference,
                                       update.filled_qty, actor.leader_order_id, source)
-                             for f in ctx.followers if f not in adopted)
+                             for f in ctx.followers if f not in adopted_by)
             if requests:
                 sized: SizedCopies = actor.ask_sizing(SizeCopies(requests, actor.leader_order_id))
                 group_id = sized.group_id
@@ -180,10 +181,12 @@ class FirstSighting:
                     actor.received_ns[c.part_key(follower, part)] = received_ns
                 if len(parts) > 1:
                     plan.then(lambda f=follower, n=len(parts): actor.slices.counted(f, n, new_copy=True))
-            for follower, (generation, order) in adopted.items():
-                plan.create(c.Submitted(actor.leader_order_id, follower, order.terms, generation, order.order_id))
+            for key, (generation, order) in adopted.items():  # each slice of a copy adopted on its own
+                follower, part = c.split_part_key(key)
+                plan.create(c.Submitted(actor.leader_order_id, follower, order.terms, generation, order.order_id,
+                                        part=part))
                 if update.status in CLOSED:
-                    plan.apply(follower, c.CancelRequested("the leader's order was closed before its copy was adopted"))
+                    plan.apply(key, c.CancelRequested("the leader's order was closed before its copy was adopted"))
             if update.source == "adopt":  # a first start on an empty database: every copy is looked up first
                 for follower, copy in list(plan.states.items()):
                     if not copy.status.is_terminal and not copy.lookup_needed:
@@ -204,9 +207,9 @@ class FirstSighting:
     def _announce(self, update: OrderUpdate, order_skip: tuple[str, str] | None, decisions: dict[str, SizeDecision],
                   adopted: dict[str, tuple[int, OrderUpdate]], group_id: str | None) -> None:
         actor = self.actor
-        for follower, (_generation, order) in adopted.items():
-            log.info("follower %s: broker order %s adopted as the copy of leader order %s", follower,
-                     order.order_id, actor.leader_order_id, extra=actor.fields(follower))
+        for key, (_generation, order) in adopted.items():
+            log.info("follower %s: broker order %s adopted as the copy of leader order %s", key,
+                     order.order_id, actor.leader_order_id, extra=actor.fields(c.split_part_key(key)[0]))
         if order_skip is not None:
             metrics.SKIPS.labels("all", order_skip[0]).inc()
             log.info("leader order %s not copied: %s (%s)", actor.leader_order_id, *order_skip, extra=actor.fields())

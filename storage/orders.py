@@ -97,7 +97,8 @@ class OrderRecords:
         return copies
 
     def adopted_copies(self) -> dict[str, tuple[int, OrderUpdate]]:
-        """follower -> (generation, its order) of the copies found at the brokers at a first start."""
+        """part key (trading.copy.part_key) -> (generation, its order) of the copies (slices) found
+        at the brokers at a first start."""
         return {follower: (generation, update_from_dict(order))
                 for follower, (generation, order) in self.store.adopted_copies(self.leader_order_id).items()}
 

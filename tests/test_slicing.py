@@ -10,6 +10,7 @@ from rich.console import Console
 
 from app.live_view import render
 from observability import metrics
+from storage import Store
 from storage import models as m
 from tests.conftest import Rig, client, run_command, start_rig, wait_until
 
@@ -312,3 +313,22 @@ def test_a_filled_naked_leg_above_the_freeze_quantity_is_flattened_in_slices(mak
     closing = [o for o in rig.follower_book() if o["securityId"] == NIFTY_CE and o["transactionType"] == "SELL"]
     assert sorted(o["quantity"] for o in closing) == [1200, 1800], closing
     assert len(_refusals(rig)) == 1  # the put's injected refusal only: nothing above the freeze quantity
+
+
+def test_a_start_with_an_empty_database_adopts_every_slice_of_a_copy(make_rig, tmp_path: Path):
+    rig = make_rig(followers=DOUBLE)
+    leader_id = _place_option(rig, 1500)  # 1800 + 1200
+    wait_until(lambda: len(_slices_on_book(rig, leader_id)) == 2, message="two slices")
+    rig.copier.stop()
+    rig.store.close()
+    for path in tmp_path.glob("copytrader.db*"):  # the database is lost
+        path.unlink()
+    rig.store = Store(rig.config.storage.path, retry_seconds=rig.config.storage.retry_seconds)
+    start_rig(rig)
+
+    wait_until(lambda: [(r.part, bool(r.broker_order_id)) for r in _rows(rig, leader_id)] == [(0, True), (1, True)],
+               message=lambda: f"both slices adopted: {[(r.part, r.broker_order_id) for r in _rows(rig, leader_id)]}")
+    rig.cancel(leader_id)
+    wait_until(lambda: [s["orderStatus"] for s in _slices_on_book(rig, leader_id)] == ["CANCELLED", "CANCELLED"],
+               message=lambda: f"both adopted slices cancelled: {_slices_on_book(rig, leader_id)}")
+    assert len(rig.follower_book()) == 2 and _placements(rig) == 2

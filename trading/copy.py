@@ -54,6 +54,12 @@ def part_key(follower: str, part: int = 0) -> str:
     only) slice, `follower#N` for slice N+1 (follower names never hold '#')."""
     return follower if part == 0 else f"{follower}#{part}"
 
+
+def split_part_key(key: str) -> tuple[str, int]:
+    """(follower, part) of a part key (`part_key`'s inverse)."""
+    follower, _, part = key.partition("#")
+    return follower, int(part or 0)
+
 # Lookups of a placement whose outcome is unknown that got no answer: the next waits this long,
 # doubling up to the cap.
 LOOKUP_BACKOFF_FIRST = 0.5
