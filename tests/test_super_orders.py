@@ -311,3 +311,13 @@ def test_sigkill_in_the_middle_of_copying_super_orders_never_doubles_or_misses_o
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def test_a_super_order_whose_exits_cannot_be_read_is_a_recorded_skip_never_a_plain_copy(make_rig):
+    rig = make_rig(config={"broker": {"max_attempts": 1}})  # each read fails at once (no transient retries)
+    rig.exchange.faults.fail_fraction(1.0, mode="DH-908", client_id=LEADER_ID, paths=("GET /super/orders",))
+    leader_id, _price = _place_super(rig)
+
+    skip = rig.wait_skip(leader_id, timeout=30)
+    assert skip.reason == "super_order_unreadable", skip.reason
+    assert rig.follower_book() == [] and _calls(rig) == []
