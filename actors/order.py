@@ -20,13 +20,15 @@ from typing import Any, Callable, Container
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CopiesWanted, OrderActorIdle,
-                             OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies, UnwindLeg)
+from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted,
+                             OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
+                             UnwindLeg)
 from actors.order_answers import Answers
+from actors.order_catch_up import catch_up
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
-from actors.order_runtime import PooledActor
+from actors.order_runtime import CrashedOn, PooledActor
 from actors.order_sighting import FirstSighting
 from actors.order_slices import Slices
 from actors.order_super import SuperOrders, exit_leg_event
@@ -77,6 +79,7 @@ class OrderActor(PooledActor):
         self._timers: dict[str, TimerHandle] = {}
         self._unknown_checks: list[TimerHandle] = []
         self._storage_down = False  # a write was refused: this incarnation is done
+        self._batch: Plan | None = None  # while replies are handled together: the one plan they build
 
     # -- life ------------------------------------------------------------------------------------------
     def started(self) -> None:
@@ -118,13 +121,78 @@ class OrderActor(PooledActor):
         try:
             return self._receive(message)
         except StorageDown as exc:
-            # This incarnation's memory may be ahead of storage (the transaction rolled back), so it
-            # does nothing more; the router starts a fresh one from storage once storage is back.
-            self._storage_down = True
-            self._report_crash(exc)
-            if self.actor_ref is not None:
-                self.actor_ref.stop(block=False)
+            self._storage_refused(exc)
             return None
+
+    def _storage_refused(self, exc: StorageDown) -> None:
+        # This incarnation's memory may be ahead of storage (the transaction rolled back), so it
+        # does nothing more; the router starts a fresh one from storage once storage is back.
+        self._storage_down = True
+        self._report_crash(exc)
+        if self.actor_ref is not None:
+            self.actor_ref.stop(block=False)
+
+    # -- replies: what the broker says of one copy (an answer, the follower's own update) ----------------
+    def takes_in_batch(self, message: Any) -> bool:
+        """Each reply concerns one copy, so a run of them is applied together: one transaction, and
+        decisions for the copies they moved only (not every copy of the order, once per reply)."""
+        if isinstance(message, OrderUpdateReceived):
+            return message.account != LEADER
+        if isinstance(message, BrokerAnswer):
+            command = message.command
+            return command.account != LEADER and not self.legs.is_flatten(command.account, command.correlation_id)
+        return False
+
+    def on_receive_batch(self, messages: list[Any]) -> None:
+        """Each reply is applied and its copy decided as if it came alone; what they all did is
+        stored in one transaction, and only then are their calls sent (as `operate` does for one)."""
+        if self._storage_down:
+            return
+        before, applied = self.copies, set(self.applied)
+        plan = self._batch = Plan(self, scoped=True)
+        self.copies = plan.states  # what each reply is applied to: the state the ones before it left
+        given_up = {f for f, copy in plan.states.items() if copy.lookups_given_up}
+        done = 0
+        try:
+            for message in messages:
+                if given_up and isinstance(message, OrderUpdateReceived):
+                    for follower in [f for f in plan.states if f in given_up]:
+                        plan.apply(follower, c.NewsArrived())
+                if isinstance(message, OrderUpdateReceived):
+                    self._on_update(message)
+                else:
+                    self.answers.on_answer(message)
+                plan.now = time.time()
+                for follower in plan.converge():
+                    if plan.states[follower].lookups_given_up:
+                        given_up.add(follower)
+                    else:
+                        given_up.discard(follower)
+                done += 1
+        except StorageDown as exc:
+            self._batch = None
+            self._storage_refused(exc)
+            return
+        except Exception as exc:
+            # Nothing of the batch is stored or sent yet: the replies before the failing one are
+            # handled again one by one, as if never batched (their log lines and counters twice),
+            # and the actor crashes on the failing one as it would have alone.
+            self._batch = None
+            self.copies, self.applied = before, applied
+            for earlier in messages[:done]:
+                try:
+                    self.on_receive(earlier)
+                except Exception as again:
+                    raise CrashedOn(earlier, again) from again
+            raise CrashedOn(messages[done], exc) from exc
+        finally:
+            self._batch = None
+        try:
+            plan.commit()
+        except StorageDown as exc:
+            self._storage_refused(exc)
+            return
+        self._maybe_idle()
 
     def _receive(self, message: Any) -> Any:
         if isinstance(message, CopiesWanted):
@@ -155,7 +223,10 @@ class OrderActor(PooledActor):
             self.supers.on_due(message)
         elif isinstance(message, CancelCopies):
             self.operate(lambda plan: [plan.apply(f, c.CancelRequested(message.reason)) for f, s in plan.states.items()
-                                       if not s.status.is_terminal and not s.cancel_requested])
+                                       if not s.status.is_terminal and not s.cancel_requested
+                                       and message.covers(f, s.target.exchange_segment)])
+        elif isinstance(message, CatchUpCopy):
+            catch_up(self, message)
         elif isinstance(message, RetryCopy):
             self._retry(message)
         elif isinstance(message, UnwindLeg):
@@ -273,7 +344,12 @@ class OrderActor(PooledActor):
     # -- what the modules use ---------------------------------------------------------------------------
     def operate(self, build: Callable[[Plan], Any] | None = None) -> None:
         """One operation: `build` applies events to a plan, every copy decides, one transaction
-        stores it all, then the calls go out."""
+        stores it all, then the calls go out. While replies are handled together, `build` adds to
+        their one plan (`on_receive_batch` decides after each reply and commits once)."""
+        if self._batch is not None:
+            if build is not None:
+                build(self._batch)
+            return
         plan = Plan(self)
         if build is not None:
             build(plan)

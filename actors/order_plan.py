@@ -37,13 +37,17 @@ MAX_STEPS = 16  # local decisions in a row for one copy before it must have sett
 
 
 class Plan:
-    def __init__(self, actor: "OrderActor") -> None:
+    def __init__(self, actor: "OrderActor", scoped: bool = False) -> None:
+        """`scoped`: decide only for the copies events are applied to (replies, each about one
+        copy); else for every copy (the leader's updates, timers and commands concern them all)."""
         self.actor = actor
+        self.scoped = scoped
         self.now = time.time()
         self.before = actor.copies
         self.states: dict[str, c.CopyState] = dict(actor.copies)  # by part key (c.part_key)
         self.created: dict[str, float] = {}  # new copies (and slices): part key -> capital reserved
-        self.touched: set[str] = set()  # copies events were applied to
+        self.touched: dict[str, None] = {}  # copies events were applied to, in the order they were
+        self.unsettled: dict[str, None] = {}  # those moved since the last `converge`
         self.measured: dict[str, dict[str, Any]] = {}  # by part key: placed_at, latency_ms, slippage
         self.records: list[tuple[str, str, dict[str, Any]]] = []
         self.writes: list[Callable[[], None]] = []
@@ -115,7 +119,8 @@ class Plan:
     def _moved(self, key: str, before: c.CopyState, event: Any, after: c.CopyState,
                seen: c.OrderSeen | None, update: OrderUpdate | None) -> None:
         self.states[key] = after
-        self.touched.add(key)
+        self.touched[key] = None
+        self.unsettled[key] = None
         stored = record(before, event, after, update)
         if stored is not None:
             self.record(copy_key(after.leader_order_id, after.follower, after.part), *stored)
@@ -144,11 +149,18 @@ class Plan:
             self.then(actor.schedule_unknown_check)
 
     # -- deciding --------------------------------------------------------------------------------------
-    def converge(self) -> None:
-        """Every copy's next decisions: local steps applied at once, at most one call each."""
+    def converge(self) -> list[str]:
+        """Every copy's next decisions (a scoped plan's: those of the copies moved since its last
+        `converge`): local steps applied at once, at most one call each. Returns the copies decided.
+
+        A copy's decisions depend on its own state, the leader's and the time only (trading/copy.py
+        `decide`), so a copy no event moved still stands where the last operation left it: a reply
+        about one copy need not look at the other copies of the order."""
         leader = self.actor.leader_view()
         rules = self.actor.rules
-        for key in list(self.states):
+        deciding = ([*self.unsettled, *(k for k in self.created if k not in self.unsettled)] if self.scoped
+                    else list(self.states))
+        for key in deciding:
             for _ in range(MAX_STEPS):
                 decision = c.decide(self.states[key], leader, self.now, rules)
                 if decision is None:
@@ -161,6 +173,8 @@ class Plan:
                     break
             else:
                 raise RuntimeError(f"the copy for {key} did not settle after {MAX_STEPS} decisions")
+        self.unsettled.clear()
+        return deciding
 
     def _carry_out(self, key: str, d: c.Decision) -> None:
         actor = self.actor

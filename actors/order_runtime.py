@@ -11,8 +11,12 @@ messages and runs them, one at a time and in order, so what Pykka promised still
   router's supervision (restart from storage, poison events parked) works as before;
 - an exception in an *asked* message goes back to the asker and the actor lives on.
 
-A pool thread runs `BATCH` messages of one actor, then gives the others a turn. An actor that
-waits (a sizing ask, a storage write) holds its pool thread meanwhile, hence several (`THREADS`).
+A pool thread runs `BATCH` messages (or batches) of one actor, then gives the others a turn.
+Told messages an actor `takes_in_batch` (an order actor: broker answers and follower updates, one
+per copy) are handed to it together, as many as its mailbox holds in a row (`on_receive_batch`):
+a fan-out's hundred answers cost one turn, and the actor one transaction for all of them. An
+actor that waits (a sizing ask, a storage write) holds its pool thread meanwhile, hence several
+(`THREADS`).
 
     pool = ActorPool().start()
     ref = pool.spawn(MyActor(address, supervisor))   # `started()` runs first, on a pool thread
@@ -37,8 +41,19 @@ from supervisors.supervisor import ChildFailed
 log = logging.getLogger(__name__)
 
 THREADS = 8  # enough that a few actors waiting on the sizing actor do not hold up the others
-BATCH = 8  # messages one actor runs before the thread gives another actor a turn
+BATCH = 8  # messages (or batches) one actor runs before the thread gives another actor a turn
+MAX_BATCH = 512  # told messages handed to one `on_receive_batch`
 _START, _STOP = object(), object()
+
+
+class CrashedOn(Exception):
+    """Raised by `on_receive_batch`: handling `message` raised `error`. The actor's crash is
+    reported as a crash on that message, as if it had been told alone."""
+
+    def __init__(self, message: Any, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.message = message
+        self.error = error
 
 
 class PooledActor:
@@ -57,6 +72,19 @@ class PooledActor:
 
     def on_receive(self, message: Any) -> Any:
         return None
+
+    def takes_in_batch(self, message: Any) -> bool:
+        """Whether told `message` may be handled together with the told messages next to it."""
+        return False
+
+    def on_receive_batch(self, messages: list[Any]) -> None:
+        """Told messages that `takes_in_batch`, in the order told (one or more). A failure is
+        raised as `CrashedOn(message, error)`."""
+        for message in messages:
+            try:
+                self.on_receive(message)
+            except Exception as exc:
+                raise CrashedOn(message, exc) from exc
 
     def on_stop(self) -> None:
         """The actor was asked to stop; no message follows."""
@@ -138,13 +166,21 @@ class PooledRef:
 
     # -- on a pool thread ----------------------------------------------------------------------------
     def _run(self) -> None:
+        actor = self._actor
         for _ in range(BATCH):
             with self._lock:
                 if not self._mailbox or not self._alive:
                     self._scheduled = False
                     return
                 item = self._mailbox.popleft()
-            if not self._handle(item):
+                batch = None
+                if item is not _START and not isinstance(item, _Ask) and actor.takes_in_batch(item):
+                    batch = [item]
+                    mailbox = self._mailbox
+                    while (mailbox and len(batch) < MAX_BATCH and not isinstance(mailbox[0], _Ask)
+                           and mailbox[0] is not _START and actor.takes_in_batch(mailbox[0])):
+                        batch.append(mailbox.popleft())
+            if not (self._handle(item) if batch is None else self._handle_batch(batch)):
                 return
         with self._lock:
             more = bool(self._mailbox) and self._alive
@@ -182,6 +218,19 @@ class PooledRef:
             log.exception("order actor %s crashed on %s", actor.address.name, type(item).__name__)
             self._die()
             actor.on_failure(item, exc)
+            return False
+        return True
+
+    def _handle_batch(self, messages: list[Any]) -> bool:
+        actor = self._actor
+        try:
+            actor.on_receive_batch(messages)
+        except Exception as exc:  # noqa: BLE001 - this actor crashed; the others go on
+            message, error = (exc.message, exc.error) if isinstance(exc, CrashedOn) else (messages[-1], exc)
+            log.error("order actor %s crashed on %s", actor.address.name, type(message).__name__,
+                      exc_info=(type(error), error, error.__traceback__))
+            self._die()
+            actor.on_failure(message, error)
             return False
         return True
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, CancelCopies, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
-                             RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy)
+from actors.messages import (LEADER, CancelCopies, CatchUpCopy, OrderActorIdle, OrderActorWanted,
+                             OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg,
+                             UnwindStrategy)
 from actors.order import OrderActor
 from actors.order_runtime import THREADS, ActorPool
 from observability import metrics
@@ -170,7 +171,7 @@ class OrderRouter(Supervised):
             for leg in routing.strategy_legs(self.ctx.store, message.group_id):
                 if leg != message.failed_leg:
                     self._child(leg).tell(UnwindLeg(message.follower, message.reason))
-        elif isinstance(message, SyncCopies):
+        elif isinstance(message, (SyncCopies, CatchUpCopy)):
             self._child(message.leader_order_id).tell(message)
         elif isinstance(message, CancelCopies):
             for order_id in self.ctx.store.open_leader_order_ids():

@@ -31,6 +31,7 @@ import pykka
 
 from actors.account_reader import AccountGateway, AccountReader
 from actors.positions import KnownPositions
+from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (LEADER, AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
                              RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
@@ -100,8 +101,12 @@ class SizingActor(Supervised):
                  on_daily_loss: Callable[[str, str], None] = lambda follower, detail: None,
                  filters: dict[str, Filters] | None = None, suspended: dict[str, str] | None = None,
                  first_funds: dict[str, Any] | None = None, copy_windows: dict[str, CopyWindow] | None = None,
-                 clock: Callable[[], datetime] = exchange_now, timers: Timers | None = None) -> None:
+                 clock: Callable[[], datetime] = exchange_now, timers: Timers | None = None,
+                 paused: dict[str, str] | None = None) -> None:
         super().__init__(address, supervisor)
+        # follower -> the skip detail of its new orders while an operator has it paused; given by
+        # the tree (read from storage at start), so it outlives a restart of this actor
+        self.paused: dict[str, str] = paused if paused is not None else {}
         self.copy_windows = copy_windows or {}
         self.clock = clock  # the copier's exchange clock, the one its market-hours rules read
         self.timers = timers
@@ -182,6 +187,8 @@ class SizingActor(Supervised):
                 self.reader.read_all(self._refresh)
         elif isinstance(message, FreeCapital):
             return {name: self._free(name) for name in self.rules}
+        elif isinstance(message, CONTROLS):
+            apply_control(self, message)
         return None
 
     # -- requests that wait ----------------------------------------------------------------------
@@ -216,7 +223,7 @@ class SizingActor(Supervised):
     def _answer(self, waiting: _Waiting) -> Any:
         if isinstance(waiting.message, SizeCopies):
             return self._size_order(waiting.message, waiting.exit_reading)
-        return self._size(waiting.message, waiting.exit_reading)
+        return self._size(waiting.message, waiting.exit_reading, new_order=waiting.message.new_order)
 
     def _drain(self) -> None:
         """Answer, in order, every waiting request that now can be."""
@@ -332,7 +339,11 @@ class SizingActor(Supervised):
 
     def _size(self, request: SizeCopy, reading: AccountsRead | None = None, new_order: bool = False) -> SizeDecision:
         """`new_order`: the first sizing of a leader order's copies, which the follower's copy window
-        may refuse; a re-size (the leader modified its quantity) follows the leader at any hour."""
+        may refuse, and an operator's pause; a re-size (the leader modified its quantity) follows the
+        leader at any hour."""
+        paused = self.paused.get(request.follower) if new_order else None
+        if paused is not None:
+            return SizeDecision(0, 0, 0.0, FOLLOWER_PAUSED, paused)
         skipped = self._may_copy(request)
         if skipped is not None:
             return skipped

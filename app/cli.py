@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app import token_command
 
     token_command.register(sub)
+    from app import follower_commands
+
+    follower_commands.register(sub)
     return parser
 
 
@@ -122,8 +125,12 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         return START_REFUSED_EXIT
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    reload_wanted = threading.Event()  # SIGHUP: followers added and removed as the config file says now
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
     try:
-        copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts)
+        copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts,
+                              prepare_follower=paper.open_account if paper else None)
     except ConfigError:  # nothing started yet but the paper exchange: stop it, main() says why
         if paper:
             paper.stop()
@@ -135,9 +142,13 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     if interactive:
         from app.live_view import LiveView
 
-        live = LiveView(store, config, metrics_url=store.settings.get(METRICS_URL_SETTING) or "").start()
+        live = LiveView(store, config, metrics_url=store.settings.get(METRICS_URL_SETTING) or "",
+                        followers=copier.roster.followers if copier.roster else None).start()
     while not done.wait(0.5):
-        pass
+        if reload_wanted.is_set():  # queued like `run.py reload`: the copier's control actor does it
+            reload_wanted.clear()
+            log.info("SIGHUP: reloading the followers of %s", config.source or "the config file")
+            store.requests.submit({"action": "reload"}, "signal SIGHUP")
     if lost and copier.alerts:
         copier.alerts("critical", "storage_lost", f"{lost[0]}: the copier stopped, as nothing it did could be "
                       "recorded any more. Started again on an empty database, it adopts its copies at the brokers")

@@ -141,6 +141,7 @@ def _live_metrics(store) -> dict[str, float] | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from actors.follower_control import pause_detail
     from copier.accounts import recorded_accounts
 
     config, store = _open(args)
@@ -151,13 +152,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     accounts = [(a.name, running.get(a.name, {}).get("client_id") or a.client_id)
                 for a in [config.leader, *config.followers]]
     open_orders = store.copies.open_orders(f.name for f in config.followers)
+    states = store.followers.states()
     for name, client_id in accounts:
         if live is None:
             socket = "unknown"
         else:
             socket = "connected" if live.get(f'copytrader_feed_connected{{account="{name}"}}') == 1 else "disconnected"
         count = open_orders.leader if name == "leader" else open_orders.followers[name]
-        print(f"{name:<12} {client_id:<12} socket {socket:<12} open orders {count}")
+        state = states.get(name)
+        paused = f"  PAUSED ({pause_detail(state)})" if state is not None and state.paused else ""
+        print(f"{name:<12} {client_id:<12} socket {socket:<12} open orders {count}{paused}")
     state = store.settings.kill_switch()
     print("kill switch: " + (f"ON since {_when(state.at)} ({state.by}: {state.reason})" if state.on else "off"))
     print(f"dead letters: {store.dead_letters.unresolved_count()} unresolved")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from rich.console import Group
 from rich.live import Live
@@ -40,11 +40,17 @@ def rows_for(height: int) -> int:
     return max(1, height - _CHROME_LINES)
 
 
-def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "") -> Any:
+def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "",
+           followers: Sequence[str] | None = None) -> Any:
+    """`followers`: those copied to now (followers are added and removed while the copier runs);
+    the config's by default. A follower an operator paused is marked so in the title and its column."""
     recent = store.copies.recent(limit)
     leaders = [lo for lo, _copies in recent]
     copies = {lo.order_id: by_follower(rows) for lo, rows in recent}  # follower -> its slices
-    table = Table(title=f"leader {config.leader.client_id} -> {', '.join(f.name for f in config.followers)}",
+    names = list(followers) if followers is not None else [f.name for f in config.followers]
+    paused = {name for name, state in store.followers.states().items() if state.paused}
+    heading = {name: f"{name} (paused)" if name in paused else name for name in names}
+    table = Table(title=f"leader {config.leader.client_id} -> {', '.join(heading[n] for n in names)}",
                   expand=True)
     # Every cell stays on one line (a cut one ends in "…"); the order id is never cut, the symbol
     # and the copies give way first.
@@ -53,13 +59,14 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "")
     table.add_column("symbol", no_wrap=True, overflow="ellipsis", ratio=2)
     table.add_column("side qty type", no_wrap=True, overflow="ellipsis", min_width=13)
     table.add_column("leader", no_wrap=True, overflow="ellipsis")
-    for f in config.followers:
-        table.add_column(f.name, no_wrap=True, overflow="ellipsis", ratio=2)
+    for name in names:
+        table.add_column(heading[name], no_wrap=True, overflow="ellipsis", ratio=2,
+                         header_style="bold yellow" if name in paused else "bold")
     for lo in leaders:
         kind = _TYPES.get(lo.order_type, lo.order_type)
         cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {kind}", _status(lo.status)]
-        for f in config.followers:
-            slices = copies.get(lo.order_id, {}).get(f.name)
+        for name in names:
+            slices = copies.get(lo.order_id, {}).get(name)
             if not slices:
                 cells.append(Text("-", style="dim"))
                 continue
@@ -88,9 +95,11 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "")
 
 
 class LiveView:
-    def __init__(self, store: Store, config: Config, refresh_seconds: float = 0.5, metrics_url: str = "") -> None:
+    def __init__(self, store: Store, config: Config, refresh_seconds: float = 0.5, metrics_url: str = "",
+                 followers: Callable[[], Sequence[str]] | None = None) -> None:
         self.store, self.config, self.refresh = store, config, refresh_seconds
         self.metrics_url = metrics_url
+        self.followers = followers  # the followers copied to now, when they may change while it runs
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -100,7 +109,8 @@ class LiveView:
         return self
 
     def _frame(self, live: Live) -> Any:
-        return render(self.store, self.config, rows_for(live.console.size.height), self.metrics_url)
+        return render(self.store, self.config, rows_for(live.console.size.height), self.metrics_url,
+                      self.followers() if self.followers is not None else None)
 
     def _run(self) -> None:
         terminal = sys.stderr

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+from typing import Any
 
-from copier.config import Config
+from copier.config import Config, FollowerConfig
 from observability.logs import register_secret
 from paper import AccountSpec, LeaderBot, PaperExchange
 
@@ -19,25 +20,33 @@ class PaperSetup:
     config: Config
     bot: LeaderBot | None = None
 
+    def open_account(self, follower: FollowerConfig) -> FollowerConfig:
+        """A follower added while the copier runs: its account on the paper exchange, as at start."""
+        number = len(self.exchange.engine.accounts)  # the next made-up client id
+        return _open_account(self.exchange, follower, number, follower.funds)
+
     def stop(self) -> None:
         if self.bot is not None:
             self.bot.stop()
         self.exchange.stop()
 
 
+def _open_account(exchange: PaperExchange, acc: Any, number: int, funds: float) -> Any:
+    """An account on the paper exchange for `acc` (its configured client id and token, or made up),
+    and `acc` pointed at the exchange."""
+    client_id = acc.client_id or str(1_000_000_001 + number)
+    token = acc.access_token or f"paper-{secrets.token_hex(12)}"
+    register_secret(token)
+    exchange.add_account(AccountSpec(client_id=client_id, access_token=token, funds=funds))
+    return acc.model_copy(update=dict(client_id=client_id, access_token=token, api_base_url=exchange.rest_url,
+                                      order_update_url=exchange.ws_url))
+
+
 def start_paper(config: Config, *, bot: bool | None = None) -> PaperSetup:
     exchange = PaperExchange(seed=config.paper.seed, session="open", port=config.paper.port).start()
 
-    def account(acc, number: int, funds: float):
-        client_id = acc.client_id or str(1_000_000_001 + number)
-        token = acc.access_token or f"paper-{secrets.token_hex(12)}"
-        register_secret(token)
-        exchange.add_account(AccountSpec(client_id=client_id, access_token=token, funds=funds))
-        return acc.model_copy(update=dict(client_id=client_id, access_token=token, api_base_url=exchange.rest_url,
-                                          order_update_url=exchange.ws_url))
-
-    leader = account(config.leader, 0, config.paper.leader_funds)
-    followers = tuple(account(f, i + 1, f.funds) for i, f in enumerate(config.followers))
+    leader = _open_account(exchange, config.leader, 0, config.paper.leader_funds)
+    followers = tuple(_open_account(exchange, f, i + 1, f.funds) for i, f in enumerate(config.followers))
     config = config.model_copy(update=dict(leader=leader, followers=followers))
     setup = PaperSetup(exchange, config)
     if config.paper.leader_bot if bot is None else bot:

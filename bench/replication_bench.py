@@ -1,41 +1,50 @@
-"""Replication latency: leader order event received -> follower placement request sent.
+"""Replication at the leader's full pace: the copier against a naive copier, from 1 to 200 followers.
 
-Issue 3 item 9. Two runs, each against a fresh paper exchange in a SUBPROCESS (so the exchange
-does not share the copier's GIL) with the real copier in this process (real actors, real
-sockets, real SQLite in a temp dir, rate limits set high enough never to throttle):
+For each follower count N, two runs on a fresh paper exchange each, every party in a process of
+its own (2 cores: the exchange, the leader, and the copier compete for them as on a user's box):
 
-  (A) 1 follower                                     targets: p50 <= 3 ms, p99 <= 10 ms
-  (B) 10 followers, ONE of them (f1, the first one every order actor serves) answering its
-      placements 1 s late (paper fault `delay_answers(1.0, client_id=f1, paths=("POST /orders",))`)
-                                                     target: the other nine keep p99 <= 20 ms
+  copier  `python run.py --config ...` (mode live, real sockets, SQLite in a temp dir)
+  naive   bench/naive_copier.py: socket in, `dhanhq.place_order` out, follower after follower
 
-The leader places --orders resting LIMIT orders (far from the market, alternating instruments
-and sides, --interval ms apart) through the official `dhanhq` client, from a process of its own
-(a real leader's terminal does not share the copier's CPU).
-The figure is `FollowerOrder.latency_ms` as the copier stores it (the same span the
-REPLICATION_LATENCY histogram observes just before the rate limiter's worker sends the
-placement), read from the SQLite file. A few warm-up orders are placed and copied first and are
-not counted. The default pace is 10 orders/s (100 ms apart), the most a Dhan account may place
-since March 2026, so the figures are the latency a real leader sees. A faster pace (e.g.
---interval 5) is a capacity test: once it exceeds what the copier sustains (about 200 copies/s
-on 2 cores), the figures are queueing and the run says so.
+The leader (the official `dhanhq` client, its own process) places --rate orders a second for
+--seconds (default 10/s, the most a Dhan account may place, for 60 s) after a few uncounted
+warm-up orders. Its orders are LIMIT buys priced through the market, so they and their copies
+trade at once (a follower copy is answered, then echoed twice on its socket: PENDING, TRADED);
+--resting keeps them resting far from the market instead (then every order stays open, and the
+paper exchange's own per-order work grows with them).
 
-    python bench/replication_bench.py [--orders 200] [--followers 10] [--interval 100]
-                                      [--slow-delay 1] [--timeout 20] [--only A|B]
+Rate limits are raised so that only the copiers' own work limits them: the exchange runs with
+--unlimited, and the copier's rate_limits allow 1,000 orders a second per account.
 
-Exit status is non-zero only on errors (exchange or copier did not start, nothing copied);
-a missed target is printed as MISS and still exits 0. Copies still unmeasured --timeout seconds
-after the last leader order make a run INCOMPLETE (reported, and its targets MISS).
+Printed per run:
+- latency from the leader's order to the first and to the last follower's placement, p50/p99:
+  * at the exchange: the follower's POST /orders reaching the exchange's handler, less the
+    leader's reaching it (the leader's order-update frame leaves within that handler); the same
+    clock and the same span for both copiers, including the socket and the request on the wire;
+  * by the copier's own clock (copier only): its socket thread reading the leader's frame to the
+    placement's bytes being written (`latency_ms` as stored);
+- copies/s sustained over the leader's minute, and the backlog (copies of the leader's orders
+  older than one leader interval that had not reached the exchange) at each quarter and at the end;
+- the copier process's peak RSS (VmHWM), peak thread count, and CPU (user + system) per copy.
+
+    python bench/replication_bench.py [--followers 1,10,50,100,200] [--seconds 60] [--rate 10]
+                                      [--quick] [--no-naive] [--resting] [--profile gil|cpu]
+
+--quick: 10 s and followers 1,10 (unless given): a spot check, not the figures. --profile runs
+py-spy on the copier during the measured window and keeps its flame graph in bench/results/
+(profiled runs are slower: do not quote their latencies). Exit status is non-zero only on
+errors (an exchange or copier that did not start, nothing copied); a missed target prints MISS.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import multiprocessing
 import os
 import queue
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,7 +53,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,20 +61,20 @@ sys.path.insert(0, str(ROOT))
 from dhanhq import DhanContext, dhanhq  # noqa: E402
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
-from observability import metrics  # noqa: E402
-from copier.config import parse  # noqa: E402
-from storage import Store, readonly  # noqa: E402
-from copier.tree import start_copier  # noqa: E402
+from storage import readonly  # noqa: E402
 
 INSTRUMENTS = ("2885", "11536", "1594")  # RELIANCE, TCS, INFY (NSE_EQ, lot 1)
-WARMUP_ORDERS = 10
+WARMUP_ORDERS = 20
+RESULTS = ROOT / "bench" / "results"
+COPIER_RATE_LIMITS = {"orders_per_second": 1000, "orders_per_minute": 60_000, "orders_per_hour": 1_000_000,
+                      "orders_per_day": 10_000_000, "data_per_second": 1000}
 
 
 class BenchError(RuntimeError):
     pass
 
 
-# -- the paper exchange, in its own process ------------------------------------------------------
+# -- processes ----------------------------------------------------------------------------------------
 @dataclass
 class Exchange:
     proc: subprocess.Popen[str]
@@ -78,33 +87,38 @@ class Exchange:
     def control(self, name: str, **kwargs: Any) -> Any:
         req = urllib.request.Request(f"{self.control_url}/{name}", data=json.dumps(kwargs).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())["result"]
 
     def state(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.control_url, timeout=10) as resp:
             return json.loads(resp.read())
 
+    def placements(self) -> list[dict[str, Any]]:
+        """Every POST /orders the exchange answered with an order, in arrival order."""
+        return [e for e in self.control("request_log") if e["route"] == "POST /orders" and e.get("order_id")]
+
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
-def start_exchange(accounts: int, funds: float, workdir: str, limits: tuple[str, ...] = ("--unlimited",)) -> Exchange:
-    """`limits`: the exchange's rate-limit flags (default: none, so only the copier's own work is measured)."""
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def start_exchange(accounts: int, workdir: str) -> Exchange:
     stderr_path = os.path.join(workdir, "paper.stderr")
-    cmd = [sys.executable, "-m", "paper", "--port", "0", "--ws-port", "0", *limits, "--no-price-walk",
-           "--accounts", str(accounts), "--funds", str(funds), "--session", "open"]
+    cmd = [sys.executable, "-m", "paper", "--port", "0", "--ws-port", "0", "--unlimited", "--no-price-walk",
+           "--accounts", str(accounts), "--funds", "1e10", "--session", "open"]
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-    urls: dict[str, str] = {}
-    creds: list[tuple[str, str]] = []
     lines: list[str] = []
     done = threading.Event()
 
@@ -114,12 +128,14 @@ def start_exchange(accounts: int, funds: float, workdir: str, limits: tuple[str,
             lines.append(line)
             if line.startswith("READY"):
                 done.set()
-        done.set()  # EOF: the process ended
+        done.set()
 
     threading.Thread(target=read, name="paper-stdout", daemon=True).start()
-    if not done.wait(20) or not any(line.startswith("READY") for line in lines):
+    if not done.wait(30) or not any(line.startswith("READY") for line in lines):
         proc.kill()
         raise BenchError(f"paper exchange did not start: {''.join(lines)[-500:]} {Path(stderr_path).read_text()[-500:]}")
+    urls: dict[str, str] = {}
+    creds: list[tuple[str, str]] = []
     for line in lines:
         word, *rest = line.split()
         if word in ("REST", "WS", "CONTROL"):
@@ -129,22 +145,55 @@ def start_exchange(accounts: int, funds: float, workdir: str, limits: tuple[str,
     return Exchange(proc, urls["REST"], urls["WS"], urls["CONTROL"], creds, stderr_path)
 
 
-# -- the leader, as a person with the official client, in a process of its own ---------------------
-def leader_client(rest_url: str, client_id: str, token: str) -> dhanhq:
+class ProcessWatch:
+    """Samples a process's threads and RSS from /proc while it runs; reads its CPU time."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        self.pid = pid
+        self.every = every
+        self.peak_threads = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watch", daemon=True)
+
+    def start(self) -> "ProcessWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            threads = self.status().get("Threads")
+            if threads is not None:
+                self.peak_threads = max(self.peak_threads, int(threads))
+            self._stop.wait(self.every)
+
+    def status(self) -> dict[str, str]:
+        try:
+            text = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return {}
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+    def peak_rss_mb(self) -> float:
+        return int(self.status().get("VmHWM", "0 kB").split()[0]) / 1024
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+# -- the leader ------------------------------------------------------------------------------------------
+def place_orders(rest_url: str, client_id: str, token: str, prices: dict[str, float], first: int, count: int,
+                 interval: float, resting: bool, out: Any) -> None:
+    """The leader's own terminal, in a child process: `count` LIMIT orders `interval` s apart."""
     context = DhanContext(client_id, token)
     http = context.get_dhan_http()
     http.base_url = rest_url
-    http.timeout = 5
-    return dhanhq(context)
-
-
-def place_orders(rest_url: str, client_id: str, token: str, prices: dict[str, float], first: int, count: int,
-                 interval: float, out: Any) -> None:
-    """The leader's own terminal: `count` resting LIMIT orders, `interval` s apart; puts (placed
-    order ids, errors, seconds spent placing) on `out`. Runs in a child process: a real leader's
-    client does not share the copier's CPU (in-process, its answer parsing competed with the
-    fan-out)."""
-    client = leader_client(rest_url, client_id, token)
+    http.timeout = 10
+    client = dhanhq(context)
     placed: list[str] = []
     errors: list[str] = []
     start = time.perf_counter()
@@ -152,12 +201,10 @@ def place_orders(rest_url: str, client_id: str, token: str, prices: dict[str, fl
         delay = start + i * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        n = first + i
-        security_id = INSTRUMENTS[n % len(INSTRUMENTS)]
-        side = "BUY" if (n // len(INSTRUMENTS)) % 2 == 0 else "SELL"
-        ltp = prices[security_id]
-        # far from the market (but inside the circuit band) so every order rests
-        price = round(round(ltp * (0.95 if side == "BUY" else 1.05) / 0.05) * 0.05, 2)
+        security_id = INSTRUMENTS[(first + i) % len(INSTRUMENTS)]
+        side = "BUY"  # a sell of what the leader holds would be an exit, sized from positions read anew
+        # resting: 5% below the market; else 1% above it, so it trades (inside the circuit band either way)
+        price = round(round(prices[security_id] * (0.95 if resting else 1.01) / 0.05) * 0.05, 2)
         try:
             answer = client.place_order(security_id=security_id, exchange_segment="NSE_EQ", transaction_type=side,
                                         quantity=1, order_type="LIMIT", product_type="INTRADAY", price=price)
@@ -177,17 +224,15 @@ class Leader:
     client_id: str
     token: str
     prices: dict[str, float]
-    placed: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    resting: bool
     n: int = 0
 
-    def place(self, count: int, interval: float) -> float:
-        """Place `count` orders from a child process and wait for it; results in placed/errors.
-        Returns the seconds the placing took (without the child's start-up)."""
+    def place(self, count: int, interval: float) -> tuple[list[str], float]:
+        """Place `count` orders from a child process; (order ids, seconds the placing took)."""
         context = multiprocessing.get_context("spawn")
         out = context.Queue()
         child = context.Process(target=place_orders, name="leader", daemon=True, args=(
-            self.rest_url, self.client_id, self.token, self.prices, self.n, count, interval, out))
+            self.rest_url, self.client_id, self.token, self.prices, self.n, count, interval, self.resting, out))
         child.start()
         try:
             placed, errors, seconds = out.get(timeout=60 + count * interval * 2)
@@ -196,70 +241,102 @@ class Leader:
         finally:
             child.join(10)
         self.n += count
-        self.placed += placed
-        self.errors += errors
-        return seconds
+        if errors:
+            raise BenchError(f"{len(errors)} leader placements failed, e.g. {errors[0]}")
+        return placed, seconds
 
 
-# -- reading the results ----------------------------------------------------------------------------
-def stored_latencies(db_path: str, order_ids: list[str]) -> dict[str, list[float]]:
-    """follower -> latency_ms of the copies of `order_ids` that have one (own read-only connection:
-    WAL lets it read beside the copier without taking the copier's store lock)."""
-    out: dict[str, list[float]] = {}
-    for _order_id, follower, latency in readonly.copy_latencies(db_path, order_ids):
-        out.setdefault(follower, []).append(latency)
-    return out
-
-
-def copy_problems(db_path: str, order_ids: list[str]) -> list[str]:
-    return ([f"{f}: {s} {d}" for f, s, d in readonly.unsent_copies(db_path, order_ids)]
-            + [f"skip: {r} {d}" for r, d in readonly.skips(db_path)])
-
-
-def wait_copies(db_path: str, order_ids: list[str], followers: list[str], timeout: float) -> dict[str, list[float]]:
+def wait_for(what: str, check: Callable[[], bool], timeout: float, every: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
-    while True:
-        got = stored_latencies(db_path, order_ids)
-        if all(len(got.get(f, [])) >= len(order_ids) for f in followers) or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
 
 
+# -- one run ------------------------------------------------------------------------------------------------
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def sent_count(follower: str) -> int:
-    """Placements the rate limiter has sent for `follower` (its REPLICATION_LATENCY observations)."""
-    for family in metrics.REPLICATION_LATENCY.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_count") and sample.labels.get("follower") == follower:
-                return int(sample.value)
-    return 0
-
-
-# -- one run ------------------------------------------------------------------------------------------
 @dataclass
-class RunResult:
-    title: str
-    rows: list[tuple[str, list[float], int]]  # label, latencies (ms), expected count
-    checks: list[tuple[str, float, float, bool]]  # description, value, limit, all copies measured
+class Run:
+    kind: str  # "copier" or "naive"
+    followers: int
+    orders: int = 0
+    expected: int = 0
+    copied: int = 0  # copies that reached the exchange by the end of the drain
+    window: float = 0.0  # seconds from the leader's first order to its last order plus one interval
+    copies_per_second: float = 0.0
+    backlog: list[tuple[str, int]] = field(default_factory=list)  # (when, copies behind)
+    drain: float | None = None  # seconds from the leader's last order to its last copy
+    exchange_first: list[float] = field(default_factory=list)  # ms, at the exchange
+    exchange_last: list[float] = field(default_factory=list)
+    own_first: list[float] = field(default_factory=list)  # ms, the copier's own clock
+    own_last: list[float] = field(default_factory=list)
+    peak_rss_mb: float | None = None
+    peak_threads: int | None = None
+    cpu_per_copy_ms: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def run(title: str, followers: int, orders: int, interval: float, slow_delay: float, wait_timeout: float,
-        slow_wait: float) -> RunResult:
-    slow = slow_delay > 0
+def measure(run: Run, exchange: Exchange, leader_ids: list[str], leader_clients: str, follower_ids: list[str],
+            interval: float, copies_of: Callable[[dict[str, dict[str, Any]]], dict[str, list[tuple[int, str]]]]) -> None:
+    """Exchange-side figures of a run from the exchange's request log. `copies_of(by_order_id)`:
+    leader order id -> [(follower index, follower's order id)] of the copies to count."""
+    entries = exchange.placements()
+    by_order = {e["order_id"]: e for e in entries}
+    leader_at = {oid: by_order[oid]["arrived"] for oid in leader_ids if oid in by_order}
+    if len(leader_at) < len(leader_ids):
+        raise BenchError(f"the exchange logged {len(leader_at)} of the leader's {len(leader_ids)} orders")
+    copies = copies_of(by_order)
+    n = len(follower_ids)
+    first_t, last_t = min(leader_at.values()), max(leader_at.values())
+    run.window = last_t - first_t + interval
+    arrivals: list[float] = []
+    for oid, t0 in leader_at.items():
+        for index, follower_order in copies.get(oid, []):
+            entry = by_order.get(follower_order)
+            if entry is None:
+                continue
+            arrivals.append(entry["arrived"])
+            ms = (entry["arrived"] - t0) * 1000
+            if index == 0:
+                run.exchange_first.append(ms)
+            if index == n - 1:
+                run.exchange_last.append(ms)
+    arrivals.sort()
+    run.copied = len(arrivals)
+    end = last_t + interval
+    run.copies_per_second = sum(1 for t in arrivals if first_t <= t <= end) / run.window
+    leader_times = sorted(leader_at.values())
+
+    def behind(t: float) -> int:
+        due = sum(1 for lt in leader_times if lt <= t - interval) * n
+        return max(0, due - sum(1 for a in arrivals if a <= t))
+
+    for q in (0.25, 0.5, 0.75):
+        run.backlog.append((f"{int(q * 100)}%", behind(first_t + q * run.window)))
+    run.backlog.append(("end", behind(end)))
+    if run.copied >= run.expected and arrivals:
+        run.drain = max(0.0, arrivals[-1] - last_t)
+
+
+def run_copier(followers: int, seconds: float, rate: float, resting: bool, profile: str | None,
+               drain_timeout: float) -> Run:
     workdir = tempfile.mkdtemp(prefix="replication-bench-")
-    funds = 1e10
-    exchange = start_exchange(followers + 1, funds, workdir)
-    copier = store = None
+    exchange = start_exchange(followers + 1, workdir)
+    copier: subprocess.Popen[bytes] | None = None
+    watch: ProcessWatch | None = None
+    run = Run("copier", followers)
     try:
         (leader_id, leader_token), *follower_creds = exchange.accounts
         names = [f"f{i + 1}" for i in range(followers)]
-        raw: dict[str, Any] = {
+        db = os.path.join(workdir, "copytrader.db")
+        config = {
             "mode": "live",
             "leader": {"client_id": leader_id, "access_token": leader_token,
                        "api_base_url": exchange.rest_url, "order_update_url": exchange.ws_url},
@@ -269,150 +346,279 @@ def run(title: str, followers: int, orders: int, interval: float, slow_delay: fl
                           for name, (cid, token) in zip(names, follower_creds)],
             "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
             "market_hours": {"enforce": False},
-            "storage": {"path": os.path.join(workdir, "copytrader.db")},
+            "storage": {"path": db},
             "metrics": {"port": 0},
-            "rate_limits": {"orders_per_second": 1000, "orders_per_minute": 60_000, "orders_per_hour": 1_000_000,
-                            "orders_per_day": 10_000_000, "data_per_second": 1000},
+            "rate_limits": COPIER_RATE_LIMITS,
             "copy": {"lag_alert_seconds": 0},
             "logging": {"level": "WARNING"},
         }
-        config = parse(raw, "replication_bench")
-        store = Store(config.storage.path)
-        copier = start_copier(config, store)
-        deadline = time.monotonic() + 15
-        while store.settings.get(BASELINE_SETTING) is None or exchange.state()["sockets"] < 1 + followers:
-            if time.monotonic() > deadline:
-                raise BenchError("copier did not log in / record its baseline within 15 s")
-            time.sleep(0.05)
+        config_path = os.path.join(workdir, "config.yaml")
+        Path(config_path).write_text(json.dumps(config))
+        log_path = os.path.join(workdir, "copier.log")
+        with open(log_path, "wb") as log_file:
+            copier = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--config", config_path, "run", "--no-view"],
+                                      cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+        watch = ProcessWatch(copier.pid).start()
 
+        def ready() -> bool:
+            if copier.poll() is not None:
+                raise BenchError(f"the copier exited ({copier.returncode}): {Path(log_path).read_text()[-800:]}")
+            try:
+                return (readonly.setting(db, BASELINE_SETTING) is not None
+                        and exchange.state()["sockets"] >= 1 + followers)
+            except Exception:  # noqa: BLE001 - the database is not made yet
+                return False
+
+        if not wait_for("copier", ready, 120):
+            raise BenchError(f"the copier did not log in within 120 s: {Path(log_path).read_text()[-800:]}")
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
-        leader = Leader(exchange.rest_url, leader_id, leader_token, prices)
+        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, resting)
 
-        # warm-up (not counted): threads, HTTP keep-alive sessions, SQLite pages, code paths
-        leader.place(WARMUP_ORDERS, 0.02)
-        warm = list(leader.placed)
-        if leader.errors:
-            raise BenchError(f"leader placement failed: {leader.errors[0]}")
-        got = wait_copies(config.storage.path, warm, names, 20)
-        if any(len(got.get(n, [])) < len(warm) for n in names):
-            raise BenchError(f"warm-up copies missing: {copy_problems(config.storage.path, warm)}")
+        warm, _ = leader.place(WARMUP_ORDERS, 1 / max(rate, 20))
+        if not wait_for("warm-up", lambda: readonly.sent_copies(db) >= len(warm) * followers, 60):
+            raise BenchError(f"warm-up copies missing: {readonly.unsent_copies(db, warm)} {readonly.skips(db)}")
 
-        slow_name = names[0] if slow else None
-        if slow_name is not None:
-            slow_client_id = follower_creds[0][0]
-            exchange.control("faults.delay_answers", seconds=slow_delay, client_id=slow_client_id,
-                             paths=["POST /orders"])
-
-        sent_before = {n: sent_count(n) for n in names}
-        leader.placed.clear()
-        placing = leader.place(orders, interval)
-        measured = list(leader.placed)
-        if leader.errors:
-            raise BenchError(f"{len(leader.errors)} leader placements failed, e.g. {leader.errors[0]}")
-
-        fast = [n for n in names if n != slow_name]
-        got = wait_copies(config.storage.path, measured, fast, wait_timeout)
-        stored = sum(len(got.get(n, [])) for n in fast)
-        if stored == 0:
-            raise BenchError(f"no copy stored a latency within {wait_timeout:.0f} s: "
-                             f"{copy_problems(config.storage.path, measured)}")
-        expected = len(measured) * len(fast)
-        complete = stored >= expected
-        notes = [f"leader placed {len(measured)} orders in {placing:.2f} s "
-                 f"({len(measured) / placing:.0f}/s, {interval * 1000:.1f} ms apart), after {len(warm)} "
-                 "uncounted warm-up orders"]
-        if not complete:
-            notes.append(f"INCOMPLETE: only {stored}/{expected} copies had a stored latency {wait_timeout:.0f} s "
-                         "after the last leader order (the copier fell behind); the figures cover those only")
-        rows: list[tuple[str, list[float], int]] = []
-        checks: list[tuple[str, float, float]] = []
-        lat = [v for n in fast for v in got.get(n, [])]
-        if slow_name is None:
-            rows.append((f"{len(fast)} follower" + ("s" if len(fast) > 1 else ""), lat, expected))
-            if len(fast) > 1:
-                worst = max(fast, key=lambda n: percentile(got.get(n) or [0.0], 99))
-                rows.append((f"  worst single ({worst})", got.get(worst, []), len(measured)))
-            if len(fast) == 1:
-                checks += [("p50 <= 3 ms", percentile(lat, 50), 3.0, complete),
-                           ("p99 <= 10 ms", percentile(lat, 99), 10.0, complete)]
-            else:
-                checks.append((f"all {len(fast)}: p99 <= 20 ms", percentile(lat, 99), 20.0, complete))
-        else:
-            rows.append((f"the other {len(fast)} (pooled)", lat, expected))
-            worst = max(fast, key=lambda n: percentile(got.get(n) or [0.0], 99))
-            rows.append((f"  worst single ({worst})", got.get(worst, []), len(measured)))
-            checks.append((f"the other {len(fast)}: p99 <= 20 ms", percentile(lat, 99), 20.0, complete))
-            got = wait_copies(config.storage.path, measured, [slow_name], slow_wait)
-            slow_lat = got.get(slow_name, [])
-            rows.append((f"slow one ({slow_name}, answers +{slow_delay:g} s)", slow_lat, len(measured)))
-            sent = sent_count(slow_name) - sent_before[slow_name]
-            notes.append(f"slow one: {sent}/{len(measured)} placements sent, {len(slow_lat)} answered and stored "
-                         f"by the end of the run (its answers arrive {slow_delay:g} s late; its latency is to the "
-                         "request being sent, so it shows only queueing behind its own broker workers)")
-        return RunResult(title, rows, checks, notes)
+        profiler = start_profiler(copier.pid, profile, f"copier-{followers}", seconds) if profile else None
+        cpu_before = watch.cpu_seconds()
+        interval = 1 / rate
+        measured, placing = leader.place(int(round(seconds * rate)), interval)
+        run.orders = len(measured)
+        run.expected = len(measured) * followers
+        target = (len(warm) + len(measured)) * followers
+        if not wait_for("drain", lambda: readonly.sent_copies(db) >= target, drain_timeout, every=0.1):
+            run.notes.append(f"INCOMPLETE: {readonly.sent_copies(db) - len(warm) * followers} of {run.expected} "
+                             f"copies answered {drain_timeout:.0f} s after the leader's last order")
+        time.sleep(1.0)  # the copies' echo frames and fills
+        cpu = watch.cpu_seconds() - cpu_before
+        if profiler is not None:
+            finish_profiler(profiler, run)
+        rows = readonly.copy_orders(db)
+        order_index = {name: i for i, name in enumerate(names)}
+        wanted = set(measured)
+        own: dict[str, list[float]] = {}
+        copies: dict[str, list[tuple[int, str]]] = {}
+        for leader_order_id, follower, broker_order_id, latency in rows:
+            if leader_order_id not in wanted:
+                continue
+            copies.setdefault(leader_order_id, []).append((order_index[follower], broker_order_id))
+            if latency is not None:
+                own.setdefault(follower, []).append(latency)
+        run.own_first = own.get(names[0], [])
+        run.own_last = own.get(names[-1], [])
+        measure(run, exchange, measured, leader_id, [c for c, _ in follower_creds], interval, lambda _: copies)
+        run.peak_rss_mb = watch.peak_rss_mb()
+        run.peak_threads = watch.peak_threads
+        run.cpu_per_copy_ms = cpu / max(run.copied, 1) * 1000
+        run.notes.append(f"leader: {run.orders} orders in {placing:.1f} s, after {len(warm)} warm-up orders")
+        return run
     finally:
-        # Resting orders keep their order actors alive; stopping them (and the in-flight slow
-        # answers) logs noise that is not part of the figures.
-        logging.disable(logging.CRITICAL)
-        try:
-            if copier is not None:
-                copier.stop()
-            if store is not None:
-                store.close()
-            exchange.stop()
-        finally:
-            logging.disable(logging.NOTSET)
+        if watch is not None:
+            watch.stop()
+        if copier is not None:
+            stop_process(copier)
+        exchange.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(result: RunResult) -> None:
-    print(f"\n{result.title}")
-    print(f"  {'followers':<34} {'count':>11} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for label, lat, expected in result.rows:
-        if lat:
-            print(f"  {label:<34} {len(lat):>5}/{expected:<5} {percentile(lat, 50):>8.2f} "
-                  f"{percentile(lat, 99):>8.2f} {max(lat):>8.2f}")
-        else:
-            print(f"  {label:<34} {0:>5}/{expected:<5} {'-':>8} {'-':>8} {'-':>8}")
-    for note in result.notes:
-        print(f"  ({note})")
-    for description, value, limit, complete in result.checks:
-        verdict = "PASS" if value <= limit and complete else "MISS"
-        print(f"  {verdict}  {description}: {value:.2f} ms" + ("" if complete else " (incomplete)"))
+def run_naive(followers: int, seconds: float, rate: float, resting: bool, drain_timeout: float) -> Run:
+    workdir = tempfile.mkdtemp(prefix="naive-bench-")
+    exchange = start_exchange(followers + 1, workdir)
+    naive: subprocess.Popen[str] | None = None
+    watch: ProcessWatch | None = None
+    run = Run("naive", followers)
+    try:
+        (leader_id, leader_token), *follower_creds = exchange.accounts
+        follower_ids = [cid for cid, _ in follower_creds]
+        creds_path = os.path.join(workdir, "followers.json")
+        out_path = os.path.join(workdir, "naive.json")
+        Path(creds_path).write_text(json.dumps(follower_creds))
+        naive = subprocess.Popen([sys.executable, str(ROOT / "bench" / "naive_copier.py"), "--ws", exchange.ws_url,
+                                  "--rest", exchange.rest_url, "--leader", f"{leader_id}:{leader_token}",
+                                  "--followers", creds_path, "--out", out_path],
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+        watch = ProcessWatch(naive.pid).start()
+        if not wait_for("naive", lambda: exchange.state()["sockets"] >= 1, 30):
+            raise BenchError("the naive copier did not log in within 30 s")
+        prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
+        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, resting)
+        follower_set = set(follower_ids)
+
+        def copied() -> int:
+            return sum(1 for e in exchange.placements() if e["client_id"] in follower_set)
+
+        warm, _ = leader.place(WARMUP_ORDERS, 1 / max(rate, 20))
+        if not wait_for("warm-up", lambda: copied() >= len(warm) * followers, 60, every=0.5):
+            raise BenchError("the naive copier's warm-up copies are missing")
+        cpu_before = watch.cpu_seconds()
+        interval = 1 / rate
+        measured, placing = leader.place(int(round(seconds * rate)), interval)
+        run.orders = len(measured)
+        run.expected = len(measured) * followers
+        target = (len(warm) + len(measured)) * followers
+        if not wait_for("drain", lambda: copied() >= target, drain_timeout, every=1.0):
+            run.notes.append(f"INCOMPLETE: {copied() - len(warm) * followers} of {run.expected} copies placed "
+                             f"{drain_timeout:.0f} s after the leader's last order")
+        cpu = watch.cpu_seconds() - cpu_before
+        run.peak_rss_mb = watch.peak_rss_mb()
+        run.peak_threads = watch.peak_threads
+        watch.stop()
+        stop_process(naive)
+        rows = json.loads(Path(out_path).read_text()) if Path(out_path).exists() else []
+        wanted = set(measured)
+        copies: dict[str, list[tuple[int, str]]] = {}
+        for leader_order_id, index, _received, _started, _answered, _ok, order_id in rows:
+            if leader_order_id in wanted and order_id:
+                copies.setdefault(leader_order_id, []).append((index, order_id))
+        measure(run, exchange, measured, leader_id, follower_ids, interval, lambda _: copies)
+        run.cpu_per_copy_ms = cpu / max(run.copied, 1) * 1000
+        run.notes.append(f"leader: {run.orders} orders in {placing:.1f} s, after {len(warm)} warm-up orders")
+        return run
+    finally:
+        if watch is not None:
+            watch.stop()
+        if naive is not None:
+            stop_process(naive)
+        exchange.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- profiles -----------------------------------------------------------------------------------------------
+@dataclass
+class Profiler:
+    proc: subprocess.Popen[bytes]
+    path: Path
+
+
+def start_profiler(pid: int, mode: str, label: str, seconds: float) -> Profiler | None:
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        print("  (no py-spy on PATH: pip install py-spy; not profiled)")
+        return None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = os.environ.get("BENCH_PROFILE_RAW") == "1"  # collapsed stacks, for reading self times
+    path = RESULTS / f"flame-{label}-{mode}.{'txt' if raw else 'svg'}"
+    cmd = [py_spy, "record", "--pid", str(pid), "--rate", "100", "--duration", str(int(seconds) + 2),
+           "--format", "raw" if raw else "flamegraph", "--output", str(path), "--nonblocking"]
+    if mode == "gil":
+        cmd.append("--gil")
+    return Profiler(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), path)
+
+
+def finish_profiler(profiler: Profiler, run: Run) -> None:
+    try:
+        profiler.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        profiler.proc.send_signal(signal.SIGINT)
+        profiler.proc.wait(10)
+    run.notes.append(f"flame graph: {profiler.path.relative_to(ROOT)}")
+
+
+# -- report -------------------------------------------------------------------------------------------------
+def fmt(values: list[float]) -> str:
+    if not values:
+        return f"{'-':>7} {'-':>7}"
+    return f"{percentile(values, 50):>7.1f} {percentile(values, 99):>7.1f}"
+
+
+def report(runs: list[Run]) -> None:
+    print(f"\n  {'run':<14} {'copies':>13} {'copies/s':>8}  {'at the exchange, ms':^31}  "
+          f"{'own clock, ms':^31}  {'RSS MB':>6} {'threads':>7} {'CPU ms':>6}")
+    print(f"  {'':<14} {'':>13} {'':>8}  {'first p50  p99':>15} {'last p50  p99':>15}  "
+          f"{'first p50  p99':>15} {'last p50  p99':>15}  {'peak':>6} {'peak':>7} {'/copy':>6}")
+    for run in runs:
+        print(f"  {run.kind + f' N={run.followers}':<14} {run.copied:>6}/{run.expected:<6} "
+              f"{run.copies_per_second:>8.0f}  {fmt(run.exchange_first):>15} {fmt(run.exchange_last):>15}  "
+              f"{fmt(run.own_first):>15} {fmt(run.own_last):>15}  "
+              f"{run.peak_rss_mb or 0:>6.0f} {run.peak_threads or 0:>7} {run.cpu_per_copy_ms or 0:>6.2f}")
+    for run in runs:
+        backlog = ", ".join(f"{when} {count}" for when, count in run.backlog)
+        drain = f"{run.drain:.2f} s" if run.drain is not None else "not drained"
+        print(f"  {run.kind} N={run.followers}: backlog {backlog}; last copy {drain} after the leader's last "
+              "order" + "".join(f"; {note}" for note in run.notes))
+
+
+def check(verdicts: list[tuple[bool, str]], ok: bool, text: str) -> None:
+    verdicts.append((ok, text))
+
+
+def targets(copiers: dict[int, Run], naives: dict[int, Run], rate: float) -> list[tuple[bool, str]]:
+    verdicts: list[tuple[bool, str]] = []
+    if 1 in copiers and 1 in naives and copiers[1].exchange_last and naives[1].exchange_last:
+        for q in (50, 99):
+            mine, theirs = percentile(copiers[1].exchange_last, q), percentile(naives[1].exchange_last, q)
+            check(verdicts, mine <= theirs, f"1 follower, p{q} at the exchange: copier {mine:.2f} ms / naive "
+                  f"{theirs:.2f} ms = {mine / theirs:.2f} (target <= 1.0)")
+    if 100 in copiers:
+        run = copiers[100]
+        due = rate * 100
+        end_backlog = run.backlog[-1][1] if run.backlog else run.expected
+        check(verdicts, run.copies_per_second >= 0.98 * due and end_backlog <= 100,
+              f"100 followers keep up: {run.copies_per_second:.0f} copies/s (leader's {due:.0f}), backlog "
+              + ", ".join(f"{w} {c}" for w, c in run.backlog) + " (target: flat, at most one order's copies)")
+        if run.own_last:
+            p99 = percentile(run.own_last, 99)
+            check(verdicts, p99 <= 100 and run.copied >= run.expected,
+                  f"100 followers: p99 to the last follower {p99:.1f} ms by the copier's clock, "
+                  f"{percentile(run.exchange_last, 99):.1f} ms at the exchange (target <= 100 ms)")
+        check(verdicts, (run.peak_rss_mb or 0) <= 250, f"100 followers: peak RSS {run.peak_rss_mb:.0f} MB (target <= 250)")
+    threads = {n: r.peak_threads or 0 for n, r in sorted(copiers.items())}
+    if len(threads) > 1:
+        spread = max(threads.values()) - min(threads.values())
+        check(verdicts, spread <= 4, "threads independent of followers: peak "
+              + ", ".join(f"{t} at N={n}" for n, t in threads.items()) + " (target: the same give or take 4)")
+    if 10 in copiers and 200 in copiers:
+        a, b = copiers[10].cpu_per_copy_ms or 0, copiers[200].cpu_per_copy_ms or 0
+        check(verdicts, b <= 1.2 * a, f"CPU per copy: {b:.2f} ms at 200 followers / {a:.2f} ms at 10 = "
+              f"{b / a if a else float('inf'):.2f} (target <= 1.2)")
+    return verdicts
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--orders", type=int, default=200, help="leader orders per run (default 200)")
-    p.add_argument("--followers", type=int, default=10, help="followers in run B, one of them slow (default 10)")
-    p.add_argument("--interval", type=float, default=100.0,
-                   help="ms between leader placements (default 100: 10 orders/s, the most a Dhan account "
-                        "may place; use e.g. 5 to measure how many copies/s the copier can sustain)")
-    p.add_argument("--slow-delay", type=float, default=1.0,
-                   help="seconds f1's placement answers are delayed in run B (0: no slow follower)")
-    p.add_argument("--timeout", type=float, default=20.0,
-                   help="seconds after the last leader order to wait for the copies (default 20)")
-    p.add_argument("--slow-wait", type=float, default=5.0,
-                   help="seconds more to collect the slow follower's answers in run B (default 5)")
-    p.add_argument("--only", choices=["A", "B"], help="run only one of the two")
+    p.add_argument("--followers", help="comma-separated follower counts (default 1,10,50,100,200; --quick: 1,10)")
+    p.add_argument("--seconds", type=float, help="seconds the leader places orders (default 60; --quick: 10)")
+    p.add_argument("--rate", type=float, default=10.0, help="leader orders per second (default 10, Dhan's cap)")
+    p.add_argument("--quick", action="store_true", help="a spot check: 10 s, followers 1,10 unless given")
+    p.add_argument("--no-naive", action="store_true", help="measure the copier only")
+    p.add_argument("--resting", action="store_true", help="leader orders rest far from the market (they stay open)")
+    p.add_argument("--profile", choices=["gil", "cpu"],
+                   help="py-spy flame graph of the copier (GIL holders, or every running thread) in bench/results/")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds after the leader's last order to wait for the last copies (default 30)")
     args = p.parse_args()
-    if args.orders < 1 or args.followers < 2 or args.interval < 0 or args.slow_delay < 0:
-        p.error("--orders must be >= 1, --followers >= 2, --interval and --slow-delay >= 0")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    interval = args.interval / 1000
+    seconds = args.seconds or (10.0 if args.quick else 60.0)
+    followers = [int(x) for x in (args.followers or ("1,10" if args.quick else "1,10,50,100,200")).split(",")]
+    if args.rate <= 0 or seconds <= 0 or any(n < 1 for n in followers):
+        p.error("--rate and --seconds must be > 0, follower counts >= 1")
+    print(f"replication: leader at {args.rate:g} orders/s for {seconds:g} s, "
+          f"{'resting' if args.resting else 'trading at once'}; followers {followers}")
+    print(f"(every party its own process; {os.cpu_count()} CPUs, load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; rate limits raised so only the copiers' own work "
+          f"limits them: paper exchange --unlimited, copier {COPIER_RATE_LIMITS['orders_per_second']} orders/s "
+          "per account)")
     started = time.perf_counter()
-    print("replication latency: leader order event received -> follower placement request sent")
-    print(f"(copier in this process, paper exchange in a subprocess; {os.cpu_count()} CPUs)")
+    copiers: dict[int, Run] = {}
+    naives: dict[int, Run] = {}
     try:
-        if args.only in (None, "A"):
-            report(run("(A) 1 follower", 1, args.orders, interval, 0.0, args.timeout, 0))
-        if args.only in (None, "B"):
-            title = (f"(B) {args.followers} followers, f1 answers placements {args.slow_delay:g} s late"
-                     if args.slow_delay > 0 else f"(B) {args.followers} followers, none slow (control)")
-            report(run(title, args.followers, args.orders, interval, args.slow_delay, args.timeout, args.slow_wait))
+        for n in followers:
+            runs = [run_copier(n, seconds, args.rate, args.resting, args.profile, args.drain_timeout)]
+            copiers[n] = runs[0]
+            if not args.no_naive and not args.profile:
+                naives[n] = run_naive(n, seconds, args.rate, args.resting, args.drain_timeout)
+                runs.append(naives[n])
+            report(runs)
+            sys.stdout.flush()
     except BenchError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
-    print(f"\ntotal {time.perf_counter() - started:.1f} s")
+    if not args.profile:
+        print("\ntargets")
+        for ok, text in targets(copiers, naives, args.rate):
+            print(f"  {'PASS' if ok else 'MISS'}  {text}")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

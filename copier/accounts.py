@@ -18,11 +18,12 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterable, Sequence
 
 from actors.messages import LEADER
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway
-from copier.config import AccountConfig, Config
+from copier.config import AccountConfig, Config, FollowerConfig
 from observability.logs import register_secret
 from storage import Store
 from storage.tokens import TOKEN_KEY_ENV, TokenFile, TokenFileError, key_from_environment, token_file_path
@@ -61,7 +62,9 @@ def _who(account: AccountConfig) -> str:
         f"follower {account.name} (client {account.client_id})"
 
 
-def choose_tokens(config: Config) -> tuple[dict[str, AccountToken], TokenFile | None]:
+def choose_tokens(config: Config, accounts: Sequence[AccountConfig] | None = None
+                  ) -> tuple[dict[str, AccountToken], TokenFile | None]:
+    """Every account's token (of `accounts` only, when given), and the file of renewed tokens."""
     path = token_file_path(config.storage.path)
     try:
         key = key_from_environment()
@@ -75,7 +78,7 @@ def choose_tokens(config: Config) -> tuple[dict[str, AccountToken], TokenFile | 
     except TokenFileError as exc:
         raise StartRefused(str(exc)) from None
     tokens: dict[str, AccountToken] = {}
-    for account in [config.leader, *config.followers]:
+    for account in accounts if accounts is not None else [config.leader, *config.followers]:
         entry = stored.get(account.client_id)
         if entry is not None and entry.supersedes(account.access_token):
             token, source = entry.token, f"stored renewed token ({path})"
@@ -134,13 +137,28 @@ def prepare_accounts(config: Config) -> Accounts:
     return Accounts(gateways, tokens, paused, token_file, answers)
 
 
+def check_follower(config: Config, follower: FollowerConfig) -> tuple[DhanGateway, AccountToken, Answer]:
+    """A follower added while the copier runs, checked as at start: its token chosen, its funds
+    asked. Raises StartRefused (one line) when its broker refuses the token or cannot be reached:
+    an operator adding it is there to fix it, so it is not added paused."""
+    tokens, _file = choose_tokens(config, [follower])
+    token = tokens[follower.name]
+    gateway = DhanGateway(follower.name, follower.client_id, token.token, follower.api_base_url,
+                          config.broker.timeout_seconds)
+    answer = _check(gateway)
+    if answer.error is not None:
+        raise StartRefused(refusal(follower, token.source, answer.error))
+    return gateway, token, answer
+
+
 ACCOUNTS_SETTING = "accounts"
 
 
-def record_accounts(store: Store, config: Config) -> None:
+def record_accounts(store: Store, config: Config, followers: Iterable[AccountConfig] | None = None) -> None:
     """Record the accounts and URLs the copier uses (never tokens), for operator commands in other
-    processes: in paper mode they exist only in the running process."""
-    accounts = [config.leader, *config.followers]
+    processes: in paper mode they exist only in the running process. `followers`: those it copies
+    to now, when they changed since it started."""
+    accounts = [config.leader, *(config.followers if followers is None else followers)]
     store.settings.set(ACCOUNTS_SETTING, json.dumps([
         {"name": a.name, "client_id": a.client_id, "api_base_url": a.api_base_url,
          "order_update_url": a.order_update_url} for a in accounts]))

@@ -13,6 +13,9 @@
     forever                  ForeverActor         copies of the leader's forever orders
     reconciler               ReconcilerActor      the brokers' books against storage, now and then
     kill_switch              KillSwitchActor      while on: no new copies, open ones cancelled
+    square_off               SquareOffActor       a follower's open copies cancelled, its positions closed
+    control                  FollowerControlActor operators' commands: pause, resume, sizing, followers
+                                                  added and removed (copier/roster.py), square-off
     tokens                   TokenActor           access tokens: renewed, refused ones paused and retried
     feed:<follower> ...      FeedActor            each follower's socket: fills and states of its copies
     feed:leader              FeedActor            the leader's socket: the events everything else follows
@@ -35,6 +38,7 @@ from typing import Callable
 from actors.context import CopierContext, CopyPolicy
 from actors.dead_letters import park_input
 from actors.feed import FeedActor
+from actors.follower_control import FollowerControlActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
 from actors.messages import LEADER, AuthRefused
@@ -43,11 +47,13 @@ from actors.rate_limiter import RateLimiter, RateLimiterActor
 from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
 from actors.router import OrderRouter
 from actors.sizing import SizingActor
+from actors.square_off import SquareOffActor
 from actors.tokens import TokenActor
 from broker.errors import CODES, FAILURE_REASONS
 from broker.gateway import DhanGateway
 from copier.accounts import Accounts, prepare_accounts, record_accounts
-from copier.config import Config, key_error
+from copier.config import Config, FollowerConfig, key_error
+from copier.roster import Roster, SnapshotDict, SnapshotList, config_file
 from observability import metrics
 from observability.alert_channels import TelegramChannel, WebhookChannel
 from observability.alerts import Alerts
@@ -76,6 +82,7 @@ class Copier:
     timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
+    roster: Roster | None = None  # its followers now, added and removed while it runs
     _ref: object = None
     _unwatch: Callable[[], None] | None = None
 
@@ -120,10 +127,14 @@ def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
 
 def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
-                 clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None) -> Copier:
+                 clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None,
+                 config_path: str | None = None,
+                 prepare_follower: Callable[[FollowerConfig], FollowerConfig] | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
     `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
-    raises StartRefused before anything starts).
+    raises StartRefused before anything starts). `config_path`: the file a reload reads followers
+    from (default: the one `config` was loaded from); `prepare_follower`: what a follower added
+    while running needs first (paper mode: its account on the paper exchange).
 
         copier = start_copier(load("config.yaml"), Store(path, exclusive=True))
         copier.stopped.wait()     # set when the supervisor gives up (copier.escalation says why)
@@ -153,10 +164,11 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     timers = copier.timers.start()
 
     leader = config.leader
-    copier.gateways = accounts.gateways
+    # shared with actors that walk them while followers are added and removed: iterated over a snapshot
+    copier.gateways = SnapshotDict(accounts.gateways)
 
     record_accounts(store, config)
-    names = [f.name for f in config.followers]
+    names = SnapshotList(f.name for f in config.followers)
     kill_switch_on = threading.Event()
     # Labelled series exist from the start (metrics.create_series below, once the actor kinds are
     # known), so Prometheus' increase() sees their first event.
@@ -164,10 +176,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     for name in [LEADER, *names]:
         metrics.FEED_CONNECTED.labels(name).set(0)
     sizing_address = Address("sizing")
-    limiter_addresses = {name: Address(f"limiter:{name}") for name in names}
-    limiters = {f.name: RateLimiter(copier.gateways[f.name], order_limits=config.rate_limits.order_windows(),
-                                    data_limits=config.rate_limits.data_windows(), max_attempts=config.broker.max_attempts,
-                                    margin_check=config.copy.margin_check) for f in config.followers}
+    limiters: SnapshotDict = SnapshotDict()
     # Order actors read the leader's order again when two of its updates are ambiguous: through
     # their own limiter, so those reads stay inside the leader account's data-API rate.
     leader_limiter = RateLimiter(copier.gateways[LEADER], order_limits=config.rate_limits.order_windows(),
@@ -181,8 +190,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         f.risk.max_order_value is not None or f.risk.max_capital_share_per_instrument is not None
         or f.sizing.strategy == "risk_based" for f in config.followers)
     tokens_address = Address("tokens")
-    feed_addresses = {name: Address(f"feed:{name}") for name in [LEADER, *names]}
+    feed_addresses = {LEADER: Address(f"feed:{LEADER}")}
     suspended = dict(accounts.paused)  # sizing's, shared so that it outlives a restart of sizing
+    configured_tokens = {name: t.configured for name, t in accounts.tokens.items()}  # the token actor's
+    roster = copier.roster = Roster(config, store, names, copier.gateways, limiters, configured_tokens, suspended,
+                                    sizing_address, router_address, copier.alerts,
+                                    config_path=config_path or config_file(config),
+                                    prepare=prepare_follower or (lambda follower: follower))
 
     def auth_refused(account: str, detail: str) -> None:
         tokens_address.tell(AuthRefused(account, detail))
@@ -200,7 +214,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                           slice_above_freeze_limit=config.copy.slice_above_freeze_limit,
                           super_order_poll_seconds=config.copy.super_order_poll_seconds),
         alert=copier.alerts,
-        calendar=MarketCalendar() if config.market_hours.enforce else None,
+        # built here, at start-up, so that no order waits for it; never when not enforced
+        calendar=MarketCalendar().load() if config.market_hours.enforce else None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
         on_auth_failure=auth_refused,
@@ -218,22 +233,44 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         copier.stopped.set()
 
     top = Address("copier")
+
+    def follower_children(f: FollowerConfig, gateway: DhanGateway) -> tuple[ChildSpec, ChildSpec]:
+        """A follower's rate limiter (made and registered here) and feed: at start, and when added."""
+        limiters[f.name] = RateLimiter(gateway, order_limits=config.rate_limits.order_windows(),
+                                       data_limits=config.rate_limits.data_windows(),
+                                       max_attempts=config.broker.max_attempts, margin_check=config.copy.margin_check)
+        feed_addresses[f.name] = Address(f"feed:{f.name}")
+        return (ChildSpec(f"limiter:{f.name}", lambda a: RateLimiterActor.start(a, top, limiters[f.name]),
+                          kind="rate_limiter", address=Address(f"limiter:{f.name}")),
+                feed_spec(f))
+
+    def feed_spec(acc) -> ChildSpec:  # noqa: ANN001 - the leader's AccountConfig or a FollowerConfig
+        return ChildSpec(f"feed:{acc.name}", lambda a: FeedActor.start(
+            a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
+            store=store, router=router_address,
+            copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
+            max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
+            follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
+            kind="feed", address=feed_addresses[acc.name])
+
+    follower_specs = [follower_children(f, copier.gateways[f.name]) for f in config.followers]
+    roster.children = follower_children
+    # Each incarnation of sizing starts from the followers as they are now, with operators' stored
+    # pauses and sizing over the config's.
     specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
-        a, top, {f.name: f.sizing for f in config.followers},
+        a, top, dict(roster.rules),
         copier.gateways, refresh_seconds=config.copy.funds_refresh_seconds, check_capital=config.copy.check_capital,
-        leg_window_seconds=config.copy.leg_window_seconds, limits={f.name: f.risk for f in config.followers},
+        leg_window_seconds=config.copy.leg_window_seconds, limits={n: f.risk for n, f in roster.configs.items()},
         on_daily_loss=lambda follower, detail: engage(kill_switch_address, f"daily loss limit of {follower}: {detail}",
                                                       "risk"),
-        filters={f.name: f.filters for f in config.followers}, suspended=suspended, first_funds=accounts.funds,
-        copy_windows={f.name: f.copy_window for f in config.followers if f.copy_window}, clock=ctx.clock,
-        timers=timers),
+        filters={n: f.filters for n, f in roster.configs.items()}, suspended=suspended, first_funds=accounts.funds,
+        copy_windows={n: f.copy_window for n, f in roster.configs.items() if f.copy_window}, clock=ctx.clock,
+        timers=timers, paused=roster.paused()),
         kind="sizing", address=sizing_address),
         ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways, timers=timers,
                                                        requests_per_second=config.quotes.requests_per_second),
                   kind="quotes", address=quotes.actor)]
-    for f in config.followers:
-        specs.append(ChildSpec(f"limiter:{f.name}", lambda a, f=f: RateLimiterActor.start(a, top, limiters[f.name]),
-                               kind="rate_limiter", address=limiter_addresses[f.name]))
+    specs.extend(limiter for limiter, _feed in follower_specs)
     specs.append(ChildSpec(f"limiter:{LEADER}", lambda a: RateLimiterActor.start(a, top, leader_limiter),
                            kind="rate_limiter"))
     specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.copy.sweep_seconds),
@@ -247,7 +284,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
         a, top, store, copier.gateways, names, router_address, copier.alerts, timers,
         interval_seconds=config.reconcile.interval_seconds, repair=config.reconcile.repair,
-        resize=resize_by_rule({f.name: f.sizing for f in config.followers}, instruments),
+        resize=resize_by_rule(roster.rules, instruments),
         fill_grace_seconds=fill_grace(config.copy.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, timers, broker_switches,
@@ -255,24 +292,31 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         after_failures=config.kill_switch.after_failures, failure_window=config.kill_switch.failure_window_seconds),
         kind="kill_switch",
         address=kill_switch_address))
+    square_off_address = Address("square_off")
+    specs.append(ChildSpec("square_off", lambda a: SquareOffActor.start(
+        a, top, store, copier.gateways, limiters, router_address, copier.alerts, timers,
+        settle_seconds=config.broker.timeout_seconds, max_attempts=config.broker.max_attempts), kind="square_off",
+        address=square_off_address))
+    specs.append(ChildSpec("control", lambda a: FollowerControlActor.start(
+        a, top, store, roster, sizing_address, router_address, square_off_address, timers, alert=copier.alerts),
+        kind="control"))
     specs.append(ChildSpec("tokens", lambda a: TokenActor.start(
         a, top, copier.gateways, sizing_address, copier.alerts, config.tokens.renew_seconds,
         config.tokens.leader_renew_seconds, timers=timers, token_file=accounts.token_file,
-        configured={name: t.configured for name, t in accounts.tokens.items()},
+        configured=configured_tokens,
         paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
         feeds=feed_addresses), kind="tokens", address=tokens_address))
-    for account in [*config.followers, leader]:
-        specs.append(ChildSpec(f"feed:{account.name}", lambda a, acc=account: FeedActor.start(
-            a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
-            store=store, router=router_address,
-            copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
-            max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
-            follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
-            kind="feed", address=feed_addresses[account.name]))
+    specs.extend(feed for _limiter, feed in follower_specs)
+    specs.append(feed_spec(leader))
 
-    metrics.create_series(LEADER, names, {spec.kind for spec in specs} | {"order"},
-                          order_events=[e.value for e in OrderEvent], error_codes=CODES,
-                          failure_reasons=FAILURE_REASONS, price_sources=(QUOTE, LEADER_FILL, NONE))
+    kinds = {spec.kind for spec in specs} | {"order"}
+
+    def metric_series(followers: list[str]) -> None:
+        metrics.create_series(LEADER, followers, kinds, order_events=[e.value for e in OrderEvent], error_codes=CODES,
+                              failure_reasons=FAILURE_REASONS, price_sources=(QUOTE, LEADER_FILL, NONE))
+
+    metric_series(list(names))
+    roster.metric_series = lambda follower: metric_series([follower])
     supervisor_ref = Supervisor.start("copier", specs, address=top, max_restarts=5, period=30.0,
                                       on_restart=lambda kind, error: metrics.ACTOR_RESTARTS.labels(kind).inc(),
                                       on_escalate=escalate,
@@ -281,6 +325,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     top.bind(supervisor_ref)
     copier.addresses = supervisor_ref.proxy().start_children().get(timeout=30)
     copier._ref = supervisor_ref
+    roster.supervisor = supervisor_ref.proxy
     # What start-up built lives as long as the process: out of the collector's walk (docs/design.md).
     gc.collect()
     gc.freeze()

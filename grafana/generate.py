@@ -74,11 +74,14 @@ def row(title: str) -> dict:
     return {"type": "row", "title": title, "collapsed": False, "panels": [], "_size": (24, 1)}
 
 
+PAUSED_WHEN_1 = [{"type": "value", "options": {"0": {"text": "copying", "color": "green"},
+                                               "1": {"text": "PAUSED", "color": "yellow"}}}]
 ON_OFF_BAD_WHEN_1 = [{"type": "value", "options": {"0": {"text": "off", "color": "green"},
                                                    "1": {"text": "ON", "color": "red"}}}]
 OK_WHEN_1 = [{"type": "value", "options": {"0": {"text": "DOWN", "color": "red"},
                                            "1": {"text": "ok", "color": "green"}}}]
 RED_ABOVE_0 = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
+YELLOW_ABOVE_0 = [{"color": "green", "value": None}, {"color": "yellow", "value": 1}]
 
 
 def quantiles(metric: str, selector: str, by: str = "", qs: tuple[float, ...] = (0.5, 0.99),
@@ -137,13 +140,17 @@ def overview() -> dict:
              thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=6),
         stat("Kill switch", [("max(copytrader_kill_switch_active)", "kill switch")],
              "ON = no new copies are placed (copytrader_kill_switch_active).", mappings=ON_OFF_BAD_WHEN_1,
-             thresholds=RED_ABOVE_0),
+             thresholds=RED_ABOVE_0, w=3),
         stat("Storage healthy", [("min(copytrader_storage_healthy)", "storage")],
              "0 while storage writes are failing (copytrader_storage_healthy).", mappings=OK_WHEN_1,
-             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]),
+             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=3),
         stat("Dead letters", [("max(copytrader_dead_letters)", "dead letters")],
              "Unresolved entries in the dead-letter queue (copytrader_dead_letters): copies that need an "
-             "operator (`run.py dlq list`).", thresholds=RED_ABOVE_0),
+             "operator (`run.py dlq list`).", thresholds=RED_ABOVE_0, w=3),
+        stat("Paused followers", [("sum(copytrader_follower_paused)", "paused")],
+             "Followers an operator paused (`run.py follower pause`, square-off): new leader orders are "
+             "recorded as skips for them, not copied (copytrader_follower_paused; `run.py follower list`).",
+             thresholds=YELLOW_ABOVE_0, w=3),
         row("Throughput"),
         series("Leader events", [(f"sum by (kind) (rate(copytrader_leader_events_total[{RI}]))", "{{kind}}")],
                "Leader order updates received per second, by kind.", unit="ops", stack=True),
@@ -232,15 +239,19 @@ def follower() -> dict:
         row("Copies"),
         stat("Orders placed", [(f'sum(copytrader_follower_orders_total{{{FOLLOWER}, outcome="placed"}})',
                                 "placed")],
-             "Copies placed since the copier started.", w=6),
+             "Copies placed since the copier started.", w=5),
         stat("Failed operations", [(f'sum(copytrader_follower_orders_total{{{FOLLOWER}, outcome="failed"}})',
                                     "failed")],
-             "Follower operations that failed since the copier started.", thresholds=RED_ABOVE_0, w=6),
+             "Follower operations that failed since the copier started.", thresholds=RED_ABOVE_0, w=5),
         stat("Feed connected", [(f"copytrader_feed_connected{{{ACCOUNT}}}", "{{account}}")],
              "This follower's order-update socket.", mappings=OK_WHEN_1,
-             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=6),
+             thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}], w=5),
         stat("Open orders", [(f"copytrader_open_orders{{{ACCOUNT}}}", "open")],
-             "Open orders the copier knows of on this account.", w=6),
+             "Open orders the copier knows of on this account.", w=5),
+        stat("Copying", [(f"max(copytrader_follower_paused{{{FOLLOWER}}})", "paused")],
+             "PAUSED = an operator paused this follower (`run.py follower pause`, square-off): new leader "
+             "orders are recorded as skips, not copied (copytrader_follower_paused).", mappings=PAUSED_WHEN_1,
+             thresholds=YELLOW_ABOVE_0, w=4),
         series("Operations by outcome",
                [(f"sum by (operation, outcome) (rate(copytrader_follower_orders_total{{{FOLLOWER}}}[{RI}]))",
                  "{{operation}} {{outcome}}")],

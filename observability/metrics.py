@@ -91,6 +91,9 @@ FEED_RECONNECTS = Counter("copytrader_feed_reconnects_total", "Order-update sock
 BACKFILLED = Counter("copytrader_backfilled_updates_total",
                      "Order updates recovered from the order book after a (re)connect", ["account"])
 KILL_SWITCH = Gauge("copytrader_kill_switch_active", "1 while the kill switch is on")
+FOLLOWER_PAUSED = Gauge("copytrader_follower_paused",
+                        "1 while an operator has the follower paused (run.py follower pause, square-off): new "
+                        "leader orders are recorded as skips, not copied to it", ["follower"])
 STORAGE_RETRIES = Counter("copytrader_storage_retries_total", "Storage writes retried after an error")
 STORAGE_HEALTHY = Gauge("copytrader_storage_healthy", "0 while storage writes are failing")
 ALERTS = Counter("copytrader_alerts_total", "Alerts raised, by level and key", ["level", "key"])
@@ -114,7 +117,8 @@ UPDATE_SOURCES = ("socket", "book")
 MALFORMED_REASONS = ("bad_json", "bad_shape", "bad_field", "missing_field")
 FOLLOWER_OPERATIONS = {"place": "placed", "modify": "modified", "cancel": "cancelled"}
 COMMON_SKIPS = ("leader_rejected", "unknown_instrument", "size_rounds_to_zero", "insufficient_capital",
-                "kill_switch_on", "account_suspended", "preexisting_order", "above_freeze_quantity")
+                "kill_switch_on", "account_suspended", "preexisting_order", "follower_paused",
+                "above_freeze_quantity")
 ALERT_KEYS = (("critical", "kill_switch"), ("critical", "auth"), ("critical", "escalated"), ("error", "dlq"),
               ("warning", "lag"), ("warning", "divergence"))
 ANOMALY_KINDS = ("follower_filled_first",)
@@ -178,6 +182,7 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
         ANOMALIES.labels(kind)
     for follower in followers:
         UNKNOWN_OUTCOMES.labels(follower)
+        FOLLOWER_PAUSED.labels(follower)
     for account in accounts:
         ORDERS_EXPIRED_AT_START.labels(account)
         for outcome in ("ok", "failed"):

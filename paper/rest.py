@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -83,6 +84,7 @@ class RestApi:
         return handler
 
     async def _run(self, request: web.Request, route: str, fn: Handler, order_api: bool) -> web.StreamResponse:
+        arrived = time.time()
         cid = request.headers.get("client-id")
         rel = request.path[len(PREFIX):] or "/"
         keys = (f"{request.method} {rel}", route)
@@ -114,7 +116,8 @@ class RestApi:
         delay = self.faults.answer_delay(cid, keys) if acct is not None else 0.0
         if delay > 0:
             await asyncio.sleep(delay)
-        self.requests.add(cid, request.method, rel, route, status, code)
+        order_id = payload.get("orderId") if status == 200 and isinstance(payload, dict) else None
+        self.requests.add(cid, request.method, rel, route, status, code, arrived, order_id)
         return _json(status, payload)
 
     @staticmethod

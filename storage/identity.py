@@ -130,3 +130,19 @@ def start_afresh(store: Store, path: str) -> None:
 def record(store: Store, identity: StorageIdentity) -> None:
     """Record the identity of storage that was just emptied or created."""
     store.settings.set(IDENTITY_SETTING, identity.to_json())
+
+
+def add_follower(store: Store, name: str, account: Account, path: str) -> None:
+    """A follower added while the copier runs: recorded like one added to the config before a start,
+    refused (StorageMismatch) when storage knows that name with another account or URL."""
+    stored = stored_identity(store)
+    if stored is None:
+        return  # an identity is recorded by every start; none means storage predates identities
+    candidate = StorageIdentity(stored.mode, stored.leader, {name: account})
+    found = differences(stored, candidate)
+    if found:
+        raise StorageMismatch(f"storage.path {path} knows follower {name} as another account ({'; '.join(found)}): "
+                              "give it another name")
+    updated = candidate.with_followers_of(stored)
+    if updated != stored:
+        store.settings.set(IDENTITY_SETTING, updated.to_json())

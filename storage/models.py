@@ -202,5 +202,71 @@ class AdoptedCopy(BaseModel):
         indexes = ((("leader_order_id", "follower"), True),)
 
 
+class FollowerControl(BaseModel):
+    """What operators set for a follower while the copier ran (`run.py follower ...`): its pause and
+    the sizing keys changed over the config's. It outlives restarts and wins over the config."""
+
+    follower = pw.CharField(primary_key=True)
+    paused = pw.BooleanField(default=False)
+    pause_reason = pw.TextField(default="")
+    paused_by = pw.CharField(default="")  # who paused it last, and when
+    paused_at = pw.FloatField(default=0.0)
+    sizing = pw.TextField(default="{}")  # JSON: sizing key -> value, over the config's sizing
+    sizing_by = pw.CharField(default="")  # who set those keys last, and when
+    sizing_at = pw.FloatField(default=0.0)
+
+
+class FollowerAudit(BaseModel):
+    """Every change made to a follower while the copier ran: who, when, what."""
+
+    follower = pw.CharField(index=True)
+    action = pw.CharField()  # pause, resume, catch-up, set, reset, add, remove, square-off
+    detail = pw.TextField(default="")
+    by = pw.CharField()
+    at = pw.FloatField(default=now)
+
+
+class ControlRequest(BaseModel):
+    """An operator command for the running copier, from another process: taken by the copier once,
+    answered once; withdrawn by the command if it gives up first (then never carried out)."""
+
+    command = pw.TextField()  # JSON
+    by = pw.CharField()
+    requested_at = pw.FloatField(default=now)
+    state = pw.CharField(default="waiting", index=True)  # waiting, taken, answered, withdrawn, expired
+    ok = pw.BooleanField(null=True)
+    answer = pw.TextField(null=True)
+    answered_at = pw.FloatField(null=True)
+
+
+class SquareOffRun(BaseModel):
+    """One follower's square-off: its open copies cancelled, then its positions closed at market."""
+
+    request_id = pw.IntegerField(index=True)  # the ControlRequest that asked for it
+    follower = pw.CharField()
+    segments = pw.TextField(default="[]")  # JSON: only these exchange segments ([]: every one)
+    by = pw.CharField()
+    phase = pw.CharField(index=True)  # cancelling, reading, closing; then done, incomplete or failed
+    report = pw.TextField(default="")
+    started_at = pw.FloatField(default=now)
+    finished_at = pw.FloatField(null=True)
+
+
+class ClosingOrder(BaseModel):
+    """A market order closing one position of a square-off, stored before it is sent; its
+    correlation id is derived from the run and the position, so it is looked up, never sent twice."""
+
+    run_id = pw.IntegerField(index=True)
+    follower = pw.CharField()
+    correlation_id = pw.CharField(unique=True)
+    terms = pw.TextField()  # JSON of OrderTerms
+    status = pw.CharField()  # new, unknown, open, filled, failed
+    broker_order_id = pw.CharField(null=True)
+    placements = pw.IntegerField(default=0)  # sends that lookups found never took effect, plus the first
+    detail = pw.TextField(default="")
+    updated_at = pw.FloatField(default=now)
+
+
 ALL_MODELS = [InboundEvent, LeaderOrder, FollowerOrder, ForeverCopy, OrderEventRecord, Fill, Skip,
-              DeadLetter, Divergence, Alert, Setting, AdoptedCopy]
+              DeadLetter, Divergence, Alert, Setting, AdoptedCopy, FollowerControl, FollowerAudit, ControlRequest,
+              SquareOffRun, ClosingOrder]

@@ -37,3 +37,33 @@ def skips(path: str | Path, limit: int = 3) -> list[tuple[str, str]]:
     """(reason, detail) of up to `limit` recorded skips."""
     with closing(_connect(path)) as conn:
         return conn.execute('SELECT "reason", "detail" FROM "skip" LIMIT ?', (limit,)).fetchall()
+
+
+def setting(path: str | Path, key: str) -> str | None:
+    """A stored setting's value (None when unset)."""
+    with closing(_connect(path)) as conn:
+        row = conn.execute('SELECT "value" FROM "setting" WHERE "key" = ?', (key,)).fetchone()
+        return row[0] if row else None
+
+
+def sent_copies(path: str | Path) -> int:
+    """Copies whose first placement was sent and answered (they have a latency)."""
+    with closing(_connect(path)) as conn:
+        return int(conn.execute('SELECT COUNT(*) FROM "follower_order" WHERE "latency_ms" IS NOT NULL').fetchone()[0])
+
+
+def copy_orders(path: str | Path) -> list[tuple[str, str, str, float | None]]:
+    """(leader order id, follower, broker order id, latency in ms or None) of every copy placed."""
+    with closing(_connect(path)) as conn:
+        return [(str(leader), str(follower), str(broker), None if latency is None else float(latency))
+                for leader, follower, broker, latency in conn.execute(
+                    'SELECT "leader_order_id", "follower", "broker_order_id", "latency_ms" FROM "follower_order" '
+                    'WHERE "broker_order_id" IS NOT NULL')]
+
+
+def skipped_orders(path: str | Path, follower: str, reason: str) -> list[str]:
+    """The leader orders whose copy for `follower` was recorded as skipped for `reason` (each
+    skip recorded, so a leader order twice in the list was skipped twice)."""
+    with closing(_connect(path)) as conn:
+        return [row[0] for row in conn.execute('SELECT "leader_order_id" FROM "skip" WHERE "follower" = ? AND '
+                                               '"reason" = ?', (follower, reason))]

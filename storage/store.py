@@ -36,14 +36,17 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_d
 from storage import models as m
 from storage.adoption import Adoption
 from storage.alerts import AlertLog
+from storage.control_requests import ControlRequests
 from storage.copies import OPEN_STATES, Copies
 from storage.dead_letters import DeadLetters
 from storage.divergences import Divergences
 from storage.events import OrderEvents
+from storage.followers import Followers
 from storage.forever import ForeverCopies
 from storage.inbox import Inbox, InboxEvent
 from storage.lock import StorageLock
 from storage.settings import Settings
+from storage.square_offs import SquareOffs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,6 +149,9 @@ class Store:
         self.divergences = Divergences(self)
         self.alerts = AlertLog(self)
         self.adoption = Adoption(self)
+        self.followers = Followers(self)  # operators' pauses and sizing changes, and their audit
+        self.requests = ControlRequests(self)  # operator commands for the running copier
+        self.square_offs = SquareOffs(self)
         try:
             if self.path != ":memory:":
                 _create_private(self.path)

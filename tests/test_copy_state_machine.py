@@ -43,6 +43,7 @@ REJECTED_SILENT = replace(OPEN, status=S.REJECTED, rejection_recorded=False)  # 
 SUPER = T.with_changes(super_order=True, target_price=1450.0, stop_loss_price=1350.0, trailing_jump=0.0)
 SUPER_OPEN = c.apply(c.apply(c.start(c.Submitted("L1", "f1", SUPER)), c.PlaceSent()), c.Placed("F1", S.PENDING, SUPER))
 SUPER_TRADED = c.apply(SUPER_OPEN, seen(S.TRADED, T, filled=10, avg=1400.0))  # its exit legs now work
+PAUSED = c.start(c.Skipped("L1", "f1", T.with_changes(quantity=0), "follower_paused", "paused by alice"))
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,9 @@ ROW_CASES = [
          correlation_id=correlation_id("L1", "f1", 1), modifications=0, broker_order_id=None, replacing=False),
     case(REJECTED, c.Retried(), "an operator's retry: placed afresh", phase=Phase.NEW, generation=1,
          last_error=None, correlation_id=correlation_id("L1", "f1", 1)),
+    case(PAUSED, c.CaughtUp(T2), "skipped while paused, placed on resume with catch-up", phase=Phase.NEW,
+         status=S.PENDING_PLACEMENT, generation=1, target=T2, skip_reason=None, last_error=None,
+         correlation_id=correlation_id("L1", "f1", 1)),
     *[case(given, c.Flagged("lagging"), "flagged", anomaly="lagging")
       for given in (NEW, PLACING, UNKNOWN, OPEN, MODIFYING, CANCELLING, LOOKING_UP, READING, TRADED)],
     case(REJECTED, c.RejectionRecorded(), "its skip or dead letter is stored", rejection_recorded=True),
@@ -255,7 +259,7 @@ EVENTS = [c.PlaceSent(), c.ModifySent(), c.CancelSent(), c.LookupSent(), c.ReadS
           c.PlacementRefused("x", "DH-906", "order"), c.OutcomeUnknown("x", NOW, NOW), c.SkippedLate(6, 5),
           c.ModifyAccepted(T2), c.CancelAccepted(S.CANCELLED), c.CallFailed(Call.LOOKUP, "x", NOW),
           c.OrderFound("F1", seen(S.PENDING)), c.NotFound(), seen(S.PENDING), c.TargetChanged(T2),
-          c.CancelRequested("x"), c.Aborted(), c.ReplaceStarted(), c.Replaced(), c.Retried(), c.Flagged("x"),
+          c.CancelRequested("x"), c.Aborted(), c.ReplaceStarted(), c.Replaced(), c.Retried(), c.CaughtUp(T2), c.Flagged("x"),
           c.RejectionRecorded(), c.Resumed(NOW, NOW), c.SyncRequested(), c.NewsArrived(),
           c.LegSeen(Leg.TARGET, S.PENDING)]
 PHASES = {Phase.NEW: NEW, Phase.PLACING: PLACING, Phase.UNKNOWN: UNKNOWN, Phase.OPEN: OPEN,
@@ -282,6 +286,12 @@ def test_a_second_send_while_one_is_in_flight_is_refused():
 def test_replacing_a_copy_that_is_not_cancelled_is_refused():
     with pytest.raises(c.InvalidCopyEvent):
         c.apply(TRADED, c.Replaced())
+
+
+def test_catching_up_a_copy_that_was_not_skipped_is_refused():
+    for closed in (TRADED, CANCELLED, REJECTED):
+        with pytest.raises(c.InvalidCopyEvent):
+            c.apply(closed, c.CaughtUp(T2))
 
 
 # -- decide ----------------------------------------------------------------------------------------------
@@ -398,7 +408,8 @@ def test_the_stored_records_of_a_live_history_fold_back_to_the_same_copy():
 def test_every_stored_kind_reads_back_as_an_event():
     for kind, payload in [("SKIPPED_LATE", {"age": 6.1, "limit": 5}), ("FLAGGED", {"anomaly": "lagging"}),
                           ("CALL_FAILED", {"call": "modify", "error": "x"}), ("REPLACED", {}), ("RETRIED", {}),
-                          ("NOT_PLACED", {"placements": 1}), ("CANCEL_REQUESTED", {"replacing": True})]:
+                          ("NOT_PLACED", {"placements": 1}), ("CANCEL_REQUESTED", {"replacing": True}),
+                          ("CAUGHT_UP", record(PAUSED, c.CaughtUp(T2), c.apply(PAUSED, c.CaughtUp(T2)))[1])]:
         assert event_of(kind, payload, "L1", "f1") is not None, kind
 
 

@@ -119,3 +119,56 @@ def test_a_thousand_actors_run_on_the_pools_threads(pool):
         ref.tell("hello")
     wait_until(lambda: all(ref.qsize() == 0 for ref in refs), 20, message="every actor served")
     assert threading.active_count() <= before
+
+
+class Batcher(Recorder):
+    """Takes numbers in batches; a gate holds its first message so that the next ones queue up."""
+
+    def __init__(self, name: str, supervisor: Inbox | None = None) -> None:
+        super().__init__(name, supervisor)
+        self.gate = threading.Event()
+        self.batches: list[list[Any]] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "hold":
+            self.gate.wait(5)
+        return super().on_receive("boom" if message == 13 else message)
+
+    def takes_in_batch(self, message: Any) -> bool:
+        return isinstance(message, int)
+
+    def on_receive_batch(self, messages: list[Any]) -> None:
+        self.batches.append(list(messages))
+        super().on_receive_batch(messages)  # one by one, a failure raised as CrashedOn
+
+
+def test_told_messages_an_actor_takes_in_batch_come_together_in_order_and_an_ask_splits_them(pool):
+    actor = Batcher("order:1")
+    ref = pool.spawn(actor)
+    ref.tell("hold")
+    for n in (1, 2, 3):
+        ref.tell(n)
+    answers: list[Any] = []
+    asking = threading.Thread(target=lambda: answers.append(ref.ask("between")))
+    asking.start()
+    wait_until(lambda: len(ref._mailbox) == 4, 5, message="the ask queued behind 1, 2, 3")
+    for n in (4, 5):
+        ref.tell(n)
+    actor.gate.set()
+    asking.join(5)
+    assert answers == ["got between"]
+    wait_until(lambda: actor.seen == ["hold", 1, 2, 3, "between", 4, 5], 5, message="every message handled")
+    assert actor.batches == [[1, 2, 3], [4, 5]]
+
+
+def test_a_crash_in_a_batch_is_reported_on_the_message_that_raised_and_drops_the_rest(pool):
+    supervisor = Inbox()
+    actor = Batcher("order:1", supervisor)
+    ref = pool.spawn(actor)
+    ref.tell("hold")
+    for message in (1, 13, 2):
+        ref.tell(message)
+    actor.gate.set()
+    failure = wait_until(lambda: supervisor.told[0] if supervisor.told else None, 5, message="the crash reported")
+    assert isinstance(failure, ChildFailed) and failure.message == 13
+    assert actor.batches == [[1, 13, 2]] and actor.seen == ["hold", 1] and not ref.is_alive()

@@ -304,6 +304,14 @@ class Retried:
 
 
 @dataclass(frozen=True)
+class CaughtUp:
+    """An operator resumed a paused follower with catch-up: its copy, skipped while it was paused,
+    of a leader order still open is placed now, sized as `target`, under the next generation's id."""
+
+    target: OrderTerms
+
+
+@dataclass(frozen=True)
 class Flagged:
     anomaly: str  # lagging, follower_filled_first, modification_cap, lookup_failed, flattened, naked_leg
 
@@ -413,7 +421,7 @@ class NotFound:
 
 
 Event = Union[Resumed, SyncRequested, NewsArrived, TargetChanged, CancelRequested, Aborted, SkippedLate,
-              ReplaceStarted, Replaced, Retried, Flagged, RejectionRecorded, PlaceSent, ModifySent, CancelSent,
+              ReplaceStarted, Replaced, Retried, CaughtUp, Flagged, RejectionRecorded, PlaceSent, ModifySent, CancelSent,
               LookupSent, ReadSent, Placed, PlacementRefused, OutcomeUnknown, ModifyAccepted, CancelAccepted,
               CallFailed, OrderFound, NotFound, OrderSeen, LegSeen]
 
@@ -649,6 +657,12 @@ def _retried(state: CopyState, _e: Retried) -> CopyState:
     return _afresh(state, last_error=None, error_code=None, error_reason=None, rejection_recorded=True)
 
 
+def _caught_up(state: CopyState, e: CaughtUp) -> CopyState:
+    if state.status is not S.SKIPPED:
+        raise InvalidCopyEvent(state, e)
+    return _afresh(state, target=e.target, skip_reason=None, last_error=None)
+
+
 def _resumed(state: CopyState, e: Resumed) -> CopyState:
     if state.status.is_terminal:  # (a super order's exit legs are followed from their own updates)
         return _evolve(state, call=Call.NONE,
@@ -712,6 +726,7 @@ ROWS: tuple[Row, ...] = (
         "past the modification cap: cancelled, to be placed afresh"),
     Row((P.CLOSED,), Replaced, _replaced, "the cancelled copy placed afresh under a new correlation id"),
     Row((P.CLOSED,), Retried, _retried, "an operator retries a refused copy"),
+    Row((P.CLOSED,), CaughtUp, _caught_up, "a copy skipped while its follower was paused, placed on resume"),
     Row(_ALL, Flagged, lambda s, e: _evolve(s, anomaly=e.anomaly), "an anomaly worth a look"),
     Row((P.CLOSED,), RejectionRecorded, lambda s, e: _evolve(s, rejection_recorded=True), "why it was refused, stored"),
     Row(_IDLE, Resumed, _resumed, "loaded by a new incarnation: in-flight calls forgotten"),

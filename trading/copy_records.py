@@ -57,6 +57,9 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
     assert before is not None
     if isinstance(event, _UNSTORED):
         return None
+    if isinstance(event, c.CaughtUp):
+        return "CAUGHT_UP", {"correlation_id": after.correlation_id, "generation": after.generation,
+                             "target": terms_to_dict(event.target)}
     if isinstance(event, (c.Replaced, c.Retried)):
         return ("REPLACED" if isinstance(event, c.Replaced) else "RETRIED",
                 {"correlation_id": after.correlation_id, "generation": after.generation})
@@ -158,6 +161,8 @@ def event_of(kind: str, payload: dict[str, Any], leader_order_id: str, follower:
         return c.Replaced()
     if kind == "RETRIED":
         return c.Retried()
+    if kind == "CAUGHT_UP":
+        return c.CaughtUp(terms_from_dict(p["target"]))
     if kind == "FLAGGED":
         return c.Flagged(p["anomaly"])
     if kind == "PLACED":

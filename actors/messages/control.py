@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: nothing here is imported at run time
+    from actors.messages.sizing import CapitalSnapshot, PositionsSnapshot
+    from broker.gateway import Answer
+    from trading.filters import CopyWindow, Filters
+    from trading.risk import RiskLimits
+    from trading.sizing import SizingRule
 
 
 
@@ -30,9 +37,15 @@ class QuotePrice:
 # -- operator and risk controls ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class CancelCopies:
-    """Router -> every order actor with open copies (kill switch): cancel them all."""
+    """Router -> every order actor with open copies (kill switch): cancel them all; or only those
+    of `follower` (in `segments`, when given), for a square-off or a follower removed."""
 
     reason: str
+    follower: str | None = None
+    segments: tuple[str, ...] = ()
+
+    def covers(self, follower: str, segment: str) -> bool:
+        return (self.follower is None or follower == self.follower) and (not self.segments or segment in self.segments)
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,86 @@ class RetryCopy:
     follower: str
     dead_letter_id: int
     correlation_id: str = ""  # the refused order's: which slice of the copy, when it has several
+
+
+# -- operators' control of followers (actors/follower_control.py) ------------------------------------
+@dataclass(frozen=True)
+class PauseCopying:
+    """Ask sizing: copy nothing new to `follower` (each new leader order a recorded skip with
+    `detail`) until resumed. Copies already placed go on following the leader."""
+
+    follower: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ResumeCopying:
+    """Ask sizing: copy new leader orders to `follower` again."""
+
+    follower: str
+
+
+@dataclass(frozen=True)
+class ChangeSizing:
+    """Ask sizing: size `follower`'s copies by `rule` from now on."""
+
+    follower: str
+    rule: SizingRule
+
+
+@dataclass(frozen=True)
+class FollowerAdded:
+    """Ask sizing: a follower added while the copier runs, with its rules and first readings."""
+
+    follower: str
+    rule: SizingRule
+    limits: RiskLimits
+    filters: Filters
+    copy_window: CopyWindow | None
+    capital: CapitalSnapshot | None = None
+    positions: PositionsSnapshot | None = None
+
+
+@dataclass(frozen=True)
+class FollowerRemoved:
+    """Tell sizing: the follower is no longer copied to; forget it."""
+
+    follower: str
+
+
+@dataclass(frozen=True)
+class CatchUpCopy:
+    """Control actor -> router -> order actor: `follower`'s copy of this order was skipped while it
+    was paused; the order is still open: size it now and place it (a resume with catch-up)."""
+
+    leader_order_id: str
+    follower: str
+
+
+@dataclass(frozen=True)
+class PollControl:
+    """Timer -> follower control actor: take operators' requests, finish what waits."""
+
+
+@dataclass(frozen=True)
+class StartSquareOff:
+    """Follower control actor -> square-off actor: carry out the stored run `run_id`."""
+
+    run_id: int
+
+
+@dataclass(frozen=True)
+class SquareOffTick:
+    """Timer -> square-off actor: check the runs under way."""
+
+
+@dataclass(frozen=True)
+class PositionsRead:
+    """A square-off's reading of a follower's positions, made on a thread of its own: the
+    broker's answer."""
+
+    run_id: int
+    answer: Answer  # of a Listing of trading.account.Position
 
 
 # -- storage -> feed ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ class SizeCopy:
     leader_filled: int = 0  # of this leader order already, so its position *before* it can be known
     leader_order_id: str = ""
     price_source: str = ""  # what set reference_price: quote, leader_fill, or none (trading/prices.py)
+    new_order: bool = False  # sized as a new copy (pause, copy window), not a re-size (a catch-up's first sizing)
 
 
 @dataclass(frozen=True)

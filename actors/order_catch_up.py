@@ -1,0 +1,67 @@
+"""A resume with catch-up, in the order actor of one leader order: the follower's copy, skipped
+while it was paused, is sized now from the leader's order as it stands and placed like any copy
+(trading/copy.py `CaughtUp`: the next generation's correlation id, stored before it is sent).
+
+Only a leader order still open is caught up; a copy skipped for any other reason, or already
+caught up, is left alone. The copy's own rules then apply as to every copy: a MARKET order seen
+longer ago than `copy.max_delay_seconds` is skipped as too late rather than sent at today's price.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from actors.messages import CatchUpCopy, SizeCopy
+from actors.sizing_control import FOLLOWER_PAUSED
+from trading import copy as c
+from trading.orders import OrderStatus
+
+if TYPE_CHECKING:
+    from actors.order import OrderActor
+    from actors.order_plan import Plan
+
+log = logging.getLogger("actors.order")
+
+
+def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
+    follower = request.follower
+    copy, leader = actor.copies.get(follower), actor.leader
+    if (copy is None or leader is None or copy.status is not OrderStatus.SKIPPED
+            or copy.skip_reason != FOLLOWER_PAUSED or not leader.state.status.is_open):
+        return
+    terms = leader.state.terms
+    ctx = actor.ctx
+    instrument = ctx.instruments.get(terms.exchange_segment, terms.security_id)
+    if instrument is None:
+        return
+    refused = _refused(actor)
+    if refused is not None:  # as for a new order: nothing goes out while copying is off or the market shut
+        actor.operate(lambda plan: plan.skip(follower, *refused))
+        return
+    decision = actor.ask_sizing(SizeCopy(follower, c.correlation_id(actor.leader_order_id, follower, copy.generation + 1),
+                                         terms, instrument, leader.state.avg_price, leader.state.filled_qty,
+                                         actor.leader_order_id, new_order=True))
+
+    def build(plan: "Plan") -> None:
+        if decision.skip_reason:
+            plan.skip(follower, decision.skip_reason, decision.detail)
+        else:
+            plan.apply(follower, c.CaughtUp(terms.with_changes(quantity=decision.quantity,
+                                                               disclosed_qty=decision.disclosed_qty)))
+
+    actor.operate(build)
+    log.info("leader order %s: %s caught up after its pause: %s", actor.leader_order_id, follower,
+             f"skipped ({decision.skip_reason}: {decision.detail})" if decision.skip_reason
+             else f"{decision.quantity} placed", extra=actor.fields(follower))
+
+
+def _refused(actor: "OrderActor") -> tuple[str, str] | None:
+    ctx = actor.ctx
+    off = ctx.copying_enabled()
+    if off:
+        return off, "copying is switched off"
+    if ctx.calendar is None or actor.leader is None:
+        return None
+    terms = actor.leader.state.terms
+    verdict = ctx.calendar.check_order(terms.exchange_segment, terms.order_type.value, terms.amo, ctx.clock())
+    return None if verdict.allowed else (verdict.reason or "market_closed", verdict.detail)
