@@ -139,7 +139,7 @@ class Plan:
         if (after.status.is_terminal and not before.status.is_terminal
                 and all(s.status.is_terminal for s in self.parts(follower))):
             # the capital was reserved for the whole copy, under its first slice's correlation id
-            cid = c.correlation_id(after.leader_order_id, follower, after.generation)
+            cid = c.correlation_id(after.leader_order_id, follower, self.parts(follower)[0].generation)
             self.then(lambda: actor.ctx.sizing.tell(ReleaseCapital(follower, cid)))
         if after.status is S.CANCELLED:
             self.then(lambda: metrics.FOLLOWER_ORDERS.labels(follower, "cancel", "cancelled").inc())

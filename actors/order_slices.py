@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from actors.messages import ReleaseCapital
 from observability import metrics
 from trading import copy as c
 from trading.freeze import Slice, reslice, slice_sizes
@@ -79,6 +80,25 @@ class Slices:
             plan.create(c.Submitted(first.leader_order_id, follower, _part(target, size, instrument), part=n))
         if added:  # a copy that was one order is sliced now
             plan.then(lambda: self.counted(follower, len(added) + (len(parts) == 1), new_copy=len(parts) == 1))
+
+    def catch_up(self, plan: "Plan", follower: str, instrument: Instrument | None, target: OrderTerms) -> None:
+        """A copy skipped while its follower was paused, placed now for `target` (trading/copy.py
+        `CaughtUp`): in slices when above the freeze quantity, or a recorded skip when slicing is
+        off (the capital reserved for it released)."""
+        refused = self.refusal(instrument, target.quantity)
+        if refused is not None:
+            copy = plan.states[follower]
+            cid = c.correlation_id(copy.leader_order_id, follower, copy.generation + 1)
+            plan.skip(follower, *refused)
+            plan.then(lambda: self.actor.ctx.sizing.tell(ReleaseCapital(follower, cid)))
+            return
+        parts = self.targets(instrument, target)
+        plan.apply(follower, c.CaughtUp(parts[0]))
+        first = plan.states[follower]
+        for n, terms in enumerate(parts[1:], start=1):  # a skipped copy had one part: these are new
+            plan.create(c.Submitted(first.leader_order_id, follower, terms, part=n))
+        if len(parts) > 1:
+            plan.then(lambda: self.counted(follower, len(parts), new_copy=True))
 
     @staticmethod
     def counted(follower: str, slices: int, new_copy: bool = False) -> None:

@@ -332,3 +332,22 @@ def test_a_start_with_an_empty_database_adopts_every_slice_of_a_copy(make_rig, t
     wait_until(lambda: [s["orderStatus"] for s in _slices_on_book(rig, leader_id)] == ["CANCELLED", "CANCELLED"],
                message=lambda: f"both adopted slices cancelled: {_slices_on_book(rig, leader_id)}")
     assert len(rig.follower_book()) == 2 and _placements(rig) == 2
+
+
+def test_a_copy_caught_up_after_a_pause_is_placed_in_slices_and_cancelled_whole(make_rig, tmp_path: Path):
+    from tests.test_follower_control import answering
+
+    rig = answering(make_rig(followers=DOUBLE))
+    assert run_command(rig, tmp_path, "follower", "pause", "f1").returncode == 0
+    leader_id = _place_option(rig, 1500)  # 3000 when caught up: 1800 + 1200
+    assert rig.wait_skip(leader_id, "f1").reason == "follower_paused"
+
+    resumed = run_command(rig, tmp_path, "follower", "resume", "f1", "--catch-up")
+    assert resumed.returncode == 0, resumed.stderr
+
+    wait_until(lambda: sorted(_open_quantities(rig, leader_id)) == [1200, 1800],
+               message=lambda: f"caught up as two slices: {rig.follower_book()}, refusals {_refusals(rig)}")
+    assert _refusals(rig) == []
+    rig.cancel(leader_id)
+    wait_until(lambda: [o["orderStatus"] for o in rig.follower_book()] == ["CANCELLED", "CANCELLED"],
+               message=lambda: f"both slices cancelled: {rig.follower_book()}")
