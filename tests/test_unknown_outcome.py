@@ -138,7 +138,9 @@ def test_a_5xx_without_error_code_before_the_order_took_effect_is_placed_once_kn
     row = _settled(rig, leader_id)
     assert row.status == "PENDING" and row.broker_order_id == copy["orderId"]
     assert len(rig.follower_book()) == 1 and len(_posts(rig)) == 1 and _dead_letters(rig) == 0
-    first, second = proxy.calls_to("POST /orders")
+    # the proxy records a forwarded call once its answer is back, which may be after the copy is seen
+    first, second = wait_until(lambda: (calls := proxy.calls_to("POST /orders"))[1:] and calls, 5,
+                               message="both placements recorded by the proxy")
     # "not found" is trusted only once the broker has had the timeout to act on a late request
     assert second["t"] - first["t"] >= TIMEOUT
 
