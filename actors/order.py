@@ -30,8 +30,11 @@ from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
 from actors.order_runtime import CrashedOn, PooledActor
 from actors.order_sighting import FirstSighting
+from actors.order_slices import Slices
+from actors.order_super import SuperOrders, exit_leg_event
 from actors.order_strategy import Legs, flatten_correlation_id
-from actors.order_timers import FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, UnknownCheck
+from actors.order_timers import (FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, SuperReadDue,
+                                 UnknownCheck)
 from actors.rate_limiter import send_all
 from actors.sizing import ask_sizing
 from observability import metrics
@@ -60,8 +63,9 @@ class OrderActor(PooledActor):
         self.ctx = ctx
         self.records = OrderRecords(ctx.store, leader_order_id)
         self.leader: StoredLeader | None = None
-        self.copies: dict[str, c.CopyState] = {}  # by follower name
-        self.received_ns: dict[str, int] = {}  # when the leader update that created a copy arrived (latency)
+        # by part key (c.part_key): the follower's name, or `follower#N` for a further slice of its copy
+        self.copies: dict[str, c.CopyState] = {}
+        self.received_ns: dict[str, int] = {}  # by part key: when the leader update that created it arrived
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
         policy = ctx.policy
         self.rules = c.Rules(policy.max_modifications, policy.replace_after_modification_cap, policy.placement_attempts)
@@ -69,6 +73,8 @@ class OrderActor(PooledActor):
         self.updates = LeaderUpdates(self)
         self.fills = Fills(self)
         self.legs = Legs(self)
+        self.slices = Slices(self)
+        self.supers = SuperOrders(self)
         self.answers = Answers(self)
         self._timers: dict[str, TimerHandle] = {}
         self._unknown_checks: list[TimerHandle] = []
@@ -81,7 +87,7 @@ class OrderActor(PooledActor):
         self.leader = self.records.load_leader()
         if self.leader is None:
             return  # a new order: nothing stored yet (its copies are stored with it)
-        self.copies = {copy.follower: copy for copy in self.records.load_copies()}
+        self.copies = {copy.key: copy for copy in self.records.load_copies()}
         # Updates not yet done are routed to this incarnation by the router (on restart, and by its
         # sweep). A copy still unknown: a "not found" counts only after a settle time.
         # A placement the last incarnation sent was sent less than a broker timeout before it ended,
@@ -92,6 +98,8 @@ class OrderActor(PooledActor):
         self.operate(lambda plan: [plan.apply(f, resumed) for f in list(plan.states)])
         if any(copy.status is S.UNKNOWN for copy in self.copies.values()):
             self.schedule_unknown_check()
+        if self.supers.followed and not self._finished():  # its exits may have changed meanwhile
+            self.supers.ask()
         self._maybe_idle()
 
     def on_stop(self) -> None:
@@ -210,6 +218,9 @@ class OrderActor(PooledActor):
             self.fills.judge()
         elif isinstance(message, LookupDue):
             self._timers.pop("lookup", None)
+        elif isinstance(message, SuperReadDue):
+            self._timers.pop("super_read", None)
+            self.supers.on_due(message)
         elif isinstance(message, CancelCopies):
             self.operate(lambda plan: [plan.apply(f, c.CancelRequested(message.reason)) for f, s in plan.states.items()
                                        if not s.status.is_terminal and not s.cancel_requested
@@ -233,29 +244,62 @@ class OrderActor(PooledActor):
         self.applied.add(message.event_id)
         if message.account != LEADER:
             self._on_follower_update(message.event_id, message.account, message.update)
+        elif message.update.exit_leg:  # a super order's target or stop-loss leg: no order of its own
+            self.supers.on_exit_leg(message.event_id, message.update)
         elif self.leader is None:
             self.first_sighting(message.event_id, message.update)
         else:
             self.updates.on_update(message.event_id, message.update)
+            if self.supers.followed:  # an entry's modification restates its exits
+                self.supers.ask()
 
     def first_sighting(self, event_id: int, update: OrderUpdate) -> None:
         self.sighting.on_update(event_id, update)
 
     def _on_follower_update(self, event_id: int, follower: str, update: OrderUpdate) -> None:
-        copy = self.copies.get(follower)
-        if copy is None or not c.belongs(copy, update.order_id, update.correlation_id):
+        key = self.key_of(follower, update.correlation_id, update.order_id)
+        if key is None:
             # unknown, or an update of an order this copy replaced (cap, DLQ retry) queued before it
             self.operate(lambda plan: plan.done([event_id], "not_this_copy"))
+            return
+        copy = self.copies[key]
+        if update.exit_leg:  # one exit leg of the copy's super order: only that leg's status moves
+            event = exit_leg_event(update)
+
+            def leg(plan: Plan) -> None:
+                plan.apply(key, event, update)
+                plan.done([event_id], f"super_order_leg_{update.status.value.lower()}")
+
+            self.operate(leg)
             return
         seen = c.OrderSeen.of(update)
         transition, allowed = c.broker_transition(copy, seen)
         outcome = transition.value.lower() if transition is not None and allowed else "no_change"
 
         def build(plan: Plan) -> None:
-            plan.apply(follower, seen, update)
+            plan.apply(key, seen, update)
             plan.done([event_id], outcome)
 
         self.operate(build)
+
+    def parts_of(self, follower: str) -> list[c.CopyState]:
+        """Every slice of `follower`'s copy, the first first (one for a copy within the freeze quantity)."""
+        return sorted((copy for copy in self.copies.values() if copy.follower == follower), key=lambda s: s.part)
+
+    def key_of(self, follower: str, correlation: str | None, order_id: str = "") -> str | None:
+        """The part key of `follower`'s copy (or slice) a broker order belongs to: by its
+        correlation id, else its broker order id; None for an order none of them placed (or one a
+        replaced or retried generation left behind)."""
+        parts = self.parts_of(follower)
+        if correlation:
+            match = next((p for p in parts if p.correlation_id == correlation), None)
+        elif order_id:
+            match = next((p for p in parts if p.broker_order_id == order_id), None)
+            if match is None and len(parts) == 1:
+                match = parts[0]
+        else:
+            match = None
+        return match.key if match is not None and c.belongs(match, order_id, correlation) else None
 
     def announce_rejection(self, follower: str, reason: str, message: str) -> None:
         if self.leader is not None and self.leader.group_id:
@@ -279,20 +323,23 @@ class OrderActor(PooledActor):
                        f"{self.leader_order_id} not sent: {event.detail}")
 
     def _retry(self, request: RetryCopy) -> None:
-        """An operator's DLQ retry: the copy was refused for good, so it is placed afresh under the
-        next generation's correlation id (the old one may exist at the broker as a rejected order)."""
-        copy = self.copies.get(request.follower)
+        """An operator's DLQ retry: the copy (the slice the dead letter names) was refused for good,
+        so it is placed afresh under the next generation's correlation id (the old one may exist at
+        the broker as a rejected order)."""
+        rejected = [p for p in self.parts_of(request.follower) if p.status is S.REJECTED]
+        copy = next((p for p in rejected if p.correlation_id == request.correlation_id),
+                    rejected[0] if rejected else None)
 
         def build(plan: Plan) -> None:
             records = self.records
             plan.write(lambda: records.resolve_dead_letter(request.dead_letter_id))
-            if copy is not None and copy.status is S.REJECTED:
-                plan.apply(request.follower, c.Retried())
+            if copy is not None:
+                plan.apply(copy.key, c.Retried())
 
         self.operate(build)
         if copy is not None:
-            log.info("follower %s: retrying the copy of %s as %s", request.follower, self.leader_order_id,
-                     self.copies[request.follower].correlation_id, extra=self.fields(request.follower))
+            log.info("follower %s: retrying the copy of %s as %s", copy.key, self.leader_order_id,
+                     self.copies[copy.key].correlation_id, extra=self.fields(request.follower))
 
     # -- what the modules use ---------------------------------------------------------------------------
     def operate(self, build: Callable[[Plan], Any] | None = None) -> None:
@@ -385,8 +432,7 @@ class OrderActor(PooledActor):
         if self.leader is None:
             return False
         leader_done = self.leader.state.status.is_terminal and not self.updates.busy and not self.fills.suspects
-        return leader_done and all(copy.status.is_terminal and copy.call is c.Call.NONE
-                                   for copy in self.copies.values())
+        return leader_done and all(c.phase(copy) is c.Phase.CLOSED for copy in self.copies.values())
 
     def _maybe_idle(self) -> None:
         if self._finished() and self.supervisor is not None:

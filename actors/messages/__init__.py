@@ -59,7 +59,9 @@ from actors.messages.broker import (  # noqa: F401
     PlaceForever,
     PlacementExpired,
     PlacementUnknown,
+    ReadSuperOrder,
     RetryCall,
+    SuperOrderRead,
 )
 from actors.messages.control import (  # noqa: F401
     AnswerReconcileRequests,
@@ -143,6 +145,7 @@ __all__ = [
     "PositionsSnapshot",
     "QuotePrice",
     "QuoteWanted",
+    "ReadSuperOrder",
     "Reconcile",
     "Reconnect",
     "RefreshAccounts",
@@ -157,6 +160,7 @@ __all__ = [
     "SizeDecision",
     "SizedCopies",
     "StorageRecovered",
+    "SuperOrderRead",
     "SuspendAccount",
     "SyncCopies",
     "UnwindLeg",
