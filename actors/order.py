@@ -8,8 +8,9 @@ copies (`Plan`), stores the events and the resulting states in one transaction, 
 `decide` what it needs next, and carries that out (at most one broker call in flight per copy).
 What is not that shell has a module of its own: the first sighting (order_sighting.py), later
 leader updates (order_leader.py), fills and lag (order_fills.py), strategy legs
-(order_strategy.py), one operation (order_plan.py). A restarted actor reloads its copies from
-storage, looks them up at the broker, and carries on.
+(order_strategy.py), slices (order_slices.py), super orders (order_super.py), one operation
+(order_plan.py), a run of replies handled together (order_batch.py). A restarted actor reloads
+its copies from storage, looks them up at the broker, and carries on.
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, 
                              OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
                              UnwindLeg)
 from actors.order_answers import Answers
+from actors.order_batch import handle_batch, takes_in_batch
 from actors.order_catch_up import catch_up
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
-from actors.order_runtime import CrashedOn, PooledActor
+from actors.order_runtime import PooledActor
 from actors.order_sighting import FirstSighting
 from actors.order_slices import Slices
 from actors.order_super import SuperOrders, exit_leg_event
@@ -78,8 +80,8 @@ class OrderActor(PooledActor):
         self.answers = Answers(self)
         self._timers: dict[str, TimerHandle] = {}
         self._unknown_checks: list[TimerHandle] = []
-        self._storage_down = False  # a write was refused: this incarnation is done
-        self._batch: Plan | None = None  # while replies are handled together: the one plan they build
+        self.storage_down = False  # a write was refused: this incarnation is done
+        self.batch: Plan | None = None  # while replies are handled together: the one plan they build
 
     # -- life ------------------------------------------------------------------------------------------
     def started(self) -> None:
@@ -100,7 +102,7 @@ class OrderActor(PooledActor):
             self.schedule_unknown_check()
         if self.supers.followed and not self._finished():  # its exits may have changed meanwhile
             self.supers.ask()
-        self._maybe_idle()
+        self.maybe_idle()
 
     def on_stop(self) -> None:
         self._ended()
@@ -116,83 +118,28 @@ class OrderActor(PooledActor):
 
     # -- messages --------------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
-        if self._storage_down:
+        if self.storage_down:
             return None
         try:
             return self._receive(message)
         except StorageDown as exc:
-            self._storage_refused(exc)
+            self.storage_refused(exc)
             return None
 
-    def _storage_refused(self, exc: StorageDown) -> None:
+    def storage_refused(self, exc: StorageDown) -> None:
         # This incarnation's memory may be ahead of storage (the transaction rolled back), so it
         # does nothing more; the router starts a fresh one from storage once storage is back.
-        self._storage_down = True
+        self.storage_down = True
         self._report_crash(exc)
         if self.actor_ref is not None:
             self.actor_ref.stop(block=False)
 
-    # -- replies: what the broker says of one copy (an answer, the follower's own update) ----------------
+    # -- replies handled together (actors/order_batch.py) ---------------------------------------------
     def takes_in_batch(self, message: Any) -> bool:
-        """Each reply concerns one copy, so a run of them is applied together: one transaction, and
-        decisions for the copies they moved only (not every copy of the order, once per reply)."""
-        if isinstance(message, OrderUpdateReceived):
-            return message.account != LEADER
-        if isinstance(message, BrokerAnswer):
-            command = message.command
-            return command.account != LEADER and not self.legs.is_flatten(command.account, command.correlation_id)
-        return False
+        return takes_in_batch(self, message)
 
     def on_receive_batch(self, messages: list[Any]) -> None:
-        """Each reply is applied and its copy decided as if it came alone; what they all did is
-        stored in one transaction, and only then are their calls sent (as `operate` does for one)."""
-        if self._storage_down:
-            return
-        before, applied = self.copies, set(self.applied)
-        plan = self._batch = Plan(self, scoped=True)
-        self.copies = plan.states  # what each reply is applied to: the state the ones before it left
-        given_up = {f for f, copy in plan.states.items() if copy.lookups_given_up}
-        done = 0
-        try:
-            for message in messages:
-                if given_up and isinstance(message, OrderUpdateReceived):
-                    for follower in [f for f in plan.states if f in given_up]:
-                        plan.apply(follower, c.NewsArrived())
-                if isinstance(message, OrderUpdateReceived):
-                    self._on_update(message)
-                else:
-                    self.answers.on_answer(message)
-                plan.now = time.time()
-                for follower in plan.converge():
-                    if plan.states[follower].lookups_given_up:
-                        given_up.add(follower)
-                    else:
-                        given_up.discard(follower)
-                done += 1
-        except StorageDown as exc:
-            self._batch = None
-            self._storage_refused(exc)
-            return
-        except Exception as exc:
-            # Nothing of the batch is stored or sent yet: the replies before the failing one are
-            # handled again one by one, as if never batched (their log lines and counters twice),
-            # and the actor crashes on the failing one as it would have alone.
-            self._batch = None
-            self.copies, self.applied = before, applied
-            for earlier in messages[:done]:
-                try:
-                    self.on_receive(earlier)
-                except Exception as again:
-                    raise CrashedOn(earlier, again) from again
-            raise CrashedOn(messages[done], exc) from exc
-        finally:
-            self._batch = None
-        try:
-            plan.commit()
-        except StorageDown as exc:
-            self._storage_refused(exc)
-            return
-        self._maybe_idle()
+        handle_batch(self, messages)
 
     def _receive(self, message: Any) -> Any:
         if isinstance(message, CopiesWanted):
@@ -201,7 +148,7 @@ class OrderActor(PooledActor):
             self.operate(lambda plan: [plan.apply(f, c.NewsArrived()) for f, s in plan.states.items()
                                        if s.lookups_given_up])
         if isinstance(message, OrderUpdateReceived):
-            self._on_update(message)
+            self.on_update(message)
         elif isinstance(message, BrokerAnswer):
             self.answers.on_answer(message)
         elif isinstance(message, QuotePrice):
@@ -235,10 +182,10 @@ class OrderActor(PooledActor):
             self.operate(lambda plan: [plan.apply(f, c.SyncRequested()) for f, s in plan.states.items()
                                        if not s.status.is_terminal])
         self.operate()  # whatever else the copies need now
-        self._maybe_idle()
+        self.maybe_idle()
         return None
 
-    def _on_update(self, message: OrderUpdateReceived) -> None:
+    def on_update(self, message: OrderUpdateReceived) -> None:
         if message.event_id in self.applied or message.event_id in self.parked:
             return
         self.applied.add(message.event_id)
@@ -346,9 +293,9 @@ class OrderActor(PooledActor):
         """One operation: `build` applies events to a plan, every copy decides, one transaction
         stores it all, then the calls go out. While replies are handled together, `build` adds to
         their one plan (`on_receive_batch` decides after each reply and commits once)."""
-        if self._batch is not None:
+        if self.batch is not None:
             if build is not None:
-                build(self._batch)
+                build(self.batch)
             return
         plan = Plan(self)
         if build is not None:
@@ -434,7 +381,7 @@ class OrderActor(PooledActor):
         leader_done = self.leader.state.status.is_terminal and not self.updates.busy and not self.fills.suspects
         return leader_done and all(c.phase(copy) is c.Phase.CLOSED for copy in self.copies.values())
 
-    def _maybe_idle(self) -> None:
+    def maybe_idle(self) -> None:
         if self._finished() and self.supervisor is not None:
             self.supervisor.tell(OrderActorIdle(self.leader_order_id))
 
