@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from actors.messages import (BrokerCommand, CallFailed, CancelCopy, CancelForever, CopyCancelled, CopyModified,
                              CopyNotFound, CopyPlaced, CopyRejected, GetOrder, LookupCopy, LookupForever, ModifyCopy,
-                             ModifyForever, OrderFound, PlaceCopy, PlaceForever, PlacementUnknown)
+                             ModifyForever, OrderFound, PlaceCopy, PlaceForever, PlacementUnknown, ReadSuperOrder,
+                             SuperOrderRead)
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway, order_ack, placement_ack
 
@@ -39,11 +40,23 @@ def perform(gateway: DhanGateway, command: BrokerCommand, *, margin_check: bool,
         sent_ns = time.monotonic_ns()
         return placed(command, gateway.place(command.terms, command.correlation_id), sent_ns)
     if isinstance(command, ModifyCopy):
-        answer = gateway.modify(command.broker_order_id, command.terms)
+        if command.leg is not None:  # a super order's leg
+            answer = gateway.modify_super(command.broker_order_id, command.leg, command.terms)
+        else:
+            answer = gateway.modify(command.broker_order_id, command.terms)
         return CopyModified(command) if answer.ok else CallFailed(command, _error(answer))
     if isinstance(command, CancelCopy):
-        answer = order_ack(gateway.cancel(command.broker_order_id))
+        if command.leg is not None:
+            answer = order_ack(gateway.cancel_super(command.broker_order_id, command.leg))
+        else:
+            answer = order_ack(gateway.cancel(command.broker_order_id))
         return CopyCancelled(command, answer.data.status) if answer.ok else CallFailed(command, _error(answer))
+    if isinstance(command, ReadSuperOrder):
+        listing = gateway.super_orders()
+        if not listing.ok:
+            return CallFailed(command, _error(listing))
+        return SuperOrderRead(command, next((o for o in listing.data.entries
+                                             if o.order_id == command.broker_order_id), None))
     if isinstance(command, LookupCopy):
         sent_at = time.time()  # a "not found" says nothing of requests that arrive later
         answer = gateway.order_by_correlation(command.correlation_id)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 from storage import Store
 from supervisors import Address, Timers
 from trading.calendar import MarketCalendar, now
+from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ class CopyPolicy:
     # A copy of an order that executes at the market's price (MARKET, STOP_LOSS_MARKET) not sent
     # this long after the copier first saw the leader's order is skipped, never sent late (0: off).
     max_delay_seconds: float = 5.0
+    # A copy above the exchange's freeze quantity is placed as slices within it (off: a recorded skip).
+    slice_above_freeze_limit: bool = True
+    # The leader's live super orders are read this often (a leg changed before the entry trades is
+    # announced by no order update); 0: only when an update of one of its legs arrives.
+    super_order_poll_seconds: float = 1.0
 
 
 @dataclass
@@ -57,3 +63,4 @@ class CopierContext:
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)
     clock: Callable[[], datetime] = now
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only
+    freeze: FreezeLimits = field(default_factory=FreezeLimits)  # freeze quantities (config key freeze_limits)

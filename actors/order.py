@@ -8,8 +8,9 @@ copies (`Plan`), stores the events and the resulting states in one transaction, 
 `decide` what it needs next, and carries that out (at most one broker call in flight per copy).
 What is not that shell has a module of its own: the first sighting (order_sighting.py), later
 leader updates (order_leader.py), fills and lag (order_fills.py), strategy legs
-(order_strategy.py), one operation (order_plan.py). A restarted actor reloads its copies from
-storage, looks them up at the broker, and carries on.
+(order_strategy.py), slices (order_slices.py), super orders (order_super.py), one operation
+(order_plan.py), a run of replies handled together (order_batch.py). A restarted actor reloads
+its copies from storage, looks them up at the broker, and carries on.
 """
 from __future__ import annotations
 
@@ -24,14 +25,18 @@ from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, 
                              OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
                              UnwindLeg)
 from actors.order_answers import Answers
+from actors.order_batch import handle_batch, takes_in_batch
 from actors.order_catch_up import catch_up
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_plan import Plan
-from actors.order_runtime import CrashedOn, PooledActor
+from actors.order_runtime import PooledActor
 from actors.order_sighting import FirstSighting
+from actors.order_slices import Slices
+from actors.order_super import SuperOrders, exit_leg_event
 from actors.order_strategy import Legs, flatten_correlation_id
-from actors.order_timers import FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, UnknownCheck
+from actors.order_timers import (FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, SuperReadDue,
+                                 UnknownCheck)
 from actors.rate_limiter import send_all
 from actors.sizing import ask_sizing
 from observability import metrics
@@ -60,8 +65,9 @@ class OrderActor(PooledActor):
         self.ctx = ctx
         self.records = OrderRecords(ctx.store, leader_order_id)
         self.leader: StoredLeader | None = None
-        self.copies: dict[str, c.CopyState] = {}  # by follower name
-        self.received_ns: dict[str, int] = {}  # when the leader update that created a copy arrived (latency)
+        # by part key (c.part_key): the follower's name, or `follower#N` for a further slice of its copy
+        self.copies: dict[str, c.CopyState] = {}
+        self.received_ns: dict[str, int] = {}  # by part key: when the leader update that created it arrived
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
         policy = ctx.policy
         self.rules = c.Rules(policy.max_modifications, policy.replace_after_modification_cap, policy.placement_attempts)
@@ -69,11 +75,13 @@ class OrderActor(PooledActor):
         self.updates = LeaderUpdates(self)
         self.fills = Fills(self)
         self.legs = Legs(self)
+        self.slices = Slices(self)
+        self.supers = SuperOrders(self)
         self.answers = Answers(self)
         self._timers: dict[str, TimerHandle] = {}
         self._unknown_checks: list[TimerHandle] = []
-        self._storage_down = False  # a write was refused: this incarnation is done
-        self._batch: Plan | None = None  # while replies are handled together: the one plan they build
+        self.storage_down = False  # a write was refused: this incarnation is done
+        self.batch: Plan | None = None  # while replies are handled together: the one plan they build
 
     # -- life ------------------------------------------------------------------------------------------
     def started(self) -> None:
@@ -81,7 +89,7 @@ class OrderActor(PooledActor):
         self.leader = self.records.load_leader()
         if self.leader is None:
             return  # a new order: nothing stored yet (its copies are stored with it)
-        self.copies = {copy.follower: copy for copy in self.records.load_copies()}
+        self.copies = {copy.key: copy for copy in self.records.load_copies()}
         # Updates not yet done are routed to this incarnation by the router (on restart, and by its
         # sweep). A copy still unknown: a "not found" counts only after a settle time.
         # A placement the last incarnation sent was sent less than a broker timeout before it ended,
@@ -92,7 +100,9 @@ class OrderActor(PooledActor):
         self.operate(lambda plan: [plan.apply(f, resumed) for f in list(plan.states)])
         if any(copy.status is S.UNKNOWN for copy in self.copies.values()):
             self.schedule_unknown_check()
-        self._maybe_idle()
+        if self.supers.followed and not self._finished():  # its exits may have changed meanwhile
+            self.supers.ask()
+        self.maybe_idle()
 
     def on_stop(self) -> None:
         self._ended()
@@ -108,83 +118,28 @@ class OrderActor(PooledActor):
 
     # -- messages --------------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
-        if self._storage_down:
+        if self.storage_down:
             return None
         try:
             return self._receive(message)
         except StorageDown as exc:
-            self._storage_refused(exc)
+            self.storage_refused(exc)
             return None
 
-    def _storage_refused(self, exc: StorageDown) -> None:
+    def storage_refused(self, exc: StorageDown) -> None:
         # This incarnation's memory may be ahead of storage (the transaction rolled back), so it
         # does nothing more; the router starts a fresh one from storage once storage is back.
-        self._storage_down = True
+        self.storage_down = True
         self._report_crash(exc)
         if self.actor_ref is not None:
             self.actor_ref.stop(block=False)
 
-    # -- replies: what the broker says of one copy (an answer, the follower's own update) ----------------
+    # -- replies handled together (actors/order_batch.py) ---------------------------------------------
     def takes_in_batch(self, message: Any) -> bool:
-        """Each reply concerns one copy, so a run of them is applied together: one transaction, and
-        decisions for the copies they moved only (not every copy of the order, once per reply)."""
-        if isinstance(message, OrderUpdateReceived):
-            return message.account != LEADER
-        if isinstance(message, BrokerAnswer):
-            command = message.command
-            return command.account != LEADER and not self.legs.is_flatten(command.account, command.correlation_id)
-        return False
+        return takes_in_batch(self, message)
 
     def on_receive_batch(self, messages: list[Any]) -> None:
-        """Each reply is applied and its copy decided as if it came alone; what they all did is
-        stored in one transaction, and only then are their calls sent (as `operate` does for one)."""
-        if self._storage_down:
-            return
-        before, applied = self.copies, set(self.applied)
-        plan = self._batch = Plan(self, scoped=True)
-        self.copies = plan.states  # what each reply is applied to: the state the ones before it left
-        given_up = {f for f, copy in plan.states.items() if copy.lookups_given_up}
-        done = 0
-        try:
-            for message in messages:
-                if given_up and isinstance(message, OrderUpdateReceived):
-                    for follower in [f for f in plan.states if f in given_up]:
-                        plan.apply(follower, c.NewsArrived())
-                if isinstance(message, OrderUpdateReceived):
-                    self._on_update(message)
-                else:
-                    self.answers.on_answer(message)
-                plan.now = time.time()
-                for follower in plan.converge():
-                    if plan.states[follower].lookups_given_up:
-                        given_up.add(follower)
-                    else:
-                        given_up.discard(follower)
-                done += 1
-        except StorageDown as exc:
-            self._batch = None
-            self._storage_refused(exc)
-            return
-        except Exception as exc:
-            # Nothing of the batch is stored or sent yet: the replies before the failing one are
-            # handled again one by one, as if never batched (their log lines and counters twice),
-            # and the actor crashes on the failing one as it would have alone.
-            self._batch = None
-            self.copies, self.applied = before, applied
-            for earlier in messages[:done]:
-                try:
-                    self.on_receive(earlier)
-                except Exception as again:
-                    raise CrashedOn(earlier, again) from again
-            raise CrashedOn(messages[done], exc) from exc
-        finally:
-            self._batch = None
-        try:
-            plan.commit()
-        except StorageDown as exc:
-            self._storage_refused(exc)
-            return
-        self._maybe_idle()
+        handle_batch(self, messages)
 
     def _receive(self, message: Any) -> Any:
         if isinstance(message, CopiesWanted):
@@ -193,7 +148,7 @@ class OrderActor(PooledActor):
             self.operate(lambda plan: [plan.apply(f, c.NewsArrived()) for f, s in plan.states.items()
                                        if s.lookups_given_up])
         if isinstance(message, OrderUpdateReceived):
-            self._on_update(message)
+            self.on_update(message)
         elif isinstance(message, BrokerAnswer):
             self.answers.on_answer(message)
         elif isinstance(message, QuotePrice):
@@ -210,6 +165,9 @@ class OrderActor(PooledActor):
             self.fills.judge()
         elif isinstance(message, LookupDue):
             self._timers.pop("lookup", None)
+        elif isinstance(message, SuperReadDue):
+            self._timers.pop("super_read", None)
+            self.supers.on_due(message)
         elif isinstance(message, CancelCopies):
             self.operate(lambda plan: [plan.apply(f, c.CancelRequested(message.reason)) for f, s in plan.states.items()
                                        if not s.status.is_terminal and not s.cancel_requested
@@ -224,38 +182,71 @@ class OrderActor(PooledActor):
             self.operate(lambda plan: [plan.apply(f, c.SyncRequested()) for f, s in plan.states.items()
                                        if not s.status.is_terminal])
         self.operate()  # whatever else the copies need now
-        self._maybe_idle()
+        self.maybe_idle()
         return None
 
-    def _on_update(self, message: OrderUpdateReceived) -> None:
+    def on_update(self, message: OrderUpdateReceived) -> None:
         if message.event_id in self.applied or message.event_id in self.parked:
             return
         self.applied.add(message.event_id)
         if message.account != LEADER:
             self._on_follower_update(message.event_id, message.account, message.update)
+        elif message.update.exit_leg:  # a super order's target or stop-loss leg: no order of its own
+            self.supers.on_exit_leg(message.event_id, message.update)
         elif self.leader is None:
             self.first_sighting(message.event_id, message.update)
         else:
             self.updates.on_update(message.event_id, message.update)
+            if self.supers.followed:  # an entry's modification restates its exits
+                self.supers.ask()
 
     def first_sighting(self, event_id: int, update: OrderUpdate) -> None:
         self.sighting.on_update(event_id, update)
 
     def _on_follower_update(self, event_id: int, follower: str, update: OrderUpdate) -> None:
-        copy = self.copies.get(follower)
-        if copy is None or not c.belongs(copy, update.order_id, update.correlation_id):
+        key = self.key_of(follower, update.correlation_id, update.order_id)
+        if key is None:
             # unknown, or an update of an order this copy replaced (cap, DLQ retry) queued before it
             self.operate(lambda plan: plan.done([event_id], "not_this_copy"))
+            return
+        copy = self.copies[key]
+        if update.exit_leg:  # one exit leg of the copy's super order: only that leg's status moves
+            event = exit_leg_event(update)
+
+            def leg(plan: Plan) -> None:
+                plan.apply(key, event, update)
+                plan.done([event_id], f"super_order_leg_{update.status.value.lower()}")
+
+            self.operate(leg)
             return
         seen = c.OrderSeen.of(update)
         transition, allowed = c.broker_transition(copy, seen)
         outcome = transition.value.lower() if transition is not None and allowed else "no_change"
 
         def build(plan: Plan) -> None:
-            plan.apply(follower, seen, update)
+            plan.apply(key, seen, update)
             plan.done([event_id], outcome)
 
         self.operate(build)
+
+    def parts_of(self, follower: str) -> list[c.CopyState]:
+        """Every slice of `follower`'s copy, the first first (one for a copy within the freeze quantity)."""
+        return sorted((copy for copy in self.copies.values() if copy.follower == follower), key=lambda s: s.part)
+
+    def key_of(self, follower: str, correlation: str | None, order_id: str = "") -> str | None:
+        """The part key of `follower`'s copy (or slice) a broker order belongs to: by its
+        correlation id, else its broker order id; None for an order none of them placed (or one a
+        replaced or retried generation left behind)."""
+        parts = self.parts_of(follower)
+        if correlation:
+            match = next((p for p in parts if p.correlation_id == correlation), None)
+        elif order_id:
+            match = next((p for p in parts if p.broker_order_id == order_id), None)
+            if match is None and len(parts) == 1:
+                match = parts[0]
+        else:
+            match = None
+        return match.key if match is not None and c.belongs(match, order_id, correlation) else None
 
     def announce_rejection(self, follower: str, reason: str, message: str) -> None:
         if self.leader is not None and self.leader.group_id:
@@ -279,29 +270,32 @@ class OrderActor(PooledActor):
                        f"{self.leader_order_id} not sent: {event.detail}")
 
     def _retry(self, request: RetryCopy) -> None:
-        """An operator's DLQ retry: the copy was refused for good, so it is placed afresh under the
-        next generation's correlation id (the old one may exist at the broker as a rejected order)."""
-        copy = self.copies.get(request.follower)
+        """An operator's DLQ retry: the copy (the slice the dead letter names) was refused for good,
+        so it is placed afresh under the next generation's correlation id (the old one may exist at
+        the broker as a rejected order)."""
+        rejected = [p for p in self.parts_of(request.follower) if p.status is S.REJECTED]
+        copy = next((p for p in rejected if p.correlation_id == request.correlation_id),
+                    rejected[0] if rejected else None)
 
         def build(plan: Plan) -> None:
             records = self.records
             plan.write(lambda: records.resolve_dead_letter(request.dead_letter_id))
-            if copy is not None and copy.status is S.REJECTED:
-                plan.apply(request.follower, c.Retried())
+            if copy is not None:
+                plan.apply(copy.key, c.Retried())
 
         self.operate(build)
         if copy is not None:
-            log.info("follower %s: retrying the copy of %s as %s", request.follower, self.leader_order_id,
-                     self.copies[request.follower].correlation_id, extra=self.fields(request.follower))
+            log.info("follower %s: retrying the copy of %s as %s", copy.key, self.leader_order_id,
+                     self.copies[copy.key].correlation_id, extra=self.fields(request.follower))
 
     # -- what the modules use ---------------------------------------------------------------------------
     def operate(self, build: Callable[[Plan], Any] | None = None) -> None:
         """One operation: `build` applies events to a plan, every copy decides, one transaction
         stores it all, then the calls go out. While replies are handled together, `build` adds to
         their one plan (`on_receive_batch` decides after each reply and commits once)."""
-        if self._batch is not None:
+        if self.batch is not None:
             if build is not None:
-                build(self._batch)
+                build(self.batch)
             return
         plan = Plan(self)
         if build is not None:
@@ -385,10 +379,9 @@ class OrderActor(PooledActor):
         if self.leader is None:
             return False
         leader_done = self.leader.state.status.is_terminal and not self.updates.busy and not self.fills.suspects
-        return leader_done and all(copy.status.is_terminal and copy.call is c.Call.NONE
-                                   for copy in self.copies.values())
+        return leader_done and all(c.phase(copy) is c.Phase.CLOSED for copy in self.copies.values())
 
-    def _maybe_idle(self) -> None:
+    def maybe_idle(self) -> None:
         if self._finished() and self.supervisor is not None:
             self.supervisor.tell(OrderActorIdle(self.leader_order_id))
 

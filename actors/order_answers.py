@@ -11,7 +11,7 @@ from actors import messages as msg
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from trading import copy as c
-from trading.orders import OrderStatus, OrderUpdate
+from trading.orders import Leg, OrderStatus, OrderUpdate
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actors.order")
 S = OrderStatus
+
+
+def _exit_leg(command: Any) -> Leg | None:
+    """The super order's exit leg a modify or cancel was for (None: the order, or its entry)."""
+    leg = getattr(command, "leg", None)
+    return leg if leg in (Leg.TARGET, Leg.STOP_LOSS) else None
 _OPERATIONS = {msg.PlaceCopy: "place", msg.ModifyCopy: "modify", msg.CancelCopy: "cancel", msg.LookupCopy: "lookup",
                msg.GetOrder: "get"}
 _CALLS = {msg.ModifyCopy: c.Call.MODIFY, msg.CancelCopy: c.Call.CANCEL, msg.LookupCopy: c.Call.LOOKUP,
@@ -32,14 +38,18 @@ class Answers:
     def on_answer(self, answer: Any) -> None:
         actor = self.actor
         command = answer.command
+        if isinstance(command, msg.ReadSuperOrder):
+            actor.supers.on_answer(answer)
+            return
         if command.account == msg.LEADER:
             actor.updates.on_answer(answer)
             return
         if actor.legs.is_flatten(command.account, command.correlation_id):
             actor.legs.on_flatten_answer(answer)
             return
-        copy = actor.copies.get(command.account)
-        if copy is None or copy.correlation_id != command.correlation_id:
+        key = next((k for k, copy in actor.copies.items()
+                    if copy.follower == command.account and copy.correlation_id == command.correlation_id), None)
+        if key is None:
             return  # for a generation this copy replaced
         follower, operation = command.account, _OPERATIONS[type(command)]
         now = time.time()
@@ -47,19 +57,21 @@ class Answers:
             measured: dict[str, Any] = {"placed_at": now}
             if answer.sent_ns and command.received_ns:
                 measured["latency_ms"] = (answer.sent_ns - command.received_ns) / 1e6
-            self._answered(follower, c.Placed(answer.broker_order_id, answer.status, command.terms), measured=measured)
+            self._answered(key, c.Placed(answer.broker_order_id, answer.status, command.terms), measured=measured)
         elif isinstance(answer, msg.CopyModified):
-            self._answered(follower, c.ModifyAccepted(command.terms))
+            self._super_leg(command, "done")
+            self._answered(key, c.ModifyAccepted(command.terms))
         elif isinstance(answer, msg.CopyCancelled):
-            self._answered(follower, c.CancelAccepted(answer.status))
+            self._super_leg(command, "done")
+            self._answered(key, c.CancelAccepted(answer.status, _exit_leg(command)))
         elif isinstance(answer, msg.OrderFound):
-            self._answered(follower, c.OrderFound(answer.order.order_id, c.OrderSeen.of(answer.order)), answer.order)
+            self._answered(key, c.OrderFound(answer.order.order_id, c.OrderSeen.of(answer.order)), answer.order)
             return
         elif isinstance(answer, msg.CopyNotFound):
-            self._answered(follower, c.NotFound(answer.sent_at))
+            self._answered(key, c.NotFound(answer.sent_at))
             return
         elif isinstance(answer, msg.PlacementExpired):
-            self._expired(follower, answer)
+            self._expired(key, answer)
             return
         elif isinstance(answer, msg.PlacementUnknown):
             metrics.UNKNOWN_OUTCOMES.labels(follower).inc()
@@ -67,17 +79,24 @@ class Answers:
             # 5xx), the request may still be at work there: a lookup finding nothing is believed only
             # once the broker has had the REST timeout again to act on it.
             settle = 0.0 if answer.error.from_broker else actor.ctx.policy.unknown_settle_seconds
-            self._answered(follower, c.OutcomeUnknown(str(answer.error), now, now + settle))
+            self._answered(key, c.OutcomeUnknown(str(answer.error), now, now + settle))
             return
         else:  # CopyRejected, CallFailed
-            self._failed(follower, operation, command, answer.error, now)
+            self._failed(key, operation, command, answer.error, now)
             return
         if operation != "cancel":  # a cancel is counted once, when the copy is seen CANCELLED
             metrics.FOLLOWER_ORDERS.labels(follower, operation, "placed" if operation == "place" else "modified").inc()
-        log.info("follower %s: %s of leader order %s -> broker order %s", follower, operation, actor.leader_order_id,
-                 actor.copies[follower].broker_order_id, extra=actor.fields(follower))
+        log.info("follower %s: %s of leader order %s -> broker order %s", key, operation, actor.leader_order_id,
+                 actor.copies[key].broker_order_id, extra=actor.fields(follower))
 
-    def _expired(self, follower: str, answer: msg.PlacementExpired) -> None:
+    @staticmethod
+    def _super_leg(command: Any, outcome: str) -> None:
+        leg = getattr(command, "leg", None)
+        if leg is not None:
+            operation = "modify" if isinstance(command, msg.ModifyCopy) else "cancel"
+            metrics.SUPER_LEG_CALLS.labels(command.account, leg.value, operation, outcome).inc()
+
+    def _expired(self, key: str, answer: msg.PlacementExpired) -> None:
         """The rate limiter held the placement past its age limit and did not send it: a skip."""
         actor = self.actor
         seen_at = actor.leader.seen_at if actor.leader else answer.at
@@ -85,20 +104,24 @@ class Answers:
         late = c.SkippedLate(answer.at - seen_at, (command.expires_at or answer.at) - seen_at,
                              command.terms.order_type.value)
 
+        follower = answer.command.account
+
         def build(plan: "Plan") -> None:
-            if plan.apply(follower, late):
+            if plan.apply(key, late):
                 plan.skip(follower, c.TOO_LATE, late.detail)
                 plan.then(lambda: actor.late(follower, late))
 
         actor.operate(build)
 
-    def _failed(self, follower: str, operation: str, command: Any, error: BrokerError, now: float) -> None:
+    def _failed(self, key: str, operation: str, command: Any, error: BrokerError, now: float) -> None:
         actor = self.actor
+        follower = command.account
         auth = error.kind == ErrorKind.AUTH
         if isinstance(command, (msg.LookupCopy, msg.GetOrder)):
-            self._answered(follower, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient))
+            self._answered(key, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient))
             return
         metrics.FOLLOWER_ORDERS.labels(follower, operation, "failed").inc()
+        self._super_leg(command, "failed")
         if operation != "place":  # placements are counted with their classification
             metrics.FOLLOWER_FAILURES.labels(follower, operation, error.reason).inc()
         log.warning("follower %s: %s of leader order %s failed: %s", follower, operation, actor.leader_order_id, error,
@@ -106,29 +129,31 @@ class Answers:
         if auth:  # the token actor pauses this account, not the copier
             actor.ctx.on_auth_failure(follower, f"{error.code} on {operation}")
         if isinstance(command, msg.PlaceCopy):
-            self._answered(follower, c.PlacementRefused(str(error), error.code, error.reason))
+            self._answered(key, c.PlacementRefused(str(error), error.code, error.reason))
         else:
-            self._answered(follower, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient))
+            self._answered(key, c.CallFailed(_CALLS[type(command)], str(error), now, auth, error.transient,
+                                             _exit_leg(command)))
 
-    def _answered(self, follower: str, event: Any, update: OrderUpdate | None = None,
+    def _answered(self, key: str, event: Any, update: OrderUpdate | None = None,
                   measured: dict[str, Any] | None = None) -> None:
         actor = self.actor
-        before = actor.copies[follower]
+        before = actor.copies[key]
         applied: list[c.CopyState] = []
 
         def build(plan: "Plan") -> None:
-            if plan.apply(follower, event, update):
-                applied.append(plan.states[follower])
+            if plan.apply(key, event, update):
+                applied.append(plan.states[key])
                 if measured:
-                    plan.measured.setdefault(follower, {}).update(measured)
+                    plan.measured.setdefault(key, {}).update(measured)
 
         actor.operate(build)
         if applied:
-            self._tell(follower, before, applied[0], event)
+            self._tell(key, before, applied[0], event)
 
-    def _tell(self, follower: str, before: c.CopyState, after: c.CopyState, event: Any) -> None:
+    def _tell(self, key: str, before: c.CopyState, after: c.CopyState, event: Any) -> None:
         """The log lines and alerts of a lookup's or an unknown placement's answer."""
         actor = self.actor
+        follower = after.follower
         order, fields = actor.leader_order_id, actor.fields(follower)
         if isinstance(event, c.OutcomeUnknown):
             if after.status is S.UNKNOWN:

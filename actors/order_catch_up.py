@@ -45,9 +45,9 @@ def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
     def build(plan: "Plan") -> None:
         if decision.skip_reason:
             plan.skip(follower, decision.skip_reason, decision.detail)
-        else:
-            plan.apply(follower, c.CaughtUp(terms.with_changes(quantity=decision.quantity,
-                                                               disclosed_qty=decision.disclosed_qty)))
+        else:  # (above the freeze quantity: placed in slices, actors/order_slices.py)
+            actor.slices.catch_up(plan, follower, instrument, terms.with_changes(
+                quantity=decision.quantity, disclosed_qty=decision.disclosed_qty))
 
     actor.operate(build)
     log.info("leader order %s: %s caught up after its pause: %s", actor.leader_order_id, follower,

@@ -30,7 +30,7 @@ class Fills:
     def __init__(self, actor: "OrderActor") -> None:
         self.actor = actor
         self.leader_filled_at: str | None = None  # exchange time of the leader's first fill seen here
-        self.suspects: dict[str, str] = {}  # follower -> exchange time of a fill the leader's may follow
+        self.suspects: dict[str, str] = {}  # part key -> exchange time of a fill the leader's may follow
         self._lag_scheduled = False
 
     # -- fills -------------------------------------------------------------------------------------------
@@ -47,9 +47,11 @@ class Fills:
 
         plan.then(counted)
 
-    def follower_fill(self, plan: "Plan", follower: str, order_id: str, fill: Fill, cumulative: int,
+    def follower_fill(self, plan: "Plan", key: str, order_id: str, fill: Fill, cumulative: int,
                       update: OrderUpdate | None) -> None:
+        """A fill of the copy (or of one slice of it) named `key`: stored under the slice's order."""
         records = self.actor.records
+        follower = plan.states[key].follower
         filled_at = update.updated_at if update is not None else ""
         plan.write(lambda: records.fill(follower, order_id, fill.quantity, fill.price, cumulative, filled_at))
 
@@ -58,17 +60,17 @@ class Fills:
             if update is not None:
                 self._tell_sizing(follower, update, fill.quantity)
             if self.actor.leader is not None:
-                self.check_filled_first(follower, filled_at)
+                self.check_filled_first(key, filled_at)
 
         plan.then(counted)
 
-    def slippage(self, plan: "Plan", follower: str, copy: c.CopyState) -> None:
+    def slippage(self, plan: "Plan", key: str, copy: c.CopyState) -> None:
         leader = self.actor.leader
         value = slippage(copy.target.side.value, copy.avg_price, leader.state.avg_price if leader else 0.0)
         if value is None:
             return
-        plan.measured.setdefault(follower, {})["slippage"] = value
-        plan.then(lambda: metrics.SLIPPAGE.labels(follower).observe(value))
+        plan.measured.setdefault(key, {})["slippage"] = value
+        plan.then(lambda: metrics.SLIPPAGE.labels(copy.follower).observe(value))
 
     def _tell_sizing(self, account: str, update: OrderUpdate, quantity: int) -> None:
         """Keep the sizing actor's positions current between polls. Only fills the socket brings:
@@ -80,35 +82,36 @@ class Fills:
         self.actor.ctx.sizing.tell(FillSeen(account, terms.exchange_segment, terms.security_id, signed,
                                             update.received_ns))
 
-    # -- which filled first ------------------------------------------------------------------------------
-    def check_filled_first(self, follower: str, filled_at: str) -> None:
+    # -- which filled first (by part key: each slice is judged on its own) -------------------------------
+    def check_filled_first(self, key: str, filled_at: str) -> None:
         leader = self.actor.leader
         if leader is not None and leader.state.filled_qty > 0:
             if self.leader_filled_at and filled_at and filled_at < self.leader_filled_at:
-                self._flag_filled_first(follower)
+                self._flag_filled_first(key)
             return
-        if follower in self.suspects:
+        if key in self.suspects:
             return
         if not self.suspects:
             self.actor.after(FILLED_FIRST_GRACE_SECONDS, FilledFirstDue(), name="filled_first")
-        self.suspects[follower] = filled_at
+        self.suspects[key] = filled_at
 
     def judge(self) -> None:
         suspects, self.suspects = self.suspects, {}
         leader = self.actor.leader
-        for follower, filled_at in suspects.items():
+        for key, filled_at in suspects.items():
             if leader is None or leader.state.filled_qty == 0:
-                self._flag_filled_first(follower)
+                self._flag_filled_first(key)
             else:
-                self.check_filled_first(follower, filled_at)
+                self.check_filled_first(key, filled_at)
 
-    def _flag_filled_first(self, follower: str) -> None:
+    def _flag_filled_first(self, key: str) -> None:
         actor = self.actor
-        if actor.copies[follower].anomaly is None:  # recorded, no action taken
-            actor.operate(lambda plan: plan.apply(follower, c.Flagged("follower_filled_first")))
+        copy = actor.copies[key]
+        if copy.anomaly is None:  # recorded, no action taken
+            actor.operate(lambda plan: plan.apply(key, c.Flagged("follower_filled_first")))
         metrics.ANOMALIES.labels("follower_filled_first").inc()
-        log.warning("follower %s filled its copy of %s before the leader filled", follower, actor.leader_order_id,
-                    extra=actor.fields(follower))
+        log.warning("follower %s filled its copy of %s before the leader filled", key, actor.leader_order_id,
+                    extra=actor.fields(copy.follower))
 
     # -- copies lagging the leader's fill ------------------------------------------------------------------
     def schedule_lag_check(self) -> None:
@@ -125,8 +128,11 @@ class Fills:
             return
         actor.operate(lambda plan: [plan.apply(f, c.Flagged("lagging")) for f in lagging])
         seconds = actor.ctx.policy.lag_alert_seconds
-        for follower in lagging:
+        for key in lagging:
+            copy = actor.copies[key]
+            follower = copy.follower
             metrics.LAG_ALERTS.labels(follower).inc()
-            actor.ctx.alert("warning", f"lag:{follower}",
-                            f"follower {follower}: copy of leader order {actor.leader_order_id} still "
-                            f"{actor.copies[follower].status.value} {seconds:.0f}s after the leader filled")
+            slice_of = f" (slice {copy.part + 1})" if copy.part else ""
+            actor.ctx.alert("warning", f"lag:{key}",
+                            f"follower {follower}: copy{slice_of} of leader order {actor.leader_order_id} still "
+                            f"{copy.status.value} {seconds:.0f}s after the leader filled")

@@ -22,6 +22,7 @@ from observability import metrics
 from storage.orders import leader_key
 from trading import copy as c
 from trading.fills import fill_delta
+from trading.instruments import Instrument
 from trading.leader import apply_update, leader_event
 from trading.lifecycle import InvalidTransition, next_state
 from trading.ordering import Ordering, order_of
@@ -59,8 +60,10 @@ class LeaderUpdates:
         return self.reread is not None or bool(self.ambiguous)
 
     def on_update(self, event_id: int, update: OrderUpdate) -> None:
+        entry = self.actor.supers.entry  # a super order's entry: completed with the exits known
+        update = entry(update)
         reread = self.reread
-        if reread is None or reread.answer is None or update != reread.answer:
+        if reread is None or reread.answer is None or update != entry(reread.answer):
             self._apply(event_id, update, settles=())
             return
         # The broker's answer to this incarnation's re-read: the order's current state unless a
@@ -104,7 +107,8 @@ class LeaderUpdates:
         fill = fill_delta(state.filled_qty, state.avg_price, update.filled_qty, update.avg_price,
                           update.last_fill_price)
         changed = state.terms.modifiable_view() != update.terms.modifiable_view()
-        resized = self._retarget(state.terms, update.terms) if changed else {}
+        instrument = actor.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
+        resized = self._retarget(state.terms, update.terms, instrument) if changed else {}
 
         def build(plan: "Plan") -> None:
             records = actor.records
@@ -113,7 +117,7 @@ class LeaderUpdates:
             if fill:
                 actor.fills.leader_fill(plan, update, fill)
             for follower, (target, skip) in resized.items():
-                plan.apply(follower, c.TargetChanged(target))
+                actor.slices.retarget(plan, follower, target, instrument)
                 if skip is not None:
                     plan.skip(follower, *skip)
                     plan.then(lambda f=follower, s=skip: _log_skip(actor, f, s))
@@ -142,17 +146,22 @@ class LeaderUpdates:
 
         self.actor.operate(build)
 
-    def _retarget(self, old: OrderTerms, terms: OrderTerms) -> dict[str, tuple[OrderTerms, tuple[str, str] | None]]:
-        """New targets after the leader changed its terms: every field copied, the quantity re-sized
-        from the new leader quantity by the same rule (a refusal keeps the old size, recorded)."""
+    def _retarget(self, old: OrderTerms, terms: OrderTerms,
+                  instrument: Instrument | None) -> dict[str, tuple[OrderTerms, tuple[str, str] | None]]:
+        """New targets after the leader changed its terms, per follower (the whole copy: its slices
+        are cut from it): every field copied, the quantity re-sized from the new leader quantity by
+        the same rule (a refusal keeps the old size, recorded)."""
         actor = self.actor
         out: dict[str, tuple[OrderTerms, tuple[str, str] | None]] = {}
-        instrument = actor.ctx.instruments.get(terms.exchange_segment, terms.security_id)
         leader = actor.leader
-        for follower, copy in actor.copies.items():
-            if copy.status.is_terminal or copy.cancel_requested:
+        for follower in dict.fromkeys(copy.follower for copy in actor.copies.values()):
+            parts = actor.parts_of(follower)
+            if all(p.status.is_terminal or p.cancel_requested for p in parts):
                 continue
-            quantity, disclosed, skip = copy.target.quantity, copy.target.disclosed_qty, None
+            copy = parts[0]
+            quantity, disclosed, skip = actor.slices.total(parts), copy.target.disclosed_qty, None
+            if len(parts) > 1:  # the copy's disclosed quantity, as its slices disclose it together
+                disclosed = sum(p.target.disclosed_qty for p in parts if not p.status.is_terminal)
             if instrument is not None and (terms.quantity != old.quantity or terms.disclosed_qty != old.disclosed_qty):
                 decision = actor.ask_sizing(SizeCopy(follower, copy.correlation_id, terms, instrument, 0.0,
                                                      leader.state.filled_qty if leader else 0, actor.leader_order_id))

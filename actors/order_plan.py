@@ -26,7 +26,7 @@ from storage.orders import copy_key
 from trading import copy as c
 from trading.copy_records import persisted, record
 from trading.fills import fill_delta
-from trading.orders import OrderStatus, OrderUpdate
+from trading.orders import Leg, OrderStatus, OrderUpdate
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -44,11 +44,11 @@ class Plan:
         self.scoped = scoped
         self.now = time.time()
         self.before = actor.copies
-        self.states: dict[str, c.CopyState] = dict(actor.copies)
-        self.created: dict[str, float] = {}  # new copies: follower -> capital reserved
+        self.states: dict[str, c.CopyState] = dict(actor.copies)  # by part key (c.part_key)
+        self.created: dict[str, float] = {}  # new copies (and slices): part key -> capital reserved
         self.touched: dict[str, None] = {}  # copies events were applied to, in the order they were
         self.unsettled: dict[str, None] = {}  # those moved since the last `converge`
-        self.measured: dict[str, dict[str, Any]] = {}  # placed_at, latency_ms, slippage
+        self.measured: dict[str, dict[str, Any]] = {}  # by part key: placed_at, latency_ms, slippage
         self.records: list[tuple[str, str, dict[str, Any]]] = []
         self.writes: list[Callable[[], None]] = []
         self.commands: list[BrokerCommand] = []
@@ -79,65 +79,72 @@ class Plan:
 
     def create(self, event: c.Submitted | c.Skipped, reserved: float = 0.0) -> c.CopyState:
         state = c.start(event)
-        self.states[state.follower] = state
-        self.created[state.follower] = reserved
+        self.states[state.key] = state
+        self.created[state.key] = reserved
         kind, payload = record(None, event, state)  # type: ignore[misc]
-        self.record(copy_key(state.leader_order_id, state.follower), kind, payload)
+        self.record(copy_key(state.leader_order_id, state.follower, state.part), kind, payload)
         return state
 
-    def apply(self, follower: str, event: Any, update: OrderUpdate | None = None) -> bool:
-        """Apply an event from outside (an answer, an update, a command); one the copy's state
-        machine refuses is counted, logged and ignored (False)."""
-        before = self.states[follower]
+    def parts(self, follower: str) -> list[c.CopyState]:
+        """Every slice of `follower`'s copy as this plan holds it, the first first."""
+        return sorted((s for s in self.states.values() if s.follower == follower), key=lambda s: s.part)
+
+    def apply(self, key: str, event: Any, update: OrderUpdate | None = None) -> bool:
+        """Apply an event from outside (an answer, an update, a command) to the copy (or slice)
+        named `key`; one its state machine refuses is counted, logged and ignored (False)."""
+        before = self.states[key]
         try:
             after = c.apply(before, event)
         except c.InvalidCopyEvent as exc:
             metrics.INVALID_TRANSITIONS.labels("follower", type(event).__name__).inc()
-            log.warning("follower %s copy of %s: %s; ignored", follower, self.actor.leader_order_id, exc,
-                        extra=self.actor.fields(follower))
+            log.warning("follower %s copy of %s: %s; ignored", key, self.actor.leader_order_id, exc,
+                        extra=self.actor.fields(before.follower))
             return False
         seen = event if isinstance(event, c.OrderSeen) else getattr(event, "order", None)
         if isinstance(seen, c.OrderSeen):
             transition, allowed = c.broker_transition(before, seen)
             if not allowed and transition is not None:
                 metrics.INVALID_TRANSITIONS.labels("follower", transition.value).inc()
-                log.warning("follower %s copy of %s: %s is not allowed in state %s; ignored", follower,
+                log.warning("follower %s copy of %s: %s is not allowed in state %s; ignored", key,
                             self.actor.leader_order_id, transition.value, before.status.value,
-                            extra=self.actor.fields(follower))
-        self._moved(follower, before, event, after, seen, update)
+                            extra=self.actor.fields(before.follower))
+        self._moved(key, before, event, after, seen, update)
         return True
 
-    def _apply_own(self, follower: str, event: Any) -> None:
+    def _apply_own(self, key: str, event: Any) -> None:
         """Apply the event of a decision this copy took: its state machine must allow it."""
-        before = self.states[follower]
-        self._moved(follower, before, event, c.apply(before, event), None, None)
+        before = self.states[key]
+        self._moved(key, before, event, c.apply(before, event), None, None)
 
-    def _moved(self, follower: str, before: c.CopyState, event: Any, after: c.CopyState,
+    def _moved(self, key: str, before: c.CopyState, event: Any, after: c.CopyState,
                seen: c.OrderSeen | None, update: OrderUpdate | None) -> None:
-        self.states[follower] = after
-        self.touched[follower] = None
-        self.unsettled[follower] = None
+        self.states[key] = after
+        self.touched[key] = None
+        self.unsettled[key] = None
         stored = record(before, event, after, update)
         if stored is not None:
-            self.record(copy_key(after.leader_order_id, follower), *stored)
+            self.record(copy_key(after.leader_order_id, after.follower, after.part), *stored)
         if seen is not None and after.filled_qty > before.filled_qty:
             fill = fill_delta(before.filled_qty, before.avg_price, seen.filled_qty, seen.avg_price,
                               seen.last_fill_price)
             if fill is not None:
-                self.actor.fills.follower_fill(self, follower, seen.order_id or after.broker_order_id or "", fill,
+                self.actor.fills.follower_fill(self, key, seen.order_id or after.broker_order_id or "", fill,
                                                seen.filled_qty, update)
         if after.status is not before.status:
-            self._status_changed(follower, before, after)
+            self._status_changed(key, before, after)
 
-    def _status_changed(self, follower: str, before: c.CopyState, after: c.CopyState) -> None:
+    def _status_changed(self, key: str, before: c.CopyState, after: c.CopyState) -> None:
         actor = self.actor
-        if after.status.is_terminal and not before.status.is_terminal:
-            cid = before.correlation_id
+        follower = after.follower
+        if (after.status.is_terminal and not before.status.is_terminal
+                and all(s.status.is_terminal for s in self.parts(follower))):
+            # the capital was reserved for the whole copy, under its first slice's correlation id
+            cid = c.correlation_id(after.leader_order_id, follower, self.parts(follower)[0].generation)
             self.then(lambda: actor.ctx.sizing.tell(ReleaseCapital(follower, cid)))
         if after.status is S.CANCELLED:
             self.then(lambda: metrics.FOLLOWER_ORDERS.labels(follower, "cancel", "cancelled").inc())
         elif after.status is S.TRADED:
-            actor.fills.slippage(self, follower, after)
+            actor.fills.slippage(self, key, after)
         elif after.status is S.UNKNOWN:
             self.then(actor.schedule_unknown_check)
 
@@ -151,107 +158,115 @@ class Plan:
         about one copy need not look at the other copies of the order."""
         leader = self.actor.leader_view()
         rules = self.actor.rules
-        deciding = ([*self.unsettled, *(f for f in self.created if f not in self.unsettled)] if self.scoped
+        deciding = ([*self.unsettled, *(k for k in self.created if k not in self.unsettled)] if self.scoped
                     else list(self.states))
-        for follower in deciding:
+        for key in deciding:
             for _ in range(MAX_STEPS):
-                decision = c.decide(self.states[follower], leader, self.now, rules)
+                decision = c.decide(self.states[key], leader, self.now, rules)
                 if decision is None:
                     break
                 if isinstance(decision, c.Wait):
                     self.wake = decision.until if self.wake is None else min(self.wake, decision.until)
                     break
-                self._carry_out(follower, decision)
+                self._carry_out(key, decision)
                 if isinstance(decision, c.CALLS):
                     break
             else:
-                raise RuntimeError(f"the copy for {follower} did not settle after {MAX_STEPS} decisions")
+                raise RuntimeError(f"the copy for {key} did not settle after {MAX_STEPS} decisions")
         self.unsettled.clear()
         return deciding
 
-    def _carry_out(self, follower: str, d: c.Decision) -> None:
+    def _carry_out(self, key: str, d: c.Decision) -> None:
         actor = self.actor
-        state = self.states[follower]
+        state = self.states[key]
+        follower = state.follower
         to = actor.addressing(state)
         if isinstance(d, c.Place):
-            received_ns = actor.received_ns.get(follower, 0)
+            received_ns = actor.received_ns.get(key, 0)
             self.commands.append(PlaceCopy(**to, terms=d.terms, received_ns=received_ns, expires_at=d.expires_at))
-            self.then(lambda: actor.received_ns.pop(follower, None))  # only a first placement measures latency
-            self._apply_own(follower, c.PlaceSent())
+            self.then(lambda: actor.received_ns.pop(key, None))  # only a first placement measures latency
+            self._apply_own(key, c.PlaceSent())
         elif isinstance(d, c.Modify):
             assert state.broker_order_id
-            self.commands.append(ModifyCopy(**to, broker_order_id=state.broker_order_id, terms=d.terms))
-            self._apply_own(follower, c.ModifySent())
+            self.commands.append(ModifyCopy(**to, broker_order_id=state.broker_order_id, terms=d.terms, leg=d.leg))
+            self._apply_own(key, c.ModifySent())
         elif isinstance(d, c.Cancel):
             assert state.broker_order_id
-            self.commands.append(CancelCopy(**to, broker_order_id=state.broker_order_id))
-            self._apply_own(follower, c.CancelSent())
+            # a super order is cancelled through its legs: the entry's cancel cancels every leg still open
+            leg = d.leg or (Leg.ENTRY if state.target.super_order else None)
+            self.commands.append(CancelCopy(**to, broker_order_id=state.broker_order_id, leg=leg))
+            self._apply_own(key, c.CancelSent())
         elif isinstance(d, c.Lookup):
             wait = d.not_before - self.now
             self.commands.append(LookupCopy(**to, not_before=time.monotonic() + wait if wait > 0 else 0.0))
-            self._apply_own(follower, c.LookupSent())
+            self._apply_own(key, c.LookupSent())
         elif isinstance(d, c.Read):
             assert state.broker_order_id
             self.commands.append(GetOrder(**to, broker_order_id=state.broker_order_id))
-            self._apply_own(follower, c.ReadSent())
+            self._apply_own(key, c.ReadSent())
         elif isinstance(d, c.Abort):
-            self.skip(follower, "leader_cancelled_before_placement",
-                      "the leader cancelled before the copy was sent; nothing was placed")
-            self._apply_own(follower, c.Aborted())
+            if state.part == 0:  # a copy's skip is recorded once, with its first slice
+                self.skip(follower, "leader_cancelled_before_placement",
+                          "the leader cancelled before the copy was sent; nothing was placed")
+            self._apply_own(key, c.Aborted())
         elif isinstance(d, c.SkipLate):
-            self._skip_late(follower, d)
+            self._skip_late(key, d)
         elif isinstance(d, c.GiveUp):
             error = BrokerError("NOT_PLACED", ErrorKind.OTHER, f"{d.placements} placements never took effect at the broker")
-            self._apply_own(follower, c.PlacementRefused(str(error), error.code, error.reason))
+            self._apply_own(key, c.PlacementRefused(str(error), error.code, error.reason))
         elif isinstance(d, c.RequestCancel):
-            self._apply_own(follower, c.CancelRequested(d.because))
+            self._apply_own(key, c.CancelRequested(d.because))
         elif isinstance(d, c.StartReplace):
-            self._apply_own(follower, c.ReplaceStarted())
+            self._apply_own(key, c.ReplaceStarted())
         elif isinstance(d, c.Replace):
-            self._apply_own(follower, c.Replaced())
-            cid = self.states[follower].correlation_id
-            self.then(lambda: log.info("follower %s: copy replaced after the modification cap as %s", follower, cid,
+            self._apply_own(key, c.Replaced())
+            cid = self.states[key].correlation_id
+            self.then(lambda: log.info("follower %s: copy replaced after the modification cap as %s", key, cid,
                                        extra=actor.fields(follower)))
         elif isinstance(d, c.FlagCap):
-            self._flag_cap(follower, d)
+            self._flag_cap(key, d)
         elif isinstance(d, c.RecordRejection):
-            self._record_rejection(follower, d)
+            self._record_rejection(key, d)
         else:  # pragma: no cover - every decision is handled above
             raise TypeError(f"no way to carry out {d!r}")
 
-    def _skip_late(self, follower: str, d: c.SkipLate) -> None:
+    def _skip_late(self, key: str, d: c.SkipLate) -> None:
         actor = self.actor
-        event = c.SkippedLate(d.age, d.limit, self.states[follower].target.order_type.value)
+        state = self.states[key]
+        follower = state.follower
+        event = c.SkippedLate(d.age, d.limit, state.target.order_type.value)
         self.skip(follower, c.TOO_LATE, event.detail)
-        self._apply_own(follower, event)
+        self._apply_own(key, event)
         self.then(lambda: actor.late(follower, event))
 
-    def _flag_cap(self, follower: str, d: c.FlagCap) -> None:
+    def _flag_cap(self, key: str, d: c.FlagCap) -> None:
         actor = self.actor
-        self._apply_own(follower, c.Flagged("modification_cap"))
+        follower = self.states[key].follower
+        self._apply_own(key, c.Flagged("modification_cap"))
         self.skip(follower, "modification_cap", f"{d.modifications} modifications reached the broker's cap")
 
         def announce() -> None:
             metrics.SKIPS.labels(follower, "modification_cap").inc()
-            log.info("leader order %s: follower %s: modification_cap", actor.leader_order_id, follower,
+            log.info("leader order %s: follower %s: modification_cap", actor.leader_order_id, key,
                      extra=actor.fields(follower))
             actor.ctx.alert("warning", f"modcap:{follower}",
                             f"follower {follower}: copy of {actor.leader_order_id} hit the modification cap")
 
         self.then(announce)
 
-    def _record_rejection(self, follower: str, d: c.RecordRejection) -> None:
+    def _record_rejection(self, key: str, d: c.RecordRejection) -> None:
         """A market or account reason is a skip; anything else is dead-lettered."""
         actor = self.actor
         reason = d.reason or BrokerError("", ErrorKind.ORDER, d.message).reason
-        state = self.states[follower]
+        state = self.states[key]
+        follower = state.follower
         records = actor.records
         if reason in c.SKIP_REASONS:
             self.skip(follower, reason, d.message)
         else:
             cid = state.correlation_id
             self.write(lambda: records.dead_letter(follower, cid, d.code, d.message))
-        self._apply_own(follower, c.RejectionRecorded())
+        self._apply_own(key, c.RejectionRecorded())
         self.then(lambda: actor.announce_rejection(follower, reason, d.message))
 
     # -- storing and carrying out ----------------------------------------------------------------------
@@ -268,7 +283,7 @@ class Plan:
                 for state, reserved in created:
                     records.create_copy(state, reserved)
                 for before, after in saves:
-                    records.save_copy(before, after, **self.measured.get(after.follower, {}))
+                    records.save_copy(before, after, **self.measured.get(after.key, {}))
                 for key, kind, payload in self.records:
                     records.append(key, kind, payload)
 

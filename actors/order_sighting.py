@@ -7,12 +7,13 @@ within moments), for at most `copy.market_fill_wait_seconds`. Until then its upd
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from actors.messages import QuotePrice, SizeCopies, SizeCopy, SizeDecision, SizedCopies
+from actors.messages import QuotePrice, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision, SizedCopies
 from actors.order_timers import PriceWaitOver
 from observability import metrics
 from storage.orders import StoredLeader, leader_key
@@ -23,6 +24,7 @@ from trading.leader import first_seen
 from trading.ordering import Ordering, order_of
 from trading.orders import OrderStatus, OrderUpdate, update_to_dict
 from trading.prices import LEADER_FILL, NONE, QUOTE, awaits_price, own_price, traded_price
+from trading.super_orders import SuperOrderView, leader_exits
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -40,6 +42,7 @@ class Waiting:
     event_ids: list[int]
     update: OrderUpdate  # the latest of its updates
     received_ns: int  # when the first arrived: the copies' latency counts the wait
+    for_exits: bool = False  # a super order, waiting for its target, stop-loss and jump to be read
 
 
 class FirstSighting:
@@ -50,12 +53,17 @@ class FirstSighting:
     def on_update(self, event_id: int, update: OrderUpdate) -> None:
         actor = self.actor
         waiting = self.waiting
-        if waiting is not None:  # a later update of an order still waiting for a price
+        if waiting is not None:  # a later update of an order still waiting for a price (or its exits)
             waiting.event_ids.append(event_id)
             if order_of(waiting.update, update) not in (Ordering.STALE, Ordering.SAME):  # a tie: arrival order
                 waiting.update = update
-            if not awaits_price(waiting.update):  # it traded (or closed): decide now
+            if not waiting.for_exits and not awaits_price(waiting.update):  # it traded (or closed): decide now
                 self._end_wait(traded_price(waiting.update), LEADER_FILL)
+            return
+        if update.terms.super_order and self._copyable(update):
+            # a super order: no update carries its exits, so they are read before any copy is decided
+            self.waiting = Waiting([event_id], update, update.received_ns, for_exits=True)
+            actor.supers.ask()
             return
         policy = actor.ctx.policy
         if not awaits_price(update) or not policy.price_needed:
@@ -71,13 +79,37 @@ class FirstSighting:
         if quotes is not None:
             quotes.ask(update.terms, actor.address)
 
+    def _copyable(self, update: OrderUpdate) -> bool:
+        """Whether the order may be copied at all (else it is decided, as a skip, at once)."""
+        instrument = self.actor.ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
+        return update.source not in ("baseline", "outage") and update.status not in (S.REJECTED, *CLOSED) \
+            and instrument is not None
+
+    def on_super(self, view: SuperOrderView) -> None:
+        """The leader's super order as read: its copies are decided with its exits."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:
+            return
+        update = waiting.update
+        terms = leader_exits(view, update.terms.with_exits_of(update.terms))
+        self.decide(waiting.event_ids, dataclasses.replace(update, terms=terms), traded_price(update), LEADER_FILL,
+                    waiting.received_ns)
+
+    def on_super_unreadable(self, problem: str) -> None:
+        """The super order could not be read: without its exits nothing is copied (a recorded skip)."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is None:
+            return
+        self.decide(waiting.event_ids, waiting.update, 0.0, NONE, waiting.received_ns,
+                    skip=("super_order_unreadable", f"its target and stop-loss could not be read: {problem}"))
+
     def on_quote(self, quote: QuotePrice) -> None:
-        if self.waiting is not None and quote.price > 0:
+        if self.waiting is not None and not self.waiting.for_exits and quote.price > 0:
             self._end_wait(quote.price, QUOTE)
 
     def on_wait_over(self) -> None:
         """No quote and no fill in time: decided unvalued (a value rule refuses it as price_unknown)."""
-        if self.waiting is not None:
+        if self.waiting is not None and not self.waiting.for_exits:
             self._end_wait(0.0, NONE)
 
     def _end_wait(self, reference: float, source: str) -> None:
@@ -87,17 +119,20 @@ class FirstSighting:
         self.decide(waiting.event_ids, waiting.update, reference, source, waiting.received_ns)
 
     def decide(self, event_ids: list[int], update: OrderUpdate, reference: float, source: str,
-               received_ns: int) -> None:
+               received_ns: int, skip: tuple[str, str] | None = None) -> None:
         """Per follower, copy or skip, at `reference` (0: no price known); `received_ns`: when the
-        order was first seen. One transaction stores the order, its copies and their events."""
+        order was first seen; `skip`: the reason none is copied, when known already. One
+        transaction stores the order, its copies and their events."""
         actor = self.actor
         ctx = actor.ctx
         metrics.LEADER_EVENTS.labels("placed").inc()
         instrument = ctx.instruments.get(update.terms.exchange_segment, update.terms.security_id)
-        order_skip = self._order_skip_reason(update, instrument)
+        order_skip = skip or self._order_skip_reason(update, instrument)
         # At a first start on an empty database, copies made before it may exist at the brokers.
-        adopted = actor.records.adopted_copies() if update.source == "adopt" else {}
+        adopted = actor.records.adopted_copies() if update.source == "adopt" else {}  # by part key
+        adopted_by = {c.split_part_key(key)[0] for key in adopted}  # followers with a copy (a slice) adopted
         decisions: dict[str, SizeDecision] = {}
+        unreserve: list[str] = []
         group_id = None
         if order_skip is None:
             assert instrument is not None
@@ -106,11 +141,16 @@ class FirstSighting:
                 metrics.REFERENCE_PRICES.labels(source).inc()
             requests = tuple(SizeCopy(f, c.correlation_id(actor.leader_order_id, f), update.terms, instrument, reference,
                                       update.filled_qty, actor.leader_order_id, source)
-                             for f in ctx.followers if f not in adopted)
+                             for f in ctx.followers if f not in adopted_by)
             if requests:
                 sized: SizedCopies = actor.ask_sizing(SizeCopies(requests, actor.leader_order_id))
                 group_id = sized.group_id
                 decisions = {request.follower: decision for request, decision in zip(requests, sized.decisions)}
+                for follower, decision in list(decisions.items()):
+                    refused = None if decision.skip_reason else actor.slices.refusal(instrument, decision.quantity)
+                    if refused is not None:  # (the capital reserved for it is released once stored)
+                        decisions[follower] = SizeDecision(decision.quantity, decision.disclosed_qty, 0.0, *refused)
+                        unreserve.append(follower)
         # wall clock of the first arrival: a copy's age counts from it, across restarts
         seen_at = time.time() - max(0, time.monotonic_ns() - received_ns) / 1e9 if received_ns else time.time()
         leader = StoredLeader(first_seen(update), seen_at, group_id, instrument.underlying if instrument else None)
@@ -131,18 +171,30 @@ class FirstSighting:
                     plan.create(c.Skipped(actor.leader_order_id, follower, target, decision.skip_reason,
                                           decision.detail))
                     plan.skip(follower, decision.skip_reason, decision.detail)
-                else:
-                    plan.create(c.Submitted(actor.leader_order_id, follower, target), decision.reserved)
-                    actor.received_ns[follower] = received_ns
-            for follower, (generation, order) in adopted.items():
-                plan.create(c.Submitted(actor.leader_order_id, follower, order.terms, generation, order.order_id))
+                    continue
+                # above the freeze quantity: one copy per slice (actors/order_slices.py); the capital
+                # reserved for the whole copy is held by its first slice
+                parts = actor.slices.targets(instrument, target)
+                for part, terms in enumerate(parts):
+                    plan.create(c.Submitted(actor.leader_order_id, follower, terms, part=part),
+                                decision.reserved if part == 0 else 0.0)
+                    actor.received_ns[c.part_key(follower, part)] = received_ns
+                if len(parts) > 1:
+                    plan.then(lambda f=follower, n=len(parts): actor.slices.counted(f, n, new_copy=True))
+            for key, (generation, order) in adopted.items():  # each slice of a copy adopted on its own
+                follower, part = c.split_part_key(key)
+                plan.create(c.Submitted(actor.leader_order_id, follower, order.terms, generation, order.order_id,
+                                        part=part))
                 if update.status in CLOSED:
-                    plan.apply(follower, c.CancelRequested("the leader's order was closed before its copy was adopted"))
+                    plan.apply(key, c.CancelRequested("the leader's order was closed before its copy was adopted"))
             if update.source == "adopt":  # a first start on an empty database: every copy is looked up first
                 for follower, copy in list(plan.states.items()):
                     if not copy.status.is_terminal and not copy.lookup_needed:
                         plan.apply(follower, c.SyncRequested())
             plan.done(event_ids, "skipped" if order_skip else "copied")
+            for follower in unreserve:
+                cid = c.correlation_id(actor.leader_order_id, follower)
+                plan.then(lambda f=follower, cid=cid: ctx.sizing.tell(ReleaseCapital(f, cid)))
 
         previous = actor.leader
         try:
@@ -155,9 +207,9 @@ class FirstSighting:
     def _announce(self, update: OrderUpdate, order_skip: tuple[str, str] | None, decisions: dict[str, SizeDecision],
                   adopted: dict[str, tuple[int, OrderUpdate]], group_id: str | None) -> None:
         actor = self.actor
-        for follower, (_generation, order) in adopted.items():
-            log.info("follower %s: broker order %s adopted as the copy of leader order %s", follower,
-                     order.order_id, actor.leader_order_id, extra=actor.fields(follower))
+        for key, (_generation, order) in adopted.items():
+            log.info("follower %s: broker order %s adopted as the copy of leader order %s", key,
+                     order.order_id, actor.leader_order_id, extra=actor.fields(c.split_part_key(key)[0]))
         if order_skip is not None:
             metrics.SKIPS.labels("all", order_skip[0]).inc()
             log.info("leader order %s not copied: %s (%s)", actor.leader_order_id, *order_skip, extra=actor.fields())

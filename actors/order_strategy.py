@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("actors.order")
 
 
-def flatten_correlation_id(leader_order_id: str, follower: str) -> str:
-    """The correlation id of the order that closes a naked strategy leg (one per leg and follower)."""
-    return correlation_id(leader_order_id + ":flatten", follower)
+def flatten_correlation_id(leader_order_id: str, follower: str, part: int = 0) -> str:
+    """The correlation id of the order that closes a naked strategy leg (one per leg and follower;
+    one per slice when what filled is above the freeze quantity)."""
+    return correlation_id(leader_order_id + ":flatten" + (f"#{part}" if part else ""), follower)
 
 
 class Legs:
     def __init__(self, actor: "OrderActor") -> None:
         self.actor = actor
+        self._flattening: set[str] = set()  # correlation ids of the flattening orders sent
 
     def unwind_strategy(self, follower: str, reason: str) -> None:
         """This leg cannot be placed for `follower`: the router unwinds the strategy's other legs there."""
@@ -43,22 +45,24 @@ class Legs:
 
     def unwind_leg(self, request: UnwindLeg) -> None:
         actor = self.actor
-        copy = actor.copies.get(request.follower)
-        if copy is None:
+        parts = actor.parts_of(request.follower)  # every slice of the follower's copy of this leg
+        if not parts:
             return
+        copy = parts[0]
         follower = request.follower
 
         def build(plan: "Plan") -> None:
-            if not copy.status.is_terminal and not copy.cancel_requested:
-                plan.apply(follower, c.CancelRequested(f"strategy unwound: {request.reason}"))
-            filled = copy.filled_qty
+            for part in parts:
+                if not part.status.is_terminal and not part.cancel_requested:
+                    plan.apply(part.key, c.CancelRequested(f"strategy unwound: {request.reason}"))
+            filled = sum(part.filled_qty for part in parts)
             if filled <= 0 or copy.anomaly in ("flattened", "naked_leg"):
                 return
             if actor.ctx.policy.flatten_naked_legs:
-                plan.apply(follower, c.Flagged("flattened"))
+                plan.apply(copy.key, c.Flagged("flattened"))
                 plan.then(lambda: self._flatten(copy, filled))
             else:
-                plan.apply(follower, c.Flagged("naked_leg"))
+                plan.apply(copy.key, c.Flagged("naked_leg"))
                 plan.then(lambda: actor.ctx.alert(
                     "critical", f"naked:{follower}",
                     f"follower {follower}: {filled} filled of leg {actor.leader_order_id} is left without its "
@@ -67,18 +71,23 @@ class Legs:
         actor.operate(build)
 
     def _flatten(self, copy: c.CopyState, filled: int) -> None:
+        """Close what filled with MARKET orders: one, or slices within the freeze quantity (the
+        exchange would refuse the whole of a sliced copy's fills in one order)."""
         actor = self.actor
         target = copy.target
         opposite = target.with_changes(side=Side.SELL if target.side == Side.BUY else Side.BUY, quantity=filled,
                                        order_type=OrderType.MARKET, price=0.0, trigger_price=0.0, disclosed_qty=0,
                                        validity=Validity.DAY, amo=False, amo_time=None)
-        actor.ctx.limiters[copy.follower].tell(PlaceCopy(
-            account=copy.follower, leader_order_id=actor.leader_order_id,
-            correlation_id=flatten_correlation_id(actor.leader_order_id, copy.follower), reply_to=actor.address,
-            terms=opposite))
+        instrument = actor.ctx.instruments.get(target.exchange_segment, target.security_id)
+        for part, terms in enumerate(actor.slices.targets(instrument, opposite)):
+            cid = flatten_correlation_id(actor.leader_order_id, copy.follower, part)
+            self._flattening.add(cid)
+            actor.ctx.limiters[copy.follower].tell(PlaceCopy(
+                account=copy.follower, leader_order_id=actor.leader_order_id, correlation_id=cid,
+                reply_to=actor.address, terms=terms))
 
     def is_flatten(self, follower: str, cid: str) -> bool:
-        return cid == flatten_correlation_id(self.actor.leader_order_id, follower)
+        return cid == flatten_correlation_id(self.actor.leader_order_id, follower) or cid in self._flattening
 
     def on_flatten_answer(self, answer: Any) -> None:
         follower = answer.command.account

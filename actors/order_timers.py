@@ -33,3 +33,8 @@ class RereadDue:
 @dataclass(frozen=True)
 class FilledFirstDue:
     """The grace for the leader's fill to arrive after a follower's is over: judge which came first."""
+
+
+@dataclass(frozen=True)
+class SuperReadDue:
+    """Read the leader's super order again (it is live, or the last read failed)."""

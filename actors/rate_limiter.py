@@ -348,4 +348,4 @@ class RateLimiterActor(Supervised):
 # metric labels of the commands (the operation names the dashboards know)
 OPERATIONS = {"PlaceCopy": "place", "ModifyCopy": "modify", "CancelCopy": "cancel", "LookupCopy": "lookup",
               "GetOrder": "get", "PlaceForever": "forever_place", "ModifyForever": "forever_modify",
-              "CancelForever": "forever_cancel", "LookupForever": "forever_lookup"}
+              "CancelForever": "forever_cancel", "LookupForever": "forever_lookup", "ReadSuperOrder": "super_orders"}

@@ -118,14 +118,14 @@ class OrderRouter(Supervised):
             if day is None:
                 continue
             close_leader = order.leader_open and order.validity in SESSION_VALIDITIES
-            copies = {follower: copy_key(order.leader_order_id, follower)
-                      for follower, validity in order.copies.items() if validity in SESSION_VALIDITIES}
+            copies = {(follower, part): copy_key(order.leader_order_id, follower, part)
+                      for (follower, part), validity in order.copies.items() if validity in SESSION_VALIDITIES}
             if not close_leader and not copies:
                 continue
             reason = (f"an order of the {day.isoformat()} session, valid for that session only: the exchange "
                       "expired it at that session's close")
             close_expired(self.ctx.store, order.leader_order_id, close_leader, copies, reason)
-            closed = ([LEADER] if close_leader else []) + list(copies)
+            closed = ([LEADER] if close_leader else []) + list(dict.fromkeys(follower for follower, _part in copies))
             for account in closed:
                 metrics.ORDERS_EXPIRED_AT_START.labels(account).inc()
             log.info("leader order %s: open in storage from the %s session, closed as EXPIRED (%s)",
@@ -332,7 +332,8 @@ class OrderRouter(Supervised):
                 continue
             routing.retry_taken(self.ctx.store, letter.letter_id)
             if letter.operation == "place":  # (a parked socket frame has nothing to be retried by)
-                self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.letter_id))
+                self._child(letter.leader_order_id).tell(RetryCopy(letter.follower, letter.letter_id,
+                                                                   letter.correlation_id))
 
     def _report_gauges(self) -> None:
         counts = routing.open_counts(self.ctx.store, self.ctx.followers)

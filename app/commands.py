@@ -66,8 +66,10 @@ def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
     ok = fold_leader(events, order_id) == stored_leader_state(leader)
     lines.append(f"  rebuilt state matches stored state: {'yes' if ok else 'NO'}")
     for row in store.follower_orders(order_id):
-        copy_events = [(e.kind, json.loads(e.payload)) for e in store.order_events(copy_key(order_id, row.follower))]
-        lines.append(f"copy for {row.follower} ({row.correlation_id}, broker order {row.broker_order_id})")
+        copy_events = [(e.kind, json.loads(e.payload))
+                       for e in store.order_events(copy_key(order_id, row.follower, row.part))]
+        slice_of = f" slice {row.part + 1}" if row.part else ""
+        lines.append(f"copy for {row.follower}{slice_of} ({row.correlation_id}, broker order {row.broker_order_id})")
         lines += [f"  {i + 1:>3} {kind:<24}" for i, (kind, _p) in enumerate(copy_events)]
         fold = fold_copy_events(copy_events, order_id, row.follower)
         lines += [f"  refused by the state machine: {why}" for why in fold.refused]
@@ -85,6 +87,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_orders(args: argparse.Namespace) -> int:
+    from storage.copies import by_follower, copy_quantity, copy_status
+
     config, store = _open(args)
     if args.follower:
         known = {f.name for f in config.followers} | store.copies.followers()
@@ -97,9 +101,19 @@ def cmd_orders(args: argparse.Namespace) -> int:
     print(f"    {'follower':<10} {'qty':>6} {'status':<18} broker order or skip reason")
     for lo, copies in store.copies.recent(args.limit, args.follower):
         print(f"{lo.order_id:<16} {lo.symbol or lo.security_id:<28} {lo.side:<4} {lo.quantity:>6} {lo.status}")
-        for row in copies:
-            detail = row.skip_reason or row.broker_order_id or ""
-            print(f"    {row.follower:<10} {row.quantity:>6} {row.status:<18} {detail}")
+        for follower, slices in by_follower(copies).items():
+            if len(slices) == 1:
+                row = slices[0]
+                detail = row.skip_reason or row.broker_order_id or ""
+                if row.super_order and not row.skip_reason:  # a super order's exit legs at the broker
+                    detail += f" target {row.target_leg or '-'} stop-loss {row.stop_loss_leg or '-'}"
+                print(f"    {row.follower:<10} {row.quantity:>6} {row.status:<18} {detail}")
+                continue
+            # a copy above the freeze quantity: its line, then one per slice under it
+            print(f"    {follower:<10} {copy_quantity(slices):>6} {copy_status(slices):<18} {len(slices)} slices")
+            for row in slices:
+                detail = row.skip_reason or row.broker_order_id or ""
+                print(f"      {'slice ' + str(row.part + 1):<8} {row.quantity:>6} {row.status:<18} {detail}")
     return 0
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from copier.config import Config
 from storage import Store
+from storage.copies import by_follower, copy_quantity, copy_status
 
 _COLOURS = {"TRADED": "green", "PENDING": "cyan", "PART_TRADED": "yellow", "CANCELLED": "dim",
             "REJECTED": "red", "SKIPPED": "magenta", "PENDING_PLACEMENT": "blue", "UNKNOWN": "bold red",
@@ -45,7 +46,7 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "",
     the config's by default. A follower an operator paused is marked so in the title and its column."""
     recent = store.copies.recent(limit)
     leaders = [lo for lo, _copies in recent]
-    copies = {lo.order_id: {row.follower: row for row in rows} for lo, rows in recent}
+    copies = {lo.order_id: by_follower(rows) for lo, rows in recent}  # follower -> its slices
     names = list(followers) if followers is not None else [f.name for f in config.followers]
     paused = {name for name, state in store.followers.states().items() if state.paused}
     heading = {name: f"{name} (paused)" if name in paused else name for name in names}
@@ -65,16 +66,25 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "",
         kind = _TYPES.get(lo.order_type, lo.order_type)
         cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {kind}", _status(lo.status)]
         for name in names:
-            row = copies.get(lo.order_id, {}).get(name)
-            if row is None:
+            slices = copies.get(lo.order_id, {}).get(name)
+            if not slices:
                 cells.append(Text("-", style="dim"))
-            elif row.status == "SKIPPED":  # the status first: it survives a narrow column
+                continue
+            row = slices[0]
+            if row.status == "SKIPPED":  # the status first: it survives a narrow column
                 cell = _status(row.status)
                 cell.append(f" {row.skip_reason}")
+                cells.append(cell)
+            elif len(slices) > 1:  # a copy above the freeze quantity: its total, and how many slices
+                cell = Text(f"{copy_quantity(slices)} ")
+                cell.append_text(_status(copy_status(slices)))
+                cell.append(f" {len(slices)} slices", style="dim")
                 cells.append(cell)
             else:
                 cell = Text(f"{row.quantity} ")
                 cell.append_text(_status(row.status))
+                if row.super_order:  # its exit legs, as the follower's broker has them
+                    cell.append(f" target {row.target_leg or '-'} stop-loss {row.stop_loss_leg or '-'}")
                 if row.latency_ms is not None:
                     cell.append(f" {row.latency_ms:.1f}ms", style="dim")
                 cells.append(cell)

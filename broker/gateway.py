@@ -21,9 +21,9 @@ from broker.errors import BrokerError, ErrorKind, classify
 from broker.order_client import OrderClient
 from broker.parsing import (MalformedMessage, forever_body, from_forever, from_order_book, funds_from_dhan,
                             margin_from_dhan, orders_from_book, positions_from_dhan, profile_from_dhan,
-                            quotes_from_ltp, trades_from_dhan)
+                            quotes_from_ltp, super_orders_from_dhan, trades_from_dhan)
 from broker.transport import HTTP_STATUS, DhanHTTPOver, Pending, connections_for, transport_for
-from trading.orders import ForeverOrder, OrderStatus, OrderTerms
+from trading.orders import ForeverOrder, Leg, OrderStatus, OrderTerms
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,25 @@ class DhanGateway:
     def cancel(self, order_id: str) -> Answer:
         return self._call("cancel", self._orders.cancel, order_id)
 
+    # -- super orders --------------------------------------------------------------------------------
+    def modify_super(self, order_id: str, leg: Leg, terms: OrderTerms) -> Answer:
+        """One leg of a super order: the entry restates the whole order; an exit leg its price (and jump)."""
+        return self._call("modify_super", self._orders.modify_super, order_id, leg, terms)
+
+    def cancel_super(self, order_id: str, leg: Leg) -> Answer:
+        """The entry cancels every leg still open; an exit leg, that leg for good."""
+        return self._call("cancel_super", self._orders.cancel_super, order_id, leg)
+
+    def super_orders(self) -> Answer:
+        """`GET /super/orders`. Answer.data: Listing[SuperOrderView]."""
+        answer = self._call("super_orders", self._orders.super_orders)
+        if not answer.ok:
+            return answer
+        try:
+            return Answer(data=super_orders_from_dhan(answer.data if isinstance(answer.data, list) else []))
+        except MalformedMessage as exc:
+            return Answer(error=BrokerError("DH-907", ErrorKind.DATA, f"unreadable super orders: {exc}"))
+
     def _one_order(self, answer: Answer, source: str) -> Answer:
         if not answer.ok:
             return answer
@@ -221,8 +240,9 @@ class DhanGateway:
         answer = self._book_entries()
         if not answer.ok:
             return answer
-        entry = next((e for e in answer.data if isinstance(e, dict) and e.get("correlationId") == correlation_id),
-                     None)
+        # a super order's exit legs carry its correlation id too: the entry (or a plain order) answers
+        entry = next((e for e in answer.data if isinstance(e, dict) and e.get("correlationId") == correlation_id
+                      and e.get("legName") in (None, "", "ENTRY_LEG")), None)
         if entry is None:
             return Answer(data=None)
         return self._one_order(Answer(data=entry), "poll")

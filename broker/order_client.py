@@ -1,9 +1,10 @@
 """The order calls the copier sends itself: place, modify, cancel, and read an order (by id, by
-correlation id, or the whole book).
+correlation id, or the whole book); and the same for super orders (`/super/orders`: place, modify
+a leg, cancel a leg, the list).
 
 These are the calls on a copy's path, so they skip `dhanhq` and go straight to the transport
 (broker/transport.py). Each request is the one dhanhq 2.3 sends for the same call (its `Order`
-methods: the same method, path, headers and JSON body, byte for byte), and each answer is shaped
+and `SuperOrder` methods: the same method, path, headers and JSON body, byte for byte), and each answer is shaped
 as dhanhq shapes it; tests/test_dhan_contract.py holds the two side by side against one server.
 Every other call still goes through dhanhq.
 """
@@ -13,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from broker.transport import AnyTransport, Connection, Pending, Transport
-from trading.orders import AMO_TIMES, OrderTerms, OrderType
+from trading.orders import AMO_TIMES, Leg, OrderTerms, OrderType
 
 
 def _segment(value: object) -> str:
@@ -49,6 +50,48 @@ def place_payload(terms: OrderTerms, correlation_id: str) -> dict[str, Any]:
     return payload
 
 
+def super_payload(terms: OrderTerms, correlation_id: str) -> dict[str, Any]:
+    """POST /super/orders, as dhanhq's `place_super_order` builds it. dhanhq refuses a price of 0
+    (even for MARKET) before sending; Dhan's table marks the price required, and the copier sends
+    a MARKET entry with the price the leader's super order was asked at (or its reference price),
+    so 0 is sent only when none is known (the paper exchange then judges from the last price)."""
+    payload: dict[str, Any] = {
+        "transactionType": terms.side.value.upper(),
+        "exchangeSegment": terms.exchange_segment.upper(),
+        "productType": terms.product.value.upper(),
+        "orderType": terms.order_type.value.upper(),
+        "securityId": terms.security_id,
+        "quantity": int(terms.quantity),
+        "price": float(terms.price),
+        "targetPrice": float(terms.target_price),
+        "stopLossPrice": float(terms.stop_loss_price),
+        "trailingJump": float(terms.trailing_jump),
+    }
+    if correlation_id:
+        payload["correlationId"] = correlation_id
+    return payload
+
+
+def super_modify_payload(order_id: str, leg: Leg, terms: OrderTerms) -> dict[str, Any]:
+    """PUT /super/orders/{id}, as dhanhq's `modify_super_order` builds it for `leg`: the entry
+    restates the whole order; the target leg its price; the stop-loss leg its price and jump."""
+    if leg is Leg.TARGET:
+        return {"orderId": str(order_id), "legName": leg.value, "targetPrice": float(terms.target_price)}
+    if leg is Leg.STOP_LOSS:
+        return {"orderId": str(order_id), "legName": leg.value, "stopLossPrice": float(terms.stop_loss_price),
+                "trailingJump": float(terms.trailing_jump)}
+    return {"orderId": str(order_id), "orderType": terms.order_type.value, "legName": leg.value,
+            "quantity": int(terms.quantity), "price": float(terms.price), "targetPrice": float(terms.target_price),
+            "stopLossPrice": float(terms.stop_loss_price), "trailingJump": float(terms.trailing_jump)}
+
+
+def _placement(terms: OrderTerms, correlation_id: str) -> tuple[str, dict[str, Any]]:
+    """The path and body of a placement: a super order's, or any other order's."""
+    if terms.super_order:
+        return "/super/orders", super_payload(terms, correlation_id)
+    return "/orders", place_payload(terms, correlation_id)
+
+
 def modify_payload(order_id: str, terms: OrderTerms) -> dict[str, Any]:
     """PUT /orders/{id}, as dhanhq's `modify_order` builds it (no leg: not a bracket or cover order)."""
     return {"orderId": str(order_id), "orderType": terms.order_type.value, "legName": "",
@@ -65,13 +108,14 @@ class OrderClient:
         self.transport = transport
 
     def place(self, terms: OrderTerms, correlation_id: str) -> dict[str, Any]:
-        return self.transport.call("POST", "/orders", place_payload(terms, correlation_id))
+        """A placement: `POST /orders`, or `POST /super/orders` for a super order."""
+        return self.transport.call("POST", *_placement(terms, correlation_id))
 
     def send_place(self, terms: OrderTerms, correlation_id: str, conn: Connection) -> Pending:
         """Send a placement on `conn` (an open connection taken from the account's) without
         waiting: `finish()` on the result reads the answer, on any thread."""
         assert isinstance(self.transport, Transport), "sending ahead needs the kept-alive transport"
-        return self.transport.send("POST", "/orders", place_payload(terms, correlation_id), conn)
+        return self.transport.send("POST", *_placement(terms, correlation_id), conn)
 
     def modify(self, order_id: str, terms: OrderTerms) -> dict[str, Any]:
         return self.transport.call("PUT", f"/orders/{_segment(order_id)}", modify_payload(order_id, terms))
@@ -87,3 +131,14 @@ class OrderClient:
 
     def order_book(self) -> dict[str, Any]:
         return self.transport.call("GET", "/orders")
+
+    def modify_super(self, order_id: str, leg: Leg, terms: OrderTerms) -> dict[str, Any]:
+        return self.transport.call("PUT", f"/super/orders/{_segment(order_id)}",
+                                   super_modify_payload(order_id, leg, terms))
+
+    def cancel_super(self, order_id: str, leg: Leg) -> dict[str, Any]:
+        """`leg` ENTRY_LEG cancels every leg still open; an exit leg, that leg for good."""
+        return self.transport.call("DELETE", f"/super/orders/{_segment(order_id)}/{leg.value}")
+
+    def super_orders(self) -> dict[str, Any]:
+        return self.transport.call("GET", "/super/orders")

@@ -20,8 +20,9 @@ from typing import Any, Callable, Mapping, TypeVar
 from broker import codes
 from broker.errors import ErrorKind, classify
 from trading.account import Funds, Listing, Margin, Position, Profile, Trade
-from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, OrderTerms, OrderType, OrderUpdate
+from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, Leg, OrderTerms, OrderType, OrderUpdate
 from trading.prices import Quote
+from trading.super_orders import SuperOrderView
 
 # Bounds, exclusive. Dhan's quantities fit easily in 10^8, so 10^9 leaves a tenfold margin; a
 # price below 10^7 rupees is far above any Indian listing (the dearest share trades near 1.5 lakh,
@@ -293,10 +294,39 @@ def decode_socket_message(raw: str | bytes, max_bytes: int = DEFAULT_MAX_FRAME_B
     return data
 
 
+# A super order's legs on the order-update socket: `LegNo` with `Remarks: "Super Order"` (Dhan's
+# order-update page); on the order book: `legName`, which bracket and cover orders (products BO and
+# CO) use too.
+_SOCKET_LEGS = {1: Leg.ENTRY.value, 2: Leg.STOP_LOSS.value, 3: Leg.TARGET.value}
+_BOOK_LEGS = frozenset(leg.value for leg in Leg)
+SUPER_ORDER_REMARK = "super order"
+
+
+def _socket_leg(data: Mapping[str, Any]) -> str:
+    remarks = data.get("Remarks")
+    if not isinstance(remarks, str) or remarks.strip().lower() != SUPER_ORDER_REMARK:
+        return ""
+    number = _optional_count(data.get("LegNo"), "LegNo") or 1
+    if number not in _SOCKET_LEGS:
+        raise MalformedMessage("bad_field", f"LegNo={number} is not a leg of a super order (1, 2 or 3)")
+    return _SOCKET_LEGS[number]
+
+
+def _book_leg(entry: Mapping[str, Any], product: Any) -> str:
+    name = entry.get("legName")
+    if name in (None, "") or product in (codes.PRODUCT.get("BO"), codes.PRODUCT.get("CO")):
+        return ""
+    text = _code(name, "legName").upper()
+    if text not in _BOOK_LEGS:
+        raise MalformedMessage("bad_field", f"legName={_show(name)} is not a leg of a super order")
+    return text
+
+
 @_at_the_edge
 def from_socket(data: Mapping[str, Any], received_ns: int = 0) -> OrderUpdate:
     """An `order_alert` Data object -> OrderUpdate."""
     data = _mapping(data, "the order_alert Data")
+    leg = _socket_leg(data)
     exchange = _code(_required(data, "Exchange"), "Exchange").upper()
     segment_letter = _code(_required(data, "Segment"), "Segment").upper()
     segment = codes.SEGMENT.get((exchange, segment_letter))
@@ -317,8 +347,10 @@ def from_socket(data: Mapping[str, Any], received_ns: int = 0) -> OrderUpdate:
         disclosed_qty=_optional_count(data.get("DiscQuantity"), "DiscQuantity"),
         amo=amo,
         amo_time=_amo_time(data.get("AmoTime") or data.get("AMOTime"), amo),
+        super_order=bool(leg),
     )
     return OrderUpdate(
+        leg=leg,
         order_id=_id(_required(data, "OrderNo"), "OrderNo"),
         status=_status(_required(data, "Status"), "Status"),
         terms=terms,
@@ -346,11 +378,13 @@ def from_order_book(entry: Mapping[str, Any], source: str = "book", received_ns:
         raise MalformedMessage("bad_field", f"unknown exchangeSegment {segment!r}")
     amo = _flag(entry.get("afterMarketOrder"), "afterMarketOrder")
     order_type = _enum(codes.ORDER_TYPE, _required(entry, "orderType"), "orderType")
+    product = _enum(codes.PRODUCT, _required(entry, "productType"), "productType")
+    leg = _book_leg(entry, product)
     terms = OrderTerms(
         security_id=_id(_required(entry, "securityId"), "securityId"),
         exchange_segment=segment,
         side=_enum(codes.SIDE, _required(entry, "transactionType"), "transactionType"),
-        product=_enum(codes.PRODUCT, _required(entry, "productType"), "productType"),
+        product=product,
         order_type=order_type,
         validity=_enum(codes.VALIDITY, entry.get("validity") or "DAY", "validity"),
         quantity=_count(_required(entry, "quantity"), "quantity", 1),
@@ -359,8 +393,10 @@ def from_order_book(entry: Mapping[str, Any], source: str = "book", received_ns:
         disclosed_qty=_optional_count(entry.get("disclosedQuantity"), "disclosedQuantity"),
         amo=amo,
         amo_time=_amo_time(entry.get("amoTime"), amo),
+        super_order=bool(leg),
     )
     return OrderUpdate(
+        leg=leg,
         order_id=_id(_required(entry, "orderId"), "orderId"),
         status=_status(_required(entry, "orderStatus"), "orderStatus"),
         terms=terms,
@@ -381,6 +417,36 @@ def orders_from_book(answer: Any, source: str = "book", received_ns: int = 0,
                      skipped: Callable[[MalformedMessage], None] | None = None) -> Listing[OrderUpdate]:
     """A `GET /orders` answer -> the orders that could be read, and why the others could not."""
     return _listing(answer, "the order book", lambda entry: from_order_book(entry, source, received_ns), skipped)
+
+
+@_at_the_edge
+def super_order_from_dhan(entry: Any) -> SuperOrderView:
+    """One `GET /super/orders` entry -> SuperOrderView (its exit legs from `legDetails`)."""
+    entry = _mapping(entry, "the super order")
+    legs: dict[str, Mapping[str, Any]] = {}
+    details = entry.get("legDetails") or []
+    if not isinstance(details, list):
+        raise MalformedMessage("bad_shape", "legDetails is not a list")
+    for detail in details:
+        detail = _mapping(detail, "a leg of the super order")
+        legs[_code(_required(detail, "legName"), "legName").upper()] = detail
+    target, stop = legs.get(Leg.TARGET.value, {}), legs.get(Leg.STOP_LOSS.value, {})
+    return SuperOrderView(
+        order_id=_id(_required(entry, "orderId"), "orderId"),
+        status=_code(_required(entry, "orderStatus"), "orderStatus").upper(),
+        price=_price(entry.get("price"), "price"),
+        target_price=_price(target.get("price", entry.get("targetPrice")), "targetPrice"),
+        stop_loss_price=_price(stop.get("price", entry.get("stopLossPrice")), "stopLossPrice"),
+        trailing_jump=_price(stop.get("trailingJump", entry.get("trailingJump")), "trailingJump"),
+        target_leg=_code(target.get("orderStatus") or "", "orderStatus").upper(),
+        stop_loss_leg=_code(stop.get("orderStatus") or "", "orderStatus").upper(),
+        correlation_id=_correlation_id(entry.get("correlationId"), "correlationId"))
+
+
+def super_orders_from_dhan(answer: Any, skipped: Callable[[MalformedMessage], None] | None = None,
+                           ) -> Listing[SuperOrderView]:
+    """A `GET /super/orders` answer -> the super orders that could be read, and why the others could not."""
+    return _listing(answer, "the super orders", super_order_from_dhan, skipped)
 
 
 # -- account answers --------------------------------------------------------------------------------

@@ -519,6 +519,36 @@ class CopySettings(Section):
     replace_after_modification_cap: Flag = False
     market_fill_wait_seconds: Seconds = 2.0  # an order without a price and no quote: wait this long for its fill
     max_delay_seconds: Seconds = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped
+    slice_above_freeze_limit: Flag = True  # off: a copy above the exchange's freeze quantity is a recorded skip
+    super_order_poll_seconds: Seconds = 1.0  # the leader's live super orders are read this often (0: on leg updates only)
+
+
+_FNO = ("NSE_FNO", "BSE_FNO")
+
+
+def _freeze_limits(raw: Any) -> tuple[tuple[str, str, int | None], ...]:
+    """`freeze_limits: {NIFTY: 1800, "BSE_FNO:SENSEX": 1000, SOMESTOCK: null}`: units per order of
+    an underlying's derivatives (null: no limit), in both F&O segments unless one is named; over
+    the copier's table (trading/freeze.py). Each entry is (segment, underlying, units or None)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise refuse(f"must be a mapping of underlying to units per order, got {type(raw).__name__}")
+    out: list[tuple[str, str, int | None]] = []
+    for name, qty in raw.items():
+        segment, _, underlying = str(name).rpartition(":")
+        segment, underlying = segment.strip().upper(), underlying.strip().upper()
+        if segment and segment not in _FNO:
+            raise refuse(f"the segment must be one of {', '.join(_FNO)}, got {segment!r}", str(name))
+        if not _NAME.match(underlying):
+            raise refuse(f"must name an underlying (letters, digits, '-', '_'), got {name!r}", str(name))
+        if qty is not None and (isinstance(qty, bool) or not isinstance(qty, int) or qty < 1):
+            raise refuse(f"must be a whole number of units >= 1, or null for no limit, got {qty!r}", str(name))
+        out += [(seg, underlying, qty) for seg in ((segment,) if segment else _FNO)]
+    return tuple(out)
+
+
+FreezeLimitTable = Annotated[tuple[tuple[str, str, Any], ...], PlainValidator(_freeze_limits)]
 
 
 class QuotesSettings(Section):
@@ -604,6 +634,7 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
         feed: FeedSettings = FeedSettings()
         paper: PaperConfig = PaperConfig()
         logging: LoggingSettings = LoggingSettings()
+        freeze_limits: FreezeLimitTable = ()  # units per order by (segment, underlying), over trading/freeze.py
         allow_insecure: Flag = False  # true accepts what `insecure_settings` names, warned about at start
         # -- shards (copier/shards.py): without `shards` one process, no stream ---------------------------
         shards: ShardCount = None  # N: a leader feed process and N follower shards

@@ -60,6 +60,7 @@ from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
 from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
 from trading.calendar import MarketCalendar, now as calendar_now
+from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
 from trading.kill_switch import KillSwitchState
 from trading.lifecycle import OrderEvent
@@ -218,7 +219,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                           price_needed=price_needed, market_fill_wait_seconds=config.copy.market_fill_wait_seconds,
                           unknown_settle_seconds=config.broker.timeout_seconds,
                           unknown_alert_seconds=config.copy.unknown_alert_seconds,
-                          placement_attempts=config.broker.max_attempts, max_delay_seconds=config.copy.max_delay_seconds),
+                          placement_attempts=config.broker.max_attempts, max_delay_seconds=config.copy.max_delay_seconds,
+                          slice_above_freeze_limit=config.copy.slice_above_freeze_limit,
+                          super_order_poll_seconds=config.copy.super_order_poll_seconds),
         alert=copier.alerts,
         # built here, at start-up, so that no order waits for it; never when not enforced
         calendar=MarketCalendar().load() if config.market_hours.enforce else None,
@@ -228,6 +231,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
         clock=clock or calendar_now,
         quotes=quotes,
+        freeze=FreezeLimits({(segment, name): qty for segment, name, qty in config.freeze_limits}),
     )
 
     def escalate(escalation: Escalated) -> None:

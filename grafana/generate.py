@@ -162,6 +162,18 @@ def overview() -> dict:
                [(f"sum by (follower) (rate(copytrader_follower_orders_total{{outcome=\"placed\"}}[{RI}]))",
                  "{{follower}}")],
                "Copies placed per second, per follower.", unit="ops"),
+        series("Copies sliced at the freeze quantity",
+               [(f"sum by (follower) (increase(copytrader_sliced_copies_total[{RI}]))", "{{follower}}: copies"),
+                (f"sum by (follower) (increase(copytrader_copy_slices_total[{RI}]))", "{{follower}}: slices")],
+               "Copies above the exchange's freeze quantity, placed as several broker orders within it, and "
+               "their slices, per follower (`run.py orders` lists the slices under their copy).", bars=True),
+        series("Super orders: leg calls and reads of the leader's",
+               [(f"sum by (leg, operation, outcome) (increase(copytrader_super_order_leg_calls_total[{RI}]))",
+                 "{{leg}} {{operation}} {{outcome}}"),
+                (f"sum by (outcome) (increase(copytrader_super_order_reads_total[{RI}]))", "leader read {{outcome}}")],
+               "Follower super orders' legs modified or cancelled as the leader's were (ENTRY_LEG, TARGET_LEG, "
+               "STOP_LOSS_LEG), and reads of the leader's super orders, whose target, stop-loss and jump no order "
+               "update carries (changed, unchanged, failed).", bars=True),
         series("Inbound order updates", [(f"sum by (role, source) (rate(copytrader_inbound_updates_total[{RI}]))",
                                           "{{role}} / {{source}}")],
                "Order updates received from the broker per second, by account role and source "
@@ -257,6 +269,17 @@ def follower() -> dict:
                [(f"max(copytrader_follower_lag_orders{{{FOLLOWER}}})", "copies still open"),
                 (f"sum(increase(copytrader_follower_lag_alerts_total{{{FOLLOWER}}}[{RI}]))", "lag alerts")],
                "Copies still open N seconds after the leader's order filled, and lag alerts raised.", w=8),
+        series("Copies sliced at the freeze quantity",
+               [(f"sum(increase(copytrader_sliced_copies_total{{{FOLLOWER}}}[{RI}]))", "sliced copies"),
+                (f"sum(increase(copytrader_copy_slices_total{{{FOLLOWER}}}[{RI}]))", "slices")],
+               "Copies above the exchange's freeze quantity placed as several broker orders within it, and "
+               "their slices (a larger leader quantity adds slices; a smaller one cancels them).", w=24,
+               bars=True),
+        series("Super-order legs followed",
+               [(f"sum by (leg, operation, outcome) (increase(copytrader_super_order_leg_calls_total{{{FOLLOWER}}}"
+                 f"[{RI}]))", "{{leg}} {{operation}} {{outcome}}")],
+               "This follower's super orders: each leg modified or cancelled as the leader's was (the live view "
+               "shows each copy's target and stop-loss legs).", w=24, bars=True),
         row("Fills and broker"),
         series("Fill slippage", quantiles("copytrader_fill_slippage_ratio", f"{{{FOLLOWER}}}", qs=(0.1, 0.5, 0.9)),
                "Follower average fill price vs the leader's, signed against the follower "

@@ -36,6 +36,12 @@ UNKNOWN_OUTCOMES = Counter("copytrader_placement_outcome_unknown_total",
                            "Follower placements whose outcome was unknown (answer lost, 5xx, unreadable): "
                            "looked up, never sent again blind", ["follower"])
 SKIPS = Counter("copytrader_skips_total", "Copies deliberately not made, by reason", ["follower", "reason"])
+SLICED_COPIES = Counter("copytrader_sliced_copies_total",
+                        "Copies above the exchange's freeze quantity, placed as several slices within it",
+                        ["follower"])
+COPY_SLICES = Counter("copytrader_copy_slices_total",
+                      "Slices of sliced copies, each its own broker order (a larger leader quantity adds more)",
+                      ["follower"])
 REPLICATION_LATENCY = Histogram("copytrader_replication_latency_seconds",
                                 "Leader update received -> follower placement request sent",
                                 ["follower"], buckets=_LATENCY_BUCKETS)
@@ -95,6 +101,13 @@ ORDERS_EXPIRED_AT_START = Counter("copytrader_orders_expired_at_start_total",
                                   "Open DAY orders of an earlier trading session closed in storage at start-up "
                                   "(the exchange expired them at that session's close), by account", ["account"])
 ANOMALIES = Counter("copytrader_anomalies_total", "Anomalies recorded (e.g. follower filled first)", ["kind"])
+SUPER_LEG_CALLS = Counter("copytrader_super_order_leg_calls_total",
+                          "Calls on the legs of follower super orders, by leg (ENTRY_LEG, TARGET_LEG, STOP_LOSS_LEG), "
+                          "operation (modify, cancel) and outcome (done, failed)",
+                          ["follower", "leg", "operation", "outcome"])
+SUPER_ORDER_READS = Counter("copytrader_super_order_reads_total",
+                            "Reads of the leader's super orders (no order update carries their target, stop-loss "
+                            "or trailing jump), by outcome (changed, unchanged, failed)", ["outcome"])
 # shards: the leader feed process publishes to the stream, each follower shard reads it (one
 # metrics port per process: see README, "Follower shards")
 SHARD_FOLLOWERS = Gauge("copytrader_shard_followers",
@@ -118,11 +131,13 @@ UPDATE_SOURCES = ("socket", "book")
 MALFORMED_REASONS = ("bad_json", "bad_shape", "bad_field", "missing_field")
 FOLLOWER_OPERATIONS = {"place": "placed", "modify": "modified", "cancel": "cancelled"}
 COMMON_SKIPS = ("leader_rejected", "unknown_instrument", "size_rounds_to_zero", "insufficient_capital",
-                "kill_switch_on", "account_suspended", "preexisting_order", "follower_paused")
+                "kill_switch_on", "account_suspended", "preexisting_order", "follower_paused",
+                "above_freeze_quantity")
 ALERT_KEYS = (("critical", "kill_switch"), ("critical", "auth"), ("critical", "escalated"), ("error", "dlq"),
               ("warning", "lag"), ("warning", "divergence"))
 ANOMALY_KINDS = ("follower_filled_first",)
 ROUTER_MAILBOXES = ("router", "order_max")
+SUPER_LEGS = ("ENTRY_LEG", "TARGET_LEG", "STOP_LOSS_LEG")
 
 
 def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[str], *,
@@ -157,7 +172,8 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
         for code in error_codes:
             BROKER_ERRORS.labels(account, "order_book", code)
     for follower in followers:
-        for family in (REPLICATION_LATENCY, SLIPPAGE, FOLLOWER_LAG, LAG_ALERTS, RATE_LIMITED):
+        for family in (REPLICATION_LATENCY, SLIPPAGE, FOLLOWER_LAG, LAG_ALERTS, RATE_LIMITED, SLICED_COPIES,
+                       COPY_SLICES):
             family.labels(follower)
         for reason in COMMON_SKIPS:
             SKIPS.labels(follower, reason)
@@ -193,6 +209,13 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
         REFERENCE_PRICES.labels(source)
     for kind in actor_kinds:
         POISON_MESSAGES.labels(kind)
+    for follower in followers:
+        for leg in SUPER_LEGS:
+            for operation in ("modify", "cancel"):
+                for outcome in ("done", "failed"):
+                    SUPER_LEG_CALLS.labels(follower, leg, operation, outcome)
+    for outcome in ("changed", "unchanged", "failed"):
+        SUPER_ORDER_READS.labels(outcome)
 
 
 _server_lock = threading.Lock()

@@ -37,6 +37,11 @@ class CopyRecord:
     quantity: int
     skip_reason: str | None
     latency_ms: float | None  # leader update received -> placement request sent
+    part: int = 0  # which slice of a copy above the freeze quantity (0: the first, or the only one)
+    filled_qty: int = 0
+    super_order: bool = False  # a super order: an entry with a target and a stop-loss leg
+    target_leg: str | None = None  # a super order's exit legs at the broker (None: not placed or not seen yet)
+    stop_loss_leg: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,34 @@ def _leader(row: m.LeaderOrder) -> LeaderOrderRecord:
 
 def _copy(row: m.FollowerOrder) -> CopyRecord:
     return CopyRecord(row.leader_order_id, row.follower, row.correlation_id, row.broker_order_id, row.status,
-                      row.quantity, row.skip_reason, row.latency_ms)
+                      row.quantity, row.skip_reason, row.latency_ms, row.part, row.filled_qty,
+                      bool(json.loads(row.target or "{}").get("super_order")), row.target_leg, row.stop_loss_leg)
+
+
+_CLOSED_UNFILLED = ("CANCELLED", "REJECTED", "EXPIRED")
+
+
+def by_follower(copies: list[CopyRecord]) -> dict[str, list[CopyRecord]]:
+    """A leader order's copies per follower, each a list of its slices in order (one for a copy
+    within the freeze quantity)."""
+    out: dict[str, list[CopyRecord]] = {}
+    for copy in sorted(copies, key=lambda record: record.part):
+        out.setdefault(copy.follower, []).append(copy)
+    return out
+
+
+def copy_quantity(slices: list[CopyRecord]) -> int:
+    """The quantity a (sliced) copy stands for: its slices still working or filled, what the
+    closed ones filled; all of them when none is left."""
+    live = [s for s in slices if s.status not in _CLOSED_UNFILLED]
+    if not live:
+        return sum(s.quantity for s in slices)
+    return sum(s.quantity for s in live) + sum(s.filled_qty for s in slices if s.status in _CLOSED_UNFILLED)
+
+
+def copy_status(slices: list[CopyRecord]) -> str:
+    """One status for a copy's slices: theirs when they agree, else each status once (`CANCELLED/PENDING`)."""
+    return "/".join(sorted({s.status for s in slices}))
 
 
 class Copies:
@@ -122,12 +154,13 @@ class Copies:
         def query() -> tuple[list[StoredCopy], set[str]]:
             copies = [StoredCopy(leader_order_id, follower, correlation_id, status, quantity, broker_order_id is not None,
                                  sized_for=leader_quantity, cancel_requested=bool(cancel_requested),
-                                 leader_status=leader_status or "", leader_filled_at=leader_filled_at)
+                                 leader_status=leader_status or "", leader_filled_at=leader_filled_at, part=part)
                       for (leader_order_id, follower, correlation_id, status, quantity, broker_order_id, cancel_requested,
-                           leader_quantity, leader_status, leader_filled_at) in self._store.db.execute_sql(
+                           leader_quantity, leader_status, leader_filled_at, part) in self._store.db.execute_sql(
                           'SELECT f."leader_order_id", f."follower", f."correlation_id", f."status", f."quantity", '
-                          'f."broker_order_id", f."cancel_requested", l."quantity", l."status", l."filled_at" '
-                          'FROM "follower_order" AS f LEFT JOIN "leader_order" AS l ON l."order_id" = f."leader_order_id"')]
+                          'f."broker_order_id", f."cancel_requested", l."quantity", l."status", l."filled_at", '
+                          'f."part" FROM "follower_order" AS f '
+                          'LEFT JOIN "leader_order" AS l ON l."order_id" = f."leader_order_id"')]
             known = {row[0] for row in self._store.db.execute_sql('SELECT "order_id" FROM "leader_order"')}
             return copies, known
 

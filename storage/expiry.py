@@ -23,7 +23,7 @@ class OpenOrder:
     created_at: str  # the broker's order entry time, IST text
     validity: str
     leader_open: bool
-    copies: Mapping[str, str]  # follower -> validity of its copy, open copies only
+    copies: Mapping[tuple[str, int], str]  # (follower, slice) -> validity of its copy, open copies only
 
 
 def open_orders_entered_before(store: Store, day: date) -> list[OpenOrder]:
@@ -37,9 +37,9 @@ def open_orders_entered_before(store: Store, day: date) -> list[OpenOrder]:
             (day.isoformat(), *OPEN_STATES, *OPEN_STATES)).fetchall()
         out = []
         for order_id, segment, created_at, terms, status in leaders:
-            copies = {follower: json.loads(target).get("validity", "")
-                      for follower, target in store.db.execute_sql(
-                          f'SELECT "follower", "target" FROM "follower_order" WHERE "leader_order_id" = ? '
+            copies = {(follower, part): json.loads(target).get("validity", "")
+                      for follower, part, target in store.db.execute_sql(
+                          f'SELECT "follower", "part", "target" FROM "follower_order" WHERE "leader_order_id" = ? '
                           f'AND "status" IN ({marks})', (order_id, *OPEN_STATES))}
             out.append(OpenOrder(order_id, segment, created_at, json.loads(terms).get("validity", ""),
                                  status in OPEN_STATES, copies))
@@ -48,10 +48,10 @@ def open_orders_entered_before(store: Store, day: date) -> list[OpenOrder]:
     return store.read(query)
 
 
-def close_expired(store: Store, leader_order_id: str, close_leader: bool, copies: Mapping[str, str],
+def close_expired(store: Store, leader_order_id: str, close_leader: bool, copies: Mapping[tuple[str, int], str],
                   reason: str) -> None:
     """In one transaction: the leader order (when `close_leader`) and the copies of `copies`
-    (follower -> its event-store key) become EXPIRED, each with an EXPIRED event carrying `reason`;
+    ((follower, slice) -> its event-store key) become EXPIRED, each with an EXPIRED event carrying `reason`;
     their updates still waiting in the inbox are acknowledged, having nothing left to act on."""
     def effect() -> None:
         now = time.time()
@@ -64,9 +64,9 @@ def close_expired(store: Store, leader_order_id: str, close_leader: bool, copies
                 "terms": json.loads(leader.terms), "reason": reason})
         waiting = m.InboundEvent.done == False  # noqa: E712
         orders = (m.InboundEvent.account == "leader") & (m.InboundEvent.order_id == leader_order_id)
-        for follower, key in copies.items():
+        for (follower, part), key in copies.items():
             row = m.FollowerOrder.get((m.FollowerOrder.leader_order_id == leader_order_id)
-                                      & (m.FollowerOrder.follower == follower))
+                                      & (m.FollowerOrder.follower == follower) & (m.FollowerOrder.part == part))
             if row.broker_order_id:
                 orders |= (m.InboundEvent.account == follower) & (m.InboundEvent.order_id == row.broker_order_id)
             m.FollowerOrder.update(status="EXPIRED", updated_at=now).where(m.FollowerOrder.id == row.id).execute()

@@ -65,6 +65,9 @@ class FollowerOrder(BaseModel):
     follower = pw.CharField()
     correlation_id = pw.CharField(unique=True)
     generation = pw.IntegerField(default=0)  # bumped when an operator retries a dead-lettered copy
+    part = pw.IntegerField(default=0)  # which slice of a copy above the freeze quantity (0: the first or only)
+    target_leg = pw.CharField(null=True)  # a super order's exit legs at the broker (status; null: not seen)
+    stop_loss_leg = pw.CharField(null=True)
     broker_order_id = pw.CharField(null=True, index=True)
     status = pw.CharField()
     security_id = pw.CharField()

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from storage import models as m
 from storage.store import Store
-from trading.copy import CopyState
+from trading.copy import CopyState, part_key
 from trading.leader import LeaderState
 from trading.orders import OrderStatus, OrderTerms, OrderUpdate, terms_from_dict, terms_to_dict, update_from_dict
 
@@ -43,9 +43,10 @@ class StoredLeader:
     underlying: str | None = None
 
 
-def copy_key(leader_order_id: str, follower: str) -> str:
-    """The event-store key of a follower copy: stable across retries (its correlation id is not)."""
-    return f"F:{leader_order_id}:{follower}"
+def copy_key(leader_order_id: str, follower: str, part: int = 0) -> str:
+    """The event-store key of a follower copy (of one slice of it): stable across retries (its
+    correlation id is not)."""
+    return f"F:{leader_order_id}:{part_key(follower, part)}"
 
 
 def leader_key(leader_order_id: str) -> str:
@@ -62,7 +63,7 @@ class OrderRecords:
         self.store = store
         self.leader_order_id = leader_order_id
         self._leader_row: m.LeaderOrder | None = None
-        self._rows: dict[str, m.FollowerOrder] = {}  # by follower
+        self._rows: dict[str, m.FollowerOrder] = {}  # by part key (trading.copy.part_key)
         self._seqs: dict[str, int] = {}  # last event-store sequence per key, counted here
 
     def commit(self, effect: Callable[[], None]) -> None:
@@ -83,18 +84,21 @@ class OrderRecords:
     def load_copies(self) -> list[CopyState]:
         copies = []
         for row in self.store.follower_orders(self.leader_order_id):
-            self._rows[row.follower] = row
+            self._rows[part_key(row.follower, row.part)] = row
             copies.append(CopyState(
                 leader_order_id=row.leader_order_id, follower=row.follower, correlation_id=row.correlation_id,
-                target=_terms(row.target), status=OrderStatus(row.status), generation=row.generation,
+                target=_terms(row.target), status=OrderStatus(row.status), part=row.part, generation=row.generation,
                 broker_order_id=row.broker_order_id, confirmed=_terms(row.confirmed) if row.confirmed else None,
                 cancel_requested=bool(row.cancel_requested), filled_qty=row.filled_qty, avg_price=row.avg_price,
                 modifications=row.modifications, anomaly=row.anomaly, replacing=row.anomaly == "replacing",
-                skip_reason=row.skip_reason, last_error=row.last_error))
+                skip_reason=row.skip_reason, last_error=row.last_error,
+                target_leg=OrderStatus(row.target_leg) if row.target_leg else None,
+                stop_loss_leg=OrderStatus(row.stop_loss_leg) if row.stop_loss_leg else None))
         return copies
 
     def adopted_copies(self) -> dict[str, tuple[int, OrderUpdate]]:
-        """follower -> (generation, its order) of the copies found at the brokers at a first start."""
+        """part key (trading.copy.part_key) -> (generation, its order) of the copies (slices) found
+        at the brokers at a first start."""
         return {follower: (generation, update_from_dict(order))
                 for follower, (generation, order) in self.store.adopted_copies(self.leader_order_id).items()}
 
@@ -127,18 +131,19 @@ class OrderRecords:
         return fields
 
     def create_copy(self, state: CopyState, reserved: float = 0.0) -> None:
-        self._seqs[copy_key(self.leader_order_id, state.follower)] = 0
+        self._seqs[copy_key(self.leader_order_id, state.follower, state.part)] = 0
         target = state.target
-        self._rows[state.follower] = self.store.create(
+        self._rows[state.key] = self.store.create(
             m.FollowerOrder, leader_order_id=state.leader_order_id, follower=state.follower,
-            correlation_id=state.correlation_id, generation=state.generation, status=state.status.value,
+            correlation_id=state.correlation_id, generation=state.generation, part=state.part,
+            status=state.status.value,
             security_id=target.security_id, side=target.side.value, quantity=target.quantity, target=_json(target),
             skip_reason=state.skip_reason, last_error=state.last_error, reserved=reserved,
             broker_order_id=state.broker_order_id, cancel_requested=state.cancel_requested)
 
     def save_copy(self, before: CopyState, after: CopyState, **measured: Any) -> None:
         """The copy's row moved from `before` to `after`; `measured`: placed_at, latency_ms, slippage."""
-        row = self._rows[after.follower]
+        row = self._rows[after.key]
         for name in _COPY_COLUMNS:
             value = getattr(after, name)
             if value != getattr(before, name) or getattr(row, name) != (value.value if name == "status" else value):
@@ -148,6 +153,10 @@ class OrderRecords:
             row.quantity = after.target.quantity
         if after.confirmed != before.confirmed:
             row.confirmed = _json(after.confirmed) if after.confirmed is not None else None
+        for name in ("target_leg", "stop_loss_leg"):  # a super order's exit legs
+            leg = getattr(after, name)
+            if leg != getattr(before, name) or getattr(row, name) != (leg.value if leg else None):
+                setattr(row, name, leg.value if leg else None)
         for name, value in measured.items():
             setattr(row, name, value)
         row.updated_at = time.time()

@@ -22,6 +22,7 @@ class RetryDue:
     leader_order_id: str
     follower: str
     operation: str
+    correlation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def retries_due(store: Store, now: float | None = None) -> list[RetryDue]:
     at = time.time() if now is None else now
     rows = store.read(lambda: list(m.DeadLetter.select().where(
         (m.DeadLetter.resolved == False) & (m.DeadLetter.next_retry_at <= at))))  # noqa: E712
-    return [RetryDue(row.id, row.event_id, row.leader_order_id, row.follower, row.operation) for row in rows]
+    return [RetryDue(row.id, row.event_id, row.leader_order_id, row.follower, row.operation, row.correlation_id)
+            for row in rows]
 
 
 def retry_taken(store: Store, letter_id: int) -> None:

@@ -11,7 +11,7 @@ from trading import copy as c
 from trading.copy import Call, Phase
 from trading.copy_records import event_of, record
 from trading.orders import OrderStatus as S
-from trading.orders import OrderTerms, OrderType, Product, Side, Validity, correlation_id
+from trading.orders import Leg, OrderTerms, OrderType, Product, Side, Validity, correlation_id
 from trading.replay import fold_copy_events
 
 T = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 10, price=1400.0)
@@ -39,6 +39,10 @@ TRADED = c.apply(OPEN, seen(S.TRADED, filled=10, avg=1400.0))
 CANCELLED = c.apply(OPEN, seen(S.CANCELLED))
 REJECTED = c.apply(PLACING, c.PlacementRefused("DH-906 order: bad price", "DH-906", "order"))
 REJECTED_SILENT = replace(OPEN, status=S.REJECTED, rejection_recorded=False)  # seen rejected, no reason yet
+# a super order: an entry with a target and a stop-loss leg that exit what it traded
+SUPER = T.with_changes(super_order=True, target_price=1450.0, stop_loss_price=1350.0, trailing_jump=0.0)
+SUPER_OPEN = c.apply(c.apply(c.start(c.Submitted("L1", "f1", SUPER)), c.PlaceSent()), c.Placed("F1", S.PENDING, SUPER))
+SUPER_TRADED = c.apply(SUPER_OPEN, seen(S.TRADED, T, filled=10, avg=1400.0))  # its exit legs now work
 PAUSED = c.start(c.Skipped("L1", "f1", T.with_changes(quantity=0), "follower_paused", "paused by alice"))
 
 
@@ -212,6 +216,23 @@ ROW_CASES = [
     case(OPEN, c.Resumed(NOW, NOW, sync=False), "a restart told not to sync", lookup_needed=False),
     case(REJECTED_SILENT, c.Resumed(NOW, NOW), "a restart: a rejection without its reason is still to record",
          rejection_recorded=False),
+    *[case(given, c.LegSeen(Leg.TARGET, S.PENDING), "a super order's exit leg seen at the broker",
+           target_leg=S.PENDING)
+      for given in (NEW, PLACING, UNKNOWN, OPEN, MODIFYING, CANCELLING, LOOKING_UP, READING, TRADED)],
+    case(replace(SUPER_TRADED, stop_loss_leg=S.CANCELLED), c.LegSeen(Leg.STOP_LOSS, S.PENDING),
+         "nothing follows the end of an exit leg", stop_loss_leg=S.CANCELLED),
+    case(SUPER_TRADED, c.LegSeen(Leg.TARGET, S.TRADED), "the target traded: the stop-loss still works",
+         phase=Phase.OPEN, target_leg=S.TRADED),
+    case(replace(SUPER_TRADED, stop_loss_leg=S.CANCELLED), c.LegSeen(Leg.TARGET, S.TRADED),
+         "both exit legs over: the super order is done", phase=Phase.CLOSED),
+    case(replace(SUPER_TRADED, call=Call.CANCEL), c.CancelAccepted(S.CANCELLED, Leg.TARGET),
+         "an exit leg cancelled on its own", target_leg=S.CANCELLED, stop_loss_leg=None),
+    case(replace(SUPER_TRADED, call=Call.CANCEL), c.CallFailed(Call.CANCEL, "DH-906 leg traded", NOW,
+                                                               leg=Leg.STOP_LOSS),
+         "an exit leg the broker will not cancel is over", stop_loss_leg=S.CANCELLED),
+    case(replace(SUPER_TRADED, call=Call.MODIFY, target=SUPER.with_changes(target_price=1460.0)),
+         c.CallFailed(Call.MODIFY, "DH-906 bad price", NOW, leg=Leg.TARGET),
+         "a leg's modification refused for good: the leg keeps its price", target=SUPER),
     *[case(given, c.SyncRequested(), "the reconciler asks for a fresh look", lookup_needed=True)
       for given in (NEW, PLACING, UNKNOWN, OPEN, MODIFYING, CANCELLING, LOOKING_UP, READING)],
     *[case(replace(given, lookups_given_up=given.status is not S.TRADED), c.NewsArrived(),
@@ -239,7 +260,8 @@ EVENTS = [c.PlaceSent(), c.ModifySent(), c.CancelSent(), c.LookupSent(), c.ReadS
           c.ModifyAccepted(T2), c.CancelAccepted(S.CANCELLED), c.CallFailed(Call.LOOKUP, "x", NOW),
           c.OrderFound("F1", seen(S.PENDING)), c.NotFound(), seen(S.PENDING), c.TargetChanged(T2),
           c.CancelRequested("x"), c.Aborted(), c.ReplaceStarted(), c.Replaced(), c.Retried(), c.CaughtUp(T2), c.Flagged("x"),
-          c.RejectionRecorded(), c.Resumed(NOW, NOW), c.SyncRequested(), c.NewsArrived()]
+          c.RejectionRecorded(), c.Resumed(NOW, NOW), c.SyncRequested(), c.NewsArrived(),
+          c.LegSeen(Leg.TARGET, S.PENDING)]
 PHASES = {Phase.NEW: NEW, Phase.PLACING: PLACING, Phase.UNKNOWN: UNKNOWN, Phase.OPEN: OPEN,
           Phase.MODIFYING: MODIFYING, Phase.CANCELLING: CANCELLING, Phase.LOOKING_UP: LOOKING_UP,
           Phase.READING: READING, Phase.CLOSED: TRADED}
@@ -321,6 +343,23 @@ DECISIONS = [
     Decides(replace(CANCELLED, replacing=True), None, "cancelled to be replaced, but the leader's order closed",
             leader=c.Leader(open=False)),
     Decides(TRADED, None, "filled: done"),
+    Decides(replace(SUPER_OPEN, target=SUPER.with_changes(price=1399.0)), c.Modify(SUPER.with_changes(price=1399.0),
+                                                                                      Leg.ENTRY),
+            "a super order's entry changed while it rests: the entry restates the whole order"),
+    Decides(replace(SUPER_OPEN, target=SUPER.with_changes(target_price=1460.0)),
+            c.Modify(SUPER.with_changes(target_price=1460.0), Leg.TARGET),
+            "only the leader's target moved: the target leg alone is modified"),
+    Decides(replace(SUPER_TRADED, target=SUPER.with_changes(stop_loss_price=1360.0, trailing_jump=1.0)),
+            c.Modify(SUPER.with_changes(stop_loss_price=1360.0, trailing_jump=1.0), Leg.STOP_LOSS),
+            "the entry traded and the stop-loss moved: its leg is modified, trailing jump and all"),
+    Decides(replace(SUPER_TRADED, target=SUPER.with_changes(target_price=0.0)), c.Cancel(Leg.TARGET),
+            "the leader cancelled its target leg: the copy's target leg is cancelled"),
+    Decides(replace(SUPER_TRADED, target=SUPER.with_changes(stop_loss_price=0.0, trailing_jump=0.0)),
+            c.Cancel(Leg.STOP_LOSS), "the leader cancelled its stop-loss leg: the copy's is cancelled"),
+    Decides(replace(SUPER_TRADED, target=SUPER.with_changes(target_price=1460.0), target_leg=S.CANCELLED), None,
+            "a cancelled exit leg is never added again"),
+    Decides(replace(SUPER_TRADED, cancel_requested=True), c.Cancel(),
+            "the leader's cancel after the entry traded: the exit legs still open are cancelled"),
 ]
 
 
@@ -372,3 +411,36 @@ def test_every_stored_kind_reads_back_as_an_event():
                           ("NOT_PLACED", {"placements": 1}), ("CANCEL_REQUESTED", {"replacing": True}),
                           ("CAUGHT_UP", record(PAUSED, c.CaughtUp(T2), c.apply(PAUSED, c.CaughtUp(T2)))[1])]:
         assert event_of(kind, payload, "L1", "f1") is not None, kind
+
+
+# -- a slice of a copy above the freeze quantity: the same table, the same decisions -------------------
+def _as_slice(state: c.CopyState, part: int = 2) -> c.CopyState:
+    """`state` as slice `part` of its copy: its own correlation id, derived from the copy's."""
+    return replace(state, part=part, correlation_id=c.correlation_id(state.leader_order_id, state.follower,
+                                                                     state.generation, part))
+
+
+def _as_copy(state: c.CopyState, like: c.CopyState) -> c.CopyState:
+    return replace(state, part=like.part, correlation_id=like.correlation_id)
+
+
+@pytest.mark.parametrize("row", ROW_CASES, ids=[r.id for r in ROW_CASES])
+def test_each_row_of_the_table_moves_a_slice_as_it_moves_a_copy_keeping_its_place(row: Case):
+    whole = c.apply(row.given, row.event)
+    sliced = c.apply(_as_slice(row.given), row.event)
+    assert _as_copy(sliced, whole) == whole
+    assert sliced.part == 2 and sliced.key == "f1#2"
+    # placed afresh (operator retry, replace past the cap): the next generation of the same slice
+    assert sliced.correlation_id == c.correlation_id("L1", "f1", sliced.generation, 2)
+
+
+@pytest.mark.parametrize("d", DECISIONS, ids=[d.why for d in DECISIONS])
+def test_decide_names_for_a_slice_what_it_names_for_a_copy(d: Decides):
+    assert c.decide(_as_slice(d.given), d.leader, NOW, d.rules) == d.expected
+
+
+def test_a_slice_belongs_to_its_own_order_not_to_another_slice_of_its_copy():
+    sliced = _as_slice(OPEN)
+    assert c.belongs(sliced, "F1", sliced.correlation_id)
+    assert not c.belongs(sliced, "F1", OPEN.correlation_id)  # the first slice's (the copy's own) id
+    assert not c.belongs(sliced, "F1", _as_slice(OPEN, part=1).correlation_id)

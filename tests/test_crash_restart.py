@@ -96,3 +96,90 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
               f"0 doubled, 0 missed")
     finally:
         end_processes(copier, exchange)
+
+
+SLICED_ORDERS = 16
+
+
+def test_sigkill_in_the_middle_of_sliced_placements_never_doubles_or_misses_a_slice(tmp_path):
+    """Leader orders whose copies are cut into two or three slices each (ratio 3 on NIFTY options,
+    freeze quantity 1800), the real run.py SIGKILLed while they are placed: on the followers'
+    books every slice exists exactly once, under the correlation id derived for it, with its size."""
+    from trading.copy import correlation_id
+    from trading.freeze import slice_sizes
+
+    rng = random.Random(14)
+    exchange, urls, accounts = start_paper_process("--accounts", "3", "--no-price-walk", "--unlimited",
+                                                   "--funds", "1000000000")
+    copier: subprocess.Popen | None = None
+    try:
+        (leader_id, leader_token), *followers = accounts
+        config = {
+            "mode": "live",
+            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
+                       "order_update_url": urls["WS"]},
+            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
+                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 3}}
+                          for i, (cid, tok) in enumerate(followers)],
+            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+            "market_hours": {"enforce": False},
+            "storage": {"path": str(tmp_path / "copytrader.db")},
+            "metrics": {"port": 0},
+            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        db = tmp_path / "copytrader.db"
+
+        def start_copier() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        copier = start_copier()
+        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        leader = client(urls["REST"], leader_id, leader_token, timeout=10)
+        placed: dict[str, int] = {}  # leader order id -> its quantity
+        burst_done = threading.Event()
+
+        def burst() -> None:
+            for i in range(SLICED_ORDERS):
+                quantity = 75 * (16 + i % 9)  # 1200..1800: copies of 3600..5400, two or three slices
+                answer = leader.place_order(security_id="45105", exchange_segment="NSE_FNO", transaction_type="BUY",
+                                            quantity=quantity, order_type="LIMIT", product_type="MARGIN",
+                                            price=60.0 - (i % 10) * 0.5)
+                assert answer["status"] == "success", answer
+                placed[answer["data"]["orderId"]] = quantity
+                if burst_done.wait(rng.uniform(0.02, 0.1)):
+                    return
+            burst_done.set()
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        for _ in range(3):  # kill at random points while the slices go out, then restart at once
+            wait_until(lambda: len(placed) >= 1, 10, message="burst started")
+            threading.Event().wait(rng.uniform(0.1, 0.4))
+            os.kill(copier.pid, signal.SIGKILL)
+            copier.wait(10)
+            copier = start_copier()
+        thread.join(60)
+        assert len(placed) == SLICED_ORDERS
+
+        expected = {(f"f{i + 1}", correlation_id(order, f"f{i + 1}", 0, part)): size
+                    for order, quantity in placed.items() for i in range(len(followers))
+                    for part, size in enumerate(slice_sizes(3 * quantity, 1800))}
+
+        def books() -> list[tuple[str, dict]]:
+            return [(f"f{i + 1}", entry) for i, (cid, tok) in enumerate(followers)
+                    for entry in client(urls["REST"], cid, tok, timeout=10).get_order_list()["data"]]
+
+        wait_until(lambda: len(books()) >= len(expected), 60, interval=0.2,
+                   message=lambda: f"{len(expected)} slices on the followers' books, {len(books())} there")
+        held = books()
+        counts = Counter((name, entry["correlationId"]) for name, entry in held)
+        assert max(counts.values()) == 1, "a slice was placed twice"
+        assert set(counts) == set(expected), "a slice is missing, or an order no slice accounts for"
+        assert {(name, e["correlationId"]): e["quantity"] for name, e in held} == expected
+        assert all(e["orderStatus"] == "PENDING" for _name, e in held), "a slice was refused"
+        print(f"{SLICED_ORDERS} leader orders, {len(expected)} slices, 3 SIGKILLs: 0 doubled, 0 missed")
+    finally:
+        end_processes(copier, exchange)

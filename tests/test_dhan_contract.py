@@ -35,7 +35,7 @@ from broker.parsing import place_body
 from broker.transport import HTTP_STATUS, transport_for
 from paper import AccountSpec, PaperExchange
 from tests.conftest import RELIANCE
-from trading.orders import OrderTerms, OrderType, Product, Side, Validity
+from trading.orders import Leg, OrderTerms, OrderType, Product, Side, Validity
 
 FOLLOWER, TOKEN = "1300000001", "follower-secret-token-0013"
 BROKER_DIR = Path(broker.__file__).parent
@@ -292,7 +292,38 @@ CALLS: list[Call] = [
     ("look an order up by correlation id",
      lambda c: c.order_by_correlation("CTCONTRACT01"), lambda d: d.get_order_by_correlationID("CTCONTRACT01")),
     ("read the order book", lambda c: c.order_book(), lambda d: d.get_order_list()),
+    ("place a super order",
+     lambda c: c.place(_super(), "CTCONTRACT08"),
+     lambda d: d.place_super_order(RELIANCE, "NSE_EQ", "BUY", 3, "LIMIT", "INTRADAY", 1500.5, 1550.0, 1480.0, 1.5,
+                                   tag="CTCONTRACT08")),
+    ("place a super order with a market entry (sent with the price it was asked at)",
+     lambda c: c.place(_super(order_type=OrderType.MARKET, trailing_jump=0.0), "CTCONTRACT09"),
+     lambda d: d.place_super_order(RELIANCE, "NSE_EQ", "BUY", 3, "MARKET", "INTRADAY", 1500.5, 1550.0, 1480.0,
+                                   tag="CTCONTRACT09")),
+    ("send a super order's placement ahead of its answer",
+     lambda c: _send_ahead(c, _super(quantity=7), "CTCONTRACT10"),
+     lambda d: d.place_super_order(RELIANCE, "NSE_EQ", "BUY", 7, "LIMIT", "INTRADAY", 1500.5, 1550.0, 1480.0, 1.5,
+                                   tag="CTCONTRACT10")),
+    ("modify a super order's entry",
+     lambda c: c.modify_super("112111182198", Leg.ENTRY, _super(quantity=5, price=1499.95)),
+     lambda d: d.modify_super_order("112111182198", "LIMIT", "ENTRY_LEG", 5, 1499.95, 1550.0, 1480.0, 1.5)),
+    ("modify a super order's target",
+     lambda c: c.modify_super("112111182198", Leg.TARGET, _super(target_price=1560.0)),
+     lambda d: d.modify_super_order("112111182198", "LIMIT", "TARGET_LEG", targetPrice=1560.0)),
+    ("modify a super order's stop-loss and trailing jump",
+     lambda c: c.modify_super("112111182198", Leg.STOP_LOSS, _super(stop_loss_price=1470.0, trailing_jump=2.0)),
+     lambda d: d.modify_super_order("112111182198", "LIMIT", "STOP_LOSS_LEG", stopLossPrice=1470.0, trailingJump=2.0)),
+    ("cancel a super order", lambda c: c.cancel_super("112111182198", Leg.ENTRY),
+     lambda d: d.cancel_super_order("112111182198", "ENTRY_LEG")),
+    ("cancel a super order's target leg", lambda c: c.cancel_super("112111182198", Leg.TARGET),
+     lambda d: d.cancel_super_order("112111182198", "TARGET_LEG")),
+    ("read the super orders", lambda c: c.super_orders(), lambda d: d.get_super_order_list()),
 ]
+
+
+def _super(**changes: Any) -> OrderTerms:
+    return _terms(super_order=True, target_price=1550.0, stop_loss_price=1480.0, trailing_jump=1.5).with_changes(
+        **changes)
 
 
 @pytest.mark.parametrize("name, ours, theirs", CALLS, ids=[call[0] for call in CALLS])

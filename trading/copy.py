@@ -32,11 +32,33 @@ from typing import Any, Callable, Union
 
 from trading.fills import fill_delta
 from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
-from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate
+from trading.orders import Leg, OrderStatus, OrderTerms, OrderType, OrderUpdate
 from trading.orders import correlation_id as _correlation_id
+from trading.super_orders import leg_open
 
 S = OrderStatus
-correlation_id = functools.lru_cache(maxsize=8192)(_correlation_id)  # a hash per copy and generation: cached
+_cached_correlation_id = functools.lru_cache(maxsize=8192)(_correlation_id)  # a hash per copy and generation
+
+
+def correlation_id(leader_order_id: str, follower: str, generation: int = 0, part: int = 0) -> str:
+    """The correlation id of a copy's order: of the copy itself for its first (or only) part, and
+    one derived from it for each further slice, so that every slice is placed, looked up and
+    adopted on its own, exactly once."""
+    if part == 0:
+        return _cached_correlation_id(leader_order_id, follower, generation)
+    return _cached_correlation_id(f"{leader_order_id}#{part}", follower, generation)
+
+
+def part_key(follower: str, part: int = 0) -> str:
+    """How an order actor names one part of a follower's copy: the follower for the first (or
+    only) slice, `follower#N` for slice N+1 (follower names never hold '#')."""
+    return follower if part == 0 else f"{follower}#{part}"
+
+
+def split_part_key(key: str) -> tuple[str, int]:
+    """(follower, part) of a part key (`part_key`'s inverse)."""
+    follower, _, part = key.partition("#")
+    return follower, int(part or 0)
 
 # Lookups of a placement whose outcome is unknown that got no answer: the next waits this long,
 # doubling up to the cap.
@@ -97,6 +119,7 @@ class CopyState:
     correlation_id: str
     target: OrderTerms
     status: OrderStatus = S.PENDING_PLACEMENT
+    part: int = 0  # which slice of the follower's copy (0: the first, or the only one)
     generation: int = 0  # bumped when the copy is placed afresh (operator retry, replace past the cap)
     call: Call = Call.NONE
     broker_order_id: str | None = None
@@ -123,10 +146,17 @@ class CopyState:
     next_lookup: float = 0.0
     unknown_lookups_failed: int = 0
     found_absent: int = 0  # placements lookups found never took effect (each placed again)
+    # a super order's exit legs at the broker (None: not placed yet, or no update of them seen yet)
+    target_leg: OrderStatus | None = None
+    stop_loss_leg: OrderStatus | None = None
 
     @property
     def phase(self) -> Phase:
         return phase(self)
+
+    @property
+    def key(self) -> str:
+        return part_key(self.follower, self.part)
 
     @property
     def in_flight(self) -> str | None:
@@ -141,7 +171,17 @@ def phase(state: CopyState) -> Phase:
         return Phase.NEW
     if status is S.UNKNOWN:
         return Phase.UNKNOWN
-    return Phase.CLOSED if status.is_terminal else Phase.OPEN
+    return Phase.CLOSED if status.is_terminal and not exits_live(state) else Phase.OPEN
+
+
+def exits_live(state: CopyState) -> bool:
+    """A super order whose entry traded (some of it) keeps working through its exit legs, until
+    each has traded or been cancelled: its copy is not finished before."""
+    if not state.target.super_order or state.filled_qty <= 0 or not state.broker_order_id:
+        return False
+    terms = state.confirmed or state.target
+    return ((terms.target_price > 0 and leg_open(state.target_leg))
+            or (terms.stop_loss_price > 0 and leg_open(state.stop_loss_leg)))
 
 
 def _evolve(state: CopyState, **changes: Any) -> CopyState:
@@ -163,6 +203,7 @@ class Submitted:
     target: OrderTerms
     generation: int = 0
     adopted: str | None = None  # the broker order id of an adopted copy
+    part: int = 0  # a slice of a copy above the freeze quantity: which one
 
 
 @dataclass(frozen=True)
@@ -341,6 +382,7 @@ class ModifyAccepted:
 @dataclass(frozen=True)
 class CancelAccepted:
     status: OrderStatus | None
+    leg: Leg | None = None  # a super order's exit leg cancelled on its own
 
 
 @dataclass(frozen=True)
@@ -352,6 +394,15 @@ class CallFailed:
     at: float = 0.0
     auth: bool = False  # the broker refused the account's token
     transient: bool = False
+    leg: Leg | None = None  # the super order's exit leg the modify or cancel was for
+
+
+@dataclass(frozen=True)
+class LegSeen:
+    """A snapshot of one exit leg of the copy's super order at the broker."""
+
+    leg: Leg
+    status: OrderStatus
 
 
 @dataclass(frozen=True)
@@ -372,7 +423,7 @@ class NotFound:
 Event = Union[Resumed, SyncRequested, NewsArrived, TargetChanged, CancelRequested, Aborted, SkippedLate,
               ReplaceStarted, Replaced, Retried, CaughtUp, Flagged, RejectionRecorded, PlaceSent, ModifySent, CancelSent,
               LookupSent, ReadSent, Placed, PlacementRefused, OutcomeUnknown, ModifyAccepted, CancelAccepted,
-              CallFailed, OrderFound, NotFound, OrderSeen]
+              CallFailed, OrderFound, NotFound, OrderSeen, LegSeen]
 
 
 class InvalidCopyEvent(Exception):
@@ -391,15 +442,29 @@ def start(event: Submitted | Skipped) -> CopyState:
         return CopyState(event.leader_order_id, event.follower, correlation_id(event.leader_order_id, event.follower),
                          event.target, status=S.SKIPPED, skip_reason=event.reason, last_error=event.detail or None)
     return CopyState(event.leader_order_id, event.follower,
-                     correlation_id(event.leader_order_id, event.follower, event.generation), event.target,
-                     generation=event.generation, lookup_needed=event.adopted is not None)
+                     correlation_id(event.leader_order_id, event.follower, event.generation, event.part), event.target,
+                     part=event.part, generation=event.generation, lookup_needed=event.adopted is not None)
 
 
 # -- the effects of the rows ---------------------------------------------------------------------------
+def _entry(state: CopyState, seen: OrderSeen) -> OrderSeen:
+    """A super order's entry leg as the broker shows it, completed with the exits the copy has
+    (no update carries them)."""
+    if not state.target.super_order or seen.terms is None:
+        return seen
+    return _evolve_seen(seen, seen.terms.with_exits_of(state.confirmed or state.target))
+
+
+def _evolve_seen(seen: OrderSeen, terms: OrderTerms) -> OrderSeen:
+    return OrderSeen(seen.order_id, seen.status, terms, seen.filled_qty, seen.avg_price, seen.last_fill_price,
+                     seen.reason)
+
+
 def broker_transition(state: CopyState, seen: OrderSeen) -> tuple[OrderEvent | None, bool]:
     """The lifecycle event a snapshot makes of the copy's status (None: nothing new), and whether the
     lifecycle table allows it. A disallowed one leaves the status as it was (the rest of the
     snapshot, such as a fill, still counts); the caller counts it."""
+    seen = _entry(state, seen)
     changed = (seen.terms is not None and state.confirmed is not None
                and state.confirmed.modifiable_view() != seen.terms.modifiable_view())
     event = event_for_status(state.status, seen.status, state.filled_qty, seen.filled_qty, changed)
@@ -414,6 +479,7 @@ def broker_transition(state: CopyState, seen: OrderSeen) -> tuple[OrderEvent | N
 
 def _seen(state: CopyState, seen: OrderSeen) -> CopyState:
     changes: dict[str, Any] = {}
+    seen = _entry(state, seen)
     event, allowed = broker_transition(state, seen)
     if event is not None and allowed:
         changes["status"] = next_state(state.status, event)
@@ -471,13 +537,44 @@ def _modify_accepted(state: CopyState, e: ModifyAccepted) -> CopyState:
                    confirmed=e.terms or state.confirmed)
 
 
+_LEG_FIELDS = {Leg.TARGET: ("target_leg", {"target_price": 0.0}),
+               Leg.STOP_LOSS: ("stop_loss_leg", {"stop_loss_price": 0.0, "trailing_jump": 0.0})}
+
+
+def _closed(status: OrderStatus | None) -> OrderStatus:
+    return status if status is not None and status.is_terminal else S.CANCELLED
+
+
+def _leg_gone(state: CopyState, leg: Leg) -> CopyState:
+    """An exit leg that is cancelled (or that the broker says cannot be cancelled any more)."""
+    name, priced_out = _LEG_FIELDS[leg]
+    return _evolve(state, confirmed=(state.confirmed or state.target).with_changes(**priced_out),
+                   **{name: _closed(getattr(state, name))})
+
+
 def _cancel_accepted(state: CopyState, e: CancelAccepted) -> CopyState:
     state = _evolve(state, call=Call.NONE)
+    if e.leg in _LEG_FIELDS:
+        return _leg_gone(state, e.leg)
+    if state.target.super_order and state.status.is_terminal:  # the entry traded: its exit legs cancelled
+        return _evolve(state, target_leg=_closed(state.target_leg), stop_loss_leg=_closed(state.stop_loss_leg))
     return _answer_status(state, S.CANCELLED) if e.status is S.CANCELLED else state
+
+
+def _leg_seen(state: CopyState, e: LegSeen) -> CopyState:
+    name = _LEG_FIELDS[e.leg][0] if e.leg in _LEG_FIELDS else None
+    if name is None or getattr(state, name) is e.status:
+        return state
+    current = getattr(state, name)
+    if current is not None and current.is_terminal:  # nothing follows a leg's end
+        return state
+    return _evolve(state, **{name: e.status})
 
 
 def _call_failed(state: CopyState, e: CallFailed) -> CopyState:
     state = _evolve(state, call=Call.NONE)
+    if state.target.super_order and e.call in (Call.MODIFY, Call.CANCEL) and not (e.transient or e.auth):
+        state = _super_call_refused(state, e)
     if e.call in (Call.MODIFY, Call.CANCEL):  # it may have filled or been cancelled meanwhile: ask
         return _evolve(state, last_error=e.error,
                        lookup_needed=not e.auth or (e.call is Call.CANCEL and not e.transient))
@@ -495,6 +592,22 @@ def _call_failed(state: CopyState, e: CallFailed) -> CopyState:
                        anomaly="lookup_failed")
     delay = min(LOOKUP_RETRY_MAX_SECONDS, LOOKUP_RETRY_SECONDS * 2 ** (failures - 1))
     return _evolve(state, lookup_failures=failures, lookup_after=e.at + delay)
+
+
+def _super_call_refused(state: CopyState, e: CallFailed) -> CopyState:
+    """A super order's call the broker refused for good is not asked again: an exit leg it will
+    not cancel is over; a leg's modification it refuses is given up (the leg keeps its price); a
+    cancel of a super order whose entry traded finds nothing left to cancel."""
+    if e.call is Call.CANCEL and e.leg in _LEG_FIELDS:
+        return _leg_gone(state, e.leg)
+    if e.call is Call.MODIFY and e.leg in _LEG_FIELDS:
+        confirmed = state.confirmed or state.target
+        kept = ({"target_price": confirmed.target_price} if e.leg is Leg.TARGET else
+                {"stop_loss_price": confirmed.stop_loss_price, "trailing_jump": confirmed.trailing_jump})
+        return _evolve(state, target=state.target.with_changes(**kept))
+    if e.call is Call.CANCEL and state.status.is_terminal:
+        return _evolve(state, target_leg=_closed(state.target_leg), stop_loss_leg=_closed(state.stop_loss_leg))
+    return state
 
 
 def _found(state: CopyState, e: OrderFound) -> CopyState:
@@ -527,7 +640,7 @@ def _not_found(state: CopyState, e: NotFound) -> CopyState:
 def _afresh(state: CopyState, **changes: Any) -> CopyState:
     generation = state.generation + 1
     return _evolve(state, generation=generation,
-                   correlation_id=correlation_id(state.leader_order_id, state.follower, generation),
+                   correlation_id=correlation_id(state.leader_order_id, state.follower, generation, state.part),
                    status=S.PENDING_PLACEMENT, call=Call.NONE, broker_order_id=None, confirmed=None,
                    found_absent=0, lookup_needed=False, **changes)
 
@@ -551,8 +664,9 @@ def _caught_up(state: CopyState, e: CaughtUp) -> CopyState:
 
 
 def _resumed(state: CopyState, e: Resumed) -> CopyState:
-    if state.status.is_terminal:
-        return _evolve(state, rejection_recorded=state.status is not S.REJECTED or bool(state.last_error))
+    if state.status.is_terminal:  # (a super order's exit legs are followed from their own updates)
+        return _evolve(state, call=Call.NONE,
+                       rejection_recorded=state.status is not S.REJECTED or bool(state.last_error))
     changes: dict[str, Any] = dict(call=Call.NONE, lookup_needed=e.sync)
     if state.status is S.UNKNOWN:
         changes.update(unknown_since=e.at, absent_believed_from=e.absent_believed_from)
@@ -602,6 +716,7 @@ ROWS: tuple[Row, ...] = (
     Row((P.LOOKING_UP, P.READING, *_IDLE), OrderFound, _found, "the broker holds the order: adopted, then applied"),
     Row((P.LOOKING_UP, P.UNKNOWN, P.NEW, P.OPEN), NotFound, _not_found, "the broker holds no such order"),
     Row(_ALL, OrderSeen, _seen, "the broker's snapshot of the order"),
+    Row(_ALL, LegSeen, _leg_seen, "the broker's snapshot of a super order's exit leg"),
     # the leader, the operator and the copy's own decisions
     Row(_LIVE, TargetChanged, lambda s, e: _evolve(s, target=e.target), "the leader changed its order"),
     Row(_LIVE, CancelRequested, lambda s, e: _evolve(s, cancel_requested=True), "to be cancelled"),
@@ -667,11 +782,12 @@ class Place:
 @dataclass(frozen=True)
 class Modify:
     terms: OrderTerms
+    leg: Leg | None = None  # a super order: the leg the modification is for (the entry restates all)
 
 
 @dataclass(frozen=True)
 class Cancel:
-    pass
+    leg: Leg | None = None  # a super order's exit leg on its own (else the whole order)
 
 
 @dataclass(frozen=True)
@@ -755,7 +871,7 @@ def decide(state: CopyState, leader: Leader, now: float, rules: Rules = Rules())
     if state.call is not Call.NONE or state.lookups_given_up:
         return None
     status = state.status
-    if status.is_terminal:
+    if status.is_terminal and not exits_live(state):
         return _decide_closed(state, leader)
     if status is S.UNKNOWN:  # looked up until a lookup answers; never placed while unknown
         return Lookup(not_before=state.next_lookup)
@@ -778,13 +894,33 @@ def decide(state: CopyState, leader: Leader, now: float, rules: Rules = Rules())
     target, confirmed = state.target, state.confirmed
     if confirmed is None or target.modifiable_view() == confirmed.modifiable_view():
         return None
+    if target.super_order and (not status.is_open or target.entry_view() == confirmed.entry_view()):
+        return _decide_exits(state, confirmed)
     if target.quantity <= state.filled_qty:  # re-sized at or below what already filled: cancel the rest
         return RequestCancel("resized_below_filled")
     if state.modifications >= rules.max_modifications:
         if rules.replace_after_cap and state.filled_qty == 0:
             return StartReplace()
         return FlagCap(state.modifications) if state.anomaly != "modification_cap" else None
-    return Modify(target)
+    return Modify(target, Leg.ENTRY) if target.super_order else Modify(target)
+
+
+def _decide_exits(state: CopyState, confirmed: OrderTerms) -> Decision | None:
+    """A super order whose entry is as it should be (or has traded): its exit legs, one at a time.
+    Only a leg the broker has can be moved or cancelled (a cancelled one is never added again)."""
+    target = state.target
+    if target.target_price != confirmed.target_price and confirmed.target_price > 0 and leg_open(state.target_leg):
+        if target.target_price <= 0:
+            return Cancel(Leg.TARGET)
+        return Modify(confirmed.with_changes(target_price=target.target_price), Leg.TARGET)
+    stop = (target.stop_loss_price, target.trailing_jump)
+    if (stop != (confirmed.stop_loss_price, confirmed.trailing_jump) and confirmed.stop_loss_price > 0
+            and leg_open(state.stop_loss_leg)):
+        if target.stop_loss_price <= 0:
+            return Cancel(Leg.STOP_LOSS)
+        return Modify(confirmed.with_changes(stop_loss_price=target.stop_loss_price,
+                                             trailing_jump=target.trailing_jump), Leg.STOP_LOSS)
+    return None
 
 
 def _decide_closed(state: CopyState, leader: Leader) -> Decision | None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from trading import copy as c
-from trading.orders import OrderStatus, OrderUpdate, terms_from_dict, terms_to_dict, update_to_dict
+from trading.orders import Leg, OrderStatus, OrderUpdate, terms_from_dict, terms_to_dict, update_to_dict
 
 Record = tuple[str, dict[str, Any]]
 
 # what storage keeps of a copy: a change of any of these is stored, with its record
 _PERSISTED = ("status", "generation", "correlation_id", "broker_order_id", "target", "confirmed",
               "cancel_requested", "filled_qty", "avg_price", "modifications", "anomaly", "skip_reason",
-              "last_error")
+              "last_error", "target_leg", "stop_loss_leg")
 # events that change only what is in memory: never stored
 _UNSTORED = (c.PlaceSent, c.ModifySent, c.CancelSent, c.LookupSent, c.ReadSent, c.Resumed, c.SyncRequested,
              c.NewsArrived, c.RejectionRecorded)
@@ -48,6 +48,8 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
                    "reason": None, "generation": event.generation}
         if event.adopted:
             payload["adopted"] = event.adopted
+        if event.part:
+            payload["part"] = event.part
         return "SUBMITTED", payload
     if isinstance(event, c.Skipped):
         return "SKIPPED", {"status": OrderStatus.SKIPPED.value, "target": terms_to_dict(event.target),
@@ -76,8 +78,12 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
     if isinstance(event, c.CallFailed):
         if after.lookups_given_up and not before.lookups_given_up:
             return "FLAGGED", {"anomaly": after.anomaly}
-        return "CALL_FAILED", {"call": event.call.value, "error": event.error, "auth": event.auth,
-                               "transient": event.transient}
+        payload = {"call": event.call.value, "error": event.error, "auth": event.auth, "transient": event.transient}
+        if event.leg is not None:
+            payload["leg"] = event.leg.value
+        return "CALL_FAILED", payload
+    if isinstance(event, c.LegSeen):
+        return "LEG_SEEN", {"leg": event.leg.value, "status": event.status.value}
     if isinstance(event, c.OrderFound):
         if before.status in (OrderStatus.PENDING_PLACEMENT, OrderStatus.UNKNOWN):
             return "FOUND_BY_CORRELATION_ID", {
@@ -111,7 +117,10 @@ def _always(event: object) -> Record | None:
     if isinstance(event, c.ModifyAccepted):
         return "MODIFY_ACKED", {"terms": _terms(event.terms)}
     if isinstance(event, c.CancelAccepted):
-        return "CANCEL_ACKED", {"status": event.status.value if event.status else None}
+        payload: dict[str, Any] = {"status": event.status.value if event.status else None}
+        if event.leg is not None:
+            payload["leg"] = event.leg.value
+        return "CANCEL_ACKED", payload
     return None
 
 
@@ -136,7 +145,7 @@ def event_of(kind: str, payload: dict[str, Any], leader_order_id: str, follower:
     p = payload
     if kind == "SUBMITTED":
         return c.Submitted(leader_order_id, follower, terms_from_dict(p["target"]), int(p.get("generation") or 0),
-                           p.get("adopted"))
+                           p.get("adopted"), int(p.get("part") or 0))
     if kind == "SKIPPED":
         return c.Skipped(leader_order_id, follower, terms_from_dict(p["target"]), p.get("reason") or "",
                          p.get("detail") or "")
@@ -172,10 +181,12 @@ def event_of(kind: str, payload: dict[str, Any], leader_order_id: str, follower:
     if kind == "MODIFY_ACKED":
         return c.ModifyAccepted(terms_from_dict(p["terms"]) if p.get("terms") else None)
     if kind == "CANCEL_ACKED":
-        return c.CancelAccepted(_status_or_none(p.get("status")))
+        return c.CancelAccepted(_status_or_none(p.get("status")), Leg(p["leg"]) if p.get("leg") else None)
     if kind == "CALL_FAILED":
         return c.CallFailed(c.Call(p["call"]), p.get("error") or "", auth=bool(p.get("auth")),
-                            transient=bool(p.get("transient")))
+                            transient=bool(p.get("transient")), leg=Leg(p["leg"]) if p.get("leg") else None)
+    if kind == "LEG_SEEN":
+        return c.LegSeen(Leg(p["leg"]), OrderStatus(p["status"]))
     if kind == "FOUND_BY_CORRELATION_ID":
         order = p.get("order")
         return c.OrderFound(p.get("broker_order_id") or "", _seen_from("UPDATED", order) if order else None)

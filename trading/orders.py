@@ -32,6 +32,14 @@ class Validity(str, enum.Enum):
     IOC = "IOC"
 
 
+class Leg(str, enum.Enum):
+    """The legs of a super order: an entry, and a target and a stop-loss that exit what it traded."""
+
+    ENTRY = "ENTRY_LEG"
+    TARGET = "TARGET_LEG"
+    STOP_LOSS = "STOP_LOSS_LEG"
+
+
 class OrderStatus(str, enum.Enum):
     """The broker's order statuses plus the copier's own pre-broker states."""
 
@@ -83,6 +91,12 @@ class OrderTerms:
     disclosed_qty: int = 0
     amo: bool = False
     amo_time: str | None = None
+    # A super order: the entry (the fields above) with a target and a stop-loss leg that exit what
+    # it trades, the stop-loss trailing by `trailing_jump` (0: not). A leg priced 0 has none.
+    super_order: bool = False
+    target_price: float = 0.0
+    stop_loss_price: float = 0.0
+    trailing_jump: float = 0.0
 
     def with_changes(self, **changes: object) -> "OrderTerms":
         return dataclasses.replace(self, **changes)
@@ -90,7 +104,19 @@ class OrderTerms:
     def modifiable_view(self) -> tuple:
         """The fields a broker modification can change; two terms with equal views need no modify."""
         return (self.order_type, self.validity, self.quantity, round(self.price, 4),
-                round(self.trigger_price, 4), self.disclosed_qty)
+                round(self.trigger_price, 4), self.disclosed_qty, round(self.target_price, 4),
+                round(self.stop_loss_price, 4), round(self.trailing_jump, 4))
+
+    def entry_view(self) -> tuple:
+        """What a super order's entry leg carries (its modification restates the exits too)."""
+        return (self.order_type, self.quantity, round(self.price, 4))
+
+    def with_exits_of(self, known: "OrderTerms") -> "OrderTerms":
+        """A super order's entry as the broker shows it on an order update or book entry (no target,
+        stop-loss or jump; a MARKET entry without its price), completed from `known`."""
+        price = known.price if self.order_type == OrderType.MARKET and not self.price else self.price
+        return dataclasses.replace(self, super_order=True, price=price, target_price=known.target_price,
+                                   stop_loss_price=known.stop_loss_price, trailing_jump=known.trailing_jump)
 
 
 @dataclass(frozen=True)
@@ -116,11 +142,17 @@ class OrderUpdate:
     lot_size: int | None = None
     source: str = "socket"  # socket | book | answer | poll
     received_ns: int = field(default=0, compare=False)
+    leg: str = ""  # a super order's leg (trading.orders.Leg): its three legs share one order id
+
+    @property
+    def exit_leg(self) -> bool:
+        """A super order's target or stop-loss leg (not an order of its own)."""
+        return self.leg in (Leg.TARGET.value, Leg.STOP_LOSS.value)
 
     def state_key(self) -> tuple:
         """Everything that makes two snapshots of one order different; used to drop exact duplicates."""
         return (self.order_id, self.status.value, self.terms.modifiable_view(), self.filled_qty,
-                round(self.avg_price, 4), self.updated_at, self.sequence)
+                round(self.avg_price, 4), self.updated_at, self.sequence) + ((self.leg,) if self.leg else ())
 
 
 @dataclass(frozen=True)

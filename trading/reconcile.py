@@ -49,6 +49,7 @@ class StoredCopy:
     cancel_requested: bool = False  # the copier asked for its cancel
     leader_status: str = ""  # the leader order's status as the copier stored it
     leader_filled_at: float | None = None  # when the copier saw the leader's order filled (epoch seconds)
+    part: int = 0  # which slice of a copy above the freeze quantity (trading/freeze.py)
 
 
 def rule_quantity(rule: SizingRule, leader: OrderTerms, lot_size: int) -> int | None:
@@ -76,12 +77,16 @@ def find_divergences(leader_book: Iterable[OrderUpdate], follower_books: Mapping
     """Every divergence between the books and storage, in a stable order. `resize` re-sizes a copy
     for a leader quantity it was not sized for; a copy still open `fill_grace_seconds` after the
     copier saw its leader's order fill (at `now`) is reported."""
-    by_leader: dict[str, dict[str, StoredCopy]] = {}
-    for copy in copies:
-        by_leader.setdefault(copy.leader_order_id, {})[copy.follower] = copy
-    books = {name: {u.correlation_id: u for u in book if u.correlation_id} for name, book in follower_books.items()}
+    by_leader: dict[str, dict[str, list[StoredCopy]]] = {}  # leader order -> follower -> its slices
+    for copy in sorted(copies, key=lambda stored: stored.part):
+        by_leader.setdefault(copy.leader_order_id, {}).setdefault(copy.follower, []).append(copy)
+    # a super order's exit legs share its order and correlation ids: its entry stands for it
+    books = {name: {u.correlation_id: u for u in book if u.correlation_id and not u.exit_leg}
+             for name, book in follower_books.items()}
     out: list[Divergence] = []
     for leader in leader_book:
+        if leader.exit_leg:
+            continue
         known = by_leader.get(leader.order_id, {})
         if leader.status == OrderStatus.REJECTED:
             continue
@@ -91,37 +96,59 @@ def find_divergences(leader_book: Iterable[OrderUpdate], follower_books: Mapping
                                       f"leader order {leader.status.value} never seen by the copier"))
             continue
         for follower in followers:
-            copy = known.get(follower)
-            if copy is None:
+            parts = known.get(follower)
+            if not parts:
                 continue  # an order-level skip (instrument, market hours...) was recorded instead
-            if copy.status in ("SKIPPED",) or not copy.placed:
-                continue
-            at_broker = books.get(follower, {}).get(copy.correlation_id)
-            if at_broker is None:
-                out.append(Divergence(MISSING_FOLLOWER_ORDER, leader.order_id, follower,
-                                      f"copy {copy.correlation_id} is not in {follower}'s order book"))
-                continue
-            if leader.status in _FINISHED and at_broker.status.is_open:
-                out.append(Divergence(STATUS_MISMATCH, leader.order_id, follower,
-                                      f"leader {leader.status.value}, copy still {at_broker.status.value}"))
-            elif leader.status.is_open and at_broker.status == OrderStatus.CANCELLED:
-                if _cancelled_by_design(copy):
-                    continue
-                why = (f"the copier took the leader's order for {copy.leader_status}" if copy.cancel_requested
-                       else "not by the copier")
-                out.append(Divergence(COPY_CANCELLED_LEADER_OPEN, leader.order_id, follower,
-                                      f"copy CANCELLED ({why}) while the leader's order is {leader.status.value}; "
-                                      "not placed again"))
-            elif leader.status == OrderStatus.TRADED and at_broker.status.is_open:
-                if copy.leader_filled_at is None or now - copy.leader_filled_at >= fill_grace_seconds:
-                    seen = ("the copier has not seen the fill" if copy.leader_filled_at is None
-                            else f"filled {now - copy.leader_filled_at:.0f}s ago")
-                    out.append(Divergence(COPY_OPEN_LEADER_FILLED, leader.order_id, follower,
-                                          f"leader TRADED ({seen}), copy still {at_broker.status.value}"))
-            elif leader.status.is_open and at_broker.status.is_open:
-                out.extend(_against_leader(leader, at_broker, copy, resize))
-    out.extend(_unknown_outcomes([c for known in by_leader.values() for c in known.values()], books))
+            held: list[tuple[StoredCopy, OrderUpdate]] = []
+            for copy in parts:
+                at_broker = _compare(out, leader, copy, books.get(follower, {}), len(parts), now, fill_grace_seconds)
+                if at_broker is not None:
+                    held.append((copy, at_broker))
+            if leader.status.is_open:
+                out.extend(_against_leader(leader, held, resize))
+    out.extend(_unknown_outcomes([c for known in by_leader.values() for parts in known.values() for c in parts],
+                                 books))
     return out
+
+
+def _named(copy: StoredCopy, slices: int) -> str:
+    """How a divergence names the copy: `copy`, or `slice 2 of 3 of the copy` for a sliced one."""
+    return f"slice {copy.part + 1} of {slices} of the copy" if slices > 1 else "copy"
+
+
+def _compare(out: list[Divergence], leader: OrderUpdate, copy: StoredCopy, book: Mapping[str, OrderUpdate],
+             slices: int, now: float, fill_grace_seconds: float) -> OrderUpdate | None:
+    """One copy (or slice of one) against the follower's book and the leader's status; returns its
+    order on the book when both it and the leader's order are open (to be compared with the
+    leader's terms), else None."""
+    follower, name = copy.follower, _named(copy, slices)
+    if copy.status in ("SKIPPED",) or not copy.placed:
+        return None
+    at_broker = book.get(copy.correlation_id)
+    if at_broker is None:
+        out.append(Divergence(MISSING_FOLLOWER_ORDER, leader.order_id, follower,
+                              f"{name} {copy.correlation_id} is not in {follower}'s order book"))
+        return None
+    if leader.status in _FINISHED and at_broker.status.is_open:
+        out.append(Divergence(STATUS_MISMATCH, leader.order_id, follower,
+                              f"leader {leader.status.value}, {name} still {at_broker.status.value}"))
+    elif leader.status.is_open and at_broker.status == OrderStatus.CANCELLED:
+        if _cancelled_by_design(copy):
+            return None
+        why = (f"the copier took the leader's order for {copy.leader_status}" if copy.cancel_requested
+               else "not by the copier")
+        out.append(Divergence(COPY_CANCELLED_LEADER_OPEN, leader.order_id, follower,
+                              f"{name} CANCELLED ({why}) while the leader's order is {leader.status.value}; "
+                              "not placed again"))
+    elif leader.status == OrderStatus.TRADED and at_broker.status.is_open:
+        if copy.leader_filled_at is None or now - copy.leader_filled_at >= fill_grace_seconds:
+            seen = ("the copier has not seen the fill" if copy.leader_filled_at is None
+                    else f"filled {now - copy.leader_filled_at:.0f}s ago")
+            out.append(Divergence(COPY_OPEN_LEADER_FILLED, leader.order_id, follower,
+                                  f"leader TRADED ({seen}), {name} still {at_broker.status.value}"))
+    elif leader.status.is_open and (at_broker.status.is_open or slices > 1):
+        return at_broker  # (a closed slice still counts in the copy's quantity)
+    return None
 
 
 def _unknown_outcomes(copies: Iterable[StoredCopy], books: Mapping[str, Mapping[str, OrderUpdate]]) -> list[Divergence]:
@@ -145,16 +172,27 @@ def _cancelled_by_design(copy: StoredCopy) -> bool:
     return copy.cancel_requested and not (copy.leader_status and OrderStatus(copy.leader_status) in _FINISHED)
 
 
-def _against_leader(leader: OrderUpdate, at_broker: OrderUpdate, copy: StoredCopy,
+def _against_leader(leader: OrderUpdate, held: list[tuple[StoredCopy, OrderUpdate]],
                     resize: Resize | None) -> list[Divergence]:
-    """An open copy against its open leader order: the quantity re-sized, then the terms copied as they are."""
+    """A copy against its open leader order: its quantity re-sized (summed over its slices), then
+    the terms of each of its open orders, copied as they are. `held`: each slice of the copy (one
+    for most copies) with its order on the follower's book."""
     out: list[Divergence] = []
-    holds, wanted = at_broker.terms.quantity, leader.terms.quantity
+    if not held:
+        return out
+    wanted = leader.terms.quantity
+    copy = held[0][0]
+    sliced = len(held) > 1 or copy.part > 0
     if copy.sized_for is None or copy.sized_for == wanted:
-        if holds != copy.target_quantity:
-            out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, copy.follower,
-                                  f"copy holds {holds}, sizing asked for {copy.target_quantity}"))
+        for part, at_broker in held:
+            holds = at_broker.terms.quantity if at_broker.status.is_open else at_broker.filled_qty
+            if at_broker.status.is_open and holds != part.target_quantity:
+                name = f"slice {part.part + 1}" if sliced else "copy"
+                out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, part.follower,
+                                      f"{name} holds {holds}, sizing asked for {part.target_quantity}"))
     else:
+        holds = sum(at_broker.terms.quantity if at_broker.status.is_open else at_broker.filled_qty
+                    for _part, at_broker in held)
         expected = resize(copy.follower, leader.terms) if resize is not None else None
         if expected is None:
             out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, copy.follower,
@@ -164,6 +202,13 @@ def _against_leader(leader: OrderUpdate, at_broker: OrderUpdate, copy: StoredCop
             out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, copy.follower,
                                   f"copy holds {holds}; the leader's order is {wanted} now, which "
                                   f"{copy.follower}'s sizing makes {expected}"))
+    for part, at_broker in held:
+        if at_broker.status.is_open:
+            out.extend(_terms_against_leader(leader, at_broker, part, f"slice {part.part + 1}" if sliced else "copy"))
+    return out
+
+
+def _terms_against_leader(leader: OrderUpdate, at_broker: OrderUpdate, copy: StoredCopy, name: str) -> list[Divergence]:
     theirs, ours = leader.terms, at_broker.terms
     differences = []
     if theirs.order_type != ours.order_type:
@@ -173,5 +218,5 @@ def _against_leader(leader: OrderUpdate, at_broker: OrderUpdate, copy: StoredCop
     if theirs.order_type in _TRIGGERED and round(theirs.trigger_price, 4) != round(ours.trigger_price, 4):
         differences.append(f"trigger {ours.trigger_price:g}, the leader's {theirs.trigger_price:g}")
     if differences:
-        out.append(Divergence(COPY_TERMS_MISMATCH, leader.order_id, copy.follower, "copy " + "; ".join(differences)))
-    return out
+        return [Divergence(COPY_TERMS_MISMATCH, leader.order_id, copy.follower, f"{name} " + "; ".join(differences))]
+    return []

@@ -8,7 +8,7 @@ ORDER_ID` shows the history and says whether it does.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from trading import copy as c
@@ -35,6 +35,9 @@ def fold_leader(events: Records, order_id: str = "") -> dict[str, Any]:
         update = update_from_record(order_id, payload)
         if kind == "SEEN" or state is None:
             state = first_seen(update)
+            continue
+        if kind == "EXITS_CHANGED":  # a super order's target, stop-loss or jump, read from the broker
+            state = replace(state, terms=update.terms)
             continue
         try:
             state = apply_update(state, update)

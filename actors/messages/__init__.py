@@ -59,7 +59,9 @@ from actors.messages.broker import (  # noqa: F401
     PlaceForever,
     PlacementExpired,
     PlacementUnknown,
+    ReadSuperOrder,
     RetryCall,
+    SuperOrderRead,
 )
 from actors.messages.control import (  # noqa: F401
     AnswerReconcileRequests,
@@ -147,6 +149,7 @@ __all__ = [
     "PublishPending",
     "QuotePrice",
     "QuoteWanted",
+    "ReadSuperOrder",
     "Reconcile",
     "Reconnect",
     "RefreshAccounts",
@@ -161,6 +164,7 @@ __all__ = [
     "SizeDecision",
     "SizedCopies",
     "StorageRecovered",
+    "SuperOrderRead",
     "SuspendAccount",
     "SyncCopies",
     "UnwindLeg",

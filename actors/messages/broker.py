@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from broker.errors import BrokerError
-from trading.orders import ForeverOrder, OrderStatus, OrderTerms, OrderUpdate
+from trading.orders import ForeverOrder, Leg, OrderStatus, OrderTerms, OrderUpdate
+from trading.super_orders import SuperOrderView
 
 
 # -- order actor (and forever actor) -> rate limiter: one command per broker operation -----------------
@@ -38,12 +39,14 @@ class ModifyCopy(BrokerCommand):
     ORDER_API: ClassVar[bool] = True
     broker_order_id: str
     terms: OrderTerms
+    leg: Leg | None = None  # a super order's leg (ENTRY restates the whole order)
 
 
 @dataclass(frozen=True, kw_only=True)
 class CancelCopy(BrokerCommand):
     ORDER_API: ClassVar[bool] = True
     broker_order_id: str
+    leg: Leg | None = None  # a super order's leg (ENTRY cancels every leg still open)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +56,14 @@ class LookupCopy(BrokerCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class GetOrder(BrokerCommand):
+    broker_order_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadSuperOrder(BrokerCommand):
+    """Read super order `broker_order_id` from the account's list of super orders (its target,
+    stop-loss and trailing jump are on no order update)."""
+
     broker_order_id: str
 
 
@@ -134,6 +145,14 @@ class OrderFound:
 
 
 @dataclass(frozen=True)
+class SuperOrderRead:
+    """The answer to ReadSuperOrder: the super order, or None when the list holds no such order."""
+
+    command: ReadSuperOrder
+    order: SuperOrderView | None
+
+
+@dataclass(frozen=True)
 class CopyNotFound:
     """The broker answered that it holds no order with the command's correlation id."""
 
@@ -150,7 +169,7 @@ class CallFailed:
 
 
 BrokerAnswer = (CopyPlaced, CopyRejected, PlacementUnknown, PlacementExpired, CopyModified, CopyCancelled, OrderFound,
-                CopyNotFound, CallFailed)
+                CopyNotFound, CallFailed, SuperOrderRead)
 
 
 @dataclass(frozen=True)

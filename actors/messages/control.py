@@ -84,6 +84,7 @@ class RetryCopy:
 
     follower: str
     dead_letter_id: int
+    correlation_id: str = ""  # the refused order's: which slice of the copy, when it has several
 
 
 # -- operators' control of followers (actors/follower_control.py) ------------------------------------

@@ -1,0 +1,77 @@
+"""A run of replies to one order actor (broker answers and the followers' own updates), handled
+together. Each reply concerns one copy, so each is applied and its copy decided as if it came alone,
+but what they all did is stored in one transaction and only then are their calls sent: not every
+copy of the order decided once per reply, nor one transaction per reply."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from actors.messages import LEADER, BrokerAnswer, OrderUpdateReceived
+from actors.order_plan import Plan
+from actors.order_runtime import CrashedOn
+from storage import StorageDown
+from trading import copy as c
+
+if TYPE_CHECKING:
+    from actors.order import OrderActor
+
+
+def takes_in_batch(actor: "OrderActor", message: Any) -> bool:
+    """A reply about one follower copy (not the leader's order, not a flattening order)."""
+    if isinstance(message, OrderUpdateReceived):
+        return message.account != LEADER
+    if isinstance(message, BrokerAnswer):
+        command = message.command
+        return command.account != LEADER and not actor.legs.is_flatten(command.account, command.correlation_id)
+    return False
+
+
+def handle_batch(actor: "OrderActor", messages: list[Any]) -> None:
+    if actor.storage_down:
+        return
+    before, applied = actor.copies, set(actor.applied)
+    plan = actor.batch = Plan(actor, scoped=True)
+    actor.copies = plan.states  # what each reply is applied to: the state the ones before it left
+    given_up = {f for f, copy in plan.states.items() if copy.lookups_given_up}
+    done = 0
+    try:
+        for message in messages:
+            if given_up and isinstance(message, OrderUpdateReceived):
+                for follower in [f for f in plan.states if f in given_up]:
+                    plan.apply(follower, c.NewsArrived())
+            if isinstance(message, OrderUpdateReceived):
+                actor.on_update(message)
+            else:
+                actor.answers.on_answer(message)
+            plan.now = time.time()
+            for follower in plan.converge():
+                if plan.states[follower].lookups_given_up:
+                    given_up.add(follower)
+                else:
+                    given_up.discard(follower)
+            done += 1
+    except StorageDown as exc:
+        actor.batch = None
+        actor.storage_refused(exc)
+        return
+    except Exception as exc:
+        # Nothing of the batch is stored or sent yet: the replies before the failing one are
+        # handled again one by one, as if never batched (their log lines and counters twice),
+        # and the actor crashes on the failing one as it would have alone.
+        actor.batch = None
+        actor.copies, actor.applied = before, applied
+        for earlier in messages[:done]:
+            try:
+                actor.on_receive(earlier)
+            except Exception as again:
+                raise CrashedOn(earlier, again) from again
+        raise CrashedOn(messages[done], exc) from exc
+    finally:
+        actor.batch = None
+    try:
+        plan.commit()
+    except StorageDown as exc:
+        actor.storage_refused(exc)
+        return
+    actor.maybe_idle()
