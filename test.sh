@@ -6,6 +6,8 @@
 # - Debian's `prometheus` package (prometheus and promtool, for tests/test_observability.py),
 #   through apt-get as root or with sudo. Where it cannot be installed those tests are skipped,
 #   saying how to get it; under CI=true they fail instead.
+# - Debian's `nats-server` package (the stream server of follower shards, for tests/test_shards.py),
+#   the same way and with the same rule: skipped where missing, a failure under CI=true.
 # - The project and its test extras, into the Python that runs this (python3, or $PYTHON). When
 #   that Python refuses pip installs (Debian's own, PEP 668) or has no pip, into ./.venv instead.
 set -euo pipefail
@@ -26,6 +28,14 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   echo "test.sh: installing Debian's prometheus package (prometheus, promtool)" >&2
   apt_install prometheus ||
     echo "test.sh: could not install the prometheus package: the observability tests will be skipped" >&2
+fi
+
+# Debian puts nats-server in /usr/sbin, not on every user's PATH: looked for there too, as
+# tests/natsserver.py does ($NATS_SERVER_SEARCH replaces those folders)
+if ! PATH="$PATH:${NATS_SERVER_SEARCH:-/usr/sbin:/usr/local/sbin}" command -v nats-server >/dev/null 2>&1; then
+  echo "test.sh: installing Debian's nats-server package (the shard tests' stream server)" >&2
+  apt_install nats-server ||
+    echo "test.sh: could not install the nats-server package: the shard tests will be skipped" >&2
 fi
 
 python=${PYTHON:-python3}

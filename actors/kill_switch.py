@@ -29,8 +29,12 @@ class KillSwitchActor(Supervised):
                  alert: Callable[[str, str, str], None], timers: Timers,
                  broker_switches: list[Callable[[bool], Any]] | None = None,
                  on_change: Callable[[bool], None] = lambda on: None, poll_seconds: float = 0.5,
-                 after_failures: int = 0, failure_window: float = 60.0) -> None:
+                 after_failures: int = 0, failure_window: float = 60.0,
+                 on_engaged: Callable[[KillSwitchState], None] = lambda state: None) -> None:
+        """`on_engaged`: this copier turned the switch on itself (not an operator through storage);
+        a follower shard tells the others through it."""
         super().__init__(address, supervisor)
+        self.on_engaged = on_engaged
         self.after_failures, self.failure_window = after_failures, failure_window
         self.failures: deque[float] = deque()
         self.store, self.router, self.alert, self.timers = store, router, alert, timers
@@ -48,7 +52,7 @@ class KillSwitchActor(Supervised):
             self._apply(self.store.settings.kill_switch())
         elif isinstance(message, EngageKillSwitch):
             if not self.state.on:
-                self._apply(self.store.settings.set_kill_switch(True, message.reason, message.by))
+                self._engage(message.reason, message.by)
         elif isinstance(message, BrokerFailure):
             self._broker_failure(message.follower, message.reason)
         elif isinstance(message, KillSwitchStatus):
@@ -63,9 +67,13 @@ class KillSwitchActor(Supervised):
         while self.failures and now - self.failures[0] > self.failure_window:
             self.failures.popleft()
         if len(self.failures) >= self.after_failures:
-            self._apply(self.store.settings.set_kill_switch(True, f"{len(self.failures)} broker failures within "
-                                                            f"{self.failure_window:.0f}s (last: {follower}, {reason})",
-                                                            "broker_failures"))
+            self._engage(f"{len(self.failures)} broker failures within {self.failure_window:.0f}s (last: {follower}, "
+                         f"{reason})", "broker_failures")
+
+    def _engage(self, reason: str, by: str) -> None:
+        state = self.store.settings.set_kill_switch(True, reason, by)
+        self._apply(state)
+        self.on_engaged(state)
 
     def _apply(self, state: KillSwitchState, initial: bool = False) -> None:
         changed = state.on != self.state.on

@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from copier.accounts import START_REFUSED_EXIT, StartRefused, prepare_accounts
 from copier.config import Config, ConfigError, load
@@ -14,6 +14,7 @@ from observability import metrics
 from observability.logs import register_secret, setup as setup_logging
 
 if TYPE_CHECKING:
+    from copier.tree import Copier
     from storage import Store
     from storage.identity import StorageIdentity
 
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dhan-copytrader {__version__}")
     parser.add_argument("--config", default="config.yaml",
                         help="config file (default: config.yaml); relative paths in it are relative to its folder")
+    parser.add_argument("--shard", metavar="K|feed",
+                        help="with `shards: N` in the config: run (or inspect) the leader feed process ('feed') or "
+                             "follower shard K (0 to N-1); see the README's Follower shards")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the copier in the foreground (the default)")
     run.add_argument("--no-view", action="store_true", help="plain log lines even in a terminal")
@@ -49,8 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command not in (None, "run"):
-            return args.handler(args)
+            from app.shard_commands import dispatch
+
+            return dispatch(args)
         config = load(args.config)
+        if config.shards or args.shard is not None:
+            return run_role(config, args.shard, view=not getattr(args, "no_view", False))
         return run(config, view=not getattr(args, "no_view", False),
                    bot=None if not getattr(args, "no_bot", False) else False)
     except ConfigError as exc:  # whatever command: one line naming the key, exit status 2
@@ -58,7 +66,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return START_REFUSED_EXIT
 
 
-def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
+def run_role(config: Config, shard: str | None, *, view: bool = True) -> int:
+    """Shard mode: run the one process `--shard` names (copier/shards.py)."""
+    if not config.shards:
+        raise ConfigError("--shard: the config has no `shards` key: the copier runs as one process")
+    from copier import shards
+
+    if shard is None:
+        print(f"shards: {config.shards} in {config.source or 'the config'}: each process is started with --shard: "
+              f"the leader feed with --shard feed, the followers' shards with --shard 0 to --shard {config.shards - 1} "
+              "(see the README's Follower shards)", file=sys.stderr)
+        return START_REFUSED_EXIT
+    role = shards.parse_role(shard, config)
+    own = shards.role_config(config, role)
+    return run(own, view=view, bot=False, start=lambda cfg, store, **kw: shards.start_role(config, role, cfg, store, **kw),
+               claim=lambda store: _claim_shard(store, config, role))
+
+
+def _claim_shard(store: "Store", config: Config, role: object) -> str | None:
+    """Why `role` may not use its storage: copies open there of followers now given to another shard."""
+    from copier import shards
+
+    if role == shards.FEED:
+        return None
+    moved = shards.moved_followers(store, config, int(role))  # type: ignore[call-overload]
+    if not moved:
+        return None
+    names = ", ".join(f"{name} (now shard {k})" if k >= 0 else name for name, k in sorted(moved.items()))
+    return (f"shard {role}'s storage holds open copies of followers the config gives another shard: {names}. "
+            "Nothing would follow those copies: move followers only when they have no open copies (after the "
+            "close), or pin them back with followers[].shard")
+
+
+def run(config: Config, *, view: bool = True, bot: bool | None = None, start: "Callable[..., Copier] | None" = None,
+        claim: "Callable[[Store], str | None] | None" = None) -> int:
     """Start the copier and wait for a signal. Exit status: 0 stopped by a signal; 1 stopped by a
     failure while running (storage lost, the supervisor gave up); START_REFUSED_EXIT (2) refused to
     start: storage in use by another copier, unusable or made for another exchange, an account the
@@ -98,6 +139,11 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
         store.close()
         print(f"storage error: {exc}", file=sys.stderr)
         return START_REFUSED_EXIT
+    refusal = claim(store) if claim else None
+    if refusal:
+        store.close()
+        print(f"storage error: {refusal}", file=sys.stderr)
+        return START_REFUSED_EXIT
     metrics.STORAGE_HEALTHY.set(1)
     try:
         port = serve_metrics(config)
@@ -129,8 +175,11 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None) -> int:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: reload_wanted.set())
     try:
-        copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts,
-                              prepare_follower=paper.open_account if paper else None)
+        if start is not None:  # a process of shard mode (live only: no paper exchange)
+            copier = start(config, store, on_escalate=lambda e: done.set(), accounts=accounts)
+        else:
+            copier = start_copier(config, store, on_escalate=lambda e: done.set(), accounts=accounts,
+                                  prepare_follower=paper.open_account if paper else None)
     except ConfigError:  # nothing started yet but the paper exchange: stop it, main() says why
         if paper:
             paper.stop()

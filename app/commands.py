@@ -37,10 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace):
-    """(config, store) of the config file the command names."""
+    """(config, store) of the config file the command names (in shard mode: of the process `--shard` names)."""
+    from app.shard_commands import role_config
     from app.startup import open_store
 
-    config = load(args.config)
+    config = role_config(args, load(args.config))
     return config, open_store(config)
 
 
@@ -144,6 +145,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from actors.follower_control import pause_detail
     from copier.accounts import recorded_accounts
 
+    full = load(args.config)
+    if full.shards and args.shard is None:  # the shards as the stream server sees them
+        from app import shard_commands
+
+        return shard_commands.status(full)
     config, store = _open(args)
     live = _live_metrics(store)
     url = store.settings.get(METRICS_URL_SETTING)
@@ -177,6 +183,11 @@ def _when(epoch: float) -> str:
 
 
 def cmd_kill_switch(args: argparse.Namespace) -> int:
+    full = load(args.config)
+    if full.shards:  # every shard, through the stream
+        from app import shard_commands
+
+        return shard_commands.kill_switch(full, args.state == "on", args.reason)
     store = _open_store(args)
     state = store.settings.set_kill_switch(args.state == "on", args.reason, "operator")
     print(f"kill switch {'ON' if state.on else 'off'}: {state.reason} "

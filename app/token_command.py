@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from pathlib import Path
 
 from copier.config import ConfigError, load
 from observability.logs import register_secret
@@ -22,6 +23,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "a running copier uses it at once")
     token.add_argument("account", help="leader, or a follower's name")
     token.set_defaults(handler=cmd_token)
+
+
+def _token_storages(args: argparse.Namespace, config) -> list[str]:
+    """Whose token files: the copier's; in shard mode, the process `--shard` names, or by default the
+    follower's shard, or for the leader every process whose storage is on this machine (each reads
+    the leader's orders with its token)."""
+    from app.shard_commands import role_config
+
+    if not config.shards or args.shard is not None:
+        return [role_config(args, config).storage.path]
+    from copier import shards
+
+    if args.account != "leader":
+        return [shards.role_storage_path(config.storage.path, shards.assignment(config)[args.account])]
+    paths = [shards.role_storage_path(config.storage.path, role) for role in (shards.FEED, *range(config.shards))]
+    here = [path for path in paths if Path(path).exists()]
+    for path in paths:
+        if path not in here:
+            print(f"token: {path} is not on this machine: give the leader's token there too (token leader)",
+                  file=sys.stderr)
+    if not here:
+        raise ConfigError("no process of this config keeps its storage on this machine: run `token leader` where "
+                          "the feed process and the shards run")
+    return here
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -38,9 +63,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     if account is None:
         print(f"token: no account {args.account!r} in {args.config} (accounts: {', '.join(accounts)})", file=sys.stderr)
         return 2
-    path = token_file_path(config.storage.path)
     try:
-        token_file = TokenFile.from_environment(path)
+        paths = [token_file_path(storage_path) for storage_path in _token_storages(args, config)]
+        token_files = [TokenFile.from_environment(path) for path in paths]
+    except ConfigError as exc:
+        print(f"token: {exc}", file=sys.stderr)
+        return 2
     except TokenFileError as exc:
         print(f"token: {exc}", file=sys.stderr)
         return 2
@@ -55,11 +83,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     if answer.error is not None:
         print(f"token: not stored: {refusal(account, 'standard input', answer.error)}", file=sys.stderr)
         return 1
-    try:
-        token_file.save(account.client_id, account.name, token, fingerprint(account.access_token))
-    except (OSError, TokenFileError) as exc:
-        print(f"token: not stored: {exc}", file=sys.stderr)
-        return 1
-    print(f"{account.name}: the broker accepts the new token; stored encrypted in {path} "
-          "(a running copier uses it within seconds)")
+    for path, token_file in zip(paths, token_files):
+        try:
+            token_file.save(account.client_id, account.name, token, fingerprint(account.access_token))
+        except (OSError, TokenFileError) as exc:
+            print(f"token: not stored in {path}: {exc}", file=sys.stderr)
+            return 1
+        print(f"{account.name}: the broker accepts the new token; stored encrypted in {path} "
+              "(a running copier uses it within seconds)")
     return 0

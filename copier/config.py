@@ -29,6 +29,7 @@ actors get what they use and the defaults stay in the domain (`risk` is checked 
 """
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -46,6 +47,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
 from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_environment
+from streams import redact_url
 from trading.filters import CopyWindow, Filters
 from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
@@ -305,6 +307,83 @@ def _risk_limits(value: Any) -> RiskLimits:
         raise refuse(problem, key.removeprefix("risk").removeprefix(".")) from None
 
 
+# -- shards: several copier processes fed by one stream (copier/shards.py; README, Follower shards) ----
+DEFAULT_STREAM_URL = "nats://127.0.0.1:4222"
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _shard_count(value: Any) -> int | None:
+    """`shards: N` (N >= 1), or None without the key: one process, no stream."""
+    return None if value is None else _whole_at_least(value, 1)
+
+
+def _shard_number(value: Any) -> int | None:
+    """`followers[].shard`: a shard's number (from 0), or None: chosen by the follower's name."""
+    return None if value is None else _whole_at_least(value, 0)
+
+
+def _whole_at_least(value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise refuse(f"must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise refuse(f"must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _stream_url(value: Any) -> str:
+    url = _text(value) or DEFAULT_STREAM_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise refuse(f"must be nats://HOST:PORT or tls://HOST:PORT, got {redact_url(url)!r}")
+    return url
+
+
+def _stream_name(value: Any) -> str:
+    name = _text(value)
+    if name and not _STREAM_NAME.match(name):
+        raise refuse(f"must be 1-64 letters, digits, '-' or '_', got {name!r}")
+    return name
+
+
+ShardCount = Annotated[int | None, PlainValidator(_shard_count)]
+ShardNumber = Annotated[int | None, PlainValidator(_shard_number)]
+
+
+class StreamSettings(Section):
+    """With `shards`: the NATS JetStream server the feed process and the shards share."""
+
+    url: Annotated[str, PlainValidator(_stream_url)] = DEFAULT_STREAM_URL  # user:password@ allowed (redacted)
+    name: Annotated[str, PlainValidator(_stream_name)] = ""  # "": copytrader-<leader client id>
+    max_age_hours: Positive = 24.0  # how long the stream keeps the leader's updates
+
+
+def _shards_rules(config: Any) -> None:
+    """The rules across keys of shard mode (Config's validator calls it)."""
+    pinned = [(i, f.shard) for i, f in enumerate(config.followers) if f.shard is not None]
+    if config.shards is None:
+        if config.stream is not None:
+            raise refuse("is used only with shards: N (the copier runs as one process without it)", "stream")
+        if pinned:
+            raise refuse("is used only with shards: N", f"followers[{pinned[0][0]}].shard")
+        return
+    for i, shard in pinned:
+        if shard >= config.shards:
+            raise refuse(f"must be below shards ({config.shards}): shards are numbered from 0, got {shard}",
+                         f"followers[{i}].shard")
+    if config.mode != "live":
+        raise refuse("needs mode: live (paper mode's exchange lives inside the one copier process; run "
+                     "`python -m paper` and point a live config at its URLs)", "shards")
+    if config.shards > len(config.followers):
+        raise refuse(f"{config.shards} shards for {len(config.followers)} followers: every shard needs a follower",
+                     "shards")
+    if config.tokens.renew_leader_every_minutes:
+        raise refuse("cannot be used with shards: every shard reads the leader's orders with its token, and a "
+                     "renewal by one would expire the others'", "tokens.renew_leader_every_minutes")
+    if importlib.util.find_spec("nats") is None:
+        raise refuse("needs the nats-py package (pip install 'dhan-copytrader[shards]')", "shards")
+# -- end of shards ---------------------------------------------------------------------------------------
+
+
 class AccountConfig(Section):
     """The leader's and every follower's account keys. In paper mode client_id and access_token
     may be left out: the paper exchange makes them up."""
@@ -359,6 +438,7 @@ class FollowerConfig(AccountConfig):
     filters: Annotated[Filters, Domain(FilterKeys)] = _FILTERS
     copy_window: Annotated[CopyWindow | None, Domain(CopyWindowKeys, optional=True)] = None  # None: any hour
     funds: Number(0) = 500_000.0  # paper mode only: the follower's starting funds
+    shard: ShardNumber = None  # with shards: the shard that copies to it (None: chosen by its name)
 
     @field_validator("name", mode="after")
     @classmethod
@@ -556,12 +636,23 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
         logging: LoggingSettings = LoggingSettings()
         freeze_limits: FreezeLimitTable = ()  # units per order by (segment, underlying), over trading/freeze.py
         allow_insecure: Flag = False  # true accepts what `insecure_settings` names, warned about at start
+        # -- shards (copier/shards.py): without `shards` one process, no stream ---------------------------
+        shards: ShardCount = None  # N: a leader feed process and N follower shards
+        stream: StreamSettings | None = None  # with shards: the stream server (its defaults when left out)
+        # -- end of shards ------------------------------------------------------------------------------
         _source: str = PrivateAttr("")
 
         @property
         def source(self) -> str:
             """The config file this came from ("" when parsed from a mapping): error messages name it."""
             return self._source
+
+        @model_validator(mode="before")
+        @classmethod
+        def _a_stream_with_shards(cls, data: Any) -> Any:
+            if isinstance(data, dict) and data.get("shards") is not None and data.get("stream") is None:
+                return {**data, "stream": {}}  # the stream server's defaults
+            return data
 
         @field_validator("followers", mode="before")
         @classmethod
@@ -594,6 +685,11 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
                                  f"{TOKEN_KEY_ENV} (the key) is not set; make one with: {MAKE_KEY}", f"tokens.{name}")
             return self
 
+        @model_validator(mode="after")
+        def _shard_mode_rules(self) -> Config:
+            _shards_rules(self)
+            return self
+
         def accounts(self) -> list[tuple[str, AccountConfig]]:
             """(key, account): the leader and every follower, by the key that names them."""
             return [("leader", self.leader), *((f"followers[{i}]", f) for i, f in enumerate(self.followers))]
@@ -612,12 +708,15 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
                 found["instruments.master"] = f"{self.instruments.master!r} is not encrypted (https://)"
             if not _is_loopback(self.metrics.host):
                 found["metrics.host"] = f"{self.metrics.host!r} opens /metrics to other machines (127.0.0.1 keeps it local)"
+            if self.shards and self.stream and _plain_text_remote(self.stream.url):  # the leader's orders, in clear
+                found["stream.url"] = f"{redact_url(self.stream.url)!r} is not encrypted (tls://)"
             return found
 
         def secrets(self) -> list[str]:
             """Every secret in the config, for log redaction."""
             return [self.leader.access_token, *(f.access_token for f in self.followers),
-                    *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else [])]
+                    *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else []),
+                    *([urlsplit(self.stream.url).password] if self.stream and urlsplit(self.stream.url).password else [])]
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -631,7 +730,7 @@ def _is_loopback(host: str | None) -> bool:
 
 def _plain_text_remote(url: str) -> bool:
     parts = urlsplit(url)
-    return parts.scheme in ("http", "ws") and not _is_loopback(parts.hostname)
+    return parts.scheme in ("http", "ws", "nats") and not _is_loopback(parts.hostname)
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class Roster:
     supervisor: Callable[[], Any] | None = None  # the copier's supervisor proxy, once it runs
     prepare: Callable[[FollowerConfig], FollowerConfig] = lambda follower: follower  # paper mode: its account
     config_path: str | None = None
+    read: Callable[[str], Config] = load  # a follower shard reads its own followers only (copier/shards.py)
     metric_series: Callable[[str], None] = lambda follower: None
     removing: dict[str, Removal] = field(default_factory=dict)
     finished: dict[str, str] = field(default_factory=dict)
@@ -178,7 +179,7 @@ class Roster:
         if not self.config_path:
             return False, "the copier was not started from a config file: nothing to reload", []
         try:
-            fresh = load(self.config_path)
+            fresh = self.read(self.config_path)
         except ConfigError as exc:
             return False, f"config not reloaded: {exc}", []
         wanted = {f.name: f for f in fresh.followers}

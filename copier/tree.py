@@ -33,7 +33,7 @@ import threading
 from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 from actors.context import CopierContext, CopyPolicy
 from actors.dead_letters import park_input
@@ -52,7 +52,7 @@ from actors.tokens import TokenActor
 from broker.errors import CODES, FAILURE_REASONS
 from broker.gateway import DhanGateway
 from copier.accounts import Accounts, prepare_accounts, record_accounts
-from copier.config import Config, FollowerConfig, key_error
+from copier.config import Config, FollowerConfig, key_error, load
 from copier.roster import Roster, SnapshotDict, SnapshotList, config_file
 from observability import metrics
 from observability.alert_channels import TelegramChannel, WebhookChannel
@@ -62,6 +62,7 @@ from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
+from trading.kill_switch import KillSwitchState
 from trading.lifecycle import OrderEvent
 from trading.prices import LEADER_FILL, NONE, QUOTE
 
@@ -129,12 +130,19 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                  on_escalate: Callable[[Escalated], None] | None = None,
                  clock: Callable[[], datetime] | None = None, accounts: Accounts | None = None,
                  config_path: str | None = None,
-                 prepare_follower: Callable[[FollowerConfig], FollowerConfig] | None = None) -> Copier:
+                 prepare_follower: Callable[[FollowerConfig], FollowerConfig] | None = None,
+                 leader_feed: Callable[..., Any] | None = None,
+                 on_kill_switch_engaged: Callable[[KillSwitchState], None] | None = None,
+                 read_config: Callable[[str], Config] | None = None) -> Copier:
     """Start the tree. `clock` (an aware datetime source) is for tests of market-hours rules.
     `accounts`: what copier.accounts.prepare_accounts decided (it is called here when not given; it
     raises StartRefused before anything starts). `config_path`: the file a reload reads followers
     from (default: the one `config` was loaded from); `prepare_follower`: what a follower added
     while running needs first (paper mode: its account on the paper exchange).
+    A follower shard (copier/shards.py) gives `leader_feed`, what starts the leader's feed instead
+    of FeedActor.start (the leader's updates come from the stream), `on_kill_switch_engaged`, how
+    the other shards hear of its kill switch, and `read_config`, how a reload reads the file (its
+    own followers only).
 
         copier = start_copier(load("config.yaml"), Store(path, exclusive=True))
         copier.stopped.wait()     # set when the supervisor gives up (copier.escalation says why)
@@ -196,7 +204,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     roster = copier.roster = Roster(config, store, names, copier.gateways, limiters, configured_tokens, suspended,
                                     sizing_address, router_address, copier.alerts,
                                     config_path=config_path or config_file(config),
-                                    prepare=prepare_follower or (lambda follower: follower))
+                                    prepare=prepare_follower or (lambda follower: follower),
+                                    read=read_config or load)
 
     def auth_refused(account: str, detail: str) -> None:
         tokens_address.tell(AuthRefused(account, detail))
@@ -245,7 +254,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                 feed_spec(f))
 
     def feed_spec(acc) -> ChildSpec:  # noqa: ANN001 - the leader's AccountConfig or a FollowerConfig
-        return ChildSpec(f"feed:{acc.name}", lambda a: FeedActor.start(
+        start_feed = leader_feed if leader_feed is not None and acc is leader else FeedActor.start
+        return ChildSpec(f"feed:{acc.name}", lambda a: start_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
             copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
@@ -289,7 +299,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, timers, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),
-        after_failures=config.kill_switch.after_failures, failure_window=config.kill_switch.failure_window_seconds),
+        after_failures=config.kill_switch.after_failures, failure_window=config.kill_switch.failure_window_seconds,
+        on_engaged=on_kill_switch_engaged or (lambda state: None)),
         kind="kill_switch",
         address=kill_switch_address))
     square_off_address = Address("square_off")

@@ -108,6 +108,20 @@ SUPER_LEG_CALLS = Counter("copytrader_super_order_leg_calls_total",
 SUPER_ORDER_READS = Counter("copytrader_super_order_reads_total",
                             "Reads of the leader's super orders (no order update carries their target, stop-loss "
                             "or trailing jump), by outcome (changed, unchanged, failed)", ["outcome"])
+# shards: the leader feed process publishes to the stream, each follower shard reads it (one
+# metrics port per process: see README, "Follower shards")
+SHARD_FOLLOWERS = Gauge("copytrader_shard_followers",
+                        "Followers this process copies to, by its role: 'feed' (the leader feed process, 0) or "
+                        "the shard's number", ["shard"])
+STREAM_CONNECTED = Gauge("copytrader_stream_connected", "1 while connected to the stream server (shards only)")
+STREAM_PUBLISHED = Counter("copytrader_stream_published_total",
+                           "Leader order updates the stream server confirmed storing (the feed process)")
+STREAM_UNPUBLISHED = Gauge("copytrader_stream_unpublished",
+                           "Leader order updates the feed process stored and the stream server has not confirmed yet")
+STREAM_RECEIVED = Counter("copytrader_stream_received_total",
+                          "Stream messages a shard handled, by outcome: stored (in its inbox, then acknowledged), "
+                          "duplicate (stored before), retried (storage down: delivered again later), "
+                          "unreadable (counted as malformed too)", ["outcome"])
 UP = Gauge("copytrader_up", "1 while the copier runs")
 READY = Gauge("copytrader_ready", "1 while the copier can copy: running, with storage taking writes")
 

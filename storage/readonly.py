@@ -40,10 +40,13 @@ def skips(path: str | Path, limit: int = 3) -> list[tuple[str, str]]:
 
 
 def setting(path: str | Path, key: str) -> str | None:
-    """A stored setting's value (None when unset)."""
-    with closing(_connect(path)) as conn:
-        row = conn.execute('SELECT "value" FROM "setting" WHERE "key" = ?', (key,)).fetchone()
-        return row[0] if row else None
+    """A stored setting (None when unset, or when the file has no settings yet)."""
+    try:
+        with closing(_connect(path)) as conn:
+            row = conn.execute('SELECT "value" FROM "setting" WHERE "key" = ?', (key,)).fetchone()
+    except sqlite3.OperationalError:  # not made yet by the process that owns it
+        return None
+    return row[0] if row else None
 
 
 def sent_copies(path: str | Path) -> int:

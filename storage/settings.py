@@ -28,8 +28,9 @@ class Settings:
         """The kill switch as last turned on or off (off when it never was)."""
         return KillSwitchState.from_json(self.get(KILL_SWITCH))
 
-    def set_kill_switch(self, on: bool, reason: str, by: str) -> KillSwitchState:
-        """Turn the kill switch on or off, now; a running copier notices within its poll."""
-        state = KillSwitchState(on=on, reason=reason, by=by, at=time.time())
+    def set_kill_switch(self, on: bool, reason: str, by: str, at: float | None = None) -> KillSwitchState:
+        """Turn the kill switch on or off, now (`at`: when it was turned, elsewhere: another shard, an
+        operator command on another machine); a running copier notices within its poll."""
+        state = KillSwitchState(on=on, reason=reason, by=by, at=time.time() if at is None else at)
         self.set(KILL_SWITCH, state.to_json())
         return state

@@ -27,15 +27,17 @@ def test_readme_quick_start_is_the_demo_then_the_test_script_ci_runs():
     assert ci[-1] == "exec bash ./test.sh" and not any("pytest" in line or "apt-get" in line for line in ci)
 
 
-def fake_machine(tmp_path: Path, with_prometheus: bool) -> tuple[Path, Path]:
+def fake_machine(tmp_path: Path, with_prometheus: bool, with_nats: bool = True) -> tuple[Path, Path]:
     """A PATH of stand-ins that record their arguments: apt-get, python3, id (root); promtool and
-    prometheus only `with_prometheus`."""
+    prometheus only `with_prometheus`, nats-server only `with_nats`."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
     record = f'#!/bin/bash\necho "$(basename "$0") $*" >> {calls}\n'
     tools = {"apt-get": record, "python3": record, "id": "#!/bin/bash\necho 0\n"}
     if with_prometheus:
         tools.update(promtool=record, prometheus=record)
+    if with_nats:
+        tools["nats-server"] = record
     for name, text in tools.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
@@ -45,7 +47,8 @@ def fake_machine(tmp_path: Path, with_prometheus: bool) -> tuple[Path, Path]:
 
 
 def run_script(bin_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["/bin/bash", str(ROOT / "test.sh"), *args], env={"PATH": str(bin_dir)},
+    return subprocess.run(["/bin/bash", str(ROOT / "test.sh"), *args],
+                          env={"PATH": str(bin_dir), "NATS_SERVER_SEARCH": str(bin_dir)},  # not this machine's /usr/sbin
                           capture_output=True, text=True, timeout=60)
 
 
@@ -65,6 +68,18 @@ def test_test_script_leaves_apt_alone_when_prometheus_is_installed(tmp_path):
     bin_dir, calls = fake_machine(tmp_path, with_prometheus=True)
     assert run_script(bin_dir).returncode == 0
     assert calls.read_text().splitlines() == ["python3 -m pip install -q -e .[test]", "python3 -m pytest"]
+
+
+def test_test_script_installs_nats_server_for_the_shard_tests(tmp_path):
+    bin_dir, calls = fake_machine(tmp_path, with_prometheus=True, with_nats=False)
+    result = run_script(bin_dir, "-q", "tests/test_shards.py")
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text().splitlines() == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends nats-server",
+        "python3 -m pip install -q -e .[test]",
+        "python3 -m pytest -q tests/test_shards.py",
+    ]
 
 
 def observability_without_promtool(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:  # annotations only: nothing here is imported at run time
     from trading.risk import RiskLimits
     from trading.sizing import SizingRule
 
+from trading.kill_switch import KillSwitchState
+
 
 
 # -- order actor <-> quotes -------------------------------------------------------------------------
@@ -256,3 +258,18 @@ class AskQuotes:
 @dataclass(frozen=True)
 class RefreshAccounts:
     """Timer -> sizing: read every account's funds and positions again."""
+
+
+# -- shards: the stream between the leader feed process and the follower shards -----------------------
+@dataclass(frozen=True)
+class PublishPending:
+    """Timer -> stream publisher (the feed process): publish the stored updates the stream server has
+    not confirmed yet, oldest first."""
+
+
+@dataclass(frozen=True)
+class PublishKillSwitch:
+    """Kill switch (of a shard) -> stream control: this shard turned the switch on (a risk rule,
+    broker failures); publish it so that every other shard turns its own on."""
+
+    state: KillSwitchState
