@@ -108,6 +108,16 @@ def _headers(host: str, client_id: str, access_token: str) -> bytes:
     return b"".join(lines)
 
 
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether `sock` has something to read now. poll, not select: select refuses descriptors
+    above 1,024, which a copier with hundreds of followers holds."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])  # Windows: no poll, and no such limit
+
 class Connection:
     """One kept-alive connection: a socket of our own (None until opened, and once closed)."""
 
@@ -158,7 +168,7 @@ class Connections:
                 continue
             if time.monotonic() - conn.last_used < CHECK_AFTER_IDLE_SECONDS:
                 return conn
-            if not select.select([conn.sock], [], [], 0)[0]:
+            if not _readable(conn.sock):
                 return conn
             conn.close()  # readable while idle: the server closed it (or broke protocol)
 

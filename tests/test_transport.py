@@ -5,6 +5,7 @@ request leaves in one write."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
 import ssl
@@ -287,3 +288,23 @@ def test_a_token_with_a_line_break_is_refused_before_anything_is_sent(server, mo
         assert not answer.ok and answer.error.kind == ErrorKind.INPUT
         assert "secret-token" not in str(answer.error) and "line break" in str(answer.error)
     assert server.requests == []
+
+
+def test_a_kept_alive_connection_is_checked_in_a_process_with_over_a_thousand_open_files(server, monkeypatch):
+    """A copier with hundreds of followers holds well over 1,024 descriptors (sockets, threads'
+    files); checking an idle connection must not depend on its descriptor's number."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(transport, "CHECK_AFTER_IDLE_SECONDS", 0.0)
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # what many followers hold
+    try:
+        gateway = DhanGateway("f1", "1000000002", "secret-token", server.url, timeout=2.0)
+        first = gateway.fund_limit()  # its connection's descriptor is above 1,024
+        assert first.ok, first.error
+        assert gateway._connections._idle[0].sock.fileno() > 1024
+        second = gateway.fund_limit()  # the idle connection is checked before it is reused
+        assert second.ok, second.error
+        assert server.connections == 1
+    finally:
+        for fd in held:
+            os.close(fd)
