@@ -108,7 +108,6 @@ def _headers(host: str, client_id: str, access_token: str) -> bytes:
     return b"".join(lines)
 
 
-
 def _readable(sock: socket.socket) -> bool:
     """Whether `sock` has something to read now. poll, not select: select refuses descriptors
     above 1,024, which a copier with hundreds of followers holds."""
@@ -117,6 +116,7 @@ def _readable(sock: socket.socket) -> bool:
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
     return bool(select.select([sock], [], [], 0)[0])  # Windows: no poll, and no such limit
+
 
 class Connection:
     """One kept-alive connection: a socket of our own (None until opened, and once closed)."""
