@@ -89,6 +89,34 @@ def end_processes(*procs: subprocess.Popen | None) -> None:
                 proc.wait(5)
 
 
+def write_live_config(tmp_path: Path, urls: dict[str, str], accounts: list[tuple[str, str]], ratio: float) -> Path:
+    """config.yaml for the real run.py in live mode against a paper exchange process
+    (`start_paper_process`): the first account leads, the others follow as f1, f2, ... at `ratio`."""
+    (leader_id, leader_token), *followers = accounts
+    endpoints = {"api_base_url": urls["REST"], "order_update_url": urls["WS"]}
+    config = {
+        "mode": "live",
+        "leader": {"client_id": leader_id, "access_token": leader_token, **endpoints},
+        "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, **endpoints,
+                       "sizing": {"strategy": "fixed_ratio", "ratio": ratio}}
+                      for i, (cid, tok) in enumerate(followers)],
+        "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+        "market_hours": {"enforce": False},
+        "storage": {"path": str(tmp_path / "copytrader.db")},
+        "metrics": {"port": 0},
+        "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_copier_process(config_path: Path) -> subprocess.Popen:
+    """The real `run.py` with this config, in its own process (for tests that SIGKILL it)."""
+    return subprocess.Popen([sys.executable, "run.py", "--config", str(config_path), "run", "--no-view"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def copier_ready(db: Path) -> bool:
     """A copier process is ready once it has recorded the leader's baseline (read from its file)."""
     if not db.exists():

@@ -6,13 +6,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 from collections import Counter
 
-import yaml
 
-from tests.conftest import ROOT, client, copier_ready, end_processes, start_paper_process, wait_until
+from tests.conftest import (client, copier_ready, end_processes, start_copier_process, start_paper_process, wait_until,
+                            write_live_config)
 
 ORDERS = 40
 KILLS = 4
@@ -30,26 +29,11 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
-        config = {
-            "mode": "live",
-            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
-                       "order_update_url": urls["WS"]},
-            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
-                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}}
-                          for i, (cid, tok) in enumerate(followers)],
-            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
-            "market_hours": {"enforce": False},
-            "storage": {"path": str(tmp_path / "copytrader.db")},
-            "metrics": {"port": 0},
-            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
         db = tmp_path / "copytrader.db"
 
         def start_copier() -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return start_copier_process(path)
 
         copier = start_copier()
         wait_until(lambda: copier_ready(db), 30, message="copier ready")
@@ -114,26 +98,11 @@ def test_sigkill_in_the_middle_of_sliced_placements_never_doubles_or_misses_a_sl
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
-        config = {
-            "mode": "live",
-            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
-                       "order_update_url": urls["WS"]},
-            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
-                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 3}}
-                          for i, (cid, tok) in enumerate(followers)],
-            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
-            "market_hours": {"enforce": False},
-            "storage": {"path": str(tmp_path / "copytrader.db")},
-            "metrics": {"port": 0},
-            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = write_live_config(tmp_path, urls, accounts, ratio=3)
         db = tmp_path / "copytrader.db"
 
         def start_copier() -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return start_copier_process(path)
 
         copier = start_copier()
         wait_until(lambda: copier_ready(db), 30, message="copier ready")

@@ -7,15 +7,14 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 from collections import Counter
 
 import pytest
-import yaml
 
 from trading import copy as c
-from tests.conftest import ROOT, client, copier_ready, start_paper_process, wait_until
+from tests.conftest import (client, copier_ready, end_processes, start_copier_process, start_paper_process, wait_until,
+                            write_live_config)
 
 FOLLOWERS = 40
 UNTHROTTLED_EXCHANGE = {"rate_limits": {"per_second": 10_000, "per_minute": None, "per_hour": None, "per_day": None}}
@@ -81,26 +80,11 @@ def test_sigkill_while_a_fan_outs_replies_are_stored_together_never_doubles_or_m
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
-        config = {
-            "mode": "live",
-            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
-                       "order_update_url": urls["WS"]},
-            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
-                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}}
-                          for i, (cid, tok) in enumerate(followers)],
-            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
-            "market_hours": {"enforce": False},
-            "storage": {"path": str(tmp_path / "copytrader.db")},
-            "metrics": {"port": 0},
-            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
         db = tmp_path / "copytrader.db"
 
         def start_copier() -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return start_copier_process(path)
 
         def copies() -> Counter:
             counts: Counter = Counter()
@@ -137,10 +121,4 @@ def test_sigkill_while_a_fan_outs_replies_are_stored_together_never_doubles_or_m
         assert not doubled, f"copies placed twice: {doubled}"
         assert sum(counts.values()) == KILLED_ORDERS * KILLED_FOLLOWERS, "some copies missed"
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)

@@ -9,20 +9,18 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from app.live_view import render
 from storage import models as m
-from tests.conftest import (LEADER_ID, ROOT, Rig, client, copier_ready, run_command, start_paper_process, start_rig,
-                            wait_until)
+from tests.conftest import (LEADER_ID, Rig, client, copier_ready, end_processes, run_command,
+                            start_copier_process, start_paper_process, start_rig, wait_until, write_live_config)
 from trading.copy import correlation_id
 
 RELIANCE = "2885"
@@ -235,26 +233,11 @@ def test_sigkill_in_the_middle_of_copying_super_orders_never_doubles_or_misses_o
                                          headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=10).close()
         (leader_id, leader_token), *followers = accounts
-        config = {
-            "mode": "live",
-            "leader": {"client_id": leader_id, "access_token": leader_token, "api_base_url": urls["REST"],
-                       "order_update_url": urls["WS"]},
-            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": tok, "api_base_url": urls["REST"],
-                           "order_update_url": urls["WS"], "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}}
-                          for i, (cid, tok) in enumerate(followers)],
-            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
-            "market_hours": {"enforce": False},
-            "storage": {"path": str(tmp_path / "copytrader.db")},
-            "metrics": {"port": 0},
-            "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000},
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
         db = tmp_path / "copytrader.db"
 
         def start_copier() -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "run.py", "--config", str(path), "run", "--no-view"], cwd=ROOT,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return start_copier_process(path)
 
         copier = start_copier()
         wait_until(lambda: copier_ready(db), 30, message="copier ready")
@@ -304,13 +287,7 @@ def test_sigkill_in_the_middle_of_copying_super_orders_never_doubles_or_misses_o
         assert len(books) == len(expected), "an order besides the copies' super orders"
         print(f"{SUPER_ORDERS} leader super orders, {len(expected)} copies, 3 SIGKILLs: 0 doubled, 0 missed")
     finally:
-        for proc in (copier, exchange):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        end_processes(copier, exchange)
 
 
 def test_a_super_order_whose_exits_cannot_be_read_is_a_recorded_skip_never_a_plain_copy(make_rig):
