@@ -289,19 +289,27 @@ class OrderActor(PooledActor):
                      self.copies[copy.key].correlation_id, extra=self.fields(request.follower))
 
     # -- what the modules use ---------------------------------------------------------------------------
-    def operate(self, build: Callable[[Plan], Any] | None = None) -> None:
+    def operate(self, build: Callable[[Plan], Any] | None = None, leader: StoredLeader | None = None) -> None:
         """One operation: `build` applies events to a plan, every copy decides, one transaction
         stores it all, then the calls go out. While replies are handled together, `build` adds to
-        their one plan (`on_receive_batch` decides after each reply and commits once)."""
-        if self.batch is not None:
+        their one plan (`on_receive_batch` decides after each reply and commits once). `leader`:
+        the leader's order as the operation leaves it; kept only if the operation is."""
+        previous = self.leader
+        if leader is not None:
+            self.leader = leader
+        try:
+            if self.batch is not None:
+                if build is not None:
+                    build(self.batch)
+                return
+            plan = Plan(self)
             if build is not None:
-                build(self.batch)
-            return
-        plan = Plan(self)
-        if build is not None:
-            build(plan)
-        plan.converge()
-        plan.commit()
+                build(plan)
+            plan.converge()
+            plan.commit()
+        except BaseException:
+            self.leader = previous
+            raise
 
     def leader_view(self) -> c.Leader:
         leader = self.leader

@@ -128,13 +128,7 @@ class LeaderUpdates:
             plan.done([event_id], event.value.lower())
             plan.done(settles, SETTLED_BY_BROKER)
 
-        previous = actor.leader
-        actor.leader = dataclasses.replace(leader, state=new_state)
-        try:
-            actor.operate(build)
-        except BaseException:
-            actor.leader = previous
-            raise
+        actor.operate(build, leader=dataclasses.replace(leader, state=new_state))
         self.changes += 1
         if new_state.status is S.TRADED:
             actor.fills.schedule_lag_check()

@@ -130,13 +130,7 @@ class SuperOrders:
                 if c.phase(copy) is not c.Phase.CLOSED and copy.target.super_order:
                     plan.apply(key, c.TargetChanged(copy.target.with_changes(**exits)))
 
-        previous = actor.leader
-        actor.leader = dataclasses.replace(leader, state=new_state)
-        try:
-            actor.operate(build)
-        except BaseException:
-            actor.leader = previous
-            raise
+        actor.operate(build, leader=dataclasses.replace(leader, state=new_state))
         log.info("leader super order %s: exits now target %g, stop-loss %g, trailing jump %g", actor.leader_order_id,
                  terms.target_price, terms.stop_loss_price, terms.trailing_jump, extra=actor.fields())
 
