@@ -5,6 +5,7 @@ client as a person would, and assertions read the follower accounts' books on th
 """
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -75,6 +76,13 @@ def start_paper_process(*args: str) -> tuple[subprocess.Popen, dict[str, str], l
         elif parts[0] == "READY":
             break
     return proc, urls, accounts
+
+
+def free_port() -> int:
+    """A loopback port free now (for a process that must be told its port before it starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def end_processes(*procs: subprocess.Popen | None) -> None:

@@ -11,10 +11,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port, wait_until
 
 MISSING = ("`nats-server` is not installed: the shard tests need Debian's nats-server package "
            "(sudo apt-get install -y nats-server, or run ./test.sh, which installs it)")
@@ -36,12 +37,6 @@ def require() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class NatsServer:
     """`nats-server -js` on a loopback port, storing under `folder`."""
 
@@ -59,15 +54,17 @@ class NatsServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([self.path, "-js", "-sd", str(self.folder), "-a", "127.0.0.1", "-p",
                                       str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nats-server did not start on port {self.port}") from None
-                time.sleep(0.05)
+        wait_until(self._listening, 10, interval=0.05, message=f"nats-server listening on port {self.port}")
+        return self
+
+    def _listening(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"nats-server exited with status {self.proc.returncode} before it listened")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL: no shutdown of its own, only what it wrote survives."""

@@ -46,10 +46,10 @@ import yaml
 from dhanhq import dhanhq
 
 from actors.feed import BASELINE_SETTING
-from tests.conftest import ROOT, client, end_processes, start_paper_process, wait_until
+from tests.conftest import ROOT, client, end_processes, free_port, start_paper_process, wait_until
 from tests.faultproxy import FIRST, LATE, NEVER, FaultProxy, Rule
 from tests.frames import FrameInjector, bad_frames
-from tests.test_storage_safety import _fill as fill_disk, free_port
+from tests.test_storage_safety import _fill as fill_disk
 from trading.orders import correlation_id
 
 SEED = int(os.environ.get("CHAOS_SEED", "1005"))

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,12 +89,6 @@ def poll(predicate: Callable[[], Any], timeout: float, message: Callable[[], str
          interval: float = 0.2) -> Any:
     """Call `predicate` until it returns something truthy; fail with `message` after `timeout`."""
     return wait_until(predicate, timeout, interval, message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def panels(dashboard: dict) -> Iterator[dict]:

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,18 +32,13 @@ import yaml
 from actors.feed import BASELINE_SETTING
 from observability import metrics
 from storage import Store, StorageDown
-from tests.conftest import RELIANCE, ROOT, client, copier_ready, end_processes, start_paper_process, start_rig, wait_until
+from tests.conftest import (RELIANCE, ROOT, client, copier_ready, end_processes, free_port, start_paper_process, start_rig,
+                            wait_until)
 from trading.adoption import find_copies
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity, correlation_id
 
 TERMS = OrderTerms(security_id=RELIANCE, exchange_segment="NSE_EQ", side=Side.BUY, product=Product.INTRADAY,
                    order_type=OrderType.LIMIT, validity=Validity.DAY, quantity=5, price=1400.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
