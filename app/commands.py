@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from copier.config import Config, ConfigError, load
+from copier.config import Config, load
 
 
 METRICS_URL_SETTING = "metrics_url"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import math
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from broker import codes, parsing  # noqa: E402
 from broker.parsing import (MAX_CORRELATION_ID, MAX_ID, MAX_PRICE, MAX_QUANTITY, MAX_SEQUENCE,  # noqa: E402
                             MAX_TEXT, MalformedMessage, decode_socket_message, from_socket)
 from copier.config import ConfigError, parse  # noqa: E402
-from tests.frames import DROP, bad_frames, order_alert_text  # noqa: E402
+from tests.frames import bad_frames, order_alert_text  # noqa: E402
 from trading.orders import OrderTerms, OrderUpdate  # noqa: E402
 
 try:
