@@ -5,6 +5,7 @@ client as a person would, and assertions read the follower accounts' books on th
 """
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -83,6 +84,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_test_without_tools(test_id: str, tmp_path: Path, ci: bool, **env: str) -> subprocess.CompletedProcess:
+    """Run one test in a pytest of its own with nothing on PATH (a tool it needs cannot be found),
+    under CI=true or not; `env` adds variables."""
+    environ = {k: v for k, v in os.environ.items() if k != "CI"}
+    environ.update(PATH=str(tmp_path), **env)
+    if ci:
+        environ["CI"] = "true"
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", test_id],
+                          cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
 
 
 def end_processes(*procs: subprocess.Popen | None) -> None:

@@ -27,7 +27,7 @@ import yaml
 from copier.config import ConfigError, parse
 from copier.shards import FEED, assignment, rendezvous, role_config, role_storage_path
 from tests import natsserver
-from tests.conftest import ROOT, client, copier_ready, start_paper_process, wait_until
+from tests.conftest import ROOT, client, copier_ready, run_test_without_tools, start_paper_process, wait_until
 from trading.orders import correlation_id
 
 
@@ -122,13 +122,8 @@ def test_a_single_process_copier_never_imports_the_nats_client():
 
 # -- without nats-server ----------------------------------------------------------------------------------
 def shard_test_without_nats_server(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env.update(PATH=str(tmp_path), NATS_SERVER_SEARCH=str(tmp_path))  # nowhere to find nats-server
-    if ci:
-        env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
-                           "tests/test_shards.py::test_two_shards_copy_every_leader_order_once_to_each_follower"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return run_test_without_tools("tests/test_shards.py::test_two_shards_copy_every_leader_order_once_to_each_follower",
+                                  tmp_path, ci, NATS_SERVER_SEARCH=str(tmp_path))  # nowhere to find nats-server
 
 
 def test_without_nats_server_the_shard_tests_skip_saying_how_to_get_it(tmp_path):

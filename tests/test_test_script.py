@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_test_without_tools
 
 
 def quick_start() -> list[str]:
@@ -83,13 +82,7 @@ def test_test_script_installs_nats_server_for_the_shard_tests(tmp_path):
 
 
 def observability_without_promtool(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env["PATH"] = str(tmp_path)  # nothing on it: no promtool
-    if ci:
-        env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
-                           "tests/test_observability.py::test_promtool_checks_the_alert_rules"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return run_test_without_tools("tests/test_observability.py::test_promtool_checks_the_alert_rules", tmp_path, ci)
 
 
 def test_without_promtool_the_observability_tests_skip_saying_how_to_get_it(tmp_path):
