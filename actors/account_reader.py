@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from actors.messages import LEADER, AccountsRead, CapitalSnapshot, PositionsSnapshot
+from actors.messages import LEADER, AccountsRead, CapitalSnapshot, PositionsSnapshot, is_leader
 from observability import metrics
 from broker.gateway import Answer
 from trading.account import Funds, PositionKey, net_quantities
@@ -58,14 +58,14 @@ def read_positions(account: str, gateway: AccountGateway) -> PositionsSnapshot |
         return None
     listing = answer.data
     for reason in listing.unreadable:
-        metrics.MALFORMED_MESSAGES.labels("leader" if account == LEADER else "follower", reason).inc()
+        metrics.MALFORMED_MESSAGES.labels("leader" if is_leader(account) else "follower", reason).inc()
     held = listing.entries
     return PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
                              sum(p.unrealised for p in held), fetched_ns)
 
 
-def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey,
-                  sign: int) -> tuple[int | None, PositionsSnapshot | None]:
+def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey, sign: int,
+                  account: str = LEADER) -> tuple[int | None, PositionsSnapshot | None]:
     """The leader's position in `key` before its order `order_id` (of side `sign`), and the
     positions read for it: the broker's position less the order's fills, the order read on both
     sides of the positions so that a fill landing in between is not counted twice. The position
@@ -73,7 +73,7 @@ def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey,
     positions = None
     for _ in range(LOOKUP_ROUNDS):
         first = gateway.order(order_id)
-        positions = read_positions(LEADER, gateway)
+        positions = read_positions(account, gateway)
         again = gateway.order(order_id)
         if not (first.ok and again.ok and positions) or first.data is None or again.data is None:
             return None, positions
@@ -114,15 +114,15 @@ class AccountReader:
             request, capital=tuple(r for r in results if isinstance(r, CapitalSnapshot)),
             positions=tuple(r for r in results if isinstance(r, PositionsSnapshot))))
 
-    def read_exit(self, request: int, followers: Iterable[str], order_id: str, key: PositionKey, sign: int,
-                  known_before: int) -> None:
-        """What an exit waits for: the followers' positions, and the leader's position before its
-        order `order_id` (`known_before` when the order cannot be looked up)."""
+    def read_exit(self, request: int, followers: Iterable[str], leader_account: str, order_id: str, key: PositionKey,
+                  sign: int, known_before: int) -> None:
+        """What an exit waits for: the followers' positions, and the position of the leader
+        `leader_account` before its order `order_id` (`known_before` when the order cannot be looked up)."""
         tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a])
                                           for account in followers if account in self.gateways]
-        leader = self.gateways.get(LEADER)
+        leader = self.gateways.get(leader_account)
         if leader is not None and order_id:
-            tasks.append(lambda: leader_before(leader, order_id, key, sign))
+            tasks.append(lambda: leader_before(leader, order_id, key, sign, leader_account))
 
         def told(results: list[Any]) -> AccountsRead:
             before: int | None = known_before

@@ -52,12 +52,14 @@ class CopierContext:
     followers: list[str]
     sizing: Address
     limiters: dict[str, RateLimiter]  # by follower: the only path to its broker
-    leader_limiter: RateLimiter  # the leader's data calls: order actors re-read ambiguous leader orders
+    leader_limiters: dict[str, RateLimiter]  # by leader account, its data calls: re-reads of its orders
     timers: Timers  # the copier's one timer thread, for delayed and periodic messages
     policy: CopyPolicy = field(default_factory=CopyPolicy)
     alert: Callable[[str, str, str], None] = lambda level, key, message: None
     copying_enabled: Callable[[], str | None] = lambda: None  # returns a skip reason while copying is off
-    forever_trigger: Callable[[object], str | None] = lambda update: None  # leader forever order that made it
+    # (update, leader account) -> the leader forever order whose trigger made it
+    forever_trigger: Callable[[object, str], str | None] = lambda update, leader: None
+    follows: Callable[[str, str], bool] = lambda follower, leader: True  # (follower, leader account): copies it
     on_broker_failure: Callable[[str, str], None] = lambda follower, reason: None  # kill switch's count
     on_auth_failure: Callable[[str, str], None] = lambda follower, detail: None  # token actor pauses it
     calendar: MarketCalendar | None = None  # None: market hours not enforced (config market_hours.enforce)

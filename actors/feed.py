@@ -37,7 +37,7 @@ from typing import Any, Callable
 import websocket
 from tenacity import wait_exponential_jitter
 
-from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered
+from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered, is_leader
 from observability import metrics
 from observability.logs import redact
 from broker.errors import ErrorKind
@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 BASELINE_SETTING = "leader_baseline_done"
 AUTH_RETRY_INITIAL = 1.0  # seconds before a refused login is tried again; doubles each time
 AUTH_RETRY_MAX = 60.0
+
+
+def baseline_setting(account: str) -> str:
+    """Where a leader's first start is recorded: a leader added to the config later has its own
+    first start (its orders placed before it are not copied)."""
+    return BASELINE_SETTING if account == LEADER else f"{BASELINE_SETTING}:{account}"
 
 
 def auth_retry_delay(attempt: int) -> float:
@@ -87,7 +93,7 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
     when it was an exact duplicate. Used by the feeds, the reconciler's repairs and the
     order actors' re-reads. `key`, unique, replaces the snapshot's dedupe key for an update read
     from the broker on purpose: it answers a question, even when it repeats a snapshot seen before."""
-    role = "leader" if account == LEADER else "follower"
+    role = "leader" if is_leader(account) else "follower"
     metrics.INBOUND_UPDATES.labels(role, update.source).inc()
     event_id = store.inbox.record(account, update.order_id, key or dedupe_key(account, update), update.source,
                                   update_to_dict(update), update.received_ns)
@@ -118,7 +124,7 @@ class FeedActor(Supervised):
         """`follower_gateways`: the leader's feed only, to find copies at a first start."""
         super().__init__(address, supervisor)
         self.account = account
-        self.role = "leader" if account == LEADER else "follower"
+        self.role = "leader" if is_leader(account) else "follower"
         self.url = url
         self.gateway = gateway
         self.store = store
@@ -280,7 +286,7 @@ class FeedActor(Supervised):
             return store_and_route(self.store, self.router, self.account, update)
         except StorageDown:  # not stored, so not routed: kept for when storage is back
             self._missed = True
-            if self.account == LEADER:
+            if is_leader(self.account):
                 self._unstored[update.order_id] = update
             return False
 
@@ -310,7 +316,7 @@ class FeedActor(Supervised):
             log.warning("%s: order book unavailable: %s", account, answer.error)
             return None
         for reason in answer.data.unreadable:
-            metrics.MALFORMED_MESSAGES.labels("leader" if account == LEADER else "follower", reason).inc()
+            metrics.MALFORMED_MESSAGES.labels("leader" if is_leader(account) else "follower", reason).inc()
         return [u if u.source == source else dataclasses.replace(u, source=source) for u in answer.data.entries]
 
     def _adopt_copies(self, leader_order_ids: list[str]) -> set[str]:
@@ -336,7 +342,7 @@ class FeedActor(Supervised):
     def backfill(self, answer: Answer | None = None) -> int:
         """Feed the whole order book (`answer`, or fetched now) through the inbox; returns how many
         updates were new."""
-        first_start = self.account == LEADER and self.store.settings.get(BASELINE_SETTING) is None
+        first_start = is_leader(self.account) and self.store.settings.get(baseline_setting(self.account)) is None
         baseline = first_start and not self.copy_existing_on_first_start
         updates = self._order_book(self.gateway, self.account, "baseline" if baseline else "book", answer)
         if updates is None:
@@ -349,7 +355,7 @@ class FeedActor(Supervised):
             if self.ingest(update):
                 new += 1
         if first_start:
-            self.store.settings.set(BASELINE_SETTING, str(time.time()))
+            self.store.settings.set(baseline_setting(self.account), str(time.time()))
         if new:
             metrics.BACKFILLED.labels(self.account).inc(new)
             log.info("%s: %d order updates recovered from the order book", self.account, new)

@@ -7,10 +7,10 @@ It is a shell around trading/copy.py: it turns each message into events, applies
 copies (`Plan`), stores the events and the resulting states in one transaction, asks each copy's
 `decide` what it needs next, and carries that out (at most one broker call in flight per copy).
 What is not that shell has a module of its own: the first sighting (order_sighting.py), later
-leader updates (order_leader.py), fills and lag (order_fills.py), strategy legs
-(order_strategy.py), slices (order_slices.py), super orders (order_super.py), one operation
-(order_plan.py), a run of replies handled together (order_batch.py). A restarted actor reloads
-its copies from storage, looks them up at the broker, and carries on.
+leader updates (order_leader.py), fills and lag (order_fills.py), strategy legs (order_strategy.py), slices
+(order_slices.py), super orders (order_super.py), one operation (order_plan.py), a run of replies handled
+together (order_batch.py). A restarted actor reloads its copies from storage, looks them up at the broker,
+and carries on.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Container
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted,
+from actors.messages import (LEADER, is_leader, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted,
                              OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
                              UnwindLeg)
 from actors.order_answers import Answers
@@ -65,6 +65,7 @@ class OrderActor(PooledActor):
         self.ctx = ctx
         self.records = OrderRecords(ctx.store, leader_order_id)
         self.leader: StoredLeader | None = None
+        self.leader_account = LEADER  # which leader's order: from its first update, or as stored
         # by part key (c.part_key): the follower's name, or `follower#N` for a further slice of its copy
         self.copies: dict[str, c.CopyState] = {}
         self.received_ns: dict[str, int] = {}  # by part key: when the leader update that created it arrived
@@ -89,7 +90,7 @@ class OrderActor(PooledActor):
         self.leader = self.records.load_leader()
         if self.leader is None:
             return  # a new order: nothing stored yet (its copies are stored with it)
-        self.copies = {copy.key: copy for copy in self.records.load_copies()}
+        self.leader_account, self.copies = self.leader.account, {copy.key: copy for copy in self.records.load_copies()}
         # Updates not yet done are routed to this incarnation by the router (on restart, and by its
         # sweep). A copy still unknown: a "not found" counts only after a settle time.
         # A placement the last incarnation sent was sent less than a broker timeout before it ended,
@@ -189,18 +190,19 @@ class OrderActor(PooledActor):
         if message.event_id in self.applied or message.event_id in self.parked:
             return
         self.applied.add(message.event_id)
-        if message.account != LEADER:
+        if not is_leader(message.account):
             self._on_follower_update(message.event_id, message.account, message.update)
         elif message.update.exit_leg:  # a super order's target or stop-loss leg: no order of its own
             self.supers.on_exit_leg(message.event_id, message.update)
         elif self.leader is None:
-            self.first_sighting(message.event_id, message.update)
+            self.first_sighting(message.event_id, message.account, message.update)
         else:
             self.updates.on_update(message.event_id, message.update)
             if self.supers.followed:  # an entry's modification restates its exits
                 self.supers.ask()
 
-    def first_sighting(self, event_id: int, update: OrderUpdate) -> None:
+    def first_sighting(self, event_id: int, leader_account: str, update: OrderUpdate) -> None:
+        self.leader_account = leader_account
         self.sighting.on_update(event_id, update)
 
     def _on_follower_update(self, event_id: int, follower: str, update: OrderUpdate) -> None:
@@ -234,9 +236,8 @@ class OrderActor(PooledActor):
         return sorted((copy for copy in self.copies.values() if copy.follower == follower), key=lambda s: s.part)
 
     def key_of(self, follower: str, correlation: str | None, order_id: str = "") -> str | None:
-        """The part key of `follower`'s copy (or slice) a broker order belongs to: by its
-        correlation id, else its broker order id; None for an order none of them placed (or one a
-        replaced or retried generation left behind)."""
+        """The part key of `follower`'s copy (or slice) a broker order belongs to: by its correlation id, else
+        its broker order id; None for an order none of them placed (or a replaced or retried one left behind)."""
         parts = self.parts_of(follower)
         if correlation:
             match = next((p for p in parts if p.correlation_id == correlation), None)

@@ -41,7 +41,7 @@ class Answers:
         if isinstance(command, msg.ReadSuperOrder):
             actor.supers.on_answer(answer)
             return
-        if command.account == msg.LEADER:
+        if msg.is_leader(command.account):
             actor.updates.on_answer(answer)
             return
         if actor.legs.is_flatten(command.account, command.correlation_id):

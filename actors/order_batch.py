@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from actors.messages import LEADER, BrokerAnswer, OrderUpdateReceived
+from actors.messages import BrokerAnswer, OrderUpdateReceived, is_leader
 from actors.order_plan import Plan
 from actors.order_runtime import CrashedOn
 from storage import StorageDown
@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 def takes_in_batch(actor: "OrderActor", message: Any) -> bool:
     """A reply about one follower copy (not the leader's order, not a flattening order)."""
     if isinstance(message, OrderUpdateReceived):
-        return message.account != LEADER
+        return not is_leader(message.account)
     if isinstance(message, BrokerAnswer):
         command = message.command
-        return command.account != LEADER and not actor.legs.is_flatten(command.account, command.correlation_id)
+        return not is_leader(command.account) and not actor.legs.is_flatten(command.account, command.correlation_id)
     return False
 
 

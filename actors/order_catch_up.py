@@ -40,7 +40,7 @@ def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
         return
     decision = actor.ask_sizing(SizeCopy(follower, c.correlation_id(actor.leader_order_id, follower, copy.generation + 1),
                                          terms, instrument, leader.state.avg_price, leader.state.filled_qty,
-                                         actor.leader_order_id, new_order=True))
+                                         actor.leader_order_id, new_order=True, leader=actor.leader_account))
 
     def build(plan: "Plan") -> None:
         if decision.skip_reason:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from actors.messages import LEADER, FillSeen
+from actors.messages import FillSeen
 from actors.order_timers import FilledFirstDue, LagCheck
 from observability import metrics
 from trading import copy as c
@@ -37,12 +37,12 @@ class Fills:
     def leader_fill(self, plan: "Plan", update: OrderUpdate, fill: Fill) -> None:
         actor = self.actor
         records = actor.records
-        plan.write(lambda: records.fill(LEADER, actor.leader_order_id, fill.quantity, fill.price, update.filled_qty,
+        plan.write(lambda: records.fill(actor.leader_account, actor.leader_order_id, fill.quantity, fill.price, update.filled_qty,
                                         update.updated_at))
 
         def counted() -> None:
             metrics.FILLS.labels("leader").inc()
-            self._tell_sizing(LEADER, update, fill.quantity)
+            self._tell_sizing(actor.leader_account, update, fill.quantity)
             self.leader_filled_at = self.leader_filled_at or update.updated_at
 
         plan.then(counted)

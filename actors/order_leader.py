@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Collection
 
 from actors.feed import store_and_route
-from actors.messages import LEADER, CallFailed, GetOrder, OrderFound, SizeCopy
+from actors.messages import CallFailed, GetOrder, OrderFound, SizeCopy
 from actors.order_timers import RereadDue
 from observability import metrics
 from storage.orders import leader_key
@@ -158,7 +158,8 @@ class LeaderUpdates:
                 disclosed = sum(p.target.disclosed_qty for p in parts if not p.status.is_terminal)
             if instrument is not None and (terms.quantity != old.quantity or terms.disclosed_qty != old.disclosed_qty):
                 decision = actor.ask_sizing(SizeCopy(follower, copy.correlation_id, terms, instrument, 0.0,
-                                                     leader.state.filled_qty if leader else 0, actor.leader_order_id))
+                                                     leader.state.filled_qty if leader else 0, actor.leader_order_id,
+                                                     leader=actor.leader_account))
                 if decision.skip_reason:
                     skip = (f"modify_{decision.skip_reason}", decision.detail)
                 else:
@@ -181,8 +182,9 @@ class LeaderUpdates:
         if self.reread is None or self.reread.answer is not None:
             return
         actor = self.actor
-        actor.ctx.leader_limiter.tell(GetOrder(account=LEADER, leader_order_id=actor.leader_order_id,
-                                               reply_to=actor.address, broker_order_id=actor.leader_order_id))
+        actor.ctx.leader_limiters[actor.leader_account].tell(GetOrder(
+            account=actor.leader_account, leader_order_id=actor.leader_order_id, reply_to=actor.address,
+            broker_order_id=actor.leader_order_id))
 
     def on_answer(self, answer: OrderFound | CallFailed) -> None:
         actor = self.actor
@@ -193,7 +195,7 @@ class LeaderUpdates:
         if order is not None and order.order_id == actor.leader_order_id:
             reread.answer = dataclasses.replace(order, source="reread", received_ns=time.monotonic_ns())
             assert actor.supervisor is not None  # the router: the answer takes the way every update takes
-            store_and_route(actor.ctx.store, actor.supervisor, LEADER, reread.answer, key=f"reread:{uuid.uuid4().hex}")
+            store_and_route(actor.ctx.store, actor.supervisor, actor.leader_account, reread.answer, key=f"reread:{uuid.uuid4().hex}")
             return
         reread.failures += 1
         metrics.LEADER_REREADS.labels("failed").inc()

@@ -140,8 +140,8 @@ class FirstSighting:
             if own_price(update.terms) <= 0:
                 metrics.REFERENCE_PRICES.labels(source).inc()
             requests = tuple(SizeCopy(f, c.correlation_id(actor.leader_order_id, f), update.terms, instrument, reference,
-                                      update.filled_qty, actor.leader_order_id, source)
-                             for f in ctx.followers if f not in adopted_by)
+                                      update.filled_qty, actor.leader_order_id, source, leader=actor.leader_account)
+                             for f in ctx.followers if f not in adopted_by and ctx.follows(f, actor.leader_account))
             if requests:
                 sized: SizedCopies = actor.ask_sizing(SizeCopies(requests, actor.leader_order_id))
                 group_id = sized.group_id
@@ -153,7 +153,8 @@ class FirstSighting:
                         unreserve.append(follower)
         # wall clock of the first arrival: a copy's age counts from it, across restarts
         seen_at = time.time() - max(0, time.monotonic_ns() - received_ns) / 1e9 if received_ns else time.time()
-        leader = StoredLeader(first_seen(update), seen_at, group_id, instrument.underlying if instrument else None)
+        leader = StoredLeader(first_seen(update), seen_at, group_id, instrument.underlying if instrument else None,
+                              actor.leader_account)
         fill = fill_delta(0, 0.0, update.filled_qty, update.avg_price, update.last_fill_price)  # seen (partly) filled
 
         def build(plan: "Plan") -> None:
@@ -236,7 +237,7 @@ class FirstSighting:
         if instrument is None:  # before any broker call
             return "unknown_instrument", (f"security {update.terms.security_id} on {update.terms.exchange_segment} "
                                           "is not in the instrument master")
-        forever = ctx.forever_trigger(update)
+        forever = ctx.forever_trigger(update, self.actor.leader_account)
         if forever:  # each follower's own forever copy triggers by itself: copying this would double it
             return "forever_triggered", f"created by the leader's forever order {forever}, copied as a forever order"
         off = ctx.copying_enabled()

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-from actors.messages import LEADER, CallFailed, ReadSuperOrder, SuperOrderRead
+from actors.messages import CallFailed, ReadSuperOrder, SuperOrderRead
 from actors.order_timers import SuperReadDue
 from observability import metrics
 from storage.orders import leader_key
@@ -73,8 +73,9 @@ class SuperOrders:
         actor = self.actor
         self.asked = True
         actor.cancel_timer("super_read")
-        actor.ctx.leader_limiter.tell(ReadSuperOrder(account=LEADER, leader_order_id=actor.leader_order_id,
-                                                     reply_to=actor.address, broker_order_id=actor.leader_order_id))
+        actor.ctx.leader_limiters[actor.leader_account].tell(ReadSuperOrder(
+            account=actor.leader_account, leader_order_id=actor.leader_order_id, reply_to=actor.address,
+            broker_order_id=actor.leader_order_id))
 
     def on_due(self, _due: SuperReadDue) -> None:
         if self.followed or self.actor.sighting.waiting is not None:

@@ -33,14 +33,14 @@ from dataclasses import asdict
 from typing import Any, Callable, Mapping
 
 from actors.feed import store_and_route
-from actors.messages import LEADER, AnswerReconcileRequests, Reconcile, SyncCopies
+from actors.messages import AnswerReconcileRequests, Reconcile, SyncCopies, is_leader
 from observability import metrics
 from broker.gateway import DhanGateway
 from storage import Store
 from supervisors import Address, Supervised, Timers
 from trading import reconcile as r
 from trading.instruments import InstrumentMaster
-from trading.orders import OrderTerms, OrderUpdate
+from trading.orders import OrderTerms, OrderUpdate, made_by_copier
 from trading.sizing import SizingRule
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,15 @@ def fill_grace(lag_alert_seconds: float) -> float:
     return lag_alert_seconds if lag_alert_seconds > 0 else DEFAULT_FILL_GRACE_SECONDS
 
 
-def resize_by_rule(rules: Mapping[str, SizingRule], instruments: InstrumentMaster) -> r.Resize:
-    """Each follower's sizing rule applied to a leader order, for the comparison of its copy."""
-    def resize(follower: str, terms: OrderTerms) -> int | None:
-        rule = rules.get(follower)
+RuleFor = Callable[[str, str], "SizingRule | None"]  # (follower, leader account) -> its sizing rule
+Resize = Callable[[str, str, OrderTerms], "int | None"]  # (follower, leader account, leader's terms)
+
+
+def resize_by_rule(rules: RuleFor, instruments: InstrumentMaster) -> Resize:
+    """Each follower's sizing rule for a leader applied to that leader's order, for the comparison
+    of its copy."""
+    def resize(follower: str, leader: str, terms: OrderTerms) -> int | None:
+        rule = rules(follower, leader)
         instrument = instruments.get(terms.exchange_segment, terms.security_id)
         if rule is None or instrument is None:
             return None
@@ -89,23 +94,37 @@ def resize_by_rule(rules: Mapping[str, SizingRule], instruments: InstrumentMaste
     return resize
 
 
+def leader_books(gateways: Mapping[str, DhanGateway]) -> dict[str, tuple[str, OrderUpdate]]:
+    """Every leader's orders, by order id, with the leader account each belongs to (`gateways`
+    holds the followers' too). The copier's own copies in an account that also leads are no
+    leader's orders."""
+    books: dict[str, tuple[str, OrderUpdate]] = {}
+    for account, gateway in gateways.items():
+        if is_leader(account):
+            books.update((u.order_id, (account, u)) for u in _book(gateway, "reconcile") if not made_by_copier(u))
+    return books
+
+
 def reconcile_once(store: Store, gateways: dict[str, DhanGateway], followers: list[str],
-                   resize: r.Resize | None = None, fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS,
-                   ) -> tuple[list[r.Divergence], dict[str, OrderUpdate]]:
-    """Fetch the books, read storage, compare. Returns the divergences and the leader's book by id."""
-    leader_book = _book(gateways[LEADER], "reconcile")
+                   resize: Resize | None = None, fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS,
+                   ) -> tuple[list[r.Divergence], dict[str, tuple[str, OrderUpdate]]]:
+    """Fetch the books, read storage, compare. Returns the divergences and the leaders' orders by
+    id (each with its leader account)."""
+    leaders = leader_books(gateways)
     follower_books = {name: _book(gateways[name], "reconcile") for name in followers}
     copies, known = store.copies.for_reconcile()
-    divergences = r.find_divergences(leader_book, follower_books, copies, known, followers, resize=resize,
-                                     now=time.time(), fill_grace_seconds=fill_grace_seconds)
-    return divergences, {u.order_id: u for u in leader_book}
+    by_order = None if resize is None else (
+        lambda follower, leader: resize(follower, leaders[leader.order_id][0], leader.terms))
+    divergences = r.find_divergences([u for _account, u in leaders.values()], follower_books, copies, known,
+                                     followers, resize=by_order, now=time.time(), fill_grace_seconds=fill_grace_seconds)
+    return divergences, leaders
 
 
 class ReconcilerActor(Supervised):
     def __init__(self, address: Address, supervisor: Address | None, store: Store,
                  gateways: dict[str, DhanGateway], followers: list[str], router: Address,
                  alert: Callable[[str, str, str], None], timers: Timers, interval_seconds: float = 60.0,
-                 repair: bool = True, resize: r.Resize | None = None,
+                 repair: bool = True, resize: Resize | None = None,
                  fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS, request_poll_seconds: float = 0.5) -> None:
         super().__init__(address, supervisor)
         self.request_poll_seconds = request_poll_seconds
@@ -176,28 +195,28 @@ class ReconcilerActor(Supervised):
             answer = report_json(request, error=str(exc))
         self.store.settings.set(REPORT_SETTING, answer)
 
-    def _repair(self, divergence: r.Divergence, leader_book: dict[str, OrderUpdate],
+    def _repair(self, divergence: r.Divergence, leader_book: dict[str, tuple[str, OrderUpdate]],
                 done: set[tuple[str, str]]) -> bool:
         leader_order_id = divergence.leader_order_id
         if not leader_order_id:
             return False
         if divergence.kind in (r.MISSING_REPLICATION, r.STATUS_MISMATCH) and leader_order_id in leader_book:
-            self._route_current(leader_book[leader_order_id], done)
+            self._route_current(*leader_book[leader_order_id], done)
             return True
         if divergence.kind in (r.QUANTITY_MISMATCH, r.COPY_TERMS_MISMATCH):
             # re-target from the leader's order as it is now, then look the copies up and converge
             if leader_order_id in leader_book:
-                self._route_current(leader_book[leader_order_id], done)
+                self._route_current(*leader_book[leader_order_id], done)
             if ("sync", leader_order_id) not in done:
                 done.add(("sync", leader_order_id))
                 self.router.tell(SyncCopies(leader_order_id))
             return True
         return False
 
-    def _route_current(self, leader: OrderUpdate, done: set[tuple[str, str]]) -> None:
+    def _route_current(self, account: str, leader: OrderUpdate, done: set[tuple[str, str]]) -> None:
         """The leader's order as the broker holds it now, into the inbox like any update: under a
         key of its own, as it may repeat a snapshot stored before (one applied out of order)."""
         if ("route", leader.order_id) in done:
             return
         done.add(("route", leader.order_id))
-        store_and_route(self.store, self.router, LEADER, leader, key=f"reconcile:{uuid.uuid4().hex}")
+        store_and_route(self.store, self.router, account, leader, key=f"reconcile:{uuid.uuid4().hex}")

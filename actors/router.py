@@ -26,7 +26,7 @@ from typing import Any
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, CancelCopies, CatchUpCopy, OrderActorIdle, OrderActorWanted,
+from actors.messages import (LEADER, is_leader, CancelCopies, CatchUpCopy, OrderActorIdle, OrderActorWanted,
                              OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg,
                              UnwindStrategy)
 from actors.order import OrderActor
@@ -41,7 +41,7 @@ from supervisors.supervisor import ChildFailed
 from supervisors.timers import TimerHandle, Timers
 from trading.calendar import IST, MarketCalendar
 from trading.expiry import SESSION_VALIDITIES, ended_session
-from trading.orders import update_from_dict
+from trading.orders import made_by_copier, update_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class OrderRouter(Supervised):
         # while its actor was down) and reach the next incarnation: it skips them.
         self._parked: set[int] = set()
         self._owners: dict[tuple[str, str], str] = {}  # (follower, order or correlation id) -> leader order
+        self._own_copies: set[str] = set()  # copies seen in a leader's own book (counted once each)
         self._waiting_for_storage: set[str] = set()  # order actors that crashed while storage was down
         self._unwatch = None
         self._sweeps: TimerHandle | None = None
@@ -188,17 +189,31 @@ class OrderRouter(Supervised):
 
     # -- routing ---------------------------------------------------------------------------------
     def _route(self, message: OrderUpdateReceived) -> None:
-        if message.account == LEADER:
+        if is_leader(message.account):
+            if made_by_copier(message.update):  # in an account that also follows: never copied back
+                self._acknowledge(message, "own_copy")
+                return
             leader_order_id = message.update.order_id
         else:
             leader_order_id = self._leader_of(message)
             if leader_order_id is None:
-                try:
-                    self.ctx.store.inbox.acknowledge([message.event_id], "foreign")
-                except StorageDown:
-                    pass  # still stored as not done: routed again once storage is back
+                self._acknowledge(message, "foreign")
                 return
         self._child(leader_order_id).tell(message)
+
+    def _acknowledge(self, message: OrderUpdateReceived, outcome: str) -> None:
+        """An update that concerns no leader order: done, with why."""
+        if outcome == "own_copy" and message.update.order_id not in self._own_copies:
+            if len(self._own_copies) > 100_000:  # bounded, like _owners
+                self._own_copies.clear()
+            self._own_copies.add(message.update.order_id)
+            metrics.OWN_COPIES_IGNORED.labels(message.account).inc()
+            log.info("%s: order %s is one of the copier's copies (correlation id %s): not copied back",
+                     message.account, message.update.order_id, message.update.correlation_id)
+        try:
+            self.ctx.store.inbox.acknowledge([message.event_id], outcome)
+        except StorageDown:
+            pass  # still stored as not done: routed again once storage is back
 
     def _leader_of(self, message: OrderUpdateReceived) -> str | None:
         """The leader order a follower's update belongs to. A copy's correlation id and broker

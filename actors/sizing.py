@@ -33,7 +33,7 @@ from actors.account_reader import AccountGateway, AccountReader
 from actors.positions import KnownPositions
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (LEADER, AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
+from actors.messages import (AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
                              RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
                              SizedCopies, SuspendAccount)
 from supervisors import Address, Supervised, Timers
@@ -102,7 +102,8 @@ class SizingActor(Supervised):
                  filters: dict[str, Filters] | None = None, suspended: dict[str, str] | None = None,
                  first_funds: dict[str, Any] | None = None, copy_windows: dict[str, CopyWindow] | None = None,
                  clock: Callable[[], datetime] = exchange_now, timers: Timers | None = None,
-                 paused: dict[str, str] | None = None) -> None:
+                 paused: dict[str, str] | None = None,
+                 leader_rules: dict[tuple[str, str], SizingRule] | None = None) -> None:
         super().__init__(address, supervisor)
         # follower -> the skip detail of its new orders while an operator has it paused; given by
         # the tree (read from storage at start), so it outlives a restart of this actor
@@ -111,6 +112,8 @@ class SizingActor(Supervised):
         self.clock = clock  # the copier's exchange clock, the one its market-hours rules read
         self.timers = timers
         self.rules = rules
+        # (follower, leader account) -> the follower's sizing for that leader's orders, over `rules`
+        self.leader_rules = leader_rules or {}
         self.accounts = accounts  # account -> its gateway (fund_limit, positions, order), the leader's included
         self.limits = limits or {}
         self.filters = filters or {}
@@ -129,7 +132,7 @@ class SizingActor(Supervised):
         self.reservations: dict[str, dict[str, _Reservation]] = {name: {} for name in rules}
         self.last_price: dict[str, float] = {}
         self.leg_window = leg_window_seconds
-        self.strategies: dict[str, Strategy] = {}  # by underlying
+        self.strategies: dict[tuple[str, str], Strategy] = {}  # by leader account and underlying
         self.reader: AccountReader | None = None
         self.waiting: list[_Waiting] = []  # in the order they came
         self._first_round: int | None = None  # the start-up reading, while it is out
@@ -213,10 +216,11 @@ class SizingActor(Supervised):
             first = waiting.requests[0] if waiting.requests else None
             if first is not None and followers and self.reader is not None:
                 key, sign = risk.position_key(first.terms), 1 if first.terms.side.value == "BUY" else -1
-                known = self.positions.quantity(LEADER, key) - sign * first.leader_filled
+                known = self.positions.quantity(first.leader, key) - sign * first.leader_filled
                 if risk.is_exit(known, sign * first.terms.quantity):
                     waiting.reading = next(_READINGS)
-                    self.reader.read_exit(waiting.reading, followers, first.leader_order_id, key, sign, known)
+                    self.reader.read_exit(waiting.reading, followers, first.leader, first.leader_order_id, key, sign,
+                                          known)
                     return False
         return True
 
@@ -313,8 +317,8 @@ class SizingActor(Supervised):
             return None
         return snapshot.available - sum(r.amount for r in self.reservations.get(follower, {}).values())
 
-    def _capital_ratio(self, follower: str) -> float | None:
-        leader, mine = self.start_of_day.get(LEADER), self.start_of_day.get(follower)
+    def _capital_ratio(self, follower: str, leader_account: str) -> float | None:
+        leader, mine = self.start_of_day.get(leader_account), self.start_of_day.get(follower)
         return (mine / leader) if leader and mine else None
 
     def _size_order(self, message: SizeCopies, reading: AccountsRead | None = None) -> SizedCopies:
@@ -366,13 +370,13 @@ class SizingActor(Supervised):
         return decision
 
     def _entry(self, request: SizeCopy) -> SizeDecision:
-        rule = self.rules[request.follower]
+        rule = self.leader_rules.get((request.follower, request.leader)) or self.rules[request.follower]
         terms, inst = request.terms, request.instrument
         price = terms.price or terms.trigger_price or request.reference_price or self.last_price.get(terms.security_id, 0.0)
         if price > 0:
             self.last_price[terms.security_id] = price
         sized = size_order(rule, terms.quantity, terms.disclosed_qty, inst.lot_size, price,
-                           terms.trigger_price, self._capital_ratio(request.follower))
+                           terms.trigger_price, self._capital_ratio(request.follower, request.leader))
         if sized.skip_reason:
             return SizeDecision(0, 0, 0.0, sized.skip_reason, sized.detail)
         cost = estimate_margin(terms.product.value, terms.side.value, sized.quantity, price,

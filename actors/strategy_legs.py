@@ -25,19 +25,21 @@ class Strategy:
 Drop = Callable[..., SizeDecision]  # (request, reason, detail, unwind=False): a copy not made, its capital freed
 
 
-def size_legs(strategies: dict[str, Strategy], message: SizeCopies, decisions: list[SizeDecision],
+def size_legs(strategies: dict[tuple[str, str], Strategy], message: SizeCopies, decisions: list[SizeDecision],
               leg_window: float, now: float, drop: Drop) -> SizedCopies:
     """The decisions for one leader order, kept as they are unless it is a later leg of a strategy
-    (`strategies`, by underlying, is updated)."""
+    (`strategies`, by leader account and underlying, is updated: two leaders' orders are never
+    legs of one strategy)."""
     if not message.requests:
         return SizedCopies(())
     instrument = message.requests[0].instrument
     if not instrument.is_derivative or leg_window <= 0:
         return SizedCopies(tuple(decisions))
-    strategy = strategies.get(instrument.underlying)
+    key = (message.requests[0].leader, instrument.underlying)
+    strategy = strategies.get(key)
     leader_qty = message.requests[0].terms.quantity
     if strategy is None or now - strategy.last_leg_at > leg_window:
-        strategies[instrument.underlying] = Strategy(
+        strategies[key] = Strategy(
             message.leader_order_id, leader_qty,
             {r.follower: d.quantity for r, d in zip(message.requests, decisions)}, now)
         return SizedCopies(tuple(decisions), message.leader_order_id)

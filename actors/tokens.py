@@ -18,7 +18,7 @@ import random
 import time
 from typing import Any, Callable
 
-from actors.messages import LEADER, AuthRefused, CheckTokens, Reconnect, RenewTokens, ResumeAccount, SuspendAccount
+from actors.messages import AuthRefused, is_leader, leader_label, CheckTokens, Reconnect, RenewTokens, ResumeAccount, SuspendAccount
 from observability.logs import register_secret
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
@@ -33,7 +33,7 @@ CHECK_SECONDS = 1.0  # how often paused accounts and the token file are looked a
 
 
 def _who(account: str) -> str:
-    return "leader" if account == LEADER else f"follower {account}"
+    return leader_label(account) if is_leader(account) else f"follower {account}"
 
 
 class TokenActor(Supervised):
@@ -79,7 +79,7 @@ class TokenActor(Supervised):
             self._probe_paused()
         elif isinstance(message, RenewTokens):
             return {account: self._renew(account, gateway) for account, gateway in self.gateways.items()
-                    if (account == LEADER) == message.leader}
+                    if is_leader(account) == message.leader}
         return None
 
     # -- a refused token -----------------------------------------------------------------------------
@@ -88,15 +88,15 @@ class TokenActor(Supervised):
             return
         self.paused[account] = detail
         self._next_probe[account] = time.monotonic() + self._delay.setdefault(account, self.probe_initial)
-        if account != LEADER:
+        if not is_leader(account):
             self.sizing.tell(SuspendAccount(account, f"the broker refused its access token ({detail})"))
             self.alert("critical", f"auth:{account}",
                        f"follower {account}: the broker refused its access token ({detail}); copying to it is "
                        f"paused until it has a working token (python run.py token {account})")
         else:
             self.alert("critical", f"auth:{account}",
-                       f"leader: the broker refused its access token ({detail}); nothing is copied until it has "
-                       "a working token (python run.py token leader)")
+                       f"{_who(account)}: the broker refused its access token ({detail}); nothing of its orders is "
+                       f"copied until it has a working token (python run.py token {account})")
 
     def _probe_paused(self) -> None:
         now = time.monotonic()
@@ -111,7 +111,7 @@ class TokenActor(Supervised):
 
     def _resume(self, account: str) -> None:
         self.paused.pop(account, None)
-        if account != LEADER:
+        if not is_leader(account):
             self.sizing.tell(ResumeAccount(account))
         self.alert("info", f"auth_ok:{account}",
                    f"{_who(account)}: the broker accepts its access token again; copying resumed")

@@ -185,7 +185,7 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None, start: "C
             paper.stop()
         store.close()
         raise
-    log.info("copier running: leader %s -> %s", config.leader.client_id,
+    log.info("copier running: %s -> %s", ", ".join(f"{a.label} {a.client_id}" for a in config.all_leaders),
              ", ".join(f.name for f in config.followers))
     live = None
     if interactive:
@@ -226,8 +226,9 @@ def storage_identity(config: Config) -> "StorageIdentity":
     """The exchange and accounts `config` trades, as storage records them."""
     from storage.identity import Account, StorageIdentity
 
+    # further leaders are recorded beside the followers, by their account names (leader:NAME)
     return StorageIdentity(config.mode, Account(config.leader.client_id, config.leader.api_base_url),
-                           {f.name: Account(f.client_id, f.api_base_url) for f in config.followers})
+                           {a.name: Account(a.client_id, a.api_base_url) for a in [*config.leaders[1:], *config.followers]})
 
 
 def _claim_storage(store: "Store", config: Config) -> None:

@@ -156,7 +156,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"copier: {'running' if live is not None else 'not running'}" + (f" (metrics {url})" if url else ""))
     running = recorded_accounts(store) if live is not None else {}  # paper mode may make client ids up
     accounts = [(a.name, running.get(a.name, {}).get("client_id") or a.client_id)
-                for a in [config.leader, *config.followers]]
+                for a in [*config.all_leaders, *config.followers]]
     open_orders = store.copies.open_orders(f.name for f in config.followers)
     states = store.followers.states()
     for name, client_id in accounts:
@@ -269,7 +269,6 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
     """Reconcile from this process with the config's accounts (live mode, no copier running)."""
     from pathlib import Path
 
-    from actors.messages import LEADER
     from actors.reconciler import fill_grace, reconcile_once, resize_by_rule
     from observability.logs import register_secret
     from broker.gateway import DhanGateway
@@ -277,13 +276,14 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
 
     for token in config.secrets():
         register_secret(token)
-    gateways = {(LEADER if a is config.leader else a.name): DhanGateway(
-        LEADER if a is config.leader else a.name, a.client_id, a.access_token, a.api_base_url, config.broker.timeout_seconds)
-        for a in [config.leader, *config.followers]}
+    gateways = {a.name: DhanGateway(a.name, a.client_id, a.access_token, a.api_base_url, config.broker.timeout_seconds)
+                for a in [*config.all_leaders, *config.followers]}
     instruments = InstrumentMaster(config.instruments.master, cache_dir=Path(config.storage.path).parent)
     try:
         instruments.load()
-        resize = resize_by_rule({f.name: f.sizing for f in config.followers}, instruments)
+        configs = {f.name: f for f in config.followers}
+        resize = resize_by_rule(lambda follower, leader: configs[follower].sizing_for(leader) or configs[follower].sizing
+                                if follower in configs else None, instruments)
     except (OSError, ValueError) as exc:  # without lot sizes, a copy sized for a stale leader quantity is still reported
         print(f"instrument master unavailable ({exc}); copies are not re-sized by their rules", file=sys.stderr)
         resize = None

@@ -50,7 +50,8 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "",
     names = list(followers) if followers is not None else [f.name for f in config.followers]
     paused = {name for name, state in store.followers.states().items() if state.paused}
     heading = {name: f"{name} (paused)" if name in paused else name for name in names}
-    table = Table(title=f"leader {config.leader.client_id} -> {', '.join(heading[n] for n in names)}",
+    accounts = ", ".join(f"{a.label} {a.client_id}" for a in config.all_leaders)
+    table = Table(title=f"{accounts} -> {', '.join(heading[n] for n in names)}",
                   expand=True)
     # Every cell stays on one line (a cut one ends in "…"); the order id is never cut, the symbol
     # and the copies give way first.

@@ -45,9 +45,23 @@ def _open_account(exchange: PaperExchange, acc: Any, number: int, funds: float) 
 def start_paper(config: Config, *, bot: bool | None = None) -> PaperSetup:
     exchange = PaperExchange(seed=config.paper.seed, session="open", port=config.paper.port).start()
 
-    leader = _open_account(exchange, config.leader, 0, config.paper.leader_funds)
-    followers = tuple(_open_account(exchange, f, i + 1, f.funds) for i, f in enumerate(config.followers))
-    config = config.model_copy(update=dict(leader=leader, followers=followers))
+    opened: dict[str, Any] = {}  # client id -> the account made for it: one account may lead and follow
+
+    def account(acc: Any, number: int, funds: float) -> Any:
+        made = opened.get(acc.client_id) if acc.client_id else None
+        if made is not None:
+            return acc.model_copy(update={k: getattr(made, k) for k in
+                                          ("client_id", "access_token", "api_base_url", "order_update_url")})
+        made = _open_account(exchange, acc, number, funds)
+        opened[made.client_id] = made
+        return made
+
+    leader = account(config.leader, 0, config.paper.leader_funds)
+    followers = tuple(account(f, i + 1, f.funds) for i, f in enumerate(config.followers))
+    more = tuple(account(extra, len(followers) + i + 1, config.paper.leader_funds)
+                 for i, extra in enumerate(config.leaders[1:]))
+    config = config.model_copy(update=dict(leader=leader, followers=followers,
+                                           leaders=(leader, *more) if config.leaders else ()))
     setup = PaperSetup(exchange, config)
     if config.paper.leader_bot if bot is None else bot:
         setup.bot = LeaderBot(exchange.rest_url, leader.client_id, leader.access_token, seed=config.paper.seed,

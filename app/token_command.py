@@ -58,7 +58,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return START_REFUSED_EXIT
-    accounts = {a.name: a for a in [config.leader, *config.followers]}
+    accounts = {a.name: a for a in [*config.all_leaders, *config.followers]}
     account = accounts.get(args.account)
     if account is None:
         print(f"token: no account {args.account!r} in {args.config} (accounts: {', '.join(accounts)})", file=sys.stderr)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from actors.messages import LEADER
+from actors.messages import is_leader, leader_label
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway
 from copier.config import AccountConfig, Config, FollowerConfig
@@ -58,7 +58,7 @@ class Accounts:
 
 
 def _who(account: AccountConfig) -> str:
-    return f"leader (client {account.client_id})" if account.name == LEADER else \
+    return f"{leader_label(account.name)} (client {account.client_id})" if is_leader(account.name) else \
         f"follower {account.name} (client {account.client_id})"
 
 
@@ -78,7 +78,7 @@ def choose_tokens(config: Config, accounts: Sequence[AccountConfig] | None = Non
     except TokenFileError as exc:
         raise StartRefused(str(exc)) from None
     tokens: dict[str, AccountToken] = {}
-    for account in accounts if accounts is not None else [config.leader, *config.followers]:
+    for account in accounts if accounts is not None else [*config.all_leaders, *config.followers]:
         entry = stored.get(account.client_id)
         if entry is not None and entry.supersedes(account.access_token):
             token, source = entry.token, f"stored renewed token ({path})"
@@ -119,18 +119,18 @@ def prepare_accounts(config: Config) -> Accounts:
     """Choose every account's token and check it with the broker; raise StartRefused, or return
     the accounts with the followers to start paused."""
     tokens, token_file = choose_tokens(config)
-    accounts = [config.leader, *config.followers]
+    accounts = [*config.all_leaders, *config.followers]
     gateways = {a.name: DhanGateway(a.name, a.client_id, tokens[a.name].token, a.api_base_url, config.broker.timeout_seconds)
                 for a in accounts}
     with ThreadPoolExecutor(max_workers=min(16, len(accounts)), thread_name_prefix="account-check") as pool:
         answers = dict(zip([a.name for a in accounts], pool.map(lambda a: _check(gateways[a.name]), accounts)))
     paused: dict[str, str] = {}
-    for account in accounts:  # the leader first: its refusal is the one to report
+    for account in accounts:  # the leaders first: their refusal is the one to report
         error = answers[account.name].error
         if error is None:
             continue
         source = tokens[account.name].source
-        if error.kind == ErrorKind.AUTH and account.name != LEADER:
+        if error.kind == ErrorKind.AUTH and not is_leader(account.name):
             paused[account.name] = f"the broker refused its access token from {source} ({error.code})"
             continue
         raise StartRefused(refusal(account, source, error))
@@ -158,7 +158,7 @@ def record_accounts(store: Store, config: Config, followers: Iterable[AccountCon
     """Record the accounts and URLs the copier uses (never tokens), for operator commands in other
     processes: in paper mode they exist only in the running process. `followers`: those it copies
     to now, when they changed since it started."""
-    accounts = [config.leader, *(config.followers if followers is None else followers)]
+    accounts = [*config.all_leaders, *(config.followers if followers is None else followers)]
     store.settings.set(ACCOUNTS_SETTING, json.dumps([
         {"name": a.name, "client_id": a.client_id, "api_base_url": a.api_base_url,
          "order_update_url": a.order_update_url} for a in accounts]))

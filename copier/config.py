@@ -49,6 +49,7 @@ from broker.gateway import DEFAULT_BASE_URL, DEFAULT_ORDER_UPDATE_URL
 from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_environment
 from streams import redact_url
 from trading.filters import CopyWindow, Filters
+from trading.leader import leader_account, leader_label, leader_name
 from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
 
@@ -425,10 +426,34 @@ class AccountConfig(Section):
         return account
 
 
+def _leader_name(name: str) -> str:
+    """A leader's config name, held as its account name (trading/leader.py `leader_account`)."""
+    if not _NAME.match(name):
+        raise refuse(f"must be 1-32 letters, digits, '-' or '_', got {name!r}")
+    return leader_account(name)
+
+
 class LeaderConfig(AccountConfig):
+    # the account name everything else knows it by: "leader" for `leader:`, "leader:NAME" in `leaders:`
+    name: Annotated[str, PlainValidator(lambda value: _leader_name(_text(value)))] = LEADER_NAME
+
     @property
-    def name(self) -> str:
-        return LEADER_NAME
+    def label(self) -> str:
+        """Its name in messages: "leader", or "leader alpha"."""
+        return leader_label(self.name)
+
+
+class Subscription(Section):
+    """One leader a follower copies, and the follower's sizing for that leader's orders (None: the
+    follower's own `sizing`)."""
+
+    name: Annotated[str, PlainValidator(lambda value: _leader_name(_text(value)))]
+    sizing: Annotated[SizingRule | None, Domain(SizingKeys, optional=True)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, (str, int)) and not isinstance(data, bool) else data
 
 
 class FollowerConfig(AccountConfig):
@@ -439,6 +464,23 @@ class FollowerConfig(AccountConfig):
     copy_window: Annotated[CopyWindow | None, Domain(CopyWindowKeys, optional=True)] = None  # None: any hour
     funds: Number(0) = 500_000.0  # paper mode only: the follower's starting funds
     shard: ShardNumber = None  # with shards: the shard that copies to it (None: chosen by its name)
+    # with `leaders:`: the leaders it copies, each with its own sizing or the follower's (): every leader
+    leaders: tuple[Subscription, ...] = ()
+
+    def follows(self, leader: str) -> bool:
+        """Whether it copies the orders of the leader account `leader`."""
+        return not self.leaders or any(s.name == leader for s in self.leaders)
+
+    def sizing_for(self, leader: str) -> SizingRule | None:
+        """Its own sizing for `leader`'s orders, when the config gives one."""
+        return next((s.sizing for s in self.leaders if s.name == leader), None)
+
+    @field_validator("leaders", mode="before")
+    @classmethod
+    def _a_list_of_leaders(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not value:
+            raise refuse("must be a non-empty list of leader names (or {name: ..., sizing: {...}})")
+        return value
 
     @field_validator("name", mode="after")
     @classmethod
@@ -617,6 +659,8 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
     class Config(Section):
         mode: Choice(("live", "paper"), "'live' or 'paper'") = "live"
         # a default of {} is validated like a written section: live mode requires its keys
+        # several leaders in one process (`leaders:`), or one (`leader:`); `leader` is then the first
+        leaders: tuple[LeaderConfig, ...] = ()
         leader: LeaderConfig = Field(default_factory=dict, validate_default=True)
         followers: Annotated[tuple[FollowerConfig, ...], Field(validate_default=True)] = ()
         instruments: InstrumentsSettings = Field(default_factory=dict, validate_default=True)
@@ -653,6 +697,49 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
             if isinstance(data, dict) and data.get("shards") is not None and data.get("stream") is None:
                 return {**data, "stream": {}}  # the stream server's defaults
             return data
+
+        @model_validator(mode="before")
+        @classmethod
+        def _leader_or_leaders(cls, data: Any) -> Any:
+            if not isinstance(data, dict) or "leaders" not in data:
+                return data
+            if "leader" in data:
+                raise refuse("use either leader: (one leader) or leaders: (several), not both", "leaders")
+            leaders = data["leaders"]
+            if not isinstance(leaders, list) or not leaders or not all(isinstance(x, dict) for x in leaders):
+                raise refuse("must be a non-empty list of leader accounts, each with a name", "leaders")
+            for i, leader in enumerate(leaders):
+                if not leader.get("name"):
+                    raise refuse("is required", f"leaders[{i}].name")
+            return {**data, "leader": leaders[0]}  # (checked as leaders[0]; errors name that key)
+
+        @model_validator(mode="after")
+        def _leaders_known(self) -> Config:
+            names = [leader.name for leader in self.leaders]
+            for i, leader in enumerate(self.leaders):
+                if leader.name in names[:i]:
+                    raise refuse(f"{leader_name(leader.name)!r} is used twice", f"leaders[{i}].name")
+                if leader.client_id and any(o.client_id == leader.client_id for o in self.leaders[:i]):
+                    first = [o.client_id for o in self.leaders].index(leader.client_id)
+                    raise refuse(f"client {leader.client_id} is already leaders[{first}]", f"leaders[{i}].client_id")
+            for i, follower in enumerate(self.followers):
+                for j, subscription in enumerate(follower.leaders):
+                    if not self.leaders:
+                        raise refuse("is used only with several leaders (leaders: [...]); with leader: every "
+                                     "follower copies the one leader", f"followers[{i}].leaders")
+                    if subscription.name not in names:
+                        raise refuse(f"no leader named {leader_name(subscription.name)!r} "
+                                     f"(leaders: {', '.join(leader_name(n) for n in names)})",
+                                     f"followers[{i}].leaders[{j}].name")
+            if len(self.leaders) > 1 and self.shards is not None:
+                raise refuse("several leaders cannot run as shards yet: run one copier per leader with shards, or "
+                             "several leaders in one process", "leaders")
+            return self
+
+        @property
+        def all_leaders(self) -> tuple[LeaderConfig, ...]:
+            """Every leader: those of `leaders:`, or the one of `leader:`."""
+            return self.leaders or (self.leader,)
 
         @field_validator("followers", mode="before")
         @classmethod
@@ -692,7 +779,9 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
 
         def accounts(self) -> list[tuple[str, AccountConfig]]:
             """(key, account): the leader and every follower, by the key that names them."""
-            return [("leader", self.leader), *((f"followers[{i}]", f) for i, f in enumerate(self.followers))]
+            leaders = ([(f"leaders[{i}]", leader) for i, leader in enumerate(self.leaders)] if self.leaders
+                       else [("leader", self.leader)])
+            return [*leaders, *((f"followers[{i}]", f) for i, f in enumerate(self.followers))]
 
         def insecure_settings(self) -> dict[str, str]:
             """Key -> why: what only `allow_insecure: true` lets through. Plain-text URLs to another
@@ -714,7 +803,7 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
 
         def secrets(self) -> list[str]:
             """Every secret in the config, for log redaction."""
-            return [self.leader.access_token, *(f.access_token for f in self.followers),
+            return [*(leader.access_token for leader in self.all_leaders), *(f.access_token for f in self.followers),
                     *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else []),
                     *([urlsplit(self.stream.url).password] if self.stream and urlsplit(self.stream.url).password else [])]
 

@@ -130,6 +130,9 @@ class Roster:
     router: Address
     alert: Callable[[str, str, str], None]
     rules: dict[str, SizingRule] = field(default_factory=dict)  # each follower's sizing now (stored changes applied)
+    # (follower, leader account) -> the config's sizing of that follower for that leader's orders;
+    # the sizing actor reads this very dict, so a follower added later has its own too
+    leader_rules: dict[tuple[str, str], SizingRule] = field(default_factory=dict)
     configs: dict[str, FollowerConfig] = field(default_factory=dict)
     # (follower, gateway) -> its limiter's and its feed's child specs (the limiter made and registered)
     children: Callable[[FollowerConfig, Any], tuple[ChildSpec, ChildSpec]] | None = None
@@ -146,6 +149,7 @@ class Roster:
         for follower in self.config.followers:
             self.configs[follower.name] = follower
             self.rules[follower.name] = self.stored_rule(follower, stored.get(follower.name))
+            self._use_leader_rules(follower)
 
     def stored_rule(self, follower: FollowerConfig, state: Any) -> SizingRule:
         """The config's sizing with an operator's stored changes over it (they win); the config's
@@ -162,6 +166,26 @@ class Roster:
     def paused(self) -> dict[str, str]:
         """Followers paused by an operator, as storage holds them now: the skip detail of each."""
         return {name: pause_detail(state) for name, state in self.store.followers.states().items() if state.paused}
+
+    # -- several leaders: who copies whom, and how ---------------------------------------------------
+    def follows(self, follower: str, leader: str) -> bool:
+        """Whether `follower` copies the orders of the leader account `leader` (config `leaders:`)."""
+        config = self.configs.get(follower)
+        return config is None or config.follows(leader)
+
+    def followers_of(self, leader: str) -> "Subscribers":
+        """The followers copying `leader` now, as a live view (followers added later included)."""
+        return Subscribers(self, leader)
+
+    def rule_for(self, follower: str, leader: str) -> SizingRule | None:
+        """`follower`'s sizing for `leader`'s orders: the config's for that leader, else its own now."""
+        config = self.configs.get(follower)
+        return (config.sizing_for(leader) if config else None) or self.rules.get(follower)
+
+    def _use_leader_rules(self, follower: FollowerConfig) -> None:
+        for key in [key for key in self.leader_rules if key[0] == follower.name]:
+            del self.leader_rules[key]
+        self.leader_rules.update({(follower.name, s.name): s.sizing for s in follower.leaders if s.sizing})
 
     # -- what the follower control actor asks (actors/follower_control.py FollowerWiring) -------------
     def followers(self) -> list[str]:
@@ -242,6 +266,8 @@ class Roster:
         supervisor.start_child(limiter_spec).get(timeout=15)
         state = self.store.followers.state(name)
         rule = self.rules[name] = self.stored_rule(follower, state)
+        self.configs[name] = follower  # (before sizing and the feed: whom it follows is known from their start)
+        self._use_leader_rules(follower)
         capital = read_capital(name, gateway, funds.data)
         self.sizing.ask(FollowerAdded(name, rule, follower.risk, follower.filters, follower.copy_window, capital,
                                       read_positions(name, gateway)), timeout=10)
@@ -250,7 +276,6 @@ class Roster:
         self.metric_series(name)
         metrics.FOLLOWER_PAUSED.labels(name).set(1 if state.paused else 0)
         supervisor.start_child(feed_spec).get(timeout=15)
-        self.configs[name] = follower
         self.names.append(name)  # last: from here on new leader orders are copied to it
         record_accounts(self.store, self.config, self.configs.values())
         paused = f" (paused, as {pause_detail(state)})" if state.paused else ""
@@ -284,6 +309,8 @@ class Roster:
             log.warning("sizing did not take the removal of %s now (%s)", name, exc)
         for table in (self.gateways, self.limiters, self.configured_tokens, self.suspended, self.rules, self.configs):
             table.pop(name, None)
+        for key in [key for key in self.leader_rules if key[0] == name]:
+            del self.leader_rules[key]
         try:  # no longer a follower: neither paused nor copying, so not counted as paused on the dashboards
             metrics.FOLLOWER_PAUSED.remove(name)
         except KeyError:
@@ -296,10 +323,24 @@ class Roster:
         self.finished[name] = text
 
 
+@dataclass(frozen=True)
+class Subscribers:
+    """The followers of one leader, read from the roster at each iteration."""
+
+    roster: Roster
+    leader: str
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name in self.roster.names if self.roster.follows(name, self.leader)])
+
+    def __contains__(self, follower: object) -> bool:
+        return follower in self.roster.names and self.roster.follows(str(follower), self.leader)
+
+
 def _differs(running: FollowerConfig, fresh: FollowerConfig) -> bool:
     """Whether the file changed a running follower's settings (its URLs and token aside: paper
     mode and renewals change those)."""
-    keys = ("sizing", "risk", "filters", "copy_window") + (("client_id",) if fresh.client_id else ())
+    keys = ("sizing", "risk", "filters", "copy_window", "leaders") + (("client_id",) if fresh.client_id else ())
     return any(getattr(running, key) != getattr(fresh, key) for key in keys)
 
 

@@ -199,7 +199,7 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused),
             kind="feed"),
     ]
-    metrics.create_series(LEADER, [], {spec.kind for spec in specs})
+    metrics.create_series([LEADER], [], {spec.kind for spec in specs})
     _supervise(copier, "feed", top, specs, store, on_escalate)
     return copier
 

@@ -8,9 +8,9 @@
     quotes                   QuoteActor           market quotes for orders without a price (batched, paced)
     limiter:<follower> ...   RateLimiterActor     one per follower account: the clock and retries of
                                                   its RateLimiter, the only path to its broker
-    limiter:leader           RateLimiterActor     the leader's: order actors' re-reads of its orders
+    limiter:leader ...       RateLimiterActor     each leader's: order actors' re-reads of its orders
     router                   OrderRouter          one OrderActor per leader order, supervised by it
-    forever                  ForeverActor         copies of the leader's forever orders
+    forever                  ForeverActor         copies of the (first) leader's forever orders
     reconciler               ReconcilerActor      the brokers' books against storage, now and then
     kill_switch              KillSwitchActor      while on: no new copies, open ones cancelled
     square_off               SquareOffActor       a follower's open copies cancelled, its positions closed
@@ -18,7 +18,8 @@
                                                   added and removed (copier/roster.py), square-off
     tokens                   TokenActor           access tokens: renewed, refused ones paused and retried
     feed:<follower> ...      FeedActor            each follower's socket: fills and states of its copies
-    feed:leader              FeedActor            the leader's socket: the events everything else follows
+    feed:leader ...          FeedActor            each leader's socket (`leader`, or `leader:NAME` of several
+                                                  leaders): the events everything else follows
 
 Consumers start before producers, so nothing is routed to an actor that does not exist yet; stop
 runs in reverse, so the feeds go quiet first. Every actor's delayed and periodic messages come from
@@ -41,7 +42,7 @@ from actors.feed import FeedActor
 from actors.follower_control import FollowerControlActor
 from actors.forever import ForeverActor, triggered_forever
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
-from actors.messages import LEADER, AuthRefused
+from actors.messages import AuthRefused, is_leader
 from actors.quotes import QuoteActor, QuoteBoard, Quotes
 from actors.rate_limiter import RateLimiter, RateLimiterActor
 from actors.reconciler import ReconcilerActor, fill_grace, resize_by_rule
@@ -171,7 +172,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     copier.instruments = instruments
     timers = copier.timers.start()
 
-    leader = config.leader
+    leaders = config.all_leaders
+    first_leader = config.leader.name  # forever (GTT) orders are copied from this leader's account
     # shared with actors that walk them while followers are added and removed: iterated over a snapshot
     copier.gateways = SnapshotDict(accounts.gateways)
 
@@ -181,15 +183,16 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     # Labelled series exist from the start (metrics.create_series below, once the actor kinds are
     # known), so Prometheus' increase() sees their first event.
     metrics.DEAD_LETTERS.set(store.dead_letters.unresolved_count())
-    for name in [LEADER, *names]:
+    for name in [*(leader.name for leader in leaders), *names]:
         metrics.FEED_CONNECTED.labels(name).set(0)
     sizing_address = Address("sizing")
     limiters: SnapshotDict = SnapshotDict()
-    # Order actors read the leader's order again when two of its updates are ambiguous: through
-    # their own limiter, so those reads stay inside the leader account's data-API rate.
-    leader_limiter = RateLimiter(copier.gateways[LEADER], order_limits=config.rate_limits.order_windows(),
-                                 data_limits=config.rate_limits.data_windows(), workers=2,
-                                 max_attempts=config.broker.max_attempts)
+    # Order actors read a leader's order again when two of its updates are ambiguous: through
+    # that leader's own limiter, so those reads stay inside its account's data-API rate.
+    leader_limiters = {leader.name: RateLimiter(copier.gateways[leader.name],
+                                                order_limits=config.rate_limits.order_windows(),
+                                                data_limits=config.rate_limits.data_windows(), workers=2,
+                                                max_attempts=config.broker.max_attempts) for leader in leaders}
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
     quotes = Quotes(QuoteBoard(config.quotes.cache_seconds), Address("quotes"))
@@ -198,7 +201,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         f.risk.max_order_value is not None or f.risk.max_capital_share_per_instrument is not None
         or f.sizing.strategy == "risk_based" for f in config.followers)
     tokens_address = Address("tokens")
-    feed_addresses = {LEADER: Address(f"feed:{LEADER}")}
+    feed_addresses = {leader.name: Address(f"feed:{leader.name}") for leader in leaders}
     suspended = dict(accounts.paused)  # sizing's, shared so that it outlives a restart of sizing
     configured_tokens = {name: t.configured for name, t in accounts.tokens.items()}  # the token actor's
     roster = copier.roster = Roster(config, store, names, copier.gateways, limiters, configured_tokens, suspended,
@@ -212,7 +215,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
 
     ctx = CopierContext(
         store=store, instruments=instruments, followers=names, sizing=sizing_address, limiters=limiters,
-        leader_limiter=leader_limiter, timers=timers,
+        leader_limiters=leader_limiters, timers=timers,
         policy=CopyPolicy(max_modifications=config.copy.max_modifications, lag_alert_seconds=config.copy.lag_alert_seconds,
                           flatten_naked_legs=config.copy.flatten_naked_legs,
                           replace_after_modification_cap=config.copy.replace_after_modification_cap,
@@ -228,7 +231,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         copying_enabled=lambda: "kill_switch_on" if kill_switch_on.is_set() else None,
         on_broker_failure=lambda follower, reason: report_broker_failure(kill_switch_address, follower, reason),
         on_auth_failure=auth_refused,
-        forever_trigger=lambda update: triggered_forever(store, copier.gateways[LEADER], update),
+        forever_trigger=lambda update, leader: (triggered_forever(store, copier.gateways[leader], update)
+                                                if leader == first_leader else None),
+        follows=roster.follows,
         clock=clock or calendar_now,
         quotes=quotes,
         freeze=FreezeLimits({(segment, name): qty for segment, name, qty in config.freeze_limits}),
@@ -254,13 +259,14 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                 feed_spec(f))
 
     def feed_spec(acc) -> ChildSpec:  # noqa: ANN001 - the leader's AccountConfig or a FollowerConfig
-        start_feed = leader_feed if leader_feed is not None and acc is leader else FeedActor.start
+        start_feed = leader_feed if leader_feed is not None and is_leader(acc.name) else FeedActor.start
         return ChildSpec(f"feed:{acc.name}", lambda a: start_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
             copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
-            follower_gateways={n: copier.gateways[n] for n in names} if acc is leader else None),
+            follower_gateways=({n: copier.gateways[n] for n in names if roster.follows(n, acc.name)}
+                               if is_leader(acc.name) else None)),
             kind="feed", address=feed_addresses[acc.name])
 
     follower_specs = [follower_children(f, copier.gateways[f.name]) for f in config.followers]
@@ -275,26 +281,27 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                                       "risk"),
         filters={n: f.filters for n, f in roster.configs.items()}, suspended=suspended, first_funds=accounts.funds,
         copy_windows={n: f.copy_window for n, f in roster.configs.items() if f.copy_window}, clock=ctx.clock,
-        timers=timers, paused=roster.paused()),
+        timers=timers, paused=roster.paused(), leader_rules=roster.leader_rules),
         kind="sizing", address=sizing_address),
         ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways, timers=timers,
                                                        requests_per_second=config.quotes.requests_per_second),
                   kind="quotes", address=quotes.actor)]
     specs.extend(limiter for limiter, _feed in follower_specs)
-    specs.append(ChildSpec(f"limiter:{LEADER}", lambda a: RateLimiterActor.start(a, top, leader_limiter),
-                           kind="rate_limiter"))
+    specs.extend(ChildSpec(f"limiter:{account}", lambda a, limiter=limiter: RateLimiterActor.start(a, top, limiter),
+                           kind="rate_limiter") for account, limiter in leader_limiters.items())
     specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.copy.sweep_seconds),
                            kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
                        if config.kill_switch.activate_broker else [])
     specs.append(ChildSpec("forever", lambda a: ForeverActor.start(
-        a, top, store=store, leader=copier.gateways[LEADER], followers=names, limiters=limiters,
+        a, top, store=store, leader=copier.gateways[first_leader], followers=roster.followers_of(first_leader),
+        limiters=limiters,
         sizing=sizing_address, instruments=instruments, timers=timers, poll_seconds=config.copy.forever_poll_seconds),
         kind="forever"))
     specs.append(ChildSpec("reconciler", lambda a: ReconcilerActor.start(
         a, top, store, copier.gateways, names, router_address, copier.alerts, timers,
         interval_seconds=config.reconcile.interval_seconds, repair=config.reconcile.repair,
-        resize=resize_by_rule(roster.rules, instruments),
+        resize=resize_by_rule(roster.rule_for, instruments),
         fill_grace_seconds=fill_grace(config.copy.lag_alert_seconds)), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, timers, broker_switches,
@@ -318,12 +325,13 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         paused=dict(suspended),  # a restarted token actor goes on trying the accounts sizing still skips
         feeds=feed_addresses), kind="tokens", address=tokens_address))
     specs.extend(feed for _limiter, feed in follower_specs)
-    specs.append(feed_spec(leader))
+    specs.extend(feed_spec(leader) for leader in leaders)
 
     kinds = {spec.kind for spec in specs} | {"order"}
 
     def metric_series(followers: list[str]) -> None:
-        metrics.create_series(LEADER, followers, kinds, order_events=[e.value for e in OrderEvent], error_codes=CODES,
+        metrics.create_series([leader.name for leader in leaders], followers, kinds,
+                              order_events=[e.value for e in OrderEvent], error_codes=CODES,
                               failure_reasons=FAILURE_REASONS, price_sources=(QUOTE, LEADER_FILL, NONE))
 
     metric_series(list(names))

@@ -20,6 +20,9 @@ DUPLICATE_UPDATES = Counter("copytrader_duplicate_updates_total", "Order updates
                             ["role"])
 STALE_UPDATES = Counter("copytrader_stale_updates_total", "Order updates ignored as older than the state applied",
                         ["role"])
+OWN_COPIES_IGNORED = Counter("copytrader_own_copies_ignored_total",
+                             "Orders in a leader's book that are the copier's own copies (the account also follows "
+                             "another leader): never copied back", ["leader"])
 LEADER_REREADS = Counter("copytrader_leader_rereads_total",
                          "Leader orders read again from the broker because two of their updates were ambiguous "
                          "(same second, no sequence), by outcome (asked, failed, unresolved)", ["outcome"])
@@ -140,7 +143,7 @@ ROUTER_MAILBOXES = ("router", "order_max")
 SUPER_LEGS = ("ENTRY_LEG", "TARGET_LEG", "STOP_LOSS_LEG")
 
 
-def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[str], *,
+def create_series(leaders: Sequence[str], followers: Sequence[str], actor_kinds: Iterable[str], *,
                   order_events: Iterable[str] = (), error_codes: Iterable[str] = (),
                   failure_reasons: Iterable[str] = (), price_sources: Iterable[str] = ()) -> None:
     """Create every labelled series the copier knows of at zero, before anything happens.
@@ -149,7 +152,9 @@ def create_series(leader: str, followers: Sequence[str], actor_kinds: Iterable[s
     healthy system, and increase() cannot see the event that created the series. The label values
     that other layers define (order events, the broker's error codes and failure reasons, price
     sources) are handed in by the wiring: this catalogue imports none of them."""
-    accounts = [leader, *followers]
+    accounts = [*leaders, *followers]
+    for leader in leaders:
+        OWN_COPIES_IGNORED.labels(leader)
     events, actor_kinds, error_codes = list(order_events), list(actor_kinds), list(error_codes)
     failure_reasons = list(failure_reasons)
     for kind in ["placed", *(e.lower() for e in events)]:

@@ -52,6 +52,7 @@ class LeaderOrder(BaseModel):
     filled_at = pw.FloatField(null=True)
     group_id = pw.CharField(null=True, index=True)  # multi-leg strategy: the order id of its first leg
     underlying = pw.CharField(null=True)
+    account = pw.CharField(default="leader")  # whose order: "leader", or "leader:NAME" of several leaders
 
 
 class FollowerOrder(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from storage import models as m
 from storage.store import Store
 from trading.copy import CopyState, part_key
-from trading.leader import LeaderState
+from trading.leader import LEADER, LeaderState
 from trading.orders import OrderStatus, OrderTerms, OrderUpdate, terms_from_dict, terms_to_dict, update_from_dict
 
 
@@ -41,6 +41,7 @@ class StoredLeader:
     seen_at: float  # wall clock: when the copier first saw it
     group_id: str | None = None  # the multi-leg strategy it is a leg of (its first leg's order id)
     underlying: str | None = None
+    account: str = LEADER  # the leader account it is an order of
 
 
 def copy_key(leader_order_id: str, follower: str, part: int = 0) -> str:
@@ -79,7 +80,7 @@ class OrderRecords:
         self._leader_row = row
         state = LeaderState(row.order_id, OrderStatus(row.status), _terms(row.terms), row.filled_qty, row.avg_price,
                             row.created_at, row.updated_at, row.sequence)
-        return StoredLeader(state, row.first_seen_at, row.group_id, row.underlying)
+        return StoredLeader(state, row.first_seen_at, row.group_id, row.underlying, row.account)
 
     def load_copies(self) -> list[CopyState]:
         copies = []
@@ -110,7 +111,7 @@ class OrderRecords:
         self._seqs[leader_key(self.leader_order_id)] = 0
         self._leader_row = self.store.create(
             m.LeaderOrder, order_id=self.leader_order_id, first_seen_at=leader.seen_at, group_id=leader.group_id,
-            underlying=leader.underlying, symbol=update.symbol, **self._leader_fields(leader.state))
+            underlying=leader.underlying, symbol=update.symbol, account=leader.account, **self._leader_fields(leader.state))
 
     def save_leader(self, state: LeaderState) -> None:
         row = self._leader_row

@@ -171,8 +171,8 @@ def _stored(target: int = 5, sized_for: int = 10, cancel_requested: bool = False
                         cancel_requested=cancel_requested, leader_status=leader_status, leader_filled_at=filled_at)
 
 
-def half(follower: str, terms: OrderTerms) -> int:  # f1's rule here: fixed_ratio 0.5
-    return terms.quantity // 2
+def half(follower: str, leader: OrderUpdate) -> int:  # f1's rule here: fixed_ratio 0.5
+    return leader.terms.quantity // 2
 
 
 @pytest.mark.parametrize("leader, copy, stored, resize, expected", [
@@ -184,9 +184,9 @@ def half(follower: str, terms: OrderTerms) -> int:  # f1's rule here: fixed_rati
                  [(r.QUANTITY_MISMATCH, "copy holds 5; the leader's order is 30 now, which f1's sizing makes 15")],
                  id="sized-for-a-leader-quantity-gone"),
     pytest.param(_order("L1", S.PENDING, 30), _order("F1", S.PENDING, 5, "CT1"), _stored(sized_for=10),
-                 lambda follower, terms: 5, [], id="rule-independent-of-the-leader-quantity"),
+                 lambda follower, leader: 5, [], id="rule-independent-of-the-leader-quantity"),
     pytest.param(_order("L1", S.PENDING, 30), _order("F1", S.PENDING, 5, "CT1"), _stored(sized_for=10),
-                 lambda follower, terms: None,
+                 lambda follower, leader: None,
                  [(r.QUANTITY_MISMATCH, "copy holds 5, sized for the leader's 10; the leader's order is 30 now")],
                  id="rule-cannot-say"),
     pytest.param(_order("L1", S.PENDING, 10, price=1425.0), _order("F1", S.PENDING, 5, "CT1"), _stored(), half,

@@ -11,6 +11,31 @@ from typing import Any
 from trading.lifecycle import OrderEvent, event_for_status, next_state
 from trading.orders import OrderStatus, OrderTerms, OrderUpdate, terms_from_dict
 
+LEADER = "leader"  # the account name of the leader (of the first of several) in messages and storage
+
+
+def leader_account(name: str) -> str:
+    """The account name of the leader called `name` in config: LEADER for the one leader of a
+    `leader:` config (and for a leader named "leader"), `leader:NAME` for the others. Follower
+    names hold no ':', so an account name says by itself whether it is a leader's."""
+    if name in ("", LEADER) or name.startswith(LEADER + ":"):
+        return name or LEADER
+    return f"{LEADER}:{name}"
+
+
+def is_leader(account: str) -> bool:
+    return account == LEADER or account.startswith(LEADER + ":")
+
+
+def leader_name(account: str) -> str:
+    """The config's name of a leader account (`leader_account`'s inverse)."""
+    return account.removeprefix(LEADER + ":")
+
+
+def leader_label(account: str) -> str:
+    """How messages name a leader account: "leader", or "leader alpha"."""
+    return LEADER if account == LEADER else f"{LEADER} {leader_name(account)}"
+
 
 @dataclass(frozen=True)
 class LeaderState:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import dataclass, field
 
 
@@ -173,6 +174,16 @@ class ForeverOrder:
 
     def modifiable_view(self) -> tuple:
         return (*self.terms.modifiable_view(), round(self.price1, 4), round(self.trigger_price1, 4), self.quantity1)
+
+
+_COPIER_CORRELATION_ID = re.compile(r"^CT[0-9A-F]{22}$")
+
+
+def made_by_copier(update: "OrderUpdate") -> bool:
+    """Whether an order carries a correlation id this copier derives (`correlation_id`): one of
+    its copies, slices or closing orders, never an order a leader placed itself. An account that
+    is a leader and a follower at once sees its copies in its leader book; they are not copied back."""
+    return bool(update.correlation_id) and _COPIER_CORRELATION_ID.match(update.correlation_id) is not None
 
 
 def correlation_id(leader_order_id: str, follower: str, generation: int = 0) -> str:

@@ -34,7 +34,7 @@ _PRICED = (OrderType.LIMIT, OrderType.STOP_LOSS)
 _TRIGGERED = (OrderType.STOP_LOSS, OrderType.STOP_LOSS_MARKET)
 
 # follower, the leader's order as it is now -> the copy's quantity by the follower's rule, or None
-Resize = Callable[[str, OrderTerms], "int | None"]
+Resize = Callable[[str, OrderUpdate], "int | None"]  # (follower, the leader's order): its copy's quantity
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def _against_leader(leader: OrderUpdate, held: list[tuple[StoredCopy, OrderUpdat
     else:
         holds = sum(at_broker.terms.quantity if at_broker.status.is_open else at_broker.filled_qty
                     for _part, at_broker in held)
-        expected = resize(copy.follower, leader.terms) if resize is not None else None
+        expected = resize(copy.follower, leader) if resize is not None else None
         if expected is None:
             out.append(Divergence(QUANTITY_MISMATCH, leader.order_id, copy.follower,
                                   f"copy holds {holds}, sized for the leader's {copy.sized_for}; "

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trading.leader import LEADER, is_leader, leader_account, leader_label  # noqa: F401 - the actors' account names
 from trading.orders import OrderUpdate
-
-LEADER = "leader"  # the account name of the leader in messages and storage
 
 
 # -- feed -> router -> order actor ----------------------------------------------------------------

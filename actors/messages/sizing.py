@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trading.instruments import Instrument
+from trading.leader import LEADER
 from trading.orders import OrderTerms
 
 
@@ -21,6 +22,7 @@ class SizeCopy:
     leader_order_id: str = ""
     price_source: str = ""  # what set reference_price: quote, leader_fill, or none (trading/prices.py)
     new_order: bool = False  # sized as a new copy (pause, copy window), not a re-size (a catch-up's first sizing)
+    leader: str = LEADER  # the leader account whose order it copies: the follower's sizing for that leader
 
 
 @dataclass(frozen=True)
