@@ -3,19 +3,30 @@ sized by its rule for each; an account that leads and follows never copies its c
 Counted on the exchange's books."""
 from __future__ import annotations
 
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from actors.feed import baseline_setting
-from copier.config import parse
+from copier.config import ConfigError, parse
 from copier.tree import start_copier
 from observability import metrics
 from paper import AccountSpec, PaperExchange
 from storage import Store
-from tests.conftest import (LEADER_ID, LEADER_TOKEN, RELIANCE, Rig, client, config_dict, run_command,
-                            wait_until)
+from trading.leader import is_leader, leader_account, leader_label
+from trading.orders import (OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity, correlation_id,
+                            made_by_copier)
+from tests.conftest import (LEADER_ID, LEADER_TOKEN, RELIANCE, ROOT, Rig, client, config_dict, end_processes,
+                            run_command, start_copier_process, start_paper_process, wait_until)
 
 BETA_ID, BETA_TOKEN = "1100000002", "beta-secret-token-0002"
 
@@ -145,3 +156,157 @@ def test_an_account_that_leads_and_follows_never_copies_its_own_copies_back(make
     assert rig.copy_row(own, "fb") is None  # (fb follows alpha only)
     report = run_command(rig, tmp_path, "reconcile")  # the copy in beta's book is no beta order never copied
     assert report.returncode == 0 and "0 divergences" in report.stdout, report.stdout + report.stderr
+
+
+# -- the config, and the names of leader accounts ------------------------------------------------
+def _config(**raw: Any) -> Any:
+    return parse({"mode": "paper", "followers": [{"name": "f1"}], **raw})
+
+
+@pytest.mark.parametrize("raw, error", [
+    ({"leaders": [{"name": "alpha"}], "leader": {}}, "leaders: use either leader: (one leader) or leaders: (several), not both"),
+    ({"leaders": []}, "leaders: must be a non-empty list of leader accounts, each with a name"),
+    ({"leaders": [{"client_id": "1"}]}, "leaders[0].name: is required"),
+    ({"leaders": [{"name": "a b"}]}, "leaders[0].name: must be 1-32 letters, digits, '-' or '_', got 'a b'"),
+    ({"leaders": [{"name": "alpha"}, {"name": "alpha"}]}, "leaders[1].name: 'alpha' is used twice"),
+    ({"leaders": [{"name": "a", "client_id": "7"}, {"name": "b", "client_id": "7"}]},
+     "leaders[1].client_id: client 7 is already leaders[0]"),
+    ({"leaders": [{"name": "alpha"}], "followers": [{"name": "f1", "leaders": ["gamma"]}]},
+     "followers[0].leaders[0].name: no leader named 'gamma' (leaders: alpha)"),
+    ({"followers": [{"name": "f1", "leaders": ["alpha"]}]},
+     "followers[0].leaders: is used only with several leaders (leaders: [...]); with leader: every follower "
+     "copies the one leader"),
+    ({"leaders": [{"name": "alpha"}], "followers": [{"name": "f1", "leaders": [{"name": "alpha", "sizing": {"ratio": 0}}]}]},
+     "followers[0].leaders[0].sizing.ratio: must be > 0, got 0"),
+])
+def test_a_wrong_leaders_config_names_the_key(raw, error):
+    with pytest.raises(ConfigError) as refused:
+        _config(**raw)
+    assert str(refused.value) == error
+
+
+def test_a_follower_copies_every_leader_unless_it_lists_its_own_with_their_sizing():
+    config = _config(leaders=[{"name": "alpha"}, {"name": "beta"}],
+                     followers=[{"name": "f1"}, {"name": "f2", "sizing": {"ratio": 0.5},
+                                                 "leaders": [{"name": "beta", "sizing": {"strategy": "fixed_lots"}}]}])
+    assert [leader.name for leader in config.all_leaders] == ["leader:alpha", "leader:beta"]
+    f1, f2 = config.followers
+    assert f1.follows("leader:alpha") and f1.follows("leader:beta") and f1.sizing_for("leader:beta") is None
+    assert not f2.follows("leader:alpha") and f2.follows("leader:beta")
+    assert f2.sizing_for("leader:beta").strategy == "fixed_lots" and f2.sizing.ratio == 0.5
+    assert [leader.name for leader in _config().all_leaders] == ["leader"]  # `leader:` is the one leader
+
+
+@pytest.mark.parametrize("name, account, label", [("", "leader", "leader"), ("leader", "leader", "leader"),
+                                                   ("alpha", "leader:alpha", "leader alpha")])
+def test_a_leader_account_name_says_it_is_a_leaders(name, account, label):
+    assert leader_account(name) == account and is_leader(account) and leader_label(account) == label
+    assert leader_account(account) == account and not is_leader("f1")
+
+
+@pytest.mark.parametrize("cid, ours", [
+    (correlation_id("5126112300001", "f1"), True), ("CT" + "0" * 22, True), ("my-own-tag", False), (None, False),
+    ("CT" + "0" * 21, False), ("ct" + "a" * 22, False)])
+def test_the_copiers_own_orders_are_known_by_their_correlation_id(cid, ours):
+    terms = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 1)
+    update = OrderUpdate("1", OrderStatus.PENDING, terms, correlation_id=cid)
+    assert made_by_copier(update) is ours
+
+
+# -- a SIGKILL in the middle of two leaders' bursts ------------------------------------------------
+BURST = 24  # orders per leader
+
+
+def test_sigkill_while_two_leaders_burst_never_doubles_misses_or_loops_a_copy(tmp_path):
+    """alpha and beta place at once while the real run.py is SIGKILLed three times; beta's account
+    also follows alpha. On the books: every leader order copied once to each of its followers,
+    and the copies of alpha's orders in beta's account never copied on to beta's follower."""
+    rng = random.Random(6)
+    exchange, urls, accounts = start_paper_process("--accounts", "4", "--no-price-walk", "--unlimited")
+    copier: subprocess.Popen | None = None
+    try:
+        (alpha_id, alpha_token), (beta_id, beta_token), (f1_id, f1_token), (f2_id, f2_token) = accounts
+        endpoints = {"api_base_url": urls["REST"], "order_update_url": urls["WS"]}
+        ratio = {"sizing": {"strategy": "fixed_ratio", "ratio": 1}}
+        raw = {
+            "mode": "live",
+            "leaders": [{"name": "alpha", "client_id": alpha_id, "access_token": alpha_token, **endpoints},
+                        {"name": "beta", "client_id": beta_id, "access_token": beta_token, **endpoints}],
+            "followers": [
+                {"name": "f1", "client_id": f1_id, "access_token": f1_token, **endpoints, **ratio},
+                {"name": "fb", "client_id": beta_id, "access_token": beta_token, **endpoints, **ratio,
+                 "leaders": ["alpha"]},
+                {"name": "f2", "client_id": f2_id, "access_token": f2_token, **endpoints, **ratio,
+                 "leaders": ["beta"]}],
+            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+            "market_hours": {"enforce": False}, "storage": {"path": str(tmp_path / "copytrader.db")},
+            "metrics": {"port": 0}, "rate_limits": {"orders_per_second": 100, "orders_per_minute": 1000}}
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        db = tmp_path / "copytrader.db"
+
+        def ready() -> bool:
+            try:
+                with sqlite3.connect(db, timeout=1) as conn:
+                    return conn.execute("select count(*) from setting where key in (?, ?)",
+                                        tuple(baseline_setting(a) for a in ("leader:alpha", "leader:beta"))
+                                        ).fetchone()[0] == 2
+            except sqlite3.Error:
+                return False
+
+        copier = start_copier_process(path)
+        wait_until(lambda: db.exists() and ready(), 30, message="copier ready")
+        placed: dict[str, list[str]] = {"alpha": [], "beta": []}
+        done = threading.Event()
+
+        def burst(name: str, client_id: str, token: str) -> None:
+            leader = client(urls["REST"], client_id, token, timeout=10)
+            for i in range(BURST):
+                answer = leader.place_order(security_id="2885", exchange_segment="NSE_EQ", transaction_type="BUY",
+                                            quantity=10 + i % 5, order_type="LIMIT", product_type="INTRADAY",
+                                            price=1400.0 + (i % 40))
+                assert answer["status"] == "success", answer
+                placed[name].append(answer["data"]["orderId"])
+                if done.wait(rng.uniform(0.02, 0.08)):
+                    return
+
+        threads = [threading.Thread(target=burst, args=("alpha", alpha_id, alpha_token)),
+                   threading.Thread(target=burst, args=("beta", beta_id, beta_token))]
+        for thread in threads:
+            thread.start()
+        for _ in range(3):
+            wait_until(lambda: placed["alpha"] and placed["beta"], 10, message="bursts started")
+            threading.Event().wait(rng.uniform(0.1, 0.5))
+            os.kill(copier.pid, signal.SIGKILL)
+            copier.wait(10)
+            copier = start_copier_process(path)
+        for thread in threads:
+            thread.join(60)
+        assert len(placed["alpha"]) == len(placed["beta"]) == BURST
+
+        def books() -> dict[str, list[dict]]:
+            return {name: client(urls["REST"], cid, tok, timeout=10).get_order_list()["data"]
+                    for name, cid, tok in (("f1", f1_id, f1_token), ("beta", beta_id, beta_token),
+                                           ("f2", f2_id, f2_token))}
+
+        expected = {"f1": {correlation_id(o, "f1") for o in placed["alpha"] + placed["beta"]},
+                    "beta": {correlation_id(o, "fb") for o in placed["alpha"]},
+                    "f2": {correlation_id(o, "f2") for o in placed["beta"]}}
+        wait_until(lambda: all({e.get("correlationId") for e in book} >= expected[name]
+                               for name, book in books().items()), 60, interval=0.2,
+                   message="every leader order copied to each of its followers")
+        held = books()
+        for name, book in held.items():
+            copies = Counter(e.get("correlationId") for e in book if made_by_copier_id(e.get("correlationId")))
+            assert max(copies.values()) == 1, f"{name}: a copy placed twice"
+            assert set(copies) == expected[name], f"{name}: a copy missing, or one no leader order accounts for"
+        assert len(held["f2"]) == BURST  # beta's own orders only: its copies of alpha's were never copied on
+        print(f"2 leaders x {BURST} orders, 3 SIGKILLs: {sum(len(b) for b in held.values())} orders on the books, "
+              "0 doubled, 0 missed, 0 copied back")
+    finally:
+        end_processes(copier, exchange)
+
+
+def made_by_copier_id(cid: str | None) -> bool:
+    terms = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 1)
+    return made_by_copier(OrderUpdate("1", OrderStatus.PENDING, terms, correlation_id=cid))
