@@ -88,6 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_orders(args: argparse.Namespace) -> int:
     from storage.copies import by_follower, copy_quantity, copy_status
+    from trading.leader import leader_label
 
     config, store = _open(args)
     if args.follower:
@@ -100,7 +101,8 @@ def cmd_orders(args: argparse.Namespace) -> int:
     print(f"{'leader order':<16} {'symbol':<28} {'side':<4} {'qty':>6} status")
     print(f"    {'follower':<10} {'qty':>6} {'status':<18} broker order or skip reason")
     for lo, copies in store.copies.recent(args.limit, args.follower):
-        print(f"{lo.order_id:<16} {lo.symbol or lo.security_id:<28} {lo.side:<4} {lo.quantity:>6} {lo.status}")
+        whose = f" ({leader_label(lo.account)})" if len(config.all_leaders) > 1 else ""
+        print(f"{lo.order_id:<16} {lo.symbol or lo.security_id:<28} {lo.side:<4} {lo.quantity:>6} {lo.status}{whose}")
         for follower, slices in by_follower(copies).items():
             if len(slices) == 1:
                 row = slices[0]

@@ -17,6 +17,7 @@ from rich.text import Text
 from copier.config import Config
 from storage import Store
 from storage.copies import by_follower, copy_quantity, copy_status
+from trading.leader import leader_name
 
 _COLOURS = {"TRADED": "green", "PENDING": "cyan", "PART_TRADED": "yellow", "CANCELLED": "dim",
             "REJECTED": "red", "SKIPPED": "magenta", "PENDING_PLACEMENT": "blue", "UNKNOWN": "bold red",
@@ -60,12 +61,16 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "",
     table.add_column("symbol", no_wrap=True, overflow="ellipsis", ratio=2)
     table.add_column("side qty type", no_wrap=True, overflow="ellipsis", min_width=13)
     table.add_column("leader", no_wrap=True, overflow="ellipsis")
+    several = len(config.all_leaders) > 1  # then each order's status names its leader: "beta PENDING"
     for name in names:
         table.add_column(heading[name], no_wrap=True, overflow="ellipsis", ratio=2,
                          header_style="bold yellow" if name in paused else "bold")
     for lo in leaders:
         kind = _TYPES.get(lo.order_type, lo.order_type)
-        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {kind}", _status(lo.status)]
+        status = _status(lo.status)
+        if several:
+            status = Text(f"{leader_name(lo.account)} ").append_text(status)
+        cells = [lo.order_id, lo.symbol or lo.security_id, f"{lo.side} {lo.quantity} {kind}", status]
         for name in names:
             slices = copies.get(lo.order_id, {}).get(name)
             if not slices:

@@ -25,6 +25,7 @@ class LeaderOrderRecord:
     side: str
     quantity: int
     order_type: str  # LIMIT, MARKET, STOP_LOSS, STOP_LOSS_MARKET ("" when not recorded)
+    account: str = "leader"  # whose order: "leader", or "leader:NAME" of several leaders
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _order_type(terms: str) -> str:
 
 def _leader(row: m.LeaderOrder) -> LeaderOrderRecord:
     return LeaderOrderRecord(row.order_id, row.status, row.security_id, row.symbol, row.side, row.quantity,
-                             _order_type(row.terms))
+                             _order_type(row.terms), row.account)
 
 
 def _copy(row: m.FollowerOrder) -> CopyRecord:

@@ -9,7 +9,6 @@ import subprocess
 import threading
 from collections import Counter
 
-
 from tests.conftest import (client, copier_ready, end_processes, start_copier_process, start_paper_process, wait_until,
                             write_live_config)
 

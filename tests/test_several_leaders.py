@@ -3,6 +3,7 @@ sized by its rule for each; an account that leads and follows never copies its c
 Counted on the exchange's books."""
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
@@ -15,8 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
 from actors.feed import baseline_setting
+from app.live_view import render
 from copier.config import ConfigError, parse
 from copier.tree import start_copier
 from observability import metrics
@@ -310,3 +313,17 @@ def test_sigkill_while_two_leaders_burst_never_doubles_misses_or_loops_a_copy(tm
 def made_by_copier_id(cid: str | None) -> bool:
     terms = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 1)
     return made_by_copier(OrderUpdate("1", OrderStatus.PENDING, terms, correlation_id=cid))
+
+
+def test_the_live_view_names_each_orders_leader(make_rig, tmp_path):
+    rig, beta = several_leaders(make_rig, tmp_path, FOLLOWERS)
+    from_alpha, from_beta = rig.place(quantity=10), place(beta, rig, quantity=10)
+    wait_until(lambda: rig.copy_row(from_beta, "f2") and rig.copy_row(from_alpha, "f1"), 10, message="copies made")
+    console = Console(file=io.StringIO(), width=100, height=24, force_terminal=False, color_system=None)
+    console.print(render(rig.store, rig.config))
+    lines = console.file.getvalue().splitlines()
+    row = {order: next(line for line in lines if order in line) for order in (from_alpha, from_beta)}
+    assert "alpha PENDING" in row[from_alpha] and "beta PENDING" in row[from_beta], "\n".join(lines)
+    assert "leader alpha" in lines[0] and "leader beta" in lines[0]  # the title: both leaders
+    listed = run_command(rig, tmp_path, "orders").stdout.splitlines()  # and `run.py orders`
+    assert next(line for line in listed if line.startswith(from_beta)).endswith("PENDING (leader beta)"), listed
