@@ -52,6 +52,7 @@ class Legs:
         follower = request.follower
 
         def build(plan: "Plan") -> None:
+            actor.held_legs.refuse(plan, follower, f"strategy {request.reason}: unwound")  # a held SELL leg
             for part in parts:
                 if not part.status.is_terminal and not part.cancel_requested:
                     plan.apply(part.key, c.CancelRequested(f"strategy unwound: {request.reason}"))
