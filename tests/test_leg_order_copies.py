@@ -53,10 +53,9 @@ def _sells(rig, follower: str) -> list[dict]:
 def test_a_buy_first_follower_gets_its_sell_leg_only_after_its_buy_leg_filled(make_rig):
     rig = make_rig(followers=FOLLOWERS, config=WINDOW)
     sell = _leg(rig, PE, "SELL")
+    rig.follower_copy(sell, "f2")  # the parallel follower's SELL leg: placed at once, no BUY leg anywhere yet
     buy = _leg(rig, CE, "BUY")
-    # the parallel follower: both legs as they came, the SELL first
     rig.follower_copy(buy, "f2")
-    rig.follower_copy(sell, "f2")
     assert [side for side, _ in _placements(rig, "f2")] == ["SELL", "BUY"]
     # the buy_first follower: its BUY is working, its SELL held (not sent) while the BUY is not filled
     bought = rig.follower_copy(buy, "f1")
