@@ -531,7 +531,7 @@ class CopySettings(Section):
     max_delay_seconds: Seconds = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped
     slice_above_freeze_limit: Flag = True  # off: a copy above the exchange's freeze quantity is a recorded skip
     super_order_poll_seconds: Seconds = 1.0  # the leader's live super orders are read this often (0: on leg updates only)
-    buy_first_wait_seconds: Positive = 30.0  # legs: buy_first: a SELL leg waits at most this long for its BUY legs to fill
+    buy_first_wait_seconds: Positive = 30.0  # legs: buy_first: how long a SELL leg waits for its BUY legs to fill
 
 
 _FNO = ("NSE_FNO", "BSE_FNO")

@@ -44,7 +44,7 @@ SUPER = T.with_changes(super_order=True, target_price=1450.0, stop_loss_price=13
 SUPER_OPEN = c.apply(c.apply(c.start(c.Submitted("L1", "f1", SUPER)), c.PlaceSent()), c.Placed("F1", S.PENDING, SUPER))
 SUPER_TRADED = c.apply(SUPER_OPEN, seen(S.TRADED, T, filled=10, avg=1400.0))  # its exit legs now work
 PAUSED = c.start(c.Skipped("L1", "f1", T.with_changes(quantity=0), "follower_paused", "paused by alice"))
-HELD = c.start(c.Submitted("L1", "f1", T.with_changes(side=Side.SELL), held=True))  # a SELL leg waiting for its BUY legs
+HELD = c.start(c.Submitted("L1", "f1", T.with_changes(side=Side.SELL), held=True))  # waiting for its BUY legs
 
 
 @dataclass(frozen=True)

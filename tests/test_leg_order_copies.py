@@ -25,8 +25,9 @@ from trading.orders import correlation_id
 
 CE, PE = "45105", "45106"  # NIFTY 24000 CE / PE, lot 75
 WINDOW = {"copy": {"leg_window_seconds": 2.0}}
-FOLLOWERS = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0}, "funds": 5_000_000, "legs": "buy_first"},
-             {"name": "f2", "sizing": {"strategy": "fixed_ratio", "ratio": 1.0}, "funds": 5_000_000}]
+RATIO = {"strategy": "fixed_ratio", "ratio": 1.0}
+FOLLOWERS = [{"name": "f1", "sizing": RATIO, "funds": 5_000_000, "legs": "buy_first"},
+             {"name": "f2", "sizing": RATIO, "funds": 5_000_000}]
 
 
 def _leg(rig, security: str, side: str, lots: int = 1, market: bool = False) -> str:

@@ -437,7 +437,8 @@ class NotFound:
 
 
 Event = Union[Resumed, SyncRequested, NewsArrived, TargetChanged, CancelRequested, Aborted, SkippedLate,
-              ReplaceStarted, Replaced, Retried, CaughtUp, Released, HedgeRefused, Flagged, RejectionRecorded, PlaceSent, ModifySent, CancelSent,
+              ReplaceStarted, Replaced, Retried, CaughtUp, Released, HedgeRefused, Flagged, RejectionRecorded,
+              PlaceSent, ModifySent, CancelSent,
               LookupSent, ReadSent, Placed, PlacementRefused, OutcomeUnknown, ModifyAccepted, CancelAccepted,
               CallFailed, OrderFound, NotFound, OrderSeen, LegSeen]
 
