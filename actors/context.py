@@ -10,6 +10,7 @@ from supervisors import Address, Timers
 from trading.calendar import MarketCalendar, now
 from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
+from trading.leg_order import PARALLEL
 
 if TYPE_CHECKING:
     from actors.quotes import Quotes
@@ -43,6 +44,10 @@ class CopyPolicy:
     # The leader's live super orders are read this often (a leg changed before the entry trades is
     # announced by no order update); 0: only when an update of one of its legs arrives.
     super_order_poll_seconds: float = 1.0
+    # Multi-leg strategies (0: not grouped); a `legs: buy_first` follower's SELL leg waits at most
+    # this long for its strategy's BUY legs to fill (trading/leg_order.py).
+    leg_window_seconds: float = 0.0
+    buy_first_wait_seconds: float = 30.0
 
 
 @dataclass
@@ -66,3 +71,4 @@ class CopierContext:
     clock: Callable[[], datetime] = now
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only
     freeze: FreezeLimits = field(default_factory=FreezeLimits)  # freeze quantities (config key freeze_limits)
+    leg_order: Callable[[str], str] = lambda follower: PARALLEL  # a follower's `legs` (it may be added live)

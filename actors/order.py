@@ -6,11 +6,8 @@ fills, broker answers) without locks, and lets other orders proceed in parallel.
 It is a shell around trading/copy.py: it turns each message into events, applies them to the
 copies (`Plan`), stores the events and the resulting states in one transaction, asks each copy's
 `decide` what it needs next, and carries that out (at most one broker call in flight per copy).
-What is not that shell has a module of its own: the first sighting (order_sighting.py), later
-leader updates (order_leader.py), fills and lag (order_fills.py), strategy legs (order_strategy.py), slices
-(order_slices.py), super orders (order_super.py), one operation (order_plan.py), a run of replies handled
-together (order_batch.py). A restarted actor reloads its copies from storage, looks them up at the broker,
-and carries on.
+The rest has modules of their own (actors/order_*.py, one per concern). A restarted actor
+reloads its copies from storage, looks them up at the broker, and carries on.
 """
 from __future__ import annotations
 
@@ -21,14 +18,15 @@ from typing import Any, Callable, Container
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import (LEADER, is_leader, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted,
-                             OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
-                             UnwindLeg)
+from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted, OrderActorIdle,
+                             OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies, UnwindLeg,
+                             is_leader)
 from actors.order_answers import Answers
 from actors.order_batch import handle_batch, takes_in_batch
 from actors.order_catch_up import catch_up
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
+from actors.order_legs import HeldLegs
 from actors.order_plan import Plan
 from actors.order_runtime import PooledActor
 from actors.order_sighting import FirstSighting
@@ -36,7 +34,7 @@ from actors.order_slices import Slices
 from actors.order_super import SuperOrders, exit_leg_event
 from actors.order_strategy import Legs, flatten_correlation_id
 from actors.order_timers import (FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, SuperReadDue,
-                                 UnknownCheck)
+                                 HoldCheck, UnknownCheck)
 from actors.rate_limiter import send_all
 from actors.sizing import ask_sizing
 from observability import metrics
@@ -76,6 +74,7 @@ class OrderActor(PooledActor):
         self.updates = LeaderUpdates(self)
         self.fills = Fills(self)
         self.legs = Legs(self)
+        self.held_legs = HeldLegs(self)  # SELL legs held for their BUY legs (legs: buy_first)
         self.slices = Slices(self)
         self.supers = SuperOrders(self)
         self.answers = Answers(self)
@@ -160,6 +159,8 @@ class OrderActor(PooledActor):
             self.fills.check_lag()
         elif isinstance(message, UnknownCheck):
             self._check_unknown()
+        elif isinstance(message, HoldCheck):
+            self.held_legs.check()
         elif isinstance(message, RereadDue):
             self.updates.send_reread()
         elif isinstance(message, FilledFirstDue):
@@ -194,16 +195,13 @@ class OrderActor(PooledActor):
             self._on_follower_update(message.event_id, message.account, message.update)
         elif message.update.exit_leg:  # a super order's target or stop-loss leg: no order of its own
             self.supers.on_exit_leg(message.event_id, message.update)
-        elif self.leader is None:
-            self.first_sighting(message.event_id, message.account, message.update)
+        elif self.leader is None:  # its first sighting
+            self.leader_account = message.account
+            self.sighting.on_update(message.event_id, message.update)
         else:
             self.updates.on_update(message.event_id, message.update)
             if self.supers.followed:  # an entry's modification restates its exits
                 self.supers.ask()
-
-    def first_sighting(self, event_id: int, leader_account: str, update: OrderUpdate) -> None:
-        self.leader_account = leader_account
-        self.sighting.on_update(event_id, update)
 
     def _on_follower_update(self, event_id: int, follower: str, update: OrderUpdate) -> None:
         key = self.key_of(follower, update.correlation_id, update.order_id)

@@ -289,6 +289,7 @@ class Plan:
 
             records.commit(effect)
         actor.copies = self.states
+        actor.held_legs.watch()
         if self.commands:
             actor.send(self.commands)
         for fn in self.after:

@@ -21,6 +21,7 @@ from trading import copy as c
 from trading.fills import fill_delta
 from trading.instruments import Instrument
 from trading.leader import first_seen
+from trading.leg_order import held_at_sight
 from trading.ordering import Ordering, order_of
 from trading.orders import OrderStatus, OrderUpdate, update_to_dict
 from trading.prices import LEADER_FILL, NONE, QUOTE, awaits_price, own_price, traded_price
@@ -176,8 +177,9 @@ class FirstSighting:
                 # above the freeze quantity: one copy per slice (actors/order_slices.py); the capital
                 # reserved for the whole copy is held by its first slice
                 parts = actor.slices.targets(instrument, target)
+                held = held_at_sight(ctx.leg_order(follower), target.side, group_id)  # waits for its BUY legs
                 for part, terms in enumerate(parts):
-                    plan.create(c.Submitted(actor.leader_order_id, follower, terms, part=part),
+                    plan.create(c.Submitted(actor.leader_order_id, follower, terms, part=part, held=held),
                                 decision.reserved if part == 0 else 0.0)
                     actor.received_ns[c.part_key(follower, part)] = received_ns
                 if len(parts) > 1:

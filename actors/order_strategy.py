@@ -51,8 +51,12 @@ class Legs:
         copy = parts[0]
         follower = request.follower
 
+        if any(part.held for part in parts):  # a held SELL leg: refused with what its BUY legs say, when they do
+            actor.held_legs.check()
+
         def build(plan: "Plan") -> None:
-            for part in parts:
+            actor.held_legs.refuse(plan, follower, f"its strategy was unwound ({request.reason})")
+            for part in plan.parts(follower):
                 if not part.status.is_terminal and not part.cancel_requested:
                     plan.apply(part.key, c.CancelRequested(f"strategy unwound: {request.reason}"))
             filled = sum(part.filled_qty for part in parts)

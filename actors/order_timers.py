@@ -38,3 +38,8 @@ class FilledFirstDue:
 @dataclass(frozen=True)
 class SuperReadDue:
     """Read the leader's super order again (it is live, or the last read failed)."""
+
+
+@dataclass(frozen=True)
+class HoldCheck:
+    """Ask again whether a held SELL leg's BUY legs filled (actors/order_legs.py)."""

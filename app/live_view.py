@@ -77,7 +77,9 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "",
                 cells.append(Text("-", style="dim"))
                 continue
             row = slices[0]
-            if row.status == "SKIPPED":  # the status first: it survives a narrow column
+            if row.held:  # a SELL leg waiting for its strategy's BUY legs to fill (legs: buy_first)
+                cells.append(Text(f"{copy_quantity(slices)} held: waiting for BUY legs", style="blue"))
+            elif row.status == "SKIPPED":  # the status first: it survives a narrow column
                 cell = _status(row.status)
                 cell.append(f" {row.skip_reason}")
                 cells.append(cell)

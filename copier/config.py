@@ -50,6 +50,7 @@ from storage.tokens import TOKEN_KEY_ENV, MAKE_KEY, TokenFileError, key_from_env
 from streams import redact_url
 from trading.filters import CopyWindow, Filters
 from trading.leader import leader_account, leader_label, leader_name
+from trading.leg_order import BUY_FIRST, LEG_ORDERS, PARALLEL
 from trading.risk import RiskLimits
 from trading.sizing import STRATEGIES, SizingRule
 
@@ -358,6 +359,14 @@ class StreamSettings(Section):
     max_age_hours: Positive = 24.0  # how long the stream keeps the leader's updates
 
 
+def _leg_order_rules(config: Any) -> None:
+    """`legs: buy_first` orders the legs of strategies, and with no leg window there are none."""
+    for i, follower in enumerate(config.followers):
+        if follower.legs == BUY_FIRST and config.copy.leg_window_seconds <= 0:
+            raise refuse("buy_first needs copy.leg_window_seconds above 0: with no leg window no orders are "
+                         "grouped into strategies, so there are no legs to order", f"followers[{i}].legs")
+
+
 def _shards_rules(config: Any) -> None:
     """The rules across keys of shard mode (Config's validator calls it)."""
     pinned = [(i, f.shard) for i, f in enumerate(config.followers) if f.shard is not None]
@@ -481,6 +490,7 @@ class FollowerConfig(AccountConfig):
         if not isinstance(value, list) or not value:
             raise refuse("must be a non-empty list of leader names (or {name: ..., sizing: {...}})")
         return value
+    legs: Choice(LEG_ORDERS) = PARALLEL  # buy_first: a strategy's SELL legs wait for its BUY legs to fill
 
     @field_validator("name", mode="after")
     @classmethod
@@ -563,6 +573,7 @@ class CopySettings(Section):
     max_delay_seconds: Seconds = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped
     slice_above_freeze_limit: Flag = True  # off: a copy above the exchange's freeze quantity is a recorded skip
     super_order_poll_seconds: Seconds = 1.0  # the leader's live super orders are read this often (0: on leg updates only)
+    buy_first_wait_seconds: Positive = 30.0  # legs: buy_first: how long a SELL leg waits for its BUY legs to fill
 
 
 _FNO = ("NSE_FNO", "BSE_FNO")
@@ -775,6 +786,11 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
         @model_validator(mode="after")
         def _shard_mode_rules(self) -> Config:
             _shards_rules(self)
+            return self
+
+        @model_validator(mode="after")
+        def _buy_first_needs_strategies(self) -> Config:
+            _leg_order_rules(self)
             return self
 
         def accounts(self) -> list[tuple[str, AccountConfig]]:

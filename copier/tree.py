@@ -64,6 +64,7 @@ from trading.calendar import MarketCalendar, now as calendar_now
 from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
 from trading.kill_switch import KillSwitchState
+from trading.leg_order import PARALLEL
 from trading.lifecycle import OrderEvent
 from trading.prices import LEADER_FILL, NONE, QUOTE
 
@@ -224,7 +225,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                           unknown_alert_seconds=config.copy.unknown_alert_seconds,
                           placement_attempts=config.broker.max_attempts, max_delay_seconds=config.copy.max_delay_seconds,
                           slice_above_freeze_limit=config.copy.slice_above_freeze_limit,
-                          super_order_poll_seconds=config.copy.super_order_poll_seconds),
+                          super_order_poll_seconds=config.copy.super_order_poll_seconds,
+                          leg_window_seconds=config.copy.leg_window_seconds,
+                          buy_first_wait_seconds=config.copy.buy_first_wait_seconds),
         alert=copier.alerts,
         # built here, at start-up, so that no order waits for it; never when not enforced
         calendar=MarketCalendar().load() if config.market_hours.enforce else None,
@@ -237,6 +240,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         clock=clock or calendar_now,
         quotes=quotes,
         freeze=FreezeLimits({(segment, name): qty for segment, name, qty in config.freeze_limits}),
+        leg_order=lambda follower: roster.configs[follower].legs if follower in roster.configs else PARALLEL,
     )
 
     def escalate(escalation: Escalated) -> None:

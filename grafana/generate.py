@@ -167,6 +167,12 @@ def overview() -> dict:
                 (f"sum by (follower) (increase(copytrader_copy_slices_total[{RI}]))", "{{follower}}: slices")],
                "Copies above the exchange's freeze quantity, placed as several broker orders within it, and "
                "their slices, per follower (`run.py orders` lists the slices under their copy).", bars=True),
+        series("Strategy SELL legs held for their BUY legs",
+               [("sum by (follower) (copytrader_legs_held)", "{{follower}}: held now"),
+                (f"sum by (follower) (increase(copytrader_skips_total{{reason=\"hedge_not_filled\"}}[{RI}]))",
+                 "{{follower}}: not placed (hedge not filled)")],
+               "SELL legs of option strategies a `legs: buy_first` follower holds until the strategy's BUY legs "
+               "fill, and those never placed because a BUY leg failed or did not fill in time."),
         series("Super orders: leg calls and reads of the leader's",
                [(f"sum by (leg, operation, outcome) (increase(copytrader_super_order_leg_calls_total[{RI}]))",
                  "{{leg}} {{operation}} {{outcome}}"),

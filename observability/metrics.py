@@ -45,6 +45,9 @@ SLICED_COPIES = Counter("copytrader_sliced_copies_total",
 COPY_SLICES = Counter("copytrader_copy_slices_total",
                       "Slices of sliced copies, each its own broker order (a larger leader quantity adds more)",
                       ["follower"])
+LEGS_HELD = Gauge("copytrader_legs_held",
+                  "SELL legs of strategies held now for a legs: buy_first follower, waiting for their BUY legs to fill",
+                  ["follower"])
 REPLICATION_LATENCY = Histogram("copytrader_replication_latency_seconds",
                                 "Leader update received -> follower placement request sent",
                                 ["follower"], buckets=_LATENCY_BUCKETS)
@@ -178,7 +181,7 @@ def create_series(leaders: Sequence[str], followers: Sequence[str], actor_kinds:
             BROKER_ERRORS.labels(account, "order_book", code)
     for follower in followers:
         for family in (REPLICATION_LATENCY, SLIPPAGE, FOLLOWER_LAG, LAG_ALERTS, RATE_LIMITED, SLICED_COPIES,
-                       COPY_SLICES):
+                       COPY_SLICES, LEGS_HELD):
             family.labels(follower)
         for reason in COMMON_SKIPS:
             SKIPS.labels(follower, reason)

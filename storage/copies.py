@@ -43,6 +43,7 @@ class CopyRecord:
     super_order: bool = False  # a super order: an entry with a target and a stop-loss leg
     target_leg: str | None = None  # a super order's exit legs at the broker (None: not placed or not seen yet)
     stop_loss_leg: str | None = None
+    held: bool = False  # a SELL leg held until its strategy's BUY legs fill (legs: buy_first)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def _leader(row: m.LeaderOrder) -> LeaderOrderRecord:
 def _copy(row: m.FollowerOrder) -> CopyRecord:
     return CopyRecord(row.leader_order_id, row.follower, row.correlation_id, row.broker_order_id, row.status,
                       row.quantity, row.skip_reason, row.latency_ms, row.part, row.filled_qty,
-                      bool(json.loads(row.target or "{}").get("super_order")), row.target_leg, row.stop_loss_leg)
+                      bool(json.loads(row.target or "{}").get("super_order")), row.target_leg, row.stop_loss_leg,
+                      bool(row.held))
 
 
 _CLOSED_UNFILLED = ("CANCELLED", "REJECTED", "EXPIRED")

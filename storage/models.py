@@ -69,6 +69,7 @@ class FollowerOrder(BaseModel):
     part = pw.IntegerField(default=0)  # which slice of a copy above the freeze quantity (0: the first or only)
     target_leg = pw.CharField(null=True)  # a super order's exit legs at the broker (status; null: not seen)
     stop_loss_leg = pw.CharField(null=True)
+    held = pw.BooleanField(default=False)  # a SELL leg held until its strategy's BUY legs fill (legs: buy_first)
     broker_order_id = pw.CharField(null=True, index=True)
     status = pw.CharField()
     security_id = pw.CharField()

@@ -56,7 +56,7 @@ def leader_key(leader_order_id: str) -> str:
 
 # CopyState field -> FollowerOrder column, for the fields stored as they are
 _COPY_COLUMNS = ("status", "generation", "correlation_id", "broker_order_id", "cancel_requested", "filled_qty",
-                 "avg_price", "modifications", "anomaly", "skip_reason", "last_error")
+                 "avg_price", "modifications", "anomaly", "skip_reason", "last_error", "held")
 
 
 class OrderRecords:
@@ -94,7 +94,7 @@ class OrderRecords:
                 modifications=row.modifications, anomaly=row.anomaly, replacing=row.anomaly == "replacing",
                 skip_reason=row.skip_reason, last_error=row.last_error,
                 target_leg=OrderStatus(row.target_leg) if row.target_leg else None,
-                stop_loss_leg=OrderStatus(row.stop_loss_leg) if row.stop_loss_leg else None))
+                stop_loss_leg=OrderStatus(row.stop_loss_leg) if row.stop_loss_leg else None, held=bool(row.held)))
         return copies
 
     def adopted_copies(self) -> dict[str, tuple[int, OrderUpdate]]:
@@ -140,7 +140,7 @@ class OrderRecords:
             status=state.status.value,
             security_id=target.security_id, side=target.side.value, quantity=target.quantity, target=_json(target),
             skip_reason=state.skip_reason, last_error=state.last_error, reserved=reserved,
-            broker_order_id=state.broker_order_id, cancel_requested=state.cancel_requested)
+            broker_order_id=state.broker_order_id, cancel_requested=state.cancel_requested, held=state.held)
 
     def save_copy(self, before: CopyState, after: CopyState, **measured: Any) -> None:
         """The copy's row moved from `before` to `after`; `measured`: placed_at, latency_ms, slippage."""

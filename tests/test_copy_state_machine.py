@@ -44,6 +44,7 @@ SUPER = T.with_changes(super_order=True, target_price=1450.0, stop_loss_price=13
 SUPER_OPEN = c.apply(c.apply(c.start(c.Submitted("L1", "f1", SUPER)), c.PlaceSent()), c.Placed("F1", S.PENDING, SUPER))
 SUPER_TRADED = c.apply(SUPER_OPEN, seen(S.TRADED, T, filled=10, avg=1400.0))  # its exit legs now work
 PAUSED = c.start(c.Skipped("L1", "f1", T.with_changes(quantity=0), "follower_paused", "paused by alice"))
+HELD = c.start(c.Submitted("L1", "f1", T.with_changes(side=Side.SELL), held=True))  # waiting for its BUY legs
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,16 @@ ROW_CASES = [
     case(PAUSED, c.CaughtUp(T2), "skipped while paused, placed on resume with catch-up", phase=Phase.NEW,
          status=S.PENDING_PLACEMENT, generation=1, target=T2, skip_reason=None, last_error=None,
          correlation_id=correlation_id("L1", "f1", 1)),
+    case(HELD, c.Released(), "a held SELL leg's BUY legs filled: placed next", phase=Phase.NEW, held=False),
+    case(HELD, c.HedgeRefused("BUY leg L2 rejected"), "a held SELL leg's BUY legs failed: never placed",
+         phase=Phase.CLOSED, status=S.SKIPPED, skip_reason="hedge_not_filled", last_error="BUY leg L2 rejected",
+         held=False),
+    case(replace(HELD, cancel_requested=True), c.Aborted(), "a held leg the leader cancelled: nothing was sent",
+         status=S.CANCELLED, held=False),
+    case(HELD, c.TargetChanged(T2), "a held leg the leader modified: released with the new terms", target=T2,
+         held=True),
+    case(HELD, c.Resumed(NOW, NOW + 5), "a restart: a held leg was never sent, so it is not looked up",
+         lookup_needed=False, held=True),
     *[case(given, c.Flagged("lagging"), "flagged", anomaly="lagging")
       for given in (NEW, PLACING, UNKNOWN, OPEN, MODIFYING, CANCELLING, LOOKING_UP, READING, TRADED)],
     case(REJECTED, c.RejectionRecorded(), "its skip or dead letter is stored", rejection_recorded=True),
@@ -259,7 +270,8 @@ EVENTS = [c.PlaceSent(), c.ModifySent(), c.CancelSent(), c.LookupSent(), c.ReadS
           c.PlacementRefused("x", "DH-906", "order"), c.OutcomeUnknown("x", NOW, NOW), c.SkippedLate(6, 5),
           c.ModifyAccepted(T2), c.CancelAccepted(S.CANCELLED), c.CallFailed(Call.LOOKUP, "x", NOW),
           c.OrderFound("F1", seen(S.PENDING)), c.NotFound(), seen(S.PENDING), c.TargetChanged(T2),
-          c.CancelRequested("x"), c.Aborted(), c.ReplaceStarted(), c.Replaced(), c.Retried(), c.CaughtUp(T2), c.Flagged("x"),
+          c.CancelRequested("x"), c.Aborted(), c.ReplaceStarted(), c.Replaced(), c.Retried(), c.CaughtUp(T2),
+          c.Released(), c.HedgeRefused("x"), c.Flagged("x"),
           c.RejectionRecorded(), c.Resumed(NOW, NOW), c.SyncRequested(), c.NewsArrived(),
           c.LegSeen(Leg.TARGET, S.PENDING)]
 PHASES = {Phase.NEW: NEW, Phase.PLACING: PLACING, Phase.UNKNOWN: UNKNOWN, Phase.OPEN: OPEN,
@@ -286,6 +298,12 @@ def test_a_second_send_while_one_is_in_flight_is_refused():
 def test_replacing_a_copy_that_is_not_cancelled_is_refused():
     with pytest.raises(c.InvalidCopyEvent):
         c.apply(TRADED, c.Replaced())
+
+
+def test_releasing_or_refusing_a_copy_that_is_not_held_is_refused():
+    for event in (c.Released(), c.HedgeRefused("x")):
+        with pytest.raises(c.InvalidCopyEvent):
+            c.apply(NEW, event)
 
 
 def test_catching_up_a_copy_that_was_not_skipped_is_refused():
@@ -317,6 +335,12 @@ DECISIONS = [
     Decides(replace(NEW, lookup_needed=True), c.Lookup(), "a stored copy is looked up before it is placed"),
     Decides(replace(OPEN, lookup_needed=True), c.Read(), "a working copy is read by its broker order id"),
     Decides(replace(NEW, cancel_requested=True), c.Abort(), "cancelled before it was sent: aborted"),
+    Decides(HELD, None, "a held SELL leg is not sent"),
+    Decides(replace(HELD, lookup_needed=True), None, "a held SELL leg is not looked up: it was never sent"),
+    Decides(HELD, None, "a held MARKET leg is not skipped late while held (its hold has its own deadline)",
+            leader=LATE_MARKET),
+    Decides(replace(HELD, cancel_requested=True), c.Abort(), "a held leg the leader cancelled: aborted, nothing sent"),
+    Decides(c.apply(HELD, c.Released()), c.Place(T.with_changes(side=Side.SELL)), "a released leg is placed"),
     Decides(replace(NEW, found_absent=6), c.GiveUp(6), "absent after every placement: given up"),
     Decides(NEW, c.SkipLate(6.0, 5.0), "too old to send: skipped", leader=LATE_MARKET),
     Decides(NEW, c.Place(T), "a stored copy is placed"),
@@ -409,6 +433,7 @@ def test_every_stored_kind_reads_back_as_an_event():
     for kind, payload in [("SKIPPED_LATE", {"age": 6.1, "limit": 5}), ("FLAGGED", {"anomaly": "lagging"}),
                           ("CALL_FAILED", {"call": "modify", "error": "x"}), ("REPLACED", {}), ("RETRIED", {}),
                           ("NOT_PLACED", {"placements": 1}), ("CANCEL_REQUESTED", {"replacing": True}),
+                          ("RELEASED", {}), ("HEDGE_REFUSED", {"detail": "BUY leg L2 rejected"}),
                           ("CAUGHT_UP", record(PAUSED, c.CaughtUp(T2), c.apply(PAUSED, c.CaughtUp(T2)))[1])]:
         assert event_of(kind, payload, "L1", "f1") is not None, kind
 

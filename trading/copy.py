@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from trading.fills import fill_delta
+from trading.leg_order import HEDGE_NOT_FILLED
 from trading.lifecycle import InvalidTransition, OrderEvent, event_for_status, next_state
 from trading.orders import Leg, OrderStatus, OrderTerms, OrderType, OrderUpdate
 from trading.orders import correlation_id as _correlation_id
@@ -149,6 +150,8 @@ class CopyState:
     # a super order's exit legs at the broker (None: not placed yet, or no update of them seen yet)
     target_leg: OrderStatus | None = None
     stop_loss_leg: OrderStatus | None = None
+    # a SELL leg of a strategy, held (not sent) until its BUY legs fill (trading/leg_order.py)
+    held: bool = False
 
     @property
     def phase(self) -> Phase:
@@ -204,6 +207,7 @@ class Submitted:
     generation: int = 0
     adopted: str | None = None  # the broker order id of an adopted copy
     part: int = 0  # a slice of a copy above the freeze quantity: which one
+    held: bool = False  # a SELL leg held until its strategy's BUY legs fill (follower `legs: buy_first`)
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,18 @@ class CaughtUp:
     of a leader order still open is placed now, sized as `target`, under the next generation's id."""
 
     target: OrderTerms
+
+
+@dataclass(frozen=True)
+class Released:
+    """A held SELL leg's BUY legs filled (or none came within the leg window): placed now."""
+
+
+@dataclass(frozen=True)
+class HedgeRefused:
+    """A held SELL leg whose BUY legs failed or did not fill in time: never placed."""
+
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -421,7 +437,8 @@ class NotFound:
 
 
 Event = Union[Resumed, SyncRequested, NewsArrived, TargetChanged, CancelRequested, Aborted, SkippedLate,
-              ReplaceStarted, Replaced, Retried, CaughtUp, Flagged, RejectionRecorded, PlaceSent, ModifySent, CancelSent,
+              ReplaceStarted, Replaced, Retried, CaughtUp, Released, HedgeRefused, Flagged, RejectionRecorded,
+              PlaceSent, ModifySent, CancelSent,
               LookupSent, ReadSent, Placed, PlacementRefused, OutcomeUnknown, ModifyAccepted, CancelAccepted,
               CallFailed, OrderFound, NotFound, OrderSeen, LegSeen]
 
@@ -443,7 +460,8 @@ def start(event: Submitted | Skipped) -> CopyState:
                          event.target, status=S.SKIPPED, skip_reason=event.reason, last_error=event.detail or None)
     return CopyState(event.leader_order_id, event.follower,
                      correlation_id(event.leader_order_id, event.follower, event.generation, event.part), event.target,
-                     part=event.part, generation=event.generation, lookup_needed=event.adopted is not None)
+                     part=event.part, generation=event.generation, lookup_needed=event.adopted is not None,
+                     held=event.held)
 
 
 # -- the effects of the rows ---------------------------------------------------------------------------
@@ -663,11 +681,24 @@ def _caught_up(state: CopyState, e: CaughtUp) -> CopyState:
     return _afresh(state, target=e.target, skip_reason=None, last_error=None)
 
 
+def _released(state: CopyState, e: Released) -> CopyState:
+    if not state.held:
+        raise InvalidCopyEvent(state, e)
+    return _evolve(state, held=False)
+
+
+def _hedge_refused(state: CopyState, e: HedgeRefused) -> CopyState:
+    if not state.held:
+        raise InvalidCopyEvent(state, e)
+    return _evolve(state, held=False, status=next_state(state.status, OrderEvent.SKIPPED),
+                   skip_reason=HEDGE_NOT_FILLED, last_error=e.detail)
+
+
 def _resumed(state: CopyState, e: Resumed) -> CopyState:
     if state.status.is_terminal:  # (a super order's exit legs are followed from their own updates)
         return _evolve(state, call=Call.NONE,
                        rejection_recorded=state.status is not S.REJECTED or bool(state.last_error))
-    changes: dict[str, Any] = dict(call=Call.NONE, lookup_needed=e.sync)
+    changes: dict[str, Any] = dict(call=Call.NONE, lookup_needed=e.sync and not state.held)  # held: never sent
     if state.status is S.UNKNOWN:
         changes.update(unknown_since=e.at, absent_believed_from=e.absent_believed_from)
     elif state.status is S.PENDING_PLACEMENT:
@@ -720,13 +751,15 @@ ROWS: tuple[Row, ...] = (
     # the leader, the operator and the copy's own decisions
     Row(_LIVE, TargetChanged, lambda s, e: _evolve(s, target=e.target), "the leader changed its order"),
     Row(_LIVE, CancelRequested, lambda s, e: _evolve(s, cancel_requested=True), "to be cancelled"),
-    Row((P.NEW,), Aborted, lambda s, e: _evolve(s, status=S.CANCELLED), "cancelled before it was sent"),
+    Row((P.NEW,), Aborted, lambda s, e: _evolve(s, status=S.CANCELLED, held=False), "cancelled before it was sent"),
     Row((P.OPEN,), ReplaceStarted,
         lambda s, e: _evolve(s, cancel_requested=True, replacing=True, anomaly="replacing"),
         "past the modification cap: cancelled, to be placed afresh"),
     Row((P.CLOSED,), Replaced, _replaced, "the cancelled copy placed afresh under a new correlation id"),
     Row((P.CLOSED,), Retried, _retried, "an operator retries a refused copy"),
     Row((P.CLOSED,), CaughtUp, _caught_up, "a copy skipped while its follower was paused, placed on resume"),
+    Row((P.NEW,), Released, _released, "a held SELL leg's BUY legs filled: placed now"),
+    Row((P.NEW,), HedgeRefused, _hedge_refused, "a held SELL leg's BUY legs did not fill: never placed"),
     Row(_ALL, Flagged, lambda s, e: _evolve(s, anomaly=e.anomaly), "an anomaly worth a look"),
     Row((P.CLOSED,), RejectionRecorded, lambda s, e: _evolve(s, rejection_recorded=True), "why it was refused, stored"),
     Row(_IDLE, Resumed, _resumed, "loaded by a new incarnation: in-flight calls forgotten"),
@@ -875,6 +908,8 @@ def decide(state: CopyState, leader: Leader, now: float, rules: Rules = Rules())
         return _decide_closed(state, leader)
     if status is S.UNKNOWN:  # looked up until a lookup answers; never placed while unknown
         return Lookup(not_before=state.next_lookup)
+    if state.held:  # never sent: its strategy's BUY legs release or refuse it (trading/leg_order.py)
+        return Abort() if state.cancel_requested else None
     if state.lookup_needed:
         if state.lookup_after > now:
             return Wait(state.lookup_after)

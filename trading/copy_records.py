@@ -17,7 +17,7 @@ Record = tuple[str, dict[str, Any]]
 # what storage keeps of a copy: a change of any of these is stored, with its record
 _PERSISTED = ("status", "generation", "correlation_id", "broker_order_id", "target", "confirmed",
               "cancel_requested", "filled_qty", "avg_price", "modifications", "anomaly", "skip_reason",
-              "last_error", "target_leg", "stop_loss_leg")
+              "last_error", "target_leg", "stop_loss_leg", "held")
 # events that change only what is in memory: never stored
 _UNSTORED = (c.PlaceSent, c.ModifySent, c.CancelSent, c.LookupSent, c.ReadSent, c.Resumed, c.SyncRequested,
              c.NewsArrived, c.RejectionRecorded)
@@ -50,6 +50,8 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
             payload["adopted"] = event.adopted
         if event.part:
             payload["part"] = event.part
+        if event.held:
+            payload["held"] = True
         return "SUBMITTED", payload
     if isinstance(event, c.Skipped):
         return "SKIPPED", {"status": OrderStatus.SKIPPED.value, "target": terms_to_dict(event.target),
@@ -70,6 +72,10 @@ def record(before: c.CopyState | None, event: object, after: c.CopyState,
         return None
     if isinstance(event, c.Flagged):
         return "FLAGGED", {"anomaly": event.anomaly}
+    if isinstance(event, c.Released):
+        return "RELEASED", {}
+    if isinstance(event, c.HedgeRefused):
+        return "HEDGE_REFUSED", {"detail": event.detail}
     if isinstance(event, c.OutcomeUnknown):
         return "OUTCOME_UNKNOWN", {"error": event.error, "at": event.at,
                                    "absent_believed_from": event.absent_believed_from}
@@ -145,7 +151,7 @@ def event_of(kind: str, payload: dict[str, Any], leader_order_id: str, follower:
     p = payload
     if kind == "SUBMITTED":
         return c.Submitted(leader_order_id, follower, terms_from_dict(p["target"]), int(p.get("generation") or 0),
-                           p.get("adopted"), int(p.get("part") or 0))
+                           p.get("adopted"), int(p.get("part") or 0), bool(p.get("held")))
     if kind == "SKIPPED":
         return c.Skipped(leader_order_id, follower, terms_from_dict(p["target"]), p.get("reason") or "",
                          p.get("detail") or "")
@@ -165,6 +171,10 @@ def event_of(kind: str, payload: dict[str, Any], leader_order_id: str, follower:
         return c.CaughtUp(terms_from_dict(p["target"]))
     if kind == "FLAGGED":
         return c.Flagged(p["anomaly"])
+    if kind == "RELEASED":
+        return c.Released()
+    if kind == "HEDGE_REFUSED":
+        return c.HedgeRefused(p.get("detail") or "")
     if kind == "PLACED":
         status = p.get("status")
         terms = p.get("terms")
