@@ -18,9 +18,9 @@ from typing import Any, Callable, Container
 import pykka
 
 from actors.context import CopierContext
-from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted, OrderActorIdle,
-                             OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies, UnwindLeg,
-                             is_leader)
+from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted, is_leader,
+                             OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
+                             UnwindLeg)
 from actors.order_answers import Answers
 from actors.order_batch import handle_batch, takes_in_batch
 from actors.order_catch_up import catch_up
@@ -195,13 +195,16 @@ class OrderActor(PooledActor):
             self._on_follower_update(message.event_id, message.account, message.update)
         elif message.update.exit_leg:  # a super order's target or stop-loss leg: no order of its own
             self.supers.on_exit_leg(message.event_id, message.update)
-        elif self.leader is None:  # its first sighting
+        elif self.leader is None:
             self.leader_account = message.account
-            self.sighting.on_update(message.event_id, message.update)
+            self.first_sighting(message.event_id, message.update)
         else:
             self.updates.on_update(message.event_id, message.update)
             if self.supers.followed:  # an entry's modification restates its exits
                 self.supers.ask()
+
+    def first_sighting(self, event_id: int, update: OrderUpdate) -> None:
+        self.sighting.on_update(event_id, update)
 
     def _on_follower_update(self, event_id: int, follower: str, update: OrderUpdate) -> None:
         key = self.key_of(follower, update.correlation_id, update.order_id)
@@ -269,9 +272,8 @@ class OrderActor(PooledActor):
                        f"{self.leader_order_id} not sent: {event.detail}")
 
     def _retry(self, request: RetryCopy) -> None:
-        """An operator's DLQ retry: the copy (the slice the dead letter names) was refused for good,
-        so it is placed afresh under the next generation's correlation id (the old one may exist at
-        the broker as a rejected order)."""
+        """An operator's DLQ retry: the copy (the slice the dead letter names) was refused for good, so it is
+        placed afresh under the next generation's correlation id (the old one may be at the broker, rejected)."""
         rejected = [p for p in self.parts_of(request.follower) if p.status is S.REJECTED]
         copy = next((p for p in rejected if p.correlation_id == request.correlation_id),
                     rejected[0] if rejected else None)
@@ -366,8 +368,8 @@ class OrderActor(PooledActor):
                                                               UnknownCheck()))
 
     def _check_unknown(self) -> None:
-        """Alert for every copy whose placement is still unknown after the bound (again after
-        another bound while it stays so; the alerts' cooldown keeps that quiet)."""
+        """Alert for every copy whose placement is still unknown after the bound (again after another
+        bound while it stays so; the alerts' cooldown keeps that quiet)."""
         bound = self.ctx.policy.unknown_alert_seconds
         now = time.time()
         overdue = [copy for copy in self.copies.values() if copy.status is S.UNKNOWN and now - copy.unknown_since >= bound]
