@@ -133,11 +133,10 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None, start: "C
     except (StorageInUse, StorageUnavailable) as exc:
         print(f"storage error: {exc}", file=sys.stderr)
         return START_REFUSED_EXIT
-    try:
-        _claim_storage(store, config)
-    except identity.StorageMismatch as exc:
-        store.close()
-        print(f"storage error: {exc}", file=sys.stderr)
+    # Storage of another exchange or leader is refused at once; a live run records itself as the
+    # storage's owner only once the brokers accepted its accounts, so a start refused for a
+    # mistyped URL does not leave the storage recorded as that URL's.
+    if not _claimed(store, config, check_only=config.mode == "live"):
         return START_REFUSED_EXIT
     refusal = claim(store) if claim else None
     if refusal:
@@ -168,6 +167,8 @@ def run(config: Config, *, view: bool = True, bot: bool | None = None, start: "C
         store.close()
         if paper:
             paper.stop()
+        return START_REFUSED_EXIT
+    if config.mode == "live" and not _claimed(store, config):
         return START_REFUSED_EXIT
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -229,6 +230,23 @@ def storage_identity(config: Config) -> "StorageIdentity":
     # further leaders are recorded beside the followers, by their account names (leader:NAME)
     return StorageIdentity(config.mode, Account(config.leader.client_id, config.leader.api_base_url),
                            {a.name: Account(a.client_id, a.api_base_url) for a in [*config.leaders[1:], *config.followers]})
+
+
+def _claimed(store: "Store", config: Config, check_only: bool = False) -> bool:
+    """`_claim_storage` (`check_only`: its refusal only, nothing recorded), or False (the store
+    closed, the refusal printed) when the storage is another's."""
+    from storage import identity
+
+    try:
+        if check_only:
+            identity.check(store, storage_identity(config), config.storage.path)
+        else:
+            _claim_storage(store, config)
+        return True
+    except identity.StorageMismatch as exc:
+        store.close()
+        print(f"storage error: {exc}", file=sys.stderr)
+        return False
 
 
 def _claim_storage(store: "Store", config: Config) -> None:

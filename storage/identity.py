@@ -20,6 +20,7 @@ from typing import Mapping
 
 from storage import models as m
 from storage.store import Store
+from trading.leader import is_leader, leader_label
 
 IDENTITY_SETTING = "storage_identity"
 
@@ -69,7 +70,7 @@ def differences(stored: StorageIdentity, config: StorageIdentity) -> list[str]:
     if stored.mode != config.mode:
         out.append(f"mode: stored {stored.mode}, config {config.mode}")
     pairs = [("leader", stored.leader, config.leader)]
-    pairs += [(f"followers {name}", stored.followers[name], account)
+    pairs += [(leader_label(name) if is_leader(name) else f"followers {name}", stored.followers[name], account)
               for name, account in config.followers.items() if name in stored.followers]
     for key, before, now in pairs:
         for name in ("client_id", "api_base_url"):
@@ -89,6 +90,15 @@ def holds_orders(store: Store) -> bool:
                                   for model in (m.LeaderOrder, m.FollowerOrder, m.InboundEvent)))
 
 
+def check(store: Store, config: StorageIdentity, path: str) -> None:
+    """Refuse (StorageMismatch) storage that belongs to another exchange or leader; record nothing."""
+    stored = stored_identity(store)
+    found = differences(stored, config) if stored is not None else []
+    if found:
+        raise StorageMismatch(f"storage.path {path} was made for another exchange or leader "
+                              f"({'; '.join(found)}): give this config its own storage.path")
+
+
 def claim(store: Store, config: StorageIdentity, path: str) -> bool:
     """Open storage for a live run: refuse it (StorageMismatch) when it belongs to another exchange
     or leader, else record `config` (with any new follower). True when the storage held orders but
@@ -97,10 +107,7 @@ def claim(store: Store, config: StorageIdentity, path: str) -> bool:
     if stored is None:
         store.settings.set(IDENTITY_SETTING, config.to_json())
         return holds_orders(store)
-    found = differences(stored, config)
-    if found:
-        raise StorageMismatch(f"storage.path {path} was made for another exchange or leader "
-                              f"({'; '.join(found)}): give this config its own storage.path")
+    check(store, config, path)
     updated = config.with_followers_of(stored)
     if updated != stored:
         store.settings.set(IDENTITY_SETTING, updated.to_json())

@@ -87,6 +87,28 @@ def test_unreachable_broker_refuses_to_start_naming_the_account(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_a_start_refused_for_a_wrong_url_leaves_the_storage_to_the_corrected_config(tmp_path):
+    closed = _free_port()
+    ex = _paper()
+    try:
+        config = config_dict(ex, tmp_path, TWO[:1], None)
+        config["leader"]["api_base_url"] = f"http://127.0.0.1:{closed}/v2"  # a typo in the port
+        done, _elapsed = _run(config, tmp_path, "run", "--no-view")
+        assert done.returncode == REFUSED_EXIT and "unreachable" in done.stderr, done.stderr[-1000:]
+        config["leader"]["api_base_url"] = ex.rest_url  # fixed: the storage is still this config's to take
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        copier = subprocess.Popen([sys.executable, "run.py", "--config", str(tmp_path / "config.yaml"), "run",
+                                   "--no-view"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: copier.poll() is not None or ex.socket_count() >= 2, 20, message="the copier started")
+            assert copier.poll() is None, copier.stderr.read() if copier.stderr else ""
+        finally:
+            copier.send_signal(signal.SIGINT)
+            assert copier.wait(20) == 0
+    finally:
+        ex.stop()
+
+
 def test_unreachable_follower_broker_refuses_the_start_naming_the_follower(make_rig):
     from copier.accounts import StartRefused
 
