@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     orders.set_defaults(handler=cmd_orders)
 
 
-def _open(args: argparse.Namespace):
+def open_config(args: argparse.Namespace):
     """(config, store) of the config file the command names (in shard mode: of the process `--shard` names)."""
     from app.shard_commands import role_config
     from app.startup import open_store
@@ -46,7 +46,7 @@ def _open(args: argparse.Namespace):
 
 
 def _open_store(args: argparse.Namespace):
-    return _open(args)[1]
+    return open_config(args)[1]
 
 
 def replay_order(store, order_id: str) -> tuple[bool, list[str]]:
@@ -90,7 +90,7 @@ def cmd_orders(args: argparse.Namespace) -> int:
     from storage.copies import by_follower, copy_quantity, copy_status
     from trading.leader import leader_label
 
-    config, store = _open(args)
+    config, store = open_config(args)
     if args.follower:
         known = {f.name for f in config.followers} | store.copies.followers()
         if args.follower not in known:
@@ -152,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from app import shard_commands
 
         return shard_commands.status(full)
-    config, store = _open(args)
+    config, store = open_config(args)
     live = _live_metrics(store)
     url = store.settings.get(METRICS_URL_SETTING)
     print(f"copier: {'running' if live is not None else 'not running'}" + (f" (metrics {url})" if url else ""))
@@ -243,7 +243,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _copier_running(store) -> bool:
+def copier_running(store) -> bool:
+    """Whether a copier runs on this storage now (its metrics endpoint answers that it is up)."""
     live = _live_metrics(store)
     return live is not None and live.get("copytrader_up") == 1
 
@@ -300,8 +301,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     """Report only: repairs are the running copier's (its reconciler, when reconcile.repair is on).
     A running copier is asked for the report, so it compares the very accounts and URLs it trades
     on; in paper mode nothing else can (the paper exchange and its tokens live in that process)."""
-    config, store = _open(args)
-    if _copier_running(store):
+    config, store = open_config(args)
+    if copier_running(store):
         report = _reconcile_in_running_copier(store, config)
         if report is None:
             print("reconcile failed: the running copier did not answer (is its reconciler stuck? see its log)",

@@ -117,11 +117,11 @@ def _values(changes: list[str]) -> dict[str, Any]:
 
 
 def cmd_follower(args: argparse.Namespace) -> int:
-    from app.commands import _copier_running, _open
+    from app.commands import copier_running, open_config
     from copier.accounts import recorded_accounts
 
-    config, store = _open(args)
-    running = _copier_running(store)
+    config, store = open_config(args)
+    running = copier_running(store)
     in_config = {f.name: f for f in config.followers}
     known = set(in_config) | (set(recorded_accounts(store)) - {"leader"} if running else set())
     if args.action == "list":
@@ -210,27 +210,27 @@ def _list(store: Any, config: Any, running: set[str]) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from app.commands import _copier_running, _open
+    from app.commands import copier_running, open_config
 
-    _config, store = _open(args)
-    if not _copier_running(store):
+    _config, store = open_config(args)
+    if not copier_running(store):
         return _fail("reload: no copier is running; it reads the config file when it starts")
     return ask_running_copier(store, {"action": "reload"}, _who(args))
 
 
 def cmd_square_off(args: argparse.Namespace) -> int:
-    from app.commands import _copier_running, _open
+    from app.commands import copier_running, open_config
     from copier.accounts import recorded_accounts
     from trading.calendar import SEGMENT_HOURS
 
-    config, store = _open(args)
+    config, store = open_config(args)
     if bool(args.names) == bool(args.all):
         return _fail("square-off: name the followers, or give --all", 2)
     segments = [s.upper() for s in args.segment]
     unknown = [s for s in segments if s not in SEGMENT_HOURS]
     if unknown:
         return _fail(f"square-off: unknown segment {unknown[0]!r} (segments: {', '.join(SEGMENT_HOURS)})", 2)
-    if not _copier_running(store):
+    if not copier_running(store):
         return _fail("square-off: no copier is running. It cancels copies through the copier's order actors and "
                      "places through its rate limiters: start the copier (pause the follower first, run.py follower "
                      "pause NAME, if nothing new should be copied to it meanwhile), then square off")
