@@ -188,6 +188,14 @@ def test_a_wrong_leaders_config_names_the_key(raw, error):
     assert str(refused.value) == error
 
 
+def test_several_leaders_are_refused_as_shards_naming_what_to_do_instead():
+    accounts = [{"name": n, "client_id": str(i), "access_token": "t"} for i, n in enumerate(("a", "b", "f1", "f2"))]
+    with pytest.raises(ConfigError) as refused:
+        parse({"mode": "live", "leaders": accounts[:2], "followers": accounts[2:], "shards": 2})
+    assert str(refused.value) == ("leaders: several leaders cannot run as shards yet: run one copier per leader "
+                                  "with shards, or several leaders in one process")
+
+
 def test_a_follower_copies_every_leader_unless_it_lists_its_own_with_their_sizing():
     config = _config(leaders=[{"name": "alpha"}, {"name": "beta"}],
                      followers=[{"name": "f1"}, {"name": "f2", "sizing": {"ratio": 0.5},
