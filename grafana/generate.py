@@ -173,6 +173,11 @@ def overview() -> dict:
                  "{{follower}}: not placed (hedge not filled)")],
                "SELL legs of option strategies a `legs: buy_first` follower holds until the strategy's BUY legs "
                "fill, and those never placed because a BUY leg failed or did not fill in time."),
+        series("Own copies seen in a leader's book",
+               [(f"sum by (leader) (increase(copytrader_own_copies_ignored_total[{RI}]))", "{{leader}}")],
+               "Orders in a leader's book that are the copier's own copies (with several leaders, an account "
+               "that leads and also follows another leader): recognised by their correlation id and never "
+               "copied back.", bars=True),
         series("Super orders: leg calls and reads of the leader's",
                [(f"sum by (leg, operation, outcome) (increase(copytrader_super_order_leg_calls_total[{RI}]))",
                  "{{leg}} {{operation}} {{outcome}}"),
