@@ -55,8 +55,8 @@ def several_leaders(make_rig, tmp_path: Path, followers: list[dict], beta: tuple
     return rig, client(ex, *beta)
 
 
-def start(rig: Rig) -> None:
-    rig.copier = start_copier(rig.config, rig.store)
+def start(rig: Rig, config_path: str | None = None) -> None:
+    rig.copier = start_copier(rig.config, rig.store, config_path=config_path)
     wait_until(lambda: all(rig.store.settings.get(baseline_setting(a)) for a in ("leader:alpha", "leader:beta")), 10,
                message="both leaders' baselines")
     wait_until(lambda: rig.exchange.socket_count() >= 2 + len(rig.config.followers), 10, message="sockets logged in")
@@ -134,6 +134,30 @@ def test_a_restarted_copier_sizes_each_leaders_orders_by_that_leaders_rule(make_
     wait_until(lambda: [o["quantity"] for o in book(rig, f2)] == [40], 10, message="f2's copy re-sized")
     assert [o["quantity"] for o in book(rig, f1)] == [2]
     assert len(book(rig, f1)) == 1 and len(book(rig, f2)) == 1  # nothing placed again
+
+
+def test_a_follower_added_while_running_copies_only_its_leaders_with_its_sizing_for_each(make_rig, tmp_path):
+    rig, beta = several_leaders(make_rig, tmp_path, FOLLOWERS)
+    raw = yaml.safe_load(rig.config_yaml)
+    path = tmp_path / "running.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    rig.copier.stop()
+    start(rig, config_path=str(path))
+    f3_id, f3_token = "1200000003", "follower-secret-token-0003"
+    rig.exchange.add_account(AccountSpec(f3_id, f3_token, 5_000_000))
+    raw["followers"].append({**raw["followers"][1], "name": "f3", "client_id": f3_id, "access_token": f3_token,
+                             "leaders": [{"name": "beta", "sizing": {"strategy": "fixed_lots", "lots": 3}}]})
+    path.write_text(yaml.safe_dump(raw))
+    rig.store.requests.submit({"action": "reload"}, "test")
+    wait_until(lambda: "f3" in rig.copier.roster.followers(), 20, message="f3 added by the reload")
+
+    rig.place(quantity=10)
+    from_beta = place(beta, rig, quantity=10)
+    wait_until(lambda: len(book(rig, f3_id)) == 1 and len(book(rig, rig.follower_ids["f2"])) == 1, 10,
+               message="beta's order copied to f3 and f2")
+    wait_until(lambda: len(book(rig, rig.follower_ids["f1"])) == 2, 10, message="both orders copied to f1")
+    assert [o["quantity"] for o in book(rig, f3_id)] == [3]  # its rule for beta; alpha's order not copied
+    assert rig.copy_row(from_beta, "f3") is not None
 
 
 def test_an_account_that_leads_and_follows_never_copies_its_own_copies_back(make_rig, tmp_path):
