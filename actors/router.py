@@ -351,9 +351,10 @@ class OrderRouter(Supervised):
                                                                    letter.correlation_id))
 
     def _report_gauges(self) -> None:
-        counts = routing.open_counts(self.ctx.store, self.ctx.followers)
-        metrics.OPEN_ORDERS.labels(LEADER).set(counts.leader)
-        for name, count in counts.by_follower.items():
+        counts = self.ctx.store.copies.open_orders(self.ctx.followers)
+        for account in self.ctx.leader_limiters:  # one per leader: its open orders (0 for none)
+            metrics.OPEN_ORDERS.labels(account).set(counts.leaders.get(account, 0))
+        for name, count in counts.followers.items():
             metrics.OPEN_ORDERS.labels(name).set(count)
             metrics.FOLLOWER_LAG.labels(name).set(counts.lagging.get(name, 0))
         metrics.MAILBOX_DEPTH.labels("router").set(self.actor_inbox.qsize())

@@ -146,6 +146,7 @@ def _live_metrics(store) -> dict[str, float] | None:
 def cmd_status(args: argparse.Namespace) -> int:
     from actors.follower_control import pause_detail
     from copier.accounts import recorded_accounts
+    from trading.leader import is_leader
 
     full = load(args.config)
     if full.shards and args.shard is None:  # the shards as the stream server sees them
@@ -166,7 +167,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             socket = "unknown"
         else:
             socket = "connected" if live.get(f'copytrader_feed_connected{{account="{name}"}}') == 1 else "disconnected"
-        count = open_orders.leader if name == "leader" else open_orders.followers[name]
+        count = open_orders.leaders.get(name, 0) if is_leader(name) else open_orders.followers[name]
         state = states.get(name)
         paused = f"  PAUSED ({pause_detail(state)})" if state is not None and state.paused else ""
         print(f"{name:<12} {client_id:<12} socket {socket:<12} open orders {count}{paused}")

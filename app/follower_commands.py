@@ -119,13 +119,15 @@ def _values(changes: list[str]) -> dict[str, Any]:
 def cmd_follower(args: argparse.Namespace) -> int:
     from app.commands import copier_running, open_config
     from copier.accounts import recorded_accounts
+    from trading.leader import is_leader
 
     config, store = open_config(args)
     running = copier_running(store)
     in_config = {f.name: f for f in config.followers}
-    known = set(in_config) | (set(recorded_accounts(store)) - {"leader"} if running else set())
+    followers_now = {name for name in recorded_accounts(store) if not is_leader(name)} if running else set()
+    known = set(in_config) | followers_now
     if args.action == "list":
-        return _list(store, config, set(recorded_accounts(store)) - {"leader"} if running else set())
+        return _list(store, config, followers_now)
     if args.action == "history":
         for entry in store.followers.audit(args.name, args.limit):
             print(f"{_when(entry.at)} {entry.follower:<10} {entry.action:<10} by {entry.by}: {entry.detail}")

@@ -50,9 +50,10 @@ class CopyRecord:
 class OpenOrders:
     """How many orders are open, per account, and how many open copies lag their leader order."""
 
-    leader: int
+    leader: int  # of every leader
     followers: dict[str, int] = field(default_factory=dict)
     lagging: dict[str, int] = field(default_factory=dict)
+    leaders: dict[str, int] = field(default_factory=dict)  # by leader account (those with open orders)
 
 
 def _order_type(terms: str) -> str:
@@ -139,10 +140,11 @@ class Copies:
         db = self._store.db
 
         def counts() -> OpenOrders:
-            leader = db.execute_sql(f'SELECT COUNT(*) FROM "leader_order" WHERE "status" IN ({marks})',
-                                    OPEN_STATES).fetchone()[0]
+            leaders = dict(db.execute_sql(f'SELECT "account", COUNT(*) FROM "leader_order" WHERE "status" IN ({marks}) '
+                                          'GROUP BY "account"', OPEN_STATES).fetchall())
             names = list(followers)
-            result = OpenOrders(leader, {name: 0 for name in names}, {name: 0 for name in names})
+            result = OpenOrders(sum(leaders.values()), {name: 0 for name in names}, {name: 0 for name in names},
+                                leaders)
             for name, count, lag in db.execute_sql(
                     f'SELECT "follower", COUNT(*), SUM("anomaly" = \'lagging\') FROM "follower_order" '
                     f'WHERE "status" IN ({marks}) GROUP BY "follower"', OPEN_STATES):

@@ -10,7 +10,6 @@ from storage import models as m
 from storage.store import Store
 
 StoredEvent = m.InboundEvent  # an inbox row: `account`, `id`, `order_id`, `payload` (the update's JSON)
-OPEN_STATES = ("PENDING_PLACEMENT", "UNKNOWN", "TRANSIT", "PENDING", "PART_TRADED")
 
 
 @dataclass(frozen=True)
@@ -23,13 +22,6 @@ class RetryDue:
     follower: str
     operation: str
     correlation_id: str = ""
-
-
-@dataclass(frozen=True)
-class OpenCounts:
-    leader: int
-    by_follower: dict[str, int]
-    lagging: dict[str, int]  # open copies flagged as lagging the leader's fill
 
 
 def undone_events(store: Store, received_before: float, limit: int = 5000) -> list[StoredEvent]:
@@ -58,22 +50,3 @@ def retry_taken(store: Store, letter_id: int) -> None:
     """The retry of a dead letter is under way: not due again."""
     store.write(lambda: m.DeadLetter.update(next_retry_at=None).where(m.DeadLetter.id == letter_id).execute())
 
-
-def open_counts(store: Store, followers: list[str]) -> OpenCounts:
-    """Open leader orders, and open copies per follower; aggregated in SQL (this runs beside the
-    hot path, under the store's lock, on every sweep)."""
-    marks = ", ".join("?" for _ in OPEN_STATES)
-
-    def counts() -> OpenCounts:
-        db = store.db
-        leader = db.execute_sql(f'SELECT COUNT(*) FROM "leader_order" WHERE "status" IN ({marks})',
-                                OPEN_STATES).fetchone()[0]
-        by_follower = {name: 0 for name in followers}
-        lagging = {name: 0 for name in followers}
-        for follower, count, lag in db.execute_sql(
-                f'SELECT "follower", COUNT(*), SUM("anomaly" = \'lagging\') FROM "follower_order" '
-                f'WHERE "status" IN ({marks}) GROUP BY "follower"', OPEN_STATES):
-            by_follower[follower], lagging[follower] = count, lag or 0
-        return OpenCounts(leader, by_follower, lagging)
-
-    return store.read(counts)

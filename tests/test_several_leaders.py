@@ -359,3 +359,17 @@ def test_the_live_view_names_each_orders_leader(make_rig, tmp_path):
     assert "leader alpha" in lines[0] and "leader beta" in lines[0]  # the title: both leaders
     listed = run_command(rig, tmp_path, "orders").stdout.splitlines()  # and `run.py orders`
     assert next(line for line in listed if line.startswith(from_beta)).endswith("PENDING (leader beta)"), listed
+
+
+def test_status_and_follower_list_show_each_leader_as_a_leader(make_rig, tmp_path):
+    rig, beta = several_leaders(make_rig, tmp_path, FOLLOWERS)
+    from_beta = place(beta, rig, quantity=10)
+    wait_until(lambda: rig.copy_row(from_beta, "f2"), 10, message="beta's order copied")
+    status = run_command(rig, tmp_path, "status")
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr[-2000:]
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.split()}
+    assert "open orders 1" in lines["leader:beta"] and "open orders 0" in lines["leader:alpha"], status.stdout
+    assert "open orders 1" in lines["f1"] and "open orders 1" in lines["f2"], status.stdout
+    listed = run_command(rig, tmp_path, "follower", "list")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["f1", "f2"], listed.stdout
