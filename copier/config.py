@@ -781,6 +781,11 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
                 if minutes and token_key is None:  # renewing expires the old token: the new one must outlive the process
                     raise refuse(f"renewed tokens are stored encrypted, and the environment variable "
                                  f"{TOKEN_KEY_ENV} (the key) is not set; make one with: {MAKE_KEY}", f"tokens.{name}")
+                both = _leading_and_following(self) if minutes else None
+                if both is not None:  # one token, two gateways: a renewal by one expires the other's
+                    raise refuse(f"client {both[0]} is {both[1]} and {both[2]}: renewing its token as one would "
+                                 "expire the token the other uses; renew it by hand (python run.py token NAME)",
+                                 f"tokens.{name}")
             return self
 
         @model_validator(mode="after")
@@ -822,6 +827,18 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
             return [*(leader.access_token for leader in self.all_leaders), *(f.access_token for f in self.followers),
                     *([self.alerts.telegram_bot_token] if self.alerts.telegram_bot_token else []),
                     *([urlsplit(self.stream.url).password] if self.stream and urlsplit(self.stream.url).password else [])]
+
+
+def _leading_and_following(config: Any) -> tuple[str, str, str] | None:
+    """(client id, its leader key, its follower key) of an account that leads and follows, if any."""
+    keys = dict(config.accounts())
+    for leader_key, leader in keys.items():
+        if not leader_key.startswith("leader"):
+            continue
+        for key, account in keys.items():
+            if key.startswith("followers") and leader.client_id and account.client_id == leader.client_id:
+                return leader.client_id, leader_key, key
+    return None
 
 
 def _is_loopback(host: str | None) -> bool:

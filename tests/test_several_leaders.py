@@ -212,6 +212,20 @@ def test_a_wrong_leaders_config_names_the_key(raw, error):
     assert str(refused.value) == error
 
 
+def test_renewing_tokens_is_refused_for_an_account_that_leads_and_follows(monkeypatch):
+    """Renewing its token under one name would expire the token its other name still uses."""
+    monkeypatch.setenv("COPYTRADER_TOKEN_KEY", "a" * 43 + "=")
+    accounts = {"leaders": [{"name": "alpha", "client_id": "1", "access_token": "t"},
+                            {"name": "beta", "client_id": "2", "access_token": "t"}],
+                "followers": [{"name": "fb", "client_id": "2", "access_token": "t", "leaders": ["alpha"]}]}
+    with pytest.raises(ConfigError) as refused:
+        parse({"mode": "live", **accounts, "tokens": {"renew_every_minutes": 600}})
+    assert str(refused.value) == ("tokens.renew_every_minutes: client 2 is leaders[1] and followers[0]: renewing "
+                                  "its token as one would expire the token the other uses; renew it by hand "
+                                  "(python run.py token NAME)")
+    parse({"mode": "live", **accounts})  # without renewal, the same accounts are fine
+
+
 def test_several_leaders_are_refused_as_shards_naming_what_to_do_instead():
     accounts = [{"name": n, "client_id": str(i), "access_token": "t"} for i, n in enumerate(("a", "b", "f1", "f2"))]
     with pytest.raises(ConfigError) as refused:
