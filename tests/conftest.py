@@ -6,10 +6,13 @@ client as a person would, and assertions read the follower accounts' books on th
 from __future__ import annotations
 
 import os
+import random
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +98,20 @@ def run_test_without_tools(test_id: str, tmp_path: Path, ci: bool, **env: str) -
         environ["CI"] = "true"
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", test_id],
                           cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120)
+
+
+def kill_during_burst(copier: subprocess.Popen, start: Callable[[], subprocess.Popen], started: Callable[[], Any],
+                      rng: random.Random, kills: int, pause: tuple[float, float] = (0.1, 0.5)) -> subprocess.Popen:
+    """SIGKILL the copier process `kills` times, each at a random moment (`pause` seconds, drawn from
+    `rng`) once `started()` says the burst is under way, and start it again at once (`start`);
+    returns the incarnation left running."""
+    for _ in range(kills):
+        wait_until(started, 10, message="burst started")
+        threading.Event().wait(rng.uniform(*pause))  # (a random kill moment, not a synchronisation)
+        os.kill(copier.pid, signal.SIGKILL)
+        copier.wait(10)
+        copier = start()
+    return copier
 
 
 def end_processes(*procs: subprocess.Popen | None) -> None:

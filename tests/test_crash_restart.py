@@ -2,15 +2,13 @@
 every leader order ends with exactly one copy per follower (exactly once via correlation ids)."""
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import threading
 from collections import Counter
 
-from tests.conftest import (client, copier_ready, end_processes, start_copier_process, start_paper_process, wait_until,
-                            write_live_config)
+from tests.conftest import (client, copier_ready, end_processes, kill_during_burst, start_copier_process,
+                            start_paper_process, wait_until, write_live_config)
 
 ORDERS = 40
 KILLS = 4
@@ -53,12 +51,7 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
 
         thread = threading.Thread(target=burst)
         thread.start()
-        for _ in range(KILLS):  # kill at random points while the burst runs, then restart at once
-            wait_until(lambda: len(placed) >= 1, 10, message="burst started")
-            threading.Event().wait(rng.uniform(0.1, 0.5))
-            os.kill(copier.pid, signal.SIGKILL)
-            copier.wait(10)
-            copier = start_copier()
+        copier = kill_during_burst(copier, start_copier, lambda: placed, rng, KILLS)
         thread.join(60)
         assert len(placed) == ORDERS
 
@@ -123,12 +116,7 @@ def test_sigkill_in_the_middle_of_sliced_placements_never_doubles_or_misses_a_sl
 
         thread = threading.Thread(target=burst)
         thread.start()
-        for _ in range(3):  # kill at random points while the slices go out, then restart at once
-            wait_until(lambda: len(placed) >= 1, 10, message="burst started")
-            threading.Event().wait(rng.uniform(0.1, 0.4))
-            os.kill(copier.pid, signal.SIGKILL)
-            copier.wait(10)
-            copier = start_copier()
+        copier = kill_during_burst(copier, start_copier, lambda: placed, rng, 3, pause=(0.1, 0.4))
         thread.join(60)
         assert len(placed) == SLICED_ORDERS
 

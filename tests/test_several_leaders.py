@@ -4,9 +4,7 @@ Counted on the exchange's books."""
 from __future__ import annotations
 
 import io
-import os
 import random
-import signal
 import sqlite3
 import subprocess
 import threading
@@ -29,7 +27,7 @@ from trading.leader import is_leader, leader_account, leader_label
 from trading.orders import (OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity, correlation_id,
                             made_by_copier)
 from tests.conftest import (LEADER_ID, LEADER_TOKEN, RELIANCE, ROOT, Rig, client, config_dict, end_processes,
-                            run_command, start_copier_process, start_paper_process, wait_until)
+                            kill_during_burst, run_command, start_copier_process, start_paper_process, wait_until)
 
 BETA_ID, BETA_TOKEN = "1100000002", "beta-secret-token-0002"
 
@@ -323,12 +321,8 @@ def test_sigkill_while_two_leaders_burst_never_doubles_misses_or_loops_a_copy(tm
                    threading.Thread(target=burst, args=("beta", beta_id, beta_token))]
         for thread in threads:
             thread.start()
-        for _ in range(3):
-            wait_until(lambda: placed["alpha"] and placed["beta"], 10, message="bursts started")
-            threading.Event().wait(rng.uniform(0.1, 0.5))
-            os.kill(copier.pid, signal.SIGKILL)
-            copier.wait(10)
-            copier = start_copier_process(path)
+        copier = kill_during_burst(copier, lambda: start_copier_process(path),
+                                   lambda: placed["alpha"] and placed["beta"], rng, 3)
         for thread in threads:
             thread.join(60)
         assert len(placed["alpha"]) == len(placed["beta"]) == BURST

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import signal
 import subprocess
 import threading
 import urllib.request
@@ -19,7 +17,7 @@ from rich.console import Console
 
 from app.live_view import render
 from storage import models as m
-from tests.conftest import (LEADER_ID, Rig, client, copier_ready, end_processes, run_command,
+from tests.conftest import (LEADER_ID, Rig, client, copier_ready, end_processes, kill_during_burst, run_command,
                             start_copier_process, start_paper_process, start_rig, wait_until, write_live_config)
 from trading.copy import correlation_id
 
@@ -258,12 +256,7 @@ def test_sigkill_in_the_middle_of_copying_super_orders_never_doubles_or_misses_o
 
         thread = threading.Thread(target=burst)
         thread.start()
-        for _ in range(3):  # kill at random points while the copies go out, then restart at once
-            wait_until(lambda: len(placed) >= 1, 10, message="burst started")
-            threading.Event().wait(rng.uniform(0.1, 0.4))
-            os.kill(copier.pid, signal.SIGKILL)
-            copier.wait(10)
-            copier = start_copier()
+        copier = kill_during_burst(copier, start_copier, lambda: placed, rng, 3, pause=(0.1, 0.4))
         thread.join(60)
         assert len(placed) == SUPER_ORDERS
 
