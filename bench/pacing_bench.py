@@ -32,8 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
 from copier.config import parse  # noqa: E402
-from bench.replication_bench import (INSTRUMENTS, BenchError, Leader, percentile, start_exchange,  # noqa: E402
-                                     wait_copies)
+from bench.replication_bench import INSTRUMENTS, BenchError, Leader, percentile, start_exchange  # noqa: E402
 from storage import Store  # noqa: E402
 from copier.tree import start_copier  # noqa: E402
 
@@ -50,10 +49,20 @@ def latencies_by_order(db_path: str, order_ids: list[str]) -> dict[str, list[flo
     return out
 
 
+def wait_copies(db_path: str, order_ids: list[str], copies: int, timeout: float) -> dict[str, list[float]]:
+    """latencies_by_order, once `copies` latencies are stored or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = latencies_by_order(db_path, order_ids)
+        if sum(len(v) for v in got.values()) >= copies or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
 def run(seconds: float, followers: int, slice_seconds: float, rate: float) -> int:
     workdir = tempfile.mkdtemp(prefix="pacing-bench-")
-    exchange = start_exchange(followers + 1, 1e10, workdir,
-                              ("--orders-per-second", str(PER_SECOND), "--orders-per-minute", "0"))
+    exchange = start_exchange(followers + 1, workdir,
+                              limits=("--orders-per-second", str(PER_SECOND), "--orders-per-minute", "0"))
     copier = store = None
     try:
         (leader_id, leader_token), *creds = exchange.accounts
@@ -85,17 +94,13 @@ def run(seconds: float, followers: int, slice_seconds: float, rate: float) -> in
             time.sleep(0.05)
         exchange.control("rate_limit_exempt", client_id=leader_id)
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
-        leader = Leader(exchange.rest_url, leader_id, leader_token, prices)
+        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, resting=True)
         interval = 1.0 / rate
         count = int(seconds * rate)
-        placing = leader.place(count, interval)
-        placed = list(leader.placed)
-        got = wait_copies(config.storage.path, placed, names, 30)
-        copied = sum(len(v) for v in got.values())
-        by_order = latencies_by_order(config.storage.path, placed)
-        print(f"leader: {len(placed)} orders placed in {placing:.1f} s ({len(placed) / placing:.2f}/s), "
-              f"{len(leader.errors)} failed"
-              + (f" (e.g. {leader.errors[0][:80]})" if leader.errors else ""))
+        placed, placing = leader.place(count, interval)  # (a failed placement ends the run: BenchError)
+        by_order = wait_copies(config.storage.path, placed, len(placed) * followers, 30)
+        copied = sum(len(v) for v in by_order.values())
+        print(f"leader: {len(placed)} orders placed in {placing:.1f} s ({len(placed) / placing:.2f}/s)")
         print(f"followers: {followers}, {copied}/{len(placed) * followers} copies sent")
         per_slice = int(slice_seconds * rate)
         print(f"  {'leader seconds':<16} {'copies':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")

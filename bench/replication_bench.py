@@ -112,9 +112,10 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
             proc.wait(5)
 
 
-def start_exchange(accounts: int, workdir: str) -> Exchange:
+def start_exchange(accounts: int, workdir: str, limits: tuple[str, ...] = ("--unlimited",)) -> Exchange:
+    """A paper exchange process; `limits`: its rate-limit arguments (none by default)."""
     stderr_path = os.path.join(workdir, "paper.stderr")
-    cmd = [sys.executable, "-m", "paper", "--port", "0", "--ws-port", "0", "--unlimited", "--no-price-walk",
+    cmd = [sys.executable, "-m", "paper", "--port", "0", "--ws-port", "0", *limits, "--no-price-walk",
            "--accounts", str(accounts), "--funds", "1e10", "--session", "open"]
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
