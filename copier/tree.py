@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import threading
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -114,9 +113,6 @@ class Copier:
         self.stopped.set()
 
 
-LATENCY_SWITCH_INTERVAL = 0.0005
-
-
 def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
     """The configured places alerts go besides the log, storage and metrics."""
     channels: list[Callable[[str, str, str], None]] = []
@@ -150,8 +146,6 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         copier.stopped.wait()     # set when the supervisor gives up (copier.escalation says why)
         copier.stop()             # every actor, the last started first
     """
-    # A copy is a chain of thread hand-offs; each waits less for the GIL (docs/design.md).
-    sys.setswitchinterval(min(sys.getswitchinterval(), LATENCY_SWITCH_INTERVAL))
     if accounts is None:
         accounts = prepare_accounts(config)
     copier = Copier(config=config, store=store)
