@@ -4,9 +4,12 @@ One line per leader order, as many as the terminal has room for, so the view nev
 log records print above it (through the view's console) rather than over it."""
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import threading
+import time
+from collections import deque
 from typing import Any, Callable, Sequence
 
 from rich.console import Group
@@ -102,6 +105,29 @@ def render(store: Store, config: Config, limit: int = 18, metrics_url: str = "",
     return Group(table, footer)
 
 
+class _Lines(io.TextIOBase):
+    """A stream the log handlers write to from any thread; the view's own thread prints what it
+    holds (`take`), so one thread alone writes to the terminal while the view is up."""
+
+    def __init__(self, written: threading.Event) -> None:
+        self._chunks: deque[str] = deque()
+        self._written = written
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._chunks.append(text)  # (deque.append is atomic: no lock needed)
+        self._written.set()
+        return len(text)
+
+    def take(self) -> str:
+        taken = []
+        while self._chunks:
+            taken.append(self._chunks.popleft())
+        return "".join(taken)
+
+
 class LiveView:
     def __init__(self, store: Store, config: Config, refresh_seconds: float = 0.5, metrics_url: str = "",
                  followers: Callable[[], Sequence[str]] | None = None) -> None:
@@ -109,6 +135,7 @@ class LiveView:
         self.metrics_url = metrics_url
         self.followers = followers  # the followers copied to now, when they may change while it runs
         self._halt = threading.Event()
+        self._wake = threading.Event()  # a log line to print, or stop
         self._thread: threading.Thread | None = None
 
     def start(self) -> "LiveView":
@@ -122,23 +149,38 @@ class LiveView:
 
     def _run(self) -> None:
         terminal = sys.stderr
-        with Live(refresh_per_second=4, screen=False, redirect_stderr=True) as live:
-            # Live swaps sys.stderr for a proxy that prints above the view; the log handlers took
-            # the terminal itself at start, and a line written there pushes the view up, leaving
-            # its top behind on every refresh.
+        # One thread writes to the terminal: this one. The log handlers took the terminal itself at
+        # start (a line written there pushes the view up, leaving its top behind), and rich's own
+        # refresh thread and its stderr proxy print from their threads, whose cursor moves can
+        # interleave with another thread's and leave a stale frame on the screen. So the view
+        # refreshes itself, and log lines wait in `lines` for it to print them above the view.
+        lines = _Lines(self._wake)
+        with Live(auto_refresh=False, screen=False, redirect_stderr=True) as live:
             handlers = [h for h in logging.getLogger().handlers
                         if isinstance(h, logging.StreamHandler) and h.stream is terminal]
             for handler in handlers:
-                handler.setStream(sys.stderr)
+                handler.setStream(lines)
             try:
-                live.update(self._frame(live), refresh=True)
-                while not self._halt.wait(self.refresh):
-                    live.update(self._frame(live))
+                next_frame = 0.0
+                while not self._halt.is_set():
+                    text = lines.take()
+                    if text:
+                        live.console.print(Text.from_ansi(text.rstrip("\n")))
+                    if time.monotonic() >= next_frame:
+                        live.update(self._frame(live))
+                        next_frame = time.monotonic() + self.refresh
+                    live.refresh()
+                    self._wake.wait(max(0.0, next_frame - time.monotonic()))
+                    self._wake.clear()
             finally:
                 for handler in handlers:
                     handler.setStream(terminal)
+                text = lines.take()
+                if text:
+                    terminal.write(text)
 
     def stop(self) -> None:
         self._halt.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(2)
