@@ -37,7 +37,6 @@ import multiprocessing
 import os
 import queue
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -57,15 +56,11 @@ sys.path.insert(0, str(ROOT))
 from dhanhq import DhanContext, dhanhq  # noqa: E402
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
+from bench.replication_bench import INSTRUMENTS, BenchError, stop_process  # noqa: E402
 from copier.shards import FEED, role_storage_path  # noqa: E402
 from storage import readonly  # noqa: E402
 
-INSTRUMENTS = ("2885", "11536", "1594")  # RELIANCE, TCS, INFY (NSE_EQ, lot 1)
 WARMUP_ORDERS = 3
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def free_port() -> int:
@@ -80,16 +75,6 @@ def favoured() -> None:
         os.nice(-10)
     except OSError:
         pass
-
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 # -- the parties ------------------------------------------------------------------------------------
@@ -314,9 +299,9 @@ def run(shards: int, followers: int, rate: float, seconds: float, timeout: float
         }
     finally:
         for proc in procs:
-            stop(proc)
-        stop(exchange.proc)
-        stop(nats)
+            stop_process(proc)
+        stop_process(exchange.proc)
+        stop_process(nats)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
