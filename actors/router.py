@@ -26,9 +26,8 @@ from typing import Any
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, is_leader, CancelCopies, CatchUpCopy, OrderActorIdle, OrderActorWanted,
-                             OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg,
-                             UnwindStrategy)
+from actors.messages import (LEADER, CancelCopies, CatchUpCopy, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
+                             RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy, is_leader)
 from actors.order import OrderActor
 from actors.order_runtime import THREADS, ActorPool
 from observability import metrics
@@ -191,6 +190,7 @@ class OrderRouter(Supervised):
     def _route(self, message: OrderUpdateReceived) -> None:
         if is_leader(message.account):
             if made_by_copier(message.update):  # in an account that also follows: never copied back
+                self._own_copy(message)
                 self._acknowledge(message, "own_copy")
                 return
             leader_order_id = message.update.order_id
@@ -201,15 +201,19 @@ class OrderRouter(Supervised):
                 return
         self._child(leader_order_id).tell(message)
 
+    def _own_copy(self, message: OrderUpdateReceived) -> None:
+        """Count and log a copy seen in a leader's book, once per order (it sends several updates)."""
+        if message.update.order_id in self._own_copies:
+            return
+        if len(self._own_copies) > 100_000:  # bounded, like _owners
+            self._own_copies.clear()
+        self._own_copies.add(message.update.order_id)
+        metrics.OWN_COPIES_IGNORED.labels(message.account).inc()
+        log.info("%s: order %s is one of the copier's copies (correlation id %s): not copied back",
+                 message.account, message.update.order_id, message.update.correlation_id)
+
     def _acknowledge(self, message: OrderUpdateReceived, outcome: str) -> None:
         """An update that concerns no leader order: done, with why."""
-        if outcome == "own_copy" and message.update.order_id not in self._own_copies:
-            if len(self._own_copies) > 100_000:  # bounded, like _owners
-                self._own_copies.clear()
-            self._own_copies.add(message.update.order_id)
-            metrics.OWN_COPIES_IGNORED.labels(message.account).inc()
-            log.info("%s: order %s is one of the copier's copies (correlation id %s): not copied back",
-                     message.account, message.update.order_id, message.update.correlation_id)
         try:
             self.ctx.store.inbox.acknowledge([message.event_id], outcome)
         except StorageDown:

@@ -50,10 +50,14 @@ class CopyRecord:
 class OpenOrders:
     """How many orders are open, per account, and how many open copies lag their leader order."""
 
-    leader: int  # of every leader
+    leaders: dict[str, int] = field(default_factory=dict)  # by leader account (those with open orders)
     followers: dict[str, int] = field(default_factory=dict)
     lagging: dict[str, int] = field(default_factory=dict)
-    leaders: dict[str, int] = field(default_factory=dict)  # by leader account (those with open orders)
+
+    @property
+    def leader(self) -> int:
+        """Open orders of every leader."""
+        return sum(self.leaders.values())
 
 
 def _order_type(terms: str) -> str:
@@ -143,8 +147,7 @@ class Copies:
             leaders = dict(db.execute_sql(f'SELECT "account", COUNT(*) FROM "leader_order" WHERE "status" IN ({marks}) '
                                           'GROUP BY "account"', OPEN_STATES).fetchall())
             names = list(followers)
-            result = OpenOrders(sum(leaders.values()), {name: 0 for name in names}, {name: 0 for name in names},
-                                leaders)
+            result = OpenOrders(leaders, {name: 0 for name in names}, {name: 0 for name in names})
             for name, count, lag in db.execute_sql(
                     f'SELECT "follower", COUNT(*), SUM("anomaly" = \'lagging\') FROM "follower_order" '
                     f'WHERE "status" IN ({marks}) GROUP BY "follower"', OPEN_STATES):

@@ -92,7 +92,10 @@ def holds_orders(store: Store) -> bool:
 
 def check(store: Store, config: StorageIdentity, path: str) -> None:
     """Refuse (StorageMismatch) storage that belongs to another exchange or leader; record nothing."""
-    stored = stored_identity(store)
+    _refuse_another(stored_identity(store), config, path)
+
+
+def _refuse_another(stored: StorageIdentity | None, config: StorageIdentity, path: str) -> None:
     found = differences(stored, config) if stored is not None else []
     if found:
         raise StorageMismatch(f"storage.path {path} was made for another exchange or leader "
@@ -107,7 +110,7 @@ def claim(store: Store, config: StorageIdentity, path: str) -> bool:
     if stored is None:
         store.settings.set(IDENTITY_SETTING, config.to_json())
         return holds_orders(store)
-    check(store, config, path)
+    _refuse_another(stored, config, path)
     updated = config.with_followers_of(stored)
     if updated != stored:
         store.settings.set(IDENTITY_SETTING, updated.to_json())
