@@ -37,8 +37,8 @@ class Fills:
     def leader_fill(self, plan: "Plan", update: OrderUpdate, fill: Fill) -> None:
         actor = self.actor
         records = actor.records
-        plan.write(lambda: records.fill(actor.leader_account, actor.leader_order_id, fill.quantity, fill.price, update.filled_qty,
-                                        update.updated_at))
+        plan.write(lambda: records.fill(actor.leader_account, actor.leader_order_id, fill.quantity, fill.price,
+                                        update.filled_qty, update.updated_at))
 
         def counted() -> None:
             metrics.FILLS.labels("leader").inc()

@@ -195,7 +195,8 @@ class LeaderUpdates:
         if order is not None and order.order_id == actor.leader_order_id:
             reread.answer = dataclasses.replace(order, source="reread", received_ns=time.monotonic_ns())
             assert actor.supervisor is not None  # the router: the answer takes the way every update takes
-            store_and_route(actor.ctx.store, actor.supervisor, actor.leader_account, reread.answer, key=f"reread:{uuid.uuid4().hex}")
+            store_and_route(actor.ctx.store, actor.supervisor, actor.leader_account, reread.answer,
+                            key=f"reread:{uuid.uuid4().hex}")
             return
         reread.failures += 1
         metrics.LEADER_REREADS.labels("failed").inc()

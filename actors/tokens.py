@@ -18,7 +18,8 @@ import random
 import time
 from typing import Any, Callable
 
-from actors.messages import AuthRefused, is_leader, leader_label, CheckTokens, Reconnect, RenewTokens, ResumeAccount, SuspendAccount
+from actors.messages import (AuthRefused, CheckTokens, Reconnect, RenewTokens, ResumeAccount, SuspendAccount, is_leader,
+                             leader_label)
 from observability.logs import register_secret
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway

@@ -229,7 +229,8 @@ def storage_identity(config: Config) -> "StorageIdentity":
 
     # further leaders are recorded beside the followers, by their account names (leader:NAME)
     return StorageIdentity(config.mode, Account(config.leader.client_id, config.leader.api_base_url),
-                           {a.name: Account(a.client_id, a.api_base_url) for a in [*config.leaders[1:], *config.followers]})
+                           {a.name: Account(a.client_id, a.api_base_url)
+                            for a in [*config.leaders[1:], *config.followers]})
 
 
 def _claimed(store: "Store", config: Config, check_only: bool = False) -> bool:

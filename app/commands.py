@@ -286,8 +286,8 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
     try:
         instruments.load()
         configs = {f.name: f for f in config.followers}
-        resize = resize_by_rule(lambda follower, leader: configs[follower].sizing_for(leader) or configs[follower].sizing
-                                if follower in configs else None, instruments)
+        resize = resize_by_rule(lambda follower, leader: configs[follower].rule_for(leader) if follower in configs
+                                else None, instruments)
     except (OSError, ValueError) as exc:  # without lot sizes, a copy sized for a stale leader quantity is still reported
         print(f"instrument master unavailable ({exc}); copies are not re-sized by their rules", file=sys.stderr)
         resize = None

@@ -475,6 +475,7 @@ class FollowerConfig(AccountConfig):
     shard: ShardNumber = None  # with shards: the shard that copies to it (None: chosen by its name)
     # with `leaders:`: the leaders it copies, each with its own sizing or the follower's (): every leader
     leaders: tuple[Subscription, ...] = ()
+    legs: Choice(LEG_ORDERS) = PARALLEL  # buy_first: a strategy's SELL legs wait for its BUY legs to fill
 
     def follows(self, leader: str) -> bool:
         """Whether it copies the orders of the leader account `leader`."""
@@ -484,13 +485,16 @@ class FollowerConfig(AccountConfig):
         """Its own sizing for `leader`'s orders, when the config gives one."""
         return next((s.sizing for s in self.leaders if s.name == leader), None)
 
+    def rule_for(self, leader: str) -> SizingRule:
+        """The sizing the config gives it for `leader`'s orders: that leader's, else its own."""
+        return self.sizing_for(leader) or self.sizing
+
     @field_validator("leaders", mode="before")
     @classmethod
     def _a_list_of_leaders(cls, value: Any) -> Any:
         if not isinstance(value, list) or not value:
             raise refuse("must be a non-empty list of leader names (or {name: ..., sizing: {...}})")
         return value
-    legs: Choice(LEG_ORDERS) = PARALLEL  # buy_first: a strategy's SELL legs wait for its BUY legs to fill
 
     @field_validator("name", mode="after")
     @classmethod
@@ -730,9 +734,10 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
             for i, leader in enumerate(self.leaders):
                 if leader.name in names[:i]:
                     raise refuse(f"{leader_name(leader.name)!r} is used twice", f"leaders[{i}].name")
-                if leader.client_id and any(o.client_id == leader.client_id for o in self.leaders[:i]):
-                    first = [o.client_id for o in self.leaders].index(leader.client_id)
-                    raise refuse(f"client {leader.client_id} is already leaders[{first}]", f"leaders[{i}].client_id")
+                earlier = [o.client_id for o in self.leaders[:i]]
+                if leader.client_id and leader.client_id in earlier:
+                    raise refuse(f"client {leader.client_id} is already leaders[{earlier.index(leader.client_id)}]",
+                                 f"leaders[{i}].client_id")
             for i, follower in enumerate(self.followers):
                 for j, subscription in enumerate(follower.leaders):
                     if not self.leaders:
@@ -831,13 +836,11 @@ with warnings.catch_warnings():  # the `copy` key shadows BaseModel.copy, pydant
 
 def _leading_and_following(config: Any) -> tuple[str, str, str] | None:
     """(client id, its leader key, its follower key) of an account that leads and follows, if any."""
-    keys = dict(config.accounts())
-    for leader_key, leader in keys.items():
-        if not leader_key.startswith("leader"):
-            continue
-        for key, account in keys.items():
-            if key.startswith("followers") and leader.client_id and account.client_id == leader.client_id:
-                return leader.client_id, leader_key, key
+    accounts = config.accounts()
+    followers = {account.client_id: key for key, account in accounts if isinstance(account, FollowerConfig)}
+    for key, account in accounts:
+        if isinstance(account, LeaderConfig) and account.client_id and account.client_id in followers:
+            return account.client_id, key, followers[account.client_id]
     return None
 
 

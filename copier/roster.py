@@ -37,6 +37,7 @@ from observability import metrics
 from storage import Store
 from storage.identity import Account, StorageMismatch, add_follower
 from supervisors import Address, ChildSpec
+from trading.leg_order import PARALLEL
 from trading.sizing import SizingRule
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,14 @@ class Roster:
         return Subscribers(self, leader)
 
     def rule_for(self, follower: str, leader: str) -> SizingRule | None:
-        """`follower`'s sizing for `leader`'s orders: the config's for that leader, else its own now."""
+        """`follower`'s sizing for `leader`'s orders, as the sizing actor chooses it: the config's for
+        that leader, else its own now."""
+        return self.leader_rules.get((follower, leader)) or self.rules.get(follower)
+
+    def leg_order(self, follower: str) -> str:
+        """`follower`'s `legs` (parallel for one no longer copied to)."""
         config = self.configs.get(follower)
-        return (config.sizing_for(leader) if config else None) or self.rules.get(follower)
+        return config.legs if config else PARALLEL
 
     def _use_leader_rules(self, follower: FollowerConfig) -> None:
         for key in [key for key in self.leader_rules if key[0] == follower.name]:

@@ -63,7 +63,6 @@ from trading.calendar import MarketCalendar, now as calendar_now
 from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
 from trading.kill_switch import KillSwitchState
-from trading.leg_order import PARALLEL
 from trading.lifecycle import OrderEvent
 from trading.prices import LEADER_FILL, NONE, QUOTE
 
@@ -234,7 +233,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         clock=clock or calendar_now,
         quotes=quotes,
         freeze=FreezeLimits({(segment, name): qty for segment, name, qty in config.freeze_limits}),
-        leg_order=lambda follower: roster.configs[follower].legs if follower in roster.configs else PARALLEL,
+        leg_order=roster.leg_order,
     )
 
     def escalate(escalation: Escalated) -> None:

@@ -111,7 +111,8 @@ class OrderRecords:
         self._seqs[leader_key(self.leader_order_id)] = 0
         self._leader_row = self.store.create(
             m.LeaderOrder, order_id=self.leader_order_id, first_seen_at=leader.seen_at, group_id=leader.group_id,
-            underlying=leader.underlying, symbol=update.symbol, account=leader.account, **self._leader_fields(leader.state))
+            underlying=leader.underlying, symbol=update.symbol, account=leader.account,
+            **self._leader_fields(leader.state))
 
     def save_leader(self, state: LeaderState) -> None:
         row = self._leader_row
