@@ -1,10 +1,10 @@
 """The copier's actors. Read `actors/messages/` first: it is the whole protocol between them.
 
 feed.py         FeedActor: one per account socket (leader and each follower): login, parse, store, route
+                (order actors, follower feeds and rate limiters run on shared pools: supervisors/pool.py)
 router.py       OrderRouter: spawns and supervises one OrderActor per leader order
 order.py        OrderActor: a shell around trading/copy.py for one leader order's copies (its helpers:
                 order_plan, order_sighting, order_leader, order_answers, order_fills, order_strategy)
-order_runtime.py the shared pool of threads order actors run on (a mailbox each, no thread each)
 sizing.py       SizingActor: follower quantities and the capital lock
 rate_limiter.py RateLimiter: one per account; keeps broker calls inside its limits and sends them
                 (RateLimiterActor: its clock for calls that must wait, and its retries; windows.py

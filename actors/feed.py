@@ -45,7 +45,8 @@ from broker.gateway import Answer, DhanGateway
 from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_socket,
                             login_frame, refused_login)
 from storage import Store, StorageDown
-from supervisors import Address, Supervised
+from supervisors import Address
+from supervisors.pool import PooledSupervised
 from trading.adoption import find_copies
 from trading.orders import OrderUpdate, update_to_dict
 
@@ -104,7 +105,7 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
     return True
 
 
-class FeedActor(Supervised):
+class FeedActor(PooledSupervised):
     """One account's order-update socket (the module's docstring says what it does with it). The
     socket's own thread tells it every frame, the token actor tells it `Reconnect()` once the
     account's token works again, and it answers two questions:

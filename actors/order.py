@@ -28,7 +28,7 @@ from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_legs import HeldLegs
 from actors.order_plan import Plan
-from actors.order_runtime import PooledActor
+from supervisors.pool import PooledActor
 from actors.order_sighting import FirstSighting
 from actors.order_slices import Slices
 from actors.order_super import SuperOrders, exit_leg_event
@@ -53,7 +53,7 @@ __all__ = ["OrderActor", "copy_key", "flatten_correlation_id"]
 
 
 class OrderActor(PooledActor):
-    """Runs on the router's pool of order threads (actors/order_runtime.py), not a thread of its own."""
+    """Runs on the router's pool of order threads (supervisors/pool.py), not a thread of its own."""
 
     def __init__(self, address: Address, supervisor: Address | None, leader_order_id: str,
                  ctx: CopierContext, parked: Container[int] = ()) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.messages import BrokerAnswer, OrderUpdateReceived, is_leader
 from actors.order_plan import Plan
-from actors.order_runtime import CrashedOn
+from supervisors.pool import CrashedOn
 from storage import StorageDown
 from trading import copy as c
 

@@ -33,7 +33,8 @@ from actors.windows import SlidingWindows
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import DhanGateway, SentPlacement
-from supervisors import Address, Supervised
+from supervisors import Address
+from supervisors.pool import PooledSupervised
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ def send_all(limiters: dict[str, RateLimiter], commands: list[BrokerCommand]) ->
         start()
 
 
-class RateLimiterActor(Supervised):
+class RateLimiterActor(PooledSupervised):
     """The account's clock and retry policy around its RateLimiter (the module's docstring says
     what each does). A restarted incarnation finds the limiter and its queue as they were."""
 

@@ -5,7 +5,7 @@ Leader updates are keyed by the leader order id. Follower updates are mapped bac
 order through the correlation id (or the broker order id) stored with the copy; updates of
 orders the copier did not place (the follower's own manual orders) are acknowledged as foreign.
 
-Order actors run on the router's shared pool (actors/order_runtime.py) and stop when their order
+Order actors run on the router's shared pool (supervisors/pool.py) and stop when their order
 is finished; a later event for the order simply spawns a fresh actor that rebuilds from storage. A crashed order actor is restarted
 (its lost inbox is rebuilt from the inbox table), never given up on: an inbox event that crashes
 it `poison_after` times is parked as a dead letter (actors/dead_letters.py) and the actor goes
@@ -29,7 +29,7 @@ from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, CatchUpCopy, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
                              RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy, is_leader)
 from actors.order import OrderActor
-from actors.order_runtime import THREADS, ActorPool
+from supervisors.pool import THREADS, ActorPool
 from observability import metrics
 from storage import StorageDown
 from storage import routing
@@ -87,7 +87,7 @@ class OrderRouter(Supervised):
         self._unwatch = None
         self._sweeps: TimerHandle | None = None
         self._order_threads = order_threads
-        self._pool: ActorPool | None = None  # runs the order actors (actors/order_runtime.py), made on first use
+        self._pool: ActorPool | None = None  # runs the order actors (supervisors/pool.py), made on first use
 
     def started(self) -> None:
         self._unwatch = self.ctx.store.watch_health(

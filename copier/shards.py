@@ -40,6 +40,7 @@ from observability import metrics
 from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
 from supervisors import Address, ChildSpec, Escalated, Supervisor
+from supervisors.pool import ActorPool
 
 if TYPE_CHECKING:
     from streams.jetstream import JetStream
@@ -182,6 +183,8 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
     metrics.SHARD_FOLLOWERS.labels(FEED).set(0)
     metrics.FEED_CONNECTED.labels(LEADER).set(0)
     top, publisher = Address("feed_process"), Address("publisher")
+    feed_pool = ActorPool(1, name=f"feed-{LEADER}").start()
+    copier.pools.append(feed_pool)
     leader = config.leader
 
     def auth_refused(account: str, detail: str) -> None:
@@ -193,10 +196,10 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
         ChildSpec("publisher", lambda a: StreamPublisher.start(
             a, top, store=store, stream=copier.stream, subject=copier.stream.subject(LEADER_SUBJECT), timers=timers),
             kind="publisher", address=publisher),
-        ChildSpec(f"feed:{LEADER}", lambda a: FeedActor.start(
+        ChildSpec(f"feed:{LEADER}", lambda a: feed_pool.spawn(FeedActor(
             a, top, account=LEADER, url=leader.order_update_url, gateway=accounts.gateways[LEADER], store=store,
             router=publisher, copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
-            max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused),
+            max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused)),
             kind="feed"),
     ]
     metrics.create_series([LEADER], [], {spec.kind for spec in specs})
@@ -214,7 +217,7 @@ def start_shard(full: Config, shard: int, config: Config, store: Store, *, accou
                     full.shards, len(full.followers))
         return ShardCopier(config=config, store=store, stream=stream)
     control = Address("stream_control")
-    leader_feed = functools.partial(StreamFeedActor.start, stream=stream, durable=consumer_name(shard),
+    leader_feed = functools.partial(StreamFeedActor, stream=stream, durable=consumer_name(shard),
                                     subject=stream.subject(LEADER_SUBJECT))
     base = start_copier(config, store, on_escalate=on_escalate, accounts=accounts, leader_feed=leader_feed,
                         on_kill_switch_engaged=lambda state: control.tell(PublishKillSwitch(state)),

@@ -59,6 +59,7 @@ from observability.alert_channels import TelegramChannel, WebhookChannel
 from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
 from supervisors import Address, ChildSpec, Escalated, Supervisor, Timers
+from supervisors.pool import ActorPool
 from trading.calendar import MarketCalendar, now as calendar_now
 from trading.freeze import FreezeLimits
 from trading.instruments import InstrumentMaster
@@ -67,6 +68,8 @@ from trading.lifecycle import OrderEvent
 from trading.prices import LEADER_FILL, NONE, QUOTE
 
 log = logging.getLogger(__name__)
+
+ACCOUNT_THREADS = 4  # the pool of every follower's feed and every rate limiter (a feed's backfill waits on the broker)
 
 
 @dataclass
@@ -84,6 +87,9 @@ class Copier:
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     roster: Roster | None = None  # its followers now, added and removed while it runs
+    # the threads the account actors (feeds, rate limiters) run on: a fixed number, whatever the
+    # number of followers (supervisors/pool.py); each leader's feed has a thread of its own
+    pools: list[ActorPool] = field(default_factory=list)
     _ref: object = None
     _unwatch: Callable[[], None] | None = None
 
@@ -103,6 +109,9 @@ class Copier:
             except Exception:  # noqa: BLE001 - already stopped
                 pass
             self._ref = None
+        for pool in self.pools:
+            pool.stop()
+        self.pools.clear()
         self.timers.stop()
         if self._unwatch is not None:
             self._unwatch()
@@ -136,8 +145,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     raises StartRefused before anything starts). `config_path`: the file a reload reads followers
     from (default: the one `config` was loaded from); `prepare_follower`: what a follower added
     while running needs first (paper mode: its account on the paper exchange).
-    A follower shard (copier/shards.py) gives `leader_feed`, what starts the leader's feed instead
-    of FeedActor.start (the leader's updates come from the stream), `on_kill_switch_engaged`, how
+    A follower shard (copier/shards.py) gives `leader_feed`, what makes the leader's feed actor instead
+    of FeedActor (the leader's updates come from the stream), `on_kill_switch_engaged`, how
     the other shards hear of its kill switch, and `read_config`, how a reload reads the file (its
     own followers only).
 
@@ -165,6 +174,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     log.info("instrument master: %d instruments from %s", count, config.instruments.master)
     copier.instruments = instruments
     timers = copier.timers.start()
+    accounts_pool = ActorPool(ACCOUNT_THREADS, name="accounts").start()
+    copier.pools.append(accounts_pool)
 
     leaders = config.all_leaders
     first_leader = config.leader.name  # forever (GTT) orders are copied from this leader's account
@@ -251,20 +262,28 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                        data_limits=config.rate_limits.data_windows(),
                                        max_attempts=config.broker.max_attempts, margin_check=config.copy.margin_check)
         feed_addresses[f.name] = Address(f"feed:{f.name}")
-        return (ChildSpec(f"limiter:{f.name}", lambda a: RateLimiterActor.start(a, top, limiters[f.name]),
+        return (ChildSpec(f"limiter:{f.name}", lambda a: accounts_pool.spawn(RateLimiterActor(a, top, limiters[f.name])),
                           kind="rate_limiter", address=Address(f"limiter:{f.name}")),
                 feed_spec(f))
 
     def feed_spec(acc) -> ChildSpec:  # noqa: ANN001 - the leader's AccountConfig or a FollowerConfig
-        start_feed = leader_feed if leader_feed is not None and is_leader(acc.name) else FeedActor.start
-        return ChildSpec(f"feed:{acc.name}", lambda a: start_feed(
+        make_feed = leader_feed if leader_feed is not None and is_leader(acc.name) else FeedActor
+        pool = leader_pool(acc.name) if is_leader(acc.name) else accounts_pool
+        return ChildSpec(f"feed:{acc.name}", lambda a: pool.spawn(make_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address,
             copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
             follower_gateways=({n: copier.gateways[n] for n in names if roster.follows(n, acc.name)}
-                               if is_leader(acc.name) else None)),
+                               if is_leader(acc.name) else None))),
             kind="feed", address=feed_addresses[acc.name])
+
+    def leader_pool(name: str) -> ActorPool:
+        """A leader's feed keeps a thread of its own: every copy waits on it, so it never queues
+        behind a follower's feed."""
+        pool = ActorPool(1, name=f"feed-{name}").start()
+        copier.pools.append(pool)
+        return pool
 
     follower_specs = [follower_children(f, copier.gateways[f.name]) for f in config.followers]
     roster.children = follower_children
@@ -284,7 +303,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                                        requests_per_second=config.quotes.requests_per_second),
                   kind="quotes", address=quotes.actor)]
     specs.extend(limiter for limiter, _feed in follower_specs)
-    specs.extend(ChildSpec(f"limiter:{account}", lambda a, limiter=limiter: RateLimiterActor.start(a, top, limiter),
+    specs.extend(ChildSpec(f"limiter:{account}",
+                           lambda a, limiter=limiter: accounts_pool.spawn(RateLimiterActor(a, top, limiter)),
                            kind="rate_limiter") for account, limiter in leader_limiters.items())
     specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.copy.sweep_seconds),
                            kind="router", address=router_address))

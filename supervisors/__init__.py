@@ -5,6 +5,7 @@
 - `Supervisor`: starts children from `ChildSpec`s in order, restarts them one-for-one by their
   `Restart` type, starts and terminates children while it runs, and when its children together
   need more than `max_restarts` restarts within `period` seconds stops them all and escalates.
+- `ActorPool` (pool.py): actors on a shared, fixed pool of threads, a mailbox each.
 - `Timers`: the one timer thread for every delayed and periodic message.
 """
 from supervisors.address import Address

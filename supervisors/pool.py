@@ -1,22 +1,26 @@
-"""Order actors on a shared, fixed pool of threads.
+"""Actors on a shared, fixed pool of threads.
 
-Pykka gives every actor a thread of its own, and an order actor lives as long as its order is
-open: hundreds of resting orders were hundreds of threads, most of them asleep (docs/design.md).
-Here each order actor keeps only a mailbox; a small pool of threads takes whichever mailbox has
-messages and runs them, one at a time and in order, so what Pykka promised still holds:
+Pykka gives every actor a thread of its own: hundreds of open orders, or hundreds of followers
+(a feed and a rate limiter each), were hundreds of threads, most of them asleep, and every message
+a thread switch (docs/design.md). Here each actor keeps only a mailbox; a small pool of threads
+takes whichever mailbox has messages and runs them, one at a time and in order, so what Pykka
+promised still holds:
 
 - one message at a time per actor, in the order told (a mailbox is run by one thread at a time);
 - a crash handling one actor's message stops that actor alone: its mailbox is dropped (as Pykka
-  drops it) and its supervisor is told which message it crashed on (`ChildFailed`), so the
-  router's supervision (restart from storage, poison events parked) works as before;
+  drops it) and its supervisor is told which message it crashed on (`ChildFailed`);
 - an exception in an *asked* message goes back to the asker and the actor lives on.
 
 A pool thread runs `BATCH` messages (or batches) of one actor, then gives the others a turn.
 Told messages an actor `takes_in_batch` (an order actor: broker answers and follower updates, one
 per copy) are handed to it together, as many as its mailbox holds in a row (`on_receive_batch`):
 a fan-out's hundred answers cost one turn, and the actor one transaction for all of them. An
-actor that waits (a sizing ask, a storage write) holds its pool thread meanwhile, hence several
-(`THREADS`).
+actor that waits (a sizing ask, a storage write, a broker call) holds its pool thread meanwhile,
+hence several (`THREADS`).
+
+`PooledActor` is for actors their owner supervises itself (the router, its order actors);
+`PooledSupervised` for children of a `Supervisor` (`ChildSpec(start=lambda a: pool.spawn(...))`):
+it also reports a normal stop (`ChildExited`), as `Supervised` does.
 
     pool = ActorPool().start()
     ref = pool.spawn(MyActor(address, supervisor))   # `started()` runs first, on a pool thread
@@ -35,8 +39,8 @@ from typing import Any
 
 import pykka
 
-from supervisors import Address
-from supervisors.supervisor import ChildFailed
+from supervisors.address import Address
+from supervisors.supervisor import ChildExited, ChildFailed
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,16 @@ class PooledActor:
     def _report_crash(self, exc: BaseException | None, message: Any = None) -> None:
         if self.supervisor is not None:
             self.supervisor.tell(ChildFailed(self.address.name, repr(exc), self.actor_urn, message, exc))
+
+
+class PooledSupervised(PooledActor):
+    """A `Supervisor`'s child run on a pool: a crash is reported as `PooledActor` reports it, and
+    a normal stop as `ChildExited` (a permanent child is then started again). Overrides of
+    `on_stop` must call it."""
+
+    def on_stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.tell(ChildExited(self.address.name, self.actor_urn))
 
 
 class _Ask:
@@ -215,7 +229,7 @@ class PooledRef:
         try:
             actor.on_receive(item)
         except Exception as exc:  # noqa: BLE001 - this actor crashed; the others go on
-            log.exception("order actor %s crashed on %s", actor.address.name, type(item).__name__)
+            log.exception("%s crashed on %s", actor.address.name, type(item).__name__)
             self._die()
             actor.on_failure(item, exc)
             return False
@@ -227,7 +241,7 @@ class PooledRef:
             actor.on_receive_batch(messages)
         except Exception as exc:  # noqa: BLE001 - this actor crashed; the others go on
             message, error = (exc.message, exc.error) if isinstance(exc, CrashedOn) else (messages[-1], exc)
-            log.error("order actor %s crashed on %s", actor.address.name, type(message).__name__,
+            log.error("%s crashed on %s", actor.address.name, type(message).__name__,
                       exc_info=(type(error), error, error.__traceback__))
             self._die()
             actor.on_failure(message, error)

@@ -1,4 +1,4 @@
-"""The pool that runs order actors (actors/order_runtime.py) keeps what Pykka gave each actor on
+"""The pool that runs order actors (supervisors/pool.py) keeps what Pykka gave each actor on
 a thread of its own: one message at a time, in order; a crash stops that actor alone and tells its
 supervisor which message; an asked message's failure goes back to the asker."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.order_runtime import ActorPool, PooledActor
+from supervisors.pool import ActorPool, PooledActor
 from supervisors import Address
 from supervisors.supervisor import ChildFailed
 from tests.conftest import wait_until

@@ -1,0 +1,66 @@
+"""Followers cost mailboxes and sockets, not threads: the real run.py copying a burst to twelve
+followers holds no more threads than it does copying it to two (their feeds and rate limiters run
+on shared pools, their sockets are read by one thread, their answers by shared workers)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import (ROOT, client, copier_ready, end_processes, start_copier_process, start_paper_process,
+                            wait_until)
+
+BURST = 20
+SPARE = 3  # threads a run may start late (a timer, an alert channel): not per follower
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no thread count for process {pid}")
+
+
+def copier_threads_after_a_burst(tmp_path: Path, followers: int) -> int:
+    """Threads of a copier process that copied BURST leader orders to `followers` followers."""
+    exchange, urls, accounts = start_paper_process("--accounts", str(1 + followers), "--no-price-walk",
+                                                   "--unlimited")
+    copier: subprocess.Popen | None = None
+    try:
+        (leader_id, leader_token), *follower_accounts = accounts
+        endpoints = {"api_base_url": urls["REST"], "order_update_url": urls["WS"]}
+        raw = {
+            "mode": "live",
+            "leader": {"client_id": leader_id, "access_token": leader_token, **endpoints},
+            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": token, **endpoints,
+                           "sizing": {"strategy": "fixed_ratio", "ratio": 1}}
+                          for i, (cid, token) in enumerate(follower_accounts)],
+            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
+            "market_hours": {"enforce": False}, "storage": {"path": str(tmp_path / f"copier-{followers}.db")},
+            "metrics": {"port": 0},
+            "rate_limits": {"orders_per_second": 1000, "orders_per_minute": 60_000, "orders_per_hour": 1_000_000,
+                            "orders_per_day": 10_000_000}}
+        path = tmp_path / f"config-{followers}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        copier = start_copier_process(path)
+        wait_until(lambda: copier_ready(tmp_path / f"copier-{followers}.db"), 30, message="copier ready")
+        leader = client(urls["REST"], leader_id, leader_token, timeout=10)
+        for i in range(BURST):
+            answer = leader.place_order(security_id="2885", exchange_segment="NSE_EQ", transaction_type="BUY",
+                                        quantity=1 + i % 3, order_type="LIMIT", product_type="INTRADAY",
+                                        price=1400.0 + i)
+            assert answer["status"] == "success", answer
+        books = [client(urls["REST"], cid, token, timeout=10) for cid, token in follower_accounts]
+        wait_until(lambda: all(len(book.get_order_list()["data"]) == BURST for book in books), 60, interval=0.2,
+                   message=f"the burst copied to each of {followers} followers")
+        return _threads(copier.pid)
+    finally:
+        end_processes(copier, exchange)
+
+
+def test_twelve_followers_take_no_more_threads_than_two(tmp_path):
+    two = copier_threads_after_a_burst(tmp_path, 2)
+    twelve = copier_threads_after_a_burst(tmp_path, 12)
+    assert twelve <= two + SPARE, (f"{twelve} threads copying to 12 followers, {two} copying to 2: "
+                                   f"{(twelve - two) / 10:.1f} more per follower")
