@@ -47,7 +47,7 @@ class AnswerReader:
 
     def __init__(self, name: str = "broker-answers") -> None:
         self.name = name
-        self._selector = selectors.DefaultSelector()
+        self._selector: selectors.BaseSelector | None = None  # made with the thread, at the first watch
         self._lock = threading.Lock()
         self._deadlines: list[tuple[float, int, _Watched]] = []  # a heap; an entry moved on is left behind
         self._order = itertools.count()
@@ -56,10 +56,8 @@ class AnswerReader:
         # with that timeout never needs to wake it: its deadline is after the reader's next look.
         self._tick = math.inf
         self._wakes_at = math.inf
-        self._wake_in, self._wake_out = socket.socketpair()
-        self._wake_in.setblocking(False)
-        self._wake_out.setblocking(False)
-        self._selector.register(self._wake_in, selectors.EVENT_READ, None)
+        self._wake_in: socket.socket | None = None
+        self._wake_out: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -77,6 +75,10 @@ class AnswerReader:
                 stopped = True
             else:
                 stopped = False
+                starting = self._thread is None
+                if starting:
+                    self._open()
+                assert self._selector is not None
                 # Registered from the sender's thread while the reader may be waiting: epoll (and
                 # poll) take a registration made during a wait, and the selector's own map is a
                 # dict, changed and read under the GIL.
@@ -84,16 +86,22 @@ class AnswerReader:
                 self._watched.add(entry)
                 heapq.heappush(self._deadlines, (entry.deadline, next(self._order), entry))
                 self._tick = min(self._tick, pending.timeout)
-                wake = entry.deadline < self._wakes_at
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                    self._thread.start()
-                    wake = False
+                wake = entry.deadline < self._wakes_at and not starting
         if stopped:
             pending.expire(ConnectionAbortedError("the copier is stopping"))
             return
         if wake:
             self._wake()
+
+    def _open(self) -> None:
+        """Under the lock: the selector, the wake-up pair, and the thread."""
+        self._selector = selectors.DefaultSelector()
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop reading; connections still awaiting an answer are closed, their answers not
@@ -112,14 +120,13 @@ class AnswerReader:
         for entry in watched:
             entry.done = True
             try:
-                self._selector.unregister(entry.sock)
+                self._selector.unregister(entry.sock)  # type: ignore[union-attr]
             except (KeyError, ValueError, OSError):
                 pass
             entry.pending.expire(ConnectionAbortedError("the copier is stopping"))
-        if thread is None or not thread.is_alive():
-            self._selector.close()
-            self._wake_in.close()
-            self._wake_out.close()
+        if thread is not None and not thread.is_alive():
+            for closeable in (self._selector, self._wake_in, self._wake_out):
+                closeable.close()  # type: ignore[union-attr]
 
     def in_flight(self) -> int:
         """Answers awaited now."""
@@ -127,12 +134,16 @@ class AnswerReader:
             return len(self._watched)
 
     def _wake(self) -> None:
+        if self._wake_out is None:  # no thread yet
+            return
         try:
             self._wake_out.send(b"\0")
         except (BlockingIOError, OSError):  # already awake (a full buffer), or closed: stopping
             pass
 
     def _run(self) -> None:
+        selector = self._selector
+        assert selector is not None
         try:
             while True:
                 with self._lock:
@@ -149,7 +160,7 @@ class AnswerReader:
                         break
                     wait = max(wait, 0.0)
                     self._wakes_at = now + wait
-                events = self._selector.select(None if math.isinf(wait) else wait)
+                events = selector.select(None if math.isinf(wait) else wait)
                 now = time.monotonic()
                 for key, _ in events:
                     if key.data is None:
@@ -162,7 +173,7 @@ class AnswerReader:
 
     def _drain_wakes(self) -> None:
         try:
-            while self._wake_in.recv(4096):
+            while self._wake_in.recv(4096):  # type: ignore[union-attr]
                 pass
         except (BlockingIOError, OSError):
             pass
@@ -201,7 +212,7 @@ class AnswerReader:
             entry.done = True
             self._watched.discard(entry)
             try:
-                self._selector.unregister(entry.sock)
+                self._selector.unregister(entry.sock)  # type: ignore[union-attr]
             except (KeyError, ValueError):  # already closed
                 pass
         answer = entry.pending.settle() if error is None else entry.pending.expire(error)
