@@ -9,4 +9,6 @@ sizing.py       SizingActor: follower quantities and the capital lock
 rate_limiter.py RateLimiter: one per account; keeps broker calls inside its limits and sends them
                 (RateLimiterActor: its clock for calls that must wait, and its retries; windows.py
                 counts the windows, broker_calls.py does each command at the broker)
+broker_threads.py the threads every account's broker calls share: a fixed pool, a lane per account,
+                and the one reader of placement answers (broker/answers.py)
 """

@@ -1,9 +1,11 @@
 """The rate limiter: one per follower account, the only way broker calls are made for it.
 
 `RateLimiter` admits calls in arrival order inside every configured window (per second, minute,
-hour, day; order APIs and data APIs counted apart) and runs them on a small worker pool, so one
-slow answer does not hold up the account's next call (a first placement is sent on the caller's
-thread, and only its answer waits on a worker). `RateLimiterActor` is its clock and retry
+hour, day; order APIs and data APIs counted apart) and runs them on the broker threads every
+account shares (actors/broker_threads.py: a fixed pool, at most a few calls of one account at
+once), so one slow answer does not hold up the account's next call, nor another account's. A
+placement is only sent, on the caller's thread (or a pool thread, to open a connection first);
+its answer is read by the one answer reader (broker/answers.py), no thread waiting for it. `RateLimiterActor` is its clock and retry
 policy: it sends what had to wait once a slot frees, and retries transient failures (DH-904,
 DH-908, DH-909, transport) with exponential backoff and jitter, re-queued through the same
 windows, so a retry can never exceed the limits. A DH-904 also pauses the whole account briefly.
@@ -19,7 +21,6 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -27,12 +28,13 @@ from typing import Any, Callable
 from tenacity import wait_exponential_jitter
 
 from actors.broker_calls import perform, placed
+from actors.broker_threads import BrokerThreads
 from actors.messages import (BrokerCommand, CallFailed, Drain, PlaceCopy, PlacementExpired, PlacementUnknown,
                              RetryCall)
 from actors.windows import SlidingWindows
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
-from broker.gateway import DhanGateway, SentPlacement
+from broker.gateway import Answer, DhanGateway, SentPlacement
 from supervisors import Address
 from supervisors.pool import PooledSupervised
 
@@ -53,12 +55,16 @@ class RateLimiter:
 
         limiter = RateLimiter(gateway, order_limits=[(10, 1.0)], data_limits=[(20, 1.0)])
         limiter.tell(LookupCopy(account="f1", leader_order_id="L1", correlation_id=cid, reply_to=me))
-        # then, from a broker worker: me.tell(OrderFound(...)), CopyNotFound(...) or CallFailed(...)
+        # then, from a broker thread: me.tell(OrderFound(...)), CopyNotFound(...) or CallFailed(...)
+
+    `threads`: the copier's shared BrokerThreads; without them the limiter makes its own (a
+    limiter on its own, as in a test), stopped with it. `workers`: the account's cap on calls
+    running at once on them (default: the pool's `per_account`).
     """
 
     def __init__(self, gateway: DhanGateway, *, order_limits: list[tuple[int, float]],
                  data_limits: list[tuple[int, float]], workers: int | None = None, max_attempts: int = 6,
-                 margin_check: bool = False) -> None:
+                 margin_check: bool = False, threads: BrokerThreads | None = None) -> None:
         self.gateway = gateway
         self.account = gateway.account
         self.windows = {"order": SlidingWindows(order_limits), "data": SlidingWindows(data_limits)}
@@ -66,10 +72,12 @@ class RateLimiter:
         self.paused_until = 0.0
         self.max_attempts = max_attempts
         self.margin_check = margin_check
-        # Enough workers to keep the account's order rate even when every answer takes a second
-        # (a slow broker must not throttle its own follower below the leader's pace); capped.
-        self.workers = workers or min(16, max(4, min((n for n, span in order_limits if span <= 1.0), default=4)))
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"broker-{self.account}")
+        # No thread waits for a placement's answer (the reader reads it), so a broker answering
+        # late does not throttle its follower's placements; the cap bounds what a hung broker holds.
+        self._own_threads = threads is None
+        self._threads = threads or BrokerThreads(size=workers or 4, name=f"broker-{self.account}")
+        self.workers = workers or self._threads.per_account
+        self._lane = self._threads.lane(self.account, self.workers)
         self._lock = threading.Lock()
         self._closed = False
         self._queue_gauge = metrics.RATE_LIMIT_QUEUE.labels(self.account)
@@ -78,8 +86,8 @@ class RateLimiter:
 
     def tell(self, command: BrokerCommand, later: list[Callable[[], None]] | None = None) -> None:
         """Send `command` as soon as the limits allow, in arrival order. With `later`, the work left
-        for broker workers is appended there for the caller to start after its whole fan-out
-        (see `send_all`)."""
+        for broker threads and the answer reader is appended there for the caller to start after
+        its whole fan-out (see `send_all`)."""
         self._enqueue(command, later, first=False)
 
     def retry(self, command: BrokerCommand) -> None:
@@ -120,7 +128,9 @@ class RateLimiter:
         with self._lock:
             self._closed = True
             self.queue.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close_lane(self._lane)
+        if self._own_threads:
+            self._threads.stop()
 
     def _admit(self) -> tuple[list[BrokerCommand], float | None, list[PlaceCopy]]:
         """Under the lock: take a slot for every call that fits now, in order; returns them, the
@@ -167,51 +177,72 @@ class RateLimiter:
 
     def _dispatch(self, admitted: list[BrokerCommand], later: list[Callable[[], None]] | None = None) -> None:
         """Outside the lock. A first placement attempt is sent right here, on the caller's thread,
-        when the account has an open connection, and its answer is read on a worker (so a fan-out
-        leaves back to back: docs/design.md). Anything else, or with no open connection, runs
-        whole on a worker."""
+        when the account has an open connection, and its answer is read by the answer reader (so
+        a fan-out leaves back to back: docs/design.md). Anything else, or with no open
+        connection, runs on a broker thread."""
         for command in admitted:
-            if isinstance(command, PlaceCopy) and command.attempt == 1 and not self.margin_check:
+            if self._sends_ahead(command) and command.attempt == 1:
                 sent_ns = time.monotonic_ns()
                 sent = self.gateway.send_place(command.terms, command.correlation_id)
                 if sent is not None:
                     self._observe_sent(command, sent_ns)
-                    self._submit(later, self._finish_placement, command, sent, sent_ns)
+                    self._start(later, self._read_answer, command, sent, sent_ns)
                     continue
-            self._submit(later, self._execute, command)
+            self._start(later, self._submit, command)
 
-    def _submit(self, later: list[Callable[[], None]] | None, fn: Any, *args: Any) -> None:
+    @staticmethod
+    def _start(later: list[Callable[[], None]] | None, fn: Any, *args: Any) -> None:
+        """Now, or with `later`, once the caller's whole fan-out is sent (see send_all)."""
         if later is not None:
-            later.append(functools.partial(self._submit, None, fn, *args))
-            return
-        try:
-            self._pool.submit(fn, *args)
-        except RuntimeError:  # closed meanwhile (stopping): the call stays pending in storage
-            log.debug("%s: broker workers stopped; call not sent", self.account)
+            later.append(functools.partial(fn, *args))
+        else:
+            fn(*args)
+
+    def _submit(self, command: BrokerCommand) -> None:
+        if not self._threads.submit(self._lane, functools.partial(self._execute, command)):
+            # closed meanwhile (stopping): the call stays pending in storage
+            log.debug("%s: broker threads stopped; call not sent", self.account)
+
+    def _sends_ahead(self, command: BrokerCommand) -> bool:
+        """A placement that is sent, its answer read by the answer reader (with a margin check
+        first, the whole call runs on a broker thread)."""
+        return isinstance(command, PlaceCopy) and not self.margin_check
+
+    def _read_answer(self, command: PlaceCopy, sent: SentPlacement, sent_ns: int) -> None:
+        sent.read_by(self._threads.reader, functools.partial(self._finish_placement, command, sent_ns))
 
     def _wake(self) -> None:
         """Calls are waiting: the actor drains and times the next slot itself."""
         if self.actor is not None:  # None only before the actor first starts; it drains then
             self.actor.tell(Drain())
 
-    # -- runs on a worker thread -------------------------------------------------------------------
+    # -- runs on a broker thread -------------------------------------------------------------------
     def _execute(self, command: BrokerCommand) -> None:
         try:
             if isinstance(command, PlaceCopy):
-                self._observe_sent(command, time.monotonic_ns())
+                sent_ns = time.monotonic_ns()
+                # no open connection to send it on from the caller's thread: opened here, and the
+                # answer left to the reader, so a slow broker's placements hold no thread
+                sent = self.gateway.send_place(command.terms, command.correlation_id, connect=True) \
+                    if self._sends_ahead(command) else None
+                self._observe_sent(command, sent_ns)
+                if sent is not None:
+                    self._read_answer(command, sent, sent_ns)
+                    return
             answer = self._perform(command)
         except Exception as exc:  # a bug must not lose the call: answer it as a failure
             log.exception("%s %s crashed in the worker", self.account, type(command).__name__)
             answer = self._crashed(command, exc)
         self._report(answer)
 
-    def _finish_placement(self, command: PlaceCopy, sent: SentPlacement, sent_ns: int) -> None:
+    def _finish_placement(self, command: PlaceCopy, sent_ns: int, answer: Answer) -> None:
+        """On the answer reader's thread: a placement's answer, reported."""
         try:
-            answer = placed(command, sent.answer(), sent_ns)
+            message = placed(command, answer, sent_ns)
         except Exception as exc:  # a bug must not lose the call: answer it as a failure
-            log.exception("%s place crashed in the worker", self.account)
-            answer = self._crashed(command, exc)
-        self._report(answer)
+            log.exception("%s place crashed reading its answer", self.account)
+            message = self._crashed(command, exc)
+        self._report(message)
 
     @staticmethod
     def _crashed(command: BrokerCommand, exc: Exception) -> Any:
@@ -260,8 +291,8 @@ class RateLimiter:
 
 def send_all(limiters: dict[str, RateLimiter], commands: list[BrokerCommand]) -> None:
     """A fan-out (one leader order's calls, one per follower): every request that can go now is
-    sent before any broker worker is woken to read an answer (a woken worker would take the GIL
-    from the sender: docs/design.md).
+    sent before any answer is read or any broker thread is woken (a woken thread would take the
+    GIL from the sender: docs/design.md).
 
         send_all(ctx.limiters, [PlaceCopy(account=f, ...) for f in followers])
     """

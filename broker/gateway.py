@@ -17,6 +17,7 @@ from dhanhq import DhanContext, dhanhq
 
 from observability import metrics
 from broker import codes
+from broker.answers import AnswerReader
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.order_client import OrderClient
 from broker.parsing import (MalformedMessage, forever_body, from_forever, from_order_book, funds_from_dhan,
@@ -93,7 +94,12 @@ class SentPlacement:
     started: float
 
     def answer(self) -> Answer:
+        """Wait for the answer, on this thread."""
         return self.gateway._answer("place", self.pending.finish(), self.started)
+
+    def read_by(self, reader: AnswerReader, then: Callable[[Answer], None]) -> None:
+        """Have `reader` read the answer as it arrives and give it to `then`, on its thread."""
+        reader.watch(self.pending, lambda result: then(self.gateway._answer("place", result, self.started)))
 
 
 class DhanGateway:
@@ -162,18 +168,20 @@ class DhanGateway:
     def place(self, terms: OrderTerms, correlation_id: str) -> Answer:
         return self._call("place", self._orders.place, terms, correlation_id)
 
-    def send_place(self, terms: OrderTerms, correlation_id: str) -> SentPlacement | None:
+    def send_place(self, terms: OrderTerms, correlation_id: str, connect: bool = False) -> SentPlacement | None:
         """Send a placement on an open kept-alive connection and return without its answer;
-        `answer()` on the result waits for it, on any thread. None when no connection is open or a
-        proxy applies: then place() it in full on a worker. Why this never holds up the caller,
-        even on a slow broker: docs/design.md.
+        `answer()` on the result waits for it, on any thread, and `read_by` has the answer
+        reader read it. None when no connection is open (unless `connect`: then one is opened,
+        within the timeout, a failure to open it answered as the placement's failure) or a proxy
+        applies: then place() it in full on a worker. Why this never holds up the caller, even on
+        a slow broker, without `connect`: docs/design.md.
 
             sent = gateway.send_place(terms, correlation_id)   # on the fan-out's thread
             answer = sent.answer() if sent else gateway.place(terms, correlation_id)   # on a worker
         """
         if self._connections is None:
             return None
-        conn = self._connections.take(open_only=True)
+        conn = self._connections.take(open_only=not connect)
         if conn is None:
             return None
         started = time.perf_counter()

@@ -112,8 +112,9 @@ class OrderClient:
         return self.transport.call("POST", *_placement(terms, correlation_id))
 
     def send_place(self, terms: OrderTerms, correlation_id: str, conn: Connection) -> Pending:
-        """Send a placement on `conn` (an open connection taken from the account's) without
-        waiting: `finish()` on the result reads the answer, on any thread."""
+        """Send a placement on `conn` (a connection taken from the account's, opened first if it
+        is not open) without waiting for its answer: `finish()` on the result reads the answer,
+        on any thread (or the answer reader reads it: broker/answers.py)."""
         assert isinstance(self.transport, Transport), "sending ahead needs the kept-alive transport"
         return self.transport.send("POST", *_placement(terms, correlation_id), conn)
 

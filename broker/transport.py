@@ -10,7 +10,9 @@ tenth follower's placement (docs/design.md). So the gateway's calls go out here 
 - `Transport`: one account's calls. A request is written whole with one `sendall`; its answer
   is read by `http.client.HTTPResponse` and shaped as dhanhq shapes answers (`answer_from`),
   with the HTTP status dhanhq drops. A request can be sent on one thread and its answer read on
-  another (`Transport.send`): the fan-out sends ten placements back to back.
+  another (`Transport.send`): the fan-out sends ten placements back to back. That answer can
+  also be read as it arrives, without ever waiting (`Pending.read_available`): one thread then
+  reads every account's answers (broker/answers.py).
 - `ProxiedTransport`: the same calls through `requests`, for a base URL the environment proxies.
 - `DhanHTTPOver`: dhanhq's HTTP object over either transport, for the calls left to dhanhq.
 
@@ -21,6 +23,7 @@ failure answered as a failure whose remarks are the exception's text.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import os
@@ -197,17 +200,164 @@ class Connections:
             conn.close()
 
 
+def _whole_answer(data: bytes | bytearray, method: str) -> bool:
+    """Whether `data` holds a whole HTTP answer, framed as http.client frames one (a 100 Continue
+    skipped; no body for 1xx, 204, 304 or HEAD; chunks; Content-Length). An answer that only the
+    server's close ends is never whole here: the close makes it whole."""
+    start = 0
+    while True:
+        end = data.find(b"\r\n\r\n", start)
+        if end < 0:
+            return False
+        head = bytes(data[start:end]).split(b"\r\n")
+        try:
+            status = int(head[0].split(None, 2)[1])
+        except (IndexError, ValueError):
+            return True  # not an HTTP answer: http.client says why
+        if status != 100:
+            break
+        start = end + 4
+    fields: dict[bytes, bytes] = {}
+    for line in head[1:]:
+        name, _, value = line.partition(b":")
+        fields.setdefault(name.strip().lower(), value.strip())  # the first, as http.client reads it
+    if status in (204, 304) or 100 <= status < 200 or method == "HEAD":
+        return True
+    body = end + 4
+    if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+        return _whole_chunks(data, body)
+    try:
+        length = int(fields[b"content-length"])
+    except (KeyError, ValueError):
+        return False  # read to the close
+    return length >= 0 and len(data) - body >= length
+
+
+def _whole_chunks(data: bytes | bytearray, pos: int) -> bool:
+    """Whether the chunked body from `pos` has arrived to its last chunk and trailer."""
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            return False
+        try:
+            size = int(bytes(data[pos:line_end]).split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            return True  # malformed: http.client says why
+        if size == 0:
+            trailer = line_end + 2
+            # no trailer (an empty line at once), or trailer lines ended by an empty line
+            return data[trailer:trailer + 2] == b"\r\n" or data.find(b"\r\n\r\n", trailer) >= 0
+        pos = line_end + 2 + size + 2
+        if pos > len(data):
+            return False
+
+
+class _Arrived(io.BytesIO):
+    """An answer already read off the socket, as the file http.client reads it from. Kept open
+    after http.client is done with it, so that what followed the answer can be told."""
+
+    def close(self) -> None:
+        pass
+
+
+class _Replayed:
+    """What http.client.HTTPResponse needs of a socket, over bytes that have arrived."""
+
+    def __init__(self, data: bytes) -> None:
+        self.file = _Arrived(data)
+
+    def makefile(self, mode: str) -> _Arrived:
+        return self.file
+
+
+_CHUNK = 65536
+
+
 class Pending:
-    """A request sent whose answer is not read yet (see Transport.send)."""
+    """A request sent whose answer is not read yet (see Transport.send). Read it whole, waiting,
+    on any thread (`finish`); or as it arrives, never waiting (`read_available` each time the
+    socket is readable, then `settle`), as the answer reader does (broker/answers.py)."""
 
     def __init__(self, transport: "Transport", conn: Connection, method: str, endpoint: str,
                  error: Exception | None) -> None:
         self._transport, self._conn, self._method, self._endpoint = transport, conn, method, endpoint
         self._error = error
+        self._arrived = bytearray()
+        self._closed_by_server = False
+
+    @property
+    def timeout(self) -> float:
+        """Seconds an answer may go without a byte arriving before it counts as lost."""
+        return self._transport.timeout
+
+    def socket(self) -> socket.socket | None:
+        """The socket the answer arrives on; None when the request failed (`settle` says how)."""
+        return self._conn.sock if self._error is None else None
 
     def finish(self) -> dict[str, Any]:
         """Block for the answer (on any thread): dhanhq's answer shape, with the HTTP status."""
         return self._transport.receive(self._conn, self._method, self._endpoint, self._error)
+
+    def read_available(self) -> bool:
+        """Read what has arrived, without waiting; True once the whole answer (or a failure) is in
+        hand, for `settle`. Reads until nothing more is there: for TLS that includes what the
+        TLS layer already holds decrypted (`SSLSocket.pending()`), which no readiness signal of
+        the socket would report."""
+        if self._error is not None:
+            return True
+        sock = self._conn.sock
+        assert sock is not None
+        try:
+            if sock.gettimeout() != 0.0:
+                sock.settimeout(0.0)  # given back in blocking mode again by settle
+            while True:
+                try:
+                    chunk = sock.recv(_CHUNK)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                if not chunk:
+                    self._closed_by_server = True
+                    break
+                self._arrived += chunk
+        except Exception as exc:  # reset, or a TLS failure: answered as a failure, as receive() does
+            self._error = exc
+            return True
+        return self._closed_by_server or _whole_answer(self._arrived, self._method)
+
+    def expire(self, error: Exception) -> dict[str, Any]:
+        """No (whole) answer in time: the connection closed, answered as a failure with `error`."""
+        self._error = error
+        return self.settle()
+
+    def settle(self) -> dict[str, Any]:
+        """The answer read by `read_available` (an unfinished one read as http.client reads a
+        close), shaped as `receive` shapes it; the connection given back, or closed."""
+        status, content, reusable = 0, b"", False
+        if self._error is None:
+            replayed = _Replayed(bytes(self._arrived))
+            response = http.client.HTTPResponse(replayed, method=self._method)  # type: ignore[arg-type]
+            try:
+                response.begin()
+                content = response.read()
+                status = response.status
+                # nothing after the answer, and the server keeps the connection
+                reusable = not (response.will_close or self._closed_by_server
+                                or replayed.file.tell() < len(self._arrived))
+            except Exception as exc:
+                self._error = exc
+            finally:
+                response.close()
+        conn = self._conn
+        if self._error is not None:
+            conn.close()
+            log.debug("%s %s failed: %s", self._method, self._endpoint, self._error)
+            return no_answer(self._error)
+        if reusable and conn.sock is not None:
+            conn.sock.settimeout(self.timeout)
+            self._transport.connections.give_back(conn)
+        else:
+            conn.close()
+        return answer_from(status, content)
 
 
 class Transport:
@@ -239,26 +389,24 @@ class Transport:
 
     def call(self, method: str, endpoint: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send a request and wait for its answer."""
-        request = self.request(method, endpoint, payload)
+        request = self.request(method, endpoint, payload)  # raises before a connection is taken
         conn = self.connections.take()
         assert conn is not None
+        return self._write(conn, request, method, endpoint).finish()
+
+    def send(self, method: str, endpoint: str, payload: dict[str, Any] | None, conn: Connection) -> Pending:
+        """Send a request on `conn`, a connection taken from the account's, and return without
+        its answer. An open one cannot block (docs/design.md); one not open yet is opened first,
+        within the timeout."""
+        return self._write(conn, self.request(method, endpoint, payload), method, endpoint)
+
+    def _write(self, conn: Connection, request: bytes, method: str, endpoint: str) -> Pending:
         error: Exception | None = None
         try:
             if conn.sock is None:
                 self.connections.open(conn)
             conn.sock.sendall(request)  # type: ignore[union-attr]
         except Exception as exc:  # answered as a failure, as dhanhq answers it
-            error = exc
-        return self.receive(conn, method, endpoint, error)
-
-    def send(self, method: str, endpoint: str, payload: dict[str, Any] | None, conn: Connection) -> Pending:
-        """Send a request on `conn`, an open connection taken from the account's, and return
-        without its answer (why that cannot block: docs/design.md)."""
-        request = self.request(method, endpoint, payload)
-        error: Exception | None = None
-        try:
-            conn.sock.sendall(request)  # type: ignore[union-attr]
-        except Exception as exc:
             error = exc
         return Pending(self, conn, method, endpoint, error)
 

@@ -23,7 +23,8 @@
 
 Consumers start before producers, so nothing is routed to an actor that does not exist yet; stop
 runs in reverse, so the feeds go quiet first. Every actor's delayed and periodic messages come from
-one `Timers` thread, made here.
+one `Timers` thread, made here; every account's broker calls run on one `BrokerThreads` (a fixed
+pool and one answer reader), made here too and stopped after the actors.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from actors.dead_letters import park_input
 from actors.feed import FeedActor
 from actors.follower_control import FollowerControlActor
 from actors.forever import ForeverActor, triggered_forever
+from actors.broker_threads import BrokerThreads
 from actors.kill_switch import KillSwitchActor, engage, report_broker_failure
 from actors.messages import AuthRefused, is_leader
 from actors.quotes import QuoteActor, QuoteBoard, Quotes
@@ -84,6 +86,7 @@ class Copier:
     instruments: InstrumentMaster | None = None
     alerts: Alerts | None = None
     timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
+    broker_threads: BrokerThreads = field(default_factory=BrokerThreads)  # every account's broker calls
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     roster: Roster | None = None  # its followers now, added and removed while it runs
@@ -113,6 +116,7 @@ class Copier:
             pool.stop()
         self.pools.clear()
         self.timers.stop()
+        self.broker_threads.stop()  # after the limiters: what they had not sent stays pending in storage
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
@@ -197,7 +201,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     leader_limiters = {leader.name: RateLimiter(copier.gateways[leader.name],
                                                 order_limits=config.rate_limits.order_windows(),
                                                 data_limits=config.rate_limits.data_windows(), workers=2,
-                                                max_attempts=config.broker.max_attempts) for leader in leaders}
+                                                max_attempts=config.broker.max_attempts,
+                                                threads=copier.broker_threads) for leader in leaders}
     router_address = Address("router")
     kill_switch_address = Address("kill_switch")
     quotes = Quotes(QuoteBoard(config.quotes.cache_seconds), Address("quotes"))
@@ -260,7 +265,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         """A follower's rate limiter (made and registered here) and feed: at start, and when added."""
         limiters[f.name] = RateLimiter(gateway, order_limits=config.rate_limits.order_windows(),
                                        data_limits=config.rate_limits.data_windows(),
-                                       max_attempts=config.broker.max_attempts, margin_check=config.copy.margin_check)
+                                       max_attempts=config.broker.max_attempts, margin_check=config.copy.margin_check,
+                                       threads=copier.broker_threads)
         feed_addresses[f.name] = Address(f"feed:{f.name}")
         return (ChildSpec(f"limiter:{f.name}", lambda a: accounts_pool.spawn(RateLimiterActor(a, top, limiters[f.name])),
                           kind="rate_limiter", address=Address(f"limiter:{f.name}")),

@@ -16,6 +16,7 @@ import importlib
 import inspect
 import json
 import pkgutil
+import queue
 import socket
 import threading
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dhanhq import DhanContext, dhanhq
 from dhanhq.dhan_http import DhanHTTP
 
 import broker
+from broker.answers import AnswerReader
 from broker.errors import ErrorKind, classify
 from broker.gateway import DhanGateway
 from broker.order_client import OrderClient
@@ -368,14 +370,27 @@ ANSWERS = [  # (what the server answers, its HTTP status, ...)
 ]
 
 
-@pytest.mark.parametrize("call", ["place", "order_by_correlation"])
+def _read_by_reader(client: OrderClient, terms: OrderTerms, correlation_id: str) -> dict[str, Any]:
+    """The fan-out's placement, its answer read as it arrives by the answer reader."""
+    transport = client.transport
+    conn = transport.connections.take()
+    reader, answers = AnswerReader(), queue.Queue()
+    try:
+        reader.watch(client.send_place(terms, correlation_id, conn), answers.put)
+        return answers.get(timeout=10)
+    finally:
+        reader.stop()
+
+
+@pytest.mark.parametrize("call", ["place", "place read by the answer reader", "order_by_correlation"])
 @pytest.mark.parametrize("name, script", ANSWERS, ids=[a[0] for a in ANSWERS])
 def test_each_answer_is_read_as_dhanhq_reads_it_and_keeps_its_http_status(recorder, call, name, script):
     recorder.script = script
-    if call == "place":
+    if call.startswith("place"):
         expected = _dhanhq(recorder.url).place_order(**place_body(_terms(), "CTCONTRACT09"))
         client = _our_client(recorder.url)
-        answer = client.place(_terms(), "CTCONTRACT09")
+        answer = (client.place(_terms(), "CTCONTRACT09") if call == "place"
+                  else _read_by_reader(client, _terms(), "CTCONTRACT09"))
     else:
         expected = _dhanhq(recorder.url).get_order_by_correlationID("CTCONTRACT09")
         client = _our_client(recorder.url)
@@ -392,12 +407,15 @@ def _failure_of(answer: dict[str, Any]) -> tuple:
     return answer["status"], error.code, error.kind, error.outcome_unknown
 
 
+@pytest.mark.parametrize("reader", [False, True], ids=["read by the caller", "read by the answer reader"])
 @pytest.mark.parametrize("mode", ["hang", "drop"])
-def test_no_answer_is_a_failure_whose_outcome_is_unknown_as_with_dhanhq(recorder, mode):
+def test_no_answer_is_a_failure_whose_outcome_is_unknown_as_with_dhanhq(recorder, mode, reader):
     """A server that does not answer within the timeout, or closes without answering."""
     recorder.script = Script(mode=mode)
     expected = _dhanhq(recorder.url, timeout=0.3).place_order(**place_body(_terms(), "CTCONTRACT10"))
-    answer = _our_client(recorder.url, timeout=0.3).place(_terms(), "CTCONTRACT10")
+    client = _our_client(recorder.url, timeout=0.3)
+    answer = (_read_by_reader(client, _terms(), "CTCONTRACT10") if reader
+              else client.place(_terms(), "CTCONTRACT10"))
     assert HTTP_STATUS not in answer
     assert _failure_of(answer) == _failure_of(expected) == ("failure", "TRANSPORT", ErrorKind.NETWORK, True)
     assert answer["remarks"] and TOKEN not in answer["remarks"]

@@ -5,7 +5,7 @@ Flow of one leader placement:
   OrderActor --QuoteWanted--> QuoteActor --QuotePrice--> OrderActor   (an order without a price, on a
              cache miss; decided then, or at the leader's fill, whichever comes first)
   OrderActor --SizeCopies (ask, one per leader order)--> SizingActor --> SizeDecision per follower
-  OrderActor --PlaceCopy--> RateLimiter[follower] (admits and sends it; a worker reads the answer)
+  OrderActor --PlaceCopy--> RateLimiter[follower] (admits and sends it; the answer reader reads the answer)
              --CopyPlaced | CopyRejected | PlacementUnknown | PlacementExpired--> OrderActor
   (a call that must wait, or a transient failure to retry, goes through RateLimiterActor[follower])
 Follower order updates travel the same way from the follower's FeedActor.
