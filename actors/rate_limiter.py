@@ -5,7 +5,8 @@ hour, day; order APIs and data APIs counted apart) and runs them on the broker t
 account shares (actors/broker_threads.py: a fixed pool, at most a few calls of one account at
 once), so one slow answer does not hold up the account's next call, nor another account's. A
 placement is only sent, on the caller's thread (or a pool thread, to open a connection first);
-its answer is read by the one answer reader (broker/answers.py), no thread waiting for it. `RateLimiterActor` is its clock and retry
+its answer is read by the one answer reader (broker/answers.py), no thread waiting for it.
+`RateLimiterActor` is its clock (a wait is a message from the copier's `Timers`) and retry
 policy: it sends what had to wait once a slot frees, and retries transient failures (DH-904,
 DH-908, DH-909, transport) with exponential backoff and jitter, re-queued through the same
 windows, so a retry can never exceed the limits. A DH-904 also pauses the whole account briefly.
@@ -35,8 +36,9 @@ from actors.windows import SlidingWindows
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from broker.gateway import Answer, DhanGateway, SentPlacement
-from supervisors import Address
+from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
+from supervisors.timers import TimerHandle
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +309,15 @@ class RateLimiterActor(PooledSupervised):
     """The account's clock and retry policy around its RateLimiter (the module's docstring says
     what each does). A restarted incarnation finds the limiter and its queue as they were."""
 
-    def __init__(self, address: Address, supervisor: Address | None, limiter: RateLimiter, *,
+    def __init__(self, address: Address, supervisor: Address | None, limiter: RateLimiter, timers: Timers, *,
                  backoff_initial: float = 0.2, backoff_max: float = 5.0) -> None:
         super().__init__(address, supervisor)
         self.limiter = limiter
         self.account = limiter.account
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.rate_limited_backoff = wait_exponential_jitter(multiplier=0.02, max=backoff_max, jitter=0.01)
-        self._timer: threading.Timer | None = None
+        self.timers = timers  # the copier's one timer thread: a wait costs no thread of its own
+        self._timer: TimerHandle | None = None
         self._timer_due = 0.0
 
     def started(self) -> None:
@@ -348,9 +351,7 @@ class RateLimiterActor(PooledSupervised):
             return
         self._cancel_timer()
         self._timer_due = due
-        self._timer = threading.Timer(max(delay, 0.0005), self.address.tell, args=(Drain(),))
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer = self.timers.after(max(delay, 0.0005), self.address, Drain(), owner=self.actor_ref)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -268,7 +268,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                        max_attempts=config.broker.max_attempts, margin_check=config.copy.margin_check,
                                        threads=copier.broker_threads)
         feed_addresses[f.name] = Address(f"feed:{f.name}")
-        return (ChildSpec(f"limiter:{f.name}", lambda a: accounts_pool.spawn(RateLimiterActor(a, top, limiters[f.name])),
+        return (ChildSpec(f"limiter:{f.name}",
+                          lambda a: accounts_pool.spawn(RateLimiterActor(a, top, limiters[f.name], timers)),
                           kind="rate_limiter", address=Address(f"limiter:{f.name}")),
                 feed_spec(f))
 
@@ -310,7 +311,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                   kind="quotes", address=quotes.actor)]
     specs.extend(limiter for limiter, _feed in follower_specs)
     specs.extend(ChildSpec(f"limiter:{account}",
-                           lambda a, limiter=limiter: accounts_pool.spawn(RateLimiterActor(a, top, limiter)),
+                           lambda a, limiter=limiter: accounts_pool.spawn(RateLimiterActor(a, top, limiter, timers)),
                            kind="rate_limiter") for account, limiter in leader_limiters.items())
     specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.copy.sweep_seconds),
                            kind="router", address=router_address))
