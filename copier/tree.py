@@ -23,7 +23,8 @@
 
 Consumers start before producers, so nothing is routed to an actor that does not exist yet; stop
 runs in reverse, so the feeds go quiet first. Every actor's delayed and periodic messages come from
-one `Timers` thread, made here.
+one `Timers` thread, made here; every feed's socket is read and pinged by one `SocketHub` thread
+(broker/sockets.py), made here too.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ from actors.square_off import SquareOffActor
 from actors.tokens import TokenActor
 from broker.errors import CODES, FAILURE_REASONS
 from broker.gateway import DhanGateway
+from broker.sockets import SocketHub
 from copier.accounts import Accounts, prepare_accounts, record_accounts
 from copier.config import Config, FollowerConfig, key_error, load
 from copier.roster import Roster, SnapshotDict, SnapshotList, config_file
@@ -81,6 +83,7 @@ class Copier:
     instruments: InstrumentMaster | None = None
     alerts: Alerts | None = None
     timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
+    sockets: SocketHub | None = None  # the one reader thread of every feed's socket (start_sockets)
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     roster: Roster | None = None  # its followers now, added and removed while it runs
@@ -104,12 +107,20 @@ class Copier:
                 pass
             self._ref = None
         self.timers.stop()
+        if self.sockets is not None:
+            self.sockets.stop()
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
         metrics.UP.set(0)
         metrics.READY.set(0)
         self.stopped.set()
+
+
+def start_sockets(config: Config) -> SocketHub:
+    """The copier's socket hub, with the config's liveness checks, started."""
+    return SocketHub(ping_interval=config.feed.ping_interval_seconds, ping_timeout=config.feed.ping_timeout_seconds,
+                     read_timeout=config.feed.read_timeout_seconds).start()
 
 
 def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
@@ -165,6 +176,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     log.info("instrument master: %d instruments from %s", count, config.instruments.master)
     copier.instruments = instruments
     timers = copier.timers.start()
+    copier.sockets = start_sockets(config)
 
     leaders = config.all_leaders
     first_leader = config.leader.name  # forever (GTT) orders are copied from this leader's account
@@ -259,7 +271,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         start_feed = leader_feed if leader_feed is not None and is_leader(acc.name) else FeedActor.start
         return ChildSpec(f"feed:{acc.name}", lambda a: start_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
-            store=store, router=router_address,
+            store=store, router=router_address, sockets=copier.sockets, timers=timers,
             copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
             follower_gateways=({n: copier.gateways[n] for n in names if roster.follows(n, acc.name)}
