@@ -101,6 +101,7 @@ class SocketHub:
         self._conns: set[Connection] = set()  # registered with the selector (reader thread's)
         self._next_check = float("inf")
         self._stopped = False
+        self._reader_done = False  # the reader has ended: nothing queued for it runs any more
         self._threads: list[threading.Thread] = []
 
     # -- the owner's calls (any thread) -----------------------------------------------------------
@@ -157,10 +158,9 @@ class SocketHub:
                 reason = f"connect failed: {type(exc).__name__}: {exc}"
                 self._call(lambda conn=conn, reason=reason: self._end(conn, reason, ours=False))
                 continue
-            if self._stopped:
-                ws.shutdown()
-                return
             self._call(lambda conn=conn: self._register(conn))
+            if self._reader_done:  # stopped meanwhile, too late for the reader to see it
+                ws.shutdown()
 
     # -- the reader thread ------------------------------------------------------------------------
     def _call(self, fn: Callable[[], None]) -> None:
@@ -183,8 +183,7 @@ class SocketHub:
                         self._drain_wakes()
                     else:
                         self._read(key.data)
-                while self._calls:
-                    self._calls.popleft()()
+                self._run_calls()
                 if time.monotonic() >= self._next_check:
                     self._check(time.monotonic())
         except Exception:  # noqa: BLE001 - a bug here must not leave every socket unread silently
@@ -193,9 +192,16 @@ class SocketHub:
             self._stopped = True
             for conn in list(self._conns):
                 self._end(conn, "stopped", ours=True)
+            self._run_calls()  # connections connected meanwhile are closed (_register)
+            self._reader_done = True
+            self._run_calls()
             self._selector.close()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            self._calls.popleft()()
 
     def _drain_wakes(self) -> None:
         try:
