@@ -196,7 +196,8 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
             kind="publisher", address=publisher),
         ChildSpec(f"feed:{LEADER}", lambda a: FeedActor.start(
             a, top, account=LEADER, url=leader.order_update_url, gateway=accounts.gateways[LEADER], store=store,
-            router=publisher, sockets=copier.sockets, timers=timers, copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
+            router=publisher, sockets=copier.sockets, timers=timers,
+            copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused),
             kind="feed"),
     ]
