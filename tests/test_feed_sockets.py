@@ -85,7 +85,7 @@ def test_a_half_sent_frame_holds_up_other_sockets_at_most_the_read_timeout(make_
     leader_order = rig.place(quantity=10)
     assert rig.follower_copy(leader_order, "f2")["quantity"] == 5
     took = time.monotonic() - started
-    assert took < read_timeout + 2.0, f"the leader's order reached f2 after {took:.1f}s"
+    assert took < read_timeout + 4.0, f"the leader's order reached f2 after {took:.1f}s"  # margin for a loaded box
 
     wait_until(lambda: len(rig.exchange.socket_logins(f1)) > f1_logins, read_timeout + 10,
                message="f1's stalled socket closed and connected again")
