@@ -153,9 +153,9 @@ class FeedActor(Supervised):
         self._socket: Connection | None = None  # the current connection, until it is closed
         self._refused = threading.Event()  # the current connection's login was refused
         self._opened = 0  # the last connection whose login was sent
-        self._attempt = self._auth_attempt = 0  # connections in a row that failed (refused)
+        self._attempt = self._auth_attempt = 0  # connects in a row that never logged in; logins refused
         self._retry: TimerHandle | None = None  # the reconnect wait under way
-        self._wake = False  # a new token came while connected: the next reconnect waits for nothing
+        self._no_wait = False  # a new token came while connected: the next reconnect waits for nothing
         self.connected = False
         self.follower_gateways = follower_gateways or {}
         self._missed = False  # updates were dropped while storage was down
@@ -172,7 +172,7 @@ class FeedActor(Supervised):
 
     def _connect(self) -> None:
         """A new connection; the hub connects it off this thread, then calls `_on_open` there."""
-        self._retry, self._wake = None, False
+        self._retry, self._no_wait = None, False
         refused = self._refused = threading.Event()
 
         def on_frame(conn: Connection, raw: bytes, received_ns: int) -> None:  # on the hub's reader thread
@@ -211,7 +211,7 @@ class FeedActor(Supervised):
             delay = self.backoff(SimpleNamespace(attempt_number=self._attempt))
             log.warning("%s order-update socket down (%s); reconnecting in %.1fs", self.account,
                         _safe(closed.reason), delay)
-        if self._wake:  # a working token came meanwhile
+        if self._no_wait:  # a working token came meanwhile
             delay = 0.0
         self._retry = self.timers.after(delay, self.address, ConnectSocket(closed.conn), owner=self.actor_ref)
 
@@ -224,7 +224,7 @@ class FeedActor(Supervised):
             self._retry.cancel()
             self._connect()
         else:
-            self._wake = True
+            self._no_wait = True
 
     def on_stop(self) -> None:
         super().on_stop()
