@@ -1,7 +1,9 @@
 """The feed actor: one per account socket (the leader's, and each follower's for its copies' fills).
 
-A websocket-client thread owns the connection: it logs in, reads frames and tells them to this
-actor; it reconnects with exponential backoff and jitter when the socket drops. A refused login
+The copier's one socket hub (broker/sockets.py) connects the socket off this actor's thread, reads
+it and pings it, with every other account's; this actor logs in once it is connected, is told
+every frame, and connects again with exponential backoff and jitter (a timer, not a sleeping
+thread) when the socket drops or stops answering its pings. A refused login
 (the broker's DH-901 frame, or the order book refusing the token after connecting) is reported to
 the token actor, which pauses the account, and is retried with a slower backoff capped at
 AUTH_RETRY_MAX: a dead token cannot start working by itself, a new one wakes the socket at once
@@ -34,7 +36,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import websocket
 from tenacity import wait_exponential_jitter
 
 from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered, is_leader
@@ -44,9 +45,11 @@ from broker.errors import ErrorKind
 from broker.gateway import Answer, DhanGateway
 from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_socket_message, from_socket,
                             login_frame, refused_login)
+from broker.sockets import Connection, SocketHub
 from storage import Store, StorageDown
-from supervisors import Address
+from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
+from supervisors.timers import TimerHandle
 from trading.adoption import find_copies
 from trading.orders import OrderUpdate, update_to_dict
 
@@ -76,12 +79,20 @@ class SocketFrame:
 
 @dataclass(frozen=True)
 class SocketOpened:
-    conn: int = 0  # which connection of this feed (a late message about an old one is ignored)
+    conn: int = 0  # which connection of the hub (a late message about an old one is ignored)
 
 
 @dataclass(frozen=True)
 class SocketClosed:
     reason: str
+    conn: int = 0
+
+
+@dataclass(frozen=True)
+class ConnectSocket:
+    """The reconnect wait after connection `conn` closed is over."""
+
+    conn: int
 
 
 def dedupe_key(account: str, update: OrderUpdate) -> str:
@@ -107,22 +118,23 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
 
 class FeedActor(PooledSupervised):
     """One account's order-update socket (the module's docstring says what it does with it). The
-    socket's own thread tells it every frame, the token actor tells it `Reconnect()` once the
-    account's token works again, and it answers two questions:
+    socket hub's reader thread tells it every frame, the token actor tells it `Reconnect()` once
+    the account's token works again, and it answers two questions:
 
         feed.ask(IsConnected())     # True once the login is accepted
         feed.ask(Backfill())        # how many updates the order book brought that were new
     """
 
     def __init__(self, address: Address, supervisor: Address | None, *, account: str, url: str,
-                 gateway: DhanGateway, store: Store, router: Address,
+                 gateway: DhanGateway, store: Store, router: Address, sockets: SocketHub, timers: Timers,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  copy_existing_on_first_start: bool = False,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  alert: Callable[[str, str, str], None] = lambda level, key, message: None,
                  on_auth_failure: Callable[[str, str], None] = lambda account, detail: None,
                  follower_gateways: dict[str, DhanGateway] | None = None) -> None:
-        """`follower_gateways`: the leader's feed only, to find copies at a first start."""
+        """`sockets`: the copier's socket hub; `timers`: its timer service (the reconnect waits).
+        `follower_gateways`: the leader's feed only, to find copies at a first start."""
         super().__init__(address, supervisor)
         self.account = account
         self.role = "leader" if is_leader(account) else "follower"
@@ -135,12 +147,16 @@ class FeedActor(PooledSupervised):
         self.max_frame_bytes = max_frame_bytes
         self.alert = alert
         self.on_auth_failure = on_auth_failure
+        self.sockets = sockets
+        self.timers = timers
         self._halt = threading.Event()
-        self._wake = threading.Event()  # ends a reconnect wait early: stopping, or a new token
-        self._conn = 0
+        self._conn = 0  # the current connection's id at the hub
+        self._socket: Connection | None = None  # the current connection, until it is closed
         self._refused = threading.Event()  # the current connection's login was refused
-        self._ws: websocket.WebSocketApp | None = None
-        self._thread: threading.Thread | None = None
+        self._opened = 0  # the last connection whose login was sent
+        self._attempt = self._auth_attempt = 0  # connects in a row that never logged in; logins refused
+        self._retry: TimerHandle | None = None  # the reconnect wait under way
+        self._no_wait = False  # a new token came while connected: the next reconnect waits for nothing
         self.connected = False
         self.follower_gateways = follower_gateways or {}
         self._missed = False  # updates were dropped while storage was down
@@ -150,57 +166,66 @@ class FeedActor(PooledSupervised):
     def __repr__(self) -> str:
         return f"FeedActor({self.account})"
 
-    # -- the socket thread -------------------------------------------------------------------------
+    # -- the socket -------------------------------------------------------------------------------
     def started(self) -> None:
         self._unwatch = self.store.watch_health(self._on_storage_health)
-        self._thread = threading.Thread(target=self._run_socket, name=f"feed-{self.account}", daemon=True)
-        self._thread.start()
+        self._connect()
 
-    def _run_socket(self) -> None:
-        attempt = auth_attempt = 0
-        while not self._halt.is_set():
-            opened = threading.Event()
-            self._conn += 1
-            conn, refused = self._conn, threading.Event()
-            self._refused = refused
+    def _connect(self) -> None:
+        """A new connection; the hub connects it off this thread, then calls `_on_open` there."""
+        self._retry, self._no_wait = None, False
+        refused = self._refused = threading.Event()
 
-            def on_message(w: websocket.WebSocketApp, raw: str) -> None:
-                if refused_login(raw):  # seen here, so this thread knows before it picks its backoff
-                    refused.set()
-                    w.close()
-                self.address.tell(SocketFrame(raw, time.monotonic_ns()))
+        def on_frame(conn: Connection, raw: bytes, received_ns: int) -> None:  # on the hub's reader thread
+            if refused_login(raw):  # noted here, so the close that follows is known as a refusal
+                refused.set()
+                conn.close("login refused")
+            self.address.tell(SocketFrame(raw, received_ns))
 
-            ws = websocket.WebSocketApp(
-                self.url,
-                on_open=lambda w: self._on_open(w, opened, conn),
-                on_message=on_message,
-                on_close=lambda w, code, text: self.address.tell(SocketClosed(f"closed {code} {text or ''}".strip())),
-                on_error=lambda w, exc: log.info("%s socket error: %s", self.account, _safe(exc)),
-            )
-            self._ws = ws
-            self._wake.clear()
-            try:
-                ws.run_forever(ping_interval=20, ping_timeout=10, skip_utf8_validation=True)
-            except Exception as exc:  # never let the thread die: log and reconnect
-                log.warning("%s socket failed: %s", self.account, _safe(exc))
-            if self._halt.is_set():
-                break
-            metrics.FEED_RECONNECTS.labels(self.account).inc()
-            if refused.is_set():
-                auth_attempt += 1
-                delay = auth_retry_delay(auth_attempt)
-                log.warning("%s order-update socket: access token refused; trying again in %.0fs", self.account, delay)
-            else:
-                auth_attempt = 0
-                attempt = 1 if opened.is_set() else attempt + 1
-                delay = self.backoff(SimpleNamespace(attempt_number=attempt))
-                log.warning("%s order-update socket down; reconnecting in %.1fs", self.account, delay)
-            self._wake.wait(delay)
+        self._socket = self.sockets.connect(
+            self.url, on_open=self._on_open, on_frame=on_frame,
+            on_close=lambda conn, reason: self.address.tell(SocketClosed(reason, conn.id)))
+        self._conn = self._socket.id
 
-    def _on_open(self, ws: websocket.WebSocketApp, opened: threading.Event, conn: int = 0) -> None:
-        ws.send(login_frame(self.gateway.client_id, self.gateway.current_token()))  # renewed tokens included
-        opened.set()
-        self.address.tell(SocketOpened(conn))
+    def _on_open(self, conn: Connection) -> None:
+        """On a connector thread of the hub, once connected."""
+        conn.send(login_frame(self.gateway.client_id, self.gateway.current_token()))  # renewed tokens included
+        self.address.tell(SocketOpened(conn.id))
+
+    def _on_closed(self, closed: SocketClosed) -> None:
+        """This connection is over: connect again after a backoff (slower when the login was refused)."""
+        if closed.conn != self._conn:
+            return  # an old connection's
+        self._socket = None
+        self.connected = False
+        metrics.FEED_CONNECTED.labels(self.account).set(0)
+        if self._halt.is_set():
+            return
+        metrics.FEED_RECONNECTS.labels(self.account).inc()
+        if self._refused.is_set():
+            self._auth_attempt += 1
+            delay = auth_retry_delay(self._auth_attempt)
+            log.warning("%s order-update socket: access token refused; trying again in %.0fs", self.account, delay)
+        else:
+            self._auth_attempt = 0
+            self._attempt = 1 if self._opened == closed.conn else self._attempt + 1
+            delay = self.backoff(SimpleNamespace(attempt_number=self._attempt))
+            log.warning("%s order-update socket down (%s); reconnecting in %.1fs", self.account,
+                        _safe(closed.reason), delay)
+        if self._no_wait:  # a working token came meanwhile
+            delay = 0.0
+        self._retry = self.timers.after(delay, self.address, ConnectSocket(closed.conn), owner=self.actor_ref)
+
+    def _reconnect_now(self) -> None:
+        """A token that works: a reconnect wait under way ends now; a connection still up that
+        drops later is reconnected without one."""
+        if self._halt.is_set():
+            return
+        if self._socket is None and self._retry is not None:
+            self._retry.cancel()
+            self._connect()
+        else:
+            self._no_wait = True
 
     def on_stop(self) -> None:
         super().on_stop()
@@ -216,15 +241,13 @@ class FeedActor(PooledSupervised):
 
     def _shutdown(self) -> None:
         self._halt.set()
-        self._wake.set()
+        if self._retry is not None:
+            self._retry.cancel()
         if self._unwatch is not None:
             self._unwatch()
         metrics.FEED_CONNECTED.labels(self.account).set(0)
-        if self._ws is not None:
-            try:
-                self._ws.close()
-            except Exception:  # noqa: BLE001 - closing a broken socket
-                pass
+        if self._socket is not None:
+            self._socket.close("stopped")
 
     # -- messages ----------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
@@ -233,8 +256,10 @@ class FeedActor(PooledSupervised):
         elif isinstance(message, SocketOpened):
             self._on_opened(message)
         elif isinstance(message, SocketClosed):
-            self.connected = False
-            metrics.FEED_CONNECTED.labels(self.account).set(0)
+            self._on_closed(message)
+        elif isinstance(message, ConnectSocket):
+            if message.conn == self._conn and self._socket is None and not self._halt.is_set():
+                self._connect()
         elif isinstance(message, StorageRecovered):
             self._catch_up_after_outage()
         elif isinstance(message, IsConnected):
@@ -242,20 +267,22 @@ class FeedActor(PooledSupervised):
         elif isinstance(message, Backfill):
             return self.backfill()
         elif isinstance(message, Reconnect):  # the token actor has a token that works: stop waiting
-            self._wake.set()
+            self._reconnect_now()
         return None
 
     def _on_opened(self, opened: SocketOpened) -> None:
         """The login was sent. Dhan does not confirm it, so the order book, fetched for the backfill
         anyway, says whether the token works before the socket is called connected."""
-        refused, ws = self._refused, self._ws  # this connection's: the socket thread replaces them
-        if opened.conn != self._conn or refused.is_set():
-            return  # an old connection, or already refused
+        refused, socket = self._refused, self._socket
+        if opened.conn != self._conn:
+            return  # an old connection's
+        self._opened = opened.conn  # its login was sent: a drop after it starts the backoff over
+        if refused.is_set() or socket is None:
+            return  # already refused, or closed
         answer = self.gateway.order_book()
         if answer.error is not None and answer.error.kind == ErrorKind.AUTH:
             refused.set()
-            if ws is not None:
-                ws.close()
+            socket.close("token refused by the order book")
             self.on_auth_failure(self.account, f"{answer.error.code} on the order book after connecting")
             return
         self.connected = True

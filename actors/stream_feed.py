@@ -3,8 +3,8 @@ the stream, instead of the leader's socket. Everything after the inbox is the si
 copier's: this actor stores each update in the shard's own inbox, routes it, and only then
 acknowledges it to the stream server.
 
-A thread reads the shard's durable consumer (like the socket thread of FeedActor) and tells each
-batch to this actor. Per delivery:
+A thread reads the shard's durable consumer (as the socket hub reads FeedActor's socket) and
+tells each batch to this actor. Per delivery:
 - stored (or an exact duplicate of a stored one: a redelivery, a republished update): acknowledged;
 - storage down: not acknowledged (delivered again after a second); as with the socket, an order
   first seen then is recorded as a skip once storage is back, never copied late;

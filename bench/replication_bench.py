@@ -21,7 +21,7 @@ Printed per run:
   * at the exchange: the follower's POST /orders reaching the exchange's handler, less the
     leader's reaching it (the leader's order-update frame leaves within that handler); the same
     clock and the same span for both copiers, including the socket and the request on the wire;
-  * by the copier's own clock (copier only): its socket thread reading the leader's frame to the
+  * by the copier's own clock (copier only): its socket reader reading the leader's frame to the
     placement's bytes being written (`latency_ms` as stored);
 - copies/s sustained over the leader's minute, and the backlog (copies of the leader's orders
   older than one leader interval that had not reached the exchange) at each quarter and at the end;

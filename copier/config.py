@@ -654,6 +654,13 @@ class FeedSettings(Section):
     # socket frames larger than this are refused unparsed; an order_alert is about 1.5 KB, so
     # below 4 KiB a real frame could be refused
     max_frame_bytes: Whole(4096) = 1024 * 1024
+    # a socket is pinged this often; one that sends nothing (no pong, no frame) for
+    # `ping_timeout_seconds` after a ping is dead: closed and connected again
+    ping_interval_seconds: Positive = 20.0
+    ping_timeout_seconds: Positive = 10.0
+    # a frame begun must arrive whole within this: one socket's half-sent frame holds up the others
+    # (every socket is read by one thread) at most this long, then that socket is closed as dead
+    read_timeout_seconds: Positive = 5.0
 
 
 class PaperConfig(Section):

@@ -35,7 +35,7 @@ from actors.stream_feed import StreamFeedActor
 from actors.stream_publisher import StreamPublisher
 from copier.accounts import Accounts, record_accounts
 from copier.config import Config, ConfigError, FollowerConfig, key_error, load
-from copier.tree import Copier, alert_channels, start_copier
+from copier.tree import Copier, alert_channels, start_copier, start_sockets
 from observability import metrics
 from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
@@ -179,6 +179,7 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
                            channels=alert_channels(config), unrecorded=(StorageUnavailable,))
     copier.stream = connect(full, "copytrader-feed")
     timers = copier.timers.start()
+    copier.sockets = start_sockets(config)
     record_accounts(store, config)
     metrics.SHARD_FOLLOWERS.labels(FEED).set(0)
     metrics.FEED_CONNECTED.labels(LEADER).set(0)
@@ -198,7 +199,8 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
             kind="publisher", address=publisher),
         ChildSpec(f"feed:{LEADER}", lambda a: feed_pool.spawn(FeedActor(
             a, top, account=LEADER, url=leader.order_update_url, gateway=accounts.gateways[LEADER], store=store,
-            router=publisher, copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
+            router=publisher, sockets=copier.sockets, timers=timers,
+            copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused)),
             kind="feed"),
     ]

@@ -24,7 +24,8 @@
 Consumers start before producers, so nothing is routed to an actor that does not exist yet; stop
 runs in reverse, so the feeds go quiet first. Every actor's delayed and periodic messages come from
 one `Timers` thread, made here; every account's broker calls run on one `BrokerThreads` (a fixed
-pool and one answer reader), made here too and stopped after the actors.
+pool and one answer reader), and every feed's socket is read and pinged by one `SocketHub` thread
+(broker/sockets.py), both made here too and stopped after the actors.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ from actors.square_off import SquareOffActor
 from actors.tokens import TokenActor
 from broker.errors import CODES, FAILURE_REASONS
 from broker.gateway import DhanGateway
+from broker.sockets import SocketHub
 from copier.accounts import Accounts, prepare_accounts, record_accounts
 from copier.config import Config, FollowerConfig, key_error, load
 from copier.roster import Roster, SnapshotDict, SnapshotList, config_file
@@ -87,6 +89,7 @@ class Copier:
     alerts: Alerts | None = None
     timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
     broker_threads: BrokerThreads = field(default_factory=BrokerThreads)  # every account's broker calls
+    sockets: SocketHub | None = None  # the one reader thread of every feed's socket (start_sockets)
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     roster: Roster | None = None  # its followers now, added and removed while it runs
@@ -117,12 +120,20 @@ class Copier:
         self.pools.clear()
         self.timers.stop()
         self.broker_threads.stop()  # after the limiters: what they had not sent stays pending in storage
+        if self.sockets is not None:
+            self.sockets.stop()
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
         metrics.UP.set(0)
         metrics.READY.set(0)
         self.stopped.set()
+
+
+def start_sockets(config: Config) -> SocketHub:
+    """The copier's socket hub, with the config's liveness checks, started."""
+    return SocketHub(ping_interval=config.feed.ping_interval_seconds, ping_timeout=config.feed.ping_timeout_seconds,
+                     read_timeout=config.feed.read_timeout_seconds).start()
 
 
 def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
@@ -180,6 +191,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     timers = copier.timers.start()
     accounts_pool = ActorPool(ACCOUNT_THREADS, name="accounts").start()
     copier.pools.append(accounts_pool)
+    copier.sockets = start_sockets(config)
 
     leaders = config.all_leaders
     first_leader = config.leader.name  # forever (GTT) orders are copied from this leader's account
@@ -278,7 +290,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         pool = leader_pool(acc.name) if is_leader(acc.name) else accounts_pool
         return ChildSpec(f"feed:{acc.name}", lambda a: pool.spawn(make_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
-            store=store, router=router_address,
+            store=store, router=router_address, sockets=copier.sockets, timers=timers,
             copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
             follower_gateways=({n: copier.gateways[n] for n in names if roster.follows(n, acc.name)}

@@ -34,7 +34,7 @@ _CONTROL_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "re
                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count",
                   "super_orders", "freeze_limit", "set_freeze_limit", "socket_logins")
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
-                "duplicate_messages", "reorder_messages", "clear", "counts")
+                "duplicate_messages", "reorder_messages", "clear", "counts", "ignore_pings", "stall_sockets")
 
 
 @dataclass
@@ -61,7 +61,8 @@ class PaperExchange:
         self.tick_seconds = tick_seconds
         self.host, self._port, self._ws_port = host, port, ws_port
         self.instruments = load_instruments(instruments_csv)
-        self.faults = Faults(on_drop=lambda: self.hub.drop_all(), seed=seed)
+        self.faults = Faults(on_drop=lambda: self.hub.drop_all(), seed=seed,
+                             on_stall=lambda client_id: self.hub.stall(client_id))
         self.hub = OrderSocketHub(lambda c, t: self.engine.authenticate(c, t) is not None, self.faults)
         self.engine = Engine(self.instruments, PriceBoard(self.instruments, seed), SessionClock(session, clock),
                              self.hub.publish, fill_tranche_qty, sequence,

@@ -1,5 +1,5 @@
 """Fault injection: the broker misbehaviours a copier must survive (lost answers, late
-answers, 5xx, dropped/refused sockets, duplicated or reordered updates)."""
+answers, 5xx, dropped/refused/silent/stalled sockets, duplicated or reordered updates)."""
 from __future__ import annotations
 
 import random
@@ -43,10 +43,12 @@ class Faults:
     Paths are "METHOD /path" relative to /v2, e.g. "POST /orders", "PUT /orders/{orderId}",
     or glob patterns such as "PUT /orders/*"."""
 
-    def __init__(self, on_drop: Callable[[], None] | None = None, seed: int | None = None) -> None:
+    def __init__(self, on_drop: Callable[[], None] | None = None, seed: int | None = None,
+                 on_stall: Callable[[str], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._on_drop = on_drop
+        self._on_stall = on_stall
         self._counts: Counter[str] = Counter()
         self.clear()
 
@@ -60,6 +62,7 @@ class Faults:
             self.duplicate_fraction = 0.0
             self.reorder_fraction = 0.0
             self.reorder_same_second = False
+            self._silent: set[str | None] = set()  # accounts (None: every one) whose pings go unanswered
 
     def count(self, kind: str) -> None:
         """Note a fault that took effect (see `counts`)."""
@@ -70,7 +73,7 @@ class Faults:
         """How often each fault took effect since the exchange started (`clear` keeps them), so a
         test can tell a fault that hit from one that was only switched on: "DH-908", "DH-909",
         "close" (failed before effect), "lost_answer", "delayed_answer", "refused_login",
-        "dropped_sockets", "duplicated", "reordered"."""
+        "dropped_sockets", "duplicated", "reordered", "unanswered_ping", "stalled_sockets"."""
         with self._lock:
             return dict(self._counts)
 
@@ -90,6 +93,26 @@ class Faults:
             self.count("refused_login")
             return True
         return False
+
+    def ignore_pings(self, client_id: str | None = None) -> None:
+        """The account's order-update sockets (None: every account's) stop answering websocket pings,
+        as a connection that died somewhere on the way does; `clear` ends it."""
+        with self._lock:
+            self._silent.add(client_id)
+
+    def answers_ping(self, client_id: str) -> bool:
+        with self._lock:
+            silent = None in self._silent or client_id in self._silent
+            if silent:
+                self._counts["unanswered_ping"] += 1
+        return not silent
+
+    def stall_sockets(self, client_id: str) -> None:
+        """The account's order-update sockets send the first bytes of a frame and then nothing more
+        (not the rest of it, not a pong, no other frame) until the client closes them."""
+        if self._on_stall:
+            self.count("stalled_sockets")
+            self._on_stall(client_id)
 
     def duplicate_messages(self, fraction: float) -> None:
         self.duplicate_fraction = fraction

@@ -2,7 +2,9 @@
 account as an `order_alert`, to every socket logged in as that account.
 
 Each connection has its own queue and writer task so messages leave in the order they were
-published; the fault knobs (drop, refuse, duplicate, reorder) act here."""
+published; the fault knobs (drop, refuse, duplicate, reorder, unanswered pings, a frame stalled
+half-sent) act here. Pings are answered here, not by aiohttp, so that a fault can leave them
+unanswered."""
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +21,9 @@ from .faults import Faults
 log = logging.getLogger("paper.socket")
 LOGIN_TIMEOUT = 10.0
 REORDER_HOLD = 0.3   # a held message goes out at the latest this long after it was due
+STALL = object()     # queued to a connection: send the start of a frame, then nothing more
+# a text frame announcing 1,000 bytes, then the first 10 of them: the client is left mid-frame
+HALF_FRAME = bytes([0x81, 126]) + (1000).to_bytes(2, "big") + b'{"Type": "'
 
 
 def _stamp(text: str) -> object:
@@ -31,10 +36,12 @@ def _stamp(text: str) -> object:
 
 
 class _Conn:
-    def __init__(self, ws: web.WebSocketResponse, client_id: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, client_id: str, request: web.Request) -> None:
         self.ws = ws
         self.client_id = client_id
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.request = request
+        self.stalled = False  # a half frame was sent: nothing else may follow it
+        self.queue: asyncio.Queue[str | object | None] = asyncio.Queue()
 
 
 class OrderSocketHub:
@@ -106,21 +113,32 @@ class OrderSocketHub:
             for _ in range(copies):
                 conn.queue.put_nowait(text)
 
+    def stall(self, client_id: str) -> None:
+        """Fault (from any thread): the account's sockets send half a frame, then nothing."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stall, client_id)
+
+    def _stall(self, client_id: str) -> None:
+        for conn in self._conns.get(client_id, ()):
+            conn.queue.put_nowait(STALL)
+
     # --- connections ---
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=None, autoping=True)
+        ws = web.WebSocketResponse(heartbeat=None, autoping=False)
         await ws.prepare(request)
         client_id = await self._login(ws)
         if client_id is None:
             await ws.close()
             return ws
-        conn = _Conn(ws, client_id)
+        conn = _Conn(ws, client_id, request)
         self._conns.setdefault(client_id, set()).add(conn)
         writer = asyncio.ensure_future(self._write(conn))
         try:
-            async for msg in ws:   # nothing to read after login; keep the socket open until closed
+            async for msg in ws:   # nothing to read after login but pings; open until closed
                 if msg.type == WSMsgType.ERROR:
                     break
+                if msg.type == WSMsgType.PING and not conn.stalled and self.faults.answers_ping(client_id):
+                    await ws.pong(msg.data)
         finally:
             self._conns.get(client_id, set()).discard(conn)
             conn.queue.put_nowait(None)
@@ -130,6 +148,9 @@ class OrderSocketHub:
     async def _login(self, ws: web.WebSocketResponse) -> str | None:
         try:
             msg = await asyncio.wait_for(ws.receive(), LOGIN_TIMEOUT)
+            while msg.type == WSMsgType.PING:  # a ping before the login is answered, not taken for it
+                await ws.pong(msg.data)
+                msg = await asyncio.wait_for(ws.receive(), LOGIN_TIMEOUT)
         except asyncio.TimeoutError:
             return None
         if msg.type != WSMsgType.TEXT:
@@ -160,8 +181,13 @@ class OrderSocketHub:
             text = await conn.queue.get()
             if text is None or conn.ws.closed:
                 return
+            if text is STALL:
+                conn.stalled = True
+                if conn.request.transport is not None:
+                    conn.request.transport.write(HALF_FRAME)
+                return  # nothing more on this connection: the client must notice and close it
             try:
-                await conn.ws.send_str(text)
+                await conn.ws.send_str(str(text))
             except (ConnectionError, RuntimeError):
                 return
 
