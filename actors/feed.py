@@ -48,7 +48,7 @@ from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_so
 from broker.sockets import Connection, SocketHub
 from storage import Store, StorageDown
 from supervisors import Address, Timers
-from supervisors.pool import PooledSupervised
+from supervisors.pool import CrashedOn, PooledSupervised
 from supervisors.timers import TimerHandle
 from trading.adoption import find_copies
 from trading.orders import OrderUpdate, update_to_dict
@@ -105,15 +105,27 @@ def store_and_route(store: Store, router: Address, account: str, update: OrderUp
     when it was an exact duplicate. Used by the feeds, the reconciler's repairs and the
     order actors' re-reads. `key`, unique, replaces the snapshot's dedupe key for an update read
     from the broker on purpose: it answers a question, even when it repeats a snapshot seen before."""
+    return store_and_route_all(store, router, account, [update], key) == 1
+
+
+def store_and_route_all(store: Store, router: Address, account: str, updates: list[OrderUpdate],
+                        key: str | None = None) -> int:
+    """`store_and_route` for several updates of one account, stored in one transaction, then
+    routed in order; how many were new."""
     role = "leader" if is_leader(account) else "follower"
-    metrics.INBOUND_UPDATES.labels(role, update.source).inc()
-    event_id = store.inbox.record(account, update.order_id, key or dedupe_key(account, update), update.source,
-                                  update_to_dict(update), update.received_ns)
-    if event_id is None:
-        metrics.DUPLICATE_UPDATES.labels(role).inc()
-        return False
-    router.tell(OrderUpdateReceived(account, event_id, update))
-    return True
+    for update in updates:
+        metrics.INBOUND_UPDATES.labels(role, update.source).inc()
+    event_ids = store.inbox.record_many(account, [
+        (update.order_id, key or dedupe_key(account, update), update.source, update_to_dict(update),
+         update.received_ns) for update in updates])
+    new = 0
+    for update, event_id in zip(updates, event_ids):
+        if event_id is None:
+            metrics.DUPLICATE_UPDATES.labels(role).inc()
+            continue
+        router.tell(OrderUpdateReceived(account, event_id, update))
+        new += 1
+    return new
 
 
 class FeedActor(PooledSupervised):
@@ -290,18 +302,52 @@ class FeedActor(PooledSupervised):
         log.info("%s order-update socket connected", self.account)
         self.backfill(answer)
 
+    def takes_in_batch(self, message: Any) -> bool:
+        return isinstance(message, SocketFrame)
+
+    def on_receive_batch(self, messages: list[Any]) -> None:
+        """Frames that arrived together (a copy's PENDING and TRADED, a fan-out's echoes): each
+        parsed, then stored in one transaction. Should storing them together fail on something
+        other than storage, they are taken one at a time, so a crash names the frame that caused
+        it (and parks that one alone)."""
+        parsed: list[tuple[SocketFrame, OrderUpdate]] = []
+        for frame in messages:
+            try:
+                update = self._parse(frame)
+            except Exception as exc:
+                raise CrashedOn(frame, exc) from exc
+            if update is not None:
+                parsed.append((frame, update))
+        if len(parsed) > 1:
+            try:
+                self.ingest_all([update for _frame, update in parsed])
+                return
+            except Exception:  # noqa: BLE001 - rolled back: found again below, frame by frame
+                log.debug("%s: %d frames stored one at a time", self.account, len(parsed), exc_info=True)
+        for frame, update in parsed:
+            try:
+                self.ingest(update)
+            except Exception as exc:
+                raise CrashedOn(frame, exc) from exc
+
     def _on_frame(self, frame: SocketFrame) -> None:
+        update = self._parse(frame)
+        if update is not None:
+            self.ingest(update)
+
+    def _parse(self, frame: SocketFrame) -> OrderUpdate | None:
+        """The order update a frame carries; None for any other frame (a refused login is
+        reported) or a malformed one (counted and logged, never fatal)."""
         try:
             data = decode_socket_message(frame.raw, self.max_frame_bytes)
             if data is None:
                 self._on_other_frame(frame.raw)
-                return  # not an order alert (login answers, heartbeats)
-            update = from_socket(data, frame.received_ns)
+                return None  # not an order alert (login answers, heartbeats)
+            return from_socket(data, frame.received_ns)
         except MalformedMessage as exc:  # the parsers raise nothing else, whatever the frame
             metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
             log.warning("%s: dropped a malformed socket message (%s): %r", self.account, exc, frame.raw[:200])
-            return
-        self.ingest(update)
+            return None
 
     def _on_other_frame(self, raw: str | bytes) -> None:
         """A refused login: the token actor pauses the account; the socket retries with backoff."""
@@ -310,13 +356,18 @@ class FeedActor(PooledSupervised):
             self.on_auth_failure(self.account, f"{code} on the order-update socket's login")
 
     def ingest(self, update: OrderUpdate) -> bool:
+        return self.ingest_all([update]) == 1
+
+    def ingest_all(self, updates: list[OrderUpdate]) -> int:
+        """Store and route updates of this account (one transaction); how many were new."""
         try:
-            return store_and_route(self.store, self.router, self.account, update)
+            return store_and_route_all(self.store, self.router, self.account, updates)
         except StorageDown:  # not stored, so not routed: kept for when storage is back
             self._missed = True
             if is_leader(self.account):
-                self._unstored[update.order_id] = update
-            return False
+                for update in updates:
+                    self._unstored[update.order_id] = update
+            return 0
 
     def _catch_up_after_outage(self) -> None:
         """Storage is back: the leader's orders first seen while it was down are stored as such

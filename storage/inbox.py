@@ -38,15 +38,22 @@ class Inbox:
                received_ns: int) -> int | None:
         """Append an update, in a transaction of its own; its id, or None when this exact update
         (its dedupe key) is already there."""
+        return self.record_many(account, [(order_id, dedupe_key, source, payload, received_ns)])[0]
+
+    def record_many(self, account: str, updates: list[tuple[str, str, str, dict[str, Any], int]]) -> list[int | None]:
+        """Append updates of `account` ((order id, dedupe key, source, payload, received_ns) each),
+        in one transaction: a frame's commit is most of what storing it costs. Their ids, None for
+        an update already there."""
         store = self._store
 
-        def insert() -> int | None:
+        def insert() -> list[int | None]:
+            now = time.time()
             # The cursor's rowcount, not its lastrowid, tells an ignored duplicate apart: on a
             # shared connection an ignored insert reports the previous insert's rowid.
-            return store.insert(m.InboundEvent, dict(
+            return [store.insert(m.InboundEvent, dict(
                 account=account, order_id=order_id, dedupe_key=dedupe_key, source=source,
-                payload=json.dumps(payload), received_at=time.time(), received_ns=received_ns,
-                done=False), or_ignore=True)
+                payload=json.dumps(payload), received_at=now, received_ns=received_ns,
+                done=False), or_ignore=True) for order_id, dedupe_key, source, payload, received_ns in updates]
 
         return store.write(insert)
 
