@@ -30,8 +30,8 @@ class Router:
 def feed(tmp_path: Path) -> tuple[FeedActor, Store, Router]:
     store = Store(str(tmp_path / "copytrader.db"))
     router = Router()
-    actor = FeedActor(Address("feed:f1"), None, account="f1", url="ws://127.0.0.1:9", gateway=None,  # type: ignore[arg-type]
-                      store=store, router=router, sockets=None, timers=None)  # type: ignore[arg-type]
+    actor = FeedActor(Address("feed:f1"), None, account="f1", url="ws://127.0.0.1:9",
+                      gateway=None, store=store, router=router, sockets=None, timers=None)  # type: ignore[arg-type]
     return actor, store, router
 
 
