@@ -31,6 +31,7 @@ import pykka
 
 from actors.account_reader import AccountGateway, AccountReader
 from actors.positions import KnownPositions
+from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
@@ -63,12 +64,6 @@ def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float =
     if isinstance(answer, pykka.Future):
         answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
     return answer
-
-
-@dataclass
-class _Reservation:
-    amount: float
-    made_at: float
 
 
 @dataclass
@@ -129,7 +124,7 @@ class SizingActor(Supervised):
         self.check_capital = check_capital
         self.capital: dict[str, CapitalSnapshot] = {}
         self.start_of_day: dict[str, float] = {}
-        self.reservations: dict[str, dict[str, _Reservation]] = {name: {} for name in rules}
+        self.reservations: dict[str, Reservations] = {name: Reservations() for name in rules}
         self.last_price: dict[str, float] = {}
         self.leg_window = leg_window_seconds
         self.strategies: dict[tuple[str, str], Strategy] = {}  # by leader account and underlying
@@ -315,7 +310,8 @@ class SizingActor(Supervised):
         snapshot = self.capital.get(follower)
         if snapshot is None:
             return None
-        return snapshot.available - sum(r.amount for r in self.reservations.get(follower, {}).values())
+        reserved = self.reservations.get(follower)
+        return snapshot.available - (reserved.total if reserved is not None else 0.0)
 
     def _capital_ratio(self, follower: str, leader_account: str) -> float | None:
         leader, mine = self.start_of_day.get(leader_account), self.start_of_day.get(follower)
@@ -388,5 +384,5 @@ class SizingActor(Supervised):
         if self.check_capital and free is not None and cost > free:
             return SizeDecision(0, 0, 0.0, "insufficient_capital",
                                 f"needs about {cost:,.0f}, {max(free, 0):,.0f} free")
-        self.reservations[request.follower][request.correlation_id] = _Reservation(cost, time.time())
+        self.reservations[request.follower][request.correlation_id] = Reservation(cost, time.time())
         return SizeDecision(sized.quantity, sized.disclosed_qty, cost)

@@ -11,6 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from actors.messages import ChangeSizing, FollowerAdded, FollowerRemoved, PauseCopying, ResumeCopying
+from actors.reservations import Reservations
 
 if TYPE_CHECKING:
     from actors.sizing import SizingActor
@@ -36,7 +37,7 @@ def apply_control(sizing: "SizingActor", message: Any) -> None:
         if message.copy_window is not None:
             sizing.copy_windows[follower] = message.copy_window
         sizing.recent_orders.setdefault(follower, deque(maxlen=1000))
-        sizing.reservations.setdefault(follower, {})
+        sizing.reservations.setdefault(follower, Reservations())
         if message.capital is not None:
             sizing.on_receive(message.capital)  # as any reading: the reservations and limits follow
         if message.positions is not None:
