@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from actors.messages import (BrokerCommand, CancelCopy, GetOrder, LookupCopy, ModifyCopy, PlaceCopy,
+from actors.messages import (BrokerCommand, CancelCopy, CopiesMade, GetOrder, LookupCopy, ModifyCopy, PlaceCopy,
                              ReleaseCapital)
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
@@ -288,6 +288,9 @@ class Plan:
                     records.append(key, kind, payload)
 
             records.commit(effect)
+        if created and actor.supervisor is not None:  # told before the placements leave: see CopiesMade
+            actor.supervisor.tell(CopiesMade(actor.leader_order_id,
+                                             tuple((state.follower, state.correlation_id) for state, _ in created)))
         actor.copies = self.states
         actor.held_legs.watch()
         if self.commands:

@@ -26,8 +26,9 @@ from typing import Any
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, CancelCopies, CatchUpCopy, OrderActorIdle, OrderActorWanted, OrderUpdateReceived,
-                             RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy, is_leader)
+from actors.messages import (LEADER, CancelCopies, CatchUpCopy, CopiesMade, OrderActorIdle, OrderActorWanted,
+                             OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg,
+                             UnwindStrategy, is_leader)
 from actors.order import OrderActor
 from supervisors.pool import THREADS, ActorPool
 from observability import metrics
@@ -157,6 +158,8 @@ class OrderRouter(Supervised):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, OrderUpdateReceived):
             self._route(message)
+        elif isinstance(message, CopiesMade):
+            self._remember_owner(message.leader_order_id, [(f, cid) for f, cid in message.copies])
         elif isinstance(message, OrderActorIdle):
             self._retire(message.leader_order_id)
         elif isinstance(message, ChildFailed):
@@ -233,11 +236,14 @@ class OrderRouter(Supervised):
                 return known
         leader = self.ctx.store.leader_order_of_copy(message.account, update.correlation_id, update.order_id)
         if leader is not None:
-            if len(self._owners) > 100_000:  # bounded: a long run forgets, and asks the store again
-                self._owners.clear()
-            for key in keys:
-                self._owners[key] = leader
+            self._remember_owner(leader, keys)
         return leader
+
+    def _remember_owner(self, leader_order_id: str, keys: list[tuple[str, str]]) -> None:
+        if len(self._owners) > 100_000:  # bounded: a long run forgets, and asks the store again
+            self._owners.clear()
+        for key in keys:
+            self._owners[key] = leader_order_id
 
     def _child(self, leader_order_id: str) -> Address:
         address = self.children.get(leader_order_id)

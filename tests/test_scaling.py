@@ -65,6 +65,30 @@ def test_the_replies_of_a_fan_out_are_decided_for_their_own_copy_only(make_rig, 
     assert looked_at <= 10 * FOLLOWERS, f"{looked_at} decisions for one leader order to {FOLLOWERS} followers"
 
 
+def test_a_followers_updates_of_its_copies_are_routed_without_asking_storage_whose_they_are(make_rig, monkeypatch):
+    rig = make_rig(followers=_followers(10), exchange=UNTHROTTLED_EXCHANGE, config=UNTHROTTLED_COPIER)
+    asked = Counter()
+    original = rig.store.leader_order_of_copy
+
+    def leader_order_of_copy(account, correlation_id, order_id):
+        asked[account] += 1
+        return original(account, correlation_id, order_id)
+
+    monkeypatch.setattr(rig.store, "leader_order_of_copy", leader_order_of_copy)
+    orders = [rig.place(quantity=2) for _ in range(5)]
+    for order in orders:
+        rig.exchange.fill(rig.config.leader.client_id, order)
+    wait_until(lambda: all((row := rig.copy_row(order, f"f{i + 1}")) is not None and row.broker_order_id
+                           for order in orders for i in range(10)), 30, message="every copy placed")
+    for order in orders:
+        for i in range(10):
+            rig.exchange.fill(rig.follower_ids[f"f{i + 1}"], rig.copy_row(order, f"f{i + 1}").broker_order_id)
+    wait_until(lambda: all(rig.copy_row(order, f"f{i + 1}").status == "TRADED" for order in orders for i in range(10)),
+               30, message="every copy seen traded")
+    # each copy's updates (PENDING, TRADED) reached its order actor; none needed a storage query
+    assert not asked, f"storage asked whose copy it was: {dict(asked)}"
+
+
 KILLED_FOLLOWERS = 20
 KILLED_ORDERS = 30
 KILLS = 4

@@ -16,6 +16,7 @@ here, as from one module: `from actors.messages import LEADER, OrderUpdateReceiv
 from __future__ import annotations
 
 from actors.messages.routing import (  # noqa: F401
+    CopiesMade,
     CopiesWanted,
     LEADER,
     is_leader,

@@ -28,6 +28,16 @@ class OrderActorWanted:  # ask the router: the Address of a leader order's runni
 
 
 @dataclass(frozen=True)
+class CopiesMade:
+    """Order actor -> router, before it places them: these copies (follower, correlation id) are
+    this leader order's, so their followers' updates are routed without asking storage whose
+    they are."""
+
+    leader_order_id: str
+    copies: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class OrderActorIdle:
     """Order actor -> router: my order is finished and I have nothing in flight; stop me."""
 
