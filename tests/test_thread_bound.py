@@ -7,11 +7,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import yaml
-
 from actors.broker_threads import DEFAULT_THREADS
-from tests.conftest import (ROOT, client, copier_ready, end_processes, start_copier_process, start_paper_process,
-                            wait_until)
+from tests.conftest import (client, copier_ready, end_processes, start_copier_process, start_paper_process,
+                            wait_until, write_live_config)
 
 BURST = 20
 SPARE = 3  # threads a run may start late (a timer, an alert channel): not per follower
@@ -31,22 +29,10 @@ def copier_threads_after_a_burst(tmp_path: Path, followers: int) -> int:
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *follower_accounts = accounts
-        endpoints = {"api_base_url": urls["REST"], "order_update_url": urls["WS"]}
-        raw = {
-            "mode": "live",
-            "leader": {"client_id": leader_id, "access_token": leader_token, **endpoints},
-            "followers": [{"name": f"f{i + 1}", "client_id": cid, "access_token": token, **endpoints,
-                           "sizing": {"strategy": "fixed_ratio", "ratio": 1}}
-                          for i, (cid, token) in enumerate(follower_accounts)],
-            "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
-            "market_hours": {"enforce": False}, "storage": {"path": str(tmp_path / f"copier-{followers}.db")},
-            "metrics": {"port": 0},
-            "rate_limits": {"orders_per_second": 1000, "orders_per_minute": 60_000, "orders_per_hour": 1_000_000,
-                            "orders_per_day": 10_000_000}}
-        path = tmp_path / f"config-{followers}.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        copier = start_copier_process(path)
-        wait_until(lambda: copier_ready(tmp_path / f"copier-{followers}.db"), 30, message="copier ready")
+        run = tmp_path / f"followers-{followers}"
+        run.mkdir()
+        copier = start_copier_process(write_live_config(run, urls, accounts, ratio=1))
+        wait_until(lambda: copier_ready(run / "copytrader.db"), 30, message="copier ready")
         leader = client(urls["REST"], leader_id, leader_token, timeout=10)
         for i in range(BURST):
             answer = leader.place_order(security_id="2885", exchange_segment="NSE_EQ", transaction_type="BUY",
