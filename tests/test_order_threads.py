@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import threading
 
+from actors.broker_threads import DEFAULT_THREADS as BROKER_THREADS
 from tests.conftest import wait_until
 
 TWO_FOLLOWERS = [{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}, "funds": 50_000_000},
                  {"name": "f2", "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}, "funds": 50_000_000}]
 UNTHROTTLED_EXCHANGE = {"rate_limits": {"per_second": 10_000, "per_minute": None, "per_hour": None, "per_day": None}}
-MAX_BROKER_WORKERS = 16  # per account: RateLimiter's cap on its worker pool
 UNTHROTTLED_COPIER = {"rate_limits": {"orders_per_second": 10_000, "orders_per_minute": 100_000,
                                       "orders_per_hour": 100_000, "orders_per_day": 100_000}}
 
@@ -20,8 +20,8 @@ def _copies_on_books(rig, count: int) -> bool:
 
 
 def _threads() -> tuple[list[str], list[str]]:
-    """(names of the broker worker threads, names of every other thread). Each account's broker
-    workers are a pool of a fixed size (RateLimiter.workers), started as the load asks for them."""
+    """(names of the broker threads, names of every other thread). The broker threads are one
+    pool of a fixed size for every account (actors/broker_threads.py), started as the load asks."""
     names = sorted(t.name for t in threading.enumerate())
     return [n for n in names if n.startswith("broker-")], [n for n in names if not n.startswith("broker-")]
 
@@ -29,8 +29,8 @@ def _threads() -> tuple[list[str], list[str]]:
 def test_two_hundred_resting_orders_keep_the_thread_count_where_twenty_left_it(make_rig):
     rig = make_rig(followers=TWO_FOLLOWERS, exchange=UNTHROTTLED_EXCHANGE, config=UNTHROTTLED_COPIER)
     # Twenty resting orders first: the order actors' pool and whatever else starts with the first
-    # orders exists by then. Broker workers are counted apart: their pools grow with the load, up
-    # to a fixed size per account.
+    # orders exists by then. Broker threads are counted apart: their pool grows with the load, up
+    # to its fixed size.
     for _ in range(20):
         rig.place(quantity=2)
     wait_until(lambda: _copies_on_books(rig, 20), 30, message="twenty orders copied to both followers")
@@ -45,4 +45,4 @@ def test_two_hundred_resting_orders_keep_the_thread_count_where_twenty_left_it(m
     assert len(after_two_hundred) <= len(after_twenty) + 3, (
         f"{len(after_two_hundred)} threads with 200 open orders, {len(after_twenty)} with 20; new: "
         f"{sorted(set(after_two_hundred) - set(after_twenty))[:30]}")
-    assert len(workers) <= 2 * MAX_BROKER_WORKERS, workers
+    assert len(workers) <= BROKER_THREADS + 1, workers  # and the answer reader
