@@ -8,7 +8,6 @@ import hashlib
 import json
 import socket
 import threading
-import time
 
 import pytest
 
@@ -71,11 +70,11 @@ def test_a_failed_connect_is_reported_once():
 
 
 class SlowHandshakeServer:
-    """Accepts websocket connections and answers each handshake `delay` seconds late (a slow
+    """Accepts websocket connections and answers each handshake only once `release` is set (a slow
     broker front end), then keeps the connection open without a word."""
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
+    def __init__(self) -> None:
+        self.release = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}/"
         self.accepted: list[socket.socket] = []
@@ -95,7 +94,7 @@ class SlowHandshakeServer:
         key = next(line.split(":", 1)[1].strip() for line in request.split("\r\n")
                    if line.lower().startswith("sec-websocket-key:"))
         accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
-        time.sleep(self.delay)  # the slow front end under test
+        self.release.wait(10)  # the slow front end under test: held until the test lets it answer
         client.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
 
@@ -119,7 +118,7 @@ class SlowHandshakeServer:
 
 
 def test_a_connection_closed_while_it_connects_ends_once_and_leaves_no_socket():
-    server = SlowHandshakeServer(delay=0.3)
+    server = SlowHandshakeServer()
     hub = SocketHub().start()
     try:
         owners = [Owner() for _ in range(4)]
@@ -127,6 +126,7 @@ def test_a_connection_closed_while_it_connects_ends_once_and_leaves_no_socket():
         wait_until(lambda: len(server.accepted) == 2, message="two handshakes under way (two connectors)")
         for conn in conns:  # two in the middle of their handshake, two waiting for a connector
             conn.close("changed my mind")
+        server.release.set()  # the handshakes under way complete after the close was asked for
         wait_until(lambda: all(owner.closed for owner in owners), message="every connection reported closed")
         wait_until(lambda: server.open_connections() == 0,
                    message=f"no socket left open ({server.open_connections()} of {len(server.accepted)})")
