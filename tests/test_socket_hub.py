@@ -126,8 +126,8 @@ def test_a_connection_closed_while_it_connects_ends_once_and_leaves_no_socket():
         wait_until(lambda: len(server.accepted) == 2, message="two handshakes under way (two connectors)")
         for conn in conns:  # two in the middle of their handshake, two waiting for a connector
             conn.close("changed my mind")
-        server.release.set()  # the handshakes under way complete after the close was asked for
         wait_until(lambda: all(owner.closed for owner in owners), message="every connection reported closed")
+        server.release.set()  # the two handshakes under way complete only now, after their close
         wait_until(lambda: server.open_connections() == 0,
                    message=f"no socket left open ({server.open_connections()} of {len(server.accepted)})")
         assert [owner.closed for owner in owners] == [["changed my mind"]] * 4
