@@ -263,8 +263,8 @@ class FeedActor(PooledSupervised):
 
     # -- messages ----------------------------------------------------------------------------------
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, SocketFrame):
-            self._on_frame(message)
+        if isinstance(message, SocketFrame):  # told frames come in batches (takes_in_batch); an asked one alone
+            self.on_receive_batch([message])
         elif isinstance(message, SocketOpened):
             self._on_opened(message)
         elif isinstance(message, SocketClosed):
@@ -329,11 +329,6 @@ class FeedActor(PooledSupervised):
                 self.ingest(update)
             except Exception as exc:
                 raise CrashedOn(frame, exc) from exc
-
-    def _on_frame(self, frame: SocketFrame) -> None:
-        update = self._parse(frame)
-        if update is not None:
-            self.ingest(update)
 
     def _parse(self, frame: SocketFrame) -> OrderUpdate | None:
         """The order update a frame carries; None for any other frame (a refused login is

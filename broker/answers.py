@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 from broker.transport import Pending
+from broker.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ class AnswerReader:
         # with that timeout never needs to wake it: its deadline is after the reader's next look.
         self._tick = math.inf
         self._wakes_at = math.inf
-        self._wake_in: socket.socket | None = None
-        self._wake_out: socket.socket | None = None
+        self._wakeup: Wakeup | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -96,10 +96,7 @@ class AnswerReader:
     def _open(self) -> None:
         """Under the lock: the selector, the wake-up pair, and the thread."""
         self._selector = selectors.DefaultSelector()
-        self._wake_in, self._wake_out = socket.socketpair()
-        self._wake_in.setblocking(False)
-        self._wake_out.setblocking(False)
-        self._selector.register(self._wake_in, selectors.EVENT_READ, None)
+        self._wakeup = Wakeup(self._selector)
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -125,8 +122,8 @@ class AnswerReader:
                 pass
             entry.pending.expire(ConnectionAbortedError("the copier is stopping"))
         if thread is not None and not thread.is_alive():
-            for closeable in (self._selector, self._wake_in, self._wake_out):
-                closeable.close()  # type: ignore[union-attr]
+            self._selector.close()  # type: ignore[union-attr]
+            self._wakeup.close()  # type: ignore[union-attr]
 
     def in_flight(self) -> int:
         """Answers awaited now."""
@@ -134,12 +131,8 @@ class AnswerReader:
             return len(self._watched)
 
     def _wake(self) -> None:
-        if self._wake_out is None:  # no thread yet
-            return
-        try:
-            self._wake_out.send(b"\0")
-        except (BlockingIOError, OSError):  # already awake (a full buffer), or closed: stopping
-            pass
+        if self._wakeup is not None:  # None: no thread yet
+            self._wakeup.wake()
 
     def _run(self) -> None:
         selector = self._selector
@@ -164,19 +157,12 @@ class AnswerReader:
                 now = time.monotonic()
                 for key, _ in events:
                     if key.data is None:
-                        self._drain_wakes()
+                        self._wakeup.drain()  # type: ignore[union-attr]
                     else:
                         self._readable(key.data, now)
                 self._expire(time.monotonic())
         except Exception:  # a bug: log it loudly; the answers awaited are lost as on a crash
             log.exception("the broker answer reader stopped")
-
-    def _drain_wakes(self) -> None:
-        try:
-            while self._wake_in.recv(4096):  # type: ignore[union-attr]
-                pass
-        except (BlockingIOError, OSError):
-            pass
 
     def _readable(self, entry: _Watched, now: float) -> None:
         if entry.done:

@@ -93,10 +93,6 @@ class SentPlacement:
     pending: Pending
     started: float
 
-    def answer(self) -> Answer:
-        """Wait for the answer, on this thread."""
-        return self.gateway._answer("place", self.pending.finish(), self.started)
-
     def read_by(self, reader: AnswerReader, then: Callable[[Answer], None]) -> None:
         """Have `reader` read the answer as it arrives and give it to `then`, on its thread."""
         reader.watch(self.pending, lambda result: then(self.gateway._answer("place", result, self.started)))
@@ -170,14 +166,15 @@ class DhanGateway:
 
     def send_place(self, terms: OrderTerms, correlation_id: str, connect: bool = False) -> SentPlacement | None:
         """Send a placement on an open kept-alive connection and return without its answer;
-        `answer()` on the result waits for it, on any thread, and `read_by` has the answer
-        reader read it. None when no connection is open (unless `connect`: then one is opened,
-        within the timeout, a failure to open it answered as the placement's failure) or a proxy
-        applies: then place() it in full on a worker. Why this never holds up the caller, even on
-        a slow broker, without `connect`: docs/design.md.
+        `read_by` on the result has the answer reader read it. None when no connection is open
+        (unless `connect`: then one is opened, within the timeout, a failure to open it answered
+        as the placement's failure) or a proxy applies: then place() it in full on a broker
+        thread. Why this never holds up the caller, even on a slow broker, without `connect`:
+        docs/design.md.
 
             sent = gateway.send_place(terms, correlation_id)   # on the fan-out's thread
-            answer = sent.answer() if sent else gateway.place(terms, correlation_id)   # on a worker
+            if sent is not None:
+                sent.read_by(reader, report)                      # report(answer) on the reader's thread
         """
         if self._connections is None:
             return None

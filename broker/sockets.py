@@ -40,6 +40,8 @@ from typing import Callable
 import websocket
 from websocket import ABNF
 
+from broker.wakeup import Wakeup
+
 log = logging.getLogger(__name__)
 
 OnOpen = Callable[["Connection"], None]
@@ -92,10 +94,7 @@ class SocketHub:
         self._connectors = connectors
         self._ids = itertools.count(1)
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wakeup = Wakeup(self._selector)
         self._calls: collections.deque[Callable[[], None]] = collections.deque()
         self._to_connect: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._conns: set[Connection] = set()  # registered with the selector (reader thread's)
@@ -169,10 +168,7 @@ class SocketHub:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):  # already awake (full), or stopped
-            pass
+        self._wakeup.wake()
 
     def _read_loop(self) -> None:
         try:
@@ -180,7 +176,7 @@ class SocketHub:
                 timeout = None if self._next_check == float("inf") else max(0.0, self._next_check - time.monotonic())
                 for key, _events in self._selector.select(timeout):
                     if key.data is None:
-                        self._drain_wakes()
+                        self._wakeup.drain()
                     else:
                         self._read(key.data)
                 self._run_calls()
@@ -196,19 +192,11 @@ class SocketHub:
             self._reader_done = True
             self._run_calls()
             self._selector.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self._wakeup.close()
 
     def _run_calls(self) -> None:
         while self._calls:
             self._calls.popleft()()
-
-    def _drain_wakes(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
 
     def _register(self, conn: Connection) -> None:
         if conn.ended and conn.ws is not None:  # closed while it was connecting

@@ -348,16 +348,10 @@ class Pending:
             finally:
                 response.close()
         conn = self._conn
-        if self._error is not None:
-            conn.close()
-            log.debug("%s %s failed: %s", self._method, self._endpoint, self._error)
-            return no_answer(self._error)
-        if reusable and conn.sock is not None:
-            conn.sock.settimeout(self.timeout)
-            self._transport.connections.give_back(conn)
-        else:
-            conn.close()
-        return answer_from(status, content)
+        reusable = reusable and conn.sock is not None
+        if reusable:
+            conn.sock.settimeout(self.timeout)  # type: ignore[union-attr]  # blocking again, as taken
+        return self._transport.conclude(conn, self._method, self._endpoint, self._error, status, content, reusable)
 
 
 class Transport:
@@ -425,15 +419,23 @@ class Transport:
                 if response is not None:
                     response.close()  # its file on the socket, not the socket
         if error is not None:
+            return self.conclude(conn, method, endpoint, error, 0, b"", False)
+        assert response is not None
+        return self.conclude(conn, method, endpoint, None, response.status, content, not response.will_close)
+
+    def conclude(self, conn: Connection, method: str, endpoint: str, error: Exception | None, status: int,
+                 content: bytes, reusable: bool) -> dict[str, Any]:
+        """An answer read whole (or its failure), however it was read: dhanhq's answer shape; the
+        connection given back when the server keeps it, else closed (after any failure too)."""
+        if error is not None:
             conn.close()
             log.debug("%s %s failed: %s", method, endpoint, error)
             return no_answer(error)
-        assert response is not None
-        if response.will_close:
-            conn.close()
-        else:
+        if reusable:
             self.connections.give_back(conn)
-        return answer_from(response.status, content)
+        else:
+            conn.close()
+        return answer_from(status, content)
 
 
 class ProxiedTransport:

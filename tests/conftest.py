@@ -6,6 +6,7 @@ client as a person would, and assertions read the follower accounts' books on th
 from __future__ import annotations
 
 import os
+import queue
 import random
 import signal
 import socket
@@ -23,6 +24,8 @@ import yaml
 from dhanhq import DhanContext, dhanhq
 
 from actors.feed import BASELINE_SETTING
+from broker.answers import AnswerReader
+from broker.gateway import Answer, SentPlacement
 from copier.config import Config, parse
 from storage import Store
 from storage import models as m
@@ -38,6 +41,17 @@ LEADER_TOKEN = "leader-secret-token-0001"
 # Instruments of the shipped master used across tests
 RELIANCE = "2885"
 TCS = "11536"
+
+
+def answer_of(sent: SentPlacement, timeout: float = 10.0) -> Answer:
+    """A placement's answer, read as the copier reads it: by an answer reader (broker/answers.py)."""
+    reader = AnswerReader(name="test-answers")
+    answers: queue.Queue[Answer] = queue.Queue()
+    try:
+        sent.read_by(reader, answers.put)
+        return answers.get(timeout=timeout)
+    finally:
+        reader.stop()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,

@@ -36,7 +36,7 @@ from broker.order_client import OrderClient
 from broker.parsing import place_body
 from broker.transport import HTTP_STATUS, transport_for
 from paper import AccountSpec, PaperExchange
-from tests.conftest import RELIANCE
+from tests.conftest import RELIANCE, answer_of
 from trading.orders import Leg, OrderTerms, OrderType, Product, Side, Validity
 
 FOLLOWER, TOKEN = "1300000001", "follower-secret-token-0013"
@@ -118,7 +118,7 @@ def test_order_calls_work_with_a_dhanhq_whose_private_methods_changed(monkeypatc
         order_id = placed.data["orderId"]
         assert gateway.fund_limit().ok  # left to dhanhq
         sent = gateway.send_place(terms, "CTUPGRADE000000000000002")
-        assert sent is not None and sent.answer().ok
+        assert sent is not None and answer_of(sent).ok
         assert gateway.order_by_correlation("CTUPGRADE000000000000002").data.correlation_id == \
             "CTUPGRADE000000000000002"
         assert gateway.modify(order_id, terms.with_changes(price=1301.0)).ok

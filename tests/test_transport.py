@@ -21,7 +21,7 @@ from broker.gateway import DhanGateway
 from broker import transport
 from broker.transport import ProxiedTransport, Transport, transport_for
 from paper import AccountSpec, PaperExchange
-from tests.conftest import RELIANCE, wait_until
+from tests.conftest import RELIANCE, answer_of, wait_until
 from trading.orders import OrderTerms, OrderType, Product, Side, Validity
 
 
@@ -154,7 +154,7 @@ def test_a_proxied_url_keeps_requests_with_the_proxy(monkeypatch):
 
 def test_a_placement_sent_on_one_thread_is_answered_on_another_and_placed_once(monkeypatch):
     """The fan-out path (RateLimiter._dispatch): send_place on the order actor's thread, the
-    answer read by a broker worker. Cold (no open connection) it declines, so a connect never
+    answer read by the answer reader. Cold (no open connection) it declines, so a connect never
     holds up the sender; warm, the order exists once, under its correlation id."""
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -169,12 +169,9 @@ def test_a_placement_sent_on_one_thread_is_answered_on_another_and_placed_once(m
 
         sent = gateway.send_place(terms, "CTSPLIT000000000000000001")
         assert sent is not None
-        answers: list = []
-        reader = threading.Thread(target=lambda: answers.append(sent.answer()))
-        reader.start()
-        reader.join(10)
-        assert answers and answers[0].ok, answers
-        order_id = answers[0].data["orderId"]
+        answer = answer_of(sent)
+        assert answer.ok, answer
+        order_id = answer.data["orderId"]
         book = [o for o in ex.orders("1100000002") if o["correlationId"] == "CTSPLIT000000000000000001"]
         assert [o["orderId"] for o in book] == [order_id]
         assert book[0]["quantity"] == 3 and book[0]["price"] == 1000.0 and book[0]["validity"] == "DAY"
@@ -257,7 +254,7 @@ def test_a_request_leaves_in_one_write_headers_and_body_together(server, monkeyp
 
     assert gateway.place(terms, "CTONEWRITE00000000000001").ok
     sent = gateway.send_place(terms, "CTONEWRITE00000000000002")
-    assert sent is not None and sent.answer().ok
+    assert sent is not None and answer_of(sent).ok
     assert len(counting.writes) == 2  # two placements, one write each
     for write, correlation_id in zip(counting.writes, ("CTONEWRITE00000000000001", "CTONEWRITE00000000000002")):
         head, _, body = write.partition(b"\r\n\r\n")
