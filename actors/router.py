@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
@@ -159,7 +159,7 @@ class OrderRouter(Supervised):
         if isinstance(message, OrderUpdateReceived):
             self._route(message)
         elif isinstance(message, CopiesMade):
-            self._remember_owner(message.leader_order_id, [(f, cid) for f, cid in message.copies])
+            self._remember_owner(message.leader_order_id, message.copies)
         elif isinstance(message, OrderActorIdle):
             self._retire(message.leader_order_id)
         elif isinstance(message, ChildFailed):
@@ -239,7 +239,7 @@ class OrderRouter(Supervised):
             self._remember_owner(leader, keys)
         return leader
 
-    def _remember_owner(self, leader_order_id: str, keys: list[tuple[str, str]]) -> None:
+    def _remember_owner(self, leader_order_id: str, keys: Iterable[tuple[str, str]]) -> None:
         if len(self._owners) > 100_000:  # bounded: a long run forgets, and asks the store again
             self._owners.clear()
         for key in keys:

@@ -40,7 +40,6 @@ from observability import metrics
 from observability.alerts import Alerts
 from storage import Store, StorageUnavailable
 from supervisors import Address, ChildSpec, Escalated, Supervisor
-from supervisors.pool import ActorPool
 
 if TYPE_CHECKING:
     from streams.jetstream import JetStream
@@ -184,8 +183,7 @@ def start_feed(full: Config, config: Config, store: Store, *, accounts: Accounts
     metrics.SHARD_FOLLOWERS.labels(FEED).set(0)
     metrics.FEED_CONNECTED.labels(LEADER).set(0)
     top, publisher = Address("feed_process"), Address("publisher")
-    feed_pool = ActorPool(1, name=f"feed-{LEADER}").start()
-    copier.pools.append(feed_pool)
+    feed_pool = copier.leader_feed_pool(LEADER)
     leader = config.leader
 
     def auth_refused(account: str, detail: str) -> None:

@@ -99,6 +99,17 @@ class Copier:
     _ref: object = None
     _unwatch: Callable[[], None] | None = None
 
+    def start_pool(self, threads: int, name: str) -> ActorPool:
+        """A pool of `threads` for actors of this copier, stopped with it (after its actors)."""
+        pool = ActorPool(threads, name=name).start()
+        self.pools.append(pool)
+        return pool
+
+    def leader_feed_pool(self, leader: str) -> ActorPool:
+        """A leader's feed keeps a thread of its own: every copy waits on it, so it never queues
+        behind a follower's feed."""
+        return self.start_pool(1, f"feed-{leader}")
+
     def address(self, name: str) -> Address:
         return self.addresses[name]
 
@@ -189,8 +200,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     log.info("instrument master: %d instruments from %s", count, config.instruments.master)
     copier.instruments = instruments
     timers = copier.timers.start()
-    accounts_pool = ActorPool(ACCOUNT_THREADS, name="accounts").start()
-    copier.pools.append(accounts_pool)
+    accounts_pool = copier.start_pool(ACCOUNT_THREADS, "accounts")
     copier.sockets = start_sockets(config)
 
     leaders = config.all_leaders
@@ -287,7 +297,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
 
     def feed_spec(acc) -> ChildSpec:  # noqa: ANN001 - the leader's AccountConfig or a FollowerConfig
         make_feed = leader_feed if leader_feed is not None and is_leader(acc.name) else FeedActor
-        pool = leader_pool(acc.name) if is_leader(acc.name) else accounts_pool
+        pool = copier.leader_feed_pool(acc.name) if is_leader(acc.name) else accounts_pool
         return ChildSpec(f"feed:{acc.name}", lambda a: pool.spawn(make_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
             store=store, router=router_address, sockets=copier.sockets, timers=timers,
@@ -296,13 +306,6 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
             follower_gateways=({n: copier.gateways[n] for n in names if roster.follows(n, acc.name)}
                                if is_leader(acc.name) else None))),
             kind="feed", address=feed_addresses[acc.name])
-
-    def leader_pool(name: str) -> ActorPool:
-        """A leader's feed keeps a thread of its own: every copy waits on it, so it never queues
-        behind a follower's feed."""
-        pool = ActorPool(1, name=f"feed-{name}").start()
-        copier.pools.append(pool)
-        return pool
 
     follower_specs = [follower_children(f, copier.gateways[f.name]) for f in config.followers]
     roster.children = follower_children
