@@ -127,7 +127,7 @@ class SocketHub:
         self._stopped = True
         for _ in range(self._connectors):
             self._to_connect.put(None)
-        self._wake()
+        self._wakeup.wake()
         reader = self._threads[0] if self._threads else None
         if reader is not None and reader is not threading.current_thread():
             reader.join(timeout)
@@ -165,9 +165,6 @@ class SocketHub:
     def _call(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the reader thread (connection state is changed there only)."""
         self._calls.append(fn)
-        self._wake()
-
-    def _wake(self) -> None:
         self._wakeup.wake()
 
     def _read_loop(self) -> None:
