@@ -66,6 +66,7 @@ class OrderActor(PooledActor):
         self.leader_account = LEADER  # which leader's order: from its first update, or as stored
         # by part key (c.part_key): the follower's name, or `follower#N` for a further slice of its copy
         self.copies: dict[str, c.CopyState] = {}
+        self.sliced: frozenset[str] = frozenset()  # followers whose copy has more than one slice
         self.received_ns: dict[str, int] = {}  # by part key: when the leader update that created it arrived
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
         policy = ctx.policy
@@ -90,6 +91,7 @@ class OrderActor(PooledActor):
         if self.leader is None:
             return  # a new order: nothing stored yet (its copies are stored with it)
         self.leader_account, self.copies = self.leader.account, {copy.key: copy for copy in self.records.load_copies()}
+        self.sliced = c.sliced_followers(self.copies.values())
         # Updates not yet done are routed to this incarnation by the router (on restart, and by its
         # sweep). A copy still unknown: a "not found" counts only after a settle time.
         # A placement the last incarnation sent was sent less than a broker timeout before it ended,
@@ -234,7 +236,7 @@ class OrderActor(PooledActor):
 
     def parts_of(self, follower: str) -> list[c.CopyState]:
         """Every slice of `follower`'s copy, the first first (one for a copy within the freeze quantity)."""
-        return sorted((copy for copy in self.copies.values() if copy.follower == follower), key=lambda s: s.part)
+        return c.parts_of(self.copies, follower, self.batch.sliced if self.batch is not None else self.sliced)
 
     def key_of(self, follower: str, correlation: str | None, order_id: str = "") -> str | None:
         """The part key of `follower`'s copy (or slice) a broker order belongs to: by its correlation id, else

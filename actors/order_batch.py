@@ -30,7 +30,7 @@ def takes_in_batch(actor: "OrderActor", message: Any) -> bool:
 def handle_batch(actor: "OrderActor", messages: list[Any]) -> None:
     if actor.storage_down:
         return
-    before, applied = actor.copies, set(actor.applied)
+    before, sliced, applied = actor.copies, actor.sliced, set(actor.applied)
     plan = actor.batch = Plan(actor, scoped=True)
     actor.copies = plan.states  # what each reply is applied to: the state the ones before it left
     given_up = {f for f, copy in plan.states.items() if copy.lookups_given_up}
@@ -60,7 +60,7 @@ def handle_batch(actor: "OrderActor", messages: list[Any]) -> None:
         # handled again one by one, as if never batched (their log lines and counters twice),
         # and the actor crashes on the failing one as it would have alone.
         actor.batch = None
-        actor.copies, actor.applied = before, applied
+        actor.copies, actor.sliced, actor.applied = before, sliced, applied
         for earlier in messages[:done]:
             try:
                 actor.on_receive(earlier)

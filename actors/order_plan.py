@@ -45,6 +45,7 @@ class Plan:
         self.now = time.time()
         self.before = actor.copies
         self.states: dict[str, c.CopyState] = dict(actor.copies)  # by part key (c.part_key)
+        self.sliced = actor.sliced
         self.created: dict[str, float] = {}  # new copies (and slices): part key -> capital reserved
         self.touched: dict[str, None] = {}  # copies events were applied to, in the order they were
         self.unsettled: dict[str, None] = {}  # those moved since the last `converge`
@@ -80,6 +81,8 @@ class Plan:
     def create(self, event: c.Submitted | c.Skipped, reserved: float = 0.0) -> c.CopyState:
         state = c.start(event)
         self.states[state.key] = state
+        if state.part > 0 and state.follower not in self.sliced:
+            self.sliced = self.sliced | {state.follower}
         self.created[state.key] = reserved
         kind, payload = record(None, event, state)  # type: ignore[misc]
         self.record(copy_key(state.leader_order_id, state.follower, state.part), kind, payload)
@@ -87,7 +90,7 @@ class Plan:
 
     def parts(self, follower: str) -> list[c.CopyState]:
         """Every slice of `follower`'s copy as this plan holds it, the first first."""
-        return sorted((s for s in self.states.values() if s.follower == follower), key=lambda s: s.part)
+        return c.parts_of(self.states, follower, self.sliced)
 
     def apply(self, key: str, event: Any, update: OrderUpdate | None = None) -> bool:
         """Apply an event from outside (an answer, an update, a command) to the copy (or slice)
@@ -291,7 +294,7 @@ class Plan:
         if created and actor.supervisor is not None:  # told before the placements leave: see CopiesMade
             actor.supervisor.tell(CopiesMade(actor.leader_order_id,
                                              tuple((state.follower, state.correlation_id) for state, _ in created)))
-        actor.copies = self.states
+        actor.copies, actor.sliced = self.states, self.sliced
         actor.held_legs.watch()
         if self.commands:
             actor.send(self.commands)

@@ -469,3 +469,26 @@ def test_a_slice_belongs_to_its_own_order_not_to_another_slice_of_its_copy():
     assert c.belongs(sliced, "F1", sliced.correlation_id)
     assert not c.belongs(sliced, "F1", OPEN.correlation_id)  # the first slice's (the copy's own) id
     assert not c.belongs(sliced, "F1", _as_slice(OPEN, part=1).correlation_id)
+
+
+class _NoWalk(dict):
+    """Copies by part key that refuse a walk over all of them."""
+
+    def values(self):  # type: ignore[override]
+        raise AssertionError("walked every copy to find one follower's")
+
+
+def test_a_follower_whose_copy_is_one_order_is_found_by_its_key_without_walking_every_copy():
+    copies = _NoWalk({f"f{n}": replace(OPEN, follower=f"f{n}") for n in range(1000)})
+    assert c.parts_of(copies, "f7", frozenset()) == [copies["f7"]]
+    assert c.parts_of(copies, "nobody", frozenset()) == []
+
+
+def test_a_sliced_copy_has_its_slices_first_first_even_when_the_first_is_missing():
+    two, one = _as_slice(OPEN, part=2), _as_slice(OPEN, part=1)
+    other = replace(OPEN, follower="f2")
+    copies = {two.key: two, "f2": other, one.key: one}  # f1's first slice never stored (adopted alone)
+    assert c.sliced_followers(copies.values()) == {"f1"}
+    assert c.parts_of(copies, "f1", {"f1"}) == [one, two]
+    assert c.parts_of({**copies, "f1": OPEN}, "f1", {"f1"}) == [OPEN, one, two]
+    assert c.parts_of(copies, "f2", {"f1"}) == [other]

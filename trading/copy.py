@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Container, Iterable, Mapping, Union
 
 from trading.fills import fill_delta
 from trading.leg_order import HEDGE_NOT_FILLED
@@ -60,6 +60,20 @@ def split_part_key(key: str) -> tuple[str, int]:
     """(follower, part) of a part key (`part_key`'s inverse)."""
     follower, _, part = key.partition("#")
     return follower, int(part or 0)
+
+
+def parts_of(states: Mapping[str, "CopyState"], follower: str, sliced: Container[str]) -> list["CopyState"]:
+    """Every slice of `follower`'s copy in `states` (by part key), the first first. `sliced`: the
+    followers with a slice beyond the first; any other holds one part at most, found by its key
+    (a fan-out's every reply asks, so no walk over every follower's copy)."""
+    if follower not in sliced:
+        state = states.get(follower)
+        return [state] if state is not None else []
+    return sorted((s for s in states.values() if s.follower == follower), key=lambda s: s.part)
+
+
+def sliced_followers(states: Iterable["CopyState"]) -> frozenset[str]:
+    return frozenset(s.follower for s in states if s.part > 0)
 
 # Lookups of a placement whose outcome is unknown that got no answer: the next waits this long,
 # doubling up to the cap.
