@@ -28,7 +28,11 @@ Printed per run:
 - the copier process's peak RSS (VmHWM), peak thread count, and CPU (user + system) per copy.
 
     python bench/replication_bench.py [--followers 1,10,50,100,200] [--seconds 60] [--rate 10]
-                                      [--quick] [--no-naive] [--resting] [--profile gil|cpu]
+                                      [--quick] [--no-naive] [--resting] [--profile gil|cpu] [--shards N]
+
+--shards N: the copier as `shards: N` on this one machine (a stream server, the leader feed
+process and N shards, followers dealt out evenly), so one process's GIL is no longer its limit;
+its RSS, threads and CPU are those of every one of these processes summed.
 
 --quick: 10 s and followers 1,10 (unless given): a spot check, not the figures. --profile runs
 py-spy on the copier during the measured window and keeps its flame graph in bench/results/
@@ -62,6 +66,7 @@ from dhanhq import DhanContext, dhanhq  # noqa: E402
 
 from actors.broker_threads import DEFAULT_THREADS as BROKER_THREADS  # noqa: E402
 from actors.feed import BASELINE_SETTING  # noqa: E402
+from copier.shards import FEED, role_storage_path  # noqa: E402
 from storage import readonly  # noqa: E402
 
 INSTRUMENTS = ("2885", "11536", "1594")  # RELIANCE, TCS, INFY (NSE_EQ, lot 1)
@@ -185,6 +190,28 @@ class ProcessWatch:
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+class Watches:
+    """The copier's processes as one (shard mode: the stream server, the feed process and every
+    shard): peak RSS and peak threads summed over them, CPU summed."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.watches = [ProcessWatch(pid).start() for pid in pids]
+
+    def stop(self) -> None:
+        for watch in self.watches:
+            watch.stop()
+
+    @property
+    def peak_threads(self) -> int:
+        return sum(watch.peak_threads for watch in self.watches)
+
+    def peak_rss_mb(self) -> float:
+        return sum(watch.peak_rss_mb() for watch in self.watches)
+
+    def cpu_seconds(self) -> float:
+        return sum(watch.cpu_seconds() for watch in self.watches)
 
 
 # -- the leader ------------------------------------------------------------------------------------------
@@ -328,12 +355,14 @@ def measure(run: Run, exchange: Exchange, leader_ids: list[str], leader_clients:
 
 
 def run_copier(followers: int, seconds: float, rate: float, resting: bool, profile: str | None,
-               drain_timeout: float) -> Run:
+               drain_timeout: float, shards: int = 0) -> Run:
+    """`shards`: run the copier as a leader feed process and this many shards, over a stream
+    server of their own (`shards:` in the config; followers dealt out evenly)."""
     workdir = tempfile.mkdtemp(prefix="replication-bench-")
     exchange = start_exchange(followers + 1, workdir)
-    copier: subprocess.Popen[bytes] | None = None
-    watch: ProcessWatch | None = None
-    run = Run("copier", followers)
+    procs: list[subprocess.Popen[Any]] = []
+    watch: Watches | None = None
+    run = Run(f"{shards} shards" if shards else "copier", followers)
     try:
         (leader_id, leader_token), *follower_creds = exchange.accounts
         names = [f"f{i + 1}" for i in range(followers)]
@@ -344,8 +373,8 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
                        "api_base_url": exchange.rest_url, "order_update_url": exchange.ws_url},
             "followers": [{"name": name, "client_id": cid, "access_token": token,
                            "api_base_url": exchange.rest_url, "order_update_url": exchange.ws_url,
-                           "sizing": {"strategy": "fixed_ratio", "ratio": 1}}
-                          for name, (cid, token) in zip(names, follower_creds)],
+                           "sizing": {"strategy": "fixed_ratio", "ratio": 1}, **({"shard": i % shards} if shards else {})}
+                          for i, (name, (cid, token)) in enumerate(zip(names, follower_creds))],
             "instruments": {"master": str(ROOT / "paper" / "data" / "instruments.csv")},
             "market_hours": {"enforce": False},
             "storage": {"path": db},
@@ -354,32 +383,52 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
             "copy": {"lag_alert_seconds": 0},
             "logging": {"level": "WARNING"},
         }
+        roles: list[str | None] = [None]
+        dbs = [db]
+        if shards:
+            from bench.shard_bench import start_nats  # (it imports this module)
+            nats, nats_url = start_nats(Path(workdir))
+            procs.append(nats)
+            config.update(shards=shards, stream={"url": nats_url})
+            roles = [FEED, *map(str, range(shards))]
+            dbs = [role_storage_path(db, int(role)) for role in roles[1:]]
         config_path = os.path.join(workdir, "config.yaml")
         Path(config_path).write_text(json.dumps(config))
-        log_path = os.path.join(workdir, "copier.log")
-        with open(log_path, "wb") as log_file:
-            copier = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--config", config_path, "run", "--no-view"],
-                                      cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
-        watch = ProcessWatch(copier.pid).start()
+        logs = {}
+        for role in roles:
+            logs[role] = os.path.join(workdir, f"copier-{role or 'single'}.log")
+            with open(logs[role], "wb") as log_file:
+                procs.append(subprocess.Popen([sys.executable, str(ROOT / "run.py"), "--config", config_path,
+                                               *(["--shard", role] if role else []), "run", "--no-view"],
+                                              cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                                              env={**os.environ, "PYTHONPATH": str(ROOT)}))
+        copier = procs[-1]  # the one process, or the last shard (profiled)
+        watch = Watches([proc.pid for proc in procs])
 
         def ready() -> bool:
-            if copier.poll() is not None:
-                raise BenchError(f"the copier exited ({copier.returncode}): {Path(log_path).read_text()[-800:]}")
+            for role, proc in zip(roles, procs[-len(roles):]):
+                if proc.poll() is not None:
+                    raise BenchError(f"the copier ({role or 'one process'}) exited ({proc.returncode}): "
+                                     f"{Path(logs[role]).read_text()[-800:]}")
             try:
-                return (readonly.setting(db, BASELINE_SETTING) is not None
+                stores = [role_storage_path(db, FEED), *dbs] if shards else dbs
+                return (all(readonly.setting(path, BASELINE_SETTING) is not None for path in stores)
                         and exchange.state()["sockets"] >= 1 + followers)
             except Exception:  # noqa: BLE001 - the database is not made yet
                 return False
 
         if not wait_for("copier", ready, 120):
-            raise BenchError(f"the copier did not log in within 120 s: {Path(log_path).read_text()[-800:]}")
+            raise BenchError(f"the copier did not log in within 120 s: {Path(logs[roles[-1]]).read_text()[-800:]}")
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
         leader = Leader(exchange.rest_url, leader_id, leader_token, prices, resting)
 
         warm, _ = leader.place(WARMUP_ORDERS, 1 / max(rate, 20))
-        if not wait_for("warm-up", lambda: readonly.sent_copies(db) >= len(warm) * followers, 60):
-            raise BenchError(f"warm-up copies missing: {readonly.unsent_copies(db, warm)} {readonly.skips(db)}")
+        def sent() -> int:
+            return sum(readonly.sent_copies(path) for path in dbs)
+
+        if not wait_for("warm-up", lambda: sent() >= len(warm) * followers, 60):
+            raise BenchError(f"warm-up copies missing: {[readonly.unsent_copies(path, warm) for path in dbs]} "
+                             f"{[readonly.skips(path) for path in dbs]}")
 
         profiler = start_profiler(copier.pid, profile, f"copier-{followers}", seconds) if profile else None
         cpu_before = watch.cpu_seconds()
@@ -388,14 +437,14 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
         run.orders = len(measured)
         run.expected = len(measured) * followers
         target = (len(warm) + len(measured)) * followers
-        if not wait_for("drain", lambda: readonly.sent_copies(db) >= target, drain_timeout, every=0.1):
-            run.notes.append(f"INCOMPLETE: {readonly.sent_copies(db) - len(warm) * followers} of {run.expected} "
+        if not wait_for("drain", lambda: sent() >= target, drain_timeout, every=0.1):
+            run.notes.append(f"INCOMPLETE: {sent() - len(warm) * followers} of {run.expected} "
                              f"copies answered {drain_timeout:.0f} s after the leader's last order")
         time.sleep(1.0)  # the copies' echo frames and fills
         cpu = watch.cpu_seconds() - cpu_before
         if profiler is not None:
             finish_profiler(profiler, run)
-        rows = readonly.copy_orders(db)
+        rows = [row for path in dbs for row in readonly.copy_orders(path)]
         order_index = {name: i for i, name in enumerate(names)}
         wanted = set(measured)
         own: dict[str, list[float]] = {}
@@ -409,6 +458,10 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
         run.own_first = own.get(names[0], [])
         run.own_last = own.get(names[-1], [])
         measure(run, exchange, measured, leader_id, [c for c, _ in follower_creds], interval, lambda _: copies)
+        if shards:
+            run.notes.append(f"{shards} shards, {followers // shards}+ followers each, and the feed process and "
+                             "the stream server, on this machine: RSS, threads and CPU summed over them; own "
+                             "clock from the feed process's read of the leader's frame")
         run.peak_rss_mb = watch.peak_rss_mb()
         run.peak_threads = watch.peak_threads
         run.cpu_per_copy_ms = cpu / max(run.copied, 1) * 1000
@@ -417,8 +470,8 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
     finally:
         if watch is not None:
             watch.stop()
-        if copier is not None:
-            stop_process(copier)
+        for proc in reversed(procs):
+            stop_process(proc)
         exchange.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -589,13 +642,16 @@ def main() -> int:
     p.add_argument("--resting", action="store_true", help="leader orders rest far from the market (they stay open)")
     p.add_argument("--profile", choices=["gil", "cpu"],
                    help="py-spy flame graph of the copier (GIL holders, or every running thread) in bench/results/")
+    p.add_argument("--shards", type=int, default=0,
+                   help="run the copier as a feed process and this many follower shards over a stream server "
+                        "(nats-server), all on this machine (default 0: one process)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds after the leader's last order to wait for the last copies (default 30)")
     args = p.parse_args()
     seconds = args.seconds or (10.0 if args.quick else 60.0)
     followers = [int(x) for x in (args.followers or ("1,10" if args.quick else "1,10,50,100,200")).split(",")]
-    if args.rate <= 0 or seconds <= 0 or any(n < 1 for n in followers):
-        p.error("--rate and --seconds must be > 0, follower counts >= 1")
+    if args.rate <= 0 or seconds <= 0 or any(n < 1 for n in followers) or args.shards < 0:
+        p.error("--rate and --seconds must be > 0, follower counts >= 1, --shards >= 0")
     print(f"replication: leader at {args.rate:g} orders/s for {seconds:g} s, "
           f"{'resting' if args.resting else 'trading at once'}; followers {followers}")
     print(f"(every party its own process; {os.cpu_count()} CPUs, load average "
@@ -607,7 +663,7 @@ def main() -> int:
     naives: dict[int, Run] = {}
     try:
         for n in followers:
-            runs = [run_copier(n, seconds, args.rate, args.resting, args.profile, args.drain_timeout)]
+            runs = [run_copier(n, seconds, args.rate, args.resting, args.profile, args.drain_timeout, args.shards)]
             copiers[n] = runs[0]
             if not args.no_naive and not args.profile:
                 naives[n] = run_naive(n, seconds, args.rate, args.resting, args.drain_timeout)
