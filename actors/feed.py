@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import random
 import threading
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
+import orjson
 from tenacity import wait_exponential_jitter
 
 from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered, is_leader
@@ -96,8 +96,7 @@ class ConnectSocket:
 
 
 def dedupe_key(account: str, update: OrderUpdate) -> str:
-    text = json.dumps([account, *update.state_key()], default=str)
-    return hashlib.sha1(text.encode()).hexdigest()
+    return hashlib.sha1(orjson.dumps([account, *update.state_key()], default=str)).hexdigest()
 
 
 def store_and_route(store: Store, router: Address, account: str, update: OrderUpdate, key: str | None = None) -> bool:

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from storage import models as m
 from storage.base import Transactions
 
@@ -32,7 +34,7 @@ class OrderEvents:
         seq = seq if seq is not None else self.last_seq(order_key) + 1
         # Written together at the end of the transaction (one executemany): a leader order's first
         # sighting appends one event per follower, and one statement each was most of its cost.
-        self._buffered.append((order_key, seq, kind, json.dumps(payload), time.time()))
+        self._buffered.append((order_key, seq, kind, orjson.dumps(payload).decode(), time.time()))
         if not self._store.in_write:  # the caller's own transaction, not write(): flush now
             self.flush()
         return seq
