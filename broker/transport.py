@@ -200,20 +200,23 @@ class Connections:
             conn.close()
 
 
-def _whole_answer(data: bytes | bytearray, method: str) -> bool:
-    """Whether `data` holds a whole HTTP answer, framed as http.client frames one (a 100 Continue
-    skipped; no body for 1xx, 204, 304 or HEAD; chunks; Content-Length). An answer that only the
-    server's close ends is never whole here: the close makes it whole."""
+_Head = tuple[bytes, int, dict[bytes, bytes], int]  # version, status, fields, where the body starts
+
+
+def _head(data: bytes | bytearray) -> _Head | None:
+    """The head of the HTTP answer in `data`, past any 100 Continue; None until it has arrived.
+    Raises ValueError when it is no HTTP answer."""
     start = 0
     while True:
         end = data.find(b"\r\n\r\n", start)
         if end < 0:
-            return False
+            return None
         head = bytes(data[start:end]).split(b"\r\n")
         try:
-            status = int(head[0].split(None, 2)[1])
+            version, status_text = head[0].split(None, 2)[:2]
+            status = int(status_text)
         except (IndexError, ValueError):
-            return True  # not an HTTP answer: http.client says why
+            raise ValueError("not an HTTP answer") from None
         if status != 100:
             break
         start = end + 4
@@ -221,9 +224,22 @@ def _whole_answer(data: bytes | bytearray, method: str) -> bool:
     for line in head[1:]:
         name, _, value = line.partition(b":")
         fields.setdefault(name.strip().lower(), value.strip())  # the first, as http.client reads it
+    return version, status, fields, end + 4
+
+
+def _whole_answer(data: bytes | bytearray, method: str) -> bool:
+    """Whether `data` holds a whole HTTP answer, framed as http.client frames one (a 100 Continue
+    skipped; no body for 1xx, 204, 304 or HEAD; chunks; Content-Length). An answer that only the
+    server's close ends is never whole here: the close makes it whole."""
+    try:
+        head = _head(data)
+    except ValueError:
+        return True  # not an HTTP answer: http.client says why
+    if head is None:
+        return False
+    _version, status, fields, body = head
     if status in (204, 304) or 100 <= status < 200 or method == "HEAD":
         return True
-    body = end + 4
     if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
         return _whole_chunks(data, body)
     try:
@@ -250,6 +266,28 @@ def _whole_chunks(data: bytes | bytearray, pos: int) -> bool:
         pos = line_end + 2 + size + 2
         if pos > len(data):
             return False
+
+
+def _plain_answer(data: bytes, method: str) -> tuple[int, bytes] | None:
+    """(status, body) of the common answer, read without http.client: one HTTP/1.1 answer with a
+    Content-Length body, the connection kept, nothing after it. None for any other (http.client
+    reads those: chunks, a close, an answer it would refuse, ...); a Dhan answer is this one."""
+    if len(data) > 65536 or method == "HEAD":
+        return None
+    try:
+        head = _head(data)
+    except ValueError:
+        return None
+    if head is None:
+        return None
+    version, status, fields, body = head
+    if (version != b"HTTP/1.1" or not 200 <= status <= 999 or status in (204, 304) or len(fields) > 100
+            or b"transfer-encoding" in fields or b"close" in fields.get(b"connection", b"").lower()):
+        return None
+    length = fields.get(b"content-length", b"")
+    if not length.isdigit() or len(data) - body != int(length):
+        return None
+    return status, data[body:]
 
 
 class _Arrived(io.BytesIO):
@@ -333,7 +371,10 @@ class Pending:
         """The answer read by `read_available` (an unfinished one read as http.client reads a
         close), shaped as `receive` shapes it; the connection given back, or closed."""
         status, content, reusable = 0, b"", False
-        if self._error is None:
+        plain = _plain_answer(bytes(self._arrived), self._method) if self._error is None else None
+        if plain is not None:
+            (status, content), reusable = plain, not self._closed_by_server
+        elif self._error is None:
             replayed = _Replayed(bytes(self._arrived))
             response = http.client.HTTPResponse(replayed, method=self._method)  # type: ignore[arg-type]
             try:

@@ -305,3 +305,45 @@ def test_a_kept_alive_connection_is_checked_in_a_process_with_over_a_thousand_op
     finally:
         for fd in held:
             os.close(fd)
+
+
+# -- an answer read without http.client: the same as http.client reads it, or left to it -------------------
+def _by_http_client(data: bytes, method: str = "POST") -> tuple[int, bytes, bool] | None:
+    """(status, body, connection kept) as http.client reads `data`; None when it refuses it."""
+    replayed = transport._Replayed(data)
+    response = transport.http.client.HTTPResponse(replayed, method=method)  # type: ignore[arg-type]
+    try:
+        response.begin()
+        body = response.read()
+    except Exception:  # noqa: BLE001 - refused: what the fast path must leave to it
+        return None
+    return response.status, body, not response.will_close and replayed.file.tell() == len(data)
+
+
+BODY = b'{"orderId":"1","orderStatus":"PENDING"}'
+ANSWERS = {
+    "plain": (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 39\r\n\r\n" + BODY, True),
+    "an error status": (b"HTTP/1.1 400 Bad Request\r\ncontent-length: 39\r\n\r\n" + BODY, True),
+    "no reason phrase": (b"HTTP/1.1 200\r\nContent-Length: 39\r\n\r\n" + BODY, True),
+    "after a 100 Continue": (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 39\r\n\r\n" + BODY,
+                             True),
+    "the server closes": (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 39\r\n\r\n" + BODY, False),
+    "HTTP/1.0": (b"HTTP/1.0 200 OK\r\nContent-Length: 39\r\n\r\n" + BODY, False),
+    "chunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n27\r\n" + BODY + b"\r\n0\r\n\r\n", False),
+    "read to the close": (b"HTTP/1.1 200 OK\r\n\r\n" + BODY, False),
+    "bytes after the answer": (b"HTTP/1.1 200 OK\r\nContent-Length: 39\r\n\r\n" + BODY + b"HTTP/1.1", False),
+    "a short body": (b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + BODY, False),
+    "a negative length": (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n" + BODY, False),
+    "no content": (b"HTTP/1.1 204 No Content\r\n\r\n", False),
+    "not HTTP": (b"SSH-2.0-OpenSSH\r\n\r\n", False),
+    "a bad status": (b"HTTP/1.1 abc OK\r\nContent-Length: 39\r\n\r\n" + BODY, False),
+}
+
+
+@pytest.mark.parametrize("name", ANSWERS)
+def test_an_answer_read_without_http_client_reads_as_http_client_reads_it_or_is_left_to_it(name: str):
+    data, plain = ANSWERS[name]
+    fast = transport._plain_answer(data, "POST")
+    assert (fast is not None) == plain
+    if fast is not None:
+        assert (*fast, True) == _by_http_client(data)
