@@ -31,6 +31,7 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -38,7 +39,8 @@ from typing import Any, Callable
 import orjson
 from tenacity import wait_exponential_jitter
 
-from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered, is_leader
+from actors.messages import (LEADER, Backfill, IsConnected, OrderUpdateReceived, PlacementAnswered, Reconnect,
+                             StorageRecovered, is_leader)
 from observability import metrics
 from observability.logs import redact
 from broker.errors import ErrorKind
@@ -50,6 +52,7 @@ from storage import Store, StorageDown
 from supervisors import Address, Timers
 from supervisors.pool import CrashedOn, PooledSupervised
 from supervisors.timers import TimerHandle
+from trading import copy as c
 from trading.adoption import find_copies
 from trading.orders import OrderUpdate, update_to_dict
 
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 BASELINE_SETTING = "leader_baseline_done"
 AUTH_RETRY_INITIAL = 1.0  # seconds before a refused login is tried again; doubles each time
 AUTH_RETRY_MAX = 60.0
+ANSWERED_KEPT = 10_000  # placements whose echo is still awaited, per account
 
 
 def baseline_setting(account: str) -> str:
@@ -173,6 +177,9 @@ class FeedActor(PooledSupervised):
         self._missed = False  # updates were dropped while storage was down
         self._unstored: dict[str, OrderUpdate] = {}  # the leader's updates of that time, latest per order
         self._unwatch: Callable[[], None] | None = None
+        # placements of this account whose answer was read, by order id: their echo that adds
+        # nothing is not stored (a follower's; bounded, as an echo may never come)
+        self._answered: OrderedDict[str, PlacementAnswered] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"FeedActor({self.account})"
@@ -271,6 +278,10 @@ class FeedActor(PooledSupervised):
         elif isinstance(message, ConnectSocket):
             if message.conn == self._conn and self._socket is None and not self._halt.is_set():
                 self._connect()
+        elif isinstance(message, PlacementAnswered):
+            self._answered[message.placed.broker_order_id] = message
+            if len(self._answered) > ANSWERED_KEPT:
+                self._answered.popitem(last=False)
         elif isinstance(message, StorageRecovered):
             self._catch_up_after_outage()
         elif isinstance(message, IsConnected):
@@ -315,7 +326,7 @@ class FeedActor(PooledSupervised):
                 update = self._parse(frame)
             except Exception as exc:
                 raise CrashedOn(frame, exc) from exc
-            if update is not None:
+            if update is not None and not self._adds_nothing(update):
                 parsed.append((frame, update))
         if len(parsed) > 1:
             try:
@@ -342,6 +353,16 @@ class FeedActor(PooledSupervised):
             metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
             log.warning("%s: dropped a malformed socket message (%s): %r", self.account, exc, frame.raw[:200])
             return None
+
+    def _adds_nothing(self, update: OrderUpdate) -> bool:
+        """An echo of a placement saying only what its answer said: neither stored nor routed (the
+        answer moves the copy as far; a copy whose answer is lost is looked up, never placed again)."""
+        answered = self._answered.get(update.order_id)
+        if answered is None or not c.says_only_its_answer(answered.placed, answered.correlation_id, update):
+            return False
+        del self._answered[update.order_id]
+        metrics.ANSWERED_ECHOES.inc()
+        return True
 
     def _on_other_frame(self, raw: str | bytes) -> None:
         """A refused login: the token actor pauses the account; the socket retries with backoff."""
