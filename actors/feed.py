@@ -61,7 +61,9 @@ log = logging.getLogger(__name__)
 BASELINE_SETTING = "leader_baseline_done"
 AUTH_RETRY_INITIAL = 1.0  # seconds before a refused login is tried again; doubles each time
 AUTH_RETRY_MAX = 60.0
-ANSWERED_KEPT = 10_000  # placements whose echo is still awaited, per account
+# Placements whose echo is still awaited, per account: an account places at most 10 orders a second
+# and an echo follows its answer within one, so these are the last 25 seconds' at the least.
+ANSWERED_KEPT = 256
 
 
 def baseline_setting(account: str) -> str:
@@ -357,10 +359,9 @@ class FeedActor(PooledSupervised):
     def _adds_nothing(self, update: OrderUpdate) -> bool:
         """An echo of a placement saying only what its answer said: neither stored nor routed (the
         answer moves the copy as far; a copy whose answer is lost is looked up, never placed again)."""
-        answered = self._answered.get(update.order_id)
+        answered = self._answered.pop(update.order_id, None)  # its echo is here: awaited no longer
         if answered is None or not c.says_only_its_answer(answered.placed, answered.correlation_id, update):
             return False
-        del self._answered[update.order_id]
         metrics.ANSWERED_ECHOES.inc()
         return True
 
