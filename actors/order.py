@@ -67,6 +67,7 @@ class OrderActor(PooledActor):
         # by part key (c.part_key): the follower's name, or `follower#N` for a further slice of its copy
         self.copies: dict[str, c.CopyState] = {}
         self.sliced: frozenset[str] = frozenset()  # followers whose copy has more than one slice
+        self.given_up: frozenset[str] = frozenset()  # copies (part keys) whose lookups gave up: any news wakes them
         self.received_ns: dict[str, int] = {}  # by part key: when the leader update that created it arrived
         self.applied: set[int] = set()  # inbox event ids applied by this incarnation
         policy = ctx.policy
@@ -92,6 +93,7 @@ class OrderActor(PooledActor):
             return  # a new order: nothing stored yet (its copies are stored with it)
         self.leader_account, self.copies = self.leader.account, {copy.key: copy for copy in self.records.load_copies()}
         self.sliced = c.sliced_followers(self.copies.values())
+        self.given_up = frozenset(key for key, copy in self.copies.items() if copy.lookups_given_up)
         # Updates not yet done are routed to this incarnation by the router (on restart, and by its
         # sweep). A copy still unknown: a "not found" counts only after a settle time.
         # A placement the last incarnation sent was sent less than a broker timeout before it ended,
@@ -146,7 +148,7 @@ class OrderActor(PooledActor):
     def _receive(self, message: Any) -> Any:
         if isinstance(message, CopiesWanted):
             return self.snapshot()
-        if isinstance(message, NEWS) and any(copy.lookups_given_up for copy in self.copies.values()):
+        if isinstance(message, NEWS) and self.given_up:
             self.operate(lambda plan: [plan.apply(f, c.NewsArrived()) for f, s in plan.states.items()
                                        if s.lookups_given_up])
         if isinstance(message, OrderUpdateReceived):

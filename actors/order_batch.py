@@ -33,7 +33,7 @@ def handle_batch(actor: "OrderActor", messages: list[Any]) -> None:
     before, sliced, applied = actor.copies, actor.sliced, set(actor.applied)
     plan = actor.batch = Plan(actor, scoped=True)
     actor.copies = plan.states  # what each reply is applied to: the state the ones before it left
-    given_up = {f for f, copy in plan.states.items() if copy.lookups_given_up}
+    given_up = set(actor.given_up)
     done = 0
     try:
         for message in messages:

@@ -295,6 +295,9 @@ class Plan:
             actor.supervisor.tell(CopiesMade(actor.leader_order_id,
                                              tuple((state.follower, state.correlation_id) for state, _ in created)))
         actor.copies, actor.sliced = self.states, self.sliced
+        moved = {key: self.states[key].lookups_given_up for key in self.touched}
+        if any(moved.values()) or not actor.given_up.isdisjoint(moved):
+            actor.given_up = frozenset(k for k in {*actor.given_up, *moved} if self.states[k].lookups_given_up)
         actor.held_legs.watch()
         if self.commands:
             actor.send(self.commands)

@@ -85,6 +85,7 @@ class RateLimiter:
         self._closed = False
         self._queue_gauge = metrics.RATE_LIMIT_QUEUE.labels(self.account)
         self._tokens_gauge = metrics.RATE_LIMIT_TOKENS.labels(self.account)
+        self._latency = metrics.REPLICATION_LATENCY.labels(self.account)  # per copy: its series looked up once
         self.actor: Address | None = None  # the RateLimiterActor: wake-ups and retry decisions go there
         self.echoes: Address | None = None  # the account's FeedActor: told what each placement's answer said
 
@@ -282,10 +283,9 @@ class RateLimiter:
         except Exception:  # an address parks messages while its actor restarts; this is a bug
             log.exception("could not report a completed broker call")
 
-    @staticmethod
-    def _observe_sent(command: PlaceCopy, sent_ns: int) -> None:
+    def _observe_sent(self, command: PlaceCopy, sent_ns: int) -> None:
         if command.attempt == 1 and command.received_ns:
-            metrics.REPLICATION_LATENCY.labels(command.account).observe((sent_ns - command.received_ns) / 1e9)
+            self._latency.observe((sent_ns - command.received_ns) / 1e9)
 
     def _take_data_slot(self) -> bool:
         """A data-window slot now, if one is free (for a second request inside one call)."""
