@@ -119,7 +119,7 @@ def store_and_route_all(store: Store, router: Address, account: str, updates: li
     routed in order; how many were new."""
     role = "leader" if is_leader(account) else "follower"
     for update in updates:
-        metrics.INBOUND_UPDATES.labels(role, update.source).inc()
+        metrics.series(metrics.INBOUND_UPDATES, role, update.source).inc()
     event_ids = store.inbox.record_many(account, [
         (update.order_id, key or dedupe_key(account, update), update.source, update_to_dict(update),
          update.received_ns) for update in updates])

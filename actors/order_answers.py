@@ -85,7 +85,8 @@ class Answers:
             self._failed(key, operation, command, answer.error, now)
             return
         if operation != "cancel":  # a cancel is counted once, when the copy is seen CANCELLED
-            metrics.FOLLOWER_ORDERS.labels(follower, operation, "placed" if operation == "place" else "modified").inc()
+            metrics.series(metrics.FOLLOWER_ORDERS, follower, operation,
+                           "placed" if operation == "place" else "modified").inc()
         log.info("follower %s: %s of leader order %s -> broker order %s", key, operation, actor.leader_order_id,
                  actor.copies[key].broker_order_id, extra=actor.fields(follower))
 

@@ -151,7 +151,7 @@ class DhanGateway:
 
     def _answer(self, endpoint: str, result: dict[str, Any], started: float) -> Answer:
         if result.get("status") == "success":
-            metrics.BROKER_LATENCY.labels(self.account, endpoint).observe(time.perf_counter() - started)
+            metrics.series(metrics.BROKER_LATENCY, self.account, endpoint).observe(time.perf_counter() - started)
             return Answer(data=result.get("data"))
         return self._failed(endpoint, classify(result.get("remarks"), result.get(HTTP_STATUS)), started)
 

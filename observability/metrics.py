@@ -5,7 +5,7 @@ Label sets are bounded: follower names, reasons, kinds, endpoints, DH codes; nev
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -147,6 +147,19 @@ ALERT_KEYS = (("critical", "kill_switch"), ("critical", "auth"), ("critical", "e
 ANOMALY_KINDS = ("follower_filled_first",)
 ROUTER_MAILBOXES = ("router", "order_max")
 SUPER_LEGS = ("ENTRY_LEG", "TARGET_LEG", "STOP_LOSS_LEG")
+
+
+_series: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def series(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, remembered: the hot path counts every copy, and `labels` checks
+    and locks each time. Only for a metric whose series are never removed."""
+    key = (id(metric), labels)
+    found = _series.get(key)
+    if found is None:
+        found = _series[key] = metric.labels(*labels)
+    return found
 
 
 def create_series(leaders: Sequence[str], followers: Sequence[str], actor_kinds: Iterable[str], *,

@@ -362,3 +362,15 @@ def test_run_py_exits_0_within_10s_of_sigterm(demo: Demo, copied: str):
     assert code is not None, f"run.py did not exit within 10s of SIGTERM:\n{demo.log_tail('run.py.log')}"
     assert code == 0, f"run.py exited with {code}:\n{demo.log_tail('run.py.log')}"
     assert time.monotonic() - started < 10
+
+
+def test_a_remembered_series_is_the_metrics_own_and_counts_where_a_scrape_reads_it():
+    from prometheus_client import REGISTRY
+
+    from observability import metrics
+    child = metrics.series(metrics.INBOUND_UPDATES, "follower", "remembered-series-test")
+    assert child is metrics.INBOUND_UPDATES.labels("follower", "remembered-series-test")
+    assert metrics.series(metrics.INBOUND_UPDATES, "follower", "remembered-series-test") is child
+    child.inc(3)
+    assert REGISTRY.get_sample_value("copytrader_inbound_updates_total",
+                                     {"role": "follower", "source": "remembered-series-test"}) == 3
