@@ -281,9 +281,7 @@ class FeedActor(PooledSupervised):
             if message.conn == self._conn and self._socket is None and not self._halt.is_set():
                 self._connect()
         elif isinstance(message, PlacementAnswered):
-            self._answered[message.placed.broker_order_id] = message
-            if len(self._answered) > ANSWERED_KEPT:
-                self._answered.popitem(last=False)
+            self._expect(message)
         elif isinstance(message, StorageRecovered):
             self._catch_up_after_outage()
         elif isinstance(message, IsConnected):
@@ -315,7 +313,9 @@ class FeedActor(PooledSupervised):
         self.backfill(answer)
 
     def takes_in_batch(self, message: Any) -> bool:
-        return isinstance(message, SocketFrame)
+        # the answers' hints too, in their place among the frames: one between two frames would
+        # otherwise cut a batch in two (a transaction each), and the feed falls behind its socket
+        return isinstance(message, (SocketFrame, PlacementAnswered))
 
     def on_receive_batch(self, messages: list[Any]) -> None:
         """Frames that arrived together (a copy's PENDING and TRADED, a fan-out's echoes): each
@@ -324,6 +324,9 @@ class FeedActor(PooledSupervised):
         it (and parks that one alone)."""
         parsed: list[tuple[SocketFrame, OrderUpdate]] = []
         for frame in messages:
+            if isinstance(frame, PlacementAnswered):
+                self._expect(frame)
+                continue
             try:
                 update = self._parse(frame)
             except Exception as exc:
@@ -355,6 +358,11 @@ class FeedActor(PooledSupervised):
             metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
             log.warning("%s: dropped a malformed socket message (%s): %r", self.account, exc, frame.raw[:200])
             return None
+
+    def _expect(self, answered: PlacementAnswered) -> None:
+        self._answered[answered.placed.broker_order_id] = answered
+        if len(self._answered) > ANSWERED_KEPT:
+            self._answered.popitem(last=False)
 
     def _adds_nothing(self, update: OrderUpdate) -> bool:
         """An echo of a placement saying only what its answer said: neither stored nor routed (the
