@@ -31,7 +31,6 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -39,8 +38,7 @@ from typing import Any, Callable
 import orjson
 from tenacity import wait_exponential_jitter
 
-from actors.messages import (LEADER, Backfill, IsConnected, OrderUpdateReceived, PlacementAnswered, Reconnect,
-                             StorageRecovered, is_leader)
+from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered, is_leader
 from observability import metrics
 from observability.logs import redact
 from broker.errors import ErrorKind
@@ -52,7 +50,6 @@ from storage import Store, StorageDown
 from supervisors import Address, Timers
 from supervisors.pool import CrashedOn, PooledSupervised
 from supervisors.timers import TimerHandle
-from trading import copy as c
 from trading.adoption import find_copies
 from trading.orders import OrderUpdate, update_to_dict
 
@@ -61,9 +58,6 @@ log = logging.getLogger(__name__)
 BASELINE_SETTING = "leader_baseline_done"
 AUTH_RETRY_INITIAL = 1.0  # seconds before a refused login is tried again; doubles each time
 AUTH_RETRY_MAX = 60.0
-# Placements whose echo is still awaited, per account: an account places at most 10 orders a second
-# and an echo follows its answer within one, so these are the last 25 seconds' at the least.
-ANSWERED_KEPT = 256
 
 
 def baseline_setting(account: str) -> str:
@@ -179,9 +173,6 @@ class FeedActor(PooledSupervised):
         self._missed = False  # updates were dropped while storage was down
         self._unstored: dict[str, OrderUpdate] = {}  # the leader's updates of that time, latest per order
         self._unwatch: Callable[[], None] | None = None
-        # placements of this account whose answer was read, by order id: their echo that adds
-        # nothing is not stored (a follower's; bounded, as an echo may never come)
-        self._answered: OrderedDict[str, PlacementAnswered] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"FeedActor({self.account})"
@@ -280,8 +271,6 @@ class FeedActor(PooledSupervised):
         elif isinstance(message, ConnectSocket):
             if message.conn == self._conn and self._socket is None and not self._halt.is_set():
                 self._connect()
-        elif isinstance(message, PlacementAnswered):
-            self._expect(message)
         elif isinstance(message, StorageRecovered):
             self._catch_up_after_outage()
         elif isinstance(message, IsConnected):
@@ -313,9 +302,7 @@ class FeedActor(PooledSupervised):
         self.backfill(answer)
 
     def takes_in_batch(self, message: Any) -> bool:
-        # the answers' hints too, in their place among the frames: one between two frames would
-        # otherwise cut a batch in two (a transaction each), and the feed falls behind its socket
-        return isinstance(message, (SocketFrame, PlacementAnswered))
+        return isinstance(message, SocketFrame)
 
     def on_receive_batch(self, messages: list[Any]) -> None:
         """Frames that arrived together (a copy's PENDING and TRADED, a fan-out's echoes): each
@@ -324,14 +311,11 @@ class FeedActor(PooledSupervised):
         it (and parks that one alone)."""
         parsed: list[tuple[SocketFrame, OrderUpdate]] = []
         for frame in messages:
-            if isinstance(frame, PlacementAnswered):
-                self._expect(frame)
-                continue
             try:
                 update = self._parse(frame)
             except Exception as exc:
                 raise CrashedOn(frame, exc) from exc
-            if update is not None and not self._adds_nothing(update):
+            if update is not None:
                 parsed.append((frame, update))
         if len(parsed) > 1:
             try:
@@ -358,20 +342,6 @@ class FeedActor(PooledSupervised):
             metrics.MALFORMED_MESSAGES.labels(self.role, exc.reason).inc()
             log.warning("%s: dropped a malformed socket message (%s): %r", self.account, exc, frame.raw[:200])
             return None
-
-    def _expect(self, answered: PlacementAnswered) -> None:
-        self._answered[answered.placed.broker_order_id] = answered
-        if len(self._answered) > ANSWERED_KEPT:
-            self._answered.popitem(last=False)
-
-    def _adds_nothing(self, update: OrderUpdate) -> bool:
-        """An echo of a placement saying only what its answer said: neither stored nor routed (the
-        answer moves the copy as far; a copy whose answer is lost is looked up, never placed again)."""
-        answered = self._answered.pop(update.order_id, None)  # its echo is here: awaited no longer
-        if answered is None or not c.says_only_its_answer(answered.placed, answered.correlation_id, update):
-            return False
-        metrics.ANSWERED_ECHOES.inc()
-        return True
 
     def _on_other_frame(self, raw: str | bytes) -> None:
         """A refused login: the token actor pauses the account; the socket retries with backoff."""

@@ -30,8 +30,8 @@ from tenacity import wait_exponential_jitter
 
 from actors.broker_calls import perform, placed
 from actors.broker_threads import BrokerThreads
-from actors.messages import (BrokerCommand, CallFailed, CopyPlaced, Drain, PlaceCopy, PlacementAnswered,
-                             PlacementExpired, PlacementUnknown, RetryCall)
+from actors.messages import (BrokerCommand, CallFailed, Drain, PlaceCopy, PlacementExpired, PlacementUnknown,
+                             RetryCall)
 from actors.windows import SlidingWindows
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
@@ -39,7 +39,6 @@ from broker.gateway import Answer, DhanGateway, SentPlacement
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from supervisors.timers import TimerHandle
-from trading import copy as c
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,6 @@ class RateLimiter:
         self._tokens_gauge = metrics.RATE_LIMIT_TOKENS.labels(self.account)
         self._latency = metrics.REPLICATION_LATENCY.labels(self.account)  # per copy: its series looked up once
         self.actor: Address | None = None  # the RateLimiterActor: wake-ups and retry decisions go there
-        self.echoes: Address | None = None  # the account's FeedActor: told what each placement's answer said
 
     def tell(self, command: BrokerCommand, later: list[Callable[[], None]] | None = None) -> None:
         """Send `command` as soon as the limits allow, in arrival order. With `later`, the work left
@@ -247,11 +245,6 @@ class RateLimiter:
         except Exception as exc:  # a bug must not lose the call: answer it as a failure
             log.exception("%s place crashed reading its answer", self.account)
             message = self._crashed(command, exc)
-        if isinstance(message, CopyPlaced) and self.echoes is not None:
-            # before the order actor hears it: the feed reads the echo on another thread, and a
-            # hint that comes after the echo only leaves the echo to be stored as any other update
-            self.echoes.tell(PlacementAnswered(c.Placed(message.broker_order_id, message.status, command.terms),
-                                               command.correlation_id))
         self._report(message)
 
     @staticmethod

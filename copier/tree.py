@@ -289,7 +289,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                        data_limits=config.rate_limits.data_windows(),
                                        max_attempts=config.broker.max_attempts, margin_check=config.copy.margin_check,
                                        threads=copier.broker_threads)
-        feed_addresses[f.name] = limiters[f.name].echoes = Address(f"feed:{f.name}")
+        feed_addresses[f.name] = Address(f"feed:{f.name}")
         return (ChildSpec(f"limiter:{f.name}",
                           lambda a: accounts_pool.spawn(RateLimiterActor(a, top, limiters[f.name], timers)),
                           kind="rate_limiter", address=Address(f"limiter:{f.name}")),

@@ -354,13 +354,11 @@ def actors() -> dict:
                "Order updates received per second, by role and source.", unit="ops", w=8),
         series("Dropped updates",
                [(f"sum by (role) (rate(copytrader_duplicate_updates_total[{RI}]))", "duplicate {{role}}"),
-                (f"sum(rate(copytrader_answered_echoes_total[{RI}]))", "echo of an answer"),
                 (f"sum by (role) (rate(copytrader_stale_updates_total[{RI}]))", "stale {{role}}"),
                 (f"sum by (role, reason) (rate(copytrader_malformed_messages_total[{RI}]))",
                  "malformed {{role}} {{reason}}"),
                 (f"sum by (outcome) (rate(copytrader_leader_rereads_total[{RI}]))", "leader re-read {{outcome}}")],
-               "Updates dropped as duplicates or as echoes saying only what a placement's answer said, ignored "
-               "as stale, or unusable; leader orders read again from the "
+               "Updates dropped as duplicates, ignored as stale, or unusable; leader orders read again from the "
                "broker because two of their updates could not be put in order.", unit="ops", w=8),
         series("Refused transitions and anomalies",
                [(f"sum by (role, event) (increase(copytrader_invalid_transitions_total[{RI}]))",

@@ -18,9 +18,6 @@ INBOUND_UPDATES = Counter("copytrader_inbound_updates_total",
                           ["role", "source"])
 DUPLICATE_UPDATES = Counter("copytrader_duplicate_updates_total", "Order updates dropped as exact duplicates",
                             ["role"])
-ANSWERED_ECHOES = Counter("copytrader_answered_echoes_total",
-                          "Follower order updates neither stored nor routed: a placement's echo saying only what "
-                          "its answer said")
 STALE_UPDATES = Counter("copytrader_stale_updates_total", "Order updates ignored as older than the state applied",
                         ["role"])
 OWN_COPIES_IGNORED = Counter("copytrader_own_copies_ignored_total",

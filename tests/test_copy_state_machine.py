@@ -11,7 +11,7 @@ from trading import copy as c
 from trading.copy import Call, Phase
 from trading.copy_records import event_of, record
 from trading.orders import OrderStatus as S
-from trading.orders import Leg, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity, correlation_id
+from trading.orders import Leg, OrderTerms, OrderType, Product, Side, Validity, correlation_id
 from trading.replay import fold_copy_events
 
 T = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, 10, price=1400.0)
@@ -492,46 +492,3 @@ def test_a_sliced_copy_has_its_slices_first_first_even_when_the_first_is_missing
     assert c.parts_of(copies, "f1", {"f1"}) == [one, two]
     assert c.parts_of({**copies, "f1": OPEN}, "f1", {"f1"}) == [OPEN, one, two]
     assert c.parts_of(copies, "f2", {"f1"}) == [other]
-
-
-# -- an echo that says only what its placement's answer said ----------------------------------------------------
-def _echo(status: S = S.PENDING, terms: OrderTerms = T, filled: int = 0, order_id: str = "F1",
-          cid: str | None = None) -> OrderUpdate:
-    return OrderUpdate(order_id, status, terms, filled, correlation_id=NEW.correlation_id if cid is None else cid)
-
-
-ANSWER = c.Placed("F1", S.PENDING, T)
-
-
-@pytest.mark.parametrize("placed, echo, adds_nothing", [
-    (ANSWER, _echo(), True),
-    (c.Placed("F1", None, T), _echo(), True),  # an answer without a status: the broker holds it, PENDING
-    (c.Placed("F1", S.TRANSIT, T), _echo(S.TRANSIT), True),
-    (c.Placed("F1", S.TRANSIT, T), _echo(), False),  # TRANSIT -> PENDING: a step the answer did not say
-    (ANSWER, _echo(S.TRADED, filled=10), False),
-    (ANSWER, _echo(S.PART_TRADED, filled=4), False),
-    (ANSWER, _echo(S.REJECTED), False),
-    (ANSWER, _echo(terms=T2), False),  # not the terms sent
-    (ANSWER, _echo(order_id="F2"), False),
-    (ANSWER, _echo(cid="CT9999999999ABCDEF012345"), False),
-    (c.Placed("F1", S.PENDING, T.with_changes(super_order=True)), _echo(terms=T.with_changes(super_order=True)),
-     False),  # a super order's legs share its order id: left to the order actor
-], ids=["pending", "no status", "transit", "transit then pending", "traded", "part traded", "rejected",
-        "other terms", "another order", "another copy", "a super order"])
-def test_an_echo_adds_nothing_to_its_answer_only_when_it_repeats_it(placed, echo, adds_nothing):
-    assert c.says_only_its_answer(placed, NEW.correlation_id, echo) is adds_nothing
-
-
-@pytest.mark.parametrize("placed", [ANSWER, c.Placed("F1", None, T), c.Placed("F1", S.TRANSIT, T)],
-                         ids=["pending", "no status", "transit"])
-def test_an_echo_that_adds_nothing_leaves_the_copy_where_its_answer_does_whichever_comes_first(placed):
-    echo = _echo(c.placed_status(placed.status))
-    assert c.says_only_its_answer(placed, NEW.correlation_id, echo)
-    answered = c.apply(PLACING, placed)
-    echoed_after = c.apply(answered, c.OrderSeen.of(echo))
-    echoed_before = c.apply(c.apply(PLACING, c.OrderSeen.of(echo)), placed)
-    for state in (echoed_after, echoed_before):
-        assert (state.status, state.broker_order_id, state.filled_qty, state.call) == \
-            (answered.status, answered.broker_order_id, answered.filled_qty, answered.call)
-        assert state.confirmed.modifiable_view() == answered.confirmed.modifiable_view()
-        assert c.decide(state, c.Leader(open=True), NOW) == c.decide(answered, c.Leader(open=True), NOW)

@@ -10,14 +10,11 @@ import pytest
 
 import actors.feed as feed_module
 from actors.feed import FeedActor, SocketFrame
-from actors.messages import OrderUpdateReceived, PlacementAnswered
-from observability import metrics
+from actors.messages import OrderUpdateReceived
 from storage import Store
 from supervisors import Address
 from supervisors.pool import CrashedOn
 from tests.frames import order_alert_text
-from trading import copy as c
-from trading.orders import OrderStatus, OrderTerms, OrderType, Product, Side, Validity
 
 FOLLOWER_ID = "1200000001"
 
@@ -76,54 +73,4 @@ def test_a_frame_that_crashes_storing_is_named_and_the_frames_before_it_are_kept
     assert crash.value.message is batch[1] and isinstance(crash.value.error, ValueError)
     assert [m.update.order_id for m in router.told] == ["F1"]
     assert [e.order_id for e in store.inbox.pending()] == ["F1"]  # the batch's transaction rolled back whole
-    store.close()
-
-
-# -- a placement's echo that says only what its answer said: neither stored nor routed ------------------------
-CID = "CT0123456789ABCDEF012345"
-
-
-def answered(order_no: str, status: str | None = "PENDING", quantity: int = 10, price: float = 1400.0):
-    terms = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, quantity, price)
-    return PlacementAnswered(c.Placed(order_no, OrderStatus(status) if status else None, terms), CID)
-
-
-def test_the_echo_of_an_answered_placement_is_not_stored_and_what_follows_it_is(tmp_path):
-    actor, store, router = feed(tmp_path)
-    dropped = metrics.ANSWERED_ECHOES._value.get()
-    actor.on_receive(answered("F1"))
-    actor.on_receive_batch(frames({"OrderNo": "F1", "Status": "PENDING", "CorrelationId": CID},
-                                  {"OrderNo": "F1", "Status": "TRADED", "TradedQty": 10, "CorrelationId": CID,
-                                   "AvgTradedPrice": 1400.0, "TradedPrice": 1400.0}))
-
-    assert [(m.update.order_id, m.update.status.value) for m in router.told] == [("F1", "TRADED")]
-    assert [e.order_id for e in store.inbox.pending()] == ["F1"]
-    assert metrics.ANSWERED_ECHOES._value.get() == dropped + 1
-    store.close()
-
-
-@pytest.mark.parametrize("hint, echo", [
-    (answered("F1", status="TRANSIT"), {"Status": "PENDING"}),  # a step the answer did not say
-    (answered("F1"), {"Status": "PENDING", "Quantity": 5}),  # not the terms sent
-    (answered("F1"), {"Status": "PENDING", "CorrelationId": "CT9999999999ABCDEF012345"}),  # another copy's
-    (answered("F2"), {"Status": "PENDING"}),  # another order's answer
-    (answered("F1"), {"Status": "PART_TRADED", "TradedQty": 4}),  # a fill
-], ids=["another status", "other terms", "another correlation id", "another order", "a fill"])
-def test_an_echo_that_says_more_than_its_answer_is_stored_and_routed(tmp_path, hint, echo):
-    actor, store, router = feed(tmp_path)
-    actor.on_receive(hint)
-    actor.on_receive_batch(frames({"OrderNo": "F1", "CorrelationId": CID, **echo}))
-
-    assert [m.update.order_id for m in router.told] == ["F1"]
-    assert [e.order_id for e in store.inbox.pending()] == ["F1"]
-    store.close()
-
-
-def test_an_echo_that_came_before_its_answer_is_stored_and_routed(tmp_path):
-    actor, store, router = feed(tmp_path)
-    actor.on_receive_batch(frames({"OrderNo": "F1", "Status": "PENDING", "CorrelationId": CID}))
-    actor.on_receive(answered("F1"))
-
-    assert [m.update.order_id for m in router.told] == ["F1"]
-    assert [e.order_id for e in store.inbox.pending()] == ["F1"]
     store.close()

@@ -539,26 +539,11 @@ def _sent(call: Call) -> Callable[[CopyState, Any], CopyState]:
     return lambda state, _event: _evolve(state, call=call)
 
 
-def placed_status(answered: OrderStatus | None) -> OrderStatus:
-    """A placed copy's status: what its answer said, else PENDING (the broker holds it)."""
-    return answered if answered not in (None, S.PENDING_PLACEMENT) else S.PENDING
-
-
 def _placed(state: CopyState, e: Placed) -> CopyState:
     state = _evolve(state, call=Call.NONE, broker_order_id=e.broker_order_id or state.broker_order_id,
                     confirmed=e.terms or state.confirmed)
-    return _answer_status(state, placed_status(e.status))
-
-
-def says_only_its_answer(placed: Placed, correlation_id: str, echo: OrderUpdate) -> bool:
-    """Whether `echo`, an update of a follower's order, says nothing the answer to its placement
-    (`placed`, of the copy `correlation_id`) did not: the same order and terms, open, unfilled, at
-    the status the answer gave. Then the copy it is applied to does not move, whether the answer
-    was applied first or is applied after; and if that answer never arrives, the copy is looked up."""
-    return (echo.order_id == placed.broker_order_id and echo.correlation_id == correlation_id
-            and placed.terms is not None and not placed.terms.super_order and not echo.leg and not echo.exit_leg
-            and echo.status in (S.TRANSIT, S.PENDING) and echo.status is placed_status(placed.status)
-            and echo.filled_qty == 0 and echo.terms.modifiable_view() == placed.terms.modifiable_view())
+    status = e.status if e.status not in (None, S.PENDING_PLACEMENT) else S.PENDING  # the broker holds it
+    return _answer_status(state, status)
 
 
 def _refused(state: CopyState, e: PlacementRefused) -> CopyState:

@@ -7,7 +7,6 @@ Flow of one leader placement:
   OrderActor --SizeCopies (ask, one per leader order)--> SizingActor --> SizeDecision per follower
   OrderActor --PlaceCopy--> RateLimiter[follower] (admits and sends it; the answer reader reads the answer)
              --CopyPlaced | CopyRejected | PlacementUnknown | PlacementExpired--> OrderActor
-             --PlacementAnswered--> FeedActor[follower] (its echo that adds nothing is not stored)
   (a call that must wait, or a transient failure to retry, goes through RateLimiterActor[follower])
 Follower order updates travel the same way from the follower's FeedActor.
 
@@ -62,7 +61,6 @@ from actors.messages.broker import (  # noqa: F401
     OrderFound,
     PlaceCopy,
     PlaceForever,
-    PlacementAnswered,
     PlacementExpired,
     PlacementUnknown,
     ReadSuperOrder,
@@ -149,7 +147,6 @@ __all__ = [
     "OrderUpdateReceived",
     "PlaceCopy",
     "PlaceForever",
-    "PlacementAnswered",
     "PlacementExpired",
     "PlacementUnknown",
     "PollForever",

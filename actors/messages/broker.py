@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from broker.errors import BrokerError
-from trading.copy import Placed
 from trading.orders import ForeverOrder, Leg, OrderStatus, OrderTerms, OrderUpdate
 from trading.super_orders import SuperOrderView
 
@@ -177,16 +176,6 @@ BrokerAnswer = (CopyPlaced, CopyRejected, PlacementUnknown, PlacementExpired, Co
 class Drain:
     """RateLimiter -> its actor: calls are waiting; and the actor's timer to itself: a slot may
     be free now."""
-
-
-@dataclass(frozen=True)
-class PlacementAnswered:
-    """RateLimiter[follower] -> the follower's FeedActor, as the answer is reported: the echo of
-    this placement that says only what its answer said is dropped before it is stored
-    (trading/copy.py `says_only_its_answer`)."""
-
-    placed: Placed
-    correlation_id: str
 
 
 @dataclass(frozen=True)
