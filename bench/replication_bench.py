@@ -25,7 +25,9 @@ Printed per run:
     placement's bytes being written (`latency_ms` as stored);
 - copies/s sustained over the leader's minute, and the backlog (copies of the leader's orders
   older than one leader interval that had not reached the exchange) at each quarter and at the end;
-- the copier process's peak RSS (VmHWM), peak thread count, and CPU (user + system) per copy.
+- the copier process's peak RSS (VmHWM), peak thread count, and CPU (user + system) per copy,
+  read once the copier has seen every copy traded (its TRADED echo applied), so work it put off
+  past the leader's minute is counted (and the time that took is printed).
 
     python bench/replication_bench.py [--followers 1,10,50,100,200] [--seconds 60] [--rate 10]
                                       [--quick] [--no-naive] [--resting] [--profile gil|cpu] [--shards N]
@@ -440,7 +442,17 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
         if not wait_for("drain", lambda: sent() >= target, drain_timeout, every=0.1):
             run.notes.append(f"INCOMPLETE: {sent() - len(warm) * followers} of {run.expected} "
                              f"copies answered {drain_timeout:.0f} s after the leader's last order")
-        time.sleep(1.0)  # the copies' echo frames and fills
+        if resting:
+            time.sleep(1.0)  # the copies' PENDING echoes
+        else:  # every copy's TRADED echo applied: work put off past the leader's minute is counted too
+            started_settling = time.monotonic()
+            if wait_for("settled", lambda: sum(readonly.traded_copies(path) for path in dbs) >= target,
+                        drain_timeout, every=0.1):
+                run.notes.append(f"every copy seen traded {time.monotonic() - started_settling:.2f} s after the "
+                                 "last was placed")
+            else:
+                run.notes.append(f"NOT SETTLED: {sum(readonly.traded_copies(path) for path in dbs)} of {target} "
+                                 f"copies seen traded {drain_timeout:.0f} s after the last was placed")
         cpu = watch.cpu_seconds() - cpu_before
         if profiler is not None:
             finish_profiler(profiler, run)

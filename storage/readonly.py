@@ -64,6 +64,12 @@ def copy_orders(path: str | Path) -> list[tuple[str, str, str, float | None]]:
                     'WHERE "broker_order_id" IS NOT NULL')]
 
 
+def traded_copies(path: str | Path) -> int:
+    """How many copies the copier has seen traded (their TRADED update applied and stored)."""
+    with closing(_connect(path)) as conn:
+        return int(conn.execute('SELECT COUNT(*) FROM "follower_order" WHERE "status" = \'TRADED\'').fetchone()[0])
+
+
 def skipped_orders(path: str | Path, follower: str, reason: str) -> list[str]:
     """The leader orders whose copy for `follower` was recorded as skipped for `reason` (each
     skip recorded, so a leader order twice in the list was skipped twice)."""
