@@ -51,6 +51,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,30 @@ class Exchange:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nats(workdir: Path) -> tuple[subprocess.Popen[Any], str]:
+    binary = shutil.which("nats-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
+    if binary is None:
+        raise BenchError("nats-server is not installed (sudo apt-get install -y nats-server)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "-js", "-sd", str(workdir / "nats"), "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, f"nats://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError("nats-server did not start") from None
+            time.sleep(0.05)
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
@@ -388,7 +413,6 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
         roles: list[str | None] = [None]
         dbs = [db]
         if shards:
-            from bench.shard_bench import start_nats  # (it imports this module)
             nats, nats_url = start_nats(Path(workdir))
             procs.append(nats)
             config.update(shards=shards, stream={"url": nats_url})

@@ -37,7 +37,6 @@ import multiprocessing
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,17 +55,11 @@ sys.path.insert(0, str(ROOT))
 from dhanhq import DhanContext, dhanhq  # noqa: E402
 
 from actors.feed import BASELINE_SETTING  # noqa: E402
-from bench.replication_bench import INSTRUMENTS, BenchError, stop_process  # noqa: E402
+from bench.replication_bench import INSTRUMENTS, BenchError, start_nats, stop_process  # noqa: E402
 from copier.shards import FEED, role_storage_path  # noqa: E402
 from storage import readonly  # noqa: E402
 
 WARMUP_ORDERS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def favoured() -> None:
@@ -78,24 +71,6 @@ def favoured() -> None:
 
 
 # -- the parties ------------------------------------------------------------------------------------
-def start_nats(workdir: Path) -> tuple[subprocess.Popen[Any], str]:
-    binary = shutil.which("nats-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
-    if binary is None:
-        raise BenchError("nats-server is not installed (sudo apt-get install -y nats-server)")
-    port = free_port()
-    proc = subprocess.Popen([binary, "-js", "-sd", str(workdir / "nats"), "-a", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"nats://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchError("nats-server did not start") from None
-            time.sleep(0.05)
-
-
 @dataclass
 class Exchange:
     proc: subprocess.Popen[str]
