@@ -33,23 +33,18 @@ def handle_batch(actor: "OrderActor", messages: list[Any]) -> None:
     before, sliced, applied = actor.copies, actor.sliced, set(actor.applied)
     plan = actor.batch = Plan(actor, scoped=True)
     actor.copies = plan.states  # what each reply is applied to: the state the ones before it left
-    given_up = set(actor.given_up)
     done = 0
     try:
         for message in messages:
-            if given_up and isinstance(message, OrderUpdateReceived):
-                for follower in [f for f in plan.states if f in given_up]:
+            if plan.given_up and isinstance(message, OrderUpdateReceived):
+                for follower in [f for f in plan.states if f in plan.given_up]:
                     plan.apply(follower, c.NewsArrived())
             if isinstance(message, OrderUpdateReceived):
                 actor.on_update(message)
             else:
                 actor.answers.on_answer(message)
             plan.now = time.time()
-            for follower in plan.converge():
-                if plan.states[follower].lookups_given_up:
-                    given_up.add(follower)
-                else:
-                    given_up.discard(follower)
+            plan.converge()
             done += 1
     except StorageDown as exc:
         actor.batch = None

@@ -46,6 +46,7 @@ class Plan:
         self.before = actor.copies
         self.states: dict[str, c.CopyState] = dict(actor.copies)  # by part key (c.part_key)
         self.sliced = actor.sliced
+        self.given_up = actor.given_up
         self.created: dict[str, float] = {}  # new copies (and slices): part key -> capital reserved
         self.touched: dict[str, None] = {}  # copies events were applied to, in the order they were
         self.unsettled: dict[str, None] = {}  # those moved since the last `converge`
@@ -124,6 +125,8 @@ class Plan:
         self.states[key] = after
         self.touched[key] = None
         self.unsettled[key] = None
+        if after.lookups_given_up != before.lookups_given_up:
+            self.given_up = self.given_up | {key} if after.lookups_given_up else self.given_up - {key}
         stored = record(before, event, after, update)
         if stored is not None:
             self.record(copy_key(after.leader_order_id, after.follower, after.part), *stored)
@@ -152,9 +155,9 @@ class Plan:
             self.then(actor.schedule_unknown_check)
 
     # -- deciding --------------------------------------------------------------------------------------
-    def converge(self) -> list[str]:
+    def converge(self) -> None:
         """Every copy's next decisions (a scoped plan's: those of the copies moved since its last
-        `converge`): local steps applied at once, at most one call each. Returns the copies decided.
+        `converge`): local steps applied at once, at most one call each.
 
         A copy's decisions depend on its own state, the leader's and the time only (trading/copy.py
         `decide`), so a copy no event moved still stands where the last operation left it: a reply
@@ -177,7 +180,6 @@ class Plan:
             else:
                 raise RuntimeError(f"the copy for {key} did not settle after {MAX_STEPS} decisions")
         self.unsettled.clear()
-        return deciding
 
     def _carry_out(self, key: str, d: c.Decision) -> None:
         actor = self.actor
@@ -294,10 +296,7 @@ class Plan:
         if created and actor.supervisor is not None:  # told before the placements leave: see CopiesMade
             actor.supervisor.tell(CopiesMade(actor.leader_order_id,
                                              tuple((state.follower, state.correlation_id) for state, _ in created)))
-        actor.copies, actor.sliced = self.states, self.sliced
-        moved = {key: self.states[key].lookups_given_up for key in self.touched}
-        if any(moved.values()) or not actor.given_up.isdisjoint(moved):
-            actor.given_up = frozenset(k for k in {*actor.given_up, *moved} if self.states[k].lookups_given_up)
+        actor.copies, actor.sliced, actor.given_up = self.states, self.sliced, self.given_up
         actor.held_legs.watch()
         if self.commands:
             actor.send(self.commands)

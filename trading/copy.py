@@ -75,6 +75,7 @@ def parts_of(states: Mapping[str, "CopyState"], follower: str, sliced: Container
 def sliced_followers(states: Iterable["CopyState"]) -> frozenset[str]:
     return frozenset(s.follower for s in states if s.part > 0)
 
+
 # Lookups of a placement whose outcome is unknown that got no answer: the next waits this long,
 # doubling up to the cap.
 LOOKUP_BACKOFF_FIRST = 0.5
