@@ -371,11 +371,12 @@ class Pending:
         """The answer read by `read_available` (an unfinished one read as http.client reads a
         close), shaped as `receive` shapes it; the connection given back, or closed."""
         status, content, reusable = 0, b"", False
-        plain = _plain_answer(bytes(self._arrived), self._method) if self._error is None else None
+        data = bytes(self._arrived)
+        plain = _plain_answer(data, self._method) if self._error is None else None
         if plain is not None:
             (status, content), reusable = plain, not self._closed_by_server
         elif self._error is None:
-            replayed = _Replayed(bytes(self._arrived))
+            replayed = _Replayed(data)
             response = http.client.HTTPResponse(replayed, method=self._method)  # type: ignore[arg-type]
             try:
                 response.begin()
