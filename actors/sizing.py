@@ -37,7 +37,8 @@ from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
                              RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
                              SizedCopies, SuspendAccount)
-from supervisors import Address, Supervised, Timers
+from supervisors import Address, Timers
+from supervisors.pool import PooledSupervised
 from trading import risk
 from trading.calendar import now as exchange_now
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
@@ -84,7 +85,7 @@ class _Waiting:
         return (first.instrument.underlying or first.terms.security_id) if first else ""
 
 
-class SizingActor(Supervised):
+class SizingActor(PooledSupervised):
     """The capital lock (the module's docstring says how it sizes). Asked one leader order at a
     time through `ask_sizing`; told what the account reader read (`AccountsRead`), the fills
     order actors see (`FillSeen`), and the copies that ended (`ReleaseCapital`)."""

@@ -311,7 +311,10 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     roster.children = follower_children
     # Each incarnation of sizing starts from the followers as they are now, with operators' stored
     # pauses and sizing over the config's.
-    specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: SizingActor.start(
+    # A pool of its own: its one thread never waits behind order actors, and an order actor's ask
+    # finding it idle is answered on the order actor's own thread (supervisors/pool.py).
+    sizing_pool = copier.start_pool(1, "sizing")
+    specs: list[ChildSpec] = [ChildSpec("sizing", lambda a: sizing_pool.spawn(SizingActor(
         a, top, dict(roster.rules),
         copier.gateways, refresh_seconds=config.copy.funds_refresh_seconds, check_capital=config.copy.check_capital,
         leg_window_seconds=config.copy.leg_window_seconds, limits={n: f.risk for n, f in roster.configs.items()},
@@ -319,7 +322,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                                       "risk"),
         filters={n: f.filters for n, f in roster.configs.items()}, suspended=suspended, first_funds=accounts.funds,
         copy_windows={n: f.copy_window for n, f in roster.configs.items() if f.copy_window}, clock=ctx.clock,
-        timers=timers, paused=roster.paused(), leader_rules=roster.leader_rules),
+        timers=timers, paused=roster.paused(), leader_rules=roster.leader_rules)),
         kind="sizing", address=sizing_address),
         ChildSpec("quotes", lambda a: QuoteActor.start(a, top, quotes.board, copier.gateways, timers=timers,
                                                        requests_per_second=config.quotes.requests_per_second),

@@ -146,9 +146,25 @@ class PooledRef:
     def tell(self, message: Any) -> None:
         self._post(message)
 
-    def ask(self, message: Any, timeout: float | None = 5.0) -> Any:
+    def ask(self, message: Any, block: bool = True, timeout: float | None = 5.0) -> Any:
+        """The answer to `message` (with `block=False`, a `Future` of it, the message already in
+        the mailbox). An idle actor (no turn under way, nothing in its mailbox) is asked on the
+        asker's own thread, which would only wait meanwhile: waking a pool thread that has slept
+        costs about 100 µs on a virtual machine (docs/design.md), and its answer wakes the asker.
+        The turn is taken as a pool thread takes it, so still one message at a time, in order."""
         future: Future = Future()
-        self._post(_Ask(message, future))
+        ask = _Ask(message, future)
+        with self._lock:
+            idle = block and self._alive and not self._scheduled and not self._mailbox
+            if idle:
+                self._scheduled = True  # this thread's turn: a message told meanwhile waits behind it
+        if idle:
+            self._handle(ask)
+            self._end_turn()
+            return future.result(0)
+        self._post(ask)
+        if not block:
+            return future
         try:
             return future.result(timeout)
         except FutureTimeout:
@@ -196,6 +212,10 @@ class PooledRef:
                         batch.append(mailbox.popleft())
             if not (self._handle(item) if batch is None else self._handle_batch(batch)):
                 return
+        self._end_turn()
+
+    def _end_turn(self) -> None:
+        """A turn is over: the pool runs what came meanwhile."""
         with self._lock:
             more = bool(self._mailbox) and self._alive
             self._scheduled = more

@@ -62,7 +62,7 @@ class Restart(enum.Enum):
 class ChildSpec:
     """How to start one child, as in OTP: `start(address)` returns a started `ActorRef`.
 
-        ChildSpec("sizing", lambda a: SizingActor.start(a, top, ...), kind="sizing", address=sizing)
+        ChildSpec("sizing", lambda a: pool.spawn(SizingActor(a, top, ...)), kind="sizing", address=sizing)
         ChildSpec("report", lambda a: ReportActor.start(a, top), restart=Restart.TRANSIENT)
     """
 

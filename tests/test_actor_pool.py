@@ -172,3 +172,57 @@ def test_a_crash_in_a_batch_is_reported_on_the_message_that_raised_and_drops_the
     failure = wait_until(lambda: supervisor.told[0] if supervisor.told else None, 5, message="the crash reported")
     assert isinstance(failure, ChildFailed) and failure.message == 13
     assert actor.batches == [[1, 13, 2]] and actor.seen == ["hold", 1] and not ref.is_alive()
+
+
+class Threads(Recorder):
+    """Notes the thread each message ran on; "hold" waits for its gate, "tell" tells itself "late"."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.threads: dict[Any, int] = {}
+        self.gate = threading.Event()
+
+    def on_receive(self, message: Any) -> Any:
+        self.threads[message] = threading.get_ident()
+        if message == "hold":
+            self.gate.wait(5)
+        if message == "tell":
+            assert self.actor_ref is not None
+            self.actor_ref.tell("late")
+        return super().on_receive(message)
+
+
+def test_an_ask_to_an_idle_actor_is_answered_on_the_askers_own_thread(pool):
+    actor = Threads("sizing")
+    ref = pool.spawn(actor)
+    wait_until(lambda: ref.qsize() == 0 and not ref._scheduled, 5, message="started and idle")
+    assert ref.ask("size", timeout=5) == "got size"
+    assert actor.threads["size"] == threading.get_ident()  # no thread woken, none waited for
+    with pytest.raises(RuntimeError, match="boom"):
+        ref.ask("boom", timeout=5)  # a failure still goes back to the asker; the actor lives on
+    assert ref.is_alive() and ref.ask("again", timeout=5) == "got again"
+
+
+def test_an_ask_to_a_busy_actor_waits_its_turn_behind_what_was_told_before(pool):
+    actor = Threads("sizing")
+    ref = pool.spawn(actor)
+    ref.tell("hold")
+    ref.tell(1)
+    answers: list[Any] = []
+    asking = threading.Thread(target=lambda: answers.append(ref.ask("size", timeout=5)))
+    asking.start()
+    wait_until(lambda: ref.qsize() == 2, 5, message="the ask queued behind 1")
+    actor.gate.set()
+    asking.join(5)
+    assert answers == ["got size"] and actor.seen == ["hold", 1, "size"] and not actor.overlapped
+    assert actor.threads["size"] != asking.ident  # run on the pool, in its turn
+
+
+def test_what_is_told_while_an_ask_runs_on_the_askers_thread_runs_after_it_on_the_pool(pool):
+    actor = Threads("sizing")
+    ref = pool.spawn(actor)
+    wait_until(lambda: ref.qsize() == 0 and not ref._scheduled, 5, message="started and idle")
+    assert ref.ask("tell", timeout=5) == "got tell"
+    wait_until(lambda: "late" in actor.seen, 5, message="the message told meanwhile handled")
+    assert actor.seen == ["tell", "late"] and not actor.overlapped
+    assert actor.threads["late"] != threading.get_ident()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import pykka
@@ -15,6 +16,7 @@ from actors.messages import LEADER, FillSeen, FreeCapital, SizeCopies, SizeCopy,
 from actors.sizing import SizingActor, ask_sizing
 from broker.gateway import Answer
 from supervisors import Address
+from supervisors.pool import ActorPool, PooledRef
 from tests.conftest import RELIANCE, TCS, wait_until
 from tests.faultproxy import FIRST
 from trading.account import Funds, Listing, Position
@@ -63,14 +65,14 @@ def _order(leader_order_id: str, side: Side, quantity: int, security_id: str = R
     return SizeCopies((request,), leader_order_id)
 
 
-def _sent(address: Address, message: Any) -> pykka.Future:
+def _sent(address: Address, message: Any) -> Future:
     """Ask without waiting: the request is in the actor's inbox when this returns."""
     assert address.ref is not None
     return address.ref.ask(message, block=False)
 
 
-def _answer(future: pykka.Future, timeout: float = 10.0) -> Any:
-    answer = future.get(timeout=timeout)
+def _answer(future: Future, timeout: float = 10.0) -> Any:
+    answer = future.result(timeout)
     return answer.get(timeout=timeout) if isinstance(answer, pykka.Future) else answer
 
 
@@ -93,14 +95,15 @@ def _quantity(sized: SizedCopies) -> int | str:
 
 @pytest.fixture
 def start_sizing():
-    started: list[pykka.ActorRef] = []
+    started: list[PooledRef] = []
     accounts: list[FakeAccount] = []
+    pool = ActorPool(1, name="sizing").start()
 
     def start(leader: FakeAccount, follower: FakeAccount) -> Address:
         accounts.extend([leader, follower])
         address = Address("sizing")
-        started.append(SizingActor.start(address, None, {"f1": SizingRule("fixed_ratio", 0.5)},
-                                         {LEADER: leader, "f1": follower}, refresh_seconds=3600))
+        started.append(pool.spawn(SizingActor(address, None, {"f1": SizingRule("fixed_ratio", 0.5)},
+                                              {LEADER: leader, "f1": follower}, refresh_seconds=3600)))
         address.bind(started[-1])
         return address
 
@@ -109,6 +112,7 @@ def start_sizing():
         account.gate.set()
     for ref in started:
         ref.stop()
+    pool.stop()
 
 
 def test_the_sizing_actor_answers_while_its_first_readings_are_in_flight(start_sizing):
@@ -118,7 +122,7 @@ def test_the_sizing_actor_answers_while_its_first_readings_are_in_flight(start_s
     sizing = start_sizing(leader, follower)
     early = _sent(sizing, _order("1", Side.BUY, 10))  # 5 shares at 1,000 intraday: 1,000 of margin
     assert sizing.ask(FreeCapital(), timeout=2) == {"f1": None}  # answered now: nothing is read yet
-    held_back = early.get(timeout=2)  # handled, and answered with a promise: it waits for the readings
+    held_back = early.result(2)  # handled, and answered with a promise: it waits for the readings
     assert isinstance(held_back, pykka.Future) and _unanswered(held_back)
     leader.gate.set()
     follower.gate.set()
@@ -156,7 +160,7 @@ def test_an_order_on_the_same_instrument_is_sized_after_an_exit_waiting_for_its_
     exit_order = _sent(sizing, _order("2", Side.SELL, 50))
     again = _sent(sizing, _order("3", Side.BUY, 10))  # the leader buys back at once
     sizing.ask(FreeCapital(), timeout=2)  # both were handled
-    held_back = again.get(timeout=2)
+    held_back = again.result(2)
     assert isinstance(held_back, pykka.Future) and _unanswered(held_back)  # it keeps its place behind the exit
     follower.gate.set()
     assert _quantity(_answer(exit_order)) == 30
