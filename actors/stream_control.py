@@ -6,7 +6,8 @@ and so does a shard that turns its own switch on (a risk rule, repeated broker f
 consumer, writes each change into its own storage, where its kill-switch actor finds it within
 half a second as it finds an operator command's, and then acknowledges it. A shard that was down
 reads what it missed when it starts again; a new one starts with the subject's last message, the
-switch as it stands.
+switch as it stands, however old (states have a stream of their own that keeps the last of each:
+streams/jetstream.py).
 
 An 'on' is always applied (the safe direction). An 'off' is applied only when it is newer than
 the state it would end, so an old 'off' delivered again never ends a later 'on'.

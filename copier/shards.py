@@ -125,7 +125,8 @@ def connect(config: Config, client_name: str) -> "JetStream":
     """The stream, connecting in the background (the only import of the NATS client)."""
     from streams.jetstream import JetStream
 
-    return JetStream(config.stream.url, stream_name(config), max_age_seconds=config.stream.max_age_hours * 3600,
+    return JetStream(config.stream.url, stream_name(config), events=[LEADER_SUBJECT], states=[KILL_SWITCH_SUBJECT],
+                     max_age_seconds=config.stream.max_age_hours * 3600,
                      client_name=client_name,
                      on_connected=lambda up: metrics.STREAM_CONNECTED.set(1 if up else 0)).start()
 

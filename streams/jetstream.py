@@ -3,9 +3,15 @@
 nats-py is asyncio; the copier is threads. One event loop runs on a thread of its own, and each
 call here blocks its caller until the server confirmed (or `StreamUnavailable`). The connection is
 made in the background and kept: while the server is away, calls fail at once (never block an
-actor for long), and the client reconnects by itself. The stream is created on first use and kept
-on the server's disk (file storage, limits retention: `max_age`), so a restarted server still holds
-what it acknowledged, and a shard that was down reads on from where it acknowledged last.
+actor for long), and the client reconnects by itself. The streams are created on first use and kept
+on the server's disk (file storage), so a restarted server still holds what it acknowledged, and a
+shard that was down reads on from where it acknowledged last. Two streams, because events and
+states age differently:
+
+- `name`, the events (the leader's updates): each kept `max_age`, then dropped;
+- `name-state`, the states (the kill switch): the last message of each subject, kept until the
+  next one replaces it, however old. A shard started on new storage a week after the kill switch
+  went on must still start with it on.
 
 A publication carries a message id (`Nats-Msg-Id`: the update's dedupe key): the server drops a
 second copy within its duplicate window, so a publisher that retries after a lost confirmation
@@ -17,7 +23,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import nats
 from nats.errors import Error as NatsError
@@ -38,11 +44,16 @@ MAX_ACK_PENDING = 4096  # deliveries in flight per consumer: bounds what a slow 
 
 
 class JetStream:
-    """One connection to the stream server and the stream `name` (subjects `name.>`)."""
+    """One connection to the stream server, the stream `name` (subjects `name.E` for each of
+    `events`) and the stream `name-state` (subjects `name.S` for each of `states`)."""
 
-    def __init__(self, url: str, name: str, *, max_age_seconds: float = 86400.0, client_name: str = "copytrader",
+    def __init__(self, url: str, name: str, *, events: Sequence[str], states: Sequence[str] = (),
+                 max_age_seconds: float = 86400.0, client_name: str = "copytrader",
                  on_connected: Callable[[bool], None] = lambda up: None) -> None:
         self.url, self.name, self.max_age_seconds = url, name, max_age_seconds
+        self.state_name = f"{name}-state"
+        self.events = [self.subject(event) for event in events]
+        self.states = [self.subject(state) for state in states]
         self.client_name = client_name
         self.on_connected = on_connected
         self.connected = threading.Event()
@@ -90,20 +101,55 @@ class JetStream:
             return
 
     async def _ensure_stream(self) -> None:
-        """The stream on the server's disk; created when missing (a first start, a server whose
-        storage was lost), its retention brought to the config's when it differs."""
-        config = api.StreamConfig(name=self.name, subjects=[f"{self.name}.>"], storage=api.StorageType.FILE,
+        """Both streams on the server's disk; created when missing (a first start, a server whose
+        storage was lost), the events' retention and subjects brought to these when they differ.
+        An events stream made before states had a stream of their own took every subject
+        (`name.>`): its last state messages move to the states stream."""
+        events = api.StreamConfig(name=self.name, subjects=self.events, storage=api.StorageType.FILE,
                                   retention=api.RetentionPolicy.LIMITS, max_age=self.max_age_seconds,
                                   duplicate_window=min(DUPLICATE_WINDOW, self.max_age_seconds),
                                   discard=api.DiscardPolicy.OLD)
+        moved: list[Any] = []
         try:
             info = await self._js.stream_info(self.name)
         except NotFoundError:
-            await self._js.add_stream(config)
+            await self._js.add_stream(events)
             log.info("stream %s created on %s", self.name, redact_url(self.url))
+        else:
+            subjects_differ = sorted(info.config.subjects or []) != sorted(self.events)
+            if subjects_differ:
+                moved = await self._take_states_out()
+            if subjects_differ or info.config.max_age != events.max_age:
+                await self._js.update_stream(events)
+        if not self.states:
             return
-        if info.config.max_age != config.max_age:
-            await self._js.update_stream(config)
+        states = api.StreamConfig(name=self.state_name, subjects=self.states, storage=api.StorageType.FILE,
+                                  retention=api.RetentionPolicy.LIMITS, max_msgs_per_subject=1,
+                                  duplicate_window=DUPLICATE_WINDOW, discard=api.DiscardPolicy.OLD)
+        try:
+            await self._js.stream_info(self.state_name)
+        except NotFoundError:
+            await self._js.add_stream(states)
+            log.info("stream %s created on %s", self.state_name, redact_url(self.url))
+        for message in moved:
+            await self._js.publish(message.subject, message.data, headers={"Nats-Msg-Id": f"moved-{message.seq}"})
+
+    async def _take_states_out(self) -> list[Any]:
+        """The events stream's last message of each state subject, and its consumers of them gone."""
+        moved = []
+        for subject in self.states:
+            try:
+                moved.append(await self._js.get_last_msg(self.name, subject))
+            except NotFoundError:
+                pass
+        for consumer in await self._js.consumers_info(self.name):
+            if consumer.config.filter_subject in self.states:
+                await self._js.delete_consumer(self.name, consumer.name)
+        return moved
+
+    def _holding(self, subject: str) -> str:
+        """The stream that holds `subject`."""
+        return self.state_name if subject in self.states else self.name
 
     async def _on_error(self, exc: Exception) -> None:
         self._note(f"stream server {redact_url(self.url)}: {_text(exc)}")
@@ -156,6 +202,8 @@ class JetStream:
                 pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
+        if not self._loop.is_running():  # else Python closes it at exit, when its pipe is gone: a traceback
+            self._loop.close()
         self.connected.clear()
 
     # -- blocking calls ----------------------------------------------------------------------------
@@ -189,7 +237,7 @@ class JetStream:
         """The last message stored on `subject`, or None when there is none."""
         async def go() -> bytes | None:
             try:
-                return (await self._js.get_last_msg(self.name, subject)).data
+                return (await self._js.get_last_msg(self._holding(subject), subject)).data
             except NotFoundError:
                 return None
 
@@ -209,13 +257,15 @@ class JetStream:
 
         The consumer's `missed` is true when the stream no longer keeps messages this reader had not
         acknowledged (dropped past `max_age` while it was away): the caller recovers them elsewhere."""
+        stream = self._holding(subject)
+
         async def go() -> tuple[Any, bool]:
             info = None
             try:
-                info = await self._js.consumer_info(self.name, durable)
+                info = await self._js.consumer_info(stream, durable)
             except NotFoundError:
                 pass
-            first_kept = int((await self._js.stream_info(self.name)).state.first_seq)
+            first_kept = int((await self._js.stream_info(stream)).state.first_seq)
             next_wanted = info.ack_floor.stream_seq + 1 if info is not None and info.ack_floor else 1
             missed = not fresh and first_kept > next_wanted
             policy: dict[str, Any] = {"deliver_policy": api.DeliverPolicy.ALL}
@@ -228,16 +278,16 @@ class JetStream:
             elif start == "last":
                 policy = {"deliver_policy": api.DeliverPolicy.LAST_PER_SUBJECT}
             if info is not None:
-                await self._js.delete_consumer(self.name, durable)
+                await self._js.delete_consumer(stream, durable)
             config = api.ConsumerConfig(durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT,
                                         max_ack_pending=MAX_ACK_PENDING, filter_subject=subject, **policy)
-            return await self._js.pull_subscribe(subject, durable=durable, stream=self.name, config=config), missed
+            return await self._js.pull_subscribe(subject, durable=durable, stream=stream, config=config), missed
 
         subscription, missed = self._call(go, 10)
         return Consumer(self, durable, subscription, missed)
 
     def consumer_states(self) -> list[ConsumerState]:
-        """Every durable consumer of the stream, as the server sees it."""
+        """Every durable consumer of the events stream, as the server sees it."""
         async def go() -> list[ConsumerState]:
             return [ConsumerState(c.name, c.num_pending or 0, c.num_ack_pending or 0, c.num_waiting or 0,
                                   c.ack_floor.stream_seq if c.ack_floor else 0)

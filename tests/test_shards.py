@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from copier.config import ConfigError, parse
+from copier.config import ConfigError, load, parse
 from copier.shards import FEED, assignment, rendezvous, role_config, role_storage_path
 from tests import natsserver
 from tests.conftest import ROOT, client, copier_ready, run_test_without_tools, start_paper_process, wait_until
@@ -166,6 +166,7 @@ class Cluster:
             "reconcile": {"interval_seconds": 0},
             **(config or {}),
         }
+        self.config["stream"] = {**(config or {}).get("stream", {}), "url": self.nats.url}
         self.path = tmp_path / "config.yaml"
         self.path.write_text(yaml.safe_dump(self.config))
         self.shards = shards
@@ -199,6 +200,26 @@ class Cluster:
                 return "copytrader_kill_switch_active 1.0" in answer.read().decode()
         except (OSError, TypeError):
             return False
+
+    def stream(self) -> Any:
+        """A client of the stream server as the copier's processes make it (this config's streams)."""
+        from copier import shards
+
+        stream = shards.connect(load(self.path), "test")
+        assert stream.wait_connected(10)
+        return stream
+
+    def wait_dropped_by_the_stream(self, before: str) -> None:
+        """Wait until the stream of leader updates keeps nothing published before now (past
+        `stream.max_age_hours`: the config's must be small)."""
+        stream = self.stream()
+        try:
+            last = stream.last_sequence()
+            wait_until(lambda: stream.first_sequence() > last, 30, interval=0.2,
+                       message=lambda: f"the stream drops {before} ({last}: {stream.first_sequence()}-"
+                                       f"{stream.last_sequence()})")
+        finally:
+            stream.close()
 
     def log_tail(self, role: str, chars: int = 3000) -> str:
         return (self.tmp / f"{role}.log").read_text(errors="replace")[-chars:]
@@ -334,12 +355,12 @@ def test_kill_switch_command_reaches_every_shard_and_status_shows_them(cluster):
     first = c.place(0)
     c.assert_exactly_once([first], timeout=30)
     done = c.command("kill-switch", "on", "--reason", "stop everything")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # no traceback from the stream client's exit
     for role in ("0", "1"):
         wait_until(lambda: "kill switch: ON" in c.command("--shard", role, "status").stdout, 15,
                    message=f"shard {role} applies the kill switch")
     overview = c.command("status")
-    assert overview.returncode == 0, overview.stderr
+    assert overview.returncode == 0 and overview.stderr == "", overview.stderr
     assert "kill switch: ON (operator: stop everything)" in overview.stdout
     assert "shard 0: 2 followers (f1, f3): reading" in overview.stdout
     assert "shard 1: 2 followers (f2, f4): reading" in overview.stdout
@@ -416,6 +437,67 @@ def test_a_kill_switch_change_made_while_a_shard_is_down_applies_when_it_starts(
     assert not any(e.get("correlationId") == correlation_id(order, "f2") for e in c.books()["f2"])
 
 
+def test_a_shard_with_new_storage_starts_with_a_kill_switch_older_than_the_stream_keeps_updates(cluster):
+    c = cluster(config={"stream": {"max_age_hours": 0.001}})  # the stream keeps an update 3.6 s
+    c.start_all()
+    c.kill("1")
+    done = c.command("kill-switch", "on", "--reason", "held over the weekend")
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: c.kill_switch_applied("0"), 15, interval=0.1, message="shard 0 has it on")
+    c.place(0)  # published after the kill switch: once the stream dropped it, the switch is older still
+    c.wait_dropped_by_the_stream("an update published after the kill switch went on")
+    status = c.command("status")
+    assert "kill switch: ON (operator: held over the weekend)" in status.stdout and status.stderr == ""
+    for path in c.db("1").parent.glob(c.db("1").name + "*"):  # shard 1's machine replaced: storage new
+        path.unlink()
+    c.start("1")
+    wait_until(lambda: copier_ready(c.db("1")), 60, interval=0.1, message=lambda: "shard 1 ready: " + c.log_tail("1"))
+    wait_until(lambda: c.kill_switch_applied("1"), 15, interval=0.1,
+               message=lambda: "the new shard 1 starts with the kill switch on; its log ends: " + c.log_tail("1"))
+    order = c.place(1)
+    wait_until(lambda: _skip(c.db("1"), order) == "kill_switch_on", 15,
+               message=lambda: "shard 1 skips the next order; its log ends: " + c.log_tail("1"))
+    assert not any(e.get("correlationId") == correlation_id(order, "f2") for e in c.books()["f2"])
+
+
+def test_a_stream_made_before_states_had_their_own_keeps_its_kill_switch_and_shards_read_it_from_there(tmp_path):
+    from copier.shards import KILL_SWITCH_SUBJECT, LEADER_SUBJECT
+    from streams.jetstream import JetStream
+    from streams.wire import decode_kill_switch, encode_kill_switch
+    from trading.kill_switch import KillSwitchState
+
+    server = natsserver.NatsServer(tmp_path / "nats").start()
+    streams: list[JetStream] = []
+
+    def connect(**layout: Any) -> JetStream:
+        streams.append(JetStream(server.url, "copytrader-1", **layout).start())
+        assert streams[-1].wait_connected(10)
+        return streams[-1]
+
+    try:
+        old = connect(events=[">"])  # as every earlier version made it: one stream for every subject
+        on = KillSwitchState(on=True, reason="held", by="operator", at=1.0)
+        old.publish(old.subject(KILL_SWITCH_SUBJECT), encode_kill_switch(on), "on-1")
+        old.consumer("shard-0-control", old.subject(KILL_SWITCH_SUBJECT), fresh=True, start="last")
+        old.close()
+        new = connect(events=[LEADER_SUBJECT], states=[KILL_SWITCH_SUBJECT])
+        subject = new.subject(KILL_SWITCH_SUBJECT)
+        data = new.last(subject)
+        assert data is not None and decode_kill_switch(data).reason == "held"
+        [delivery] = new.consumer("shard-0-control", subject, fresh=False, start="last").fetch(10, timeout=5)
+        assert decode_kill_switch(delivery.data).on  # the shard's consumer, made again on the states stream
+        events = new.last_sequence()
+        off = KillSwitchState(on=False, reason="back", by="operator", at=2.0)
+        new.publish(subject, encode_kill_switch(off), "off-2")
+        assert new.last_sequence() == events and not decode_kill_switch(new.last(subject) or b"").on
+        new.publish(new.subject(LEADER_SUBJECT), b"{}", "update-1")  # updates still go to the events stream
+        assert new.last_sequence() == events + 1
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
+
+
 def test_a_new_leader_token_goes_to_every_process_on_this_machine_and_a_followers_to_its_shard(cluster, tmp_path):
     from storage.tokens import token_file_path
 
@@ -436,24 +518,13 @@ def test_a_new_leader_token_goes_to_every_process_on_this_machine_and_a_follower
 
 
 def test_a_shard_down_longer_than_the_stream_keeps_updates_recovers_them_from_the_order_book(cluster):
-    from streams.jetstream import JetStream
-
     c = cluster(config={"stream": {"max_age_hours": 0.001}})  # the stream keeps an update 3.6 s
-    c.config["stream"]["url"] = c.nats.url
-    c.path.write_text(yaml.safe_dump(c.config))
     c.start_all()
     c.kill("1")
     order = c.place(0)
     wait_until(lambda: ("f1", correlation_id(order, "f1")) in c.copies(), 20, interval=0.2,
                message="shard 0 copies it: the update went through the stream")
-    stream = JetStream(c.nats.url, f"copytrader-{c.leader_id}", max_age_seconds=3.6).start()
-    try:
-        assert stream.wait_connected(10)
-        last = stream.last_sequence()
-        wait_until(lambda: stream.first_sequence() > last, 30, interval=0.2,
-                   message=lambda: f"the stream drops the update shard 1 did not read ({last}: {stream.first_sequence()}-{stream.last_sequence()})")
-    finally:
-        stream.close()
+    c.wait_dropped_by_the_stream("the update shard 1 did not read")
     c.start("1")
     c.assert_exactly_once([order], timeout=30)  # f2 and f4 (shard 1) copied it too, once
 
