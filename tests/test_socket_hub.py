@@ -134,3 +134,70 @@ def test_a_connection_closed_while_it_connects_ends_once_and_leaves_no_socket():
     finally:
         hub.stop()
         server.close()
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    """A certificate for localhost and its key (files), as a test's own certificate authority."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_frames_that_arrive_together_over_tls_are_each_delivered_at_once(tmp_path, monkeypatch):
+    """Dhan's socket is wss://. Frames that come in one TLS record are decrypted together, and what
+    the TLS layer holds does not wake the selector: each must still be delivered without waiting
+    for more bytes (here none follow, and pings are an hour apart)."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", cert)  # websocket-client's own setting
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    frames = [f"frame {i}".encode() for i in range(20)]
+    served: list[socket.socket] = []
+
+    def serve() -> None:
+        client = context.wrap_socket(listener.accept()[0], server_side=True)
+        served.append(client)
+        request = client.recv(4096).decode()
+        key = next(line.split(":", 1)[1].strip() for line in request.split("\r\n")
+                   if line.lower().startswith("sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+        client.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        client.sendall(b"".join(bytes([0x81, len(frame)]) + frame for frame in frames))  # one write, one record
+
+    threading.Thread(target=serve, name="tls-server", daemon=True).start()
+    hub = SocketHub(ping_interval=3600).start()
+    owner = Owner()
+    try:
+        hub.connect(f"wss://localhost:{listener.getsockname()[1]}/", on_open=lambda conn: None,
+                    on_frame=lambda conn, data, received_ns: owner.frames.append(data),
+                    on_close=lambda conn, reason: owner.closed.append(reason))
+        wait_until(lambda: len(owner.frames) == len(frames) or owner.closed, 5,
+                   message=lambda: f"every frame delivered ({len(owner.frames)} of {len(frames)}, {owner.closed})")
+        assert owner.frames == frames and owner.closed == []
+    finally:
+        hub.stop()
+        listener.close()
+        for client in served:
+            client.close()
