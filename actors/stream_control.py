@@ -7,7 +7,8 @@ consumer, writes each change into its own storage, where its kill-switch actor f
 half a second as it finds an operator command's, and then acknowledges it. A shard that was down
 reads what it missed when it starts again; a new one starts with the subject's last message, the
 switch as it stands, however old (states have a stream of their own that keeps the last of each:
-streams/jetstream.py).
+streams/jetstream.py). A stream server that lost its storage is told the switch again by the shards
+that have it on.
 
 An 'on' is always applied (the safe direction). An 'off' is applied only when it is newer than
 the state it would end, so an old 'off' delivered again never ends a later 'on'.
@@ -33,6 +34,7 @@ REDELIVER_AFTER = 1.0
 
 class ControlStream(Stream, Protocol):
     def publish(self, subject: str, data: bytes, msg_id: str, timeout: float = 3.0) -> int: ...
+    def last(self, subject: str) -> bytes | None: ...
 
 
 def kill_switch_message_id(state: KillSwitchState) -> str:
@@ -67,6 +69,7 @@ class StreamControl(Supervised):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StreamOpened):
             self._consumer = message.consumer
+            self._tell_again_if_lost()
         elif isinstance(message, StreamDelivered):
             self._apply(message)
         elif isinstance(message, StreamClosed):
@@ -98,6 +101,19 @@ class StreamControl(Supervised):
                 consumer.nak(delivery, REDELIVER_AFTER)
                 continue
             consumer.ack(delivery)
+
+    def _tell_again_if_lost(self) -> None:
+        """A stream server that lost its storage knows no kill switch: one this shard has on is
+        published again (as it was turned on, so every shard that has it takes it as a repeat), so a
+        shard started later starts with it. Nothing is republished while the server holds any
+        state, an 'off' included."""
+        try:
+            current = self.store.settings.kill_switch()
+            if current.on and self.stream.last(self.subject) is None:
+                log.warning("kill switch: the stream server no longer holds it; shard %s tells it again", self.shard)
+                self._publish(PublishKillSwitch(current))
+        except (StorageDown, StreamUnavailable) as exc:  # the next time the stream opens asks again
+            log.info("kill switch: not checked at the stream server (%s)", exc)
 
     def _publish(self, message: PublishKillSwitch) -> None:
         state = message.state

@@ -63,6 +63,9 @@ class JetStream:
         self._js: Any = None
         self._closing = False
         self._last_error = ""
+        # Connections made again so far: a consumer made before the latest may be gone with the
+        # server's storage, and a pull from a consumer that is gone only ever times out.
+        self.reconnections = 0
 
     def __repr__(self) -> str:
         return f"JetStream({redact_url(self.url)}, {self.name})"
@@ -165,6 +168,7 @@ class JetStream:
         except Exception as exc:  # noqa: BLE001 - the next call finds out again
             self._note(f"stream {self.name}: not usable after reconnecting: {_text(exc)}")
         log.info("stream server %s: reconnected", redact_url(self.url))
+        self.reconnections += 1
         self._set_connected(True)
 
     def _set_connected(self, up: bool) -> None:
@@ -255,8 +259,9 @@ class JetStream:
         - one the server does not have reads the whole stream (`start` "all"; the shard's inbox
           drops what it already stored) or the subject's last message ("last").
 
-        The consumer's `missed` is true when the stream no longer keeps messages this reader had not
-        acknowledged (dropped past `max_age` while it was away): the caller recovers them elsewhere."""
+        The consumer's `missed` is true when the stream may no longer keep messages this reader had
+        not acknowledged: dropped past `max_age` while it was away, or its consumer gone (the server
+        lost its storage): the caller recovers them elsewhere."""
         stream = self._holding(subject)
 
         async def go() -> tuple[Any, bool]:
@@ -267,7 +272,7 @@ class JetStream:
                 pass
             first_kept = int((await self._js.stream_info(stream)).state.first_seq)
             next_wanted = info.ack_floor.stream_seq + 1 if info is not None and info.ack_floor else 1
-            missed = not fresh and first_kept > next_wanted
+            missed = not fresh and (info is None or first_kept > next_wanted)
             policy: dict[str, Any] = {"deliver_policy": api.DeliverPolicy.ALL}
             if fresh:
                 policy = {"deliver_policy": api.DeliverPolicy.LAST_PER_SUBJECT if start == "last"
@@ -283,8 +288,9 @@ class JetStream:
                                         max_ack_pending=MAX_ACK_PENDING, filter_subject=subject, **policy)
             return await self._js.pull_subscribe(subject, durable=durable, stream=stream, config=config), missed
 
+        reconnections = self.reconnections
         subscription, missed = self._call(go, 10)
-        return Consumer(self, durable, subscription, missed)
+        return Consumer(self, durable, subscription, missed, reconnections)
 
     def consumer_states(self) -> list[ConsumerState]:
         """Every durable consumer of the events stream, as the server sees it."""
@@ -325,11 +331,18 @@ class JetStream:
 class Consumer:
     """A durable pull consumer: `fetch` blocks up to `timeout`, `ack` once the effect is stored."""
 
-    def __init__(self, stream: JetStream, durable: str, subscription: Any, missed: bool = False) -> None:
+    def __init__(self, stream: JetStream, durable: str, subscription: Any, missed: bool = False,
+                 reconnections: int = 0) -> None:
         self.stream, self.durable, self._sub, self.missed = stream, durable, subscription, missed
+        self._reconnections = reconnections  # the stream's, when this consumer was made
 
     def fetch(self, batch: int, timeout: float) -> list[Delivery]:
-        """Up to `batch` deliveries, waiting at most `timeout` for the first; [] when none came."""
+        """Up to `batch` deliveries, waiting at most `timeout` for the first; [] when none came.
+        Raises StreamUnavailable once the connection was made again since this consumer was: the
+        caller makes it again (`JetStream.consumer`), from where it acknowledged last, or anew."""
+        if self.stream.reconnections != self._reconnections:
+            raise StreamUnavailable(f"{self.durable}: the stream server was reconnected; opening the consumer again")
+
         async def go() -> list[Delivery]:
             try:
                 messages = await self._sub.fetch(batch, timeout=timeout)

@@ -460,6 +460,34 @@ def test_a_shard_with_new_storage_starts_with_a_kill_switch_older_than_the_strea
     assert not any(e.get("correlationId") == correlation_id(order, "f2") for e in c.books()["f2"])
 
 
+def test_shards_copy_on_after_the_stream_server_lost_its_storage(cluster):
+    import shutil
+
+    c = cluster().start_all()
+    first = c.place(0)
+    c.assert_exactly_once([first], timeout=30)
+    c.nats.kill()
+    shutil.rmtree(c.nats.folder)  # the stream server's disk replaced: no stream, no shard's consumer
+    c.nats.start()
+    second = c.place(1)
+    c.assert_exactly_once([first, second], timeout=40)
+
+
+def test_a_stream_server_that_lost_its_storage_is_told_the_kill_switch_again_by_the_shards(cluster):
+    import shutil
+
+    c = cluster().start_all()
+    done = c.command("kill-switch", "on", "--reason", "until the audit")
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: c.kill_switch_applied("0") and c.kill_switch_applied("1"), 15, interval=0.1,
+               message="both shards have it on")
+    c.nats.kill()
+    shutil.rmtree(c.nats.folder)  # the stream server's disk replaced: it knows of no kill switch
+    c.nats.start()
+    wait_until(lambda: "kill switch: ON (operator: until the audit)" in c.command("status").stdout, 30,
+               message=lambda: "the shards tell the stream server again; shard 0's log ends: " + c.log_tail("0"))
+
+
 def test_a_stream_made_before_states_had_their_own_keeps_its_kill_switch_and_shards_read_it_from_there(tmp_path):
     from copier.shards import KILL_SWITCH_SUBJECT, LEADER_SUBJECT
     from streams.jetstream import JetStream

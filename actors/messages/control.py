@@ -270,6 +270,7 @@ class PublishPending:
 @dataclass(frozen=True)
 class PublishKillSwitch:
     """Kill switch (of a shard) -> stream control: this shard turned the switch on (a risk rule,
-    broker failures); publish it so that every other shard turns its own on."""
+    broker failures), or has it on while the stream server lost it; publish it so that every other
+    shard turns its own on."""
 
     state: KillSwitchState
