@@ -151,7 +151,9 @@ class PooledRef:
         the mailbox). An idle actor (no turn under way, nothing in its mailbox) is asked on the
         asker's own thread, which would only wait meanwhile: waking a pool thread that has slept
         costs about 100 µs on a virtual machine (docs/design.md), and its answer wakes the asker.
-        The turn is taken as a pool thread takes it, so still one message at a time, in order."""
+        The turn is taken as a pool thread takes it, so still one message at a time, in order.
+        Such an ask runs to its end (`timeout` bounds only a wait for a busy actor), as long as
+        the handler takes; the sizing actor's never wait on a broker."""
         future: Future = Future()
         ask = _Ask(message, future)
         with self._lock:
