@@ -161,8 +161,10 @@ class PooledRef:
             if idle:
                 self._scheduled = True  # this thread's turn: a message told meanwhile waits behind it
         if idle:
-            self._handle(ask)
-            self._end_turn()
+            try:
+                self._handle(ask)
+            finally:  # a KeyboardInterrupt in the asker's thread must not leave the turn taken
+                self._end_turn()
             return future.result(0)
         self._post(ask)
         if not block:

@@ -226,3 +226,17 @@ def test_what_is_told_while_an_ask_runs_on_the_askers_thread_runs_after_it_on_th
     wait_until(lambda: "late" in actor.seen, 5, message="the message told meanwhile handled")
     assert actor.seen == ["tell", "late"] and not actor.overlapped
     assert actor.threads["late"] != threading.get_ident()
+
+
+def test_an_ask_interrupted_on_the_askers_thread_leaves_the_actor_answering(pool):
+    class Interrupted(Recorder):
+        def on_receive(self, message: Any) -> Any:
+            if message == "interrupt":
+                raise KeyboardInterrupt  # Ctrl-C in the asker's thread (a reload's ask from the main one)
+            return super().on_receive(message)
+
+    ref = pool.spawn(Interrupted("sizing"))
+    wait_until(lambda: ref.qsize() == 0 and not ref._scheduled, 5, message="started and idle")
+    with pytest.raises(KeyboardInterrupt):
+        ref.ask("interrupt", timeout=5)
+    assert ref.ask("after", timeout=2) == "got after"
