@@ -149,8 +149,7 @@ class OrderActor(PooledActor):
         if isinstance(message, CopiesWanted):
             return self.snapshot()
         if isinstance(message, NEWS) and self.given_up:
-            self.operate(lambda plan: [plan.apply(f, c.NewsArrived()) for f, s in plan.states.items()
-                                       if s.lookups_given_up])
+            self.operate(lambda plan: plan.news_arrived())
         if isinstance(message, OrderUpdateReceived):
             self.on_update(message)
         elif isinstance(message, BrokerAnswer):

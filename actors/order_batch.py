@@ -11,7 +11,6 @@ from actors.messages import BrokerAnswer, OrderUpdateReceived, is_leader
 from actors.order_plan import Plan
 from supervisors.pool import CrashedOn
 from storage import StorageDown
-from trading import copy as c
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -36,10 +35,8 @@ def handle_batch(actor: "OrderActor", messages: list[Any]) -> None:
     done = 0
     try:
         for message in messages:
-            if plan.given_up and isinstance(message, OrderUpdateReceived):
-                for follower in [f for f in plan.states if f in plan.given_up]:
-                    plan.apply(follower, c.NewsArrived())
             if isinstance(message, OrderUpdateReceived):
+                plan.news_arrived()
                 actor.on_update(message)
             else:
                 actor.answers.on_answer(message)

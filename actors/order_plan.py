@@ -115,6 +115,13 @@ class Plan:
         self._moved(key, before, event, after, seen, update)
         return True
 
+    def news_arrived(self) -> None:
+        """Any news of the order wakes its copies whose lookups gave up (in the copies' order)."""
+        if not self.given_up:  # (nearly always: no walk over every copy for each update)
+            return
+        for key in [key for key in self.states if key in self.given_up]:
+            self.apply(key, c.NewsArrived())
+
     def _apply_own(self, key: str, event: Any) -> None:
         """Apply the event of a decision this copy took: its state machine must allow it."""
         before = self.states[key]
