@@ -72,7 +72,9 @@ def test_daily_loss_limit_turns_the_kill_switch_on(make_rig):
     rig.wait_row(entry, lambda r: r.status == "TRADED", message="position open")
     rig.exchange.set_price(RELIANCE, round(rig.exchange.price(RELIANCE) - 20, 1))  # -2,000 unrealised
     wait_until(lambda: metrics.KILL_SWITCH._value.get() == 1, timeout=10, message="kill switch on")
-    alert = rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "kill_switch"))
+    # the gauge is set a moment before the alert is stored (and is one per process): wait for the alert
+    alert = wait_until(lambda: rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "kill_switch")), timeout=10,
+                       message="the kill switch's alert stored")
     assert alert is not None and "daily loss limit of f1" in alert.message
     assert rig.wait_skip(rig.place(quantity=10)).reason == "kill_switch_on"
 
