@@ -47,9 +47,10 @@ def test_followers_add_sockets_but_no_socket_threads(make_rig):
 
     twelve = make_rig(followers=_followers(12))
     assert twelve.exchange.socket_count() == 13
-    with_twelve = _socket_threads()
-    assert len(with_twelve) == len(with_two), (
-        f"{len(with_twelve)} socket threads with 12 followers, {len(with_two)} with 2: {with_twelve}")
+    # The feed actor's thread runs feed code while it handles a frame (the twelve logins just
+    # answered): a moment's extra thread, where a thread per socket would stay.
+    wait_until(lambda: len(_socket_threads()) <= len(with_two), 5,
+               message=f"as many socket threads with 12 followers as with 2 ({with_two}): {_socket_threads()}")
 
 
 def test_a_socket_that_stops_answering_pings_is_closed_and_connected_again(make_rig):
