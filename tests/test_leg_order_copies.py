@@ -61,7 +61,8 @@ def test_a_buy_first_follower_gets_its_sell_leg_only_after_its_buy_leg_filled(ma
     # the buy_first follower: its BUY is working, its SELL held (not sent) while the BUY is not filled
     bought = rig.follower_copy(buy, "f1")
     rig.wait_row(sell, lambda r: r.held, "f1", message="held")
-    assert metrics.LEGS_HELD.labels("f1")._value.get() == 1
+    # counted once the hold is stored (after its transaction): waited for, not read at once
+    wait_until(lambda: metrics.LEGS_HELD.labels("f1")._value.get() == 1, 5, message="one leg held")
     view = str(render(rig.store, rig.config).renderables[0].columns[4]._cells)
     assert "held: waiting for BUY legs" in view
     wait_until(lambda: time.time() > rig.store.leader_order(sell).first_seen_at + 3.0, 10, message="window over")
@@ -88,7 +89,8 @@ def test_a_rejected_buy_leg_leaves_no_sell_leg_on_the_buy_first_followers_book(m
     assert skip.reason == "hedge_not_filled" and buy in skip.detail and "rejected" in skip.detail
     assert rig.wait_row(sell, lambda r: r.status == "SKIPPED", "f1").skip_reason == "hedge_not_filled"
     assert _sells(rig, "f1") == []
-    assert metrics.SKIPS.labels("f1", "hedge_not_filled")._value.get() == skips_before + 1
+    wait_until(lambda: metrics.SKIPS.labels("f1", "hedge_not_filled")._value.get() == skips_before + 1, 5,
+               message="the skip counted once it was stored")
     rig.follower_copy(sell, "f2")  # the parallel follower's SELL leg is placed all the same
 
 

@@ -282,7 +282,9 @@ def test_an_event_that_keeps_crashing_its_order_actor_is_parked_and_the_order_go
         ("inbox_event", leader_order, LEADER, False)
     assert "NOT NULL" in letter.reason and '"avg_price": NaN' in letter.payload
     assert _restarts("order") - restarts == 3
-    assert metrics.POISON_MESSAGES.labels("order")._value.get() == parked_before + 1
+    # counted once the event is parked (after its transaction): waited for, not read at once
+    wait_until(lambda: metrics.POISON_MESSAGES.labels("order")._value.get() == parked_before + 1, 5,
+               message="the parked event counted")
     # the alert is stored just after the event is parked (a transaction of its own): wait for it
     alerts = wait_until(lambda: rig.store.read(lambda: list(m.Alert.select().where(m.Alert.key == "poison:order"))),
                         5, message="the poison alert stored")
