@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from storage import models as m
-from storage.store import Store
+from storage.store import Row, Store
 from trading.copy import CopyState, part_key
 from trading.leader import LEADER, LeaderState
 from trading.orders import OrderStatus, OrderTerms, OrderUpdate, terms_from_dict, terms_to_dict, update_from_dict
@@ -64,7 +64,7 @@ class OrderRecords:
         self.store = store
         self.leader_order_id = leader_order_id
         self._leader_row: m.LeaderOrder | None = None
-        self._rows: dict[str, m.FollowerOrder] = {}  # by part key (trading.copy.part_key)
+        self._rows: dict[str, Row] = {}  # the copies as stored, by part key (trading.copy.part_key)
         self._seqs: dict[str, int] = {}  # last event-store sequence per key, counted here
 
     def commit(self, effect: Callable[[], None]) -> None:
@@ -84,8 +84,10 @@ class OrderRecords:
 
     def load_copies(self) -> list[CopyState]:
         copies = []
+        fields = tuple(m.FollowerOrder._meta.fields)
         for row in self.store.follower_orders(self.leader_order_id):
-            self._rows[part_key(row.follower, row.part)] = row
+            self._rows[part_key(row.follower, row.part)] = Row(m.FollowerOrder, row.id,
+                                                               {name: getattr(row, name) for name in fields})
             copies.append(CopyState(
                 leader_order_id=row.leader_order_id, follower=row.follower, correlation_id=row.correlation_id,
                 target=_terms(row.target), status=OrderStatus(row.status), part=row.part, generation=row.generation,
@@ -135,7 +137,7 @@ class OrderRecords:
     def create_copy(self, state: CopyState, reserved: float = 0.0) -> None:
         self._seqs[copy_key(self.leader_order_id, state.follower, state.part)] = 0
         target = state.target
-        self._rows[state.key] = self.store.create(
+        self._rows[state.key] = self.store.add(
             m.FollowerOrder, leader_order_id=state.leader_order_id, follower=state.follower,
             correlation_id=state.correlation_id, generation=state.generation, part=state.part,
             status=state.status.value,
@@ -146,23 +148,25 @@ class OrderRecords:
     def save_copy(self, before: CopyState, after: CopyState, **measured: Any) -> None:
         """The copy's row moved from `before` to `after`; `measured`: placed_at, latency_ms, slippage."""
         row = self._rows[after.key]
+        stored = row.values
+        changes: dict[str, Any] = {}
         for name in _COPY_COLUMNS:
             value = getattr(after, name)
-            if value != getattr(before, name) or getattr(row, name) != (value.value if name == "status" else value):
-                setattr(row, name, value.value if name == "status" else value)
-        if after.target != before.target or row.target is None:
-            row.target = _json(after.target)
-            row.quantity = after.target.quantity
+            column = value.value if name == "status" else value
+            if value != getattr(before, name) or stored.get(name) != column:
+                changes[name] = column
+        if after.target != before.target or stored.get("target") is None:
+            changes["target"] = _json(after.target)
+            changes["quantity"] = after.target.quantity
         if after.confirmed != before.confirmed:
-            row.confirmed = _json(after.confirmed) if after.confirmed is not None else None
+            changes["confirmed"] = _json(after.confirmed) if after.confirmed is not None else None
         for name in ("target_leg", "stop_loss_leg"):  # a super order's exit legs
             leg = getattr(after, name)
-            if leg != getattr(before, name) or getattr(row, name) != (leg.value if leg else None):
-                setattr(row, name, leg.value if leg else None)
-        for name, value in measured.items():
-            setattr(row, name, value)
-        row.updated_at = time.time()
-        self.store.save(row)
+            if leg != getattr(before, name) or stored.get(name) != (leg.value if leg else None):
+                changes[name] = leg.value if leg else None
+        changes.update(measured)
+        changes["updated_at"] = time.time()
+        self.store.update(row, changes)
 
     def append(self, key: str, kind: str, payload: dict[str, Any]) -> None:
         """Append to the event store. This actor is the only writer of its orders' keys, so it
@@ -177,14 +181,14 @@ class OrderRecords:
         self.store.mark_done(event_ids, outcome)
 
     def skip(self, follower: str | None, reason: str, detail: str) -> None:
-        self.store.create(m.Skip, leader_order_id=self.leader_order_id, follower=follower, reason=reason, detail=detail)
+        self.store.add(m.Skip, leader_order_id=self.leader_order_id, follower=follower, reason=reason, detail=detail)
 
     def dead_letter(self, follower: str, correlation_id: str, code: str, reason: str) -> None:
-        self.store.create(m.DeadLetter, leader_order_id=self.leader_order_id, follower=follower,
+        self.store.add(m.DeadLetter, leader_order_id=self.leader_order_id, follower=follower,
                           correlation_id=correlation_id, operation="place", error_code=code, reason=reason)
 
     def fill(self, account: str, order_id: str, quantity: int, price: float, cumulative: int, exchange_time: str) -> None:
-        self.store.create(m.Fill, account=account, order_id=order_id, leader_order_id=self.leader_order_id,
+        self.store.add(m.Fill, account=account, order_id=order_id, leader_order_id=self.leader_order_id,
                           quantity=quantity, price=price, cumulative_qty=cumulative, exchange_time=exchange_time)
 
     def resolve_dead_letter(self, letter_id: int) -> None:

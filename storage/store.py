@@ -94,6 +94,18 @@ class _Database(pw.SqliteDatabase):
             super().rollback()
 
 
+class Row:
+    """A row as this process stored it (or read it): what `Store.update` compares and writes
+    against, lighter than a model instance."""
+
+    __slots__ = ("model", "id", "values")
+
+    def __init__(self, model: type[pw.Model], rowid: int | None, values: dict[str, Any]) -> None:
+        self.model = model
+        self.id = rowid
+        self.values = values  # column name -> value as stored
+
+
 class Store:
     """The copier's storage: one connection, its transactions, and the repositories that name
     every domain operation. Thread-safe.
@@ -118,6 +130,7 @@ class Store:
         self.on_lost = on_lost
         self._lock = threading.RLock()
         self._statements: dict[tuple, str] = {}
+        self._defaults: dict[type[pw.Model], tuple[tuple[str, Any], ...]] = {}
         self._last_write = 0.0  # monotonic end of the last write (the checkpointer waits for a gap)
         self._depth = 0  # nesting of write() on the lock-holding thread
         self._healthy = True
@@ -415,17 +428,49 @@ class Store:
         cursor = self.db.execute_sql(sql, values)
         return cursor.lastrowid if cursor.rowcount else None
 
+    def add(self, model: type[pw.Model], **fields: Any) -> Row:
+        """Insert a row with the model's defaults for the fields not given, as `model.create`
+        would, without building a model instance (the hot path adds several per copy)."""
+        for name, default in self._defaults_of(model):
+            if name not in fields:
+                fields[name] = default() if callable(default) else default
+        return Row(model, self.insert(model, fields), fields)
+
+    def _defaults_of(self, model: type[pw.Model]) -> tuple[tuple[str, Any], ...]:
+        """Every column of `model` but an automatic id, with its default (None: NULL)."""
+        defaults = self._defaults.get(model)
+        if defaults is None:
+            meta = model._meta
+            defaults = tuple((field.name, field.default) for field in meta.sorted_fields
+                             if not (field is meta.primary_key and isinstance(field, pw.AutoField)))
+            self._defaults[model] = defaults
+        return defaults
+
     def create(self, model: type[pw.Model], **fields: Any) -> pw.Model:
         """`model.create(**fields)` through a cached statement: defaults applied, id set, and the
         instance ready for later `save()` calls."""
-        instance = model(**fields)
-        data = {name: getattr(instance, name) for name in model._meta.fields
-                if not (name == "id" and getattr(instance, name) is None)}
-        rowid = self.insert(model, data)
+        row = self.add(model, **fields)
+        instance = model(**row.values)
         if "id" in model._meta.fields and instance.id is None:
-            instance.id = rowid
+            instance.id = row.id
         instance._dirty.clear()
         return instance
+
+    def update(self, row: Row, changes: dict[str, Any]) -> None:
+        """Write `changes` (column name -> value) to a row this store added or read (inside a write
+        transaction), through a cached statement."""
+        model = row.model
+        meta = model._meta
+        names = tuple(changes)
+        key = (model, names, "update")
+        sql = self._statements.get(key)
+        if sql is None:
+            sets = ", ".join(f'"{meta.fields[n].column_name}" = ?' for n in names)
+            sql = f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?'
+            self._statements[key] = sql
+        fields = meta.fields
+        self.db.execute_sql(sql, [*(fields[n].db_value(changes[n]) for n in names), row.id])
+        row.values.update(changes)
 
     def save(self, instance: pw.Model) -> None:
         """`instance.save()` for a stored row (inside a write transaction): an UPDATE of its
