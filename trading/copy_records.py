@@ -7,6 +7,7 @@ event logs still replay (fields they lack take their defaults).
 """
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from trading import copy as c
@@ -25,8 +26,12 @@ _LIFECYCLE_KINDS = frozenset({"ACCEPTED", "TRIGGERED", "MODIFIED", "PARTIALLY_FI
                               "REJECTED", "EXPIRED", "UPDATED"})
 
 
+_persisted = operator.attrgetter(*_PERSISTED)
+
+
 def persisted(state: c.CopyState) -> tuple:
-    return tuple(getattr(state, name) for name in _PERSISTED)
+    """What storage keeps of the copy (compared before and after every event, so read in C)."""
+    return _persisted(state)
 
 
 def _terms(terms: Any) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -104,6 +105,11 @@ class OrderTerms:
 
     def modifiable_view(self) -> tuple:
         """The fields a broker modification can change; two terms with equal views need no modify."""
+        return self._modifiable_view
+
+    @functools.cached_property
+    def _modifiable_view(self) -> tuple:
+        # once per terms (they are immutable): an update's terms are compared three or four times
         return (self.order_type, self.validity, self.quantity, round(self.price, 4),
                 round(self.trigger_price, 4), self.disclosed_qty, round(self.target_price, 4),
                 round(self.stop_loss_price, 4), round(self.trailing_jump, 4))
