@@ -129,7 +129,7 @@ class Store:
         self.on_health = on_health
         self.on_lost = on_lost
         self._lock = threading.RLock()
-        self._statements: dict[tuple, str] = {}
+        self._statements: dict[tuple, tuple[str, tuple[Callable[[Any], Any], ...]]] = {}  # SQL, column converters
         self._defaults: dict[type[pw.Model], tuple[tuple[str, Any], ...]] = {}
         self._last_write = 0.0  # monotonic end of the last write (the checkpointer waits for a gap)
         self._depth = 0  # nesting of write() on the lock-holding thread
@@ -417,15 +417,15 @@ class Store:
         """Insert one row (inside a write transaction); its rowid, or None when ignored."""
         names = tuple(fields)
         key = (model, names, or_ignore)
-        sql = self._statements.get(key)
-        if sql is None:
+        statement = self._statements.get(key)
+        if statement is None:
             meta = model._meta
             columns = ", ".join(f'"{meta.fields[n].column_name}"' for n in names)
-            sql = (f'INSERT {"OR IGNORE " if or_ignore else ""}INTO "{meta.table_name}" ({columns}) '
-                   f'VALUES ({", ".join("?" for _ in names)})')
-            self._statements[key] = sql
-        values = [model._meta.fields[n].db_value(fields[n]) for n in names]
-        cursor = self.db.execute_sql(sql, values)
+            statement = (f'INSERT {"OR IGNORE " if or_ignore else ""}INTO "{meta.table_name}" ({columns}) '
+                         f'VALUES ({", ".join("?" for _ in names)})', tuple(meta.fields[n].db_value for n in names))
+            self._statements[key] = statement
+        sql, converters = statement
+        cursor = self.db.execute_sql(sql, [convert(value) for convert, value in zip(converters, fields.values())])
         return cursor.lastrowid if cursor.rowcount else None
 
     def add(self, model: type[pw.Model], **fields: Any) -> Row:
@@ -458,38 +458,34 @@ class Store:
 
     def update(self, row: Row, changes: dict[str, Any]) -> None:
         """Write `changes` (column name -> value) to a row this store added or read (inside a write
-        transaction), through a cached statement."""
-        model = row.model
-        meta = model._meta
-        names = tuple(changes)
-        key = (model, names, "update")
-        sql = self._statements.get(key)
-        if sql is None:
-            sets = ", ".join(f'"{meta.fields[n].column_name}" = ?' for n in names)
-            sql = f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?'
-            self._statements[key] = sql
-        fields = meta.fields
-        self.db.execute_sql(sql, [*(fields[n].db_value(changes[n]) for n in names), row.id])
+        transaction)."""
+        self._update(row.model, row.id, changes)
         row.values.update(changes)
 
     def save(self, instance: pw.Model) -> None:
         """`instance.save()` for a stored row (inside a write transaction): an UPDATE of its
-        changed columns through a cached statement."""
-        model = type(instance)
-        meta = model._meta
-        pk = meta.primary_key
-        names = tuple(sorted(f.name for f in instance.dirty_fields if f is not pk))
+        changed columns."""
+        pk = instance._meta.primary_key
+        names = sorted(f.name for f in instance.dirty_fields if f is not pk)
         if not names:
             return
-        key = (model, names, "update")
-        sql = self._statements.get(key)
-        if sql is None:
-            sets = ", ".join(f'"{meta.fields[n].column_name}" = ?' for n in names)
-            sql = f'UPDATE "{meta.table_name}" SET {sets} WHERE "{pk.column_name}" = ?'
-            self._statements[key] = sql
-        values = [meta.fields[n].db_value(getattr(instance, n)) for n in names]
-        self.db.execute_sql(sql, [*values, pk.db_value(getattr(instance, pk.name))])
+        self._update(type(instance), pk.db_value(getattr(instance, pk.name)),
+                     {name: getattr(instance, name) for name in names})
         instance._dirty.clear()
+
+    def _update(self, model: type[pw.Model], key_value: Any, changes: dict[str, Any]) -> None:
+        """UPDATE these columns of the row whose primary key is `key_value`, through a cached statement."""
+        names = tuple(changes)
+        key = (model, names, "update")
+        statement = self._statements.get(key)
+        if statement is None:
+            meta = model._meta
+            sets = ", ".join(f'"{meta.fields[n].column_name}" = ?' for n in names)
+            statement = (f'UPDATE "{meta.table_name}" SET {sets} WHERE "{meta.primary_key.column_name}" = ?',
+                         tuple(meta.fields[n].db_value for n in names))
+            self._statements[key] = statement
+        sql, converters = statement
+        self.db.execute_sql(sql, [*(convert(value) for convert, value in zip(converters, changes.values())), key_value])
 
     def read(self, fn: Callable[[], T]) -> T:
         with self._lock:

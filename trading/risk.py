@@ -29,6 +29,7 @@ but the order has no positive reference price to value it with.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
@@ -78,8 +79,9 @@ class RiskLimits:
             raise ValueError(f"risk: unknown keys {unknown}; known: {sorted(known)}")
         return cls(**{k: v for k, v in data.items() if v is not None})
 
-    @property
+    @functools.cached_property
     def enabled(self) -> bool:
+        # asked for every copy sized; the limits never change (frozen), so answered once
         return any(getattr(self, f.name) is not None for f in fields(self))
 
 
