@@ -232,7 +232,7 @@ class PooledRef:
         if item is _START:
             try:
                 actor.started()
-            except Exception as exc:  # noqa: BLE001 - a start that fails is a crash, reported
+            except BaseException as exc:  # noqa: BLE001 - a start that fails is a crash, reported
                 actor._report_crash(exc)
                 self._die()
                 return False
@@ -247,12 +247,12 @@ class PooledRef:
                 return False
             try:
                 item.future.set_result(actor.on_receive(item.message))
-            except Exception as exc:  # noqa: BLE001 - an asked message's failure goes back to the asker
+            except BaseException as exc:  # noqa: BLE001 - an asked message's failure goes back to the asker
                 item.future.set_exception(exc)
             return True
         try:
             actor.on_receive(item)
-        except Exception as exc:  # noqa: BLE001 - this actor crashed; the others go on
+        except BaseException as exc:  # noqa: BLE001 - this actor crashed; the others go on (see _work)
             log.exception("%s crashed on %s", actor.address.name, type(item).__name__)
             self._die()
             actor.on_failure(item, exc)
@@ -263,7 +263,7 @@ class PooledRef:
         actor = self._actor
         try:
             actor.on_receive_batch(messages)
-        except Exception as exc:  # noqa: BLE001 - this actor crashed; the others go on
+        except BaseException as exc:  # noqa: BLE001 - this actor crashed; the others go on (see _work)
             message, error = (exc.message, exc.error) if isinstance(exc, CrashedOn) else (messages[-1], exc)
             log.error("%s crashed on %s", actor.address.name, type(message).__name__,
                       exc_info=(type(error), error, error.__traceback__))
@@ -357,6 +357,9 @@ class ActorPool:
                 if not self._queue:
                     return  # stopped, and nothing left to run
                 ref = self._queue.popleft()
+            # A handler's BaseException (a library's sys.exit()) is its actor's crash, as an
+            # Exception is: on a thread of its own it would have ended that thread and stopped the
+            # actor, and left here it would keep the actor's turn taken, its mailbox never run.
             try:
                 ref._run()
             except BaseException:  # a bug in the pool itself: never lose the thread silently

@@ -174,6 +174,27 @@ def test_a_crash_in_a_batch_is_reported_on_the_message_that_raised_and_drops_the
     assert actor.batches == [[1, 13, 2]] and actor.seen == ["hold", 1] and not ref.is_alive()
 
 
+class Exits(Recorder):
+    """A handler that raises a BaseException, not an Exception (a library calling sys.exit())."""
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "exit":
+            raise SystemExit("a library called sys.exit()")
+        return super().on_receive(message)
+
+
+def test_a_base_exception_in_a_handler_is_that_actors_crash_not_a_stuck_mailbox(pool):
+    supervisor = Inbox()
+    ref = pool.spawn(Exits("order:1", supervisor))
+    ref.tell("exit")
+    failure = wait_until(lambda: supervisor.told[0] if supervisor.told else None, 5,
+                         message="the SystemExit reported as a crash (so the supervisor restarts the actor)")
+    assert isinstance(failure, ChildFailed) and failure.message == "exit" and "SystemExit" in failure.error
+    assert not ref.is_alive()
+    other = pool.spawn(Recorder("order:2"))
+    assert other.ask("next", timeout=5) == "got next"  # the pool thread went on
+
+
 class Threads(Recorder):
     """Notes the thread each message ran on; "hold" waits for its gate, "tell" tells itself "late"."""
 
