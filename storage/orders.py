@@ -185,11 +185,11 @@ class OrderRecords:
 
     def dead_letter(self, follower: str, correlation_id: str, code: str, reason: str) -> None:
         self.store.add(m.DeadLetter, leader_order_id=self.leader_order_id, follower=follower,
-                          correlation_id=correlation_id, operation="place", error_code=code, reason=reason)
+                       correlation_id=correlation_id, operation="place", error_code=code, reason=reason)
 
     def fill(self, account: str, order_id: str, quantity: int, price: float, cumulative: int, exchange_time: str) -> None:
         self.store.add(m.Fill, account=account, order_id=order_id, leader_order_id=self.leader_order_id,
-                          quantity=quantity, price=price, cumulative_qty=cumulative, exchange_time=exchange_time)
+                       quantity=quantity, price=price, cumulative_qty=cumulative, exchange_time=exchange_time)
 
     def resolve_dead_letter(self, letter_id: int) -> None:
         """An operator's retry took the dead letter in hand."""
