@@ -41,6 +41,7 @@ from supervisors.pool import PooledSupervised
 from supervisors.timers import TimerHandle
 
 log = logging.getLogger(__name__)
+RATE_LIMITED_ATTEMPTS = 12  # sends of a call the broker keeps refusing with DH-904 (RateLimiter._attempts)
 
 __all__ = ["RateLimiter", "RateLimiterActor", "SlidingWindows", "send_all"]
 
@@ -260,7 +261,7 @@ class RateLimiter:
         command: BrokerCommand = answer.command
         error: BrokerError | None = getattr(answer, "error", None)
         # a placement that may exist is never sent again blind: its order actor looks it up
-        if (error is not None and error.transient and command.attempt < self.max_attempts and self.actor is not None
+        if (error is not None and error.transient and command.attempt < self._attempts(error) and self.actor is not None
                 and not isinstance(answer, PlacementUnknown)):
             try:
                 self.actor.tell(RetryCall(command, error))  # the actor decides the backoff
@@ -268,6 +269,15 @@ class RateLimiter:
                 log.exception("could not report a completed broker call")
             return
         self._answer(answer)
+
+    def _attempts(self, error: BrokerError) -> int:
+        """How many times a call failing so may be sent. A DH-904 had no effect at the broker and
+        passes with its window: its retries (backing off from 0.02 s, doubling to 5 s) go on for
+        about 20 s, where the other errors' `max_attempts` spend under a second on it; a copy too
+        late by then is dropped by its `expires_at`."""
+        if error.kind == ErrorKind.RATE_LIMITED:
+            return max(self.max_attempts, RATE_LIMITED_ATTEMPTS)
+        return self.max_attempts
 
     @staticmethod
     def _answer(answer: Any) -> None:

@@ -96,6 +96,17 @@ def test_7_6_rate_limited_answers_are_retried_and_nothing_is_lost(rig):
     assert len(rig.follower_book("f1")) == 3
 
 
+def test_7_6_a_throttle_outlasting_the_other_errors_retries_still_copies_and_dead_letters_nothing(rig):
+    # a DH-904 had no effect at the broker: it is waited out, not given up after broker.max_attempts
+    throttled = rig.config.broker.max_attempts + 1
+    rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-904", message="Too many requests", count=throttled)
+    leader_id = rig.place(quantity=10, price=1420.0)
+    assert rig.follower_copy(leader_id, timeout=20)["quantity"] == 5
+    posts = [r for r in rig.exchange.request_log(rig.follower_ids["f1"]) if r["method"] == "POST"]
+    assert len(posts) == throttled + 1
+    assert rig.store.unresolved_dead_letters() == 0
+
+
 def test_7_8_locked_database_is_retried_and_the_event_is_not_lost(rig):
     blocker = sqlite3.connect(rig.config.storage.path, timeout=0, check_same_thread=False)
     blocker.execute("BEGIN EXCLUSIVE")
