@@ -227,7 +227,11 @@ class PooledRef:
             self._pool._ready(self)
 
     def _handle(self, item: Any) -> bool:
-        """Run one item; False when the actor is dead after it."""
+        """Run one item; False when the actor is dead after it.
+
+        A handler's BaseException (a library's sys.exit()) is its actor's crash, as an Exception
+        is: on a thread of its own it would have ended that thread and the actor with it, and let
+        through to the pool's loop it would keep the actor's turn taken, its mailbox never run."""
         actor = self._actor
         if item is _START:
             try:
@@ -252,7 +256,7 @@ class PooledRef:
             return True
         try:
             actor.on_receive(item)
-        except BaseException as exc:  # noqa: BLE001 - this actor crashed; the others go on (see _work)
+        except BaseException as exc:  # noqa: BLE001 - this actor crashed; the others go on
             log.exception("%s crashed on %s", actor.address.name, type(item).__name__)
             self._die()
             actor.on_failure(item, exc)
@@ -263,7 +267,7 @@ class PooledRef:
         actor = self._actor
         try:
             actor.on_receive_batch(messages)
-        except BaseException as exc:  # noqa: BLE001 - this actor crashed; the others go on (see _work)
+        except BaseException as exc:  # noqa: BLE001 - this actor crashed; the others go on (see _handle)
             message, error = (exc.message, exc.error) if isinstance(exc, CrashedOn) else (messages[-1], exc)
             log.error("%s crashed on %s", actor.address.name, type(message).__name__,
                       exc_info=(type(error), error, error.__traceback__))
@@ -357,9 +361,6 @@ class ActorPool:
                 if not self._queue:
                     return  # stopped, and nothing left to run
                 ref = self._queue.popleft()
-            # A handler's BaseException (a library's sys.exit()) is its actor's crash, as an
-            # Exception is: on a thread of its own it would have ended that thread and stopped the
-            # actor, and left here it would keep the actor's turn taken, its mailbox never run.
             try:
                 ref._run()
             except BaseException:  # a bug in the pool itself: never lose the thread silently

@@ -50,7 +50,7 @@ def test_followers_add_sockets_but_no_socket_threads(make_rig):
     # The feed actor's thread runs feed code while it handles a frame (the twelve logins just
     # answered): a moment's extra thread, where a thread per socket would stay.
     wait_until(lambda: len(_socket_threads()) <= len(with_two), 5,
-               message=f"as many socket threads with 12 followers as with 2 ({with_two}): {_socket_threads()}")
+               message=lambda: f"as many socket threads with 12 followers as with 2 ({with_two}): {_socket_threads()}")
 
 
 def test_a_socket_that_stops_answering_pings_is_closed_and_connected_again(make_rig):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -220,6 +221,12 @@ class Cluster:
                                        f"{stream.last_sequence()})")
         finally:
             stream.close()
+
+    def lose_stream_storage(self) -> None:
+        """The stream server's disk replaced under it: it comes back with no stream and no consumer."""
+        self.nats.kill()
+        shutil.rmtree(self.nats.folder)
+        self.nats.start()
 
     def log_tail(self, role: str, chars: int = 3000) -> str:
         return (self.tmp / f"{role}.log").read_text(errors="replace")[-chars:]
@@ -461,29 +468,21 @@ def test_a_shard_with_new_storage_starts_with_a_kill_switch_older_than_the_strea
 
 
 def test_shards_copy_on_after_the_stream_server_lost_its_storage(cluster):
-    import shutil
-
     c = cluster().start_all()
     first = c.place(0)
     c.assert_exactly_once([first], timeout=30)
-    c.nats.kill()
-    shutil.rmtree(c.nats.folder)  # the stream server's disk replaced: no stream, no shard's consumer
-    c.nats.start()
+    c.lose_stream_storage()  # no stream, no shard's consumer
     second = c.place(1)
     c.assert_exactly_once([first, second], timeout=40)
 
 
 def test_a_stream_server_that_lost_its_storage_is_told_the_kill_switch_again_by_the_shards(cluster):
-    import shutil
-
     c = cluster().start_all()
     done = c.command("kill-switch", "on", "--reason", "until the audit")
     assert done.returncode == 0, done.stderr
     wait_until(lambda: c.kill_switch_applied("0") and c.kill_switch_applied("1"), 15, interval=0.1,
                message="both shards have it on")
-    c.nats.kill()
-    shutil.rmtree(c.nats.folder)  # the stream server's disk replaced: it knows of no kill switch
-    c.nats.start()
+    c.lose_stream_storage()  # it knows of no kill switch
     wait_until(lambda: "kill switch: ON (operator: until the audit)" in c.command("status").stdout, 30,
                message=lambda: "the shards tell the stream server again; shard 0's log ends: " + c.log_tail("0"))
 
