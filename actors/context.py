@@ -72,3 +72,6 @@ class CopierContext:
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only
     freeze: FreezeLimits = field(default_factory=FreezeLimits)  # freeze quantities (config key freeze_limits)
     leg_order: Callable[[str], str] = lambda follower: PARALLEL  # a follower's `legs` (it may be added live)
+    # Correlation ids of first placements sent before their copies were stored, by an order actor
+    # that has not stored them yet: the next incarnation looks these up (actors/order_plan.py).
+    sent_unstored: set[str] = field(default_factory=set)

@@ -56,9 +56,12 @@ class OrderActor(PooledActor):
     """Runs on the router's pool of order threads (supervisors/pool.py), not a thread of its own."""
 
     def __init__(self, address: Address, supervisor: Address | None, leader_order_id: str,
-                 ctx: CopierContext, parked: Container[int] = ()) -> None:
+                 ctx: CopierContext, parked: Container[int] = (), earlier_run: float | None = None) -> None:
+        """`earlier_run`: when this run started, given when an earlier run stored updates of this
+        order it may have acted on without storing the effect (placements sent first: Plan.commit)."""
         super().__init__(address, supervisor)
         self.parked = parked  # inbox events the router parked as dead letters: never applied
+        self.earlier_run = earlier_run
         self.leader_order_id = leader_order_id
         self.ctx = ctx
         self.records = OrderRecords(ctx.store, leader_order_id)
@@ -293,11 +296,13 @@ class OrderActor(PooledActor):
                      self.copies[copy.key].correlation_id, extra=self.fields(request.follower))
 
     # -- what the modules use ---------------------------------------------------------------------------
-    def operate(self, build: Callable[[Plan], Any] | None = None, leader: StoredLeader | None = None) -> None:
+    def operate(self, build: Callable[[Plan], Any] | None = None, leader: StoredLeader | None = None,
+                placements_first: bool = False) -> None:
         """One operation: `build` applies events to a plan, every copy decides, one transaction
         stores it all, then the calls go out. While replies are handled together, `build` adds to
         their one plan (`on_receive_batch` decides after each reply and commits once). `leader`:
-        the leader's order as the operation leaves it; kept only if the operation is."""
+        the leader's order as the operation leaves it; kept only if the operation is.
+        `placements_first`: new copies' first placements may leave before the transaction (Plan.commit)."""
         previous = self.leader
         if leader is not None:
             self.leader = leader
@@ -306,7 +311,7 @@ class OrderActor(PooledActor):
                 if build is not None:
                     build(self.batch)
                 return
-            plan = Plan(self)
+            plan = Plan(self, placements_first=placements_first)
             if build is not None:
                 build(plan)
             plan.converge()
@@ -337,6 +342,17 @@ class OrderActor(PooledActor):
             return ask_sizing(self.ctx.sizing, message, timeout=5.0)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             raise RuntimeError(f"sizing unavailable: {exc}") from exc  # crash: retried after restart
+
+    def unstored_placement(self, correlation_id: str) -> float | None:
+        """For a copy about to be made: None when no placement of it can have been sent; else the
+        time from which a lookup that finds nothing is believed (the copy is looked up first). Such
+        a placement was sent just before its sender ended (an incarnation of this run, or an
+        earlier run, which ended before this one started); the broker may act on it up to about a
+        timeout later."""
+        settle = self.ctx.policy.unknown_settle_seconds
+        if correlation_id in self.ctx.sent_unstored:
+            return time.time() + settle
+        return None if self.earlier_run is None else self.earlier_run + settle
 
     def fields(self, follower: str | None = None) -> dict[str, str]:
         """The log fields of a line about this order (and one follower's copy of it)."""

@@ -11,6 +11,12 @@ Computing first and writing after keeps the transaction short and lets `Store.wr
 after a lock: the writes are a list made from the states before and after, not effects done as
 the events were applied. A plan that stores nothing (a lookup sent on a timer) opens no
 transaction.
+
+One exception to "store, then send": the first placements of a leader order's new copies leave
+before their transaction (`placements_first`), which would otherwise stand between the leader's
+update and every copy's request. Each carries a correlation id of its own, so a crash between
+the two is recovered by a lookup, never a second send: the update stays stored and not done, and
+whoever copies it next looks the copies up first (OrderActor.unstored_placement; docs/design.md).
 """
 from __future__ import annotations
 
@@ -37,11 +43,13 @@ MAX_STEPS = 16  # local decisions in a row for one copy before it must have sett
 
 
 class Plan:
-    def __init__(self, actor: "OrderActor", scoped: bool = False) -> None:
+    def __init__(self, actor: "OrderActor", scoped: bool = False, placements_first: bool = False) -> None:
         """`scoped`: decide only for the copies events are applied to (replies, each about one
-        copy); else for every copy (the leader's updates, timers and commands concern them all)."""
+        copy); else for every copy (the leader's updates, timers and commands concern them all).
+        `placements_first`: when every call is a new copy's first placement, send before storing."""
         self.actor = actor
         self.scoped = scoped
+        self.placements_first = placements_first
         self.now = time.time()
         self.before = actor.copies
         self.states: dict[str, c.CopyState] = dict(actor.copies)  # by part key (c.part_key)
@@ -188,6 +196,21 @@ class Plan:
                 raise RuntimeError(f"the copy for {key} did not settle after {MAX_STEPS} decisions")
         self.unsettled.clear()
 
+    def _first_placements(self) -> list[str]:
+        """The correlation ids of the calls, when they may leave before the transaction: every one
+        a first placement of a copy this plan made, and storage up (else none: store first)."""
+        if not self.placements_first or not self.commands or self.actor.ctx.store.down:
+            return []
+        new = {self.states[key].correlation_id for key in self.created}
+        ids = [command.correlation_id for command in self.commands if isinstance(command, PlaceCopy)]
+        return ids if len(ids) == len(self.commands) and new.issuperset(ids) else []
+
+    def _made(self, created: list[tuple[c.CopyState, float]]) -> None:
+        actor = self.actor
+        if created and actor.supervisor is not None:  # told before the placements leave: see CopiesMade
+            actor.supervisor.tell(CopiesMade(actor.leader_order_id,
+                                             tuple((state.follower, state.correlation_id) for state, _ in created)))
+
     def _carry_out(self, key: str, d: c.Decision) -> None:
         actor = self.actor
         state = self.states[key]
@@ -288,6 +311,11 @@ class Plan:
         saves = [(self.before[f], self.states[f]) for f in self.touched
                  if f not in self.created and (f in self.measured or persisted(self.states[f]) != persisted(self.before[f]))]
         created = [(self.states[f], reserved) for f, reserved in self.created.items()]
+        first = self._first_placements()
+        if first:
+            actor.ctx.sent_unstored.update(first)  # until stored: see the module's docstring
+            self._made(created)
+            actor.send(self.commands)
         if self.writes or self.records or saves or created:
             def effect() -> None:
                 for write in self.writes:
@@ -300,12 +328,13 @@ class Plan:
                     records.append(key, kind, payload)
 
             records.commit(effect)
-        if created and actor.supervisor is not None:  # told before the placements leave: see CopiesMade
-            actor.supervisor.tell(CopiesMade(actor.leader_order_id,
-                                             tuple((state.follower, state.correlation_id) for state, _ in created)))
+        if first:
+            actor.ctx.sent_unstored.difference_update(first)
+        else:
+            self._made(created)
         actor.copies, actor.sliced, actor.given_up = self.states, self.sliced, self.given_up
         actor.held_legs.watch()
-        if self.commands:
+        if self.commands and not first:
             actor.send(self.commands)
         for fn in self.after:
             fn()

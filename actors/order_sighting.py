@@ -179,9 +179,13 @@ class FirstSighting:
                 parts = actor.slices.targets(instrument, target)
                 held = held_at_sight(ctx.leg_order(follower), target.side, group_id)  # waits for its BUY legs
                 for part, terms in enumerate(parts):
-                    plan.create(c.Submitted(actor.leader_order_id, follower, terms, part=part, held=held),
-                                decision.reserved if part == 0 else 0.0)
-                    actor.received_ns[c.part_key(follower, part)] = received_ns
+                    state = plan.create(c.Submitted(actor.leader_order_id, follower, terms, part=part, held=held),
+                                        decision.reserved if part == 0 else 0.0)
+                    actor.received_ns[state.key] = received_ns
+                    absent_from = actor.unstored_placement(state.correlation_id)
+                    if absent_from is not None:  # it may be at the broker already: looked up first
+                        plan.apply(state.key, c.Resumed(time.time(), absent_from))
+                        plan.then(lambda cid=state.correlation_id: ctx.sent_unstored.discard(cid))
                 if len(parts) > 1:
                     plan.then(lambda f=follower, n=len(parts): actor.slices.counted(f, n, new_copy=True))
             for key, (generation, order) in adopted.items():  # each slice of a copy adopted on its own
@@ -201,7 +205,7 @@ class FirstSighting:
 
         previous = actor.leader
         try:
-            actor.operate(build)
+            actor.operate(build, placements_first=True)
         except BaseException:
             actor.leader = previous
             raise

@@ -89,12 +89,15 @@ class OrderRouter(Supervised):
         self._sweeps: TimerHandle | None = None
         self._order_threads = order_threads
         self._pool: ActorPool | None = None  # runs the order actors (supervisors/pool.py), made on first use
+        self._started_at = time.time()
+        self._earlier_run: set[str] = set()  # orders with updates an earlier run stored and did not finish
 
     def started(self) -> None:
         self._unwatch = self.ctx.store.watch_health(
             lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
         try:
             self._close_earlier_sessions()
+            self._started_at, self._earlier_run = time.time(), routing.undone_order_ids(self.ctx.store)
             # Resume: every order with work left gets its actor back, and every stored update not
             # yet done is routed again (a crash may have dropped it from an inbox).
             for order_id in self.ctx.store.open_leader_order_ids():
@@ -256,8 +259,9 @@ class OrderRouter(Supervised):
     def _start(self, leader_order_id: str, address: Address) -> None:
         if self._pool is None:
             self._pool = ActorPool(self._order_threads, name="order").start()
+        earlier_run = self._started_at if leader_order_id in self._earlier_run else None
         address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx,
-                                                 parked=self._parked)))
+                                                 parked=self._parked, earlier_run=earlier_run)))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)

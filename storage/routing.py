@@ -32,6 +32,12 @@ def undone_events(store: Store, received_before: float, limit: int = 5000) -> li
         .order_by(m.InboundEvent.id).limit(limit)))
 
 
+def undone_order_ids(store: Store) -> set[str]:
+    """The order ids of every inbox event not yet done (a leader's order id, or a follower's)."""
+    return store.read(lambda: {row.order_id for row in m.InboundEvent.select(m.InboundEvent.order_id).distinct()
+                               .where(m.InboundEvent.done == False)})  # noqa: E712
+
+
 def strategy_legs(store: Store, group_id: str) -> list[str]:
     """The leader order ids of every leg of a multi-leg strategy."""
     return store.read(lambda: [row.order_id for row in m.LeaderOrder.select(m.LeaderOrder.order_id)
