@@ -5,6 +5,7 @@ client as a person would, and assertions read the follower accounts' books on th
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import random
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -126,6 +128,22 @@ def kill_during_burst(copier: subprocess.Popen, start: Callable[[], subprocess.P
         copier.wait(10)
         copier = start()
     return copier
+
+
+def placed_again(urls: dict[str, str], client_ids: list[str]) -> int:
+    """Placements a paper exchange process refused for a correlation id used before (DH-905): the
+    paper exchange keeps a second order off the book, where Dhan may take it, so a count of the
+    books alone cannot see a copy sent twice."""
+    refused = 0
+    for client_id in client_ids:
+        request = urllib.request.Request(f"{urls['CONTROL']}/request_log", method="POST",
+                                         data=json.dumps({"client_id": client_id}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            log = json.loads(answer.read())["result"]
+        refused += sum(1 for e in log if e["method"] == "POST" and e["path"] == "/orders"
+                       and e["error_code"] == "DH-905")
+    return refused
 
 
 def end_processes(*procs: subprocess.Popen | None) -> None:

@@ -7,8 +7,8 @@ import subprocess
 import threading
 from collections import Counter
 
-from tests.conftest import (client, copier_ready, end_processes, kill_during_burst, start_copier_process,
-                            start_paper_process, wait_until, write_live_config)
+from tests.conftest import (client, copier_ready, end_processes, kill_during_burst, placed_again,
+                            start_copier_process, start_paper_process, wait_until, write_live_config)
 
 ORDERS = 40
 KILLS = 4
@@ -68,6 +68,7 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
         counts = copies()
         assert sum(counts.values()) == ORDERS * len(followers), "some copies missed or doubled"
         assert max(counts.values()) == 1, "a correlation id appears twice"
+        assert placed_again(urls, [cid for cid, _tok in followers]) == 0, "a copy was sent twice"
         print(f"7.7: {ORDERS} leader orders, {KILLS} SIGKILLs, {sum(counts.values())} follower orders, "
               f"0 doubled, 0 missed")
     finally:
@@ -133,6 +134,7 @@ def test_sigkill_in_the_middle_of_sliced_placements_never_doubles_or_misses_a_sl
         held = books()
         counts = Counter((name, entry["correlationId"]) for name, entry in held)
         assert max(counts.values()) == 1, "a slice was placed twice"
+        assert placed_again(urls, [cid for cid, _tok in followers]) == 0, "a slice was sent twice"
         assert set(counts) == set(expected), "a slice is missing, or an order no slice accounts for"
         assert {(name, e["correlationId"]): e["quantity"] for name, e in held} == expected
         assert all(e["orderStatus"] == "PENDING" for _name, e in held), "a slice was refused"
