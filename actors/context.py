@@ -72,6 +72,7 @@ class CopierContext:
     quotes: Quotes | None = None  # None: orders without a price are valued at the leader's fill only
     freeze: FreezeLimits = field(default_factory=FreezeLimits)  # freeze quantities (config key freeze_limits)
     leg_order: Callable[[str], str] = lambda follower: PARALLEL  # a follower's `legs` (it may be added live)
-    # Correlation ids of first placements sent before their copies were stored, by an order actor
-    # that has not stored them yet: the next incarnation looks these up (actors/order_plan.py).
-    sent_unstored: set[str] = field(default_factory=set)
+    # First placements sent before their copies were stored, by an order actor that has not stored
+    # them yet (correlation id -> leader order id, follower): the next incarnation looks these up
+    # first (actors/order_plan.py), and a dead letter of the order says they may be at the broker.
+    sent_unstored: dict[str, tuple[str, str]] = field(default_factory=dict)

@@ -57,10 +57,10 @@ def _error(exc: BaseException | None) -> tuple[str, str]:
 
 
 def park_event(store: Store, alert: Alert, kind: str, received: OrderUpdateReceived, leader_order_id: str,
-               exc: BaseException | None, crashes: int) -> int:
+               exc: BaseException | None, crashes: int, note: str = "") -> int:
     """Park inbox event `received`, which crashed its `kind` actor `crashes` times; returns the
     dead letter's id. The event is marked done in the same transaction, with an outcome that
-    says why."""
+    says why. `note`: what else the operator should know, appended to the alert."""
     code, text = _error(exc)
     times = "once" if crashes == 1 else f"{crashes} times"
     reason = f"crashed the {kind} actor {times}: {code}: {text}"
@@ -72,7 +72,7 @@ def park_event(store: Store, alert: Alert, kind: str, received: OrderUpdateRecei
     whose = (f"leader order {update.order_id}" if received.account == LEADER
              else f"{received.account} order {update.order_id}" + (f" of leader order {leader_order_id}"
                                                                     if leader_order_id else ""))
-    _announce(store, alert, kind, letter_id, f"inbox event {received.event_id} ({whose}) {reason}")
+    _announce(store, alert, kind, letter_id, f"inbox event {received.event_id} ({whose}) {reason}{note}")
     return letter_id
 
 

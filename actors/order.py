@@ -56,12 +56,14 @@ class OrderActor(PooledActor):
     """Runs on the router's pool of order threads (supervisors/pool.py), not a thread of its own."""
 
     def __init__(self, address: Address, supervisor: Address | None, leader_order_id: str,
-                 ctx: CopierContext, parked: Container[int] = (), earlier_run: float | None = None) -> None:
-        """`earlier_run`: when this run started, given when an earlier run stored updates of this
-        order it may have acted on without storing the effect (placements sent first: Plan.commit)."""
+                 ctx: CopierContext, parked: Container[int] = (), acted_on: Container[str] = (),
+                 run_started: float = 0.0) -> None:
+        """`acted_on`: orders whose stored updates may have been acted on with the effect unstored
+        (placements sent first: Plan.commit) before `run_started`, when this run began."""
         super().__init__(address, supervisor)
         self.parked = parked  # inbox events the router parked as dead letters: never applied
-        self.earlier_run = earlier_run
+        self.acted_on = acted_on
+        self.run_started = run_started
         self.leader_order_id = leader_order_id
         self.ctx = ctx
         self.records = OrderRecords(ctx.store, leader_order_id)
@@ -352,7 +354,7 @@ class OrderActor(PooledActor):
         settle = self.ctx.policy.unknown_settle_seconds
         if correlation_id in self.ctx.sent_unstored:
             return time.time() + settle
-        return None if self.earlier_run is None else self.earlier_run + settle
+        return self.run_started + settle if self.leader_order_id in self.acted_on else None
 
     def fields(self, follower: str | None = None) -> dict[str, str]:
         """The log fields of a line about this order (and one follower's copy of it)."""

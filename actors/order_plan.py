@@ -196,14 +196,16 @@ class Plan:
                 raise RuntimeError(f"the copy for {key} did not settle after {MAX_STEPS} decisions")
         self.unsettled.clear()
 
-    def _first_placements(self) -> list[str]:
-        """The correlation ids of the calls, when they may leave before the transaction: every one
-        a first placement of a copy this plan made, and storage up (else none: store first)."""
+    def _first_placements(self) -> dict[str, tuple[str, str]]:
+        """The calls' correlation ids (-> leader order, follower), when they may leave before the
+        transaction: every one a first placement of a copy this plan made, and storage up (else
+        none: stored first)."""
         if not self.placements_first or not self.commands or self.actor.ctx.store.down:
-            return []
+            return {}
         new = {self.states[key].correlation_id for key in self.created}
-        ids = [command.correlation_id for command in self.commands if isinstance(command, PlaceCopy)]
-        return ids if len(ids) == len(self.commands) and new.issuperset(ids) else []
+        ids = {command.correlation_id: (command.leader_order_id, command.account) for command in self.commands
+               if isinstance(command, PlaceCopy) and command.correlation_id in new}
+        return ids if len(ids) == len(self.commands) else {}
 
     def _made(self, created: list[tuple[c.CopyState, float]]) -> None:
         actor = self.actor
@@ -329,7 +331,8 @@ class Plan:
 
             records.commit(effect)
         if first:
-            actor.ctx.sent_unstored.difference_update(first)
+            for cid in first:
+                actor.ctx.sent_unstored.pop(cid, None)
         else:
             self._made(created)
         actor.copies, actor.sliced, actor.given_up = self.states, self.sliced, self.given_up

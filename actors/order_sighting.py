@@ -185,7 +185,7 @@ class FirstSighting:
                     absent_from = actor.unstored_placement(state.correlation_id)
                     if absent_from is not None:  # it may be at the broker already: looked up first
                         plan.apply(state.key, c.Resumed(time.time(), absent_from))
-                        plan.then(lambda cid=state.correlation_id: ctx.sent_unstored.discard(cid))
+                        plan.then(lambda cid=state.correlation_id: ctx.sent_unstored.pop(cid, None))
                 if len(parts) > 1:
                     plan.then(lambda f=follower, n=len(parts): actor.slices.counted(f, n, new_copy=True))
             for key, (generation, order) in adopted.items():  # each slice of a copy adopted on its own

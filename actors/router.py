@@ -90,14 +90,16 @@ class OrderRouter(Supervised):
         self._order_threads = order_threads
         self._pool: ActorPool | None = None  # runs the order actors (supervisors/pool.py), made on first use
         self._started_at = time.time()
-        self._earlier_run: set[str] = set()  # orders with updates an earlier run stored and did not finish
+        # Orders whose stored updates may have been acted on with the effect unstored: an earlier
+        # run's updates not done or parked, and parked ones retried (OrderActor.unstored_placement).
+        self._acted_on: set[str] = set()
 
     def started(self) -> None:
         self._unwatch = self.ctx.store.watch_health(
             lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
         try:
             self._close_earlier_sessions()
-            self._started_at, self._earlier_run = time.time(), routing.undone_order_ids(self.ctx.store)
+            self._started_at, self._acted_on = time.time(), routing.unfinished_order_ids(self.ctx.store)
             # Resume: every order with work left gets its actor back, and every stored update not
             # yet done is routed again (a crash may have dropped it from an inbox).
             for order_id in self.ctx.store.open_leader_order_ids():
@@ -259,9 +261,8 @@ class OrderRouter(Supervised):
     def _start(self, leader_order_id: str, address: Address) -> None:
         if self._pool is None:
             self._pool = ActorPool(self._order_threads, name="order").start()
-        earlier_run = self._started_at if leader_order_id in self._earlier_run else None
-        address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx,
-                                                 parked=self._parked, earlier_run=earlier_run)))
+        address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx, parked=self._parked,
+                                                 acted_on=self._acted_on, run_started=self._started_at)))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)
@@ -297,8 +298,12 @@ class OrderRouter(Supervised):
                 if len(self._parked) > 10_000:  # bounded; a parked event is done, so a sweep never routes it again
                     self._parked.clear()
                 self._parked.add(received.event_id)
+                sent = sorted({follower for order, follower in list(self.ctx.sent_unstored.values())
+                               if order == leader_order_id})
                 park_event(self.ctx.store, self.ctx.alert, "order", received, leader_order_id, failure.exception,
-                           crashes)
+                           crashes, note=(f"; its copies' placements to {', '.join(sent)} were sent and not stored: "
+                                          "they may be at the broker (a retry looks them up and adopts them)"
+                                          if sent else ""))
                 window.clear()  # its cause is parked: the next incarnation starts afresh
             else:
                 if len(self._crashes) > 10_000:  # bounded: events that crashed once and then went through
@@ -353,6 +358,8 @@ class OrderRouter(Supervised):
         """Dead letters an operator asked to retry (`run.py dlq retry ID` sets next_retry_at)."""
         for letter in routing.retries_due(self.ctx.store):
             if letter.event_id is not None:  # a parked inbox event: pending again, routed again
+                if letter.leader_order_id:  # its copies may have been placed before it was parked
+                    self._acted_on.add(letter.leader_order_id)
                 self._crashes.pop(letter.event_id, None)
                 self._parked.discard(letter.event_id)
                 event = self.ctx.store.reopen_parked(letter.letter_id, letter.event_id)

@@ -32,10 +32,17 @@ def undone_events(store: Store, received_before: float, limit: int = 5000) -> li
         .order_by(m.InboundEvent.id).limit(limit)))
 
 
-def undone_order_ids(store: Store) -> set[str]:
-    """The order ids of every inbox event not yet done (a leader's order id, or a follower's)."""
-    return store.read(lambda: {row.order_id for row in m.InboundEvent.select(m.InboundEvent.order_id).distinct()
-                               .where(m.InboundEvent.done == False)})  # noqa: E712
+def unfinished_order_ids(store: Store) -> set[str]:
+    """The orders with an update stored and never finished: an inbox event not yet done (its
+    order id, a leader's or a follower's), or one parked as a dead letter not yet resolved."""
+    def query() -> set[str]:
+        undone = {row.order_id for row in m.InboundEvent.select(m.InboundEvent.order_id).distinct()
+                  .where(m.InboundEvent.done == False)}  # noqa: E712
+        parked = {row.leader_order_id for row in m.DeadLetter.select(m.DeadLetter.leader_order_id).distinct()
+                  .where((m.DeadLetter.resolved == False) & m.DeadLetter.event_id.is_null(False))}  # noqa: E712
+        return undone | {order_id for order_id in parked if order_id}
+
+    return store.read(query)
 
 
 def strategy_legs(store: Store, group_id: str) -> list[str]:

@@ -14,9 +14,10 @@ import pytest
 from actors.feed import store_and_route
 from broker.parsing import from_order_book
 from observability import metrics
+from storage import models as m
 from storage.orders import OrderRecords
 from supervisors import Address
-from tests.conftest import LEADER_ID, RELIANCE, client, start_rig, wait_until
+from tests.conftest import LEADER_ID, RELIANCE, client, run_command, start_rig, wait_until
 from trading.orders import correlation_id
 
 
@@ -99,3 +100,30 @@ def test_an_update_an_earlier_run_stored_and_may_have_copied_is_looked_up_before
     assert row.broker_order_id == sent["data"]["orderId"] and row.status == "PENDING"
     assert _placement_requests(rig) == 1 and len(rig.follower_book()) == 1
     assert rig.follower_copy(rig.place(quantity=12))["quantity"] == 6  # new orders are copied at once
+
+
+def test_an_update_parked_after_its_copy_was_sent_says_so_and_a_retry_in_a_later_run_adopts_the_copy(
+        make_rig, monkeypatch, tmp_path):
+    rig = make_rig(config={"copy": {"sweep_seconds": 0.2}})
+    create_copy = OrderRecords.create_copy
+
+    def defect(self: OrderRecords, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a defect in storing a copy")
+
+    monkeypatch.setattr(OrderRecords, "create_copy", defect)
+    leader_id = rig.place(quantity=10)
+    letter = wait_until(lambda: rig.store.read(lambda: m.DeadLetter.get_or_none(m.DeadLetter.leader_order_id == leader_id)),
+                        30, message="the update parked after crashing its order actor")
+    alert = wait_until(lambda: rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "poison:order")), 5,
+                       message="the poison alert stored")
+    assert "placements to f1 were sent and not stored" in alert.message, alert.message
+    book = rig.follower_book()
+    assert len(book) == 1 and _placement_requests(rig) == 1  # sent once; the next incarnations looked it up
+
+    monkeypatch.setattr(OrderRecords, "create_copy", create_copy)  # the defect fixed: a new version, a new run
+    rig.copier.stop()
+    start_rig(rig)
+    assert run_command(rig, tmp_path, "dlq", "retry", str(letter.id)).returncode == 0
+    row = rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, timeout=20, message="the copy adopted")
+    assert row.broker_order_id == book[0]["orderId"] and row.status == "PENDING"
+    assert _placement_requests(rig) == 1 and len(rig.follower_book()) == 1
