@@ -28,7 +28,8 @@ import yaml
 from copier.config import ConfigError, load, parse
 from copier.shards import FEED, assignment, rendezvous, role_config, role_storage_path
 from tests import natsserver
-from tests.conftest import ROOT, client, copier_ready, run_test_without_tools, start_paper_process, wait_until
+from tests.conftest import (ROOT, client, copier_ready, placed_again, run_test_without_tools, start_paper_process,
+                            wait_until)
 from trading.orders import correlation_id
 
 
@@ -270,6 +271,7 @@ class Cluster:
         counts = self.copies()
         assert set(counts) == wanted, f"copies of nothing the leader placed: {set(counts) - wanted}"
         assert max(counts.values()) == 1, f"doubled: {[k for k, n in counts.items() if n > 1]}"
+        assert placed_again(self.urls, [cid for cid, _token in self.follower_accounts]) == 0, "a copy was sent twice"
         return counts
 
     def stop(self) -> None:
