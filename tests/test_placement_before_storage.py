@@ -12,6 +12,7 @@ import peewee as pw
 import pytest
 
 from actors.feed import store_and_route
+from app.commands import replay_order
 from broker.parsing import from_order_book
 from observability import metrics
 from storage import models as m
@@ -100,6 +101,9 @@ def test_an_update_an_earlier_run_stored_and_may_have_copied_is_looked_up_before
     assert row.broker_order_id == sent["data"]["orderId"] and row.status == "PENDING"
     assert _placement_requests(rig) == 1 and len(rig.follower_book()) == 1
     assert rig.follower_copy(rig.place(quantity=12))["quantity"] == 6  # new orders are copied at once
+    rig.copier.stop()
+    rebuilt, lines = replay_order(rig.store, leader_id)  # the copy's events rebuild its stored state
+    assert rebuilt, "\n".join(lines)
 
 
 def test_an_update_parked_after_its_copy_was_sent_says_so_and_a_retry_in_a_later_run_adopts_the_copy(
@@ -127,3 +131,18 @@ def test_an_update_parked_after_its_copy_was_sent_says_so_and_a_retry_in_a_later
     row = rig.wait_row(leader_id, lambda r: r.broker_order_id is not None, timeout=20, message="the copy adopted")
     assert row.broker_order_id == book[0]["orderId"] and row.status == "PENDING"
     assert _placement_requests(rig) == 1 and len(rig.follower_book()) == 1
+
+
+def test_an_update_an_earlier_run_stored_and_never_copied_is_copied_once_its_lookup_finds_nothing(make_rig):
+    rig = make_rig(config={"broker": {"timeout_seconds": 1.0}})
+    rig.copier.stop()
+    leader_id = rig.place(quantity=10)
+    assert store_and_route(rig.store, Address("order-router"), "leader",
+                           from_order_book(rig.exchange.order(LEADER_ID, leader_id)))
+
+    start_rig(rig)
+    placed = rig.follower_copy(leader_id, timeout=15)  # looked up, found absent, then placed
+    assert placed["quantity"] == 5 and placed["correlationId"] == correlation_id(leader_id, "f1")
+    assert _placement_requests(rig) == 1 and len(rig.follower_book()) == 1
+    lookups = [r for r in rig.exchange.request_log(rig.follower_ids["f1"]) if "/orders/external/" in r["path"]]
+    assert lookups, "the copy was placed without a lookup"
