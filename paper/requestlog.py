@@ -13,12 +13,14 @@ class RequestLog:
         self._lock = threading.Lock()
 
     def add(self, client_id: str | None, method: str, path: str, route: str, status: int,
-            error_code: str | None, arrived: float | None = None, order_id: str | None = None) -> None:
+            error_code: str | None, arrived: float | None = None, order_id: str | None = None,
+            error: str | None = None) -> None:
         """`arrived`: when the request reached its handler (`t` is when it was answered);
-        `order_id`: the order a placement created (benchmarks time copies by it)."""
+        `order_id`: the order a placement created (benchmarks time copies by it); `error`: the
+        refusal's message (tests tell a reused correlation id from other input errors by it)."""
         entry = {"t": time.time(), "client_id": client_id, "method": method, "path": path,
                  "route": route, "status": status, "error_code": error_code, "arrived": arrived,
-                 "order_id": order_id}
+                 "order_id": order_id, "error": error}
         with self._lock:
             self._items.append(entry)
 

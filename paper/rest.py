@@ -90,6 +90,7 @@ class RestApi:
         keys = (f"{request.method} {rel}", route)
         acct: Account | None = None
         code: str | None = None
+        error: str | None = None
         try:
             acct = self.engine.authenticate(cid, request.headers.get("access-token"))
             if acct is None:
@@ -105,7 +106,7 @@ class RestApi:
             raw = await request.read()
             status, payload = fn(acct, request, raw)
         except DhanError as e:
-            status, payload, code = e.http_status, e.body(), e.code
+            status, payload, code, error = e.http_status, e.body(), e.code, e.message
         except Exception:   # a bug here must still answer in the contract's shape
             log.exception("unexpected error in %s", route)
             err = DhanError("DH-908", "internal server error")
@@ -117,7 +118,7 @@ class RestApi:
         if delay > 0:
             await asyncio.sleep(delay)
         order_id = payload.get("orderId") if status == 200 and isinstance(payload, dict) else None
-        self.requests.add(cid, request.method, rel, route, status, code, arrived, order_id)
+        self.requests.add(cid, request.method, rel, route, status, code, arrived, order_id, error)
         return _json(status, payload)
 
     @staticmethod

@@ -130,19 +130,22 @@ def kill_during_burst(copier: subprocess.Popen, start: Callable[[], subprocess.P
     return copier
 
 
+def sent_twice(entries: list[dict]) -> int:
+    """Requests of an exchange's request log refused for a correlation id used before: copies sent
+    twice. The paper exchange keeps the second order off the book, where Dhan may take it, so a
+    count of the books alone cannot see them."""
+    return sum(1 for e in entries if "correlationId already used" in (e.get("error") or ""))
+
+
 def placed_again(urls: dict[str, str], client_ids: list[str]) -> int:
-    """Placements a paper exchange process refused for a correlation id used before (DH-905): the
-    paper exchange keeps a second order off the book, where Dhan may take it, so a count of the
-    books alone cannot see a copy sent twice."""
+    """`sent_twice` for the accounts of a paper exchange process."""
     refused = 0
     for client_id in client_ids:
         request = urllib.request.Request(f"{urls['CONTROL']}/request_log", method="POST",
                                          data=json.dumps({"client_id": client_id}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as answer:
-            log = json.loads(answer.read())["result"]
-        refused += sum(1 for e in log if e["method"] == "POST" and e["path"] == "/orders"
-                       and e["error_code"] == "DH-905")
+            refused += sent_twice(json.loads(answer.read())["result"])
     return refused
 
 
@@ -381,14 +384,19 @@ def make_rig(tmp_path: Path):
         return rig
 
     yield make
+    doubled: dict[str, int] = {}
     for ex, rig in reversed(started):
         if rig is not None and rig.copier is not None:
             rig.copier.stop()
         if rig is not None:
             rig.store.close()
+            doubled.update({name: n for name, cid in rig.follower_ids.items()
+                            if (n := sent_twice(ex.request_log(cid)))})
         ex.stop()
     for proxy in proxies:
         proxy.stop()
+    if doubled:  # every in-process test: no copy is ever sent twice, whatever else it checks
+        pytest.fail(f"placements sent again under a correlation id already used: {doubled}")
 
 
 def start_rig(rig: Rig, clock=None) -> Rig:
