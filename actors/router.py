@@ -89,7 +89,7 @@ class OrderRouter(Supervised):
         self._sweeps: TimerHandle | None = None
         self._order_threads = order_threads
         self._pool: ActorPool | None = None  # runs the order actors (supervisors/pool.py), made on first use
-        self._started_at = time.time()
+        self._started_at = time.time()  # this run's start: an earlier run had ended by then
         # Orders whose stored updates may have been acted on with the effect unstored: an earlier
         # run's updates not done or parked, and parked ones retried (OrderActor.unstored_placement).
         self._acted_on: set[str] = set()
@@ -99,7 +99,7 @@ class OrderRouter(Supervised):
             lambda healthy: self.address.tell(StorageRecovered()) if healthy else None)
         try:
             self._close_earlier_sessions()
-            self._started_at, self._acted_on = time.time(), routing.unfinished_order_ids(self.ctx.store)
+            self._acted_on = routing.unfinished_order_ids(self.ctx.store)
             # Resume: every order with work left gets its actor back, and every stored update not
             # yet done is routed again (a crash may have dropped it from an inbox).
             for order_id in self.ctx.store.open_leader_order_ids():

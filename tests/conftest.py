@@ -137,16 +137,19 @@ def sent_twice(entries: list[dict]) -> int:
     return sum(1 for e in entries if "correlationId already used" in (e.get("error") or ""))
 
 
+def paper_control(url: str, name: str, /, *, request_timeout: float = 10.0, **kwargs: Any) -> Any:
+    """What a paper exchange process's control endpoint answers (`url`: its urls["CONTROL"];
+    POST /control/<name>, the keyword arguments as JSON)."""
+    request = urllib.request.Request(f"{url}/{name}", data=json.dumps(kwargs).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=request_timeout) as answer:
+        return json.loads(answer.read())["result"]
+
+
 def placed_again(urls: dict[str, str], client_ids: list[str]) -> int:
     """`sent_twice` for the accounts of a paper exchange process."""
-    refused = 0
-    for client_id in client_ids:
-        request = urllib.request.Request(f"{urls['CONTROL']}/request_log", method="POST",
-                                         data=json.dumps({"client_id": client_id}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            refused += sent_twice(json.loads(answer.read())["result"])
-    return refused
+    return sum(sent_twice(paper_control(urls["CONTROL"], "request_log", request_timeout=30, client_id=client_id))
+               for client_id in client_ids)
 
 
 def end_processes(*procs: subprocess.Popen | None) -> None:

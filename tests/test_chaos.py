@@ -46,7 +46,7 @@ import yaml
 from dhanhq import dhanhq
 
 from actors.feed import BASELINE_SETTING
-from tests.conftest import ROOT, client, end_processes, free_port, start_paper_process, wait_until
+from tests.conftest import ROOT, client, end_processes, free_port, paper_control, start_paper_process, wait_until
 from tests.faultproxy import FIRST, LATE, NEVER, FaultProxy, Rule
 from tests.frames import FrameInjector, bad_frames
 from tests.test_storage_safety import _fill as fill_disk
@@ -87,10 +87,7 @@ class Control:
         self.url = url
 
     def __call__(self, name: str, **kwargs) -> object:
-        request = urllib.request.Request(f"{self.url}/{name}", data=json.dumps(kwargs).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return json.loads(answer.read())["result"]
+        return paper_control(self.url, name, request_timeout=30, **kwargs)
 
 
 @dataclass

@@ -3,13 +3,11 @@ follower gets a strategy's BUY legs placed and filled before its SELL legs are p
 naked short); a `parallel` follower in the same copier gets the legs as they come."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -19,8 +17,8 @@ import yaml
 from copier.config import ConfigError, load, parse
 from observability import metrics
 from app.live_view import render
-from tests.conftest import (ROOT, client, copier_ready, end_processes, start_copier_process, start_paper_process,
-                            wait_until, write_live_config)
+from tests.conftest import (ROOT, client, copier_ready, end_processes, paper_control, start_copier_process,
+                            start_paper_process, wait_until, write_live_config)
 from trading.orders import correlation_id
 
 CE, PE = "45105", "45106"  # NIFTY 24000 CE / PE, lot 75
@@ -144,13 +142,6 @@ def test_the_shipped_config_leaves_every_follower_parallel():
     assert config.copy.buy_first_wait_seconds == 30.0
 
 
-def _control(urls: dict[str, str], name: str, **kwargs) -> object:
-    request = urllib.request.Request(f"{urls['CONTROL']}/{name}", method="POST", data=json.dumps(kwargs).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read() or b"null")
-
-
 def test_sigkill_while_a_sell_leg_is_held_places_it_exactly_once_after_restart(tmp_path: Path):
     exchange, urls, accounts = start_paper_process("--accounts", "2", "--no-price-walk", "--unlimited")
     copier: subprocess.Popen | None = None
@@ -168,7 +159,7 @@ def test_sigkill_while_a_sell_leg_is_held_places_it_exactly_once_after_restart(t
         follower = client(urls["REST"], follower_id, follower_token, timeout=10)
 
         def place(security: str, side: str) -> str:
-            price = float(_control(urls, "price", security_id=security)["result"])  # type: ignore[index]
+            price = float(paper_control(urls["CONTROL"], "price", security_id=security))
             answer = leader.place_order(security_id=security, exchange_segment="NSE_FNO", transaction_type=side,
                                         quantity=75, order_type="LIMIT", product_type="MARGIN",
                                         price=round(price * (0.9 if side == "BUY" else 1.1), 1))
@@ -187,7 +178,7 @@ def test_sigkill_while_a_sell_leg_is_held_places_it_exactly_once_after_restart(t
         copier.wait(10)
         assert [o for o in book() if o["transactionType"] == "SELL"] == []
         bought = next(o for o in book() if o["correlationId"] == buy_cid)
-        _control(urls, "fill", client_id=follower_id, order_id=bought["orderId"])  # filled while the copier is down
+        paper_control(urls["CONTROL"], "fill", client_id=follower_id, order_id=bought["orderId"])  # filled while the copier is down
         copier = start_copier_process(path)
         sell_cid = correlation_id(sell, "f1")
         wait_until(lambda: any(o["correlationId"] == sell_cid for o in book()), 30, message="the SELL leg placed")
@@ -195,7 +186,7 @@ def test_sigkill_while_a_sell_leg_is_held_places_it_exactly_once_after_restart(t
         wait_until(lambda: copier_ready(db), 30, message="copier ready again")
         counts = Counter(o["correlationId"] for o in book())
         assert counts[sell_cid] == 1 and counts[buy_cid] == 1 and len(counts) == 2
-        placements = [r for r in _control(urls, "request_log", client_id=follower_id)["result"]  # type: ignore[index]
+        placements = [r for r in paper_control(urls["CONTROL"], "request_log", client_id=follower_id)
                       if r["method"] == "POST" and r["path"].endswith("/orders") and r["status"] == 200]
         assert len(placements) == 2  # one BUY, one SELL: nothing placed twice
     finally:

@@ -8,7 +8,6 @@ are skipped saying how to get it, and fail under CI=true.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -28,8 +27,8 @@ import yaml
 from copier.config import ConfigError, load, parse
 from copier.shards import FEED, assignment, rendezvous, role_config, role_storage_path
 from tests import natsserver
-from tests.conftest import (ROOT, client, copier_ready, placed_again, run_test_without_tools, start_paper_process,
-                            wait_until)
+from tests.conftest import (ROOT, client, copier_ready, paper_control, placed_again, run_test_without_tools,
+                            start_paper_process, wait_until)
 from trading.orders import correlation_id
 
 
@@ -239,10 +238,7 @@ class Cluster:
 
     def control(self, name: str, **kwargs: Any) -> Any:
         """The paper exchange's control endpoint (faults, prices)."""
-        request = urllib.request.Request(f"{self.urls['CONTROL']}/{name}", data=json.dumps(kwargs).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read())["result"]
+        return paper_control(self.urls["CONTROL"], name, **kwargs)
 
     def command(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "run.py", "--config", str(self.path), *args], cwd=ROOT,

@@ -32,8 +32,8 @@ import yaml
 from actors.feed import BASELINE_SETTING
 from observability import metrics
 from storage import Store, StorageDown
-from tests.conftest import (RELIANCE, ROOT, client, copier_ready, end_processes, free_port, start_paper_process, start_rig,
-                            wait_until)
+from tests.conftest import (RELIANCE, ROOT, client, copier_ready, end_processes, free_port, paper_control,
+                            start_paper_process, start_rig, wait_until)
 from trading.adoption import find_copies
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity, correlation_id
 
@@ -58,10 +58,7 @@ class Paper:
         return self.accounts[1]
 
     def control(self, name: str, **kwargs: Any) -> Any:
-        request = urllib.request.Request(f"{self.urls['CONTROL']}/{name}", data=json.dumps(kwargs).encode(),
-                                         method="POST", headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read())["result"]
+        return paper_control(self.urls["CONTROL"], name, **kwargs)
 
     def follower_book(self) -> list[dict]:
         return self.control("orders", client_id=self.follower[0])

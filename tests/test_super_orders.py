@@ -4,11 +4,9 @@ Counted on the follower's books at the paper exchange, which serves `/super/orde
 from __future__ import annotations
 
 import io
-import json
 import random
 import subprocess
 import threading
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,9 @@ from rich.console import Console
 
 from app.live_view import render
 from storage import models as m
-from tests.conftest import (LEADER_ID, Rig, client, copier_ready, end_processes, kill_during_burst, run_command,
-                            start_copier_process, start_paper_process, start_rig, wait_until, write_live_config)
+from tests.conftest import (LEADER_ID, Rig, client, copier_ready, end_processes, kill_during_burst, paper_control,
+                            run_command, start_copier_process, start_paper_process, start_rig, wait_until,
+                            write_live_config)
 from trading.copy import correlation_id
 
 RELIANCE = "2885"
@@ -226,10 +225,7 @@ def test_sigkill_in_the_middle_of_copying_super_orders_never_doubles_or_misses_o
     exchange, urls, accounts = start_paper_process("--accounts", "3", "--no-price-walk", "--unlimited")
     copier: subprocess.Popen | None = None
     try:
-        request = urllib.request.Request(f"{urls['CONTROL']}/set_price", method="POST",
-                                         data=json.dumps({"security_id": RELIANCE, "price": 1500.0}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=10).close()
+        paper_control(urls["CONTROL"], "set_price", security_id=RELIANCE, price=1500.0)
         (leader_id, leader_token), *followers = accounts
         path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
         db = tmp_path / "copytrader.db"
