@@ -122,7 +122,8 @@ def store_and_route_all(store: Store, router: Address, account: str, updates: li
         if event_id is None:
             metrics.DUPLICATE_UPDATES.labels(role).inc()
             continue
-        router.tell(OrderUpdateReceived(account, event_id, update))
+        # a leader's update is routed on this thread next (supervisors/pool.py: a hand-off)
+        router.tell(OrderUpdateReceived(account, event_id, update), inline=role == "leader")
         new += 1
     return new
 

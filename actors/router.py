@@ -30,13 +30,13 @@ from actors.messages import (LEADER, CancelCopies, CatchUpCopy, CopiesMade, Orde
                              OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg,
                              UnwindStrategy, is_leader)
 from actors.order import OrderActor
-from supervisors.pool import THREADS, ActorPool
+from supervisors.pool import THREADS, ActorPool, PooledSupervised
 from observability import metrics
 from storage import StorageDown
 from storage import routing
 from storage.orders import copy_key
 from storage.expiry import close_expired, open_orders_entered_before
-from supervisors import Address, Supervised
+from supervisors import Address
 from supervisors.supervisor import ChildFailed
 from supervisors.timers import TimerHandle, Timers
 from trading.calendar import IST, MarketCalendar
@@ -59,7 +59,7 @@ class RestartOrder:
     leader_order_id: str
 
 
-class OrderRouter(Supervised):
+class OrderRouter(PooledSupervised):
     """Routes stored order updates to order actors, which it starts on its pool and supervises
     (the module's docstring says how). Every update reaches it through `store_and_route`:
 
@@ -196,7 +196,8 @@ class OrderRouter(Supervised):
 
     # -- routing ---------------------------------------------------------------------------------
     def _route(self, message: OrderUpdateReceived) -> None:
-        if is_leader(message.account):
+        leader = is_leader(message.account)
+        if leader:
             if made_by_copier(message.update):  # in an account that also follows: never copied back
                 self._own_copy(message)
                 self._acknowledge(message, "own_copy")
@@ -207,7 +208,8 @@ class OrderRouter(Supervised):
             if leader_order_id is None:
                 self._acknowledge(message, "foreign")
                 return
-        self._child(leader_order_id).tell(message)
+        # a leader's update: its order actor's turn runs on this thread next (supervisors/pool.py)
+        self._child(leader_order_id, inline=leader).tell(message, inline=leader)
 
     def _own_copy(self, message: OrderUpdateReceived) -> None:
         """Count and log a copy seen in a leader's book, once per order (it sends several updates)."""
@@ -250,19 +252,20 @@ class OrderRouter(Supervised):
         for key in keys:
             self._owners[key] = leader_order_id
 
-    def _child(self, leader_order_id: str) -> Address:
+    def _child(self, leader_order_id: str, inline: bool = False) -> Address:
         address = self.children.get(leader_order_id)
         if address is None:
             address = Address(f"order:{leader_order_id}")
             self.children[leader_order_id] = address
-            self._start(leader_order_id, address)
+            self._start(leader_order_id, address, inline)
         return address
 
-    def _start(self, leader_order_id: str, address: Address) -> None:
+    def _start(self, leader_order_id: str, address: Address, inline: bool = False) -> None:
         if self._pool is None:
             self._pool = ActorPool(self._order_threads, name="order").start()
         address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx, parked=self._parked,
-                                                 acted_on=self._acted_on, run_started=self._started_at)))
+                                                 acted_on=self._acted_on, run_started=self._started_at),
+                                      inline=inline))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)
@@ -378,6 +381,6 @@ class OrderRouter(Supervised):
         for name, count in counts.followers.items():
             metrics.OPEN_ORDERS.labels(name).set(count)
             metrics.FOLLOWER_LAG.labels(name).set(counts.lagging.get(name, 0))
-        metrics.MAILBOX_DEPTH.labels("router").set(self.actor_inbox.qsize())
+        metrics.MAILBOX_DEPTH.labels("router").set(self.address.mailbox_depth())
         deepest = max((a.mailbox_depth() for a in self.children.values()), default=0)
         metrics.MAILBOX_DEPTH.labels("order_max").set(deepest)

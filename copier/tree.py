@@ -331,8 +331,11 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     specs.extend(ChildSpec(f"limiter:{account}",
                            lambda a, limiter=limiter: accounts_pool.spawn(RateLimiterActor(a, top, limiter, timers)),
                            kind="rate_limiter") for account, limiter in leader_limiters.items())
-    specs.append(ChildSpec("router", lambda a: OrderRouter.start(a, top, ctx, sweep_seconds=config.copy.sweep_seconds),
-                           kind="router", address=router_address))
+    # A pool of its own, as sizing's: a leader's feed hands its updates' routing to its own thread
+    # when the router is idle (supervisors/pool.py), and the router's thread runs the rest.
+    router_pool = copier.start_pool(1, "router")
+    specs.append(ChildSpec("router", lambda a: router_pool.spawn(OrderRouter(
+        a, top, ctx, sweep_seconds=config.copy.sweep_seconds)), kind="router", address=router_address))
     broker_switches = ([copier.gateways[n].kill_switch for n in names]
                        if config.kill_switch.activate_broker else [])
     specs.append(ChildSpec("forever", lambda a: ForeverActor.start(

@@ -50,20 +50,25 @@ class Address:
     def ref(self) -> pykka.ActorRef | None:
         return self._ref
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: Any, inline: bool = False) -> None:
+        """`inline`: hand the actor's turn to this thread, when the actor runs on a pool and this
+        thread is in a pooled actor's handler (supervisors/pool.py); else an ordinary tell."""
         with self._lock:
             ref = self._ref
             if ref is None:
                 self._parked.append(message)
                 return
         try:
-            ref.tell(message)
+            if inline and getattr(ref, "hands_off", False):
+                ref.tell(message, inline=True)
+            else:
+                ref.tell(message)
         except pykka.ActorDeadError:
             with self._lock:
                 if self._ref is ref:
                     self._parked.append(message)
                     return
-            self.tell(message)  # rebound meanwhile: deliver to the new incarnation
+            self.tell(message, inline)  # rebound meanwhile: deliver to the new incarnation
 
     def ask(self, message: Any, timeout: float = 5.0) -> Any:
         ref = self._ref

@@ -18,6 +18,12 @@ a fan-out's hundred answers cost one turn, and the actor one transaction for all
 actor that waits (a sizing ask, a storage write, a broker call) holds its pool thread meanwhile,
 hence several (`THREADS`).
 
+A message told with `inline=True` from inside a pooled handler, to an actor with no turn under way,
+is a hand-off: the telling thread runs that actor's turn itself as soon as its own handler returns,
+instead of waking a pool thread for it (about 100 µs on a virtual machine, docs/design.md). A
+leader's update goes so from its feed to the router to its order actor on one thread. Messages
+told meanwhile (by anyone) wait in the mailbox behind it, so the order told still holds.
+
 `PooledActor` is for actors their owner supervises itself (the router, its order actors);
 `PooledSupervised` for children of a `Supervisor` (`ChildSpec(start=lambda a: pool.spawn(...))`):
 it also reports a normal stop (`ChildExited`), as `Supervised` does.
@@ -48,6 +54,9 @@ THREADS = 8  # enough that a few actors waiting on the sizing actor do not hold 
 BATCH = 8  # messages (or batches) one actor runs before the thread gives another actor a turn
 MAX_BATCH = 512  # told messages handed to one `on_receive_batch`
 _START, _STOP = object(), object()
+# The turns this thread took on by hand-off (`tell(..., inline=True)`), run once the handler it is
+# in returns; None outside a pooled handler (there a hand-off is an ordinary tell).
+_HANDED = threading.local()
 
 
 class CrashedOn(Exception):
@@ -123,6 +132,8 @@ class _Ask:
 class PooledRef:
     """The handle of a pooled actor, as an `Address` binds it: `tell`, `ask`, `stop`."""
 
+    hands_off = True  # `tell(..., inline=True)` (Address.tell)
+
     def __init__(self, pool: "ActorPool", actor: PooledActor) -> None:
         self._pool = pool
         self._actor = actor
@@ -143,8 +154,9 @@ class PooledRef:
     def is_alive(self) -> bool:
         return self._alive
 
-    def tell(self, message: Any) -> None:
-        self._post(message)
+    def tell(self, message: Any, inline: bool = False) -> None:
+        """Queue `message`; with `inline`, a hand-off (the module's docstring)."""
+        self._post(message, inline)
 
     def ask(self, message: Any, block: bool = True, timeout: float | None = 5.0) -> Any:
         """The answer to `message` (with `block=False`, a `Future` of it, the message already in
@@ -162,7 +174,7 @@ class PooledRef:
                 self._scheduled = True  # this thread's turn: a message told meanwhile waits behind it
         if idle:
             try:
-                self._handle(ask)
+                _handing_off(self._handle, ask)
             finally:  # a KeyboardInterrupt in the asker's thread must not leave the turn taken
                 self._end_turn()
             return future.result(0)
@@ -188,7 +200,7 @@ class PooledRef:
         except FutureTimeout:
             return False
 
-    def _post(self, item: Any) -> None:
+    def _post(self, item: Any, inline: bool = False) -> None:
         with self._lock:
             if not self._alive:
                 raise pykka.ActorDeadError(f"{self._actor.address.name} ({self.actor_urn}) is dead")
@@ -196,7 +208,11 @@ class PooledRef:
             if self._scheduled:
                 return
             self._scheduled = True
-        self._pool._ready(self)
+        handed = getattr(_HANDED, "turns", None) if inline else None
+        if handed is not None:
+            handed.append(self)  # this thread's to run, once its handler returns
+        else:
+            self._pool._ready(self)
 
     # -- on a pool thread ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -214,7 +230,8 @@ class PooledRef:
                     while (mailbox and len(batch) < MAX_BATCH and not isinstance(mailbox[0], _Ask)
                            and mailbox[0] is not _START and actor.takes_in_batch(mailbox[0])):
                         batch.append(mailbox.popleft())
-            if not (self._handle(item) if batch is None else self._handle_batch(batch)):
+            if not (_handing_off(self._handle, item) if batch is None
+                    else _handing_off(self._handle_batch, batch)):
                 return
         self._end_turn()
 
@@ -290,6 +307,22 @@ class PooledRef:
         self.stopped.set()
 
 
+def _handing_off(handle: Any, item: Any) -> bool:
+    """`handle(item)`, then the turns it handed to this thread, each run here as a pool thread
+    would run it (and any turns those hand off in turn)."""
+    outer = getattr(_HANDED, "turns", None)
+    _HANDED.turns = handed = []
+    try:
+        return handle(item)
+    finally:
+        _HANDED.turns = outer
+        for ref in handed:
+            try:
+                ref._run()
+            except BaseException:  # a bug in the pool itself: never lose the handing thread silently
+                log.exception("running %s's handed-off turn failed", ref._actor.address.name)
+
+
 class ActorPool:
     """A fixed number of threads running every pooled actor's mailbox. Thread-safe."""
 
@@ -310,15 +343,16 @@ class ActorPool:
             self._threads.append(thread)
         return self
 
-    def spawn(self, actor: PooledActor) -> PooledRef:
-        """Run `actor`: its `started` first, then what it is told."""
+    def spawn(self, actor: PooledActor, inline: bool = False) -> PooledRef:
+        """Run `actor`: its `started` first, then what it is told (`inline`: a hand-off, its first
+        turn run by the spawning thread)."""
         ref = PooledRef(self, actor)
         actor.actor_ref = ref
         with self._cond:
             if self._stopped:
                 raise pykka.ActorDeadError(f"the {self.name} pool is stopped")
             self._refs.add(ref)
-        ref._post(_START)
+        ref._post(_START, inline)
         return ref
 
     def running(self) -> int:

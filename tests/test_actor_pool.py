@@ -261,3 +261,100 @@ def test_an_ask_interrupted_on_the_askers_thread_leaves_the_actor_answering(pool
     with pytest.raises(KeyboardInterrupt):
         ref.ask("interrupt", timeout=5)
     assert ref.ask("after", timeout=2) == "got after"
+
+
+class Relay(PooledActor):
+    """Tells `to` what it is told (inline: a hand-off), noting each step and its thread."""
+
+    def __init__(self, name: str, log: list[Any], to: Any = None, supervisor: Inbox | None = None,
+                 fragile: bool = False) -> None:
+        super().__init__(Address(name), supervisor)  # type: ignore[arg-type]
+        self.log, self.to, self.fragile = log, to, fragile
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "boom" and self.fragile:
+            raise RuntimeError("boom")
+        self.log.append((self.address.name, message, threading.get_ident()))
+        if self.to is not None:
+            self.to.tell(message, inline=True)
+            self.log.append((self.address.name, f"told {message}", threading.get_ident()))
+        return None
+
+
+def _idle(ref: Any) -> bool:
+    return ref.qsize() == 0 and not ref._scheduled
+
+
+def test_a_hand_off_runs_the_idle_actors_turn_on_the_telling_thread_once_its_handler_returns(pool):
+    log: list[Any] = []
+    last = pool.spawn(Relay("order", log))
+    middle = pool.spawn(Relay("router", log, to=last))
+    first = pool.spawn(Relay("feed", log, to=middle))
+    wait_until(lambda: all(_idle(r) for r in (first, middle, last)), 5, message="started and idle")
+    first.tell("update")
+    wait_until(lambda: len(log) == 5, 5, message="relayed to the end")
+    assert [(name, what) for name, what, _thread in log] == [
+        ("feed", "update"), ("feed", "told update"), ("router", "update"), ("router", "told update"),
+        ("order", "update")]  # each turn after the handler that handed it off, never inside it
+    assert len({thread for _name, _what, thread in log}) == 1  # one thread, none woken
+
+
+def test_a_hand_off_to_a_busy_actor_waits_its_turn_behind_what_it_was_told_before(pool):
+    log: list[Any] = []
+    busy = Threads("order")
+    last = pool.spawn(busy)
+    first = pool.spawn(Relay("feed", log, to=last))
+    wait_until(lambda: _idle(first) and _idle(last), 5, message="started and idle")
+    last.tell("hold")
+    last.tell(1)
+    first.tell(2)
+    wait_until(lambda: last.qsize() == 2, 5, message="handed off behind 1")
+    busy.gate.set()
+    wait_until(lambda: busy.seen == ["hold", 1, 2], 5, message="all handled")
+    assert not busy.overlapped and busy.threads[2] != log[0][2]  # run on the pool, in its turn
+
+
+def test_a_hand_off_outside_a_pooled_handler_is_an_ordinary_tell(pool):
+    actor = Threads("order")
+    ref = pool.spawn(actor)
+    wait_until(lambda: _idle(ref), 5, message="started and idle")
+    actor.gate.set()
+    ref.tell("x", inline=True)
+    wait_until(lambda: actor.seen == ["x"], 5, message="handled")
+    assert actor.threads["x"] != threading.get_ident()  # a pool thread's, not the caller's
+
+
+def test_a_crash_in_a_handed_off_turn_stops_that_actor_alone_and_the_telling_one_goes_on(pool):
+    log: list[Any] = []
+    supervisor = Inbox()
+    last = pool.spawn(Relay("order", log, supervisor=supervisor, fragile=True))
+    order = Address("order")  # as the copier's actors hold each other: a dead one's messages are parked
+    order.bind(last)
+    first = pool.spawn(Relay("feed", log, to=order))
+    wait_until(lambda: _idle(first) and _idle(last), 5, message="started and idle")
+    first.tell("boom")
+    wait_until(lambda: not last.is_alive(), 5, message="the handed-off actor crashed")
+    assert [type(m).__name__ for m in supervisor.told] == ["ChildFailed"] and supervisor.told[0].message == "boom"
+    first.tell("after")  # the telling actor lives on; its next hand-off finds the dead one
+    wait_until(lambda: ("feed", "after") in [(n, w) for n, w, _t in log], 5, message="the feed went on")
+    assert first.is_alive()
+
+
+def test_an_actor_spawned_by_hand_off_starts_on_the_spawning_thread(pool):
+    log: list[Any] = []
+    started: list[int] = []
+
+    class Spawner(PooledActor):
+        def on_receive(self, message: Any) -> Any:
+            child = Relay("order", log)
+            child.started = lambda: started.append(threading.get_ident())  # type: ignore[method-assign]
+            ref = pool.spawn(child, inline=True)
+            ref.tell(message, inline=True)
+            log.append(("router", "spawned", threading.get_ident()))
+
+    spawner = pool.spawn(Spawner(Address("router"), None))
+    wait_until(lambda: _idle(spawner), 5, message="started and idle")
+    spawner.tell("update")
+    wait_until(lambda: len(log) == 2, 5, message="the child handled it")
+    assert [(n, w) for n, w, _t in log] == [("router", "spawned"), ("order", "update")]
+    assert started == [log[0][2]] and log[1][2] == log[0][2]

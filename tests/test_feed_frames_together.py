@@ -23,7 +23,7 @@ class Router:
     def __init__(self) -> None:
         self.told: list[Any] = []
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: Any, inline: bool = False) -> None:
         self.told.append(message)
 
 
