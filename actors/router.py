@@ -196,8 +196,7 @@ class OrderRouter(PooledSupervised):
 
     # -- routing ---------------------------------------------------------------------------------
     def _route(self, message: OrderUpdateReceived) -> None:
-        leader = is_leader(message.account)
-        if leader:
+        if is_leader(message.account):
             if made_by_copier(message.update):  # in an account that also follows: never copied back
                 self._own_copy(message)
                 self._acknowledge(message, "own_copy")
@@ -208,8 +207,8 @@ class OrderRouter(PooledSupervised):
             if leader_order_id is None:
                 self._acknowledge(message, "foreign")
                 return
-        # a leader's update: its order actor's turn runs on this thread next (supervisors/pool.py)
-        self._child(leader_order_id, inline=leader).tell(message, inline=leader)
+        # (never a hand-off: an order actor may wait seconds, for an exit's positions read, say)
+        self._child(leader_order_id).tell(message)
 
     def _own_copy(self, message: OrderUpdateReceived) -> None:
         """Count and log a copy seen in a leader's book, once per order (it sends several updates)."""
@@ -252,20 +251,19 @@ class OrderRouter(PooledSupervised):
         for key in keys:
             self._owners[key] = leader_order_id
 
-    def _child(self, leader_order_id: str, inline: bool = False) -> Address:
+    def _child(self, leader_order_id: str) -> Address:
         address = self.children.get(leader_order_id)
         if address is None:
             address = Address(f"order:{leader_order_id}")
             self.children[leader_order_id] = address
-            self._start(leader_order_id, address, inline)
+            self._start(leader_order_id, address)
         return address
 
-    def _start(self, leader_order_id: str, address: Address, inline: bool = False) -> None:
+    def _start(self, leader_order_id: str, address: Address) -> None:
         if self._pool is None:
             self._pool = ActorPool(self._order_threads, name="order").start()
         address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx, parked=self._parked,
-                                                 acted_on=self._acted_on, run_started=self._started_at),
-                                      inline=inline))
+                                                 acted_on=self._acted_on, run_started=self._started_at)))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)
