@@ -48,7 +48,7 @@ from broker.parsing import (DEFAULT_MAX_FRAME_BYTES, MalformedMessage, decode_so
 from broker.sockets import Connection, SocketHub
 from storage import Store, StorageDown
 from supervisors import Address, Timers
-from supervisors.pool import CrashedOn, PooledSupervised
+from supervisors.pool import CrashedOn, PooledSupervised, run_handing_off
 from supervisors.timers import TimerHandle
 from trading.adoption import find_copies
 from trading.orders import OrderUpdate, update_to_dict
@@ -144,9 +144,11 @@ class FeedActor(PooledSupervised):
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  alert: Callable[[str, str, str], None] = lambda level, key, message: None,
                  on_auth_failure: Callable[[str, str], None] = lambda account, detail: None,
-                 follower_gateways: dict[str, DhanGateway] | None = None) -> None:
+                 follower_gateways: dict[str, DhanGateway] | None = None, runs_on_reader: bool = False) -> None:
         """`sockets`: the copier's socket hub; `timers`: its timer service (the reconnect waits).
-        `follower_gateways`: the leader's feed only, to find copies at a first start."""
+        `follower_gateways`: the leader's feed only, to find copies at a first start.
+        `runs_on_reader`: the hub's reader thread, a leaders' own, runs this feed's turn for each
+        frame (a hand-off, supervisors/pool.py) instead of waking the feed's thread."""
         super().__init__(address, supervisor)
         self.account = account
         self.role = "leader" if is_leader(account) else "follower"
@@ -160,6 +162,7 @@ class FeedActor(PooledSupervised):
         self.alert = alert
         self.on_auth_failure = on_auth_failure
         self.sockets = sockets
+        self.runs_on_reader = runs_on_reader
         self.timers = timers
         self._halt = threading.Event()
         self._conn = 0  # the current connection's id at the hub
@@ -192,7 +195,11 @@ class FeedActor(PooledSupervised):
             if refused_login(raw):  # noted here, so the close that follows is known as a refusal
                 refused.set()
                 conn.close("login refused")
-            self.address.tell(SocketFrame(raw, received_ns))
+            frame = SocketFrame(raw, received_ns)
+            if self.runs_on_reader:
+                run_handing_off(lambda: self.address.tell(frame, inline=True))
+            else:
+                self.address.tell(frame)
 
         self._socket = self.sockets.connect(
             self.url, on_open=self._on_open, on_frame=on_frame,

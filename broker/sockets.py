@@ -21,7 +21,8 @@ over a `selectors` selector, and keeps them alive on a schedule:
     conn.close("done")
     hub.stop()        # every socket closed, every thread of the hub ended
 
-Callbacks run on the hub's threads: they must be quick (tell an actor, set a flag).
+Callbacks run on the hub's threads: they must be quick (tell an actor, set a flag), unless the
+hub is theirs alone (the leaders' hub stores and routes each frame on its reader: docs/design.md).
 """
 from __future__ import annotations
 

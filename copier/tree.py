@@ -89,7 +89,9 @@ class Copier:
     alerts: Alerts | None = None
     timers: Timers = field(default_factory=Timers)  # the one timer thread of every actor
     broker_threads: BrokerThreads = field(default_factory=BrokerThreads)  # every account's broker calls
-    sockets: SocketHub | None = None  # the one reader thread of every feed's socket (start_sockets)
+    sockets: SocketHub | None = None  # the one reader thread of every follower's socket (start_sockets)
+    # the leaders' sockets, on a reader thread of their own that stores and routes each frame itself
+    leader_sockets: SocketHub | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
     escalation: Escalated | None = None
     roster: Roster | None = None  # its followers now, added and removed while it runs
@@ -131,8 +133,9 @@ class Copier:
         self.pools.clear()
         self.timers.stop()
         self.broker_threads.stop()  # after the limiters: what they had not sent stays pending in storage
-        if self.sockets is not None:
-            self.sockets.stop()
+        for hub in (self.sockets, self.leader_sockets):
+            if hub is not None:
+                hub.stop()
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
@@ -141,10 +144,10 @@ class Copier:
         self.stopped.set()
 
 
-def start_sockets(config: Config) -> SocketHub:
-    """The copier's socket hub, with the config's liveness checks, started."""
+def start_sockets(config: Config, name: str = "sockets", connectors: int = 2) -> SocketHub:
+    """A socket hub of the copier's, with the config's liveness checks, started."""
     return SocketHub(ping_interval=config.feed.ping_interval_seconds, ping_timeout=config.feed.ping_timeout_seconds,
-                     read_timeout=config.feed.read_timeout_seconds).start()
+                     read_timeout=config.feed.read_timeout_seconds, name=name, connectors=connectors).start()
 
 
 def alert_channels(config: Config) -> list[Callable[[str, str, str], None]]:
@@ -202,6 +205,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
     timers = copier.timers.start()
     accounts_pool = copier.start_pool(ACCOUNT_THREADS, "accounts")
     copier.sockets = start_sockets(config)
+    # A leader's frame is read, stored and routed on one thread, its hub's reader (docs/design.md):
+    # a hub of its own, so no follower's socket waits on that.
+    copier.leader_sockets = start_sockets(config, "leader-sockets", connectors=1)
 
     leaders = config.all_leaders
     first_leader = config.leader.name  # forever (GTT) orders are copied from this leader's account
@@ -300,7 +306,9 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         pool = copier.leader_feed_pool(acc.name) if is_leader(acc.name) else accounts_pool
         return ChildSpec(f"feed:{acc.name}", lambda a: pool.spawn(make_feed(
             a, top, account=acc.name, url=acc.order_update_url, gateway=copier.gateways[acc.name],
-            store=store, router=router_address, sockets=copier.sockets, timers=timers,
+            store=store, router=router_address, timers=timers,
+            sockets=copier.leader_sockets if is_leader(acc.name) else copier.sockets,
+            runs_on_reader=is_leader(acc.name),
             copy_existing_on_first_start=config.copy.copy_existing_on_first_start,
             max_frame_bytes=config.feed.max_frame_bytes, alert=copier.alerts, on_auth_failure=auth_refused,
             follower_gateways=({n: copier.gateways[n] for n in names if roster.follows(n, acc.name)}

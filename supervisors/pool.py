@@ -42,7 +42,7 @@ import uuid
 from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, Callable
 
 import pykka
 
@@ -306,6 +306,12 @@ class PooledRef:
                     item.future.set_exception(pykka.ActorDeadError(f"{self._actor.address.name} stopped"))
         self._pool._forget(self)
         self.stopped.set()
+
+
+def run_handing_off(fn: Callable[[], Any]) -> Any:
+    """`fn()` on a thread of no pool (a socket reader's), with what it tells `inline` handed to
+    this thread as a pooled handler's would be: those turns run here once `fn` returns."""
+    return _handing_off(lambda _item: fn(), None)
 
 
 def _handing_off(handle: Any, item: Any) -> bool:

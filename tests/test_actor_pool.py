@@ -10,7 +10,7 @@ from typing import Any
 import pykka
 import pytest
 
-from supervisors.pool import ActorPool, PooledActor
+from supervisors.pool import ActorPool, PooledActor, run_handing_off
 from supervisors import Address
 from supervisors.supervisor import ChildFailed
 from tests.conftest import wait_until
@@ -322,6 +322,23 @@ def test_a_hand_off_outside_a_pooled_handler_is_an_ordinary_tell(pool):
     ref.tell("x", inline=True)
     wait_until(lambda: actor.seen == ["x"], 5, message="handled")
     assert actor.threads["x"] != threading.get_ident()  # a pool thread's, not the caller's
+
+
+def test_a_socket_readers_hand_off_runs_the_turn_on_the_reader_once_its_callback_returns(pool):
+    actor = Threads("feed")
+    ref = pool.spawn(actor)
+    wait_until(lambda: _idle(ref), 5, message="started and idle")
+    actor.gate.set()
+    order: list[str] = []
+
+    def on_frame() -> None:
+        ref.tell("frame", inline=True)
+        order.append("callback returned")
+
+    run_handing_off(on_frame)
+    order.append("after")
+    assert actor.seen == ["frame"] and order == ["callback returned", "after"]
+    assert actor.threads["frame"] == threading.get_ident()
 
 
 def test_a_crash_in_a_handed_off_turn_stops_that_actor_alone_and_the_telling_one_goes_on(pool):
