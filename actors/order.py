@@ -19,8 +19,8 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted, is_leader,
-                             OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy, SyncCopies,
-                             UnwindLeg)
+                             OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy,
+                             SizingReady, SyncCopies, UnwindLeg)
 from actors.order_answers import Answers
 from actors.order_batch import handle_batch, takes_in_batch
 from actors.order_catch_up import catch_up
@@ -33,10 +33,10 @@ from actors.order_sighting import FirstSighting
 from actors.order_slices import Slices
 from actors.order_super import SuperOrders, exit_leg_event
 from actors.order_strategy import Legs, flatten_correlation_id
-from actors.order_timers import (FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, SuperReadDue,
-                                 HoldCheck, UnknownCheck)
+from actors.order_timers import (FilledFirstDue, LagCheck, LookupDue, PriceWaitOver, RereadDue, SizingOverdue,
+                                 SuperReadDue, HoldCheck, UnknownCheck)
 from actors.rate_limiter import send_all
-from actors.sizing import ask_sizing
+from actors.sizing import SIZING_TIMEOUT, ask_sizing
 from observability import metrics
 from storage import StorageDown
 from storage.orders import OrderRecords, StoredLeader, copy_key
@@ -78,6 +78,9 @@ class OrderActor(PooledActor):
         policy = ctx.policy
         self.rules = c.Rules(policy.max_modifications, policy.replace_after_modification_cap, policy.placement_attempts)
         self.sighting = FirstSighting(self)
+        # What it is told while its first sighting waits for sizing (FirstSighting.sizing): handled
+        # once decided, in the order told, as if it had waited in the mailbox
+        self.stashed: list[Any] = []
         self.updates = LeaderUpdates(self)
         self.fills = Fills(self)
         self.legs = Legs(self)
@@ -145,7 +148,7 @@ class OrderActor(PooledActor):
 
     # -- replies handled together (actors/order_batch.py) ---------------------------------------------
     def takes_in_batch(self, message: Any) -> bool:
-        return takes_in_batch(self, message)
+        return self.sighting.sizing is None and takes_in_batch(self, message)
 
     def on_receive_batch(self, messages: list[Any]) -> None:
         handle_batch(self, messages)
@@ -153,6 +156,15 @@ class OrderActor(PooledActor):
     def _receive(self, message: Any) -> Any:
         if isinstance(message, CopiesWanted):
             return self.snapshot()
+        if isinstance(message, (SizingReady, SizingOverdue)):
+            if self.sighting.on_sizing(overdue=isinstance(message, SizingOverdue)):
+                stashed, self.stashed = self.stashed, []
+                for earlier in stashed:
+                    self._receive(earlier)
+            return None
+        if self.sighting.sizing is not None:
+            self.stashed.append(message)
+            return None
         if isinstance(message, NEWS) and self.given_up:
             self.operate(lambda plan: plan.news_arrived())
         if isinstance(message, OrderUpdateReceived):
@@ -339,9 +351,10 @@ class OrderActor(PooledActor):
         """A leader order's fan-out, every follower's call in one loop (see send_all)."""
         send_all(self.ctx.limiters, commands)
 
-    def ask_sizing(self, message: SizeCopy | SizeCopies) -> Any:
+    def ask_sizing(self, message: SizeCopy | SizeCopies, wait: bool = True) -> Any:
+        """The answer (`wait=False`: or a future, when it waits for a reading: see ask_sizing)."""
         try:
-            return ask_sizing(self.ctx.sizing, message, timeout=5.0)
+            return ask_sizing(self.ctx.sizing, message, timeout=SIZING_TIMEOUT, wait=wait)
         except (pykka.ActorDeadError, pykka.Timeout) as exc:
             raise RuntimeError(f"sizing unavailable: {exc}") from exc  # crash: retried after restart
 

@@ -11,10 +11,13 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+import pykka
 
 from actors.messages import QuotePrice, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision, SizedCopies
-from actors.order_timers import PriceWaitOver
+from actors.order_timers import PriceWaitOver, SizingOverdue
+from actors.sizing import SIZING_TIMEOUT
 from observability import metrics
 from storage.orders import StoredLeader, leader_key
 from trading import copy as c
@@ -37,6 +40,16 @@ CLOSED = (S.CANCELLED, S.REJECTED, S.EXPIRED)
 
 
 @dataclass
+class Sizing:
+    """A leader order whose sizing waits for a reading (an exit waits for the followers' positions):
+    decided once the sizing actor tells `SizingReady`. Meanwhile the order actor holds no thread,
+    and what it is told waits (`OrderActor.stashed`)."""
+
+    future: pykka.Future
+    decide: Callable[[SizedCopies], None]
+
+
+@dataclass
 class Waiting:
     """A leader order seen but not yet decided: it names no price and none is known yet."""
 
@@ -50,6 +63,7 @@ class FirstSighting:
     def __init__(self, actor: "OrderActor") -> None:
         self.actor = actor
         self.waiting: Waiting | None = None
+        self.sizing: Sizing | None = None
 
     def on_update(self, event_id: int, update: OrderUpdate) -> None:
         actor = self.actor
@@ -132,9 +146,6 @@ class FirstSighting:
         # At a first start on an empty database, copies made before it may exist at the brokers.
         adopted = actor.records.adopted_copies() if update.source == "adopt" else {}  # by part key
         adopted_by = {c.split_part_key(key)[0] for key in adopted}  # followers with a copy (a slice) adopted
-        decisions: dict[str, SizeDecision] = {}
-        unreserve: list[str] = []
-        group_id = None
         if order_skip is None:
             assert instrument is not None
             source = source if reference > 0 else NONE
@@ -144,14 +155,52 @@ class FirstSighting:
                                       update.filled_qty, actor.leader_order_id, source, leader=actor.leader_account)
                              for f in ctx.followers if f not in adopted_by and ctx.follows(f, actor.leader_account))
             if requests:
-                sized: SizedCopies = actor.ask_sizing(SizeCopies(requests, actor.leader_order_id))
-                group_id = sized.group_id
-                decisions = {request.follower: decision for request, decision in zip(requests, sized.decisions)}
-                for follower, decision in list(decisions.items()):
-                    refused = None if decision.skip_reason else actor.slices.refusal(instrument, decision.quantity)
-                    if refused is not None:  # (the capital reserved for it is released once stored)
-                        decisions[follower] = SizeDecision(decision.quantity, decision.disclosed_qty, 0.0, *refused)
-                        unreserve.append(follower)
+                answer = actor.ask_sizing(SizeCopies(requests, actor.leader_order_id, reply_to=actor.address), wait=False)
+                if isinstance(answer, pykka.Future):  # it waits for a reading: decided when told, no thread held
+                    self.sizing = Sizing(answer, lambda sized: self._decide(
+                        event_ids, update, received_ns, instrument, order_skip, adopted, requests, sized))
+                    actor.after(SIZING_TIMEOUT, SizingOverdue(), name="sizing")
+                    return
+                self._decide(event_ids, update, received_ns, instrument, order_skip, adopted, requests, answer)
+                return
+        self._decide(event_ids, update, received_ns, instrument, order_skip, adopted, (), None)
+
+    def on_sizing(self, overdue: bool) -> bool:
+        """The sizing actor says the answer it owed is in (or it is overdue): True once decided."""
+        sizing = self.sizing
+        if sizing is None:
+            return False  # an earlier incarnation's, or already decided
+        try:
+            sized = sizing.future.get(timeout=0)
+        except pykka.Timeout:
+            if not overdue:
+                return False
+            raise RuntimeError(f"sizing unavailable: no answer in {SIZING_TIMEOUT:g}s") from None  # crash: retried
+        except Exception as exc:
+            raise RuntimeError(f"sizing unavailable: {exc}") from exc
+        self.sizing = None
+        self.actor.cancel_timer("sizing")
+        sizing.decide(sized)
+        return True
+
+    def _decide(self, event_ids: list[int], update: OrderUpdate, received_ns: int, instrument: Instrument | None,
+                order_skip: tuple[str, str] | None, adopted: dict[str, tuple[int, OrderUpdate]],
+                requests: tuple[SizeCopy, ...], sized: SizedCopies | None) -> None:
+        """`decide`, once its copies are sized (`sized`: None when nothing was to be sized)."""
+        actor = self.actor
+        ctx = actor.ctx
+        decisions: dict[str, SizeDecision] = {}
+        unreserve: list[str] = []
+        group_id = None
+        if sized is not None:
+            assert instrument is not None
+            group_id = sized.group_id
+            decisions = {request.follower: decision for request, decision in zip(requests, sized.decisions)}
+            for follower, decision in list(decisions.items()):
+                refused = None if decision.skip_reason else actor.slices.refusal(instrument, decision.quantity)
+                if refused is not None:  # (the capital reserved for it is released once stored)
+                    decisions[follower] = SizeDecision(decision.quantity, decision.disclosed_qty, 0.0, *refused)
+                    unreserve.append(follower)
         # wall clock of the first arrival: a copy's age counts from it, across restarts
         seen_at = time.time() - max(0, time.monotonic_ns() - received_ns) / 1e9 if received_ns else time.time()
         leader = StoredLeader(first_seen(update), seen_at, group_id, instrument.underlying if instrument else None,

@@ -11,6 +11,11 @@ class PriceWaitOver:
 
 
 @dataclass(frozen=True)
+class SizingOverdue:
+    """A first sighting's sizing, waiting for a reading, did not come in time: a crash, retried."""
+
+
+@dataclass(frozen=True)
 class LagCheck:
     """The leader's order filled a while ago: alert for copies still open."""
 

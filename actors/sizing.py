@@ -13,8 +13,9 @@ are added to it. Requests made before the first readings wait for them.
 An order that only reduces the leader's position is an exit: the follower reduces its *own*
 position by the same fraction, never more than it holds. The follower may have traded by hand
 since the last reading, so an exit waits for positions read after it arrived, answered with a
-future (`ask_sizing`); meanwhile other orders are sized, only those on the same underlying
-waiting behind it. Each follower's `risk` limits are checked here too; a daily-loss breach calls
+future (`ask_sizing`; a `SizeCopies` asker is told `SizingReady()` when it is set, and holds no
+thread meanwhile); meanwhile other orders are sized, only those on the same underlying waiting
+behind it. Each follower's `risk` limits are checked here too; a daily-loss breach calls
 `on_daily_loss` (the kill switch).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
                              RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
-                             SizedCopies, SuspendAccount)
+                             SizedCopies, SizingReady, SuspendAccount)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
@@ -53,16 +54,21 @@ log = logging.getLogger(__name__)
 _READINGS = itertools.count(1)
 
 
-def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float = 5.0) -> Any:
+SIZING_TIMEOUT = 5.0  # the longest an order actor waits for a size, a reading's included, before it crashes
+
+
+def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float = SIZING_TIMEOUT,
+               wait: bool = True) -> Any:
     """Ask the sizing actor for a size. A request that waits for broker readings is answered with
-    a future, which this waits for within the same `timeout`:
+    a future, which this waits for within the same `timeout` (`wait=False`: returned as it is; a
+    `SizeCopies` with a `reply_to` has it told `SizingReady()` once it is set):
 
         sized = ask_sizing(ctx.sizing, SizeCopies(requests, leader_order_id))
 
     Raises pykka.Timeout or pykka.ActorDeadError, as an ask does."""
     deadline = time.monotonic() + timeout
     answer = sizing.ask(message, timeout=timeout)
-    if isinstance(answer, pykka.Future):
+    if isinstance(answer, pykka.Future) and wait:
         answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
     return answer
 
@@ -161,6 +167,9 @@ class SizingActor(PooledSupervised):
         for waiting in self.waiting:
             waiting.future.set_exception(exc_info=(pykka.ActorDeadError, pykka.ActorDeadError(
                 f"{self.address.name} stopped before answering"), None))
+            reply_to = getattr(waiting.message, "reply_to", None)
+            if reply_to is not None:
+                reply_to.tell(SizingReady())
         self.waiting = []
 
     def on_receive(self, message: Any) -> Any:
@@ -239,6 +248,9 @@ class SizingActor(PooledSupervised):
             except Exception:  # noqa: BLE001 - as with an ask, the error goes back to the asker
                 log.exception("sizing a waiting request failed")
                 waiting.future.set_exception()
+            reply_to = getattr(waiting.message, "reply_to", None)
+            if reply_to is not None:
+                reply_to.tell(SizingReady())
 
     def _apply_reading(self, reading: AccountsRead) -> None:
         for capital in reading.capital:

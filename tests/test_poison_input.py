@@ -326,14 +326,14 @@ def test_an_event_whose_actor_crashed_because_sizing_was_down_is_retried_not_par
     original = OrderActor.ask_sizing
     failures = {"left": 3}  # as many crashes as would park a poison event
 
-    def sizing_restarting(self, message):
+    def sizing_restarting(self, message, wait=True):
         if failures["left"]:
             failures["left"] -= 1
             try:
                 raise pykka.ActorDeadError("sizing is restarting")
             except pykka.ActorDeadError as exc:
                 raise RuntimeError(f"sizing unavailable: {exc}") from exc
-        return original(self, message)
+        return original(self, message, wait)
 
     monkeypatch.setattr(OrderActor, "ask_sizing", sizing_restarting)
     restarts = _restarts("order")

@@ -192,3 +192,31 @@ def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):
     assert rig.follower_copy(other, timeout=2.5)["quantity"] == 5  # not held up by the exit's broker call
     assert rig.follower_order_now(exit_order) is None  # the exit waits for its follower's position
     assert rig.follower_copy(exit_order, timeout=10)["quantity"] == 10
+
+
+def test_exits_waiting_for_a_slow_positions_read_hold_up_no_other_order(make_rig):
+    """More exits at once than the order actors have threads (a leader squaring off), all waiting
+    on one slow positions read: a new order is copied meanwhile all the same."""
+    rig = make_rig(proxied=["f1"], exchange={"rate_limits": {"per_second": None}})  # the leader's burst
+    entry = rig.place(order_type="MARKET", quantity=40)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    slow = rig.proxies["f1"].hang("GET /positions", seconds=4, forward=FIRST, count=1)
+    exits = [rig.place(order_type="MARKET", quantity=2, side="SELL") for _ in range(10)]
+    wait_until(lambda: slow.hits == 1, message="the first exit's positions read is in flight")
+    other = rig.place(security_id=TCS, quantity=10)
+    assert rig.follower_copy(other, timeout=2.5)["quantity"] == 5  # not held up by the exits' broker call
+    for exit_order in exits:  # and every exit is copied once its reading is in
+        assert rig.follower_copy(exit_order, timeout=15)["transactionType"] == "SELL"
+
+
+def test_the_leader_cancelling_an_exit_while_it_waits_for_its_reading_cancels_the_copy_made_after(make_rig):
+    rig = make_rig(proxied=["f1"])
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    slow = rig.proxies["f1"].hang("GET /positions", seconds=2, forward=FIRST, count=1)
+    exit_order = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=1400.0)  # rests
+    wait_until(lambda: slow.hits == 1, message="the exit's positions read is in flight")
+    rig.cancel(exit_order)  # told to the order actor while its sizing waits: handled after it
+    copy = rig.wait_copy(exit_order, lambda c: c["orderStatus"] == "CANCELLED", timeout=15,
+                         message="the exit's copy, made once its reading came, then cancelled")
+    assert copy["quantity"] == 10 and rig.follower_placements("f1") == 2

@@ -39,6 +39,7 @@ from actors.messages.sizing import (  # noqa: F401
     SizeCopy,
     SizeDecision,
     SizedCopies,
+    SizingReady,
     SuspendAccount,
 )
 from actors.messages.broker import (  # noqa: F401
@@ -170,6 +171,7 @@ __all__ = [
     "SizeCopy",
     "SizeDecision",
     "SizedCopies",
+    "SizingReady",
     "StorageRecovered",
     "SuperOrderRead",
     "SuspendAccount",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trading.instruments import Instrument
 from trading.leader import LEADER
@@ -32,6 +33,14 @@ class SizeCopies:
 
     requests: tuple[SizeCopy, ...]
     leader_order_id: str = ""
+    # Told `SizingReady()` once an answer that had to wait (a future) is set: the asker does not
+    # wait for it on its thread (actors/order_sighting.py).
+    reply_to: Any = None
+
+
+@dataclass(frozen=True)
+class SizingReady:
+    """Told to `SizeCopies.reply_to`: the future it was answered with is set."""
 
 
 @dataclass(frozen=True)
