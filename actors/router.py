@@ -207,8 +207,11 @@ class OrderRouter(PooledSupervised):
             if leader_order_id is None:
                 self._acknowledge(message, "foreign")
                 return
-        # (never a hand-off: an order actor may wait seconds, for an exit's positions read, say)
-        self._child(leader_order_id).tell(message)
+        # A new leader order's first sighting is handed to this thread (supervisors/pool.py): it
+        # waits on no broker call (an exit's sizing reading is told, not waited for). Any other
+        # turn of an order actor may (a re-size), so it runs on the order pool.
+        first = is_leader(message.account) and leader_order_id not in self.children
+        self._child(leader_order_id, inline=first).tell(message, inline=first)
 
     def _own_copy(self, message: OrderUpdateReceived) -> None:
         """Count and log a copy seen in a leader's book, once per order (it sends several updates)."""
@@ -251,19 +254,20 @@ class OrderRouter(PooledSupervised):
         for key in keys:
             self._owners[key] = leader_order_id
 
-    def _child(self, leader_order_id: str) -> Address:
+    def _child(self, leader_order_id: str, inline: bool = False) -> Address:
         address = self.children.get(leader_order_id)
         if address is None:
             address = Address(f"order:{leader_order_id}")
             self.children[leader_order_id] = address
-            self._start(leader_order_id, address)
+            self._start(leader_order_id, address, inline)
         return address
 
-    def _start(self, leader_order_id: str, address: Address) -> None:
+    def _start(self, leader_order_id: str, address: Address, inline: bool = False) -> None:
         if self._pool is None:
             self._pool = ActorPool(self._order_threads, name="order").start()
         address.bind(self._pool.spawn(OrderActor(address, self.address, leader_order_id, self.ctx, parked=self._parked,
-                                                 acted_on=self._acted_on, run_started=self._started_at)))
+                                                 acted_on=self._acted_on, run_started=self._started_at),
+                                      inline=inline))
 
     def _retire(self, leader_order_id: str) -> None:
         address = self.children.get(leader_order_id)

@@ -21,9 +21,10 @@ hence several (`THREADS`).
 A message told with `inline=True` from inside a pooled handler, to an actor with no turn under way,
 is a hand-off: the telling thread runs that actor's turn itself as soon as its own handler returns,
 instead of waking a pool thread for it (about 100 µs on a virtual machine, docs/design.md). A
-leader's update goes so from its feed to the router on one thread. Messages told meanwhile (by
-anyone) wait in the mailbox behind it, so the order told still holds. Only an actor whose turns
-are short is handed off to: the telling thread's own actor keeps its turn meanwhile.
+leader's update goes so from its feed to the router, and a new leader order on to its new order
+actor, on one thread. Messages told meanwhile (by anyone) wait in the mailbox behind it, so the
+order told still holds. Only a turn that never waits on another actor or the broker is handed
+off: the telling thread's own actor keeps its turn meanwhile.
 
 `PooledActor` is for actors their owner supervises itself (the router, its order actors);
 `PooledSupervised` for children of a `Supervisor` (`ChildSpec(start=lambda a: pool.spawn(...))`):
@@ -350,15 +351,16 @@ class ActorPool:
             self._threads.append(thread)
         return self
 
-    def spawn(self, actor: PooledActor) -> PooledRef:
-        """Run `actor`: its `started` first, then what it is told."""
+    def spawn(self, actor: PooledActor, inline: bool = False) -> PooledRef:
+        """Run `actor`: its `started` first, then what it is told (`inline`: its first turn a
+        hand-off, see `PooledRef.tell`)."""
         ref = PooledRef(self, actor)
         actor.actor_ref = ref
         with self._cond:
             if self._stopped:
                 raise pykka.ActorDeadError(f"the {self.name} pool is stopped")
             self._refs.add(ref)
-        ref._post(_START)
+        ref._post(_START, inline)
         return ref
 
     def running(self) -> int:

@@ -355,3 +355,23 @@ def test_a_crash_in_a_handed_off_turn_stops_that_actor_alone_and_the_telling_one
     first.tell("after")  # the telling actor lives on; its next hand-off finds the dead one
     wait_until(lambda: ("feed", "after") in [(n, w) for n, w, _t in log], 5, message="the feed went on")
     assert first.is_alive()
+
+
+def test_an_actor_spawned_by_hand_off_starts_on_the_spawning_thread(pool):
+    log: list[Any] = []
+    started: list[int] = []
+
+    class Spawner(PooledActor):
+        def on_receive(self, message: Any) -> Any:
+            child = Relay("order", log)
+            child.started = lambda: started.append(threading.get_ident())  # type: ignore[method-assign]
+            ref = pool.spawn(child, inline=True)
+            ref.tell(message, inline=True)
+            log.append(("router", "spawned", threading.get_ident()))
+
+    spawner = pool.spawn(Spawner(Address("router"), None))
+    wait_until(lambda: _idle(spawner), 5, message="started and idle")
+    spawner.tell("update")
+    wait_until(lambda: len(log) == 2, 5, message="the child handled it")
+    assert [(n, w) for n, w, _t in log] == [("router", "spawned"), ("order", "update")]
+    assert started == [log[0][2]] and log[1][2] == log[0][2]  # its start, then its first message, here
