@@ -161,6 +161,8 @@ class OrderActor(PooledActor):
                 stashed, self.stashed = self.stashed, []
                 for earlier in stashed:
                     self._receive(earlier)
+                self.operate()  # as after any leader update (the decision may have left it finished)
+                self.maybe_idle()
             return None
         if self.sighting.sizing is not None:
             self.stashed.append(message)
