@@ -172,11 +172,12 @@ class FirstSighting:
             return False  # an earlier incarnation's, or already decided
         try:
             sized = sizing.future.get(timeout=0)
-        except pykka.Timeout:
+        except pykka.Timeout as exc:
             if not overdue:
                 return False
-            raise RuntimeError(f"sizing unavailable: no answer in {SIZING_TIMEOUT:g}s") from None  # crash: retried
-        except Exception as exc:
+            # as a blocked ask's timeout was: sizing unavailable (a crash, retried), never poison
+            raise RuntimeError(f"sizing unavailable: no answer in {SIZING_TIMEOUT:g}s") from exc
+        except pykka.ActorDeadError as exc:  # it stopped before answering (a sizing bug raises as it is)
             raise RuntimeError(f"sizing unavailable: {exc}") from exc
         self.sizing = None
         self.actor.cancel_timer("sizing")

@@ -220,3 +220,28 @@ def test_the_leader_cancelling_an_exit_while_it_waits_for_its_reading_cancels_th
     copy = rig.wait_copy(exit_order, lambda c: c["orderStatus"] == "CANCELLED", timeout=15,
                          message="the exit's copy, made once its reading came, then cancelled")
     assert copy["quantity"] == 10 and rig.follower_placements("f1") == 2
+
+
+def test_a_sizing_answer_overdue_is_the_sizing_actors_unavailability_and_a_sizing_bug_is_not():
+    """How a first sighting that waited for its sizing crashes decides whether its leader update
+    is ever parked as poison (actors/dead_letters.py): an answer that never came is sizing being
+    unavailable, as a blocked ask's timeout was; a bug in sizing is the bug, raised as it is."""
+    from actors.dead_letters import is_unavailability
+    from actors.order_sighting import FirstSighting, Sizing
+
+    sighting = FirstSighting(None)  # type: ignore[arg-type]
+    sighting.sizing = Sizing(pykka.ThreadingFuture(), lambda sized: None)
+    assert sighting.on_sizing(overdue=False) is False  # not yet: still waiting
+    with pytest.raises(RuntimeError, match="sizing unavailable") as overdue:
+        sighting.on_sizing(overdue=True)
+    assert is_unavailability(overdue.value)
+
+    failed: pykka.Future = pykka.ThreadingFuture()
+    try:
+        raise ValueError("a bug in sizing")
+    except ValueError:
+        failed.set_exception()
+    sighting.sizing = Sizing(failed, lambda sized: None)
+    with pytest.raises(ValueError, match="a bug in sizing") as bug:
+        sighting.on_sizing(overdue=False)
+    assert not is_unavailability(bug.value)
