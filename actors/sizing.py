@@ -90,6 +90,12 @@ class _Waiting:
         first = self.requests[0] if self.requests else None
         return (first.instrument.underlying or first.terms.security_id) if first else ""
 
+    def tell_settled(self) -> None:
+        """Its future is set (an answer or a failure): an asker that does not wait on it is told."""
+        reply_to = getattr(self.message, "reply_to", None)  # (a SizeCopy has none)
+        if reply_to is not None:
+            reply_to.tell(SizingReady())
+
 
 class SizingActor(PooledSupervised):
     """The capital lock (the module's docstring says how it sizes). Asked one leader order at a
@@ -167,9 +173,7 @@ class SizingActor(PooledSupervised):
         for waiting in self.waiting:
             waiting.future.set_exception(exc_info=(pykka.ActorDeadError, pykka.ActorDeadError(
                 f"{self.address.name} stopped before answering"), None))
-            reply_to = getattr(waiting.message, "reply_to", None)
-            if reply_to is not None:
-                reply_to.tell(SizingReady())
+            waiting.tell_settled()
         self.waiting = []
 
     def on_receive(self, message: Any) -> Any:
@@ -248,9 +252,7 @@ class SizingActor(PooledSupervised):
             except Exception:  # noqa: BLE001 - as with an ask, the error goes back to the asker
                 log.exception("sizing a waiting request failed")
                 waiting.future.set_exception()
-            reply_to = getattr(waiting.message, "reply_to", None)
-            if reply_to is not None:
-                reply_to.tell(SizingReady())
+            waiting.tell_settled()
 
     def _apply_reading(self, reading: AccountsRead) -> None:
         for capital in reading.capital:

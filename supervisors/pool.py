@@ -237,6 +237,14 @@ class PooledRef:
                 return
         self._end_turn()
 
+    def _take_turn(self) -> None:
+        """`_run`, on a pool thread or a thread it was handed to: a bug in the pool itself is
+        logged, never lets the thread end silently."""
+        try:
+            self._run()
+        except BaseException:
+            log.exception("%s pool: running %s failed", self._pool.name, self._actor.address.name)
+
     def _end_turn(self) -> None:
         """A turn is over: the pool runs what came meanwhile."""
         with self._lock:
@@ -325,10 +333,7 @@ def _handing_off(handle: Any, item: Any) -> bool:
     finally:
         _HANDED.turns = outer
         for ref in handed:
-            try:
-                ref._run()
-            except BaseException:  # a bug in the pool itself: never lose the handing thread silently
-                log.exception("running %s's handed-off turn failed", ref._actor.address.name)
+            ref._take_turn()
 
 
 class ActorPool:
@@ -403,7 +408,4 @@ class ActorPool:
                 if not self._queue:
                     return  # stopped, and nothing left to run
                 ref = self._queue.popleft()
-            try:
-                ref._run()
-            except BaseException:  # a bug in the pool itself: never lose the thread silently
-                log.exception("%s pool: running %s failed", self.name, ref._actor.address.name)
+            ref._take_turn()
