@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from actors import messages as msg
+from actors.order_part import OrderPart
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from trading import copy as c
@@ -31,10 +32,7 @@ _CALLS = {msg.ModifyCopy: c.Call.MODIFY, msg.CancelCopy: c.Call.CANCEL, msg.Look
           msg.GetOrder: c.Call.READ}
 
 
-class Answers:
-    def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
-
+class Answers(OrderPart):
     def on_answer(self, answer: Any) -> None:
         actor = self.actor
         command = answer.command

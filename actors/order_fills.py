@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from actors.messages import FillSeen
 from actors.order_timers import FilledFirstDue, LagCheck
+from actors.order_part import OrderPart
 from observability import metrics
 from trading import copy as c
 from trading.fills import Fill, slippage
@@ -26,9 +27,9 @@ log = logging.getLogger("actors.order")
 FILLED_FIRST_GRACE_SECONDS = 2.0
 
 
-class Fills:
+class Fills(OrderPart):
     def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
+        super().__init__(actor)
         self.leader_filled_at: str | None = None  # exchange time of the leader's first fill seen here
         self.suspects: dict[str, str] = {}  # part key -> exchange time of a fill the leader's may follow
         self._lag_scheduled = False

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Collection
 from actors.feed import store_and_route
 from actors.messages import CallFailed, GetOrder, OrderFound, SizeCopy
 from actors.order_timers import RereadDue
+from actors.order_part import OrderPart
 from observability import metrics
 from storage.orders import leader_key
 from trading import copy as c
@@ -48,9 +49,9 @@ class Reread:
     failures: int = 0
 
 
-class LeaderUpdates:
+class LeaderUpdates(OrderPart):
     def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
+        super().__init__(actor)
         self.ambiguous: dict[int, OrderUpdate] = {}  # held, not done, until the broker answers
         self.reread: Reread | None = None
         self.changes = 0  # leader updates applied by this incarnation

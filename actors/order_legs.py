@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from actors.order_timers import HoldCheck
+from actors.order_part import OrderPart
 from observability import metrics
 from storage.legs import held_legs, strategy_leg_copies
 from trading import copy as c
@@ -31,9 +32,9 @@ log = logging.getLogger("actors.order")
 POLL_SECONDS = 0.2
 
 
-class HeldLegs:
+class HeldLegs(OrderPart):
     def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
+        super().__init__(actor)
         self.followers: set[str] | None = None  # whose copies were held after the last operation (None: not yet)
         self.asking = False  # a HoldCheck is pending
 

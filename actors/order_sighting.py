@@ -18,6 +18,7 @@ import pykka
 from actors.messages import QuotePrice, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision, SizedCopies
 from actors.order_timers import PriceWaitOver, SizingOverdue
 from actors.sizing import SIZING_TIMEOUT
+from actors.order_part import OrderPart
 from observability import metrics
 from storage.orders import StoredLeader, leader_key
 from trading import copy as c
@@ -59,9 +60,9 @@ class Waiting:
     for_exits: bool = False  # a super order, waiting for its target, stop-loss and jump to be read
 
 
-class FirstSighting:
+class FirstSighting(OrderPart):
     def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
+        super().__init__(actor)
         self.waiting: Waiting | None = None
         self.sizing: Sizing | None = None
 

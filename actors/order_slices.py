@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from actors.messages import ReleaseCapital
+from actors.order_part import OrderPart
 from observability import metrics
 from trading import copy as c
 from trading.freeze import Slice, reslice, slice_sizes
@@ -34,10 +35,7 @@ RESLICED = "resliced"  # why a slice the copy no longer needs is cancelled
 ABOVE_FREEZE = "above_freeze_quantity"  # skip reason when slicing is switched off
 
 
-class Slices:
-    def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
-
+class Slices(OrderPart):
     def largest(self, instrument: Instrument | None) -> int | None:
         """The most units one slice may carry (None: no limit known for the instrument)."""
         if instrument is None:

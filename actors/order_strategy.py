@@ -9,6 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from actors.messages import CopyPlaced, PlaceCopy, PlacementUnknown, UnwindLeg, UnwindStrategy
+from actors.order_part import OrderPart
 from observability import metrics
 from trading import copy as c
 from trading.orders import OrderType, Side, Validity, correlation_id
@@ -26,9 +27,9 @@ def flatten_correlation_id(leader_order_id: str, follower: str, part: int = 0) -
     return correlation_id(leader_order_id + ":flatten" + (f"#{part}" if part else ""), follower)
 
 
-class Legs:
+class Legs(OrderPart):
     def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
+        super().__init__(actor)
         self._flattening: set[str] = set()  # correlation ids of the flattening orders sent
 
     def unwind_strategy(self, follower: str, reason: str) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.messages import CallFailed, ReadSuperOrder, SuperOrderRead
 from actors.order_timers import SuperReadDue
+from actors.order_part import OrderPart
 from observability import metrics
 from storage.orders import leader_key
 from trading import copy as c
@@ -37,9 +38,9 @@ READ_ATTEMPTS = 5  # reads in a row that may fail before the first sighting give
 EXIT_FIELDS = ("target_price", "stop_loss_price", "trailing_jump")
 
 
-class SuperOrders:
+class SuperOrders(OrderPart):
     def __init__(self, actor: "OrderActor") -> None:
-        self.actor = actor
+        super().__init__(actor)
         self.asked = False  # a read is in flight
         self.failures = 0  # reads in a row that failed
         self.view: SuperOrderView | None = None  # the last read

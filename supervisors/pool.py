@@ -138,7 +138,8 @@ class PooledRef:
 
     def __init__(self, pool: "ActorPool", actor: PooledActor) -> None:
         self._pool = pool
-        self._actor = actor
+        self._actor: PooledActor | None = actor  # let go once it is dead: no cycle outlives it
+        self._name = actor.address.name
         self.actor_urn = actor.actor_urn
         self._mailbox: deque[Any] = deque()
         self._lock = threading.Lock()
@@ -186,7 +187,7 @@ class PooledRef:
         try:
             return future.result(timeout)
         except FutureTimeout:
-            raise pykka.Timeout(f"{self._actor.address.name} did not answer in {timeout}s") from None
+            raise pykka.Timeout(f"{self._name} did not answer in {timeout}s") from None
 
     def stop(self, block: bool = True, timeout: float | None = None) -> Future | bool:
         """Stop after the messages told before; with `block`, wait for it (False: already dead)."""
@@ -205,7 +206,7 @@ class PooledRef:
     def _post(self, item: Any, inline: bool = False) -> None:
         with self._lock:
             if not self._alive:
-                raise pykka.ActorDeadError(f"{self._actor.address.name} ({self.actor_urn}) is dead")
+                raise pykka.ActorDeadError(f"{self._name} ({self.actor_urn}) is dead")
             self._mailbox.append(item)
             if self._scheduled:
                 return
@@ -243,7 +244,7 @@ class PooledRef:
         try:
             self._run()
         except BaseException:
-            log.exception("%s pool: running %s failed", self._pool.name, self._actor.address.name)
+            log.exception("%s pool: running %s failed", self._pool.name, self._name)
 
     def _end_turn(self) -> None:
         """A turn is over: the pool runs what came meanwhile."""
@@ -312,8 +313,9 @@ class PooledRef:
                 if item.message is _STOP:
                     item.future.set_result(True)
                 else:
-                    item.future.set_exception(pykka.ActorDeadError(f"{self._actor.address.name} stopped"))
+                    item.future.set_exception(pykka.ActorDeadError(f"{self._name} stopped"))
         self._pool._forget(self)
+        self._actor = None
         self.stopped.set()
 
 
