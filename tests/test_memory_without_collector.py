@@ -1,7 +1,8 @@
 """A finished leader order gives its memory back at once: nothing the copier builds for it holds a
 reference cycle, so it is freed when its order actor retires, not at the garbage collector's next
 full collection, which at a hundred followers walked hundreds of thousands of objects with every
-thread stopped (bench/results/README.md)."""
+thread stopped (bench/results/README.md); and copying a burst allocates too little that outlives it
+for the collector to run at all."""
 from __future__ import annotations
 
 import gc
@@ -56,3 +57,26 @@ def test_a_stopped_pooled_actor_is_freed_without_the_garbage_collector():
     finally:
         gc.enable()
         pool.stop()
+
+
+def test_copying_a_burst_to_five_followers_runs_no_garbage_collection(make_rig):
+    rig = make_rig(followers=[{"name": f"f{i}", "sizing": {"strategy": "fixed_ratio", "ratio": 1}}
+                              for i in range(1, 6)])
+    collections: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        through_the_market = round(rig.exchange.price(RELIANCE) * 1.03, 1)
+        leader_order_ids = [rig.place(quantity=1 + i % 3, price=through_the_market) for i in range(10)]
+        for leader_order_id in leader_order_ids:
+            for follower in ("f1", "f2", "f3", "f4", "f5"):
+                rig.wait_row(leader_order_id, lambda row: row.status == "TRADED", follower=follower,
+                             message="traded")
+    finally:
+        gc.callbacks.remove(count)
+    assert sum(1 for f in ("f1", "f2", "f3", "f4", "f5") for _ in rig.follower_book(f)) == 50
+    assert collections == [], f"garbage collections (by generation) while copying: {collections}"
