@@ -4,9 +4,12 @@ are snapshots: replay is idempotent)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+import orjson
 
 from storage import models as m
 from storage.base import Transactions
@@ -28,6 +31,21 @@ class InboxEvent:
     @classmethod
     def from_row(cls, row: m.InboundEvent) -> "InboxEvent":
         return cls(row.id, row.account, row.order_id, row.source, row.payload, row.received_at)
+
+
+def encoded(payload: dict[str, Any]) -> str:
+    """An update's JSON with orjson, about ten times the json module's speed (two follower echoes a
+    copy are stored), unless a number in it is not finite: orjson writes that as null, and a stored
+    update must replay as it was routed. (The parsers admit no such number; this is the net.)"""
+    return orjson.dumps(payload).decode() if _finite(payload) else json.dumps(payload)
+
+
+def _finite(values: dict[str, Any]) -> bool:
+    for value in values.values():
+        kind = type(value)
+        if (kind is float and not math.isfinite(value)) or (kind is dict and not _finite(value)):
+            return False
+    return True
 
 
 class Inbox:
@@ -52,7 +70,7 @@ class Inbox:
             # shared connection an ignored insert reports the previous insert's rowid.
             return [store.insert(m.InboundEvent, dict(
                 account=account, order_id=order_id, dedupe_key=dedupe_key, source=source,
-                payload=json.dumps(payload), received_at=now, received_ns=received_ns,
+                payload=encoded(payload), received_at=now, received_ns=received_ns,
                 done=False), or_ignore=True) for order_id, dedupe_key, source, payload, received_ns in updates]
 
         return store.write(insert)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 
 import pytest
@@ -132,6 +133,15 @@ def test_the_kill_switch_reads_back_as_it_was_turned(store):
     store.settings.set_kill_switch(True, "too many losses", "risk")
     state = store.settings.kill_switch()
     assert (state.on, state.reason, state.by) == (True, "too many losses", "risk")
+
+
+def test_an_update_is_stored_as_it_was_routed_a_number_that_is_not_finite_too(store):
+    payload = {"order_id": "L1", "avg_price": 1401.25, "terms": {"price": float("nan"), "quantity": 10}}
+    store.inbox.record("leader", "L1", "k1", "socket", payload, 0)
+    store.inbox.record("leader", "L2", "k2", "socket", {**payload, "order_id": "L2", "terms": {"price": 1.5}}, 0)
+    nan, plain = (json.loads(e.payload) for e in store.inbox.pending())
+    assert math.isnan(nan["terms"]["price"]) and nan["avg_price"] == 1401.25
+    assert plain == {"order_id": "L2", "avg_price": 1401.25, "terms": {"price": 1.5}}
 
 
 def test_pending_inbox_events_are_chosen_by_order_and_age_and_events_read_back_in_sequence(store):
