@@ -229,7 +229,11 @@ def test_a_sizing_answer_overdue_is_the_sizing_actors_unavailability_and_a_sizin
     from actors.dead_letters import is_unavailability
     from actors.order_sighting import FirstSighting, Sizing
 
-    sighting = FirstSighting(None)  # type: ignore[arg-type]
+    class Actor:  # a part refers to its actor weakly: something must hold it
+        pass
+
+    actor = Actor()
+    sighting = FirstSighting(actor)  # type: ignore[arg-type]
     sighting.sizing = Sizing(pykka.ThreadingFuture(), lambda sized: None)
     assert sighting.on_sizing(overdue=False) is False  # not yet: still waiting
     with pytest.raises(RuntimeError, match="sizing unavailable") as overdue:
