@@ -422,7 +422,10 @@ def test_a_square_off_killed_with_its_closing_order_on_the_way_places_it_once_af
                                     quantity=10, order_type="MARKET", product_type="INTRADAY", price=0)
         assert answer["status"] == "success", answer
         wait_until(lambda: net() == {"2885": 10}, 30, message="f1 holds the copy's 10")
-        placements_before = len(proxy.calls_to("POST /orders"))  # the copy's own
+        # the copy's own placement: the proxy records a call once the exchange has answered it, a
+        # moment after the exchange's positions show its fill
+        placements_before = wait_until(lambda: len(proxy.calls_to("POST /orders")), 10,
+                                       message="the copy's placement recorded by the proxy")
         proxy.hang("POST /orders", seconds=8, forward=FIRST, count=1)  # placed; its answer held past the kill
         command = subprocess.Popen([sys.executable, "run.py", "--config", str(path), "square-off", "f1"], cwd=ROOT,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
