@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any, Callable, Mapping, TypeVar
 
-from broker import codes
+from broker import codes, jsonread
 from broker.errors import ErrorKind, classify
 from trading.account import Funds, Listing, Margin, Position, Profile, Trade
 from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, Leg, OrderTerms, OrderType, OrderUpdate
@@ -80,6 +80,10 @@ def _refuse_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: json.loads(raw, **kw) builds one a call
+
+
+def _decode(raw: str | bytes) -> Any:
+    return _DECODER.decode(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
 
 
 # -- field readers ----------------------------------------------------------------------------------
@@ -278,7 +282,7 @@ def decode_socket_message(raw: str | bytes, max_bytes: int = DEFAULT_MAX_FRAME_B
     if size > max_bytes:
         raise MalformedMessage("too_large", f"a frame of {size} bytes (the limit is {max_bytes})")
     try:
-        message = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw)
+        message = jsonread.loads(raw, _decode)
     except (TypeError, ValueError) as exc:  # (a RecursionError is too_deep, see _at_the_edge)
         if isinstance(exc, MalformedMessage):
             raise

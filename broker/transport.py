@@ -40,6 +40,8 @@ import certifi
 import requests
 from dhanhq.dhan_http import DhanHTTP
 
+from broker import jsonread
+
 log = logging.getLogger(__name__)
 
 HTTP_STATUS = "http_status"  # the key of the HTTP status in an answer (absent: no answer arrived)
@@ -72,7 +74,7 @@ def answer_from(status: int, content: bytes) -> dict[str, Any]:
     without it a 502 from a gateway with a JSON body but no error code would look like a refusal
     (broker/errors.py `classify`)."""
     try:
-        body = json.loads(content)
+        body = jsonread.loads(content)
         if 200 <= status <= 299:
             answer: dict[str, Any] = {"status": SUCCESS, "remarks": "", "data": body}
         else:
