@@ -1,5 +1,9 @@
 """What the sizing actor knows of each account's positions: the latest reading, plus the fills
-the copier has seen since that reading was fetched (the broker counts fills seen before it)."""
+the copier has seen since that reading was fetched (the broker counts fills seen before it).
+
+A fill the broker made before a reading began may reach the copier's socket after it: counted
+twice, the sum is wrong by that fill until the next reading. So the reading itself is kept too
+(`as_read`): whether an order may be an exit is asked of both (actors/sizing.py)."""
 from __future__ import annotations
 
 from collections import deque
@@ -14,6 +18,7 @@ MAX_FILLS_KEPT = 10_000  # per account, between two readings
 class KnownPositions:
     def __init__(self) -> None:
         self.current: dict[str, PositionsSnapshot] = {}
+        self._read: dict[str, PositionsSnapshot] = {}  # the latest reading, no fill counted on it
         self._fills: dict[str, deque[FillSeen]] = {}  # since each account's reading was fetched
 
     def get(self, account: str) -> PositionsSnapshot | None:
@@ -23,13 +28,18 @@ class KnownPositions:
         snapshot = self.current.get(account)
         return snapshot.positions.get(key, 0) if snapshot else 0
 
+    def as_read(self, account: str, key: PositionKey) -> int:
+        """The quantity the latest reading gave, without the fills seen since."""
+        reading = self._read.get(account)
+        return reading.positions.get(key, 0) if reading else 0
+
     def apply(self, reading: PositionsSnapshot) -> bool:
         """Take a reading, with the fills seen since it was fetched; False for one fetched before
         the reading in hand (answered late), which is left out."""
         current = self.current.get(reading.account)
         if current is not None and reading.fetched_ns < current.fetched_ns:
             return False
-        self.current[reading.account] = reading
+        self.current[reading.account] = self._read[reading.account] = reading
         later = [fill for fill in self._fills.get(reading.account, ()) if fill.received_ns > reading.fetched_ns]
         self._fills[reading.account] = deque(later, maxlen=MAX_FILLS_KEPT)
         for fill in later:

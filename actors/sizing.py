@@ -226,7 +226,9 @@ class SizingActor(PooledSupervised):
             if first is not None and followers and self.reader is not None:
                 key, sign = risk.position_key(first.terms), 1 if first.terms.side.value == "BUY" else -1
                 known = self.positions.quantity(first.leader, key) - sign * first.leader_filled
-                if risk.is_exit(known, sign * first.terms.quantity):
+                as_read = self.positions.as_read(first.leader, key)  # (fills seen since may be in it)
+                if any(risk.is_exit(held, sign * first.terms.quantity)
+                       for held in (known, as_read, as_read - sign * first.leader_filled)):
                     waiting.reading = next(_READINGS)
                     self.reader.read_exit(waiting.reading, followers, first.leader, first.leader_order_id, key, sign,
                                           known)

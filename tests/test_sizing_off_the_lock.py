@@ -249,3 +249,19 @@ def test_a_sizing_answer_overdue_is_the_sizing_actors_unavailability_and_a_sizin
     with pytest.raises(ValueError, match="a bug in sizing") as bug:
         sighting.on_sizing(overdue=False)
     assert not is_unavailability(bug.value)
+
+
+def test_an_exit_is_read_as_one_when_a_fill_the_last_reading_held_is_seen_after_it(start_sizing):
+    """A fill reaches the copier's socket after a positions reading began, yet the broker counted
+    it in that reading: counted twice, the leader's 50 look like 0, and its closing SELL 50 like a
+    new short. The order is sized from a fresh reading, never more than the follower holds."""
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    leader.held, leader.filled = {RELIANCE: 50}, 50  # the leader's SELL 50 filled when its exit is read
+    assert _quantity(ask_sizing(sizing, _order("2", Side.SELL, 50), timeout=5)) == 30  # half of the 60
+    sizing.tell(FillSeen(LEADER, "NSE_EQ", RELIANCE, -50, time.monotonic_ns()))  # its fill, seen only now
+
+    follower.held = {RELIANCE: 10}  # its copy sold 30, and 20 were sold by hand
+    leader.held = {RELIANCE: 0}  # the leader's closing SELL 50, filled when read
+    assert _quantity(ask_sizing(sizing, _order("3", Side.SELL, 50), timeout=5)) == 10  # all it holds, no short
