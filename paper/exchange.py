@@ -34,7 +34,8 @@ _CONTROL_CALLS = ("set_price", "set_session", "set_circuit", "halt", "fill", "re
                   "set_data_plan", "hold_fills", "hide_quote", "rate_limit_exempt", "send_raw", "socket_count",
                   "super_orders", "freeze_limit", "set_freeze_limit", "socket_logins")
 _FAULT_CALLS = ("drop_sockets", "refuse_reconnects", "delay_answers", "fail_fraction", "fail_after_effect",
-                "duplicate_messages", "reorder_messages", "clear", "counts", "ignore_pings", "stall_sockets")
+                "duplicate_messages", "reorder_messages", "clear", "counts", "ignore_pings", "stall_sockets",
+                "delay_messages")
 
 
 @dataclass

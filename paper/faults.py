@@ -63,6 +63,7 @@ class Faults:
             self.reorder_fraction = 0.0
             self.reorder_same_second = False
             self._silent: set[str | None] = set()  # accounts (None: every one) whose pings go unanswered
+            self._lags: dict[str | None, float] = {}  # accounts (None: every one) whose messages lag
 
     def count(self, kind: str) -> None:
         """Note a fault that took effect (see `counts`)."""
@@ -73,7 +74,7 @@ class Faults:
         """How often each fault took effect since the exchange started (`clear` keeps them), so a
         test can tell a fault that hit from one that was only switched on: "DH-908", "DH-909",
         "close" (failed before effect), "lost_answer", "delayed_answer", "refused_login",
-        "dropped_sockets", "duplicated", "reordered", "unanswered_ping", "stalled_sockets"."""
+        "dropped_sockets", "duplicated", "reordered", "unanswered_ping", "stalled_sockets", "lagged"."""
         with self._lock:
             return dict(self._counts)
 
@@ -113,6 +114,19 @@ class Faults:
         if self._on_stall:
             self.count("stalled_sockets")
             self._on_stall(client_id)
+
+    def delay_messages(self, seconds: float, client_id: str | None = None) -> None:
+        """The account's order-update messages (None: every account's) leave `seconds` after the
+        change they tell of, in order: Dhan's socket lagging its REST answers. `clear` ends it."""
+        with self._lock:
+            self._lags[client_id] = seconds
+
+    def message_delay(self, client_id: str) -> float:
+        with self._lock:
+            seconds = self._lags.get(client_id, self._lags.get(None, 0.0))
+            if seconds > 0:
+                self._counts["lagged"] += 1
+            return seconds
 
     def duplicate_messages(self, fraction: float) -> None:
         self.duplicate_fraction = fraction

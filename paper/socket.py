@@ -2,8 +2,8 @@
 account as an `order_alert`, to every socket logged in as that account.
 
 Each connection has its own queue and writer task so messages leave in the order they were
-published; the fault knobs (drop, refuse, duplicate, reorder, unanswered pings, a frame stalled
-half-sent) act here. Pings are answered here, not by aiohttp, so that a fault can leave them
+published; the fault knobs (drop, refuse, duplicate, reorder, lag, unanswered pings, a frame
+stalled half-sent) act here. Pings are answered here, not by aiohttp, so that a fault can leave them
 unanswered."""
 from __future__ import annotations
 
@@ -109,6 +109,14 @@ class OrderSocketHub:
         if self.faults.roll(self.faults.duplicate_fraction):
             copies = 2
             self.faults.count("duplicated")
+        lag = self.faults.message_delay(client_id)
+        if lag > 0:
+            assert self.loop is not None
+            self.loop.call_at(self.loop.time() + lag, self._enqueue, client_id, text, copies)
+        else:
+            self._enqueue(client_id, text, copies)
+
+    def _enqueue(self, client_id: str, text: str, copies: int) -> None:
         for conn in self._conns.get(client_id, ()):
             for _ in range(copies):
                 conn.queue.put_nowait(text)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import websocket
@@ -94,6 +95,19 @@ def test_duplicate_messages(ex: PaperExchange, dhan, feed: Feed) -> None:
     oid = order_id(buy(dhan, 1))
     assert feed.wait(lambda f: len(f.alerts(oid)) == 4)     # PENDING, TRADED, each twice
     assert [a["Sequence"] for a in feed.alerts(oid)] == [1, 1, 2, 2]
+
+
+def test_lagging_messages_arrive_late_and_in_order(ex: PaperExchange, dhan, feed: Feed) -> None:
+    ex.faults.delay_messages(0.5, client_id=LEADER)
+    placed = time.monotonic()
+    oid = order_id(buy(dhan, 1))
+    assert ex.order(LEADER, oid)["orderStatus"] == "TRADED" and not feed.alerts(oid)
+    assert feed.wait(lambda f: len(f.alerts(oid)) == 2)
+    assert time.monotonic() - placed >= 0.5
+    assert [a["Sequence"] for a in feed.alerts(oid)] == [1, 2] and ex.faults.counts()["lagged"] == 2
+    ex.faults.clear()
+    prompt = order_id(buy(dhan, 1))
+    assert feed.wait(lambda f: len(f.alerts(prompt)) == 2, 0.4)
 
 
 def test_reordered_messages_all_arrive(ex: PaperExchange, dhan, feed: Feed) -> None:
