@@ -12,12 +12,13 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from actors.messages import LEADER, AccountsRead, CapitalSnapshot, PositionsSnapshot, is_leader
 from observability import metrics
 from broker.gateway import Answer
-from trading.account import Funds, PositionKey, net_quantities
+from trading.account import Funds, PositionKey, held_at_book, net_quantities
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class AccountGateway(Protocol):
 
     def order(self, order_id: str) -> Answer: ...
 
+    def book_fills(self) -> Answer: ...
+
 
 def read_capital(account: str, gateway: AccountGateway, funds: Funds | None = None) -> CapitalSnapshot | None:
     """The account's funds (`funds`, when the start-up check read them already); None when the
@@ -48,20 +51,41 @@ def read_capital(account: str, gateway: AccountGateway, funds: Funds | None = No
     return CapitalSnapshot(account, funds.available, funds.start_of_day or funds.available, fetched_at)
 
 
-def read_positions(account: str, gateway: AccountGateway) -> PositionsSnapshot | None:
+def read_positions(account: str, gateway: AccountGateway, with_book: bool = False) -> PositionsSnapshot | None:
     """The account's net quantity by instrument and today's profit; None when the broker did not
-    give them. Entries it could not read are left out and counted."""
+    give them. Entries it could not read are left out and counted.
+
+    `with_book`: the quantities as of the order book read after them, which says how much of each
+    order they count; a fill seen later then counts only beyond that, however late the socket
+    brings it. Without the book (or when the broker leaves today's fills out), the fills seen
+    after `fetched_ns` count."""
     fetched_ns = time.monotonic_ns()
     answer = gateway.positions()
     if not answer.ok:
         log.warning("positions of %s unavailable: %s", account, answer.error)
         return None
-    listing = answer.data
-    for reason in listing.unreadable:
+    held = answer.data.entries
+    _count_unreadable(account, answer.data.unreadable)
+    snapshot = PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
+                                 sum(p.unrealised for p in held), fetched_ns)
+    if not with_book or any(p.day_bought is None or p.day_sold is None for p in held):
+        return snapshot
+    book = gateway.book_fills()
+    if not book.ok:
+        log.warning("order book of %s unavailable, its positions as read: %s", account, book.error)
+        return snapshot
+    _count_unreadable(account, book.data.unreadable)
+    if book.data.unreadable:
+        return snapshot  # (an order left out would be counted again when its fill is seen)
+    at_book = held_at_book(held, book.data.entries)
+    if at_book is None:
+        return snapshot
+    return replace(snapshot, positions=at_book, orders={fill.order_id: abs(fill.filled) for fill in book.data.entries})
+
+
+def _count_unreadable(account: str, reasons: Iterable[str]) -> None:
+    for reason in reasons:
         metrics.MALFORMED_MESSAGES.labels("leader" if is_leader(account) else "follower", reason).inc()
-    held = listing.entries
-    return PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
-                             sum(p.unrealised for p in held), fetched_ns)
 
 
 def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey, sign: int,
@@ -118,7 +142,7 @@ class AccountReader:
                   sign: int, known_before: int) -> None:
         """What an exit waits for: the followers' positions, and the position of the leader
         `leader_account` before its order `order_id` (`known_before` when the order cannot be looked up)."""
-        tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a])
+        tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a], with_book=True)
                                           for account in followers if account in self.gateways]
         leader = self.gateways.get(leader_account)
         if leader is not None and order_id:

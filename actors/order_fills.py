@@ -81,7 +81,7 @@ class Fills(OrderPart):
         terms = update.terms
         signed = quantity if terms.side == Side.BUY else -quantity
         self.actor.ctx.sizing.tell(FillSeen(account, terms.exchange_segment, terms.security_id, signed,
-                                            update.received_ns))
+                                            update.received_ns, update.order_id, update.filled_qty))
 
     # -- which filled first (by part key: each slice is judged on its own) -------------------------------
     def check_filled_first(self, key: str, filled_at: str) -> None:

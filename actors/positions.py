@@ -1,9 +1,13 @@
 """What the sizing actor knows of each account's positions: the latest reading, plus the fills
-the copier has seen since that reading was fetched (the broker counts fills seen before it).
+the copier has seen since that reading was fetched.
 
-A fill the broker made before a reading began may reach the copier's socket after it: counted
-twice, the sum is wrong by that fill until the next reading. So the reading itself is kept too
-(`as_read`): whether an order may be an exit is asked of both (actors/sizing.py)."""
+A fill counts once, by its order: each order's filled quantity the position counts is kept, and
+a fill seen counts only beyond it (a fill seen twice, or one the reading already held, adds
+nothing). A reading made with the order book says how much of each order it holds, so a fill the
+socket brings late is never counted twice. A reading without it holds, by order, only the fills
+received before it was fetched: a fill the broker made before, whose message came after, is then
+counted twice until the next reading, so the reading itself is kept too (`as_read`) for the
+sizing actor to ask whether an order may be an exit (actors/sizing.py)."""
 from __future__ import annotations
 
 from collections import deque
@@ -20,6 +24,7 @@ class KnownPositions:
         self.current: dict[str, PositionsSnapshot] = {}
         self._read: dict[str, PositionsSnapshot] = {}  # the latest reading, no fill counted on it
         self._fills: dict[str, deque[FillSeen]] = {}  # since each account's reading was fetched
+        self._counted: dict[str, dict[str, int]] = {}  # account -> order id -> filled quantity counted
 
     def get(self, account: str) -> PositionsSnapshot | None:
         return self.current.get(account)
@@ -40,6 +45,7 @@ class KnownPositions:
         if current is not None and reading.fetched_ns < current.fetched_ns:
             return False
         self.current[reading.account] = self._read[reading.account] = reading
+        self._counted[reading.account] = dict(reading.orders or {})
         later = [fill for fill in self._fills.get(reading.account, ()) if fill.received_ns > reading.fetched_ns]
         self._fills[reading.account] = deque(later, maxlen=MAX_FILLS_KEPT)
         for fill in later:
@@ -51,12 +57,21 @@ class KnownPositions:
         self._count(fill)
 
     def _count(self, fill: FillSeen) -> None:
+        counted = self._counted.setdefault(fill.account, {})
         snapshot = self.current.get(fill.account)
-        if snapshot is not None and fill.received_ns <= snapshot.fetched_ns:
-            return  # the broker had it before that reading began: already counted
+        if snapshot is not None and snapshot.orders is None and fill.received_ns <= snapshot.fetched_ns:
+            counted[fill.order_id] = max(counted.get(fill.order_id, 0), fill.filled)  # in the reading
+            return
+        # an order the book did not list had filled nothing when it was read; without the book,
+        # what this order filled before this fill is in the reading
+        before = counted.get(fill.order_id, 0 if snapshot is not None and snapshot.orders is not None
+                             else fill.filled - abs(fill.signed_qty))
+        if fill.filled <= before:
+            return
+        counted[fill.order_id] = fill.filled
         if snapshot is None:
             snapshot = PositionsSnapshot(fill.account, {}, 0.0, 0.0, 0)
         positions = dict(snapshot.positions)
         key = (fill.exchange_segment, fill.security_id)
-        positions[key] = positions.get(key, 0) + fill.signed_qty
+        positions[key] = positions.get(key, 0) + (fill.filled - before) * (1 if fill.signed_qty > 0 else -1)
         self.current[fill.account] = replace(snapshot, positions=positions)

@@ -20,8 +20,8 @@ from broker import codes
 from broker.answers import AnswerReader
 from broker.errors import BrokerError, ErrorKind, classify
 from broker.order_client import OrderClient
-from broker.parsing import (MalformedMessage, forever_body, from_forever, from_order_book, funds_from_dhan,
-                            margin_from_dhan, orders_from_book, positions_from_dhan, profile_from_dhan,
+from broker.parsing import (MalformedMessage, book_fills_from_dhan, forever_body, from_forever, from_order_book,
+                            funds_from_dhan, margin_from_dhan, orders_from_book, positions_from_dhan, profile_from_dhan,
                             quotes_from_ltp, super_orders_from_dhan, trades_from_dhan)
 from broker.transport import HTTP_STATUS, DhanHTTPOver, Pending, connections_for, transport_for
 from trading.orders import ForeverOrder, Leg, OrderStatus, OrderTerms
@@ -266,6 +266,14 @@ class DhanGateway:
             return answer
         return Answer(data=orders_from_book(answer.data, source, time.monotonic_ns(),
                                             self._skipped("order-book entry")))
+
+    def book_fills(self) -> Answer:
+        """`GET /orders`, read only for how much of each order has filled. Answer.data:
+        Listing[BookFill]; the caller counts its `unreadable` entries."""
+        answer = self._book_entries()
+        if not answer.ok:
+            return answer
+        return self._read("order_book", answer, lambda data: book_fills_from_dhan(data, self._skipped("order-book entry")))
 
     # -- account -------------------------------------------------------------------------------
     def _read(self, endpoint: str, answer: Answer, parse: Callable[[Any], Any]) -> Answer:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from broker import codes, jsonread
 from broker.errors import ErrorKind, classify
-from trading.account import Funds, Listing, Margin, Position, Profile, Trade
+from trading.account import BookFill, Funds, Listing, Margin, Position, Profile, Trade
 from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, Leg, OrderTerms, OrderType, OrderUpdate
 from trading.prices import Quote
 from trading.super_orders import SuperOrderView
@@ -135,6 +135,10 @@ def _count(value: Any, field: str, minimum: int = 0, maximum: int = MAX_QUANTITY
 
 def _optional_count(value: Any, field: str, minimum: int = 0, maximum: int = MAX_QUANTITY) -> int:
     return 0 if value is None or value == "" else _count(value, field, minimum, maximum)
+
+
+def _count_or_none(value: Any, field: str) -> int | None:
+    return None if value is None or value == "" else _count(value, field)
 
 
 def _amount(value: Any, field: str) -> float:
@@ -424,6 +428,23 @@ def orders_from_book(answer: Any, source: str = "book", received_ns: int = 0,
 
 
 @_at_the_edge
+def book_fill_from_dhan(entry: Any) -> BookFill:
+    """One `GET /orders` entry -> how much of it has filled (only the fields that says: the
+    whole book is read for an exit, and the day's book can be long)."""
+    entry = _mapping(entry, "the order")
+    filled = _optional_count(entry.get("filledQty"), "filledQty")
+    side = _enum(codes.SIDE, _required(entry, "transactionType"), "transactionType")
+    return BookFill(order_id=_id(_required(entry, "orderId"), "orderId"),
+                    key=(_segment(entry, "exchangeSegment"), _id(_required(entry, "securityId"), "securityId")),
+                    filled=filled if side.value == "BUY" else -filled)
+
+
+def book_fills_from_dhan(answer: Any, skipped: Callable[[MalformedMessage], None] | None = None) -> Listing[BookFill]:
+    """A `GET /orders` answer -> each order's fills, and why the entries left out could not be read."""
+    return _listing(answer, "the order book", book_fill_from_dhan, skipped)
+
+
+@_at_the_edge
 def super_order_from_dhan(entry: Any) -> SuperOrderView:
     """One `GET /super/orders` entry -> SuperOrderView (its exit legs from `legDetails`)."""
     entry = _mapping(entry, "the super order")
@@ -480,6 +501,8 @@ def position_from_dhan(entry: Any) -> Position:
         sell_avg=_price(entry.get("sellAvg"), "sellAvg"),
         realised=_amount(entry.get("realizedProfit"), "realizedProfit"),
         unrealised=_amount(entry.get("unrealizedProfit"), "unrealizedProfit"),
+        day_bought=_count_or_none(entry.get("dayBuyQty"), "dayBuyQty"),
+        day_sold=_count_or_none(entry.get("daySellQty"), "daySellQty"),
     )
 
 

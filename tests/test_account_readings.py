@@ -12,12 +12,12 @@ import pytest
 from observability import metrics
 from broker.errors import ErrorKind
 from broker.gateway import DhanGateway
-from broker.parsing import (MalformedMessage, funds_from_dhan, margin_from_dhan, orders_from_book, positions_from_dhan,
-                            trades_from_dhan)
+from broker.parsing import (MalformedMessage, book_fills_from_dhan, funds_from_dhan, margin_from_dhan, orders_from_book,
+                            positions_from_dhan, trades_from_dhan)
 from paper import AccountSpec, PaperExchange
 from tests.conftest import RELIANCE, TCS, client, wait_until
 from tests.faultproxy import NEVER
-from trading.account import Funds, Margin, Position, Trade
+from trading.account import BookFill, Funds, Margin, Position, Trade, held_at_book
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ REST_FIELDS = (
     "availableBalance sodLimit utilizedAmount withdrawableBalance collateralAmount totalMargin insufficientBalance "
     "netQty buyAvg sellAvg buyQty sellQty costPrice positionType realizedProfit unrealizedProfit tradedQuantity "
     "tradedPrice exchangeTradeId killSwitchStatus errorType errorCode errorMessage dataPlan dataValidity "
-    "tokenValidity accessToken orderFlag triggeredOrderId").split()
+    "tokenValidity accessToken orderFlag triggeredOrderId dayBuyQty daySellQty").split()
 SOCKET_FIELDS = (
     "OrderNo ExchOrderNo CorrelationId SecurityId TxnType ProductName OrderType DiscQuantity RemainingQuantity "
     "TradedQty TriggerPrice TradedPrice AvgTradedPrice ReasonDescription LegNo OptType StrikePrice ExpiryDate "
@@ -87,6 +87,7 @@ def test_the_gateway_answers_funds_positions_trades_orders_and_margin_in_the_cop
     assert (held.exchange_segment, held.security_id, held.product, held.net_qty) == ("NSE_EQ", RELIANCE,
                                                                                      Product.INTRADAY, 10)
     assert held.buy_avg > 0 and held.sell_avg == 0 and held.realised == 0
+    assert (held.day_bought, held.day_sold) == (10, 0)
 
     trades = gateway.trades(order_id)
     assert trades.ok and trades.data.unreadable == ()
@@ -100,6 +101,8 @@ def test_the_gateway_answers_funds_positions_trades_orders_and_margin_in_the_cop
     [order] = book.data.entries
     assert isinstance(order, OrderUpdate)
     assert (order.order_id, order.status, order.filled_qty, order.source) == (order_id, OrderStatus.TRADED, 10, "book")
+    fills = gateway.book_fills()
+    assert fills.ok and fills.data.entries == (BookFill(order_id, ("NSE_EQ", RELIANCE), 10),)
 
     terms = OrderTerms(TCS, "NSE_EQ", Side.BUY, Product.CNC, OrderType.LIMIT, Validity.DAY, 1000, 4000.0)
     margin = gateway.margin(terms, terms.price)
@@ -188,6 +191,24 @@ def test_an_unreadable_order_book_entry_is_left_out_with_its_reason():
     book = orders_from_book([good, {**good, "quantity": "five"}, {**good, "orderId": "53"}], source="backfill")
     assert [(o.order_id, o.source) for o in book.entries] == [("52", "backfill"), ("53", "backfill")]
     assert book.unreadable == ("bad_type",)
+
+
+def test_the_order_book_is_read_for_each_orders_fills_only_and_strictly():
+    good = {"orderId": "52", "transactionType": "SELL", "exchangeSegment": "NSE_EQ", "securityId": "2885",
+            "filledQty": 3, "orderStatus": "PART_TRADED"}
+    listing = book_fills_from_dhan([good, {**good, "orderId": "53", "filledQty": None, "transactionType": "BUY"},
+                                    {**good, "filledQty": -1}, {**good, "securityId": None}])
+    assert listing.entries == (BookFill("52", ("NSE_EQ", "2885"), -3), BookFill("53", ("NSE_EQ", "2885"), 0))
+    assert listing.unreadable == ("out_of_range", "missing_field")
+
+
+def test_held_at_book_is_what_was_carried_in_plus_what_the_book_has_filled():
+    carried = Position("NSE_EQ", "2885", Product.CNC, 15, day_bought=10, day_sold=0)  # 5 carried in
+    intraday = Position("NSE_EQ", "2885", Product.INTRADAY, -2, day_bought=0, day_sold=2)
+    book = [BookFill("1", ("NSE_EQ", "2885"), 10), BookFill("2", ("NSE_EQ", "2885"), -2),
+            BookFill("3", ("NSE_EQ", "2885"), 4), BookFill("4", ("NSE_EQ", TCS), -1)]  # 3 and 4 filled after
+    assert held_at_book([carried, intraday], book) == {("NSE_EQ", "2885"): 17, ("NSE_EQ", TCS): -1}
+    assert held_at_book([Position("NSE_EQ", "2885", Product.CNC, 15)], book) is None  # no day's fills given
 
 
 def test_a_malformed_position_from_the_broker_is_counted_and_the_exit_sized_from_the_others(make_rig):

@@ -40,6 +40,19 @@ def test_B_2_followers_reduce_their_own_position_by_the_leader_fraction(rig):
     wait_until(lambda: _position(rig, f1) == 0, message="follower flat")
 
 
+def test_B_2_a_fill_the_socket_brings_while_positions_are_read_is_not_counted_twice(rig):
+    """Dhan's socket may lag its REST answers: the follower's entry fill, made before the exit's
+    positions reading began and so in it, reaches the copier while that reading is answered."""
+    f1 = rig.follower_ids["f1"]
+    rig.exchange.faults.delay_messages(1.0, client_id=f1)
+    rig.place(order_type="MARKET", quantity=20)
+    wait_until(lambda: _position(rig, f1) == 10, message="the follower's copy filled at the exchange")
+    rig.exchange.faults.delay_answers(2.0, client_id=f1, paths="GET /positions")
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # what it holds, not 10 twice
+    wait_until(lambda: _position(rig, f1) == 0, timeout=15, message="the follower flat, not short")
+
+
 def test_B_2_follower_holding_nothing_skips_the_exit(rig):
     entry = rig.place(order_type="MARKET", quantity=20)
     rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry filled")

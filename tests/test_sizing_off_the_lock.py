@@ -175,7 +175,7 @@ def test_a_fill_seen_while_an_exits_positions_are_read_is_counted_in_the_exit(st
     exit_order = _sent(sizing, _order("2", Side.SELL, 50))
     wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
     # a copy of an earlier order fills after the broker took the reading: 60 + 20 held now
-    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns()))
+    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))
     follower.gate.set()
     assert _quantity(_answer(exit_order)) == 40  # half of 80
 
@@ -260,7 +260,7 @@ def test_an_exit_is_read_as_one_when_a_fill_the_last_reading_held_is_seen_after_
     _first_readings_in(sizing)
     leader.held, leader.filled = {RELIANCE: 50}, 50  # the leader's SELL 50 filled when its exit is read
     assert _quantity(ask_sizing(sizing, _order("2", Side.SELL, 50), timeout=5)) == 30  # half of the 60
-    sizing.tell(FillSeen(LEADER, "NSE_EQ", RELIANCE, -50, time.monotonic_ns()))  # its fill, seen only now
+    sizing.tell(FillSeen(LEADER, "NSE_EQ", RELIANCE, -50, time.monotonic_ns(), "2", 50))  # its fill, seen only now
 
     follower.held = {RELIANCE: 10}  # its copy sold 30, and 20 were sold by hand
     leader.held = {RELIANCE: 0}  # the leader's closing SELL 50, filled when read

@@ -37,6 +37,8 @@ class Position:
     sell_avg: float = 0.0
     realised: float = 0.0
     unrealised: float = 0.0
+    day_bought: int | None = None  # today's filled quantities (None: the broker did not say)
+    day_sold: int | None = None
 
     @property
     def key(self) -> PositionKey:
@@ -84,6 +86,32 @@ class Listing(Generic[T]):
 
     entries: tuple[T, ...] = ()
     unreadable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BookFill:
+    """How much of one of the day's orders has filled, as the order book says: `filled` signed
+    (a SELL's < 0)."""
+
+    order_id: str
+    key: PositionKey
+    filled: int
+
+
+def held_at_book(positions: Iterable[Position], book: Iterable[BookFill]) -> dict[PositionKey, int] | None:
+    """Net quantity by instrument as of the order book: what was carried into the day (net less
+    today's fills, by the positions) plus every fill the book counts. The two need not be read
+    at one instant: what was carried does not change in the day. None when the positions do not
+    give today's fills."""
+    held: dict[PositionKey, int] = {}
+    for position in positions:
+        if position.day_bought is None or position.day_sold is None:
+            return None
+        carried = position.net_qty - position.day_bought + position.day_sold
+        held[position.key] = held.get(position.key, 0) + carried
+    for fill in book:
+        held[fill.key] = held.get(fill.key, 0) + fill.filled
+    return held
 
 
 def net_quantities(positions: Iterable[Position]) -> dict[PositionKey, int]:

@@ -82,13 +82,16 @@ class CapitalSnapshot:
 
 @dataclass(frozen=True)
 class PositionsSnapshot:
-    """A fresh `/positions` reading for an account: net quantity by (segment, security), P&L today."""
+    """A fresh `/positions` reading for an account: net quantity by (segment, security), P&L today.
+    `orders`: how much of each of the day's orders the quantities count (None: not known; then a
+    fill received after `fetched_ns` is taken to be one they do not count)."""
 
     account: str
     positions: dict
     realised: float
     unrealised: float
     fetched_ns: int  # monotonic, when the request started: fills received before it are in it
+    orders: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class FillSeen:
     security_id: str
     signed_qty: int
     received_ns: int  # monotonic, when the copier received the fill
+    order_id: str
+    filled: int  # the order's whole filled quantity with this fill: a fill seen twice counts once
 
 
 @dataclass(frozen=True)
