@@ -225,3 +225,32 @@ def test_a_malformed_position_from_the_broker_is_counted_and_the_exit_sized_from
     exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")  # the leader closes its position
     assert rig.follower_copy(exit_order)["quantity"] == 10  # all of what the follower holds, not a reversal
     assert metrics.MALFORMED_MESSAGES.labels("follower", "bad_type")._value.get() == before + 1
+
+
+def _holding_ten(rig, f1: str) -> None:
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    wait_until(lambda: [p["netQty"] for p in rig.exchange.positions(f1)] == [10], message="the follower holds 10")
+
+
+def test_an_exit_is_sized_from_the_positions_as_read_when_the_order_book_cannot_be_read(make_rig):
+    rig = make_rig(proxied=["f1"])
+    f1 = rig.follower_ids["f1"]
+    _holding_ten(rig, f1)
+    refused = rig.proxies["f1"].respond("GET /orders", 500, json.dumps({"errorType": "Internal"}), forward=NEVER)
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")  # the leader closes its position
+    assert rig.follower_copy(exit_order)["quantity"] == 10
+    assert refused.hits >= 1  # the book was asked for
+
+
+def test_an_exit_is_sized_from_the_positions_as_read_when_they_leave_out_todays_fills(make_rig):
+    rig = make_rig(proxied=["f1"])
+    f1 = rig.follower_ids["f1"]
+    _holding_ten(rig, f1)
+    bare = [{k: v for k, v in p.items() if k not in ("dayBuyQty", "daySellQty")} for p in rig.exchange.positions(f1)]
+    rig.proxies["f1"].respond("GET /positions", 200, json.dumps(bare), forward=NEVER)
+    books_before = len(rig.proxies["f1"].calls_to("GET /orders"))
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    assert rig.follower_copy(exit_order)["quantity"] == 10
+    assert len(rig.proxies["f1"].calls_to("GET /orders")) == books_before  # no book without today's fills
+
