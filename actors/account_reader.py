@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from actors.messages import LEADER, AccountsRead, CapitalSnapshot, PositionsSnapshot, is_leader
 from observability import metrics
 from broker.gateway import Answer
-from trading.account import Funds, PositionKey, held_at_book, net_quantities
+from trading.account import BookFill, Funds, PositionKey, carried_in, held_at_book, net_quantities
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,9 @@ def read_capital(account: str, gateway: AccountGateway, funds: Funds | None = No
     return CapitalSnapshot(account, funds.available, funds.start_of_day or funds.available, fetched_at)
 
 
-def read_positions(account: str, gateway: AccountGateway, with_book: bool = False) -> PositionsSnapshot | None:
+def read_positions(account: str, gateway: AccountGateway) -> PositionsSnapshot | None:
     """The account's net quantity by instrument and today's profit; None when the broker did not
-    give them. Entries it could not read are left out and counted.
-
-    `with_book`: the quantities as of the order book read after them, which says how much of each
-    order they count; a fill seen later then counts only beyond that, however late the socket
-    brings it. Without the book (or when the broker leaves today's fills out), the fills seen
-    after `fetched_ns` count."""
+    give them. Entries it could not read are left out and counted."""
     fetched_ns = time.monotonic_ns()
     answer = gateway.positions()
     if not answer.ok:
@@ -66,21 +61,29 @@ def read_positions(account: str, gateway: AccountGateway, with_book: bool = Fals
         return None
     held = answer.data.entries
     _count_unreadable(account, answer.data.unreadable)
-    snapshot = PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
-                                 sum(p.unrealised for p in held), fetched_ns)
-    if not with_book or any(p.day_bought is None or p.day_sold is None for p in held):
-        return snapshot
+    return PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
+                             sum(p.unrealised for p in held), fetched_ns, carried_in(held))
+
+
+def read_book(account: str, gateway: AccountGateway) -> tuple[BookFill, ...] | None:
+    """How much of each of the day's orders has filled; None when the book could not be read
+    whole (an order left out would have its fills counted again when they are seen)."""
     book = gateway.book_fills()
     if not book.ok:
-        log.warning("order book of %s unavailable, its positions as read: %s", account, book.error)
-        return snapshot
+        log.warning("order book of %s unavailable: %s", account, book.error)
+        return None
     _count_unreadable(account, book.data.unreadable)
-    if book.data.unreadable:
-        return snapshot  # (an order left out would be counted again when its fill is seen)
-    at_book = held_at_book(held, book.data.entries)
-    if at_book is None:
-        return snapshot
-    return replace(snapshot, positions=at_book, orders={fill.order_id: abs(fill.filled) for fill in book.data.entries})
+    return None if book.data.unreadable else book.data.entries
+
+
+def at_book(positions: PositionsSnapshot, book: tuple[BookFill, ...] | None) -> PositionsSnapshot:
+    """The positions as of the order book: a fill seen later counts only beyond what the book
+    says its order filled, however late the socket brings it. Without the book, or what was
+    carried into the day, the positions as read."""
+    if book is None or positions.carried is None:
+        return positions
+    return replace(positions, positions=held_at_book(positions.carried, book),
+                   orders={fill.order_id: abs(fill.filled) for fill in book})
 
 
 def _count_unreadable(account: str, reasons: Iterable[str]) -> None:
@@ -140,22 +143,26 @@ class AccountReader:
 
     def read_exit(self, request: int, followers: Iterable[str], leader_account: str, order_id: str, key: PositionKey,
                   sign: int, known_before: int) -> None:
-        """What an exit waits for: the followers' positions, and the position of the leader
-        `leader_account` before its order `order_id` (`known_before` when the order cannot be looked up)."""
-        tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a], with_book=True)
-                                          for account in followers if account in self.gateways]
+        """What an exit waits for: the followers' positions (with their order books, read at the
+        same time: see `at_book`), and the position of the leader `leader_account` before its order
+        `order_id` (`known_before` when the order cannot be looked up)."""
+        accounts = [account for account in followers if account in self.gateways]
+        tasks: list[Callable[[], Any]] = []
+        for account in accounts:
+            tasks.append(lambda a=account: read_positions(a, self.gateways[a]))
+            tasks.append(lambda a=account: read_book(a, self.gateways[a]))
         leader = self.gateways.get(leader_account)
         if leader is not None and order_id:
             tasks.append(lambda: leader_before(leader, order_id, key, sign, leader_account))
 
         def told(results: list[Any]) -> AccountsRead:
+            positions = [at_book(results[2 * i], results[2 * i + 1])
+                         for i in range(len(accounts)) if isinstance(results[2 * i], PositionsSnapshot)]
             before: int | None = known_before
-            positions = []
-            for result in results:
-                if isinstance(result, tuple):
-                    before, result = result
-                if isinstance(result, PositionsSnapshot):
-                    positions.append(result)
+            if len(results) > 2 * len(accounts) and isinstance(results[-1], tuple):
+                before, leader_positions = results[-1]
+                if isinstance(leader_positions, PositionsSnapshot):
+                    positions.append(leader_positions)
             return AccountsRead(request, positions=tuple(positions), leader_before=before)
 
         self._gather(tasks, told)

@@ -10,7 +10,7 @@ KEY = ("NSE_EQ", RELIANCE)
 
 
 def _reading(held: int, fetched_ns: int, orders: dict[str, int] | None = None) -> PositionsSnapshot:
-    return PositionsSnapshot("f1", {KEY: held}, 0.0, 0.0, fetched_ns, orders)
+    return PositionsSnapshot("f1", {KEY: held}, 0.0, 0.0, fetched_ns, orders=orders)
 
 
 def _fill(order_id: str, quantity: int, filled: int, received_ns: int) -> FillSeen:

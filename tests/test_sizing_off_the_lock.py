@@ -54,6 +54,9 @@ class FakeAccount:
     def order(self, order_id: str) -> Answer:
         return Answer(data=OrderUpdate(order_id, OrderStatus.TRADED, _terms(Side.SELL, 1), filled_qty=self.filled))
 
+    def book_fills(self) -> Answer:
+        return Answer(data=Listing(()))  # (its positions do not say what was carried in: not used)
+
 
 def _terms(side: Side, quantity: int, security_id: str = RELIANCE) -> OrderTerms:
     return OrderTerms(security_id, "NSE_EQ", side, Product.INTRADAY, OrderType.LIMIT, Validity.DAY, quantity, 1000.0)

@@ -5,7 +5,7 @@ every field it fills; nothing above it sees Dhan's wire format.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, Iterable, TypeVar
+from typing import Generic, Iterable, Mapping, TypeVar
 
 from trading.orders import Product, Side
 
@@ -98,17 +98,21 @@ class BookFill:
     filled: int
 
 
-def held_at_book(positions: Iterable[Position], book: Iterable[BookFill]) -> dict[PositionKey, int] | None:
-    """Net quantity by instrument as of the order book: what was carried into the day (net less
-    today's fills, by the positions) plus every fill the book counts. The two need not be read
-    at one instant: what was carried does not change in the day. None when the positions do not
-    give today's fills."""
-    held: dict[PositionKey, int] = {}
+def carried_in(positions: Iterable[Position]) -> dict[PositionKey, int] | None:
+    """Net quantity by instrument carried into the day: net less today's fills, which does not
+    change in the day. None when the positions do not give today's fills."""
+    carried: dict[PositionKey, int] = {}
     for position in positions:
         if position.day_bought is None or position.day_sold is None:
             return None
-        carried = position.net_qty - position.day_bought + position.day_sold
-        held[position.key] = held.get(position.key, 0) + carried
+        carried[position.key] = carried.get(position.key, 0) + position.net_qty - position.day_bought + position.day_sold
+    return carried
+
+
+def held_at_book(carried: Mapping[PositionKey, int], book: Iterable[BookFill]) -> dict[PositionKey, int]:
+    """Net quantity by instrument as of the order book: what was carried into the day plus every
+    fill the book counts (the two need not be read at one instant)."""
+    held = dict(carried)
     for fill in book:
         held[fill.key] = held.get(fill.key, 0) + fill.filled
     return held

@@ -82,15 +82,17 @@ class CapitalSnapshot:
 
 @dataclass(frozen=True)
 class PositionsSnapshot:
-    """A fresh `/positions` reading for an account: net quantity by (segment, security), P&L today.
-    `orders`: how much of each of the day's orders the quantities count (None: not known; then a
-    fill received after `fetched_ns` is taken to be one they do not count)."""
+    """A fresh `/positions` reading for an account: net quantity by (segment, security), P&L today,
+    and what was carried into the day (None: the broker did not say). `orders`: how much of each
+    of the day's orders the quantities count (None: not known; then a fill received after
+    `fetched_ns` is taken to be one they do not count)."""
 
     account: str
     positions: dict
     realised: float
     unrealised: float
     fetched_ns: int  # monotonic, when the request started: fills received before it are in it
+    carried: dict | None = None
     orders: dict | None = None
 
 
