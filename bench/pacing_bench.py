@@ -94,7 +94,7 @@ def run(seconds: float, followers: int, slice_seconds: float, rate: float) -> in
             time.sleep(0.05)
         exchange.control("rate_limit_exempt", client_id=leader_id)
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
-        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, resting=True)
+        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, orders="resting")
         interval = 1.0 / rate
         count = int(seconds * rate)
         placed, placing = leader.place(count, interval)  # (a failed placement ends the run: BenchError)

@@ -11,7 +11,8 @@ The leader (the official `dhanhq` client, its own process) places --rate orders 
 warm-up orders. Its orders are LIMIT buys priced through the market, so they and their copies
 trade at once (a follower copy is answered, then echoed twice on its socket: PENDING, TRADED);
 --resting keeps them resting far from the market instead (then every order stays open, and the
-paper exchange's own per-order work grows with them).
+paper exchange's own per-order work grows with them); --exits makes every second order a SELL of
+the buy before it, an exit the copier sizes from positions read anew for each follower.
 
 Rate limits are raised so that only the copiers' own work limits them: the exchange runs with
 --unlimited, and the copier's rate_limits allow 1,000 orders a second per account.
@@ -30,7 +31,8 @@ Printed per run:
   past the leader's minute is counted (and the time that took is printed).
 
     python bench/replication_bench.py [--followers 1,10,50,100,200] [--seconds 60] [--rate 10]
-                                      [--quick] [--no-naive] [--resting] [--profile gil|cpu] [--shards N]
+                                      [--quick] [--no-naive] [--resting | --exits] [--profile gil|cpu]
+                                      [--shards N]
 
 --shards N: the copier as `shards: N` on this one machine (a stream server, the leader feed
 process and N shards, followers dealt out evenly), so one process's GIL is no longer its limit;
@@ -73,7 +75,8 @@ from copier.shards import FEED, role_storage_path  # noqa: E402
 from storage import readonly  # noqa: E402
 
 INSTRUMENTS = ("2885", "11536", "1594")  # RELIANCE, TCS, INFY (NSE_EQ, lot 1)
-WARMUP_ORDERS = 20
+WARMUP_ORDERS = 20  # (even: with --exits, the measured orders start with a buy)
+ORDERS = {"trading": "trading at once", "resting": "resting", "exits": "buys trading at once, each sold again (an exit)"}
 RESULTS = ROOT / "bench" / "results"
 COPIER_RATE_LIMITS = {"orders_per_second": 1000, "orders_per_minute": 60_000, "orders_per_hour": 1_000_000,
                       "orders_per_day": 10_000_000, "data_per_second": 1000}
@@ -243,8 +246,9 @@ class Watches:
 
 # -- the leader ------------------------------------------------------------------------------------------
 def place_orders(rest_url: str, client_id: str, token: str, prices: dict[str, float], first: int, count: int,
-                 interval: float, resting: bool, out: Any) -> None:
-    """The leader's own terminal, in a child process: `count` LIMIT orders `interval` s apart."""
+                 interval: float, orders: str, out: Any) -> None:
+    """The leader's own terminal, in a child process: `count` LIMIT orders `interval` s apart
+    (`orders`: "trading", "resting" or "exits", as the module says)."""
     context = DhanContext(client_id, token)
     http = context.get_dhan_http()
     http.base_url = rest_url
@@ -257,10 +261,12 @@ def place_orders(rest_url: str, client_id: str, token: str, prices: dict[str, fl
         delay = start + i * interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        security_id = INSTRUMENTS[(first + i) % len(INSTRUMENTS)]
-        side = "BUY"  # a sell of what the leader holds would be an exit, sized from positions read anew
-        # resting: 5% below the market; else 1% above it, so it trades (inside the circuit band either way)
-        price = round(round(prices[security_id] * (0.95 if resting else 1.01) / 0.05) * 0.05, 2)
+        exit_ = orders == "exits" and (first + i) % 2 == 1  # a sell of the buy before it
+        security_id = INSTRUMENTS[((first + i) // 2 if orders == "exits" else first + i) % len(INSTRUMENTS)]
+        side = "SELL" if exit_ else "BUY"
+        # resting: 5% below the market; else 1% through it, so it trades (inside the circuit band either way)
+        through = 0.99 if exit_ else 1.01
+        price = round(round(prices[security_id] * (0.95 if orders == "resting" else through) / 0.05) * 0.05, 2)
         try:
             answer = client.place_order(security_id=security_id, exchange_segment="NSE_EQ", transaction_type=side,
                                         quantity=1, order_type="LIMIT", product_type="INTRADAY", price=price)
@@ -280,7 +286,7 @@ class Leader:
     client_id: str
     token: str
     prices: dict[str, float]
-    resting: bool
+    orders: str  # "trading", "resting" or "exits"
     n: int = 0
 
     def place(self, count: int, interval: float) -> tuple[list[str], float]:
@@ -288,7 +294,7 @@ class Leader:
         context = multiprocessing.get_context("spawn")
         out = context.Queue()
         child = context.Process(target=place_orders, name="leader", daemon=True, args=(
-            self.rest_url, self.client_id, self.token, self.prices, self.n, count, interval, self.resting, out))
+            self.rest_url, self.client_id, self.token, self.prices, self.n, count, interval, self.orders, out))
         child.start()
         try:
             placed, errors, seconds = out.get(timeout=60 + count * interval * 2)
@@ -381,7 +387,7 @@ def measure(run: Run, exchange: Exchange, leader_ids: list[str], leader_clients:
         run.drain = max(0.0, arrivals[-1] - last_t)
 
 
-def run_copier(followers: int, seconds: float, rate: float, resting: bool, profile: str | None,
+def run_copier(followers: int, seconds: float, rate: float, orders: str, profile: str | None,
                drain_timeout: float, shards: int = 0) -> Run:
     """`shards`: run the copier as a leader feed process and this many shards, over a stream
     server of their own (`shards:` in the config; followers dealt out evenly)."""
@@ -446,7 +452,7 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
         if not wait_for("copier", ready, 120):
             raise BenchError(f"the copier did not log in within 120 s: {Path(logs[roles[-1]]).read_text()[-800:]}")
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
-        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, resting)
+        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, orders)
 
         warm, _ = leader.place(WARMUP_ORDERS, 1 / max(rate, 20))
         def sent() -> int:
@@ -466,7 +472,7 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
         if not wait_for("drain", lambda: sent() >= target, drain_timeout, every=0.1):
             run.notes.append(f"INCOMPLETE: {sent() - len(warm) * followers} of {run.expected} "
                              f"copies answered {drain_timeout:.0f} s after the leader's last order")
-        if resting:
+        if orders == "resting":
             time.sleep(1.0)  # the copies' PENDING echoes
         else:  # every copy's TRADED echo applied: work put off past the leader's minute is counted too
             started_settling = time.monotonic()
@@ -512,7 +518,7 @@ def run_copier(followers: int, seconds: float, rate: float, resting: bool, profi
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_naive(followers: int, seconds: float, rate: float, resting: bool, drain_timeout: float) -> Run:
+def run_naive(followers: int, seconds: float, rate: float, orders: str, drain_timeout: float) -> Run:
     workdir = tempfile.mkdtemp(prefix="naive-bench-")
     exchange = start_exchange(followers + 1, workdir)
     naive: subprocess.Popen[str] | None = None
@@ -533,7 +539,7 @@ def run_naive(followers: int, seconds: float, rate: float, resting: bool, drain_
         if not wait_for("naive", lambda: exchange.state()["sockets"] >= 1, 30):
             raise BenchError("the naive copier did not log in within 30 s")
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
-        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, resting)
+        leader = Leader(exchange.rest_url, leader_id, leader_token, prices, orders)
         follower_set = set(follower_ids)
 
         def copied() -> int:
@@ -675,7 +681,9 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=10.0, help="leader orders per second (default 10, Dhan's cap)")
     p.add_argument("--quick", action="store_true", help="a spot check: 10 s, followers 1,10 unless given")
     p.add_argument("--no-naive", action="store_true", help="measure the copier only")
-    p.add_argument("--resting", action="store_true", help="leader orders rest far from the market (they stay open)")
+    kinds = p.add_mutually_exclusive_group()
+    kinds.add_argument("--resting", action="store_true", help="leader orders rest far from the market (they stay open)")
+    kinds.add_argument("--exits", action="store_true", help="every second leader order sells the buy before it")
     p.add_argument("--profile", choices=["gil", "cpu"],
                    help="py-spy flame graph of the copier (GIL holders, or every running thread) in bench/results/")
     p.add_argument("--shards", type=int, default=0,
@@ -688,8 +696,9 @@ def main() -> int:
     followers = [int(x) for x in (args.followers or ("1,10" if args.quick else "1,10,50,100,200")).split(",")]
     if args.rate <= 0 or seconds <= 0 or any(n < 1 for n in followers) or args.shards < 0:
         p.error("--rate and --seconds must be > 0, follower counts >= 1, --shards >= 0")
+    orders = "resting" if args.resting else "exits" if args.exits else "trading"
     print(f"replication: leader at {args.rate:g} orders/s for {seconds:g} s, "
-          f"{'resting' if args.resting else 'trading at once'}; followers {followers}")
+          f"{ORDERS[orders]}; followers {followers}")
     print(f"(every party its own process; {os.cpu_count()} CPUs, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; rate limits raised so only the copiers' own work "
           f"limits them: paper exchange --unlimited, copier {COPIER_RATE_LIMITS['orders_per_second']} orders/s "
@@ -699,10 +708,10 @@ def main() -> int:
     naives: dict[int, Run] = {}
     try:
         for n in followers:
-            runs = [run_copier(n, seconds, args.rate, args.resting, args.profile, args.drain_timeout, args.shards)]
+            runs = [run_copier(n, seconds, args.rate, orders, args.profile, args.drain_timeout, args.shards)]
             copiers[n] = runs[0]
             if not args.no_naive and not args.profile:
-                naives[n] = run_naive(n, seconds, args.rate, args.resting, args.drain_timeout)
+                naives[n] = run_naive(n, seconds, args.rate, orders, args.drain_timeout)
                 runs.append(naives[n])
             report(runs)
             sys.stdout.flush()
