@@ -12,13 +12,12 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-from actors.messages import LEADER, AccountsRead, CapitalSnapshot, PositionsSnapshot, is_leader
+from actors.messages import LEADER, AccountsRead, BookFills, CapitalSnapshot, PositionsSnapshot, is_leader
 from observability import metrics
 from broker.gateway import Answer
-from trading.account import BookFill, Funds, PositionKey, carried_in, held_at_book, net_quantities
+from trading.account import BookFill, Funds, PositionKey, carried_in, net_quantities
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +73,6 @@ def read_book(account: str, gateway: AccountGateway) -> tuple[BookFill, ...] | N
         return None
     _count_unreadable(account, book.data.unreadable)
     return None if book.data.unreadable else book.data.entries
-
-
-def at_book(positions: PositionsSnapshot, book: tuple[BookFill, ...] | None) -> PositionsSnapshot:
-    """The positions as of the order book: a fill seen later counts only beyond what the book
-    says its order filled, however late the socket brings it. Without the book, or what was
-    carried into the day, the positions as read."""
-    if book is None or positions.carried is None:
-        return positions
-    return replace(positions, positions=held_at_book(positions.carried, book),
-                   orders={fill.order_id: abs(fill.filled) for fill in book})
 
 
 def _count_unreadable(account: str, reasons: Iterable[str]) -> None:
@@ -143,29 +132,33 @@ class AccountReader:
 
     def read_exit(self, request: int, followers: Iterable[str], leader_account: str, order_id: str, key: PositionKey,
                   sign: int, known_before: int) -> None:
-        """What an exit waits for: the followers' positions (with their order books, read at the
-        same time: see `at_book`), and the position of the leader `leader_account` before its order
-        `order_id` (`known_before` when the order cannot be looked up)."""
-        accounts = [account for account in followers if account in self.gateways]
-        tasks: list[Callable[[], Any]] = []
-        for account in accounts:
-            tasks.append(lambda a=account: read_positions(a, self.gateways[a]))
-            tasks.append(lambda a=account: read_book(a, self.gateways[a]))
+        """What an exit waits for: the followers' positions, and the position of the leader
+        `leader_account` before its order `order_id` (`known_before` when the order cannot be looked up)."""
+        tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a])
+                                          for account in followers if account in self.gateways]
         leader = self.gateways.get(leader_account)
         if leader is not None and order_id:
             tasks.append(lambda: leader_before(leader, order_id, key, sign, leader_account))
 
         def told(results: list[Any]) -> AccountsRead:
-            positions = [at_book(results[2 * i], results[2 * i + 1])
-                         for i in range(len(accounts)) if isinstance(results[2 * i], PositionsSnapshot)]
             before: int | None = known_before
-            if len(results) > 2 * len(accounts) and isinstance(results[-1], tuple):
-                before, leader_positions = results[-1]
-                if isinstance(leader_positions, PositionsSnapshot):
-                    positions.append(leader_positions)
+            positions = []
+            for result in results:
+                if isinstance(result, tuple):
+                    before, result = result
+                if isinstance(result, PositionsSnapshot):
+                    positions.append(result)
             return AccountsRead(request, positions=tuple(positions), leader_before=before)
 
         self._gather(tasks, told)
+
+    def read_books(self, request: int, accounts: Iterable[str]) -> None:
+        """The accounts' order books, each as how much of every order has filled (one that could
+        not be read whole is left out)."""
+        names = [account for account in accounts if account in self.gateways]
+        tasks: list[Callable[[], Any]] = [lambda a=account: read_book(a, self.gateways[a]) for account in names]
+        self._gather(tasks, lambda results: AccountsRead(request, books=tuple(
+            BookFills(account, fills) for account, fills in zip(names, results) if fills is not None)))
 
     def _gather(self, tasks: list[Callable[[], Any]], message: Callable[[list[Any]], AccountsRead]) -> None:
         """Run `tasks` on the workers; once the last has ended, tell `message(results)`. A task

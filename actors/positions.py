@@ -3,18 +3,20 @@ the copier has seen since that reading was fetched.
 
 A fill counts once, by its order: each order's filled quantity the position counts is kept, and
 a fill seen counts only beyond it (a fill seen twice, or one the reading already held, adds
-nothing). A reading made with the order book says how much of each order it holds, so a fill the
-socket brings late is never counted twice. A reading without it holds, by order, only the fills
-received before it was fetched: a fill the broker made before, whose message came after, is then
-counted twice until the next reading, so the reading itself is kept too (`as_read`) for the
-sizing actor to ask whether an order may be an exit (actors/sizing.py)."""
+nothing). A reading holds, by order, the fills received before it was fetched; a fill the broker
+made before it but whose message came after would be counted twice. So an exit, sized from a
+reading made for it, asks for the order book of a follower a fill was seen for while its positions
+were read (`raced`): taken with the book (`apply_book`), the reading says how much of each order it
+holds. The reading itself is kept too (`as_read`) for the sizing actor to ask whether an order may
+be an exit (actors/sizing.py)."""
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
+from typing import Iterable
 
 from actors.messages import FillSeen, PositionsSnapshot
-from trading.account import PositionKey
+from trading.account import BookFill, PositionKey, held_at_book
 
 MAX_FILLS_KEPT = 10_000  # per account, between two readings
 
@@ -51,6 +53,26 @@ class KnownPositions:
         for fill in later:
             self._count(fill)
         return True
+
+    def raced(self, account: str, key: PositionKey) -> bool:
+        """Whether a fill in `key` was received after the account's latest reading began (and
+        that reading does not say, order by order, what it holds): the reading may hold it or not."""
+        reading = self._read.get(account)
+        if reading is None or reading.orders is not None:
+            return False
+        return any(fill.received_ns > reading.fetched_ns and (fill.exchange_segment, fill.security_id) == key
+                   for fill in self._fills.get(account, ()))
+
+    def apply_book(self, account: str, book: Iterable[BookFill]) -> bool:
+        """Take the account's latest reading again, as of its order book: what was carried into
+        the day plus what the book says each order filled, so that a fill seen counts only beyond
+        that. False when the reading does not say what was carried in."""
+        reading = self._read.get(account)
+        if reading is None or reading.carried is None:
+            return False
+        fills = tuple(book)
+        return self.apply(replace(reading, positions=held_at_book(reading.carried, fills),
+                                  orders={fill.order_id: abs(fill.filled) for fill in fills}))
 
     def fill(self, fill: FillSeen) -> None:
         self._fills.setdefault(fill.account, deque(maxlen=MAX_FILLS_KEPT)).append(fill)

@@ -37,7 +37,7 @@ from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
                              RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
-                             SizedCopies, SizingReady, SuspendAccount)
+                             SizedCopies, SizingReady, SuspendAccount, is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
@@ -265,10 +265,28 @@ class SizingActor(PooledSupervised):
             self._first_round = None
         elif reading.request == self._refresh:
             self._refresh = None
+        for book in reading.books:
+            self.positions.apply_book(book.account, book.fills)
         for waiting in self.waiting:
-            if waiting.reading == reading.request:
-                waiting.reading, waiting.exit_reading = None, reading
+            if waiting.reading != reading.request:
+                continue
+            waiting.reading = None
+            if waiting.exit_reading is None:  # (else these are the books it waited for)
+                waiting.exit_reading = reading
+                raced = self._raced(waiting, reading)
+                if raced and self.reader is not None:
+                    waiting.reading = next(_READINGS)
+                    self.reader.read_books(waiting.reading, raced)
         self._drain()
+
+    def _raced(self, waiting: _Waiting, reading: AccountsRead) -> list[str]:
+        """The followers an exit's reading may count a fill twice for: one seen in its instrument
+        while their positions were read (the broker may have counted it already). Their order
+        books say."""
+        key = risk.position_key(waiting.requests[0].terms)
+        return [positions.account for positions in reading.positions
+                if not is_leader(positions.account) and positions.carried is not None
+                and self.positions.raced(positions.account, key)]
 
     def _apply_snapshot(self, snapshot: CapitalSnapshot) -> None:
         current = self.capital.get(snapshot.account)
@@ -315,9 +333,11 @@ class SizingActor(PooledSupervised):
         before = reading.leader_before
         if before is None or not risk.is_exit(before, sign * terms.quantity):
             return None  # (the broker could not confirm the leader's position: sized as an entry)
-        quantity = risk.exit_quantity(before, terms.quantity,
-                                      self.positions.quantity(request.follower, risk.position_key(terms)),
-                                      request.instrument.lot_size)
+        key = risk.position_key(terms)
+        held = self.positions.quantity(request.follower, key)
+        if self.positions.raced(request.follower, key):  # (its order book could not say which)
+            held = risk.surely_held(held, self.positions.as_read(request.follower, key))
+        quantity = risk.exit_quantity(before, terms.quantity, held, request.instrument.lot_size)
         if quantity <= 0:
             return SizeDecision(0, 0, 0.0, "no_position_to_exit",
                                 f"the leader reduces its position; {request.follower} holds nothing to reduce")

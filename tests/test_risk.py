@@ -4,6 +4,7 @@ from __future__ import annotations
 from observability import metrics
 from storage import models as m
 from tests.conftest import RELIANCE, TCS, client, wait_until
+from tests.faultproxy import NEVER
 
 
 def _position(rig, account_id: str, security: str = RELIANCE) -> int:
@@ -40,17 +41,31 @@ def test_B_2_followers_reduce_their_own_position_by_the_leader_fraction(rig):
     wait_until(lambda: _position(rig, f1) == 0, message="follower flat")
 
 
-def test_B_2_a_fill_the_socket_brings_while_positions_are_read_is_not_counted_twice(rig):
+def _racing_exit(rig, f1: str) -> str:
     """Dhan's socket may lag its REST answers: the follower's entry fill, made before the exit's
     positions reading began and so in it, reaches the copier while that reading is answered."""
-    f1 = rig.follower_ids["f1"]
     rig.exchange.faults.delay_messages(1.0, client_id=f1)
     rig.place(order_type="MARKET", quantity=20)
     wait_until(lambda: _position(rig, f1) == 10, message="the follower's copy filled at the exchange")
     rig.exchange.faults.delay_answers(2.0, client_id=f1, paths="GET /positions")
-    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    return rig.place(order_type="MARKET", quantity=20, side="SELL")
+
+
+def test_B_2_a_fill_the_socket_brings_while_positions_are_read_is_not_counted_twice(rig):
+    f1 = rig.follower_ids["f1"]
+    exit_order = _racing_exit(rig, f1)
     assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # what it holds, not 10 twice
     wait_until(lambda: _position(rig, f1) == 0, timeout=15, message="the follower flat, not short")
+    assert any(r["path"].endswith("/orders") and r["method"] == "GET" for r in rig.exchange.request_log(f1))
+
+
+def test_B_2_an_exit_whose_order_book_cannot_be_read_sells_only_what_surely_is_held(make_rig):
+    rig = make_rig(proxied=["f1"])
+    f1 = rig.follower_ids["f1"]
+    refused = rig.proxies["f1"].respond("GET /orders", 500, '{"errorType": "Internal"}', forward=NEVER)
+    exit_order = _racing_exit(rig, f1)
+    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # the reading's 10, not 10 + its fill
+    assert refused.hits >= 1
 
 
 def test_B_2_follower_holding_nothing_skips_the_exit(rig):

@@ -5,7 +5,7 @@ import pytest
 
 from trading.orders import OrderTerms, OrderType, Product, Side, Validity
 from trading.risk import (RiskLimits, RiskState, check, daily_loss_breached, exit_quantity, is_exit,
-                          position_key)
+                          position_key, surely_held)
 
 NOW = 1_000_000.0
 RELIANCE = ("NSE_EQ", "2885")
@@ -165,6 +165,13 @@ def test_position_keys_separate_segments() -> None:
 ])
 def test_is_exit(before: int, signed: int, expected: bool) -> None:
     assert is_exit(before, signed) is expected
+
+
+@pytest.mark.parametrize("one,other,expected", [
+    (20, 10, 10), (10, 20, 10), (-20, -10, -10), (-5, -8, -5), (10, 10, 10), (10, -3, 0), (0, 7, 0), (-4, 0, 0),
+])
+def test_surely_held_is_what_both_readings_say_is_held(one: int, other: int, expected: int) -> None:
+    assert surely_held(one, other) == expected
 
 
 # -- exit_quantity -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from supervisors import Address
 from supervisors.pool import ActorPool, PooledRef
 from tests.conftest import RELIANCE, TCS, wait_until
 from tests.faultproxy import FIRST
-from trading.account import Funds, Listing, Position
+from trading.account import BookFill, Funds, Listing, Position
 from trading.instruments import Instrument
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 from trading.sizing import SizingRule
@@ -39,6 +39,8 @@ class FakeAccount:
         self.held = dict(held or {})  # security id -> net quantity
         self.filled = 0  # what a lookup of any order answers as filled
         self.position_reads = 0
+        self.book_reads = 0
+        self.filled_since: list[BookFill] = []  # orders filled after the positions were read
 
     def fund_limit(self) -> Answer:
         funds = Funds(self.available, self.available)
@@ -47,7 +49,8 @@ class FakeAccount:
 
     def positions(self) -> Answer:
         self.position_reads += 1
-        held = tuple(Position("NSE_EQ", sid, Product.INTRADAY, qty) for sid, qty in self.held.items())
+        held = tuple(Position("NSE_EQ", sid, Product.INTRADAY, qty, day_bought=max(qty, 0), day_sold=max(-qty, 0))
+                     for sid, qty in self.held.items())  # (all of it bought or sold today)
         self.gate.wait(10)
         return Answer(data=Listing(held))
 
@@ -55,7 +58,10 @@ class FakeAccount:
         return Answer(data=OrderUpdate(order_id, OrderStatus.TRADED, _terms(Side.SELL, 1), filled_qty=self.filled))
 
     def book_fills(self) -> Answer:
-        return Answer(data=Listing(()))  # (its positions do not say what was carried in: not used)
+        """One order a security for what is held, and the orders filled since (`filled_since`)."""
+        self.book_reads += 1
+        held = tuple(BookFill(f"H-{sid}", ("NSE_EQ", sid), qty) for sid, qty in self.held.items())
+        return Answer(data=Listing(held + tuple(self.filled_since)))
 
 
 def _terms(side: Side, quantity: int, security_id: str = RELIANCE) -> OrderTerms:
@@ -178,9 +184,11 @@ def test_a_fill_seen_while_an_exits_positions_are_read_is_counted_in_the_exit(st
     exit_order = _sent(sizing, _order("2", Side.SELL, 50))
     wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
     # a copy of an earlier order fills after the broker took the reading: 60 + 20 held now
+    follower.filled_since.append(BookFill("F-9", ("NSE_EQ", RELIANCE), 20))
     sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))
     follower.gate.set()
     assert _quantity(_answer(exit_order)) == 40  # half of 80
+    assert follower.book_reads == 1  # the fill seen while the positions were read: the book says it is new
 
 
 def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):

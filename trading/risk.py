@@ -135,6 +135,14 @@ def is_exit(before: int, signed_qty: int) -> bool:
     return (before > 0 and signed_qty < 0 and after >= 0) or (before < 0 and signed_qty > 0 and after <= 0)
 
 
+def surely_held(one: int, other: int) -> int:
+    """Of two readings of one position, what both say is held: the one nearer zero, or nothing
+    when they are on opposite sides."""
+    if one * other <= 0:
+        return 0
+    return one if abs(one) < abs(other) else other
+
+
 def check(limits: RiskLimits, state: RiskState, order: OrderTerms, price: float, now: float) -> RiskVerdict:
     """Check one follower order against every rule.
 

@@ -30,6 +30,7 @@ from actors.messages.routing import (  # noqa: F401
 from actors.messages.sizing import (  # noqa: F401
     AccountsRead,
     AuthRefused,
+    BookFills,
     CapitalSnapshot,
     FillSeen,
     PositionsSnapshot,
@@ -113,6 +114,7 @@ __all__ = [
     "AskQuotes",
     "AuthRefused",
     "Backfill",
+    "BookFills",
     "BrokerCommand",
     "BrokerFailure",
     "CallFailed",

@@ -97,16 +97,27 @@ class PositionsSnapshot:
 
 
 @dataclass(frozen=True)
+class BookFills:
+    """An account's order book, as how much of each of the day's orders has filled (a tuple of
+    trading.account.BookFill)."""
+
+    account: str
+    fills: tuple
+
+
+@dataclass(frozen=True)
 class AccountsRead:
     """Account reader -> sizing: readings made on the reader's threads, never under the capital
     lock. `request` names what they were read for (the first round, a periodic refresh, or one
     exit waiting for them); `leader_before` is, for an exit, the leader's position before its
-    order as the broker reported it (None: it could not be confirmed)."""
+    order as the broker reported it (None: it could not be confirmed); `books`, for an exit, the
+    order books of followers a fill was seen for while their positions were read."""
 
     request: int
     capital: tuple[CapitalSnapshot, ...] = ()
     positions: tuple[PositionsSnapshot, ...] = ()
     leader_before: int | None = None
+    books: tuple[BookFills, ...] = ()
 
 
 @dataclass(frozen=True)
