@@ -13,6 +13,7 @@ from broker.gateway import Answer
 from storage import models as m
 from tests.conftest import run_command, start_rig, wait_until
 from tests.faultproxy import FIRST, LATE, NEVER
+from trading import copy as copy_rules
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 
 TIMEOUT = 0.5  # broker.timeout_seconds in these tests
@@ -127,6 +128,29 @@ def test_a_leader_cancel_while_unknown_cancels_the_copy_once_found_even_across_a
     rig.wait_copy(leader_id, lambda c: c["orderStatus"] == "CANCELLED", timeout=20, message="cancelled once found")
     rig.wait_row(leader_id, lambda r: r.status == "CANCELLED", message="stored cancelled")
     assert len(_posts(rig)) == 1 and len(rig.follower_book()) == 1 and _dead_letters(rig) == 0
+
+
+def test_a_copy_whose_lookups_gave_up_is_looked_up_again_when_news_of_its_order_comes(make_rig, monkeypatch):
+    monkeypatch.setattr(copy_rules, "LOOKUP_RETRY_SECONDS", 0.05)  # six failed lookups in about 2 s
+    monkeypatch.setattr(copy_rules, "LOOKUP_RETRY_MAX_SECONDS", 0.5)
+    rig = make_rig(config={"broker": {"timeout_seconds": TIMEOUT, "max_attempts": 1}}, proxied=["f1"])
+    proxy = rig.proxies["f1"]
+    leader_id = rig.place(quantity=10, price=1430.0)
+    rig.wait_row(leader_id, lambda r: r.status == "PENDING" and bool(r.broker_order_id), message="copy placed")
+    failing = [proxy.respond("GET /orders/*", 500, "{}", forward=NEVER),
+               proxy.respond("GET /orders", 500, "{}", forward=NEVER)]
+    rig.copier.stop()
+    start_rig(rig)  # a restarted order actor looks its copies up before acting: every lookup fails
+    alert = wait_until(lambda: rig.store.read(lambda: m.Alert.get_or_none(m.Alert.key == "lookup:f1")), 20,
+                       message="the copy's lookups given up")
+    assert leader_id in alert.message
+
+    for rule in failing:
+        rule.remove()
+    rig.cancel(leader_id)  # news of the order: the copy is looked up again, then cancelled with it
+    rig.wait_copy(leader_id, lambda c: c["orderStatus"] == "CANCELLED", timeout=20, message="cancelled with its leader")
+    rig.wait_row(leader_id, lambda r: r.status == "CANCELLED", message="stored cancelled")
+    assert len(rig.follower_book()) == 1 and len(_posts(rig)) == 1 and _dead_letters(rig) == 0
 
 
 def test_a_5xx_without_error_code_before_the_order_took_effect_is_placed_once_known_absent(make_rig):
