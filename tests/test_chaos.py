@@ -68,7 +68,7 @@ ORDERS_PER_SECOND = 10  # Dhan's order rate per account: the copier's limit, and
 MAX_THROTTLED = 0.05  # of a follower's order calls, the most the exchange may refuse as over its rate
 # Scheduled faults: each kind at least once, then EXTRA_FAULTS more of the kinds that can repeat.
 FAULT_KINDS = ("drop", "drop_refuse", "delay", "poison_leader", "poison_follower", "lost_answer",
-               "full_disk", "reorder_across_seconds")
+               "full_disk", "reorder_across_seconds", "lag")
 REPEATABLE = ("drop", "drop_refuse", "delay", "poison_leader", "poison_follower", "lost_answer")
 EXTRA_FAULTS = 8
 # 5xx answers without an error code, as a gateway in front of the broker gives them
@@ -518,6 +518,9 @@ def test_chaos_soak_never_loses_or_doubles_and_converges(tmp_path):
                     proxy.hang("GET /orders", TIMEOUT + 0.5, forward=NEVER, count=1)
                 elif what == "reorder_across_seconds":
                     control("faults.reorder_messages", fraction=0.1, same_second=False)
+                elif what == "lag":  # one follower's socket lags its REST answers until the burst ends
+                    control("faults.delay_messages", seconds=rng.uniform(0.3, 1.0),
+                            client_id=rng.choice(list(followers.values()))[0])
                 elif what == "full_disk" and not disk.unavailable:
                     full_at = time.monotonic()
                     disk.fill()
