@@ -16,6 +16,7 @@ from actors.order_timers import FilledFirstDue, LagCheck
 from actors.order_part import OrderPart
 from observability import metrics
 from trading import copy as c
+from trading.account import counted_as
 from trading.fills import Fill, slippage
 from trading.orders import OrderStatus, OrderUpdate, Side
 
@@ -81,7 +82,8 @@ class Fills(OrderPart):
         terms = update.terms
         signed = quantity if terms.side == Side.BUY else -quantity
         self.actor.ctx.sizing.tell(FillSeen(account, terms.exchange_segment, terms.security_id, signed,
-                                            update.received_ns, update.order_id, update.filled_qty))
+                                            update.received_ns, counted_as(update.order_id, update.leg),
+                                            update.filled_qty))
 
     # -- which filled first (by part key: each slice is judged on its own) -------------------------------
     def check_filled_first(self, key: str, filled_at: str) -> None:

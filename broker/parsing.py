@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from broker import codes, jsonread
 from broker.errors import ErrorKind, classify
-from trading.account import BookFill, Funds, Listing, Margin, Position, Profile, Trade
+from trading.account import BookFill, Funds, Listing, Margin, Position, Profile, Trade, counted_as
 from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, Leg, OrderTerms, OrderType, OrderUpdate
 from trading.prices import Quote
 from trading.super_orders import SuperOrderView
@@ -434,7 +434,8 @@ def book_fill_from_dhan(entry: Any) -> BookFill:
     entry = _mapping(entry, "the order")
     filled = _optional_count(entry.get("filledQty"), "filledQty")
     side = _enum(codes.SIDE, _required(entry, "transactionType"), "transactionType")
-    return BookFill(order_id=_id(_required(entry, "orderId"), "orderId"),
+    leg = _book_leg(entry, _enum(codes.PRODUCT, _required(entry, "productType"), "productType"))
+    return BookFill(order_id=counted_as(_id(_required(entry, "orderId"), "orderId"), leg),
                     key=(_segment(entry, "exchangeSegment"), _id(_required(entry, "securityId"), "securityId")),
                     filled=filled if side.value == "BUY" else -filled)
 

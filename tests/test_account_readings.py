@@ -195,10 +195,14 @@ def test_an_unreadable_order_book_entry_is_left_out_with_its_reason():
 
 def test_the_order_book_is_read_for_each_orders_fills_only_and_strictly():
     good = {"orderId": "52", "transactionType": "SELL", "exchangeSegment": "NSE_EQ", "securityId": "2885",
-            "filledQty": 3, "orderStatus": "PART_TRADED"}
+            "productType": "INTRADAY", "filledQty": 3, "orderStatus": "PART_TRADED"}
+    entry = {**good, "orderId": "54", "transactionType": "BUY", "legName": "ENTRY_LEG", "filledQty": 5}
     listing = book_fills_from_dhan([good, {**good, "orderId": "53", "filledQty": None, "transactionType": "BUY"},
-                                    {**good, "filledQty": -1}, {**good, "securityId": None}])
-    assert listing.entries == (BookFill("52", ("NSE_EQ", "2885"), -3), BookFill("53", ("NSE_EQ", "2885"), 0))
+                                    {**good, "filledQty": -1}, {**good, "securityId": None},
+                                    entry, {**entry, "legName": "TARGET_LEG", "transactionType": "SELL"}])
+    key = ("NSE_EQ", "2885")
+    assert listing.entries == (BookFill("52", key, -3), BookFill("53", key, 0),
+                               BookFill("54", key, 5), BookFill("54:TARGET_LEG", key, -5))  # legs share an id
     assert listing.unreadable == ("out_of_range", "missing_field")
 
 

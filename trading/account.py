@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Iterable, Mapping, TypeVar
 
-from trading.orders import Product, Side
+from trading.orders import Leg, Product, Side
 
 T = TypeVar("T")
 PositionKey = tuple[str, str]  # (exchange segment, security id)
@@ -88,10 +88,16 @@ class Listing(Generic[T]):
     unreadable: tuple[str, ...] = ()
 
 
+def counted_as(order_id: str, leg: str = "") -> str:
+    """The name an order's fills are counted under: its id; a super order's target and stop-loss
+    legs, which share the entry's id, add their leg."""
+    return f"{order_id}:{leg}" if leg and leg != Leg.ENTRY.value else order_id
+
+
 @dataclass(frozen=True)
 class BookFill:
     """How much of one of the day's orders has filled, as the order book says: `filled` signed
-    (a SELL's < 0)."""
+    (a SELL's < 0); `order_id` as `counted_as` names it."""
 
     order_id: str
     key: PositionKey
