@@ -76,7 +76,8 @@ from storage import readonly  # noqa: E402
 
 INSTRUMENTS = ("2885", "11536", "1594")  # RELIANCE, TCS, INFY (NSE_EQ, lot 1)
 WARMUP_ORDERS = 20  # (even: with --exits, the measured orders start with a buy)
-ORDERS = {"trading": "trading at once", "resting": "resting", "exits": "buys trading at once, each sold again (an exit)"}
+ORDERS = {"trading": "trading at once", "resting": "resting",
+          "exits": "buys trading at once, each sold again (an exit)"}
 RESULTS = ROOT / "bench" / "results"
 COPIER_RATE_LIMITS = {"orders_per_second": 1000, "orders_per_minute": 60_000, "orders_per_hour": 1_000_000,
                       "orders_per_day": 10_000_000, "data_per_second": 1000}

@@ -273,7 +273,8 @@ class DhanGateway:
         answer = self._book_entries()
         if not answer.ok:
             return answer
-        return self._read("order_book", answer, lambda data: book_fills_from_dhan(data, self._skipped("order-book entry")))
+        skipped = self._skipped("order-book entry")
+        return self._read("order_book", answer, lambda data: book_fills_from_dhan(data, skipped))
 
     # -- account -------------------------------------------------------------------------------
     def _read(self, endpoint: str, answer: Answer, parse: Callable[[Any], Any]) -> Answer:

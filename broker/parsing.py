@@ -429,8 +429,8 @@ def orders_from_book(answer: Any, source: str = "book", received_ns: int = 0,
 
 @_at_the_edge
 def book_fill_from_dhan(entry: Any) -> BookFill:
-    """One `GET /orders` entry -> how much of it has filled (only the fields that says: the
-    whole book is read for an exit, and the day's book can be long)."""
+    """One `GET /orders` entry -> how much of it has filled (only the fields that say so: an exit
+    reads a follower's whole book, and the day's book can be long)."""
     entry = _mapping(entry, "the order")
     filled = _optional_count(entry.get("filledQty"), "filledQty")
     side = _enum(codes.SIDE, _required(entry, "transactionType"), "transactionType")

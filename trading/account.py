@@ -111,7 +111,8 @@ def carried_in(positions: Iterable[Position]) -> dict[PositionKey, int] | None:
     for position in positions:
         if position.day_bought is None or position.day_sold is None:
             return None
-        carried[position.key] = carried.get(position.key, 0) + position.net_qty - position.day_bought + position.day_sold
+        today = position.day_bought - position.day_sold
+        carried[position.key] = carried.get(position.key, 0) + position.net_qty - today
     return carried
 
 
