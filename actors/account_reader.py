@@ -59,7 +59,7 @@ def read_positions(account: str, gateway: AccountGateway) -> PositionsSnapshot |
         log.warning("positions of %s unavailable: %s", account, answer.error)
         return None
     held = answer.data.entries
-    _count_unreadable(account, answer.data.unreadable)
+    count_unreadable(account, answer.data.unreadable)
     return PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
                              sum(p.unrealised for p in held), fetched_ns, carried_in(held))
 
@@ -71,11 +71,12 @@ def read_book(account: str, gateway: AccountGateway) -> tuple[BookFill, ...] | N
     if not book.ok:
         log.warning("order book of %s unavailable: %s", account, book.error)
         return None
-    _count_unreadable(account, book.data.unreadable)
+    count_unreadable(account, book.data.unreadable)
     return None if book.data.unreadable else book.data.entries
 
 
-def _count_unreadable(account: str, reasons: Iterable[str]) -> None:
+def count_unreadable(account: str, reasons: Iterable[str]) -> None:
+    """Count the reasons the broker's entries for `account` could not be read (metric labels)."""
     for reason in reasons:
         metrics.MALFORMED_MESSAGES.labels("leader" if is_leader(account) else "follower", reason).inc()
 

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import orjson
 from tenacity import wait_exponential_jitter
 
+from actors.account_reader import count_unreadable
 from actors.messages import LEADER, Backfill, IsConnected, OrderUpdateReceived, Reconnect, StorageRecovered, is_leader
 from observability import metrics
 from observability.logs import redact
@@ -396,8 +397,7 @@ class FeedActor(PooledSupervised):
         if not answer.ok:
             log.warning("%s: order book unavailable: %s", account, answer.error)
             return None
-        for reason in answer.data.unreadable:
-            metrics.MALFORMED_MESSAGES.labels("leader" if is_leader(account) else "follower", reason).inc()
+        count_unreadable(account, answer.data.unreadable)
         return [u if u.source == source else dataclasses.replace(u, source=source) for u in answer.data.entries]
 
     def _adopt_copies(self, leader_order_ids: list[str]) -> set[str]:

@@ -3,8 +3,8 @@ account as an `order_alert`, to every socket logged in as that account.
 
 Each connection has its own queue and writer task so messages leave in the order they were
 published; the fault knobs (drop, refuse, duplicate, reorder, lag, unanswered pings, a frame
-stalled half-sent) act here. Pings are answered here, not by aiohttp, so that a fault can leave them
-unanswered."""
+stalled half-sent) act here. Pings are answered here, not by aiohttp, so that a fault can leave
+them unanswered."""
 from __future__ import annotations
 
 import asyncio
