@@ -75,6 +75,11 @@ def read_book(account: str, gateway: AccountGateway) -> tuple[BookFill, ...] | N
     return None if book.data.unreadable else book.data.entries
 
 
+def _book_of(account: str, gateway: AccountGateway) -> BookFills | None:
+    fills = read_book(account, gateway)
+    return BookFills(account, fills) if fills is not None else None
+
+
 def count_unreadable(account: str, reasons: Iterable[str]) -> None:
     """Count the reasons the broker's entries for `account` could not be read (metric labels)."""
     for reason in reasons:
@@ -120,16 +125,21 @@ class AccountReader:
         for _ in self._threads:
             self._jobs.put(None)
 
-    def read_all(self, request: int, funds: Mapping[str, Funds] | None = None) -> None:
-        """Every account's funds (but those given in `funds`) and positions."""
+    def read_all(self, request: int, funds: Mapping[str, Funds] | None = None, books: Iterable[str] = ()) -> None:
+        """Every account's funds (but those given in `funds`) and positions, and the order books
+        of the accounts in `books`."""
         tasks: list[Callable[[], Any]] = []
         for account, gateway in self.gateways.items():
             given = (funds or {}).get(account)
             tasks.append(lambda a=account, g=gateway, f=given: read_capital(a, g, f))
             tasks.append(lambda a=account, g=gateway: read_positions(a, g))
+        for account in books:
+            if account in self.gateways:
+                tasks.append(lambda a=account: _book_of(a, self.gateways[a]))
         self._gather(tasks, lambda results: AccountsRead(
             request, capital=tuple(r for r in results if isinstance(r, CapitalSnapshot)),
-            positions=tuple(r for r in results if isinstance(r, PositionsSnapshot))))
+            positions=tuple(r for r in results if isinstance(r, PositionsSnapshot)),
+            books=tuple(r for r in results if isinstance(r, BookFills))))
 
     def read_exit(self, request: int, followers: Iterable[str], leader_account: str, order_id: str, key: PositionKey,
                   sign: int, known_before: int) -> None:
@@ -156,10 +166,10 @@ class AccountReader:
     def read_books(self, request: int, accounts: Iterable[str]) -> None:
         """The accounts' order books, each as how much of every order has filled (one that could
         not be read whole is left out)."""
-        names = [account for account in accounts if account in self.gateways]
-        tasks: list[Callable[[], Any]] = [lambda a=account: read_book(a, self.gateways[a]) for account in names]
+        tasks: list[Callable[[], Any]] = [lambda a=account: _book_of(a, self.gateways[a])
+                                          for account in accounts if account in self.gateways]
         self._gather(tasks, lambda results: AccountsRead(request, books=tuple(
-            BookFills(account, fills) for account, fills in zip(names, results) if fills is not None)))
+            book for book in results if isinstance(book, BookFills))))
 
     def _gather(self, tasks: list[Callable[[], Any]], message: Callable[[list[Any]], AccountsRead]) -> None:
         """Run `tasks` on the workers; once the last has ended, tell `message(results)`. A task

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
+from actors.leader_ledger import LeaderLedger
 from storage import Store
 from supervisors import Address, Timers
 from trading.calendar import MarketCalendar, now
@@ -76,3 +77,5 @@ class CopierContext:
     # them yet (correlation id -> leader order id, follower): the next incarnation looks these up
     # first (actors/order_plan.py), and a dead letter of the order says they may be at the broker.
     sent_unstored: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Each leader's position as its updates told it, in order: the router writes, sizing reads
+    ledger: LeaderLedger = field(default_factory=LeaderLedger)

@@ -202,6 +202,7 @@ class OrderRouter(PooledSupervised):
                 self._acknowledge(message, "own_copy")
                 return
             leader_order_id = message.update.order_id
+            self.ctx.ledger.see(message.account, message.update, self.ctx.clock().date())
         else:
             leader_order_id = self._leader_of(message)
             if leader_order_id is None:

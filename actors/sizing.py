@@ -31,6 +31,7 @@ from typing import Any, Callable
 import pykka
 
 from actors.account_reader import AccountGateway, AccountReader
+from actors.leader_ledger import LeaderLedger
 from actors.positions import KnownPositions
 from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
@@ -111,8 +112,12 @@ class SizingActor(PooledSupervised):
                  first_funds: dict[str, Any] | None = None, copy_windows: dict[str, CopyWindow] | None = None,
                  clock: Callable[[], datetime] = exchange_now, timers: Timers | None = None,
                  paused: dict[str, str] | None = None,
-                 leader_rules: dict[tuple[str, str], SizingRule] | None = None) -> None:
+                 leader_rules: dict[tuple[str, str], SizingRule] | None = None,
+                 ledger: LeaderLedger | None = None) -> None:
         super().__init__(address, supervisor)
+        # each leader's position as its updates told it, in order (actors/leader_ledger.py): the
+        # position each leader order found, when known, says whether it is an exit
+        self.ledger = ledger
         # follower -> the skip detail of its new orders while an operator has it paused; given by
         # the tree (read from storage at start), so it outlives a restart of this actor
         self.paused: dict[str, str] = paused if paused is not None else {}
@@ -154,7 +159,8 @@ class SizingActor(PooledSupervised):
                 funds[account] = answer.data
         self.reader = AccountReader(self.accounts, self.address.tell)
         self._first_round = next(_READINGS)
-        self.reader.read_all(self._first_round, funds)
+        self.reader.read_all(self._first_round, funds,
+                             books=[a for a in self.accounts if is_leader(a)] if self.ledger is not None else ())
         if self.timers is not None:
             self.timers.every(self.refresh_seconds, self.address, RefreshAccounts(), owner=self.actor_ref)
 
@@ -225,6 +231,13 @@ class SizingActor(PooledSupervised):
             first = waiting.requests[0] if waiting.requests else None
             if first is not None and followers and self.reader is not None:
                 key, sign = risk.position_key(first.terms), 1 if first.terms.side.value == "BUY" else -1
+                found = self.ledger.found(first.leader, first.leader_order_id, key) if self.ledger else None
+                if found is not None:  # the leader's position when its order came: no reading of it
+                    if not risk.is_exit(found, sign * first.terms.quantity):
+                        return True
+                    waiting.reading = next(_READINGS)
+                    self.reader.read_exit(waiting.reading, followers, first.leader, "", key, sign, found)
+                    return False
                 known = self.positions.quantity(first.leader, key) - sign * first.leader_filled
                 as_read = self.positions.as_read(first.leader, key)  # (fills seen since may be in it)
                 if any(risk.is_exit(held, sign * first.terms.quantity)
@@ -266,7 +279,10 @@ class SizingActor(PooledSupervised):
         elif reading.request == self._refresh:
             self._refresh = None
         for book in reading.books:
-            self.positions.apply_book(book.account, book.fills)
+            if is_leader(book.account) and self.ledger is not None:  # (read at start only)
+                self.ledger.book(book.account, book.fills, self.clock().date())
+            else:
+                self.positions.apply_book(book.account, book.fills)
         for waiting in self.waiting:
             if waiting.reading != reading.request:
                 continue
@@ -299,6 +315,8 @@ class SizingActor(PooledSupervised):
                 del self.reservations[snapshot.account][cid]
 
     def _apply_positions(self, snapshot: PositionsSnapshot) -> None:
+        if self.ledger is not None and snapshot.carried is not None and is_leader(snapshot.account):
+            self.ledger.carry(snapshot.account, snapshot.carried, self.clock().date())
         if not self.positions.apply(snapshot):
             return
         limits = self.limits.get(snapshot.account)

@@ -1,0 +1,103 @@
+"""The position each leader order found, from the leader's updates in the order they came, row by row."""
+from __future__ import annotations
+
+from datetime import date
+
+from actors.leader_ledger import LeaderLedger
+from tests.conftest import RELIANCE, TCS
+from trading.account import BookFill
+from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
+
+S = OrderStatus
+KEY = ("NSE_EQ", RELIANCE)
+DAY = date(2026, 11, 27)
+
+
+def _update(order_id: str, side: Side, qty: int, filled: int = 0, security: str = RELIANCE, leg: str = "") -> OrderUpdate:
+    terms = OrderTerms(security, "NSE_EQ", side, Product.INTRADAY, OrderType.MARKET, Validity.DAY, qty, 0.0)
+    status = S.TRADED if filled == qty else S.PART_TRADED if filled else S.PENDING
+    return OrderUpdate(order_id, status, terms, filled_qty=filled, leg=leg)
+
+
+def _ledger(carried: int = 0) -> LeaderLedger:
+    ledger = LeaderLedger()
+    ledger.carry("leader", {KEY: carried}, DAY)
+    return ledger
+
+
+def test_each_order_finds_the_fills_told_before_it_and_not_those_after():
+    ledger = _ledger(carried=5)
+    ledger.see("leader", _update("1", Side.BUY, 20), DAY)
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    ledger.see("leader", _update("2", Side.SELL, 20), DAY)  # the exit, seen before the buy after it
+    ledger.see("leader", _update("2", Side.SELL, 20, filled=20), DAY)
+    ledger.see("leader", _update("3", Side.BUY, 20, filled=20), DAY)  # first seen filled
+    assert [ledger.found("leader", order, KEY) for order in "123"] == [5, 25, 5]
+
+
+def test_a_resting_order_filled_after_a_later_one_was_placed_is_not_in_what_that_one_found():
+    ledger = _ledger()
+    ledger.see("leader", _update("1", Side.BUY, 20), DAY)  # rests
+    ledger.see("leader", _update("2", Side.SELL, 20), DAY)  # a short entry, not the exit of a buy
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    assert ledger.found("leader", "2", KEY) == 0
+
+
+def test_an_update_seen_twice_or_late_counts_once():
+    ledger = _ledger()
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=10), DAY)
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=10), DAY)  # an older one, late
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)  # the same one again
+    ledger.see("leader", _update("2", Side.SELL, 5), DAY)
+    assert ledger.found("leader", "2", KEY) == 20
+
+
+def test_the_book_read_at_start_counts_fills_once_and_not_in_what_their_own_order_found():
+    ledger = _ledger()
+    ledger.book("leader", [BookFill("1", KEY, 20), BookFill("2", KEY, -5)], DAY)
+    ledger.see("leader", _update("2", Side.SELL, 10, filled=5), DAY)  # seen after the book told its fill
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    ledger.see("leader", _update("3", Side.SELL, 15), DAY)
+    assert ledger.found("leader", "2", KEY) == 20
+    assert ledger.found("leader", "3", KEY) == 15
+
+
+def test_a_super_orders_legs_count_apart_and_in_its_own_position():
+    ledger = _ledger()
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    ledger.see("leader", _update("1", Side.SELL, 20, filled=20, leg="TARGET_LEG"), DAY)
+    ledger.see("leader", _update("2", Side.BUY, 10), DAY)
+    assert ledger.found("leader", "1", KEY) == 0
+    assert ledger.found("leader", "2", KEY) == 0
+
+
+def test_instruments_and_accounts_are_apart():
+    ledger = _ledger()
+    ledger.carry("leader:b", {KEY: 7}, DAY)
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20, security=TCS), DAY)
+    ledger.see("leader", _update("2", Side.SELL, 10), DAY)
+    ledger.see("leader:b", _update("3", Side.SELL, 10), DAY)
+    assert ledger.found("leader", "2", KEY) == 0
+    assert ledger.found("leader", "1", ("NSE_EQ", TCS)) == 0
+    assert ledger.found("leader:b", "3", KEY) == 7
+
+
+def test_not_known_until_what_was_carried_in_is_read_or_the_order_seen():
+    ledger = LeaderLedger()
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    ledger.see("leader", _update("2", Side.SELL, 20), DAY)
+    assert ledger.found("leader", "2", KEY) is None
+    ledger.carry("leader", {}, DAY)
+    assert ledger.found("leader", "2", KEY) == 20
+    assert ledger.found("leader", "9", KEY) is None
+
+
+def test_a_new_day_starts_empty():
+    ledger = _ledger()
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    later = date(2026, 11, 30)
+    ledger.see("leader", _update("2", Side.SELL, 20), later)
+    assert ledger.found("leader", "2", KEY) is None  # what was carried into the new day not read yet
+    ledger.carry("leader", {KEY: 20}, later)
+    assert ledger.found("leader", "2", KEY) == 20
