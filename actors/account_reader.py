@@ -3,8 +3,8 @@
 The sizing actor is the capital lock: every order actor's size request waits its turn there, so
 it never calls the broker itself. It asks an `AccountReader`, whose few worker threads make the
 calls and tell it what they read as one `AccountsRead`: every account at start and at each
-refresh, or what one exit waits for (the leader's position before its order, and the followers'
-own positions, read after the order arrived).
+refresh, or what the exits waiting for a reading need (the followers' own positions, read after
+the orders arrived, and where the copier could not count it, the leader's position before each).
 """
 from __future__ import annotations
 
@@ -141,25 +141,28 @@ class AccountReader:
             positions=tuple(r for r in results if isinstance(r, PositionsSnapshot)),
             books=tuple(r for r in results if isinstance(r, BookFills))))
 
-    def read_exit(self, request: int, followers: Iterable[str], leader_account: str, order_id: str, key: PositionKey,
-                  sign: int, known_before: int) -> None:
-        """What an exit waits for: the followers' positions, and the position of the leader
-        `leader_account` before its order `order_id` (`known_before` when the order cannot be looked up)."""
+    def read_exit(self, request: int, followers: Iterable[str],
+                  lookups: Iterable[tuple[str, str, PositionKey, int]] = ()) -> None:
+        """What exits wait for: the followers' positions, and for each (leader account, order id,
+        instrument, side) in `lookups`, that leader's position before its order."""
         tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a])
                                           for account in followers if account in self.gateways]
-        leader = self.gateways.get(leader_account)
-        if leader is not None and order_id:
-            tasks.append(lambda: leader_before(leader, order_id, key, sign, leader_account))
+        for leader_account, order_id, key, sign in lookups:
+            leader = self.gateways.get(leader_account)
+            if leader is not None and order_id:
+                tasks.append(lambda g=leader, o=order_id, k=key, s=sign, a=leader_account:
+                             (o, *leader_before(g, o, k, s, a)))
 
         def told(results: list[Any]) -> AccountsRead:
-            before: int | None = known_before
+            before: list[tuple[str, int | None]] = []
             positions = []
             for result in results:
                 if isinstance(result, tuple):
-                    before, result = result
+                    order_id, position, result = result
+                    before.append((order_id, position))
                 if isinstance(result, PositionsSnapshot):
                     positions.append(result)
-            return AccountsRead(request, positions=tuple(positions), leader_before=before)
+            return AccountsRead(request, positions=tuple(positions), leaders_before=tuple(before))
 
         self._gather(tasks, told)
 

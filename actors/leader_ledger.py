@@ -28,10 +28,13 @@ from trading.orders import OrderUpdate, Side
 class _Account:
     day: date
     carried: dict[PositionKey, int] | None = None  # None until a positions reading says
+    booked: bool = False  # the order book was read: fills made before the copier saw their orders are in
     filled: dict[str, tuple[PositionKey, int]] = field(default_factory=dict)  # by counted name: signed
     today: dict[PositionKey, int] = field(default_factory=dict)  # the sum of `filled` by instrument
     of_order: dict[str, int] = field(default_factory=dict)  # the sum of `filled` by order id (legs in it)
-    found: dict[str, int] = field(default_factory=dict)  # order id -> `today` in its instrument at first sight
+    # order id -> `today` in its instrument at first sight (None: seen before the book was read,
+    # whose fills it may not count)
+    found: dict[str, int | None] = field(default_factory=dict)
 
 
 class LeaderLedger:
@@ -49,7 +52,8 @@ class LeaderLedger:
         with self._lock:
             ledger = self._on(account, day)
             if update.order_id not in ledger.found:  # (its own fills are in `today` when a book told them first)
-                ledger.found[update.order_id] = ledger.today.get(key, 0) - ledger.of_order.get(update.order_id, 0)
+                ledger.found[update.order_id] = (ledger.today.get(key, 0) - ledger.of_order.get(update.order_id, 0)
+                                                 if ledger.booked else None)
             self._count(ledger, counted_as(update.order_id, update.leg), key, sign * update.filled_qty)
 
     def carry(self, account: str, carried: Mapping[PositionKey, int], day: date) -> None:
@@ -63,15 +67,25 @@ class LeaderLedger:
             ledger = self._on(account, day)
             for fill in fills:
                 self._count(ledger, fill.order_id, fill.key, fill.filled)
+            ledger.booked = True
+
+    def wants_book(self, account: str, day: date) -> bool:
+        """Whether the account's order book for `day` is still to be read (a reading failed, or
+        a new day began)."""
+        with self._lock:
+            ledger = self._accounts.get(account)
+            return ledger is None or ledger.day != day or not ledger.booked
 
     def found(self, account: str, order_id: str, key: PositionKey) -> int | None:
         """The account's position in `key` when order `order_id` was first seen; None when not
-        known (the order not seen yet, or what was carried into the day not read yet)."""
+        known (the order not seen yet, or what was carried into the day or the order book not
+        read yet)."""
         with self._lock:
             ledger = self._accounts.get(account)
-            if ledger is None or ledger.carried is None or order_id not in ledger.found:
+            found = ledger.found.get(order_id) if ledger is not None else None
+            if ledger is None or ledger.carried is None or found is None:
                 return None
-            return ledger.carried.get(key, 0) + ledger.found[order_id]
+            return ledger.carried.get(key, 0) + found
 
     def _on(self, account: str, day: date) -> _Account:
         """The account's ledger for `day`: a new day starts empty (yesterday's orders are gone

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # Ids of readings, unique in the process: a restarted actor never takes an earlier incarnation's
 # reading for one it asked for.
 _READINGS = itertools.count(1)
+NEXT_ROUND = 0  # an exit waiting for the next exit reading to begin (one is out)
 
 
 SIZING_TIMEOUT = 5.0  # the longest an order actor waits for a size, a reading's included, before it crashes
@@ -81,9 +82,12 @@ class _Waiting:
     message: SizeCopies | SizeCopy
     requests: tuple[SizeCopy, ...]
     future: pykka.Future = field(init=False)
-    reading: int | None = None  # the exit reading it waits for
+    reading: int | None = None  # the exit reading it waits for (NEXT_ROUND: the next one begun)
     exit_reading: AccountsRead | None = None
     checked: bool = False  # looked at as a possible exit (once the first readings are in)
+    followers: tuple[str, ...] = ()  # whose positions the exit reading reads
+    before: int | None = None  # the leader's position before its order (None: not an exit)
+    look_up: bool = False  # `before` is asked of the broker with the reading (the copier could not count it)
 
     @property
     def lane(self) -> str:
@@ -150,6 +154,11 @@ class SizingActor(PooledSupervised):
         self.waiting: list[_Waiting] = []  # in the order they came
         self._first_round: int | None = None  # the start-up reading, while it is out
         self._refresh: int | None = None  # a periodic reading, while it is out
+        # Exits' readings: one out at a time, and every exit that came meanwhile waits for the
+        # next, which reads for them all (a reading begun after an exit came serves it): however
+        # fast exits come, a follower's positions are read at most once per reading's round trip.
+        self._exit_round: int | None = None
+        self._exits_next: list[_Waiting] = []
 
     def started(self) -> None:
         funds = {}
@@ -159,8 +168,7 @@ class SizingActor(PooledSupervised):
                 funds[account] = answer.data
         self.reader = AccountReader(self.accounts, self.address.tell)
         self._first_round = next(_READINGS)
-        self.reader.read_all(self._first_round, funds,
-                             books=[a for a in self.accounts if is_leader(a)] if self.ledger is not None else ())
+        self.reader.read_all(self._first_round, funds, books=self._leader_books())
         if self.timers is not None:
             self.timers.every(self.refresh_seconds, self.address, RefreshAccounts(), owner=self.actor_ref)
 
@@ -180,7 +188,7 @@ class SizingActor(PooledSupervised):
             waiting.future.set_exception(exc_info=(pykka.ActorDeadError, pykka.ActorDeadError(
                 f"{self.address.name} stopped before answering"), None))
             waiting.tell_settled()
-        self.waiting = []
+        self.waiting, self._exits_next = [], []
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, (SizeCopies, SizeCopy)):
@@ -202,12 +210,19 @@ class SizingActor(PooledSupervised):
         elif isinstance(message, RefreshAccounts):
             if self.reader is not None and self._first_round is None and self._refresh is None:
                 self._refresh = next(_READINGS)  # (a round still out is not asked for again)
-                self.reader.read_all(self._refresh)
+                self.reader.read_all(self._refresh, books=self._leader_books())
         elif isinstance(message, FreeCapital):
             return {name: self._free(name) for name in self.rules}
         elif isinstance(message, CONTROLS):
             apply_control(self, message)
         return None
+
+    def _leader_books(self) -> list[str]:
+        """The leaders whose order books the ledger still needs (read with every account's funds)."""
+        if self.ledger is None:
+            return []
+        day = self.clock().date()
+        return [account for account in self.accounts if is_leader(account) and self.ledger.wants_book(account, day)]
 
     # -- requests that wait ----------------------------------------------------------------------
     def _admit(self, message: SizeCopies | SizeCopy) -> Any:
@@ -235,23 +250,42 @@ class SizingActor(PooledSupervised):
                 if found is not None:  # the leader's position when its order came: no reading of it
                     if not risk.is_exit(found, sign * first.terms.quantity):
                         return True
-                    waiting.reading = next(_READINGS)
-                    self.reader.read_exit(waiting.reading, followers, first.leader, "", key, sign, found)
-                    return False
-                known = self.positions.quantity(first.leader, key) - sign * first.leader_filled
-                as_read = self.positions.as_read(first.leader, key)  # (fills seen since may be in it)
-                if any(risk.is_exit(held, sign * first.terms.quantity)
-                       for held in (known, as_read, as_read - sign * first.leader_filled)):
-                    waiting.reading = next(_READINGS)
-                    self.reader.read_exit(waiting.reading, followers, first.leader, first.leader_order_id, key, sign,
-                                          known)
-                    return False
+                    waiting.before = found
+                else:  # counted from what the copier saw, which may miss fills: the broker confirms it
+                    known = self.positions.quantity(first.leader, key) - sign * first.leader_filled
+                    as_read = self.positions.as_read(first.leader, key)  # (fills seen since may be in it)
+                    if not any(risk.is_exit(held, sign * first.terms.quantity)
+                               for held in (known, as_read, as_read - sign * first.leader_filled)):
+                        return True
+                    waiting.before, waiting.look_up = known, bool(first.leader_order_id)
+                waiting.followers, waiting.reading = tuple(followers), NEXT_ROUND
+                self._exits_next.append(waiting)
+                self._read_exits()
+                return False
         return True
 
+    def _read_exits(self) -> None:
+        """Begin the next exit reading, for every exit waiting for one, unless one is out."""
+        if self._exit_round is not None or not self._exits_next or self.reader is None:
+            return
+        batch, self._exits_next = self._exits_next, []
+        self._exit_round = next(_READINGS)
+        followers: dict[str, None] = {}
+        lookups = []
+        for waiting in batch:
+            waiting.reading = self._exit_round
+            followers.update(dict.fromkeys(waiting.followers))
+            if waiting.look_up:
+                first = waiting.requests[0]
+                lookups.append((first.leader, first.leader_order_id, risk.position_key(first.terms),
+                                1 if first.terms.side.value == "BUY" else -1))
+        self.reader.read_exit(self._exit_round, followers, lookups)
+
     def _answer(self, waiting: _Waiting) -> Any:
+        exit_before = waiting.before if waiting.exit_reading is not None else None
         if isinstance(waiting.message, SizeCopies):
-            return self._size_order(waiting.message, waiting.exit_reading)
-        return self._size(waiting.message, waiting.exit_reading, new_order=waiting.message.new_order)
+            return self._size_order(waiting.message, exit_before)
+        return self._size(waiting.message, exit_before, new_order=waiting.message.new_order)
 
     def _drain(self) -> None:
         """Answer, in order, every waiting request that now can be."""
@@ -278,8 +312,10 @@ class SizingActor(PooledSupervised):
             self._first_round = None
         elif reading.request == self._refresh:
             self._refresh = None
+        elif reading.request == self._exit_round:
+            self._exit_round = None
         for book in reading.books:
-            if is_leader(book.account) and self.ledger is not None:  # (read at start only)
+            if is_leader(book.account) and self.ledger is not None:  # (read until the ledger has one)
                 self.ledger.book(book.account, book.fills, self.clock().date())
             else:
                 self.positions.apply_book(book.account, book.fills)
@@ -289,10 +325,14 @@ class SizingActor(PooledSupervised):
             waiting.reading = None
             if waiting.exit_reading is None:  # (else these are the books it waited for)
                 waiting.exit_reading = reading
+                if waiting.look_up:
+                    waiting.before = dict(reading.leaders_before).get(waiting.requests[0].leader_order_id,
+                                                                      waiting.before)
                 raced = self._raced(waiting, reading)
                 if raced and self.reader is not None:
                     waiting.reading = next(_READINGS)
                     self.reader.read_books(waiting.reading, raced)
+        self._read_exits()
         self._drain()
 
     def _raced(self, waiting: _Waiting, reading: AccountsRead) -> list[str]:
@@ -340,15 +380,13 @@ class SizingActor(PooledSupervised):
         detail = window.refusal(self.clock(), exit=exit_decision is not None) if window is not None else None
         return SizeDecision(0, 0, 0.0, OUTSIDE_COPY_WINDOW, detail) if detail else None
 
-    def _exit(self, request: SizeCopy, reading: AccountsRead | None) -> SizeDecision | None:
+    def _exit(self, request: SizeCopy, before: int | None) -> SizeDecision | None:
         """The follower's quantity for a leader order that only reduces the leader's position, or
-        None when it is not such an order. `reading`: what was read for it after it arrived (None:
-        by what the leader is known to hold, it is no exit)."""
-        if reading is None:
-            return None
+        None when it is not such an order. `before`: the leader's position before it, once the
+        follower's positions were read after it arrived (None: no exit, or the broker could not
+        confirm the leader's position)."""
         terms = request.terms
         sign = 1 if terms.side.value == "BUY" else -1
-        before = reading.leader_before
         if before is None or not risk.is_exit(before, sign * terms.quantity):
             return None  # (the broker could not confirm the leader's position: sized as an entry)
         key = risk.position_key(terms)
@@ -372,11 +410,11 @@ class SizingActor(PooledSupervised):
         leader, mine = self.start_of_day.get(leader_account), self.start_of_day.get(follower)
         return (mine / leader) if leader and mine else None
 
-    def _size_order(self, message: SizeCopies, reading: AccountsRead | None = None) -> SizedCopies:
+    def _size_order(self, message: SizeCopies, exit_before: int | None = None) -> SizedCopies:
         """Every follower's copy of one leader order, then the strategy it may be a leg of (see
         actors/strategy_legs.py). Deciding it here, one order at a time, means two legs arriving
         together cannot both believe they are the first."""
-        decisions = [self._size(request, reading, new_order=True) for request in message.requests]
+        decisions = [self._size(request, exit_before, new_order=True) for request in message.requests]
         return size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:
@@ -392,17 +430,18 @@ class SizingActor(PooledSupervised):
             return SizeDecision(0, 0, 0.0, "filtered", f"{request.instrument.symbol} refused by filters.{refused_by}")
         return None
 
-    def _size(self, request: SizeCopy, reading: AccountsRead | None = None, new_order: bool = False) -> SizeDecision:
-        """`new_order`: the first sizing of a leader order's copies, which the follower's copy window
-        may refuse, and an operator's pause; a re-size (the leader modified its quantity) follows the
-        leader at any hour."""
+    def _size(self, request: SizeCopy, exit_before: int | None = None, new_order: bool = False) -> SizeDecision:
+        """`exit_before`: the leader's position before the order, when it was read as an exit (see
+        `_exit`). `new_order`: the first sizing of a leader order's copies, which the follower's
+        copy window may refuse, and an operator's pause; a re-size (the leader modified its
+        quantity) follows the leader at any hour."""
         paused = self.paused.get(request.follower) if new_order else None
         if paused is not None:
             return SizeDecision(0, 0, 0.0, FOLLOWER_PAUSED, paused)
         skipped = self._may_copy(request)
         if skipped is not None:
             return skipped
-        exit_decision = self._exit(request, reading)
+        exit_decision = self._exit(request, exit_before)
         decision = (self._outside_window(request, new_order, exit_decision) or exit_decision
                     or self._entry(request))
         if decision.skip_reason is None:

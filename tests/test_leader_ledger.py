@@ -22,6 +22,7 @@ def _update(order_id: str, side: Side, qty: int, filled: int = 0, security: str 
 def _ledger(carried: int = 0) -> LeaderLedger:
     ledger = LeaderLedger()
     ledger.carry("leader", {KEY: carried}, DAY)
+    ledger.book("leader", [], DAY)
     return ledger
 
 
@@ -75,6 +76,7 @@ def test_a_super_orders_legs_count_apart_and_in_its_own_position():
 def test_instruments_and_accounts_are_apart():
     ledger = _ledger()
     ledger.carry("leader:b", {KEY: 7}, DAY)
+    ledger.book("leader:b", [], DAY)
     ledger.see("leader", _update("1", Side.BUY, 20, filled=20, security=TCS), DAY)
     ledger.see("leader", _update("2", Side.SELL, 10), DAY)
     ledger.see("leader:b", _update("3", Side.SELL, 10), DAY)
@@ -83,13 +85,16 @@ def test_instruments_and_accounts_are_apart():
     assert ledger.found("leader:b", "3", KEY) == 7
 
 
-def test_not_known_until_what_was_carried_in_is_read_or_the_order_seen():
+def test_not_known_until_what_was_carried_in_and_the_book_are_read_and_the_order_seen():
     ledger = LeaderLedger()
-    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
-    ledger.see("leader", _update("2", Side.SELL, 20), DAY)
-    assert ledger.found("leader", "2", KEY) is None
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)  # seen before the book was read
     ledger.carry("leader", {}, DAY)
-    assert ledger.found("leader", "2", KEY) == 20
+    assert ledger.wants_book("leader", DAY)
+    ledger.book("leader", [BookFill("0", KEY, 5), BookFill("1", KEY, 20)], DAY)  # 0 filled before the start
+    assert not ledger.wants_book("leader", DAY)
+    ledger.see("leader", _update("2", Side.SELL, 20), DAY)
+    assert ledger.found("leader", "2", KEY) == 25
+    assert ledger.found("leader", "1", KEY) is None  # the book may count orders placed after it
     assert ledger.found("leader", "9", KEY) is None
 
 
@@ -97,7 +102,8 @@ def test_a_new_day_starts_empty():
     ledger = _ledger()
     ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
     later = date(2026, 11, 30)
-    ledger.see("leader", _update("2", Side.SELL, 20), later)
-    assert ledger.found("leader", "2", KEY) is None  # what was carried into the new day not read yet
+    assert ledger.wants_book("leader", later)  # and what was carried into the new day, read again
     ledger.carry("leader", {KEY: 20}, later)
-    assert ledger.found("leader", "2", KEY) == 20
+    ledger.book("leader", [], later)
+    ledger.see("leader", _update("2", Side.SELL, 20), later)
+    assert ledger.found("leader", "2", KEY) == 20  # yesterday's buy is in what was carried, once

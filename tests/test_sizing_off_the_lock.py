@@ -24,8 +24,10 @@ from trading.instruments import Instrument
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 from trading.sizing import SizingRule
 
+INFY = "1594"
 SHARES = {RELIANCE: Instrument(RELIANCE, "NSE_EQ", "RELIANCE", "EQUITY", 1, 0.05, underlying="RELIANCE"),
-          TCS: Instrument(TCS, "NSE_EQ", "TCS", "EQUITY", 1, 0.05, underlying="TCS")}
+          TCS: Instrument(TCS, "NSE_EQ", "TCS", "EQUITY", 1, 0.05, underlying="TCS"),
+          INFY: Instrument(INFY, "NSE_EQ", "INFY", "EQUITY", 1, 0.05, underlying="INFY")}
 
 
 class FakeAccount:
@@ -174,6 +176,22 @@ def test_an_order_on_the_same_instrument_is_sized_after_an_exit_waiting_for_its_
     follower.gate.set()
     assert _quantity(_answer(exit_order)) == 30
     assert _quantity(_answer(again)) == 5
+
+
+def test_exits_that_come_while_an_exits_positions_are_read_share_the_next_reading(start_sizing):
+    leader = FakeAccount(held={RELIANCE: 100, TCS: 100, INFY: 100})
+    follower = FakeAccount(held={RELIANCE: 60, TCS: 40, INFY: 20})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    follower.gate.clear()
+    first = _sent(sizing, _order("2", Side.SELL, 50))
+    wait_until(lambda: follower.position_reads == 2, message="the first exit's positions read is in flight")
+    later = [_sent(sizing, _order("3", Side.SELL, 50, TCS)), _sent(sizing, _order("4", Side.SELL, 100, INFY))]
+    sizing.ask(FreeCapital(), timeout=2)  # both were handled
+    assert follower.position_reads == 2  # they wait for the next reading, begun once this one is in
+    follower.gate.set()
+    assert [_quantity(_answer(f)) for f in (first, *later)] == [30, 20, 20]
+    assert follower.position_reads == 3  # one reading for both
 
 
 def test_a_fill_seen_while_an_exits_positions_are_read_is_counted_in_the_exit(start_sizing):

@@ -108,15 +108,16 @@ class BookFills:
 @dataclass(frozen=True)
 class AccountsRead:
     """Account reader -> sizing: readings made on the reader's threads, never under the capital
-    lock. `request` names what they were read for (the first round, a periodic refresh, or one
-    exit waiting for them); `leader_before` is, for an exit, the leader's position before its
-    order as the broker reported it (None: it could not be confirmed); `books`, for an exit, the
-    order books of followers a fill was seen for while their positions were read."""
+    lock. `request` names what they were read for (the first round, a periodic refresh, or the
+    exits waiting for them); `leaders_before`, (leader order id, position) for each exit whose
+    leader's position before its order was asked of the broker (None: it could not be confirmed);
+    `books`, for an exit, the order books of followers a fill was seen for while their positions
+    were read, or the leaders' books the copier counts their fills from."""
 
     request: int
     capital: tuple[CapitalSnapshot, ...] = ()
     positions: tuple[PositionsSnapshot, ...] = ()
-    leader_before: int | None = None
+    leaders_before: tuple[tuple[str, int | None], ...] = ()
     books: tuple[BookFills, ...] = ()
 
 
