@@ -21,7 +21,7 @@ from trading.account import BookFill, Funds, PositionKey, carried_in, net_quanti
 
 log = logging.getLogger(__name__)
 
-MAX_THREADS = 8
+MAX_THREADS = 16
 LOOKUP_ROUNDS = 3  # tries at reading the leader's position with its order's fills still
 
 

@@ -197,12 +197,13 @@ class OrderRouter(PooledSupervised):
     # -- routing ---------------------------------------------------------------------------------
     def _route(self, message: OrderUpdateReceived) -> None:
         if is_leader(message.account):
-            if made_by_copier(message.update):  # in an account that also follows: never copied back
+            # every update counts in the leader's position, a copy's in an account that also follows too
+            self.ctx.ledger.see(message.account, message.update, self.ctx.clock().date())
+            if made_by_copier(message.update):  # never copied back
                 self._own_copy(message)
                 self._acknowledge(message, "own_copy")
                 return
             leader_order_id = message.update.order_id
-            self.ctx.ledger.see(message.account, message.update, self.ctx.clock().date())
         else:
             leader_order_id = self._leader_of(message)
             if leader_order_id is None:

@@ -11,8 +11,10 @@ broker's balance counts those orders already); fills seen since a positions read
 are added to it. Requests made before the first readings wait for them.
 
 An order that only reduces the leader's position is an exit: the follower reduces its *own*
-position by the same fraction, never more than it holds. The follower may have traded by hand
-since the last reading, so an exit waits for positions read after it arrived, answered with a
+position by the same fraction, never more than it holds. The leader's position is the one its
+order found (actors/leader_ledger.py; read from the broker where that is not known). The follower
+may have traded by hand since the last reading, so an exit waits for positions read after it
+arrived (exits that come while a reading is out share the next one), answered with a
 future (`ask_sizing`; a `SizeCopies` asker is told `SizingReady()` when it is set, and holds no
 thread meanwhile); meanwhile other orders are sized, only those on the same underlying waiting
 behind it. Each follower's `risk` limits are checked here too; a daily-loss breach calls
