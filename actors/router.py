@@ -39,7 +39,7 @@ from storage.expiry import close_expired, open_orders_entered_before
 from supervisors import Address
 from supervisors.supervisor import ChildFailed
 from supervisors.timers import TimerHandle, Timers
-from trading.calendar import IST, MarketCalendar
+from trading.calendar import MarketCalendar, ist_date
 from trading.expiry import SESSION_VALIDITIES, ended_session
 from trading.orders import made_by_copier, update_from_dict
 
@@ -115,7 +115,7 @@ class OrderRouter(PooledSupervised):
         close. The broker's book and lookups hold today's orders only, so asking about them would
         never end: they are closed in storage, each with an EXPIRED event giving the reason."""
         now = self.ctx.clock()
-        candidates = open_orders_entered_before(self.ctx.store, now.astimezone(IST).date())
+        candidates = open_orders_entered_before(self.ctx.store, ist_date(now))
         if not candidates:
             return
         calendar = self.ctx.calendar or MarketCalendar()
@@ -198,7 +198,7 @@ class OrderRouter(PooledSupervised):
     def _route(self, message: OrderUpdateReceived) -> None:
         if is_leader(message.account):
             # every update counts in the leader's position, a copy's in an account that also follows too
-            self.ctx.ledger.see(message.account, message.update, self.ctx.clock().date())
+            self.ctx.ledger.see(message.account, message.update, ist_date(self.ctx.clock()))
             if made_by_copier(message.update):  # never copied back
                 self._own_copy(message)
                 self._acknowledge(message, "own_copy")

@@ -44,7 +44,7 @@ from actors.messages import (AccountsRead, CapitalSnapshot, FillSeen, FreeCapita
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
-from trading.calendar import now as exchange_now
+from trading.calendar import ist_date, now as exchange_now
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, size_order
@@ -223,7 +223,7 @@ class SizingActor(PooledSupervised):
         """The leaders whose order books the ledger still needs (read with every account's funds)."""
         if self.ledger is None:
             return []
-        day = self.clock().date()
+        day = ist_date(self.clock())
         return [account for account in self.accounts if is_leader(account) and self.ledger.wants_book(account, day)]
 
     # -- requests that wait ----------------------------------------------------------------------
@@ -318,7 +318,7 @@ class SizingActor(PooledSupervised):
             self._exit_round = None
         for book in reading.books:
             if is_leader(book.account) and self.ledger is not None:  # (read until the ledger has one)
-                self.ledger.book(book.account, book.fills, self.clock().date())
+                self.ledger.book(book.account, book.fills, ist_date(self.clock()))
             else:
                 self.positions.apply_book(book.account, book.fills)
         for waiting in self.waiting:
@@ -358,7 +358,7 @@ class SizingActor(PooledSupervised):
 
     def _apply_positions(self, snapshot: PositionsSnapshot) -> None:
         if self.ledger is not None and snapshot.carried is not None and is_leader(snapshot.account):
-            self.ledger.carry(snapshot.account, snapshot.carried, self.clock().date())
+            self.ledger.carry(snapshot.account, snapshot.carried, ist_date(self.clock()))
         if not self.positions.apply(snapshot):
             return
         limits = self.limits.get(snapshot.account)

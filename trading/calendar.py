@@ -55,6 +55,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def ist_date(at: datetime) -> date:
+    """The exchange's date at instant `at` (the broker's day of orders and fills)."""
+    return at.astimezone(IST).date()
+
+
 class SessionState(str, enum.Enum):
     PRE_OPEN = "PRE_OPEN"
     OPEN = "OPEN"
