@@ -28,11 +28,16 @@ Printed per run:
   older than one leader interval that had not reached the exchange) at each quarter and at the end;
 - the copier process's peak RSS (VmHWM), peak thread count, and CPU (user + system) per copy,
   read once the copier has seen every copy traded (its TRADED echo applied), so work it put off
-  past the leader's minute is counted (and the time that took is printed).
+  past the leader's minute is counted (and the time that took is printed);
+- POSITIONS OFF when, at the end, a follower's positions on the exchange's books are not the
+  leader's (every follower copies at ratio 1, so each should hold what the leader holds).
 
     python bench/replication_bench.py [--followers 1,10,50,100,200] [--seconds 60] [--rate 10]
                                       [--quick] [--no-naive] [--resting | --exits] [--profile gil|cpu]
-                                      [--shards N]
+                                      [--shards N] [--positions-delay MS]
+
+--positions-delay MS: the exchange answers every positions request MS milliseconds late, as a slow
+broker does; with --exits, every exit's positions readings take that long.
 
 --shards N: the copier as `shards: N` on this one machine (a stream server, the leader feed
 process and N shards, followers dealt out evenly), so one process's GIL is no longer its limit;
@@ -388,10 +393,16 @@ def measure(run: Run, exchange: Exchange, leader_ids: list[str], leader_clients:
         run.drain = max(0.0, arrivals[-1] - last_t)
 
 
+def _net_positions(exchange: Exchange, client_id: str) -> dict[str, int]:
+    """An account's non-zero net quantities by security, as the exchange's books say."""
+    return {p["securityId"]: p["netQty"] for p in exchange.control("positions", client_id=client_id) if p["netQty"]}
+
+
 def run_copier(followers: int, seconds: float, rate: float, orders: str, profile: str | None,
-               drain_timeout: float, shards: int = 0) -> Run:
+               drain_timeout: float, shards: int = 0, positions_delay: float = 0.0) -> Run:
     """`shards`: run the copier as a leader feed process and this many shards, over a stream
-    server of their own (`shards:` in the config; followers dealt out evenly)."""
+    server of their own (`shards:` in the config; followers dealt out evenly). `positions_delay`:
+    seconds the exchange takes to answer every account's positions."""
     workdir = tempfile.mkdtemp(prefix="replication-bench-")
     exchange = start_exchange(followers + 1, workdir)
     procs: list[subprocess.Popen[Any]] = []
@@ -453,6 +464,8 @@ def run_copier(followers: int, seconds: float, rate: float, orders: str, profile
         if not wait_for("copier", ready, 120):
             raise BenchError(f"the copier did not log in within 120 s: {Path(logs[roles[-1]]).read_text()[-800:]}")
         prices = {sid: float(exchange.control("price", security_id=sid)) for sid in INSTRUMENTS}
+        if positions_delay:
+            exchange.control("faults.delay_answers", seconds=positions_delay, paths=["GET /positions"])
         leader = Leader(exchange.rest_url, leader_id, leader_token, prices, orders)
 
         warm, _ = leader.place(WARMUP_ORDERS, 1 / max(rate, 20))
@@ -505,6 +518,11 @@ def run_copier(followers: int, seconds: float, rate: float, orders: str, profile
             run.notes.append(f"{shards} shards, {followers // shards}+ followers each, and the feed process and "
                              "the stream server, on this machine: RSS, threads and CPU summed over them; own "
                              "clock from the feed process's read of the leader's frame")
+        # At ratio 1 every follower holds what its leader holds, once every copy has traded
+        held = [_net_positions(exchange, cid) for cid, _token in follower_creds]
+        off = sum(1 for positions in held if positions != _net_positions(exchange, leader_id))
+        if off:
+            run.notes.append(f"POSITIONS OFF: {off} of {followers} followers do not hold what the leader holds")
         run.peak_rss_mb = watch.peak_rss_mb()
         run.peak_threads = watch.peak_threads
         run.cpu_per_copy_ms = cpu / max(run.copied, 1) * 1000
@@ -690,6 +708,8 @@ def main() -> int:
     p.add_argument("--shards", type=int, default=0,
                    help="run the copier as a feed process and this many follower shards over a stream server "
                         "(nats-server), all on this machine (default 0: one process)")
+    p.add_argument("--positions-delay", type=float, default=0.0, metavar="MS",
+                   help="the exchange answers positions this many milliseconds late (default 0), as a slow broker")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds after the leader's last order to wait for the last copies (default 30)")
     args = p.parse_args()
@@ -709,7 +729,8 @@ def main() -> int:
     naives: dict[int, Run] = {}
     try:
         for n in followers:
-            runs = [run_copier(n, seconds, args.rate, orders, args.profile, args.drain_timeout, args.shards)]
+            runs = [run_copier(n, seconds, args.rate, orders, args.profile, args.drain_timeout, args.shards,
+                               args.positions_delay / 1000)]
             copiers[n] = runs[0]
             if not args.no_naive and not args.profile:
                 naives[n] = run_naive(n, seconds, args.rate, orders, args.drain_timeout)
