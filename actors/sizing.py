@@ -230,11 +230,30 @@ class SizingActor(PooledSupervised):
     def _admit(self, message: SizeCopies | SizeCopy) -> Any:
         """The answer now when it can be given, else a future answered once it can."""
         waiting = _Waiting(message, message.requests if isinstance(message, SizeCopies) else (message,))
+        if self._asked_again(waiting):
+            return waiting.future
         if self._ready(waiting, self.waiting):
             return self._answer(waiting)
         waiting.future = pykka.ThreadingFuture()  # (made only for a request that waits: most never do)
         self.waiting.append(waiting)
         return waiting.future
+
+    def _asked_again(self, waiting: _Waiting) -> bool:
+        """A leader order's copies asked for again while the first request still waits (its order
+        actor gave up waiting and restarted): the new request takes the first one's place and
+        whatever it waited for, so it is not sized after the orders that came since."""
+        message = waiting.message
+        if not isinstance(message, SizeCopies) or not message.leader_order_id:
+            return False
+        for index, first in enumerate(self.waiting):
+            if isinstance(first.message, SizeCopies) and first.message.leader_order_id == message.leader_order_id:
+                first.future.set_exception(exc_info=(RuntimeError, RuntimeError(
+                    f"the copies of leader order {message.leader_order_id} were asked again"), None))
+                first.tell_settled()
+                first.message, first.requests = message, waiting.requests
+                first.future = waiting.future = pykka.ThreadingFuture()
+                return True
+        return False
 
     def _ready(self, waiting: _Waiting, ahead: list[_Waiting]) -> bool:
         """Whether `waiting` can be answered now; asks for the readings an exit needs."""
@@ -339,12 +358,14 @@ class SizingActor(PooledSupervised):
 
     def _raced(self, waiting: _Waiting, reading: AccountsRead) -> list[str]:
         """The followers an exit's reading may count a fill twice for: one seen in its instrument
-        while their positions were read (the broker may have counted it already). Their order
-        books say."""
+        while their positions were read (the broker may have counted it already), or since the
+        last reading of a follower whose positions could not be read now. Their order books say."""
         key = risk.position_key(waiting.requests[0].terms)
+        read = {positions.account for positions in reading.positions}
         return [positions.account for positions in reading.positions
                 if not is_leader(positions.account) and positions.carried is not None
-                and self.positions.raced(positions.account, key)]
+                and self.positions.raced(positions.account, key)] + \
+            [follower for follower in waiting.followers if follower not in read and self.positions.raced(follower, key)]
 
     def _apply_snapshot(self, snapshot: CapitalSnapshot) -> None:
         current = self.capital.get(snapshot.account)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from observability import metrics
+from actors.sizing import SIZING_TIMEOUT
 from storage import models as m
 from tests.conftest import RELIANCE, TCS, client, wait_until
 from tests.faultproxy import NEVER
@@ -80,6 +81,36 @@ def test_B_2_an_exit_read_after_the_leaders_next_order_filled_sells_what_the_fol
     assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # all it holds, as its leader sold all
     rig.wait_row(again, lambda r: r.status == "TRADED", timeout=15, message="the buy again copied and filled")
     assert _position(rig, f1) == 10
+
+
+def test_B_2_an_exit_whose_sizing_outlasts_its_order_actors_patience_is_still_sized_before_the_next_order(make_rig):
+    rig = make_rig(config={"broker": {"timeout_seconds": 15}})  # a broker slow to answer, not a dead one
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(quantity=20, price=_through(rig, "BUY"))
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    # the follower's positions answer after the order actor stopped waiting for its exit's size
+    rig.exchange.faults.delay_answers(SIZING_TIMEOUT + 1.0, client_id=f1, paths="GET /positions")
+    exit_order = rig.place(quantity=20, side="SELL", price=_through(rig, "SELL"))
+    again = rig.place(quantity=20, price=_through(rig, "BUY"))  # sized after the exit, as it came after it
+    assert rig.follower_copy(exit_order, timeout=20)["quantity"] == 10
+    rig.wait_row(again, lambda r: r.status == "TRADED", timeout=20, message="the buy again copied and filled")
+    assert _position(rig, f1) == 10
+
+
+def test_B_2_an_exit_whose_follower_positions_cannot_be_read_sells_what_the_follower_holds(make_rig):
+    rig = make_rig(config={"broker": {"timeout_seconds": 1}})
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    rig.exchange.faults.delay_answers(3.0, client_id=f1, paths="GET /positions")  # past the broker's timeout
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # as its fills say, not a skip
+    wait_until(lambda: _position(rig, f1) == 0, timeout=15, message="the follower flat with its leader")
+
+
+def _through(rig, side: str) -> float:
+    """A LIMIT price that trades at once (a late copy of a LIMIT order is still sent)."""
+    return round(rig.exchange.price(RELIANCE) * (1.05 if side == "BUY" else 0.95), 1)
 
 
 def test_B_2_follower_holding_nothing_skips_the_exit(rig):

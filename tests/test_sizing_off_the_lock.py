@@ -194,6 +194,26 @@ def test_exits_that_come_while_an_exits_positions_are_read_share_the_next_readin
     assert follower.position_reads == 3  # one reading for both
 
 
+def test_a_request_asked_again_by_a_restarted_order_actor_keeps_its_place(start_sizing):
+    """An order actor that gave up waiting for its exit's sizing restarts and asks again: its
+    request is sized where the first one waited, not after the orders that came since."""
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    follower.gate.clear()
+    given_up = _sent(sizing, _order("2", Side.SELL, 50))
+    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    after = _sent(sizing, _order("3", Side.BUY, 10))  # the leader buys back at once
+    again = _sent(sizing, _order("2", Side.SELL, 50))  # the exit's order actor, restarted
+    sizing.ask(FreeCapital(), timeout=2)  # all three were handled
+    follower.gate.set()
+    assert _quantity(_answer(again)) == 30  # sized from the reading its first request waited for
+    assert _quantity(_answer(after)) == 5
+    assert follower.position_reads == 2
+    with pytest.raises(RuntimeError, match="asked again"):
+        _answer(given_up)
+
+
 def test_a_fill_seen_while_an_exits_positions_are_read_is_counted_in_the_exit(start_sizing):
     leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
     sizing = start_sizing(leader, follower)
