@@ -7,6 +7,9 @@ resting order placed earlier may fill after it. The order-update socket tells ev
 updates in the order they happened, so the position the updates seen before an order's first
 sighting add up to is the one it found.
 
+An order first seen in the order book (after the socket dropped, or at start) has no such place:
+its position is not known here, and the sizing actor reads it from the broker as before.
+
 The router feeds every leader update here, on its thread, before the order actor sees it; the
 sizing actor reads the position each order found, and tells what was carried into the day (from a
 positions reading) and the order book read at start (orders filled before the copier saw them).
@@ -52,8 +55,9 @@ class LeaderLedger:
         with self._lock:
             ledger = self._on(account, day)
             if update.order_id not in ledger.found:  # (its own fills are in `today` when a book told them first)
+                in_order = ledger.booked and update.source == "socket"  # (a book lists orders in no such order)
                 ledger.found[update.order_id] = (ledger.today.get(key, 0) - ledger.of_order.get(update.order_id, 0)
-                                                 if ledger.booked else None)
+                                                 if in_order else None)
             self._count(ledger, counted_as(update.order_id, update.leg), key, sign * update.filled_qty)
 
     def carry(self, account: str, carried: Mapping[PositionKey, int], day: date) -> None:

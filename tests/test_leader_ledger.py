@@ -13,10 +13,11 @@ KEY = ("NSE_EQ", RELIANCE)
 DAY = date(2026, 11, 27)
 
 
-def _update(order_id: str, side: Side, qty: int, filled: int = 0, security: str = RELIANCE, leg: str = "") -> OrderUpdate:
+def _update(order_id: str, side: Side, qty: int, filled: int = 0, security: str = RELIANCE, leg: str = "",
+            source: str = "socket") -> OrderUpdate:
     terms = OrderTerms(security, "NSE_EQ", side, Product.INTRADAY, OrderType.MARKET, Validity.DAY, qty, 0.0)
     status = S.TRADED if filled == qty else S.PART_TRADED if filled else S.PENDING
-    return OrderUpdate(order_id, status, terms, filled_qty=filled, leg=leg)
+    return OrderUpdate(order_id, status, terms, filled_qty=filled, leg=leg, source=source)
 
 
 def _ledger(carried: int = 0) -> LeaderLedger:
@@ -62,6 +63,15 @@ def test_the_book_read_at_start_counts_fills_once_and_not_in_what_their_own_orde
     ledger.see("leader", _update("3", Side.SELL, 15), DAY)
     assert ledger.found("leader", "2", KEY) == 20
     assert ledger.found("leader", "3", KEY) == 15
+
+
+def test_an_order_first_seen_in_the_book_after_the_socket_missed_it_is_not_known():
+    ledger = _ledger()
+    ledger.see("leader", _update("2", Side.SELL, 20, filled=20, source="book"), DAY)  # the book: newest first
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20, source="book"), DAY)
+    ledger.see("leader", _update("3", Side.SELL, 5), DAY)
+    assert ledger.found("leader", "1", KEY) is None and ledger.found("leader", "2", KEY) is None
+    assert ledger.found("leader", "3", KEY) == 0  # their fills count all the same
 
 
 def test_a_super_orders_legs_count_apart_and_in_its_own_position():
