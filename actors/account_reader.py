@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MAX_THREADS = 16
 LOOKUP_ROUNDS = 3  # tries at reading the leader's position with its order's fills still
+_OUT = object()  # a reading not in yet
 
 
 class AccountGateway(Protocol):
@@ -113,6 +114,8 @@ class AccountReader:
         self.gateways = gateways
         self._tell = tell
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._open: dict[int, Callable[[], None]] = {}  # readings that can be hurried, until told
         self._closed = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"account-reader-{i}", daemon=True)
                          for i in range(max(1, min(threads, 2 * len(gateways))))]
@@ -144,9 +147,11 @@ class AccountReader:
     def read_exit(self, request: int, followers: Iterable[str],
                   lookups: Iterable[tuple[str, str, PositionKey, int]] = ()) -> None:
         """What exits wait for: the followers' positions, and for each (leader account, order id,
-        instrument, side) in `lookups`, that leader's position before its order."""
-        tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a])
-                                          for account in followers if account in self.gateways]
+        instrument, side) in `lookups`, that leader's position before its order. Told once all
+        are in, or at `hurry(request)` with those in by then (`AccountsRead.unread` names the
+        followers still out; the whole reading is told again once they are in)."""
+        names = [account for account in followers if account in self.gateways]
+        tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a]) for account in names]
         for leader_account, order_id, key, sign in lookups:
             leader = self.gateways.get(leader_account)
             if leader is not None and order_id:
@@ -162,9 +167,17 @@ class AccountReader:
                     before.append((order_id, position))
                 if isinstance(result, PositionsSnapshot):
                     positions.append(result)
-            return AccountsRead(request, positions=tuple(positions), leaders_before=tuple(before))
+            unread = tuple(name for name, result in zip(names, results) if result is _OUT)
+            return AccountsRead(request, positions=tuple(positions), leaders_before=tuple(before), unread=unread)
 
-        self._gather(tasks, told)
+        self._gather(tasks, told, request)
+
+    def hurry(self, request: int) -> None:
+        """Tell reading `request` now with what is in (a no-op once it was told)."""
+        with self._lock:
+            gather = self._open.pop(request, None)
+        if gather is not None:
+            gather()
 
     def read_books(self, request: int, accounts: Iterable[str]) -> None:
         """The accounts' order books, each as how much of every order has filled (one that could
@@ -174,26 +187,43 @@ class AccountReader:
         self._gather(tasks, lambda results: AccountsRead(request, books=tuple(
             book for book in results if isinstance(book, BookFills))))
 
-    def _gather(self, tasks: list[Callable[[], Any]], message: Callable[[list[Any]], AccountsRead]) -> None:
+    def _gather(self, tasks: list[Callable[[], Any]], message: Callable[[list[Any]], AccountsRead],
+                request: int | None = None) -> None:
         """Run `tasks` on the workers; once the last has ended, tell `message(results)`. A task
-        that raises (a bug) counts as a reading that failed: the request never waits forever."""
-        results: list[Any] = [None] * len(tasks)
+        that raises (a bug) counts as a reading that failed: the request never waits forever.
+        With `request`, `hurry(request)` tells `message` at once with the results in by then
+        (those still out are `_OUT`)."""
+        results: list[Any] = [_OUT] * len(tasks)
         left = [len(tasks)]
         lock = threading.Lock()
 
+        def tell_now() -> None:
+            with lock:
+                now = list(results)
+            self._tell(message(now))
+
         def run(index: int, task: Callable[[], Any]) -> None:
+            result = None
             try:
-                results[index] = task()
+                result = task()
             except Exception:  # noqa: BLE001 - whatever it was, the waiting request gets its answer
                 log.exception("an account reading failed")
             with lock:
+                results[index] = result
                 left[0] -= 1
                 last = left[0] == 0
             if last:
+                if request is not None:
+                    with self._lock:
+                        self._open.pop(request, None)
                 self._tell(message(results))
 
         if not tasks:
             self._tell(message([]))
+            return
+        if request is not None:
+            with self._lock:
+                self._open[request] = tell_now
         for index, task in enumerate(tasks):
             self._jobs.put(lambda i=index, t=task: run(i, t))
 

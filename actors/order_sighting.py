@@ -17,7 +17,7 @@ import pykka
 
 from actors.messages import QuotePrice, ReleaseCapital, SizeCopies, SizeCopy, SizeDecision, SizedCopies
 from actors.order_timers import PriceWaitOver, SizingOverdue
-from actors.sizing import SIZING_TIMEOUT
+from actors.sizing import POSITIONS_UNREAD, SIZING_TIMEOUT
 from actors.order_part import OrderPart
 from observability import metrics
 from storage.orders import StoredLeader, leader_key
@@ -276,6 +276,10 @@ class FirstSighting(OrderPart):
                 metrics.SKIPS.labels(follower, decision.skip_reason).inc()
                 log.info("leader order %s: follower %s skipped: %s (%s)", actor.leader_order_id, follower,
                          decision.skip_reason, decision.detail, extra=actor.fields(follower))
+                if decision.skip_reason == POSITIONS_UNREAD:  # a position the leader closed, left open
+                    actor.ctx.alert("warning", f"{POSITIONS_UNREAD}:{follower}:{actor.leader_order_id}",
+                                    f"follower {follower}: the exit of leader order {actor.leader_order_id} "
+                                    f"was not copied: {decision.detail}")
             if decision.unwind and group_id:
                 actor.legs.unwind_strategy(follower, decision.skip_reason or "leg not placed")
         if update.status is S.TRADED:

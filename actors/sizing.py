@@ -38,9 +38,9 @@ from actors.positions import KnownPositions
 from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (AccountsRead, CapitalSnapshot, FillSeen, FreeCapital, PositionsSnapshot,
-                             RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision,
-                             SizedCopies, SizingReady, SuspendAccount, is_leader)
+from actors.messages import (AccountsRead, CapitalSnapshot, ExitReadingDue, FillSeen, FreeCapital,
+                             PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
+                             SizeDecision, SizedCopies, SizingReady, SuspendAccount, is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
@@ -59,6 +59,8 @@ NEXT_ROUND = 0  # an exit waiting for the next exit reading to begin (one is out
 
 
 SIZING_TIMEOUT = 5.0  # the longest an order actor waits for a size, a reading's included, before it crashes
+EXIT_READING_SECONDS = 3.0
+POSITIONS_UNREAD = "positions_unread"
 
 
 def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float = SIZING_TIMEOUT,
@@ -119,7 +121,7 @@ class SizingActor(PooledSupervised):
                  clock: Callable[[], datetime] = exchange_now, timers: Timers | None = None,
                  paused: dict[str, str] | None = None,
                  leader_rules: dict[tuple[str, str], SizingRule] | None = None,
-                 ledger: LeaderLedger | None = None) -> None:
+                 ledger: LeaderLedger | None = None, exit_reading_seconds: float = EXIT_READING_SECONDS) -> None:
         super().__init__(address, supervisor)
         # each leader's position as its updates told it, in order (actors/leader_ledger.py): the
         # position each leader order found, when known, says whether it is an exit
@@ -161,6 +163,9 @@ class SizingActor(PooledSupervised):
         # fast exits come, a follower's positions are read at most once per reading's round trip.
         self._exit_round: int | None = None
         self._exits_next: list[_Waiting] = []
+        # how long exits wait for their followers' positions: one slow broker must not hold up
+        # every follower's exit (a follower not read by then is sized from what the copier knows)
+        self.exit_reading_seconds = exit_reading_seconds
 
     def started(self) -> None:
         funds = {}
@@ -213,6 +218,9 @@ class SizingActor(PooledSupervised):
             if self.reader is not None and self._first_round is None and self._refresh is None:
                 self._refresh = next(_READINGS)  # (a round still out is not asked for again)
                 self.reader.read_all(self._refresh, books=self._leader_books())
+        elif isinstance(message, ExitReadingDue):
+            if message.request == self._exit_round and self.reader is not None:
+                self.reader.hurry(message.request)
         elif isinstance(message, FreeCapital):
             return {name: self._free(name) for name in self.rules}
         elif isinstance(message, CONTROLS):
@@ -301,12 +309,17 @@ class SizingActor(PooledSupervised):
                 lookups.append((first.leader, first.leader_order_id, risk.position_key(first.terms),
                                 1 if first.terms.side.value == "BUY" else -1))
         self.reader.read_exit(self._exit_round, followers, lookups)
+        if self.timers is not None and self.exit_reading_seconds > 0:
+            self.timers.after(self.exit_reading_seconds, self.address, ExitReadingDue(self._exit_round),
+                              owner=self.actor_ref)
 
     def _answer(self, waiting: _Waiting) -> Any:
-        exit_before = waiting.before if waiting.exit_reading is not None else None
+        reading = waiting.exit_reading
+        exit_before = waiting.before if reading is not None else None
+        unread = frozenset(reading.unread) if reading is not None else frozenset()
         if isinstance(waiting.message, SizeCopies):
-            return self._size_order(waiting.message, exit_before)
-        return self._size(waiting.message, exit_before, new_order=waiting.message.new_order)
+            return self._size_order(waiting.message, exit_before, unread)
+        return self._size(waiting.message, exit_before, new_order=waiting.message.new_order, unread=unread)
 
     def _drain(self) -> None:
         """Answer, in order, every waiting request that now can be."""
@@ -361,7 +374,7 @@ class SizingActor(PooledSupervised):
         while their positions were read (the broker may have counted it already), or since the
         last reading of a follower whose positions could not be read now. Their order books say."""
         key = risk.position_key(waiting.requests[0].terms)
-        read = {positions.account for positions in reading.positions}
+        read = {positions.account for positions in reading.positions} | set(reading.unread)  # (not asked again)
         return [positions.account for positions in reading.positions
                 if not is_leader(positions.account) and positions.carried is not None
                 and self.positions.raced(positions.account, key)] + \
@@ -403,17 +416,24 @@ class SizingActor(PooledSupervised):
         detail = window.refusal(self.clock(), exit=exit_decision is not None) if window is not None else None
         return SizeDecision(0, 0, 0.0, OUTSIDE_COPY_WINDOW, detail) if detail else None
 
-    def _exit(self, request: SizeCopy, before: int | None) -> SizeDecision | None:
+    def _exit(self, request: SizeCopy, before: int | None, unread: frozenset[str] = frozenset()
+              ) -> SizeDecision | None:
         """The follower's quantity for a leader order that only reduces the leader's position, or
         None when it is not such an order. `before`: the leader's position before it, once the
         follower's positions were read after it arrived (None: no exit, or the broker could not
-        confirm the leader's position)."""
+        confirm the leader's position); `unread`: followers whose positions were not in in time,
+        sized from the last reading and the fills since, unless a fill since may be in it."""
         terms = request.terms
         sign = 1 if terms.side.value == "BUY" else -1
         if before is None or not risk.is_exit(before, sign * terms.quantity):
             return None  # (the broker could not confirm the leader's position: sized as an entry)
         key = risk.position_key(terms)
         held = self.positions.quantity(request.follower, key)
+        if request.follower in unread and self.positions.raced(request.follower, key):
+            return SizeDecision(0, 0, 0.0, POSITIONS_UNREAD,
+                                f"{request.follower}'s positions were not answered within {self.exit_reading_seconds:g} s "
+                                f"and a fill since its last reading may be in it: the exit is not copied, its "
+                                f"position is left as it is")
         if self.positions.raced(request.follower, key):  # (its order book could not say which)
             held = risk.surely_held(held, self.positions.as_read(request.follower, key))
         quantity = risk.exit_quantity(before, terms.quantity, held, request.instrument.lot_size)
@@ -433,11 +453,12 @@ class SizingActor(PooledSupervised):
         leader, mine = self.start_of_day.get(leader_account), self.start_of_day.get(follower)
         return (mine / leader) if leader and mine else None
 
-    def _size_order(self, message: SizeCopies, exit_before: int | None = None) -> SizedCopies:
+    def _size_order(self, message: SizeCopies, exit_before: int | None = None,
+                    unread: frozenset[str] = frozenset()) -> SizedCopies:
         """Every follower's copy of one leader order, then the strategy it may be a leg of (see
         actors/strategy_legs.py). Deciding it here, one order at a time, means two legs arriving
         together cannot both believe they are the first."""
-        decisions = [self._size(request, exit_before, new_order=True) for request in message.requests]
+        decisions = [self._size(request, exit_before, new_order=True, unread=unread) for request in message.requests]
         return size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:
@@ -453,9 +474,10 @@ class SizingActor(PooledSupervised):
             return SizeDecision(0, 0, 0.0, "filtered", f"{request.instrument.symbol} refused by filters.{refused_by}")
         return None
 
-    def _size(self, request: SizeCopy, exit_before: int | None = None, new_order: bool = False) -> SizeDecision:
-        """`exit_before`: the leader's position before the order, when it was read as an exit (see
-        `_exit`). `new_order`: the first sizing of a leader order's copies, which the follower's
+    def _size(self, request: SizeCopy, exit_before: int | None = None, new_order: bool = False,
+              unread: frozenset[str] = frozenset()) -> SizeDecision:
+        """`exit_before`, `unread`: the leader's position before the order, when it was read as an
+        exit, and the followers not read for it (see `_exit`). `new_order`: the first sizing of a leader order's copies, which the follower's
         copy window may refuse, and an operator's pause; a re-size (the leader modified its
         quantity) follows the leader at any hour."""
         paused = self.paused.get(request.follower) if new_order else None
@@ -464,7 +486,7 @@ class SizingActor(PooledSupervised):
         skipped = self._may_copy(request)
         if skipped is not None:
             return skipped
-        exit_decision = self._exit(request, exit_before)
+        exit_decision = self._exit(request, exit_before, unread)
         decision = (self._outside_window(request, new_order, exit_decision) or exit_decision
                     or self._entry(request))
         if decision.skip_reason is None:

@@ -13,9 +13,9 @@ import pykka
 import pytest
 
 from actors.messages import LEADER, FillSeen, FreeCapital, SizeCopies, SizeCopy, SizedCopies
-from actors.sizing import SizingActor, ask_sizing
+from actors.sizing import POSITIONS_UNREAD, SizingActor, ask_sizing
 from broker.gateway import Answer
-from supervisors import Address
+from supervisors import Address, Timers
 from supervisors.pool import ActorPool, PooledRef
 from tests.conftest import RELIANCE, TCS, wait_until
 from tests.faultproxy import FIRST
@@ -25,6 +25,7 @@ from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Prod
 from trading.sizing import SizingRule
 
 INFY = "1594"
+PATIENT = {"copy": {"exit_reading_seconds": 10}}  # exits wait for a positions read as slow as these tests make it
 SHARES = {RELIANCE: Instrument(RELIANCE, "NSE_EQ", "RELIANCE", "EQUITY", 1, 0.05, underlying="RELIANCE"),
           TCS: Instrument(TCS, "NSE_EQ", "TCS", "EQUITY", 1, 0.05, underlying="TCS"),
           INFY: Instrument(INFY, "NSE_EQ", "INFY", "EQUITY", 1, 0.05, underlying="INFY")}
@@ -110,11 +111,14 @@ def start_sizing():
     accounts: list[FakeAccount] = []
     pool = ActorPool(1, name="sizing").start()
 
-    def start(leader: FakeAccount, follower: FakeAccount) -> Address:
+    timers = Timers().start()
+
+    def start(leader: FakeAccount, follower: FakeAccount, exit_reading_seconds: float = 60.0) -> Address:
         accounts.extend([leader, follower])
         address = Address("sizing")
         started.append(pool.spawn(SizingActor(address, None, {"f1": SizingRule("fixed_ratio", 0.5)},
-                                              {LEADER: leader, "f1": follower}, refresh_seconds=3600)))
+                                              {LEADER: leader, "f1": follower}, refresh_seconds=3600, timers=timers,
+                                              exit_reading_seconds=exit_reading_seconds)))
         address.bind(started[-1])
         return address
 
@@ -124,6 +128,7 @@ def start_sizing():
     for ref in started:
         ref.stop()
     pool.stop()
+    timers.stop()
 
 
 def test_the_sizing_actor_answers_while_its_first_readings_are_in_flight(start_sizing):
@@ -229,8 +234,20 @@ def test_a_fill_seen_while_an_exits_positions_are_read_is_counted_in_the_exit(st
     assert follower.book_reads == 1  # the fill seen while the positions were read: the book says it is new
 
 
+def test_an_exit_stops_waiting_for_a_follower_not_read_in_time_and_sizes_it_as_known(start_sizing):
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower, exit_reading_seconds=0.3)
+    _first_readings_in(sizing)
+    follower.gate.clear()  # its broker hangs
+    assert _quantity(_answer(_sent(sizing, _order("2", Side.SELL, 50)), timeout=3)) == 30  # half of the 60 read
+    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))  # may be in that reading
+    assert _quantity(_answer(_sent(sizing, _order("3", Side.SELL, 10)), timeout=3)) == POSITIONS_UNREAD
+    follower.gate.set()
+    assert follower.book_reads == 0  # a broker that does not answer is not asked for its book meanwhile
+
+
 def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):
-    rig = make_rig(proxied=["f1"])
+    rig = make_rig(proxied=["f1"], config=PATIENT)
     entry = rig.place(order_type="MARKET", quantity=20)
     rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
     slow = rig.proxies["f1"].hang("GET /positions", seconds=4, forward=FIRST, count=1)
@@ -246,7 +263,7 @@ def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):
 def test_exits_waiting_for_a_slow_positions_read_hold_up_no_other_order(make_rig):
     """More exits at once than the order actors have threads (a leader squaring off), all waiting
     on one slow positions read: a new order is copied meanwhile all the same."""
-    rig = make_rig(proxied=["f1"], exchange={"rate_limits": {"per_second": None}})  # the leader's burst
+    rig = make_rig(proxied=["f1"], exchange={"rate_limits": {"per_second": None}}, config=PATIENT)  # a burst
     entry = rig.place(order_type="MARKET", quantity=40)
     rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
     slow = rig.proxies["f1"].hang("GET /positions", seconds=4, forward=FIRST, count=1)
@@ -259,7 +276,7 @@ def test_exits_waiting_for_a_slow_positions_read_hold_up_no_other_order(make_rig
 
 
 def test_the_leader_cancelling_an_exit_while_it_waits_for_its_reading_cancels_the_copy_made_after(make_rig):
-    rig = make_rig(proxied=["f1"])
+    rig = make_rig(proxied=["f1"], config=PATIENT)
     entry = rig.place(order_type="MARKET", quantity=20)
     rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
     slow = rig.proxies["f1"].hang("GET /positions", seconds=2, forward=FIRST, count=1)

@@ -112,13 +112,22 @@ class AccountsRead:
     exits waiting for them); `leaders_before`, (leader order id, position) for each exit whose
     leader's position before its order was asked of the broker (None: it could not be confirmed);
     `books`, for an exit, the order books of followers a fill was seen for while their positions
-    were read, or the leaders' books the copier counts their fills from."""
+    were read, or the leaders' books the copier counts their fills from. An exits' reading told
+    before every follower's positions were in names those in `unread`, and comes again whole."""
 
     request: int
     capital: tuple[CapitalSnapshot, ...] = ()
     positions: tuple[PositionsSnapshot, ...] = ()
     leaders_before: tuple[tuple[str, int | None], ...] = ()
     books: tuple[BookFills, ...] = ()
+    unread: tuple[str, ...] = ()  # followers whose positions were not in when the exits stopped waiting
+
+
+@dataclass(frozen=True)
+class ExitReadingDue:
+    """Timer -> sizing: exits have waited long enough for reading `request`: those in decide."""
+
+    request: int
 
 
 @dataclass(frozen=True)
