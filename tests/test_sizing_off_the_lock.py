@@ -105,6 +105,18 @@ def _quantity(sized: SizedCopies) -> int | str:
     return decision.skip_reason or decision.quantity
 
 
+def _exit_waiting(start_sizing) -> tuple[Address, "FakeAccount", Future]:
+    """The leader holds 100 and its follower 60; the leader's SELL 50 waits for the follower's
+    positions, which its broker holds back (`follower.gate`)."""
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower)
+    _first_readings_in(sizing)
+    follower.gate.clear()
+    exit_order = _sent(sizing, _order("2", Side.SELL, 50))
+    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    return sizing, follower, exit_order
+
+
 @pytest.fixture
 def start_sizing():
     started: list[PooledRef] = []
@@ -202,12 +214,7 @@ def test_exits_that_come_while_an_exits_positions_are_read_share_the_next_readin
 def test_a_request_asked_again_by_a_restarted_order_actor_keeps_its_place(start_sizing):
     """An order actor that gave up waiting for its exit's sizing restarts and asks again: its
     request is sized where the first one waited, not after the orders that came since."""
-    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
-    sizing = start_sizing(leader, follower)
-    _first_readings_in(sizing)
-    follower.gate.clear()
-    given_up = _sent(sizing, _order("2", Side.SELL, 50))
-    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    sizing, follower, given_up = _exit_waiting(start_sizing)
     after = _sent(sizing, _order("3", Side.BUY, 10))  # the leader buys back at once
     again = _sent(sizing, _order("2", Side.SELL, 50))  # the exit's order actor, restarted
     sizing.ask(FreeCapital(), timeout=2)  # all three were handled
@@ -220,12 +227,7 @@ def test_a_request_asked_again_by_a_restarted_order_actor_keeps_its_place(start_
 
 
 def test_a_fill_seen_while_an_exits_positions_are_read_is_counted_in_the_exit(start_sizing):
-    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
-    sizing = start_sizing(leader, follower)
-    _first_readings_in(sizing)
-    follower.gate.clear()
-    exit_order = _sent(sizing, _order("2", Side.SELL, 50))
-    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    sizing, follower, exit_order = _exit_waiting(start_sizing)
     # a copy of an earlier order fills after the broker took the reading: 60 + 20 held now
     follower.filled_since.append(BookFill("F-9", ("NSE_EQ", RELIANCE), 20))
     sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))
