@@ -152,9 +152,11 @@ class AccountReader:
         followers still out; the whole reading is told again once they are in)."""
         names = [account for account in followers if account in self.gateways]
         tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a]) for account in names]
+        looked_up = []
         for leader_account, order_id, key, sign in lookups:
             leader = self.gateways.get(leader_account)
             if leader is not None and order_id:
+                looked_up.append(order_id)
                 tasks.append(lambda g=leader, o=order_id, k=key, s=sign, a=leader_account:
                              (o, *leader_before(g, o, k, s, a)))
 
@@ -167,6 +169,9 @@ class AccountReader:
                     before.append((order_id, position))
                 if isinstance(result, PositionsSnapshot):
                     positions.append(result)
+            # a lookup still out has not confirmed the leader's position (as one that failed)
+            before.extend((order_id, None) for order_id, result in zip(looked_up, results[len(names):])
+                          if result is _OUT)
             unread = tuple(name for name, result in zip(names, results) if result is _OUT)
             return AccountsRead(request, positions=tuple(positions), leaders_before=tuple(before), unread=unread)
 
@@ -181,11 +186,11 @@ class AccountReader:
 
     def read_books(self, request: int, accounts: Iterable[str]) -> None:
         """The accounts' order books, each as how much of every order has filled (one that could
-        not be read whole is left out)."""
+        not be read whole, or not in by `hurry(request)`, is left out)."""
         tasks: list[Callable[[], Any]] = [lambda a=account: _book_of(a, self.gateways[a])
                                           for account in accounts if account in self.gateways]
         self._gather(tasks, lambda results: AccountsRead(request, books=tuple(
-            book for book in results if isinstance(book, BookFills))))
+            book for book in results if isinstance(book, BookFills))), request)
 
     def _gather(self, tasks: list[Callable[[], Any]], message: Callable[[list[Any]], AccountsRead],
                 request: int | None = None) -> None:

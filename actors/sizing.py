@@ -218,8 +218,8 @@ class SizingActor(PooledSupervised):
             if self.reader is not None and self._first_round is None and self._refresh is None:
                 self._refresh = next(_READINGS)  # (a round still out is not asked for again)
                 self.reader.read_all(self._refresh, books=self._leader_books())
-        elif isinstance(message, ExitReadingDue):
-            if message.request == self._exit_round and self.reader is not None:
+        elif isinstance(message, ExitReadingDue):  # (the reader ignores one told already)
+            if self.reader is not None:
                 self.reader.hurry(message.request)
         elif isinstance(message, FreeCapital):
             return {name: self._free(name) for name in self.rules}
@@ -309,9 +309,12 @@ class SizingActor(PooledSupervised):
                 lookups.append((first.leader, first.leader_order_id, risk.position_key(first.terms),
                                 1 if first.terms.side.value == "BUY" else -1))
         self.reader.read_exit(self._exit_round, followers, lookups)
+        self._hurry_later(self._exit_round)
+
+    def _hurry_later(self, request: int) -> None:
+        """Exits wait `exit_reading_seconds` for reading `request`, then decide with what is in."""
         if self.timers is not None and self.exit_reading_seconds > 0:
-            self.timers.after(self.exit_reading_seconds, self.address, ExitReadingDue(self._exit_round),
-                              owner=self.actor_ref)
+            self.timers.after(self.exit_reading_seconds, self.address, ExitReadingDue(request), owner=self.actor_ref)
 
     def _answer(self, waiting: _Waiting) -> Any:
         reading = waiting.exit_reading
@@ -366,6 +369,7 @@ class SizingActor(PooledSupervised):
                 if raced and self.reader is not None:
                     waiting.reading = next(_READINGS)
                     self.reader.read_books(waiting.reading, raced)
+                    self._hurry_later(waiting.reading)
         self._read_exits()
         self._drain()
 

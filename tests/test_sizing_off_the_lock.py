@@ -38,6 +38,8 @@ class FakeAccount:
     def __init__(self, available: float = 10_000_000.0, held: dict[str, int] | None = None) -> None:
         self.gate = threading.Event()
         self.gate.set()
+        self.book_gate = threading.Event()  # the same for its order book
+        self.book_gate.set()
         self.available = available
         self.held = dict(held or {})  # security id -> net quantity
         self.filled = 0  # what a lookup of any order answers as filled
@@ -64,6 +66,7 @@ class FakeAccount:
         """One order a security for what is held, and the orders filled since (`filled_since`)."""
         self.book_reads += 1
         held = tuple(BookFill(f"H-{sid}", ("NSE_EQ", sid), qty) for sid, qty in self.held.items())
+        self.book_gate.wait(10)
         return Answer(data=Listing(held + tuple(self.filled_since)))
 
 
@@ -137,6 +140,7 @@ def start_sizing():
     yield start
     for account in accounts:
         account.gate.set()
+        account.book_gate.set()
     for ref in started:
         ref.stop()
     pool.stop()
@@ -246,6 +250,20 @@ def test_an_exit_stops_waiting_for_a_follower_not_read_in_time_and_sizes_it_as_k
     assert _quantity(_answer(_sent(sizing, _order("3", Side.SELL, 10)), timeout=3)) == POSITIONS_UNREAD
     follower.gate.set()
     assert follower.book_reads == 0  # a broker that does not answer is not asked for its book meanwhile
+
+
+def test_an_exit_stops_waiting_for_an_order_book_not_read_in_time_and_sells_what_surely_is_held(start_sizing):
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower, exit_reading_seconds=1.0)
+    _first_readings_in(sizing)
+    follower.gate.clear()
+    follower.book_gate.clear()  # its order book does not answer
+    exit_order = _sent(sizing, _order("2", Side.SELL, 50))
+    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))  # may be in the reading
+    follower.gate.set()
+    assert _quantity(_answer(exit_order, timeout=4)) == 30  # half of the 60 both the reading and 60 + 20 say
+    assert follower.book_reads == 1
 
 
 def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):
