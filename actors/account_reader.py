@@ -56,13 +56,14 @@ def read_positions(account: str, gateway: AccountGateway) -> PositionsSnapshot |
     give them. Entries it could not read are left out and counted."""
     fetched_ns = time.monotonic_ns()
     answer = gateway.positions()
+    answered_ns = time.monotonic_ns()
     if not answer.ok:
         log.warning("positions of %s unavailable: %s", account, answer.error)
         return None
     held = answer.data.entries
     count_unreadable(account, answer.data.unreadable)
     return PositionsSnapshot(account, net_quantities(held), sum(p.realised for p in held),
-                             sum(p.unrealised for p in held), fetched_ns, carried_in(held))
+                             sum(p.unrealised for p in held), fetched_ns, carried_in(held), answered_ns=answered_ns)
 
 
 def read_book(account: str, gateway: AccountGateway) -> tuple[BookFill, ...] | None:

@@ -83,7 +83,7 @@ class Fills(OrderPart):
         signed = quantity if terms.side == Side.BUY else -quantity
         self.actor.ctx.sizing.tell(FillSeen(account, terms.exchange_segment, terms.security_id, signed,
                                             update.received_ns, counted_as(update.order_id, update.leg),
-                                            update.filled_qty))
+                                            update.filled_qty, self.actor.leader_order_id))
 
     # -- which filled first (by part key: each slice is judged on its own) -------------------------------
     def check_filled_first(self, key: str, filled_at: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 from actors.messages import FillSeen, PositionsSnapshot
 from trading.account import BookFill, PositionKey, held_at_book
@@ -54,13 +54,16 @@ class KnownPositions:
             self._count(fill)
         return True
 
-    def raced(self, account: str, key: PositionKey) -> bool:
+    def raced(self, account: str, key: PositionKey, made_ns: Callable[[FillSeen], int] = lambda fill: 0) -> bool:
         """Whether a fill in `key` was received after the account's latest reading began (and
-        that reading does not say, order by order, what it holds): the reading may hold it or not."""
+        that reading does not say, order by order, what it holds): the reading may hold it or not.
+        `made_ns(fill)`: when the fill's order could first exist (0: not known); one made after
+        the reading was answered is not in it."""
         reading = self._read.get(account)
         if reading is None or reading.orders is not None:
             return False
         return any(fill.received_ns > reading.fetched_ns and (fill.exchange_segment, fill.security_id) == key
+                   and not (reading.answered_ns and made_ns(fill) > reading.answered_ns)
                    for fill in self._fills.get(account, ()))
 
     def apply_book(self, account: str, book: Iterable[BookFill]) -> bool:

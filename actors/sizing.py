@@ -61,6 +61,7 @@ NEXT_ROUND = 0  # an exit waiting for the next exit reading to begin (one is out
 SIZING_TIMEOUT = 5.0  # the longest an order actor waits for a size, a reading's included, before it crashes
 EXIT_READING_SECONDS = 3.0
 POSITIONS_UNREAD = "positions_unread"
+MAX_SIZED_KEPT = 100_000  # copies whose first sizing time is remembered (the oldest forgotten first)
 
 
 def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float = SIZING_TIMEOUT,
@@ -166,6 +167,9 @@ class SizingActor(PooledSupervised):
         # how long exits wait for their followers' positions: one slow broker must not hold up
         # every follower's exit (a follower not read by then is sized from what the copier knows)
         self.exit_reading_seconds = exit_reading_seconds
+        # (follower, leader order) -> when its copy was first sized (monotonic ns): the copy's
+        # orders did not exist before, so a reading answered earlier does not hold their fills
+        self._sized: dict[tuple[str, str], int] = {}
 
     def started(self) -> None:
         funds = {}
@@ -381,8 +385,9 @@ class SizingActor(PooledSupervised):
         read = {positions.account for positions in reading.positions} | set(reading.unread)  # (not asked again)
         return [positions.account for positions in reading.positions
                 if not is_leader(positions.account) and positions.carried is not None
-                and self.positions.raced(positions.account, key)] + \
-            [follower for follower in waiting.followers if follower not in read and self.positions.raced(follower, key)]
+                and self.positions.raced(positions.account, key, self._made_ns)] + \
+            [follower for follower in waiting.followers
+             if follower not in read and self.positions.raced(follower, key, self._made_ns)]
 
     def _apply_snapshot(self, snapshot: CapitalSnapshot) -> None:
         current = self.capital.get(snapshot.account)
@@ -433,12 +438,12 @@ class SizingActor(PooledSupervised):
             return None  # (the broker could not confirm the leader's position: sized as an entry)
         key = risk.position_key(terms)
         held = self.positions.quantity(request.follower, key)
-        if request.follower in unread and self.positions.raced(request.follower, key):
+        if request.follower in unread and self.positions.raced(request.follower, key, self._made_ns):
             return SizeDecision(0, 0, 0.0, POSITIONS_UNREAD,
                                 f"{request.follower}'s positions were not answered within {self.exit_reading_seconds:g} s "
                                 f"and a fill since its last reading may be in it: the exit is not copied, its "
                                 f"position is left as it is")
-        if self.positions.raced(request.follower, key):  # (its order book could not say which)
+        if self.positions.raced(request.follower, key, self._made_ns):  # (its order book could not say which)
             held = risk.surely_held(held, self.positions.as_read(request.follower, key))
         quantity = risk.exit_quantity(before, terms.quantity, held, request.instrument.lot_size)
         if quantity <= 0:
@@ -506,7 +511,20 @@ class SizingActor(PooledSupervised):
                     return SizeDecision(0, 0, 0.0, verdict.rule or "risk_limit",
                                         f"{verdict.detail}; {note}" if note else verdict.detail)
             self.recent_orders[request.follower].append(time.time())
+            if decision.quantity > 0 and request.leader_order_id:
+                self._note_sized(request.follower, request.leader_order_id)
         return decision
+
+    def _note_sized(self, follower: str, leader_order_id: str) -> None:
+        if (follower, leader_order_id) in self._sized:
+            return  # (a re-size: the copy may have been placed since its first sizing)
+        if len(self._sized) >= MAX_SIZED_KEPT:
+            del self._sized[next(iter(self._sized))]
+        self._sized[(follower, leader_order_id)] = time.monotonic_ns()
+
+    def _made_ns(self, fill: FillSeen) -> int:
+        """When the order of `fill` could first exist: its copy's first sizing (0: not known)."""
+        return self._sized.get((fill.account, fill.leader_order_id), 0) if fill.leader_order_id else 0
 
     def _entry(self, request: SizeCopy) -> SizeDecision:
         rule = self.leader_rules.get((request.follower, request.leader)) or self.rules[request.follower]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from observability import metrics
 from actors.sizing import SIZING_TIMEOUT
 from storage import models as m
-from tests.conftest import RELIANCE, TCS, client, start_rig, wait_until
+from tests.conftest import RELIANCE, TCS, client, wait_until
 from tests.faultproxy import NEVER
 
 
@@ -111,16 +111,15 @@ def test_B_2_an_exit_whose_follower_positions_cannot_be_read_sells_what_the_foll
 
 def test_B_2_one_followers_slow_broker_does_not_hold_up_the_others_exits(make_rig):
     rig = make_rig(followers=[{"name": f, "sizing": {"strategy": "fixed_ratio", "ratio": 0.5}} for f in ("f1", "f2")],
-                   config={"copy": {"exit_reading_seconds": 1}}, start=False)
+                   config={"copy": {"exit_reading_seconds": 1}})
     f1, f2 = rig.follower_ids["f1"], rig.follower_ids["f2"]
-    _market(rig.leader, "BUY", 20)  # all held before the copier starts: its first readings hold it
+    entry = rig.place(order_type="MARKET", quantity=20)
     for follower in ("f1", "f2"):
-        _market(_hand(rig, follower), "BUY", 10)
-    start_rig(rig)
+        rig.wait_row(entry, lambda r: r.status == "TRADED", follower=follower, message="entry copied and filled")
     rig.exchange.faults.delay_answers(8.0, client_id=f2, paths="GET /positions")  # f2's broker hangs
     exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
     assert rig.follower_copy(exit_order, "f1", timeout=3)["quantity"] == 10  # f1 does not wait for f2
-    assert rig.follower_copy(exit_order, "f2", timeout=3)["quantity"] == 10  # f2 as the copier knows it
+    assert rig.follower_copy(exit_order, "f2", timeout=3)["quantity"] == 10  # f2 as the copier counted it
     wait_until(lambda: _position(rig, f1) == _position(rig, f2) == 0, message="both flat with their leader")
 
 

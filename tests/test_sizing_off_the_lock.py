@@ -246,8 +246,12 @@ def test_an_exit_stops_waiting_for_a_follower_not_read_in_time_and_sizes_it_as_k
     _first_readings_in(sizing)
     follower.gate.clear()  # its broker hangs
     assert _quantity(_answer(_sent(sizing, _order("2", Side.SELL, 50)), timeout=3)) == 30  # half of the 60 read
+    assert _quantity(_answer(_sent(sizing, _order("3", Side.BUY, 20)), timeout=3)) == 10
+    # the copy of 3 fills: sized after the last reading was answered, it is not in that reading
+    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 10, time.monotonic_ns(), "F-3", 10, leader_order_id="3"))
+    assert _quantity(_answer(_sent(sizing, _order("4", Side.SELL, 50)), timeout=3)) == 35  # half of 60 + 10
     sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))  # may be in that reading
-    assert _quantity(_answer(_sent(sizing, _order("3", Side.SELL, 10)), timeout=3)) == POSITIONS_UNREAD
+    assert _quantity(_answer(_sent(sizing, _order("5", Side.SELL, 10)), timeout=3)) == POSITIONS_UNREAD
     follower.gate.set()
     assert follower.book_reads == 0  # a broker that does not answer is not asked for its book meanwhile
 

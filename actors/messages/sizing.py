@@ -94,6 +94,7 @@ class PositionsSnapshot:
     fetched_ns: int  # monotonic, when the request started: fills received before it are in it
     carried: dict | None = None
     orders: dict | None = None
+    answered_ns: int = 0  # monotonic, when the answer came (0: not known): an order made after it is not in it
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class FillSeen:
     received_ns: int  # monotonic, when the copier received the fill
     order_id: str
     filled: int  # the order's whole filled quantity with this fill: a fill seen twice counts once
+    leader_order_id: str = ""  # of a follower's copy: the leader order it copies
 
 
 @dataclass(frozen=True)
