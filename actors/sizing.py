@@ -257,7 +257,7 @@ class SizingActor(PooledSupervised):
         message = waiting.message
         if not isinstance(message, SizeCopies) or not message.leader_order_id:
             return False
-        for index, first in enumerate(self.waiting):
+        for first in self.waiting:
             if isinstance(first.message, SizeCopies) and first.message.leader_order_id == message.leader_order_id:
                 first.future.set_exception(exc_info=(RuntimeError, RuntimeError(
                     f"the copies of leader order {message.leader_order_id} were asked again"), None))
@@ -381,10 +381,10 @@ class SizingActor(PooledSupervised):
         """The followers an exit's reading may count a fill twice for: one seen in its instrument
         while their positions were read (the broker may have counted it already), or since the
         last reading of a follower whose positions could not be read now. Their order books say."""
-        key = risk.position_key(waiting.requests[0].terms)
+        key, mine = risk.position_key(waiting.requests[0].terms), set(waiting.followers)
         read = {positions.account for positions in reading.positions} | set(reading.unread)  # (not asked again)
         return [positions.account for positions in reading.positions
-                if not is_leader(positions.account) and positions.carried is not None
+                if positions.account in mine and positions.carried is not None
                 and self.positions.raced(positions.account, key, self._made_ns)] + \
             [follower for follower in waiting.followers
              if follower not in read and self.positions.raced(follower, key, self._made_ns)]
