@@ -146,11 +146,13 @@ class AccountReader:
             books=tuple(r for r in results if isinstance(r, BookFills))))
 
     def read_exit(self, request: int, followers: Iterable[str],
-                  lookups: Iterable[tuple[str, str, PositionKey, int]] = ()) -> None:
+                  lookups: Iterable[tuple[str, str, PositionKey, int]] = (), unread: Iterable[str] = ()) -> None:
         """What exits wait for: the followers' positions, and for each (leader account, order id,
         instrument, side) in `lookups`, that leader's position before its order. Told once all
         are in, or at `hurry(request)` with those in by then (`AccountsRead.unread` names the
-        followers still out; the whole reading is told again once they are in)."""
+        followers still out, and those in `unread`, not asked; the whole reading is told again
+        once they are in)."""
+        not_asked = tuple(unread)
         names = [account for account in followers if account in self.gateways]
         tasks: list[Callable[[], Any]] = [lambda a=account: read_positions(a, self.gateways[a]) for account in names]
         looked_up = []
@@ -173,7 +175,7 @@ class AccountReader:
             # a lookup still out has not confirmed the leader's position (as one that failed)
             before.extend((order_id, None) for order_id, result in zip(looked_up, results[len(names):])
                           if result is _OUT)
-            unread = tuple(name for name, result in zip(names, results) if result is _OUT)
+            unread = not_asked + tuple(name for name, result in zip(names, results) if result is _OUT)
             return AccountsRead(request, positions=tuple(positions), leaders_before=tuple(before), unread=unread)
 
         self._gather(tasks, told, request)

@@ -164,6 +164,10 @@ class SizingActor(PooledSupervised):
         # fast exits come, a follower's positions are read at most once per reading's round trip.
         self._exit_round: int | None = None
         self._exits_next: list[_Waiting] = []
+        # followers whose positions were still out when a round was hurried, by round: until that
+        # round's whole reading is in they are not asked again (a later round would wait for them)
+        self._slow: dict[int, tuple[str, ...]] = {}
+        self._asked: frozenset[str] = frozenset()  # the followers the round out asked
         # how long exits wait for their followers' positions: one slow broker must not hold up
         # every follower's exit (a follower not read by then is sized from what the copier knows)
         self.exit_reading_seconds = exit_reading_seconds
@@ -304,6 +308,7 @@ class SizingActor(PooledSupervised):
         batch, self._exits_next = self._exits_next, []
         self._exit_round = next(_READINGS)
         followers: dict[str, None] = {}
+        slow = {follower for round_ in self._slow.values() for follower in round_}
         lookups = []
         for waiting in batch:
             waiting.reading = self._exit_round
@@ -312,7 +317,9 @@ class SizingActor(PooledSupervised):
                 first = waiting.requests[0]
                 lookups.append((first.leader, first.leader_order_id, risk.position_key(first.terms),
                                 1 if first.terms.side.value == "BUY" else -1))
-        self.reader.read_exit(self._exit_round, followers, lookups)
+        self._asked = frozenset(f for f in followers if f not in slow)
+        self.reader.read_exit(self._exit_round, [f for f in followers if f in self._asked], lookups,
+                              unread=[f for f in followers if f in slow])
         self._hurry_later(self._exit_round)
 
     def _hurry_later(self, request: int) -> None:
@@ -355,6 +362,11 @@ class SizingActor(PooledSupervised):
             self._refresh = None
         elif reading.request == self._exit_round:
             self._exit_round = None
+            pending = tuple(follower for follower in reading.unread if follower in self._asked)
+            if pending:
+                self._slow[reading.request] = pending
+        elif reading.request in self._slow:  # the whole of a hurried round: its slow followers answered
+            del self._slow[reading.request]
         for book in reading.books:
             if is_leader(book.account) and self.ledger is not None:  # (read until the ledger has one)
                 self.ledger.book(book.account, book.fills, ist_date(self.clock()))

@@ -4,6 +4,7 @@ An exit still waits for positions read after the leader's order arrived (a follo
 traded by hand since the last reading), without holding up anything else."""
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from concurrent.futures import Future
@@ -254,6 +255,23 @@ def test_an_exit_stops_waiting_for_a_follower_not_read_in_time_and_sizes_it_as_k
     assert _quantity(_answer(_sent(sizing, _order("5", Side.SELL, 10)), timeout=3)) == POSITIONS_UNREAD
     follower.gate.set()
     assert follower.book_reads == 0  # a broker that does not answer is not asked for its book meanwhile
+
+
+def test_a_follower_still_not_read_is_not_waited_for_again_by_the_exits_after(start_sizing):
+    leader = FakeAccount(held={RELIANCE: 100, TCS: 100})
+    follower = FakeAccount(held={RELIANCE: 60, TCS: 40})
+    sizing = start_sizing(leader, follower, exit_reading_seconds=0.5)
+    _first_readings_in(sizing)
+    follower.gate.clear()  # its broker hangs
+    first = _sent(sizing, _order("2", Side.SELL, 50))
+    wait_until(lambda: follower.position_reads == 2, message="the first exit's positions read is in flight")
+    second = _sent(sizing, _order("3", Side.SELL, 50, TCS))  # the leader squares off another position
+    assert [_quantity(_answer(f, timeout=3)) for f in (first, second)] == [30, 20]
+    assert follower.position_reads == 2  # the second exit did not ask the silent broker again
+    follower.gate.set()
+    later = (_order(str(n), Side.SELL, 10, TCS) for n in itertools.count(4))
+    wait_until(lambda: _quantity(_answer(_sent(sizing, next(later)))) == 4 and follower.position_reads >= 3,
+               message="its positions asked for again once its answer came")
 
 
 def test_an_exit_stops_waiting_for_an_order_book_not_read_in_time_and_sells_what_surely_is_held(start_sizing):
