@@ -93,6 +93,7 @@ class _Waiting:
     followers: tuple[str, ...] = ()  # whose positions the exit reading reads
     before: int | None = None  # the leader's position before its order (None: not an exit)
     look_up: bool = False  # `before` is asked of the broker with the reading (the copier could not count it)
+    read_since: float = 0.0  # monotonic, when its exit reading began: its readings share one deadline
 
     @property
     def lane(self) -> str:
@@ -309,9 +310,10 @@ class SizingActor(PooledSupervised):
         self._exit_round = next(_READINGS)
         followers: dict[str, None] = {}
         slow = {follower for round_ in self._slow.values() for follower in round_}
+        now = time.monotonic()
         lookups = []
         for waiting in batch:
-            waiting.reading = self._exit_round
+            waiting.reading, waiting.read_since = self._exit_round, now
             followers.update(dict.fromkeys(waiting.followers))
             if waiting.look_up:
                 first = waiting.requests[0]
@@ -320,12 +322,14 @@ class SizingActor(PooledSupervised):
         self._asked = frozenset(f for f in followers if f not in slow)
         self.reader.read_exit(self._exit_round, [f for f in followers if f in self._asked], lookups,
                               unread=[f for f in followers if f in slow])
-        self._hurry_later(self._exit_round)
+        self._hurry_later(self._exit_round, now)
 
-    def _hurry_later(self, request: int) -> None:
-        """Exits wait `exit_reading_seconds` for reading `request`, then decide with what is in."""
+    def _hurry_later(self, request: int, since: float) -> None:
+        """Exits wait until `exit_reading_seconds` after their reading began (`since`) for reading
+        `request`, then decide with what is in: a book read after the positions shares that time."""
         if self.timers is not None and self.exit_reading_seconds > 0:
-            self.timers.after(self.exit_reading_seconds, self.address, ExitReadingDue(request), owner=self.actor_ref)
+            delay = max(0.0, since + self.exit_reading_seconds - time.monotonic())
+            self.timers.after(delay, self.address, ExitReadingDue(request), owner=self.actor_ref)
 
     def _answer(self, waiting: _Waiting) -> Any:
         reading = waiting.exit_reading
@@ -385,7 +389,7 @@ class SizingActor(PooledSupervised):
                 if raced and self.reader is not None:
                     waiting.reading = next(_READINGS)
                     self.reader.read_books(waiting.reading, raced)
-                    self._hurry_later(waiting.reading)
+                    self._hurry_later(waiting.reading, waiting.read_since)
         self._read_exits()
         self._drain()
 

@@ -45,6 +45,7 @@ class FakeAccount:
         self.held = dict(held or {})  # security id -> net quantity
         self.filled = 0  # what a lookup of any order answers as filled
         self.position_reads = 0
+        self.latency = 0.0  # seconds the broker takes to answer positions
         self.book_reads = 0
         self.filled_since: list[BookFill] = []  # orders filled after the positions were read
 
@@ -58,6 +59,7 @@ class FakeAccount:
         held = tuple(Position("NSE_EQ", sid, Product.INTRADAY, qty, day_bought=max(qty, 0), day_sold=max(-qty, 0))
                      for sid, qty in self.held.items())  # (all of it bought or sold today)
         self.gate.wait(10)
+        time.sleep(self.latency)  # (the fake broker's own time, not the test's)
         return Answer(data=Listing(held))
 
     def order(self, order_id: str) -> Answer:
@@ -286,6 +288,21 @@ def test_an_exit_stops_waiting_for_an_order_book_not_read_in_time_and_sells_what
     follower.gate.set()
     assert _quantity(_answer(exit_order, timeout=4)) == 30  # half of the 60 both the reading and 60 + 20 say
     assert follower.book_reads == 1
+
+
+def test_an_exits_order_book_reading_has_only_what_is_left_of_its_deadline(start_sizing):
+    leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
+    sizing = start_sizing(leader, follower, exit_reading_seconds=2.0)
+    _first_readings_in(sizing)
+    follower.latency = 1.5  # a slow broker: positions in 1.5 s of the exit's 2 s
+    follower.book_gate.clear()  # and an order book that does not answer
+    started = time.monotonic()
+    exit_order = _sent(sizing, _order("2", Side.SELL, 50))
+    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))  # may be in the reading
+    assert _quantity(_answer(exit_order, timeout=10)) == 30  # what surely is held
+    assert follower.book_reads == 1
+    assert time.monotonic() - started < 3.0  # decided at its 2 s, not 2 s after the positions came
 
 
 def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):
