@@ -13,7 +13,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.messages import LEADER, FillSeen, FreeCapital, SizeCopies, SizeCopy, SizedCopies
+from actors.messages import LEADER, ExitReadingDue, FillSeen, FreeCapital, SizeCopies, SizeCopy, SizedCopies
 from actors.sizing import POSITIONS_UNREAD, SizingActor, ask_sizing
 from broker.gateway import Answer
 from supervisors import Address, Timers
@@ -45,7 +45,6 @@ class FakeAccount:
         self.held = dict(held or {})  # security id -> net quantity
         self.filled = 0  # what a lookup of any order answers as filled
         self.position_reads = 0
-        self.latency = 0.0  # seconds the broker takes to answer positions
         self.book_reads = 0
         self.filled_since: list[BookFill] = []  # orders filled after the positions were read
 
@@ -59,7 +58,6 @@ class FakeAccount:
         held = tuple(Position("NSE_EQ", sid, Product.INTRADAY, qty, day_bought=max(qty, 0), day_sold=max(-qty, 0))
                      for sid, qty in self.held.items())  # (all of it bought or sold today)
         self.gate.wait(10)
-        time.sleep(self.latency)  # (the fake broker's own time, not the test's)
         return Answer(data=Listing(held))
 
     def order(self, order_id: str) -> Answer:
@@ -131,12 +129,14 @@ def start_sizing():
 
     timers = Timers().start()
 
-    def start(leader: FakeAccount, follower: FakeAccount, exit_reading_seconds: float = 60.0) -> Address:
+    def start(leader: FakeAccount, follower: FakeAccount, exit_reading_seconds: float = 60.0,
+              timed: Any = None) -> Address:
+        """`timed`: the timers the actor is given (default: the fixture's own)."""
         accounts.extend([leader, follower])
         address = Address("sizing")
         started.append(pool.spawn(SizingActor(address, None, {"f1": SizingRule("fixed_ratio", 0.5)},
-                                              {LEADER: leader, "f1": follower}, refresh_seconds=3600, timers=timers,
-                                              exit_reading_seconds=exit_reading_seconds)))
+                                              {LEADER: leader, "f1": follower}, refresh_seconds=3600,
+                                              timers=timed or timers, exit_reading_seconds=exit_reading_seconds)))
         address.bind(started[-1])
         return address
 
@@ -290,19 +290,40 @@ def test_an_exit_stops_waiting_for_an_order_book_not_read_in_time_and_sells_what
     assert follower.book_reads == 1
 
 
+class _DueTimes:
+    """Timers that also keep how long each `ExitReadingDue` was set to wait."""
+
+    def __init__(self, timers: Timers) -> None:
+        self.timers = timers
+        self.waits: list[float] = []
+
+    def after(self, delay: float, recipient: Any, message: Any, owner: Any = None) -> Any:
+        if isinstance(message, ExitReadingDue):
+            self.waits.append(delay)
+        return self.timers.after(delay, recipient, message, owner)
+
+    def every(self, period: float, recipient: Any, message: Any, owner: Any = None) -> Any:
+        return self.timers.every(period, recipient, message, owner)
+
+
 def test_an_exits_order_book_reading_has_only_what_is_left_of_its_deadline(start_sizing):
     leader, follower = FakeAccount(held={RELIANCE: 100}), FakeAccount(held={RELIANCE: 60})
-    sizing = start_sizing(leader, follower, exit_reading_seconds=2.0)
-    _first_readings_in(sizing)
-    follower.latency = 1.5  # a slow broker: positions in 1.5 s of the exit's 2 s
-    follower.book_gate.clear()  # and an order book that does not answer
-    started = time.monotonic()
-    exit_order = _sent(sizing, _order("2", Side.SELL, 50))
-    wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
-    sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))  # may be in the reading
-    assert _quantity(_answer(exit_order, timeout=10)) == 30  # what surely is held
-    assert follower.book_reads == 1
-    assert time.monotonic() - started < 3.0  # decided at its 2 s, not 2 s after the positions came
+    due = _DueTimes(Timers().start())
+    try:
+        sizing = start_sizing(leader, follower, exit_reading_seconds=2.0, timed=due)
+        _first_readings_in(sizing)
+        follower.gate.clear()  # a slow broker
+        follower.book_gate.clear()  # and an order book that does not answer
+        exit_order = _sent(sizing, _order("2", Side.SELL, 50))
+        wait_until(lambda: follower.position_reads == 2, message="the exit's positions read is in flight")
+        sizing.tell(FillSeen("f1", "NSE_EQ", RELIANCE, 20, time.monotonic_ns(), "F-9", 20))  # may be in the reading
+        follower.gate.set()  # the positions come, some of the exit's time later
+        assert _quantity(_answer(exit_order, timeout=10)) == 30  # what surely is held
+        assert follower.book_reads == 1
+        positions_wait, book_wait = due.waits
+        assert book_wait < positions_wait <= 2.0  # the book has only what is left of the 2 s
+    finally:
+        due.timers.stop()
 
 
 def test_a_copy_is_made_while_an_exit_waits_for_a_slow_positions_read(make_rig):
