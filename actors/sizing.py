@@ -454,12 +454,12 @@ class SizingActor(PooledSupervised):
             return None  # (the broker could not confirm the leader's position: sized as an entry)
         key = risk.position_key(terms)
         held = self.positions.quantity(request.follower, key)
-        if request.follower in unread and self.positions.raced(request.follower, key, self._made_ns):
-            return SizeDecision(0, 0, 0.0, POSITIONS_UNREAD,
-                                f"{request.follower}'s positions were not answered within {self.exit_reading_seconds:g} s "
-                                f"and a fill since its last reading may be in it: the exit is not copied, its "
-                                f"position is left as it is")
         if self.positions.raced(request.follower, key, self._made_ns):  # (its order book could not say which)
+            if request.follower in unread:
+                return SizeDecision(0, 0, 0.0, POSITIONS_UNREAD,
+                                    f"{request.follower}'s positions were not answered within "
+                                    f"{self.exit_reading_seconds:g} s and a fill since its last reading may be in "
+                                    f"it: the exit is not copied, its position is left as it is")
             held = risk.surely_held(held, self.positions.as_read(request.follower, key))
         quantity = risk.exit_quantity(before, terms.quantity, held, request.instrument.lot_size)
         if quantity <= 0:
@@ -483,7 +483,8 @@ class SizingActor(PooledSupervised):
         """Every follower's copy of one leader order, then the strategy it may be a leg of (see
         actors/strategy_legs.py). Deciding it here, one order at a time, means two legs arriving
         together cannot both believe they are the first."""
-        decisions = [self._size(request, exit_before, new_order=True, unread=unread) for request in message.requests]
+        decisions = [self._size(request, exit_before, new_order=True, unread=unread)
+                     for request in message.requests]
         return size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:
@@ -502,9 +503,9 @@ class SizingActor(PooledSupervised):
     def _size(self, request: SizeCopy, exit_before: int | None = None, new_order: bool = False,
               unread: frozenset[str] = frozenset()) -> SizeDecision:
         """`exit_before`, `unread`: the leader's position before the order, when it was read as an
-        exit, and the followers not read for it (see `_exit`). `new_order`: the first sizing of a leader order's copies, which the follower's
-        copy window may refuse, and an operator's pause; a re-size (the leader modified its
-        quantity) follows the leader at any hour."""
+        exit, and the followers not read for it (see `_exit`). `new_order`: the first sizing of a
+        leader order's copies, which the follower's copy window may refuse, and an operator's
+        pause; a re-size (the leader modified its quantity) follows the leader at any hour."""
         paused = self.paused.get(request.follower) if new_order else None
         if paused is not None:
             return SizeDecision(0, 0, 0.0, FOLLOWER_PAUSED, paused)
