@@ -94,6 +94,11 @@ def counted_as(order_id: str, leg: str = "") -> str:
     return f"{order_id}:{leg}" if leg and leg != Leg.ENTRY.value else order_id
 
 
+def counted_order(name: str) -> str:
+    """The order id of a name `counted_as` gave (a super order's legs share their entry's)."""
+    return name.split(":")[0]
+
+
 @dataclass(frozen=True)
 class BookFill:
     """How much of one of the day's orders has filled, as the order book says: `filled` signed

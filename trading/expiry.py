@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
-from trading.calendar import IST, SEGMENT_HOURS, MarketCalendar
+from trading.calendar import IST, SEGMENT_HOURS, MarketCalendar, ist_date
 
 SESSION_VALIDITIES = frozenset({"DAY", "IOC"})  # valid for one session only
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the broker's order entry time, in exchange time (IST)
@@ -47,7 +47,7 @@ def ended_session(calendar: MarketCalendar, segment: str, created_at: str, now: 
     entered = parse_exchange_time(created_at)
     if entered is None:
         return None
-    today = now.astimezone(IST).date()
+    today = ist_date(now)
     if entered.date() >= today:
         return None  # entered today: its session is today's or a later one
     day = session_day(calendar, segment, entered)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Iterable, Mapping
 
-from trading.account import BookFill, PositionKey, counted_as
+from trading.account import BookFill, PositionKey, counted_as, counted_order
 from trading.orders import OrderUpdate, Side
 
 
@@ -60,5 +60,5 @@ class LeaderDay:
             return
         self.filled[name] = (key, signed)
         self.today[key] = self.today.get(key, 0) + signed - counted
-        order_id = name.split(":")[0]
+        order_id = counted_order(name)
         self.of_order[order_id] = self.of_order.get(order_id, 0) + signed - counted
