@@ -519,8 +519,8 @@ def run_copier(followers: int, seconds: float, rate: float, orders: str, profile
                              "the stream server, on this machine: RSS, threads and CPU summed over them; own "
                              "clock from the feed process's read of the leader's frame")
         # At ratio 1 every follower holds what its leader holds, once every copy has traded
-        held = [_net_positions(exchange, cid) for cid, _token in follower_creds]
-        off = sum(1 for positions in held if positions != _net_positions(exchange, leader_id))
+        leader_held = _net_positions(exchange, leader_id)
+        off = sum(1 for cid, _token in follower_creds if _net_positions(exchange, cid) != leader_held)
         if off:
             run.notes.append(f"POSITIONS OFF: {off} of {followers} followers do not hold what the leader holds")
         run.peak_rss_mb = watch.peak_rss_mb()
