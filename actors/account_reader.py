@@ -107,8 +107,9 @@ def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey, sign
 
 
 class AccountReader:
-    """Broker readings for the sizing actor, told to it through `tell`. Its threads are daemons
-    and few (every account of a round is read at once, a handful at a time)."""
+    """Broker readings for the sizing actor, told to it through `tell`. Its threads are daemons,
+    `threads` of them however many accounts there are (every account of a round is read at once,
+    a handful at a time)."""
 
     def __init__(self, gateways: Mapping[str, AccountGateway], tell: Callable[[Any], None],
                  threads: int = MAX_THREADS) -> None:
@@ -119,7 +120,7 @@ class AccountReader:
         self._open: dict[int, Callable[[], None]] = {}  # readings that can be hurried, until told
         self._closed = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"account-reader-{i}", daemon=True)
-                         for i in range(max(1, min(threads, 2 * len(gateways))))]
+                         for i in range(threads)]
         for thread in self._threads:
             thread.start()
 
