@@ -18,6 +18,7 @@ from actors.messages import LEADER, AccountsRead, BookFills, CapitalSnapshot, Po
 from observability import metrics
 from broker.gateway import Answer
 from trading.account import BookFill, Funds, PositionKey, carried_in, net_quantities
+from trading.leader_position import before_placed
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +92,38 @@ def count_unreadable(account: str, reasons: Iterable[str]) -> None:
 def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey, sign: int,
                   account: str = LEADER) -> tuple[int | None, PositionsSnapshot | None]:
     """The leader's position in `key` before its order `order_id` (of side `sign`), and the
-    positions read for it: the broker's position less the order's fills, the order read on both
-    sides of the positions so that a fill landing in between is not counted twice. The position
-    is None when the broker could not confirm it."""
+    positions read for it: the broker's position less the fills of that order and of the orders
+    placed after it (`before_placed`: the copier may see an order only once later ones filled),
+    the order book read on both sides of the positions so that a fill landing in between is not
+    counted twice. A book that cannot place the order (not in it, ids that are not numbers) leaves
+    the order's own fills alone to take out, read on both sides of the positions. The position is
+    None when the broker could not confirm it."""
     positions = None
     for _ in range(LOOKUP_ROUNDS):
-        first = gateway.order(order_id)
+        first = read_book(account, gateway)
         positions = read_positions(account, gateway)
-        again = gateway.order(order_id)
-        if not (first.ok and again.ok and positions) or first.data is None or again.data is None:
+        again = read_book(account, gateway)
+        if first is None or again is None or positions is None:
             return None, positions
-        if first.data.filled_qty == again.data.filled_qty:
-            return positions.positions.get(key, 0) - sign * again.data.filled_qty, positions
+        if _fills_in(first, key) == _fills_in(again, key):
+            before = before_placed(positions.positions.get(key, 0), again, order_id, key)
+            if before is not None:
+                return before, positions
+            break
+    for _ in range(LOOKUP_ROUNDS):
+        first_order = gateway.order(order_id)
+        positions = read_positions(account, gateway)
+        again_order = gateway.order(order_id)
+        if not (first_order.ok and again_order.ok and positions) or first_order.data is None \
+                or again_order.data is None:
+            return None, positions
+        if first_order.data.filled_qty == again_order.data.filled_qty:
+            return positions.positions.get(key, 0) - sign * again_order.data.filled_qty, positions
     return None, positions
+
+
+def _fills_in(book: Iterable[BookFill], key: PositionKey) -> dict[str, int]:
+    return {fill.order_id: fill.filled for fill in book if fill.key == key}
 
 
 class AccountReader:

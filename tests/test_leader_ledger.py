@@ -1,11 +1,16 @@
-"""The position each leader order found, from the leader's updates in the order they came, row by row."""
+"""The position each leader order found, from the leader's updates in the order they came, row by row;
+and, for an order seen late, from the broker's position less what filled after it was placed."""
 from __future__ import annotations
 
 from datetime import date
 
+from actors.account_reader import leader_before
 from actors.leader_ledger import LeaderLedger
+from broker.gateway import Answer
 from tests.conftest import RELIANCE, TCS
-from trading.account import BookFill
+from trading.account import BookFill, Listing, Position
+from trading.leader_position import before_placed
+
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 
 S = OrderStatus
@@ -117,3 +122,56 @@ def test_a_new_day_starts_empty():
     ledger.book("leader", [], later)
     ledger.see("leader", _update("2", Side.SELL, 20), later)
     assert ledger.found("leader", "2", KEY) == 20  # yesterday's buy is in what was carried, once
+
+
+def test_an_order_seen_after_later_ones_filled_found_the_broker_position_less_their_fills_and_its_own():
+    book = [BookFill("105", KEY, -14), BookFill("104", KEY, 14), BookFill("103", KEY, -20),
+            BookFill("102", KEY, 10), BookFill("101", KEY, 20), BookFill("100", KEY, 6),
+            BookFill("99", ("NSE_EQ", TCS), 50)]
+    now = 6 + 20 + 10 - 20 + 14 - 14  # carried in none; every order above filled
+    assert before_placed(now, book, "101", KEY) == 6  # the buy of 20 reduces nothing: not an exit
+    assert before_placed(now, book, "103", KEY) == 36  # the sale of 20 sold 20 of 36
+    assert before_placed(now, book, "105", KEY) == 30  # and the sale of 14, 14 of 30
+
+
+def test_an_order_not_in_the_book_or_ids_that_give_no_order_leave_the_position_before_it_unknown():
+    assert before_placed(10, [BookFill("7", KEY, 10)], "8", KEY) is None
+    assert before_placed(10, [BookFill("A7", KEY, 10), BookFill("8", KEY, 0)], "8", KEY) is None
+    assert before_placed(10, [BookFill("7:TARGET_LEG", KEY, -5), BookFill("7", KEY, 15), BookFill("8", KEY, 0)],
+                         "8", KEY) == 10
+
+
+class _Leader:
+    """A leader's gateway as the lookup reads it: its order book, then its positions, then its book
+    again; `filling`: fills landing between the reads (one per book read, then none)."""
+
+    def __init__(self, book: list[BookFill], net: int, filling: list[list[BookFill]] | None = None) -> None:
+        self.book, self.net, self.filling = book, net, list(filling or [])
+
+    def book_fills(self) -> Answer:
+        if self.filling:
+            for fill in self.filling.pop(0):
+                self.book = [fill, *self.book]
+                self.net += fill.filled
+        return Answer(data=Listing(tuple(self.book)))
+
+    def positions(self) -> Answer:
+        return Answer(data=Listing((Position("NSE_EQ", RELIANCE, Product.INTRADAY, self.net),)))
+
+    def order(self, order_id: str) -> Answer:  # (the lookup on main read the order alone)
+        [fill] = [f for f in self.book if f.order_id == order_id]
+        return Answer(data=_update(order_id, Side.BUY if fill.filled > 0 else Side.SELL, abs(fill.filled),
+                                   filled=abs(fill.filled)))
+
+
+def test_the_broker_lookup_of_an_order_seen_late_takes_out_the_fills_of_the_orders_placed_after_it():
+    book = [BookFill("103", KEY, -20), BookFill("102", KEY, 10), BookFill("101", KEY, 20), BookFill("100", KEY, 6)]
+    before, positions = leader_before(_Leader(book, net=16), "101", KEY, 1)
+    assert before == 6 and positions is not None and positions.positions[KEY] == 16
+
+
+def test_the_lookup_reads_again_when_a_fill_lands_between_its_reads():
+    gateway = _Leader([BookFill("101", KEY, 20), BookFill("100", KEY, 6)], net=26,
+                      filling=[[], [BookFill("102", KEY, 10)]])  # the second book read has a new fill
+    before, _positions = leader_before(gateway, "101", KEY, 1)
+    assert before == 6

@@ -62,3 +62,20 @@ class LeaderDay:
         self.today[key] = self.today.get(key, 0) + signed - counted
         order_id = counted_order(name)
         self.of_order[order_id] = self.of_order.get(order_id, 0) + signed - counted
+
+
+def before_placed(now: int, book: Iterable[BookFill], order_id: str, key: PositionKey) -> int | None:
+    """The position in `key` before order `order_id` was placed, from the position `now` and the
+    day's order book read with it: `now` less the fills of that order and of every order placed
+    after it, which are in `now` whenever the copier sees an order late (from the book, after a
+    restart or a dropped socket). Dhan numbers an account's orders in the order they are placed,
+    so a larger order id is a later order. None when the order is not in the book or an order
+    id of `key` is not a number (no order to go by)."""
+    try:
+        placed = int(order_id)
+        ids = [(int(counted_order(fill.order_id)), fill.filled) for fill in book if fill.key == key]
+    except ValueError:
+        return None
+    if not any(other == placed for other, _filled in ids):
+        return None
+    return now - sum(filled for other, filled in ids if other >= placed)
