@@ -65,6 +65,13 @@ class LeaderLedger:
             ledger = self._accounts.get(account)
             return ledger.found(order_id, key) if ledger is not None else None
 
+    def filled(self, account: str, order_id: str) -> int | None:
+        """How much of the account's order `order_id` has filled, signed; None when the order's
+        updates and the book told nothing of it."""
+        with self._lock:
+            ledger = self._accounts.get(account)
+            return ledger.of_order.get(order_id) if ledger is not None else None
+
     def _on(self, account: str, day: date) -> LeaderDay:
         """The account's ledger for `day`: a new day starts empty (yesterday's orders are gone
         from the book, and what was carried in is read again)."""

@@ -24,8 +24,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from actors.messages import (BrokerCommand, CancelCopy, CopiesMade, GetOrder, LookupCopy, ModifyCopy, PlaceCopy,
-                             ReleaseCapital)
+from actors.messages import (BrokerCommand, CancelCopy, CopiesAtBroker, CopiesMade, GetOrder, LookupCopy, ModifyCopy,
+                             PlaceCopy, ReleaseCapital)
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from storage.orders import copy_key
@@ -64,6 +64,7 @@ class Plan:
         self.commands: list[BrokerCommand] = []
         self.after: list[Callable[[], None]] = []
         self.wake: float | None = None
+        self.at_broker: list[tuple[str, str]] = []  # copies whose placement reached the broker (the sizing actor's)
 
     # -- building ----------------------------------------------------------------------------------------
     def write(self, fn: Callable[[], None]) -> None:
@@ -153,6 +154,8 @@ class Plan:
                                                seen.filled_qty, update)
         if after.status is not before.status:
             self._status_changed(key, before, after)
+        if after.part == 0 and after.broker_order_id and not before.broker_order_id:
+            self.at_broker.append((after.follower, after.correlation_id))
 
     def _status_changed(self, key: str, before: c.CopyState, after: c.CopyState) -> None:
         actor = self.actor
@@ -339,6 +342,8 @@ class Plan:
         actor.held_legs.watch()
         if self.commands and not first:
             actor.send(self.commands)
+        if self.at_broker:
+            actor.ctx.sizing.tell(CopiesAtBroker(tuple(self.at_broker)))
         for fn in self.after:
             fn()
         if self.wake is not None:

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pykka
 
@@ -38,12 +38,14 @@ from actors.positions import KnownPositions
 from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (AccountsRead, CapitalSnapshot, ExitReadingDue, FillSeen, FreeCapital,
+from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesSettleDue, ExitReadingDue, FillSeen,
+                             FreeCapital,
                              PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
                              SizeDecision, SizedCopies, SizingReady, SuspendAccount, is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
+from trading.account import PositionKey
 from trading.calendar import ist_date, now as exchange_now
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
 from trading.prices import price_note
@@ -62,6 +64,7 @@ SIZING_TIMEOUT = 5.0  # the longest an order actor waits for a size, a reading's
 EXIT_READING_SECONDS = 3.0
 POSITIONS_UNREAD = "positions_unread"
 MAX_SIZED_KEPT = 100_000  # copies whose first sizing time is remembered (the oldest forgotten first)
+MAX_ON_WAY_KEPT = 1_000  # a follower's open copies remembered for the exits that wait for them
 
 
 def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float = SIZING_TIMEOUT,
@@ -94,6 +97,7 @@ class _Waiting:
     before: int | None = None  # the leader's position before its order (None: not an exit)
     look_up: bool = False  # `before` is asked of the broker with the reading (the copier could not count it)
     read_since: float = 0.0  # monotonic, when its exit reading began: its readings share one deadline
+    settle_by: float | None = None  # monotonic: until then it waits for its followers' copies on their way
 
     @property
     def lane(self) -> str:
@@ -175,6 +179,11 @@ class SizingActor(PooledSupervised):
         # (follower, leader order) -> when its copy was first sized (monotonic ns): the copy's
         # orders did not exist before, so a reading answered earlier does not hold their fills
         self._sized: dict[tuple[str, str], int] = {}
+        # follower -> the copies sized and not yet at their broker (correlation id -> instrument,
+        # leader, leader order, its filled quantity when sized, when sized, monotonic): an exit
+        # right after an order whose copy is still on its way waits for it, else the follower's
+        # positions miss what that copy does
+        self._on_way: dict[str, dict[str, tuple[PositionKey, str, str, int, float]]] = {name: {} for name in rules}
 
     def started(self) -> None:
         funds = {}
@@ -213,6 +222,11 @@ class SizingActor(PooledSupervised):
             self._apply_reading(message)
         elif isinstance(message, ReleaseCapital):
             self.reservations.get(message.follower, {}).pop(message.correlation_id, None)
+            self._arrived(((message.follower, message.correlation_id),))
+        elif isinstance(message, CopiesAtBroker):
+            self._arrived(message.copies)
+        elif isinstance(message, CopiesSettleDue):
+            self._drain()
         elif isinstance(message, CapitalSnapshot):
             self._apply_snapshot(message)
         elif isinstance(message, PositionsSnapshot):
@@ -276,6 +290,12 @@ class SizingActor(PooledSupervised):
         """Whether `waiting` can be answered now; asks for the readings an exit needs."""
         if self._first_round is not None or waiting.reading is not None:
             return False
+        if waiting.settle_by is not None:  # an exit waiting for its followers' copies on their way
+            if time.monotonic() < waiting.settle_by and self._unsettled(waiting):
+                return False
+            waiting.settle_by = None
+            self._read_for(waiting)
+            return False
         if any(other.lane == waiting.lane for other in ahead):
             return False
         if not waiting.checked:
@@ -296,11 +316,45 @@ class SizingActor(PooledSupervised):
                                for held in (known, as_read, as_read - sign * first.leader_filled)):
                         return True
                     waiting.before, waiting.look_up = known, bool(first.leader_order_id)
-                waiting.followers, waiting.reading = tuple(followers), NEXT_ROUND
-                self._exits_next.append(waiting)
-                self._read_exits()
+                waiting.followers = tuple(followers)
+                if self.timers is not None and self._unsettled(waiting):  # (half the wait: the reading has the rest)
+                    waiting.read_since = time.monotonic()  # (its reading's deadline counts from now)
+                    waiting.settle_by = waiting.read_since + self.exit_reading_seconds / 2
+                    self.timers.after(self.exit_reading_seconds / 2, self.address, CopiesSettleDue(),
+                                      owner=self.actor_ref)
+                    return False
+                self._read_for(waiting)
                 return False
         return True
+
+    def _unsettled(self, waiting: _Waiting) -> bool:
+        """Whether a follower of the exit has a copy in its instrument on its way (an entry that
+        adds to what the exit reduces, or an exit before it that takes away): sized in the last two
+        exit waits and not yet at its broker, of a leader order that has filled (its fill is in the
+        leader's position). Once at the broker, its positions tell (a fill that races the reading
+        is read from its book); an older one was lost on the way and is looked up."""
+        first = waiting.requests[0]
+        key, since = risk.position_key(first.terms), time.monotonic() - 2 * self.exit_reading_seconds
+        for follower in waiting.followers:
+            for copy_key, leader, order_id, filled_then, sized_at in self._on_way.get(follower, {}).values():
+                if copy_key != key or sized_at < since or order_id == first.leader_order_id:
+                    continue
+                filled = self.ledger.filled(leader, order_id) if self.ledger is not None else None
+                if (filled if filled is not None else filled_then) != 0:
+                    return True
+        return False
+
+    def _arrived(self, copies: Iterable[tuple[str, str]]) -> None:
+        """Copies at their brokers (or ended): exits waiting for them go on."""
+        found = [self._on_way.get(follower, {}).pop(cid, None) for follower, cid in copies]
+        if any(found) and any(waiting.settle_by is not None for waiting in self.waiting):
+            self._drain()
+
+    def _read_for(self, waiting: _Waiting) -> None:
+        """The exit's followers' positions, with the next exit reading."""
+        waiting.reading = NEXT_ROUND
+        self._exits_next.append(waiting)
+        self._read_exits()
 
     def _read_exits(self) -> None:
         """Begin the next exit reading, for every exit waiting for one, unless one is out."""
@@ -312,8 +366,9 @@ class SizingActor(PooledSupervised):
         slow = {follower for round_ in self._slow.values() for follower in round_}
         now = time.monotonic()
         lookups = []
-        for waiting in batch:
-            waiting.reading, waiting.read_since = self._exit_round, now
+        since = min([waiting.read_since for waiting in batch if waiting.read_since] + [now])
+        for waiting in batch:  # (one that waited for copies on its way began its wait then)
+            waiting.reading, waiting.read_since = self._exit_round, waiting.read_since or now
             followers.update(dict.fromkeys(waiting.followers))
             if waiting.look_up:
                 first = waiting.requests[0]
@@ -322,7 +377,7 @@ class SizingActor(PooledSupervised):
         self._asked = frozenset(f for f in followers if f not in slow)
         self.reader.read_exit(self._exit_round, [f for f in followers if f in self._asked], lookups,
                               unread=[f for f in followers if f in slow])
-        self._hurry_later(self._exit_round, now)
+        self._hurry_later(self._exit_round, since)
 
     def _hurry_later(self, request: int, since: float) -> None:
         """Exits wait until `exit_reading_seconds` after their reading began (`since`) for reading
@@ -530,6 +585,7 @@ class SizingActor(PooledSupervised):
             self.recent_orders[request.follower].append(time.time())
             if decision.quantity > 0 and request.leader_order_id:
                 self._note_sized(request.follower, request.leader_order_id)
+                self._note_on_way(request)
         return decision
 
     def _note_sized(self, follower: str, leader_order_id: str) -> None:
@@ -538,6 +594,15 @@ class SizingActor(PooledSupervised):
         if len(self._sized) >= MAX_SIZED_KEPT:
             del self._sized[next(iter(self._sized))]
         self._sized[(follower, leader_order_id)] = time.monotonic_ns()
+
+    def _note_on_way(self, request: SizeCopy) -> None:
+        on_way = self._on_way.setdefault(request.follower, {})
+        if request.correlation_id in on_way:
+            return  # (a re-size of a copy still open)
+        if len(on_way) >= MAX_ON_WAY_KEPT:  # (the oldest forgotten first: by then resting, not on its way)
+            del on_way[next(iter(on_way))]
+        on_way[request.correlation_id] = (risk.position_key(request.terms), request.leader, request.leader_order_id,
+                                          request.leader_filled, time.monotonic())
 
     def _made_ns(self, fill: FillSeen) -> int:
         """When the order of `fill` could first exist: its copy's first sizing (0: not known)."""

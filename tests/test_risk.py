@@ -4,8 +4,8 @@ from __future__ import annotations
 from observability import metrics
 from actors.sizing import SIZING_TIMEOUT
 from storage import models as m
-from tests.conftest import RELIANCE, TCS, client, wait_until
-from tests.faultproxy import NEVER
+from tests.conftest import LEADER_ID, RELIANCE, TCS, client, wait_until
+from tests.faultproxy import LATE, NEVER
 
 
 def _position(rig, account_id: str, security: str = RELIANCE) -> int:
@@ -181,3 +181,36 @@ def test_filters_skip_what_a_follower_does_not_copy(make_rig):
     assert rig.wait_skip(equity, "nobank").reason == "filtered"
     assert rig.wait_skip(option, "nobank").detail.endswith("filters.allow_segments")
     assert rig.follower_copy(tcs, "nobank")["quantity"] == 10
+
+
+def test_B_2_an_exit_right_after_an_entry_whose_copy_is_still_on_its_way_sells_the_copy_once_filled(make_rig):
+    """The leader buys 20 and sells them at once (a scalp, or a backfill after a restart that
+    routes both within milliseconds); the follower's copy of the buy reaches its broker 1 s late.
+    The exit waits for that copy to fill and sells the 10 it brought, never 'nothing to reduce'."""
+    rig = make_rig(proxied=["f1"])
+    f1 = rig.follower_ids["f1"]
+    rig.proxies["f1"].hang("POST /orders", seconds=1.0, forward=LATE, count=1)
+    rig.place(order_type="MARKET", quantity=20)
+    rig.place(order_type="MARKET", quantity=20, side="SELL")
+    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader bought and sold")
+    wait_until(lambda: len(rig.exchange.orders(f1)) == 2, 10,
+               message=lambda: f"f1's copies of both: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
+    wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
+
+
+def test_B_2_orders_traded_in_and_out_while_the_leaders_socket_was_down_leave_the_follower_its_share(rig):
+    """Caught up from the leader's order book after its socket came back, each order is copied as
+    the trade it was when placed: the sale of everything, two buys after it, and the sale of half
+    of those (the position each found is the broker's less what filled after it was placed)."""
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(quantity=20, price=_through(rig, "BUY"))
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    rig.exchange.faults.refuse_reconnects(2.0)
+    rig.exchange.faults.drop_sockets()
+    wait_until(lambda: rig.exchange.socket_count() == 0, message="the sockets down")
+    placed = [rig.place(quantity=quantity, side=side, price=_through(rig, side))
+              for side, quantity in (("SELL", 20), ("BUY", 10), ("BUY", 6), ("SELL", 8))]
+    wait_until(lambda: _position(rig, LEADER_ID) == 8, message="the leader traded while the copier could not hear")
+    copies = [rig.follower_copy(order, timeout=15)["quantity"] for order in placed]
+    assert copies == [10, 5, 3, 4], list(m.Skip.select().dicts())
+    wait_until(lambda: _position(rig, f1) == 4, message=lambda: f"f1 holds half of 8, not {_position(rig, f1)}")

@@ -125,6 +125,19 @@ class AccountsRead:
 
 
 @dataclass(frozen=True)
+class CopiesAtBroker:
+    """Order actor -> sizing: these copies' placements reached their brokers ((follower,
+    correlation id) each): an exit no longer waits for them, the brokers' positions say the rest."""
+
+    copies: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class CopiesSettleDue:
+    """Timer -> sizing: exits have waited long enough for their followers' copies on their way."""
+
+
+@dataclass(frozen=True)
 class ExitReadingDue:
     """Timer -> sizing: exits have waited long enough for reading `request`: those in decide."""
 
