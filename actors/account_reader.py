@@ -110,6 +110,8 @@ def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey, sign
             if before is not None:
                 return before, positions
             break
+    else:  # fills kept landing between the reads: not confirmed
+        return None, positions
     for _ in range(LOOKUP_ROUNDS):
         first_order = gateway.order(order_id)
         positions = read_positions(account, gateway)

@@ -39,9 +39,8 @@ from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesSettleDue, ExitReadingDue, FillSeen,
-                             FreeCapital,
-                             PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
-                             SizeDecision, SizedCopies, SizingReady, SuspendAccount, is_leader)
+                             FreeCapital, PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount,
+                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingReady, SuspendAccount, is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
