@@ -35,10 +35,11 @@ class LeaderLedger:
         self._lock = threading.Lock()
         self._accounts: dict[str, LeaderDay] = {}
 
-    def see(self, account: str, update: OrderUpdate, day: date) -> None:
-        """One update of a leader order, in the order the leader's updates came."""
+    def see(self, account: str, update: OrderUpdate, day: date, live: bool = True) -> None:
+        """One update of a leader order, in the order the leader's updates came (`live` False: one
+        routed again from storage, which came in no such order)."""
         with self._lock:
-            self._on(account, day).see(update)
+            self._on(account, day).see(update, live)
 
     def carry(self, account: str, carried: Mapping[PositionKey, int], day: date) -> None:
         """What the account carried into `day` (a positions reading's net less today's fills)."""

@@ -198,7 +198,7 @@ class OrderRouter(PooledSupervised):
     def _route(self, message: OrderUpdateReceived) -> None:
         if is_leader(message.account):
             # every update counts in the leader's position, a copy's in an account that also follows too
-            self.ctx.ledger.see(message.account, message.update, ist_date(self.ctx.clock()))
+            self.ctx.ledger.see(message.account, message.update, ist_date(self.ctx.clock()), live=not message.stored)
             if made_by_copier(message.update):  # never copied back
                 self._own_copy(message)
                 self._acknowledge(message, "own_copy")
@@ -359,7 +359,7 @@ class OrderRouter(PooledSupervised):
             except Exception as exc:  # noqa: BLE001 - stored in a format this version cannot read
                 park_unreadable(self.ctx.store, self.ctx.alert, event, exc)
                 continue
-            self._route(OrderUpdateReceived(event.account, event.id, update))
+            self._route(OrderUpdateReceived(event.account, event.id, update, stored=True))
 
     def _retry_dead_letters(self) -> None:
         """Dead letters an operator asked to retry (`run.py dlq retry ID` sets next_retry_at)."""

@@ -175,3 +175,15 @@ def test_the_lookup_reads_again_when_a_fill_lands_between_its_reads():
                       filling=[[], [BookFill("102", KEY, 10)]])  # the second book read has a new fill
     before, _positions = leader_before(gateway, "101", KEY, 1)
     assert before == 6
+
+
+def test_an_update_routed_again_from_storage_is_not_in_the_order_the_socket_told():
+    """An update stored by a copier killed before acting on it is routed again by the next one,
+    once that one has read the book: later orders' fills are counted by then, so the position it
+    would find is theirs (the buy of 20 below found -18 where the leader held 52)."""
+    ledger = _ledger()
+    ledger.book("leader", [BookFill("34", KEY, 72), BookFill("35", KEY, 20), BookFill("36", KEY, -90)], DAY)
+    ledger.see("leader", _update("35", Side.BUY, 20), DAY, live=False)
+    assert ledger.found("leader", "35", KEY) is None
+    ledger.see("leader", _update("37", Side.BUY, 4), DAY)  # a live one still finds its place
+    assert ledger.found("leader", "37", KEY) == 2

@@ -22,13 +22,15 @@ class LeaderDay:
     # order id -> `today` in its instrument at first sight (None: not known, see `see`)
     first_seen: dict[str, int | None] = field(default_factory=dict)
 
-    def see(self, update: OrderUpdate) -> None:
+    def see(self, update: OrderUpdate, live: bool = True) -> None:
         """One update of a leader order. An order first seen before the book was read (whose fills
-        that position may not count), or first seen in the book (which lists orders in no order
-        of their fills), found a position not known here."""
+        that position may not count), first seen in the book (which lists orders in no order of
+        their fills), or first seen in an update routed again from storage (`live` False: stored
+        by a copier that ended before acting on it, seen after later orders' fills), found a
+        position not known here."""
         key = (update.terms.exchange_segment, str(update.terms.security_id))
         if update.order_id not in self.first_seen:  # (its own fills are in `today` when a book told them first)
-            in_order = self.booked and update.source == "socket"
+            in_order = live and self.booked and update.source == "socket"
             self.first_seen[update.order_id] = (self.today.get(key, 0) - self.of_order.get(update.order_id, 0)
                                                 if in_order else None)
         sign = 1 if update.terms.side == Side.BUY else -1

@@ -15,6 +15,7 @@ class OrderUpdateReceived:
     account: str  # LEADER or a follower name
     event_id: int
     update: OrderUpdate
+    stored: bool = False  # routed again from storage (not done yet), not as it arrived
 
 
 @dataclass(frozen=True)
