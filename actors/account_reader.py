@@ -12,15 +12,17 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 
 from actors.messages import LEADER, AccountsRead, BookFills, CapitalSnapshot, PositionsSnapshot, is_leader
 from observability import metrics
 from broker.gateway import Answer
 from trading.account import BookFill, Funds, PositionKey, carried_in, net_quantities
 from trading.leader_position import before_placed
+from trading.orders import OrderUpdate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_THREADS = 16
 LOOKUP_ROUNDS = 3  # tries at reading the leader's position with its order's fills still
@@ -98,30 +100,40 @@ def leader_before(gateway: AccountGateway, order_id: str, key: PositionKey, sign
     counted twice. A book that cannot place the order (not in it, ids that are not numbers) leaves
     the order's own fills alone to take out, read on both sides of the positions. The position is
     None when the broker could not confirm it."""
+    book, positions = _read_around_positions(
+        account, gateway, lambda: read_book(account, gateway), lambda a, b: _fills_in(a, key) == _fills_in(b, key))
+    if book is None or positions is None:
+        return None, positions
+    before = before_placed(positions.positions.get(key, 0), book, order_id, key)
+    if before is not None:
+        return before, positions
+    order, positions = _read_around_positions(
+        account, gateway, lambda: _order_read(gateway, order_id), lambda a, b: a.filled_qty == b.filled_qty)
+    if order is None or positions is None:
+        return None, positions
+    return positions.positions.get(key, 0) - sign * order.filled_qty, positions
+
+
+def _read_around_positions(account: str, gateway: AccountGateway, read: Callable[[], T | None],
+                           same: Callable[[T, T], bool]) -> tuple[T | None, PositionsSnapshot | None]:
+    """`read()` on both sides of a positions reading, until the two reads agree (`same`), at most
+    `LOOKUP_ROUNDS` times: the later read and those positions. None for the read when a read
+    failed or they never agreed (what filled meanwhile may or may not be in the positions)."""
     positions = None
     for _ in range(LOOKUP_ROUNDS):
-        first = read_book(account, gateway)
+        first = read()
         positions = read_positions(account, gateway)
-        again = read_book(account, gateway)
+        again = read()
         if first is None or again is None or positions is None:
             return None, positions
-        if _fills_in(first, key) == _fills_in(again, key):
-            before = before_placed(positions.positions.get(key, 0), again, order_id, key)
-            if before is not None:
-                return before, positions
-            break
-    else:  # fills kept landing between the reads: not confirmed
-        return None, positions
-    for _ in range(LOOKUP_ROUNDS):
-        first_order = gateway.order(order_id)
-        positions = read_positions(account, gateway)
-        again_order = gateway.order(order_id)
-        if not (first_order.ok and again_order.ok and positions) or first_order.data is None \
-                or again_order.data is None:
-            return None, positions
-        if first_order.data.filled_qty == again_order.data.filled_qty:
-            return positions.positions.get(key, 0) - sign * again_order.data.filled_qty, positions
+        if same(first, again):
+            return again, positions
     return None, positions
+
+
+def _order_read(gateway: AccountGateway, order_id: str) -> OrderUpdate | None:
+    answer = gateway.order(order_id)
+    return answer.data if answer.ok else None
 
 
 def _fills_in(book: Iterable[BookFill], key: PositionKey) -> dict[str, int]:
