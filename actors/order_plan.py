@@ -24,12 +24,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from actors.messages import (BrokerCommand, CancelCopy, CopiesAtBroker, CopiesMade, GetOrder, LookupCopy, ModifyCopy,
-                             PlaceCopy, ReleaseCapital)
+from actors.messages import (BrokerCommand, CancelCopy, CopiesAtBroker, CopiesInDoubt, CopiesMade, CopyInDoubt,
+                             GetOrder, LookupCopy, ModifyCopy, PlaceCopy, ReleaseCapital)
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from storage.orders import copy_key
 from trading import copy as c
+from trading.risk import position_key
 from trading.copy_records import persisted, record
 from trading.fills import fill_delta
 from trading.orders import Leg, OrderStatus, OrderUpdate
@@ -65,6 +66,7 @@ class Plan:
         self.after: list[Callable[[], None]] = []
         self.wake: float | None = None
         self.at_broker: list[tuple[str, str]] = []  # copies whose placement reached the broker (the sizing actor's)
+        self.in_doubt: dict[str, None] = {}  # copies whose placement is looked up first (the sizing actor's)
 
     # -- building ----------------------------------------------------------------------------------------
     def write(self, fn: Callable[[], None]) -> None:
@@ -156,6 +158,9 @@ class Plan:
             self._status_changed(key, before, after)
         if after.part == 0 and after.broker_order_id and not before.broker_order_id:
             self.at_broker.append((after.follower, after.correlation_id))
+        elif (after.part == 0 and not after.broker_order_id and not after.held
+              and (isinstance(event, c.Resumed) or after.absent_believed_from > before.absent_believed_from)):
+            self.in_doubt[key] = None  # (loaded by a new incarnation, or its placement's outcome unknown)
 
     def _status_changed(self, key: str, before: c.CopyState, after: c.CopyState) -> None:
         actor = self.actor
@@ -309,6 +314,16 @@ class Plan:
         self._apply_own(key, c.RejectionRecorded())
         self.then(lambda: actor.announce_rejection(follower, reason, d.message))
 
+    def _tell_in_doubt(self) -> None:
+        """The sizing actor holds its followers' exits for these copies until they are placed."""
+        actor, now = self.actor, time.time()
+        filled = actor.leader.state.filled_qty if actor.leader is not None else 0
+        actor.ctx.sizing.tell(CopiesInDoubt(tuple(
+            CopyInDoubt(s.follower, s.correlation_id, position_key(s.target), actor.leader_account,
+                        s.leader_order_id, filled, max(now, s.absent_believed_from))
+            for s in map(self.states.__getitem__, self.in_doubt)
+            if not s.broker_order_id and not s.status.is_terminal)))
+
     # -- storing and carrying out ----------------------------------------------------------------------
     def commit(self) -> None:
         actor = self.actor
@@ -344,6 +359,8 @@ class Plan:
             actor.send(self.commands)
         if self.at_broker:
             actor.ctx.sizing.tell(CopiesAtBroker(tuple(self.at_broker)))
+        if self.in_doubt:
+            self._tell_in_doubt()
         for fn in self.after:
             fn()
         if self.wake is not None:

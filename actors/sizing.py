@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import pykka
 
@@ -38,9 +38,10 @@ from actors.positions import KnownPositions
 from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesSettleDue, ExitReadingDue, FillSeen,
-                             FreeCapital, PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount,
-                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingReady, SuspendAccount, is_leader)
+from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesInDoubt, CopiesSettleDue,
+                             ExitReadingDue, FillSeen, FreeCapital, PositionsSnapshot, RefreshAccounts, ReleaseCapital,
+                             ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingReady, SuspendAccount,
+                             is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
@@ -80,6 +81,17 @@ def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float =
     if isinstance(answer, pykka.Future) and wait:
         answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
     return answer
+
+
+class _OnWay(NamedTuple):
+    """A follower's copy sized and not yet at its broker."""
+
+    key: PositionKey
+    leader: str
+    leader_order_id: str
+    filled_then: int  # the leader order's filled quantity when sized (or told of)
+    sized_at: float  # monotonic
+    doubt_until: float | None = None  # monotonic: its placement is looked up until about then (CopiesInDoubt)
 
 
 @dataclass
@@ -178,11 +190,10 @@ class SizingActor(PooledSupervised):
         # (follower, leader order) -> when its copy was first sized (monotonic ns): the copy's
         # orders did not exist before, so a reading answered earlier does not hold their fills
         self._sized: dict[tuple[str, str], int] = {}
-        # follower -> the copies sized and not yet at their broker (correlation id -> instrument,
-        # leader, leader order, its filled quantity when sized, when sized, monotonic): an exit
-        # right after an order whose copy is still on its way waits for it, else the follower's
-        # positions miss what that copy does
-        self._on_way: dict[str, dict[str, tuple[PositionKey, str, str, int, float]]] = {name: {} for name in rules}
+        # follower -> the copies sized (or looked up) and not yet at their broker, by correlation
+        # id: an exit right after an order whose copy is still on its way waits for it, else the
+        # follower's positions miss what that copy does
+        self._on_way: dict[str, dict[str, _OnWay]] = {name: {} for name in rules}
 
     def started(self) -> None:
         funds = {}
@@ -224,6 +235,8 @@ class SizingActor(PooledSupervised):
             self._arrived(((message.follower, message.correlation_id),))
         elif isinstance(message, CopiesAtBroker):
             self._arrived(message.copies)
+        elif isinstance(message, CopiesInDoubt):
+            self._in_doubt(message)
         elif isinstance(message, CopiesSettleDue):
             self._drain()
         elif isinstance(message, CapitalSnapshot):
@@ -290,9 +303,14 @@ class SizingActor(PooledSupervised):
         if self._first_round is not None or waiting.reading is not None:
             return False
         if waiting.settle_by is not None:  # an exit waiting for its followers' copies on their way
-            if time.monotonic() < waiting.settle_by and self._unsettled(waiting):
+            now, until = time.monotonic(), self._unsettled(waiting)
+            if until is not None and until > waiting.settle_by:  # (a copy fell in doubt meanwhile)
+                waiting.settle_by = until
+                self.timers.after(until - now, self.address, CopiesSettleDue(), owner=self.actor_ref)
+            if until is not None and now < waiting.settle_by:
                 return False
-            waiting.settle_by = None
+            waiting.settle_by = None  # (a long wait for copies in doubt leaves its reading half the time)
+            waiting.read_since = max(waiting.read_since, now - self.exit_reading_seconds / 2)
             self._read_for(waiting)
             return False
         if any(other.lane == waiting.lane for other in ahead):
@@ -316,32 +334,59 @@ class SizingActor(PooledSupervised):
                         return True
                     waiting.before, waiting.look_up = known, bool(first.leader_order_id)
                 waiting.followers = tuple(followers)
-                if self.timers is not None and self._unsettled(waiting):  # (half the wait: the reading has the rest)
+                settle_by = self._unsettled(waiting) if self.timers is not None else None
+                if settle_by is not None:
                     waiting.read_since = time.monotonic()  # (its reading's deadline counts from now)
-                    waiting.settle_by = waiting.read_since + self.exit_reading_seconds / 2
-                    self.timers.after(self.exit_reading_seconds / 2, self.address, CopiesSettleDue(),
+                    waiting.settle_by = settle_by
+                    self.timers.after(settle_by - waiting.read_since, self.address, CopiesSettleDue(),
                                       owner=self.actor_ref)
                     return False
                 self._read_for(waiting)
                 return False
         return True
 
-    def _unsettled(self, waiting: _Waiting) -> bool:
-        """Whether a follower of the exit has a copy in its instrument on its way (an entry that
-        adds to what the exit reduces, or an exit before it that takes away): sized in the last two
-        exit waits and not yet at its broker, of a leader order that has filled (its fill is in the
-        leader's position). Once at the broker, its positions tell (a fill that races the reading
-        is read from its book); an older one was lost on the way and is looked up."""
+    def _unsettled(self, waiting: _Waiting) -> float | None:
+        """Until when (monotonic) the exit waits for its followers' copies in its instrument on
+        their way (an entry that adds to what the exit reduces, or an exit before it that takes
+        away), None when there is none: copies of leader orders that have filled (their fills are
+        in the leader's position), not yet at their brokers. One sized in the last two exit waits
+        holds the exit for half an exit wait at most; once at its broker, the broker's positions
+        tell (a fill that races the reading is read from its book), and an older one was lost on
+        the way and is looked up. One in doubt (CopiesInDoubt) holds it until its lookups are
+        believed and a placement has had an exit wait more to reach the broker."""
         first = waiting.requests[0]
-        key, since = risk.position_key(first.terms), time.monotonic() - 2 * self.exit_reading_seconds
+        now = time.monotonic()
+        key, since = risk.position_key(first.terms), now - 2 * self.exit_reading_seconds
+        start = waiting.read_since or now
+        until: float | None = None
         for follower in waiting.followers:
-            for copy_key, leader, order_id, filled_then, sized_at in self._on_way.get(follower, {}).values():
-                if copy_key != key or sized_at < since or order_id == first.leader_order_id:
+            for copy in self._on_way.get(follower, {}).values():
+                if copy.key != key or copy.leader_order_id == first.leader_order_id:
                     continue
-                filled = self.ledger.filled(leader, order_id) if self.ledger is not None else None
-                if (filled if filled is not None else filled_then) != 0:
-                    return True
-        return False
+                doubt_over = copy.doubt_until + self.exit_reading_seconds if copy.doubt_until is not None else None
+                if doubt_over is not None and doubt_over > now:
+                    held = doubt_over
+                elif copy.sized_at >= since:
+                    held = start + self.exit_reading_seconds / 2
+                else:
+                    continue
+                filled = self.ledger.filled(copy.leader, copy.leader_order_id) if self.ledger is not None else None
+                if (filled if filled is not None else copy.filled_then) != 0:
+                    until = held if until is None else max(until, held)
+        return until
+
+    def _in_doubt(self, message: CopiesInDoubt) -> None:
+        """Copies looked up before they are placed (again): on their way until that is over."""
+        now, wall = time.monotonic(), time.time()
+        for copy in message.copies:
+            on_way = self._on_way.setdefault(copy.follower, {})
+            on_way.pop(copy.correlation_id, None)  # (kept in the order told: the oldest forgotten first)
+            if len(on_way) >= MAX_ON_WAY_KEPT:
+                del on_way[next(iter(on_way))]
+            on_way[copy.correlation_id] = _OnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled,
+                                                 now, now + max(0.0, copy.believed_from - wall))
+        if any(waiting.settle_by is not None for waiting in self.waiting):
+            self._drain()
 
     def _arrived(self, copies: Iterable[tuple[str, str]]) -> None:
         """Copies at their brokers (or ended): exits waiting for them go on."""
@@ -600,8 +645,8 @@ class SizingActor(PooledSupervised):
             return  # (a re-size of a copy still open)
         if len(on_way) >= MAX_ON_WAY_KEPT:  # (the oldest forgotten first: by then resting, not on its way)
             del on_way[next(iter(on_way))]
-        on_way[request.correlation_id] = (risk.position_key(request.terms), request.leader, request.leader_order_id,
-                                          request.leader_filled, time.monotonic())
+        on_way[request.correlation_id] = _OnWay(risk.position_key(request.terms), request.leader,
+                                                request.leader_order_id, request.leader_filled, time.monotonic())
 
     def _made_ns(self, fill: FillSeen) -> int:
         """When the order of `fill` could first exist: its copy's first sizing (0: not known)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from observability import metrics
 from actors.sizing import SIZING_TIMEOUT
 from storage import models as m
-from tests.conftest import LEADER_ID, RELIANCE, TCS, client, wait_until
+from tests.conftest import LEADER_ID, RELIANCE, TCS, client, start_rig, wait_until
 from tests.faultproxy import LATE, NEVER
 
 
@@ -194,6 +194,25 @@ def test_B_2_an_exit_right_after_an_entry_whose_copy_is_still_on_its_way_sells_t
     rig.place(order_type="MARKET", quantity=20, side="SELL")
     wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader bought and sold")
     wait_until(lambda: len(rig.exchange.orders(f1)) == 2, 10,
+               message=lambda: f"f1's copies of both: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
+    wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
+
+
+def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run_was_placing(make_rig):
+    """The copier stops while its copy of the leader's buy is on its way (the broker takes it 3 s
+    later); the leader sells as the next run starts. That run looks the copy up before placing it
+    again, and the exit waits for the lookup to find it: it sells the 10 the copy brought, where it
+    would have found nothing to reduce."""
+    rig = make_rig(proxied=["f1"], config={"broker": {"timeout_seconds": 1.5}})
+    f1 = rig.follower_ids["f1"]
+    held = rig.proxies["f1"].hang("POST /orders", seconds=3.0, forward=LATE, count=1)
+    rig.place(order_type="MARKET", quantity=20)
+    wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
+    rig.copier.stop()
+    start_rig(rig)
+    rig.place(order_type="MARKET", quantity=20, side="SELL")
+    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader bought and sold")
+    wait_until(lambda: len(rig.exchange.orders(f1)) == 2, 15,
                message=lambda: f"f1's copies of both: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
     wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 

@@ -133,6 +133,32 @@ class CopiesAtBroker:
 
 
 @dataclass(frozen=True)
+class CopyInDoubt:
+    """A follower's copy not known at its broker yet whose outcome may take a while: a placement
+    that may have been sent (after a restart, or a timeout) is looked up first, and a lookup that
+    finds nothing is believed only from `believed_from` (wall clock, seconds)."""
+
+    follower: str
+    correlation_id: str
+    key: tuple[str, str]  # its position's (exchange segment, security id)
+    leader: str
+    leader_order_id: str
+    leader_filled: int  # of the leader order when told
+    believed_from: float
+
+
+@dataclass(frozen=True)
+class CopiesInDoubt:
+    """Order actor -> sizing: copies not at their brokers that are looked up before they are
+    placed (again): loaded by a new incarnation (the sizing actor's memory of copies on their way
+    may have ended with the last run), or whose placement went unanswered. Exits of their followers
+    in their instruments wait for them until a lookup that finds nothing is believed and the copy
+    has had time to be placed."""
+
+    copies: tuple[CopyInDoubt, ...]
+
+
+@dataclass(frozen=True)
 class CopiesSettleDue:
     """Timer -> sizing: exits have waited long enough for their followers' copies on their way."""
 
