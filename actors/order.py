@@ -20,7 +20,7 @@ import pykka
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted, is_leader,
                              OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy,
-                             SizingReady, SyncCopies, UnwindLeg)
+                             SizingHeld, SizingReady, SyncCopies, UnwindLeg)
 from actors.order_answers import Answers
 from actors.order_batch import handle_batch, takes_in_batch
 from actors.order_catch_up import catch_up
@@ -156,6 +156,9 @@ class OrderActor(PooledActor):
     def _receive(self, message: Any) -> Any:
         if isinstance(message, CopiesWanted):
             return self.snapshot()
+        if isinstance(message, SizingHeld):
+            self.sighting.on_held(message.seconds)
+            return None
         if isinstance(message, (SizingReady, SizingOverdue)):
             if self.sighting.on_sizing(overdue=isinstance(message, SizingOverdue)):
                 stashed, self.stashed = self.stashed, []

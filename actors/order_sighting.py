@@ -166,6 +166,12 @@ class FirstSighting(OrderPart):
                 return
         self._decide(event_ids, update, received_ns, instrument, order_skip, adopted, (), None)
 
+    def on_held(self, seconds: float) -> None:
+        """The sizing actor holds the exit `seconds` longer than usual (copies whose placement is
+        looked up first): so much more patience before taking it for stuck."""
+        if self.sizing is not None:
+            self.actor.after(SIZING_TIMEOUT + seconds, SizingOverdue(), name="sizing")
+
     def on_sizing(self, overdue: bool) -> bool:
         """The sizing actor says the answer it owed is in (or it is overdue): True once decided."""
         sizing = self.sizing

@@ -21,12 +21,13 @@ import json
 import logging
 import time
 from collections import deque
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, CancelCopies, CatchUpCopy, CopiesMade, OrderActorIdle, OrderActorWanted,
+from actors.messages import (LEADER, CancelCopies, CatchUpCopy, CopiesMade, CopiesWanted, OrderActorIdle, OrderActorWanted,
                              OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg,
                              UnwindStrategy, is_leader)
 from actors.order import OrderActor
@@ -44,6 +45,8 @@ from trading.expiry import SESSION_VALIDITIES, ended_session
 from trading.orders import made_by_copier, update_from_dict
 
 log = logging.getLogger(__name__)
+
+RESUME_WAIT = 10.0  # seconds a start waits for the resumed order actors to have loaded their copies
 
 
 @dataclass(frozen=True)
@@ -102,13 +105,27 @@ class OrderRouter(PooledSupervised):
             self._acted_on = routing.unfinished_order_ids(self.ctx.store)
             # Resume: every order with work left gets its actor back, and every stored update not
             # yet done is routed again (a crash may have dropped it from an inbox).
-            for order_id in self.ctx.store.open_leader_order_ids():
-                self._child(order_id)
+            self._loaded([self._child(order_id) for order_id in self.ctx.store.open_leader_order_ids()])
             self._route_stored(min_age=0.0)
         except BaseException:
             self._stop_children()  # a start that fails leaves no order actors (nor their threads) behind
             raise
         self._sweeps = self.timers.every(self.sweep_seconds, self.address, Sweep())
+
+    def _loaded(self, resumed: list[Address]) -> None:
+        """Wait until the resumed order actors have loaded their copies: each tells the sizing actor
+        of those whose placement is looked up first, and that must reach it before any exit is
+        sized (an exit routed next, or heard live), or the exit reads positions without them."""
+        deadline = time.monotonic() + RESUME_WAIT
+        futures = [address.ref.ask(CopiesWanted(), block=False) for address in resumed if address.ref is not None]
+        for future in futures:
+            try:
+                future.result(max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                log.warning("resumed order actors not all loaded after %.0fs; routing on", RESUME_WAIT)
+                return
+            except Exception:  # noqa: BLE001 - a start that failed is its supervisor's (reported, restarted)
+                continue
 
     def _close_earlier_sessions(self) -> None:
         """Open DAY orders of an earlier trading day were expired by the exchange at that session's

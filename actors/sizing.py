@@ -40,7 +40,8 @@ from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesInDoubt, CopiesSettleDue,
                              ExitReadingDue, FillSeen, FreeCapital, PositionsSnapshot, RefreshAccounts, ReleaseCapital,
-                             ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingReady, SuspendAccount,
+                             ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady,
+                             SuspendAccount,
                              is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
@@ -60,7 +61,7 @@ _READINGS = itertools.count(1)
 NEXT_ROUND = 0  # an exit waiting for the next exit reading to begin (one is out)
 
 
-SIZING_TIMEOUT = 5.0  # the longest an order actor waits for a size, a reading's included, before it crashes
+SIZING_TIMEOUT = 5.0  # an order actor's patience for a size, a reading's included (OrderActor.sizing_patience)
 EXIT_READING_SECONDS = 3.0
 POSITIONS_UNREAD = "positions_unread"
 MAX_SIZED_KEPT = 100_000  # copies whose first sizing time is remembered (the oldest forgotten first)
@@ -115,6 +116,13 @@ class _Waiting:
         """Requests on one underlying are answered in the order they came."""
         first = self.requests[0] if self.requests else None
         return (first.instrument.underlying or first.terms.security_id) if first else ""
+
+    def tell_held(self, seconds: float) -> None:
+        """It is answered `seconds` later than an exit usually is: an asker that does not wait on
+        its future is told, so it does not take the sizing actor for stuck meanwhile."""
+        reply_to = getattr(self.message, "reply_to", None)
+        if reply_to is not None:
+            reply_to.tell(SizingHeld(seconds))
 
     def tell_settled(self) -> None:
         """Its future is set (an answer or a failure): an asker that does not wait on it is told."""
@@ -305,8 +313,7 @@ class SizingActor(PooledSupervised):
         if waiting.settle_by is not None:  # an exit waiting for its followers' copies on their way
             now, until = time.monotonic(), self._unsettled(waiting)
             if until is not None and until > waiting.settle_by:  # (a copy fell in doubt meanwhile)
-                waiting.settle_by = until
-                self.timers.after(until - now, self.address, CopiesSettleDue(), owner=self.actor_ref)
+                self._hold(waiting, until, now)
             if until is not None and now < waiting.settle_by:
                 return False
             waiting.settle_by = None  # (a long wait for copies in doubt leaves its reading half the time)
@@ -337,9 +344,7 @@ class SizingActor(PooledSupervised):
                 settle_by = self._unsettled(waiting) if self.timers is not None else None
                 if settle_by is not None:
                     waiting.read_since = time.monotonic()  # (its reading's deadline counts from now)
-                    waiting.settle_by = settle_by
-                    self.timers.after(settle_by - waiting.read_since, self.address, CopiesSettleDue(),
-                                      owner=self.actor_ref)
+                    self._hold(waiting, settle_by, waiting.read_since)
                     return False
                 self._read_for(waiting)
                 return False
@@ -353,7 +358,7 @@ class SizingActor(PooledSupervised):
         holds the exit for half an exit wait at most; once at its broker, the broker's positions
         tell (a fill that races the reading is read from its book), and an older one was lost on
         the way and is looked up. One in doubt (CopiesInDoubt) holds it until its lookups are
-        believed and a placement has had an exit wait more to reach the broker."""
+        believed and a placement has had half an exit wait more to reach the broker."""
         first = waiting.requests[0]
         now = time.monotonic()
         key, since = risk.position_key(first.terms), now - 2 * self.exit_reading_seconds
@@ -363,7 +368,7 @@ class SizingActor(PooledSupervised):
             for copy in self._on_way.get(follower, {}).values():
                 if copy.key != key or copy.leader_order_id == first.leader_order_id:
                     continue
-                doubt_over = copy.doubt_until + self.exit_reading_seconds if copy.doubt_until is not None else None
+                doubt_over = copy.doubt_until + self.exit_reading_seconds / 2 if copy.doubt_until is not None else None
                 if doubt_over is not None and doubt_over > now:
                     held = doubt_over
                 elif copy.sized_at >= since:
@@ -374,6 +379,15 @@ class SizingActor(PooledSupervised):
                 if (filled if filled is not None else copy.filled_then) != 0:
                     until = held if until is None else max(until, held)
         return until
+
+    def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
+        """The exit waits for its followers' copies until `until` (monotonic)."""
+        assert self.timers is not None
+        waiting.settle_by = until
+        self.timers.after(until - now, self.address, CopiesSettleDue(), owner=self.actor_ref)
+        longer = until - (waiting.read_since + self.exit_reading_seconds / 2)
+        if longer > 0:  # (copies in doubt: longer than half an exit wait)
+            waiting.tell_held(longer)
 
     def _in_doubt(self, message: CopiesInDoubt) -> None:
         """Copies looked up before they are placed (again): on their way until that is over."""

@@ -45,6 +45,7 @@ from actors.messages.sizing import (  # noqa: F401
     SizeCopy,
     SizeDecision,
     SizedCopies,
+    SizingHeld,
     SizingReady,
     SuspendAccount,
 )
@@ -183,6 +184,7 @@ __all__ = [
     "SizeCopy",
     "SizeDecision",
     "SizedCopies",
+    "SizingHeld",
     "SizingReady",
     "StorageRecovered",
     "SuperOrderRead",

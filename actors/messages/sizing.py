@@ -44,6 +44,14 @@ class SizingReady:
 
 
 @dataclass(frozen=True)
+class SizingHeld:
+    """Told to `SizeCopies.reply_to`: its exit waits `seconds` longer than an exit's usual wait,
+    for copies whose placement is looked up first (CopiesInDoubt): the asker's patience too."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class SizedCopies:
     """The answer to SizeCopies: one decision per follower, and the multi-leg strategy the leader
     order belongs to (its first leg's order id), if any."""
