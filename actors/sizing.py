@@ -118,8 +118,9 @@ class _Waiting:
         return (first.instrument.underlying or first.terms.security_id) if first else ""
 
     def tell_held(self, seconds: float) -> None:
-        """It is answered `seconds` later than an exit usually is: an asker that does not wait on
-        its future is told, so it does not take the sizing actor for stuck meanwhile."""
+        """It waits up to `seconds` more than a size usually takes (an exit ahead of it, or itself,
+        waits for copies in doubt): an asker that does not wait on its future is told, so it does
+        not take the sizing actor for stuck meanwhile."""
         reply_to = getattr(self.message, "reply_to", None)
         if reply_to is not None:
             reply_to.tell(SizingHeld(seconds))
@@ -202,6 +203,9 @@ class SizingActor(PooledSupervised):
         # id: an exit right after an order whose copy is still on its way waits for it, else the
         # follower's positions miss what that copy does
         self._on_way: dict[str, dict[str, _OnWay]] = {name: {} for name in rules}
+        # lane -> until when (monotonic) an exit in it waits for copies in doubt: what comes after
+        # it in its lane waits as long, and its askers are told so (SizingHeld)
+        self._held: dict[str, float] = {}
 
     def started(self) -> None:
         funds = {}
@@ -287,6 +291,9 @@ class SizingActor(PooledSupervised):
             return self._answer(waiting)
         waiting.future = pykka.ThreadingFuture()  # (made only for a request that waits: most never do)
         self.waiting.append(waiting)
+        held, now = self._held.get(waiting.lane, 0.0), time.monotonic()
+        if held > now:  # (behind an exit that waits for copies in doubt)
+            waiting.tell_held(held - now)
         return waiting.future
 
     def _asked_again(self, waiting: _Waiting) -> bool:
@@ -381,13 +388,18 @@ class SizingActor(PooledSupervised):
         return until
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
-        """The exit waits for its followers' copies until `until` (monotonic)."""
+        """The exit waits for its followers' copies until `until` (monotonic); longer than half an
+        exit wait (copies in doubt), it holds up its lane that long: every asker in it is told."""
         assert self.timers is not None
         waiting.settle_by = until
         self.timers.after(until - now, self.address, CopiesSettleDue(), owner=self.actor_ref)
-        longer = until - (waiting.read_since + self.exit_reading_seconds / 2)
-        if longer > 0:  # (copies in doubt: longer than half an exit wait)
-            waiting.tell_held(longer)
+        if until <= waiting.read_since + self.exit_reading_seconds / 2:
+            return
+        lane = waiting.lane
+        self._held = {other: held for other, held in self._held.items() if held > now}
+        self._held[lane] = max(self._held.get(lane, 0.0), until)
+        for other in [waiting, *(other for other in self.waiting if other is not waiting and other.lane == lane)]:
+            other.tell_held(until - now)
 
     def _in_doubt(self, message: CopiesInDoubt) -> None:
         """Copies looked up before they are placed (again): on their way until that is over."""

@@ -217,6 +217,29 @@ def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run
     wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 
 
+def test_B_2_an_exit_held_for_a_copy_in_doubt_longer_than_its_order_actors_patience_crashes_nothing(make_rig):
+    """As above, but the placement the last run sent never reached the broker: with a 3 s broker
+    timeout, the next run believes it absent and places the copy 6 s after it started, longer than
+    an order actor waits for a size. The exit waits for it all the same, and the buy after it (in
+    its lane) waits for the exit, their order actors told so: none crashes, the exit sells what
+    the copy brought, and the buy is copied after it."""
+    rig = make_rig(proxied=["f1"], config={"broker": {"timeout_seconds": 3}})
+    f1 = rig.follower_ids["f1"]
+    held = rig.proxies["f1"].hang("POST /orders", seconds=3.5, forward=NEVER, count=1)
+    rig.place(quantity=20, price=_through(rig, "BUY"))  # (a MARKET copy would be too late to place again)
+    wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
+    rig.copier.stop()
+    start_rig(rig)
+    restarts = metrics.ACTOR_RESTARTS.labels("order")._value.get()
+    exit_order = rig.place(quantity=20, side="SELL", price=_through(rig, "SELL"))
+    again = rig.place(quantity=10, price=_through(rig, "BUY"))
+    wait_until(lambda: _position(rig, LEADER_ID) == 10, message="the leader bought, sold and bought")
+    assert rig.follower_copy(exit_order, timeout=20)["quantity"] == 10, list(m.Skip.select().dicts())
+    assert rig.follower_copy(again, timeout=20)["quantity"] == 5
+    wait_until(lambda: _position(rig, f1) == 5, 5, message=lambda: f"f1 holds 5, not {_position(rig, f1)}")
+    assert metrics.ACTOR_RESTARTS.labels("order")._value.get() == restarts
+
+
 def test_B_2_orders_traded_in_and_out_while_the_leaders_socket_was_down_leave_the_follower_its_share(rig):
     """Caught up from the leader's order book after its socket came back, each order is copied as
     the trade it was when placed: the sale of everything, two buys after it, and the sale of half
