@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable
 
 import pykka
 
@@ -46,8 +46,8 @@ from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, Copi
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
-from trading.account import PositionKey
 from trading.calendar import ist_date, now as exchange_now
+from trading.copies_on_way import CopyOnWay, held_until
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, size_order
@@ -82,17 +82,6 @@ def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float =
     if isinstance(answer, pykka.Future) and wait:
         answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
     return answer
-
-
-class _OnWay(NamedTuple):
-    """A follower's copy sized and not yet at its broker."""
-
-    key: PositionKey
-    leader: str
-    leader_order_id: str
-    filled_then: int  # the leader order's filled quantity when sized (or told of)
-    sized_at: float  # monotonic
-    doubt_until: float | None = None  # monotonic: its placement is looked up until about then (CopiesInDoubt)
 
 
 @dataclass
@@ -202,7 +191,7 @@ class SizingActor(PooledSupervised):
         # follower -> the copies sized (or looked up) and not yet at their broker, by correlation
         # id: an exit right after an order whose copy is still on its way waits for it, else the
         # follower's positions miss what that copy does
-        self._on_way: dict[str, dict[str, _OnWay]] = {name: {} for name in rules}
+        self._on_way: dict[str, dict[str, CopyOnWay]] = {name: {} for name in rules}
         # lane -> until when (monotonic) an exit in it waits for copies in doubt: what comes after
         # it in its lane waits as long, and its askers are told so (SizingHeld)
         self._held: dict[str, float] = {}
@@ -285,14 +274,13 @@ class SizingActor(PooledSupervised):
     def _admit(self, message: SizeCopies | SizeCopy) -> Any:
         """The answer now when it can be given, else a future answered once it can."""
         waiting = _Waiting(message, message.requests if isinstance(message, SizeCopies) else (message,))
-        if self._asked_again(waiting):
-            return waiting.future
-        if self._ready(waiting, self.waiting):
-            return self._answer(waiting)
-        waiting.future = pykka.ThreadingFuture()  # (made only for a request that waits: most never do)
-        self.waiting.append(waiting)
+        if not self._asked_again(waiting):
+            if self._ready(waiting, self.waiting):
+                return self._answer(waiting)
+            waiting.future = pykka.ThreadingFuture()  # (made only for a request that waits: most never do)
+            self.waiting.append(waiting)
         held, now = self._held.get(waiting.lane, 0.0), time.monotonic()
-        if held > now:  # (behind an exit that waits for copies in doubt)
+        if held > now:  # (in a lane held by an exit that waits for copies in doubt)
             waiting.tell_held(held - now)
         return waiting.future
 
@@ -358,34 +346,13 @@ class SizingActor(PooledSupervised):
         return True
 
     def _unsettled(self, waiting: _Waiting) -> float | None:
-        """Until when (monotonic) the exit waits for its followers' copies in its instrument on
-        their way (an entry that adds to what the exit reduces, or an exit before it that takes
-        away), None when there is none: copies of leader orders that have filled (their fills are
-        in the leader's position), not yet at their brokers. One sized in the last two exit waits
-        holds the exit for half an exit wait at most; once at its broker, the broker's positions
-        tell (a fill that races the reading is read from its book), and an older one was lost on
-        the way and is looked up. One in doubt (CopiesInDoubt) holds it until its lookups are
-        believed and a placement has had half an exit wait more to reach the broker."""
-        first = waiting.requests[0]
-        now = time.monotonic()
-        key, since = risk.position_key(first.terms), now - 2 * self.exit_reading_seconds
-        start = waiting.read_since or now
-        until: float | None = None
-        for follower in waiting.followers:
-            for copy in self._on_way.get(follower, {}).values():
-                if copy.key != key or copy.leader_order_id == first.leader_order_id:
-                    continue
-                doubt_over = copy.doubt_until + self.exit_reading_seconds / 2 if copy.doubt_until is not None else None
-                if doubt_over is not None and doubt_over > now:
-                    held = doubt_over
-                elif copy.sized_at >= since:
-                    held = start + self.exit_reading_seconds / 2
-                else:
-                    continue
-                filled = self.ledger.filled(copy.leader, copy.leader_order_id) if self.ledger is not None else None
-                if (filled if filled is not None else copy.filled_then) != 0:
-                    until = held if until is None else max(until, held)
-        return until
+        """Until when the exit waits for its followers' copies on their way (None: it need not)."""
+        first, now = waiting.requests[0], time.monotonic()
+        ledger = self.ledger
+        return held_until((copy for follower in waiting.followers for copy in self._on_way.get(follower, {}).values()),
+                          risk.position_key(first.terms), first.leader_order_id, now, waiting.read_since or now,
+                          self.exit_reading_seconds,
+                          ledger.filled if ledger is not None else lambda _leader, _order_id: None)
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
         """The exit waits for its followers' copies until `until` (monotonic); longer than half an
@@ -409,8 +376,8 @@ class SizingActor(PooledSupervised):
             on_way.pop(copy.correlation_id, None)  # (kept in the order told: the oldest forgotten first)
             if len(on_way) >= MAX_ON_WAY_KEPT:
                 del on_way[next(iter(on_way))]
-            on_way[copy.correlation_id] = _OnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled,
-                                                 now, now + max(0.0, copy.believed_from - wall))
+            on_way[copy.correlation_id] = CopyOnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled,
+                                                    now, now + max(0.0, copy.believed_from - wall))
         if any(waiting.settle_by is not None for waiting in self.waiting):
             self._drain()
 
@@ -671,8 +638,8 @@ class SizingActor(PooledSupervised):
             return  # (a re-size of a copy still open)
         if len(on_way) >= MAX_ON_WAY_KEPT:  # (the oldest forgotten first: by then resting, not on its way)
             del on_way[next(iter(on_way))]
-        on_way[request.correlation_id] = _OnWay(risk.position_key(request.terms), request.leader,
-                                                request.leader_order_id, request.leader_filled, time.monotonic())
+        on_way[request.correlation_id] = CopyOnWay(risk.position_key(request.terms), request.leader,
+                                                   request.leader_order_id, request.leader_filled, time.monotonic())
 
     def _made_ns(self, fill: FillSeen) -> int:
         """When the order of `fill` could first exist: its copy's first sizing (0: not known)."""

@@ -1,0 +1,49 @@
+"""How long an exit waits for its followers' copies still on their way to the broker.
+
+An exit is sized from what each follower holds. A copy of an earlier leader order that has not
+reached its broker yet is not in those positions: an entry it brings, or an earlier exit it takes
+away, would be missed, and the follower sold nothing (nothing to reduce) or the wrong fraction.
+The sizing actor (actors/sizing.py) remembers each follower's copies until they reach their
+broker and asks `held_until` before it reads an exit's positions."""
+from __future__ import annotations
+
+from typing import Callable, Iterable, NamedTuple
+
+from trading.account import PositionKey
+
+
+class CopyOnWay(NamedTuple):
+    """A follower's copy sized (or loaded by a new incarnation) and not yet at its broker."""
+
+    key: PositionKey
+    leader: str
+    leader_order_id: str
+    filled_then: int  # the leader order's filled quantity when sized (or told of)
+    sized_at: float  # monotonic
+    doubt_until: float | None = None  # monotonic: its placement is looked up first until about then
+
+
+def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str, now: float, start: float,
+               exit_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
+    """Until when (monotonic) an exit of leader order `exit_order_id` in instrument `key`, whose
+    wait began at `start`, waits for `copies`, None when it need not wait for any. Only copies of
+    leader orders that have filled count (`filled(leader, order id)`, None when not known: the
+    copy's `filled_then`): their fills are in the leader's position. A copy sized in the last two
+    exit waits holds it until half an exit wait after `start` at most: a slower one was lost on
+    its way and is looked up. A copy in doubt holds it until its lookups are believed and half an
+    exit wait more, for its placement to reach the broker."""
+    since = now - 2 * exit_wait
+    until: float | None = None
+    for copy in copies:
+        if copy.key != key or copy.leader_order_id == exit_order_id:
+            continue
+        if copy.doubt_until is not None and copy.doubt_until + exit_wait / 2 > now:
+            held = copy.doubt_until + exit_wait / 2
+        elif copy.sized_at >= since:
+            held = start + exit_wait / 2
+        else:
+            continue
+        known = filled(copy.leader, copy.leader_order_id)
+        if (known if known is not None else copy.filled_then) != 0:
+            until = held if until is None else max(until, held)
+    return until
