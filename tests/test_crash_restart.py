@@ -1,5 +1,6 @@
 """The real run.py process is SIGKILLed at random points of a burst and restarted;
-every leader order ends with exactly one copy per follower (exactly once via correlation ids)."""
+every leader order ends with exactly one copy per follower (exactly once via correlation ids),
+and every follower with its share of its leader's position."""
 from __future__ import annotations
 
 import random
@@ -7,7 +8,7 @@ import subprocess
 import threading
 from collections import Counter
 
-from tests.conftest import (client, copier_ready, end_processes, kill_during_burst, placed_again,
+from tests.conftest import (client, copier_ready, end_processes, kill_during_burst, paper_control, placed_again,
                             start_copier_process, start_paper_process, wait_until, write_live_config)
 
 ORDERS = 40
@@ -139,5 +140,78 @@ def test_sigkill_in_the_middle_of_sliced_placements_never_doubles_or_misses_a_sl
         assert {(name, e["correlationId"]): e["quantity"] for name, e in held} == expected
         assert all(e["orderStatus"] == "PENDING" for _name, e in held), "a slice was refused"
         print(f"{SLICED_ORDERS} leader orders, {len(expected)} slices, 3 SIGKILLs: 0 doubled, 0 missed")
+    finally:
+        end_processes(copier, exchange)
+
+
+TRADES = 40
+
+
+def test_7_7_sigkill_while_the_leader_trades_in_and_out_leaves_every_follower_holding_its_share(tmp_path):
+    """The leader buys and sells (each order trades at once), often selling part or all of what it
+    holds, while the real run.py is SIGKILLed and restarted: once the copier settles, every
+    follower holds half the leader's position on the exchange's books (ratio 0.5), each leader
+    order has one copy per follower, and none was sent twice. (Exits right after a restart wait
+    for the copies the killed copier was placing: up to two broker timeouts.)"""
+    rng = random.Random(2911)
+    exchange, urls, accounts = start_paper_process("--accounts", "3", "--no-price-walk", "--unlimited")
+    copier: subprocess.Popen | None = None
+    try:
+        (leader_id, leader_token), *followers = accounts
+        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
+        db = tmp_path / "copytrader.db"
+
+        def start_copier() -> subprocess.Popen:
+            return start_copier_process(path)
+
+        copier = start_copier()
+        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        leader = client(urls["REST"], leader_id, leader_token, timeout=10)
+        price = float(paper_control(urls["CONTROL"], "price", security_id="2885"))
+        placed: list[str] = []
+        burst_done = threading.Event()
+
+        def burst() -> None:
+            held = 0
+            for i in range(TRADES):
+                if held and rng.random() < 0.45:  # an exit: all of it, or an even part
+                    side, quantity = "SELL", rng.choice([held, 2 * rng.randint(1, held // 2)])
+                else:
+                    side, quantity = "BUY", 2 * rng.randint(1, 10)
+                through = 1.01 if side == "BUY" else 0.99  # priced through the market: it trades at once
+                answer = leader.place_order(security_id="2885", exchange_segment="NSE_EQ", transaction_type=side,
+                                            quantity=quantity, order_type="LIMIT", product_type="INTRADAY",
+                                            price=round(round(price * through / 0.05) * 0.05, 2))
+                assert answer["status"] == "success", answer
+                held += quantity if side == "BUY" else -quantity
+                placed.append(answer["data"]["orderId"])
+                if burst_done.wait(rng.uniform(0.05, 0.25)):
+                    return
+            burst_done.set()
+
+        thread = threading.Thread(target=burst)
+        thread.start()
+        copier = kill_during_burst(copier, start_copier, lambda: placed, rng, KILLS, pause=(0.3, 1.5))
+        thread.join(60)
+        assert len(placed) == TRADES
+
+        def position(client_id: str) -> int:
+            return sum(p["netQty"] for p in paper_control(urls["CONTROL"], "positions", client_id=client_id)
+                       if p["securityId"] == "2885")
+
+        def copies() -> Counter:
+            return Counter((f"f{i + 1}", entry.get("correlationId"))
+                           for i, (cid, tok) in enumerate(followers)
+                           for entry in client(urls["REST"], cid, tok, timeout=10).get_order_list()["data"])
+
+        wait_until(lambda: sum(copies().values()) >= TRADES * len(followers), 60, interval=0.2,
+                   message=lambda: f"{TRADES * len(followers)} copies, {sum(copies().values())} on the books")
+        leader_holds = position(leader_id)
+        wait_until(lambda: all(position(cid) == leader_holds // 2 for cid, _tok in followers), 30, interval=0.2,
+                   message=lambda: f"followers holding {leader_holds // 2} as the leader holds {leader_holds}: "
+                                   f"{[position(cid) for cid, _tok in followers]}")
+        counts = copies()
+        assert max(counts.values()) == 1, "a correlation id appears twice"
+        assert placed_again(urls, [cid for cid, _tok in followers]) == 0, "a copy was sent twice"
     finally:
         end_processes(copier, exchange)
