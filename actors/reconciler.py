@@ -39,8 +39,10 @@ from broker.gateway import DhanGateway
 from storage import Store
 from supervisors import Address, Supervised, Timers
 from trading import reconcile as r
+from trading.account import PositionKey, net_quantities
 from trading.instruments import InstrumentMaster
 from trading.orders import OrderTerms, OrderUpdate, made_by_copier
+from trading.risk import position_key
 from trading.sizing import SizingRule
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,13 @@ def _book(gateway: DhanGateway, source: str) -> list[OrderUpdate]:
     if not answer.ok:
         raise RuntimeError(f"{gateway.account}: order book unavailable: {answer.error}")
     return list(answer.data.entries)  # (the gateway logs each entry it could not read)
+
+
+def _positions(gateway: DhanGateway) -> dict[PositionKey, int]:
+    answer = gateway.positions()
+    if not answer.ok:
+        raise RuntimeError(f"{gateway.account}: positions unavailable: {answer.error}")
+    return net_quantities(answer.data.entries)
 
 
 DEFAULT_FILL_GRACE_SECONDS = 30.0
@@ -107,9 +116,9 @@ def leader_books(gateways: Mapping[str, DhanGateway]) -> dict[str, tuple[str, Or
 
 def reconcile_once(store: Store, gateways: dict[str, DhanGateway], followers: list[str],
                    resize: Resize | None = None, fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS,
-                   ) -> tuple[list[r.Divergence], dict[str, tuple[str, OrderUpdate]]]:
-    """Fetch the books, read storage, compare. Returns the divergences and the leaders' orders by
-    id (each with its leader account)."""
+                   ) -> tuple[list[r.Divergence], dict[str, tuple[str, OrderUpdate]], dict[str, list[OrderUpdate]]]:
+    """Fetch the books, read storage, compare. Returns the divergences, the leaders' orders by id
+    (each with its leader account) and the followers' books."""
     leaders = leader_books(gateways)
     follower_books = {name: _book(gateways[name], "reconcile") for name in followers}
     copies, known = store.copies.for_reconcile()
@@ -117,7 +126,27 @@ def reconcile_once(store: Store, gateways: dict[str, DhanGateway], followers: li
         lambda follower, leader: resize(follower, leaders[leader.order_id][0], leader.terms))
     divergences = r.find_divergences([u for _account, u in leaders.values()], follower_books, copies, known,
                                      followers, resize=by_order, now=time.time(), fill_grace_seconds=fill_grace_seconds)
-    return divergences, leaders
+    return divergences, leaders, follower_books
+
+
+Follows = Callable[[str, str], bool]  # (follower, leader account) -> whether it copies that leader
+Seen = set[tuple[str, PositionKey]]
+
+
+def position_check(gateways: Mapping[str, DhanGateway], followers: list[str], follows: Follows,
+                   leaders: Mapping[str, tuple[str, OrderUpdate]], follower_books: Mapping[str, list[OrderUpdate]],
+                   seen_before: Seen) -> tuple[list[r.Divergence], Seen]:
+    """Each follower's positions against its leaders' (`r.positions_against_leaders`), read after
+    the books (`reconcile_once`'s) that say which instruments are still settling and which were
+    copied today: a fill between the two reads shows as an order still open."""
+    books = [*(update for _account, update in leaders.values()), *(u for book in follower_books.values() for u in book)]
+    settling = {position_key(u.terms) for u in books if u.status.is_open}
+    copied = {f: {position_key(u.terms) for u in follower_books[f] if made_by_copier(u) and u.filled_qty > 0}
+              for f in followers}
+    accounts = [account for account in gateways if is_leader(account) or account in followers]
+    positions = {account: _positions(gateways[account]) for account in accounts}
+    return r.positions_against_leaders({a: held for a, held in positions.items() if is_leader(a)},
+                                       {f: positions[f] for f in followers}, follows, copied, settling, seen_before)
 
 
 class ReconcilerActor(Supervised):
@@ -125,7 +154,9 @@ class ReconcilerActor(Supervised):
                  gateways: dict[str, DhanGateway], followers: list[str], router: Address,
                  alert: Callable[[str, str, str], None], timers: Timers, interval_seconds: float = 60.0,
                  repair: bool = True, resize: Resize | None = None,
-                 fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS, request_poll_seconds: float = 0.5) -> None:
+                 fill_grace_seconds: float = DEFAULT_FILL_GRACE_SECONDS, request_poll_seconds: float = 0.5,
+                 follows: Follows | None = None) -> None:
+        """`follows`: which leaders each follower copies, for the position check (None: not made)."""
         super().__init__(address, supervisor)
         self.request_poll_seconds = request_poll_seconds
         self.answered: str | None = None
@@ -135,6 +166,8 @@ class ReconcilerActor(Supervised):
         self.repair = repair
         self.resize = resize
         self.fill_grace_seconds = fill_grace_seconds
+        self.follows = follows
+        self._against: Seen = set()  # followers found holding against their leaders last round
 
     def started(self) -> None:
         for kind in r.KINDS:
@@ -160,8 +193,12 @@ class ReconcilerActor(Supervised):
         return None
 
     def run(self) -> list[r.Divergence]:
-        divergences, leader_book = reconcile_once(self.store, self.gateways, self.followers, self.resize,
-                                                  self.fill_grace_seconds)
+        divergences, leader_book, follower_books = reconcile_once(self.store, self.gateways, self.followers,
+                                                                  self.resize, self.fill_grace_seconds)
+        if self.follows is not None:
+            against, self._against = position_check(self.gateways, self.followers, self.follows, leader_book,
+                                                    follower_books, self._against)
+            divergences = [*divergences, *against]
         metrics.RECONCILE_RUNS.inc()
         done: set[tuple[str, str]] = set()  # (what, leader order): each repair once per run
         repaired = [self._repair(d, leader_book, done) if self.repair else False for d in divergences]
@@ -174,6 +211,10 @@ class ReconcilerActor(Supervised):
             self.alert("warning", "divergence", f"reconciler found {len(divergences)} divergences "
                        f"({sum(repaired)} repaired); see run.py reconcile")
         for divergence in divergences:
+            if divergence.kind == r.POSITION_AGAINST_LEADER:
+                self.alert("error", f"position_against_leader:{divergence.follower}",
+                           f"follower {divergence.follower}: {divergence.detail}; reported only: close it by "
+                           "hand if it should not be held")
             if divergence.kind == r.COPY_CANCELLED_LEADER_OPEN:
                 self.alert("error", f"cancelled_copy:{divergence.follower}",
                            f"follower {divergence.follower}: the copy of leader order {divergence.leader_order_id} "
@@ -188,8 +229,8 @@ class ReconcilerActor(Supervised):
             return
         self.answered = request
         try:
-            divergences, _book = reconcile_once(self.store, self.gateways, self.followers, self.resize,
-                                                self.fill_grace_seconds)
+            divergences, _leaders, _books = reconcile_once(self.store, self.gateways, self.followers, self.resize,
+                                                           self.fill_grace_seconds)
             answer = report_json(request, divergences)
         except RuntimeError as exc:
             answer = report_json(request, error=str(exc))

@@ -361,7 +361,7 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
         a, top, store, copier.gateways, names, router_address, copier.alerts, timers,
         interval_seconds=config.reconcile.interval_seconds, repair=config.reconcile.repair,
         resize=resize_by_rule(roster.rule_for, instruments),
-        fill_grace_seconds=fill_grace(config.copy.lag_alert_seconds)), kind="reconciler"))
+        fill_grace_seconds=fill_grace(config.copy.lag_alert_seconds), follows=roster.follows), kind="reconciler"))
     specs.append(ChildSpec("kill_switch", lambda a: KillSwitchActor.start(
         a, top, store, router_address, copier.alerts, timers, broker_switches,
         on_change=lambda on: kill_switch_on.set() if on else kill_switch_on.clear(),

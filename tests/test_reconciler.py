@@ -6,7 +6,8 @@ import pytest
 
 from actors.messages import Reconcile
 from storage import models as m
-from tests.conftest import LEADER_ID, client, run_command, start_rig, wait_until
+from tests.conftest import LEADER_ID, RELIANCE, client, run_command, start_rig, wait_until
+from tests.faultproxy import NEVER
 from trading import reconcile as r
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate, Product, Side, Validity
 from trading.sizing import SizingRule
@@ -241,3 +242,62 @@ def test_each_copy_is_compared_with_its_leaders_order_as_it_is_now(leader, copy,
 ])
 def test_a_copy_is_resized_by_its_followers_rule_alone(rule, terms, lot, expected):
     assert r.rule_quantity(rule, terms, lot) == expected
+
+
+RELIANCE_KEY, TCS_KEY = ("NSE_EQ", "2885"), ("NSE_EQ", "11536")
+POSITION_ROWS = [
+    # (why, leaders' positions, f1's, f1 copied, settling, f1 seen so the round before, reported)
+    ("flat leader, f1 still long, the round before too", {"leader": {}}, {RELIANCE_KEY: 10}, {RELIANCE_KEY}, set(),
+     True, "f1 holds 10 of NSE_EQ 2885 while its leader holds none"),
+    ("found the first time only: a leader's exit whose copy is on its way looks the same", {"leader": {}},
+     {RELIANCE_KEY: 10}, {RELIANCE_KEY}, set(), False, None),
+    ("the other side of its leader", {"leader": {RELIANCE_KEY: 20}}, {RELIANCE_KEY: -4}, {RELIANCE_KEY}, set(), True,
+     "f1 holds -4 of NSE_EQ 2885 while its leader holds 20"),
+    ("its leader's side, whatever its size", {"leader": {RELIANCE_KEY: 20}}, {RELIANCE_KEY: 3}, {RELIANCE_KEY}, set(),
+     True, None),
+    ("flat with its leader", {"leader": {RELIANCE_KEY: 20}}, {}, {RELIANCE_KEY}, set(), True, None),
+    ("an instrument never copied to it today (a holding of its own)", {"leader": {}}, {TCS_KEY: 5}, {RELIANCE_KEY},
+     set(), True, None),
+    ("an order still open in it: left for a later round", {"leader": {}}, {RELIANCE_KEY: 10}, {RELIANCE_KEY},
+     {RELIANCE_KEY}, True, None),
+    ("a leader it does not copy is not its leader", {"leader:b": {RELIANCE_KEY: 10}}, {RELIANCE_KEY: 10},
+     {RELIANCE_KEY}, set(), True, None),
+    ("one of two leaders on its side", {"leader": {}, "leader:a": {RELIANCE_KEY: 6}}, {RELIANCE_KEY: 10},
+     {RELIANCE_KEY}, set(), True, None),
+    ("both leaders flat", {"leader": {}, "leader:a": {}}, {RELIANCE_KEY: 10}, {RELIANCE_KEY}, set(), True,
+     "f1 holds 10 of NSE_EQ 2885 while its leader holds none"),
+]
+
+
+@pytest.mark.parametrize("why, leaders, held, copied, settling, before, reported", POSITION_ROWS,
+                         ids=[row[0] for row in POSITION_ROWS])
+def test_B_5_a_follower_holding_against_its_leaders_is_reported(why, leaders, held, copied, settling, before,
+                                                                 reported):
+    found, seen = r.positions_against_leaders(leaders, {"f1": held}, lambda _f, leader: leader != "leader:b",
+                                              {"f1": copied}, settling, {("f1", RELIANCE_KEY)} if before else set())
+    assert [d.detail for d in found] == ([reported] if reported else [])
+    assert all((d.kind, d.follower, d.leader_order_id) == (r.POSITION_AGAINST_LEADER, "f1", None) for d in found)
+    if reported:
+        assert ("f1", RELIANCE_KEY) in seen
+
+
+def test_B_5_a_follower_left_holding_what_its_leader_sold_is_reported_and_alerted(make_rig):
+    """The follower's copy of its leader's exit is refused by its broker: the leader is flat, the
+    follower still holds 10. The reconciler reports it (once it has seen it in two rounds running)
+    and raises an error alert; it trades nothing."""
+    rig = make_rig(proxied=["f1"], config={"reconcile": {"interval_seconds": 0}})
+    price = rig.exchange.price(RELIANCE)  # (priced through it, each order trades at once)
+    entry = rig.place(quantity=20, price=round(price * 1.05, 1))
+    rig.wait_row(entry, lambda row: row.status == "TRADED", message="the entry copied and filled")
+    refusal = '{"errorType": "Order_Error", "errorCode": "DH-906", "errorMessage": "order refused by RMS"}'
+    rig.proxies["f1"].respond("POST /orders", 400, refusal, forward=NEVER)
+    exit_order = rig.place(quantity=20, side="SELL", price=round(price * 0.95, 1))
+    rig.wait_row(exit_order, lambda row: row.status == "REJECTED", message="the exit's copy refused")
+    reconciler = rig.copier.address("reconciler")
+    assert [d for d in reconciler.ask(Reconcile(), timeout=30) if d.kind == r.POSITION_AGAINST_LEADER] == []
+    found = [d for d in reconciler.ask(Reconcile(), timeout=30) if d.kind == r.POSITION_AGAINST_LEADER]
+    assert [(d.follower, d.detail) for d in found] == [("f1", "f1 holds 10 of NSE_EQ 2885 while its leader holds none")]
+    alerts = rig.store.read(lambda: [a.message for a in m.Alert.select()
+                                     .where(m.Alert.key == "position_against_leader:f1")])
+    assert alerts and "holds 10" in alerts[0]
+    assert rig.follower_placements("f1") == 1  # the entry: nothing was traded to mend it

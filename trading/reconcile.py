@@ -7,14 +7,19 @@ copies faithful to a stale view. So every open copy is compared with the leader'
 its quantity with the leader's quantity re-sized by the follower's rule, its price, trigger and
 order type, and its status with the leader's.
 
+And each follower's position with its leaders': whatever made a copy wrong (an exit sized before
+a copy ahead of it reached the broker, a copy refused, a hand trade), a follower that holds an
+instrument its leaders are flat in, or holds the other side, is at risk its leaders are not.
+
 Pure: the reconciler actor (and `run.py reconcile`) fetch the books and the stored copies and
 call `find_divergences`; storing, alerting and repairing are theirs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Collection, Iterable, Mapping
 
+from trading.account import PositionKey
 from trading.orders import OrderStatus, OrderTerms, OrderType, OrderUpdate
 from trading.sizing import SizingRule, size_order
 
@@ -26,8 +31,10 @@ COPY_TERMS_MISMATCH = "copy_terms_mismatch"  # an open copy whose price, trigger
 COPY_CANCELLED_LEADER_OPEN = "copy_cancelled_leader_open"  # a copy cancelled, not by design, while its leader is open
 COPY_OPEN_LEADER_FILLED = "copy_open_leader_filled"  # a copy still open well after its leader's order filled
 OUTCOME_UNKNOWN = "outcome_unknown"  # a copy whose placement's outcome the copier does not know yet
+# a follower holds, in an instrument copied to it today, what its leaders do not: none, or the other side
+POSITION_AGAINST_LEADER = "position_against_leader"
 KINDS = (MISSING_REPLICATION, MISSING_FOLLOWER_ORDER, STATUS_MISMATCH, QUANTITY_MISMATCH, COPY_TERMS_MISMATCH,
-         COPY_CANCELLED_LEADER_OPEN, COPY_OPEN_LEADER_FILLED, OUTCOME_UNKNOWN)
+         COPY_CANCELLED_LEADER_OPEN, COPY_OPEN_LEADER_FILLED, OUTCOME_UNKNOWN, POSITION_AGAINST_LEADER)
 
 _FINISHED = (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
 _PRICED = (OrderType.LIMIT, OrderType.STOP_LOSS)
@@ -220,3 +227,35 @@ def _terms_against_leader(leader: OrderUpdate, at_broker: OrderUpdate, copy: Sto
     if differences:
         return [Divergence(COPY_TERMS_MISMATCH, leader.order_id, copy.follower, f"{name} " + "; ".join(differences))]
     return []
+
+
+def positions_against_leaders(leaders: Mapping[str, Mapping[PositionKey, int]],
+                              followers: Mapping[str, Mapping[PositionKey, int]], follows: Callable[[str, str], bool],
+                              copied: Mapping[str, Collection[PositionKey]], settling: Collection[PositionKey],
+                              seen_before: Collection[tuple[str, PositionKey]] = (),
+                              ) -> tuple[list[Divergence], set[tuple[str, PositionKey]]]:
+    """Followers holding, in an instrument copied to them today (`copied`: a copy of theirs
+    filled in it), what every leader they follow is flat in, or the side opposite to all of them.
+    Instruments with an order still open in any book (`settling`) are left for a later round, and
+    a follower is reported only when it was found so in the round before too (`seen_before`): a
+    leader's exit whose copy is on its way looks the same for a moment. Returns the divergences and
+    what was found this round (the next round's `seen_before`)."""
+    found: list[Divergence] = []
+    seen: set[tuple[str, PositionKey]] = set()
+    for follower, held in sorted(followers.items()):
+        theirs = [positions for leader, positions in sorted(leaders.items()) if follows(follower, leader)]
+        for key in sorted(set(copied.get(follower, ()))):
+            quantity = held.get(key, 0)
+            if not theirs or quantity == 0 or key in settling:
+                continue
+            leader_quantities = [positions.get(key, 0) for positions in theirs]
+            sides = {q > 0 for q in leader_quantities if q}
+            if sides and sides != {quantity < 0}:
+                continue  # (a leader holds the follower's side: its size is the sizing rule's)
+            seen.add((follower, key))
+            if (follower, key) in seen_before:
+                what = "none" if not sides else f"{sum(leader_quantities)}"
+                found.append(Divergence(POSITION_AGAINST_LEADER, None, follower,
+                                        f"{follower} holds {quantity} of {key[0]} {key[1]} while its leader "
+                                        f"holds {what}"))
+    return found, seen
