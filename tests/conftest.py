@@ -192,6 +192,24 @@ def start_copier_process(config_path: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def started_copier(tmp_path: Path, urls: dict[str, str], accounts: list[tuple[str, str]],
+                   ratio: float) -> tuple[subprocess.Popen, Callable[[], subprocess.Popen]]:
+    """The real `run.py` on a live config for these paper accounts, once it is ready, and how to
+    start it again (for tests that SIGKILL it); ended if it never gets ready."""
+    path = write_live_config(tmp_path, urls, accounts, ratio=ratio)
+
+    def start() -> subprocess.Popen:
+        return start_copier_process(path)
+
+    copier = start()
+    try:
+        wait_until(lambda: copier_ready(tmp_path / "copytrader.db"), 30, message="copier ready")
+    except BaseException:
+        end_processes(copier)
+        raise
+    return copier, start
+
+
 def copier_ready(db: Path) -> bool:
     """A copier process is ready once it has recorded the leader's baseline (read from its file)."""
     if not db.exists():

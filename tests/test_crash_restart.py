@@ -8,8 +8,8 @@ import subprocess
 import threading
 from collections import Counter
 
-from tests.conftest import (client, copier_ready, end_processes, kill_during_burst, paper_control, placed_again,
-                            start_copier_process, start_paper_process, wait_until, write_live_config)
+from tests.conftest import (client, end_processes, kill_during_burst, paper_control, placed_again, start_paper_process,
+                            started_copier, wait_until)
 
 ORDERS = 40
 KILLS = 4
@@ -27,14 +27,7 @@ def test_7_7_sigkill_mid_burst_never_doubles_or_misses(tmp_path):
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
-        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
-        db = tmp_path / "copytrader.db"
-
-        def start_copier() -> subprocess.Popen:
-            return start_copier_process(path)
-
-        copier = start_copier()
-        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        copier, start_copier = started_copier(tmp_path, urls, accounts, ratio=0.5)
         leader = client(urls["REST"], leader_id, leader_token, timeout=10)
         placed: list[str] = []
         burst_done = threading.Event()
@@ -92,14 +85,7 @@ def test_sigkill_in_the_middle_of_sliced_placements_never_doubles_or_misses_a_sl
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
-        path = write_live_config(tmp_path, urls, accounts, ratio=3)
-        db = tmp_path / "copytrader.db"
-
-        def start_copier() -> subprocess.Popen:
-            return start_copier_process(path)
-
-        copier = start_copier()
-        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        copier, start_copier = started_copier(tmp_path, urls, accounts, ratio=3)
         leader = client(urls["REST"], leader_id, leader_token, timeout=10)
         placed: dict[str, int] = {}  # leader order id -> its quantity
         burst_done = threading.Event()
@@ -158,14 +144,7 @@ def test_7_7_sigkill_while_the_leader_trades_in_and_out_leaves_every_follower_ho
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
-        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
-        db = tmp_path / "copytrader.db"
-
-        def start_copier() -> subprocess.Popen:
-            return start_copier_process(path)
-
-        copier = start_copier()
-        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        copier, start_copier = started_copier(tmp_path, urls, accounts, ratio=0.5)
         leader = client(urls["REST"], leader_id, leader_token, timeout=10)
         price = float(paper_control(urls["CONTROL"], "price", security_id="2885"))
         placed: list[str] = []

@@ -13,8 +13,7 @@ from collections import Counter
 import pytest
 
 from trading import copy as c
-from tests.conftest import (client, copier_ready, end_processes, start_copier_process, start_paper_process, wait_until,
-                            write_live_config)
+from tests.conftest import client, end_processes, start_paper_process, started_copier, wait_until
 
 FOLLOWERS = 40
 UNTHROTTLED_EXCHANGE = {"rate_limits": {"per_second": 10_000, "per_minute": None, "per_hour": None, "per_day": None}}
@@ -104,12 +103,6 @@ def test_sigkill_while_a_fan_outs_replies_are_stored_together_never_doubles_or_m
     copier: subprocess.Popen | None = None
     try:
         (leader_id, leader_token), *followers = accounts
-        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
-        db = tmp_path / "copytrader.db"
-
-        def start_copier() -> subprocess.Popen:
-            return start_copier_process(path)
-
         def copies() -> Counter:
             counts: Counter = Counter()
             for i, (cid, tok) in enumerate(followers):
@@ -117,8 +110,7 @@ def test_sigkill_while_a_fan_outs_replies_are_stored_together_never_doubles_or_m
                     counts[(f"f{i + 1}", entry.get("correlationId"))] += 1
             return counts
 
-        copier = start_copier()
-        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        copier, start_copier = started_copier(tmp_path, urls, accounts, ratio=0.5)
         leader = client(urls["REST"], leader_id, leader_token, timeout=10)
         placed: list[str] = []
         for i in range(KILLED_ORDERS):

@@ -15,9 +15,8 @@ from rich.console import Console
 
 from app.live_view import render
 from storage import models as m
-from tests.conftest import (LEADER_ID, Rig, client, copier_ready, end_processes, kill_during_burst, paper_control,
-                            run_command, start_copier_process, start_paper_process, start_rig, wait_until,
-                            write_live_config)
+from tests.conftest import (LEADER_ID, Rig, client, end_processes, kill_during_burst, paper_control, run_command,
+                            start_paper_process, start_rig, started_copier, wait_until)
 from trading.copy import correlation_id
 
 RELIANCE = "2885"
@@ -227,14 +226,7 @@ def test_sigkill_in_the_middle_of_copying_super_orders_never_doubles_or_misses_o
     try:
         paper_control(urls["CONTROL"], "set_price", security_id=RELIANCE, price=1500.0)
         (leader_id, leader_token), *followers = accounts
-        path = write_live_config(tmp_path, urls, accounts, ratio=0.5)
-        db = tmp_path / "copytrader.db"
-
-        def start_copier() -> subprocess.Popen:
-            return start_copier_process(path)
-
-        copier = start_copier()
-        wait_until(lambda: copier_ready(db), 30, message="copier ready")
+        copier, start_copier = started_copier(tmp_path, urls, accounts, ratio=0.5)
         leader = client(urls["REST"], leader_id, leader_token, timeout=10)
         placed: dict[str, tuple[int, float]] = {}  # leader order id -> its quantity and target
         burst_done = threading.Event()
