@@ -135,7 +135,7 @@ Seen = set[tuple[str, PositionKey]]
 
 def position_check(gateways: Mapping[str, DhanGateway], followers: list[str], follows: Follows,
                    leaders: Mapping[str, tuple[str, OrderUpdate]], follower_books: Mapping[str, list[OrderUpdate]],
-                   seen_before: Seen) -> tuple[list[r.Divergence], Seen]:
+                   seen_before: Seen | None) -> tuple[list[r.Divergence], Seen]:
     """Each follower's positions against its leaders' (`r.positions_against_leaders`), read after
     the books (`reconcile_once`'s) that say which instruments are still settling and which were
     copied today: a fill between the two reads shows as an order still open."""
@@ -223,14 +223,18 @@ class ReconcilerActor(Supervised):
         return divergences
 
     def answer_request(self) -> None:
-        """Answer an operator's reconcile request (report only), once per request id."""
+        """Answer an operator's reconcile request (report only), once per request id. A follower
+        holding against its leaders is in it when the last periodic round found it so too."""
         request = self.store.settings.get(REQUEST_SETTING)
         if not request or request == self.answered:
             return
         self.answered = request
         try:
-            divergences, _leaders, _books = reconcile_once(self.store, self.gateways, self.followers, self.resize,
-                                                           self.fill_grace_seconds)
+            divergences, leaders, books = reconcile_once(self.store, self.gateways, self.followers, self.resize,
+                                                         self.fill_grace_seconds)
+            if self.follows is not None:
+                divergences += position_check(self.gateways, self.followers, self.follows, leaders, books,
+                                              self._against)[0]
             answer = report_json(request, divergences)
         except RuntimeError as exc:
             answer = report_json(request, error=str(exc))

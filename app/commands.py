@@ -273,7 +273,7 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
     """Reconcile from this process with the config's accounts (live mode, no copier running)."""
     from pathlib import Path
 
-    from actors.reconciler import fill_grace, reconcile_once, resize_by_rule
+    from actors.reconciler import fill_grace, position_check, reconcile_once, resize_by_rule
     from observability.logs import register_secret
     from broker.gateway import DhanGateway
     from trading.instruments import InstrumentMaster
@@ -291,9 +291,15 @@ def _reconcile_here(store, config: Config) -> tuple[list, str]:
     except (OSError, ValueError) as exc:  # without lot sizes, a copy sized for a stale leader quantity is still reported
         print(f"instrument master unavailable ({exc}); copies are not re-sized by their rules", file=sys.stderr)
         resize = None
+    followers = [f.name for f in config.followers]
     try:
-        return reconcile_once(store, gateways, [f.name for f in config.followers], resize,
-                              fill_grace(config.copy.lag_alert_seconds))[0], ""
+        divergences, leaders, books = reconcile_once(store, gateways, followers, resize,
+                                                     fill_grace(config.copy.lag_alert_seconds))
+        # (no copier runs: no copy is on its way that the books would not show, so no second round)
+        follows = {f.name: f for f in config.followers}
+        against = position_check(gateways, followers, lambda follower, leader: follows[follower].follows(leader),
+                                 leaders, books, None)[0]
+        return divergences + against, ""
     except RuntimeError as exc:
         return [], str(exc)
 

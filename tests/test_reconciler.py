@@ -266,6 +266,8 @@ POSITION_ROWS = [
      {RELIANCE_KEY}, set(), True, None),
     ("both leaders flat", {"leader": {}, "leader:a": {}}, {RELIANCE_KEY: 10}, {RELIANCE_KEY}, set(), True,
      "f1 holds 10 of NSE_EQ 2885 while its leader holds none"),
+    ("no copier running (run.py reconcile on its own): at once", {"leader": {}}, {RELIANCE_KEY: 10}, {RELIANCE_KEY},
+     set(), None, "f1 holds 10 of NSE_EQ 2885 while its leader holds none"),
 ]
 
 
@@ -274,17 +276,18 @@ POSITION_ROWS = [
 def test_B_5_a_follower_holding_against_its_leaders_is_reported(why, leaders, held, copied, settling, before,
                                                                  reported):
     found, seen = r.positions_against_leaders(leaders, {"f1": held}, lambda _f, leader: leader != "leader:b",
-                                              {"f1": copied}, settling, {("f1", RELIANCE_KEY)} if before else set())
+                                              {"f1": copied}, settling,
+                                              None if before is None else {("f1", RELIANCE_KEY)} if before else set())
     assert [d.detail for d in found] == ([reported] if reported else [])
     assert all((d.kind, d.follower, d.leader_order_id) == (r.POSITION_AGAINST_LEADER, "f1", None) for d in found)
     if reported:
         assert ("f1", RELIANCE_KEY) in seen
 
 
-def test_B_5_a_follower_left_holding_what_its_leader_sold_is_reported_and_alerted(make_rig):
+def test_B_5_a_follower_left_holding_what_its_leader_sold_is_reported_and_alerted(make_rig, tmp_path):
     """The follower's copy of its leader's exit is refused by its broker: the leader is flat, the
-    follower still holds 10. The reconciler reports it (once it has seen it in two rounds running)
-    and raises an error alert; it trades nothing."""
+    follower still holds 10. The reconciler reports it (once it has seen it in two rounds running),
+    raises an error alert, and `run.py reconcile` prints it; nothing is traded."""
     rig = make_rig(proxied=["f1"], config={"reconcile": {"interval_seconds": 0}})
     price = rig.exchange.price(RELIANCE)  # (priced through it, each order trades at once)
     entry = rig.place(quantity=20, price=round(price * 1.05, 1))
@@ -300,4 +303,7 @@ def test_B_5_a_follower_left_holding_what_its_leader_sold_is_reported_and_alerte
     alerts = rig.store.read(lambda: [a.message for a in m.Alert.select()
                                      .where(m.Alert.key == "position_against_leader:f1")])
     assert alerts and "holds 10" in alerts[0]
+    report = run_command(rig, tmp_path, "reconcile")
+    assert report.returncode == 3, report.stdout + report.stderr
+    assert any(r.POSITION_AGAINST_LEADER in line and "f1 holds 10" in line for line in report.stdout.splitlines())
     assert rig.follower_placements("f1") == 1  # the entry: nothing was traded to mend it

@@ -232,14 +232,14 @@ def _terms_against_leader(leader: OrderUpdate, at_broker: OrderUpdate, copy: Sto
 def positions_against_leaders(leaders: Mapping[str, Mapping[PositionKey, int]],
                               followers: Mapping[str, Mapping[PositionKey, int]], follows: Callable[[str, str], bool],
                               copied: Mapping[str, Collection[PositionKey]], settling: Collection[PositionKey],
-                              seen_before: Collection[tuple[str, PositionKey]] = (),
+                              seen_before: Collection[tuple[str, PositionKey]] | None = (),
                               ) -> tuple[list[Divergence], set[tuple[str, PositionKey]]]:
     """Followers holding, in an instrument copied to them today (`copied`: a copy of theirs
     filled in it), what every leader they follow is flat in, or the side opposite to all of them.
     Instruments with an order still open in any book (`settling`) are left for a later round, and
-    a follower is reported only when it was found so in the round before too (`seen_before`): a
-    leader's exit whose copy is on its way looks the same for a moment. Returns the divergences and
-    what was found this round (the next round's `seen_before`)."""
+    a follower is reported only when it was found so in the round before too (`seen_before`; None:
+    at once, no copier running): a leader's exit whose copy is on its way looks the same for a
+    moment. Returns the divergences and what was found this round (the next round's `seen_before`)."""
     found: list[Divergence] = []
     seen: set[tuple[str, PositionKey]] = set()
     for follower, held in sorted(followers.items()):
@@ -253,7 +253,7 @@ def positions_against_leaders(leaders: Mapping[str, Mapping[PositionKey, int]],
             if sides and sides != {quantity < 0}:
                 continue  # (a leader holds the follower's side: its size is the sizing rule's)
             seen.add((follower, key))
-            if (follower, key) in seen_before:
+            if seen_before is None or (follower, key) in seen_before:
                 what = "none" if not sides else f"{sum(leader_quantities)}"
                 found.append(Divergence(POSITION_AGAINST_LEADER, None, follower,
                                         f"{follower} holds {quantity} of {key[0]} {key[1]} while its leader "
