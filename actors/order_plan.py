@@ -318,11 +318,12 @@ class Plan:
         """The sizing actor holds its followers' exits for these copies until they are placed."""
         actor, now = self.actor, time.time()
         filled = actor.leader.state.filled_qty if actor.leader is not None else 0
-        actor.ctx.sizing.tell(CopiesInDoubt(tuple(
-            CopyInDoubt(s.follower, s.correlation_id, position_key(s.target), actor.leader_account,
-                        s.leader_order_id, filled, max(now, s.absent_believed_from))
-            for s in map(self.states.__getitem__, self.in_doubt)
-            if not s.broker_order_id and not s.status.is_terminal)))
+        copies = tuple(CopyInDoubt(s.follower, s.correlation_id, position_key(s.target), actor.leader_account,
+                                   s.leader_order_id, filled, max(now, s.absent_believed_from))
+                       for s in map(self.states.__getitem__, self.in_doubt)
+                       if not s.broker_order_id and not s.status.is_terminal)
+        if copies:
+            actor.ctx.sizing.tell(CopiesInDoubt(copies))
 
     # -- storing and carrying out ----------------------------------------------------------------------
     def commit(self) -> None:

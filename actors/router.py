@@ -27,9 +27,9 @@ from typing import Any, Iterable
 
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
-from actors.messages import (LEADER, CancelCopies, CatchUpCopy, CopiesMade, CopiesWanted, OrderActorIdle, OrderActorWanted,
-                             OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered, SyncCopies, UnwindLeg,
-                             UnwindStrategy, is_leader)
+from actors.messages import (LEADER, CancelCopies, CatchUpCopy, CopiesMade, CopiesWanted, OrderActorIdle,
+                             OrderActorWanted, OrderUpdateReceived, RetryCopy, RouteStored, StorageRecovered,
+                             SyncCopies, UnwindLeg, UnwindStrategy, is_leader)
 from actors.order import OrderActor
 from supervisors.pool import THREADS, ActorPool, PooledSupervised
 from observability import metrics

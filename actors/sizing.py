@@ -41,8 +41,7 @@ from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesInDoubt, CopiesSettleDue,
                              ExitReadingDue, FillSeen, FreeCapital, PositionsSnapshot, RefreshAccounts, ReleaseCapital,
                              ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady,
-                             SuspendAccount,
-                             is_leader)
+                             SuspendAccount, is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
@@ -61,7 +60,7 @@ _READINGS = itertools.count(1)
 NEXT_ROUND = 0  # an exit waiting for the next exit reading to begin (one is out)
 
 
-SIZING_TIMEOUT = 5.0  # an order actor's patience for a size, a reading's included (OrderActor.sizing_patience)
+SIZING_TIMEOUT = 5.0  # an order actor's patience for a size, a reading's included (more when told SizingHeld)
 EXIT_READING_SECONDS = 3.0
 POSITIONS_UNREAD = "positions_unread"
 MAX_SIZED_KEPT = 100_000  # copies whose first sizing time is remembered (the oldest forgotten first)
