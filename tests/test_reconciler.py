@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.messages import Reconcile
+from actors.messages import AnswerReconcileRequests, Reconcile
+from actors.reconciler import REPORT_SETTING, REQUEST_SETTING, read_report
 from storage import models as m
 from tests.conftest import LEADER_ID, RELIANCE, client, run_command, start_rig, wait_until
 from tests.faultproxy import NEVER
@@ -303,7 +304,11 @@ def test_B_5_a_follower_left_holding_what_its_leader_sold_is_reported_and_alerte
     alerts = rig.store.read(lambda: [a.message for a in m.Alert.select()
                                      .where(m.Alert.key == "position_against_leader:f1")])
     assert alerts and "holds 10" in alerts[0]
-    report = run_command(rig, tmp_path, "reconcile")
+    report = run_command(rig, tmp_path, "reconcile")  # (on its own: it does not find the rig's copier running)
     assert report.returncode == 3, report.stdout + report.stderr
     assert any(r.POSITION_AGAINST_LEADER in line and "f1 holds 10" in line for line in report.stdout.splitlines())
+    rig.store.settings.set(REQUEST_SETTING, "asked")  # as run.py reconcile asks a running copier
+    reconciler.ask(AnswerReconcileRequests(), timeout=30)
+    reported, error = read_report(rig.store.settings.get(REPORT_SETTING), "asked")
+    assert error == "" and [d.kind for d in reported] == [r.POSITION_AGAINST_LEADER]
     assert rig.follower_placements("f1") == 1  # the entry: nothing was traded to mend it
