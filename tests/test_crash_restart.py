@@ -4,6 +4,7 @@ and every follower with its share of its leader's position."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import subprocess
 import threading
 from collections import Counter
@@ -183,12 +184,18 @@ def test_7_7_sigkill_while_the_leader_trades_in_and_out_leaves_every_follower_ho
                            for i, (cid, tok) in enumerate(followers)
                            for entry in client(urls["REST"], cid, tok, timeout=10).get_order_list()["data"])
 
+        def skips() -> list[tuple]:
+            """What the copier recorded as skipped (for a failure's message)."""
+            with sqlite3.connect(tmp_path / "copytrader.db", timeout=5) as conn:
+                return conn.execute("select leader_order_id, follower, reason from skip").fetchall()
+
         wait_until(lambda: sum(copies().values()) >= TRADES * len(followers), 60, interval=0.2,
-                   message=lambda: f"{TRADES * len(followers)} copies, {sum(copies().values())} on the books")
+                   message=lambda: f"{TRADES * len(followers)} copies, {sum(copies().values())} on the books; "
+                                   f"skips {skips()}")
         leader_holds = position(leader_id)
         wait_until(lambda: all(position(cid) == leader_holds // 2 for cid, _tok in followers), 30, interval=0.2,
                    message=lambda: f"followers holding {leader_holds // 2} as the leader holds {leader_holds}: "
-                                   f"{[position(cid) for cid, _tok in followers]}")
+                                   f"{[position(cid) for cid, _tok in followers]}; skips {skips()}")
         counts = copies()
         assert max(counts.values()) == 1, "a correlation id appears twice"
         assert placed_again(urls, [cid for cid, _tok in followers]) == 0, "a copy was sent twice"
