@@ -37,6 +37,7 @@ from actors.leader_ledger import LeaderLedger
 from actors.positions import KnownPositions
 from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
+from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesInDoubt, CopiesSettleDue,
                              ExitReadingDue, FillSeen, FreeCapital, PositionsSnapshot, RefreshAccounts, ReleaseCapital,
@@ -46,7 +47,6 @@ from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
 from trading.calendar import ist_date, now as exchange_now
-from trading.copies_on_way import CopyOnWay, held_until
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, size_order
@@ -64,7 +64,6 @@ SIZING_TIMEOUT = 5.0  # an order actor's patience for a size, a reading's includ
 EXIT_READING_SECONDS = 3.0
 POSITIONS_UNREAD = "positions_unread"
 MAX_SIZED_KEPT = 100_000  # copies whose first sizing time is remembered (the oldest forgotten first)
-MAX_ON_WAY_KEPT = 1_000  # a follower's open copies remembered for the exits that wait for them
 
 
 def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float = SIZING_TIMEOUT,
@@ -187,13 +186,7 @@ class SizingActor(PooledSupervised):
         # (follower, leader order) -> when its copy was first sized (monotonic ns): the copy's
         # orders did not exist before, so a reading answered earlier does not hold their fills
         self._sized: dict[tuple[str, str], int] = {}
-        # follower -> the copies sized (or looked up) and not yet at their broker, by correlation
-        # id: an exit right after an order whose copy is still on its way waits for it, else the
-        # follower's positions miss what that copy does
-        self._on_way: dict[str, dict[str, CopyOnWay]] = {name: {} for name in rules}
-        # lane -> until when (monotonic) an exit in it waits for copies in doubt: what comes after
-        # it in its lane waits as long, and its askers are told so (SizingHeld)
-        self._held: dict[str, float] = {}
+        self.on_way = OnTheirWay(rules)  # copies not yet at their broker, which exits wait for
 
     def started(self) -> None:
         funds = {}
@@ -236,7 +229,8 @@ class SizingActor(PooledSupervised):
         elif isinstance(message, CopiesAtBroker):
             self._arrived(message.copies)
         elif isinstance(message, CopiesInDoubt):
-            self._in_doubt(message)
+            self.on_way.in_doubt(message.copies)
+            self._settling_changed()
         elif isinstance(message, CopiesSettleDue):
             self._drain()
         elif isinstance(message, CapitalSnapshot):
@@ -278,9 +272,9 @@ class SizingActor(PooledSupervised):
                 return self._answer(waiting)
             waiting.future = pykka.ThreadingFuture()  # (made only for a request that waits: most never do)
             self.waiting.append(waiting)
-        held, now = self._held.get(waiting.lane, 0.0), time.monotonic()
-        if held > now:  # (in a lane held by an exit that waits for copies in doubt)
-            waiting.tell_held(held - now)
+        held = self.on_way.lane_held(waiting.lane)
+        if held > 0:  # (in a lane held by an exit that waits for copies in doubt)
+            waiting.tell_held(held)
         return waiting.future
 
     def _asked_again(self, waiting: _Waiting) -> bool:
@@ -346,12 +340,10 @@ class SizingActor(PooledSupervised):
 
     def _unsettled(self, waiting: _Waiting) -> float | None:
         """Until when the exit waits for its followers' copies on their way (None: it need not)."""
-        first, now = waiting.requests[0], time.monotonic()
-        ledger = self.ledger
-        return held_until((copy for follower in waiting.followers for copy in self._on_way.get(follower, {}).values()),
-                          risk.position_key(first.terms), first.leader_order_id, now, waiting.read_since or now,
-                          self.exit_reading_seconds,
-                          ledger.filled if ledger is not None else lambda _leader, _order_id: None)
+        first, ledger = waiting.requests[0], self.ledger
+        return self.on_way.held_until(waiting.followers, risk.position_key(first.terms), first.leader_order_id,
+                                      waiting.read_since or time.monotonic(), self.exit_reading_seconds,
+                                      ledger.filled if ledger is not None else lambda _leader, _order_id: None)
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
         """The exit waits for its followers' copies until `until` (monotonic); longer than half an
@@ -362,28 +354,18 @@ class SizingActor(PooledSupervised):
         if until <= waiting.read_since + self.exit_reading_seconds / 2:
             return
         lane = waiting.lane
-        self._held = {other: held for other, held in self._held.items() if held > now}
-        self._held[lane] = max(self._held.get(lane, 0.0), until)
+        self.on_way.hold_lane(lane, until)
         for other in [waiting, *(other for other in self.waiting if other is not waiting and other.lane == lane)]:
             other.tell_held(until - now)
 
-    def _in_doubt(self, message: CopiesInDoubt) -> None:
-        """Copies looked up before they are placed (again): on their way until that is over."""
-        now, wall = time.monotonic(), time.time()
-        for copy in message.copies:
-            on_way = self._on_way.setdefault(copy.follower, {})
-            on_way.pop(copy.correlation_id, None)  # (kept in the order told: the oldest forgotten first)
-            if len(on_way) >= MAX_ON_WAY_KEPT:
-                del on_way[next(iter(on_way))]
-            on_way[copy.correlation_id] = CopyOnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled,
-                                                    now, now + max(0.0, copy.believed_from - wall))
-        if any(waiting.settle_by is not None for waiting in self.waiting):
-            self._drain()
-
     def _arrived(self, copies: Iterable[tuple[str, str]]) -> None:
         """Copies at their brokers (or ended): exits waiting for them go on."""
-        found = [self._on_way.get(follower, {}).pop(cid, None) for follower, cid in copies]
-        if any(found) and any(waiting.settle_by is not None for waiting in self.waiting):
+        if self.on_way.arrived(copies):
+            self._settling_changed()
+
+    def _settling_changed(self) -> None:
+        """Copies on their way came or went: the exits waiting for them go on, or wait longer."""
+        if any(waiting.settle_by is not None for waiting in self.waiting):
             self._drain()
 
     def _read_for(self, waiting: _Waiting) -> None:
@@ -621,7 +603,7 @@ class SizingActor(PooledSupervised):
             self.recent_orders[request.follower].append(time.time())
             if decision.quantity > 0 and request.leader_order_id:
                 self._note_sized(request.follower, request.leader_order_id)
-                self._note_on_way(request)
+                self.on_way.sized(request)
         return decision
 
     def _note_sized(self, follower: str, leader_order_id: str) -> None:
@@ -630,15 +612,6 @@ class SizingActor(PooledSupervised):
         if len(self._sized) >= MAX_SIZED_KEPT:
             del self._sized[next(iter(self._sized))]
         self._sized[(follower, leader_order_id)] = time.monotonic_ns()
-
-    def _note_on_way(self, request: SizeCopy) -> None:
-        on_way = self._on_way.setdefault(request.follower, {})
-        if request.correlation_id in on_way:
-            return  # (a re-size of a copy still open)
-        if len(on_way) >= MAX_ON_WAY_KEPT:  # (the oldest forgotten first: by then resting, not on its way)
-            del on_way[next(iter(on_way))]
-        on_way[request.correlation_id] = CopyOnWay(risk.position_key(request.terms), request.leader,
-                                                   request.leader_order_id, request.leader_filled, time.monotonic())
 
     def _made_ns(self, fill: FillSeen) -> int:
         """When the order of `fill` could first exist: its copy's first sizing (0: not known)."""

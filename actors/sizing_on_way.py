@@ -1,0 +1,67 @@
+"""The sizing actor's memory of each follower's copies on their way to the broker (actors/sizing.py):
+an exit right after an order whose copy has not reached the broker yet waits for it, else the
+follower's positions miss what that copy does (trading/copies_on_way.py says how long). Copies
+come in sized (`sized`) or from an order actor that looks them up before placing them again
+(`in_doubt`: after a restart, or an unanswered placement), and leave once at their broker or ended
+(`arrived`). An exit held longer than usual holds up the requests after it on its underlying (its
+lane): `hold_lane` / `lane_held` say until when."""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from actors.messages import CopyInDoubt, SizeCopy
+from trading import risk
+from trading.account import PositionKey
+from trading.copies_on_way import CopyOnWay, held_until
+
+MAX_ON_WAY_KEPT = 1_000  # a follower's copies remembered for the exits that wait for them (oldest forgotten first)
+
+
+class OnTheirWay:
+    """Kept in the sizing actor's thread, like everything it holds."""
+
+    def __init__(self, followers: Iterable[str]) -> None:
+        self._copies: dict[str, dict[str, CopyOnWay]] = {name: {} for name in followers}  # by correlation id
+        self._held: dict[str, float] = {}  # lane -> until when (monotonic) an exit in it holds it
+
+    def sized(self, request: SizeCopy) -> None:
+        """A copy sized (a re-size of one still remembered changes nothing)."""
+        if request.correlation_id not in self._copies.get(request.follower, {}):
+            self._keep(request.follower, request.correlation_id,
+                       CopyOnWay(risk.position_key(request.terms), request.leader, request.leader_order_id,
+                                 request.leader_filled, time.monotonic()))
+
+    def in_doubt(self, copies: Iterable[CopyInDoubt]) -> None:
+        """Copies looked up before they are placed (again): on their way until that is over."""
+        now, wall = time.monotonic(), time.time()
+        for copy in copies:
+            self._copies.get(copy.follower, {}).pop(copy.correlation_id, None)  # (kept in the order told)
+            self._keep(copy.follower, copy.correlation_id,
+                       CopyOnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled, now,
+                                 now + max(0.0, copy.believed_from - wall)))
+
+    def arrived(self, copies: Iterable[tuple[str, str]]) -> bool:
+        """Copies ((follower, correlation id) each) at their brokers, or ended: whether any was here."""
+        return any([self._copies.get(follower, {}).pop(cid, None) is not None for follower, cid in copies])
+
+    def held_until(self, followers: Iterable[str], key: PositionKey, exit_order_id: str, start: float,
+                   exit_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
+        """Until when (monotonic) an exit of `followers` waits for their copies (None: it need not)."""
+        return held_until((copy for follower in followers for copy in self._copies.get(follower, {}).values()),
+                          key, exit_order_id, time.monotonic(), start, exit_wait, filled)
+
+    def hold_lane(self, lane: str, until: float) -> None:
+        now = time.monotonic()
+        self._held = {other: held for other, held in self._held.items() if held > now}
+        self._held[lane] = max(self._held.get(lane, 0.0), until)
+
+    def lane_held(self, lane: str) -> float:
+        """How much longer (seconds) `lane` is held (0: it is not)."""
+        return max(0.0, self._held.get(lane, 0.0) - time.monotonic())
+
+    def _keep(self, follower: str, correlation_id: str, copy: CopyOnWay) -> None:
+        kept = self._copies.setdefault(follower, {})
+        if len(kept) >= MAX_ON_WAY_KEPT:  # (by then the oldest is resting, not on its way)
+            del kept[next(iter(kept))]
+        kept[correlation_id] = copy
