@@ -312,3 +312,16 @@ def test_B_5_a_follower_left_holding_what_its_leader_sold_is_reported_and_alerte
     reported, error = read_report(rig.store.settings.get(REPORT_SETTING), "asked")
     assert error == "" and [d.kind for d in reported] == [r.POSITION_AGAINST_LEADER]
     assert rig.follower_placements("f1") == 1  # the entry: nothing was traded to mend it
+
+
+def test_B_5_positions_that_cannot_be_read_leave_the_books_reconciled(make_rig):
+    """The follower's broker fails every positions call: the round still compares the books (a
+    missed order is reported and repaired), and only the position check waits for a later round."""
+    rig = make_rig(config={"reconcile": {"interval_seconds": 0}})
+    rig.exchange.faults.fail_fraction(1.0, mode="DH-908", client_id=rig.follower_ids["f1"], paths="GET /positions")
+    rig.copier.terminate_child("feed:leader")
+    wait_until(lambda: rig.exchange.socket_count(LEADER_ID) == 0, message="leader socket closed")
+    missed = rig.place(quantity=16, price=1432.0)
+    found = rig.copier.address("reconciler").ask(Reconcile(), timeout=30)
+    assert found is not None and [(d.kind, d.leader_order_id) for d in found] == [(r.MISSING_REPLICATION, missed)]
+    assert rig.follower_copy(missed)["quantity"] == 8
