@@ -32,6 +32,7 @@ import uuid
 from dataclasses import asdict
 from typing import Any, Callable, Mapping
 
+from actors.account_reader import read_positions
 from actors.feed import store_and_route
 from actors.messages import AnswerReconcileRequests, Reconcile, SyncCopies, is_leader
 from observability import metrics
@@ -39,7 +40,7 @@ from broker.gateway import DhanGateway
 from storage import Store
 from supervisors import Address, Supervised, Timers
 from trading import reconcile as r
-from trading.account import PositionKey, net_quantities
+from trading.account import PositionKey
 from trading.instruments import InstrumentMaster
 from trading.orders import OrderTerms, OrderUpdate, made_by_copier
 from trading.risk import position_key
@@ -70,11 +71,11 @@ def _book(gateway: DhanGateway, source: str) -> list[OrderUpdate]:
     return list(answer.data.entries)  # (the gateway logs each entry it could not read)
 
 
-def _positions(gateway: DhanGateway) -> dict[PositionKey, int]:
-    answer = gateway.positions()
-    if not answer.ok:
-        raise RuntimeError(f"{gateway.account}: positions unavailable: {answer.error}")
-    return net_quantities(answer.data.entries)
+def _positions(account: str, gateway: DhanGateway) -> dict[PositionKey, int]:
+    snapshot = read_positions(account, gateway)  # (it logs why, when the broker did not give them)
+    if snapshot is None:
+        raise RuntimeError(f"{account}: positions unavailable")
+    return snapshot.positions
 
 
 DEFAULT_FILL_GRACE_SECONDS = 30.0
@@ -144,7 +145,7 @@ def position_check(gateways: Mapping[str, DhanGateway], followers: list[str], fo
     copied = {f: {position_key(u.terms) for u in follower_books[f] if made_by_copier(u) and u.filled_qty > 0}
               for f in followers}
     accounts = [account for account in gateways if is_leader(account) or account in followers]
-    positions = {account: _positions(gateways[account]) for account in accounts}
+    positions = {account: _positions(account, gateways[account]) for account in accounts}
     return r.positions_against_leaders({a: held for a, held in positions.items() if is_leader(a)},
                                        {f: positions[f] for f in followers}, follows, copied, settling, seen_before)
 

@@ -106,17 +106,18 @@ class _Waiting:
 
     def tell_held(self, seconds: float) -> None:
         """It waits up to `seconds` more than a size usually takes (an exit ahead of it, or itself,
-        waits for copies in doubt): an asker that does not wait on its future is told, so it does
-        not take the sizing actor for stuck meanwhile."""
-        reply_to = getattr(self.message, "reply_to", None)
-        if reply_to is not None:
-            reply_to.tell(SizingHeld(seconds))
+        waits for copies in doubt): so the asker does not take the sizing actor for stuck meanwhile."""
+        self._tell_asker(SizingHeld(seconds))
 
     def tell_settled(self) -> None:
-        """Its future is set (an answer or a failure): an asker that does not wait on it is told."""
-        reply_to = getattr(self.message, "reply_to", None)  # (a SizeCopy has none)
+        """Its future is set (an answer or a failure)."""
+        self._tell_asker(SizingReady())
+
+    def _tell_asker(self, message: Any) -> None:
+        """Tell an asker that does not wait on its future (a SizeCopy's asker waits: it has none)."""
+        reply_to = getattr(self.message, "reply_to", None)
         if reply_to is not None:
-            reply_to.tell(SizingReady())
+            reply_to.tell(message)
 
 
 class SizingActor(PooledSupervised):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trading.account import PositionKey
 from trading.instruments import Instrument
 from trading.leader import LEADER
 from trading.orders import OrderTerms
@@ -148,7 +149,7 @@ class CopyInDoubt:
 
     follower: str
     correlation_id: str
-    key: tuple[str, str]  # its position's (exchange segment, security id)
+    key: PositionKey  # its position's (exchange segment, security id)
     leader: str
     leader_order_id: str
     leader_filled: int  # of the leader order when told
