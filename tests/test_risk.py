@@ -183,19 +183,24 @@ def test_filters_skip_what_a_follower_does_not_copy(make_rig):
     assert rig.follower_copy(tcs, "nobank")["quantity"] == 10
 
 
+def _both_copied_and_flat(rig, timeout: float) -> None:
+    """The leader bought and sold; f1 has a copy of each on its book and is flat."""
+    f1 = rig.follower_ids["f1"]
+    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader bought and sold")
+    wait_until(lambda: len(rig.exchange.orders(f1)) == 2, timeout,
+               message=lambda: f"f1's copies of both: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
+    wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
+
+
 def test_B_2_an_exit_right_after_an_entry_whose_copy_is_still_on_its_way_sells_the_copy_once_filled(make_rig):
     """The leader buys 20 and sells them at once (a scalp, or a backfill after a restart that
     routes both within milliseconds); the follower's copy of the buy reaches its broker 1 s late.
     The exit waits for that copy to fill and sells the 10 it brought, never 'nothing to reduce'."""
     rig = make_rig(proxied=["f1"])
-    f1 = rig.follower_ids["f1"]
     rig.proxies["f1"].hang("POST /orders", seconds=1.0, forward=LATE, count=1)
     rig.place(order_type="MARKET", quantity=20)
     rig.place(order_type="MARKET", quantity=20, side="SELL")
-    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader bought and sold")
-    wait_until(lambda: len(rig.exchange.orders(f1)) == 2, 10,
-               message=lambda: f"f1's copies of both: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
-    wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
+    _both_copied_and_flat(rig, 10)
 
 
 def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run_was_placing(make_rig):
@@ -204,17 +209,13 @@ def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run
     again, and the exit waits for the lookup to find it: it sells the 10 the copy brought, where it
     would have found nothing to reduce."""
     rig = make_rig(proxied=["f1"], config={"broker": {"timeout_seconds": 1.5}})
-    f1 = rig.follower_ids["f1"]
     held = rig.proxies["f1"].hang("POST /orders", seconds=3.0, forward=LATE, count=1)
     rig.place(order_type="MARKET", quantity=20)
     wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
     rig.copier.stop()
     start_rig(rig)
     rig.place(order_type="MARKET", quantity=20, side="SELL")
-    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader bought and sold")
-    wait_until(lambda: len(rig.exchange.orders(f1)) == 2, 15,
-               message=lambda: f"f1's copies of both: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
-    wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
+    _both_copied_and_flat(rig, 15)
 
 
 def test_B_2_an_exit_held_for_a_copy_in_doubt_longer_than_its_order_actors_patience_crashes_nothing(make_rig):
