@@ -62,6 +62,7 @@ NEXT_ROUND = 0  # an exit waiting for the next exit reading to begin (one is out
 
 SIZING_TIMEOUT = 5.0  # an order actor's patience for a size, a reading's included (more when told SizingHeld)
 EXIT_READING_SECONDS = 3.0
+ANSWER_WAIT_SECONDS = 5.0  # the broker timeout's default (copier/config.py)
 POSITIONS_UNREAD = "positions_unread"
 MAX_SIZED_KEPT = 100_000  # copies whose first sizing time is remembered (the oldest forgotten first)
 
@@ -135,7 +136,8 @@ class SizingActor(PooledSupervised):
                  clock: Callable[[], datetime] = exchange_now, timers: Timers | None = None,
                  paused: dict[str, str] | None = None,
                  leader_rules: dict[tuple[str, str], SizingRule] | None = None,
-                 ledger: LeaderLedger | None = None, exit_reading_seconds: float = EXIT_READING_SECONDS) -> None:
+                 ledger: LeaderLedger | None = None, exit_reading_seconds: float = EXIT_READING_SECONDS,
+                 answer_wait_seconds: float = ANSWER_WAIT_SECONDS) -> None:
         super().__init__(address, supervisor)
         # each leader's position as its updates told it, in order (actors/leader_ledger.py): the
         # position each leader order found, when known, says whether it is an exit
@@ -184,6 +186,7 @@ class SizingActor(PooledSupervised):
         # how long exits wait for their followers' positions: one slow broker must not hold up
         # every follower's exit (a follower not read by then is sized from what the copier knows)
         self.exit_reading_seconds = exit_reading_seconds
+        self.answer_wait_seconds = answer_wait_seconds  # the broker's timeout: a placement is answered by then
         # (follower, leader order) -> when its copy was first sized (monotonic ns): the copy's
         # orders did not exist before, so a reading answered earlier does not hold their fills
         self._sized: dict[tuple[str, str], int] = {}
@@ -306,6 +309,8 @@ class SizingActor(PooledSupervised):
             if until is not None and now < waiting.settle_by:
                 return False
             waiting.settle_by = None  # (a long wait for copies in doubt leaves its reading half the time)
+            if not any(other.settle_by is not None for other in self.waiting if other.lane == waiting.lane):
+                self.on_way.release_lane(waiting.lane)
             waiting.read_since = max(waiting.read_since, now - self.exit_reading_seconds / 2)
             self._read_for(waiting)
             return False
@@ -343,17 +348,16 @@ class SizingActor(PooledSupervised):
         """Until when the exit waits for its followers' copies on their way (None: it need not)."""
         first, ledger = waiting.requests[0], self.ledger
         return self.on_way.held_until(waiting.followers, risk.position_key(first.terms), first.leader_order_id,
-                                      waiting.read_since or time.monotonic(), self.exit_reading_seconds,
+                                      self.exit_reading_seconds, self.answer_wait_seconds,
                                       ledger.filled if ledger is not None else lambda _leader, _order_id: None)
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
-        """The exit waits for its followers' copies until `until` (monotonic); longer than half an
-        exit wait (copies in doubt), it holds up its lane that long: every asker in it is told."""
+        """The exit waits for its followers' copies until `until` (monotonic), at most: that can be
+        longer than an order actor waits for a size (a slow broker, copies in doubt), so it holds
+        up its lane, and every asker in it is told how long."""
         assert self.timers is not None
         waiting.settle_by = until
         self.timers.after(until - now, self.address, CopiesSettleDue(), owner=self.actor_ref)
-        if until <= waiting.read_since + self.exit_reading_seconds / 2:
-            return
         lane = waiting.lane
         self.on_way.hold_lane(lane, until)
         for other in [waiting, *(other for other in self.waiting if other is not waiting and other.lane == lane)]:

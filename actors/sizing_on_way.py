@@ -45,16 +45,20 @@ class OnTheirWay:
         """Copies ((follower, correlation id) each) at their brokers, or ended: whether any was here."""
         return any([self._copies.get(follower, {}).pop(cid, None) is not None for follower, cid in copies])
 
-    def held_until(self, followers: Iterable[str], key: PositionKey, exit_order_id: str, start: float,
-                   exit_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
+    def held_until(self, followers: Iterable[str], key: PositionKey, exit_order_id: str, exit_wait: float,
+                   answer_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
         """Until when (monotonic) an exit of `followers` waits for their copies (None: it need not)."""
         return held_until((copy for follower in followers for copy in self._copies.get(follower, {}).values()),
-                          key, exit_order_id, time.monotonic(), start, exit_wait, filled)
+                          key, exit_order_id, time.monotonic(), exit_wait, answer_wait, filled)
 
     def hold_lane(self, lane: str, until: float) -> None:
         now = time.monotonic()
         self._held = {other: held for other, held in self._held.items() if held > now}
         self._held[lane] = max(self._held.get(lane, 0.0), until)
+
+    def release_lane(self, lane: str) -> None:
+        """No exit in `lane` waits for copies any more: the requests that join it are not told it is held."""
+        self._held.pop(lane, None)
 
     def lane_held(self, lane: str) -> float:
         """How much longer (seconds) `lane` is held (0: it is not)."""

@@ -203,6 +203,20 @@ def test_B_2_an_exit_right_after_an_entry_whose_copy_is_still_on_its_way_sells_t
     _both_copied_and_flat(rig, 10)
 
 
+def test_B_2_an_exit_right_after_an_entry_whose_broker_is_slow_to_answer_waits_for_the_copy(make_rig):
+    """As above, but the follower's broker takes 2.5 s to take the copy of the buy: slower than an
+    exit waits for a reading, well inside the broker timeout (5 s). The copy is not lost, so the
+    exit waits for it (as long as its placement is answered within the timeout) and sells the 10
+    it brought, where it would have found nothing to reduce and left f1 long while its leader is
+    flat."""
+    rig = make_rig(proxied=["f1"])
+    held = rig.proxies["f1"].hang("POST /orders", seconds=2.5, forward=LATE, count=1)
+    rig.place(order_type="MARKET", quantity=20)
+    wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
+    rig.place(order_type="MARKET", quantity=20, side="SELL")
+    _both_copied_and_flat(rig, 15)
+
+
 def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run_was_placing(make_rig):
     """The copier stops while its copy of the leader's buy is on its way (the broker takes it 3 s
     later); the leader sells as the next run starts. That run looks the copy up before placing it

@@ -23,25 +23,25 @@ class CopyOnWay(NamedTuple):
     doubt_until: float | None = None  # monotonic: its placement is looked up first until about then
 
 
-def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str, now: float, start: float,
-               exit_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
-    """Until when (monotonic) an exit of leader order `exit_order_id` in instrument `key`, whose
-    wait began at `start`, waits for `copies`, None when it need not wait for any. Only copies of
+def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str, now: float, exit_wait: float,
+               answer_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
+    """Until when (monotonic) an exit of leader order `exit_order_id` in instrument `key` waits for
+    `copies`, None when it need not wait for any. Only copies of
     leader orders that have filled count (`filled(leader, order id)`, None when not known: the
-    copy's `filled_then`): their fills are in the leader's position. A copy sized in the last two
-    exit waits holds it until half an exit wait after `start` at most: a slower one was lost on
-    its way and is looked up. A copy in doubt holds it until its lookups are believed and half an
-    exit wait more, for its placement to reach the broker."""
-    since = now - 2 * exit_wait
+    copy's `filled_then`): their fills are in the leader's position.
+
+    A copy holds it until its placement is answered: at most `answer_wait` (the broker's timeout)
+    after it was sized, or after its lookups are believed when it is in doubt, and half an exit
+    wait more for the answer to be told. By then an unanswered placement is in doubt (told anew,
+    it holds the exit longer) or the copy was lost on its way (it is looked up): the exit goes on.
+    A slow broker is waited for; it is not taken for a lost copy."""
     until: float | None = None
     for copy in copies:
         if copy.key != key or copy.leader_order_id == exit_order_id:
             continue
-        if copy.doubt_until is not None and copy.doubt_until + exit_wait / 2 > now:
-            held = copy.doubt_until + exit_wait / 2
-        elif copy.sized_at >= since:
-            held = start + exit_wait / 2
-        else:
+        sent = copy.sized_at if copy.doubt_until is None else max(copy.sized_at, copy.doubt_until)
+        held = sent + answer_wait + exit_wait / 2
+        if held <= now:
             continue
         known = filled(copy.leader, copy.leader_order_id)
         if (known if known is not None else copy.filled_then) != 0:
