@@ -156,11 +156,19 @@ class Plan:
                                                seen.filled_qty, update)
         if after.status is not before.status:
             self._status_changed(key, before, after)
-        if after.part == 0 and after.broker_order_id and not before.broker_order_id:
-            self.at_broker.append((after.follower, after.correlation_id))
-        elif (after.part == 0 and not after.broker_order_id and not after.held
+        if ((after.broker_order_id and not before.broker_order_id)
+                or (after.status.is_terminal and not before.status.is_terminal)):
+            self._maybe_at_broker(after.follower)
+        if (after.part == 0 and not after.broker_order_id and not after.held
               and (isinstance(event, c.Resumed) or after.absent_believed_from > before.absent_believed_from)):
             self.in_doubt[key] = None  # (loaded by a new incarnation, or its placement's outcome unknown)
+
+    def _maybe_at_broker(self, follower: str) -> None:
+        """A copy reaches its broker with its last slice: an exit waiting for it reads the
+        follower's positions only then (told again by a slice ending later: no harm)."""
+        parts = self.parts(follower)
+        if all(s.broker_order_id or s.status.is_terminal for s in parts):
+            self.at_broker.append((follower, parts[0].correlation_id))
 
     def _status_changed(self, key: str, before: c.CopyState, after: c.CopyState) -> None:
         actor = self.actor

@@ -61,6 +61,7 @@ class Rule:
     status: int = 0  # respond
     body: bytes = b""  # respond
     content_type: str = "application/json"  # respond
+    body_has: bytes = b""  # only calls whose body holds these bytes
     hits: int = 0
     _proxy: "FaultProxy | None" = field(default=None, repr=False)
 
@@ -125,12 +126,14 @@ class FaultProxy:
 
     # -- faults --------------------------------------------------------------------------------
     def hang(self, pattern: str, seconds: float, *, forward: str, count: int | None = None,
-             fraction: float = 1.0) -> Rule:
+             fraction: float = 1.0, body_has: str = "") -> Rule:
         """Hold matching calls `seconds`. FIRST: forwarded at once, its answer delivered only after
         the hang (a client with a shorter timeout has given up by then). NEVER: nothing is
         forwarded; after the hang the connection is dropped. LATE: forwarded after the hang, and
-        its answer then delivered (the broker acted on a request the client gave up on)."""
-        return self._add(Rule(pattern, "hang", _forward(forward, LATE), count, fraction, seconds=seconds))
+        its answer then delivered (the broker acted on a request the client gave up on).
+        `body_has`: only calls whose body holds it (one of several orders sent together)."""
+        return self._add(Rule(pattern, "hang", _forward(forward, LATE), count, fraction, seconds=seconds,
+                              body_has=body_has.encode()))
 
     def respond(self, pattern: str, status: int, body: str | bytes = b"", *, forward: str,
                 count: int | None = None, fraction: float = 1.0, content_type: str = "application/json") -> Rule:
@@ -176,11 +179,11 @@ class FaultProxy:
                 self._rules.remove(rule)
             rule._proxy = None
 
-    def _take(self, key: str) -> Rule | None:
+    def _take(self, key: str, body: bytes = b"") -> Rule | None:
         """The rule that applies to this call, its count taken; None: forward untouched."""
         with self._lock:
             for rule in self._rules:
-                if rule.exhausted or not rule.matches(key):
+                if rule.exhausted or not rule.matches(key) or rule.body_has not in body:
                     continue
                 if rule.fraction < 1.0 and self._rng.random() >= rule.fraction:
                     continue
@@ -229,7 +232,7 @@ class FaultProxy:
                 path = full_path[len(proxy.prefix):] if full_path.startswith(proxy.prefix) else full_path
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                rule = proxy._take(f"{method} {path.split('?')[0]}")
+                rule = proxy._take(f"{method} {path.split('?')[0]}", body)
                 action = rule.action if rule else "forward"
                 forwarded = False
                 answer: tuple[int, str, bytes] | None = None

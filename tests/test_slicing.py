@@ -13,6 +13,7 @@ from observability import metrics
 from storage import Store
 from storage import models as m
 from tests.conftest import Rig, client, run_command, start_rig, wait_until
+from tests.faultproxy import LATE
 
 NIFTY_CE = "45105"  # NIFTY 24000 CE, lot 75; NSE's freeze quantity for NIFTY options: 1800
 BANKNIFTY_CE = "46201"  # lot 35; freeze quantity 600 (595 in whole lots)
@@ -64,6 +65,31 @@ def test_a_copy_above_the_freeze_quantity_is_placed_as_slices_within_it(make_rig
     assert _refusals(rig) == []  # nothing was sent above the freeze quantity
     # the dashboards count the copy as sliced once, and each of its slices
     assert (_counted(metrics.SLICED_COPIES) - sliced, _counted(metrics.COPY_SLICES) - slices_before) == (1, 2)
+
+
+def test_B_2_an_exit_right_after_a_sliced_entry_waits_for_every_slice(make_rig):
+    """The leader buys 1500 and sells them at once; f1's copy of the buy is two slices, and its
+    broker takes the second (1200) 3 s after the first. The exit waits for both slices to reach
+    the broker before it sells: never more than f1 holds (a short sale of options its margin may
+    not cover: refused, it would leave f1 holding what its leader sold)."""
+    rig = make_rig(followers=DOUBLE, proxied=["f1"], exchange={"fill_tranche_qty": 3000})  # each fills whole
+    f1 = rig.follower_ids["f1"]
+    held = rig.proxies["f1"].hang("POST /orders", seconds=3.0, forward=LATE, count=1, body_has='"quantity": 1200')
+    _place_option(rig, 1500, marketable=True)
+    held_by = lambda account: sum(p["netQty"] for p in rig.exchange.positions(account) if p["securityId"] == NIFTY_CE)
+    wait_until(lambda: held_by(rig.config.leader.client_id) == 1500, message="the leader's buy filled")
+    wait_until(lambda: held.hits == 1, message="the second slice of f1's copy on its way")
+    ltp = rig.exchange.price(NIFTY_CE)
+    rig.place(security_id=NIFTY_CE, segment="NSE_FNO", quantity=1500, price=round(ltp * 0.95, 1), product="MARGIN",
+              side="SELL")
+    orders = wait_until(lambda: (lambda book: book if len(book) == 4 else None)(rig.exchange.orders(f1)), timeout=15,
+                        message=lambda: f"f1's slices of both: {rig.exchange.orders(f1)}")
+    # the exchange numbers orders as they reach it: f1's position after each, in that order
+    held_after, position = [], 0
+    for order in sorted(orders, key=lambda o: int(o["orderId"])):
+        position += order["quantity"] * (1 if order["transactionType"] == "BUY" else -1)
+        held_after.append(position)
+    assert held_after[1] == 3000 and min(held_after) >= 0 and held_after[-1] == 0, held_after  # both buys first
 
 
 def test_slices_are_whole_lots_within_the_freeze_quantity(make_rig):
