@@ -344,8 +344,8 @@ class OrderActor(PooledActor):
         if leader is None:
             return c.Leader(open=False)
         return c.Leader(open=leader.state.status.is_open, seen_at=leader.seen_at,
-                        place_by=c.placement_deadline(leader.state.terms.order_type, leader.seen_at,
-                                                      self.ctx.policy.max_delay_seconds))
+                        place_by=None if leader.reduces_position else c.placement_deadline(
+                            leader.state.terms.order_type, leader.seen_at, self.ctx.policy.max_delay_seconds))
 
     def addressing(self, copy: c.CopyState) -> dict[str, Any]:
         """What every command for `copy` names: its account, order, correlation id, and this actor."""

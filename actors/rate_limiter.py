@@ -30,8 +30,8 @@ from tenacity import wait_exponential_jitter
 
 from actors.broker_calls import perform, placed
 from actors.broker_threads import BrokerThreads
-from actors.messages import (BrokerCommand, CallFailed, Drain, PlaceCopy, PlacementExpired, PlacementUnknown,
-                             RetryCall)
+from actors.messages import (BrokerCommand, CallFailed, Drain, PlaceCopy, PlacementExpired, PlacementRetried,
+                             PlacementUnknown, RetryCall)
 from actors.windows import SlidingWindows
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
@@ -320,9 +320,11 @@ class RateLimiterActor(PooledSupervised):
     what each does). A restarted incarnation finds the limiter and its queue as they were."""
 
     def __init__(self, address: Address, supervisor: Address | None, limiter: RateLimiter, timers: Timers, *,
-                 backoff_initial: float = 0.2, backoff_max: float = 5.0) -> None:
+                 backoff_initial: float = 0.2, backoff_max: float = 5.0, sizing: Address | None = None) -> None:
+        """`sizing`: told of every placement sent again (exits wait for the copies on their way)."""
         super().__init__(address, supervisor)
         self.limiter = limiter
+        self.sizing = sizing
         self.account = limiter.account
         self.backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
         self.rate_limited_backoff = wait_exponential_jitter(multiplier=0.02, max=backoff_max, jitter=0.01)
@@ -385,7 +387,10 @@ class RateLimiterActor(PooledSupervised):
         metrics.RETRIES.labels(self.account, operation).inc()
         log.info("%s %s for %s failed (%s); retry %d in %.2fs", self.account, operation, command.leader_order_id,
                  error, command.attempt + 1, delay)
-        self.limiter.retry(replace(command, attempt=command.attempt + 1, not_before=time.monotonic() + delay))
+        retry_at = time.monotonic() + delay
+        if isinstance(command, PlaceCopy) and self.sizing is not None:
+            self.sizing.tell(PlacementRetried(self.account, command.correlation_id, retry_at))
+        self.limiter.retry(replace(command, attempt=command.attempt + 1, not_before=retry_at))
 
 
 # metric labels of the commands (the operation names the dashboards know)

@@ -22,6 +22,7 @@ behind it. Each follower's `risk` limits are checked here too; a daily-loss brea
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -40,7 +41,8 @@ from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesInDoubt, CopiesSettleDue,
-                             ExitReadingDue, FillSeen, FreeCapital, PositionsSnapshot, RefreshAccounts, ReleaseCapital,
+                             ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PositionsSnapshot,
+                             RefreshAccounts, ReleaseCapital,
                              ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady,
                              SuspendAccount, is_leader)
 from supervisors import Address, Timers
@@ -235,6 +237,9 @@ class SizingActor(PooledSupervised):
         elif isinstance(message, CopiesInDoubt):
             self.on_way.in_doubt(message.copies)
             self._settling_changed()
+        elif isinstance(message, PlacementRetried):
+            if self.on_way.retried(message.follower, message.correlation_id, message.retry_at):
+                self._settling_changed()
         elif isinstance(message, CopiesSettleDue):
             self._drain()
         elif isinstance(message, CapitalSnapshot):
@@ -563,7 +568,12 @@ class SizingActor(PooledSupervised):
         together cannot both believe they are the first."""
         decisions = [self._size(request, exit_before, new_order=True, unread=unread)
                      for request in message.requests]
-        return size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
+        sized = size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
+        terms = message.requests[0].terms if message.requests else None
+        if exit_before is not None and terms is not None and risk.is_exit(
+                exit_before, (1 if terms.side.value == "BUY" else -1) * terms.quantity):
+            return dataclasses.replace(sized, reduces_position=True)
+        return sized
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:
         self.reservations[request.follower].pop(request.correlation_id, None)

@@ -41,6 +41,16 @@ class OnTheirWay:
                        CopyOnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled, now,
                                  now + max(0.0, copy.believed_from - wall)))
 
+    def retried(self, follower: str, correlation_id: str, retry_at: float) -> bool:
+        """A copy's placement sent again at `retry_at` (monotonic): its answer is due from then.
+        Whether it was here."""
+        kept = self._copies.get(follower, {})
+        copy = kept.get(correlation_id)
+        if copy is None:
+            return False
+        kept[correlation_id] = copy._replace(sized_at=max(copy.sized_at, retry_at))
+        return True
+
     def arrived(self, copies: Iterable[tuple[str, str]]) -> bool:
         """Copies ((follower, correlation id) each) at their brokers, or ended: whether any was here."""
         return any([self._copies.get(follower, {}).pop(cid, None) is not None for follower, cid in copies])

@@ -574,7 +574,7 @@ class CopySettings(Section):
     flatten_naked_legs: Flag = False
     replace_after_modification_cap: Flag = False
     market_fill_wait_seconds: Seconds = 2.0  # an order without a price and no quote: wait this long for its fill
-    max_delay_seconds: Seconds = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped
+    max_delay_seconds: Seconds = 5.0  # a MARKET / SL-M copy not sent this long after the leader's order was seen is skipped (not an exit's)
     exit_reading_seconds: Positive = 3.0  # an exit waits this long for followers' positions, then decides without the rest
     slice_above_freeze_limit: Flag = True  # off: a copy above the exchange's freeze quantity is a recorded skip
     super_order_poll_seconds: Seconds = 1.0  # the leader's live super orders are read this often (0: on leg updates only)

@@ -302,7 +302,8 @@ def start_copier(config: Config, store: Store, *, alerts: Alerts | None = None,
                                        threads=copier.broker_threads)
         feed_addresses[f.name] = Address(f"feed:{f.name}")
         return (ChildSpec(f"limiter:{f.name}",
-                          lambda a: accounts_pool.spawn(RateLimiterActor(a, top, limiters[f.name], timers)),
+                          lambda a: accounts_pool.spawn(RateLimiterActor(a, top, limiters[f.name], timers,
+                                                                         sizing=sizing_address)),
                           kind="rate_limiter", address=Address(f"limiter:{f.name}")),
                 feed_spec(f))
 

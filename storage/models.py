@@ -53,6 +53,7 @@ class LeaderOrder(BaseModel):
     group_id = pw.CharField(null=True, index=True)  # multi-leg strategy: the order id of its first leg
     underlying = pw.CharField(null=True)
     account = pw.CharField(default="leader")  # whose order: "leader", or "leader:NAME" of several leaders
+    reduces_position = pw.BooleanField(default=False)  # sized as an exit: its copies are sent however late
 
 
 class FollowerOrder(BaseModel):

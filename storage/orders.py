@@ -42,6 +42,9 @@ class StoredLeader:
     group_id: str | None = None  # the multi-leg strategy it is a leg of (its first leg's order id)
     underlying: str | None = None
     account: str = LEADER  # the leader account it is an order of
+    # sized as an exit (it reduced its leader's position): its copies are sent however late, since
+    # a late exit costs some price where a skipped one leaves the position its leader closed
+    reduces_position: bool = False
 
 
 def copy_key(leader_order_id: str, follower: str, part: int = 0) -> str:
@@ -80,7 +83,8 @@ class OrderRecords:
         self._leader_row = row
         state = LeaderState(row.order_id, OrderStatus(row.status), _terms(row.terms), row.filled_qty, row.avg_price,
                             row.created_at, row.updated_at, row.sequence)
-        return StoredLeader(state, row.first_seen_at, row.group_id, row.underlying, row.account)
+        return StoredLeader(state, row.first_seen_at, row.group_id, row.underlying, row.account,
+                            bool(row.reduces_position))
 
     def load_copies(self) -> list[CopyState]:
         copies = []
@@ -114,6 +118,7 @@ class OrderRecords:
         self._leader_row = self.store.create(
             m.LeaderOrder, order_id=self.leader_order_id, first_seen_at=leader.seen_at, group_id=leader.group_id,
             underlying=leader.underlying, symbol=update.symbol, account=leader.account,
+            reduces_position=leader.reduces_position,
             **self._leader_fields(leader.state))
 
     def save_leader(self, state: LeaderState) -> None:

@@ -217,6 +217,31 @@ def test_B_2_an_exit_right_after_an_entry_whose_broker_is_slow_to_answer_waits_f
     _both_copied_and_flat(rig, 15)
 
 
+def test_B_2_an_exit_right_after_an_entry_whose_copy_the_broker_throttles_waits_for_it(rig):
+    """The follower's broker throttles the copy of the leader's buy (DH-904: its rate used up, by
+    another app say) for about 10 s, longer than a placement is answered: a LIMIT copy is still
+    sent, late. The copy is on its way all that time, and the exit waits for it: it sells the 10
+    the copy brought, where it would have found nothing to reduce."""
+    rig.exchange.reject_next(rig.follower_ids["f1"], error_code="DH-904", message="Too many requests", count=9)
+    rig.place(quantity=20, price=_through(rig, "BUY"))
+    wait_until(lambda: _position(rig, LEADER_ID) == 20, message="the leader's buy filled")
+    rig.place(quantity=20, side="SELL", price=_through(rig, "SELL"))
+    _both_copied_and_flat(rig, 25)
+
+
+def test_B_2_a_market_exit_held_past_the_copy_delay_for_a_copy_in_doubt_is_still_sent(make_rig):
+    """The follower's broker takes the copy of the leader's MARKET buy 3.5 s late, past the broker
+    timeout (2 s): the copy is in doubt and looked up, and the MARKET exit after it waits for it
+    longer than a MARKET copy may be late (3 s). A late entry is skipped (its price has moved on);
+    a late exit is still sent: skipped, it would leave f1 holding the 10 its leader sold."""
+    rig = make_rig(proxied=["f1"], config={"broker": {"timeout_seconds": 2}, "copy": {"max_delay_seconds": 3}})
+    held = rig.proxies["f1"].hang("POST /orders", seconds=3.5, forward=LATE, count=1)
+    rig.place(order_type="MARKET", quantity=20)
+    wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
+    rig.place(order_type="MARKET", quantity=20, side="SELL")
+    _both_copied_and_flat(rig, 20)
+
+
 def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run_was_placing(make_rig):
     """The copier stops while its copy of the leader's buy is on its way (the broker takes it 3 s
     later); the leader sells as the next run starts. That run looks the copy up before placing it

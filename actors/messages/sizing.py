@@ -59,6 +59,7 @@ class SizedCopies:
 
     decisions: tuple["SizeDecision", ...]
     group_id: str | None = None
+    reduces_position: bool = False  # read as an exit of the leader's position
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,17 @@ class CopiesInDoubt:
     has had time to be placed."""
 
     copies: tuple[CopyInDoubt, ...]
+
+
+@dataclass(frozen=True)
+class PlacementRetried:
+    """Rate limiter -> sizing: a copy's placement failed with no effect at the broker (refused
+    for its rate, or a transient error) and is sent again at `retry_at` (monotonic): still on its
+    way, its answer is due that much later."""
+
+    follower: str
+    correlation_id: str
+    retry_at: float
 
 
 @dataclass(frozen=True)
