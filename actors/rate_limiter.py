@@ -31,7 +31,7 @@ from tenacity import wait_exponential_jitter
 from actors.broker_calls import perform, placed
 from actors.broker_threads import BrokerThreads
 from actors.messages import (BrokerCommand, CallFailed, Drain, PlaceCopy, PlacementExpired, PlacementRetried,
-                             PlacementUnknown, RetryCall)
+                             PlacementsPaused, PlacementUnknown, RetryCall)
 from actors.windows import SlidingWindows
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
@@ -321,7 +321,8 @@ class RateLimiterActor(PooledSupervised):
 
     def __init__(self, address: Address, supervisor: Address | None, limiter: RateLimiter, timers: Timers, *,
                  backoff_initial: float = 0.2, backoff_max: float = 5.0, sizing: Address | None = None) -> None:
-        """`sizing`: told of every placement sent again (exits wait for the copies on their way)."""
+        """`sizing`: told of every placement sent again, and of every pause of the account's
+        placements (exits wait for the copies on their way)."""
         super().__init__(address, supervisor)
         self.limiter = limiter
         self.sizing = sizing
@@ -380,7 +381,10 @@ class RateLimiterActor(PooledSupervised):
             delay = self.rate_limited_backoff(SimpleNamespace(attempt_number=command.attempt))
             metrics.RATE_LIMITED.labels(self.account).inc()
             self.limiter.refund(command)
-            self.limiter.pause(time.monotonic() + delay)
+            until = time.monotonic() + delay
+            self.limiter.pause(until)
+            if self.sizing is not None:
+                self.sizing.tell(PlacementsPaused(self.account, until))
         else:
             delay = self.backoff(SimpleNamespace(attempt_number=command.attempt))
         operation = OPERATIONS.get(type(command).__name__, type(command).__name__)

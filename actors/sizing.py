@@ -41,10 +41,9 @@ from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesInDoubt, CopiesSettleDue,
-                             ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PositionsSnapshot,
-                             RefreshAccounts, ReleaseCapital,
-                             ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady,
-                             SuspendAccount, is_leader)
+                             ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
+                             PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
+                             SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount, is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
@@ -239,6 +238,9 @@ class SizingActor(PooledSupervised):
             self._settling_changed()
         elif isinstance(message, PlacementRetried):
             if self.on_way.retried(message.follower, message.correlation_id, message.retry_at):
+                self._settling_changed()
+        elif isinstance(message, PlacementsPaused):
+            if self.on_way.paused(message.follower, message.until):
                 self._settling_changed()
         elif isinstance(message, CopiesSettleDue):
             self._drain()

@@ -51,6 +51,14 @@ class OnTheirWay:
         kept[correlation_id] = copy._replace(sized_at=max(copy.sized_at, retry_at))
         return True
 
+    def paused(self, follower: str, until: float) -> bool:
+        """None of `follower`'s placements is sent before `until` (monotonic): their answers are
+        due from then. Whether it has any on its way."""
+        kept = self._copies.get(follower, {})
+        for cid, copy in kept.items():
+            kept[cid] = copy._replace(sized_at=max(copy.sized_at, until))
+        return bool(kept)
+
     def arrived(self, copies: Iterable[tuple[str, str]]) -> bool:
         """Copies ((follower, correlation id) each) at their brokers, or ended: whether any was here."""
         return any([self._copies.get(follower, {}).pop(cid, None) is not None for follower, cid in copies])

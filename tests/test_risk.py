@@ -229,6 +229,23 @@ def test_B_2_an_exit_right_after_an_entry_whose_copy_the_broker_throttles_waits_
     _both_copied_and_flat(rig, 25)
 
 
+def test_B_2_an_exit_of_an_entry_queued_behind_a_throttled_placement_waits_for_it(rig):
+    """As above, and the leader then buys TCS and sells it: f1's copy of that buy waits behind the
+    throttled one (its broker's rate is used up for every order), and the exit of TCS waits for it
+    as long: it sells the 10 that copy brought."""
+    f1 = rig.follower_ids["f1"]
+    rig.exchange.reject_next(f1, error_code="DH-904", message="Too many requests", count=9)
+    rig.place(quantity=20, price=_through(rig, "BUY"))
+    rig.place(security_id=TCS, quantity=20, price=round(rig.exchange.price(TCS) * 1.05, 1))
+    wait_until(lambda: _position(rig, LEADER_ID, TCS) == 20, message="the leader's buy of TCS filled")
+    rig.place(security_id=TCS, quantity=20, side="SELL", price=round(rig.exchange.price(TCS) * 0.95, 1))
+    wait_until(lambda: _position(rig, LEADER_ID, TCS) == 0, message="the leader sold TCS")
+    wait_until(lambda: len(rig.exchange.orders(f1)) == 3, 25,
+               message=lambda: f"f1's copies of all three: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
+    wait_until(lambda: (_position(rig, f1), _position(rig, f1, TCS)) == (10, 0), 5,
+               message=lambda: f"f1 long RELIANCE, flat TCS: {_position(rig, f1)}, {_position(rig, f1, TCS)}")
+
+
 def test_B_2_a_market_exit_held_past_the_copy_delay_for_a_copy_in_doubt_is_still_sent(make_rig):
     """The follower's broker takes the copy of the leader's MARKET buy 3.5 s late, past the broker
     timeout (2 s): the copy is in doubt and looked up, and the MARKET exit after it waits for it

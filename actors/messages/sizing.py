@@ -180,6 +180,15 @@ class PlacementRetried:
 
 
 @dataclass(frozen=True)
+class PlacementsPaused:
+    """Rate limiter -> sizing: the follower's broker refused a call for its rate, and none of its
+    placements is sent before `until` (monotonic): every copy of it on its way waits that long."""
+
+    follower: str
+    until: float
+
+
+@dataclass(frozen=True)
 class CopiesSettleDue:
     """Timer -> sizing: exits have waited long enough for their followers' copies on their way."""
 
