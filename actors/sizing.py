@@ -99,6 +99,7 @@ class _Waiting:
     look_up: bool = False  # `before` is asked of the broker with the reading (the copier could not count it)
     read_since: float = 0.0  # monotonic, when its exit reading began: its readings share one deadline
     settle_by: float | None = None  # monotonic: until then it waits for its followers' copies on their way
+    lane_held_until: float = 0.0  # monotonic: until when its lane is held for it (askers in it told)
 
     @property
     def lane(self) -> str:
@@ -311,7 +312,8 @@ class SizingActor(PooledSupervised):
             return False
         if waiting.settle_by is not None:  # an exit waiting for its followers' copies on their way
             now, until = time.monotonic(), self._unsettled(waiting)
-            if until is not None and until > waiting.settle_by:  # (a copy fell in doubt meanwhile)
+            if until is not None and (until > waiting.settle_by  # (a copy fell in doubt meanwhile)
+                                      or (waiting.lane_held_until < until and now >= self._hold_lane_at(waiting))):
                 self._hold(waiting, until, now)
             if until is not None and now < waiting.settle_by:
                 return False
@@ -359,16 +361,25 @@ class SizingActor(PooledSupervised):
                                       ledger.filled if ledger is not None else lambda _leader, _order_id: None)
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
-        """The exit waits for its followers' copies until `until` (monotonic), at most: that can be
-        longer than an order actor waits for a size (a slow broker, copies in doubt), so it holds
-        up its lane, and every asker in it is told how long."""
+        """The exit waits for its followers' copies until `until` (monotonic), at most. Once it has
+        waited half an exit wait (a copy nearly always reaches its broker long before), it holds
+        up its lane: the wait can outlast an order actor's patience for a size (a slow broker,
+        copies in doubt), so every asker in the lane is told how long."""
         assert self.timers is not None
         waiting.settle_by = until
+        hold_lane_at = self._hold_lane_at(waiting)
+        if now < hold_lane_at:  # (looked at again then, if it still waits)
+            self.timers.after(min(until, hold_lane_at) - now, self.address, CopiesSettleDue(), owner=self.actor_ref)
+            return
         self.timers.after(until - now, self.address, CopiesSettleDue(), owner=self.actor_ref)
+        waiting.lane_held_until = until
         lane = waiting.lane
         self.on_way.hold_lane(lane, until)
         for other in [waiting, *(other for other in self.waiting if other is not waiting and other.lane == lane)]:
             other.tell_held(until - now)
+
+    def _hold_lane_at(self, waiting: _Waiting) -> float:
+        return waiting.read_since + self.exit_reading_seconds / 2
 
     def _arrived(self, copies: Iterable[tuple[str, str]]) -> None:
         """Copies at their brokers (or ended): exits waiting for them go on."""
