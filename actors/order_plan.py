@@ -24,7 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from actors.messages import (BrokerCommand, CancelCopy, CopiesAtBroker, CopiesInDoubt, CopiesMade, CopyInDoubt,
+from actors.messages import (BrokerCommand, CancelCopy, CopiesInDoubt, CopiesMade, CopyInDoubt,
                              GetOrder, LookupCopy, ModifyCopy, PlaceCopy, ReleaseCapital)
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
@@ -65,7 +65,6 @@ class Plan:
         self.commands: list[BrokerCommand] = []
         self.after: list[Callable[[], None]] = []
         self.wake: float | None = None
-        self.at_broker: list[tuple[str, str]] = []  # copies whose placement reached the broker (the sizing actor's)
         self.in_doubt: dict[str, None] = {}  # copies whose placement is looked up first (the sizing actor's)
 
     # -- building ----------------------------------------------------------------------------------------
@@ -156,19 +155,9 @@ class Plan:
                                                seen.filled_qty, update)
         if after.status is not before.status:
             self._status_changed(key, before, after)
-        if ((after.broker_order_id and not before.broker_order_id)
-                or (after.status.is_terminal and not before.status.is_terminal)):
-            self._maybe_at_broker(after.follower)
         if (after.part == 0 and not after.broker_order_id and not after.held
               and (isinstance(event, c.Resumed) or after.absent_believed_from > before.absent_believed_from)):
             self.in_doubt[key] = None  # (loaded by a new incarnation, or its placement's outcome unknown)
-
-    def _maybe_at_broker(self, follower: str) -> None:
-        """A copy reaches its broker with its last slice: an exit waiting for it reads the
-        follower's positions only then (told again by a slice ending later: no harm)."""
-        parts = self.parts(follower)
-        if all(s.broker_order_id or s.status.is_terminal for s in parts):
-            self.at_broker.append((follower, parts[0].correlation_id))
 
     def _status_changed(self, key: str, before: c.CopyState, after: c.CopyState) -> None:
         actor = self.actor
@@ -366,8 +355,6 @@ class Plan:
         actor.held_legs.watch()
         if self.commands and not first:
             actor.send(self.commands)
-        if self.at_broker:
-            actor.ctx.sizing.tell(CopiesAtBroker(tuple(self.at_broker)))
         if self.in_doubt:
             self._tell_in_doubt()
         for fn in self.after:

@@ -40,7 +40,7 @@ from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (AccountsRead, CapitalSnapshot, CopiesAtBroker, CopiesInDoubt, CopiesSettleDue,
+from actors.messages import (AccountsRead, CapitalSnapshot, CopiesInDoubt, CopiesSettleDue,
                              ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
                              PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
                              SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount, is_leader)
@@ -232,8 +232,6 @@ class SizingActor(PooledSupervised):
         elif isinstance(message, ReleaseCapital):
             self.reservations.get(message.follower, {}).pop(message.correlation_id, None)
             self._arrived(((message.follower, message.correlation_id),))
-        elif isinstance(message, CopiesAtBroker):
-            self._arrived(message.copies)
         elif isinstance(message, CopiesInDoubt):
             self.on_way.in_doubt(message.copies)
             self._settling_changed()
@@ -382,7 +380,7 @@ class SizingActor(PooledSupervised):
         return waiting.read_since + self.exit_reading_seconds / 2
 
     def _arrived(self, copies: Iterable[tuple[str, str]]) -> None:
-        """Copies at their brokers (or ended): exits waiting for them go on."""
+        """Copies ended (filled, or cancelled, rejected, skipped): exits waiting for them go on."""
         if self.on_way.arrived(copies):
             self._settling_changed()
 

@@ -1,9 +1,9 @@
-"""The sizing actor's memory of each follower's copies on their way to the broker (actors/sizing.py):
-an exit right after an order whose copy has not reached the broker yet waits for it, else the
-follower's positions miss what that copy does (trading/copies_on_way.py says how long). Copies
-come in sized (`sized`) or from an order actor that looks them up before placing them again
-(`in_doubt`: after a restart, or an unanswered placement), and leave once at their broker or ended
-(`arrived`). An exit held longer than usual holds up the requests after it on its underlying (its
+"""The sizing actor's memory of each follower's copies on their way (actors/sizing.py): an exit
+right after an order whose copy has not reached the broker, or not filled there yet, waits for it,
+else the follower's positions miss what that copy does (trading/copies_on_way.py says how long).
+Copies come in sized (`sized`) or from an order actor that looks them up before placing them again
+(`in_doubt`: after a restart, or an unanswered placement), and leave once ended: filled, or
+cancelled, rejected, skipped (`arrived`). An exit held longer than usual holds up the requests after it on its underlying (its
 lane): `hold_lane` / `lane_held` say until when."""
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class OnTheirWay:
         return bool(kept)
 
     def arrived(self, copies: Iterable[tuple[str, str]]) -> bool:
-        """Copies ((follower, correlation id) each) at their brokers, or ended: whether any was here."""
+        """Copies ((follower, correlation id) each) ended: whether any was here."""
         return any([self._copies.get(follower, {}).pop(cid, None) is not None for follower, cid in copies])
 
     def held_until(self, followers: Iterable[str], key: PositionKey, exit_order_id: str, exit_wait: float,

@@ -42,17 +42,23 @@ def test_B_2_followers_reduce_their_own_position_by_the_leader_fraction(rig):
     wait_until(lambda: _position(rig, f1) == 0, message="follower flat")
 
 
+RACING = {"broker": {"timeout_seconds": 1.0}}  # an exit waits for a copy's fill 2.5 s at most
+
+
 def _racing_exit(rig, f1: str) -> str:
     """Dhan's socket may lag its REST answers: the follower's entry fill, made before the exit's
-    positions reading began and so in it, reaches the copier while that reading is answered."""
-    rig.exchange.faults.delay_messages(1.0, client_id=f1)
+    positions reading began and so in it, reaches the copier while that reading is answered. (The
+    exit waits for the copier to see its followers' copies fill, so the socket lags longer than
+    that wait: 3 s.)"""
+    rig.exchange.faults.delay_messages(3.0, client_id=f1)
     rig.place(order_type="MARKET", quantity=20)
     wait_until(lambda: _position(rig, f1) == 10, message="the follower's copy filled at the exchange")
-    rig.exchange.faults.delay_answers(2.0, client_id=f1, paths="GET /positions")
+    rig.exchange.faults.delay_answers(0.9, client_id=f1, paths="GET /positions")
     return rig.place(order_type="MARKET", quantity=20, side="SELL")
 
 
-def test_B_2_a_fill_the_socket_brings_while_positions_are_read_is_not_counted_twice(rig):
+def test_B_2_a_fill_the_socket_brings_while_positions_are_read_is_not_counted_twice(make_rig):
+    rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
     exit_order = _racing_exit(rig, f1)
     assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # what it holds, not 10 twice
@@ -61,7 +67,7 @@ def test_B_2_a_fill_the_socket_brings_while_positions_are_read_is_not_counted_tw
 
 
 def test_B_2_an_exit_whose_order_book_cannot_be_read_sells_only_what_surely_is_held(make_rig):
-    rig = make_rig(proxied=["f1"])
+    rig = make_rig(proxied=["f1"], config=RACING)
     f1 = rig.follower_ids["f1"]
     refused = rig.proxies["f1"].respond("GET /orders", 500, '{"errorType": "Internal"}', forward=NEVER)
     exit_order = _racing_exit(rig, f1)
@@ -201,6 +207,24 @@ def test_B_2_an_exit_right_after_an_entry_whose_copy_is_still_on_its_way_sells_t
     rig.place(order_type="MARKET", quantity=20)
     rig.place(order_type="MARKET", quantity=20, side="SELL")
     _both_copied_and_flat(rig, 10)
+
+
+def test_B_2_an_exit_right_after_an_entry_whose_copy_fills_in_parts_waits_for_the_rest(make_rig):
+    """The follower copies at twice the leader's size, and the exchange fills 250 a tick (50 ms):
+    the leader's buy of 1000 fills in four ticks, f1's copy of 2000 in eight. The leader sells as
+    soon as its buy has filled: the exit waits for f1's copy to fill and sells the 2000 it
+    brought, where it read what had filled so far and left f1 holding the rest while its leader
+    is flat."""
+    rig = make_rig(followers=[{"name": "f1", "sizing": {"strategy": "fixed_ratio", "ratio": 2.0}, "funds": 50_000_000}],
+                   exchange={"fill_tranche_qty": 250})
+    f1 = rig.follower_ids["f1"]
+    rig.place(quantity=1000, price=_through(rig, "BUY"))
+    wait_until(lambda: _position(rig, LEADER_ID) == 1000, interval=0.01, message="the leader's buy filled")
+    rig.place(quantity=1000, side="SELL", price=_through(rig, "SELL"))
+    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader sold")
+    wait_until(lambda: len(rig.exchange.orders(f1)) == 2, 15,
+               message=lambda: f"f1's copies of both: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
+    wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 
 
 def test_B_2_an_exit_right_after_an_entry_whose_broker_is_slow_to_answer_waits_for_the_copy(make_rig):

@@ -1,10 +1,11 @@
-"""How long an exit waits for its followers' copies still on their way to the broker.
+"""How long an exit waits for its followers' copies still on their way.
 
 An exit is sized from what each follower holds. A copy of an earlier leader order that has not
-reached its broker yet is not in those positions: an entry it brings, or an earlier exit it takes
-away, would be missed, and the follower sold nothing (nothing to reduce) or the wrong fraction.
-The sizing actor (actors/sizing.py) remembers each follower's copies until they reach their
-broker and asks `held_until` before it reads an exit's positions."""
+reached its broker yet, or not filled there yet, is not (wholly) in those positions: an entry it
+brings, or an earlier exit it takes away, would be missed, and the follower sold nothing (nothing
+to reduce) or the wrong fraction. The sizing actor (actors/sizing.py) remembers each follower's
+copies until they end (filled, or cancelled, rejected, skipped) and asks `held_until` before it
+reads an exit's positions."""
 from __future__ import annotations
 
 from typing import Callable, Iterable, NamedTuple
@@ -13,7 +14,7 @@ from trading.account import PositionKey
 
 
 class CopyOnWay(NamedTuple):
-    """A follower's copy sized (or loaded by a new incarnation) and not yet at its broker."""
+    """A follower's copy sized (or loaded by a new incarnation) and not ended yet."""
 
     key: PositionKey
     leader: str
@@ -26,15 +27,16 @@ class CopyOnWay(NamedTuple):
 def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str, now: float, exit_wait: float,
                answer_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
     """Until when (monotonic) an exit of leader order `exit_order_id` in instrument `key` waits for
-    `copies`, None when it need not wait for any. Only copies of
-    leader orders that have filled count (`filled(leader, order id)`, None when not known: the
-    copy's `filled_then`): their fills are in the leader's position.
+    `copies`, None when it need not wait for any. Only copies of leader orders that have filled
+    count (`filled(leader, order id)`, None when not known: the copy's `filled_then`): their fills
+    are in the leader's position.
 
-    A copy holds it until its placement is answered: at most `answer_wait` (the broker's timeout)
-    after it was sized, or after its lookups are believed when it is in doubt, and half an exit
-    wait more for the answer to be told. By then an unanswered placement is in doubt (told anew,
-    it holds the exit longer) or the copy was lost on its way (it is looked up): the exit goes on.
-    A slow broker is waited for; it is not taken for a lost copy."""
+    A copy holds it until it ends (the sizing actor forgets it then), at most until its placement
+    is answered and filled: `answer_wait` (the broker's timeout) after it was sized, or after its
+    lookups are believed when it is in doubt, and half an exit wait more. By then an unanswered
+    placement is in doubt (told anew, it holds the exit longer), or the copy rests unfilled at its
+    broker, or it was lost on its way (it is looked up): the exit goes on. A slow broker is waited
+    for; it is not taken for a lost copy."""
     until: float | None = None
     for copy in copies:
         if copy.key != key or copy.leader_order_id == exit_order_id:

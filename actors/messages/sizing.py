@@ -135,14 +135,6 @@ class AccountsRead:
 
 
 @dataclass(frozen=True)
-class CopiesAtBroker:
-    """Order actor -> sizing: these copies' placements reached their brokers ((follower,
-    correlation id) each): an exit no longer waits for them, the brokers' positions say the rest."""
-
-    copies: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
 class CopyInDoubt:
     """A follower's copy not known at its broker yet whose outcome may take a while: a placement
     that may have been sent (after a restart, or a timeout) is looked up first, and a lookup that
