@@ -360,7 +360,7 @@ class SizingActor(PooledSupervised):
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
         """The exit waits for its followers' copies until `until` (monotonic), at most. Once it has
-        waited half an exit wait (a copy nearly always reaches its broker long before), it holds
+        waited half an exit wait (a copy nearly always has filled long before), it holds
         up its lane: the wait can outlast an order actor's patience for a size (a slow broker,
         copies in doubt), so every asker in the lane is told how long."""
         assert self.timers is not None
@@ -377,6 +377,7 @@ class SizingActor(PooledSupervised):
             other.tell_held(until - now)
 
     def _hold_lane_at(self, waiting: _Waiting) -> float:
+        """When an exit still waiting for copies holds up its lane (monotonic)."""
         return waiting.read_since + self.exit_reading_seconds / 2
 
     def _arrived(self, copies: Iterable[tuple[str, str]]) -> None:
@@ -580,10 +581,10 @@ class SizingActor(PooledSupervised):
         decisions = [self._size(request, exit_before, new_order=True, unread=unread)
                      for request in message.requests]
         sized = size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
-        terms = message.requests[0].terms if message.requests else None
-        if exit_before is not None and terms is not None and risk.is_exit(
-                exit_before, (1 if terms.side.value == "BUY" else -1) * terms.quantity):
-            return dataclasses.replace(sized, reduces_position=True)
+        if exit_before is not None and message.requests:
+            terms = message.requests[0].terms
+            if risk.is_exit(exit_before, (1 if terms.side.value == "BUY" else -1) * terms.quantity):
+                return dataclasses.replace(sized, reduces_position=True)  # (sent however late)
         return sized
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:

@@ -2,9 +2,10 @@
 right after an order whose copy has not reached the broker, or not filled there yet, waits for it,
 else the follower's positions miss what that copy does (trading/copies_on_way.py says how long).
 Copies come in sized (`sized`) or from an order actor that looks them up before placing them again
-(`in_doubt`: after a restart, or an unanswered placement), and leave once ended: filled, or
-cancelled, rejected, skipped (`arrived`). An exit held longer than usual holds up the requests after it on its underlying (its
-lane): `hold_lane` / `lane_held` say until when."""
+(`in_doubt`: after a restart, or an unanswered placement), are due later when the rate limiter
+sends them again (`retried`, `paused`), and leave once ended: filled, or cancelled, rejected,
+skipped (`arrived`). An exit held longer than usual holds up the requests after it on its
+underlying (its lane): `hold_lane` / `lane_held` say until when."""
 from __future__ import annotations
 
 import time

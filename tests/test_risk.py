@@ -198,15 +198,21 @@ def _both_copied_and_flat(rig, timeout: float) -> None:
     wait_until(lambda: _position(rig, f1) == 0, 5, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 
 
+def _exit_right_after_a_late_copy(rig, seconds: float, timeout: float) -> None:
+    """The leader buys 20 at the market and sells them at once, while f1's broker takes the copy of
+    the buy `seconds` late: f1 ends with a copy of each on its book, flat."""
+    held = rig.proxies["f1"].hang("POST /orders", seconds=seconds, forward=LATE, count=1)
+    rig.place(order_type="MARKET", quantity=20)
+    wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
+    rig.place(order_type="MARKET", quantity=20, side="SELL")
+    _both_copied_and_flat(rig, timeout)
+
+
 def test_B_2_an_exit_right_after_an_entry_whose_copy_is_still_on_its_way_sells_the_copy_once_filled(make_rig):
     """The leader buys 20 and sells them at once (a scalp, or a backfill after a restart that
     routes both within milliseconds); the follower's copy of the buy reaches its broker 1 s late.
     The exit waits for that copy to fill and sells the 10 it brought, never 'nothing to reduce'."""
-    rig = make_rig(proxied=["f1"])
-    rig.proxies["f1"].hang("POST /orders", seconds=1.0, forward=LATE, count=1)
-    rig.place(order_type="MARKET", quantity=20)
-    rig.place(order_type="MARKET", quantity=20, side="SELL")
-    _both_copied_and_flat(rig, 10)
+    _exit_right_after_a_late_copy(make_rig(proxied=["f1"]), 1.0, 10)
 
 
 def test_B_2_an_exit_right_after_an_entry_whose_copy_fills_in_parts_waits_for_the_rest(make_rig):
@@ -233,12 +239,7 @@ def test_B_2_an_exit_right_after_an_entry_whose_broker_is_slow_to_answer_waits_f
     exit waits for it (as long as its placement is answered within the timeout) and sells the 10
     it brought, where it would have found nothing to reduce and left f1 long while its leader is
     flat."""
-    rig = make_rig(proxied=["f1"])
-    held = rig.proxies["f1"].hang("POST /orders", seconds=2.5, forward=LATE, count=1)
-    rig.place(order_type="MARKET", quantity=20)
-    wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
-    rig.place(order_type="MARKET", quantity=20, side="SELL")
-    _both_copied_and_flat(rig, 15)
+    _exit_right_after_a_late_copy(make_rig(proxied=["f1"]), 2.5, 15)
 
 
 def test_B_2_an_exit_right_after_an_entry_whose_copy_the_broker_throttles_waits_for_it(rig):
@@ -276,11 +277,7 @@ def test_B_2_a_market_exit_held_past_the_copy_delay_for_a_copy_in_doubt_is_still
     longer than a MARKET copy may be late (3 s). A late entry is skipped (its price has moved on);
     a late exit is still sent: skipped, it would leave f1 holding the 10 its leader sold."""
     rig = make_rig(proxied=["f1"], config={"broker": {"timeout_seconds": 2}, "copy": {"max_delay_seconds": 3}})
-    held = rig.proxies["f1"].hang("POST /orders", seconds=3.5, forward=LATE, count=1)
-    rig.place(order_type="MARKET", quantity=20)
-    wait_until(lambda: held.hits == 1, message="the copy's placement on its way")
-    rig.place(order_type="MARKET", quantity=20, side="SELL")
-    _both_copied_and_flat(rig, 20)
+    _exit_right_after_a_late_copy(rig, 3.5, 20)
 
 
 def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run_was_placing(make_rig):
