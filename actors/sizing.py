@@ -49,6 +49,7 @@ from supervisors.pool import PooledSupervised
 from trading import risk
 from trading.calendar import ist_date, now as exchange_now
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
+from trading.orders import OrderTerms
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, size_order
 
@@ -82,6 +83,11 @@ def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float =
     if isinstance(answer, pykka.Future) and wait:
         answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
     return answer
+
+
+def _reduces(terms: OrderTerms, before: int | None) -> bool:
+    """Whether an order of `terms` only reduces the leader's position `before` it (None: not known)."""
+    return before is not None and risk.is_exit(before, (1 if terms.side.value == "BUY" else -1) * terms.quantity)
 
 
 @dataclass
@@ -544,9 +550,8 @@ class SizingActor(PooledSupervised):
         confirm the leader's position); `unread`: followers whose positions were not in in time,
         sized from the last reading and the fills since, unless a fill since may be in it."""
         terms = request.terms
-        sign = 1 if terms.side.value == "BUY" else -1
-        if before is None or not risk.is_exit(before, sign * terms.quantity):
-            return None  # (the broker could not confirm the leader's position: sized as an entry)
+        if not _reduces(terms, before):
+            return None  # (None before: the broker could not confirm the leader's position, sized as an entry)
         key = risk.position_key(terms)
         held = self.positions.quantity(request.follower, key)
         if self.positions.raced(request.follower, key, self._made_ns):  # (its order book could not say which)
@@ -581,10 +586,8 @@ class SizingActor(PooledSupervised):
         decisions = [self._size(request, exit_before, new_order=True, unread=unread)
                      for request in message.requests]
         sized = size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
-        if exit_before is not None and message.requests:
-            terms = message.requests[0].terms
-            if risk.is_exit(exit_before, (1 if terms.side.value == "BUY" else -1) * terms.quantity):
-                return dataclasses.replace(sized, reduces_position=True)  # (sent however late)
+        if message.requests and _reduces(message.requests[0].terms, exit_before):
+            return dataclasses.replace(sized, reduces_position=True)  # (sent however late)
         return sized
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:

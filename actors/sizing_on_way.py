@@ -85,6 +85,6 @@ class OnTheirWay:
 
     def _keep(self, follower: str, correlation_id: str, copy: CopyOnWay) -> None:
         kept = self._copies.setdefault(follower, {})
-        if len(kept) >= MAX_ON_WAY_KEPT:  # (by then the oldest is resting, not on its way)
+        if len(kept) >= MAX_ON_WAY_KEPT:  # (by then the oldest holds no exit: its answer is long due)
             del kept[next(iter(kept))]
         kept[correlation_id] = copy

@@ -20,7 +20,7 @@ class CopyOnWay(NamedTuple):
     leader: str
     leader_order_id: str
     filled_then: int  # the leader order's filled quantity when sized (or told of)
-    sized_at: float  # monotonic
+    sized_at: float  # monotonic: when sized, or sent again since (its answer is due from then)
     doubt_until: float | None = None  # monotonic: its placement is looked up first until about then
 
 
