@@ -73,6 +73,12 @@ class LeaderLedger:
             ledger = self._accounts.get(account)
             return ledger.of_order.get(order_id) if ledger is not None else None
 
+    def traded(self, account: str, order_id: str) -> bool:
+        """Whether the account's order `order_id` has wholly filled, as its updates told."""
+        with self._lock:
+            ledger = self._accounts.get(account)
+            return ledger is not None and order_id in ledger.traded
+
     def _on(self, account: str, day: date) -> LeaderDay:
         """The account's ledger for `day`: a new day starts empty (yesterday's orders are gone
         from the book, and what was carried in is read again)."""

@@ -199,7 +199,8 @@ class OrderRouter(PooledSupervised):
         elif isinstance(message, (SyncCopies, CatchUpCopy)):
             self._child(message.leader_order_id).tell(message)
         elif isinstance(message, CancelCopies):
-            for order_id in self.ctx.store.open_leader_order_ids():
+            for order_id in ([message.leader_order_id] if message.leader_order_id
+                             else self.ctx.store.open_leader_order_ids()):
                 self._child(order_id).tell(message)
         elif isinstance(message, Sweep):
             if not self.ctx.store.down:  # nothing can take effect meanwhile; resumed when it is back

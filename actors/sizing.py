@@ -40,7 +40,7 @@ from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (AccountsRead, CapitalSnapshot, CopiesInDoubt, CopiesSettleDue,
+from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesSettleDue,
                              ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
                              PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
                              SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount, is_leader)
@@ -103,6 +103,7 @@ class _Waiting:
     followers: tuple[str, ...] = ()  # whose positions the exit reading reads
     before: int | None = None  # the leader's position before its order (None: not an exit)
     look_up: bool = False  # `before` is asked of the broker with the reading (the copier could not count it)
+    closes: bool = False  # it takes its leader's position to nothing: copies left resting are cancelled
     read_since: float = 0.0  # monotonic, when its exit reading began: its readings share one deadline
     settle_by: float | None = None  # monotonic: until then it waits for its followers' copies on their way
     lane_held_until: float = 0.0  # monotonic: until when its lane is held for it (askers in it told)
@@ -145,8 +146,9 @@ class SizingActor(PooledSupervised):
                  paused: dict[str, str] | None = None,
                  leader_rules: dict[tuple[str, str], SizingRule] | None = None,
                  ledger: LeaderLedger | None = None, exit_reading_seconds: float = EXIT_READING_SECONDS,
-                 answer_wait_seconds: float = ANSWER_WAIT_SECONDS) -> None:
+                 answer_wait_seconds: float = ANSWER_WAIT_SECONDS, router: Address | None = None) -> None:
         super().__init__(address, supervisor)
+        self.router = router  # told to cancel the copies an exit that closes its leader's position leaves resting
         # each leader's position as its updates told it, in order (actors/leader_ledger.py): the
         # position each leader order found, when known, says whether it is an exit
         self.ledger = ledger
@@ -321,6 +323,11 @@ class SizingActor(PooledSupervised):
                 self._hold(waiting, until, now)
             if until is not None and now < waiting.settle_by:
                 return False
+            if self._cancel_resting(waiting):
+                until = self._unsettled(waiting)
+                if until is not None:
+                    self._hold(waiting, until, now)
+                    return False
             waiting.settle_by = None  # (a long wait for copies in doubt leaves its reading half the time)
             if not any(other.settle_by is not None for other in self.waiting if other.lane == waiting.lane):
                 self.on_way.release_lane(waiting.lane)
@@ -348,6 +355,8 @@ class SizingActor(PooledSupervised):
                         return True
                     waiting.before, waiting.look_up = known, bool(first.leader_order_id)
                 waiting.followers = tuple(followers)
+                waiting.closes = waiting.before is not None and waiting.before + sign * first.terms.quantity == 0
+                self._cancel_resting(waiting)
                 settle_by = self._unsettled(waiting) if self.timers is not None else None
                 if settle_by is not None:
                     waiting.read_since = time.monotonic()  # (its reading's deadline counts from now)
@@ -363,6 +372,22 @@ class SizingActor(PooledSupervised):
         return self.on_way.held_until(waiting.followers, risk.position_key(first.terms), first.leader_order_id,
                                       self.exit_reading_seconds, self.answer_wait_seconds,
                                       ledger.filled if ledger is not None else lambda _leader, _order_id: None)
+
+    def _cancel_resting(self, waiting: _Waiting) -> bool:
+        """An exit that closes its leader's position cancels its followers' copies still resting
+        of the leader's orders in it that have filled (trading/copies_on_way.py `resting`), and
+        waits for them to end. Whether it asked for any."""
+        if not waiting.closes or self.router is None or self.ledger is None or self.timers is None:
+            return False
+        first = waiting.requests[0]
+        asked = self.on_way.cancel_resting(waiting.followers, risk.position_key(first.terms), first.leader_order_id,
+                                           self.exit_reading_seconds, self.answer_wait_seconds, self.ledger.traded)
+        for follower, leader_order_id in asked:
+            log.info("leader order %s closes its position: %s's copy of leader order %s still rests, cancelled",
+                     first.leader_order_id, follower, leader_order_id)
+            self.router.tell(CancelCopies(f"leader order {first.leader_order_id} closed the position it opened",
+                                          follower=follower, leader_order_id=leader_order_id))
+        return bool(asked)
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
         """The exit waits for its followers' copies until `until` (monotonic), at most. Once it has

@@ -1,19 +1,19 @@
-"""How long an exit waits for its followers' copies on their way (trading/copies_on_way.py), row
-by row: the exit of leader order X in RELIANCE, now 100.0, exit wait 3 s, the broker answers a
-placement within 5 s."""
+"""How long an exit waits for its followers' copies on their way, and which of them an exit that
+closes its leader's position cancels (trading/copies_on_way.py), row by row: the exit of leader
+order X in RELIANCE, now 100.0, exit wait 3 s, the broker answers a placement within 5 s."""
 from __future__ import annotations
 
 import pytest
 
-from trading.copies_on_way import CopyOnWay, held_until
+from trading.copies_on_way import CopyOnWay, held_until, resting
 
 KEY, OTHER = ("NSE_EQ", "2885"), ("NSE_EQ", "11536")
 NOW, WAIT, ANSWER = 100.0, 3.0, 5.0
 
 
 def _copy(order: str = "A", key: tuple[str, str] = KEY, filled_then: int = 10, sized_at: float = 99.9,
-          doubt_until: float | None = None) -> CopyOnWay:
-    return CopyOnWay(key, "leader", order, filled_then, sized_at, doubt_until)
+          doubt_until: float | None = None, cancelling: bool = False) -> CopyOnWay:
+    return CopyOnWay(key, "leader", order, filled_then, sized_at, doubt_until, cancelling)
 
 
 ROWS = [
@@ -43,3 +43,23 @@ ROWS = [
 @pytest.mark.parametrize("why, copies, fills, expected", ROWS, ids=[row[0] for row in ROWS])
 def test_B_2_an_exit_waits_for_its_followers_copies_on_their_way(why, copies, fills, expected):
     assert held_until(copies, KEY, "X", NOW, WAIT, ANSWER, lambda _leader, order: fills.get(order)) == expected
+
+
+LONG_AGO = NOW - ANSWER - WAIT / 2  # its hold is over
+CANCELS = [
+    # (why, the copy, the leader orders wholly filled, cancelled)
+    ("a filled leader order's copy still there when its hold is over rests: cancelled", _copy(sized_at=LONG_AGO),
+     {"A"}, True),
+    ("one still held for is waited for, not cancelled", _copy(), {"A"}, False),
+    ("one in doubt is held for until its lookups are believed", _copy(sized_at=80.0, doubt_until=99.0), {"A"}, False),
+    ("the leader's own order still rests: its copy is the follower's share of it", _copy(sized_at=LONG_AGO), set(),
+     False),
+    ("one in another instrument is left", _copy(key=OTHER, sized_at=LONG_AGO), {"A"}, False),
+    ("the exit's own copy is left", _copy(order="X", sized_at=LONG_AGO), {"X"}, False),
+    ("one asked to be cancelled already is not asked again", _copy(sized_at=LONG_AGO, cancelling=True), {"A"}, False),
+]
+
+
+@pytest.mark.parametrize("why, copy, traded, expected", CANCELS, ids=[row[0] for row in CANCELS])
+def test_B_2_an_exit_that_closes_its_leaders_position_cancels_the_copies_left_resting(why, copy, traded, expected):
+    assert resting(copy, KEY, "X", NOW, WAIT, ANSWER, lambda _leader, order: order in traded) is expected

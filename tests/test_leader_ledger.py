@@ -88,6 +88,18 @@ def test_a_super_orders_legs_count_apart_and_in_its_own_position():
     assert ledger.found("leader", "2", KEY) == 0
 
 
+def test_an_order_is_wholly_filled_once_an_update_says_it_traded():
+    ledger = _ledger()
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=12), DAY)
+    assert not ledger.traded("leader", "1")  # the leader still rests 8 of it
+    ledger.see("leader", _update("1", Side.BUY, 20, filled=20), DAY)
+    assert ledger.traded("leader", "1")
+    ledger.see("leader", _update("2", Side.BUY, 20), DAY)
+    ledger.see("leader", _update("2", Side.SELL, 20, filled=20, leg="TARGET_LEG"), DAY)
+    assert not ledger.traded("leader", "2")  # a super order's leg traded, not its entry
+    assert not ledger.traded("other", "1")
+
+
 def test_instruments_and_accounts_are_apart():
     ledger = _ledger()
     ledger.carry("leader:b", {KEY: 7}, DAY)

@@ -49,20 +49,21 @@ def _racing_exit(rig, f1: str) -> str:
     """Dhan's socket may lag its REST answers: the follower's entry fill, made before the exit's
     positions reading began and so in it, reaches the copier while that reading is answered. (The
     exit waits for the copier to see its followers' copies fill, so the socket lags longer than
-    that wait: 3 s.)"""
+    that wait: 3 s.) The leader sells half: an exit that closes its position would cancel the
+    copy it still waits for, and learn its fill from that cancel's answer."""
     rig.exchange.faults.delay_messages(3.0, client_id=f1)
     rig.place(order_type="MARKET", quantity=20)
     wait_until(lambda: _position(rig, f1) == 10, message="the follower's copy filled at the exchange")
     rig.exchange.faults.delay_answers(0.9, client_id=f1, paths="GET /positions")
-    return rig.place(order_type="MARKET", quantity=20, side="SELL")
+    return rig.place(order_type="MARKET", quantity=10, side="SELL")
 
 
 def test_B_2_a_fill_the_socket_brings_while_positions_are_read_is_not_counted_twice(make_rig):
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
     exit_order = _racing_exit(rig, f1)
-    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # what it holds, not 10 twice
-    wait_until(lambda: _position(rig, f1) == 0, timeout=15, message="the follower flat, not short")
+    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 5  # half what it holds, not half of 10 twice
+    wait_until(lambda: _position(rig, f1) == 5, timeout=15, message="the follower holds half")
     assert any(r["path"].endswith("/orders") and r["method"] == "GET" for r in rig.exchange.request_log(f1))
 
 
@@ -71,7 +72,7 @@ def test_B_2_an_exit_whose_order_book_cannot_be_read_sells_only_what_surely_is_h
     f1 = rig.follower_ids["f1"]
     refused = rig.proxies["f1"].respond("GET /orders", 500, '{"errorType": "Internal"}', forward=NEVER)
     exit_order = _racing_exit(rig, f1)
-    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 10  # the reading's 10, not 10 + its fill
+    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 5  # half the reading's 10, not of 10 + its fill
     assert refused.hits >= 1
 
 
@@ -269,6 +270,58 @@ def test_B_2_an_exit_of_an_entry_queued_behind_a_throttled_placement_waits_for_i
                message=lambda: f"f1's copies of all three: {rig.exchange.orders(f1)}, skips {list(m.Skip.select().dicts())}")
     wait_until(lambda: (_position(rig, f1), _position(rig, f1, TCS)) == (10, 0), 5,
                message=lambda: f"f1 long RELIANCE, flat TCS: {_position(rig, f1)}, {_position(rig, f1, TCS)}")
+
+
+def _entry_resting_at_f1(rig, f1_filled: int = 0) -> str:
+    """The leader's LIMIT buy of 20 fills; f1's copy of it (10) rests at its broker with `f1_filled`
+    of it traded (the price touched the limit long enough for the leader only). Its order id."""
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(quantity=20)  # 3% under the market: it rests
+    copy = rig.follower_copy(entry)
+    rig.wait_row(entry, lambda r: r.broker_order_id is not None, message="the copy at its broker")
+    if f1_filled:
+        rig.exchange.fill(f1, copy["orderId"], qty=f1_filled)
+        wait_until(lambda: _position(rig, f1) == f1_filled, message=f"f1 holds {f1_filled}")
+    rig.exchange.fill(LEADER_ID, entry)
+    wait_until(lambda: _position(rig, LEADER_ID) == 20, message="the leader's buy filled")
+    return copy["orderId"]
+
+
+def test_B_2_a_full_exit_cancels_its_entrys_copy_still_resting_at_the_follower(make_rig):
+    """The leader sells all 20 at the market while f1's copy of the buy still rests: f1 holds
+    nothing to sell, and the copy would buy 10 the next time the price comes down, leaving f1 long
+    while its leader is flat. The exit cancels it."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader sold")
+    wait_until(lambda: rig.exchange.order(f1, copy_id)["orderStatus"] == "CANCELLED", 15,
+               message=lambda: f"f1's resting copy cancelled: {rig.exchange.order(f1, copy_id)}")
+    assert rig.wait_skip(exit_order, "f1").reason == "no_position_to_exit"
+    assert _position(rig, f1) == 0
+
+
+def test_B_2_a_full_exit_cancels_the_rest_of_its_entrys_copy_and_sells_what_filled(make_rig):
+    """As above, with 4 of f1's 10 filled: the exit cancels the other 6 and sells the 4."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig, f1_filled=4)
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    wait_until(lambda: rig.exchange.order(f1, copy_id)["orderStatus"] == "CANCELLED", 15,
+               message=lambda: f"the rest of f1's copy cancelled: {rig.exchange.order(f1, copy_id)}")
+    assert rig.follower_copy(exit_order)["quantity"] == 4
+    wait_until(lambda: _position(rig, f1) == 0, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
+
+
+def test_B_2_a_partial_exit_leaves_its_entrys_copy_resting(make_rig):
+    """The leader sells half: it still holds 10, and f1's resting copy is its share of them."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig, f1_filled=4)
+    exit_order = rig.place(order_type="MARKET", quantity=10, side="SELL")
+    assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 2  # half of the 4 it holds
+    assert rig.exchange.order(f1, copy_id)["orderStatus"] in ("PENDING", "PART_TRADED")
 
 
 def test_B_2_a_market_exit_held_past_the_copy_delay_for_a_copy_in_doubt_is_still_sent(make_rig):

@@ -22,6 +22,7 @@ class CopyOnWay(NamedTuple):
     filled_then: int  # the leader order's filled quantity when sized (or told of)
     sized_at: float  # monotonic: when sized, or sent again since (its answer is due from then)
     doubt_until: float | None = None  # monotonic: its placement is looked up first until about then
+    cancelling: bool = False  # asked to be cancelled by an exit that closes its leader's position
 
 
 def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str, now: float, exit_wait: float,
@@ -41,11 +42,28 @@ def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str
     for copy in copies:
         if copy.key != key or copy.leader_order_id == exit_order_id:
             continue
-        sent = copy.sized_at if copy.doubt_until is None else max(copy.sized_at, copy.doubt_until)
-        held = sent + answer_wait + exit_wait / 2
+        held = _held(copy, exit_wait, answer_wait)
         if held <= now:
             continue
         known = filled(copy.leader, copy.leader_order_id)
         if (known if known is not None else copy.filled_then) != 0:
             until = held if until is None else max(until, held)
     return until
+
+
+def resting(copy: CopyOnWay, key: PositionKey, exit_order_id: str, now: float, exit_wait: float, answer_wait: float,
+            traded: Callable[[str, str], bool]) -> bool:
+    """Whether an exit of leader order `exit_order_id` that closes its leader's position in `key`
+    cancels `copy`: a copy in `key` of a leader order that has wholly filled (the leader rests
+    nothing of it) still not ended when `held_until` stopped holding the exit for it. It rests at
+    its broker (or was lost on its way: its cancel finds nothing): left there, it would fill the next
+    time the price comes by, and the follower hold what its leader has closed. The leader's own
+    resting orders keep their copies."""
+    return (copy.key == key and copy.leader_order_id != exit_order_id and not copy.cancelling
+            and _held(copy, exit_wait, answer_wait) <= now and traded(copy.leader, copy.leader_order_id))
+
+
+def _held(copy: CopyOnWay, exit_wait: float, answer_wait: float) -> float:
+    """Until when (monotonic) `copy` holds an exit: its placement answered and filled by then."""
+    sent = copy.sized_at if copy.doubt_until is None else max(copy.sized_at, copy.doubt_until)
+    return sent + answer_wait + exit_wait / 2

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Iterable, Mapping
 
 from trading.account import BookFill, PositionKey, counted_as, counted_order
-from trading.orders import OrderUpdate, Side
+from trading.orders import OrderStatus, OrderUpdate, Side
 
 
 @dataclass
@@ -21,6 +21,7 @@ class LeaderDay:
     of_order: dict[str, int] = field(default_factory=dict)  # the sum of `filled` by order id (legs in it)
     # order id -> `today` in its instrument at first sight (None: not known, see `see`)
     first_seen: dict[str, int | None] = field(default_factory=dict)
+    traded: set[str] = field(default_factory=set)  # order ids wholly filled (a super order's entry)
 
     def see(self, update: OrderUpdate, live: bool = True) -> None:
         """One update of a leader order. An order first seen before the book was read (whose fills
@@ -33,6 +34,8 @@ class LeaderDay:
             in_order = live and self.booked and update.source == "socket"
             self.first_seen[update.order_id] = (self.today.get(key, 0) - self.of_order.get(update.order_id, 0)
                                                 if in_order else None)
+        if update.status is OrderStatus.TRADED and not update.exit_leg:
+            self.traded.add(update.order_id)
         sign = 1 if update.terms.side == Side.BUY else -1
         self._count(counted_as(update.order_id, update.leg), key, sign * update.filled_qty)
 

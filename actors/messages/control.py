@@ -40,11 +40,13 @@ class QuotePrice:
 @dataclass(frozen=True)
 class CancelCopies:
     """Router -> every order actor with open copies (kill switch): cancel them all; or only those
-    of `follower` (in `segments`, when given), for a square-off or a follower removed."""
+    of `follower` (in `segments`, when given), for a square-off or a follower removed; or only
+    those of leader order `leader_order_id` (sizing: an exit closed the position it opened)."""
 
     reason: str
     follower: str | None = None
     segments: tuple[str, ...] = ()
+    leader_order_id: str | None = None
 
     def covers(self, follower: str, segment: str) -> bool:
         return (self.follower is None or follower == self.follower) and (not self.segments or segment in self.segments)
