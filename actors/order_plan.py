@@ -24,8 +24,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from actors.messages import (BrokerCommand, CancelCopy, CopiesInDoubt, CopiesMade, CopyInDoubt,
-                             GetOrder, LookupCopy, ModifyCopy, PlaceCopy, ReleaseCapital)
+from actors.messages import (BrokerCommand, CancelCopy, CopiesInDoubt, CopiesMade, CopiesResting, CopyInDoubt,
+                             CopyResting, GetOrder, LookupCopy, ModifyCopy, PlaceCopy, ReleaseCapital)
 from observability import metrics
 from broker.errors import BrokerError, ErrorKind
 from storage.orders import copy_key
@@ -66,6 +66,7 @@ class Plan:
         self.after: list[Callable[[], None]] = []
         self.wake: float | None = None
         self.in_doubt: dict[str, None] = {}  # copies whose placement is looked up first (the sizing actor's)
+        self.resting: dict[str, None] = {}  # copies loaded open at their brokers (the sizing actor's)
 
     # -- building ----------------------------------------------------------------------------------------
     def write(self, fn: Callable[[], None]) -> None:
@@ -158,6 +159,9 @@ class Plan:
         if (after.part == 0 and not after.broker_order_id and not after.held
               and (isinstance(event, c.Resumed) or after.absent_believed_from > before.absent_believed_from)):
             self.in_doubt[key] = None  # (loaded by a new incarnation, or its placement's outcome unknown)
+        elif (isinstance(event, c.Resumed) and after.part == 0 and after.broker_order_id
+              and not after.status.is_terminal):
+            self.resting[key] = None
 
     def _status_changed(self, key: str, before: c.CopyState, after: c.CopyState) -> None:
         actor = self.actor
@@ -322,6 +326,13 @@ class Plan:
         if copies:
             actor.ctx.sizing.tell(CopiesInDoubt(copies))
 
+    def _tell_resting(self) -> None:
+        """The sizing actor's exits that close their leader's position cancel these if they rest."""
+        actor = self.actor
+        copies = tuple(CopyResting(s.follower, s.correlation_id, position_key(s.target), actor.leader_account,
+                                   s.leader_order_id) for s in map(self.states.__getitem__, self.resting))
+        actor.ctx.sizing.tell(CopiesResting(copies))
+
     # -- storing and carrying out ----------------------------------------------------------------------
     def commit(self) -> None:
         actor = self.actor
@@ -357,6 +368,8 @@ class Plan:
             actor.send(self.commands)
         if self.in_doubt:
             self._tell_in_doubt()
+        if self.resting:
+            self._tell_resting()
         for fn in self.after:
             fn()
         if self.wake is not None:

@@ -40,7 +40,7 @@ from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesSettleDue,
+from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesResting, CopiesSettleDue,
                              ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
                              PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
                              SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount, is_leader)
@@ -243,6 +243,8 @@ class SizingActor(PooledSupervised):
         elif isinstance(message, CopiesInDoubt):
             self.on_way.in_doubt(message.copies)
             self._settling_changed()
+        elif isinstance(message, CopiesResting):
+            self.on_way.resting(message.copies)
         elif isinstance(message, PlacementRetried):
             if self.on_way.retried(message.follower, message.correlation_id, message.retry_at):
                 self._settling_changed()

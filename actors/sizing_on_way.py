@@ -8,10 +8,11 @@ skipped (`arrived`). An exit held longer than usual holds up the requests after 
 underlying (its lane): `hold_lane` / `lane_held` say until when."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Iterable
 
-from actors.messages import CopyInDoubt, SizeCopy
+from actors.messages import CopyInDoubt, CopyResting, SizeCopy
 from trading import risk
 from trading.account import PositionKey
 from trading.copies_on_way import CopyOnWay, held_until, resting
@@ -41,6 +42,14 @@ class OnTheirWay:
             self._keep(copy.follower, copy.correlation_id,
                        CopyOnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled, now,
                                  now + max(0.0, copy.believed_from - wall)))
+
+    def resting(self, copies: Iterable[CopyResting]) -> None:
+        """Copies loaded open at their brokers: they hold no exit (they are long at their brokers),
+        and an exit that closes its leader's position cancels them (`cancel_resting`)."""
+        for copy in copies:
+            if copy.correlation_id not in self._copies.get(copy.follower, {}):
+                self._keep(copy.follower, copy.correlation_id,
+                           CopyOnWay(copy.key, copy.leader, copy.leader_order_id, 0, -math.inf))
 
     def retried(self, follower: str, correlation_id: str, retry_at: float) -> bool:
         """A copy's placement sent again at `retry_at` (monotonic): its answer is due from then.

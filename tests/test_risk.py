@@ -314,6 +314,19 @@ def test_B_2_a_full_exit_cancels_the_rest_of_its_entrys_copy_and_sells_what_fill
     wait_until(lambda: _position(rig, f1) == 0, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 
 
+def test_B_2_a_full_exit_after_a_restart_cancels_its_entrys_copy_the_last_run_left_resting(make_rig):
+    """As above, the copier restarted while f1's copy rested: the new run cancels it too."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    rig.copier.stop()
+    start_rig(rig)
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    wait_until(lambda: rig.exchange.order(f1, copy_id)["orderStatus"] == "CANCELLED", 15,
+               message=lambda: f"f1's resting copy cancelled: {rig.exchange.order(f1, copy_id)}")
+    assert rig.wait_skip(exit_order, "f1").reason == "no_position_to_exit"
+
+
 def test_B_2_a_partial_exit_leaves_its_entrys_copy_resting(make_rig):
     """The leader sells half: it still holds 10, and f1's resting copy is its share of them."""
     rig = make_rig(config=RACING)

@@ -161,6 +161,26 @@ class CopiesInDoubt:
 
 
 @dataclass(frozen=True)
+class CopyResting:
+    """A follower's copy open at its broker, loaded by a new incarnation of its order actor."""
+
+    follower: str
+    correlation_id: str
+    key: PositionKey
+    leader: str
+    leader_order_id: str
+
+
+@dataclass(frozen=True)
+class CopiesResting:
+    """Order actor -> sizing: copies loaded open at their brokers (the sizing actor's memory of them
+    may have ended with the last run). An exit that closes its leader's position cancels those of
+    leader orders that have wholly filled."""
+
+    copies: tuple[CopyResting, ...]
+
+
+@dataclass(frozen=True)
 class PlacementRetried:
     """Rate limiter -> sizing: a copy's placement failed with no effect at the broker (refused
     for its rate, or a transient error) and is sent again at `retry_at` (monotonic): still on its
