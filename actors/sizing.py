@@ -349,11 +349,13 @@ class SizingActor(PooledSupervised):
                     if not risk.is_exit(found, sign * first.terms.quantity):
                         return True
                     waiting.before = found
-                else:  # counted from what the copier saw, which may miss fills: the broker confirms it
+                else:  # the broker says: what the copier saw may miss fills or hold one twice (a
+                    # reading made after the order filled, less its fills as first seen: none)
                     known = self.positions.quantity(first.leader, key) - sign * first.leader_filled
                     as_read = self.positions.as_read(first.leader, key)  # (fills seen since may be in it)
-                    if not any(risk.is_exit(held, sign * first.terms.quantity)
-                               for held in (known, as_read, as_read - sign * first.leader_filled)):
+                    if not first.leader_order_id and not any(
+                            risk.is_exit(held, sign * first.terms.quantity)
+                            for held in (known, as_read, as_read - sign * first.leader_filled)):
                         return True
                     waiting.before, waiting.look_up = known, bool(first.leader_order_id)
                 waiting.followers = tuple(followers)

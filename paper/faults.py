@@ -57,6 +57,7 @@ class Faults:
         with self._lock:
             self._refuse_until = 0.0
             self._delays: list[_Rule] = []
+            self._slow: list[_Rule] = []
             self._fails: list[_Rule] = []
             self._after: list[_Rule] = []
             self.duplicate_fraction = 0.0
@@ -151,6 +152,13 @@ class Faults:
         with self._lock:
             self._delays.append(_Rule(1.0, client_id, _paths(paths), seconds=seconds, count=count))
 
+    def delay_effects(self, seconds: float, client_id: str | None = None,
+                      paths: str | Iterable[str] | None = ("POST /orders",), count: int | None = None) -> None:
+        """The call takes effect `seconds` after it arrives (a slow broker): a reading answers
+        what holds then."""
+        with self._lock:
+            self._slow.append(_Rule(1.0, client_id, _paths(paths), seconds=seconds, count=count))
+
     def fail_fraction(self, fraction: float, mode: str = "DH-908", client_id: str | None = None,
                       paths: str | Iterable[str] | None = None, seed: int | None = None) -> None:
         """That fraction of matching calls fail before any effect ("close": no answer at all)."""
@@ -183,11 +191,17 @@ class Faults:
             return lost
 
     def answer_delay(self, client_id: str | None, keys: tuple[str, ...]) -> float:
+        return self._delay(self._delays, "delayed_answer", client_id, keys)
+
+    def effect_delay(self, client_id: str | None, keys: tuple[str, ...]) -> float:
+        return self._delay(self._slow, "delayed_effect", client_id, keys)
+
+    def _delay(self, rules: list[_Rule], kind: str, client_id: str | None, keys: tuple[str, ...]) -> float:
         with self._lock:
-            for r in self._delays:
+            for r in rules:
                 if r.matches(client_id, keys) and (r.count is None or r.count > 0):
                     if r.count is not None:
                         r.count -= 1
-                    self._counts["delayed_answer"] += 1
+                    self._counts[kind] += 1
                     return r.seconds
         return 0.0

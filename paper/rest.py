@@ -101,6 +101,9 @@ class RestApi:
                 return self._abort(request)
             if mode:
                 raise DhanError(mode, "injected fault: the broker could not process the request")
+            slow = self.faults.effect_delay(cid, keys)
+            if slow > 0:
+                await asyncio.sleep(slow)
             if order_api and not self.limiter.allow(acct.client_id):
                 raise DhanError("DH-904", "Too many requests: order API rate limit exceeded, retry later")
             raw = await request.read()

@@ -361,6 +361,26 @@ def test_B_2_an_exit_right_after_a_restart_waits_for_the_entry_copy_the_last_run
     _both_copied_and_flat(rig, 15)
 
 
+def test_B_2_an_exit_placed_as_a_restarted_copier_reads_the_leaders_account_is_sized_as_one(rig):
+    """The copier restarts and the leader at once sells the 20 it holds (a LIMIT order that rests,
+    then fills), while the copier's first reading of the leader's account waits at its broker:
+    its positions answer flat (the sale is in them). Seen before the leader's order book was read,
+    the sale's position before it is not counted, so it is asked of the broker: f1 sells all it
+    holds (40, 30 of them bought by hand), where the sale was taken for a new short of 10."""
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    _market(_hand(rig), "BUY", 30)
+    wait_until(lambda: _position(rig, f1) == 40, message="f1 holds 40")
+    rig.copier.stop()
+    rig.exchange.faults.delay_effects(1.0, client_id=LEADER_ID, paths="GET /positions", count=1)
+    start_rig(rig)
+    exit_order = rig.place(quantity=20, side="SELL")  # 3% over the market: it rests
+    rig.exchange.fill(LEADER_ID, exit_order)
+    copy = rig.follower_copy(exit_order, timeout=15)
+    assert (copy["transactionType"], copy["quantity"]) == ("SELL", 40)
+
+
 def test_B_2_an_exit_held_for_a_copy_in_doubt_longer_than_its_order_actors_patience_crashes_nothing(make_rig):
     """As above, but the placement the last run sent never reached the broker: with a 3 s broker
     timeout, the next run believes it absent and places the copy 6 s after it started, longer than

@@ -1,6 +1,7 @@
 """REST fault knobs and limits: what the copier's retry and exactly-once logic must survive."""
 from __future__ import annotations
 
+import threading
 import time
 
 from tests.paper.paper_support import FOLLOWER, LEADER, buy, client, make_exchange
@@ -48,6 +49,17 @@ def test_delayed_answer_takes_effect_first(ex: PaperExchange, dhan) -> None:
     assert r["status"] == "success" and time.monotonic() - t0 >= 0.4
     t0 = time.monotonic()
     assert buy(dhan, 1)["status"] == "success" and time.monotonic() - t0 < 0.3   # count=1: once only
+
+
+def test_delayed_effect_answers_what_holds_once_it_takes_effect(ex: PaperExchange, dhan) -> None:
+    ex.faults.delay_effects(0.5, client_id=LEADER, paths="GET /positions", count=1)
+    read: list[dict] = []
+    reader = threading.Thread(target=lambda: read.append(dhan.get_positions()))
+    reader.start()
+    assert ex.wait_for(lambda e: e.faults.counts().get("delayed_effect") == 1, 2)  # the reading has arrived
+    assert buy(dhan, 3)["status"] == "success"  # placed while it waits to take effect
+    reader.join(5)
+    assert sum(p["netQty"] for p in read[0]["data"]) == 3
 
 
 def test_timeout_while_answer_delayed_still_places(ex: PaperExchange) -> None:
