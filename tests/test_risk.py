@@ -327,6 +327,28 @@ def test_B_2_a_full_exit_after_a_restart_cancels_its_entrys_copy_the_last_run_le
     assert rig.wait_skip(exit_order, "f1").reason == "no_position_to_exit"
 
 
+def test_B_2_a_full_exit_cancels_the_copy_of_a_partial_exit_still_resting(make_rig):
+    """The leader sells half of its 20 with a LIMIT order that fills where f1's copy of it (5)
+    rests, then sells the rest at the market: f1 sells the 10 it holds and its resting sale is
+    cancelled, where it would have sold 5 more once the price came up: short while its leader is
+    flat."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    half = rig.place(quantity=10, side="SELL")  # 3% over the market: it rests
+    resting = rig.follower_copy(half)
+    assert resting["quantity"] == 5
+    rig.wait_row(half, lambda r: r.broker_order_id is not None, message="the copy at its broker")
+    rig.exchange.fill(LEADER_ID, half)
+    wait_until(lambda: _position(rig, LEADER_ID) == 10, message="the leader sold half")
+    rest = rig.place(order_type="MARKET", quantity=10, side="SELL")
+    wait_until(lambda: rig.exchange.order(f1, resting["orderId"])["orderStatus"] == "CANCELLED", 15,
+               message=lambda: f"f1's resting sale cancelled: {rig.exchange.order(f1, resting['orderId'])}")
+    assert rig.follower_copy(rest)["quantity"] == 10
+    wait_until(lambda: _position(rig, f1) == 0, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
+
+
 def test_B_2_a_partial_exit_leaves_its_entrys_copy_resting(make_rig):
     """The leader sells half: it still holds 10, and f1's resting copy is its share of them."""
     rig = make_rig(config=RACING)
