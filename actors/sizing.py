@@ -384,8 +384,9 @@ class SizingActor(PooledSupervised):
         if not waiting.closes or self.router is None or self.ledger is None or self.timers is None:
             return False
         first = waiting.requests[0]
-        asked = self.on_way.cancel_resting(waiting.followers, risk.position_key(first.terms), first.leader_order_id,
-                                           self.exit_reading_seconds, self.answer_wait_seconds, self.ledger.traded)
+        asked = self.on_way.cancel_resting(waiting.followers, first.leader, risk.position_key(first.terms),
+                                           first.leader_order_id, self.exit_reading_seconds, self.answer_wait_seconds,
+                                           self.ledger.traded)
         for follower, leader_order_id in asked:
             log.info("leader order %s closes its position: %s's copy of leader order %s still rests, cancelled",
                      first.leader_order_id, follower, leader_order_id)

@@ -79,15 +79,16 @@ class OnTheirWay:
         return held_until((copy for follower in followers for copy in self._copies.get(follower, {}).values()),
                           key, exit_order_id, time.monotonic(), exit_wait, answer_wait, filled)
 
-    def cancel_resting(self, followers: Iterable[str], key: PositionKey, exit_order_id: str, exit_wait: float,
-                       answer_wait: float, traded: Callable[[str, str], bool]) -> list[tuple[str, str]]:
+    def cancel_resting(self, followers: Iterable[str], leader: str, key: PositionKey, exit_order_id: str,
+                       exit_wait: float, answer_wait: float, traded: Callable[[str, str], bool]
+                       ) -> list[tuple[str, str]]:
         """The copies an exit that closes its leader's position cancels (`resting`), as (follower,
         leader order id) once each: each holds the exit again, until its cancel is answered."""
         now, asked = time.monotonic(), {}
         for follower in followers:
             kept = self._copies.get(follower, {})
             for cid, copy in kept.items():
-                if resting(copy, key, exit_order_id, now, exit_wait, answer_wait, traded):
+                if resting(copy, leader, key, exit_order_id, now, exit_wait, answer_wait, traded):
                     kept[cid] = copy._replace(sized_at=now, doubt_until=None, cancelling=True)
                     asked[(follower, copy.leader_order_id)] = None
         return list(asked)

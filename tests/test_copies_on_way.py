@@ -57,9 +57,11 @@ CANCELS = [
     ("one in another instrument is left", _copy(key=OTHER, sized_at=LONG_AGO), {"A"}, False),
     ("the exit's own copy is left", _copy(order="X", sized_at=LONG_AGO), {"X"}, False),
     ("one asked to be cancelled already is not asked again", _copy(sized_at=LONG_AGO, cancelling=True), {"A"}, False),
+    ("another leader's is left: that leader still holds it", _copy(sized_at=LONG_AGO)._replace(leader="other"),
+     {"A"}, False),
 ]
 
 
 @pytest.mark.parametrize("why, copy, traded, expected", CANCELS, ids=[row[0] for row in CANCELS])
 def test_B_2_an_exit_that_closes_its_leaders_position_cancels_the_copies_left_resting(why, copy, traded, expected):
-    assert resting(copy, KEY, "X", NOW, WAIT, ANSWER, lambda _leader, order: order in traded) is expected
+    assert resting(copy, "leader", KEY, "X", NOW, WAIT, ANSWER, lambda _leader, order: order in traded) is expected

@@ -113,6 +113,22 @@ def test_each_follower_copies_only_its_leaders_each_sized_by_its_rule_for_that_l
         == "PENDING"
 
 
+def test_one_leaders_full_exit_leaves_the_copy_of_another_leaders_order_resting(make_rig, tmp_path):
+    """Beta's LIMIT buy fills where f1's copy of it rests; alpha then buys and sells everything in
+    the same instrument. Alpha's exit cancels copies of alpha's orders only: beta still holds what
+    f1's resting copy follows."""
+    rig, beta = several_leaders(make_rig, tmp_path, FOLLOWERS)
+    f1 = rig.follower_ids["f1"]
+    from_beta = place(beta, rig, quantity=10)  # 3% under the market: it rests
+    wait_until(lambda: len(book(rig, f1)) == 1, 10, message="f1's copy of beta's order")
+    rig.exchange.fill(BETA_ID, from_beta)
+    rig.place(order_type="MARKET", quantity=20)
+    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    rig.follower_copy(exit_order, timeout=20)  # sized once any copy it cancels has ended
+    resting = next(o for o in book(rig, f1) if o["quantity"] == 2)
+    assert resting["orderStatus"] == "PENDING", resting
+
+
 def test_a_restarted_copier_sizes_each_leaders_orders_by_that_leaders_rule(make_rig, tmp_path):
     rig, beta = several_leaders(make_rig, tmp_path, FOLLOWERS)
     f1 = rig.follower_ids["f1"]

@@ -51,15 +51,15 @@ def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str
     return until
 
 
-def resting(copy: CopyOnWay, key: PositionKey, exit_order_id: str, now: float, exit_wait: float, answer_wait: float,
-            traded: Callable[[str, str], bool]) -> bool:
-    """Whether an exit of leader order `exit_order_id` that closes its leader's position in `key`
-    cancels `copy`: a copy in `key` of a leader order that has wholly filled (the leader rests
+def resting(copy: CopyOnWay, leader: str, key: PositionKey, exit_order_id: str, now: float, exit_wait: float,
+            answer_wait: float, traded: Callable[[str, str], bool]) -> bool:
+    """Whether an exit of `leader`'s order `exit_order_id` that closes its position in `key`
+    cancels `copy`: a copy in `key` of that leader's order that has wholly filled (the leader rests
     nothing of it) still not ended when `held_until` stopped holding the exit for it. It rests at
     its broker (or was lost on its way: its cancel finds nothing): left there, it would fill the next
     time the price comes by, and the follower hold what its leader has closed. The leader's own
-    resting orders keep their copies."""
-    return (copy.key == key and copy.leader_order_id != exit_order_id and not copy.cancelling
+    resting orders keep their copies, and so do other leaders' orders."""
+    return (copy.key == key and copy.leader == leader and copy.leader_order_id != exit_order_id and not copy.cancelling
             and _held(copy, exit_wait, answer_wait) <= now and traded(copy.leader, copy.leader_order_id))
 
 
