@@ -329,8 +329,9 @@ class Plan:
     def _tell_resting(self) -> None:
         """The sizing actor's exits that close their leader's position cancel these if they rest."""
         actor = self.actor
+        traded = actor.leader is not None and actor.leader.state.status is S.TRADED
         copies = tuple(CopyResting(s.follower, s.correlation_id, position_key(s.target), actor.leader_account,
-                                   s.leader_order_id) for s in map(self.states.__getitem__, self.resting))
+                                   s.leader_order_id, traded) for s in map(self.states.__getitem__, self.resting))
         actor.ctx.sizing.tell(CopiesResting(copies))
 
     # -- storing and carrying out ----------------------------------------------------------------------

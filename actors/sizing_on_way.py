@@ -49,7 +49,8 @@ class OnTheirWay:
         for copy in copies:
             if copy.correlation_id not in self._copies.get(copy.follower, {}):
                 self._keep(copy.follower, copy.correlation_id,
-                           CopyOnWay(copy.key, copy.leader, copy.leader_order_id, 0, -math.inf))
+                           CopyOnWay(copy.key, copy.leader, copy.leader_order_id, 0, -math.inf,
+                                     leader_traded=copy.leader_traded))
 
     def retried(self, follower: str, correlation_id: str, retry_at: float) -> bool:
         """A copy's placement sent again at `retry_at` (monotonic): its answer is due from then.

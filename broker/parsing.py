@@ -20,8 +20,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from broker import codes, jsonread
 from broker.errors import ErrorKind, classify
 from trading.account import BookFill, Funds, Listing, Margin, Position, Profile, Trade, counted_as
-from trading.orders import (AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, Leg, OrderStatus, OrderTerms, OrderType,
-                            OrderUpdate)
+from trading.orders import AMO_TIMES, EXCHANGE_SEGMENTS, ForeverOrder, Leg, OrderTerms, OrderType, OrderUpdate
 from trading.prices import Quote
 from trading.super_orders import SuperOrderView
 
@@ -438,16 +437,7 @@ def book_fill_from_dhan(entry: Any) -> BookFill:
     leg = _book_leg(entry, _enum(codes.PRODUCT, _required(entry, "productType"), "productType"))
     return BookFill(order_id=counted_as(_id(_required(entry, "orderId"), "orderId"), leg),
                     key=(_segment(entry, "exchangeSegment"), _id(_required(entry, "securityId"), "securityId")),
-                    filled=filled if side.value == "BUY" else -filled,
-                    traded=leg in ("", Leg.ENTRY.value) and _traded(entry.get("orderStatus")))
-
-
-def _traded(value: Any) -> bool:
-    """Whether a book entry's status says it wholly filled (one not read says it did not)."""
-    try:
-        return codes.status(str(value)) is OrderStatus.TRADED
-    except ValueError:
-        return False
+                    filled=filled if side.value == "BUY" else -filled)
 
 
 def book_fills_from_dhan(answer: Any, skipped: Callable[[MalformedMessage], None] | None = None) -> Listing[BookFill]:

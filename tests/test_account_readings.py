@@ -102,7 +102,7 @@ def test_the_gateway_answers_funds_positions_trades_orders_and_margin_in_the_cop
     assert isinstance(order, OrderUpdate)
     assert (order.order_id, order.status, order.filled_qty, order.source) == (order_id, OrderStatus.TRADED, 10, "book")
     fills = gateway.book_fills()
-    assert fills.ok and fills.data.entries == (BookFill(order_id, ("NSE_EQ", RELIANCE), 10, traded=True),)
+    assert fills.ok and fills.data.entries == (BookFill(order_id, ("NSE_EQ", RELIANCE), 10),)
 
     terms = OrderTerms(TCS, "NSE_EQ", Side.BUY, Product.CNC, OrderType.LIMIT, Validity.DAY, 1000, 4000.0)
     margin = gateway.margin(terms, terms.price)
@@ -196,17 +196,13 @@ def test_an_unreadable_order_book_entry_is_left_out_with_its_reason():
 def test_the_order_book_is_read_for_each_orders_fills_only_and_strictly():
     good = {"orderId": "52", "transactionType": "SELL", "exchangeSegment": "NSE_EQ", "securityId": "2885",
             "productType": "INTRADAY", "filledQty": 3, "orderStatus": "PART_TRADED"}
-    entry = {**good, "orderId": "54", "transactionType": "BUY", "legName": "ENTRY_LEG", "filledQty": 5,
-             "orderStatus": "Traded"}
+    entry = {**good, "orderId": "54", "transactionType": "BUY", "legName": "ENTRY_LEG", "filledQty": 5}
     listing = book_fills_from_dhan([good, {**good, "orderId": "53", "filledQty": None, "transactionType": "BUY"},
                                     {**good, "filledQty": -1}, {**good, "securityId": None},
-                                    entry, {**entry, "legName": "TARGET_LEG", "transactionType": "SELL"},
-                                    {**good, "orderId": "55", "orderStatus": "NOT_A_STATUS"}])
+                                    entry, {**entry, "legName": "TARGET_LEG", "transactionType": "SELL"}])
     key = ("NSE_EQ", "2885")
     assert listing.entries == (BookFill("52", key, -3), BookFill("53", key, 0),
-                               BookFill("54", key, 5, traded=True),  # a super order's entry wholly filled
-                               BookFill("54:TARGET_LEG", key, -5),  # legs share an id; their status is the leg's
-                               BookFill("55", key, -3))  # a status not read says nothing of its fills
+                               BookFill("54", key, 5), BookFill("54:TARGET_LEG", key, -5))  # legs share an id
     assert listing.unreadable == ("out_of_range", "missing_field")
 
 

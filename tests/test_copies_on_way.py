@@ -59,6 +59,8 @@ CANCELS = [
     ("one asked to be cancelled already is not asked again", _copy(sized_at=LONG_AGO, cancelling=True), {"A"}, False),
     ("another leader's is left: that leader still holds it", _copy(sized_at=LONG_AGO)._replace(leader="other"),
      {"A"}, False),
+    ("one a restarted copier loaded, of a leader order stored wholly filled (its fill seen by the last run)",
+     _copy(sized_at=LONG_AGO)._replace(leader_traded=True), set(), True),
 ]
 
 

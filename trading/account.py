@@ -107,7 +107,6 @@ class BookFill:
     order_id: str
     key: PositionKey
     filled: int
-    traded: bool = False  # the order has wholly filled (a super order's entry, not its legs)
 
 
 def carried_in(positions: Iterable[Position]) -> dict[PositionKey, int] | None:

@@ -23,6 +23,7 @@ class CopyOnWay(NamedTuple):
     sized_at: float  # monotonic: when sized, or sent again since (its answer is due from then)
     doubt_until: float | None = None  # monotonic: its placement is looked up first until about then
     cancelling: bool = False  # asked to be cancelled by an exit that closes its leader's position
+    leader_traded: bool = False  # its leader order has wholly filled, as a new incarnation loaded it
 
 
 def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str, now: float, exit_wait: float,
@@ -60,7 +61,8 @@ def resting(copy: CopyOnWay, leader: str, key: PositionKey, exit_order_id: str, 
     time the price comes by, and the follower hold what its leader has closed. The leader's own
     resting orders keep their copies, and so do other leaders' orders."""
     return (copy.key == key and copy.leader == leader and copy.leader_order_id != exit_order_id and not copy.cancelling
-            and _held(copy, exit_wait, answer_wait) <= now and traded(copy.leader, copy.leader_order_id))
+            and _held(copy, exit_wait, answer_wait) <= now
+            and (copy.leader_traded or traded(copy.leader, copy.leader_order_id)))
 
 
 def _held(copy: CopyOnWay, exit_wait: float, answer_wait: float) -> float:

@@ -43,8 +43,6 @@ class LeaderDay:
         """The day's order book: fills made before their orders' updates were seen."""
         for fill in fills:
             self._count(fill.order_id, fill.key, fill.filled)
-            if fill.traded:
-                self.traded.add(counted_order(fill.order_id))
         self.booked = True
 
     def carry(self, carried: Mapping[PositionKey, int]) -> None:

@@ -169,6 +169,7 @@ class CopyResting:
     key: PositionKey
     leader: str
     leader_order_id: str
+    leader_traded: bool  # its leader order has wholly filled, as stored
 
 
 @dataclass(frozen=True)
