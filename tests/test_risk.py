@@ -287,6 +287,13 @@ def _entry_resting_at_f1(rig, f1_filled: int = 0) -> str:
     return copy["orderId"]
 
 
+def _cancelled_at_f1(rig, order_id: str) -> None:
+    """f1's resting order `order_id` ends cancelled at its broker."""
+    f1 = rig.follower_ids["f1"]
+    wait_until(lambda: rig.exchange.order(f1, order_id)["orderStatus"] == "CANCELLED", 15,
+               message=lambda: f"f1's resting order cancelled: {rig.exchange.order(f1, order_id)}")
+
+
 def test_B_2_a_full_exit_cancels_its_entrys_copy_still_resting_at_the_follower(make_rig):
     """The leader sells all 20 at the market while f1's copy of the buy still rests: f1 holds
     nothing to sell, and the copy would buy 10 the next time the price comes down, leaving f1 long
@@ -296,8 +303,7 @@ def test_B_2_a_full_exit_cancels_its_entrys_copy_still_resting_at_the_follower(m
     copy_id = _entry_resting_at_f1(rig)
     exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
     wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader sold")
-    wait_until(lambda: rig.exchange.order(f1, copy_id)["orderStatus"] == "CANCELLED", 15,
-               message=lambda: f"f1's resting copy cancelled: {rig.exchange.order(f1, copy_id)}")
+    _cancelled_at_f1(rig, copy_id)
     assert rig.wait_skip(exit_order, "f1").reason == "no_position_to_exit"
     assert _position(rig, f1) == 0
 
@@ -308,8 +314,7 @@ def test_B_2_a_full_exit_cancels_the_rest_of_its_entrys_copy_and_sells_what_fill
     f1 = rig.follower_ids["f1"]
     copy_id = _entry_resting_at_f1(rig, f1_filled=4)
     exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
-    wait_until(lambda: rig.exchange.order(f1, copy_id)["orderStatus"] == "CANCELLED", 15,
-               message=lambda: f"the rest of f1's copy cancelled: {rig.exchange.order(f1, copy_id)}")
+    _cancelled_at_f1(rig, copy_id)
     assert rig.follower_copy(exit_order)["quantity"] == 4
     wait_until(lambda: _position(rig, f1) == 0, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 
@@ -317,13 +322,11 @@ def test_B_2_a_full_exit_cancels_the_rest_of_its_entrys_copy_and_sells_what_fill
 def test_B_2_a_full_exit_after_a_restart_cancels_its_entrys_copy_the_last_run_left_resting(make_rig):
     """As above, the copier restarted while f1's copy rested: the new run cancels it too."""
     rig = make_rig(config=RACING)
-    f1 = rig.follower_ids["f1"]
     copy_id = _entry_resting_at_f1(rig)
     rig.copier.stop()
     start_rig(rig)
     exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
-    wait_until(lambda: rig.exchange.order(f1, copy_id)["orderStatus"] == "CANCELLED", 15,
-               message=lambda: f"f1's resting copy cancelled: {rig.exchange.order(f1, copy_id)}")
+    _cancelled_at_f1(rig, copy_id)
     assert rig.wait_skip(exit_order, "f1").reason == "no_position_to_exit"
 
 
@@ -343,8 +346,7 @@ def test_B_2_a_full_exit_cancels_the_copy_of_a_partial_exit_still_resting(make_r
     rig.exchange.fill(LEADER_ID, half)
     wait_until(lambda: _position(rig, LEADER_ID) == 10, message="the leader sold half")
     rest = rig.place(order_type="MARKET", quantity=10, side="SELL")
-    wait_until(lambda: rig.exchange.order(f1, resting["orderId"])["orderStatus"] == "CANCELLED", 15,
-               message=lambda: f"f1's resting sale cancelled: {rig.exchange.order(f1, resting['orderId'])}")
+    _cancelled_at_f1(rig, resting["orderId"])
     assert rig.follower_copy(rest)["quantity"] == 10
     wait_until(lambda: _position(rig, f1) == 0, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 
