@@ -49,7 +49,7 @@ from supervisors.pool import PooledSupervised
 from trading import risk
 from trading.calendar import ist_date, now as exchange_now
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
-from trading.orders import OrderTerms
+from trading.orders import OrderTerms, OrderType
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, size_order
 
@@ -359,7 +359,7 @@ class SizingActor(PooledSupervised):
                         return True
                     waiting.before, waiting.look_up = known, bool(first.leader_order_id)
                 waiting.followers = tuple(followers)
-                waiting.closes = waiting.before is not None and waiting.before + sign * first.terms.quantity == 0
+                waiting.closes = not waiting.look_up and self._closes(waiting)  # (else once the broker says)
                 self._cancel_resting(waiting)
                 settle_by = self._unsettled(waiting) if self.timers is not None else None
                 if settle_by is not None:
@@ -377,13 +377,38 @@ class SizingActor(PooledSupervised):
                                       self.exit_reading_seconds, self.answer_wait_seconds,
                                       ledger.filled if ledger is not None else lambda _leader, _order_id: None)
 
+    def _closes(self, waiting: _Waiting) -> bool:
+        """Whether the exit takes its leader's position (`waiting.before`) to nothing."""
+        first = waiting.requests[0]
+        sign = 1 if first.terms.side.value == "BUY" else -1
+        return waiting.before is not None and waiting.before + sign * first.terms.quantity == 0
+
+    def _closes_once_looked_up(self, waiting: _Waiting) -> bool:
+        """An exit whose leader's position before it the broker was asked for, and says it closes
+        that position: it cancels its followers' copies left resting, and reads their positions
+        again once those have ended. Whether it does."""
+        waiting.closes = self._closes(waiting)
+        if not self._cancel_resting(waiting):
+            return False
+        until = self._unsettled(waiting)
+        if until is None:
+            return False
+        waiting.exit_reading, waiting.look_up = None, False
+        self._hold(waiting, until, time.monotonic())
+        return True
+
     def _cancel_resting(self, waiting: _Waiting) -> bool:
         """An exit that closes its leader's position cancels its followers' copies still resting
         of the leader's orders in it that have filled (trading/copies_on_way.py `resting`), and
-        waits for them to end. Whether it asked for any."""
+        waits for them to end. Whether it asked for any. Only an exit at the market, or one that
+        has begun to fill: a target or a protective stop that waits for its price leaves the leader
+        holding what those copies follow until it fills."""
         if not waiting.closes or self.router is None or self.ledger is None or self.timers is None:
             return False
         first = waiting.requests[0]
+        if first.terms.order_type is not OrderType.MARKET and not self.ledger.filled(first.leader,
+                                                                                      first.leader_order_id):
+            return False
         asked = self.on_way.cancel_resting(waiting.followers, first.leader, risk.position_key(first.terms),
                                            first.leader_order_id, self.exit_reading_seconds, self.answer_wait_seconds,
                                            self.ledger.traded)
@@ -516,6 +541,8 @@ class SizingActor(PooledSupervised):
                 if waiting.look_up:
                     waiting.before = dict(reading.leaders_before).get(waiting.requests[0].leader_order_id,
                                                                       waiting.before)
+                    if self._closes_once_looked_up(waiting):
+                        continue
                 raced = self._raced(waiting, reading)
                 if raced and self.reader is not None:
                     waiting.reading = next(_READINGS)

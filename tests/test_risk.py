@@ -351,6 +351,20 @@ def test_B_2_a_full_exit_cancels_the_copy_of_a_partial_exit_still_resting(make_r
     wait_until(lambda: _position(rig, f1) == 0, message=lambda: f"f1 flat, holds {_position(rig, f1)}")
 
 
+def test_B_2_a_protective_stop_for_the_whole_position_leaves_its_entrys_copy_resting(make_rig):
+    """The leader's LIMIT buy fills where f1's copy rests, and the leader places a stop-loss for
+    all 20 at once: the stop waits for its trigger, the leader still holds the 20, and f1's resting
+    copy is its share of them (it may still fill). The stop cancels nothing; f1 holds nothing to
+    protect yet, so its stop is a recorded skip."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
+                     trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    assert rig.exchange.order(f1, copy_id)["orderStatus"] == "PENDING"
+
+
 def test_B_2_a_partial_exit_leaves_its_entrys_copy_resting(make_rig):
     """The leader sells half: it still holds 10, and f1's resting copy is its share of them."""
     rig = make_rig(config=RACING)
