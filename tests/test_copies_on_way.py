@@ -37,6 +37,8 @@ ROWS = [
     ("one whose doubt is long over, sized long ago, is not waited for", [_copy(sized_at=80.0, doubt_until=85.0)],
      {}, None),
     ("the latest of several", [_copy(), _copy(order="B", doubt_until=104.0)], {}, 104.0 + ANSWER + WAIT / 2),
+    ("one being cancelled holds it though the ledger knows nothing of its leader order (a restart)",
+     [_copy(filled_then=0, sized_at=99.0, cancelling=True)], {}, 99.0 + ANSWER + WAIT / 2),
 ]
 
 

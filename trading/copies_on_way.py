@@ -31,7 +31,8 @@ def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str
     """Until when (monotonic) an exit of leader order `exit_order_id` in instrument `key` waits for
     `copies`, None when it need not wait for any. Only copies of leader orders that have filled
     count (`filled(leader, order id)`, None when not known: the copy's `filled_then`): their fills
-    are in the leader's position.
+    are in the leader's position. A copy the exit asked to cancel (`resting`) counts whatever the
+    ledger knows: the exit reads the follower once it has ended.
 
     A copy holds it until it ends (the sizing actor forgets it then), at most until its placement
     is answered and filled: `answer_wait` (the broker's timeout) after it was sized, or after its
@@ -47,7 +48,7 @@ def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str
         if held <= now:
             continue
         known = filled(copy.leader, copy.leader_order_id)
-        if (known if known is not None else copy.filled_then) != 0:
+        if copy.cancelling or (known if known is not None else copy.filled_then) != 0:
             until = held if until is None else max(until, held)
     return until
 
