@@ -350,10 +350,12 @@ class SizingActor(PooledSupervised):
                         return True
                     waiting.before = found
                 else:  # the broker says: what the copier saw may miss fills or hold one twice (a
-                    # reading made after the order filled, less its fills as first seen: none)
+                    # reading made after the order filled, less its fills as first seen: none). A
+                    # ledger that could not place it saw it out of order; with none (no leader feed
+                    # in order), the copier's own reading rules out what it can.
                     known = self.positions.quantity(first.leader, key) - sign * first.leader_filled
                     as_read = self.positions.as_read(first.leader, key)  # (fills seen since may be in it)
-                    if not first.leader_order_id and not any(
+                    if (self.ledger is None or not first.leader_order_id) and not any(
                             risk.is_exit(held, sign * first.terms.quantity)
                             for held in (known, as_read, as_read - sign * first.leader_filled)):
                         return True
