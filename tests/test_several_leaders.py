@@ -122,8 +122,9 @@ def test_one_leaders_full_exit_leaves_the_copy_of_another_leaders_order_resting(
     from_beta = place(beta, rig, quantity=10)  # 3% under the market: it rests
     wait_until(lambda: len(book(rig, f1)) == 1, 10, message="f1's copy of beta's order")
     rig.exchange.fill(BETA_ID, from_beta)
-    rig.place(order_type="MARKET", quantity=20)
-    exit_order = rig.place(order_type="MARKET", quantity=20, side="SELL")
+    price = rig.exchange.price(RELIANCE)  # alpha's orders priced through the market: they trade at once
+    rig.place(quantity=20, price=round(price * 1.05, 1))
+    exit_order = rig.place(quantity=20, side="SELL", price=round(price * 0.95, 1))
     rig.follower_copy(exit_order, timeout=20)  # sized once any copy it cancels has ended
     resting = next(o for o in book(rig, f1) if o["quantity"] == 2)
     assert resting["orderStatus"] == "PENDING", resting
