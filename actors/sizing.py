@@ -85,9 +85,14 @@ def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float =
     return answer
 
 
+def _sign(terms: OrderTerms) -> int:
+    """How an order of `terms` moves its position: 1 for a BUY, -1 for a SELL."""
+    return 1 if terms.side.value == "BUY" else -1
+
+
 def _reduces(terms: OrderTerms, before: int | None) -> bool:
     """Whether an order of `terms` only reduces the leader's position `before` it (None: not known)."""
-    return before is not None and risk.is_exit(before, (1 if terms.side.value == "BUY" else -1) * terms.quantity)
+    return before is not None and risk.is_exit(before, _sign(terms) * terms.quantity)
 
 
 @dataclass
@@ -343,7 +348,7 @@ class SizingActor(PooledSupervised):
             followers = [r.follower for r in waiting.requests if self._may_copy(r) is None]
             first = waiting.requests[0] if waiting.requests else None
             if first is not None and followers and self.reader is not None:
-                key, sign = risk.position_key(first.terms), 1 if first.terms.side.value == "BUY" else -1
+                key, sign = risk.position_key(first.terms), _sign(first.terms)
                 found = self.ledger.found(first.leader, first.leader_order_id, key) if self.ledger else None
                 if found is not None:  # the leader's position when its order came: no reading of it
                     if not risk.is_exit(found, sign * first.terms.quantity):
@@ -382,8 +387,7 @@ class SizingActor(PooledSupervised):
     def _closes(self, waiting: _Waiting) -> bool:
         """Whether the exit takes its leader's position (`waiting.before`) to nothing."""
         first = waiting.requests[0]
-        sign = 1 if first.terms.side.value == "BUY" else -1
-        return waiting.before is not None and waiting.before + sign * first.terms.quantity == 0
+        return waiting.before is not None and waiting.before + _sign(first.terms) * first.terms.quantity == 0
 
     def _closes_once_looked_up(self, waiting: _Waiting) -> bool:
         """An exit whose leader's position before it the broker was asked for, and says it closes
@@ -476,7 +480,7 @@ class SizingActor(PooledSupervised):
             if waiting.look_up:
                 first = waiting.requests[0]
                 lookups.append((first.leader, first.leader_order_id, risk.position_key(first.terms),
-                                1 if first.terms.side.value == "BUY" else -1))
+                                _sign(first.terms)))
         self._asked = frozenset(f for f in followers if f not in slow)
         self.reader.read_exit(self._exit_round, [f for f in followers if f in self._asked], lookups,
                               unread=[f for f in followers if f in slow])
