@@ -19,11 +19,12 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted, is_leader,
-                             OrderActorIdle, OrderUpdateReceived, QuotePrice, RetryCopy, SizeCopies, SizeCopy,
+                             OrderActorIdle, OrderUpdateReceived, ProtectCopy, QuotePrice, RetryCopy, SizeCopies,
+                             SizeCopy,
                              SizingHeld, SizingReady, SyncCopies, UnwindLeg)
 from actors.order_answers import Answers
 from actors.order_batch import handle_batch, takes_in_batch
-from actors.order_catch_up import catch_up
+from actors.order_catch_up import catch_up, protect
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_legs import HeldLegs
@@ -201,6 +202,8 @@ class OrderActor(PooledActor):
                                        and message.covers(f, s.target.exchange_segment)])
         elif isinstance(message, CatchUpCopy):
             catch_up(self, message)
+        elif isinstance(message, ProtectCopy):
+            protect(self, message)
         elif isinstance(message, RetryCopy):
             self._retry(message)
         elif isinstance(message, UnwindLeg):

@@ -1,17 +1,24 @@
-"""A resume with catch-up, in the order actor of one leader order: the follower's copy, skipped
-while it was paused, is sized now from the leader's order as it stands and placed like any copy
-(trading/copy.py `CaughtUp`: the next generation's correlation id, stored before it is sent).
+"""A copy placed later than its leader order, in that order's actor.
 
-Only a leader order still open is caught up; a copy skipped for any other reason, or already
-caught up, is left alone. The copy's own rules then apply as to every copy: a MARKET order seen
-longer ago than `copy.max_delay_seconds` is skipped as too late rather than sent at today's price.
+A resume with catch-up: the follower's copy, skipped while it was paused, is sized now from the
+leader's order as it stands and placed like any copy (trading/copy.py `CaughtUp`: the next
+generation's correlation id, stored before it is sent). Only a leader order still open is caught
+up; a copy skipped for any other reason, or already caught up, is left alone. The copy's own rules
+then apply as to every copy: a MARKET order seen longer ago than `copy.max_delay_seconds` is
+skipped as too late rather than sent at today's price.
+
+An exit that waits for its price grows (`ProtectCopy`, from the sizing actor): the follower's copy
+of the leader's entry rested when the exit was sized, and has filled since. A copy skipped then,
+the follower holding nothing, is placed the same way; one resting at its broker is modified. Only
+while the leader's exit rests unfilled: once it trades, its copy is on its way to doing so too.
 """
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from actors.messages import CatchUpCopy, SizeCopy
+from actors.messages import CatchUpCopy, ProtectCopy, SizeCopy
+from actors.sizing import NO_POSITION_TO_EXIT
 from actors.sizing_control import FOLLOWER_PAUSED
 from trading import copy as c
 from trading.orders import OrderStatus
@@ -53,6 +60,28 @@ def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
     log.info("leader order %s: %s caught up after its pause: %s", actor.leader_order_id, follower,
              f"skipped ({decision.skip_reason}: {decision.detail})" if decision.skip_reason
              else f"{decision.quantity} placed", extra=actor.fields(follower))
+
+
+def protect(actor: "OrderActor", request: ProtectCopy) -> None:
+    follower, leader = request.follower, actor.leader
+    if leader is None or not leader.state.status.is_open or leader.state.filled_qty:
+        return
+    parts = actor.parts_of(follower)
+    terms = leader.state.terms
+    instrument = actor.ctx.instruments.get(terms.exchange_segment, terms.security_id)
+    if not parts or instrument is None or _refused(actor) is not None:
+        return
+    target = terms.with_changes(quantity=request.quantity, disclosed_qty=0)
+    first = parts[0]
+    if first.status is OrderStatus.SKIPPED and first.skip_reason == NO_POSITION_TO_EXIT:
+        actor.operate(lambda plan: actor.slices.catch_up(plan, follower, instrument, target))
+    elif (all(not p.status.is_terminal and not p.cancel_requested and not p.filled_qty for p in parts)
+          and sum(p.target.quantity for p in parts) < request.quantity):
+        actor.operate(lambda plan: actor.slices.retarget(plan, follower, target, instrument))
+    else:
+        return
+    log.info("leader order %s: %s's exit grows to %d: its copy of the order before filled", actor.leader_order_id,
+             follower, request.quantity, extra=actor.fields(follower))
 
 
 def _refused(actor: "OrderActor") -> tuple[str, str] | None:

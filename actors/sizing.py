@@ -42,12 +42,14 @@ from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesResting, CopiesSettleDue,
                              ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
-                             PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy,
-                             SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount, is_leader)
+                             PositionsSnapshot, ProtectCopy, RefreshAccounts, ReleaseCapital, ResumeAccount,
+                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount,
+                             is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
 from trading.calendar import ist_date, now as exchange_now
+from trading.copies_on_way import Protection
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
 from trading.orders import OrderTerms, OrderType
 from trading.prices import price_note
@@ -66,6 +68,7 @@ SIZING_TIMEOUT = 5.0  # an order actor's patience for a size, a reading's includ
 EXIT_READING_SECONDS = 3.0
 ANSWER_WAIT_SECONDS = 5.0  # the broker timeout's default (copier/config.py)
 POSITIONS_UNREAD = "positions_unread"
+NO_POSITION_TO_EXIT = "no_position_to_exit"
 MAX_SIZED_KEPT = 100_000  # copies whose first sizing time is remembered (the oldest forgotten first)
 
 
@@ -153,7 +156,7 @@ class SizingActor(PooledSupervised):
                  ledger: LeaderLedger | None = None, exit_reading_seconds: float = EXIT_READING_SECONDS,
                  answer_wait_seconds: float = ANSWER_WAIT_SECONDS, router: Address | None = None) -> None:
         super().__init__(address, supervisor)
-        self.router = router  # told to cancel the copies an exit that closes its leader's position leaves resting
+        self.router = router  # told to cancel the copies an exit leaves resting, or to grow an exit's copies
         # each leader's position as its updates told it, in order (actors/leader_ledger.py): the
         # position each leader order found, when known, says whether it is an exit
         self.ledger = ledger
@@ -264,6 +267,8 @@ class SizingActor(PooledSupervised):
             self._apply_positions(message)
         elif isinstance(message, FillSeen):
             self.positions.fill(message)
+            if message.leader_order_id:
+                self._grow_protection(message.account, message.leader_order_id)
         elif isinstance(message, SuspendAccount):
             self.suspended[message.follower] = message.reason
         elif isinstance(message, ResumeAccount):
@@ -412,8 +417,7 @@ class SizingActor(PooledSupervised):
         if not waiting.closes or self.router is None or self.ledger is None or self.timers is None:
             return False
         first = waiting.requests[0]
-        if first.terms.order_type is not OrderType.MARKET and not self.ledger.filled(first.leader,
-                                                                                      first.leader_order_id):
+        if not self._executing(first):
             return False
         asked = self.on_way.cancel_resting(waiting.followers, first.leader, risk.position_key(first.terms),
                                            first.leader_order_id, self.exit_reading_seconds, self.answer_wait_seconds,
@@ -424,6 +428,36 @@ class SizingActor(PooledSupervised):
             self.router.tell(CancelCopies(f"leader order {first.leader_order_id} closed the position it opened",
                                           follower=follower, leader_order_id=leader_order_id))
         return bool(asked)
+
+    def _executing(self, request: SizeCopy) -> bool:
+        """Whether its leader order is at the market or has begun to fill (else it waits for its price)."""
+        return request.terms.order_type is OrderType.MARKET or bool(
+            self.ledger is not None and self.ledger.filled(request.leader, request.leader_order_id))
+
+    def _protect(self, waiting: _Waiting) -> None:
+        """An exit that waits for its price (a stop-loss, a target) grows as its followers' copies
+        still resting of the orders it exits fill (`OnTheirWay.protect`): sized from what each
+        follower held, it would leave what those copies buy later unprotected."""
+        first = waiting.requests[0]
+        if self.router is None or self.ledger is None or not _reduces(first.terms, waiting.before) \
+                or self._executing(first):
+            return
+        assert waiting.before is not None
+        protection = Protection(first.leader_order_id, risk.position_key(first.terms), waiting.before,
+                                first.terms.quantity, first.instrument.lot_size)
+        for follower in waiting.followers:
+            self.on_way.protect(follower, first.leader, protection, self.ledger.traded)
+
+    def _grow_protection(self, follower: str, leader_order_id: str) -> None:
+        """`follower`'s copy of `leader_order_id` filled: the exits waiting for their price that
+        it grows (`_protect`) are sized again from what the follower holds now, as they were."""
+        for grows in self.on_way.protections(follower, leader_order_id):
+            quantity = risk.exit_quantity(grows.before, grows.quantity, self.positions.quantity(follower, grows.key),
+                                          grows.lot_size)
+            if quantity > 0 and self.router is not None:
+                log.info("leader order %s: %s's copy of leader order %s filled: its exit grows to %d",
+                         grows.exit_order_id, follower, leader_order_id, quantity)
+                self.router.tell(ProtectCopy(grows.exit_order_id, follower, quantity))
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
         """The exit waits for its followers' copies until `until` (monotonic), at most. Once it has
@@ -498,7 +532,10 @@ class SizingActor(PooledSupervised):
         exit_before = waiting.before if reading is not None else None
         unread = frozenset(reading.unread) if reading is not None else frozenset()
         if isinstance(waiting.message, SizeCopies):
-            return self._size_order(waiting.message, exit_before, unread)
+            sized = self._size_order(waiting.message, exit_before, unread)
+            if exit_before is not None:
+                self._protect(waiting)
+            return sized
         return self._size(waiting.message, exit_before, new_order=waiting.message.new_order, unread=unread)
 
     def _drain(self) -> None:
@@ -626,7 +663,7 @@ class SizingActor(PooledSupervised):
             held = risk.surely_held(held, self.positions.as_read(request.follower, key))
         quantity = risk.exit_quantity(before, terms.quantity, held, request.instrument.lot_size)
         if quantity <= 0:
-            return SizeDecision(0, 0, 0.0, "no_position_to_exit",
+            return SizeDecision(0, 0, 0.0, NO_POSITION_TO_EXIT,
                                 f"the leader reduces its position; {request.follower} holds nothing to reduce")
         return SizeDecision(quantity, 0, 0.0)
 

@@ -5,7 +5,9 @@ Copies come in sized (`sized`) or from an order actor that looks them up before 
 (`in_doubt`: after a restart, or an unanswered placement), are due later when the rate limiter
 sends them again (`retried`, `paused`), and leave once ended: filled, or cancelled, rejected,
 skipped (`arrived`). An exit held longer than usual holds up the requests after it on its
-underlying (its lane): `hold_lane` / `lane_held` say until when."""
+underlying (its lane): `hold_lane` / `lane_held` say until when. An exit that waits for its price
+while a follower's copy of an earlier order rests grows as that copy fills (`protect`,
+`protections`)."""
 from __future__ import annotations
 
 import math
@@ -15,7 +17,7 @@ from typing import Callable, Iterable
 from actors.messages import CopyInDoubt, CopyResting, SizeCopy
 from trading import risk
 from trading.account import PositionKey
-from trading.copies_on_way import CopyOnWay, held_until, resting
+from trading.copies_on_way import CopyOnWay, Protection, held_until, resting, share_of_held
 
 MAX_ON_WAY_KEPT = 1_000  # a follower's copies remembered for the exits that wait for them (oldest forgotten first)
 
@@ -26,6 +28,8 @@ class OnTheirWay:
     def __init__(self, followers: Iterable[str]) -> None:
         self._copies: dict[str, dict[str, CopyOnWay]] = {name: {} for name in followers}  # by correlation id
         self._held: dict[str, float] = {}  # lane -> until when (monotonic) an exit in it holds it
+        # (follower, leader order) -> the exits that grow as the follower's copy of that order fills
+        self._protecting: dict[tuple[str, str], list[Protection]] = {}
 
     def sized(self, request: SizeCopy) -> None:
         """A copy sized (a re-size of one still remembered changes nothing)."""
@@ -72,7 +76,7 @@ class OnTheirWay:
 
     def arrived(self, copies: Iterable[tuple[str, str]]) -> bool:
         """Copies ((follower, correlation id) each) ended: whether any was here."""
-        return any([self._copies.get(follower, {}).pop(cid, None) is not None for follower, cid in copies])
+        return any([self._forget(follower, cid) for follower, cid in copies])
 
     def held_until(self, followers: Iterable[str], key: PositionKey, exit_order_id: str, exit_wait: float,
                    answer_wait: float, filled: Callable[[str, str], int | None]) -> float | None:
@@ -94,6 +98,19 @@ class OnTheirWay:
                     asked[(follower, copy.leader_order_id)] = None
         return list(asked)
 
+    def protect(self, follower: str, leader: str, protection: Protection, traded: Callable[[str, str], bool]) -> bool:
+        """Its exit waits for its price: it grows as `follower`'s copies that are its share of what
+        `leader` holds fill (`share_of_held`). Whether it has any."""
+        orders = {copy.leader_order_id for copy in self._copies.get(follower, {}).values()
+                  if share_of_held(copy, leader, protection.key, protection.exit_order_id, traded)}
+        for order_id in orders:
+            self._protecting.setdefault((follower, order_id), []).append(protection)
+        return bool(orders)
+
+    def protections(self, follower: str, leader_order_id: str) -> list[Protection]:
+        """The exits that grow as `follower`'s copy of `leader_order_id` fills."""
+        return self._protecting.get((follower, leader_order_id), []) if self._protecting else []
+
     def hold_lane(self, lane: str, until: float) -> None:
         now = time.monotonic()
         self._held = {other: held for other, held in self._held.items() if held > now}
@@ -110,5 +127,14 @@ class OnTheirWay:
     def _keep(self, follower: str, correlation_id: str, copy: CopyOnWay) -> None:
         kept = self._copies.setdefault(follower, {})
         if len(kept) >= MAX_ON_WAY_KEPT:  # (by then the oldest holds no exit: its answer is long due)
-            del kept[next(iter(kept))]
+            self._forget(follower, next(iter(kept)))
         kept[correlation_id] = copy
+
+    def _forget(self, follower: str, correlation_id: str) -> bool:
+        """The copy ended, or is forgotten: whether it was here. Its exits grow no more."""
+        copy = self._copies.get(follower, {}).pop(correlation_id, None)
+        if copy is None:
+            return False
+        if self._protecting:
+            self._protecting.pop((follower, copy.leader_order_id), None)
+        return True

@@ -1,11 +1,12 @@
-"""How long an exit waits for its followers' copies on their way, and which of them an exit that
-closes its leader's position cancels (trading/copies_on_way.py), row by row: the exit of leader
-order X in RELIANCE, now 100.0, exit wait 3 s, the broker answers a placement within 5 s."""
+"""How long an exit waits for its followers' copies on their way, which of them an exit that
+closes its leader's position cancels, and which an exit that waits for its price grows with
+(trading/copies_on_way.py), row by row: the exit of leader order X in RELIANCE, now 100.0, exit
+wait 3 s, the broker answers a placement within 5 s."""
 from __future__ import annotations
 
 import pytest
 
-from trading.copies_on_way import CopyOnWay, held_until, resting
+from trading.copies_on_way import CopyOnWay, held_until, resting, share_of_held
 
 KEY, OTHER = ("NSE_EQ", "2885"), ("NSE_EQ", "11536")
 NOW, WAIT, ANSWER = 100.0, 3.0, 5.0
@@ -69,3 +70,23 @@ CANCELS = [
 @pytest.mark.parametrize("why, copy, traded, expected", CANCELS, ids=[row[0] for row in CANCELS])
 def test_B_2_an_exit_that_closes_its_leaders_position_cancels_the_copies_left_resting(why, copy, traded, expected):
     assert resting(copy, "leader", KEY, "X", NOW, WAIT, ANSWER, lambda _leader, order: order in traded) is expected
+
+
+SHARES = [
+    # (why, the copy, the leader orders wholly filled, the exit grows as it fills)
+    ("a filled leader order's copy resting", _copy(sized_at=LONG_AGO), {"A"}, True),
+    ("one still held for too: it is the follower's share whenever it fills", _copy(), {"A"}, True),
+    ("the leader's own order still rests: its exit is the leader's to grow", _copy(), set(), False),
+    ("one in another instrument", _copy(key=OTHER), {"A"}, False),
+    ("the exit's own copy", _copy(order="X"), {"X"}, False),
+    ("one being cancelled: it will not fill", _copy(cancelling=True), {"A"}, False),
+    ("another leader's", _copy()._replace(leader="other"), {"A"}, False),
+    ("one a restarted copier loaded, of a leader order stored wholly filled", _copy()._replace(leader_traded=True),
+     set(), True),
+]
+
+
+@pytest.mark.parametrize("why, copy, traded, expected", SHARES, ids=[row[0] for row in SHARES])
+def test_B_2_an_exit_that_waits_for_its_price_grows_as_its_followers_share_of_the_position_fills(why, copy, traded,
+                                                                                               expected):
+    assert share_of_held(copy, "leader", KEY, "X", lambda _leader, order: order in traded) is expected

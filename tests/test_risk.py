@@ -12,6 +12,12 @@ def _position(rig, account_id: str, security: str = RELIANCE) -> int:
     return sum(p["netQty"] for p in rig.exchange.positions(account_id) if p["securityId"] == security)
 
 
+def _leader_status(rig, order_id: str) -> str | None:
+    """The status the copier stored of the leader's order."""
+    row = rig.store.read(lambda: m.LeaderOrder.get_or_none(m.LeaderOrder.order_id == order_id))
+    return row.status if row is not None else None
+
+
 def _hand(rig, follower="f1"):
     """The follower trading in its own account, as its owner would (the copier did not place these)."""
     cfg = next(f for f in rig.config.followers if f.name == follower)
@@ -363,6 +369,59 @@ def test_B_2_a_protective_stop_for_the_whole_position_leaves_its_entrys_copy_res
                      trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
     assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
     assert rig.exchange.order(f1, copy_id)["orderStatus"] == "PENDING"
+
+
+def test_B_2_a_protective_stop_placed_while_its_entrys_copy_rests_protects_what_the_copy_fills(make_rig):
+    """As above; then f1's copy fills, 4 and later the other 6. f1 gets a stop for what it holds
+    each time (4, then 10), where it was left long with no stop while its leader was protected;
+    and when the price falls through the trigger, both sell out."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    trigger = round(rig.exchange.price(RELIANCE) * 0.9, 1)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=trigger)
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.exchange.fill(f1, copy_id, qty=4)
+    protection = rig.wait_copy(stop, lambda e: e["quantity"] == 4, timeout=15, message="f1's stop for the 4 it holds")
+    assert (protection["orderType"], protection["transactionType"], protection["triggerPrice"]) == \
+        ("STOP_LOSS_MARKET", "SELL", trigger)
+    rig.exchange.fill(f1, copy_id)
+    rig.wait_copy(stop, lambda e: e["quantity"] == 10, timeout=15, message="f1's stop for the 10 it holds")
+    rig.exchange.set_price(RELIANCE, round(trigger * 0.99, 1))
+    wait_until(lambda: (_position(rig, LEADER_ID), _position(rig, f1)) == (0, 0), timeout=15,
+               message=lambda: f"both stopped out: leader {_position(rig, LEADER_ID)}, f1 {_position(rig, f1)}")
+
+
+def test_B_2_a_target_for_half_the_position_grows_to_half_what_the_entrys_copy_fills(make_rig):
+    """The leader's take-profit sells half its 20 (a LIMIT 5% over the market) while f1's copy of
+    the buy rests; f1's copy fills: its target sells half the 10 it holds."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    price = round(rig.exchange.price(RELIANCE) * 1.05, 1)
+    target = rig.place(side="SELL", quantity=10, price=price)
+    assert rig.wait_skip(target, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.exchange.fill(f1, copy_id)
+    copy = rig.wait_copy(target, lambda e: e["quantity"] == 5, timeout=15, message="f1's target for half its 10")
+    assert (copy["orderType"], copy["price"], copy["orderStatus"]) == ("LIMIT", price, "PENDING")
+
+
+def test_B_2_a_protective_stop_cancelled_before_its_entrys_copy_fills_is_not_placed_for_the_follower(make_rig):
+    """The leader places two stops for its 20 while f1's copy of the buy rests, and takes the first
+    back; then f1's copy fills. f1 gets a stop for its 10 from the second, none from the first."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    stops = [rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
+                       trigger_price=round(rig.exchange.price(RELIANCE) * fraction, 1)) for fraction in (0.9, 0.85)]
+    for stop in stops:
+        assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.cancel(stops[0])
+    wait_until(lambda: _leader_status(rig, stops[0]) == "CANCELLED", message="the copier saw the first stop cancelled")
+    rig.exchange.fill(f1, copy_id)
+    rig.wait_copy(stops[1], lambda e: e["quantity"] == 10, timeout=15, message="f1's stop for its 10")
+    assert rig.follower_order_now(stops[0]) is None
+    assert rig.copy_row(stops[0]).status == "SKIPPED"
 
 
 def test_B_2_a_partial_exit_leaves_its_entrys_copy_resting(make_rig):

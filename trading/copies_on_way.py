@@ -56,13 +56,35 @@ def held_until(copies: Iterable[CopyOnWay], key: PositionKey, exit_order_id: str
 def resting(copy: CopyOnWay, leader: str, key: PositionKey, exit_order_id: str, now: float, exit_wait: float,
             answer_wait: float, traded: Callable[[str, str], bool]) -> bool:
     """Whether an exit of `leader`'s order `exit_order_id` that closes its position in `key`
-    cancels `copy`: a copy in `key` of that leader's order that has wholly filled (the leader rests
-    nothing of it) still not ended when `held_until` stopped holding the exit for it. It rests at
-    its broker (or was lost on its way: its cancel finds nothing): left there, it would fill the next
-    time the price comes by, and the follower hold what its leader has closed. The leader's own
-    resting orders keep their copies, and so do other leaders' orders."""
+    cancels `copy`: the follower's share of what the leader held (`share_of_held`), still not ended
+    when `held_until` stopped holding the exit for it. It rests at its broker (or was lost on its
+    way: its cancel finds nothing): left there, it would fill the next time the price comes by, and
+    the follower hold what its leader has closed. The leader's own resting orders keep their
+    copies (the leader rests its part of them too), and so do other leaders' orders."""
+    return (share_of_held(copy, leader, key, exit_order_id, traded)
+            and _held(copy, exit_wait, answer_wait) <= now)
+
+
+class Protection(NamedTuple):
+    """An exit of a leader's whose copies wait for its price (a stop-loss, a target), sized while a
+    follower's copy of an earlier order of that leader rested (`share_of_held`): as that copy fills,
+    what the follower holds grows, and its copy of the exit grows with it, sized as it was."""
+
+    exit_order_id: str
+    key: PositionKey
+    before: int  # the leader's position before the exit
+    quantity: int  # the exit's
+    lot_size: int
+
+
+def share_of_held(copy: CopyOnWay, leader: str, key: PositionKey, exit_order_id: str,
+                  traded: Callable[[str, str], bool]) -> bool:
+    """Whether `copy` is its follower's share of what `leader` holds in `key`, not yet (wholly) in
+    what the follower holds: a copy of another of that leader's orders there, wholly filled, not
+    asked to be cancelled. An exit of leader order `exit_order_id` that closes the position cancels
+    it (`resting`); one that waits for its price grows as it fills (`Protection`): sized from what
+    the follower held, a stop-loss would leave the part the copy fills later unprotected."""
     return (copy.key == key and copy.leader == leader and copy.leader_order_id != exit_order_id and not copy.cancelling
-            and _held(copy, exit_wait, answer_wait) <= now
             and (copy.leader_traded or traded(copy.leader, copy.leader_order_id)))
 
 

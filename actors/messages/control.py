@@ -53,6 +53,18 @@ class CancelCopies:
 
 
 @dataclass(frozen=True)
+class ProtectCopy:
+    """Sizing -> router -> order actor of a leader exit that waits for its price (a stop-loss, a
+    target): `follower`'s copy of an earlier order of that leader, resting when the exit was sized,
+    filled since; the follower's copy of the exit grows to `quantity`, sized as the exit was from
+    what the follower holds now (placed, when it held nothing then)."""
+
+    leader_order_id: str
+    follower: str
+    quantity: int
+
+
+@dataclass(frozen=True)
 class SyncCopies:
     """Router -> order actor (reconciler repair): look the open copies up at the broker again
     and converge from what it says."""
