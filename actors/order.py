@@ -24,7 +24,7 @@ from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, 
                              SizingHeld, SizingReady, SyncCopies, UnwindLeg)
 from actors.order_answers import Answers
 from actors.order_batch import handle_batch, takes_in_batch
-from actors.order_catch_up import catch_up, protect
+from actors.order_catch_up import catch_up, protect, tell_exit_waiting
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_legs import HeldLegs
@@ -111,6 +111,7 @@ class OrderActor(PooledActor):
         now = time.time()
         resumed = c.Resumed(now, now + 2 * self.ctx.policy.unknown_settle_seconds, sync=self.ctx.policy.sync_on_start)
         self.operate(lambda plan: [plan.apply(f, resumed) for f in list(plan.states)])
+        tell_exit_waiting(self)
         if any(copy.status is S.UNKNOWN for copy in self.copies.values()):
             self.schedule_unknown_check()
         if self.supers.followed and not self._finished():  # its exits may have changed meanwhile

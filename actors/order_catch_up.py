@@ -10,18 +10,23 @@ skipped as too late rather than sent at today's price.
 An exit that waits for its price grows (`ProtectCopy`, from the sizing actor): the follower's copy
 of the leader's entry rested when the exit was sized, and has filled since. A copy skipped then,
 the follower holding nothing, is placed the same way; one resting at its broker is modified. Only
-while the leader's exit rests unfilled: once it trades, its copy is on its way to doing so too.
+while the leader's exit rests unfilled: once it trades, its copy is on its way to doing so too. A
+new incarnation of such an exit tells the sizing actor of it (`ExitWaiting`), so a restart in
+between changes nothing.
 """
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from actors.messages import CatchUpCopy, ProtectCopy, SizeCopy
+from actors.messages import CatchUpCopy, ExitWaiting, ProtectCopy, SizeCopy
 from actors.sizing import NO_POSITION_TO_EXIT
 from actors.sizing_control import FOLLOWER_PAUSED
 from trading import copy as c
-from trading.orders import OrderStatus
+from trading.copies_on_way import Protection
+from trading.instruments import Instrument
+from trading.orders import OrderStatus, OrderType
+from trading.risk import position_key
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -64,24 +69,62 @@ def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
 
 def protect(actor: "OrderActor", request: ProtectCopy) -> None:
     follower, leader = request.follower, actor.leader
-    if leader is None or not leader.state.status.is_open or leader.state.filled_qty:
+    instrument = _waiting_for_price(actor)
+    if leader is None or instrument is None or _refused(actor) is not None:
         return
     parts = actor.parts_of(follower)
-    terms = leader.state.terms
-    instrument = actor.ctx.instruments.get(terms.exchange_segment, terms.security_id)
-    if not parts or instrument is None or _refused(actor) is not None:
-        return
-    target = terms.with_changes(quantity=request.quantity, disclosed_qty=0)
-    first = parts[0]
-    if first.status is OrderStatus.SKIPPED and first.skip_reason == NO_POSITION_TO_EXIT:
+    grows = _grows(parts)
+    target = leader.state.terms.with_changes(quantity=request.quantity, disclosed_qty=0)
+    if grows == _SKIPPED:
         actor.operate(lambda plan: actor.slices.catch_up(plan, follower, instrument, target))
-    elif (all(not p.status.is_terminal and not p.cancel_requested and not p.filled_qty for p in parts)
-          and sum(p.target.quantity for p in parts) < request.quantity):
+    elif grows == _RESTING and sum(p.target.quantity for p in parts) < request.quantity:
         actor.operate(lambda plan: actor.slices.retarget(plan, follower, target, instrument))
     else:
         return
     log.info("leader order %s: %s's exit grows to %d: its copy of the order before filled", actor.leader_order_id,
              follower, request.quantity, extra=actor.fields(follower))
+
+
+def tell_exit_waiting(actor: "OrderActor") -> None:
+    """A new incarnation of an exit that waits for its price tells the sizing actor so, with the
+    followers whose copies of it may grow: its memory of the exit ended with the last run."""
+    leader, instrument = actor.leader, _waiting_for_price(actor)
+    if leader is None or instrument is None or not leader.reduces_position or leader.position_before is None:
+        return
+    followers = tuple(dict.fromkeys(copy.follower for copy in actor.copies.values()
+                                    if _grows(actor.parts_of(copy.follower)) is not None))
+    if followers:
+        terms = leader.state.terms
+        protection = Protection(actor.leader_order_id, position_key(terms), leader.position_before, terms.quantity,
+                                instrument.lot_size)
+        actor.ctx.sizing.tell(ExitWaiting(actor.leader_account, protection, followers))
+
+
+_SKIPPED, _RESTING = "skipped", "resting"
+
+
+def _grows(parts: list[c.CopyState]) -> str | None:
+    """How a follower's copy (its slices) of an exit that waits for its price grows: placed, as it
+    was skipped for holding nothing (`_SKIPPED`); modified, as it rests unfilled (`_RESTING`); or
+    not at all (None)."""
+    if not parts:
+        return None
+    if parts[0].status is OrderStatus.SKIPPED and parts[0].skip_reason == NO_POSITION_TO_EXIT:
+        return _SKIPPED
+    if all(not p.status.is_terminal and not p.cancel_requested and not p.filled_qty for p in parts):
+        return _RESTING
+    return None
+
+
+def _waiting_for_price(actor: "OrderActor") -> Instrument | None:
+    """The instrument of the actor's leader order while that order waits for its price (open, at a
+    price or trigger, nothing filled); else None."""
+    leader = actor.leader
+    if (leader is None or not leader.state.status.is_open or leader.state.filled_qty
+            or leader.state.terms.order_type is OrderType.MARKET):
+        return None
+    terms = leader.state.terms
+    return actor.ctx.instruments.get(terms.exchange_segment, terms.security_id)
 
 
 def _refused(actor: "OrderActor") -> tuple[str, str] | None:

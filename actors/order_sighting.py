@@ -199,10 +199,10 @@ class FirstSighting(OrderPart):
         ctx = actor.ctx
         decisions: dict[str, SizeDecision] = {}
         unreserve: list[str] = []
-        group_id, reduces_position = None, False
+        group_id, reduces_position, position_before = None, False, None
         if sized is not None:
             assert instrument is not None
-            group_id, reduces_position = sized.group_id, sized.reduces_position
+            group_id, reduces_position, position_before = sized.group_id, sized.reduces_position, sized.position_before
             decisions = {request.follower: decision for request, decision in zip(requests, sized.decisions)}
             for follower, decision in list(decisions.items()):
                 refused = None if decision.skip_reason else actor.slices.refusal(instrument, decision.quantity)
@@ -212,7 +212,7 @@ class FirstSighting(OrderPart):
         # wall clock of the first arrival: a copy's age counts from it, across restarts
         seen_at = time.time() - max(0, time.monotonic_ns() - received_ns) / 1e9 if received_ns else time.time()
         leader = StoredLeader(first_seen(update), seen_at, group_id, instrument.underlying if instrument else None,
-                              actor.leader_account, reduces_position)
+                              actor.leader_account, reduces_position, position_before)
         fill = fill_delta(0, 0.0, update.filled_qty, update.avg_price, update.last_fill_price)  # seen (partly) filled
 
         def build(plan: "Plan") -> None:

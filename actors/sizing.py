@@ -41,7 +41,7 @@ from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesResting, CopiesSettleDue,
-                             ExitReadingDue, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
+                             ExitReadingDue, ExitWaiting, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
                              PositionsSnapshot, ProtectCopy, RefreshAccounts, ReleaseCapital, ResumeAccount,
                              SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount,
                              is_leader)
@@ -252,7 +252,9 @@ class SizingActor(PooledSupervised):
             self.on_way.in_doubt(message.copies)
             self._settling_changed()
         elif isinstance(message, CopiesResting):
-            self.on_way.resting(message.copies)
+            self.on_way.resting(message.copies, self._traded)
+        elif isinstance(message, ExitWaiting):
+            self.on_way.exit_loaded(message.followers, message.leader, message.protection, self._traded)
         elif isinstance(message, PlacementRetried):
             if self.on_way.retried(message.follower, message.correlation_id, message.retry_at):
                 self._settling_changed()
@@ -446,7 +448,11 @@ class SizingActor(PooledSupervised):
         protection = Protection(first.leader_order_id, risk.position_key(first.terms), waiting.before,
                                 first.terms.quantity, first.instrument.lot_size)
         for follower in waiting.followers:
-            self.on_way.protect(follower, first.leader, protection, self.ledger.traded)
+            self.on_way.protect(follower, first.leader, protection, self._traded)
+
+    def _traded(self, leader: str, leader_order_id: str) -> bool:
+        """Whether the ledger saw that leader order wholly filled."""
+        return self.ledger is not None and self.ledger.traded(leader, leader_order_id)
 
     def _grow_protection(self, follower: str, leader_order_id: str) -> None:
         """`follower`'s copy of `leader_order_id` filled: the exits waiting for their price that
@@ -687,7 +693,7 @@ class SizingActor(PooledSupervised):
                      for request in message.requests]
         sized = size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
         if message.requests and _reduces(message.requests[0].terms, exit_before):
-            return dataclasses.replace(sized, reduces_position=True)  # (sent however late)
+            return dataclasses.replace(sized, reduces_position=True, position_before=exit_before)  # (sent however late)
         return sized
 
     def _drop(self, request: SizeCopy, reason: str, detail: str, unwind: bool = False) -> SizeDecision:

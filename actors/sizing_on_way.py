@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Callable, Iterable
 
 from actors.messages import CopyInDoubt, CopyResting, SizeCopy
@@ -30,6 +31,9 @@ class OnTheirWay:
         self._held: dict[str, float] = {}  # lane -> until when (monotonic) an exit in it holds it
         # (follower, leader order) -> the exits that grow as the follower's copy of that order fills
         self._protecting: dict[tuple[str, str], list[Protection]] = {}
+        # follower -> exits told by a new incarnation of their order actor, with their leaders: they
+        # also grow with the copies loaded resting afterwards (order actors load in any order)
+        self._loaded_exits: dict[str, deque[tuple[str, Protection]]] = {}
 
     def sized(self, request: SizeCopy) -> None:
         """A copy sized (a re-size of one still remembered changes nothing)."""
@@ -47,14 +51,18 @@ class OnTheirWay:
                        CopyOnWay(copy.key, copy.leader, copy.leader_order_id, copy.leader_filled, now,
                                  now + max(0.0, copy.believed_from - wall)))
 
-    def resting(self, copies: Iterable[CopyResting]) -> None:
+    def resting(self, copies: Iterable[CopyResting], traded: Callable[[str, str], bool]) -> None:
         """Copies loaded open at their brokers: they hold no exit (they are long at their brokers),
-        and an exit that closes its leader's position cancels them (`cancel_resting`)."""
+        an exit that closes its leader's position cancels them (`cancel_resting`), and the exits
+        loaded waiting for their price grow with them (`exit_loaded`)."""
         for copy in copies:
             if copy.correlation_id not in self._copies.get(copy.follower, {}):
-                self._keep(copy.follower, copy.correlation_id,
-                           CopyOnWay(copy.key, copy.leader, copy.leader_order_id, 0, -math.inf,
-                                     leader_traded=copy.leader_traded))
+                kept = CopyOnWay(copy.key, copy.leader, copy.leader_order_id, 0, -math.inf,
+                                 leader_traded=copy.leader_traded)
+                self._keep(copy.follower, copy.correlation_id, kept)
+                for leader, protection in self._loaded_exits.get(copy.follower, ()):
+                    if share_of_held(kept, leader, protection.key, protection.exit_order_id, traded):
+                        self._grows(copy.follower, copy.leader_order_id, protection)
 
     def retried(self, follower: str, correlation_id: str, retry_at: float) -> bool:
         """A copy's placement sent again at `retry_at` (monotonic): its answer is due from then.
@@ -104,8 +112,23 @@ class OnTheirWay:
         orders = {copy.leader_order_id for copy in self._copies.get(follower, {}).values()
                   if share_of_held(copy, leader, protection.key, protection.exit_order_id, traded)}
         for order_id in orders:
-            self._protecting.setdefault((follower, order_id), []).append(protection)
+            self._grows(follower, order_id, protection)
         return bool(orders)
+
+    def exit_loaded(self, followers: Iterable[str], leader: str, protection: Protection,
+                    traded: Callable[[str, str], bool]) -> None:
+        """A new incarnation of an exit's order actor says it waits for its price (`protect`),
+        before or after those of the orders whose copies rest (`resting`)."""
+        for follower in followers:
+            self.protect(follower, leader, protection, traded)
+            loaded = self._loaded_exits.setdefault(follower, deque(maxlen=MAX_ON_WAY_KEPT))
+            if (leader, protection) not in loaded:  # (an order actor restarted after a crash tells it again)
+                loaded.append((leader, protection))
+
+    def _grows(self, follower: str, leader_order_id: str, protection: Protection) -> None:
+        exits = self._protecting.setdefault((follower, leader_order_id), [])
+        if protection not in exits:
+            exits.append(protection)
 
     def protections(self, follower: str, leader_order_id: str) -> list[Protection]:
         """The exits that grow as `follower`'s copy of `leader_order_id` fills."""

@@ -54,6 +54,7 @@ class LeaderOrder(BaseModel):
     underlying = pw.CharField(null=True)
     account = pw.CharField(default="leader")  # whose order: "leader", or "leader:NAME" of several leaders
     reduces_position = pw.BooleanField(default=False)  # sized as an exit: its copies are sent however late
+    position_before = pw.IntegerField(null=True)  # sized as an exit: the leader's position before it
 
 
 class FollowerOrder(BaseModel):

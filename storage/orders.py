@@ -45,6 +45,7 @@ class StoredLeader:
     # sized as an exit (it reduced its leader's position): its copies are sent however late, since
     # a late exit costs some price where a skipped one leaves the position its leader closed
     reduces_position: bool = False
+    position_before: int | None = None  # of an exit: the leader's position before it (its copies' fraction)
 
 
 def copy_key(leader_order_id: str, follower: str, part: int = 0) -> str:
@@ -84,7 +85,7 @@ class OrderRecords:
         state = LeaderState(row.order_id, OrderStatus(row.status), _terms(row.terms), row.filled_qty, row.avg_price,
                             row.created_at, row.updated_at, row.sequence)
         return StoredLeader(state, row.first_seen_at, row.group_id, row.underlying, row.account,
-                            bool(row.reduces_position))
+                            bool(row.reduces_position), row.position_before)
 
     def load_copies(self) -> list[CopyState]:
         copies = []
@@ -118,7 +119,7 @@ class OrderRecords:
         self._leader_row = self.store.create(
             m.LeaderOrder, order_id=self.leader_order_id, first_seen_at=leader.seen_at, group_id=leader.group_id,
             underlying=leader.underlying, symbol=update.symbol, account=leader.account,
-            reduces_position=leader.reduces_position,
+            reduces_position=leader.reduces_position, position_before=leader.position_before,
             **self._leader_fields(leader.state))
 
     def save_leader(self, state: LeaderState) -> None:

@@ -392,6 +392,23 @@ def test_B_2_a_protective_stop_placed_while_its_entrys_copy_rests_protects_what_
                message=lambda: f"both stopped out: leader {_position(rig, LEADER_ID)}, f1 {_position(rig, f1)}")
 
 
+def test_B_2_a_protective_stop_placed_before_a_restart_protects_what_the_entrys_copy_fills_after_it(make_rig):
+    """As above, with the copier restarted between the stop and f1's fills: the next run knows
+    the stop waits for its price and f1's copy is its share of what the leader holds."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
+                     trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.copier.stop()
+    start_rig(rig)
+    rig.exchange.fill(f1, copy_id, qty=4)
+    rig.wait_copy(stop, lambda e: e["quantity"] == 4, timeout=15, message="f1's stop for the 4 it holds")
+    rig.exchange.fill(f1, copy_id)
+    rig.wait_copy(stop, lambda e: e["quantity"] == 10, timeout=15, message="f1's stop for the 10 it holds")
+
+
 def test_B_2_a_target_for_half_the_position_grows_to_half_what_the_entrys_copy_fills(make_rig):
     """The leader's take-profit sells half its 20 (a LIMIT 5% over the market) while f1's copy of
     the buy rests; f1's copy fills: its target sells half the 10 it holds."""

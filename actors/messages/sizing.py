@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trading.account import PositionKey
+from trading.copies_on_way import Protection
 from trading.instruments import Instrument
 from trading.leader import LEADER
 from trading.orders import OrderTerms
@@ -60,6 +61,7 @@ class SizedCopies:
     decisions: tuple["SizeDecision", ...]
     group_id: str | None = None
     reduces_position: bool = False  # read as an exit of the leader's position
+    position_before: int | None = None  # of such an exit: the leader's position before it
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,18 @@ class CopyResting:
     leader: str
     leader_order_id: str
     leader_traded: bool  # its leader order has wholly filled, as stored
+
+
+@dataclass(frozen=True)
+class ExitWaiting:
+    """Order actor -> sizing: a leader exit that waits for its price (a stop-loss, a target),
+    loaded by a new incarnation of its order actor (the sizing actor's memory of it may have ended
+    with the last run), with the followers whose copies of it may grow: it grows as their copies
+    that are their share of what the leader holds fill (actors/sizing.py `_protect`)."""
+
+    leader: str
+    protection: Protection
+    followers: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""Which exits that wait for their price grow as a follower's copy fills, as the sizing actor
+remembers them (actors/sizing_on_way.py): the leader's stop-loss X for its position in RELIANCE,
+and f1's copy of the leader's filled buy A, resting at its broker."""
+from __future__ import annotations
+
+import pytest
+
+from actors.messages import CopyResting, SizeCopy
+from actors.sizing_on_way import OnTheirWay
+from trading.copies_on_way import Protection
+from trading.instruments import Instrument
+from trading.orders import OrderTerms, OrderType, Product, Side, Validity
+
+KEY = ("NSE_EQ", "2885")
+STOP = Protection("X", KEY, 20, 20, 1)
+TRADED = {"A", "B"}
+
+
+def _traded(_leader: str, order_id: str) -> bool:
+    return order_id in TRADED
+
+
+def _resting(order_id: str = "A") -> CopyResting:
+    return CopyResting("f1", f"cid-{order_id}", KEY, "leader", order_id, leader_traded=True)
+
+
+def _sized(on_way: OnTheirWay, order_id: str) -> None:
+    terms = OrderTerms("2885", "NSE_EQ", Side.BUY, Product.INTRADAY, OrderType.MARKET, Validity.DAY, 10)
+    instrument = Instrument("2885", "NSE_EQ", "RELIANCE", "EQUITY", 1, 0.05)
+    on_way.sized(SizeCopy("f1", f"cid-{order_id}", terms, instrument, 0.0, 10, order_id))
+
+
+@pytest.mark.parametrize("stop_first", [True, False], ids=["the stop's actor loads first", "the buy's loads first"])
+def test_B_2_a_stop_loaded_after_a_restart_grows_with_the_copy_loaded_resting_in_either_order(stop_first):
+    on_way = OnTheirWay(["f1"])
+    steps = [lambda: on_way.exit_loaded(["f1"], "leader", STOP, _traded),
+             lambda: on_way.resting([_resting()], _traded)]
+    for step in steps if stop_first else reversed(steps):
+        step()
+    assert on_way.protections("f1", "A") == [STOP]
+
+
+def test_B_2_a_stop_grows_only_with_the_copies_resting_when_it_was_sized():
+    """A buy after the stop adds to a position the stop does not cover (the leader's stop stays
+    for 20): its copy's fills leave the stop as it is."""
+    on_way = OnTheirWay(["f1"])
+    on_way.resting([_resting()], _traded)
+    assert on_way.protect("f1", "leader", STOP, _traded)
+    _sized(on_way, "B")
+    assert (on_way.protections("f1", "A"), on_way.protections("f1", "B")) == ([STOP], [])
+
+
+def test_B_2_a_stop_grows_no_more_once_the_copy_ended():
+    on_way = OnTheirWay(["f1"])
+    on_way.resting([_resting()], _traded)
+    on_way.protect("f1", "leader", STOP, _traded)
+    on_way.protect("f1", "leader", STOP, _traded)  # (told twice: once)
+    assert on_way.protections("f1", "A") == [STOP]
+    assert on_way.arrived([("f1", "cid-A")])
+    assert on_way.protections("f1", "A") == []
