@@ -93,11 +93,10 @@ def tell_exit_waiting(actor: "OrderActor") -> None:
         return
     followers = tuple(dict.fromkeys(copy.follower for copy in actor.copies.values()
                                     if _grows(actor.parts_of(copy.follower)) is not None))
-    if followers:
-        terms = leader.state.terms
-        protection = Protection(actor.leader_order_id, position_key(terms), leader.position_before, terms.quantity,
-                                instrument.lot_size)
-        actor.ctx.sizing.tell(ExitWaiting(actor.leader_account, protection, followers))
+    terms = leader.state.terms
+    protection = Protection(actor.leader_order_id, position_key(terms), leader.position_before, terms.quantity,
+                            instrument.lot_size)
+    actor.ctx.sizing.tell(ExitWaiting(actor.leader_account, protection, followers))
 
 
 _SKIPPED, _RESTING = "skipped", "resting"

@@ -269,7 +269,9 @@ class SizingActor(PooledSupervised):
             self._apply_positions(message)
         elif isinstance(message, FillSeen):
             self.positions.fill(message)
-            if message.leader_order_id:
+            if message.leader_order_id and is_leader(message.account):
+                self._price_exit_filled(message.leader_order_id)
+            elif message.leader_order_id:
                 self._grow_protection(message.account, message.leader_order_id)
         elif isinstance(message, SuspendAccount):
             self.suspended[message.follower] = message.reason
@@ -415,7 +417,7 @@ class SizingActor(PooledSupervised):
         of the leader's orders in it that have filled (trading/copies_on_way.py `resting`), and
         waits for them to end. Whether it asked for any. Only an exit at the market, or one that
         has begun to fill: a target or a protective stop that waits for its price leaves the leader
-        holding what those copies follow until it fills."""
+        holding what those copies follow until it fills (`_price_exit_filled` then)."""
         if not waiting.closes or self.router is None or self.ledger is None or self.timers is None:
             return False
         first = waiting.requests[0]
@@ -424,12 +426,17 @@ class SizingActor(PooledSupervised):
         asked = self.on_way.cancel_resting(waiting.followers, first.leader, risk.position_key(first.terms),
                                            first.leader_order_id, self.exit_reading_seconds, self.answer_wait_seconds,
                                            self.ledger.traded)
-        for follower, leader_order_id in asked:
-            log.info("leader order %s closes its position: %s's copy of leader order %s still rests, cancelled",
-                     first.leader_order_id, follower, leader_order_id)
-            self.router.tell(CancelCopies(f"leader order {first.leader_order_id} closed the position it opened",
-                                          follower=follower, leader_order_id=leader_order_id))
+        self._cancel_copies(first.leader_order_id, asked)
         return bool(asked)
+
+    def _cancel_copies(self, exit_order_id: str, copies: list[tuple[str, str]]) -> None:
+        """Cancel `copies` ((follower, leader order id) each): exit `exit_order_id` closed the position."""
+        assert self.router is not None
+        for follower, leader_order_id in copies:
+            log.info("leader order %s closes its position: %s's copy of leader order %s still rests, cancelled",
+                     exit_order_id, follower, leader_order_id)
+            self.router.tell(CancelCopies(f"leader order {exit_order_id} closed the position it opened",
+                                          follower=follower, leader_order_id=leader_order_id))
 
     def _executing(self, request: SizeCopy) -> bool:
         """Whether its leader order is at the market or has begun to fill (else it waits for its price)."""
@@ -447,12 +454,20 @@ class SizingActor(PooledSupervised):
         assert waiting.before is not None
         protection = Protection(first.leader_order_id, risk.position_key(first.terms), waiting.before,
                                 first.terms.quantity, first.instrument.lot_size)
+        self.on_way.waits_for_price(first.leader, protection)
         for follower in waiting.followers:
             self.on_way.protect(follower, first.leader, protection, self._traded)
 
     def _traded(self, leader: str, leader_order_id: str) -> bool:
         """Whether the ledger saw that leader order wholly filled."""
         return self.ledger is not None and self.ledger.traded(leader, leader_order_id)
+
+    def _price_exit_filled(self, exit_order_id: str) -> None:
+        """The leader's exit that waited for its price began to fill: one that closes the position
+        cancels its followers' copies still resting of the orders it exits (`OnTheirWay`
+        `price_exit_filled`): sized when it was placed, it could not (its leader still held)."""
+        if self.router is not None:
+            self._cancel_copies(exit_order_id, self.on_way.price_exit_filled(exit_order_id, self.rules, self._traded))
 
     def _grow_protection(self, follower: str, leader_order_id: str) -> None:
         """`follower`'s copy of `leader_order_id` filled: the exits waiting for their price that

@@ -21,6 +21,7 @@ from trading.account import PositionKey
 from trading.copies_on_way import CopyOnWay, Protection, held_until, resting, share_of_held
 
 MAX_ON_WAY_KEPT = 1_000  # a follower's copies remembered for the exits that wait for them (oldest forgotten first)
+MAX_PRICE_EXITS_KEPT = 10_000  # exits waiting for their price remembered (oldest forgotten first)
 
 
 class OnTheirWay:
@@ -34,6 +35,8 @@ class OnTheirWay:
         # follower -> exits told by a new incarnation of their order actor, with their leaders: they
         # also grow with the copies loaded resting afterwards (order actors load in any order)
         self._loaded_exits: dict[str, deque[tuple[str, Protection]]] = {}
+        # exit order id -> (its leader, it): exits that wait for their price, until they begin to fill
+        self._price_exits: dict[str, tuple[str, Protection]] = {}
 
     def sized(self, request: SizeCopy) -> None:
         """A copy sized (a re-size of one still remembered changes nothing)."""
@@ -97,11 +100,38 @@ class OnTheirWay:
                        ) -> list[tuple[str, str]]:
         """The copies an exit that closes its leader's position cancels (`resting`), as (follower,
         leader order id) once each: each holds the exit again, until its cancel is answered."""
+        now = time.monotonic()
+        return self._cancel(followers, lambda copy: resting(copy, leader, key, exit_order_id, now, exit_wait,
+                                                            answer_wait, traded))
+
+    def waits_for_price(self, leader: str, protection: Protection) -> None:
+        """Its exit waits for its price (a stop-loss, a target): `price_exit_filled` once it fills."""
+        if len(self._price_exits) >= MAX_PRICE_EXITS_KEPT:  # (the oldest: nearly always cancelled long ago)
+            del self._price_exits[next(iter(self._price_exits))]
+        self._price_exits[protection.exit_order_id] = (leader, protection)
+
+    def price_exit_filled(self, exit_order_id: str, followers: Iterable[str], traded: Callable[[str, str], bool]
+                          ) -> list[tuple[str, str]]:
+        """An exit that waited for its price began to fill. One that closes its leader's position
+        cancels its followers' copies that are their share of it (`share_of_held`), whether they
+        rest or are still on their way: each follower's copy of the exit took what it held. The
+        copies cancelled, as (follower, leader order id) once each."""
+        found = self._price_exits.pop(exit_order_id, None)
+        if found is None:
+            return []
+        leader, protection = found
+        if protection.quantity < abs(protection.before):
+            return []  # (a part of the position: the rest of it is the followers' share of what the leader keeps)
+        return self._cancel(followers, lambda copy: share_of_held(copy, leader, protection.key, exit_order_id, traded))
+
+    def _cancel(self, followers: Iterable[str], which: Callable[[CopyOnWay], bool]) -> list[tuple[str, str]]:
+        """Mark `which` of the followers' copies as asked to be cancelled: each holds an exit again,
+        until its cancel is answered. As (follower, leader order id), once each."""
         now, asked = time.monotonic(), {}
         for follower in followers:
             kept = self._copies.get(follower, {})
             for cid, copy in kept.items():
-                if resting(copy, leader, key, exit_order_id, now, exit_wait, answer_wait, traded):
+                if which(copy):
                     kept[cid] = copy._replace(sized_at=now, doubt_until=None, cancelling=True)
                     asked[(follower, copy.leader_order_id)] = None
         return list(asked)
@@ -117,8 +147,9 @@ class OnTheirWay:
 
     def exit_loaded(self, followers: Iterable[str], leader: str, protection: Protection,
                     traded: Callable[[str, str], bool]) -> None:
-        """A new incarnation of an exit's order actor says it waits for its price (`protect`),
-        before or after those of the orders whose copies rest (`resting`)."""
+        """A new incarnation of an exit's order actor says it waits for its price (`protect`,
+        `waits_for_price`), before or after those of the orders whose copies rest (`resting`)."""
+        self.waits_for_price(leader, protection)
         for follower in followers:
             self.protect(follower, leader, protection, traded)
             loaded = self._loaded_exits.setdefault(follower, deque(maxlen=MAX_ON_WAY_KEPT))

@@ -392,6 +392,22 @@ def test_B_2_a_protective_stop_placed_while_its_entrys_copy_rests_protects_what_
                message=lambda: f"both stopped out: leader {_position(rig, LEADER_ID)}, f1 {_position(rig, f1)}")
 
 
+def test_B_2_a_protective_stop_that_closes_the_position_cancels_its_entrys_copy_still_resting(make_rig):
+    """As above, with the stop's trigger above the buy's limit: the price falls to the trigger and
+    the leader is stopped out of its 20 while f1's copy still rests, unfilled. The copy is
+    cancelled when the stop fills: left, it would buy 10 as the price fell on, its leader flat."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)  # (its limit 3% under the market)
+    market = rig.exchange.price(RELIANCE)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=round(market * 0.99, 1))
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.exchange.set_price(RELIANCE, round(market * 0.985, 1))
+    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader stopped out")
+    _cancelled_at_f1(rig, copy_id)
+    assert _position(rig, f1) == 0
+
+
 def test_B_2_a_protective_stop_placed_before_a_restart_protects_what_the_entrys_copy_fills_after_it(make_rig):
     """As above, with the copier restarted between the stop and f1's fills: the next run knows
     the stop waits for its price and f1's copy is its share of what the leader holds."""

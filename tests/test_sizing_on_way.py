@@ -31,13 +31,14 @@ def _sized(on_way: OnTheirWay, order_id: str) -> None:
 
 
 @pytest.mark.parametrize("stop_first", [True, False], ids=["the stop's actor loads first", "the buy's loads first"])
-def test_B_2_a_stop_loaded_after_a_restart_grows_with_the_copy_loaded_resting_in_either_order(stop_first):
+def test_B_2_a_stop_loaded_after_a_restart_knows_the_copy_loaded_resting_in_either_order(stop_first):
     on_way = OnTheirWay(["f1"])
     steps = [lambda: on_way.exit_loaded(["f1"], "leader", STOP, _traded),
              lambda: on_way.resting([_resting()], _traded)]
     for step in steps if stop_first else reversed(steps):
         step()
     assert on_way.protections("f1", "A") == [STOP]
+    assert on_way.price_exit_filled("X", ["f1"], _traded) == [("f1", "A")]  # (once it fills, the copy is cancelled)
 
 
 def test_B_2_a_stop_grows_only_with_the_copies_resting_when_it_was_sized():
@@ -58,3 +59,17 @@ def test_B_2_a_stop_grows_no_more_once_the_copy_ended():
     assert on_way.protections("f1", "A") == [STOP]
     assert on_way.arrived([("f1", "cid-A")])
     assert on_way.protections("f1", "A") == []
+
+
+@pytest.mark.parametrize("why, stop, cancelled", [
+    ("a stop for the whole position cancels f1's copies of the leader's filled buys, resting or on their way",
+     STOP, [("f1", "A"), ("f1", "B")]),
+    ("a stop for half of it leaves them: they are f1's share of what the leader keeps", STOP._replace(quantity=10), []),
+])
+def test_B_2_a_stop_that_fills_cancels_the_copies_of_the_position_it_closes(why, stop, cancelled):
+    on_way = OnTheirWay(["f1"])
+    on_way.resting([_resting()], _traded)
+    _sized(on_way, "B")
+    on_way.waits_for_price("leader", stop)
+    assert on_way.price_exit_filled("X", ["f1"], _traded) == cancelled
+    assert on_way.price_exit_filled("X", ["f1"], _traded) == []  # (its later fills: once)
