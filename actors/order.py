@@ -19,12 +19,11 @@ import pykka
 
 from actors.context import CopierContext
 from actors.messages import (LEADER, BrokerAnswer, BrokerCommand, CancelCopies, CatchUpCopy, CopiesWanted, is_leader,
-                             OrderActorIdle, OrderUpdateReceived, ProtectCopy, QuotePrice, RetryCopy, SizeCopies,
-                             SizeCopy,
-                             SizingHeld, SizingReady, SyncCopies, UnwindLeg)
+                             OrderActorIdle, OrderUpdateReceived, ProtectCopy, QuotePrice, ReduceCopy, RetryCopy,
+                             SizeCopies, SizeCopy, SizingHeld, SizingReady, SyncCopies, UnwindLeg)
 from actors.order_answers import Answers
 from actors.order_batch import handle_batch, takes_in_batch
-from actors.order_catch_up import catch_up, protect, tell_exit_waiting
+from actors.order_catch_up import catch_up, protect, reduce_resting, tell_exit_waiting
 from actors.order_fills import Fills
 from actors.order_leader import LeaderUpdates
 from actors.order_legs import HeldLegs
@@ -205,6 +204,8 @@ class OrderActor(PooledActor):
             catch_up(self, message)
         elif isinstance(message, ProtectCopy):
             protect(self, message)
+        elif isinstance(message, ReduceCopy):
+            reduce_resting(self, message)
         elif isinstance(message, RetryCopy):
             self._retry(message)
         elif isinstance(message, UnwindLeg):

@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from actors.messages import CatchUpCopy, ExitWaiting, ProtectCopy, SizeCopy
+from actors.messages import CatchUpCopy, ExitWaiting, ProtectCopy, ReduceCopy, SizeCopy
 from actors.sizing import NO_POSITION_TO_EXIT
 from actors.sizing_control import FOLLOWER_PAUSED
 from trading import copy as c
 from trading.copies_on_way import Protection
 from trading.instruments import Instrument
 from trading.orders import OrderStatus, OrderType
-from trading.risk import position_key
+from trading.risk import exit_quantity, position_key
 
 if TYPE_CHECKING:
     from actors.order import OrderActor
@@ -83,6 +83,35 @@ def protect(actor: "OrderActor", request: ProtectCopy) -> None:
         return
     log.info("leader order %s: %s's exit grows to %d: its copy of the order before filled", actor.leader_order_id,
              follower, request.quantity, extra=actor.fields(follower))
+
+
+def reduce_resting(actor: "OrderActor", request: ReduceCopy) -> None:
+    """What still rests of the follower's copy of this (wholly filled) leader order shrinks by the
+    fraction its leader's exit sold (`ReduceCopy`), rounded as an exit is; all of it cancelled when
+    that leaves none."""
+    follower, leader = request.follower, actor.leader
+    if leader is None or leader.state.status is not OrderStatus.TRADED:
+        return
+    terms = leader.state.terms
+    instrument = actor.ctx.instruments.get(terms.exchange_segment, terms.security_id)
+    parts = actor.parts_of(follower)
+    live = [p for p in parts if not p.status.is_terminal and not p.cancel_requested]
+    if instrument is None or not live:
+        return
+    rests = sum(p.target.quantity - p.filled_qty for p in live)
+    fewer = exit_quantity(request.before, request.exit_quantity, rests if request.before > 0 else -rests,
+                          instrument.lot_size)
+    if fewer <= 0:
+        return
+    why = f"leader order {request.exit_order_id} sold {request.exit_quantity} of {abs(request.before)}"
+    if fewer >= rests:
+        actor.operate(lambda plan: [plan.apply(p.key, c.CancelRequested(why)) for p in live])
+    else:
+        whole = sum(p.target.quantity if p in live else p.filled_qty for p in parts)
+        target = live[0].target.with_changes(quantity=whole - fewer)
+        actor.operate(lambda plan: actor.slices.retarget(plan, follower, target, instrument))
+    log.info("leader order %s: %s's copy rests %d fewer: %s", actor.leader_order_id, follower, fewer, why,
+             extra=actor.fields(follower))
 
 
 def tell_exit_waiting(actor: "OrderActor") -> None:

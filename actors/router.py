@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from actors.context import CopierContext
 from actors.dead_letters import is_unavailability, park_event, park_unreadable
 from actors.messages import (LEADER, CancelCopies, CatchUpCopy, CopiesMade, CopiesWanted, OrderActorIdle,
-                             OrderActorWanted, OrderUpdateReceived, ProtectCopy, RetryCopy, RouteStored,
+                             OrderActorWanted, OrderUpdateReceived, ProtectCopy, ReduceCopy, RetryCopy, RouteStored,
                              StorageRecovered, SyncCopies, UnwindLeg, UnwindStrategy, is_leader)
 from actors.order import OrderActor
 from supervisors.pool import THREADS, ActorPool, PooledSupervised
@@ -196,7 +196,7 @@ class OrderRouter(PooledSupervised):
             for leg in routing.strategy_legs(self.ctx.store, message.group_id):
                 if leg != message.failed_leg:
                     self._child(leg).tell(UnwindLeg(message.follower, message.reason))
-        elif isinstance(message, (SyncCopies, CatchUpCopy, ProtectCopy)):
+        elif isinstance(message, (SyncCopies, CatchUpCopy, ProtectCopy, ReduceCopy)):
             self._child(message.leader_order_id).tell(message)
         elif isinstance(message, CancelCopies):
             for order_id in ([message.leader_order_id] if message.leader_order_id

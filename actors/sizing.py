@@ -42,7 +42,7 @@ from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesResting, CopiesSettleDue,
                              ExitReadingDue, ExitWaiting, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
-                             PositionsSnapshot, ProtectCopy, RefreshAccounts, ReleaseCapital, ResumeAccount,
+                             PositionsSnapshot, ProtectCopy, ReduceCopy, RefreshAccounts, ReleaseCapital, ResumeAccount,
                              SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount,
                              is_leader)
 from supervisors import Address, Timers
@@ -208,6 +208,7 @@ class SizingActor(PooledSupervised):
         # (follower, leader order) -> when its copy was first sized (monotonic ns): the copy's
         # orders did not exist before, so a reading answered earlier does not hold their fills
         self._sized: dict[tuple[str, str], int] = {}
+        self._reduced: dict[str, None] = {}  # exits that shrank their followers' resting copies (`_reduce_resting`)
         self.on_way = OnTheirWay(rules)  # copies not yet at their broker, which exits wait for
 
     def started(self) -> None:
@@ -458,6 +459,29 @@ class SizingActor(PooledSupervised):
         for follower in waiting.followers:
             self.on_way.protect(follower, first.leader, protection, self._traded)
 
+    def _reduce_resting(self, waiting: _Waiting) -> None:
+        """An exit at the market (or filling) of a part of its leader's position shrinks its
+        followers' copies still resting of the orders it exits by the same fraction (`ReduceCopy`):
+        each is the follower's share of what the leader held, and the follower's exit took that
+        fraction only of what it holds. Left whole, they filled to more than the follower's share
+        of what the leader keeps. (An exit of all of it cancels them: `_cancel_resting`.)"""
+        first = waiting.requests[0]
+        before = waiting.before
+        if (self.router is None or before is None or not _reduces(first.terms, before)
+                or first.terms.quantity >= abs(before) or not self._executing(first)
+                or first.leader_order_id in self._reduced):
+            return
+        if len(self._reduced) >= MAX_SIZED_KEPT:
+            del self._reduced[next(iter(self._reduced))]
+        self._reduced[first.leader_order_id] = None  # (asked again after its order actor crashed: once)
+        for follower, leader_order_id in self.on_way.resting_shares(
+                waiting.followers, first.leader, risk.position_key(first.terms), first.leader_order_id,
+                self.exit_reading_seconds, self.answer_wait_seconds, self._traded):
+            log.info("leader order %s sells %d of %d: %s's copy of leader order %s still rests, reduced as much",
+                     first.leader_order_id, first.terms.quantity, abs(before), follower, leader_order_id)
+            self.router.tell(ReduceCopy(leader_order_id, follower, before, first.terms.quantity,
+                                        first.leader_order_id))
+
     def _traded(self, leader: str, leader_order_id: str) -> bool:
         """Whether the ledger saw that leader order wholly filled."""
         return self.ledger is not None and self.ledger.traded(leader, leader_order_id)
@@ -556,6 +580,7 @@ class SizingActor(PooledSupervised):
             sized = self._size_order(waiting.message, exit_before, unread)
             if exit_before is not None:
                 self._protect(waiting)
+                self._reduce_resting(waiting)
             return sized
         return self._size(waiting.message, exit_before, new_order=waiting.message.new_order, unread=unread)
 

@@ -104,6 +104,15 @@ class OnTheirWay:
         return self._cancel(followers, lambda copy: resting(copy, leader, key, exit_order_id, now, exit_wait,
                                                             answer_wait, traded))
 
+    def resting_shares(self, followers: Iterable[str], leader: str, key: PositionKey, exit_order_id: str,
+                       exit_wait: float, answer_wait: float, traded: Callable[[str, str], bool]
+                       ) -> list[tuple[str, str]]:
+        """The copies an exit finds resting (`resting`), as (follower, leader order id) once each."""
+        now = time.monotonic()
+        return list(dict.fromkeys((follower, copy.leader_order_id) for follower in followers
+                                  for copy in self._copies.get(follower, {}).values()
+                                  if resting(copy, leader, key, exit_order_id, now, exit_wait, answer_wait, traded)))
+
     def waits_for_price(self, leader: str, protection: Protection) -> None:
         """Its exit waits for its price (a stop-loss, a target): `price_exit_filled` once it fills."""
         if len(self._price_exits) >= MAX_PRICE_EXITS_KEPT:  # (the oldest: nearly always cancelled long ago)

@@ -457,14 +457,20 @@ def test_B_2_a_protective_stop_cancelled_before_its_entrys_copy_fills_is_not_pla
     assert rig.copy_row(stops[0]).status == "SKIPPED"
 
 
-def test_B_2_a_partial_exit_leaves_its_entrys_copy_resting(make_rig):
-    """The leader sells half: it still holds 10, and f1's resting copy is its share of them."""
+def test_B_2_a_partial_exit_reduces_its_entrys_copy_still_resting_by_the_same_fraction(make_rig):
+    """The leader sells half: it still holds 10. f1 sells half the 4 it holds, and its copy's 6
+    still resting are its share of 20 no more: they become 3 (the copy 7, 4 of them filled), where
+    once filled they left f1 holding 8 against its leader's 10."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
     copy_id = _entry_resting_at_f1(rig, f1_filled=4)
     exit_order = rig.place(order_type="MARKET", quantity=10, side="SELL")
     assert rig.follower_copy(exit_order, timeout=15)["quantity"] == 2  # half of the 4 it holds
-    assert rig.exchange.order(f1, copy_id)["orderStatus"] in ("PENDING", "PART_TRADED")
+    wait_until(lambda: rig.exchange.order(f1, copy_id)["quantity"] == 7, timeout=15,
+               message=lambda: f"f1's resting copy reduced to 7: {rig.exchange.order(f1, copy_id)['quantity']}")
+    assert rig.exchange.order(f1, copy_id)["orderStatus"] == "PART_TRADED"
+    rig.exchange.fill(f1, copy_id)
+    wait_until(lambda: _position(rig, f1) == 5, message=lambda: f"f1 holds half its leader's 10: {_position(rig, f1)}")
 
 
 def test_B_2_a_market_exit_held_past_the_copy_delay_for_a_copy_in_doubt_is_still_sent(make_rig):

@@ -65,6 +65,20 @@ class ProtectCopy:
 
 
 @dataclass(frozen=True)
+class ReduceCopy:
+    """Sizing -> router -> order actor of a wholly filled leader order: `follower`'s copy of it
+    still rests, and leader exit `exit_order_id` sold `exit_quantity` of the leader's `before`, not
+    all of it: what rests of the copy shrinks by the same fraction (as the follower's exit took that
+    fraction of what it held), so that once filled it is the follower's share of what the leader keeps."""
+
+    leader_order_id: str
+    follower: str
+    before: int
+    exit_quantity: int
+    exit_order_id: str
+
+
+@dataclass(frozen=True)
 class SyncCopies:
     """Router -> order actor (reconciler repair): look the open copies up at the broker again
     and converge from what it says."""
