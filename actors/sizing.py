@@ -474,24 +474,36 @@ class SizingActor(PooledSupervised):
         if len(self._reduced) >= MAX_SIZED_KEPT:
             del self._reduced[next(iter(self._reduced))]
         self._reduced[first.leader_order_id] = None  # (asked again after its order actor crashed: once)
-        for follower, leader_order_id in self.on_way.resting_shares(
-                waiting.followers, first.leader, risk.position_key(first.terms), first.leader_order_id,
-                self.exit_reading_seconds, self.answer_wait_seconds, self._traded):
+        self._reduce_copies(first.leader_order_id, before, first.terms.quantity, self.on_way.resting_shares(
+            waiting.followers, first.leader, risk.position_key(first.terms), first.leader_order_id,
+            self.exit_reading_seconds, self.answer_wait_seconds, self._traded))
+
+    def _reduce_copies(self, exit_order_id: str, before: int, quantity: int, copies: list[tuple[str, str]]) -> None:
+        """Shrink `copies` ((follower, leader order id) each) by the fraction the exit sells."""
+        assert self.router is not None
+        for follower, leader_order_id in copies:
             log.info("leader order %s sells %d of %d: %s's copy of leader order %s still rests, reduced as much",
-                     first.leader_order_id, first.terms.quantity, abs(before), follower, leader_order_id)
-            self.router.tell(ReduceCopy(leader_order_id, follower, before, first.terms.quantity,
-                                        first.leader_order_id))
+                     exit_order_id, quantity, abs(before), follower, leader_order_id)
+            self.router.tell(ReduceCopy(leader_order_id, follower, before, quantity, exit_order_id))
 
     def _traded(self, leader: str, leader_order_id: str) -> bool:
         """Whether the ledger saw that leader order wholly filled."""
         return self.ledger is not None and self.ledger.traded(leader, leader_order_id)
 
     def _price_exit_filled(self, exit_order_id: str) -> None:
-        """The leader's exit that waited for its price began to fill: one that closes the position
-        cancels its followers' copies still resting of the orders it exits (`OnTheirWay`
-        `price_exit_filled`): sized when it was placed, it could not (its leader still held)."""
-        if self.router is not None:
-            self._cancel_copies(exit_order_id, self.on_way.price_exit_filled(exit_order_id, self.rules, self._traded))
+        """The leader's exit that waited for its price began to fill: its followers' copies still
+        resting of the orders it exits are cancelled when it closes the position, else shrunk by its
+        fraction, as an exit at the market does (`_cancel_resting`, `_reduce_resting`). Sized when
+        it was placed, it could not: its leader held what they are the followers' share of."""
+        found = self.on_way.price_exit_filled(exit_order_id)
+        if found is None or self.router is None:
+            return
+        leader, exit_ = found
+        if exit_.quantity >= abs(exit_.before):
+            self._cancel_copies(exit_order_id, self.on_way.shares(self.rules, leader, exit_, self._traded, cancel=True))
+        else:
+            self._reduce_copies(exit_order_id, exit_.before, exit_.quantity,
+                                self.on_way.shares(self.rules, leader, exit_, self._traded))
 
     def _grow_protection(self, follower: str, leader_order_id: str) -> None:
         """`follower`'s copy of `leader_order_id` filled: the exits waiting for their price that

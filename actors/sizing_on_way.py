@@ -119,19 +119,21 @@ class OnTheirWay:
             del self._price_exits[next(iter(self._price_exits))]
         self._price_exits[protection.exit_order_id] = (leader, protection)
 
-    def price_exit_filled(self, exit_order_id: str, followers: Iterable[str], traded: Callable[[str, str], bool]
-                          ) -> list[tuple[str, str]]:
-        """An exit that waited for its price began to fill. One that closes its leader's position
-        cancels its followers' copies that are their share of it (`share_of_held`), whether they
-        rest or are still on their way: each follower's copy of the exit took what it held. The
-        copies cancelled, as (follower, leader order id) once each."""
-        found = self._price_exits.pop(exit_order_id, None)
-        if found is None:
-            return []
-        leader, protection = found
-        if protection.quantity < abs(protection.before):
-            return []  # (a part of the position: the rest of it is the followers' share of what the leader keeps)
-        return self._cancel(followers, lambda copy: share_of_held(copy, leader, protection.key, exit_order_id, traded))
+    def price_exit_filled(self, exit_order_id: str) -> tuple[str, Protection] | None:
+        """An exit that waited for its price began to fill: it (with its leader), once, or None."""
+        return self._price_exits.pop(exit_order_id, None)
+
+    def shares(self, followers: Iterable[str], leader: str, protection: Protection, traded: Callable[[str, str], bool],
+               cancel: bool = False) -> list[tuple[str, str]]:
+        """The followers' copies that are their share of what `leader` holds in its exit's
+        instrument (`share_of_held`), whether they rest or are still on their way, as (follower,
+        leader order id) once each; `cancel`: marked as asked to be cancelled."""
+        def which(copy: CopyOnWay) -> bool:
+            return share_of_held(copy, leader, protection.key, protection.exit_order_id, traded)
+        if cancel:
+            return self._cancel(followers, which)
+        return list(dict.fromkeys((follower, copy.leader_order_id) for follower in followers
+                                  for copy in self._copies.get(follower, {}).values() if which(copy)))
 
     def _cancel(self, followers: Iterable[str], which: Callable[[CopyOnWay], bool]) -> list[tuple[str, str]]:
         """Mark `which` of the followers' copies as asked to be cancelled: each holds an exit again,

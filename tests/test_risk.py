@@ -408,6 +408,22 @@ def test_B_2_a_protective_stop_that_closes_the_position_cancels_its_entrys_copy_
     assert _position(rig, f1) == 0
 
 
+def test_B_2_a_protective_stop_for_half_the_position_that_fills_halves_its_entrys_copy_still_resting(make_rig):
+    """As above, the stop for half the 20: the leader keeps 10, and f1's copy still resting (10)
+    becomes 5, its share of them."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    market = rig.exchange.price(RELIANCE)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=10, trigger_price=round(market * 0.99, 1))
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.exchange.set_price(RELIANCE, round(market * 0.985, 1))
+    wait_until(lambda: _position(rig, LEADER_ID) == 10, message="the leader stopped out of half")
+    wait_until(lambda: rig.exchange.order(f1, copy_id)["quantity"] == 5, timeout=15,
+               message=lambda: f"f1's resting copy halved: {rig.exchange.order(f1, copy_id)['quantity']}")
+    assert rig.exchange.order(f1, copy_id)["orderStatus"] == "PENDING"
+
+
 def test_B_2_a_protective_stop_placed_before_a_restart_protects_what_the_entrys_copy_fills_after_it(make_rig):
     """As above, with the copier restarted between the stop and f1's fills: the next run knows
     the stop waits for its price and f1's copy is its share of what the leader holds."""

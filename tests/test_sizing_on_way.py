@@ -38,7 +38,7 @@ def test_B_2_a_stop_loaded_after_a_restart_knows_the_copy_loaded_resting_in_eith
     for step in steps if stop_first else reversed(steps):
         step()
     assert on_way.protections("f1", "A") == [STOP]
-    assert on_way.price_exit_filled("X", ["f1"], _traded) == [("f1", "A")]  # (once it fills, the copy is cancelled)
+    assert on_way.price_exit_filled("X") == ("leader", STOP)
 
 
 def test_B_2_a_stop_grows_only_with_the_copies_resting_when_it_was_sized():
@@ -61,15 +61,15 @@ def test_B_2_a_stop_grows_no_more_once_the_copy_ended():
     assert on_way.protections("f1", "A") == []
 
 
-@pytest.mark.parametrize("why, stop, cancelled", [
-    ("a stop for the whole position cancels f1's copies of the leader's filled buys, resting or on their way",
-     STOP, [("f1", "A"), ("f1", "B")]),
-    ("a stop for half of it leaves them: they are f1's share of what the leader keeps", STOP._replace(quantity=10), []),
-])
-def test_B_2_a_stop_that_fills_cancels_the_copies_of_the_position_it_closes(why, stop, cancelled):
+def test_B_2_a_stop_that_fills_is_told_once_with_the_copies_that_are_the_followers_share_of_the_position():
+    """Its first fill finds f1's copies of the leader's filled buys, resting or still on their way
+    (the sizing actor cancels them, or shrinks them for a stop of a part of the position)."""
     on_way = OnTheirWay(["f1"])
     on_way.resting([_resting()], _traded)
     _sized(on_way, "B")
-    on_way.waits_for_price("leader", stop)
-    assert on_way.price_exit_filled("X", ["f1"], _traded) == cancelled
-    assert on_way.price_exit_filled("X", ["f1"], _traded) == []  # (its later fills: once)
+    on_way.waits_for_price("leader", STOP)
+    assert on_way.price_exit_filled("X") == ("leader", STOP)
+    assert on_way.price_exit_filled("X") is None  # (its later fills)
+    assert on_way.shares(["f1"], "leader", STOP, _traded) == [("f1", "A"), ("f1", "B")]
+    assert on_way.shares(["f1"], "leader", STOP, _traded, cancel=True) == [("f1", "A"), ("f1", "B")]
+    assert on_way.shares(["f1"], "leader", STOP, _traded) == []  # (asked to be cancelled: not again)
