@@ -12,7 +12,7 @@ of the leader's entry rested when the exit was sized, and has filled since. A co
 the follower holding nothing, is placed the same way; one resting at its broker is modified. Only
 while the leader's exit rests unfilled: once it trades, its copy is on its way to doing so too. A
 new incarnation of such an exit tells the sizing actor of it (`ExitWaiting`), so a restart in
-between changes nothing.
+between changes nothing, and so does one whose leader changed its quantity.
 """
 from __future__ import annotations
 
@@ -74,15 +74,17 @@ def protect(actor: "OrderActor", request: ProtectCopy) -> None:
         return
     parts = actor.parts_of(follower)
     grows = _grows(parts)
-    target = leader.state.terms.with_changes(quantity=request.quantity, disclosed_qty=0)
-    if grows == _SKIPPED:
+    terms = leader.state.terms
+    quantity = exit_quantity(request.before, terms.quantity, request.held, instrument.lot_size)
+    target = terms.with_changes(quantity=quantity, disclosed_qty=0)
+    if grows == _SKIPPED and quantity > 0:
         actor.operate(lambda plan: actor.slices.catch_up(plan, follower, instrument, target))
-    elif grows == _RESTING and sum(p.target.quantity for p in parts) < request.quantity:
+    elif grows == _RESTING and sum(p.target.quantity for p in parts) < quantity:
         actor.operate(lambda plan: actor.slices.retarget(plan, follower, target, instrument))
     else:
         return
     log.info("leader order %s: %s's exit grows to %d: its copy of the order before filled", actor.leader_order_id,
-             follower, request.quantity, extra=actor.fields(follower))
+             follower, quantity, extra=actor.fields(follower))
 
 
 def reduce_resting(actor: "OrderActor", request: ReduceCopy) -> None:
@@ -115,8 +117,9 @@ def reduce_resting(actor: "OrderActor", request: ReduceCopy) -> None:
 
 
 def tell_exit_waiting(actor: "OrderActor") -> None:
-    """A new incarnation of an exit that waits for its price tells the sizing actor so, with the
-    followers whose copies of it may grow: its memory of the exit ended with the last run."""
+    """An exit that waits for its price tells the sizing actor so, with the followers whose copies
+    of it may grow: a new incarnation of it (the sizing actor's memory of the exit ended with the
+    last run), or one whose leader changed its quantity (the fraction it sells)."""
     leader, instrument = actor.leader, _waiting_for_price(actor)
     if leader is None or instrument is None or not leader.reduces_position or leader.position_before is None:
         return

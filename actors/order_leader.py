@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Collection
 
 from actors.feed import store_and_route
 from actors.messages import CallFailed, GetOrder, OrderFound, SizeCopy
+from actors.order_catch_up import tell_exit_waiting
 from actors.order_timers import RereadDue
 from actors.order_part import OrderPart
 from observability import metrics
@@ -130,6 +131,8 @@ class LeaderUpdates(OrderPart):
             plan.done(settles, SETTLED_BY_BROKER)
 
         actor.operate(build, leader=dataclasses.replace(leader, state=new_state))
+        if changed and state.terms.quantity != update.terms.quantity:
+            tell_exit_waiting(actor)  # (the fraction it sells changed)
         self.changes += 1
         if new_state.status is S.TRADED:
             actor.fills.schedule_lag_check()

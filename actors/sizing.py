@@ -255,7 +255,7 @@ class SizingActor(PooledSupervised):
         elif isinstance(message, CopiesResting):
             self.on_way.resting(message.copies, self._traded)
         elif isinstance(message, ExitWaiting):
-            self.on_way.exit_loaded(message.followers, message.leader, message.protection, self._traded)
+            self.on_way.exit_told(message.followers, message.leader, message.protection, self._traded)
         elif isinstance(message, PlacementRetried):
             if self.on_way.retried(message.follower, message.correlation_id, message.retry_at):
                 self._settling_changed()
@@ -509,12 +509,13 @@ class SizingActor(PooledSupervised):
         """`follower`'s copy of `leader_order_id` filled: the exits waiting for their price that
         it grows (`_protect`) are sized again from what the follower holds now, as they were."""
         for grows in self.on_way.protections(follower, leader_order_id):
-            quantity = risk.exit_quantity(grows.before, grows.quantity, self.positions.quantity(follower, grows.key),
-                                          grows.lot_size)
-            if quantity > 0 and self.router is not None:
-                log.info("leader order %s: %s's copy of leader order %s filled: its exit grows to %d",
-                         grows.exit_order_id, follower, leader_order_id, quantity)
-                self.router.tell(ProtectCopy(grows.exit_order_id, follower, quantity))
+            self._grow(follower, grows)
+
+    def _grow(self, follower: str, grows: Protection) -> None:
+        held = self.positions.quantity(follower, grows.key)
+        if risk.exit_quantity(grows.before, grows.quantity, held, grows.lot_size) > 0 and self.router is not None:
+            log.info("leader order %s grows: %s holds %d", grows.exit_order_id, follower, held)
+            self.router.tell(ProtectCopy(grows.exit_order_id, follower, held, grows.before))
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
         """The exit waits for its followers' copies until `until` (monotonic), at most. Once it has

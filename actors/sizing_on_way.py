@@ -32,9 +32,9 @@ class OnTheirWay:
         self._held: dict[str, float] = {}  # lane -> until when (monotonic) an exit in it holds it
         # (follower, leader order) -> the exits that grow as the follower's copy of that order fills
         self._protecting: dict[tuple[str, str], list[Protection]] = {}
-        # follower -> exits told by a new incarnation of their order actor, with their leaders: they
-        # also grow with the copies loaded resting afterwards (order actors load in any order)
-        self._loaded_exits: dict[str, deque[tuple[str, Protection]]] = {}
+        # follower -> exits their order actors told of, with their leaders (`exit_told`): they also
+        # grow with the copies loaded resting afterwards (order actors load in any order)
+        self._told_exits: dict[str, deque[tuple[str, Protection]]] = {}
         # exit order id -> (its leader, it): exits that wait for their price, until they begin to fill
         self._price_exits: dict[str, tuple[str, Protection]] = {}
 
@@ -57,13 +57,13 @@ class OnTheirWay:
     def resting(self, copies: Iterable[CopyResting], traded: Callable[[str, str], bool]) -> None:
         """Copies loaded open at their brokers: they hold no exit (they are long at their brokers),
         an exit that closes its leader's position cancels them (`cancel_resting`), and the exits
-        loaded waiting for their price grow with them (`exit_loaded`)."""
+        told waiting for their price grow with them (`exit_told`)."""
         for copy in copies:
             if copy.correlation_id not in self._copies.get(copy.follower, {}):
                 kept = CopyOnWay(copy.key, copy.leader, copy.leader_order_id, 0, -math.inf,
                                  leader_traded=copy.leader_traded)
                 self._keep(copy.follower, copy.correlation_id, kept)
-                for leader, protection in self._loaded_exits.get(copy.follower, ()):
+                for leader, protection in self._told_exits.get(copy.follower, ()):
                     if share_of_held(kept, leader, protection.key, protection.exit_order_id, traded):
                         self._grows(copy.follower, copy.leader_order_id, protection)
 
@@ -156,21 +156,22 @@ class OnTheirWay:
             self._grows(follower, order_id, protection)
         return bool(orders)
 
-    def exit_loaded(self, followers: Iterable[str], leader: str, protection: Protection,
-                    traded: Callable[[str, str], bool]) -> None:
-        """A new incarnation of an exit's order actor says it waits for its price (`protect`,
-        `waits_for_price`), before or after those of the orders whose copies rest (`resting`)."""
+    def exit_told(self, followers: Iterable[str], leader: str, protection: Protection,
+                  traded: Callable[[str, str], bool]) -> None:
+        """An exit's order actor says it waits for its price (`protect`, `waits_for_price`): a new
+        incarnation of it, before or after those of the orders whose copies rest (`resting`), or one
+        whose leader changed the exit's quantity (it replaces what was told before)."""
         self.waits_for_price(leader, protection)
         for follower in followers:
             self.protect(follower, leader, protection, traded)
-            loaded = self._loaded_exits.setdefault(follower, deque(maxlen=MAX_ON_WAY_KEPT))
-            if (leader, protection) not in loaded:  # (an order actor restarted after a crash tells it again)
-                loaded.append((leader, protection))
+            loaded = self._told_exits.setdefault(follower, deque(maxlen=MAX_ON_WAY_KEPT))
+            for told in [told for told in loaded if told[1].exit_order_id == protection.exit_order_id]:
+                loaded.remove(told)  # (told again: its leader changed it, or its actor restarted after a crash)
+            loaded.append((leader, protection))
 
     def _grows(self, follower: str, leader_order_id: str, protection: Protection) -> None:
         exits = self._protecting.setdefault((follower, leader_order_id), [])
-        if protection not in exits:
-            exits.append(protection)
+        exits[:] = [*(told for told in exits if told.exit_order_id != protection.exit_order_id), protection]
 
     def protections(self, follower: str, leader_order_id: str) -> list[Protection]:
         """The exits that grow as `follower`'s copy of `leader_order_id` fills."""

@@ -12,10 +12,9 @@ def _position(rig, account_id: str, security: str = RELIANCE) -> int:
     return sum(p["netQty"] for p in rig.exchange.positions(account_id) if p["securityId"] == security)
 
 
-def _leader_status(rig, order_id: str) -> str | None:
-    """The status the copier stored of the leader's order."""
-    row = rig.store.read(lambda: m.LeaderOrder.get_or_none(m.LeaderOrder.order_id == order_id))
-    return row.status if row is not None else None
+def _leader_row(rig, order_id: str) -> m.LeaderOrder:
+    """The leader's order as the copier stored it (once it has)."""
+    return rig.store.read(lambda: m.LeaderOrder.get(m.LeaderOrder.order_id == order_id))
 
 
 def _hand(rig, follower="f1"):
@@ -441,6 +440,41 @@ def test_B_2_a_protective_stop_placed_before_a_restart_protects_what_the_entrys_
     rig.wait_copy(stop, lambda e: e["quantity"] == 10, timeout=15, message="f1's stop for the 10 it holds")
 
 
+def test_B_2_a_protective_stop_whose_quantity_the_leader_changes_stays_within_what_the_follower_holds(rig):
+    """f1 holds 4 (its copy bought 10, its owner sold 6 by hand): its copy of the leader's stop for
+    all 20 sells those 4. The leader changes its stop to 18 (and moves its trigger): f1's stays
+    at 4, nine tenths of 4 rounded up, where re-sized as a new order (half of 18) it sold 9 it
+    did not hold and left f1 short 5 once triggered."""
+    f1 = rig.follower_ids["f1"]
+    entry = rig.place(order_type="MARKET", quantity=20)
+    rig.wait_row(entry, lambda r: r.status == "TRADED", message="entry copied and filled")
+    _market(_hand(rig), "SELL", 6)
+    wait_until(lambda: _position(rig, f1) == 4, message="f1 holds 4")
+    market = rig.exchange.price(RELIANCE)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=round(market * 0.9, 1))
+    assert rig.follower_copy(stop, timeout=15)["quantity"] == 4
+    moved = round(market * 0.91, 1)
+    rig.modify(stop, quantity=18, trigger_price=moved)
+    copy = rig.wait_copy(stop, lambda e: e["triggerPrice"] == moved, timeout=15, message="f1's stop moved")
+    assert copy["quantity"] == 4
+
+
+def test_B_2_a_stop_the_leader_halves_while_its_entrys_copy_rests_grows_to_half_what_the_copy_fills(make_rig):
+    """The leader's stop for its 20, placed while f1's copy of the buy rests, becomes a stop for 10:
+    f1's copy fills 10, and its stop sells 5, where it sold all 10 as the stop first was."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
+                     trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.modify(stop, quantity=10)
+    wait_until(lambda: _leader_row(rig, stop).quantity == 10, message="the copier saw the stop changed")
+    rig.exchange.fill(f1, copy_id)
+    copy = rig.follower_copy(stop, timeout=15)
+    assert copy["quantity"] == 5
+
+
 def test_B_2_a_target_for_half_the_position_grows_to_half_what_the_entrys_copy_fills(make_rig):
     """The leader's take-profit sells half its 20 (a LIMIT 5% over the market) while f1's copy of
     the buy rests; f1's copy fills: its target sells half the 10 it holds."""
@@ -466,7 +500,8 @@ def test_B_2_a_protective_stop_cancelled_before_its_entrys_copy_fills_is_not_pla
     for stop in stops:
         assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
     rig.cancel(stops[0])
-    wait_until(lambda: _leader_status(rig, stops[0]) == "CANCELLED", message="the copier saw the first stop cancelled")
+    wait_until(lambda: _leader_row(rig, stops[0]).status == "CANCELLED",
+               message="the copier saw the first stop cancelled")
     rig.exchange.fill(f1, copy_id)
     rig.wait_copy(stops[1], lambda e: e["quantity"] == 10, timeout=15, message="f1's stop for its 10")
     assert rig.follower_order_now(stops[0]) is None

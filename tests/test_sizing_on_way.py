@@ -33,7 +33,7 @@ def _sized(on_way: OnTheirWay, order_id: str) -> None:
 @pytest.mark.parametrize("stop_first", [True, False], ids=["the stop's actor loads first", "the buy's loads first"])
 def test_B_2_a_stop_loaded_after_a_restart_knows_the_copy_loaded_resting_in_either_order(stop_first):
     on_way = OnTheirWay(["f1"])
-    steps = [lambda: on_way.exit_loaded(["f1"], "leader", STOP, _traded),
+    steps = [lambda: on_way.exit_told(["f1"], "leader", STOP, _traded),
              lambda: on_way.resting([_resting()], _traded)]
     for step in steps if stop_first else reversed(steps):
         step()
@@ -73,3 +73,13 @@ def test_B_2_a_stop_that_fills_is_told_once_with_the_copies_that_are_the_followe
     assert on_way.shares(["f1"], "leader", STOP, _traded) == [("f1", "A"), ("f1", "B")]
     assert on_way.shares(["f1"], "leader", STOP, _traded, cancel=True) == [("f1", "A"), ("f1", "B")]
     assert on_way.shares(["f1"], "leader", STOP, _traded) == []  # (asked to be cancelled: not again)
+
+
+def test_B_2_a_stop_told_again_once_its_leader_changed_it_replaces_what_was_told():
+    on_way = OnTheirWay(["f1"])
+    on_way.resting([_resting()], _traded)
+    on_way.exit_told(["f1"], "leader", STOP, _traded)
+    halved = STOP._replace(quantity=10)
+    on_way.exit_told(["f1"], "leader", halved, _traded)
+    assert on_way.protections("f1", "A") == [halved]
+    assert on_way.price_exit_filled("X") == ("leader", halved)

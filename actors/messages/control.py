@@ -56,12 +56,14 @@ class CancelCopies:
 class ProtectCopy:
     """Sizing -> router -> order actor of a leader exit that waits for its price (a stop-loss, a
     target): `follower`'s copy of an earlier order of that leader, resting when the exit was sized,
-    filled since; the follower's copy of the exit grows to `quantity`, sized as the exit was from
-    what the follower holds now (placed, when it held nothing then)."""
+    filled since; the follower's copy of the exit grows, sized as the exit was from what the
+    follower holds now (`held`) and the leader's position before the exit (`before`), for the
+    exit's quantity as it is now (placed, when the follower held nothing then)."""
 
     leader_order_id: str
     follower: str
-    quantity: int
+    held: int
+    before: int
 
 
 @dataclass(frozen=True)
