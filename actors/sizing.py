@@ -680,6 +680,8 @@ class SizingActor(PooledSupervised):
             self.ledger.carry(snapshot.account, snapshot.carried, ist_date(self.clock()))
         if not self.positions.apply(snapshot):
             return
+        for grows in self.on_way.protections_ended(snapshot.account, snapshot.fetched_ns):
+            self._grow(snapshot.account, grows)  # (a fill of the copy no socket brought is in it)
         limits = self.limits.get(snapshot.account)
         if limits is not None and risk.daily_loss_breached(limits, self._risk_state(snapshot.account)):
             self.on_daily_loss(snapshot.account, f"P&L today {snapshot.realised + snapshot.unrealised:,.0f} "

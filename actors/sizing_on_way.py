@@ -35,6 +35,9 @@ class OnTheirWay:
         # follower -> exits their order actors told of, with their leaders (`exit_told`): they also
         # grow with the copies loaded resting afterwards (order actors load in any order)
         self._told_exits: dict[str, deque[tuple[str, Protection]]] = {}
+        # follower -> (when, exit): exits whose copy to grow with ended then; its last fill may have
+        # come by no socket (the follower's was down), and is in the next positions read after it
+        self._ended: dict[str, list[tuple[int, Protection]]] = {}
         # exit order id -> (its leader, it): exits that wait for their price, until they begin to fill
         self._price_exits: dict[str, tuple[str, Protection]] = {}
 
@@ -177,6 +180,15 @@ class OnTheirWay:
         """The exits that grow as `follower`'s copy of `leader_order_id` fills."""
         return self._protecting.get((follower, leader_order_id), []) if self._protecting else []
 
+    def protections_ended(self, follower: str, fetched_ns: int) -> list[Protection]:
+        """The exits whose copy to grow with ended before `follower`'s positions fetched at
+        `fetched_ns` (monotonic) were read: those positions hold all it filled. Once each."""
+        ended = self._ended.get(follower)
+        if not ended:
+            return []
+        self._ended[follower] = [(at, grows) for at, grows in ended if at >= fetched_ns]
+        return [grows for at, grows in ended if at < fetched_ns]
+
     def hold_lane(self, lane: str, until: float) -> None:
         now = time.monotonic()
         self._held = {other: held for other, held in self._held.items() if held > now}
@@ -201,6 +213,8 @@ class OnTheirWay:
         copy = self._copies.get(follower, {}).pop(correlation_id, None)
         if copy is None:
             return False
-        if self._protecting:
-            self._protecting.pop((follower, copy.leader_order_id), None)
+        exits = self._protecting.pop((follower, copy.leader_order_id), None) if self._protecting else None
+        if exits:
+            now = time.monotonic_ns()
+            self._ended.setdefault(follower, []).extend((now, grows) for grows in exits)
         return True

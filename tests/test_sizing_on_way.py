@@ -3,6 +3,8 @@ remembers them (actors/sizing_on_way.py): the leader's stop-loss X for its posit
 and f1's copy of the leader's filled buy A, resting at its broker."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from actors.messages import CopyResting, SizeCopy
@@ -83,3 +85,16 @@ def test_B_2_a_stop_told_again_once_its_leader_changed_it_replaces_what_was_told
     on_way.exit_told(["f1"], "leader", halved, _traded)
     assert on_way.protections("f1", "A") == [halved]
     assert on_way.price_exit_filled("X") == ("leader", halved)
+
+
+def test_B_2_a_stop_grows_with_the_first_positions_read_after_its_copy_ended():
+    """Its last fill may have come by no socket (the follower's was down): the first positions
+    read after the copy ended hold it; one read before does not."""
+    on_way = OnTheirWay(["f1"])
+    on_way.resting([_resting()], _traded)
+    on_way.protect("f1", "leader", STOP, _traded)
+    before = time.monotonic_ns()
+    on_way.arrived([("f1", "cid-A")])
+    assert on_way.protections_ended("f1", before) == []
+    assert on_way.protections_ended("f1", time.monotonic_ns()) == [STOP]
+    assert on_way.protections_ended("f1", time.monotonic_ns()) == []  # (once)
