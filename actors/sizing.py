@@ -513,7 +513,8 @@ class SizingActor(PooledSupervised):
 
     def _grow(self, follower: str, grows: Protection) -> None:
         held = self.positions.quantity(follower, grows.key)
-        if risk.exit_quantity(grows.before, grows.quantity, held, grows.lot_size) > 0 and self.router is not None:
+        if (risk.exit_quantity(grows.before, grows.quantity, held, grows.lot_size) > 0 and self.router is not None
+                and self.on_way.grows_from(follower, grows.exit_order_id, held)):
             log.info("leader order %s grows: %s holds %d", grows.exit_order_id, follower, held)
             self.router.tell(ProtectCopy(grows.exit_order_id, follower, held, grows.before))
 
@@ -680,8 +681,8 @@ class SizingActor(PooledSupervised):
             self.ledger.carry(snapshot.account, snapshot.carried, ist_date(self.clock()))
         if not self.positions.apply(snapshot):
             return
-        for grows in self.on_way.protections_ended(snapshot.account, snapshot.fetched_ns):
-            self._grow(snapshot.account, grows)  # (a fill of the copy no socket brought is in it)
+        for grows in self.on_way.protections_read(snapshot.account, snapshot.fetched_ns):
+            self._grow(snapshot.account, grows)  # (a fill of a copy no socket brought is in it)
         limits = self.limits.get(snapshot.account)
         if limits is not None and risk.daily_loss_breached(limits, self._risk_state(snapshot.account)):
             self.on_daily_loss(snapshot.account, f"P&L today {snapshot.realised + snapshot.unrealised:,.0f} "

@@ -30,13 +30,14 @@ class OnTheirWay:
     def __init__(self, followers: Iterable[str]) -> None:
         self._copies: dict[str, dict[str, CopyOnWay]] = {name: {} for name in followers}  # by correlation id
         self._held: dict[str, float] = {}  # lane -> until when (monotonic) an exit in it holds it
-        # (follower, leader order) -> the exits that grow as the follower's copy of that order fills
-        self._protecting: dict[tuple[str, str], list[Protection]] = {}
+        # follower -> leader order -> the exits that grow as the follower's copy of that order fills
+        self._protecting: dict[str, dict[str, list[Protection]]] = {}
+        self._grown: dict[tuple[str, str], int] = {}  # (follower, exit) -> what the follower held when it last grew
         # follower -> exits their order actors told of, with their leaders (`exit_told`): they also
         # grow with the copies loaded resting afterwards (order actors load in any order)
         self._told_exits: dict[str, deque[tuple[str, Protection]]] = {}
         # follower -> (when, exit): exits whose copy to grow with ended then; its last fill may have
-        # come by no socket (the follower's was down), and is in the next positions read after it
+        # come by no socket (the follower's was down), and is in the first positions read after it
         self._ended: dict[str, list[tuple[int, Protection]]] = {}
         # exit order id -> (its leader, it): exits that wait for their price, until they begin to fill
         self._price_exits: dict[str, tuple[str, Protection]] = {}
@@ -173,21 +174,33 @@ class OnTheirWay:
             loaded.append((leader, protection))
 
     def _grows(self, follower: str, leader_order_id: str, protection: Protection) -> None:
-        exits = self._protecting.setdefault((follower, leader_order_id), [])
+        exits = self._protecting.setdefault(follower, {}).setdefault(leader_order_id, [])
         exits[:] = [*(told for told in exits if told.exit_order_id != protection.exit_order_id), protection]
 
     def protections(self, follower: str, leader_order_id: str) -> list[Protection]:
         """The exits that grow as `follower`'s copy of `leader_order_id` fills."""
-        return self._protecting.get((follower, leader_order_id), []) if self._protecting else []
+        return self._protecting.get(follower, {}).get(leader_order_id, []) if self._protecting else []
 
-    def protections_ended(self, follower: str, fetched_ns: int) -> list[Protection]:
-        """The exits whose copy to grow with ended before `follower`'s positions fetched at
-        `fetched_ns` (monotonic) were read: those positions hold all it filled. Once each."""
+    def protections_read(self, follower: str, fetched_ns: int) -> list[Protection]:
+        """The exits to grow from `follower`'s positions fetched at `fetched_ns` (monotonic): a fill
+        of a copy they grow with may have come by no socket (the follower's was down), and is in
+        them. Those whose copy has ended since, once, if it ended before they were fetched."""
+        exits = [grows for told in self._protecting.get(follower, {}).values() for grows in told]
         ended = self._ended.get(follower)
-        if not ended:
-            return []
-        self._ended[follower] = [(at, grows) for at, grows in ended if at >= fetched_ns]
-        return [grows for at, grows in ended if at < fetched_ns]
+        if ended:
+            self._ended[follower] = [(at, grows) for at, grows in ended if at >= fetched_ns]
+            exits += [grows for at, grows in ended if at < fetched_ns]
+        return list({grows.exit_order_id: grows for grows in exits}.values())
+
+    def grows_from(self, follower: str, exit_order_id: str, held: int) -> bool:
+        """Whether `exit_order_id` grows from what `follower` holds: not when it grew from as much
+        before (every reading asks)."""
+        if self._grown.get((follower, exit_order_id)) == held:
+            return False
+        if len(self._grown) >= MAX_PRICE_EXITS_KEPT:
+            del self._grown[next(iter(self._grown))]
+        self._grown[(follower, exit_order_id)] = held
+        return True
 
     def hold_lane(self, lane: str, until: float) -> None:
         now = time.monotonic()
@@ -213,7 +226,7 @@ class OnTheirWay:
         copy = self._copies.get(follower, {}).pop(correlation_id, None)
         if copy is None:
             return False
-        exits = self._protecting.pop((follower, copy.leader_order_id), None) if self._protecting else None
+        exits = self._protecting.get(follower, {}).pop(copy.leader_order_id, None) if self._protecting else None
         if exits:
             now = time.monotonic_ns()
             self._ended.setdefault(follower, []).extend((now, grows) for grows in exits)

@@ -423,21 +423,24 @@ def test_B_2_a_protective_stop_for_half_the_position_that_fills_halves_its_entry
     assert rig.exchange.order(f1, copy_id)["orderStatus"] == "PENDING"
 
 
-def test_B_2_a_protective_stop_grows_with_a_fill_its_followers_socket_missed(make_rig):
-    """As above, with the order sockets down while f1's copy fills: the fill comes from f1's order
-    book once they are back, and the copier's count of what f1 holds leaves such fills to its next
-    reading of f1's positions (1 s here). f1's stop grows then, where it stayed a skip."""
+def test_B_2_a_protective_stop_grows_with_fills_its_followers_socket_missed(make_rig):
+    """As above, with the order sockets down each time f1's copy fills (4, then the other 6): the
+    fills come from f1's order book once they are back, and the copier's count of what f1 holds
+    leaves such fills to its next reading of f1's positions (1 s here). f1's stop grows then,
+    where it stayed a skip."""
     rig = make_rig(config={**RACING, "copy": {"funds_refresh_seconds": 1}})
     f1 = rig.follower_ids["f1"]
     copy_id = _entry_resting_at_f1(rig)
     stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
                      trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
     assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
-    rig.exchange.faults.refuse_reconnects(2.0)
-    rig.exchange.faults.drop_sockets()
-    wait_until(lambda: rig.exchange.socket_count(f1) == 0, message="f1's socket down")
-    rig.exchange.fill(f1, copy_id)
-    rig.wait_copy(stop, lambda e: e["quantity"] == 10, timeout=20, message="f1's stop for the 10 it holds")
+    for filled, holds in ((4, 4), (None, 10)):
+        rig.exchange.faults.refuse_reconnects(2.0)
+        rig.exchange.faults.drop_sockets()
+        wait_until(lambda: rig.exchange.socket_count(f1) == 0, message="f1's socket down")
+        rig.exchange.fill(f1, copy_id, qty=filled)
+        rig.wait_copy(stop, lambda e, holds=holds: e["quantity"] == holds, timeout=20,
+                      message=f"f1's stop for the {holds} it holds")
 
 
 def test_B_2_a_protective_stop_placed_before_a_restart_protects_what_the_entrys_copy_fills_after_it(make_rig):

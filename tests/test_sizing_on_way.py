@@ -95,6 +95,17 @@ def test_B_2_a_stop_grows_with_the_first_positions_read_after_its_copy_ended():
     on_way.protect("f1", "leader", STOP, _traded)
     before = time.monotonic_ns()
     on_way.arrived([("f1", "cid-A")])
-    assert on_way.protections_ended("f1", before) == []
-    assert on_way.protections_ended("f1", time.monotonic_ns()) == [STOP]
-    assert on_way.protections_ended("f1", time.monotonic_ns()) == []  # (once)
+    assert on_way.protections_read("f1", before) == []
+    assert on_way.protections_read("f1", time.monotonic_ns()) == [STOP]
+    assert on_way.protections_read("f1", time.monotonic_ns()) == []  # (once)
+
+
+def test_B_2_a_stop_grows_from_every_positions_reading_while_its_copy_rests_once_for_each_holding():
+    """A fill no socket brought is in the next reading, however little of the copy it filled; a
+    reading that finds the follower holding what it held before changes nothing."""
+    on_way = OnTheirWay(["f1"])
+    on_way.resting([_resting()], _traded)
+    on_way.protect("f1", "leader", STOP, _traded)
+    assert on_way.protections_read("f1", time.monotonic_ns()) == [STOP]
+    assert on_way.protections_read("f1", time.monotonic_ns()) == [STOP]
+    assert [on_way.grows_from("f1", "X", held) for held in (4, 4, 10)] == [True, False, True]
