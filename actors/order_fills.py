@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from actors.messages import FillSeen
+from actors.messages import FillSeen, FillUncounted
 from actors.order_timers import FilledFirstDue, LagCheck
 from actors.order_part import OrderPart
 from observability import metrics
@@ -76,8 +76,10 @@ class Fills(OrderPart):
 
     def _tell_sizing(self, account: str, update: OrderUpdate, quantity: int) -> None:
         """Keep the sizing actor's positions current between polls. Only fills the socket brings:
-        one recovered from the order book may already be in the positions it read at start."""
+        one recovered from the order book may already be in the positions it read at start (it is
+        told uncounted)."""
         if update.source != "socket":
+            self.actor.ctx.sizing.tell(FillUncounted(account, self.actor.leader_order_id))
             return
         terms = update.terms
         signed = quantity if terms.side == Side.BUY else -quantity

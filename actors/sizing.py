@@ -41,10 +41,10 @@ from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
 from actors.strategy_legs import Strategy, size_legs
 from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesResting, CopiesSettleDue,
-                             ExitReadingDue, ExitWaiting, FillSeen, FreeCapital, PlacementRetried, PlacementsPaused,
-                             PositionsSnapshot, ProtectCopy, ReduceCopy, RefreshAccounts, ReleaseCapital, ResumeAccount,
-                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount,
-                             is_leader)
+                             ExitReadingDue, ExitWaiting, FillSeen, FillUncounted, FreeCapital, PlacementRetried,
+                             PlacementsPaused, PositionsSnapshot, ProtectCopy, ReduceCopy, RefreshAccounts,
+                             ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld,
+                             SizingReady, SuspendAccount, is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
@@ -274,14 +274,14 @@ class SizingActor(PooledSupervised):
                 self._price_exit_filled(message.leader_order_id)
             elif message.leader_order_id:
                 self._grow_protection(message.account, message.leader_order_id)
+        elif isinstance(message, FillUncounted):
+            self._fill_uncounted(message)
         elif isinstance(message, SuspendAccount):
             self.suspended[message.follower] = message.reason
         elif isinstance(message, ResumeAccount):
             self.suspended.pop(message.follower, None)
         elif isinstance(message, RefreshAccounts):
-            if self.reader is not None and self._first_round is None and self._refresh is None:
-                self._refresh = next(_READINGS)  # (a round still out is not asked for again)
-                self.reader.read_all(self._refresh, books=self._leader_books())
+            self._read_all()
         elif isinstance(message, ExitReadingDue):  # (the reader ignores one told already)
             if self.reader is not None:
                 self.reader.hurry(message.request)
@@ -290,6 +290,21 @@ class SizingActor(PooledSupervised):
         elif isinstance(message, CONTROLS):
             apply_control(self, message)
         return None
+
+    def _read_all(self) -> None:
+        """Read every account's funds and positions, unless a round is out already."""
+        if self.reader is not None and self._first_round is None and self._refresh is None:
+            self._refresh = next(_READINGS)
+            self.reader.read_all(self._refresh, books=self._leader_books())
+
+    def _fill_uncounted(self, fill: FillUncounted) -> None:
+        """A fill that came by no socket: the leader's first of an exit that waits for its price
+        (`_price_exit_filled`), or a follower's of a copy a protective exit grows with, which the
+        next reading of its positions holds: that reading is made now."""
+        if is_leader(fill.account):
+            self._price_exit_filled(fill.leader_order_id)
+        elif self.on_way.protections(fill.account, fill.leader_order_id):
+            self._read_all()
 
     def _leader_books(self) -> list[str]:
         """The leaders whose order books the ledger still needs (read with every account's funds)."""

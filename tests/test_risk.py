@@ -407,6 +407,23 @@ def test_B_2_a_protective_stop_that_closes_the_position_cancels_its_entrys_copy_
     assert _position(rig, f1) == 0
 
 
+def test_B_2_a_protective_stop_that_closes_the_position_while_the_sockets_are_down_cancels_its_entrys_copy(make_rig):
+    """As above, the leader stopped out while the order sockets are down: its stop's fill comes
+    from its order book once they are back, and cancels f1's copy all the same."""
+    rig = make_rig(config=RACING)
+    f1 = rig.follower_ids["f1"]
+    copy_id = _entry_resting_at_f1(rig)
+    market = rig.exchange.price(RELIANCE)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=round(market * 0.99, 1))
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    rig.exchange.faults.refuse_reconnects(2.0)
+    rig.exchange.faults.drop_sockets()
+    wait_until(lambda: rig.exchange.socket_count(LEADER_ID) == 0, message="the leader's socket down")
+    rig.exchange.set_price(RELIANCE, round(market * 0.985, 1))
+    wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader stopped out")
+    _cancelled_at_f1(rig, copy_id)
+
+
 def test_B_2_a_protective_stop_for_half_the_position_that_fills_halves_its_entrys_copy_still_resting(make_rig):
     """As above, the stop for half the 20: the leader keeps 10, and f1's copy still resting (10)
     becomes 5, its share of them."""
@@ -426,9 +443,9 @@ def test_B_2_a_protective_stop_for_half_the_position_that_fills_halves_its_entry
 def test_B_2_a_protective_stop_grows_with_fills_its_followers_socket_missed(make_rig):
     """As above, with the order sockets down each time f1's copy fills (4, then the other 6): the
     fills come from f1's order book once they are back, and the copier's count of what f1 holds
-    leaves such fills to its next reading of f1's positions (1 s here). f1's stop grows then,
-    where it stayed a skip."""
-    rig = make_rig(config={**RACING, "copy": {"funds_refresh_seconds": 1}})
+    leaves such fills to a reading of f1's positions, made then. f1's stop grows from it, where it
+    stayed a skip (or grew 30 s later, at the next periodic reading)."""
+    rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
     copy_id = _entry_resting_at_f1(rig)
     stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,

@@ -242,6 +242,17 @@ class FillSeen:
 
 
 @dataclass(frozen=True)
+class FillUncounted:
+    """Order actor -> sizing: a fill of `account`'s order copying (or being) leader order
+    `leader_order_id` that came by no socket (from an order book, a lookup): not counted in the
+    positions kept between polls (it may be in a reading already), but an exit that waits for its
+    price and its followers' resting copies still hear of it."""
+
+    account: str
+    leader_order_id: str
+
+
+@dataclass(frozen=True)
 class SuspendAccount:
     """Token actor -> sizing: the broker refused this follower's token (DH-901); copy nothing more
     for it (each copy is a recorded skip) until the broker accepts its token again."""
