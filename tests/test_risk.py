@@ -292,6 +292,17 @@ def _entry_resting_at_f1(rig, f1_filled: int = 0) -> str:
     return copy["orderId"]
 
 
+def _stop_while_entry_rests(rig, quantity: int = 20, trigger: float = 0.9) -> tuple[str, str, float]:
+    """`_entry_resting_at_f1`, then the leader's stop-loss to sell `quantity` of its 20, its trigger
+    `trigger` times the market: f1 holds nothing yet, so its copy is a recorded skip. (f1's resting
+    copy's order id, the stop's, its trigger price.)"""
+    copy_id = _entry_resting_at_f1(rig)
+    trigger_price = round(rig.exchange.price(RELIANCE) * trigger, 1)
+    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=quantity, trigger_price=trigger_price)
+    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    return copy_id, stop, trigger_price
+
+
 def _cancelled_at_f1(rig, order_id: str) -> None:
     """f1's resting order `order_id` ends cancelled at its broker."""
     f1 = rig.follower_ids["f1"]
@@ -363,10 +374,7 @@ def test_B_2_a_protective_stop_for_the_whole_position_leaves_its_entrys_copy_res
     protect yet, so its stop is a recorded skip."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
-                     trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    copy_id, stop, _trigger = _stop_while_entry_rests(rig)
     assert rig.exchange.order(f1, copy_id)["orderStatus"] == "PENDING"
 
 
@@ -376,10 +384,7 @@ def test_B_2_a_protective_stop_placed_while_its_entrys_copy_rests_protects_what_
     and when the price falls through the trigger, both sell out."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)
-    trigger = round(rig.exchange.price(RELIANCE) * 0.9, 1)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=trigger)
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    copy_id, stop, trigger = _stop_while_entry_rests(rig)
     rig.exchange.fill(f1, copy_id, qty=4)
     protection = rig.wait_copy(stop, lambda e: e["quantity"] == 4, timeout=15, message="f1's stop for the 4 it holds")
     assert (protection["orderType"], protection["transactionType"], protection["triggerPrice"]) == \
@@ -397,11 +402,8 @@ def test_B_2_a_protective_stop_that_closes_the_position_cancels_its_entrys_copy_
     cancelled when the stop fills: left, it would buy 10 as the price fell on, its leader flat."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)  # (its limit 3% under the market)
-    market = rig.exchange.price(RELIANCE)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=round(market * 0.99, 1))
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
-    rig.exchange.set_price(RELIANCE, round(market * 0.985, 1))
+    copy_id, _stop, trigger = _stop_while_entry_rests(rig, 20, trigger=0.99)  # (the buy's limit: 0.97)
+    rig.exchange.set_price(RELIANCE, round(trigger * 0.995, 1))
     wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader stopped out")
     _cancelled_at_f1(rig, copy_id)
     assert _position(rig, f1) == 0
@@ -411,15 +413,11 @@ def test_B_2_a_protective_stop_that_closes_the_position_while_the_sockets_are_do
     """As above, the leader stopped out while the order sockets are down: its stop's fill comes
     from its order book once they are back, and cancels f1's copy all the same."""
     rig = make_rig(config=RACING)
-    f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)
-    market = rig.exchange.price(RELIANCE)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20, trigger_price=round(market * 0.99, 1))
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    copy_id, _stop, trigger = _stop_while_entry_rests(rig, 20, trigger=0.99)
     rig.exchange.faults.refuse_reconnects(2.0)
     rig.exchange.faults.drop_sockets()
     wait_until(lambda: rig.exchange.socket_count(LEADER_ID) == 0, message="the leader's socket down")
-    rig.exchange.set_price(RELIANCE, round(market * 0.985, 1))
+    rig.exchange.set_price(RELIANCE, round(trigger * 0.995, 1))
     wait_until(lambda: _position(rig, LEADER_ID) == 0, message="the leader stopped out")
     _cancelled_at_f1(rig, copy_id)
 
@@ -429,11 +427,8 @@ def test_B_2_a_protective_stop_for_half_the_position_that_fills_halves_its_entry
     becomes 5, its share of them."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)
-    market = rig.exchange.price(RELIANCE)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=10, trigger_price=round(market * 0.99, 1))
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
-    rig.exchange.set_price(RELIANCE, round(market * 0.985, 1))
+    copy_id, _stop, trigger = _stop_while_entry_rests(rig, 10, trigger=0.99)
+    rig.exchange.set_price(RELIANCE, round(trigger * 0.995, 1))
     wait_until(lambda: _position(rig, LEADER_ID) == 10, message="the leader stopped out of half")
     wait_until(lambda: rig.exchange.order(f1, copy_id)["quantity"] == 5, timeout=15,
                message=lambda: f"f1's resting copy halved: {rig.exchange.order(f1, copy_id)['quantity']}")
@@ -447,10 +442,7 @@ def test_B_2_a_protective_stop_grows_with_fills_its_followers_socket_missed(make
     stayed a skip (or grew 30 s later, at the next periodic reading)."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
-                     trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    copy_id, stop, _trigger = _stop_while_entry_rests(rig)
     for filled, holds in ((4, 4), (None, 10)):
         rig.exchange.faults.refuse_reconnects(2.0)
         rig.exchange.faults.drop_sockets()
@@ -465,10 +457,7 @@ def test_B_2_a_protective_stop_placed_before_a_restart_protects_what_the_entrys_
     the stop waits for its price and f1's copy is its share of what the leader holds."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
-                     trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    copy_id, stop, _trigger = _stop_while_entry_rests(rig)
     rig.copier.stop()
     start_rig(rig)
     rig.exchange.fill(f1, copy_id, qty=4)
@@ -501,10 +490,7 @@ def test_B_2_a_stop_the_leader_halves_while_its_entrys_copy_rests_grows_to_half_
     f1's copy fills 10, and its stop sells 5, where it sold all 10 as the stop first was."""
     rig = make_rig(config=RACING)
     f1 = rig.follower_ids["f1"]
-    copy_id = _entry_resting_at_f1(rig)
-    stop = rig.place(order_type="STOP_LOSS_MARKET", side="SELL", quantity=20,
-                     trigger_price=round(rig.exchange.price(RELIANCE) * 0.9, 1))
-    assert rig.wait_skip(stop, "f1", timeout=15).reason == "no_position_to_exit"
+    copy_id, stop, _trigger = _stop_while_entry_rests(rig)
     rig.modify(stop, quantity=10)
     wait_until(lambda: _leader_row(rig, stop).quantity == 10, message="the copier saw the stop changed")
     rig.exchange.fill(f1, copy_id)
