@@ -17,8 +17,10 @@ may have traded by hand since the last reading, so an exit waits for positions r
 arrived (exits that come while a reading is out share the next one), answered with a
 future (`ask_sizing`; a `SizeCopies` asker is told `SizingReady()` when it is set, and holds no
 thread meanwhile); meanwhile other orders are sized, only those on the same underlying waiting
-behind it. Each follower's `risk` limits are checked here too; a daily-loss breach calls
-`on_daily_loss` (the kill switch).
+behind it. An exit waits for its followers' copies still on their way (actors/sizing_on_way.py),
+and cancels or shrinks those left resting, or grows as they fill (actors/sizing_resting.py).
+Each follower's `risk` limits are checked here too; a daily-loss breach calls `on_daily_loss`
+(the kill switch).
 """
 from __future__ import annotations
 
@@ -39,19 +41,18 @@ from actors.positions import KnownPositions
 from actors.reservations import Reservation, Reservations
 from actors.sizing_control import CONTROLS, FOLLOWER_PAUSED, apply_control
 from actors.sizing_on_way import OnTheirWay
+from actors.sizing_resting import RestingCopies
 from actors.strategy_legs import Strategy, size_legs
-from actors.messages import (AccountsRead, CancelCopies, CapitalSnapshot, CopiesInDoubt, CopiesResting, CopiesSettleDue,
+from actors.messages import (AccountsRead, CapitalSnapshot, CopiesInDoubt, CopiesResting, CopiesSettleDue,
                              ExitReadingDue, ExitWaiting, FillSeen, FillUncounted, FreeCapital, PlacementRetried,
-                             PlacementsPaused, PositionsSnapshot, ProtectCopy, ReduceCopy, RefreshAccounts,
-                             ReleaseCapital, ResumeAccount, SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld,
-                             SizingReady, SuspendAccount, is_leader)
+                             PlacementsPaused, PositionsSnapshot, RefreshAccounts, ReleaseCapital, ResumeAccount,
+                             SizeCopies, SizeCopy, SizeDecision, SizedCopies, SizingHeld, SizingReady, SuspendAccount,
+                             is_leader)
 from supervisors import Address, Timers
 from supervisors.pool import PooledSupervised
 from trading import risk
 from trading.calendar import ist_date, now as exchange_now
-from trading.copies_on_way import Protection
 from trading.filters import OUTSIDE_COPY_WINDOW, CopyWindow, Filters
-from trading.orders import OrderTerms, OrderType
 from trading.prices import price_note
 from trading.sizing import SizingRule, estimate_margin, size_order
 
@@ -86,16 +87,6 @@ def ask_sizing(sizing: Address, message: SizeCopy | SizeCopies, timeout: float =
     if isinstance(answer, pykka.Future) and wait:
         answer = answer.get(timeout=max(0.0, deadline - time.monotonic()))
     return answer
-
-
-def _sign(terms: OrderTerms) -> int:
-    """How an order of `terms` moves its position: 1 for a BUY, -1 for a SELL."""
-    return 1 if terms.side.value == "BUY" else -1
-
-
-def _reduces(terms: OrderTerms, before: int | None) -> bool:
-    """Whether an order of `terms` only reduces the leader's position `before` it (None: not known)."""
-    return before is not None and risk.is_exit(before, _sign(terms) * terms.quantity)
 
 
 @dataclass
@@ -208,8 +199,8 @@ class SizingActor(PooledSupervised):
         # (follower, leader order) -> when its copy was first sized (monotonic ns): the copy's
         # orders did not exist before, so a reading answered earlier does not hold their fills
         self._sized: dict[tuple[str, str], int] = {}
-        self._reduced: dict[str, None] = {}  # exits that shrank their followers' resting copies (`_reduce_resting`)
         self.on_way = OnTheirWay(rules)  # copies not yet at their broker, which exits wait for
+        self.resting = RestingCopies(self)  # what exits do to those left resting
 
     def started(self) -> None:
         funds = {}
@@ -253,9 +244,9 @@ class SizingActor(PooledSupervised):
             self.on_way.in_doubt(message.copies)
             self._settling_changed()
         elif isinstance(message, CopiesResting):
-            self.on_way.resting(message.copies, self._traded)
+            self.on_way.resting(message.copies, self.resting.traded)
         elif isinstance(message, ExitWaiting):
-            self.on_way.exit_told(message.followers, message.leader, message.protection, self._traded)
+            self.on_way.exit_told(message.followers, message.leader, message.protection, self.resting.traded)
         elif isinstance(message, PlacementRetried):
             if self.on_way.retried(message.follower, message.correlation_id, message.retry_at):
                 self._settling_changed()
@@ -270,18 +261,15 @@ class SizingActor(PooledSupervised):
             self._apply_positions(message)
         elif isinstance(message, FillSeen):
             self.positions.fill(message)
-            if message.leader_order_id and is_leader(message.account):
-                self._price_exit_filled(message.leader_order_id)
-            elif message.leader_order_id:
-                self._grow_protection(message.account, message.leader_order_id)
+            self.resting.fill_seen(message.account, message.leader_order_id)
         elif isinstance(message, FillUncounted):
-            self._fill_uncounted(message)
+            self.resting.fill_uncounted(message)
         elif isinstance(message, SuspendAccount):
             self.suspended[message.follower] = message.reason
         elif isinstance(message, ResumeAccount):
             self.suspended.pop(message.follower, None)
         elif isinstance(message, RefreshAccounts):
-            self._read_all()
+            self.read_all()
         elif isinstance(message, ExitReadingDue):  # (the reader ignores one told already)
             if self.reader is not None:
                 self.reader.hurry(message.request)
@@ -291,20 +279,11 @@ class SizingActor(PooledSupervised):
             apply_control(self, message)
         return None
 
-    def _read_all(self) -> None:
+    def read_all(self) -> None:
         """Read every account's funds and positions, unless a round is out already."""
         if self.reader is not None and self._first_round is None and self._refresh is None:
             self._refresh = next(_READINGS)
             self.reader.read_all(self._refresh, books=self._leader_books())
-
-    def _fill_uncounted(self, fill: FillUncounted) -> None:
-        """A fill that came by no socket: the leader's first of an exit that waits for its price
-        (`_price_exit_filled`), or a follower's of a copy a protective exit grows with, which the
-        next reading of its positions holds: that reading is made now."""
-        if is_leader(fill.account):
-            self._price_exit_filled(fill.leader_order_id)
-        elif self.on_way.protections(fill.account, fill.leader_order_id):
-            self._read_all()
 
     def _leader_books(self) -> list[str]:
         """The leaders whose order books the ledger still needs (read with every account's funds)."""
@@ -373,7 +352,7 @@ class SizingActor(PooledSupervised):
             followers = [r.follower for r in waiting.requests if self._may_copy(r) is None]
             first = waiting.requests[0] if waiting.requests else None
             if first is not None and followers and self.reader is not None:
-                key, sign = risk.position_key(first.terms), _sign(first.terms)
+                key, sign = risk.position_key(first.terms), risk.side_sign(first.terms)
                 found = self.ledger.found(first.leader, first.leader_order_id, key) if self.ledger else None
                 if found is not None:  # the leader's position when its order came: no reading of it
                     if not risk.is_exit(found, sign * first.terms.quantity):
@@ -412,7 +391,7 @@ class SizingActor(PooledSupervised):
     def _closes(self, waiting: _Waiting) -> bool:
         """Whether the exit takes its leader's position (`waiting.before`) to nothing."""
         first = waiting.requests[0]
-        return waiting.before is not None and waiting.before + _sign(first.terms) * first.terms.quantity == 0
+        return waiting.before is not None and waiting.before + risk.side_sign(first.terms) * first.terms.quantity == 0
 
     def _closes_once_looked_up(self, waiting: _Waiting) -> bool:
         """An exit whose leader's position before it the broker was asked for, and says it closes
@@ -433,105 +412,17 @@ class SizingActor(PooledSupervised):
         of the leader's orders in it that have filled (trading/copies_on_way.py `resting`), and
         waits for them to end. Whether it asked for any. Only an exit at the market, or one that
         has begun to fill: a target or a protective stop that waits for its price leaves the leader
-        holding what those copies follow until it fills (`_price_exit_filled` then)."""
+        holding what those copies follow until it fills (actors/sizing_resting.py then)."""
         if not waiting.closes or self.router is None or self.ledger is None or self.timers is None:
             return False
         first = waiting.requests[0]
-        if not self._executing(first):
+        if not self.resting.executing(first):
             return False
         asked = self.on_way.cancel_resting(waiting.followers, first.leader, risk.position_key(first.terms),
                                            first.leader_order_id, self.exit_reading_seconds, self.answer_wait_seconds,
                                            self.ledger.traded)
-        self._cancel_copies(first.leader_order_id, asked)
+        self.resting.cancel(first.leader_order_id, asked)
         return bool(asked)
-
-    def _cancel_copies(self, exit_order_id: str, copies: list[tuple[str, str]]) -> None:
-        """Cancel `copies` ((follower, leader order id) each): exit `exit_order_id` closed the position."""
-        assert self.router is not None
-        for follower, leader_order_id in copies:
-            log.info("leader order %s closes its position: %s's copy of leader order %s still rests, cancelled",
-                     exit_order_id, follower, leader_order_id)
-            self.router.tell(CancelCopies(f"leader order {exit_order_id} closed the position it opened",
-                                          follower=follower, leader_order_id=leader_order_id))
-
-    def _executing(self, request: SizeCopy) -> bool:
-        """Whether its leader order is at the market or has begun to fill (else it waits for its price)."""
-        return request.terms.order_type is OrderType.MARKET or bool(
-            self.ledger is not None and self.ledger.filled(request.leader, request.leader_order_id))
-
-    def _protect(self, waiting: _Waiting) -> None:
-        """An exit that waits for its price (a stop-loss, a target) grows as its followers' copies
-        still resting of the orders it exits fill (`OnTheirWay.protect`): sized from what each
-        follower held, it would leave what those copies buy later unprotected."""
-        first = waiting.requests[0]
-        if self.router is None or self.ledger is None or not _reduces(first.terms, waiting.before) \
-                or self._executing(first):
-            return
-        assert waiting.before is not None
-        protection = Protection(first.leader_order_id, risk.position_key(first.terms), waiting.before,
-                                first.terms.quantity, first.instrument.lot_size)
-        self.on_way.waits_for_price(first.leader, protection)
-        for follower in waiting.followers:
-            self.on_way.protect(follower, first.leader, protection, self._traded)
-
-    def _reduce_resting(self, waiting: _Waiting) -> None:
-        """An exit at the market (or filling) of a part of its leader's position shrinks its
-        followers' copies still resting of the orders it exits by the same fraction (`ReduceCopy`):
-        each is the follower's share of what the leader held, and the follower's exit took that
-        fraction only of what it holds. Left whole, they filled to more than the follower's share
-        of what the leader keeps. (An exit of all of it cancels them: `_cancel_resting`.)"""
-        first = waiting.requests[0]
-        before = waiting.before
-        if (self.router is None or before is None or not _reduces(first.terms, before)
-                or first.terms.quantity >= abs(before) or not self._executing(first)
-                or first.leader_order_id in self._reduced):
-            return
-        if len(self._reduced) >= MAX_SIZED_KEPT:
-            del self._reduced[next(iter(self._reduced))]
-        self._reduced[first.leader_order_id] = None  # (asked again after its order actor crashed: once)
-        self._reduce_copies(first.leader_order_id, before, first.terms.quantity, self.on_way.resting_shares(
-            waiting.followers, first.leader, risk.position_key(first.terms), first.leader_order_id,
-            self.exit_reading_seconds, self.answer_wait_seconds, self._traded))
-
-    def _reduce_copies(self, exit_order_id: str, before: int, quantity: int, copies: list[tuple[str, str]]) -> None:
-        """Shrink `copies` ((follower, leader order id) each) by the fraction the exit sells."""
-        assert self.router is not None
-        for follower, leader_order_id in copies:
-            log.info("leader order %s sells %d of %d: %s's copy of leader order %s still rests, reduced as much",
-                     exit_order_id, quantity, abs(before), follower, leader_order_id)
-            self.router.tell(ReduceCopy(leader_order_id, follower, before, quantity, exit_order_id))
-
-    def _traded(self, leader: str, leader_order_id: str) -> bool:
-        """Whether the ledger saw that leader order wholly filled."""
-        return self.ledger is not None and self.ledger.traded(leader, leader_order_id)
-
-    def _price_exit_filled(self, exit_order_id: str) -> None:
-        """The leader's exit that waited for its price began to fill: its followers' copies still
-        resting of the orders it exits are cancelled when it closes the position, else shrunk by its
-        fraction, as an exit at the market does (`_cancel_resting`, `_reduce_resting`). Sized when
-        it was placed, it could not: its leader held what they are the followers' share of."""
-        found = self.on_way.price_exit_filled(exit_order_id)
-        if found is None or self.router is None:
-            return
-        leader, exit_ = found
-        if exit_.quantity >= abs(exit_.before):
-            self._cancel_copies(exit_order_id, self.on_way.shares(self.rules, leader, exit_, self._traded, cancel=True))
-        else:
-            self._reduce_copies(exit_order_id, exit_.before, exit_.quantity,
-                                self.on_way.shares(self.rules, leader, exit_, self._traded))
-
-    def _grow_protection(self, follower: str, leader_order_id: str) -> None:
-        """`follower`'s copy of `leader_order_id` filled: the exits waiting for their price that
-        it grows (`_protect`) are sized again from what the follower holds now, as they were."""
-        for grows in self.on_way.protections(follower, leader_order_id):
-            self._grow(follower, grows)
-
-    def _grow(self, follower: str, grows: Protection) -> None:
-        held = self.positions.quantity(follower, grows.key)
-        if (risk.exit_quantity(grows.before, grows.quantity, held, grows.lot_size) > 0 and self.router is not None
-                and self.on_way.grows_from(follower, grows.exit_order_id, held)):
-            log.info("leader order %s grows: %s holds %d", grows.exit_order_id, follower, held)
-            self.router.tell(ProtectCopy(grows.exit_order_id, follower, held, grows.before))
 
     def _hold(self, waiting: _Waiting, until: float, now: float) -> None:
         """The exit waits for its followers' copies until `until` (monotonic), at most. Once it has
@@ -588,7 +479,7 @@ class SizingActor(PooledSupervised):
             if waiting.look_up:
                 first = waiting.requests[0]
                 lookups.append((first.leader, first.leader_order_id, risk.position_key(first.terms),
-                                _sign(first.terms)))
+                                risk.side_sign(first.terms)))
         self._asked = frozenset(f for f in followers if f not in slow)
         self.reader.read_exit(self._exit_round, [f for f in followers if f in self._asked], lookups,
                               unread=[f for f in followers if f in slow])
@@ -608,8 +499,7 @@ class SizingActor(PooledSupervised):
         if isinstance(waiting.message, SizeCopies):
             sized = self._size_order(waiting.message, exit_before, unread)
             if exit_before is not None:
-                self._protect(waiting)
-                self._reduce_resting(waiting)
+                self.resting.exit_sized(waiting.requests[0], waiting.before, waiting.followers)
             return sized
         return self._size(waiting.message, exit_before, new_order=waiting.message.new_order, unread=unread)
 
@@ -696,8 +586,7 @@ class SizingActor(PooledSupervised):
             self.ledger.carry(snapshot.account, snapshot.carried, ist_date(self.clock()))
         if not self.positions.apply(snapshot):
             return
-        for grows in self.on_way.protections_read(snapshot.account, snapshot.fetched_ns):
-            self._grow(snapshot.account, grows)  # (a fill of a copy no socket brought is in it)
+        self.resting.positions_read(snapshot)
         limits = self.limits.get(snapshot.account)
         if limits is not None and risk.daily_loss_breached(limits, self._risk_state(snapshot.account)):
             self.on_daily_loss(snapshot.account, f"P&L today {snapshot.realised + snapshot.unrealised:,.0f} "
@@ -727,7 +616,7 @@ class SizingActor(PooledSupervised):
         confirm the leader's position); `unread`: followers whose positions were not in in time,
         sized from the last reading and the fills since, unless a fill since may be in it."""
         terms = request.terms
-        if not _reduces(terms, before):
+        if not risk.reduces(terms, before):
             return None  # (None before: the broker could not confirm the leader's position, sized as an entry)
         key = risk.position_key(terms)
         held = self.positions.quantity(request.follower, key)
@@ -763,7 +652,7 @@ class SizingActor(PooledSupervised):
         decisions = [self._size(request, exit_before, new_order=True, unread=unread)
                      for request in message.requests]
         sized = size_legs(self.strategies, message, decisions, self.leg_window, time.monotonic(), self._drop)
-        if message.requests and _reduces(message.requests[0].terms, exit_before):
+        if message.requests and risk.reduces(message.requests[0].terms, exit_before):
             return dataclasses.replace(sized, reduces_position=True, position_before=exit_before)  # (sent however late)
         return sized
 

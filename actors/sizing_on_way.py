@@ -113,9 +113,8 @@ class OnTheirWay:
                        ) -> list[tuple[str, str]]:
         """The copies an exit finds resting (`resting`), as (follower, leader order id) once each."""
         now = time.monotonic()
-        return list(dict.fromkeys((follower, copy.leader_order_id) for follower in followers
-                                  for copy in self._copies.get(follower, {}).values()
-                                  if resting(copy, leader, key, exit_order_id, now, exit_wait, answer_wait, traded)))
+        return self._select(followers, lambda copy: resting(copy, leader, key, exit_order_id, now, exit_wait,
+                                                            answer_wait, traded))
 
     def waits_for_price(self, leader: str, protection: Protection) -> None:
         """Its exit waits for its price (a stop-loss, a target): `price_exit_filled` once it fills."""
@@ -134,8 +133,10 @@ class OnTheirWay:
         leader order id) once each; `cancel`: marked as asked to be cancelled."""
         def which(copy: CopyOnWay) -> bool:
             return share_of_held(copy, leader, protection.key, protection.exit_order_id, traded)
-        if cancel:
-            return self._cancel(followers, which)
+        return self._cancel(followers, which) if cancel else self._select(followers, which)
+
+    def _select(self, followers: Iterable[str], which: Callable[[CopyOnWay], bool]) -> list[tuple[str, str]]:
+        """`which` of the followers' copies, as (follower, leader order id) once each."""
         return list(dict.fromkeys((follower, copy.leader_order_id) for follower in followers
                                   for copy in self._copies.get(follower, {}).values() if which(copy)))
 

@@ -135,6 +135,16 @@ def is_exit(before: int, signed_qty: int) -> bool:
     return (before > 0 and signed_qty < 0 and after >= 0) or (before < 0 and signed_qty > 0 and after <= 0)
 
 
+def side_sign(terms: OrderTerms) -> int:
+    """How an order of `terms` moves its position: 1 for a BUY, -1 for a SELL."""
+    return 1 if terms.side == Side.BUY else -1
+
+
+def reduces(terms: OrderTerms, before: int | None) -> bool:
+    """Whether an order of `terms` only reduces the position `before` it (None: not known)."""
+    return before is not None and is_exit(before, side_sign(terms) * terms.quantity)
+
+
 def surely_held(one: int, other: int) -> int:
     """Of two readings of one position, what both say is held: the one nearer zero, or nothing
     when they are on opposite sides."""
