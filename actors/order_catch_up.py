@@ -68,6 +68,8 @@ def catch_up(actor: "OrderActor", request: CatchUpCopy) -> None:
 
 
 def protect(actor: "OrderActor", request: ProtectCopy) -> None:
+    """The follower's copy of this exit, which waits for its price, grows to what it now holds
+    sized as the exit is (`ProtectCopy`): placed when it was skipped, else modified; never shrunk."""
     follower, leader = request.follower, actor.leader
     instrument = _waiting_for_price(actor)
     if leader is None or instrument is None or _refused(actor) is not None:
