@@ -155,11 +155,10 @@ class OnTheirWay:
     def protect(self, follower: str, leader: str, protection: Protection, traded: Callable[[str, str], bool]) -> bool:
         """Its exit waits for its price: it grows as `follower`'s copies that are its share of what
         `leader` holds fill (`share_of_held`). Whether it has any."""
-        orders = {copy.leader_order_id for copy in self._copies.get(follower, {}).values()
-                  if share_of_held(copy, leader, protection.key, protection.exit_order_id, traded)}
-        for order_id in orders:
+        shares = self.shares([follower], leader, protection, traded)
+        for _follower, order_id in shares:
             self._grows(follower, order_id, protection)
-        return bool(orders)
+        return bool(shares)
 
     def exit_told(self, followers: Iterable[str], leader: str, protection: Protection,
                   traded: Callable[[str, str], bool]) -> None:

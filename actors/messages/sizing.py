@@ -178,8 +178,9 @@ class CopyResting:
 class ExitWaiting:
     """Order actor -> sizing: a leader exit that waits for its price (a stop-loss, a target),
     loaded by a new incarnation of its order actor (the sizing actor's memory of it may have ended
-    with the last run), with the followers whose copies of it may grow: it grows as their copies
-    that are their share of what the leader holds fill (actors/sizing.py `_protect`)."""
+    with the last run) or changed by its leader, with the followers whose copies of it may grow: it
+    grows as their copies that are their share of what the leader holds fill
+    (actors/sizing_resting.py)."""
 
     leader: str
     protection: Protection
